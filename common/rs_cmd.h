@@ -1,0 +1,94 @@
+/*
+ * rs_cmd.h - internal message codecs: commands to the orchestrator, tool
+ * calls to the routers, timers. Internal (not the public contract), but
+ * versioned the same way: additive changes only.
+ *
+ * Commands: stream CMDS, subject cmd.<tenant>.<run_id>, JSON with "type":
+ *   run.start      {run_id, tenant, agent, version, input, idempotency_key?, traceparent?}
+ *   tool.result    {run_id, tenant, call_id, device_id?, output | error}
+ *   tool.delivered {run_id, tenant, call_id, device_id, router?}
+ *   signal         {run_id, tenant, signal_id, name, payload}
+ *   cancel         {run_id, tenant, reason?}
+ *   timer.fire     {run_id, tenant, timer_id, purpose, step_id?, attempt?, due_at}
+ * Headers: Runstream-Type = type; Nats-Msg-Id = rs_cmd_msg_id().
+ *
+ * Tool calls: stream TOOLCALLS, subject toolcalls.<tenant>.<call_id>:
+ *   {"type":"tool.call", call_id, run_id, tenant, step_id, tool, args,
+ *    attempt, deadline, device?, capability?}
+ *   {"type":"tool.cancel", call_id, run_id, tenant}
+ * Timers: stream TIMERS, subject timers.<tenant>.<run_id>, a timer.fire
+ * command body (the timer fires by forwarding it to CMDS when due).
+ *
+ * Ownership as in rs_event.h: decode allocates, rs_cmd_free releases.
+ */
+#ifndef RS_CMD_H
+#define RS_CMD_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "rs_event.h"
+#include "rs_status.h"
+
+typedef enum {
+	RS_CMD_RUN_START = 0,
+	RS_CMD_TOOL_RESULT,
+	RS_CMD_TOOL_DELIVERED,
+	RS_CMD_SIGNAL,
+	RS_CMD_CANCEL,
+	RS_CMD_TIMER_FIRE,
+	RS_CMD__COUNT
+} rs_cmd_type;
+
+const char *rs_cmd_type_name(rs_cmd_type t);  /* "run.start" ... */
+rs_status rs_cmd_type_parse(const char *s, rs_cmd_type *t);
+
+typedef struct {
+	rs_cmd_type type;
+	char run_id[40];
+	char tenant[72];
+	char traceparent[64];       /* "" if none */
+	/* run.start */
+	char *agent, *version, *idempotency_key;
+	json_t *input;
+	/* tool.result / tool.delivered */
+	char *call_id, *device_id, *router;
+	json_t *output;             /* tool.result success */
+	int has_error;              /* tool.result failure: error below */
+	rs_err error;
+	/* signal */
+	char *signal_id, *name;
+	json_t *payload;
+	/* cancel */
+	char *reason;
+	/* timer.fire */
+	char *timer_id, *step_id;
+	rs_timer_purpose purpose;
+	int64_t attempt, due_at;
+} rs_cmd;
+
+/* Encode (compact, sorted keys); *out malloc'd, caller frees. */
+rs_status rs_cmd_encode(const rs_cmd *c, char **out, size_t *len);
+/* Decode + validate; err names the field on failure. */
+rs_status rs_cmd_decode(const char *buf, size_t len, rs_cmd *c, char *err, size_t cap);
+void rs_cmd_free(rs_cmd *c);
+
+/* "cmd.<tenant>.<run_id>" */
+void rs_cmd_subject(const char *tenant, const char *run_id, char *buf, size_t cap);
+/* Deterministic de-duplication id: start-<run_id>, result-<call_id>,
+ * delivered-<call_id>-<device_id>, signal-<signal_id>, cancel-<run_id>,
+ * timer-<timer_id>. */
+void rs_cmd_msg_id(const rs_cmd *c, char *buf, size_t cap);
+
+typedef struct {
+	int cancel;                 /* 0 tool.call, 1 tool.cancel */
+	char *call_id, *run_id, *tenant, *step_id, *tool, *device, *capability;
+	json_t *args;
+	int64_t attempt, deadline;
+} rs_toolcall;
+
+rs_status rs_toolcall_encode(const rs_toolcall *t, char **out, size_t *len);
+rs_status rs_toolcall_decode(const char *buf, size_t len, rs_toolcall *t, char *err, size_t cap);
+void rs_toolcall_free(rs_toolcall *t);
+
+#endif

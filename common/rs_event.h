@@ -1,0 +1,240 @@
+/*
+ * rs_event.h - the run event codec (public contract v1, docs/events.md).
+ *
+ * A run event is a CloudEvents 1.0 JSON object (structured mode):
+ *   specversion "1.0", id "<run_id>-<runseq>", source "runstream/orchestrator",
+ *   type "runstream.<noun>.<verb>", subject <run_id>, time (RFC 3339),
+ *   datacontenttype "application/json", runseq, tenant, traceparent, data.
+ * It is stored on subject runs.<tenant>.<run_id> of stream RUNS with headers
+ * Nats-Msg-Id = id, Content-Type = application/cloudevents+json,
+ * Runstream-Type = "<noun>.<verb>".
+ *
+ * Each event type has a typed data struct and one encode and one decode
+ * function. Business code uses the structs only; it never walks raw JSON.
+ * Ownership: decode allocates every string/json member; rs_event_free()
+ * releases them. Encode never takes ownership.
+ */
+#ifndef RS_EVENT_H
+#define RS_EVENT_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "rs_status.h"
+
+typedef enum {
+	RS_EV_RUN_CREATED = 0,
+	RS_EV_RUN_STARTED,
+	RS_EV_STEP_STARTED,
+	RS_EV_STEP_COMPLETED,
+	RS_EV_STEP_FAILED,
+	RS_EV_STEP_RETRY_SCHEDULED,
+	RS_EV_TOOL_REQUESTED,
+	RS_EV_TOOL_DISPATCHED,
+	RS_EV_TOOL_COMPLETED,
+	RS_EV_TOOL_FAILED,
+	RS_EV_TOOL_TIMED_OUT,
+	RS_EV_TIMER_SCHEDULED,
+	RS_EV_TIMER_FIRED,
+	RS_EV_SIGNAL_RECEIVED,
+	RS_EV_RUN_CANCEL_REQUESTED,
+	RS_EV_RUN_COMPLETED,
+	RS_EV_RUN_FAILED,
+	RS_EV_RUN_CANCELLED,
+	RS_EV_RUN_TIMED_OUT,
+	RS_EV__COUNT
+} rs_event_type;
+
+/* "run.created" etc. (the Runstream-Type header and SSE event name). */
+const char *rs_event_type_name(rs_event_type t);
+/* Accepts "run.created" or "runstream.run.created". */
+rs_status rs_event_type_parse(const char *s, rs_event_type *t);
+/* 1 for run.completed, run.failed, run.cancelled, run.timed_out. */
+int rs_event_type_terminal(rs_event_type t);
+
+typedef enum { RS_ERRCLASS_TRANSIENT = 0, RS_ERRCLASS_PERMANENT, RS_ERRCLASS_TIMEOUT } rs_errclass;
+const char *rs_errclass_name(rs_errclass c);           /* "transient" ... */
+rs_status rs_errclass_parse(const char *s, rs_errclass *c);
+
+/* An error as carried by step.failed, tool.failed, run.failed and
+ * tool results. JSON: {"code","message","class","retryable"[,"step_id"]}. */
+typedef struct {
+	char *code;      /* required, e.g. "tool_error", "timeout" */
+	char *message;   /* required, human text */
+	rs_errclass cls;
+	int retryable;   /* 1/0 */
+	char *step_id;   /* optional (run.failed: which step) */
+} rs_err;
+
+typedef enum {
+	RS_TIMER_SLEEP = 0, RS_TIMER_RETRY, RS_TIMER_STEP_TIMEOUT, RS_TIMER_TOOL_TIMEOUT,
+	RS_TIMER_SIGNAL_TIMEOUT, RS_TIMER_RUN_TIMEOUT
+} rs_timer_purpose;
+const char *rs_timer_purpose_name(rs_timer_purpose p); /* "sleep", "retry", "step_timeout", ... */
+rs_status rs_timer_purpose_parse(const char *s, rs_timer_purpose *p);
+
+/* Optional strings are NULL when absent; optional ints are 0 when absent
+ * unless noted. Times are Unix ms in structs, RFC 3339 strings in JSON. */
+typedef struct { char *agent; char *version; json_t *input; char *idempotency_key;
+                 int64_t timeout_s; int64_t max_steps; } rs_ev_run_created;
+typedef struct { char *instance; } rs_ev_run_started;
+typedef struct { char *step_id; char *kind; int64_t attempt; json_t *input; } rs_ev_step_started;
+typedef struct { char *step_id; int64_t attempt; json_t *output; int64_t duration_ms;
+                 char *next_step; /* optional: where the run goes next */ } rs_ev_step_completed;
+typedef struct { char *step_id; int64_t attempt; rs_err error; int final; } rs_ev_step_failed;
+typedef struct { char *step_id; int64_t attempt; /* the next attempt */ int64_t backoff_ms;
+                 int64_t due_at; char *timer_id; } rs_ev_step_retry_scheduled;
+typedef struct { char *call_id; char *step_id; int64_t attempt; char *tool; json_t *args;
+                 char *device; char *capability; int64_t deadline; } rs_ev_tool_requested;
+typedef struct { char *call_id; char *device_id; char *router; } rs_ev_tool_dispatched;
+typedef struct { char *call_id; char *step_id; int64_t attempt; json_t *output;
+                 char *device_id; } rs_ev_tool_completed;
+typedef struct { char *call_id; char *step_id; int64_t attempt; rs_err error;
+                 char *device_id; } rs_ev_tool_failed;
+typedef struct { char *call_id; char *step_id; int64_t attempt; } rs_ev_tool_timed_out;
+typedef struct { char *timer_id; rs_timer_purpose purpose; char *step_id; int64_t attempt;
+                 int64_t due_at; } rs_ev_timer_scheduled;
+typedef struct { char *timer_id; rs_timer_purpose purpose; char *step_id; int64_t attempt;
+                 int64_t due_at; } rs_ev_timer_fired;
+typedef struct { char *signal_id; char *name; json_t *payload; char *step_id; } rs_ev_signal_received;
+typedef struct { char *reason; } rs_ev_run_cancel_requested;
+typedef struct { json_t *output; } rs_ev_run_completed;
+typedef struct { rs_err error; } rs_ev_run_failed;
+typedef struct { char *reason; } rs_ev_run_cancelled;
+typedef struct { int64_t timeout_s; } rs_ev_run_timed_out;
+
+/* One encode (struct -> new json_t data object) and one decode (data
+ * object -> struct, with a precise error naming the field) per type.
+ * encode returns NULL if the struct breaks the contract (a required member
+ * NULL, an attempt < 1, ...) or memory ran out; it never takes ownership.
+ * decode zeroes *d first; on success *d holds new allocations/references
+ * that rs_ev_<type>_free() releases, on failure it holds nothing. Unknown
+ * data fields are ignored (forward compatibility, docs/events.md). */
+#define RS_EVENT_CODEC(name) \
+	json_t *rs_ev_##name##_encode(const rs_ev_##name *d); \
+	rs_status rs_ev_##name##_decode(json_t *data, rs_ev_##name *d, char *err, size_t cap); \
+	void rs_ev_##name##_free(rs_ev_##name *d);
+RS_EVENT_CODEC(run_created)
+RS_EVENT_CODEC(run_started)
+RS_EVENT_CODEC(step_started)
+RS_EVENT_CODEC(step_completed)
+RS_EVENT_CODEC(step_failed)
+RS_EVENT_CODEC(step_retry_scheduled)
+RS_EVENT_CODEC(tool_requested)
+RS_EVENT_CODEC(tool_dispatched)
+RS_EVENT_CODEC(tool_completed)
+RS_EVENT_CODEC(tool_failed)
+RS_EVENT_CODEC(tool_timed_out)
+RS_EVENT_CODEC(timer_scheduled)
+RS_EVENT_CODEC(timer_fired)
+RS_EVENT_CODEC(signal_received)
+RS_EVENT_CODEC(run_cancel_requested)
+RS_EVENT_CODEC(run_completed)
+RS_EVENT_CODEC(run_failed)
+RS_EVENT_CODEC(run_cancelled)
+RS_EVENT_CODEC(run_timed_out)
+#undef RS_EVENT_CODEC
+
+/* A whole event: envelope + typed data. */
+typedef struct {
+	rs_event_type type;
+	char run_id[40];
+	char tenant[72];
+	uint64_t runseq;          /* 1, 2, 3, ... per run */
+	int64_t time_ms;
+	char traceparent[64];     /* W3C, "" if none */
+	char *source;             /* decode: allocated; encode: NULL means default */
+	union {
+		rs_ev_run_created run_created;
+		rs_ev_run_started run_started;
+		rs_ev_step_started step_started;
+		rs_ev_step_completed step_completed;
+		rs_ev_step_failed step_failed;
+		rs_ev_step_retry_scheduled step_retry_scheduled;
+		rs_ev_tool_requested tool_requested;
+		rs_ev_tool_dispatched tool_dispatched;
+		rs_ev_tool_completed tool_completed;
+		rs_ev_tool_failed tool_failed;
+		rs_ev_tool_timed_out tool_timed_out;
+		rs_ev_timer_scheduled timer_scheduled;
+		rs_ev_timer_fired timer_fired;
+		rs_ev_signal_received signal_received;
+		rs_ev_run_cancel_requested run_cancel_requested;
+		rs_ev_run_completed run_completed;
+		rs_ev_run_failed run_failed;
+		rs_ev_run_cancelled run_cancelled;
+		rs_ev_run_timed_out run_timed_out;
+	} d;
+} rs_event;
+
+/* Encode ev as a CloudEvent (compact, sorted keys). *out malloc'd, caller
+ * frees. The id is "<run_id>-<runseq>". */
+rs_status rs_event_encode(const rs_event *ev, char **out, size_t *len);
+
+/* Decode and validate a CloudEvent. On error, err names the problem and
+ * field (e.g. "data.step_id: missing"), and ev holds nothing to free.
+ * RS_ENOTFOUND means a valid envelope whose type "runstream.<noun>.<verb>"
+ * this build does not know (a newer producer): ev->type is RS_EV__COUNT,
+ * run_id/tenant/runseq/time_ms/traceparent are set (so a consumer can
+ * account for the runseq), nothing to free; consumers skip such events.
+ * Any other failure is RS_EINVAL. */
+rs_status rs_event_decode(const char *buf, size_t len, rs_event *ev, char *err, size_t cap);
+
+/* Free what decode allocated (or what the caller set with strdup/json
+ * references following the same rules). Leaves ev zeroed. */
+void rs_event_free(rs_event *ev);
+
+/* ---- Field tables, shared by rs_event.c and rs_cmd.c ----
+ * A flat JSON object is described once by an array of rs_field, and the
+ * encode, decode and free of that object all walk the same table, so they
+ * cannot disagree about a field. Offsets are into the C struct. */
+typedef enum {
+	RS_F_STR,      /* char *; min = minimum length; optional: NULL = absent */
+	RS_F_CALLID,   /* char *, usable as a NATS subject token (no . * > space) */
+	RS_F_UUID,     /* char *, canonical lowercase UUID */
+	RS_F_TOKEN,    /* char *, [a-z0-9_-]{1,64} (rs_id_is_token) */
+	RS_F_STEPKIND, /* char *, one of tool|sleep|signal|branch|transform */
+	RS_F_INT,      /* int64_t >= min; optional: 0 = absent */
+	RS_F_TIME,     /* int64_t Unix ms >= 0 <-> RFC 3339; optional: 0 = absent */
+	RS_F_BOOL,     /* int 0/1 <-> true/false */
+	RS_F_JSON,     /* json_t *, any value; required: NULL encodes as null */
+	RS_F_OBJECT,   /* json_t *, a JSON object */
+	RS_F_ERR,      /* rs_err, embedded; always required */
+	RS_F_PURPOSE,  /* rs_timer_purpose <-> its name */
+} rs_field_kind;
+
+typedef struct {
+	const char *name;   /* JSON member name */
+	rs_field_kind kind;
+	int optional;
+	size_t off;         /* offsetof() the member in the struct */
+	int64_t min;        /* RS_F_INT: smallest value; RS_F_STR: min length */
+} rs_field;
+
+/* Add the fields of struct s to obj. RS_EINVAL if s breaks the table
+ * (required member missing, value out of range), RS_ENOMEM. */
+rs_status rs_fields_encode(const rs_field *f, size_t n, const void *s, json_t *obj);
+/* Fill struct s from obj (members not in the table are ignored). Errors
+ * read "<prefix>.<name>: <problem>" (no prefix: "<name>: <problem>"). On
+ * failure the members of the table are released again. */
+rs_status rs_fields_decode(const rs_field *f, size_t n, json_t *obj, void *s,
+                           const char *prefix, char *err, size_t cap);
+/* Release the table's members of s and set them to zero. */
+void rs_fields_free(const rs_field *f, size_t n, void *s);
+
+/* rs_err <-> {"code","message","class","retryable"[,"step_id"]}. encode
+ * returns NULL if e is incomplete; decode allocates (rs_err_free). */
+json_t *rs_err_encode(const rs_err *e);
+rs_status rs_err_decode(json_t *v, rs_err *e, const char *prefix, char *err, size_t cap);
+void rs_err_free(rs_err *e);
+
+/* 1 if s is a W3C traceparent "vv-<32 hex>-<16 hex>-ff" (lowercase). */
+int rs_traceparent_valid(const char *s);
+
+/* Subject "runs.<tenant>.<run_id>" into buf. */
+void rs_event_subject(const char *tenant, const char *run_id, char *buf, size_t cap);
+
+/* The event id "<run_id>-<runseq>" into buf (>= 64). */
+void rs_event_id(const char *run_id, uint64_t runseq, char *buf, size_t cap);
+
+#endif

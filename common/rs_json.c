@@ -1,0 +1,135 @@
+/* rs_json.c - strict parse, canonical dump, paths, hashing (see rs_json.h). */
+#include "rs_json.h"
+
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int
+rs_json_depth(const json_t *v)
+{
+	int max = 0, d;
+	size_t i;
+	const char *k;
+	json_t *c;
+
+	if (json_is_object(v)) {
+		json_object_foreach((json_t *)v, k, c) {
+			d = rs_json_depth(c);
+			if (d > max)
+				max = d;
+		}
+		return max + 1;
+	}
+	if (json_is_array(v)) {
+		json_array_foreach(v, i, c) {
+			d = rs_json_depth(c);
+			if (d > max)
+				max = d;
+		}
+		return max + 1;
+	}
+	return 0;
+}
+
+/* Scan nesting before handing to jansson, so a hostile 1 MB of '[' cannot
+ * recurse deeply inside the parser. Strings are skipped correctly. */
+static int
+scan_depth_exceeds(const char *buf, size_t len, int max, size_t *where)
+{
+	int depth = 0, in_str = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		char c = buf[i];
+		if (in_str) {
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_str = 0;
+			continue;
+		}
+		if (c == '"') {
+			in_str = 1;
+		} else if (c == '{' || c == '[') {
+			if (++depth > max) {
+				*where = i;
+				return 1;
+			}
+		} else if (c == '}' || c == ']') {
+			depth--;
+		}
+	}
+	return 0;
+}
+
+rs_status
+rs_json_parse(const char *buf, size_t len, json_t **out, char *err, size_t errcap)
+{
+	json_error_t jerr;
+	size_t where = 0;
+	json_t *v;
+
+	*out = NULL;
+	if (scan_depth_exceeds(buf, len, RS_JSON_MAX_DEPTH, &where)) {
+		snprintf(err, errcap, "JSON nested deeper than %d levels at position %zu",
+		         RS_JSON_MAX_DEPTH, where);
+		return RS_EINVAL;
+	}
+	v = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+	if (v == NULL) {
+		snprintf(err, errcap, "invalid JSON at line %d, column %d (position %d): %s",
+		         jerr.line, jerr.column, jerr.position, jerr.text);
+		return RS_EINVAL;
+	}
+	*out = v;
+	return RS_OK;
+}
+
+char *
+rs_json_dump(const json_t *v)
+{
+	return json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+}
+
+json_t *
+rs_json_path(json_t *v, const char *path)
+{
+	char tok[256];
+	const char *p = path;
+
+	while (v != NULL && *p != '\0') {
+		size_t n = strcspn(p, ".");
+		if (n == 0 || n >= sizeof(tok))
+			return NULL;
+		memcpy(tok, p, n);
+		tok[n] = '\0';
+		p += n;
+		if (*p == '.')
+			p++;
+		if (json_is_object(v)) {
+			v = json_object_get(v, tok);
+		} else if (json_is_array(v)) {
+			char *end;
+			long idx = strtol(tok, &end, 10);
+			if (*end != '\0' || idx < 0)
+				return NULL;
+			v = json_array_get(v, (size_t)idx);
+		} else {
+			return NULL;
+		}
+	}
+	return v;
+}
+
+void
+rs_sha256_hex(const void *data, size_t len, char out[65])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+
+	EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL);
+	for (unsigned int i = 0; i < mdlen && i < 32; i++)
+		snprintf(out + 2 * i, 3, "%02x", md[i]);
+	out[64] = '\0';
+}

@@ -1,0 +1,202 @@
+/* rs_nats.c - connection, status mapping, publish helpers (see rs_nats.h). */
+#include "rs_nats.h"
+#include "rs_log.h"
+#include "rs_time.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void
+on_disconnected(natsConnection *nc, void *closure)
+{
+	/* A drain/close we asked for is not worth a warning. */
+	if (!natsConnection_IsClosed(nc) && !natsConnection_IsDraining(nc))
+		rs_warn("nats: disconnected");
+}
+
+static void
+on_reconnected(natsConnection *nc, void *closure)
+{
+	char url[256] = "";
+
+	natsConnection_GetConnectedUrl(nc, url, sizeof(url));
+	rs_info("nats: reconnected to %s", url);
+}
+
+static void
+on_async_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure)
+{
+	rs_warn("nats: async error: %s", natsStatus_GetText(err));
+}
+
+rs_status
+rs_nats_connect(rs_nats *n, const char *urls, const char *name, jsOptions *jsopts,
+                int64_t connect_wait_ms)
+{
+	natsOptions *opts = NULL;
+	natsStatus s;
+	rs_status st = RS_EUNAVAIL;
+	int64_t deadline = rs_mono_ms() + connect_wait_ms;
+
+	memset(n, 0, sizeof(*n));
+	if (natsOptions_Create(&opts) != NATS_OK)
+		return RS_ENOMEM;
+	natsOptions_SetURL(opts, urls);
+	natsOptions_SetName(opts, name);
+	natsOptions_SetMaxReconnect(opts, -1);
+	natsOptions_SetReconnectWait(opts, 250);
+	natsOptions_SetReconnectBufSize(opts, 64 * 1024 * 1024);
+	natsOptions_SetPingInterval(opts, 10000);
+	natsOptions_SetMaxPendingMsgs(opts, 1000000);
+	natsOptions_SetDisconnectedCB(opts, on_disconnected, NULL);
+	natsOptions_SetReconnectedCB(opts, on_reconnected, NULL);
+	natsOptions_SetErrorHandler(opts, on_async_error, NULL);
+	for (;;) {
+		s = natsConnection_Connect(&n->nc, opts);
+		if (s == NATS_OK || rs_mono_ms() >= deadline)
+			break;
+		usleep(100 * 1000);
+	}
+	if (s != NATS_OK) {
+		rs_error("nats: cannot connect to %s: %s", urls, natsStatus_GetText(s));
+		goto cleanup;
+	}
+	if (natsConnection_JetStream(&n->js, n->nc, jsopts) != NATS_OK) {
+		rs_error("nats: cannot create JetStream context");
+		st = RS_ERR;
+		goto cleanup;
+	}
+	st = RS_OK;
+cleanup:
+	natsOptions_Destroy(opts);
+	if (st != RS_OK) {
+		natsConnection_Destroy(n->nc);
+		n->nc = NULL;
+	}
+	return st;
+}
+
+void
+rs_nats_close(rs_nats *n, int64_t timeout_ms)
+{
+	if (n->nc != NULL && natsConnection_Status(n->nc) == NATS_CONN_STATUS_CONNECTED) {
+		if (natsConnection_DrainTimeout(n->nc, timeout_ms) == NATS_OK) {
+			int64_t deadline = rs_mono_ms() + timeout_ms;
+			while (!natsConnection_IsClosed(n->nc) && rs_mono_ms() < deadline)
+				usleep(10 * 1000);
+		}
+	}
+	jsCtx_Destroy(n->js);
+	natsConnection_Destroy(n->nc);
+	n->js = NULL;
+	n->nc = NULL;
+}
+
+int
+rs_nats_connected(const rs_nats *n)
+{
+	return n->nc != NULL && natsConnection_Status(n->nc) == NATS_CONN_STATUS_CONNECTED;
+}
+
+rs_status
+rs_nats_status(natsStatus s, jsErrCode jerr)
+{
+	if (s == NATS_OK)
+		return RS_OK;
+	if (jerr == JSStreamWrongLastSequenceErr)
+		return RS_ECONFLICT;
+	if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr ||
+	    jerr == JSConsumerNotFoundErr || jerr == JSNoMessageFoundErr)
+		return RS_ENOTFOUND;
+	if (s == NATS_TIMEOUT)
+		return RS_ETIMEOUT;
+	if (s == NATS_CONNECTION_CLOSED || s == NATS_NO_SERVER || s == NATS_CONNECTION_DISCONNECTED ||
+	    s == NATS_NO_RESPONDERS || s == NATS_STALE_CONNECTION)
+		return RS_EUNAVAIL;
+	if (s == NATS_NO_MEMORY)
+		return RS_ENOMEM;
+	if (s == NATS_INVALID_ARG)
+		return RS_EINVAL;
+	return RS_EIO;
+}
+
+rs_status
+rs_nats_msg(natsMsg **out, const char *subject, const char *data, int len, ...)
+{
+	natsMsg *m = NULL;
+	va_list ap;
+	const char *k, *v;
+
+	if (natsMsg_Create(&m, subject, NULL, data, len) != NATS_OK)
+		return RS_ENOMEM;
+	va_start(ap, len);
+	while ((k = va_arg(ap, const char *)) != NULL) {
+		v = va_arg(ap, const char *);
+		if (v != NULL && natsMsgHeader_Set(m, k, v) != NATS_OK) {
+			va_end(ap);
+			natsMsg_Destroy(m);
+			return RS_ENOMEM;
+		}
+	}
+	va_end(ap);
+	*out = m;
+	return RS_OK;
+}
+
+rs_status
+rs_js_publish(jsCtx *js, natsMsg *msg, const char *msg_id, int64_t expect_subj_seq,
+              int64_t timeout_ms, uint64_t *seq, int *dup)
+{
+	jsPubOptions po;
+	jsPubAck *pa = NULL;
+	jsErrCode jerr = 0;
+	natsStatus s;
+
+	jsPubOptions_Init(&po);
+	po.MsgId = msg_id;
+	po.MaxWait = timeout_ms;
+	/* nats.c treats 0 as "unset", but the server honours an explicit 0
+	 * header as "no message on this subject yet": set it ourselves. */
+	if (expect_subj_seq > 0)
+		po.ExpectLastSubjectSeq = (uint64_t)expect_subj_seq;
+	else if (expect_subj_seq == 0)
+		natsMsgHeader_Set(msg, "Nats-Expected-Last-Subject-Sequence", "0");
+	s = js_PublishMsg(&pa, js, msg, &po, &jerr);
+	if (s != NATS_OK) {
+		jsPubAck_Destroy(pa);
+		return rs_nats_status(s, jerr);
+	}
+	if (seq != NULL)
+		*seq = pa->Sequence;
+	if (dup != NULL)
+		*dup = pa->Duplicate ? 1 : 0;
+	jsPubAck_Destroy(pa);
+	return RS_OK;
+}
+
+rs_status
+rs_dlq_publish(jsCtx *js, const char *source, const char *orig_subject, uint64_t orig_seq,
+               const char *data, int len, const char *reason)
+{
+	char subj[128], seqs[32];
+	natsMsg *m = NULL;
+	rs_status st;
+
+	snprintf(subj, sizeof(subj), "dlq.%s", source);
+	snprintf(seqs, sizeof(seqs), "%llu", (unsigned long long)orig_seq);
+	st = rs_nats_msg(&m, subj, data, len, "Runstream-Dlq-Reason", reason,
+	                 "Runstream-Dlq-Subject", orig_subject, "Runstream-Dlq-Seq", seqs,
+	                 "Runstream-Dlq-Source", source, NULL);
+	if (st != RS_OK)
+		return st;
+	st = rs_js_publish(js, m, NULL, -1, 5000, NULL, NULL);
+	natsMsg_Destroy(m);
+	if (st != RS_OK)
+		rs_error("dlq: cannot dead-letter %s seq %s: %s", orig_subject, seqs, rs_status_str(st));
+	else
+		rs_warn("dlq: %s seq %s dead-lettered to %s: %s", orig_subject, seqs, subj, reason);
+	return st;
+}

@@ -1,0 +1,59 @@
+/*
+ * rs_nats.h - NATS connection and JetStream helpers over nats.c.
+ *
+ * One rs_nats per process role: a connection to a comma-separated list of
+ * servers that reconnects forever, and its JetStream context. Shut down with
+ * rs_nats_close(), which drains (in-flight subscriptions finish, pending
+ * publishes flush) before closing.
+ */
+#ifndef RS_NATS_H
+#define RS_NATS_H
+
+#include <nats/nats.h>
+#include <stdint.h>
+#include "rs_status.h"
+
+typedef struct {
+	natsConnection *nc;
+	jsCtx *js;
+} rs_nats;
+
+/* Connect to urls ("nats://a:4222,nats://b:4222") with client name `name`.
+ * jsopts may be NULL or a jsOptions the caller initialised (e.g. async
+ * publish handlers); it is copied. Retries the first connect for
+ * connect_wait_ms before giving up with RS_EUNAVAIL. */
+rs_status rs_nats_connect(rs_nats *n, const char *urls, const char *name,
+                          jsOptions *jsopts, int64_t connect_wait_ms);
+
+/* Drain (bounded by timeout_ms) and free everything. Safe on a zeroed n. */
+void rs_nats_close(rs_nats *n, int64_t timeout_ms);
+
+/* 1 while the connection is up. */
+int rs_nats_connected(const rs_nats *n);
+
+/* Map a natsStatus (and optional jsErrCode) to an rs_status:
+ * wrong-last-sequence -> RS_ECONFLICT, not-found -> RS_ENOTFOUND, timeouts
+ * -> RS_ETIMEOUT, connection problems -> RS_EUNAVAIL. */
+rs_status rs_nats_status(natsStatus s, jsErrCode jerr);
+
+/* Build a message with the given headers (NULL-terminated key,value list).
+ * data is copied. Caller owns *out (natsMsg_Destroy) unless a publish
+ * function documents that it takes it. */
+rs_status rs_nats_msg(natsMsg **out, const char *subject, const char *data,
+                      int len, ...);
+
+/* Synchronous JetStream publish of msg (not consumed: caller destroys).
+ * msg_id, when not NULL, de-duplicates; expect_subj_seq >= 0 sets
+ * Nats-Expected-Last-Subject-Sequence. On success *seq (if not NULL) is the
+ * stream sequence and *dup is 1 if the server saw a duplicate. */
+rs_status rs_js_publish(jsCtx *js, natsMsg *msg, const char *msg_id,
+                        int64_t expect_subj_seq, int64_t timeout_ms,
+                        uint64_t *seq, int *dup);
+
+/* Dead-letter: publish the payload of an offending message to
+ * dlq.<source> with headers Runstream-Dlq-Reason/-Subject/-Seq. */
+rs_status rs_dlq_publish(jsCtx *js, const char *source, const char *orig_subject,
+                         uint64_t orig_seq, const char *data, int len,
+                         const char *reason);
+
+#endif

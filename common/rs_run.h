@@ -1,0 +1,84 @@
+/*
+ * rs_run.h - the run state machine: pure functions, no I/O, no clock.
+ *
+ *   evolve(state, event) -> state        rs_run_evolve()
+ *   decide(state, command, now) -> events + effects   rs_run_decide()
+ *
+ * The orchestrator, `runctl replay --check` and the tests link this same
+ * code. decide() never mutates the state: the caller appends the returned
+ * events to the log and, only once they are durable, evolves the state with
+ * them and performs the effects (timers to schedule, tool calls/cancels to
+ * publish). Effects are idempotent downstream (de-duplicated by id), so
+ * they may be performed more than once: rs_run_pending_effects() re-derives
+ * them from the state, which is how a crash between "append" and "effects"
+ * is healed when the command is redelivered.
+ */
+#ifndef RS_RUN_H
+#define RS_RUN_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "rs_agent.h"
+#include "rs_cmd.h"
+#include "rs_event.h"
+#include "rs_status.h"
+
+typedef enum {
+	RS_RUN_NONE = 0,   /* no events yet */
+	RS_RUN_QUEUED,     /* run.created, not yet started */
+	RS_RUN_RUNNING,
+	RS_RUN_WAITING,    /* on a tool call, a timer or a signal */
+	RS_RUN_COMPLETED,
+	RS_RUN_FAILED,
+	RS_RUN_CANCELLED,
+	RS_RUN_TIMED_OUT
+} rs_run_status;
+
+const char *rs_run_status_name(rs_run_status s); /* "queued", "running", ... */
+int rs_run_status_terminal(rs_run_status s);
+
+typedef struct rs_run rs_run; /* opaque */
+
+rs_run *rs_run_new(void);            /* empty state; caller frees */
+void rs_run_free(rs_run *r);
+/* Apply one event. RS_EINVAL if ev->runseq is not last_seq + 1 or the
+ * event does not fit the state (the message says why). */
+rs_status rs_run_evolve(rs_run *r, const rs_event *ev, char *err, size_t cap);
+
+rs_run_status rs_run_get_status(const rs_run *r);
+uint64_t rs_run_last_seq(const rs_run *r);
+const char *rs_run_get_agent(const rs_run *r);    /* NULL before run.created */
+const char *rs_run_get_version(const rs_run *r);
+const char *rs_run_get_tenant(const rs_run *r);
+const char *rs_run_get_id(const rs_run *r);
+
+/* A JSON snapshot of the state (status, input, step outputs, attempts,
+ * pending tool calls and timers, output/error). New reference. */
+json_t *rs_run_view(const rs_run *r);
+
+typedef struct {
+	rs_event *events;     /* runseq last_seq+1.., time = now */
+	size_t nevents;
+	rs_cmd *timers;       /* timer.fire bodies to put on TIMERS */
+	size_t ntimers;
+	rs_toolcall *calls;   /* tool.call / tool.cancel to put on TOOLCALLS */
+	size_t ncalls;
+} rs_decision;
+
+/* Decide what a command means for the run. agent is the run's pinned
+ * definition (the caller resolves it: from the command for run.start, from
+ * run.created otherwise). A duplicate or stale command yields an empty
+ * decision (RS_OK, no events).
+ * instance names the orchestrator (run.started.instance). */
+rs_status rs_run_decide(const rs_run *r, const rs_agent *agent, const rs_cmd *cmd,
+                        int64_t now_ms, const char *instance, rs_decision *out,
+                        char *err, size_t cap);
+
+/* Effects implied by the current state: pending timers and tool calls (and
+ * cancels owed for a finished run). */
+rs_status rs_run_pending_effects(const rs_run *r, rs_decision *out);
+
+void rs_decision_free(rs_decision *d);
+
+#endif

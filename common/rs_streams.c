@@ -1,0 +1,258 @@
+/* rs_streams.c - apply and check JetStream definitions (see rs_streams.h). */
+#include "rs_streams.h"
+#include "rs_json.h"
+#include "rs_log.h"
+#include "rs_nats.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define NS_PER_S 1000000000LL
+
+static void
+say(char *report, size_t cap, const char *fmt, const char *a, const char *b)
+{
+	size_t n = strlen(report);
+
+	if (n < cap)
+		snprintf(report + n, cap - n, fmt, a, b);
+}
+
+static int64_t
+jint(json_t *o, const char *k, int64_t def)
+{
+	json_t *v = json_object_get(o, k);
+
+	return json_is_integer(v) ? (int64_t)json_integer_value(v) : def;
+}
+
+static const char *
+jstr(json_t *o, const char *k)
+{
+	return json_string_value(json_object_get(o, k));
+}
+
+/* Compare the fields we manage; 1 if the server's config differs. */
+static int
+stream_differs(const jsStreamConfig *a, const jsStreamConfig *b)
+{
+	if (a->SubjectsLen != b->SubjectsLen || a->MaxAge != b->MaxAge ||
+	    a->MaxMsgSize != b->MaxMsgSize || a->Duplicates != b->Duplicates ||
+	    a->AllowDirect != b->AllowDirect || (a->RePublish == NULL) != (b->RePublish == NULL) ||
+	    strcmp(a->Description ? a->Description : "", b->Description ? b->Description : "") != 0)
+		return 1;
+	for (int i = 0; i < a->SubjectsLen; i++)
+		if (strcmp(a->Subjects[i], b->Subjects[i]) != 0)
+			return 1;
+	return 0;
+}
+
+static rs_status
+apply_stream(jsCtx *js, json_t *d, char *report, size_t cap)
+{
+	jsStreamConfig cfg;
+	jsStreamInfo *si = NULL;
+	jsRePublish rp;
+	const char *subjects[8];
+	json_t *subj = json_object_get(d, "subjects"), *rpj = json_object_get(d, "republish");
+	const char *ret = jstr(d, "retention");
+	jsErrCode jerr = 0;
+	natsStatus s;
+	size_t i;
+	json_t *v;
+
+	jsStreamConfig_Init(&cfg);
+	cfg.Name = jstr(d, "name");
+	cfg.Description = jstr(d, "description");
+	json_array_foreach(subj, i, v) {
+		if (i < 8)
+			subjects[i] = json_string_value(v);
+	}
+	cfg.Subjects = subjects;
+	cfg.SubjectsLen = (int)(json_array_size(subj) < 8 ? json_array_size(subj) : 8);
+	cfg.Retention = (ret && strcmp(ret, "workqueue") == 0) ? js_WorkQueuePolicy
+	              : (ret && strcmp(ret, "interest") == 0) ? js_InterestPolicy
+	              : js_LimitsPolicy;
+	cfg.Storage = (jstr(d, "storage") && strcmp(jstr(d, "storage"), "memory") == 0)
+	              ? js_MemoryStorage : js_FileStorage;
+	cfg.MaxAge = jint(d, "max_age_s", 0) * NS_PER_S;
+	cfg.MaxMsgSize = (int32_t)jint(d, "max_msg_size", -1);
+	cfg.Duplicates = jint(d, "duplicate_window_s", 120) * NS_PER_S;
+	cfg.Replicas = jint(d, "replicas", 1);
+	cfg.AllowDirect = json_is_true(json_object_get(d, "allow_direct"));
+	if (json_is_object(rpj)) {
+		memset(&rp, 0, sizeof(rp));
+		rp.Source = jstr(rpj, "src");
+		rp.Destination = jstr(rpj, "dest");
+		cfg.RePublish = &rp;
+	}
+	s = js_GetStreamInfo(&si, js, cfg.Name, NULL, &jerr);
+	if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr) {
+		s = js_AddStream(NULL, js, &cfg, NULL, &jerr);
+		if (s == NATS_OK)
+			say(report, cap, "created stream %s%s\n", cfg.Name, "");
+	} else if (s == NATS_OK) {
+		int differs = stream_differs(si->Config, &cfg);
+		jsStreamInfo_Destroy(si);
+		if (!differs) {
+			say(report, cap, "unchanged stream %s%s\n", cfg.Name, "");
+			return RS_OK;
+		}
+		s = js_UpdateStream(NULL, js, &cfg, NULL, &jerr);
+		if (s == NATS_OK)
+			say(report, cap, "updated stream %s%s\n", cfg.Name, "");
+	}
+	if (s != NATS_OK) {
+		rs_error("streams: stream %s: %s (jetstream error %d)", cfg.Name,
+		         natsStatus_GetText(s), (int)jerr);
+		return rs_nats_status(s, jerr);
+	}
+	return RS_OK;
+}
+
+static rs_status
+apply_consumer(jsCtx *js, json_t *d, char *report, size_t cap)
+{
+	jsConsumerConfig cfg;
+	jsConsumerInfo *ci = NULL;
+	const char *stream = jstr(d, "stream");
+	jsErrCode jerr = 0;
+	natsStatus s;
+	char name[160];
+
+	jsConsumerConfig_Init(&cfg);
+	cfg.Durable = jstr(d, "durable");
+	cfg.Description = jstr(d, "description");
+	cfg.AckPolicy = js_AckExplicit;
+	cfg.AckWait = jint(d, "ack_wait_s", 30) * NS_PER_S;
+	cfg.MaxDeliver = jint(d, "max_deliver", -1);
+	cfg.MaxAckPending = jint(d, "max_ack_pending", 1000);
+	cfg.MaxWaiting = jint(d, "max_waiting", 512);
+	cfg.FilterSubject = jstr(d, "filter_subject");
+	snprintf(name, sizeof(name), "%s/%s", stream, cfg.Durable);
+	s = js_GetConsumerInfo(&ci, js, stream, cfg.Durable, NULL, &jerr);
+	if (s == NATS_OK) {
+		int same = ci->Config->AckWait == cfg.AckWait &&
+		           ci->Config->MaxDeliver == cfg.MaxDeliver &&
+		           ci->Config->MaxAckPending == cfg.MaxAckPending;
+		jsConsumerInfo_Destroy(ci);
+		if (same) {
+			say(report, cap, "unchanged consumer %s%s\n", name, "");
+			return RS_OK;
+		}
+		s = js_UpdateConsumer(NULL, js, stream, &cfg, NULL, &jerr);
+		if (s == NATS_OK)
+			say(report, cap, "updated consumer %s%s\n", name, "");
+	} else {
+		s = js_AddConsumer(NULL, js, stream, &cfg, NULL, &jerr);
+		if (s == NATS_OK)
+			say(report, cap, "created consumer %s%s\n", name, "");
+	}
+	if (s != NATS_OK) {
+		rs_error("streams: consumer %s: %s (jetstream error %d)", name,
+		         natsStatus_GetText(s), (int)jerr);
+		return rs_nats_status(s, jerr);
+	}
+	return RS_OK;
+}
+
+static rs_status
+apply_kv(jsCtx *js, json_t *d, char *report, size_t cap)
+{
+	kvConfig cfg;
+	kvStore *kv = NULL;
+	natsStatus s;
+
+	kvConfig_Init(&cfg);
+	cfg.Bucket = jstr(d, "bucket");
+	/* nats.c 3.4.1 does not escape the KV description in its JSON
+	 * request: definitions must keep quotes and backslashes out of it. */
+	cfg.Description = jstr(d, "description");
+	if (cfg.Description != NULL && strpbrk(cfg.Description, "\"\\") != NULL) {
+		rs_error("streams: kv %s: description must not contain quotes or backslashes", cfg.Bucket);
+		return RS_EINVAL;
+	}
+	cfg.History = (uint8_t)jint(d, "history", 1);
+	cfg.TTL = jint(d, "ttl_s", 0) * NS_PER_S; /* nats.c: nanoseconds */
+	cfg.Replicas = (int)jint(d, "replicas", 1);
+	cfg.StorageType = js_FileStorage;
+	s = js_KeyValue(&kv, js, cfg.Bucket);
+	if (s == NATS_OK) {
+		kvStore_Destroy(kv);
+		say(report, cap, "unchanged kv %s%s\n", cfg.Bucket, "");
+		return RS_OK;
+	}
+	s = js_CreateKeyValue(&kv, js, &cfg);
+	if (s != NATS_OK) {
+		rs_error("streams: kv %s: %s (%s)", cfg.Bucket, natsStatus_GetText(s), nats_GetLastError(NULL));
+		return rs_nats_status(s, 0);
+	}
+	kvStore_Destroy(kv);
+	say(report, cap, "created kv %s%s\n", cfg.Bucket, "");
+	return RS_OK;
+}
+
+rs_status
+rs_streams_apply(jsCtx *js, char *report, size_t cap)
+{
+	rs_status st = RS_OK;
+	char err[256];
+
+	report[0] = '\0';
+	/* Streams and KV first, consumers after: a consumer needs its stream. */
+	for (int pass = 0; pass < 2 && st == RS_OK; pass++) {
+		for (int i = 0; rs_streams_defs[i] != NULL && st == RS_OK; i++) {
+			json_t *d = NULL;
+			const char *kind;
+			st = rs_json_parse(rs_streams_defs[i], strlen(rs_streams_defs[i]), &d, err, sizeof(err));
+			if (st != RS_OK) {
+				rs_error("streams: %s: %s", rs_streams_defs_names[i], err);
+				break;
+			}
+			kind = jstr(d, "kind");
+			if (kind == NULL) {
+				st = RS_EINVAL;
+			} else if (pass == 0 && strcmp(kind, "stream") == 0) {
+				st = apply_stream(js, d, report, cap);
+			} else if (pass == 0 && strcmp(kind, "kv") == 0) {
+				st = apply_kv(js, d, report, cap);
+			} else if (pass == 1 && strcmp(kind, "consumer") == 0) {
+				st = apply_consumer(js, d, report, cap);
+			}
+			json_decref(d);
+		}
+	}
+	return st;
+}
+
+rs_status
+rs_streams_check(jsCtx *js, const char *const *names, char *missing, size_t cap)
+{
+	rs_status st = RS_OK;
+
+	missing[0] = '\0';
+	for (int i = 0; names[i] != NULL; i++) {
+		const char *name = names[i];
+		char stream[96];
+		jsStreamInfo *si = NULL;
+		jsErrCode jerr = 0;
+		natsStatus s;
+
+		if (strncmp(name, "kv:", 3) == 0)
+			snprintf(stream, sizeof(stream), "KV_%s", name + 3);
+		else
+			snprintf(stream, sizeof(stream), "%s", name);
+		s = js_GetStreamInfo(&si, js, stream, NULL, &jerr);
+		jsStreamInfo_Destroy(si);
+		if (s == NATS_OK)
+			continue;
+		if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr) {
+			size_t n = strlen(missing);
+			snprintf(missing + n, cap - n, "%s%s", n ? ", " : "", name);
+			st = RS_ENOTFOUND;
+		} else {
+			return rs_nats_status(s, jerr);
+		}
+	}
+	return st;
+}

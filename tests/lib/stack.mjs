@@ -1,0 +1,206 @@
+// stack.mjs - start real servers for integration tests and stop them by pid.
+//
+// Every integration test builds its own small world: a nats-server with its
+// own JetStream store, a throwaway Postgres cluster (run as the `postgres`
+// user when we are root, because Postgres refuses root), streams and
+// migrations applied with the real `runctl`, and the services under test.
+// Everything listens on 127.0.0.1 on free ports. stopAll() (also run on
+// process exit) kills exactly the pids this module started.
+import { spawn, execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+
+export const BUILD = process.env.RS_BUILD_DIR || path.resolve('build');
+export const SRC = process.env.RS_SRC_DIR || path.resolve('.');
+const started = [];   // { name, proc }
+const cleanups = [];  // functions run by stopAll
+
+export function bin(name) {
+  const map = {
+    runctl: 'runctl/runctl', api: 'services/api/rs-api',
+    orchestrator: 'services/orchestrator/rs-orchestrator',
+    router: 'services/tool-router/rs-tool-router',
+    projector: 'services/projector/rs-projector',
+    device: 'device/rs-device-example',
+  };
+  return path.join(BUILD, map[name] || name);
+}
+
+export async function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.unref();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export function tmpDir(prefix) {
+  return fs.mkdtempSync(path.join(os.tmpdir(), `rs-${prefix}-`));
+}
+
+function canConnect(port) {
+  return new Promise((resolve) => {
+    const c = net.connect({ host: '127.0.0.1', port }, () => { c.destroy(); resolve(true); });
+    c.on('error', () => resolve(false));
+  });
+}
+
+// Poll a condition: the only place tests wait without an event to await
+// (a process becoming reachable). Bounded; fails loudly with what it waited on.
+export async function waitFor(what, fn, timeoutMs = 15000, stepMs = 25) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < deadline) {
+    try { if (await fn()) return; } catch (e) { last = e; }
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ': ' + last.message : ''}`);
+}
+
+// Spawn a long-running process; its output goes to a log file we print if
+// the test fails. Returns { proc, pid, log, kill(sig) }.
+export function startProcess(name, cmd, args, env = {}, opts = {}) {
+  const logFile = path.join(opts.logDir || tmpDir('log'), `${name}.log`);
+  const fd = fs.openSync(logFile, 'a');
+  const proc = spawn(cmd, args, {
+    env: { ...process.env, ...env }, stdio: ['ignore', fd, fd], detached: false,
+  });
+  fs.closeSync(fd);
+  const entry = { name, proc, log: logFile };
+  started.push(entry);
+  proc.exitPromise = new Promise((resolve) => proc.on('exit', (code, sig) => resolve({ code, sig })));
+  return {
+    proc, pid: proc.pid, log: logFile, name,
+    exited: proc.exitPromise,
+    kill: (sig = 'SIGTERM') => { try { process.kill(proc.pid, sig); } catch { /* gone */ } return proc.exitPromise; },
+  };
+}
+
+export function logTail(p, n = 40) {
+  try { return fs.readFileSync(p.log, 'utf8').split('\n').slice(-n).join('\n'); } catch { return ''; }
+}
+
+export async function startNats(opts = {}) {
+  const port = opts.port || await freePort();
+  const dir = opts.dir || tmpDir('nats');
+  const args = ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir, '--server_name', `rs-test-${port}`];
+  const p = startProcess(`nats-${port}`, 'nats-server', args, {}, { logDir: dir });
+  await waitFor(`nats-server on ${port}`, () => canConnect(port));
+  const url = `nats://127.0.0.1:${port}`;
+  return { ...p, url, port, dir, restart: async () => { await p.kill('SIGKILL'); return startNats({ port, dir }); } };
+}
+
+function asPostgres(cmd, args) {
+  const isRoot = process.getuid && process.getuid() === 0;
+  if (isRoot) return ['runuser', ['-u', 'postgres', '--', cmd, ...args]];
+  return [cmd, args];
+}
+
+function pgBin(name) {
+  for (const v of ['17', '16', '15', '14', '13']) {
+    const p = `/usr/lib/postgresql/${v}/bin/${name}`;
+    if (fs.existsSync(p)) return p;
+  }
+  return name;
+}
+
+export async function startPostgres(opts = {}) {
+  const port = opts.port || await freePort();
+  const dir = opts.dir || tmpDir('pg');
+  const data = path.join(dir, 'data');
+  const isRoot = process.getuid && process.getuid() === 0;
+  if (!opts.dir) {
+    if (isRoot) execFileSync('chown', ['-R', 'postgres:postgres', dir]);
+    const [c, a] = asPostgres(pgBin('initdb'), ['-D', data, '-A', 'trust', '-U', 'postgres', '--no-sync']);
+    execFileSync(c, a, { stdio: 'ignore' });
+  }
+  const pg = {
+    port, dir, data, url: `postgresql://postgres@127.0.0.1:${port}/runstream`,
+    async start() {
+      const [c, a] = asPostgres(pgBin('pg_ctl'), ['-D', data, '-l', path.join(dir, 'pg.log'), '-w', '-t', '30', '-o',
+        `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200`, 'start']);
+      execFileSync(c, a, { stdio: 'ignore' });
+      pg.pid = parseInt(fs.readFileSync(path.join(data, 'postmaster.pid'), 'utf8').split('\n')[0], 10);
+    },
+    async stop(mode = 'fast') {
+      try {
+        const [c, a] = asPostgres(pgBin('pg_ctl'), ['-D', data, '-m', mode, '-w', 'stop']);
+        execFileSync(c, a, { stdio: 'ignore' });
+      } catch { if (pg.pid) try { process.kill(pg.pid, 'SIGKILL'); } catch { /* gone */ } }
+    },
+    psql(sql) {
+      return execFileSync('psql', [pg.url, '-XAtq', '-v', 'ON_ERROR_STOP=1', '-c', sql], { encoding: 'utf8' }).trim();
+    },
+  };
+  await pg.start();
+  if (!opts.dir) {
+    execFileSync('psql', [`postgresql://postgres@127.0.0.1:${port}/postgres`, '-XAtq', '-c', 'CREATE DATABASE runstream'], { stdio: 'ignore' });
+  }
+  cleanups.push(() => pg.stop('immediate'));
+  return pg;
+}
+
+export function runctl(args, env = {}, opts = {}) {
+  try {
+    const out = execFileSync(bin('runctl'), args, {
+      env: { ...process.env, ...env }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: opts.timeout || 30000,
+    });
+    return { code: 0, stdout: out, stderr: '' };
+  } catch (e) {
+    return { code: e.status ?? 1, stdout: e.stdout || '', stderr: e.stderr || '' };
+  }
+}
+
+// A whole stack: nats (+ streams), optionally postgres (+ migrations).
+export async function startStack({ pg = true } = {}) {
+  const nats = await startNats();
+  const env = { RS_NATS_URL: nats.url, RS_LOG_LEVEL: 'info' };
+  let r = runctl(['streams', 'apply'], env);
+  if (r.code !== 0) throw new Error(`streams apply failed: ${r.stderr}`);
+  let postgres = null;
+  if (pg) {
+    postgres = await startPostgres();
+    env.RS_PG_URL = postgres.url;
+    r = runctl(['migrate'], env);
+    if (r.code !== 0) throw new Error(`migrate failed: ${r.stderr}`);
+  }
+  return { nats, pg: postgres, env };
+}
+
+// Start a service binary and wait for its /readyz.
+export async function startService(name, env, readyPort, extraArgs = []) {
+  const p = startProcess(`${name}-${readyPort}`, bin(name), extraArgs, env);
+  try {
+    await waitFor(`${name} /readyz on ${readyPort}`, async () => {
+      if (p.proc.exitCode !== null) throw new Error(`${name} exited with ${p.proc.exitCode}: ${logTail(p, 20)}`);
+      const res = await fetch(`http://127.0.0.1:${readyPort}/readyz`);
+      return res.status === 200;
+    }, 20000);
+  } catch (e) {
+    throw new Error(`${e.message}\n--- ${name} log ---\n${logTail(p)}`);
+  }
+  p.port = readyPort;
+  return p;
+}
+
+export async function stopAll() {
+  for (const { proc } of started.reverse()) {
+    if (proc.exitCode === null && proc.signalCode === null) {
+      try { process.kill(proc.pid, 'SIGKILL'); } catch { /* gone */ }
+    }
+  }
+  started.length = 0;
+  for (const f of cleanups.splice(0)) { try { await f(); } catch { /* best effort */ } }
+}
+
+process.on('exit', () => {
+  for (const { proc } of started) {
+    if (proc.exitCode === null) try { process.kill(proc.pid, 'SIGKILL'); } catch { /* gone */ }
+  }
+});
