@@ -4,8 +4,9 @@
  * versioned the same way: additive changes only.
  *
  * Commands: stream CMDS, subject cmd.<tenant>.<run_id>, JSON with "type":
- *   run.start      {run_id, tenant, agent, version, input, idempotency_key?, traceparent?}
- *   tool.result    {run_id, tenant, call_id, device_id?, output | error}
+ *   run.start      {run_id, tenant, agent, version?, input, idempotency_key?, traceparent?}
+ *                  (version NULL/absent: latest, resolved by the API; input an object)
+ *   tool.result    {run_id, tenant, call_id, device_id?, output | error} (exactly one)
  *   tool.delivered {run_id, tenant, call_id, device_id, router?}
  *   signal         {run_id, tenant, signal_id, name, payload}
  *   cancel         {run_id, tenant, reason?}
@@ -69,7 +70,10 @@ typedef struct {
 
 /* Encode (compact, sorted keys); *out malloc'd, caller frees. */
 rs_status rs_cmd_encode(const rs_cmd *c, char **out, size_t *len);
-/* Decode + validate; err names the field on failure. */
+/* Decode + validate; err names the field on failure ("call_id: missing").
+ * Every command may carry traceparent. Unknown members are ignored (additive
+ * versioning); an unknown "type" is RS_ENOTFOUND, other failures RS_EINVAL.
+ * Encode refuses (RS_EINVAL) a command decode would reject. */
 rs_status rs_cmd_decode(const char *buf, size_t len, rs_cmd *c, char *err, size_t cap);
 void rs_cmd_free(rs_cmd *c);
 

@@ -1,0 +1,962 @@
+/*
+ * rs_event.c - the run event codec: CloudEvents 1.0 envelope plus one typed
+ * data struct per event type (contract in rs_event.h, docs/events.md).
+ *
+ * Every data struct is described once by a field table (rs_field); encode,
+ * decode and free walk that table, so the three cannot drift apart and a
+ * new event type is a struct, a table and one line in ev_types[].
+ *
+ * Strictness: the envelope is checked attribute by attribute and data
+ * fields are checked for presence, type and range, with errors naming the
+ * field. Unknown data fields and unknown (well-named) extension attributes
+ * are ignored, because v1 allows additive changes and an older consumer
+ * must keep working when a newer producer adds something.
+ */
+#include "rs_event.h"
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rs_id.h"
+#include "rs_json.h"
+#include "rs_time.h"
+
+#define EV_TYPE_PREFIX "runstream."
+#define EV_DEFAULT_SOURCE "runstream/orchestrator"
+#define EV_RUNSEQ_MAX 2147483647LL /* CloudEvents Integer is 32-bit signed */
+
+/* ---- names ---------------------------------------------------------- */
+
+static const char *const errclass_names[] = { "transient", "permanent", "timeout" };
+
+static const char *const purpose_names[] = {
+	"sleep", "retry", "step_timeout", "tool_timeout", "signal_timeout", "run_timeout"
+};
+
+static const char *const step_kinds[] = { "tool", "sleep", "signal", "branch", "transform" };
+
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+const char *
+rs_errclass_name(rs_errclass c)
+{
+	if ((unsigned)c >= NELEM(errclass_names))
+		return "?";
+	return errclass_names[c];
+}
+
+rs_status
+rs_errclass_parse(const char *s, rs_errclass *c)
+{
+	for (size_t i = 0; s != NULL && i < NELEM(errclass_names); i++) {
+		if (strcmp(s, errclass_names[i]) == 0) {
+			*c = (rs_errclass)i;
+			return RS_OK;
+		}
+	}
+	return RS_EINVAL;
+}
+
+const char *
+rs_timer_purpose_name(rs_timer_purpose p)
+{
+	if ((unsigned)p >= NELEM(purpose_names))
+		return "?";
+	return purpose_names[p];
+}
+
+rs_status
+rs_timer_purpose_parse(const char *s, rs_timer_purpose *p)
+{
+	for (size_t i = 0; s != NULL && i < NELEM(purpose_names); i++) {
+		if (strcmp(s, purpose_names[i]) == 0) {
+			*p = (rs_timer_purpose)i;
+			return RS_OK;
+		}
+	}
+	return RS_EINVAL;
+}
+
+static int
+is_step_kind(const char *s)
+{
+	for (size_t i = 0; i < NELEM(step_kinds); i++)
+		if (strcmp(s, step_kinds[i]) == 0)
+			return 1;
+	return 0;
+}
+
+static int
+is_lower_hex(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return 0;
+	return 1;
+}
+
+int
+rs_traceparent_valid(const char *s)
+{
+	/* version "ff" is forbidden by W3C; the rest is shape only. */
+	if (s == NULL || strlen(s) != 55 || s[2] != '-' || s[35] != '-' || s[52] != '-')
+		return 0;
+	if (!is_lower_hex(s, 2) || !is_lower_hex(s + 3, 32) ||
+	    !is_lower_hex(s + 36, 16) || !is_lower_hex(s + 53, 2))
+		return 0;
+	return strncmp(s, "ff", 2) != 0;
+}
+
+/* A call id becomes a subject token (toolcalls.<tenant>.<call_id>), so it
+ * must not contain what NATS treats specially. */
+static int
+is_subject_token(const char *s)
+{
+	if (*s == '\0')
+		return 0;
+	for (; *s != '\0'; s++)
+		if (*s == '.' || *s == '*' || *s == '>' || (unsigned char)*s <= ' ' || *s == 0x7f)
+			return 0;
+	return 1;
+}
+
+/* ---- errors --------------------------------------------------------- */
+
+/* "<prefix>.<name>: <problem>", or "<name>: <problem>" without prefix. */
+static rs_status
+fail(char *err, size_t cap, const char *prefix, const char *name, const char *fmt, ...)
+{
+	char what[192];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	if (err == NULL || cap == 0)
+		return RS_EINVAL;
+	if (prefix != NULL && *prefix != '\0')
+		snprintf(err, cap, "%s.%s: %s", prefix, name, what);
+	else
+		snprintf(err, cap, "%s: %s", name, what);
+	return RS_EINVAL;
+}
+
+/* ---- rs_err --------------------------------------------------------- */
+
+json_t *
+rs_err_encode(const rs_err *e)
+{
+	json_t *o;
+
+	if (e->code == NULL || *e->code == '\0' || e->message == NULL ||
+	    (unsigned)e->cls >= NELEM(errclass_names) ||
+	    (e->step_id != NULL && *e->step_id == '\0'))
+		return NULL;
+	o = json_pack("{s:s, s:s, s:s, s:b}", "code", e->code, "message", e->message,
+	              "class", errclass_names[e->cls], "retryable", e->retryable != 0);
+	if (o == NULL)
+		return NULL;
+	if (e->step_id != NULL && json_object_set_new(o, "step_id", json_string(e->step_id)) != 0) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
+void
+rs_err_free(rs_err *e)
+{
+	free(e->code);
+	free(e->message);
+	free(e->step_id);
+	memset(e, 0, sizeof(*e));
+}
+
+static const rs_field err_fields[] = {
+	{ "code", RS_F_STR, 0, offsetof(rs_err, code), 1 },
+	{ "message", RS_F_STR, 0, offsetof(rs_err, message), 0 },
+	{ "retryable", RS_F_BOOL, 0, offsetof(rs_err, retryable), 0 },
+	{ "step_id", RS_F_STR, 1, offsetof(rs_err, step_id), 1 },
+};
+
+rs_status
+rs_err_decode(json_t *v, rs_err *e, const char *prefix, char *err, size_t cap)
+{
+	json_t *cls;
+	rs_status st;
+
+	memset(e, 0, sizeof(*e));
+	st = rs_fields_decode(err_fields, NELEM(err_fields), v, e, prefix, err, cap);
+	if (st != RS_OK)
+		return st;
+	/* class is an enum the field kinds do not cover; checked here. */
+	cls = json_object_get(v, "class");
+	if (cls == NULL) {
+		st = fail(err, cap, prefix, "class", "missing");
+		goto cleanup;
+	}
+	if (!json_is_string(cls) || rs_errclass_parse(json_string_value(cls), &e->cls) != RS_OK) {
+		st = fail(err, cap, prefix, "class", "must be one of transient, permanent, timeout");
+		goto cleanup;
+	}
+	return RS_OK;
+cleanup:
+	rs_err_free(e);
+	return st;
+}
+
+/* ---- field tables --------------------------------------------------- */
+
+#define MEMBER(s, f, type) ((type *)(void *)((char *)(s) + (f)->off))
+#define CMEMBER(s, f, type) ((type const *)(const void *)((const char *)(s) + (f)->off))
+
+static int
+field_is_string(rs_field_kind k)
+{
+	return k == RS_F_STR || k == RS_F_CALLID || k == RS_F_UUID || k == RS_F_TOKEN ||
+	       k == RS_F_STEPKIND;
+}
+
+/* 1 if the string value satisfies the kind's shape rule. */
+static int
+string_ok(const rs_field *f, const char *s)
+{
+	switch (f->kind) {
+	case RS_F_STR:      return (int64_t)strlen(s) >= f->min;
+	case RS_F_CALLID:   return is_subject_token(s);
+	case RS_F_UUID:     return rs_id_is_uuid(s);
+	case RS_F_TOKEN:    return rs_id_is_token(s, 64);
+	case RS_F_STEPKIND: return is_step_kind(s);
+	default:            return 0;
+	}
+}
+
+static const char *
+string_rule(const rs_field *f)
+{
+	switch (f->kind) {
+	case RS_F_STR:      return f->min > 0 ? "must be a non-empty string" : "must be a string";
+	case RS_F_CALLID:   return "must be a non-empty string without '.', '*', '>' or whitespace";
+	case RS_F_UUID:     return "must be a canonical lowercase UUID";
+	case RS_F_TOKEN:    return "must match [a-z0-9_-]{1,64}";
+	case RS_F_STEPKIND: return "must be one of tool, sleep, signal, branch, transform";
+	default:            return "invalid";
+	}
+}
+
+/* Is the member absent (only meaningful for optional fields)? */
+static int
+field_absent(const rs_field *f, const void *s)
+{
+	if (field_is_string(f->kind))
+		return *CMEMBER(s, f, char *) == NULL;
+	switch (f->kind) {
+	case RS_F_INT:
+	case RS_F_TIME:   return *CMEMBER(s, f, int64_t) == 0;
+	case RS_F_JSON:
+	case RS_F_OBJECT: return *CMEMBER(s, f, json_t *) == NULL;
+	default:          return 0;
+	}
+}
+
+/* The JSON value of one member, or NULL if it breaks the table. */
+static json_t *
+field_value(const rs_field *f, const void *s)
+{
+	char tbuf[40];
+	const char *str;
+	int64_t i;
+	json_t *j;
+
+	if (field_is_string(f->kind)) {
+		str = *CMEMBER(s, f, char *);
+		return str != NULL && string_ok(f, str) ? json_string(str) : NULL;
+	}
+	switch (f->kind) {
+	case RS_F_INT:
+		i = *CMEMBER(s, f, int64_t);
+		return i >= f->min ? json_integer(i) : NULL;
+	case RS_F_TIME:
+		i = *CMEMBER(s, f, int64_t);
+		if (i < 0)
+			return NULL;
+		rs_time_rfc3339(i, tbuf, sizeof(tbuf));
+		return json_string(tbuf);
+	case RS_F_BOOL:
+		return json_boolean(*CMEMBER(s, f, int) != 0);
+	case RS_F_JSON:
+		j = *CMEMBER(s, f, json_t *);
+		return j != NULL ? json_incref(j) : json_null();
+	case RS_F_OBJECT:
+		j = *CMEMBER(s, f, json_t *);
+		return json_is_object(j) ? json_incref(j) : NULL;
+	case RS_F_ERR:
+		return rs_err_encode(CMEMBER(s, f, rs_err));
+	case RS_F_PURPOSE:
+		i = *CMEMBER(s, f, rs_timer_purpose);
+		return i >= 0 && i < (int64_t)NELEM(purpose_names) ? json_string(purpose_names[i]) : NULL;
+	default:
+		return NULL;
+	}
+}
+
+rs_status
+rs_fields_encode(const rs_field *f, size_t n, const void *s, json_t *obj)
+{
+	json_t *v;
+
+	for (size_t k = 0; k < n; k++) {
+		if (f[k].optional && field_absent(&f[k], s))
+			continue;
+		v = field_value(&f[k], s);
+		if (v == NULL)
+			return RS_EINVAL;
+		if (json_object_set_new(obj, f[k].name, v) != 0)
+			return RS_ENOMEM;
+	}
+	return RS_OK;
+}
+
+static rs_status
+decode_string(const rs_field *f, json_t *v, void *s, const char *prefix, char *err, size_t cap)
+{
+	char *copy;
+
+	if (!json_is_string(v) || !string_ok(f, json_string_value(v)))
+		return fail(err, cap, prefix, f->name, "%s", string_rule(f));
+	copy = strdup(json_string_value(v));
+	if (copy == NULL)
+		return RS_ENOMEM;
+	*MEMBER(s, f, char *) = copy;
+	return RS_OK;
+}
+
+static rs_status
+decode_int(const rs_field *f, json_t *v, void *s, const char *prefix, char *err, size_t cap)
+{
+	json_int_t i;
+
+	if (!json_is_integer(v) || (i = json_integer_value(v)) < f->min)
+		return fail(err, cap, prefix, f->name, "must be an integer >= %lld",
+		            (long long)f->min);
+	*MEMBER(s, f, int64_t) = (int64_t)i;
+	return RS_OK;
+}
+
+static rs_status
+decode_time(const rs_field *f, json_t *v, void *s, const char *prefix, char *err, size_t cap)
+{
+	int64_t ms;
+
+	if (!json_is_string(v) || rs_time_parse_rfc3339(json_string_value(v), &ms) != RS_OK ||
+	    ms < 0)
+		return fail(err, cap, prefix, f->name,
+		            "must be an RFC 3339 timestamp such as \"2026-01-02T03:04:05.678Z\"");
+	*MEMBER(s, f, int64_t) = ms;
+	return RS_OK;
+}
+
+static rs_status
+decode_field(const rs_field *f, json_t *v, void *s, const char *prefix, char *err, size_t cap)
+{
+	char sub[160];
+
+	if (field_is_string(f->kind))
+		return decode_string(f, v, s, prefix, err, cap);
+	switch (f->kind) {
+	case RS_F_INT:
+		return decode_int(f, v, s, prefix, err, cap);
+	case RS_F_TIME:
+		return decode_time(f, v, s, prefix, err, cap);
+	case RS_F_BOOL:
+		if (!json_is_boolean(v))
+			return fail(err, cap, prefix, f->name, "must be a boolean");
+		*MEMBER(s, f, int) = json_is_true(v);
+		return RS_OK;
+	case RS_F_JSON:
+		*MEMBER(s, f, json_t *) = json_incref(v);
+		return RS_OK;
+	case RS_F_OBJECT:
+		if (!json_is_object(v))
+			return fail(err, cap, prefix, f->name, "must be an object");
+		*MEMBER(s, f, json_t *) = json_incref(v);
+		return RS_OK;
+	case RS_F_ERR:
+		if (!json_is_object(v))
+			return fail(err, cap, prefix, f->name, "must be an object");
+		if (prefix != NULL && *prefix != '\0')
+			snprintf(sub, sizeof(sub), "%s.%s", prefix, f->name);
+		else
+			snprintf(sub, sizeof(sub), "%s", f->name);
+		return rs_err_decode(v, MEMBER(s, f, rs_err), sub, err, cap);
+	case RS_F_PURPOSE:
+		if (!json_is_string(v) ||
+		    rs_timer_purpose_parse(json_string_value(v), MEMBER(s, f, rs_timer_purpose)) != RS_OK)
+			return fail(err, cap, prefix, f->name, "must be one of sleep, retry, "
+			            "step_timeout, tool_timeout, signal_timeout, run_timeout");
+		return RS_OK;
+	default:
+		return fail(err, cap, prefix, f->name, "unsupported field kind");
+	}
+}
+
+rs_status
+rs_fields_decode(const rs_field *f, size_t n, json_t *obj, void *s,
+                 const char *prefix, char *err, size_t cap)
+{
+	rs_status st = RS_OK;
+	json_t *v;
+
+	if (!json_is_object(obj))
+		return fail(err, cap, NULL, prefix != NULL && *prefix ? prefix : "value",
+		            "must be an object");
+	for (size_t k = 0; k < n; k++) {
+		v = json_object_get(obj, f[k].name);
+		if (v == NULL) {
+			if (f[k].optional)
+				continue;
+			st = fail(err, cap, prefix, f[k].name, "missing");
+			goto cleanup;
+		}
+		st = decode_field(&f[k], v, s, prefix, err, cap);
+		if (st != RS_OK)
+			goto cleanup;
+	}
+	return RS_OK;
+cleanup:
+	rs_fields_free(f, n, s);
+	return st;
+}
+
+void
+rs_fields_free(const rs_field *f, size_t n, void *s)
+{
+	for (size_t k = 0; k < n; k++) {
+		if (field_is_string(f[k].kind)) {
+			free(*MEMBER(s, &f[k], char *));
+			*MEMBER(s, &f[k], char *) = NULL;
+		} else if (f[k].kind == RS_F_JSON || f[k].kind == RS_F_OBJECT) {
+			json_decref(*MEMBER(s, &f[k], json_t *));
+			*MEMBER(s, &f[k], json_t *) = NULL;
+		} else if (f[k].kind == RS_F_ERR) {
+			rs_err_free(MEMBER(s, &f[k], rs_err));
+		} else if (f[k].kind == RS_F_BOOL) {
+			*MEMBER(s, &f[k], int) = 0;
+		} else if (f[k].kind == RS_F_PURPOSE) {
+			*MEMBER(s, &f[k], rs_timer_purpose) = RS_TIMER_SLEEP;
+		} else {
+			*MEMBER(s, &f[k], int64_t) = 0;
+		}
+	}
+}
+
+/* ---- per-type tables ------------------------------------------------ */
+
+#define REQ(T, m, kind, min) { #m, kind, 0, offsetof(T, m), min }
+#define OPT(T, m, kind, min) { #m, kind, 1, offsetof(T, m), min }
+
+static const rs_field f_run_created[] = {
+	REQ(rs_ev_run_created, agent, RS_F_STR, 1),
+	REQ(rs_ev_run_created, version, RS_F_STR, 1),
+	REQ(rs_ev_run_created, input, RS_F_OBJECT, 0),
+	OPT(rs_ev_run_created, idempotency_key, RS_F_STR, 1),
+	OPT(rs_ev_run_created, timeout_s, RS_F_INT, 1),
+	OPT(rs_ev_run_created, max_steps, RS_F_INT, 1),
+};
+static const rs_field f_run_started[] = {
+	OPT(rs_ev_run_started, instance, RS_F_STR, 1),
+};
+static const rs_field f_step_started[] = {
+	REQ(rs_ev_step_started, step_id, RS_F_STR, 1),
+	REQ(rs_ev_step_started, kind, RS_F_STEPKIND, 0),
+	REQ(rs_ev_step_started, attempt, RS_F_INT, 1),
+	OPT(rs_ev_step_started, input, RS_F_JSON, 0),
+};
+static const rs_field f_step_completed[] = {
+	REQ(rs_ev_step_completed, step_id, RS_F_STR, 1),
+	REQ(rs_ev_step_completed, attempt, RS_F_INT, 1),
+	REQ(rs_ev_step_completed, output, RS_F_JSON, 0),
+	REQ(rs_ev_step_completed, duration_ms, RS_F_INT, 0),
+	OPT(rs_ev_step_completed, next_step, RS_F_STR, 1),
+};
+static const rs_field f_step_failed[] = {
+	REQ(rs_ev_step_failed, step_id, RS_F_STR, 1),
+	REQ(rs_ev_step_failed, attempt, RS_F_INT, 1),
+	REQ(rs_ev_step_failed, error, RS_F_ERR, 0),
+	REQ(rs_ev_step_failed, final, RS_F_BOOL, 0),
+};
+static const rs_field f_step_retry_scheduled[] = {
+	REQ(rs_ev_step_retry_scheduled, step_id, RS_F_STR, 1),
+	REQ(rs_ev_step_retry_scheduled, attempt, RS_F_INT, 1),
+	REQ(rs_ev_step_retry_scheduled, backoff_ms, RS_F_INT, 0),
+	REQ(rs_ev_step_retry_scheduled, due_at, RS_F_TIME, 0),
+	REQ(rs_ev_step_retry_scheduled, timer_id, RS_F_STR, 1),
+};
+static const rs_field f_tool_requested[] = {
+	REQ(rs_ev_tool_requested, call_id, RS_F_CALLID, 0),
+	REQ(rs_ev_tool_requested, step_id, RS_F_STR, 1),
+	REQ(rs_ev_tool_requested, attempt, RS_F_INT, 1),
+	REQ(rs_ev_tool_requested, tool, RS_F_STR, 1),
+	REQ(rs_ev_tool_requested, args, RS_F_OBJECT, 0),
+	OPT(rs_ev_tool_requested, device, RS_F_STR, 1),
+	OPT(rs_ev_tool_requested, capability, RS_F_STR, 1),
+	REQ(rs_ev_tool_requested, deadline, RS_F_TIME, 0),
+};
+static const rs_field f_tool_dispatched[] = {
+	REQ(rs_ev_tool_dispatched, call_id, RS_F_CALLID, 0),
+	REQ(rs_ev_tool_dispatched, device_id, RS_F_STR, 1),
+	OPT(rs_ev_tool_dispatched, router, RS_F_STR, 1),
+};
+static const rs_field f_tool_completed[] = {
+	REQ(rs_ev_tool_completed, call_id, RS_F_CALLID, 0),
+	REQ(rs_ev_tool_completed, step_id, RS_F_STR, 1),
+	REQ(rs_ev_tool_completed, attempt, RS_F_INT, 1),
+	REQ(rs_ev_tool_completed, output, RS_F_JSON, 0),
+	OPT(rs_ev_tool_completed, device_id, RS_F_STR, 1),
+};
+static const rs_field f_tool_failed[] = {
+	REQ(rs_ev_tool_failed, call_id, RS_F_CALLID, 0),
+	REQ(rs_ev_tool_failed, step_id, RS_F_STR, 1),
+	REQ(rs_ev_tool_failed, attempt, RS_F_INT, 1),
+	REQ(rs_ev_tool_failed, error, RS_F_ERR, 0),
+	OPT(rs_ev_tool_failed, device_id, RS_F_STR, 1),
+};
+static const rs_field f_tool_timed_out[] = {
+	REQ(rs_ev_tool_timed_out, call_id, RS_F_CALLID, 0),
+	REQ(rs_ev_tool_timed_out, step_id, RS_F_STR, 1),
+	REQ(rs_ev_tool_timed_out, attempt, RS_F_INT, 1),
+};
+static const rs_field f_timer_scheduled[] = {
+	REQ(rs_ev_timer_scheduled, timer_id, RS_F_STR, 1),
+	REQ(rs_ev_timer_scheduled, purpose, RS_F_PURPOSE, 0),
+	OPT(rs_ev_timer_scheduled, step_id, RS_F_STR, 1),
+	OPT(rs_ev_timer_scheduled, attempt, RS_F_INT, 1),
+	REQ(rs_ev_timer_scheduled, due_at, RS_F_TIME, 0),
+};
+static const rs_field f_timer_fired[] = {
+	REQ(rs_ev_timer_fired, timer_id, RS_F_STR, 1),
+	REQ(rs_ev_timer_fired, purpose, RS_F_PURPOSE, 0),
+	OPT(rs_ev_timer_fired, step_id, RS_F_STR, 1),
+	OPT(rs_ev_timer_fired, attempt, RS_F_INT, 1),
+	REQ(rs_ev_timer_fired, due_at, RS_F_TIME, 0),
+};
+static const rs_field f_signal_received[] = {
+	REQ(rs_ev_signal_received, signal_id, RS_F_STR, 1),
+	REQ(rs_ev_signal_received, name, RS_F_STR, 1),
+	REQ(rs_ev_signal_received, payload, RS_F_JSON, 0),
+	OPT(rs_ev_signal_received, step_id, RS_F_STR, 1),
+};
+static const rs_field f_run_cancel_requested[] = {
+	OPT(rs_ev_run_cancel_requested, reason, RS_F_STR, 1),
+};
+static const rs_field f_run_completed[] = {
+	REQ(rs_ev_run_completed, output, RS_F_JSON, 0),
+};
+static const rs_field f_run_failed[] = {
+	REQ(rs_ev_run_failed, error, RS_F_ERR, 0),
+};
+static const rs_field f_run_cancelled[] = {
+	OPT(rs_ev_run_cancelled, reason, RS_F_STR, 1),
+};
+static const rs_field f_run_timed_out[] = {
+	REQ(rs_ev_run_timed_out, timeout_s, RS_F_INT, 1),
+};
+
+/* Indexed by rs_event_type; the order must follow the enum. */
+static const struct {
+	const char *name;
+	const rs_field *fields;
+	size_t nfields;
+} ev_types[RS_EV__COUNT] = {
+#define T(n, tbl) { n, tbl, NELEM(tbl) }
+	T("run.created", f_run_created),
+	T("run.started", f_run_started),
+	T("step.started", f_step_started),
+	T("step.completed", f_step_completed),
+	T("step.failed", f_step_failed),
+	T("step.retry_scheduled", f_step_retry_scheduled),
+	T("tool.requested", f_tool_requested),
+	T("tool.dispatched", f_tool_dispatched),
+	T("tool.completed", f_tool_completed),
+	T("tool.failed", f_tool_failed),
+	T("tool.timed_out", f_tool_timed_out),
+	T("timer.scheduled", f_timer_scheduled),
+	T("timer.fired", f_timer_fired),
+	T("signal.received", f_signal_received),
+	T("run.cancel_requested", f_run_cancel_requested),
+	T("run.completed", f_run_completed),
+	T("run.failed", f_run_failed),
+	T("run.cancelled", f_run_cancelled),
+	T("run.timed_out", f_run_timed_out),
+#undef T
+};
+
+/* Encode the struct at s with table t into a new data object, or NULL. */
+static json_t *
+data_encode(rs_event_type t, const void *s)
+{
+	json_t *obj = json_object();
+
+	if (obj == NULL)
+		return NULL;
+	if (rs_fields_encode(ev_types[t].fields, ev_types[t].nfields, s, obj) != RS_OK) {
+		json_decref(obj);
+		return NULL;
+	}
+	return obj;
+}
+
+static rs_status
+data_decode(rs_event_type t, json_t *data, void *s, char *err, size_t cap)
+{
+	return rs_fields_decode(ev_types[t].fields, ev_types[t].nfields, data, s, "data", err, cap);
+}
+
+#define EV_CODEC(name, TYPE) \
+	json_t *rs_ev_##name##_encode(const rs_ev_##name *d) \
+	{ \
+		return data_encode(TYPE, d); \
+	} \
+	rs_status rs_ev_##name##_decode(json_t *data, rs_ev_##name *d, char *err, size_t cap) \
+	{ \
+		memset(d, 0, sizeof(*d)); \
+		return data_decode(TYPE, data, d, err, cap); \
+	} \
+	void rs_ev_##name##_free(rs_ev_##name *d) \
+	{ \
+		rs_fields_free(ev_types[TYPE].fields, ev_types[TYPE].nfields, d); \
+		memset(d, 0, sizeof(*d)); \
+	}
+
+EV_CODEC(run_created, RS_EV_RUN_CREATED)
+EV_CODEC(run_started, RS_EV_RUN_STARTED)
+EV_CODEC(step_started, RS_EV_STEP_STARTED)
+EV_CODEC(step_completed, RS_EV_STEP_COMPLETED)
+EV_CODEC(step_failed, RS_EV_STEP_FAILED)
+EV_CODEC(step_retry_scheduled, RS_EV_STEP_RETRY_SCHEDULED)
+EV_CODEC(tool_requested, RS_EV_TOOL_REQUESTED)
+EV_CODEC(tool_dispatched, RS_EV_TOOL_DISPATCHED)
+EV_CODEC(tool_completed, RS_EV_TOOL_COMPLETED)
+EV_CODEC(tool_failed, RS_EV_TOOL_FAILED)
+EV_CODEC(tool_timed_out, RS_EV_TOOL_TIMED_OUT)
+EV_CODEC(timer_scheduled, RS_EV_TIMER_SCHEDULED)
+EV_CODEC(timer_fired, RS_EV_TIMER_FIRED)
+EV_CODEC(signal_received, RS_EV_SIGNAL_RECEIVED)
+EV_CODEC(run_cancel_requested, RS_EV_RUN_CANCEL_REQUESTED)
+EV_CODEC(run_completed, RS_EV_RUN_COMPLETED)
+EV_CODEC(run_failed, RS_EV_RUN_FAILED)
+EV_CODEC(run_cancelled, RS_EV_RUN_CANCELLED)
+EV_CODEC(run_timed_out, RS_EV_RUN_TIMED_OUT)
+
+/* ---- event types ---------------------------------------------------- */
+
+const char *
+rs_event_type_name(rs_event_type t)
+{
+	if ((unsigned)t >= RS_EV__COUNT)
+		return "?";
+	return ev_types[t].name;
+}
+
+rs_status
+rs_event_type_parse(const char *s, rs_event_type *t)
+{
+	if (s == NULL)
+		return RS_EINVAL;
+	if (strncmp(s, EV_TYPE_PREFIX, strlen(EV_TYPE_PREFIX)) == 0)
+		s += strlen(EV_TYPE_PREFIX);
+	for (int i = 0; i < RS_EV__COUNT; i++) {
+		if (strcmp(s, ev_types[i].name) == 0) {
+			*t = (rs_event_type)i;
+			return RS_OK;
+		}
+	}
+	return RS_ENOTFOUND;
+}
+
+int
+rs_event_type_terminal(rs_event_type t)
+{
+	return t == RS_EV_RUN_COMPLETED || t == RS_EV_RUN_FAILED ||
+	       t == RS_EV_RUN_CANCELLED || t == RS_EV_RUN_TIMED_OUT;
+}
+
+/* "<noun>.<verb>" with [a-z_] words: the shape every type, known or
+ * future, must have (docs/events.md, versioning). */
+static int
+type_shape_ok(const char *s)
+{
+	int dots = 0, len = 0;
+
+	for (; *s != '\0'; s++) {
+		if (*s == '.') {
+			if (len == 0)
+				return 0;
+			dots++;
+			len = 0;
+		} else if ((*s >= 'a' && *s <= 'z') || *s == '_') {
+			len++;
+		} else {
+			return 0;
+		}
+	}
+	return dots == 1 && len > 0;
+}
+
+/* ---- subjects and ids ----------------------------------------------- */
+
+void
+rs_event_subject(const char *tenant, const char *run_id, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "runs.%s.%s", tenant, run_id);
+}
+
+void
+rs_event_id(const char *run_id, uint64_t runseq, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%s-%llu", run_id, (unsigned long long)runseq);
+}
+
+/* ---- the envelope --------------------------------------------------- */
+
+static int
+envelope_ok(const rs_event *ev)
+{
+	return (unsigned)ev->type < RS_EV__COUNT && rs_id_is_uuid(ev->run_id) &&
+	       rs_id_is_token(ev->tenant, 64) && ev->runseq >= 1 &&
+	       ev->runseq <= (uint64_t)EV_RUNSEQ_MAX && ev->time_ms >= 0 &&
+	       (ev->traceparent[0] == '\0' || rs_traceparent_valid(ev->traceparent)) &&
+	       (ev->source == NULL || ev->source[0] != '\0');
+}
+
+static json_t *
+envelope_encode(const rs_event *ev, json_t *data)
+{
+	char id[80], tbuf[40], type[64];
+	json_t *o;
+
+	rs_event_id(ev->run_id, ev->runseq, id, sizeof(id));
+	rs_time_rfc3339(ev->time_ms, tbuf, sizeof(tbuf));
+	snprintf(type, sizeof(type), EV_TYPE_PREFIX "%s", ev_types[ev->type].name);
+	o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:s, s:O}",
+	              "specversion", "1.0", "id", id,
+	              "source", ev->source != NULL ? ev->source : EV_DEFAULT_SOURCE,
+	              "type", type, "subject", ev->run_id, "time", tbuf,
+	              "datacontenttype", "application/json", "runseq", (json_int_t)ev->runseq,
+	              "tenant", ev->tenant, "data", data);
+	if (o != NULL && ev->traceparent[0] != '\0' &&
+	    json_object_set_new(o, "traceparent", json_string(ev->traceparent)) != 0) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
+rs_status
+rs_event_encode(const rs_event *ev, char **out, size_t *len)
+{
+	json_t *data = NULL, *o = NULL;
+	rs_status st = RS_EINVAL;
+
+	*out = NULL;
+	if (!envelope_ok(ev))
+		goto cleanup;
+	data = data_encode(ev->type, &ev->d);
+	if (data == NULL)
+		goto cleanup;
+	st = RS_ENOMEM;
+	o = envelope_encode(ev, data);
+	if (o == NULL)
+		goto cleanup;
+	*out = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+	if (*out == NULL)
+		goto cleanup;
+	if (len != NULL)
+		*len = strlen(*out);
+	st = RS_OK;
+cleanup:
+	json_decref(o);
+	json_decref(data);
+	return st;
+}
+
+static const char *const envelope_attrs[] = {
+	"specversion", "id", "source", "type", "subject", "time", "datacontenttype",
+	"runseq", "tenant", "traceparent", "data",
+};
+
+/* CloudEvents attribute names are lowercase a-z/0-9 only. */
+static int
+attr_name_ok(const char *s)
+{
+	if (*s == '\0')
+		return 0;
+	for (; *s != '\0'; s++)
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9')))
+			return 0;
+	return 1;
+}
+
+static rs_status
+check_attr_names(json_t *o, char *err, size_t cap)
+{
+	const char *k;
+	json_t *v;
+	size_t i;
+
+	json_object_foreach(o, k, v) {
+		for (i = 0; i < NELEM(envelope_attrs); i++)
+			if (strcmp(k, envelope_attrs[i]) == 0)
+				break;
+		if (i == NELEM(envelope_attrs) && !attr_name_ok(k))
+			return fail(err, cap, NULL, k, "not a valid CloudEvents attribute name "
+			            "(lowercase a-z, 0-9)");
+	}
+	return RS_OK;
+}
+
+/* A required string attribute, or NULL after writing the error. */
+static const char *
+attr_str(json_t *o, const char *name, char *err, size_t cap)
+{
+	json_t *v = json_object_get(o, name);
+
+	if (v == NULL) {
+		fail(err, cap, NULL, name, "missing");
+		return NULL;
+	}
+	if (!json_is_string(v) || json_string_length(v) == 0) {
+		fail(err, cap, NULL, name, "must be a non-empty string");
+		return NULL;
+	}
+	return json_string_value(v);
+}
+
+/* A required string attribute that must have exactly one value. */
+static rs_status
+attr_fixed(json_t *o, const char *name, const char *want, char *err, size_t cap)
+{
+	const char *s = attr_str(o, name, err, cap);
+
+	if (s == NULL)
+		return RS_EINVAL;
+	if (strcmp(s, want) != 0)
+		return fail(err, cap, NULL, name, "must be \"%s\"", want);
+	return RS_OK;
+}
+
+/* Fill the envelope members of ev; *type_name gets the "<noun>.<verb>". */
+static rs_status
+envelope_decode(json_t *o, rs_event *ev, const char **type_name, char *err, size_t cap)
+{
+	const char *s, *type;
+	char want[80];
+	json_t *v;
+	rs_status st;
+
+	if ((st = check_attr_names(o, err, cap)) != RS_OK)
+		return st;
+	if ((st = attr_fixed(o, "specversion", "1.0", err, cap)) != RS_OK)
+		return st;
+	if ((type = attr_str(o, "type", err, cap)) == NULL)
+		return RS_EINVAL;
+	if (strncmp(type, EV_TYPE_PREFIX, strlen(EV_TYPE_PREFIX)) != 0 ||
+	    !type_shape_ok(type + strlen(EV_TYPE_PREFIX)))
+		return fail(err, cap, NULL, "type", "must be \"runstream.<noun>.<verb>\"");
+	*type_name = type + strlen(EV_TYPE_PREFIX);
+	if ((s = attr_str(o, "subject", err, cap)) == NULL)
+		return RS_EINVAL;
+	if (!rs_id_is_uuid(s))
+		return fail(err, cap, NULL, "subject", "must be a canonical lowercase UUID (the run id)");
+	memcpy(ev->run_id, s, RS_UUID_LEN + 1);
+	v = json_object_get(o, "runseq");
+	if (v == NULL)
+		return fail(err, cap, NULL, "runseq", "missing");
+	if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > EV_RUNSEQ_MAX)
+		return fail(err, cap, NULL, "runseq", "must be an integer between 1 and %lld",
+		            EV_RUNSEQ_MAX);
+	ev->runseq = (uint64_t)json_integer_value(v);
+	if ((s = attr_str(o, "id", err, cap)) == NULL)
+		return RS_EINVAL;
+	rs_event_id(ev->run_id, ev->runseq, want, sizeof(want));
+	if (strcmp(s, want) != 0)
+		return fail(err, cap, NULL, "id", "must be \"<subject>-<runseq>\" (\"%s\")", want);
+	if ((s = attr_str(o, "source", err, cap)) == NULL)
+		return RS_EINVAL;
+	if ((s = attr_str(o, "time", err, cap)) == NULL)
+		return RS_EINVAL;
+	if (rs_time_parse_rfc3339(s, &ev->time_ms) != RS_OK || ev->time_ms < 0)
+		return fail(err, cap, NULL, "time", "must be an RFC 3339 timestamp");
+	if ((st = attr_fixed(o, "datacontenttype", "application/json", err, cap)) != RS_OK)
+		return st;
+	if ((s = attr_str(o, "tenant", err, cap)) == NULL)
+		return RS_EINVAL;
+	if (!rs_id_is_token(s, 64))
+		return fail(err, cap, NULL, "tenant", "must match [a-z0-9_-]{1,64}");
+	snprintf(ev->tenant, sizeof(ev->tenant), "%s", s);
+	if ((v = json_object_get(o, "traceparent")) != NULL) {
+		if (!json_is_string(v) || !rs_traceparent_valid(json_string_value(v)))
+			return fail(err, cap, NULL, "traceparent",
+			            "must be a W3C traceparent \"00-<32 hex>-<16 hex>-<2 hex>\"");
+		snprintf(ev->traceparent, sizeof(ev->traceparent), "%s", json_string_value(v));
+	}
+	v = json_object_get(o, "data");
+	if (v == NULL)
+		return fail(err, cap, NULL, "data", "missing");
+	if (!json_is_object(v))
+		return fail(err, cap, NULL, "data", "must be an object");
+	return RS_OK;
+}
+
+rs_status
+rs_event_decode(const char *buf, size_t len, rs_event *ev, char *err, size_t cap)
+{
+	const char *type_name = NULL;
+	json_t *o = NULL;
+	rs_status st;
+
+	memset(ev, 0, sizeof(*ev));
+	st = rs_json_parse(buf, len, &o, err, cap);
+	if (st != RS_OK)
+		goto cleanup;
+	if (!json_is_object(o)) {
+		st = fail(err, cap, NULL, "event", "must be a JSON object");
+		goto cleanup;
+	}
+	st = envelope_decode(o, ev, &type_name, err, cap);
+	if (st != RS_OK)
+		goto cleanup;
+	if (rs_event_type_parse(type_name, &ev->type) != RS_OK) {
+		/* Valid envelope, newer type: keep the envelope for the caller. */
+		ev->type = RS_EV__COUNT;
+		fail(err, cap, NULL, "type", "unknown event type \"runstream.%s\"", type_name);
+		st = RS_ENOTFOUND;
+		goto out;
+	}
+	st = data_decode(ev->type, json_object_get(o, "data"), &ev->d, err, cap);
+	if (st != RS_OK)
+		goto cleanup;
+	ev->source = strdup(json_string_value(json_object_get(o, "source")));
+	if (ev->source == NULL) {
+		st = RS_ENOMEM;
+		goto cleanup;
+	}
+	goto out;
+cleanup:
+	rs_event_free(ev);
+out:
+	json_decref(o);
+	return st;
+}
+
+void
+rs_event_free(rs_event *ev)
+{
+	if ((unsigned)ev->type < RS_EV__COUNT)
+		rs_fields_free(ev_types[ev->type].fields, ev_types[ev->type].nfields, &ev->d);
+	free(ev->source);
+	memset(ev, 0, sizeof(*ev));
+}

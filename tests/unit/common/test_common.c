@@ -1,0 +1,213 @@
+/*
+ * test_common.c - unit tests for common/'s server-free modules: config
+ * parsing, UUIDv7 ordering, RFC 3339 time, strict JSON, migration naming,
+ * metrics exposition, ops routing. No servers; exit 1 on the first failure.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rs_config.h"
+#include "rs_id.h"
+#include "rs_json.h"
+#include "rs_metrics.h"
+#include "rs_ops.h"
+#include "rs_pg.h"
+#include "rs_time.h"
+
+static int failures, checks;
+
+#define CHECK(cond) do { checks++; if (!(cond)) { failures++; \
+	fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); } } while (0)
+
+static void
+test_parse_int(void)
+{
+	int64_t v = 0;
+
+	CHECK(rs_parse_int("8080", 0, 65535, &v) == RS_OK && v == 8080);
+	CHECK(rs_parse_int("-5", -10, 10, &v) == RS_OK && v == -5);
+	CHECK(rs_parse_int("80x", 0, 65535, &v) == RS_EINVAL);
+	CHECK(rs_parse_int("", 0, 65535, &v) == RS_EINVAL);
+	CHECK(rs_parse_int("65536", 0, 65535, &v) == RS_EINVAL);
+	CHECK(rs_parse_int("99999999999999999999999", 0, 10, &v) == RS_EINVAL);
+}
+
+static void
+test_env(void)
+{
+	int64_t v = 0;
+	rs_config cfg;
+
+	setenv("RS_TEST_PORT", "1234", 1);
+	CHECK(rs_env_int("RS_TEST_PORT", 1, 0, 65535, &v) == RS_OK && v == 1234);
+	setenv("RS_TEST_PORT", "12a", 1);
+	CHECK(rs_env_int("RS_TEST_PORT", 1, 0, 65535, &v) == RS_EINVAL);
+	unsetenv("RS_TEST_PORT");
+	CHECK(rs_env_int("RS_TEST_PORT", 77, 0, 65535, &v) == RS_OK && v == 77);
+	setenv("RS_TEST_STR", "", 1);
+	CHECK(strcmp(rs_env_str("RS_TEST_STR", "def"), "def") == 0);
+	unsetenv("RS_NATS_URL");
+	CHECK(rs_config_load(&cfg, "svc", "RS_TEST_OPS", 9999) == RS_OK);
+	CHECK(strcmp(cfg.nats_url, "nats://127.0.0.1:4222") == 0);
+	CHECK(strcmp(cfg.listen_addr, "127.0.0.1") == 0);
+	CHECK(cfg.ops_port == 9999);
+	CHECK(strncmp(cfg.instance_id, "svc-", 4) == 0);
+	setenv("RS_SHUTDOWN_GRACE_MS", "-1", 1);
+	CHECK(rs_config_load(&cfg, "svc", NULL, 0) == RS_EINVAL);
+	unsetenv("RS_SHUTDOWN_GRACE_MS");
+}
+
+static void
+test_uuidv7(void)
+{
+	char prev[RS_UUID_LEN + 1], cur[RS_UUID_LEN + 1];
+	int64_t t = 1763800000000LL;
+
+	rs_id_uuidv7_at(t, prev);
+	CHECK(rs_id_is_uuid(prev));
+	CHECK(prev[14] == '7');
+	CHECK(strchr("89ab", prev[19]) != NULL);
+	CHECK(rs_id_uuidv7_ms(prev) == t);
+	/* Many ids in the same millisecond and across milliseconds stay in
+	 * strictly increasing lexical order: sortable by creation time. */
+	for (int i = 0; i < 20000; i++) {
+		rs_id_uuidv7_at(t + i / 1000, cur);
+		CHECK(strcmp(prev, cur) < 0);
+		memcpy(prev, cur, sizeof(cur));
+	}
+	rs_id_uuidv7(cur);
+	CHECK(rs_id_uuidv7_ms(cur) >= rs_now_ms() - 1000);
+	CHECK(!rs_id_is_uuid("0193c1c1-0000-7000-8000-00000000000G"));
+	CHECK(!rs_id_is_uuid("short"));
+	CHECK(rs_id_is_token("acme-1_x", 64));
+	CHECK(!rs_id_is_token("Acme", 64));
+	CHECK(!rs_id_is_token("a.b", 64));
+	CHECK(!rs_id_is_token("", 64));
+}
+
+static void
+test_time(void)
+{
+	char buf[40];
+	int64_t ms = 0;
+
+	rs_time_rfc3339(1763800000123LL, buf, sizeof(buf));
+	CHECK(strcmp(buf, "2025-11-22T08:26:40.123Z") == 0);
+	CHECK(rs_time_parse_rfc3339(buf, &ms) == RS_OK && ms == 1763800000123LL);
+	CHECK(rs_time_parse_rfc3339("2025-11-22T09:26:40.123+01:00", &ms) == RS_OK &&
+	      ms == 1763800000123LL);
+	CHECK(rs_time_parse_rfc3339("2025-11-22T08:26:40Z", &ms) == RS_OK && ms == 1763800000000LL);
+	CHECK(rs_time_parse_rfc3339("2025-11-22 08:26:40", &ms) == RS_EINVAL);
+	CHECK(rs_time_parse_rfc3339("2025-13-22T08:26:40Z", &ms) == RS_EINVAL);
+	CHECK(rs_time_parse_rfc3339("2025-11-22T08:26:40.Z", &ms) == RS_EINVAL);
+	CHECK(rs_time_parse_rfc3339("2025-11-22T08:26:40Zjunk", &ms) == RS_EINVAL);
+}
+
+static void
+test_json(void)
+{
+	char err[256], *s;
+	json_t *v = NULL;
+	char deep[200];
+
+	CHECK(rs_json_parse("{\"b\":1,\"a\":[1,2]}", 17, &v, err, sizeof(err)) == RS_OK);
+	s = rs_json_dump(v);
+	CHECK(strcmp(s, "{\"a\":[1,2],\"b\":1}") == 0);
+	CHECK(json_integer_value(rs_json_path(v, "a.1")) == 2);
+	CHECK(rs_json_path(v, "a.7") == NULL);
+	CHECK(rs_json_path(v, "b.c") == NULL);
+	free(s);
+	json_decref(v);
+	CHECK(rs_json_parse("{\"a\":1,\"a\":2}", 13, &v, err, sizeof(err)) == RS_EINVAL);
+	CHECK(strstr(err, "duplicate") != NULL);
+	CHECK(rs_json_parse("{\"a\":}", 6, &v, err, sizeof(err)) == RS_EINVAL);
+	CHECK(strstr(err, "line 1, column 6") != NULL);
+	memset(deep, '[', 100);
+	memset(deep + 100, ']', 100);
+	CHECK(rs_json_parse(deep, 200, &v, err, sizeof(err)) == RS_EINVAL);
+	CHECK(strstr(err, "deeper than 64") != NULL);
+	/* Brackets inside strings do not count as depth. */
+	{
+		char str[80];
+		memset(str, '[', sizeof(str));
+		str[0] = '"';
+		str[78] = '"';
+		str[79] = '\0';
+		CHECK(rs_json_parse(str, strlen(str), &v, err, sizeof(err)) == RS_OK);
+	}
+	json_decref(v);
+	rs_sha256_hex("abc", 3, err);
+	CHECK(strcmp(err, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad") == 0);
+}
+
+static void
+test_migration_names(void)
+{
+	CHECK(rs_migration_version("0001_checkpoints.sql") == 1);
+	CHECK(rs_migration_version("0042_x.sql") == 42);
+	CHECK(rs_migration_version("1_x.sql") == -1);
+	CHECK(rs_migration_version("0001-x.sql") == -1);
+	CHECK(rs_migration_version("0001_x.txt") == -1);
+	/* Embedded migrations are ordered, uniquely numbered and well named. */
+	for (int i = 0; rs_migrations[i] != NULL; i++) {
+		CHECK(rs_migration_version(rs_migrations_names[i]) > 0);
+		if (i > 0)
+			CHECK(rs_migration_version(rs_migrations_names[i]) >
+			      rs_migration_version(rs_migrations_names[i - 1]));
+	}
+}
+
+static int
+not_ready(void *arg, char *why, size_t cap)
+{
+	snprintf(why, cap, "nats \"down\"");
+	return *(int *)arg;
+}
+
+static void
+test_metrics_and_ops(void)
+{
+	rs_metric *c = rs_counter("rs_test_total", "A test counter.", "status=\"ok\"");
+	rs_metric *h = rs_histogram("rs_test_seconds", "A test histogram.", NULL);
+	int ready = 0;
+	rs_ops ops = { "svc", not_ready, &ready };
+	char *body = NULL;
+	size_t len = 0;
+	const char *ctype = NULL;
+
+	rs_metric_inc(c);
+	rs_metric_add(c, 2);
+	rs_metric_observe(h, 0.003);
+	rs_metric_observe(h, 20);
+	CHECK(rs_ops_route(&ops, "/metrics", &body, &len, &ctype) == 200);
+	CHECK(strstr(body, "# TYPE rs_test_total counter\nrs_test_total{status=\"ok\"} 3\n") != NULL);
+	CHECK(strstr(body, "rs_test_seconds_bucket{le=\"0.005\"} 1\n") != NULL);
+	CHECK(strstr(body, "rs_test_seconds_bucket{le=\"+Inf\"} 2\n") != NULL);
+	CHECK(strstr(body, "rs_test_seconds_count 2\n") != NULL);
+	CHECK(strncmp(ctype, "text/plain; version=0.0.4", 25) == 0);
+	free(body);
+	CHECK(rs_ops_route(&ops, "/readyz", &body, &len, &ctype) == 503);
+	CHECK(strstr(body, "\"reason\":\"nats \\\"down\\\"\"") != NULL);
+	free(body);
+	ready = 1;
+	CHECK(rs_ops_route(&ops, "/readyz", &body, &len, &ctype) == 200);
+	free(body);
+	CHECK(rs_ops_route(&ops, "/healthz", &body, &len, &ctype) == 200);
+	free(body);
+	CHECK(rs_ops_route(&ops, "/v1/other", &body, &len, &ctype) == 0);
+}
+
+int
+main(void)
+{
+	test_parse_int();
+	test_env();
+	test_uuidv7();
+	test_time();
+	test_json();
+	test_migration_names();
+	test_metrics_and_ops();
+	printf("%d checks, %d failures\n", checks, failures);
+	return failures ? 1 : 0;
+}

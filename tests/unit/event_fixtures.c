@@ -1,0 +1,186 @@
+/* event_fixtures.c - sample events for tests (see event_fixtures.h). */
+#include "event_fixtures.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char *
+s(const char *v)
+{
+	char *p = strdup(v);
+
+	if (p == NULL)
+		abort();
+	return p;
+}
+
+static json_t *
+j(const char *text)
+{
+	json_error_t e;
+	json_t *v = json_loads(text, JSON_DECODE_ANY, &e);
+
+	if (v == NULL)
+		abort();
+	return v;
+}
+
+static void
+fx_err(rs_err *e, int full)
+{
+	e->code = s("tool_error");
+	e->message = s("device said \"no\"");
+	e->cls = RS_ERRCLASS_PERMANENT;
+	e->retryable = 0;
+	e->step_id = full ? s("fetch") : NULL;
+}
+
+static void
+fx_runs(rs_event *ev, int full)
+{
+	switch (ev->type) {
+	case RS_EV_RUN_CREATED:
+		ev->d.run_created.agent = s("summarize");
+		ev->d.run_created.version = s("3");
+		ev->d.run_created.input = j("{\"url\":\"https://example.com\",\"n\":[1,2.5,null]}");
+		if (full) {
+			ev->d.run_created.idempotency_key = s("req-42");
+			ev->d.run_created.timeout_s = 600;
+			ev->d.run_created.max_steps = 100;
+		}
+		break;
+	case RS_EV_RUN_STARTED:
+		ev->d.run_started.instance = full ? s("orchestrator-1") : NULL;
+		break;
+	case RS_EV_RUN_CANCEL_REQUESTED:
+		ev->d.run_cancel_requested.reason = full ? s("user asked") : NULL;
+		break;
+	case RS_EV_RUN_COMPLETED:
+		ev->d.run_completed.output = j(full ? "{\"summary\":\"ok\"}" : "null");
+		break;
+	case RS_EV_RUN_FAILED:
+		fx_err(&ev->d.run_failed.error, full);
+		break;
+	case RS_EV_RUN_CANCELLED:
+		ev->d.run_cancelled.reason = full ? s("user asked") : NULL;
+		break;
+	case RS_EV_RUN_TIMED_OUT:
+		ev->d.run_timed_out.timeout_s = 600;
+		break;
+	default:
+		break;
+	}
+}
+
+static void
+fx_steps(rs_event *ev, int full)
+{
+	switch (ev->type) {
+	case RS_EV_STEP_STARTED:
+		ev->d.step_started.step_id = s("fetch");
+		ev->d.step_started.kind = s("tool");
+		ev->d.step_started.attempt = 1;
+		ev->d.step_started.input = full ? j("{\"url\":\"https://example.com\"}") : NULL;
+		break;
+	case RS_EV_STEP_COMPLETED:
+		ev->d.step_completed.step_id = s("fetch");
+		ev->d.step_completed.attempt = 2;
+		ev->d.step_completed.output = j("[\"a\",{\"b\":true}]");
+		ev->d.step_completed.duration_ms = 0;
+		ev->d.step_completed.next_step = full ? s("summarize") : NULL;
+		break;
+	case RS_EV_STEP_FAILED:
+		ev->d.step_failed.step_id = s("fetch");
+		ev->d.step_failed.attempt = 3;
+		fx_err(&ev->d.step_failed.error, full);
+		ev->d.step_failed.final = full;
+		break;
+	case RS_EV_STEP_RETRY_SCHEDULED:
+		ev->d.step_retry_scheduled.step_id = s("fetch");
+		ev->d.step_retry_scheduled.attempt = 2;
+		ev->d.step_retry_scheduled.backoff_ms = 1500;
+		ev->d.step_retry_scheduled.due_at = FX_TIME_MS + 1500;
+		ev->d.step_retry_scheduled.timer_id = s("t-fetch-2");
+		break;
+	case RS_EV_SIGNAL_RECEIVED:
+		ev->d.signal_received.signal_id = s("sig-1");
+		ev->d.signal_received.name = s("approve");
+		ev->d.signal_received.payload = j(full ? "{\"by\":\"ann\"}" : "42");
+		ev->d.signal_received.step_id = full ? s("wait_approval") : NULL;
+		break;
+	default:
+		break;
+	}
+}
+
+static void
+fx_tools(rs_event *ev, int full)
+{
+	switch (ev->type) {
+	case RS_EV_TOOL_REQUESTED:
+		ev->d.tool_requested.call_id = s(FX_RUN_ID "-fetch-1");
+		ev->d.tool_requested.step_id = s("fetch");
+		ev->d.tool_requested.attempt = 1;
+		ev->d.tool_requested.tool = s("http.get");
+		ev->d.tool_requested.args = j("{\"url\":\"https://example.com\"}");
+		ev->d.tool_requested.device = full ? s("laptop-7") : NULL;
+		ev->d.tool_requested.capability = full ? s("net") : NULL;
+		ev->d.tool_requested.deadline = FX_TIME_MS + 30000;
+		break;
+	case RS_EV_TOOL_DISPATCHED:
+		ev->d.tool_dispatched.call_id = s(FX_RUN_ID "-fetch-1");
+		ev->d.tool_dispatched.device_id = s("laptop-7");
+		ev->d.tool_dispatched.router = full ? s("router-2") : NULL;
+		break;
+	case RS_EV_TOOL_COMPLETED:
+		ev->d.tool_completed.call_id = s(FX_RUN_ID "-fetch-1");
+		ev->d.tool_completed.step_id = s("fetch");
+		ev->d.tool_completed.attempt = 1;
+		ev->d.tool_completed.output = j("{\"status\":200,\"body\":\"\\u00e9t\\u00e9\"}");
+		ev->d.tool_completed.device_id = full ? s("laptop-7") : NULL;
+		break;
+	case RS_EV_TOOL_FAILED:
+		ev->d.tool_failed.call_id = s(FX_RUN_ID "-fetch-1");
+		ev->d.tool_failed.step_id = s("fetch");
+		ev->d.tool_failed.attempt = 1;
+		fx_err(&ev->d.tool_failed.error, full);
+		ev->d.tool_failed.device_id = full ? s("laptop-7") : NULL;
+		break;
+	case RS_EV_TOOL_TIMED_OUT:
+		ev->d.tool_timed_out.call_id = s(FX_RUN_ID "-fetch-1");
+		ev->d.tool_timed_out.step_id = s("fetch");
+		ev->d.tool_timed_out.attempt = 1;
+		break;
+	case RS_EV_TIMER_SCHEDULED:
+	case RS_EV_TIMER_FIRED:
+		/* Same layout for both; fill through the scheduled view. */
+		ev->d.timer_scheduled.timer_id = s("t-sleep-1");
+		ev->d.timer_scheduled.purpose = full ? RS_TIMER_RETRY : RS_TIMER_SLEEP;
+		ev->d.timer_scheduled.step_id = full ? s("fetch") : NULL;
+		ev->d.timer_scheduled.attempt = full ? 2 : 0;
+		ev->d.timer_scheduled.due_at = FX_TIME_MS + 60000;
+		break;
+	default:
+		break;
+	}
+}
+
+void
+fx_event(rs_event_type t, int full, rs_event *ev)
+{
+	memset(ev, 0, sizeof(*ev));
+	ev->type = t;
+	snprintf(ev->run_id, sizeof(ev->run_id), "%s", FX_RUN_ID);
+	snprintf(ev->tenant, sizeof(ev->tenant), "%s", FX_TENANT);
+	ev->runseq = (uint64_t)t + 1;
+	ev->time_ms = FX_TIME_MS;
+	if (full) {
+		snprintf(ev->traceparent, sizeof(ev->traceparent), "%s",
+		         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+		ev->source = s("runstream/test");
+	}
+	fx_runs(ev, full);
+	fx_steps(ev, full);
+	fx_tools(ev, full);
+}

@@ -1,0 +1,392 @@
+/*
+ * test_event.c - unit tests of the run event codec (common/rs_event.c):
+ * round trip of every event type (encode, decode, re-encode, same bytes),
+ * the exact wire format of one event, and rejection of malformed events
+ * with the precise error the contract promises.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "event_fixtures.h"
+#include "rs_event.h"
+
+static int checks, failures;
+
+#define CHECK(cond) do { \
+	checks++; \
+	if (!(cond)) { \
+		failures++; \
+		fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond); \
+	} \
+} while (0)
+
+#define CHECK_STR(got, want) do { \
+	const char *g_ = (got), *w_ = (want); \
+	checks++; \
+	if (g_ == NULL || strcmp(g_, w_) != 0) { \
+		failures++; \
+		fprintf(stderr, "%s:%d: got \"%s\"\n%*swant \"%s\"\n", __FILE__, __LINE__, \
+		        g_ ? g_ : "(null)", (int)strlen(__FILE__) + 8, "", w_); \
+	} \
+} while (0)
+
+/* ---- round trips ---------------------------------------------------- */
+
+static void
+round_trip(rs_event_type t, int full)
+{
+	rs_event ev, back;
+	char *a = NULL, *b = NULL, err[256] = "";
+	size_t alen = 0, blen = 0;
+
+	fx_event(t, full, &ev);
+	CHECK(rs_event_encode(&ev, &a, &alen) == RS_OK);
+	if (a == NULL)
+		goto cleanup;
+	CHECK(alen == strlen(a));
+	if (rs_event_decode(a, alen, &back, err, sizeof(err)) != RS_OK) {
+		fprintf(stderr, "decode %s: %s\n  %s\n", rs_event_type_name(t), err, a);
+		CHECK(0);
+		goto cleanup;
+	}
+	CHECK(back.type == t);
+	CHECK(back.runseq == ev.runseq);
+	CHECK(back.time_ms == ev.time_ms);
+	CHECK_STR(back.run_id, ev.run_id);
+	CHECK_STR(back.tenant, ev.tenant);
+	CHECK_STR(back.traceparent, ev.traceparent);
+	CHECK_STR(back.source, full ? "runstream/test" : "runstream/orchestrator");
+	CHECK(rs_event_encode(&back, &b, &blen) == RS_OK);
+	if (b != NULL)
+		CHECK_STR(b, a);
+	rs_event_free(&back);
+	CHECK(back.source == NULL && back.runseq == 0);
+cleanup:
+	free(a);
+	free(b);
+	rs_event_free(&ev);
+}
+
+static void
+test_round_trips(void)
+{
+	for (int t = 0; t < RS_EV__COUNT; t++) {
+		round_trip((rs_event_type)t, 1);
+		round_trip((rs_event_type)t, 0);
+	}
+}
+
+/* The wire format pinned byte for byte: sorted keys, compact, ms times. */
+static void
+test_golden(void)
+{
+	rs_event ev;
+	char *out = NULL;
+
+	fx_event(RS_EV_STEP_RETRY_SCHEDULED, 1, &ev);
+	CHECK(rs_event_encode(&ev, &out, NULL) == RS_OK);
+	CHECK_STR(out,
+	    "{\"data\":{\"attempt\":2,\"backoff_ms\":1500,\"due_at\":\"2026-01-02T03:04:07.178Z\","
+	    "\"step_id\":\"fetch\",\"timer_id\":\"t-fetch-2\"},"
+	    "\"datacontenttype\":\"application/json\","
+	    "\"id\":\"0190f5e4-7a3b-7c1d-8e2f-0123456789ab-6\",\"runseq\":6,"
+	    "\"source\":\"runstream/test\",\"specversion\":\"1.0\","
+	    "\"subject\":\"0190f5e4-7a3b-7c1d-8e2f-0123456789ab\",\"tenant\":\"acme\","
+	    "\"time\":\"2026-01-02T03:04:05.678Z\","
+	    "\"traceparent\":\"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\","
+	    "\"type\":\"runstream.step.retry_scheduled\"}");
+	free(out);
+	rs_event_free(&ev);
+
+	fx_event(RS_EV_STEP_FAILED, 0, &ev);
+	CHECK(rs_event_encode(&ev, &out, NULL) == RS_OK);
+	CHECK(out != NULL && strstr(out, "\"data\":{\"attempt\":3,\"error\":{\"class\":\"permanent\","
+	      "\"code\":\"tool_error\",\"message\":\"device said \\\"no\\\"\",\"retryable\":false},"
+	      "\"final\":false,\"step_id\":\"fetch\"}") != NULL);
+	CHECK(out != NULL && strstr(out, "traceparent") == NULL);
+	free(out);
+	rs_event_free(&ev);
+}
+
+/* ---- rejection ------------------------------------------------------ */
+
+/* A valid encoded event of type t as a json_t to mutate. */
+static json_t *
+sample(rs_event_type t)
+{
+	rs_event ev;
+	char *out = NULL;
+	json_t *v;
+
+	fx_event(t, 1, &ev);
+	if (rs_event_encode(&ev, &out, NULL) != RS_OK)
+		abort();
+	v = json_loads(out, 0, NULL);
+	free(out);
+	rs_event_free(&ev);
+	return v;
+}
+
+/* Decode v (stolen) and expect status want and exactly the message msg. */
+static void
+expect(json_t *v, rs_status want, const char *msg, int line)
+{
+	char *text = json_dumps(v, JSON_COMPACT), err[256] = "";
+	rs_event ev;
+	rs_status st;
+
+	st = rs_event_decode(text, strlen(text), &ev, err, sizeof(err));
+	checks++;
+	if (st != want || strcmp(err, msg) != 0) {
+		failures++;
+		fprintf(stderr, "test_event.c:%d: status %s, error \"%s\"\n  want %s, \"%s\"\n",
+		        line, rs_status_str(st), err, rs_status_str(want), msg);
+	}
+	rs_event_free(&ev);
+	free(text);
+	json_decref(v);
+}
+#define EXPECT(v, st, msg) expect((v), (st), (msg), __LINE__)
+
+static json_t *
+with(rs_event_type t, const char *key, json_t *val)
+{
+	json_t *v = sample(t);
+
+	json_object_set_new(v, key, val);
+	return v;
+}
+
+static json_t *
+without(rs_event_type t, const char *key)
+{
+	json_t *v = sample(t);
+
+	json_object_del(v, key);
+	return v;
+}
+
+static json_t *
+with_data(rs_event_type t, const char *key, json_t *val)
+{
+	json_t *v = sample(t);
+
+	if (val == NULL)
+		json_object_del(json_object_get(v, "data"), key);
+	else
+		json_object_set_new(json_object_get(v, "data"), key, val);
+	return v;
+}
+
+static void
+test_envelope_errors(void)
+{
+	const rs_event_type T = RS_EV_STEP_COMPLETED; /* runseq 4 */
+	char err[256];
+	rs_event ev;
+	json_t *v;
+
+	CHECK(rs_event_decode("{\"a\":", 5, &ev, err, sizeof(err)) == RS_EINVAL);
+	CHECK(strncmp(err, "invalid JSON at line 1", 22) == 0);
+	CHECK(rs_event_decode("{\"a\":1,\"a\":2}", 13, &ev, err, sizeof(err)) == RS_EINVAL);
+	CHECK(strstr(err, "duplicate") != NULL);
+	EXPECT(json_array(), RS_EINVAL, "event: must be a JSON object");
+	EXPECT(with(T, "specversion", json_string("0.3")), RS_EINVAL,
+	       "specversion: must be \"1.0\"");
+	EXPECT(without(T, "specversion"), RS_EINVAL, "specversion: missing");
+	EXPECT(with(T, "type", json_string("com.example.thing")), RS_EINVAL,
+	       "type: must be \"runstream.<noun>.<verb>\"");
+	EXPECT(with(T, "type", json_string("runstream.step")), RS_EINVAL,
+	       "type: must be \"runstream.<noun>.<verb>\"");
+	EXPECT(with(T, "type", json_integer(1)), RS_EINVAL, "type: must be a non-empty string");
+	EXPECT(with(T, "subject", json_string("not-a-uuid")), RS_EINVAL,
+	       "subject: must be a canonical lowercase UUID (the run id)");
+	EXPECT(with(T, "subject", json_string("0190F5E4-7A3B-7C1D-8E2F-0123456789AB")), RS_EINVAL,
+	       "subject: must be a canonical lowercase UUID (the run id)");
+	EXPECT(with(T, "runseq", json_integer(0)), RS_EINVAL,
+	       "runseq: must be an integer between 1 and 2147483647");
+	EXPECT(with(T, "runseq", json_string("4")), RS_EINVAL,
+	       "runseq: must be an integer between 1 and 2147483647");
+	EXPECT(with(T, "runseq", json_real(4.0)), RS_EINVAL,
+	       "runseq: must be an integer between 1 and 2147483647");
+	EXPECT(without(T, "runseq"), RS_EINVAL, "runseq: missing");
+	EXPECT(with(T, "id", json_string(FX_RUN_ID "-5")), RS_EINVAL,
+	       "id: must be \"<subject>-<runseq>\" (\"" FX_RUN_ID "-4\")");
+	EXPECT(with(T, "runseq", json_integer(5)), RS_EINVAL,
+	       "id: must be \"<subject>-<runseq>\" (\"" FX_RUN_ID "-5\")");
+	EXPECT(with(T, "source", json_string("")), RS_EINVAL, "source: must be a non-empty string");
+	EXPECT(with(T, "time", json_string("yesterday")), RS_EINVAL,
+	       "time: must be an RFC 3339 timestamp");
+	EXPECT(with(T, "datacontenttype", json_string("text/plain")), RS_EINVAL,
+	       "datacontenttype: must be \"application/json\"");
+	EXPECT(with(T, "tenant", json_string("Acme")), RS_EINVAL,
+	       "tenant: must match [a-z0-9_-]{1,64}");
+	EXPECT(with(T, "tenant", json_string("acme.corp")), RS_EINVAL,
+	       "tenant: must match [a-z0-9_-]{1,64}");
+	EXPECT(without(T, "tenant"), RS_EINVAL, "tenant: missing");
+	EXPECT(with(T, "traceparent", json_string("00-abc")), RS_EINVAL,
+	       "traceparent: must be a W3C traceparent \"00-<32 hex>-<16 hex>-<2 hex>\"");
+	EXPECT(without(T, "data"), RS_EINVAL, "data: missing");
+	EXPECT(with(T, "data", json_string("x")), RS_EINVAL, "data: must be an object");
+	EXPECT(with(T, "Bad_Ext", json_true()), RS_EINVAL,
+	       "Bad_Ext: not a valid CloudEvents attribute name (lowercase a-z, 0-9)");
+
+	/* A well-named extension is ignored (forward compatibility). */
+	v = with(T, "partitionkey", json_string("x"));
+	EXPECT(v, RS_OK, "");
+
+	/* An unknown type of ours: RS_ENOTFOUND with the envelope kept. */
+	v = with(T, "type", json_string("runstream.step.paused"));
+	{
+		char *text = json_dumps(v, JSON_COMPACT);
+		err[0] = '\0';
+		CHECK(rs_event_decode(text, strlen(text), &ev, err, sizeof(err)) == RS_ENOTFOUND);
+		CHECK_STR(err, "type: unknown event type \"runstream.step.paused\"");
+		CHECK(ev.type == RS_EV__COUNT && ev.runseq == 4 && ev.source == NULL);
+		CHECK_STR(ev.run_id, FX_RUN_ID);
+		rs_event_free(&ev);
+		free(text);
+	}
+	json_decref(v);
+}
+
+static void
+test_data_errors(void)
+{
+	json_t *v;
+
+	EXPECT(with_data(RS_EV_STEP_COMPLETED, "step_id", NULL), RS_EINVAL,
+	       "data.step_id: missing");
+	EXPECT(with_data(RS_EV_STEP_COMPLETED, "step_id", json_string("")), RS_EINVAL,
+	       "data.step_id: must be a non-empty string");
+	EXPECT(with_data(RS_EV_STEP_COMPLETED, "attempt", json_string("1")), RS_EINVAL,
+	       "data.attempt: must be an integer >= 1");
+	EXPECT(with_data(RS_EV_STEP_COMPLETED, "attempt", json_integer(0)), RS_EINVAL,
+	       "data.attempt: must be an integer >= 1");
+	EXPECT(with_data(RS_EV_STEP_COMPLETED, "duration_ms", json_integer(-1)), RS_EINVAL,
+	       "data.duration_ms: must be an integer >= 0");
+	EXPECT(with_data(RS_EV_STEP_COMPLETED, "output", NULL), RS_EINVAL, "data.output: missing");
+	EXPECT(with_data(RS_EV_STEP_COMPLETED, "next_step", json_null()), RS_EINVAL,
+	       "data.next_step: must be a non-empty string");
+	EXPECT(with_data(RS_EV_STEP_STARTED, "kind", json_string("loop")), RS_EINVAL,
+	       "data.kind: must be one of tool, sleep, signal, branch, transform");
+	EXPECT(with_data(RS_EV_STEP_FAILED, "final", json_integer(1)), RS_EINVAL,
+	       "data.final: must be a boolean");
+	EXPECT(with_data(RS_EV_RUN_CREATED, "input", json_array()), RS_EINVAL,
+	       "data.input: must be an object");
+	EXPECT(with_data(RS_EV_RUN_CREATED, "timeout_s", json_integer(0)), RS_EINVAL,
+	       "data.timeout_s: must be an integer >= 1");
+	EXPECT(with_data(RS_EV_STEP_RETRY_SCHEDULED, "due_at", json_integer(1767323047178)),
+	       RS_EINVAL,
+	       "data.due_at: must be an RFC 3339 timestamp such as \"2026-01-02T03:04:05.678Z\"");
+	EXPECT(with_data(RS_EV_TIMER_FIRED, "purpose", json_string("nap")), RS_EINVAL,
+	       "data.purpose: must be one of sleep, retry, step_timeout, tool_timeout, "
+	       "signal_timeout, run_timeout");
+	EXPECT(with_data(RS_EV_TOOL_REQUESTED, "call_id", json_string("a.b")), RS_EINVAL,
+	       "data.call_id: must be a non-empty string without '.', '*', '>' or whitespace");
+	EXPECT(with_data(RS_EV_RUN_FAILED, "error", json_string("boom")), RS_EINVAL,
+	       "data.error: must be an object");
+
+	v = sample(RS_EV_TOOL_FAILED);
+	json_object_set_new(json_object_get(json_object_get(v, "data"), "error"), "class",
+	                    json_string("fatal"));
+	EXPECT(v, RS_EINVAL, "data.error.class: must be one of transient, permanent, timeout");
+	v = sample(RS_EV_RUN_FAILED);
+	json_object_del(json_object_get(json_object_get(v, "data"), "error"), "code");
+	EXPECT(v, RS_EINVAL, "data.error.code: missing");
+	v = sample(RS_EV_STEP_FAILED);
+	json_object_set_new(json_object_get(json_object_get(v, "data"), "error"), "retryable",
+	                    json_string("no"));
+	EXPECT(v, RS_EINVAL, "data.error.retryable: must be a boolean");
+
+	/* Unknown data fields are ignored: v1 allows additive changes. */
+	EXPECT(with_data(RS_EV_STEP_COMPLETED, "cost_usd", json_real(0.25)), RS_OK, "");
+	/* Offsets in times are accepted and normalized. */
+	EXPECT(with_data(RS_EV_TIMER_FIRED, "due_at", json_string("2026-01-02T04:05:05+01:00")),
+	       RS_OK, "");
+}
+
+/* Encode refuses structs that would not decode. */
+static void
+test_encode_rejects(void)
+{
+	rs_event ev;
+	char *out = NULL;
+
+	fx_event(RS_EV_STEP_STARTED, 1, &ev);
+	ev.runseq = 0;
+	CHECK(rs_event_encode(&ev, &out, NULL) == RS_EINVAL && out == NULL);
+	ev.runseq = 1;
+	snprintf(ev.tenant, sizeof(ev.tenant), "Acme");
+	CHECK(rs_event_encode(&ev, &out, NULL) == RS_EINVAL);
+	snprintf(ev.tenant, sizeof(ev.tenant), "acme");
+	ev.d.step_started.attempt = 0;
+	CHECK(rs_event_encode(&ev, &out, NULL) == RS_EINVAL);
+	ev.d.step_started.attempt = 1;
+	free(ev.d.step_started.step_id);
+	ev.d.step_started.step_id = NULL;
+	CHECK(rs_event_encode(&ev, &out, NULL) == RS_EINVAL);
+	CHECK(rs_ev_step_started_encode(&ev.d.step_started) == NULL);
+	rs_event_free(&ev);
+
+	fx_event(RS_EV_RUN_FAILED, 0, &ev);
+	ev.d.run_failed.error.cls = (rs_errclass)7;
+	CHECK(rs_event_encode(&ev, &out, NULL) == RS_EINVAL);
+	rs_event_free(&ev);
+}
+
+/* The per-type functions on their own, and the small helpers. */
+static void
+test_helpers(void)
+{
+	rs_ev_tool_dispatched d = { 0 };
+	rs_event_type t;
+	char buf[128], err[128];
+	json_t *v;
+
+	v = json_pack("{s:s, s:s, s:i}", "call_id", "c1", "device_id", "d1", "extra", 1);
+	CHECK(rs_ev_tool_dispatched_decode(v, &d, err, sizeof(err)) == RS_OK);
+	CHECK_STR(d.call_id, "c1");
+	CHECK(d.router == NULL);
+	rs_ev_tool_dispatched_free(&d);
+	CHECK(d.call_id == NULL);
+	json_object_del(v, "device_id");
+	CHECK(rs_ev_tool_dispatched_decode(v, &d, err, sizeof(err)) == RS_EINVAL);
+	CHECK_STR(err, "data.device_id: missing");
+	CHECK(d.call_id == NULL);
+	json_decref(v);
+
+	CHECK(rs_event_type_parse("run.created", &t) == RS_OK && t == RS_EV_RUN_CREATED);
+	CHECK(rs_event_type_parse("runstream.run.timed_out", &t) == RS_OK &&
+	      t == RS_EV_RUN_TIMED_OUT);
+	CHECK(rs_event_type_parse("run.paused", &t) != RS_OK);
+	CHECK_STR(rs_event_type_name(RS_EV_STEP_RETRY_SCHEDULED), "step.retry_scheduled");
+	for (int i = 0; i < RS_EV__COUNT; i++)
+		CHECK(rs_event_type_terminal((rs_event_type)i) ==
+		      (i == RS_EV_RUN_COMPLETED || i == RS_EV_RUN_FAILED ||
+		       i == RS_EV_RUN_CANCELLED || i == RS_EV_RUN_TIMED_OUT));
+	rs_event_subject("acme", FX_RUN_ID, buf, sizeof(buf));
+	CHECK_STR(buf, "runs.acme." FX_RUN_ID);
+	rs_event_id(FX_RUN_ID, 12, buf, sizeof(buf));
+	CHECK_STR(buf, FX_RUN_ID "-12");
+	CHECK_STR(rs_timer_purpose_name(RS_TIMER_SIGNAL_TIMEOUT), "signal_timeout");
+	CHECK_STR(rs_errclass_name(RS_ERRCLASS_TIMEOUT), "timeout");
+	CHECK(rs_traceparent_valid("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+	CHECK(!rs_traceparent_valid("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+	CHECK(!rs_traceparent_valid("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"));
+}
+
+int
+main(void)
+{
+	json_object_seed(1);
+	test_round_trips();
+	test_golden();
+	test_envelope_errors();
+	test_data_errors();
+	test_encode_rejects();
+	test_helpers();
+	printf("test_event: %d checks, %d failures\n", checks, failures);
+	return failures == 0 ? 0 : 1;
+}
