@@ -1,5 +1,6 @@
 /* rs_streams.c - apply and check JetStream definitions (see rs_streams.h). */
 #include "rs_streams.h"
+#include "rs_config.h"
 #include "rs_json.h"
 #include "rs_log.h"
 #include "rs_nats.h"
@@ -24,6 +25,18 @@ jint(json_t *o, const char *k, int64_t def)
 	json_t *v = json_object_get(o, k);
 
 	return json_is_integer(v) ? (int64_t)json_integer_value(v) : def;
+}
+
+/* Replicas: the definition's value, unless RS_STREAM_REPLICAS overrides it
+ * (a clustered deployment runs the same definitions with 3 replicas). */
+static int64_t
+replicas(json_t *d)
+{
+	int64_t r = jint(d, "replicas", 1);
+
+	if (rs_env_int("RS_STREAM_REPLICAS", r, 1, 5, &r) != RS_OK)
+		r = jint(d, "replicas", 1);
+	return r;
 }
 
 static const char *
@@ -78,7 +91,7 @@ apply_stream(jsCtx *js, json_t *d, char *report, size_t cap)
 	cfg.MaxAge = jint(d, "max_age_s", 0) * NS_PER_S;
 	cfg.MaxMsgSize = (int32_t)jint(d, "max_msg_size", -1);
 	cfg.Duplicates = jint(d, "duplicate_window_s", 120) * NS_PER_S;
-	cfg.Replicas = jint(d, "replicas", 1);
+	cfg.Replicas = replicas(d);
 	cfg.AllowDirect = json_is_true(json_object_get(d, "allow_direct"));
 	if (json_is_object(rpj)) {
 		memset(&rp, 0, sizeof(rp));
@@ -174,7 +187,7 @@ apply_kv(jsCtx *js, json_t *d, char *report, size_t cap)
 	}
 	cfg.History = (uint8_t)jint(d, "history", 1);
 	cfg.TTL = jint(d, "ttl_s", 0) * NS_PER_S; /* nats.c: nanoseconds */
-	cfg.Replicas = (int)jint(d, "replicas", 1);
+	cfg.Replicas = (int)replicas(d);
 	cfg.StorageType = js_FileStorage;
 	s = js_KeyValue(&kv, js, cfg.Bucket);
 	if (s == NATS_OK) {
