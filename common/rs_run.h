@@ -54,7 +54,16 @@ const char *rs_run_get_tenant(const rs_run *r);
 const char *rs_run_get_id(const rs_run *r);
 
 /* A JSON snapshot of the state (status, input, step outputs, attempts,
- * pending tool calls and timers, output/error). New reference. */
+ * pending tool calls and timers, output/error). New reference.
+ * Keys: run_id, tenant, agent, version, status, input, output, error,
+ * last_seq, created_at, started_at, finished_at, current_step,
+ * step_executions, steps {id: {status, attempts: [{attempt, input, output,
+ * error, started_at, finished_at}], output}}, tool_calls [{call_id,
+ * step_id, attempt, tool, device, capability, device_id, status,
+ * requested_at, dispatched_at, finished_at}], pending_timers [{timer_id,
+ * purpose, step_id, attempt, due_at}], signals [{signal_id, name, payload,
+ * consumed_by, received_at}], cancel_reason (if any). Times are Unix ms
+ * (null when not yet). Dump with rs_json_dump for deterministic bytes. */
 json_t *rs_run_view(const rs_run *r);
 
 typedef struct {
@@ -70,7 +79,21 @@ typedef struct {
  * definition (the caller resolves it: from the command for run.start, from
  * run.created otherwise). A duplicate or stale command yields an empty
  * decision (RS_OK, no events).
- * instance names the orchestrator (run.started.instance). */
+ * instance names the orchestrator (run.started.instance).
+ * Details of this implementation (rs_run.c):
+ *  - every decision is evolved into a scratch copy of r as it is built, so
+ *    its events always evolve in order on r;
+ *  - ids are deterministic: call_id "<run_id>-<step_id>-<exec>-<attempt>",
+ *    timer_id "<run_id>.<purpose>.<step_id>.<exec>.<attempt>" or
+ *    "<run_id>.run_timeout", where exec counts step.started events;
+ *  - a command other than run.start on a run with no events: RS_ENOTFOUND;
+ *    any command on a finished run: RS_OK, no events;
+ *  - run.start on a queued run (run.created only) starts it;
+ *  - timer.fire acts on the timer as recorded in the state (the command
+ *    only names it); before due_at it decides nothing (see
+ *    rs_run_timer_due);
+ *  - agent may be NULL for cancel and tool.delivered; otherwise it must be
+ *    the version the run is pinned to (RS_EINVAL if not). */
 rs_status rs_run_decide(const rs_run *r, const rs_agent *agent, const rs_cmd *cmd,
                         int64_t now_ms, const char *instance, rs_decision *out,
                         char *err, size_t cap);
@@ -80,5 +103,24 @@ rs_status rs_run_decide(const rs_run *r, const rs_agent *agent, const rs_cmd *cm
 rs_status rs_run_pending_effects(const rs_run *r, rs_decision *out);
 
 void rs_decision_free(rs_decision *d);
+
+/* --- additions (state machine implementation) --- */
+
+/* Deep copy of a state (caller frees). decide() works on one. */
+rs_run *rs_run_clone(const rs_run *r);
+
+/* The step the run is at (running, waiting, or failed and waiting for its
+ * retry); NULL before the first step and once the run is finished. */
+const char *rs_run_current_step(const rs_run *r);
+
+/* Due time of a pending timer. RS_ENOTFOUND if the timer is unknown,
+ * already fired or superseded. A timer.fire that arrives before due_at
+ * decides nothing (RS_OK, zero events): the orchestrator then puts the
+ * fire back on TIMERS for the remaining time (due - now). */
+rs_status rs_run_timer_due(const rs_run *r, const char *timer_id, int64_t *due);
+
+/* Retry backoff after failed attempt `attempt` (1-based):
+ * min(max_backoff_ms, initial_backoff_ms * multiplier^(attempt-1)). */
+int64_t rs_run_backoff_ms(const rs_retry *retry, int64_t attempt);
 
 #endif

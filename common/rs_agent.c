@@ -1,0 +1,718 @@
+/*
+ * rs_agent.c - agent definitions: complete validation with field-path
+ * messages, construction of the immutable step model, version hashing.
+ *
+ * Validation runs in two passes over the steps: the first collects ids
+ * (so that "next", "goto" and templates may refer to later steps, loops
+ * included), the second checks each step's kind-specific fields. The first
+ * problem found is reported; each message names the field path.
+ */
+#include "rs_agent.h"
+#include "rs_id.h"
+#include "rs_json.h"
+#include "rs_template.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_INITIAL_BACKOFF_MS 1000
+#define DEFAULT_MAX_BACKOFF_MS     60000
+#define DEFAULT_MULTIPLIER         2.0
+#define NAME_MAX_LEN               128  /* tool and signal names */
+
+struct rs_agent {
+	char *name;
+	char *description;
+	char version[17];
+	json_t *def;         /* deep copy of the definition */
+	int64_t timeout_s;
+	int64_t max_steps;
+	json_t *output;      /* template or NULL */
+	rs_step *steps;
+	size_t nsteps;
+};
+
+static const char *kind_names[] = { "tool", "sleep", "signal", "branch", "transform" };
+
+/* Fields allowed on every step and per kind (NULL-terminated). */
+static const char *common_fields[] = { "id", "kind", "next", NULL };
+static const char *kind_fields[][7] = {
+	[RS_STEP_TOOL] = { "tool", "args", "device", "capability", "timeout_s", "retry", NULL },
+	[RS_STEP_SLEEP] = { "duration_ms", NULL },
+	[RS_STEP_SIGNAL] = { "signal", "timeout_s", "retry", NULL },
+	[RS_STEP_BRANCH] = { "when", "else", NULL },
+	[RS_STEP_TRANSFORM] = { "value", NULL },
+};
+static const char *top_fields[] = { "name", "description", "timeout_s", "max_steps",
+                                    "steps", "output", NULL };
+static const char *retry_fields[] = { "max_attempts", "initial_backoff_ms", "max_backoff_ms",
+                                      "multiplier", "non_retryable", NULL };
+static const char *op_names[] = { "equals", "not_equals", "gt", "lt", "exists" };
+
+const char *
+rs_step_kind_name(rs_step_kind k)
+{
+	return (k >= RS_STEP_TOOL && k <= RS_STEP_TRANSFORM) ? kind_names[k] : "unknown";
+}
+
+static char *
+xstrdup(const char *s)
+{
+	char *d;
+
+	if (s == NULL)
+		return NULL;
+	if ((d = strdup(s)) == NULL)
+		abort();
+	return d;
+}
+
+/* Write "<path>: <message>" into err and return RS_EINVAL. */
+static rs_status __attribute__((format(printf, 4, 5)))
+fail(char *err, size_t cap, const char *path, const char *fmt, ...)
+{
+	char msg[384];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	snprintf(err, cap, "%s: %s", path, msg);
+	return RS_EINVAL;
+}
+
+/* Field paths are built with this rather than snprintf directly: a path
+ * deeper than the buffer is truncated, which is fine for a message. */
+static void __attribute__((format(printf, 3, 4)))
+pathf(char *buf, size_t cap, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, cap, fmt, ap);
+	va_end(ap);
+}
+
+static void
+subpath(char *buf, size_t cap, const char *path, const char *key)
+{
+	pathf(buf, cap, "%s%s%s", path, *path ? "." : "", key);
+}
+
+static int
+in_list(const char *k, const char **list)
+{
+	for (; *list != NULL; list++)
+		if (strcmp(k, *list) == 0)
+			return 1;
+	return 0;
+}
+
+/* Reject any key of obj not in a or b (b may be NULL). */
+static rs_status
+check_fields(json_t *obj, const char *path, const char **a, const char **b,
+             char *err, size_t cap)
+{
+	const char *k;
+	json_t *v;
+	char sub[320];
+
+	json_object_foreach(obj, k, v) {
+		if (in_list(k, a) || (b != NULL && in_list(k, b)))
+			continue;
+		subpath(sub, sizeof(sub), path, k);
+		return fail(err, cap, sub, "unknown field");
+	}
+	return RS_OK;
+}
+
+/* Optional integer field >= min; *out untouched when absent. */
+static rs_status
+get_int(json_t *obj, const char *key, const char *path, int64_t min, int64_t *out,
+        char *err, size_t cap)
+{
+	json_t *v = json_object_get(obj, key);
+	char p[320];
+
+	if (v == NULL)
+		return RS_OK;
+	subpath(p, sizeof(p), path, key);
+	if (!json_is_integer(v) || json_integer_value(v) < min)
+		return fail(err, cap, p, "must be an integer >= %lld", (long long)min);
+	*out = json_integer_value(v);
+	return RS_OK;
+}
+
+/* Optional string field; required if req. *out borrowed or NULL. */
+static rs_status
+get_str(json_t *obj, const char *key, const char *path, int req, const char **out,
+        char *err, size_t cap)
+{
+	json_t *v = json_object_get(obj, key);
+	char p[320];
+
+	*out = NULL;
+	subpath(p, sizeof(p), path, key);
+	if (v == NULL)
+		return req ? fail(err, cap, p, "required") : RS_OK;
+	if (!json_is_string(v))
+		return fail(err, cap, p, "must be a string");
+	*out = json_string_value(v);
+	return RS_OK;
+}
+
+/* [A-Za-z0-9_.-]{1,128}: tool and signal names. */
+static int
+is_name(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > NAME_MAX_LEN)
+		return 0;
+	for (; *s; s++)
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+		      (*s >= '0' && *s <= '9') || *s == '_' || *s == '.' || *s == '-'))
+			return 0;
+	return 1;
+}
+
+/* --- building --- */
+
+typedef struct {
+	json_t *steps;      /* the "steps" array of the definition */
+	size_t n;
+} idset;
+
+/* Index of step id in the definition, -1 if none. */
+static int
+find_id(const idset *ids, const char *id)
+{
+	for (size_t i = 0; i < ids->n; i++) {
+		json_t *s = json_array_get(ids->steps, i);
+		const char *sid = json_string_value(json_object_get(s, "id"));
+		if (sid != NULL && strcmp(sid, id) == 0)
+			return (int)i;
+	}
+	return -1;
+}
+
+static int
+id_known(const char *id, void *ud)
+{
+	return find_id(ud, id) >= 0;
+}
+
+/* A goto target: a step id or "end". */
+static rs_status
+get_target(json_t *obj, const char *key, const char *path, int req, int dflt,
+           const idset *ids, int *out, char *err, size_t cap)
+{
+	const char *t;
+	char p[320];
+
+	if (get_str(obj, key, path, req, &t, err, cap) != RS_OK)
+		return RS_EINVAL;
+	if (t == NULL) {
+		*out = dflt;
+		return RS_OK;
+	}
+	if (strcmp(t, "end") == 0) {
+		*out = RS_STEP_END;
+		return RS_OK;
+	}
+	if ((*out = find_id(ids, t)) < 0) {
+		subpath(p, sizeof(p), path, key);
+		return fail(err, cap, p, "unknown step \"%s\"", t);
+	}
+	return RS_OK;
+}
+
+static rs_status
+parse_retry(json_t *step, const char *path, rs_retry *r, char *err, size_t cap)
+{
+	json_t *v = json_object_get(step, "retry"), *m, *c;
+	char p[320], q[352];
+	size_t i;
+
+	r->max_attempts = 1;
+	r->initial_backoff_ms = DEFAULT_INITIAL_BACKOFF_MS;
+	r->max_backoff_ms = -1;
+	r->multiplier = DEFAULT_MULTIPLIER;
+	r->non_retryable = NULL;
+	subpath(p, sizeof(p), path, "retry");
+	if (v == NULL)
+		goto defaults;
+	if (!json_is_object(v))
+		return fail(err, cap, p, "must be an object");
+	if (check_fields(v, p, retry_fields, NULL, err, cap) != RS_OK ||
+	    get_int(v, "max_attempts", p, 1, &r->max_attempts, err, cap) != RS_OK ||
+	    get_int(v, "initial_backoff_ms", p, 1, &r->initial_backoff_ms, err, cap) != RS_OK ||
+	    get_int(v, "max_backoff_ms", p, 1, &r->max_backoff_ms, err, cap) != RS_OK)
+		return RS_EINVAL;
+	if (r->max_backoff_ms != -1 && r->max_backoff_ms < r->initial_backoff_ms) {
+		subpath(q, sizeof(q), p, "max_backoff_ms");
+		return fail(err, cap, q, "must be >= initial_backoff_ms (%lld)",
+		            (long long)r->initial_backoff_ms);
+	}
+	if ((m = json_object_get(v, "multiplier")) != NULL) {
+		subpath(q, sizeof(q), p, "multiplier");
+		if (!json_is_number(m) || json_number_value(m) < 1.0)
+			return fail(err, cap, q, "must be a number >= 1.0");
+		r->multiplier = json_number_value(m);
+	}
+	if ((m = json_object_get(v, "non_retryable")) != NULL) {
+		subpath(q, sizeof(q), p, "non_retryable");
+		if (!json_is_array(m))
+			return fail(err, cap, q, "must be an array of error codes");
+		json_array_foreach(m, i, c) {
+			if (!json_is_string(c) || json_string_length(c) == 0) {
+				pathf(q, sizeof(q), "%s.non_retryable[%zu]", p, i);
+				return fail(err, cap, q, "must be a non-empty string");
+			}
+		}
+		r->non_retryable = json_incref(m);
+	}
+defaults:
+	if (r->max_backoff_ms == -1)
+		r->max_backoff_ms = r->initial_backoff_ms > DEFAULT_MAX_BACKOFF_MS ?
+		                    r->initial_backoff_ms : DEFAULT_MAX_BACKOFF_MS;
+	return RS_OK;
+}
+
+static rs_status
+check_template(json_t *t, const char *path, const idset *ids, char *err, size_t cap)
+{
+	return rs_template_check(t, path, id_known, (void *)ids, err, cap);
+}
+
+static rs_status
+parse_tool(json_t *js, const char *path, rs_step *s, const idset *ids, char *err, size_t cap)
+{
+	const char *tool, *dev;
+	json_t *capv, *args;
+	char p[320];
+
+	if (get_str(js, "tool", path, 1, &tool, err, cap) != RS_OK)
+		return RS_EINVAL;
+	subpath(p, sizeof(p), path, "tool");
+	if (!is_name(tool))
+		return fail(err, cap, p, "must match [A-Za-z0-9_.-]{1,128}");
+	s->tool = xstrdup(tool);
+	args = json_object_get(js, "args");
+	subpath(p, sizeof(p), path, "args");
+	/* tool.requested carries args as an object: require one up front. */
+	if (args != NULL && !json_is_object(args))
+		return fail(err, cap, p, "must be an object");
+	if (args != NULL && check_template(args, p, ids, err, cap) != RS_OK)
+		return RS_EINVAL;
+	s->args = args ? json_deep_copy(args) : json_object();
+	if (get_str(js, "device", path, 0, &dev, err, cap) != RS_OK)
+		return RS_EINVAL;
+	capv = json_object_get(js, "capability");
+	if (dev != NULL && capv != NULL)
+		return fail(err, cap, path, "exactly one of device or capability");
+	if (dev != NULL) {
+		subpath(p, sizeof(p), path, "device");
+		if (!rs_id_is_token(dev, 64))
+			return fail(err, cap, p, "must match [a-z0-9_-]{1,64}");
+		s->device = xstrdup(dev);
+	} else {
+		subpath(p, sizeof(p), path, "capability");
+		if (capv != NULL && !json_is_true(capv) &&
+		    !(json_is_string(capv) && strcmp(json_string_value(capv), tool) == 0))
+			return fail(err, cap, p, "must be true or the tool name (\"%s\")", tool);
+		s->capability = xstrdup(tool);
+	}
+	s->timeout_s = RS_TOOL_TIMEOUT_DEFAULT_S;
+	if (get_int(js, "timeout_s", path, 1, &s->timeout_s, err, cap) != RS_OK)
+		return RS_EINVAL;
+	return parse_retry(js, path, &s->retry, err, cap);
+}
+
+static rs_status
+parse_sleep(json_t *js, const char *path, rs_step *s, char *err, size_t cap)
+{
+	char p[320];
+
+	subpath(p, sizeof(p), path, "duration_ms");
+	if (json_object_get(js, "duration_ms") == NULL)
+		return fail(err, cap, p, "required");
+	return get_int(js, "duration_ms", path, 0, &s->duration_ms, err, cap);
+}
+
+static rs_status
+parse_signal(json_t *js, const char *path, rs_step *s, char *err, size_t cap)
+{
+	const char *name;
+	char p[320];
+
+	if (get_str(js, "signal", path, 1, &name, err, cap) != RS_OK)
+		return RS_EINVAL;
+	subpath(p, sizeof(p), path, "signal");
+	if (!is_name(name))
+		return fail(err, cap, p, "must match [A-Za-z0-9_.-]{1,128}");
+	s->signal = xstrdup(name);
+	if (get_int(js, "timeout_s", path, 1, &s->timeout_s, err, cap) != RS_OK)
+		return RS_EINVAL;
+	return parse_retry(js, path, &s->retry, err, cap);
+}
+
+/* One {"if": {...}, "goto": id} of a branch. */
+static rs_status
+parse_case(json_t *jc, const char *path, rs_branch_case *c, const idset *ids,
+           char *err, size_t cap)
+{
+	static const char *case_fields[] = { "if", "goto", NULL };
+	static const char *if_fields[] = { "path", "equals", "not_equals", "gt", "lt",
+	                                   "exists", NULL };
+	json_t *cond, *v;
+	const char *pathv;
+	char p[320], q[352], why[160], id[RS_TEMPLATE_MAX_ID + 1];
+	int nops = 0;
+
+	if (!json_is_object(jc))
+		return fail(err, cap, path, "must be an object");
+	if (check_fields(jc, path, case_fields, NULL, err, cap) != RS_OK)
+		return RS_EINVAL;
+	subpath(p, sizeof(p), path, "if");
+	if ((cond = json_object_get(jc, "if")) == NULL)
+		return fail(err, cap, p, "required");
+	if (!json_is_object(cond))
+		return fail(err, cap, p, "must be an object");
+	if (check_fields(cond, p, if_fields, NULL, err, cap) != RS_OK ||
+	    get_str(cond, "path", p, 1, &pathv, err, cap) != RS_OK)
+		return RS_EINVAL;
+	subpath(q, sizeof(q), p, "path");
+	if (rs_template_parse_expr(pathv, strlen(pathv), id, sizeof(id), why, sizeof(why)) != RS_OK)
+		return fail(err, cap, q, "malformed path \"%s\": %s", pathv, why);
+	if (id[0] != '\0' && find_id(ids, id) < 0)
+		return fail(err, cap, q, "unknown step \"%s\"", id);
+	c->path = xstrdup(pathv);
+	for (int op = RS_OP_EQUALS; op <= RS_OP_EXISTS; op++) {
+		if (json_object_get(cond, op_names[op]) == NULL)
+			continue;
+		nops++;
+		c->op = (rs_branch_op)op;
+	}
+	if (nops != 1)
+		return fail(err, cap, p, "exactly one of equals, not_equals, gt, lt, exists");
+	v = json_object_get(cond, op_names[c->op]);
+	c->value = json_incref(v);
+	subpath(q, sizeof(q), p, op_names[c->op]);
+	if ((c->op == RS_OP_GT || c->op == RS_OP_LT) && !json_is_number(c->value))
+		return fail(err, cap, q, "must be a number");
+	if (c->op == RS_OP_EXISTS && !json_is_boolean(c->value))
+		return fail(err, cap, q, "must be a boolean");
+	return get_target(jc, "goto", path, 1, RS_STEP_END, ids, &c->goto_idx, err, cap);
+}
+
+static rs_status
+parse_branch(json_t *js, const char *path, rs_step *s, const idset *ids, char *err, size_t cap)
+{
+	json_t *when = json_object_get(js, "when"), *jc;
+	char p[320], q[352];
+	size_t i;
+
+	subpath(p, sizeof(p), path, "when");
+	if (when == NULL)
+		return fail(err, cap, p, "required");
+	if (!json_is_array(when))
+		return fail(err, cap, p, "must be an array");
+	s->ncases = json_array_size(when);
+	s->cases = calloc(s->ncases ? s->ncases : 1, sizeof(*s->cases));
+	if (s->cases == NULL)
+		abort();
+	json_array_foreach(when, i, jc) {
+		pathf(q, sizeof(q), "%s[%zu]", p, i);
+		if (parse_case(jc, q, &s->cases[i], ids, err, cap) != RS_OK)
+			return RS_EINVAL;
+	}
+	return get_target(js, "else", path, 1, RS_STEP_END, ids, &s->else_idx, err, cap);
+}
+
+static rs_status
+parse_transform(json_t *js, const char *path, rs_step *s, const idset *ids,
+                char *err, size_t cap)
+{
+	json_t *v = json_object_get(js, "value");
+	char p[320];
+
+	subpath(p, sizeof(p), path, "value");
+	if (v == NULL)
+		return fail(err, cap, p, "required");
+	if (check_template(v, p, ids, err, cap) != RS_OK)
+		return RS_EINVAL;
+	s->value = json_deep_copy(v);
+	return RS_OK;
+}
+
+/* Pass 1: shape, id and kind of step i (so pass 2 can resolve ids). */
+static rs_status
+check_step_id(const idset *ids, size_t i, char *err, size_t cap)
+{
+	json_t *js = json_array_get(ids->steps, i);
+	const char *id;
+	char path[64];
+	int first;
+
+	pathf(path, sizeof(path), "steps[%zu]", i);
+	if (!json_is_object(js))
+		return fail(err, cap, path, "must be an object");
+	if (get_str(js, "id", path, 1, &id, err, cap) != RS_OK)
+		return RS_EINVAL;
+	pathf(path, sizeof(path), "steps[%zu].id", i);
+	if (!rs_id_is_token(id, 64))
+		return fail(err, cap, path, "must match [a-z0-9_-]{1,64}");
+	if (strcmp(id, "end") == 0)
+		return fail(err, cap, path, "\"end\" is reserved");
+	first = find_id(ids, id);
+	if (first >= 0 && (size_t)first < i)
+		return fail(err, cap, path, "duplicate id \"%s\" (also steps[%d])", id, first);
+	return RS_OK;
+}
+
+/* Pass 2: everything else about step i. */
+static rs_status
+parse_step(const idset *ids, size_t i, rs_step *s, char *err, size_t cap)
+{
+	json_t *js = json_array_get(ids->steps, i);
+	const char *kind;
+	char path[64], p[96];
+	int k;
+
+	pathf(path, sizeof(path), "steps[%zu]", i);
+	s->id = xstrdup(json_string_value(json_object_get(js, "id")));
+	if (get_str(js, "kind", path, 1, &kind, err, cap) != RS_OK)
+		return RS_EINVAL;
+	for (k = RS_STEP_TOOL; k <= RS_STEP_TRANSFORM; k++)
+		if (strcmp(kind, kind_names[k]) == 0)
+			break;
+	if (k > RS_STEP_TRANSFORM) {
+		pathf(p, sizeof(p), "%s.kind", path);
+		return fail(err, cap, p, "unknown step kind \"%s\" (expected tool, sleep, "
+		            "signal, branch or transform)", kind);
+	}
+	s->kind = (rs_step_kind)k;
+	if (check_fields(js, path, common_fields, kind_fields[k], err, cap) != RS_OK)
+		return RS_EINVAL;
+	if (get_target(js, "next", path, 0, i + 1 < ids->n ? (int)i + 1 : RS_STEP_END,
+	               ids, &s->next_idx, err, cap) != RS_OK)
+		return RS_EINVAL;
+	switch (s->kind) {
+	case RS_STEP_TOOL:      return parse_tool(js, path, s, ids, err, cap);
+	case RS_STEP_SLEEP:     return parse_sleep(js, path, s, err, cap);
+	case RS_STEP_SIGNAL:    return parse_signal(js, path, s, err, cap);
+	case RS_STEP_BRANCH:    return parse_branch(js, path, s, ids, err, cap);
+	case RS_STEP_TRANSFORM: return parse_transform(js, path, s, ids, err, cap);
+	}
+	return RS_EINVAL;
+}
+
+static rs_status
+parse_top(json_t *def, rs_agent *a, char *err, size_t cap)
+{
+	const char *name, *desc;
+
+	if (!json_is_object(def))
+		return fail(err, cap, "definition", "must be an object");
+	if (check_fields(def, "", top_fields, NULL, err, cap) != RS_OK ||
+	    get_str(def, "name", "", 1, &name, err, cap) != RS_OK)
+		return RS_EINVAL;
+	if (!rs_id_is_token(name, 64))
+		return fail(err, cap, "name", "must match [a-z0-9_-]{1,64}");
+	if (get_str(def, "description", "", 0, &desc, err, cap) != RS_OK)
+		return RS_EINVAL;
+	a->name = xstrdup(name);
+	a->description = xstrdup(desc);
+	a->max_steps = RS_AGENT_MAX_STEPS_DEFAULT;
+	if (get_int(def, "timeout_s", "", 1, &a->timeout_s, err, cap) != RS_OK ||
+	    get_int(def, "max_steps", "", 1, &a->max_steps, err, cap) != RS_OK)
+		return RS_EINVAL;
+	return RS_OK;
+}
+
+rs_status
+rs_agent_parse(json_t *def, rs_agent **out, char *err, size_t cap)
+{
+	rs_agent *a;
+	idset ids;
+	json_t *steps, *output;
+	rs_status st = RS_EINVAL;
+	size_t i;
+
+	*out = NULL;
+	if ((a = calloc(1, sizeof(*a))) == NULL)
+		abort();
+	if (parse_top(def, a, err, cap) != RS_OK)
+		goto cleanup;
+	steps = json_object_get(def, "steps");
+	if (steps == NULL) {
+		fail(err, cap, "steps", "required");
+		goto cleanup;
+	}
+	if (!json_is_array(steps) || json_array_size(steps) == 0) {
+		fail(err, cap, "steps", "must be a non-empty array");
+		goto cleanup;
+	}
+	ids.steps = steps;
+	ids.n = json_array_size(steps);
+	for (i = 0; i < ids.n; i++)
+		if (check_step_id(&ids, i, err, cap) != RS_OK)
+			goto cleanup;
+	if ((a->steps = calloc(ids.n, sizeof(*a->steps))) == NULL)
+		abort();
+	a->nsteps = ids.n;
+	for (i = 0; i < ids.n; i++)
+		if (parse_step(&ids, i, &a->steps[i], err, cap) != RS_OK)
+			goto cleanup;
+	if ((output = json_object_get(def, "output")) != NULL) {
+		if (check_template(output, "output", &ids, err, cap) != RS_OK)
+			goto cleanup;
+		a->output = json_deep_copy(output);
+	}
+	if ((st = rs_agent_version_of(def, a->version)) != RS_OK)
+		goto cleanup;
+	a->def = json_deep_copy(def);
+	*out = a;
+	return RS_OK;
+
+cleanup:
+	rs_agent_free(a);
+	return st == RS_OK ? RS_EINVAL : st;
+}
+
+rs_status
+rs_agent_parse_text(const char *buf, size_t len, rs_agent **out, char *err, size_t cap)
+{
+	json_t *def = NULL;
+	rs_status st;
+
+	*out = NULL;
+	if ((st = rs_json_parse(buf, len, &def, err, cap)) != RS_OK)
+		return st;
+	st = rs_agent_parse(def, out, err, cap);
+	json_decref(def);
+	return st;
+}
+
+rs_status
+rs_agent_version_of(json_t *def, char out[17])
+{
+	char hex[65], *canon;
+
+	out[0] = '\0';
+	if ((canon = rs_json_dump(def)) == NULL)
+		return RS_EINVAL;
+	rs_sha256_hex(canon, strlen(canon), hex);
+	free(canon);
+	memcpy(out, hex, 16);
+	out[16] = '\0';
+	return RS_OK;
+}
+
+static void
+step_free(rs_step *s)
+{
+	free(s->id);
+	free(s->tool);
+	json_decref(s->args);
+	free(s->device);
+	free(s->capability);
+	json_decref(s->retry.non_retryable);
+	free(s->signal);
+	for (size_t i = 0; i < s->ncases; i++) {
+		free(s->cases[i].path);
+		json_decref(s->cases[i].value);
+	}
+	free(s->cases);
+	json_decref(s->value);
+}
+
+void
+rs_agent_free(rs_agent *a)
+{
+	if (a == NULL)
+		return;
+	for (size_t i = 0; i < a->nsteps; i++)
+		step_free(&a->steps[i]);
+	free(a->steps);
+	free(a->name);
+	free(a->description);
+	json_decref(a->def);
+	json_decref(a->output);
+	free(a);
+}
+
+const char *rs_agent_name(const rs_agent *a) { return a->name; }
+const char *rs_agent_version(const rs_agent *a) { return a->version; }
+const char *rs_agent_description(const rs_agent *a) { return a->description; }
+json_t *rs_agent_json(const rs_agent *a) { return a->def; }
+int64_t rs_agent_timeout_s(const rs_agent *a) { return a->timeout_s; }
+int64_t rs_agent_max_steps(const rs_agent *a) { return a->max_steps; }
+json_t *rs_agent_output(const rs_agent *a) { return a->output; }
+size_t rs_agent_step_count(const rs_agent *a) { return a->nsteps; }
+
+const rs_step *
+rs_agent_step(const rs_agent *a, size_t idx)
+{
+	return idx < a->nsteps ? &a->steps[idx] : NULL;
+}
+
+const rs_step *
+rs_agent_step_find(const rs_agent *a, const char *id, int *idx)
+{
+	for (size_t i = 0; i < a->nsteps; i++) {
+		if (strcmp(a->steps[i].id, id) == 0) {
+			if (idx != NULL)
+				*idx = (int)i;
+			return &a->steps[i];
+		}
+	}
+	return NULL;
+}
+
+/* --- branch evaluation --- */
+
+/* Numbers compare by value (1 == 1.0); everything else structurally. */
+static int
+values_equal(json_t *a, json_t *b)
+{
+	if (json_is_number(a) && json_is_number(b))
+		return json_number_value(a) == json_number_value(b);
+	return json_equal(a, b);
+}
+
+static int
+case_matches(const rs_branch_case *c, json_t *ctx)
+{
+	json_t *v = rs_template_lookup(ctx, c->path);
+
+	switch (c->op) {
+	case RS_OP_EQUALS:
+		return v != NULL && values_equal(v, c->value);
+	case RS_OP_NOT_EQUALS:
+		return v == NULL || !values_equal(v, c->value);
+	case RS_OP_GT:
+		return json_is_number(v) && json_number_value(v) > json_number_value(c->value);
+	case RS_OP_LT:
+		return json_is_number(v) && json_number_value(v) < json_number_value(c->value);
+	case RS_OP_EXISTS:
+		return (v != NULL && !json_is_null(v)) == json_is_true(c->value);
+	}
+	return 0;
+}
+
+int
+rs_branch_target(const rs_step *s, json_t *ctx, int *case_idx)
+{
+	for (size_t i = 0; i < s->ncases; i++) {
+		if (case_matches(&s->cases[i], ctx)) {
+			*case_idx = (int)i;
+			return s->cases[i].goto_idx;
+		}
+	}
+	*case_idx = -1;
+	return s->else_idx;
+}

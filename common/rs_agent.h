@@ -1,0 +1,120 @@
+/*
+ * rs_agent.h - agent definitions: validation, the immutable version hash,
+ * and the read-only step model the run state machine walks.
+ *
+ * A definition is JSON (docs/agents.md):
+ *   {"name": "...", "description"?: "...", "timeout_s"?: n, "max_steps"?: n,
+ *    "steps": [ {"id", "kind", "next"?, ...kind fields}, ... ],
+ *    "output"?: <template>}
+ * Kinds: tool, sleep, signal, branch, transform. Validation is complete:
+ * the first problem found is reported with the field path, e.g.
+ *   steps[2].retry.max_backoff_ms: must be >= initial_backoff_ms (500)
+ *
+ * The version is the first 16 hex chars of sha256 over the canonical JSON
+ * (sorted keys, compact) of the definition as given (defaults are not
+ * filled in), so key order and whitespace do not change it.
+ *
+ * Ownership: rs_agent_parse() copies what it needs; the rs_agent owns all
+ * its memory, and every pointer returned by the accessors is borrowed and
+ * lives as long as the agent. An rs_agent is immutable and may be shared
+ * between threads.
+ */
+#ifndef RS_AGENT_H
+#define RS_AGENT_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "rs_status.h"
+
+#define RS_AGENT_MAX_STEPS_DEFAULT 1000
+#define RS_TOOL_TIMEOUT_DEFAULT_S  30
+#define RS_STEP_END (-1)          /* step index meaning "the run is done" */
+
+typedef enum {
+	RS_STEP_TOOL = 0, RS_STEP_SLEEP, RS_STEP_SIGNAL, RS_STEP_BRANCH, RS_STEP_TRANSFORM
+} rs_step_kind;
+
+const char *rs_step_kind_name(rs_step_kind k);   /* "tool", ... */
+
+typedef enum {
+	RS_OP_EQUALS = 0, RS_OP_NOT_EQUALS, RS_OP_GT, RS_OP_LT, RS_OP_EXISTS
+} rs_branch_op;
+
+typedef struct {
+	int64_t max_attempts;        /* >= 1, default 1 (no retry) */
+	int64_t initial_backoff_ms;  /* >= 1, default 1000 */
+	int64_t max_backoff_ms;      /* >= initial, default max(60000, initial) */
+	double multiplier;           /* >= 1.0, default 2.0 */
+	json_t *non_retryable;       /* array of error codes, NULL if none */
+} rs_retry;
+
+typedef struct {
+	char *path;                  /* "input.a" / "steps.x.output.y" */
+	rs_branch_op op;
+	json_t *value;               /* operand (exists: true/false) */
+	int goto_idx;                /* step index */
+} rs_branch_case;
+
+typedef struct {
+	char *id;
+	rs_step_kind kind;
+	int next_idx;                /* index, or RS_STEP_END */
+	/* tool */
+	char *tool;
+	json_t *args;                /* template, {} if absent */
+	char *device;                /* exactly one of device / capability */
+	char *capability;
+	/* tool (default 30) and signal (0 = wait forever) */
+	int64_t timeout_s;
+	rs_retry retry;              /* tool and signal steps */
+	/* sleep */
+	int64_t duration_ms;
+	/* signal */
+	char *signal;
+	/* branch */
+	rs_branch_case *cases;
+	size_t ncases;
+	int else_idx;
+	/* transform */
+	json_t *value;               /* template */
+} rs_step;
+
+typedef struct rs_agent rs_agent;
+
+/* Validate def and build the agent. On success *out is owned by the caller
+ * (rs_agent_free). On failure returns RS_EINVAL and err holds
+ * "<field path>: <problem>". def is not modified or retained. */
+rs_status rs_agent_parse(json_t *def, rs_agent **out, char *err, size_t cap);
+
+/* Same from text, parsed strictly (duplicate keys rejected). */
+rs_status rs_agent_parse_text(const char *buf, size_t len, rs_agent **out,
+                              char *err, size_t cap);
+
+void rs_agent_free(rs_agent *a);
+
+const char *rs_agent_name(const rs_agent *a);
+const char *rs_agent_version(const rs_agent *a);     /* 16 hex chars */
+const char *rs_agent_description(const rs_agent *a); /* NULL if none */
+json_t *rs_agent_json(const rs_agent *a);            /* borrowed definition */
+int64_t rs_agent_timeout_s(const rs_agent *a);       /* 0 = none */
+int64_t rs_agent_max_steps(const rs_agent *a);
+json_t *rs_agent_output(const rs_agent *a);          /* template or NULL */
+
+/* Version of def without validating it (canonical JSON hash). out[17]. */
+rs_status rs_agent_version_of(json_t *def, char out[17]);
+
+size_t rs_agent_step_count(const rs_agent *a);
+const rs_step *rs_agent_step(const rs_agent *a, size_t idx); /* NULL if out of range */
+/* Step by id; *idx (optional) receives its index. NULL if unknown. */
+const rs_step *rs_agent_step_find(const rs_agent *a, const char *id, int *idx);
+
+/* Evaluate a branch step against a template context ({"input", "steps"}):
+ * the index of the step to go to (or RS_STEP_END). *case_idx receives the
+ * index of the first matching case, or -1 when "else" applies.
+ * Operators: equals / not_equals compare numbers by value and other JSON
+ * structurally (a missing value equals nothing); gt / lt are false unless
+ * the value is a number; exists: true matches a present, non-null value. */
+int rs_branch_target(const rs_step *s, json_t *ctx, int *case_idx);
+
+#endif

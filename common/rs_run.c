@@ -1,0 +1,1645 @@
+/*
+ * rs_run.c - the run state machine (see rs_run.h): evolve folds events into
+ * a state, decide turns a command into new events and effects.
+ *
+ * How to read this file:
+ *  1. The state (struct rs_run) and its small helpers.
+ *  2. evolve: one handler per event type, in evolve_table[]. Evolve checks
+ *     that an event fits (sequence, run, step, call) and records it.
+ *  3. decide: one handler per command type, in decide_table[]. Decide works
+ *     on a private clone of the state and *evolves every event it emits into
+ *     that clone at once* (emit()). So later logic in the same decision sees
+ *     the effect of earlier events, and a decision is evolvable by
+ *     construction. The engine part is run_from(): start steps one after the
+ *     other until one has to wait (tool, timer, signal) or the run ends.
+ *  4. Effects (timers, tool calls/cancels) and the JSON view.
+ *
+ * Determinism: no clock (now_ms is a parameter), no randomness. Ids are
+ * derived from the state: every step.started increments an execution
+ * counter `exec`, unique per attempt even when a branch loops back, and
+ *   call_id  = "<run_id>-<step_id>-<exec>-<attempt>"   (a NATS subject token)
+ *   timer_id = "<run_id>.<purpose>.<step_id>.<exec>.<attempt>"
+ *              "<run_id>.run_timeout"
+ *
+ * Allocation failure aborts (Redis-style): every status returned here means
+ * something about the run, not about memory.
+ */
+#include "rs_run.h"
+#include "rs_template.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define WAIT (-2)          /* run_from/start_attempt: the step is waiting */
+#define ID_CAP 192
+
+/* ------------------------------------------------------------------ */
+/* 1. State                                                            */
+/* ------------------------------------------------------------------ */
+
+typedef enum {
+	CALL_REQUESTED = 0, CALL_DISPATCHED, CALL_COMPLETED, CALL_FAILED,
+	CALL_TIMED_OUT, CALL_CANCELLED  /* outstanding when the run ended: owes a tool.cancel */
+} call_status;
+static const char *call_status_names[] = {
+	"requested", "dispatched", "completed", "failed", "timed_out", "cancelled"
+};
+
+typedef struct {
+	char *call_id, *step_id, *tool, *device, *capability, *device_id;
+	json_t *args;
+	int64_t attempt, deadline, requested_at, dispatched_at, finished_at;
+	call_status status;
+} run_call;
+
+typedef enum { TIMER_PENDING = 0, TIMER_FIRED, TIMER_CANCELLED } timer_state;
+
+typedef struct {
+	char *timer_id, *step_id;
+	rs_timer_purpose purpose;
+	int64_t attempt, due_at;
+	timer_state state;
+} run_timer;
+
+typedef struct {
+	char *signal_id, *name;
+	char *consumed_by;       /* step id; NULL while buffered */
+	json_t *payload;
+	int64_t received_at;
+} run_signal;
+
+struct rs_run {
+	rs_run_status status;
+	uint64_t last_seq;
+	char run_id[40], tenant[72], traceparent[64];
+	char *agent, *version, *idempotency_key, *instance, *cancel_reason;
+	json_t *input, *output, *error;
+	int64_t timeout_s, max_steps;
+	int64_t created_at, started_at, finished_at;
+	int64_t execs;              /* step.started count (max_steps) */
+
+	/* The step attempt in progress (or last finished: see cur_done). */
+	char *cur_step;
+	int cur_kind;               /* rs_step_kind, -1 if none */
+	char *cur_signal;           /* signal steps: the name waited for */
+	int cur_signal_taken;       /* a signal was consumed at receipt */
+	int64_t cur_attempt, cur_exec, cur_started_at;
+	int cur_done;
+
+	json_t *last_output;        /* default run output */
+	json_t *ctx;                /* template context {"input","steps"} */
+	json_t *steps;              /* view: {id: {status, attempts, output}} */
+
+	run_call *calls;
+	size_t ncalls;
+	run_timer *timers;
+	size_t ntimers;
+	run_signal *signals;
+	size_t nsignals;
+};
+
+static char *
+xstrdup(const char *s)
+{
+	char *d;
+
+	if (s == NULL)
+		return NULL;
+	if ((d = strdup(s)) == NULL)
+		abort();
+	return d;
+}
+
+static void *
+xgrow(void *p, size_t n, size_t size)
+{
+	if ((p = realloc(p, n * size)) == NULL)
+		abort();
+	return p;
+}
+
+static void
+set_str(char **dst, const char *src)
+{
+	free(*dst);
+	*dst = xstrdup(src);
+}
+
+static void
+set_json(json_t **dst, json_t *src)
+{
+	json_t *old = *dst;
+
+	*dst = src ? json_incref(src) : NULL;
+	json_decref(old);
+}
+
+static rs_status __attribute__((format(printf, 3, 4)))
+fail(char *err, size_t cap, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err != NULL && cap > 0) {
+		va_start(ap, fmt);
+		vsnprintf(err, cap, fmt, ap);
+		va_end(ap);
+	}
+	return RS_EINVAL;
+}
+
+static const char *status_names[] = {
+	"none", "queued", "running", "waiting", "completed", "failed", "cancelled", "timed_out"
+};
+
+const char *
+rs_run_status_name(rs_run_status s)
+{
+	return (unsigned)s <= RS_RUN_TIMED_OUT ? status_names[s] : "unknown";
+}
+
+int
+rs_run_status_terminal(rs_run_status s)
+{
+	return s == RS_RUN_COMPLETED || s == RS_RUN_FAILED || s == RS_RUN_CANCELLED ||
+	       s == RS_RUN_TIMED_OUT;
+}
+
+rs_run *
+rs_run_new(void)
+{
+	rs_run *r = calloc(1, sizeof(*r));
+
+	if (r == NULL)
+		abort();
+	r->cur_kind = -1;
+	return r;
+}
+
+void
+rs_run_free(rs_run *r)
+{
+	size_t i;
+
+	if (r == NULL)
+		return;
+	for (i = 0; i < r->ncalls; i++) {
+		run_call *c = &r->calls[i];
+		free(c->call_id); free(c->step_id); free(c->tool); free(c->device);
+		free(c->capability); free(c->device_id);
+		json_decref(c->args);
+	}
+	for (i = 0; i < r->ntimers; i++) {
+		free(r->timers[i].timer_id);
+		free(r->timers[i].step_id);
+	}
+	for (i = 0; i < r->nsignals; i++) {
+		run_signal *s = &r->signals[i];
+		free(s->signal_id); free(s->name); free(s->consumed_by);
+		json_decref(s->payload);
+	}
+	free(r->calls); free(r->timers); free(r->signals);
+	free(r->agent); free(r->version); free(r->idempotency_key); free(r->instance);
+	free(r->cancel_reason); free(r->cur_step); free(r->cur_signal);
+	json_decref(r->input); json_decref(r->output); json_decref(r->error);
+	json_decref(r->last_output); json_decref(r->ctx); json_decref(r->steps);
+	free(r);
+}
+
+/*
+ * Deep enough copy for decide's scratch state. JSON values taken from
+ * events are never mutated, so sharing them by reference is safe; ctx and
+ * steps are mutated by evolve and are copied.
+ */
+rs_run *
+rs_run_clone(const rs_run *r)
+{
+	rs_run *c = rs_run_new();
+	size_t i;
+
+	*c = *r;
+	c->agent = xstrdup(r->agent);
+	c->version = xstrdup(r->version);
+	c->idempotency_key = xstrdup(r->idempotency_key);
+	c->instance = xstrdup(r->instance);
+	c->cancel_reason = xstrdup(r->cancel_reason);
+	c->cur_step = xstrdup(r->cur_step);
+	c->cur_signal = xstrdup(r->cur_signal);
+	c->input = json_incref(r->input);
+	c->output = json_incref(r->output);
+	c->error = json_incref(r->error);
+	c->last_output = json_incref(r->last_output);
+	c->ctx = r->ctx ? json_deep_copy(r->ctx) : NULL;
+	c->steps = r->steps ? json_deep_copy(r->steps) : NULL;
+
+	c->calls = r->ncalls ? xgrow(NULL, r->ncalls, sizeof(*c->calls)) : NULL;
+	for (i = 0; i < r->ncalls; i++) {
+		run_call *d = &c->calls[i];
+		*d = r->calls[i];
+		d->call_id = xstrdup(d->call_id); d->step_id = xstrdup(d->step_id);
+		d->tool = xstrdup(d->tool); d->device = xstrdup(d->device);
+		d->capability = xstrdup(d->capability); d->device_id = xstrdup(d->device_id);
+		d->args = json_incref(d->args);
+	}
+	c->timers = r->ntimers ? xgrow(NULL, r->ntimers, sizeof(*c->timers)) : NULL;
+	for (i = 0; i < r->ntimers; i++) {
+		c->timers[i] = r->timers[i];
+		c->timers[i].timer_id = xstrdup(r->timers[i].timer_id);
+		c->timers[i].step_id = xstrdup(r->timers[i].step_id);
+	}
+	c->signals = r->nsignals ? xgrow(NULL, r->nsignals, sizeof(*c->signals)) : NULL;
+	for (i = 0; i < r->nsignals; i++) {
+		run_signal *d = &c->signals[i];
+		*d = r->signals[i];
+		d->signal_id = xstrdup(d->signal_id); d->name = xstrdup(d->name);
+		d->consumed_by = xstrdup(d->consumed_by);
+		d->payload = json_incref(d->payload);
+	}
+	return c;
+}
+
+rs_run_status rs_run_get_status(const rs_run *r) { return r->status; }
+uint64_t rs_run_last_seq(const rs_run *r) { return r->last_seq; }
+const char *rs_run_get_agent(const rs_run *r) { return r->agent; }
+const char *rs_run_get_version(const rs_run *r) { return r->version; }
+const char *rs_run_get_tenant(const rs_run *r) { return r->status ? r->tenant : NULL; }
+const char *rs_run_get_id(const rs_run *r) { return r->status ? r->run_id : NULL; }
+
+const char *
+rs_run_current_step(const rs_run *r)
+{
+	return rs_run_status_terminal(r->status) ? NULL : r->cur_step;
+}
+
+static run_call *
+find_call(const rs_run *r, const char *call_id)
+{
+	for (size_t i = 0; call_id != NULL && i < r->ncalls; i++)
+		if (strcmp(r->calls[i].call_id, call_id) == 0)
+			return &r->calls[i];
+	return NULL;
+}
+
+static int
+call_outstanding(const run_call *c)
+{
+	return c->status == CALL_REQUESTED || c->status == CALL_DISPATCHED;
+}
+
+static run_timer *
+find_timer(const rs_run *r, const char *timer_id)
+{
+	for (size_t i = 0; timer_id != NULL && i < r->ntimers; i++)
+		if (strcmp(r->timers[i].timer_id, timer_id) == 0)
+			return &r->timers[i];
+	return NULL;
+}
+
+rs_status
+rs_run_timer_due(const rs_run *r, const char *timer_id, int64_t *due)
+{
+	run_timer *t = find_timer(r, timer_id);
+
+	if (t == NULL || t->state != TIMER_PENDING)
+		return RS_ENOTFOUND;
+	*due = t->due_at;
+	return RS_OK;
+}
+
+static run_signal *
+find_signal(const rs_run *r, const char *signal_id)
+{
+	for (size_t i = 0; signal_id != NULL && i < r->nsignals; i++)
+		if (strcmp(r->signals[i].signal_id, signal_id) == 0)
+			return &r->signals[i];
+	return NULL;
+}
+
+/* The oldest signal of that name nobody consumed yet. */
+static run_signal *
+buffered_signal(const rs_run *r, const char *name)
+{
+	for (size_t i = 0; name != NULL && i < r->nsignals; i++)
+		if (r->signals[i].consumed_by == NULL && strcmp(r->signals[i].name, name) == 0)
+			return &r->signals[i];
+	return NULL;
+}
+
+/* Timers of a step attempt end with it (a late fire is then stale). */
+static void
+cancel_step_timers(rs_run *r, const char *step_id, int64_t attempt)
+{
+	for (size_t i = 0; i < r->ntimers; i++) {
+		run_timer *t = &r->timers[i];
+		if (t->state == TIMER_PENDING && t->purpose != RS_TIMER_RUN_TIMEOUT &&
+		    t->purpose != RS_TIMER_RETRY && t->step_id != NULL &&
+		    strcmp(t->step_id, step_id) == 0 && t->attempt == attempt)
+			t->state = TIMER_CANCELLED;
+	}
+}
+
+/* The per-step entry of the view, created on first use. */
+static json_t *
+view_step(rs_run *r, const char *id)
+{
+	json_t *s = json_object_get(r->steps, id);
+
+	if (s == NULL) {
+		s = json_pack("{s:s, s:[], s:n}", "status", "pending", "attempts", "output");
+		json_object_set_new(r->steps, id, s);
+	}
+	return s;
+}
+
+static json_t *
+view_attempt(rs_run *r, const char *id)
+{
+	json_t *a = json_object_get(view_step(r, id), "attempts");
+	size_t n = json_array_size(a);
+
+	return n ? json_array_get(a, n - 1) : NULL;
+}
+
+static void
+view_set_status(rs_run *r, const char *id, const char *status)
+{
+	json_object_set_new(view_step(r, id), "status", json_string(status));
+}
+
+static json_t *
+err_json(const rs_err *e)
+{
+	json_t *o = json_pack("{s:s?, s:s?, s:s, s:b}", "code", e->code, "message", e->message,
+	                      "class", rs_errclass_name(e->cls), "retryable", e->retryable);
+	if (e->step_id != NULL)
+		json_object_set_new(o, "step_id", json_string(e->step_id));
+	return o;
+}
+
+static int
+kind_of(const char *name)
+{
+	for (int k = RS_STEP_TOOL; k <= RS_STEP_TRANSFORM; k++)
+		if (name != NULL && strcmp(name, rs_step_kind_name((rs_step_kind)k)) == 0)
+			return k;
+	return -1;
+}
+
+/* ------------------------------------------------------------------ */
+/* 2. Evolve                                                           */
+/* ------------------------------------------------------------------ */
+
+typedef rs_status (*evolve_fn)(rs_run *r, const rs_event *ev, char *err, size_t cap);
+
+static rs_status
+ev_run_created(rs_run *r, const rs_event *ev, char *err, size_t cap)
+{
+	const rs_ev_run_created *d = &ev->d.run_created;
+
+	if (r->status != RS_RUN_NONE)
+		return fail(err, cap, "run.created: run already exists");
+	snprintf(r->run_id, sizeof(r->run_id), "%s", ev->run_id);
+	snprintf(r->tenant, sizeof(r->tenant), "%s", ev->tenant);
+	snprintf(r->traceparent, sizeof(r->traceparent), "%s", ev->traceparent);
+	set_str(&r->agent, d->agent);
+	set_str(&r->version, d->version);
+	set_str(&r->idempotency_key, d->idempotency_key);
+	set_json(&r->input, d->input);
+	if (r->input == NULL)
+		r->input = json_object();
+	r->timeout_s = d->timeout_s;
+	r->max_steps = d->max_steps > 0 ? d->max_steps : RS_AGENT_MAX_STEPS_DEFAULT;
+	r->created_at = ev->time_ms;
+	r->ctx = json_pack("{s:O, s:{}}", "input", r->input, "steps");
+	r->steps = json_object();
+	r->status = RS_RUN_QUEUED;
+	return RS_OK;
+}
+
+static rs_status
+ev_run_started(rs_run *r, const rs_event *ev, char *err, size_t cap)
+{
+	if (r->status != RS_RUN_QUEUED)
+		return fail(err, cap, "run.started: run is %s, not queued",
+		            rs_run_status_name(r->status));
+	set_str(&r->instance, ev->d.run_started.instance);
+	r->started_at = ev->time_ms;
+	r->status = RS_RUN_RUNNING;
+	return RS_OK;
+}
+
+/* Step events other than step.started must be about the current attempt. */
+static rs_status
+check_current(const rs_run *r, const char *what, const char *step_id, int64_t attempt,
+              char *err, size_t cap)
+{
+	if (r->cur_step == NULL || step_id == NULL || strcmp(r->cur_step, step_id) != 0 ||
+	    attempt != r->cur_attempt)
+		return fail(err, cap, "%s: step %s attempt %lld is not the current step", what,
+		            step_id ? step_id : "(null)", (long long)attempt);
+	return RS_OK;
+}
+
+static rs_status
+ev_step_started(rs_run *r, const rs_event *ev, char *err, size_t cap)
+{
+	const rs_ev_step_started *d = &ev->d.step_started;
+	json_t *att, *sig;
+
+	if (r->status != RS_RUN_RUNNING && r->status != RS_RUN_WAITING)
+		return fail(err, cap, "step.started: run is %s", rs_run_status_name(r->status));
+	r->execs++;
+	set_str(&r->cur_step, d->step_id);
+	r->cur_kind = kind_of(d->kind);
+	r->cur_attempt = d->attempt;
+	r->cur_exec = r->execs;
+	r->cur_started_at = ev->time_ms;
+	r->cur_done = 0;
+	r->cur_signal_taken = 0;
+	sig = json_object_get(d->input, "signal");
+	set_str(&r->cur_signal, r->cur_kind == RS_STEP_SIGNAL ? json_string_value(sig) : NULL);
+	/* Steps that wait for something outside put the run in "waiting". */
+	r->status = (r->cur_kind == RS_STEP_TOOL || r->cur_kind == RS_STEP_SLEEP ||
+	             r->cur_kind == RS_STEP_SIGNAL) ? RS_RUN_WAITING : RS_RUN_RUNNING;
+	att = json_pack("{s:I, s:O?, s:n, s:n, s:I, s:n}", "attempt", (json_int_t)d->attempt,
+	                "input", d->input, "output", "error", "started_at",
+	                (json_int_t)ev->time_ms, "finished_at");
+	json_array_append_new(json_object_get(view_step(r, d->step_id), "attempts"), att);
+	view_set_status(r, d->step_id, r->status == RS_RUN_WAITING ? "waiting" : "running");
+	return RS_OK;
+}
+
+static rs_status
+ev_step_completed(rs_run *r, const rs_event *ev, char *err, size_t cap)
+{
+	const rs_ev_step_completed *d = &ev->d.step_completed;
+	json_t *out = d->output ? d->output : json_null(), *att;  /* null: no decref needed */
+	run_signal *s;
+
+	if (check_current(r, "step.completed", d->step_id, d->attempt, err, cap) != RS_OK)
+		return RS_EINVAL;
+	if (r->cur_done)
+		return fail(err, cap, "step.completed: step %s already finished", d->step_id);
+	/* A signal step that found its signal in the buffer consumes it now. */
+	if (r->cur_kind == RS_STEP_SIGNAL && !r->cur_signal_taken &&
+	    (s = buffered_signal(r, r->cur_signal)) != NULL)
+		s->consumed_by = xstrdup(d->step_id);
+	json_object_set_new(json_object_get(r->ctx, "steps"), d->step_id,
+	                    json_pack("{s:O}", "output", out));
+	json_object_set(view_step(r, d->step_id), "output", out);
+	view_set_status(r, d->step_id, "completed");
+	if ((att = view_attempt(r, d->step_id)) != NULL) {
+		json_object_set(att, "output", out);
+		json_object_set_new(att, "finished_at", json_integer(ev->time_ms));
+	}
+	set_json(&r->last_output, out);
+	cancel_step_timers(r, d->step_id, d->attempt);
+	r->cur_done = 1;
+	r->status = RS_RUN_RUNNING;
+	return RS_OK;
+}
+
+static rs_status
+ev_step_failed(rs_run *r, const rs_event *ev, char *err, size_t cap)
+{
+	const rs_ev_step_failed *d = &ev->d.step_failed;
+	json_t *att;
+
+	if (check_current(r, "step.failed", d->step_id, d->attempt, err, cap) != RS_OK)
+		return RS_EINVAL;
+	if (r->cur_done)
+		return fail(err, cap, "step.failed: step %s already finished", d->step_id);
+	if ((att = view_attempt(r, d->step_id)) != NULL) {
+		json_object_set_new(att, "error", err_json(&d->error));
+		json_object_set_new(att, "finished_at", json_integer(ev->time_ms));
+	}
+	view_set_status(r, d->step_id, d->final ? "failed" : "retrying");
+	cancel_step_timers(r, d->step_id, d->attempt);
+	r->cur_done = 1;
+	r->status = RS_RUN_RUNNING;
+	return RS_OK;
+}
+
+static rs_status
+ev_step_retry_scheduled(rs_run *r, const rs_event *ev, char *err, size_t cap)
+{
+	const rs_ev_step_retry_scheduled *d = &ev->d.step_retry_scheduled;
+
+	if (check_current(r, "step.retry_scheduled", d->step_id, d->attempt - 1, err, cap) != RS_OK)
+		return RS_EINVAL;
+	r->status = RS_RUN_WAITING;
+	return RS_OK;
+}
+
+static rs_status
+ev_tool_requested(rs_run *r, const rs_event *ev, char *err, size_t cap)
+{
+	const rs_ev_tool_requested *d = &ev->d.tool_requested;
+	run_call *c;
+
+	if (check_current(r, "tool.requested", d->step_id, d->attempt, err, cap) != RS_OK)
+		return RS_EINVAL;
+	if (find_call(r, d->call_id) != NULL)
+		return fail(err, cap, "tool.requested: duplicate call_id %s", d->call_id);
+	r->calls = xgrow(r->calls, r->ncalls + 1, sizeof(*r->calls));
+	c = &r->calls[r->ncalls++];
+	memset(c, 0, sizeof(*c));
+	c->call_id = xstrdup(d->call_id);
+	c->step_id = xstrdup(d->step_id);
+	c->tool = xstrdup(d->tool);
+	c->device = xstrdup(d->device);
+	c->capability = xstrdup(d->capability);
+	c->args = d->args ? json_incref(d->args) : json_object();
+	c->attempt = d->attempt;
+	c->deadline = d->deadline;
+	c->requested_at = ev->time_ms;
+	c->status = CALL_REQUESTED;
+	r->status = RS_RUN_WAITING;
+	return RS_OK;
+}
+
+/* tool.dispatched / completed / failed / timed_out share the lookup. */
+static rs_status
+known_call(rs_run *r, const char *what, const char *call_id, run_call **out,
+           char *err, size_t cap)
+{
+	if ((*out = find_call(r, call_id)) == NULL)
+		return fail(err, cap, "%s: unknown call_id %s", what, call_id ? call_id : "(null)");
+	return RS_OK;
+}
+
+static rs_status
+ev_tool_dispatched(rs_run *r, const rs_event *ev, char *err, size_t cap)
+{
+	run_call *c;
+
+	if (known_call(r, "tool.dispatched", ev->d.tool_dispatched.call_id, &c, err, cap) != RS_OK)
+		return RS_EINVAL;
+	c->status = c->status == CALL_REQUESTED ? CALL_DISPATCHED : c->status;
+	c->dispatched_at = ev->time_ms;
+	set_str(&c->device_id, ev->d.tool_dispatched.device_id);
+	return RS_OK;
+}
+
+static rs_status
+finish_call(rs_run *r, const rs_event *ev, const char *what, const char *call_id,
+            call_status st, const char *device_id, char *err, size_t cap)
+{
+	run_call *c;
+
+	if (known_call(r, what, call_id, &c, err, cap) != RS_OK)
+		return RS_EINVAL;
+	if (!call_outstanding(c))
+		return fail(err, cap, "%s: call %s is already %s", what, call_id,
+		            call_status_names[c->status]);
+	c->status = st;
+	c->finished_at = ev->time_ms;
+	if (device_id != NULL)
+		set_str(&c->device_id, device_id);
+	return RS_OK;
+}
+
+static rs_status
+ev_tool_completed(rs_run *r, const rs_event *ev, char *err, size_t cap)
+{
+	const rs_ev_tool_completed *d = &ev->d.tool_completed;
+
+	return finish_call(r, ev, "tool.completed", d->call_id, CALL_COMPLETED, d->device_id,
+	                   err, cap);
+}
+
+static rs_status
+ev_tool_failed(rs_run *r, const rs_event *ev, char *err, size_t cap)
+{
+	const rs_ev_tool_failed *d = &ev->d.tool_failed;
+
+	return finish_call(r, ev, "tool.failed", d->call_id, CALL_FAILED, d->device_id, err, cap);
+}
+
+static rs_status
+ev_tool_timed_out(rs_run *r, const rs_event *ev, char *err, size_t cap)
+{
+	return finish_call(r, ev, "tool.timed_out", ev->d.tool_timed_out.call_id, CALL_TIMED_OUT,
+	                   NULL, err, cap);
+}
+
+static rs_status
+ev_timer_scheduled(rs_run *r, const rs_event *ev, char *err, size_t cap)
+{
+	const rs_ev_timer_scheduled *d = &ev->d.timer_scheduled;
+	run_timer *t;
+
+	if (find_timer(r, d->timer_id) != NULL)
+		return fail(err, cap, "timer.scheduled: duplicate timer_id %s", d->timer_id);
+	r->timers = xgrow(r->timers, r->ntimers + 1, sizeof(*r->timers));
+	t = &r->timers[r->ntimers++];
+	memset(t, 0, sizeof(*t));
+	t->timer_id = xstrdup(d->timer_id);
+	t->step_id = xstrdup(d->step_id);
+	t->purpose = d->purpose;
+	t->attempt = d->attempt;
+	t->due_at = d->due_at;
+	t->state = TIMER_PENDING;
+	if (d->purpose != RS_TIMER_RUN_TIMEOUT)
+		r->status = RS_RUN_WAITING;
+	return RS_OK;
+}
+
+static rs_status
+ev_timer_fired(rs_run *r, const rs_event *ev, char *err, size_t cap)
+{
+	run_timer *t = find_timer(r, ev->d.timer_fired.timer_id);
+
+	if (t == NULL || t->state != TIMER_PENDING)
+		return fail(err, cap, "timer.fired: timer %s is not pending",
+		            ev->d.timer_fired.timer_id);
+	t->state = TIMER_FIRED;
+	return RS_OK;
+}
+
+static rs_status
+ev_signal_received(rs_run *r, const rs_event *ev, char *err, size_t cap)
+{
+	const rs_ev_signal_received *d = &ev->d.signal_received;
+	run_signal *s;
+
+	if (find_signal(r, d->signal_id) != NULL)
+		return fail(err, cap, "signal.received: duplicate signal_id %s", d->signal_id);
+	r->signals = xgrow(r->signals, r->nsignals + 1, sizeof(*r->signals));
+	s = &r->signals[r->nsignals++];
+	memset(s, 0, sizeof(*s));
+	s->signal_id = xstrdup(d->signal_id);
+	s->name = xstrdup(d->name);
+	s->payload = d->payload ? json_incref(d->payload) : json_null();
+	s->received_at = ev->time_ms;
+	/* step_id set: the waiting step consumed it at once. */
+	if (d->step_id != NULL) {
+		s->consumed_by = xstrdup(d->step_id);
+		r->cur_signal_taken = 1;
+	}
+	return RS_OK;
+}
+
+static rs_status
+ev_run_cancel_requested(rs_run *r, const rs_event *ev, char *err, size_t cap)
+{
+	set_str(&r->cancel_reason, ev->d.run_cancel_requested.reason);
+	return RS_OK;
+}
+
+/* Common to the four terminal events: timers die, calls still out owe a
+ * tool.cancel, an unfinished step is marked with the run's fate. */
+static void
+finish_run_state(rs_run *r, const rs_event *ev, rs_run_status st)
+{
+	size_t i;
+
+	r->status = st;
+	r->finished_at = ev->time_ms;
+	for (i = 0; i < r->ntimers; i++)
+		if (r->timers[i].state == TIMER_PENDING)
+			r->timers[i].state = TIMER_CANCELLED;
+	for (i = 0; i < r->ncalls; i++)
+		if (call_outstanding(&r->calls[i]))
+			r->calls[i].status = CALL_CANCELLED;
+	if (r->cur_step != NULL && !r->cur_done)
+		view_set_status(r, r->cur_step, rs_run_status_name(st));
+}
+
+static rs_status
+ev_run_completed(rs_run *r, const rs_event *ev, char *err, size_t cap)
+{
+	set_json(&r->output, ev->d.run_completed.output);
+	if (r->output == NULL)
+		r->output = json_null();
+	finish_run_state(r, ev, RS_RUN_COMPLETED);
+	return RS_OK;
+}
+
+static rs_status
+ev_run_failed(rs_run *r, const rs_event *ev, char *err, size_t cap)
+{
+	json_decref(r->error);
+	r->error = err_json(&ev->d.run_failed.error);
+	finish_run_state(r, ev, RS_RUN_FAILED);
+	return RS_OK;
+}
+
+static rs_status
+ev_run_cancelled(rs_run *r, const rs_event *ev, char *err, size_t cap)
+{
+	if (ev->d.run_cancelled.reason != NULL)
+		set_str(&r->cancel_reason, ev->d.run_cancelled.reason);
+	finish_run_state(r, ev, RS_RUN_CANCELLED);
+	return RS_OK;
+}
+
+static rs_status
+ev_run_timed_out(rs_run *r, const rs_event *ev, char *err, size_t cap)
+{
+	json_decref(r->error);
+	r->error = json_pack("{s:s, s:s, s:s, s:b}", "code", "run_timeout", "message",
+	                     "run exceeded its timeout", "class", "timeout", "retryable", 0);
+	finish_run_state(r, ev, RS_RUN_TIMED_OUT);
+	return RS_OK;
+}
+
+static const evolve_fn evolve_table[RS_EV__COUNT] = {
+	[RS_EV_RUN_CREATED] = ev_run_created,
+	[RS_EV_RUN_STARTED] = ev_run_started,
+	[RS_EV_STEP_STARTED] = ev_step_started,
+	[RS_EV_STEP_COMPLETED] = ev_step_completed,
+	[RS_EV_STEP_FAILED] = ev_step_failed,
+	[RS_EV_STEP_RETRY_SCHEDULED] = ev_step_retry_scheduled,
+	[RS_EV_TOOL_REQUESTED] = ev_tool_requested,
+	[RS_EV_TOOL_DISPATCHED] = ev_tool_dispatched,
+	[RS_EV_TOOL_COMPLETED] = ev_tool_completed,
+	[RS_EV_TOOL_FAILED] = ev_tool_failed,
+	[RS_EV_TOOL_TIMED_OUT] = ev_tool_timed_out,
+	[RS_EV_TIMER_SCHEDULED] = ev_timer_scheduled,
+	[RS_EV_TIMER_FIRED] = ev_timer_fired,
+	[RS_EV_SIGNAL_RECEIVED] = ev_signal_received,
+	[RS_EV_RUN_CANCEL_REQUESTED] = ev_run_cancel_requested,
+	[RS_EV_RUN_COMPLETED] = ev_run_completed,
+	[RS_EV_RUN_FAILED] = ev_run_failed,
+	[RS_EV_RUN_CANCELLED] = ev_run_cancelled,
+	[RS_EV_RUN_TIMED_OUT] = ev_run_timed_out,
+};
+
+rs_status
+rs_run_evolve(rs_run *r, const rs_event *ev, char *err, size_t cap)
+{
+	rs_status st;
+
+	if ((unsigned)ev->type >= RS_EV__COUNT)
+		return fail(err, cap, "unknown event type %d", (int)ev->type);
+	if (ev->runseq != r->last_seq + 1)
+		return fail(err, cap, "%s: runseq %llu, expected %llu", rs_event_type_name(ev->type),
+		            (unsigned long long)ev->runseq, (unsigned long long)r->last_seq + 1);
+	if (r->status == RS_RUN_NONE && ev->type != RS_EV_RUN_CREATED)
+		return fail(err, cap, "%s: run has no run.created", rs_event_type_name(ev->type));
+	if (r->status != RS_RUN_NONE &&
+	    (strcmp(ev->run_id, r->run_id) != 0 || strcmp(ev->tenant, r->tenant) != 0))
+		return fail(err, cap, "%s: event for run %s/%s applied to %s/%s",
+		            rs_event_type_name(ev->type), ev->tenant, ev->run_id, r->tenant, r->run_id);
+	if (rs_run_status_terminal(r->status))
+		return fail(err, cap, "%s: run is already %s", rs_event_type_name(ev->type),
+		            rs_run_status_name(r->status));
+	if ((st = evolve_table[ev->type](r, ev, err, cap)) != RS_OK)
+		return st;
+	r->last_seq = ev->runseq;
+	return RS_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* 3. Decide                                                           */
+/* ------------------------------------------------------------------ */
+
+typedef struct {
+	rs_run *s;                 /* scratch state: every emitted event is applied */
+	const rs_agent *agent;
+	const rs_cmd *cmd;
+	int64_t now;
+	const char *instance;
+	rs_decision *out;
+	char *err;
+	size_t cap;
+} dctx;
+
+/*
+ * Append ev (whose members it takes over) to the decision with the next
+ * runseq and the envelope of the run, then apply it to the scratch state.
+ * An evolve failure here is a bug in decide: report it, never hide it.
+ */
+static rs_status
+emit(dctx *d, rs_event *ev)
+{
+	rs_decision *o = d->out;
+	const char *run_id = d->s->status ? d->s->run_id : d->cmd->run_id;
+	const char *tenant = d->s->status ? d->s->tenant : d->cmd->tenant;
+	const char *tp = d->s->status ? d->s->traceparent : d->cmd->traceparent;
+	char why[256];
+
+	snprintf(ev->run_id, sizeof(ev->run_id), "%s", run_id);
+	snprintf(ev->tenant, sizeof(ev->tenant), "%s", tenant);
+	snprintf(ev->traceparent, sizeof(ev->traceparent), "%s", tp);
+	ev->runseq = d->s->last_seq + 1;
+	ev->time_ms = d->now;
+	o->events = xgrow(o->events, o->nevents + 1, sizeof(*o->events));
+	o->events[o->nevents++] = *ev;
+	if (rs_run_evolve(d->s, &o->events[o->nevents - 1], why, sizeof(why)) != RS_OK) {
+		snprintf(d->err, d->cap, "internal: decided event does not evolve: %s", why);
+		return RS_ERR;
+	}
+	return RS_OK;
+}
+
+static rs_event
+new_event(rs_event_type t)
+{
+	rs_event ev;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.type = t;
+	return ev;
+}
+
+static void
+err_copy(rs_err *dst, const rs_err *src, const char *step_id)
+{
+	dst->code = xstrdup(src->code ? src->code : "error");
+	dst->message = xstrdup(src->message ? src->message : "");
+	dst->cls = src->cls;
+	dst->retryable = src->retryable;
+	dst->step_id = xstrdup(step_id);
+}
+
+/* --- effects --- */
+
+static void
+add_timer_effect(const rs_run *r, rs_decision *o, const char *timer_id, rs_timer_purpose p,
+                 const char *step_id, int64_t attempt, int64_t due_at)
+{
+	rs_cmd *c;
+
+	o->timers = xgrow(o->timers, o->ntimers + 1, sizeof(*o->timers));
+	c = &o->timers[o->ntimers++];
+	memset(c, 0, sizeof(*c));
+	c->type = RS_CMD_TIMER_FIRE;
+	snprintf(c->run_id, sizeof(c->run_id), "%s", r->run_id);
+	snprintf(c->tenant, sizeof(c->tenant), "%s", r->tenant);
+	snprintf(c->traceparent, sizeof(c->traceparent), "%s", r->traceparent);
+	c->timer_id = xstrdup(timer_id);
+	c->step_id = xstrdup(step_id);
+	c->purpose = p;
+	c->attempt = attempt;
+	c->due_at = due_at;
+}
+
+static void
+add_call_effect(const rs_run *r, rs_decision *o, const run_call *call, int cancel)
+{
+	rs_toolcall *t;
+
+	o->calls = xgrow(o->calls, o->ncalls + 1, sizeof(*o->calls));
+	t = &o->calls[o->ncalls++];
+	memset(t, 0, sizeof(*t));
+	t->cancel = cancel;
+	t->call_id = xstrdup(call->call_id);
+	t->run_id = xstrdup(r->run_id);
+	t->tenant = xstrdup(r->tenant);
+	if (cancel)
+		return;
+	t->step_id = xstrdup(call->step_id);
+	t->tool = xstrdup(call->tool);
+	t->device = xstrdup(call->device);
+	t->capability = xstrdup(call->capability);
+	t->args = json_incref(call->args);
+	t->attempt = call->attempt;
+	t->deadline = call->deadline;
+}
+
+/* A tool.cancel for every call still out (cancel, run timeout). Called
+ * before the terminal event, which marks those calls cancelled. */
+static void
+cancel_outstanding(dctx *d)
+{
+	for (size_t i = 0; i < d->s->ncalls; i++)
+		if (call_outstanding(&d->s->calls[i]))
+			add_call_effect(d->s, d->out, &d->s->calls[i], 1);
+}
+
+/* --- events with their effects --- */
+
+static void
+make_timer_id(const rs_run *s, char *buf, size_t cap, rs_timer_purpose p,
+              const char *step_id, int64_t exec, int64_t attempt)
+{
+	if (p == RS_TIMER_RUN_TIMEOUT)
+		snprintf(buf, cap, "%s.run_timeout", s->run_id);
+	else
+		snprintf(buf, cap, "%s.%s.%s.%lld.%lld", s->run_id, rs_timer_purpose_name(p),
+		         step_id, (long long)exec, (long long)attempt);
+}
+
+/* timer.scheduled + the timer effect. */
+static rs_status
+schedule_timer(dctx *d, rs_timer_purpose p, const char *step_id, int64_t attempt,
+               int64_t due_at, const char *timer_id)
+{
+	rs_event ev = new_event(RS_EV_TIMER_SCHEDULED);
+
+	ev.d.timer_scheduled.timer_id = xstrdup(timer_id);
+	ev.d.timer_scheduled.purpose = p;
+	ev.d.timer_scheduled.step_id = xstrdup(step_id);
+	ev.d.timer_scheduled.attempt = attempt;
+	ev.d.timer_scheduled.due_at = due_at;
+	add_timer_effect(d->s, d->out, timer_id, p, step_id, attempt, due_at);
+	return emit(d, &ev);
+}
+
+static rs_status
+schedule_step_timer(dctx *d, rs_timer_purpose p, int64_t due_at)
+{
+	char id[ID_CAP];
+
+	make_timer_id(d->s, id, sizeof(id), p, d->s->cur_step, d->s->cur_exec, d->s->cur_attempt);
+	return schedule_timer(d, p, d->s->cur_step, d->s->cur_attempt, due_at, id);
+}
+
+static rs_status
+emit_run_failed(dctx *d, const char *code, const char *message, rs_errclass cls,
+                const char *step_id)
+{
+	rs_event ev = new_event(RS_EV_RUN_FAILED);
+	rs_err e = { (char *)code, (char *)message, cls, 0, NULL };
+
+	err_copy(&ev.d.run_failed.error, &e, step_id);
+	return emit(d, &ev);
+}
+
+static rs_status
+emit_step_started(dctx *d, const rs_step *st, int64_t attempt, json_t *input)
+{
+	rs_event ev = new_event(RS_EV_STEP_STARTED);
+
+	ev.d.step_started.step_id = xstrdup(st->id);
+	ev.d.step_started.kind = xstrdup(rs_step_kind_name(st->kind));
+	ev.d.step_started.attempt = attempt;
+	ev.d.step_started.input = input;   /* taken */
+	return emit(d, &ev);
+}
+
+/* step.completed for the current attempt; output is taken. */
+static rs_status
+emit_step_completed(dctx *d, json_t *output, int next_idx)
+{
+	rs_event ev = new_event(RS_EV_STEP_COMPLETED);
+	const rs_step *next = next_idx >= 0 ? rs_agent_step(d->agent, (size_t)next_idx) : NULL;
+
+	ev.d.step_completed.step_id = xstrdup(d->s->cur_step);
+	ev.d.step_completed.attempt = d->s->cur_attempt;
+	ev.d.step_completed.output = output ? output : json_null();
+	/* Clocks of different orchestrators may disagree a little. */
+	ev.d.step_completed.duration_ms = d->now > d->s->cur_started_at ?
+	                                  d->now - d->s->cur_started_at : 0;
+	ev.d.step_completed.next_step = xstrdup(next ? next->id : "end");
+	return emit(d, &ev);
+}
+
+static const rs_step *
+current_step(dctx *d, int *idx)
+{
+	return d->s->cur_step ? rs_agent_step_find(d->agent, d->s->cur_step, idx) : NULL;
+}
+
+/* --- the engine --- */
+
+/* run.completed with the output template (or the last step's output). */
+static rs_status
+complete_run(dctx *d)
+{
+	rs_event ev = new_event(RS_EV_RUN_COMPLETED);
+	json_t *tmpl = rs_agent_output(d->agent), *out = NULL;
+
+	if (tmpl != NULL) {
+		if (rs_template_render(tmpl, d->s->ctx, &out, d->err, d->cap) != RS_OK)
+			return RS_EINVAL;
+	} else {
+		out = d->s->last_output ? json_incref(d->s->last_output) : json_null();
+	}
+	ev.d.run_completed.output = out;
+	return emit(d, &ev);
+}
+
+static rs_status
+start_tool(dctx *d, const rs_step *st, int64_t attempt)
+{
+	rs_event ev;
+	json_t *args = NULL, *input;
+	char call_id[ID_CAP];
+	int64_t deadline = d->now + st->timeout_s * 1000;
+	rs_status rc;
+
+	if ((rc = rs_template_render(st->args, d->s->ctx, &args, d->err, d->cap)) != RS_OK)
+		return rc;
+	input = json_pack("{s:s, s:O, s:s*, s:s*}", "tool", st->tool, "args", args,
+	                  "device", st->device, "capability", st->capability);
+	if ((rc = emit_step_started(d, st, attempt, input)) != RS_OK)
+		goto cleanup;
+	snprintf(call_id, sizeof(call_id), "%s-%s-%lld-%lld", d->s->run_id, st->id,
+	         (long long)d->s->cur_exec, (long long)attempt);
+	ev = new_event(RS_EV_TOOL_REQUESTED);
+	ev.d.tool_requested.call_id = xstrdup(call_id);
+	ev.d.tool_requested.step_id = xstrdup(st->id);
+	ev.d.tool_requested.attempt = attempt;
+	ev.d.tool_requested.tool = xstrdup(st->tool);
+	ev.d.tool_requested.args = json_incref(args);
+	ev.d.tool_requested.device = xstrdup(st->device);
+	ev.d.tool_requested.capability = xstrdup(st->capability);
+	ev.d.tool_requested.deadline = deadline;
+	if ((rc = emit(d, &ev)) != RS_OK)
+		goto cleanup;
+	add_call_effect(d->s, d->out, find_call(d->s, call_id), 0);
+	rc = schedule_step_timer(d, RS_TIMER_TOOL_TIMEOUT, deadline);
+cleanup:
+	json_decref(args);
+	return rc;
+}
+
+static rs_status
+start_signal(dctx *d, const rs_step *st, int64_t attempt, int *next)
+{
+	run_signal *buf;
+	rs_status rc;
+
+	rc = emit_step_started(d, st, attempt, json_pack("{s:s, s:I}", "signal", st->signal,
+	                       "timeout_s", (json_int_t)st->timeout_s));
+	if (rc != RS_OK)
+		return rc;
+	/* A signal that arrived before the step is waiting in the buffer. */
+	if ((buf = buffered_signal(d->s, st->signal)) != NULL) {
+		*next = st->next_idx;
+		return emit_step_completed(d, json_incref(buf->payload), st->next_idx);
+	}
+	if (st->timeout_s > 0)
+		return schedule_step_timer(d, RS_TIMER_SIGNAL_TIMEOUT,
+		                           d->now + st->timeout_s * 1000);
+	return RS_OK;
+}
+
+static rs_status
+start_branch(dctx *d, const rs_step *st, int64_t attempt, int *next)
+{
+	int ci, target;
+	rs_status rc;
+
+	if ((rc = emit_step_started(d, st, attempt, NULL)) != RS_OK)
+		return rc;
+	target = rs_branch_target(st, d->s->ctx, &ci);
+	*next = target;
+	return emit_step_completed(d, json_pack("{s:o, s:s}", "case",
+	                           ci >= 0 ? json_integer(ci) : json_null(), "goto",
+	                           target >= 0 ? rs_agent_step(d->agent, (size_t)target)->id : "end"),
+	                           target);
+}
+
+static rs_status
+start_transform(dctx *d, const rs_step *st, int64_t attempt, int *next)
+{
+	json_t *v = NULL;
+	rs_status rc;
+
+	if ((rc = emit_step_started(d, st, attempt, NULL)) != RS_OK)
+		return rc;
+	if ((rc = rs_template_render(st->value, d->s->ctx, &v, d->err, d->cap)) != RS_OK)
+		return rc;
+	*next = st->next_idx;
+	return emit_step_completed(d, v, st->next_idx);
+}
+
+/*
+ * Start attempt `attempt` of step idx. *next is where to go on (a step
+ * index or RS_STEP_END) when the step finished inline, WAIT otherwise
+ * (including when the run just failed on max_steps).
+ */
+static rs_status
+start_attempt(dctx *d, int idx, int64_t attempt, int *next)
+{
+	const rs_step *st = rs_agent_step(d->agent, (size_t)idx);
+	rs_status rc;
+
+	*next = WAIT;
+	if (d->s->execs >= d->s->max_steps) {
+		char msg[128];
+		snprintf(msg, sizeof(msg), "more than %lld step executions",
+		         (long long)d->s->max_steps);
+		return emit_run_failed(d, "max_steps_exceeded", msg, RS_ERRCLASS_PERMANENT, st->id);
+	}
+	switch (st->kind) {
+	case RS_STEP_TOOL:
+		return start_tool(d, st, attempt);
+	case RS_STEP_SLEEP:
+		rc = emit_step_started(d, st, attempt, json_pack("{s:I}", "duration_ms",
+		                       (json_int_t)st->duration_ms));
+		if (rc != RS_OK)
+			return rc;
+		return schedule_step_timer(d, RS_TIMER_SLEEP, d->now + st->duration_ms);
+	case RS_STEP_SIGNAL:
+		return start_signal(d, st, attempt, next);
+	case RS_STEP_BRANCH:
+		return start_branch(d, st, attempt, next);
+	case RS_STEP_TRANSFORM:
+		return start_transform(d, st, attempt, next);
+	}
+	return RS_ERR;
+}
+
+/* Run steps from idx on until one waits or the run ends. */
+static rs_status
+run_from(dctx *d, int idx)
+{
+	rs_status rc;
+
+	while (idx != WAIT) {
+		if (idx == RS_STEP_END)
+			return complete_run(d);
+		if ((rc = start_attempt(d, idx, 1, &idx)) != RS_OK)
+			return rc;
+	}
+	return RS_OK;
+}
+
+/* backoff = min(max, initial * multiplier^(attempt-1)), in whole ms. */
+int64_t
+rs_run_backoff_ms(const rs_retry *r, int64_t attempt)
+{
+	double b = (double)r->initial_backoff_ms;
+
+	for (int64_t i = 1; i < attempt && b < (double)r->max_backoff_ms; i++)
+		b *= r->multiplier;
+	return b >= (double)r->max_backoff_ms ? r->max_backoff_ms : (int64_t)b;
+}
+
+static int
+non_retryable(const rs_step *st, const char *code)
+{
+	size_t i;
+	json_t *c;
+
+	json_array_foreach(st->retry.non_retryable, i, c)
+		if (code != NULL && strcmp(json_string_value(c), code) == 0)
+			return 1;
+	return 0;
+}
+
+/*
+ * The current attempt failed with e: step.failed, then either a retry
+ * (step.retry_scheduled + timer) or run.failed. Permanent errors and
+ * non_retryable codes never retry; transient ones and timeouts do.
+ */
+static rs_status
+fail_step(dctx *d, const rs_step *st, const rs_err *e)
+{
+	rs_event ev = new_event(RS_EV_STEP_FAILED);
+	int64_t attempt = d->s->cur_attempt, backoff, due;
+	int retryable = e->cls != RS_ERRCLASS_PERMANENT && !non_retryable(st, e->code);
+	int again = retryable && attempt < st->retry.max_attempts;
+	char id[ID_CAP];
+	rs_status rc;
+
+	ev.d.step_failed.step_id = xstrdup(st->id);
+	ev.d.step_failed.attempt = attempt;
+	err_copy(&ev.d.step_failed.error, e, NULL);
+	ev.d.step_failed.error.retryable = retryable;
+	ev.d.step_failed.final = !again;
+	if ((rc = emit(d, &ev)) != RS_OK)
+		return rc;
+	if (!again) {
+		ev = new_event(RS_EV_RUN_FAILED);
+		err_copy(&ev.d.run_failed.error, e, st->id);
+		ev.d.run_failed.error.retryable = 0;
+		return emit(d, &ev);
+	}
+	backoff = rs_run_backoff_ms(&st->retry, attempt);
+	due = d->now + backoff;
+	make_timer_id(d->s, id, sizeof(id), RS_TIMER_RETRY, st->id, d->s->cur_exec, attempt + 1);
+	ev = new_event(RS_EV_STEP_RETRY_SCHEDULED);
+	ev.d.step_retry_scheduled.step_id = xstrdup(st->id);
+	ev.d.step_retry_scheduled.attempt = attempt + 1;
+	ev.d.step_retry_scheduled.backoff_ms = backoff;
+	ev.d.step_retry_scheduled.due_at = due;
+	ev.d.step_retry_scheduled.timer_id = xstrdup(id);
+	if ((rc = emit(d, &ev)) != RS_OK)
+		return rc;
+	return schedule_timer(d, RS_TIMER_RETRY, st->id, attempt + 1, due, id);
+}
+
+static rs_status
+fail_step_timeout(dctx *d, const rs_step *st, const char *message)
+{
+	rs_err e = { "timeout", (char *)message, RS_ERRCLASS_TIMEOUT, 1, NULL };
+
+	return fail_step(d, st, &e);
+}
+
+/* --- command handlers --- */
+
+static rs_status
+decide_start(dctx *d)
+{
+	const rs_cmd *c = d->cmd;
+	rs_event ev;
+	rs_status rc;
+	char id[ID_CAP];
+
+	if (d->s->status != RS_RUN_NONE && d->s->status != RS_RUN_QUEUED)
+		return RS_OK;   /* duplicate run.start */
+	if (c->agent != NULL && strcmp(c->agent, rs_agent_name(d->agent)) != 0)
+		return fail(d->err, d->cap, "run.start: agent %s does not match definition %s",
+		            c->agent, rs_agent_name(d->agent));
+	if (c->version != NULL && strcmp(c->version, rs_agent_version(d->agent)) != 0)
+		return fail(d->err, d->cap, "run.start: version %s does not match definition %s",
+		            c->version, rs_agent_version(d->agent));
+	if (c->input != NULL && !json_is_object(c->input))
+		return fail(d->err, d->cap, "run.start: input must be an object");
+	if (d->s->status == RS_RUN_NONE) {
+		ev = new_event(RS_EV_RUN_CREATED);
+		ev.d.run_created.agent = xstrdup(rs_agent_name(d->agent));
+		ev.d.run_created.version = xstrdup(rs_agent_version(d->agent));
+		ev.d.run_created.input = c->input ? json_incref(c->input) : json_object();
+		ev.d.run_created.idempotency_key = xstrdup(c->idempotency_key);
+		ev.d.run_created.timeout_s = rs_agent_timeout_s(d->agent);
+		ev.d.run_created.max_steps = rs_agent_max_steps(d->agent);
+		if ((rc = emit(d, &ev)) != RS_OK)
+			return rc;
+	}
+	ev = new_event(RS_EV_RUN_STARTED);
+	ev.d.run_started.instance = xstrdup(d->instance);
+	if ((rc = emit(d, &ev)) != RS_OK)
+		return rc;
+	if (d->s->timeout_s > 0) {
+		make_timer_id(d->s, id, sizeof(id), RS_TIMER_RUN_TIMEOUT, NULL, 0, 0);
+		if ((rc = schedule_timer(d, RS_TIMER_RUN_TIMEOUT, NULL, 0,
+		                         d->now + d->s->timeout_s * 1000, id)) != RS_OK)
+			return rc;
+	}
+	return run_from(d, 0);
+}
+
+/* The call a tool.result / tool.delivered may act on, or NULL (stale). */
+static run_call *
+live_call(dctx *d)
+{
+	run_call *c = find_call(d->s, d->cmd->call_id);
+
+	if (c == NULL || !call_outstanding(c) || d->s->cur_done ||
+	    strcmp(c->step_id, d->s->cur_step) != 0 || c->attempt != d->s->cur_attempt)
+		return NULL;
+	return c;
+}
+
+static rs_status
+decide_tool_delivered(dctx *d)
+{
+	run_call *c = live_call(d);
+	rs_event ev;
+
+	if (c == NULL || c->status != CALL_REQUESTED)
+		return RS_OK;   /* unknown, already dispatched or finished */
+	ev = new_event(RS_EV_TOOL_DISPATCHED);
+	ev.d.tool_dispatched.call_id = xstrdup(c->call_id);
+	ev.d.tool_dispatched.device_id = xstrdup(d->cmd->device_id ? d->cmd->device_id : "unknown");
+	ev.d.tool_dispatched.router = xstrdup(d->cmd->router);
+	return emit(d, &ev);
+}
+
+static rs_status
+decide_tool_result(dctx *d)
+{
+	const rs_cmd *cmd = d->cmd;
+	run_call *c = live_call(d);
+	const rs_step *st;
+	rs_event ev;
+	rs_status rc;
+	char call_id[ID_CAP];
+	int idx;
+
+	if (c == NULL || (st = current_step(d, &idx)) == NULL)
+		return RS_OK;   /* unknown, old or cancelled call */
+	snprintf(call_id, sizeof(call_id), "%s", c->call_id);
+	if (cmd->has_error) {
+		ev = new_event(RS_EV_TOOL_FAILED);
+		ev.d.tool_failed.call_id = xstrdup(call_id);
+		ev.d.tool_failed.step_id = xstrdup(st->id);
+		ev.d.tool_failed.attempt = d->s->cur_attempt;
+		err_copy(&ev.d.tool_failed.error, &cmd->error, NULL);
+		ev.d.tool_failed.device_id = xstrdup(cmd->device_id);
+		if ((rc = emit(d, &ev)) != RS_OK)
+			return rc;
+		return fail_step(d, st, &cmd->error);
+	}
+	ev = new_event(RS_EV_TOOL_COMPLETED);
+	ev.d.tool_completed.call_id = xstrdup(call_id);
+	ev.d.tool_completed.step_id = xstrdup(st->id);
+	ev.d.tool_completed.attempt = d->s->cur_attempt;
+	ev.d.tool_completed.output = cmd->output ? json_incref(cmd->output) : json_null();
+	ev.d.tool_completed.device_id = xstrdup(cmd->device_id);
+	if ((rc = emit(d, &ev)) != RS_OK)
+		return rc;
+	rc = emit_step_completed(d, cmd->output ? json_incref(cmd->output) : json_null(),
+	                         st->next_idx);
+	return rc != RS_OK ? rc : run_from(d, st->next_idx);
+}
+
+static rs_status
+decide_signal(dctx *d)
+{
+	const rs_cmd *cmd = d->cmd;
+	rs_run *s = d->s;
+	const rs_step *st = current_step(d, NULL);
+	int waiting = st != NULL && !s->cur_done && s->cur_kind == RS_STEP_SIGNAL &&
+	              s->cur_signal != NULL && cmd->name != NULL &&
+	              strcmp(s->cur_signal, cmd->name) == 0;
+	rs_event ev;
+	rs_status rc;
+
+	if (find_signal(s, cmd->signal_id) != NULL)
+		return RS_OK;   /* duplicate signal_id */
+	if (cmd->signal_id == NULL || cmd->name == NULL)
+		return fail(d->err, d->cap, "signal: signal_id and name are required");
+	ev = new_event(RS_EV_SIGNAL_RECEIVED);
+	ev.d.signal_received.signal_id = xstrdup(cmd->signal_id);
+	ev.d.signal_received.name = xstrdup(cmd->name);
+	ev.d.signal_received.payload = cmd->payload ? json_incref(cmd->payload) : json_null();
+	ev.d.signal_received.step_id = waiting ? xstrdup(st->id) : NULL;
+	if ((rc = emit(d, &ev)) != RS_OK || !waiting)
+		return rc;
+	rc = emit_step_completed(d, cmd->payload ? json_incref(cmd->payload) : json_null(),
+	                         st->next_idx);
+	return rc != RS_OK ? rc : run_from(d, st->next_idx);
+}
+
+static rs_status
+decide_cancel(dctx *d)
+{
+	rs_event ev = new_event(RS_EV_RUN_CANCEL_REQUESTED);
+	rs_status rc;
+
+	ev.d.run_cancel_requested.reason = xstrdup(d->cmd->reason);
+	if ((rc = emit(d, &ev)) != RS_OK)
+		return rc;
+	cancel_outstanding(d);
+	ev = new_event(RS_EV_RUN_CANCELLED);
+	ev.d.run_cancelled.reason = xstrdup(d->cmd->reason);
+	return emit(d, &ev);
+}
+
+/* What a fired timer means, by purpose. t is a copy taken before firing. */
+static rs_status
+timer_consequence(dctx *d, const run_timer *t)
+{
+	const rs_step *st;
+	run_call *call = NULL;
+	rs_event ev;
+	rs_status rc;
+	char msg[160];
+	int idx, next;
+
+	if (t->purpose == RS_TIMER_RUN_TIMEOUT) {
+		cancel_outstanding(d);
+		ev = new_event(RS_EV_RUN_TIMED_OUT);
+		ev.d.run_timed_out.timeout_s = d->s->timeout_s > 0 ? d->s->timeout_s : 1;
+		return emit(d, &ev);
+	}
+	if ((st = rs_agent_step_find(d->agent, t->step_id, &idx)) == NULL)
+		return fail(d->err, d->cap, "timer %s: step %s not in agent", t->timer_id, t->step_id);
+	switch (t->purpose) {
+	case RS_TIMER_SLEEP:
+		rc = emit_step_completed(d, NULL, st->next_idx);
+		return rc != RS_OK ? rc : run_from(d, st->next_idx);
+	case RS_TIMER_RETRY:
+		if ((rc = start_attempt(d, idx, t->attempt, &next)) != RS_OK)
+			return rc;
+		return next == WAIT ? RS_OK : run_from(d, next);
+	case RS_TIMER_TOOL_TIMEOUT:
+		for (size_t i = 0; i < d->s->ncalls; i++)
+			if (call_outstanding(&d->s->calls[i]) &&
+			    strcmp(d->s->calls[i].step_id, st->id) == 0 &&
+			    d->s->calls[i].attempt == t->attempt)
+				call = &d->s->calls[i];
+		if (call != NULL) {
+			add_call_effect(d->s, d->out, call, 1);
+			ev = new_event(RS_EV_TOOL_TIMED_OUT);
+			ev.d.tool_timed_out.call_id = xstrdup(call->call_id);
+			ev.d.tool_timed_out.step_id = xstrdup(st->id);
+			ev.d.tool_timed_out.attempt = t->attempt;
+			if ((rc = emit(d, &ev)) != RS_OK)
+				return rc;
+		}
+		snprintf(msg, sizeof(msg), "tool %s did not answer within %llds", st->tool,
+		         (long long)st->timeout_s);
+		return fail_step_timeout(d, st, msg);
+	case RS_TIMER_SIGNAL_TIMEOUT:
+		snprintf(msg, sizeof(msg), "signal %s not received within %llds", st->signal,
+		         (long long)st->timeout_s);
+		return fail_step_timeout(d, st, msg);
+	default:
+		return RS_OK;   /* step_timeout: reserved, firing is all */
+	}
+}
+
+static rs_status
+decide_timer_fire(dctx *d)
+{
+	run_timer *t = find_timer(d->s, d->cmd->timer_id), copy;
+	rs_event ev;
+	rs_status rc;
+
+	/* Fire once, never early: a stale or early fire decides nothing; an
+	 * early one is re-scheduled by the orchestrator (rs_run_timer_due). */
+	if (t == NULL || t->state != TIMER_PENDING || d->now < t->due_at)
+		return RS_OK;
+	copy = *t;
+	copy.timer_id = xstrdup(t->timer_id);
+	copy.step_id = xstrdup(t->step_id);
+	ev = new_event(RS_EV_TIMER_FIRED);
+	ev.d.timer_fired.timer_id = xstrdup(t->timer_id);
+	ev.d.timer_fired.purpose = t->purpose;
+	ev.d.timer_fired.step_id = xstrdup(t->step_id);
+	ev.d.timer_fired.attempt = t->attempt;
+	ev.d.timer_fired.due_at = t->due_at;
+	if ((rc = emit(d, &ev)) == RS_OK)
+		rc = timer_consequence(d, &copy);
+	free(copy.timer_id);
+	free(copy.step_id);
+	return rc;
+}
+
+typedef rs_status (*decide_fn)(dctx *d);
+
+static const struct {
+	decide_fn fn;
+	int needs_agent;
+} decide_table[RS_CMD__COUNT] = {
+	[RS_CMD_RUN_START] = { decide_start, 1 },
+	[RS_CMD_TOOL_RESULT] = { decide_tool_result, 1 },
+	[RS_CMD_TOOL_DELIVERED] = { decide_tool_delivered, 0 },
+	[RS_CMD_SIGNAL] = { decide_signal, 1 },
+	[RS_CMD_CANCEL] = { decide_cancel, 0 },
+	[RS_CMD_TIMER_FIRE] = { decide_timer_fire, 1 },
+};
+
+rs_status
+rs_run_decide(const rs_run *r, const rs_agent *agent, const rs_cmd *cmd, int64_t now_ms,
+              const char *instance, rs_decision *out, char *err, size_t cap)
+{
+	dctx d;
+	rs_status rc;
+
+	memset(out, 0, sizeof(*out));
+	if ((unsigned)cmd->type >= RS_CMD__COUNT)
+		return fail(err, cap, "unknown command type %d", (int)cmd->type);
+	if (r->status == RS_RUN_NONE && cmd->type != RS_CMD_RUN_START) {
+		snprintf(err, cap, "%s: run %s does not exist", rs_cmd_type_name(cmd->type),
+		         cmd->run_id);
+		return RS_ENOTFOUND;
+	}
+	/* Finished runs take no more commands: duplicates, late results,
+	 * late timers and cancels all decide nothing. */
+	if (rs_run_status_terminal(r->status))
+		return RS_OK;
+	if (r->status != RS_RUN_NONE &&
+	    (strcmp(cmd->run_id, r->run_id) != 0 || strcmp(cmd->tenant, r->tenant) != 0))
+		return fail(err, cap, "%s: command for %s/%s sent to run %s/%s",
+		            rs_cmd_type_name(cmd->type), cmd->tenant, cmd->run_id, r->tenant, r->run_id);
+	if (decide_table[cmd->type].needs_agent) {
+		if (agent == NULL)
+			return fail(err, cap, "%s: agent definition required",
+			            rs_cmd_type_name(cmd->type));
+		if (r->version != NULL && strcmp(r->version, rs_agent_version(agent)) != 0)
+			return fail(err, cap, "agent version %s given, run is pinned to %s",
+			            rs_agent_version(agent), r->version);
+	}
+	memset(&d, 0, sizeof(d));
+	d.s = rs_run_clone(r);
+	d.agent = agent;
+	d.cmd = cmd;
+	d.now = now_ms;
+	d.instance = instance;
+	d.out = out;
+	d.err = err;
+	d.cap = cap;
+	rc = decide_table[cmd->type].fn(&d);
+	rs_run_free(d.s);
+	if (rc != RS_OK)
+		rs_decision_free(out);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* 4. Effects and view                                                 */
+/* ------------------------------------------------------------------ */
+
+rs_status
+rs_run_pending_effects(const rs_run *r, rs_decision *out)
+{
+	size_t i;
+
+	memset(out, 0, sizeof(*out));
+	for (i = 0; i < r->ncalls; i++) {
+		const run_call *c = &r->calls[i];
+		if (rs_run_status_terminal(r->status) ? c->status == CALL_CANCELLED
+		                                      : call_outstanding(c))
+			add_call_effect(r, out, c, c->status == CALL_CANCELLED);
+	}
+	for (i = 0; i < r->ntimers; i++) {
+		const run_timer *t = &r->timers[i];
+		if (t->state == TIMER_PENDING)
+			add_timer_effect(r, out, t->timer_id, t->purpose, t->step_id, t->attempt, t->due_at);
+	}
+	return RS_OK;
+}
+
+void
+rs_decision_free(rs_decision *d)
+{
+	size_t i;
+
+	for (i = 0; i < d->nevents; i++)
+		rs_event_free(&d->events[i]);
+	for (i = 0; i < d->ntimers; i++)
+		rs_cmd_free(&d->timers[i]);
+	for (i = 0; i < d->ncalls; i++)
+		rs_toolcall_free(&d->calls[i]);
+	free(d->events);
+	free(d->timers);
+	free(d->calls);
+	memset(d, 0, sizeof(*d));
+}
+
+static json_t *
+ms_or_null(int64_t ms)
+{
+	return ms ? json_integer(ms) : json_null();
+}
+
+static json_t *
+view_calls(const rs_run *r)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; i < r->ncalls; i++) {
+		const run_call *c = &r->calls[i];
+		json_array_append_new(a, json_pack("{s:s, s:s, s:I, s:s, s:s?, s:s?, s:s?, s:s,"
+		                                   " s:o, s:o, s:o}",
+		    "call_id", c->call_id, "step_id", c->step_id, "attempt", (json_int_t)c->attempt,
+		    "tool", c->tool, "device", c->device, "capability", c->capability,
+		    "device_id", c->device_id, "status", call_status_names[c->status],
+		    "requested_at", ms_or_null(c->requested_at),
+		    "dispatched_at", ms_or_null(c->dispatched_at),
+		    "finished_at", ms_or_null(c->finished_at)));
+	}
+	return a;
+}
+
+static json_t *
+view_timers(const rs_run *r)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; i < r->ntimers; i++) {
+		const run_timer *t = &r->timers[i];
+		if (t->state != TIMER_PENDING)
+			continue;
+		json_array_append_new(a, json_pack("{s:s, s:s, s:s?, s:I, s:I}",
+		    "timer_id", t->timer_id, "purpose", rs_timer_purpose_name(t->purpose),
+		    "step_id", t->step_id, "attempt", (json_int_t)t->attempt,
+		    "due_at", (json_int_t)t->due_at));
+	}
+	return a;
+}
+
+static json_t *
+view_signals(const rs_run *r)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; i < r->nsignals; i++) {
+		const run_signal *s = &r->signals[i];
+		json_array_append_new(a, json_pack("{s:s, s:s, s:O, s:s?, s:I}",
+		    "signal_id", s->signal_id, "name", s->name, "payload", s->payload,
+		    "consumed_by", s->consumed_by, "received_at", (json_int_t)s->received_at));
+	}
+	return a;
+}
+
+json_t *
+rs_run_view(const rs_run *r)
+{
+	json_t *v = json_object();
+
+	json_object_set_new(v, "run_id", r->status ? json_string(r->run_id) : json_null());
+	json_object_set_new(v, "tenant", r->status ? json_string(r->tenant) : json_null());
+	json_object_set_new(v, "agent", r->agent ? json_string(r->agent) : json_null());
+	json_object_set_new(v, "version", r->version ? json_string(r->version) : json_null());
+	json_object_set_new(v, "status", json_string(rs_run_status_name(r->status)));
+	json_object_set_new(v, "input", r->input ? json_incref(r->input) : json_null());
+	json_object_set_new(v, "output", r->output ? json_incref(r->output) : json_null());
+	json_object_set_new(v, "error", r->error ? json_incref(r->error) : json_null());
+	json_object_set_new(v, "last_seq", json_integer((json_int_t)r->last_seq));
+	json_object_set_new(v, "created_at", ms_or_null(r->created_at));
+	json_object_set_new(v, "started_at", ms_or_null(r->started_at));
+	json_object_set_new(v, "finished_at", ms_or_null(r->finished_at));
+	json_object_set_new(v, "current_step", rs_run_current_step(r) ?
+	                    json_string(r->cur_step) : json_null());
+	json_object_set_new(v, "step_executions", json_integer(r->execs));
+	json_object_set_new(v, "steps", r->steps ? json_deep_copy(r->steps) : json_object());
+	json_object_set_new(v, "tool_calls", view_calls(r));
+	json_object_set_new(v, "pending_timers", view_timers(r));
+	json_object_set_new(v, "signals", view_signals(r));
+	if (r->cancel_reason != NULL)
+		json_object_set_new(v, "cancel_reason", json_string(r->cancel_reason));
+	return v;
+}
