@@ -1,0 +1,228 @@
+/*
+ * router.h - the tool-router's shared state and the interfaces between its
+ * files (design: docs/devices.md, "Router architecture").
+ *
+ * Threads and who owns what:
+ *   - the lws service thread (main) owns every lws object, every
+ *     rs_router_conn and rs_router_device, the call index (calls.c) and the
+ *     token cache (auth.c). Nothing else touches them.
+ *   - worker threads (rs_router_workers) run blocking NATS work: KV
+ *     compare-and-set, synchronous JetStream publishes, token look-ups. They
+ *     receive self-contained jobs (copies, never pointers into lws state)
+ *     and report back by posting a job to the inbox.
+ *   - the intake thread (calls.c) pulls TOOLCALLS and writes KV `calls`.
+ *   - the watch thread (calls.c) follows KV `calls` and posts updates.
+ * The inbox is drained on the service thread in
+ * LWS_CALLBACK_EVENT_WAIT_CANCELLED (posting calls lws_cancel_service).
+ */
+#ifndef RS_ROUTER_H
+#define RS_ROUTER_H
+
+#include <libwebsockets.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "rs_cmd.h"
+#include "rs_metrics.h"
+#include "rs_nats.h"
+#include "rs_ops.h"
+#include "rs_status.h"
+#include "protocol.h"
+
+#define RS_ROUTER_SUBPROTOCOL "runstream.device.v1"
+#define RS_ROUTER_PATH "/v1/devices/connect"
+#define RS_ROUTER_MAX_WORKERS 16
+
+typedef struct rs_router rs_router;
+
+/* ---- jobs (map.c holds the queue too) ------------------------------- */
+
+/* A unit of work posted to a worker or to the inbox. Concrete jobs embed
+ * this as their first member; fn owns the job and frees (or re-posts) it. */
+typedef struct rs_router_job rs_router_job;
+typedef void (*rs_router_job_fn)(rs_router *r, rs_router_job *j);
+struct rs_router_job {
+	rs_router_job *next;
+	rs_router_job_fn fn;
+};
+
+typedef struct {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	rs_router_job *head, *tail;
+	int closed;
+} rs_router_queue;
+
+void rs_router_queue_init(rs_router_queue *q);
+void rs_router_queue_destroy(rs_router_queue *q); /* frees jobs left (free()) */
+void rs_router_queue_push(rs_router_queue *q, rs_router_job *j);
+/* Take everything queued (FIFO linked list) without waiting. */
+rs_router_job *rs_router_queue_take_all(rs_router_queue *q);
+/* Wait for one job; NULL once closed and empty. */
+rs_router_job *rs_router_queue_pop(rs_router_queue *q);
+void rs_router_queue_close(rs_router_queue *q);
+
+/* Post a job to be run on the lws service thread, and wake it. */
+void rs_router_post(rs_router *r, rs_router_job *j);
+/* Post a job to a worker chosen by key: jobs with the same key run in
+ * order on the same worker (delivered before result, put before delete). */
+void rs_router_work(rs_router *r, const char *key, rs_router_job *j);
+
+/* ---- a small string-keyed hash map (map.c) -------------------------- */
+
+typedef struct rs_router_map_ent {
+	struct rs_router_map_ent *next;
+	char *key;  /* owned by the map */
+	void *val;  /* not owned */
+} rs_router_map_ent;
+
+typedef struct {
+	rs_router_map_ent **b;
+	size_t nb, n;
+} rs_router_map;
+
+void *rs_router_map_get(const rs_router_map *m, const char *key);
+rs_status rs_router_map_put(rs_router_map *m, const char *key, void *val);
+void *rs_router_map_del(rs_router_map *m, const char *key); /* old value */
+void rs_router_map_free(rs_router_map *m);                 /* values untouched */
+/* Iterate: for (i = 0, e = NULL; (e = rs_router_map_next(m, &i, e)); ) */
+rs_router_map_ent *rs_router_map_next(const rs_router_map *m, size_t *i,
+                                      rs_router_map_ent *e);
+
+/* ---- devices and connections (ws.c) --------------------------------- */
+
+/* An authenticated device on one of our connections. */
+typedef struct rs_router_device {
+	char *key;        /* "<tenant>.<device_id>" (presence key, devices map key) */
+	char *tenant, *device_id; /* point into key's copy `ids` below */
+	char *tools;      /* compact JSON array as given in hello (for presence) */
+	char *names;      /* tool names, NUL-separated, empty name ends the list */
+	int64_t connected_at;
+	uint32_t pending; /* calls delivered and unanswered: capability spread */
+	uint32_t claiming; /* claims under way (counted like pending) */
+	uint64_t conn_id;
+	char ids[];       /* tenant\0device_id\0 */
+} rs_router_device;
+
+/* One WebSocket connection (lws per-session data: kept small, it is the
+ * memory of an idle device). */
+typedef struct rs_router_out {
+	struct rs_router_out *next;
+	size_t len;
+	unsigned char buf[]; /* LWS_PRE headroom + payload */
+} rs_router_out;
+
+enum { RS_CONN_HELLO = 0, RS_CONN_AUTH, RS_CONN_READY, RS_CONN_CLOSING };
+
+typedef struct rs_router_conn {
+	struct lws *wsi;
+	uint64_t id;
+	struct rs_router_conn *prev, *next; /* all connections (heartbeat sweep) */
+	rs_router_device *dev;              /* after welcome */
+	rs_router_out *outq, *outq_tail;
+	char *rx;                           /* partial message being assembled */
+	size_t rx_len;
+	uint16_t close_code;                /* close after the queue is flushed */
+	uint8_t state, missed_pongs, bad_frames, ping_due;
+} rs_router_conn;
+
+/* Queue a text frame (copied) to c and ask for writeability. */
+void rs_router_conn_send(rs_router *r, rs_router_conn *c, const char *frame, size_t len);
+/* Send an error frame, then close with code (0: keep the connection). */
+void rs_router_conn_error(rs_router *r, rs_router_conn *c, const char *code,
+                          const char *message, uint16_t close_code);
+/* Authenticated: attach the device to c, answer welcome, announce presence
+ * and deliver what waits for it. tools: compact JSON array; names as
+ * rs_router_tool_names (names_len bytes incl. the final empty name). */
+void rs_router_conn_accept(rs_router *r, rs_router_conn *c, const char *tenant,
+                           const char *device_id, const char *tools,
+                           const char *names, size_t names_len);
+/* Connection by id (NULL when gone). */
+rs_router_conn *rs_router_conn_find(rs_router *r, uint64_t id);
+
+extern const struct lws_protocols rs_router_protocols[];
+
+/* ---- the router ----------------------------------------------------- */
+
+struct rs_router {
+	/* configuration (main.c) */
+	const char *instance;
+	const char *listen_addr;
+	int port;
+	int heartbeat_s;
+	size_t max_frame;
+	int max_bad_frames;
+	int nworkers;
+	rs_ops ops;
+
+	rs_nats nats;
+	kvStore *kv_calls, *kv_presence, *kv_tokens;
+
+	struct lws_context *ctx;
+	atomic_int stopping;
+
+	rs_router_queue inbox;
+	rs_router_queue workq[RS_ROUTER_MAX_WORKERS];
+	pthread_t workers[RS_ROUTER_MAX_WORKERS];
+
+	/* service-thread state */
+	uint64_t next_conn_id;
+	rs_router_conn *conns;       /* list head */
+	rs_router_map conns_by_id;   /* decimal id -> conn */
+	rs_router_map devices;       /* device key -> conn */
+	rs_router_map calls;         /* KV key -> rs_router_call (calls.c) */
+	rs_router_map tokens;        /* sha256 hex -> cached token (auth.c) */
+	lws_sorted_usec_list_t sul_heartbeat, sul_sweep, sul_presence;
+
+	/* calls.c threads */
+	pthread_t intake_thread, watch_thread;
+	int intake_started, watch_started;
+	natsSubscription *intake_sub;
+	kvWatcher *watcher;
+	atomic_int watch_synced;     /* initial values of KV calls loaded */
+
+	struct {
+		rs_metric *devices, *connections, *frames_in, *frames_out, *bad_frames,
+		          *auth_ok, *auth_fail, *calls_seen, *calls_delivered,
+		          *results, *results_ignored, *claim_conflicts, *dropped_heartbeat,
+		          *oversize, *deliver_latency;
+	} m;
+};
+
+/* ops.c */
+void rs_router_metrics_init(rs_router *r);
+int rs_router_ready(void *arg, char *why, size_t cap);
+
+/* auth.c: verify a hello (token, device id) and answer welcome or error. */
+void rs_router_auth_hello(rs_router *r, rs_router_conn *c, const rs_router_frame *hello);
+void rs_router_auth_free(rs_router *r);
+
+/* presence.c */
+void rs_router_presence_put(rs_router *r, const rs_router_device *d, uint64_t conn_id);
+void rs_router_presence_del(rs_router *r, const rs_router_device *d, uint64_t conn_id);
+void rs_router_presence_refresh(rs_router *r); /* every device, periodically */
+
+/* calls.c */
+rs_status rs_router_calls_start(rs_router *r);   /* intake + watch threads */
+void rs_router_calls_stop(rs_router *r);
+void rs_router_calls_device_up(rs_router *r, rs_router_conn *c);
+void rs_router_calls_device_down(rs_router *r, rs_router_conn *c);
+/* A tool.result frame from c (f->type RS_FRAME_RESULT; borrowed). */
+void rs_router_calls_result(rs_router *r, rs_router_conn *c, const rs_router_frame *f);
+void rs_router_calls_sweep(rs_router *r);        /* drop calls past deadline */
+void rs_router_calls_free(rs_router *r);
+/* The KV key of a call: "<tenant>.<call_id>", call_id hashed when it has
+ * characters KV keys do not allow. Pure; buf >= 160 bytes. */
+void rs_router_call_key(const char *tenant, const char *call_id, char *buf, size_t cap);
+
+/* ws.c: the lws context and its service loop (main thread) */
+rs_status rs_router_ws_start(rs_router *r);
+void rs_router_ws_run(rs_router *r);   /* until r->stopping */
+void rs_router_ws_stop(rs_router *r);  /* closes every connection */
+
+/* queue.c: worker threads (main.c starts them) */
+rs_status rs_router_workers_start(rs_router *r);
+void rs_router_workers_stop(rs_router *r);
+
+#endif
