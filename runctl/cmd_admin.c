@@ -4,9 +4,11 @@
  * Secrets (API keys, device tokens) are printed once and stored only as
  * their SHA-256 in the KV buckets the services check (apikeys, devtokens).
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "rs_config.h"
 #include "rs_id.h"
@@ -123,4 +125,38 @@ cmd_devices_token(int argc, char **argv)
 	rc = issue_secret(argc, argv, "devtokens", "dt_", v);
 	json_decref(v);
 	return rc;
+}
+
+/*
+ * projector rebuild: the projector owns its rebuild (build the read models
+ * in a fresh schema from RUNS, then swap it in); runctl runs that code by
+ * executing `rs-projector --rebuild` rather than linking a second copy of
+ * the projector. Found via RS_PROJECTOR_BIN, next to this runctl in a
+ * build tree (../services/projector/rs-projector), or on PATH.
+ */
+int
+cmd_projector_rebuild(int argc, char **argv)
+{
+	const char *bin = rs_env_str("RS_PROJECTOR_BIN", NULL);
+	char self[4096], path[4200], *slash;
+	ssize_t n;
+
+	if (runctl_check_flags(argc, argv, "projector rebuild", (const char *const[]){ "pg", NULL }) != RC_OK)
+		return RC_USAGE;
+	if (bin == NULL && (n = readlink("/proc/self/exe", self, sizeof(self) - 1)) > 0) {
+		self[n] = '\0';
+		if ((slash = strrchr(self, '/')) != NULL) {
+			*slash = '\0';
+			snprintf(path, sizeof(path), "%s/../services/projector/rs-projector", self);
+			if (access(path, X_OK) == 0)
+				bin = path;
+		}
+	}
+	if (bin == NULL)
+		bin = "rs-projector";
+	fflush(stdout);
+	execlp(bin, bin, "--rebuild", (char *)NULL);
+	fprintf(stderr, "runctl projector rebuild: cannot run %s --rebuild: %s (build the projector, "
+	        "or set RS_PROJECTOR_BIN)\n", bin, strerror(errno));
+	return RC_NOTFOUND;
 }

@@ -10,12 +10,39 @@
 
 #include "runctl.h"
 
+#define SRC "[RUN_ID | --file run.ndjson] [--from-pg [--pg URL]] [--tenant T]"
+
 static const runctl_cmd commands[] = {
-	{ "streams", "apply", "create or update every stream, consumer and KV bucket", cmd_streams_apply },
-	{ "migrate", NULL, "apply pending Postgres migrations", cmd_migrate },
-	{ "keys", "create", "create an API key for a tenant: --tenant T", cmd_keys_create },
-	{ "devices", "token", "issue a device token: --tenant T --device D", cmd_devices_token },
-	{ NULL, NULL, NULL, NULL }
+	{ "replay", NULL, "print a run's timeline; --at SEQ: its state after event SEQ; --check: "
+	  "compare the history with what today's state machine decides", cmd_replay,
+	  SRC " [--at SEQ | --check [--agent-file def.json]] [--json]" },
+	{ "export", NULL, "write a run's history (agent definition first) as ndjson on stdout",
+	  cmd_export, SRC " [--agent-file def.json] > run.ndjson" },
+	{ "diff", NULL, "where two runs of the same agent went different ways (exit 1 if they did)",
+	  cmd_diff, "RUN_A RUN_B (run ids, or exported .ndjson files) [--tenant T] [--from-pg]" },
+	{ "tail", NULL, "follow run events live", cmd_tail,
+	  "[--tenant T] [--type TYPE] [--run ID] [--count N] [--for SECONDS] [--json]" },
+	{ "agents", "push", "validate and store an agent definition (prints version, created or not)",
+	  cmd_agents_push, "FILE --tenant T" },
+	{ "agents", "ls", "list a tenant's agents and their latest versions", cmd_agents_ls, "--tenant T" },
+	{ "agents", "show", "print an agent definition", cmd_agents_show, "NAME --tenant T [--version V]" },
+	{ "runs", "start", "start a run through the API; --watch follows it and exits with its outcome",
+	  cmd_runs_start, "AGENT --input JSON [--version V] [--idempotency-key K] [--watch]" },
+	{ "runs", "ls", "list runs (API)", cmd_runs_ls, "[--status S] [--agent A] [--limit N]" },
+	{ "runs", "show", "show a run (API)", cmd_runs_show, "RUN_ID" },
+	{ "runs", "cancel", "cancel a run (API)", cmd_runs_cancel, "RUN_ID [--reason TEXT]" },
+	{ "runs", "signal", "send a signal to a run (API)", cmd_runs_signal, "RUN_ID NAME [--payload JSON]" },
+	{ "dlq", "ls", "list dead-lettered messages", cmd_dlq_ls, "[--source S] [--limit N]" },
+	{ "dlq", "show", "show one dead letter with its payload", cmd_dlq_show, "SEQ" },
+	{ "dlq", "retry", "republish dead letters to their original subject and delete them",
+	  cmd_dlq_retry, "SEQ | --all [--source S]" },
+	{ "streams", "apply", "create or update every stream, consumer and KV bucket", cmd_streams_apply, NULL },
+	{ "migrate", NULL, "apply pending Postgres migrations", cmd_migrate, "[--pg URL]" },
+	{ "projector", "rebuild", "rebuild the Postgres read models from RUNS (rs-projector --rebuild)",
+	  cmd_projector_rebuild, NULL },
+	{ "keys", "create", "create an API key for a tenant", cmd_keys_create, "--tenant T" },
+	{ "devices", "token", "issue a device token", cmd_devices_token, "--tenant T --device D" },
+	{ NULL, NULL, NULL, NULL, NULL }
 };
 
 int

@@ -1,0 +1,570 @@
+/*
+ * cmd_replay.c - `runctl replay`: a run's timeline, its state after any
+ * event (--at), and a check of the recorded history against today's state
+ * machine (--check).
+ *
+ * --check is how an orchestrator upgrade is proven safe for runs in
+ * flight: every group of events in the log was appended by one decision
+ * of the orchestrator, caused by one command. We rebuild that command
+ * from the group's first event, ask today's rs_run_decide (the same code
+ * the orchestrator links) what it would append in the state before the
+ * group, and compare. Times are ignored: decide is given the recorded
+ * time as "now", so deadlines and due times must match exactly.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "history.h"
+#include "rs_agent.h"
+#include "rs_config.h"
+#include "rs_json.h"
+#include "rs_run.h"
+#include "timeline.h"
+#include "runctl.h"
+
+static const char *const replay_flags[] = {
+	"file", "from-pg", "pg", "tenant", "at", "check", "agent-file", NULL
+};
+
+/* ---- timeline ---- */
+
+typedef struct {
+	tl_summary sum;
+	json_t *rows;        /* --json: collected rows */
+	int64_t start_ms;
+} tl_ctx;
+
+static int
+timeline_event(void *ctx, rs_event *ev, const char *raw, size_t len)
+{
+	tl_ctx *t = ctx;
+	char line[512];
+	tl_row row;
+
+	if (t->sum.events == 0) {
+		t->start_ms = ev->time_ms;
+		if (!out_json()) {
+			printf("%srun %s  tenant %s%s\n", out_on(OUT_BOLD), ev->run_id, ev->tenant, out_off());
+			printf("%s\n", tl_header());
+		}
+	}
+	tl_summary_add(&t->sum, ev);
+	tl_row_of(ev, t->start_ms, &row);
+	if (out_json()) {
+		json_array_append_new(t->rows, tl_row_json(&row));
+		return RC_OK;
+	}
+	static const out_color colors[] = {
+		[TL_NONE] = OUT_PLAIN, [TL_WAIT] = OUT_YELLOW, [TL_RETRY] = OUT_MAGENTA,
+		[TL_FAIL] = OUT_RED, [TL_DONE] = OUT_GREEN,
+	};
+	tl_format_row(&row, out_on(colors[row.mark]), out_off(), line, sizeof(line));
+	puts(line);
+	return RC_OK;
+}
+
+static int
+replay_timeline(const hist_src *src, const char *cmd)
+{
+	char err[512], sum[256];
+	tl_ctx t;
+	int rc;
+
+	memset(&t, 0, sizeof(t));
+	tl_summary_init(&t.sum);
+	t.rows = json_array();
+	rc = hist_read(src, timeline_event, &t, NULL, err, sizeof(err));
+	if (rc != RC_OK) {
+		json_decref(t.rows);
+		return out_err(rc, cmd, "%s", err);
+	}
+	if (out_json()) {
+		json_t *doc = json_pack("{s:o,s:O}", "summary", tl_summary_json(&t.sum), "events", t.rows);
+		out_json_value(stdout, doc, 0);
+		json_decref(doc);
+	} else {
+		tl_summary_format(&t.sum, sum, sizeof(sum));
+		printf("%s%s (agent %s@%s)%s\n", out_on(OUT_BOLD), sum, t.sum.agent, t.sum.version,
+		       out_off());
+	}
+	json_decref(t.rows);
+	return RC_OK;
+}
+
+/* ---- --at SEQ ---- */
+
+typedef struct {
+	rs_run *run;
+	uint64_t at;
+	int reached;
+	char err[300];
+} at_ctx;
+
+static int
+at_event(void *ctx, rs_event *ev, const char *raw, size_t len)
+{
+	at_ctx *a = ctx;
+
+	if (a->reached)
+		return RC_OK;   /* keep reading: a stream source ends by itself */
+	if (rs_run_evolve(a->run, ev, a->err, sizeof(a->err)) != RS_OK)
+		return RC_FAIL;
+	if (ev->runseq == a->at)
+		a->reached = 1;
+	return RC_OK;
+}
+
+static int
+replay_at(const hist_src *src, const char *cmd, const char *at_s)
+{
+	char err[512];
+	int64_t at;
+	at_ctx a;
+	json_t *view;
+	int rc;
+
+	if (rs_parse_int(at_s, 1, INT64_MAX, &at) != RS_OK)
+		return out_err(RC_USAGE, cmd, "--at needs an event sequence number >= 1, not '%s'", at_s);
+	memset(&a, 0, sizeof(a));
+	a.run = rs_run_new();
+	a.at = (uint64_t)at;
+	rc = hist_read(src, at_event, &a, NULL, err, sizeof(err));
+	if (rc == RC_FAIL && a.err[0] != '\0') {
+		rc = out_err(RC_FAIL, cmd, "the state machine rejects the history: %s", a.err);
+		goto cleanup;
+	}
+	if (rc != RC_OK) {
+		rc = out_err(rc, cmd, "%s", err);
+		goto cleanup;
+	}
+	if (!a.reached) {
+		rc = out_err(RC_NOTFOUND, cmd, "the run has only %" PRIu64 " events; --at %" PRId64
+		             " is past its end", rs_run_last_seq(a.run), at);
+		goto cleanup;
+	}
+	view = rs_run_view(a.run);
+	if (!out_json())
+		printf("%sstate after event %" PRId64 " (%s)%s\n", out_on(OUT_BOLD), at,
+		       rs_run_status_name(rs_run_get_status(a.run)), out_off());
+	out_json_value(stdout, view, !out_json());
+	json_decref(view);
+cleanup:
+	rs_run_free(a.run);
+	return rc;
+}
+
+/* ---- --check ---- */
+
+/* Events that open a decision: the command that caused each. */
+static int
+group_head(rs_event_type t)
+{
+	switch (t) {
+	case RS_EV_RUN_CREATED:
+	case RS_EV_TOOL_DISPATCHED:
+	case RS_EV_TOOL_COMPLETED:
+	case RS_EV_TOOL_FAILED:
+	case RS_EV_TIMER_FIRED:
+	case RS_EV_SIGNAL_RECEIVED:
+	case RS_EV_RUN_CANCEL_REQUESTED:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+/* Rebuild the command behind the group ev[0..n). Members are borrowed
+ * from the events: never rs_cmd_free() the result. */
+static int
+command_of(const rs_event *ev, size_t n, rs_cmd *c, const char **instance)
+{
+	memset(c, 0, sizeof(*c));
+	snprintf(c->run_id, sizeof(c->run_id), "%s", ev->run_id);
+	snprintf(c->tenant, sizeof(c->tenant), "%s", ev->tenant);
+	snprintf(c->traceparent, sizeof(c->traceparent), "%s", ev->traceparent);
+	*instance = "runctl-check";
+	switch (ev->type) {
+	case RS_EV_RUN_CREATED:
+		c->type = RS_CMD_RUN_START;
+		c->agent = ev->d.run_created.agent;
+		c->version = ev->d.run_created.version;
+		c->input = ev->d.run_created.input;
+		c->idempotency_key = ev->d.run_created.idempotency_key;
+		for (size_t i = 1; i < n; i++)
+			if (ev[i].type == RS_EV_RUN_STARTED && ev[i].d.run_started.instance != NULL)
+				*instance = ev[i].d.run_started.instance;
+		return 0;
+	case RS_EV_TOOL_DISPATCHED:
+		c->type = RS_CMD_TOOL_DELIVERED;
+		c->call_id = ev->d.tool_dispatched.call_id;
+		c->device_id = ev->d.tool_dispatched.device_id;
+		c->router = ev->d.tool_dispatched.router;
+		return 0;
+	case RS_EV_TOOL_COMPLETED:
+		c->type = RS_CMD_TOOL_RESULT;
+		c->call_id = ev->d.tool_completed.call_id;
+		c->device_id = ev->d.tool_completed.device_id;
+		c->output = ev->d.tool_completed.output;
+		return 0;
+	case RS_EV_TOOL_FAILED:
+		c->type = RS_CMD_TOOL_RESULT;
+		c->call_id = ev->d.tool_failed.call_id;
+		c->device_id = ev->d.tool_failed.device_id;
+		c->has_error = 1;
+		c->error = ev->d.tool_failed.error;
+		return 0;
+	case RS_EV_TIMER_FIRED:
+		c->type = RS_CMD_TIMER_FIRE;
+		c->timer_id = ev->d.timer_fired.timer_id;
+		c->purpose = ev->d.timer_fired.purpose;
+		c->step_id = ev->d.timer_fired.step_id;
+		c->attempt = ev->d.timer_fired.attempt;
+		c->due_at = ev->d.timer_fired.due_at;
+		return 0;
+	case RS_EV_SIGNAL_RECEIVED:
+		c->type = RS_CMD_SIGNAL;
+		c->signal_id = ev->d.signal_received.signal_id;
+		c->name = ev->d.signal_received.name;
+		c->payload = ev->d.signal_received.payload;
+		return 0;
+	case RS_EV_RUN_CANCEL_REQUESTED:
+		c->type = RS_CMD_CANCEL;
+		c->reason = ev->d.run_cancel_requested.reason;
+		return 0;
+	default:
+		return -1;
+	}
+}
+
+/* The comparable form of an event: the CloudEvent without time and
+ * source (when and where the decision ran are not part of it). */
+static json_t *
+comparable(const rs_event *ev)
+{
+	char *txt = NULL;
+	json_t *o = NULL;
+	size_t len;
+
+	if (ev == NULL || rs_event_encode(ev, &txt, &len) != RS_OK)
+		return NULL;
+	o = json_loadb(txt, len, 0, NULL);
+	free(txt);
+	if (o != NULL) {
+		json_object_del(o, "time");
+		json_object_del(o, "source");
+		json_object_del(o, "id");
+	}
+	return o;
+}
+
+/* v's canonical text as a JSON string value (new reference). */
+static json_t *
+text_of(json_t *v)
+{
+	char *t = rs_json_dump(v);
+	json_t *s = json_string(t ? t : "?");
+
+	free(t);
+	return s;
+}
+
+/* Flatten {type, runseq, traceparent, data{...}} to "field" -> text. */
+static json_t *
+flatten(json_t *o)
+{
+	json_t *f = json_object(), *v;
+	const char *k;
+	char key[160];
+
+	if (o == NULL)
+		return f;
+	json_object_foreach(o, k, v) {
+		if (strcmp(k, "data") == 0 && json_is_object(v)) {
+			const char *dk;
+			json_t *dv;
+			json_object_foreach(v, dk, dv) {
+				snprintf(key, sizeof(key), "data.%s", dk);
+				json_object_set_new(f, key, text_of(dv));
+			}
+			continue;
+		}
+		json_object_set_new(f, k, text_of(v));
+	}
+	return f;
+}
+
+static void
+print_side_by_side(json_t *rec, json_t *dec)
+{
+	json_t *fr = flatten(rec), *fd = flatten(dec), *keys = json_object(), *v, *sorted;
+	const char *k;
+	char *dump;
+
+	json_object_foreach(fr, k, v)
+		json_object_set(keys, k, json_true());
+	json_object_foreach(fd, k, v)
+		json_object_set(keys, k, json_true());
+	/* Objects iterate in hash order: go through sorted text for a stable
+	 * (golden) report. */
+	dump = json_dumps(keys, JSON_SORT_KEYS | JSON_COMPACT);
+	sorted = dump ? json_loads(dump, JSON_PRESERVE_ORDER, NULL) : NULL;
+	free(dump);
+	printf("  %-22s %-44s %s\n", "FIELD", "RECORDED", "TODAY'S DECIDE");
+	json_object_foreach(sorted, k, v) {
+		const char *a = json_string_value(json_object_get(fr, k));
+		const char *b = json_string_value(json_object_get(fd, k));
+		int same = a && b && strcmp(a, b) == 0;
+		printf("%s%c %-22s %-44.44s %.60s%s\n", same ? "" : out_on(OUT_RED), same ? ' ' : '!', k,
+		       a ? a : "(absent)", b ? b : "(absent)", same ? "" : out_off());
+	}
+	json_decref(sorted);
+	json_decref(keys);
+	json_decref(fr);
+	json_decref(fd);
+}
+
+typedef struct {
+	const hist_buf *h;
+	const rs_agent *agent;
+	size_t groups;
+} check_ctx;
+
+/* Report a divergence: recorded event rec (NULL if the history has none)
+ * against decided dec (NULL if decide produced none). */
+static int
+divergence(const rs_event *head, const char *cmdname, uint64_t seq, const rs_event *rec,
+           const rs_event *dec, const char *why)
+{
+	json_t *r = comparable(rec), *d = comparable(dec);
+
+	if (out_json()) {
+		json_t *doc = json_pack("{s:b,s:I,s:I,s:s,s:s,s:o,s:o}", "ok", 0, "seq", (json_int_t)seq,
+		                        "group_seq", (json_int_t)head->runseq, "command", cmdname,
+		                        "reason", why, "recorded", r ? json_incref(r) : json_null(),
+		                        "decided", d ? json_incref(d) : json_null());
+		out_json_value(stdout, doc, 0);
+		json_decref(doc);
+	} else {
+		printf("%sDIVERGENCE at event %" PRIu64 "%s: %s\n", out_on(OUT_RED), seq, out_off(), why);
+		printf("  the %s command rebuilt from event %" PRIu64 " (%s) decides differently today\n",
+		       cmdname, head->runseq, rs_event_type_name(head->type));
+		print_side_by_side(r, d);
+	}
+	json_decref(r);
+	json_decref(d);
+	return RC_FAIL;
+}
+
+static int
+same_event(const rs_event *a, const rs_event *b)
+{
+	json_t *x = comparable(a), *y = comparable(b);
+	int eq = x != NULL && y != NULL && json_equal(x, y);
+
+	json_decref(x);
+	json_decref(y);
+	return eq;
+}
+
+static int
+check_history(const hist_buf *h, const rs_agent *agent, const char *cmd)
+{
+	rs_run *run = rs_run_new();
+	rs_decision dec;
+	char err[512];
+	size_t i = 0, groups = 0;
+	int rc = RC_OK;
+
+	memset(&dec, 0, sizeof(dec));
+	while (i < h->n && rc == RC_OK) {
+		const rs_event *head = &h->ev[i];
+		const char *instance;
+		rs_cmd c;
+		size_t j = i + 1, k, ng;
+
+		while (j < h->n && !group_head(h->ev[j].type))
+			j++;
+		ng = j - i;
+		if (command_of(head, ng, &c, &instance) != 0) {
+			rc = divergence(head, "(none)", head->runseq, head, NULL,
+			                "no command produces this event first: the history does not "
+			                "start with run.created or a group was cut");
+			break;
+		}
+		if (rs_run_decide(run, agent, &c, head->time_ms, instance, &dec, err, sizeof(err)) != RS_OK) {
+			char why[600];
+			snprintf(why, sizeof(why), "decide failed: %s", err);
+			rc = divergence(head, rs_cmd_type_name(c.type), head->runseq, head, NULL, why);
+			break;
+		}
+		for (k = 0; k < ng || k < dec.nevents; k++) {
+			const rs_event *r = k < ng ? &h->ev[i + k] : NULL;
+			const rs_event *d = k < dec.nevents ? &dec.events[k] : NULL;
+			if (r != NULL && d != NULL && same_event(r, d))
+				continue;
+			rc = divergence(head, rs_cmd_type_name(c.type), r ? r->runseq : d->runseq, r, d,
+			                r == NULL ? "today's code appends an event the history does not have"
+			                : d == NULL ? "the history has an event today's code does not append"
+			                : "the event differs");
+			break;
+		}
+		rs_decision_free(&dec);
+		for (k = i; k < j && rc == RC_OK; k++)
+			if (rs_run_evolve(run, &h->ev[k], err, sizeof(err)) != RS_OK)
+				rc = out_err(RC_FAIL, cmd, "event %" PRIu64 " does not apply: %s",
+				             h->ev[k].runseq, err);
+		groups++;
+		i = j;
+	}
+	if (rc == RC_OK) {
+		if (out_json()) {
+			json_t *doc = json_pack("{s:b,s:I,s:I,s:s}", "ok", 1, "events", (json_int_t)h->n,
+			                        "groups", (json_int_t)groups, "status",
+			                        rs_run_status_name(rs_run_get_status(run)));
+			out_json_value(stdout, doc, 0);
+			json_decref(doc);
+		} else {
+			printf("%scheck ok%s: %zu events in %zu decisions are what this build decides "
+			       "(agent %s@%s, run %s)\n", out_on(OUT_GREEN), out_off(), h->n, groups,
+			       rs_agent_name(agent), rs_agent_version(agent),
+			       rs_run_status_name(rs_run_get_status(run)));
+		}
+	}
+	rs_run_free(run);
+	return rc;
+}
+
+static int
+read_json_file(const char *path, json_t **out, char *err, size_t cap)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf = NULL;
+	size_t n = 0, capb = 0;
+	int rc = RC_OK;
+
+	if (f == NULL) {
+		snprintf(err, cap, "cannot open %s", path);
+		return RC_NOTFOUND;
+	}
+	for (;;) {
+		if (n + 4096 > capb) {
+			char *nb = realloc(buf, capb = capb * 2 + 8192);
+			if (nb == NULL) {
+				rc = RC_FAIL;
+				goto cleanup;
+			}
+			buf = nb;
+		}
+		size_t r = fread(buf + n, 1, capb - n, f);
+		n += r;
+		if (r == 0)
+			break;
+	}
+	if (rs_json_parse(buf, n, out, err, cap) != RS_OK)
+		rc = RC_FAIL;
+cleanup:
+	free(buf);
+	fclose(f);
+	return rc;
+}
+
+/* The agent the run is pinned to: --agent-file, the export header, or
+ * KV agents <tenant>.<agent>.<version>. */
+static int
+resolve_agent(int argc, char **argv, const char *cmd, const hist_buf *h, json_t *embedded,
+              rs_nats *n, rs_agent **out)
+{
+	const char *file = runctl_flag(argc, argv, "agent-file", NULL);
+	const rs_ev_run_created *rc0;
+	json_t *def = NULL;
+	char err[512];
+	int rc;
+
+	*out = NULL;
+	if (h->n == 0 || h->ev[0].type != RS_EV_RUN_CREATED)
+		return out_err(RC_FAIL, cmd, "the history does not start with run.created: cannot check it");
+	rc0 = &h->ev[0].d.run_created;
+	if (file != NULL) {
+		if ((rc = read_json_file(file, &def, err, sizeof(err))) != RC_OK)
+			return out_err(rc, cmd, "--agent-file: %s", err);
+	} else if (embedded != NULL) {
+		def = json_incref(embedded);
+	} else {
+		rs_nats local;
+		int own = n->nc == NULL;
+		if (own && (rc = runctl_nats(&local, argc, argv)) != RC_OK)
+			return rc;
+		rc = agents_fetch(own ? &local : n, h->ev[0].tenant, rc0->agent, rc0->version, &def,
+		                  err, sizeof(err));
+		if (own)
+			rs_nats_close(&local, 1000);
+		if (rc != RC_OK)
+			return out_err(rc, cmd, "%s (offline: give --agent-file def.json)", err);
+	}
+	if (rs_agent_parse(def, out, err, sizeof(err)) != RS_OK) {
+		json_decref(def);
+		return out_err(RC_FAIL, cmd, "the agent definition is not valid today: %s", err);
+	}
+	json_decref(def);
+	if (strcmp(rs_agent_version(*out), rc0->version) != 0) {
+		rc = out_err(RC_FAIL, cmd, "the agent definition is version %s but the run is pinned to "
+		             "%s@%s: give the definition the run was created with", rs_agent_version(*out),
+		             rc0->agent, rc0->version);
+		rs_agent_free(*out);
+		*out = NULL;
+		return rc;
+	}
+	return RC_OK;
+}
+
+static int
+replay_check(int argc, char **argv, const hist_src *src, rs_nats *n, const char *cmd)
+{
+	hist_buf h = { 0 };
+	json_t *embedded = NULL;
+	rs_agent *agent = NULL;
+	char err[512];
+	int rc;
+
+	rc = hist_read(src, hist_collect, &h, &embedded, err, sizeof(err));
+	if (rc != RC_OK) {
+		rc = out_err(rc, cmd, "%s", err);
+		goto cleanup;
+	}
+	if ((rc = resolve_agent(argc, argv, cmd, &h, embedded, n, &agent)) != RC_OK)
+		goto cleanup;
+	rc = check_history(&h, agent, cmd);
+cleanup:
+	rs_agent_free(agent);
+	json_decref(embedded);
+	hist_buf_free(&h);
+	return rc;
+}
+
+int
+cmd_replay(int argc, char **argv)
+{
+	const char *cmd = "replay", *at = runctl_flag(argc, argv, "at", NULL);
+	hist_src src;
+	rs_nats n;
+	int rc;
+
+	if ((rc = runctl_check_flags(argc, argv, cmd, replay_flags)) != RC_OK)
+		return rc;
+	if (runctl_nargs(argc, argv) > 1)
+		return out_err(RC_USAGE, cmd, "one run id at a time (see --help)");
+	if (at != NULL && runctl_has(argc, argv, "check"))
+		return out_err(RC_USAGE, cmd, "--at and --check do not go together");
+	if ((rc = hist_src_from_args(argc, argv, cmd, runctl_arg(argc, argv, 0), &src, &n)) != RC_OK)
+		return rc;
+	if (runctl_has(argc, argv, "check"))
+		rc = replay_check(argc, argv, &src, &n, cmd);
+	else if (at != NULL)
+		rc = replay_at(&src, cmd, at);
+	else
+		rc = replay_timeline(&src, cmd);
+	rs_nats_close(&n, 1000);
+	return rc;
+}

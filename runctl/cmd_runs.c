@@ -1,0 +1,334 @@
+/*
+ * cmd_runs.c - `runctl runs start|ls|show|cancel|signal`, through the
+ * HTTP API (RS_API_URL, RS_API_KEY) so that authentication, validation
+ * and idempotency are exactly those of any client. `runs start --watch`
+ * then follows the run's events on JetStream (an ordered consumer from
+ * the run's first event, so nothing is missed between the POST and the
+ * subscription) and exits with the run's outcome: 0 completed, 1 failed,
+ * cancelled or timed out.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rs_config.h"
+#include "rs_id.h"
+#include "rs_json.h"
+#include "timeline.h"
+#include "runctl.h"
+
+static const char *const runs_flags[] = {
+	"api", "api-key", "input", "idempotency-key", "version", "watch", "status", "agent",
+	"limit", "reason", "payload", "tenant", NULL
+};
+
+typedef struct {
+	char url[512];
+	char auth[300];
+} api_cfg;
+
+static int
+api_init(int argc, char **argv, api_cfg *a, const char *cmd)
+{
+	const char *base = runctl_flag(argc, argv, "api", rs_env_str("RS_API_URL", "http://127.0.0.1:8080"));
+	const char *key = runctl_flag(argc, argv, "api-key", rs_env_str("RS_API_KEY", NULL));
+	size_t n = strlen(base);
+
+	if (key == NULL)
+		return out_err(RC_USAGE, cmd, "RS_API_KEY (or --api-key) is required: create one with "
+		               "`runctl keys create --tenant T`");
+	snprintf(a->url, sizeof(a->url), "%.*s", (int)(n && base[n - 1] == '/' ? n - 1 : n), base);
+	snprintf(a->auth, sizeof(a->auth), "Authorization: Bearer %s", key);
+	return RC_OK;
+}
+
+/* One API call; *out receives the parsed JSON body (or NULL). Maps HTTP
+ * statuses to exit codes and prints the API's error message. */
+static int
+api_call(const api_cfg *a, const char *cmd, const char *method, const char *path, json_t *body,
+         const char *extra_header, json_t **out)
+{
+	const char *headers[3] = { a->auth, extra_header, NULL };
+	char url[1024], *txt = body ? json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY) : NULL;
+	http_resp r;
+	json_t *j = NULL;
+	const char *msg;
+	rs_status st;
+	int rc = RC_OK;
+
+	if (out != NULL)
+		*out = NULL;
+	snprintf(url, sizeof(url), "%s%s", a->url, path);
+	st = http_request(method, url, headers, txt, txt ? strlen(txt) : 0, 15000, &r);
+	free(txt);
+	if (st == RS_EUNAVAIL)
+		return out_err(RC_DOWN, cmd, "cannot reach the API at %s: is the stack up? (set RS_API_URL / --api)",
+		               a->url);
+	if (st != RS_OK)
+		return out_err(RC_FAIL, cmd, "the API at %s gave no usable answer (%s)", a->url, rs_status_str(st));
+	j = r.len ? json_loadb(r.body, r.len, 0, NULL) : NULL;
+	/* The API answers errors as problem+json (RFC 9457): "detail". */
+	msg = json_string_value(json_object_get(j, "detail"));
+	if (msg == NULL)
+		msg = json_string_value(json_object_get(json_object_get(j, "error"), "message"));
+	if (msg == NULL)
+		msg = json_string_value(json_object_get(j, "error"));
+	if (msg == NULL)
+		msg = json_string_value(json_object_get(j, "message"));
+	if (r.status == 401 || r.status == 403)
+		rc = out_err(RC_FAIL, cmd, "the API refused the key (HTTP %d): check RS_API_KEY", r.status);
+	else if (r.status == 404)
+		rc = out_err(RC_NOTFOUND, cmd, "not found: %s", msg ? msg : path);
+	else if (r.status >= 400 && r.status < 500)
+		rc = out_err(RC_FAIL, cmd, "the API rejected the request (HTTP %d): %s", r.status, msg ? msg : r.body);
+	else if (r.status >= 500 || r.status < 200)
+		rc = out_err(r.status == 503 ? RC_DOWN : RC_FAIL, cmd, "API error (HTTP %d): %s", r.status,
+		             msg ? msg : "see the API log");
+	if (rc == RC_OK && out != NULL)
+		*out = json_incref(j);
+	json_decref(j);
+	http_resp_free(&r);
+	return rc;
+}
+
+static int
+run_id_arg(int argc, char **argv, const char *cmd, const char **id)
+{
+	*id = runctl_arg(argc, argv, 0);
+	if (*id == NULL || !rs_id_is_uuid(*id))
+		return out_err(RC_USAGE, cmd, "give a run id (a UUID)");
+	return RC_OK;
+}
+
+/* Print an API answer: JSON as is, or indented for people. */
+static void
+show(json_t *v)
+{
+	out_json_value(stdout, v, !out_json());
+}
+
+/* Follow a run's events to its end; exit status from its outcome. */
+static int
+watch(int argc, char **argv, const char *run_id, const char *cmd)
+{
+	char subject[120], line[600], err[256];
+	natsSubscription *sub = NULL;
+	jsSubOptions so;
+	jsErrCode jerr = 0;
+	int64_t start = 0;
+	rs_nats n;
+	int rc;
+
+	if ((rc = runctl_nats(&n, argc, argv)) != RC_OK)
+		return rc;
+	snprintf(subject, sizeof(subject), "runs.*.%s", run_id);
+	jsSubOptions_Init(&so);
+	so.Stream = "RUNS";
+	so.Ordered = true;
+	if (js_SubscribeSync(&sub, n.js, subject, NULL, &so, &jerr) != NATS_OK) {
+		rc = out_err(RC_FAIL, cmd, "cannot follow %s", subject);
+		goto cleanup;
+	}
+	rc = -1;
+	while (rc < 0) {
+		natsMsg *m = NULL;
+		rs_event ev;
+		tl_row row;
+		natsStatus s = natsSubscription_NextMsg(&m, sub, 1000);
+		if (s == NATS_TIMEOUT)
+			continue;
+		if (s != NATS_OK) {
+			rc = out_err(RC_DOWN, cmd, "lost NATS while following the run");
+			break;
+		}
+		if (rs_event_decode(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), &ev, err,
+		                    sizeof(err)) == RS_OK) {
+			if (start == 0)
+				start = ev.time_ms;
+			if (out_json()) {
+				fwrite(natsMsg_GetData(m), 1, (size_t)natsMsg_GetDataLength(m), stdout);
+				fputc('\n', stdout);
+			} else {
+				tl_row_of(&ev, start, &row);
+				tl_format_row(&row, out_on(row.mark == TL_FAIL ? OUT_RED : row.mark == TL_DONE
+				              ? OUT_GREEN : OUT_YELLOW), out_off(), line, sizeof(line));
+				puts(line);
+			}
+			fflush(stdout);
+			if (rs_event_type_terminal(ev.type))
+				rc = ev.type == RS_EV_RUN_COMPLETED ? RC_OK : RC_FAIL;
+			rs_event_free(&ev);
+		}
+		natsMsg_Destroy(m);
+	}
+cleanup:
+	natsSubscription_Destroy(sub);
+	rs_nats_close(&n, 1000);
+	return rc;
+}
+
+int
+cmd_runs_start(int argc, char **argv)
+{
+	const char *cmd = "runs start", *agent = runctl_arg(argc, argv, 0);
+	const char *input = runctl_flag(argc, argv, "input", "{}");
+	const char *key = runctl_flag(argc, argv, "idempotency-key", NULL);
+	const char *version = runctl_flag(argc, argv, "version", NULL);
+	char err[256], idem[300];
+	json_t *in = NULL, *body = NULL, *res = NULL;
+	const char *run_id;
+	api_cfg a;
+	int rc;
+
+	if ((rc = runctl_check_flags(argc, argv, cmd, runs_flags)) != RC_OK)
+		return rc;
+	if (agent == NULL)
+		return out_err(RC_USAGE, cmd, "usage: runctl runs start AGENT --input JSON [--idempotency-key K] [--watch]");
+	if (rs_json_parse(input, strlen(input), &in, err, sizeof(err)) != RS_OK || !json_is_object(in)) {
+		json_decref(in);
+		return out_err(RC_USAGE, cmd, "--input must be a JSON object: %s", err);
+	}
+	if ((rc = api_init(argc, argv, &a, cmd)) != RC_OK)
+		goto cleanup;
+	body = json_pack("{s:s,s:O}", "agent", agent, "input", in);
+	if (version != NULL)
+		json_object_set_new(body, "version", json_string(version));
+	snprintf(idem, sizeof(idem), "Idempotency-Key: %s", key ? key : "");
+	if ((rc = api_call(&a, cmd, "POST", "/v1/runs", body, key ? idem : NULL, &res)) != RC_OK)
+		goto cleanup;
+	run_id = json_string_value(json_object_get(res, "run_id"));
+	if (run_id == NULL) {
+		rc = out_err(RC_FAIL, cmd, "the API answer has no run_id");
+		goto cleanup;
+	}
+	if (out_json())
+		show(res);
+	else
+		printf("run %s started\n", run_id);
+	if (runctl_has(argc, argv, "watch"))
+		rc = watch(argc, argv, run_id, cmd);
+cleanup:
+	json_decref(in);
+	json_decref(body);
+	json_decref(res);
+	return rc;
+}
+
+int
+cmd_runs_ls(int argc, char **argv)
+{
+	const char *cmd = "runs ls";
+	const char *status = runctl_flag(argc, argv, "status", NULL), *agent = runctl_flag(argc, argv, "agent", NULL);
+	const char *limit = runctl_flag(argc, argv, "limit", "20");
+	char path[512];
+	json_t *res = NULL, *runs, *r;
+	int64_t lim;
+	api_cfg a;
+	size_t i;
+	int rc;
+
+	if ((rc = runctl_check_flags(argc, argv, cmd, runs_flags)) != RC_OK)
+		return rc;
+	if (rs_parse_int(limit, 1, 1000, &lim) != RS_OK)
+		return out_err(RC_USAGE, cmd, "--limit must be between 1 and 1000");
+	if ((status && !rs_id_is_token(status, 32)) || (agent && strpbrk(agent, "&?#/ ")))
+		return out_err(RC_USAGE, cmd, "bad --status or --agent");
+	if ((rc = api_init(argc, argv, &a, cmd)) != RC_OK)
+		return rc;
+	snprintf(path, sizeof(path), "/v1/runs?limit=%" PRId64 "%s%s%s%s", lim, status ? "&status=" : "",
+	         status ? status : "", agent ? "&agent=" : "", agent ? agent : "");
+	if ((rc = api_call(&a, cmd, "GET", path, NULL, NULL, &res)) != RC_OK)
+		return rc;
+	runs = json_is_array(res) ? res : json_object_get(res, "runs");
+	if (out_json() || !json_is_array(runs)) {
+		out_json_value(stdout, res, !out_json());
+	} else {
+		printf("%-36s  %-20s  %-10s  %s\n", "RUN", "AGENT", "STATUS", "CREATED");
+		json_array_foreach(runs, i, r)
+			printf("%-36s  %-20s  %-10s  %s\n", json_string_value(json_object_get(r, "run_id")),
+			       json_string_value(json_object_get(r, "agent")),
+			       json_string_value(json_object_get(r, "status")),
+			       json_string_value(json_object_get(r, "created_at")));
+	}
+	json_decref(res);
+	return RC_OK;
+}
+
+int
+cmd_runs_show(int argc, char **argv)
+{
+	const char *cmd = "runs show", *id;
+	char path[128];
+	json_t *res = NULL;
+	api_cfg a;
+	int rc;
+
+	if ((rc = runctl_check_flags(argc, argv, cmd, runs_flags)) != RC_OK ||
+	    (rc = run_id_arg(argc, argv, cmd, &id)) != RC_OK || (rc = api_init(argc, argv, &a, cmd)) != RC_OK)
+		return rc;
+	snprintf(path, sizeof(path), "/v1/runs/%s", id);
+	if ((rc = api_call(&a, cmd, "GET", path, NULL, NULL, &res)) == RC_OK)
+		show(res);
+	json_decref(res);
+	return rc;
+}
+
+int
+cmd_runs_cancel(int argc, char **argv)
+{
+	const char *cmd = "runs cancel", *id, *reason = runctl_flag(argc, argv, "reason", NULL);
+	char path[128];
+	json_t *res = NULL, *body;
+	api_cfg a;
+	int rc;
+
+	if ((rc = runctl_check_flags(argc, argv, cmd, runs_flags)) != RC_OK ||
+	    (rc = run_id_arg(argc, argv, cmd, &id)) != RC_OK || (rc = api_init(argc, argv, &a, cmd)) != RC_OK)
+		return rc;
+	snprintf(path, sizeof(path), "/v1/runs/%s/cancel", id);
+	body = reason ? json_pack("{s:s}", "reason", reason) : json_object();
+	if ((rc = api_call(&a, cmd, "POST", path, body, NULL, &res)) == RC_OK) {
+		if (out_json())
+			show(res);
+		else
+			printf("cancel requested for run %s\n", id);
+	}
+	json_decref(body);
+	json_decref(res);
+	return rc;
+}
+
+int
+cmd_runs_signal(int argc, char **argv)
+{
+	const char *cmd = "runs signal", *id, *name = runctl_arg(argc, argv, 1);
+	const char *payload = runctl_flag(argc, argv, "payload", "null");
+	char path[128], err[256];
+	json_t *res = NULL, *p = NULL;
+	api_cfg a;
+	int rc;
+
+	if ((rc = runctl_check_flags(argc, argv, cmd, runs_flags)) != RC_OK ||
+	    (rc = run_id_arg(argc, argv, cmd, &id)) != RC_OK)
+		return rc;
+	if (name == NULL || !rs_id_is_token(name, 64))
+		return out_err(RC_USAGE, cmd, "usage: runctl runs signal RUN_ID NAME [--payload JSON] "
+		               "(NAME: [a-z0-9_-]{1,64})");
+	if (rs_json_parse(payload, strlen(payload), &p, err, sizeof(err)) != RS_OK)
+		return out_err(RC_USAGE, cmd, "--payload must be JSON: %s", err);
+	if ((rc = api_init(argc, argv, &a, cmd)) != RC_OK)
+		goto cleanup;
+	/* POST /v1/runs/{id}/signals/{name}, the body is the payload. */
+	snprintf(path, sizeof(path), "/v1/runs/%s/signals/%s", id, name);
+	if ((rc = api_call(&a, cmd, "POST", path, p, NULL, &res)) == RC_OK) {
+		if (out_json())
+			show(res);
+		else
+			printf("signal %s sent to run %s\n", name, id);
+	}
+cleanup:
+	json_decref(p);
+	json_decref(res);
+	return rc;
+}

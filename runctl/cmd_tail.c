@@ -1,0 +1,124 @@
+/*
+ * cmd_tail.c - `runctl tail [--tenant T] [--type TYPE] [--run ID]`:
+ * follow run events live, like tail -f. Uses the core-NATS republish of
+ * stream RUNS (rs.live.runs.<tenant>.<run_id>): no consumer is created on
+ * the server, and many operators can tail at once for free. Filtering by
+ * tenant and run is done by the subject, by type with the Runstream-Type
+ * header. --json prints each CloudEvent as received (ndjson).
+ */
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rs_config.h"
+#include "rs_id.h"
+#include "rs_time.h"
+#include "timeline.h"
+#include "runctl.h"
+
+static const char *const tail_flags[] = { "tenant", "type", "run", "count", "for", NULL };
+
+static volatile sig_atomic_t stop;
+
+static void
+on_signal(int sig)
+{
+	(void)sig;
+	stop = 1;
+}
+
+static int
+print_event(natsMsg *m, int64_t *start)
+{
+	char err[256], line[600];
+	rs_event ev;
+	tl_row row;
+
+	if (out_json()) {
+		fwrite(natsMsg_GetData(m), 1, (size_t)natsMsg_GetDataLength(m), stdout);
+		fputc('\n', stdout);
+		fflush(stdout);
+		return 1;
+	}
+	if (rs_event_decode(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), &ev, err,
+	                    sizeof(err)) != RS_OK) {
+		fprintf(stderr, "runctl tail: skipping a message on %s: %s\n", natsMsg_GetSubject(m), err);
+		return 0;
+	}
+	if (*start == 0)
+		*start = ev.time_ms;
+	tl_row_of(&ev, *start, &row);
+	tl_format_row(&row, out_on(row.mark == TL_FAIL ? OUT_RED : row.mark == TL_DONE ? OUT_GREEN :
+	              row.mark == TL_RETRY ? OUT_MAGENTA : OUT_YELLOW), out_off(), line, sizeof(line));
+	printf("%s %s %s\n", ev.tenant, ev.run_id, line);
+	fflush(stdout);
+	rs_event_free(&ev);
+	return 1;
+}
+
+int
+cmd_tail(int argc, char **argv)
+{
+	const char *cmd = "tail", *tenant = runctl_flag(argc, argv, "tenant", NULL);
+	const char *run = runctl_flag(argc, argv, "run", NULL), *type = runctl_flag(argc, argv, "type", NULL);
+	natsSubscription *sub = NULL;
+	char subject[200];
+	int64_t count = 0, secs = 0, seen = 0, start = 0, deadline;
+	rs_event_type t;
+	rs_nats n;
+	int rc;
+
+	memset(&n, 0, sizeof(n));
+	if ((rc = runctl_check_flags(argc, argv, cmd, tail_flags)) != RC_OK)
+		return rc;
+	if (tenant != NULL && !rs_id_is_token(tenant, 64))
+		return out_err(RC_USAGE, cmd, "--tenant must match [a-z0-9_-]{1,64}");
+	if (run != NULL && !rs_id_is_uuid(run))
+		return out_err(RC_USAGE, cmd, "--run must be a run id (a UUID)");
+	if (type != NULL && rs_event_type_parse(type, &t) != RS_OK)
+		return out_err(RC_USAGE, cmd, "--type %s is not an event type (e.g. run.completed, tool.failed)", type);
+	if (rs_parse_int(runctl_flag(argc, argv, "count", "0"), 0, INT64_MAX, &count) != RS_OK ||
+	    rs_parse_int(runctl_flag(argc, argv, "for", "0"), 0, 86400 * 365, &secs) != RS_OK)
+		return out_err(RC_USAGE, cmd, "--count and --for take whole numbers (events, seconds)");
+	if ((rc = runctl_nats(&n, argc, argv)) != RC_OK)
+		return rc;
+	snprintf(subject, sizeof(subject), "rs.live.runs.%s.%s", tenant ? tenant : "*", run ? run : "*");
+	if (natsConnection_SubscribeSync(&sub, n.nc, subject) != NATS_OK ||
+	    natsConnection_Flush(n.nc) != NATS_OK) {
+		rc = out_err(RC_DOWN, cmd, "cannot subscribe to %s", subject);
+		goto cleanup;
+	}
+	/* Large pending limits: a busy system must not drop events on us. */
+	natsSubscription_SetPendingLimits(sub, 1000000, 256 * 1024 * 1024);
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	/* Always said once subscribed (stderr): scripts wait for it. */
+	fprintf(stderr, "following %s%s%s (Ctrl-C to stop)\n", subject, type ? " type " : "", type ? type : "");
+	deadline = secs > 0 ? rs_mono_ms() + secs * 1000 : 0;
+	while (!stop && (count == 0 || seen < count) && (deadline == 0 || rs_mono_ms() < deadline)) {
+		natsMsg *m = NULL;
+		const char *mt = NULL;
+		natsStatus s = natsSubscription_NextMsg(&m, sub, 200);
+		if (s == NATS_TIMEOUT)
+			continue;
+		if (s != NATS_OK) {
+			if (!rs_nats_connected(&n))
+				continue;   /* reconnecting: keep following */
+			rc = out_err(RC_FAIL, cmd, "subscription failed: %s", natsStatus_GetText(s));
+			break;
+		}
+		if (type == NULL || (natsMsgHeader_Get(m, "Runstream-Type", &mt) == NATS_OK && mt != NULL &&
+		                     (strcmp(mt, type) == 0 || strcmp(mt, type + (strncmp(type, "runstream.", 10) ? 0 : 10)) == 0)))
+			seen += print_event(m, &start);
+		natsMsg_Destroy(m);
+	}
+	if (rc == RC_OK && count > 0 && seen < count)
+		rc = out_err(RC_FAIL, cmd, "only %" PRId64 " of %" PRId64 " events arrived within %" PRId64 "s",
+		             seen, count, secs);
+cleanup:
+	natsSubscription_Destroy(sub);
+	rs_nats_close(&n, 1000);
+	return rc;
+}

@@ -1,0 +1,84 @@
+/*
+ * out.c - how runctl talks to people and to scripts.
+ *
+ * Human output is aligned text; colour is used only when stdout is a
+ * terminal and NO_COLOR is unset, so piped output and golden files are
+ * byte-for-byte deterministic. --json switches every command to JSON on
+ * stdout (one document, or one object per line for streams).
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "rs_json.h"
+#include "runctl.h"
+
+static int json_mode;
+static int color_mode;
+
+void
+out_init(int argc, char **argv)
+{
+	const char *nc = getenv("NO_COLOR");
+
+	json_mode = runctl_has(argc, argv, "json");
+	color_mode = !json_mode && isatty(STDOUT_FILENO) && (nc == NULL || nc[0] == '\0') &&
+	             !runctl_has(argc, argv, "no-color");
+}
+
+int
+out_json(void)
+{
+	return json_mode;
+}
+
+int
+out_tty(void)
+{
+	return color_mode;
+}
+
+const char *
+out_on(out_color c)
+{
+	static const char *const seq[] = {
+		[OUT_PLAIN] = "", [OUT_RED] = "\033[31m", [OUT_GREEN] = "\033[32m",
+		[OUT_YELLOW] = "\033[33m", [OUT_MAGENTA] = "\033[35m", [OUT_DIM] = "\033[2m",
+		[OUT_BOLD] = "\033[1m",
+	};
+
+	return color_mode ? seq[c] : "";
+}
+
+const char *
+out_off(void)
+{
+	return color_mode ? "\033[0m" : "";
+}
+
+void
+out_json_value(FILE *f, json_t *v, int pretty)
+{
+	char *s = pretty ? json_dumps(v, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_ENCODE_ANY)
+	                 : json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
+
+	if (s != NULL) {
+		fputs(s, f);
+		fputc('\n', f);
+		free(s);
+	}
+}
+
+int
+out_err(int rc, const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "runctl %s: ", cmd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return rc;
+}

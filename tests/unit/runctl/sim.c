@@ -1,0 +1,214 @@
+/* sim.c - see sim.h. Aborts on any error: a generator must not guess. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "rs_json.h"
+#include "sim.h"
+
+static void
+die(const char *what, const char *err)
+{
+	fprintf(stderr, "sim: %s: %s\n", what, err);
+	abort();
+}
+
+static json_t *
+parse(const char *txt)
+{
+	char err[256];
+	json_t *v = NULL;
+
+	if (rs_json_parse(txt, strlen(txt), &v, err, sizeof(err)) != RS_OK)
+		die("json", err);
+	return v;
+}
+
+void
+sim_init(sim *s, const char *def_json, const char *run_id, const char *tenant, int64_t t0,
+         FILE *out, int header)
+{
+	char err[256];
+
+	memset(s, 0, sizeof(*s));
+	s->def = parse(def_json);
+	if (rs_agent_parse(s->def, &s->agent, err, sizeof(err)) != RS_OK)
+		die("agent", err);
+	s->run = rs_run_new();
+	snprintf(s->run_id, sizeof(s->run_id), "%s", run_id);
+	snprintf(s->tenant, sizeof(s->tenant), "%s", tenant);
+	s->now = t0;
+	s->out = out;
+	if (header) {
+		json_t *h = json_pack("{s:i,s:s,s:s,s:O}", "runstream_export", 1, "run_id", run_id,
+		                      "tenant", tenant, "agent", s->def);
+		char *t = rs_json_dump(h);
+		fprintf(out, "%s\n", t);
+		free(t);
+		json_decref(h);
+	}
+}
+
+static void
+timer_free(rs_cmd *c)
+{
+	free(c->timer_id);
+	free(c->step_id);
+}
+
+void
+sim_free(sim *s)
+{
+	for (size_t i = 0; i < s->ntimers; i++)
+		timer_free(&s->timers[i]);
+	rs_run_free(s->run);
+	rs_agent_free(s->agent);
+	json_decref(s->def);
+}
+
+static void
+cmd_init(sim *s, rs_cmd *c, rs_cmd_type t)
+{
+	memset(c, 0, sizeof(*c));
+	c->type = t;
+	snprintf(c->run_id, sizeof(c->run_id), "%s", s->run_id);
+	snprintf(c->tenant, sizeof(c->tenant), "%s", s->tenant);
+}
+
+/* Decide, write, evolve; remember the effects. */
+static void
+apply(sim *s, const rs_cmd *c, const char *instance)
+{
+	char err[256], *txt;
+	rs_decision d;
+	size_t len;
+
+	if (rs_run_decide(s->run, s->agent, c, s->now, instance ? instance : "orch-1", &d, err,
+	                  sizeof(err)) != RS_OK)
+		die("decide", err);
+	for (size_t i = 0; i < d.nevents; i++) {
+		if (rs_event_encode(&d.events[i], &txt, &len) != RS_OK)
+			die("encode", rs_event_type_name(d.events[i].type));
+		fwrite(txt, 1, len, s->out);
+		fputc('\n', s->out);
+		free(txt);
+		if (rs_run_evolve(s->run, &d.events[i], err, sizeof(err)) != RS_OK)
+			die("evolve", err);
+		s->events++;
+	}
+	for (size_t i = 0; i < d.ntimers && s->ntimers < 64; i++) {
+		rs_cmd *t = &s->timers[s->ntimers++];
+		*t = d.timers[i];
+		t->timer_id = strdup(d.timers[i].timer_id);
+		t->step_id = d.timers[i].step_id ? strdup(d.timers[i].step_id) : NULL;
+		t->agent = t->version = t->idempotency_key = t->call_id = t->device_id = NULL;
+		t->router = t->signal_id = t->name = t->reason = NULL;
+		t->input = t->output = t->payload = NULL;
+		memset(&t->error, 0, sizeof(t->error));
+	}
+	for (size_t i = 0; i < d.ncalls; i++)
+		if (!d.calls[i].cancel) {
+			snprintf(s->call_id, sizeof(s->call_id), "%s", d.calls[i].call_id);
+			snprintf(s->device, sizeof(s->device), "%s",
+			         d.calls[i].device ? d.calls[i].device : "laptop-1");
+		}
+	rs_decision_free(&d);
+}
+
+void
+sim_start(sim *s, const char *input_json, const char *instance)
+{
+	rs_cmd c;
+
+	cmd_init(s, &c, RS_CMD_RUN_START);
+	c.agent = (char *)rs_agent_name(s->agent);
+	c.version = (char *)rs_agent_version(s->agent);
+	c.input = parse(input_json);
+	apply(s, &c, instance);
+	json_decref(c.input);
+}
+
+void
+sim_delivered(sim *s, int64_t after_ms)
+{
+	rs_cmd c;
+
+	s->now += after_ms;
+	cmd_init(s, &c, RS_CMD_TOOL_DELIVERED);
+	c.call_id = s->call_id;
+	c.device_id = s->device;
+	c.router = "router-1";
+	apply(s, &c, NULL);
+}
+
+void
+sim_result_ok(sim *s, int64_t after_ms, const char *output_json)
+{
+	rs_cmd c;
+
+	s->now += after_ms;
+	cmd_init(s, &c, RS_CMD_TOOL_RESULT);
+	c.call_id = s->call_id;
+	c.device_id = s->device;
+	c.output = parse(output_json);
+	apply(s, &c, NULL);
+	json_decref(c.output);
+}
+
+void
+sim_result_err(sim *s, int64_t after_ms, const char *code, const char *msg, int retryable)
+{
+	rs_cmd c;
+
+	s->now += after_ms;
+	cmd_init(s, &c, RS_CMD_TOOL_RESULT);
+	c.call_id = s->call_id;
+	c.device_id = s->device;
+	c.has_error = 1;
+	c.error.code = (char *)code;
+	c.error.message = (char *)msg;
+	c.error.cls = retryable ? RS_ERRCLASS_TRANSIENT : RS_ERRCLASS_PERMANENT;
+	c.error.retryable = retryable;
+	apply(s, &c, NULL);
+}
+
+void
+sim_fire(sim *s, rs_timer_purpose p, int64_t late_ms)
+{
+	for (size_t i = s->ntimers; i-- > 0;) {
+		rs_cmd t = s->timers[i];
+		if (t.purpose != p)
+			continue;
+		s->timers[i] = s->timers[--s->ntimers];
+		if (t.due_at + late_ms > s->now)
+			s->now = t.due_at + late_ms;
+		apply(s, &t, NULL);
+		timer_free(&t);
+		return;
+	}
+	die("fire", rs_timer_purpose_name(p));
+}
+
+void
+sim_signal(sim *s, int64_t after_ms, const char *signal_id, const char *name, const char *payload_json)
+{
+	rs_cmd c;
+
+	s->now += after_ms;
+	cmd_init(s, &c, RS_CMD_SIGNAL);
+	c.signal_id = (char *)signal_id;
+	c.name = (char *)name;
+	c.payload = parse(payload_json);
+	apply(s, &c, NULL);
+	json_decref(c.payload);
+}
+
+void
+sim_cancel(sim *s, int64_t after_ms, const char *reason)
+{
+	rs_cmd c;
+
+	s->now += after_ms;
+	cmd_init(s, &c, RS_CMD_CANCEL);
+	c.reason = (char *)reason;
+	apply(s, &c, NULL);
+}

@@ -1,0 +1,44 @@
+/*
+ * sim.h - a deterministic, in-memory orchestrator for generating recorded
+ * histories: it feeds commands to the real rs_run_decide with a fake
+ * clock and keeps what decide asks for (tool calls, timers) so a script
+ * can answer them. Used to write the fixture histories (tests/fixtures) and the
+ * bench/replay history; never used by runctl itself.
+ */
+#ifndef RUNCTL_SIM_H
+#define RUNCTL_SIM_H
+
+#include <stdio.h>
+#include "rs_run.h"
+
+typedef struct {
+	rs_run *run;
+	rs_agent *agent;
+	json_t *def;
+	char run_id[40], tenant[72];
+	int64_t now;
+	FILE *out;            /* each appended event is written here as a line */
+	rs_cmd timers[64];    /* pending timer.fire bodies (copies) */
+	size_t ntimers;
+	char call_id[160];    /* the last requested tool call */
+	char device[80];
+	uint64_t events;
+} sim;
+
+/* Parse the definition (aborts on error: fixtures are code). Writes the
+ * export header line when header is 1. */
+void sim_init(sim *s, const char *def_json, const char *run_id, const char *tenant,
+              int64_t t0, FILE *out, int header);
+void sim_free(sim *s);
+
+void sim_start(sim *s, const char *input_json, const char *instance);
+void sim_delivered(sim *s, int64_t after_ms);
+void sim_result_ok(sim *s, int64_t after_ms, const char *output_json);
+void sim_result_err(sim *s, int64_t after_ms, const char *code, const char *msg, int retryable);
+/* Fire the pending timer of this purpose at its due time + late_ms. */
+void sim_fire(sim *s, rs_timer_purpose p, int64_t late_ms);
+void sim_signal(sim *s, int64_t after_ms, const char *signal_id, const char *name,
+                const char *payload_json);
+void sim_cancel(sim *s, int64_t after_ms, const char *reason);
+
+#endif
