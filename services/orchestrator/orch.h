@@ -1,0 +1,207 @@
+/*
+ * orch.h - the orchestrator's internal interfaces (one section per file).
+ *
+ * Threads and who owns what:
+ *   - the command fetcher (cmdloop.c) pulls CMDS messages in batches and
+ *     hands them to the engine queue;
+ *   - the nats.c ack thread calls appender.c, which queues publish results;
+ *   - the engine thread (engine.c) is the only one that touches run state,
+ *     the run cache and the agent cache: no locks on the hot path;
+ *   - the timer thread (timers.c) owns the TIMERS consumer and its heap;
+ *   - the ops thread (rs_ops_server) reads atomics only.
+ */
+#ifndef ORCH_H
+#define ORCH_H
+
+#include <nats/nats.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "rs_agent.h"
+#include "rs_cmd.h"
+#include "rs_config.h"
+#include "rs_metrics.h"
+#include "rs_nats.h"
+#include "rs_run.h"
+
+/* ---- settings (main.c) ---- */
+typedef struct {
+	rs_config base;
+	int64_t fetch_batch;      /* RS_ORCH_FETCH_BATCH */
+	int64_t cache_size;       /* RS_ORCH_CACHE_SIZE */
+	int64_t max_inflight;     /* RS_ORCH_MAX_INFLIGHT: commands fetched, not yet acked */
+	int64_t max_deliver;      /* RS_ORCH_MAX_DELIVER: poison after this many deliveries */
+	int64_t max_pending_pub;  /* RS_ORCH_MAX_PENDING_PUBLISH: async publishes in flight */
+	int64_t timer_hold_ms;    /* RS_ORCH_TIMER_HOLD_MS: hold in memory if due within */
+	int64_t timer_lead_ms;    /* RS_ORCH_TIMER_LEAD_MS: nak so it returns this early */
+	int64_t timer_batch;      /* RS_ORCH_TIMER_BATCH */
+} orch_cfg;
+
+/* ---- metrics (metrics.c) ---- */
+typedef struct {
+	rs_metric *runs_started;
+	rs_metric *runs_finished[4];   /* completed, failed, cancelled, timed_out */
+	rs_metric *step_duration;
+	rs_metric *commands[RS_CMD__COUNT];
+	rs_metric *redeliveries;
+	rs_metric *dead_letters;
+	rs_metric *timer_lag;
+	rs_metric *timers_fired;
+	rs_metric *append_latency;
+	rs_metric *events_appended;
+	rs_metric *conflicts;
+	rs_metric *command_duration;
+	rs_metric *cache_runs;
+	rs_metric *inflight;
+	rs_metric *timers_held;
+} orch_metrics;
+
+extern orch_metrics om;
+void orch_metrics_init(void);
+/* Account for an event that became durable (runs started/finished, steps). */
+void orch_metrics_event(const rs_event *ev);
+
+/* ---- engine queue (queue.c): many producers, the engine consumes ---- */
+typedef enum { Q_CMD, Q_PUBACK } q_kind;
+typedef struct q_item {
+	q_kind kind;
+	natsMsg *msg;          /* Q_CMD: the command; Q_PUBACK: what we published */
+	uint64_t seq;          /* Q_PUBACK: stream sequence */
+	int dup;               /* Q_PUBACK: the server saw the Nats-Msg-Id before */
+	natsStatus err;        /* Q_PUBACK: NATS_OK or the failure */
+	jsErrCode jerr;
+	struct q_item *next;
+} q_item;
+
+typedef struct {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	q_item *head, *tail;
+	int closed;
+} orch_queue;
+
+void q_init(orch_queue *q);
+void q_destroy(orch_queue *q);
+void q_push(orch_queue *q, q_item *it);
+/* Wait up to timeout_ms; returns the whole list (FIFO) or NULL. */
+q_item *q_take_all(orch_queue *q, int64_t timeout_ms);
+void q_wake(orch_queue *q);
+
+/* ---- the process (main.c fills it) ---- */
+typedef struct orch {
+	orch_cfg cfg;
+	rs_nats nats;
+	kvStore *agents_kv;
+	orch_queue q;
+	atomic_int stopping;       /* SIGTERM seen: stop fetching */
+	atomic_int streams_ok;
+	atomic_long inflight;      /* commands fetched and not yet acked/naked */
+	struct runcache *cache;
+	struct agentcache *agents;
+	struct pubmap *pubs;
+	natsSubscription *cmd_sub;
+	natsSubscription *timer_sub;
+	jsCtx *timer_js;           /* async publishes of due timers (timers.c) */
+	struct timerfly *timer_fly; /* timers forwarded, awaiting their ack */
+	pthread_t fetch_thread, engine_thread, timer_thread;
+} orch;
+
+/* ---- cmdloop.c: the CMDS fetcher ---- */
+rs_status cmdloop_start(orch *o);
+void cmdloop_join(orch *o);
+
+/* ---- engine.c: decide, append, effects, ack ---- */
+rs_status engine_start(orch *o);
+/* Waits until every fetched command is finished or grace_ms passes. */
+void engine_join(orch *o);
+
+/* ---- runcache.c: hot runs in memory (LRU), cold runs rebuilt ---- */
+typedef struct pending_cmd {
+	natsMsg *msg;
+	rs_cmd cmd;
+	uint64_t ndelivered;
+	int64_t t0_us;
+	struct pending_cmd *next;
+} pending_cmd;
+
+typedef struct orun {
+	char key[120];             /* "<tenant>.<run_id>" */
+	char tenant[72], run_id[40];
+	rs_run *state;
+	uint64_t last_seq;         /* stream seq of the run's last event; 0: none */
+	const rs_agent *agent;     /* borrowed from the agent cache */
+	int busy;                  /* a command is being carried out */
+	int stale;                 /* state unknown (failed publish): reload first */
+	int fresh;                 /* state read from the log for this command */
+	pending_cmd *cur;          /* the command in progress */
+	pending_cmd *waitq, *waitq_tail;
+	rs_decision dec;
+	size_t next_ev;            /* index in dec.events of the event in flight */
+	int64_t sent_us;           /* when it was sent (append latency) */
+	int effects_left;          /* effect publishes not yet acked */
+	int effects_failed;
+	int attempts;              /* decisions for this command (conflicts) */
+	struct orun *hnext, *lprev, *lnext;
+} orun;
+
+struct runcache *runcache_new(size_t cap);
+void runcache_free(struct runcache *c);
+orun *runcache_get(struct runcache *c, const char *tenant, const char *run_id);
+/* A new, empty, uncached-in-log entry (a run.start assumed new). */
+orun *runcache_add_empty(struct runcache *c, const char *tenant, const char *run_id);
+/* Rebuild the entry's state from the log (runs.<tenant>.<run_id>).
+ * RS_ENOTFOUND: the run has no events. */
+rs_status runcache_reload(orch *o, orun *r);
+/* *current = 1 if the log has no event after r->last_seq (one direct get). */
+rs_status runcache_check_current(orch *o, orun *r, int *current);
+void runcache_touch(struct runcache *c, orun *r);
+void runcache_remove(struct runcache *c, orun *r);
+/* Evict least recently used idle entries above capacity. */
+void runcache_trim(struct runcache *c);
+size_t runcache_count(const struct runcache *c);
+/* Shutdown: nak every command still held (another instance takes them). */
+void runcache_nak_all(struct runcache *c);
+
+/* ---- agents.c: immutable agent versions, cached forever ---- */
+struct agentcache *agentcache_new(void);
+void agentcache_free(struct agentcache *a);
+/* version NULL: resolve <tenant>.<name>.latest first (not cached: it moves). */
+rs_status agents_get(orch *o, const char *tenant, const char *name, const char *version,
+                     const rs_agent **out, char *err, size_t cap);
+
+/* ---- appender.c: async JetStream publishes and their acks ---- */
+typedef enum { PUB_EVENT, PUB_EFFECT } pub_kind;
+struct pubmap *pubmap_new(void);
+void pubmap_free(struct pubmap *m);
+/* The AckHandler (registered in jsOptions by main.c). */
+void appender_on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure);
+/* Publish msg asynchronously on behalf of r; its result comes back to the
+ * engine as a Q_PUBACK. Takes msg in all cases. expect < 0: no expectation. */
+rs_status appender_send(orch *o, orun *r, pub_kind kind, natsMsg *msg, const char *msg_id,
+                        int64_t expect);
+/* Who sent msg (and what kind); removes it from the map. */
+orun *pubmap_take(struct pubmap *m, natsMsg *msg, pub_kind *kind);
+
+/* ---- effects.c: timers to TIMERS, tool calls to TOOLCALLS ---- */
+/* Publish every effect of d for r; returns how many were sent. */
+rs_status effects_send(orch *o, orun *r, const rs_decision *d, int *nsent);
+/* A timer.fire that arrived before its due time (clock skew between
+ * instances): put it back on TIMERS. One effect publish. */
+rs_status effects_requeue_timer(orch *o, orun *r, const rs_cmd *fire);
+/* Build an event message (subject, headers) for appending. */
+rs_status event_msg(const rs_event *ev, natsMsg **out, char *msg_id, size_t cap);
+
+/* ---- dlq.c: poison handling ---- */
+/* Dead-letter the command message with a reason and terminate it. */
+void poison(orch *o, natsMsg *msg, const char *run_id, const char *reason);
+/* The trace id (32 hex) of a traceparent into out[33], "" if none. */
+void trace_id_of(const char *traceparent, char out[33]);
+
+/* ---- timers.c ---- */
+rs_status timers_start(orch *o);
+void timers_join(orch *o);
+/* Free what timers_start made; after the connection is closed. */
+void timers_free(orch *o);
+
+#endif

@@ -1,0 +1,409 @@
+/*
+ * timers.c - durable timers: never early, fire once, survive restarts.
+ *
+ * A timer is a timer.fire command body on TIMERS (timers.<tenant>.<run_id>,
+ * Nats-Msg-Id timer-<timer_id>), consumed through the shared durable pull
+ * consumer `timers`. The server keeps every timer until it is acked, so
+ * the server, not our memory, is where pending timers live:
+ *   - a timer due later than hold_ms is nak'd with delay (due - now -
+ *     lead_ms): the server gives it back (to any instance) shortly before
+ *     it is due;
+ *   - a timer due within hold_ms is held un-acked in an in-memory min-heap
+ *     and fired from there at its due time (precise: no server round trip
+ *     on the critical path). hold_ms is far below AckWait, so a held timer
+ *     never needs natsMsg_InProgress; if we crash while holding it, the
+ *     server redelivers it after AckWait (late, never lost, never early).
+ * Firing = publishing the body to CMDS with Nats-Msg-Id timer-<timer_id>
+ * (de-duplicated if we fire twice within the window, and the state
+ * machine ignores a timer that is no longer pending), then acking it.
+ *
+ * Two details keep lateness low with thousands of timers due together:
+ *   - forwarding is asynchronous (its own JetStream context): the timer
+ *     message is acked from the publish ack handler once CMDS has stored
+ *     the command, so a burst costs one round trip, not one per timer;
+ *   - nats-server 2.9 only re-checks nak delays when the consumer's
+ *     redelivery timer runs, and that timer is re-armed from AckWait, so
+ *     the `timers` consumer uses a short AckWait (streams/TIMERS.timers.json)
+ *     and the lead time is at least that long. A held timer is redelivered
+ *     every AckWait while we hold it: the heap keeps the newest delivery
+ *     of a stream sequence and drops the older one (never acked twice).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "orch.h"
+#include "rs_log.h"
+#include "rs_time.h"
+
+typedef struct {
+	int64_t due;
+	natsMsg *msg;
+	uint64_t sseq;         /* stream sequence: one timer, many deliveries */
+	char subj[128];
+	char id[96];
+	char run_id[40];
+} held;
+
+/* Timers forwarded to CMDS and not yet acknowledged by the server, keyed
+ * by the Nats-Msg-Id of the forward (the ack handler gets the published
+ * message back, not a closure of ours). Touched by the timer thread and
+ * the nats.c ack thread: a mutex. */
+#define FLY_BUCKETS 4096
+typedef struct fly {
+	struct fly *next;
+	char id[96];
+	natsMsg *timer;        /* the TIMERS delivery to ack */
+	int64_t due;
+} fly;
+
+struct timerfly {
+	pthread_mutex_t mu;
+	fly *b[FLY_BUCKETS];
+};
+
+static unsigned
+fly_hash(const char *s)
+{
+	unsigned h = 2166136261u;
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 16777619u;
+	return h % FLY_BUCKETS;
+}
+
+static void
+fly_put(struct timerfly *tf, fly *f)
+{
+	unsigned h = fly_hash(f->id);
+
+	pthread_mutex_lock(&tf->mu);
+	f->next = tf->b[h];
+	tf->b[h] = f;
+	pthread_mutex_unlock(&tf->mu);
+}
+
+static fly *
+fly_take(struct timerfly *tf, const char *id)
+{
+	unsigned h = fly_hash(id);
+	fly **pp, *f = NULL;
+
+	pthread_mutex_lock(&tf->mu);
+	for (pp = &tf->b[h]; *pp != NULL; pp = &(*pp)->next) {
+		if (strcmp((*pp)->id, id) == 0) {
+			f = *pp;
+			*pp = f->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&tf->mu);
+	return f;
+}
+
+/* Publish ack handler of timer_js: the command is stored (or not). */
+static void
+timer_on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+{
+	orch *o = closure;
+	const char *id = NULL;
+	fly *f = NULL;
+
+	if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &id) == NATS_OK && id != NULL)
+		f = fly_take(o->timer_fly, id);
+	if (f != NULL) {
+		if (pae == NULL) {
+			natsMsg_Ack(f->timer, NULL);
+			rs_metric_inc(om.timers_fired);
+			rs_metric_observe(om.timer_lag, (double)(rs_now_ms() - f->due) / 1000.0);
+		} else {
+			rs_warn("timer %s: cannot forward to CMDS: %s", f->id, pae->ErrText ? pae->ErrText : "error");
+			natsMsg_NakWithDelay(f->timer, 200, NULL);
+		}
+		natsMsg_Destroy(f->timer);
+		free(f);
+	}
+	natsMsg_Destroy(msg);
+}
+
+typedef struct {
+	held *v;
+	size_t n, cap;
+} heap;
+
+static void
+heap_swap(heap *h, size_t a, size_t b)
+{
+	held t = h->v[a];
+	h->v[a] = h->v[b];
+	h->v[b] = t;
+}
+
+static int
+heap_push(heap *h, const held *x)
+{
+	size_t i;
+
+	if (h->n == h->cap) {
+		size_t nc = h->cap ? h->cap * 2 : 1024;
+		held *nv = realloc(h->v, nc * sizeof(*nv));
+		if (nv == NULL)
+			return -1;
+		h->v = nv;
+		h->cap = nc;
+	}
+	i = h->n++;
+	h->v[i] = *x;
+	while (i > 0 && h->v[(i - 1) / 2].due > h->v[i].due) {
+		heap_swap(h, i, (i - 1) / 2);
+		i = (i - 1) / 2;
+	}
+	return 0;
+}
+
+static held
+heap_pop(heap *h)
+{
+	held top = h->v[0];
+	size_t i = 0, l, r, m;
+
+	h->v[0] = h->v[--h->n];
+	for (;;) {
+		l = 2 * i + 1;
+		r = l + 1;
+		m = i;
+		if (l < h->n && h->v[l].due < h->v[m].due) m = l;
+		if (r < h->n && h->v[r].due < h->v[m].due) m = r;
+		if (m == i)
+			break;
+		heap_swap(h, i, m);
+		i = m;
+	}
+	return top;
+}
+
+/* Forward a due timer to CMDS asynchronously; timer_on_ack acks it. */
+static void
+fire(orch *o, held *t)
+{
+	natsMsg *m = NULL;
+	jsPubOptions po;
+	fly *f;
+
+	f = calloc(1, sizeof(*f));
+	if (f == NULL ||
+	    rs_nats_msg(&m, t->subj, natsMsg_GetData(t->msg), natsMsg_GetDataLength(t->msg),
+	                "Runstream-Type", "timer.fire", "Nats-Msg-Id", t->id, NULL) != RS_OK)
+		goto fail;
+	snprintf(f->id, sizeof(f->id), "%s", t->id);
+	f->timer = t->msg;
+	f->due = t->due;
+	fly_put(o->timer_fly, f);
+	jsPubOptions_Init(&po);
+	po.MsgId = t->id;
+	if (js_PublishMsgAsync(o->timer_js, &m, &po) != NATS_OK) {
+		/* Not handed to the library: take it back, unless an ack raced. */
+		if (fly_take(o->timer_fly, t->id) == NULL)
+			return;
+		natsMsg_Destroy(m);
+		goto fail;
+	}
+	return;
+fail:
+	rs_log(RS_LOG_WARN, t->run_id, NULL, "timer %s: cannot forward to CMDS", t->id);
+	free(f);
+	natsMsg_NakWithDelay(t->msg, 200, NULL);
+	natsMsg_Destroy(t->msg);
+}
+
+/* A held timer delivered again (AckWait passed while we held it): keep
+ * the newest delivery, drop the old one unacked. 1 if it was held. */
+static int
+replace_held(heap *h, const held *t)
+{
+	for (size_t i = 0; i < h->n; i++) {
+		if (h->v[i].sseq == t->sseq) {
+			natsMsg_Destroy(h->v[i].msg);
+			h->v[i].msg = t->msg;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* A timer delivered by the server: fire, hold or hand back. Takes msg. */
+static void
+accept(orch *o, heap *h, natsMsg *msg)
+{
+	rs_cmd c;
+	char err[256], why[300];
+	held t;
+	int64_t now, left;
+
+	memset(&c, 0, sizeof(c));
+	if (rs_cmd_decode(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg), &c, err,
+	                  sizeof(err)) != RS_OK || c.type != RS_CMD_TIMER_FIRE) {
+		snprintf(why, sizeof(why), "undecodable timer: %s", err);
+		poison(o, msg, NULL, why);
+		natsMsg_Destroy(msg);
+		return;
+	}
+	memset(&t, 0, sizeof(t));
+	t.due = c.due_at;
+	t.msg = msg;
+	{
+		jsMsgMetaData *md = NULL;
+		if (natsMsg_GetMetaData(&md, msg) == NATS_OK)
+			t.sseq = md->Sequence.Stream;
+		jsMsgMetaData_Destroy(md);
+	}
+	rs_cmd_subject(c.tenant, c.run_id, t.subj, sizeof(t.subj));
+	snprintf(t.id, sizeof(t.id), "timer-%s", c.timer_id);
+	snprintf(t.run_id, sizeof(t.run_id), "%s", c.run_id);
+	rs_cmd_free(&c);
+	now = rs_now_ms();
+	left = t.due - now;
+	if (left <= 0) {
+		fire(o, &t);
+	} else if (left <= o->cfg.timer_hold_ms) {
+		if (replace_held(h, &t))
+			return;
+		if (heap_push(h, &t) != 0) {
+			natsMsg_NakWithDelay(msg, left, NULL);
+			natsMsg_Destroy(msg);
+		}
+	} else {
+		natsMsg_NakWithDelay(msg, left - o->cfg.timer_lead_ms, NULL);
+		natsMsg_Destroy(msg);
+	}
+}
+
+static void
+fire_due(orch *o, heap *h)
+{
+	held t;
+
+	while (h->n > 0 && h->v[0].due <= rs_now_ms()) {
+		t = heap_pop(h);
+		fire(o, &t);
+	}
+	rs_metric_set(om.timers_held, (double)h->n);
+}
+
+/* Shutdown: give held timers back so another instance need not wait
+ * for AckWait. */
+static void
+hand_back(heap *h)
+{
+	held t;
+	int64_t left;
+
+	while (h->n > 0) {
+		t = heap_pop(h);
+		left = t.due - rs_now_ms();
+		natsMsg_NakWithDelay(t.msg, left > 0 ? left : 0, NULL);
+		natsMsg_Destroy(t.msg);
+	}
+}
+
+static void *
+timer_main(void *arg)
+{
+	orch *o = arg;
+	heap h = { NULL, 0, 0 };
+	natsMsgList list;
+	jsErrCode jerr;
+	natsStatus s;
+	int64_t wait, last_warn = 0;
+
+	while (!atomic_load(&o->stopping)) {
+		fire_due(o, &h);
+		wait = 250;
+		if (h.n > 0 && h.v[0].due - rs_now_ms() < wait)
+			wait = h.v[0].due - rs_now_ms();
+		if (wait <= 0)
+			continue;
+		jerr = 0;
+		s = natsSubscription_Fetch(&list, o->timer_sub, (int)o->cfg.timer_batch, wait, &jerr);
+		if (s == NATS_TIMEOUT)
+			continue;
+		if (s != NATS_OK) {
+			if (rs_mono_ms() - last_warn > 5000) {
+				rs_warn("fetch from TIMERS failed: %s (%d)", natsStatus_GetText(s), (int)jerr);
+				last_warn = rs_mono_ms();
+			}
+			usleep(50 * 1000);
+			continue;
+		}
+		for (int i = 0; i < list.Count; i++) {
+			accept(o, &h, list.Msgs[i]);
+			list.Msgs[i] = NULL;
+		}
+		natsMsgList_Destroy(&list);
+	}
+	hand_back(&h);
+	free(h.v);
+	return NULL;
+}
+
+rs_status
+timers_start(orch *o)
+{
+	jsSubOptions so;
+	jsErrCode jerr = 0;
+	natsStatus s;
+
+	jsOptions jo;
+
+	o->timer_fly = calloc(1, sizeof(*o->timer_fly));
+	if (o->timer_fly == NULL)
+		return RS_ENOMEM;
+	pthread_mutex_init(&o->timer_fly->mu, NULL);
+	jsOptions_Init(&jo);
+	jo.PublishAsync.MaxPending = 65536;
+	jo.PublishAsync.AckHandler = timer_on_ack;
+	jo.PublishAsync.AckHandlerClosure = o;
+	if (natsConnection_JetStream(&o->timer_js, o->nats.nc, &jo) != NATS_OK)
+		return RS_ERR;
+	jsSubOptions_Init(&so);
+	so.Stream = "TIMERS";
+	so.Consumer = "timers";
+	s = js_PullSubscribe(&o->timer_sub, o->nats.js, "timers.>", "timers", NULL, &so, &jerr);
+	if (s != NATS_OK) {
+		rs_error("cannot bind to consumer TIMERS/timers: %s (%d)", natsStatus_GetText(s), (int)jerr);
+		return rs_nats_status(s, jerr);
+	}
+	if (pthread_create(&o->timer_thread, NULL, timer_main, o) != 0)
+		return RS_ERR;
+	return RS_OK;
+}
+
+void
+timers_join(orch *o)
+{
+	pthread_join(o->timer_thread, NULL);
+	/* Forwards still in flight are acked (or nak'd) by their handler. */
+	if (o->timer_js != NULL)
+		js_PublishAsyncComplete(o->timer_js, NULL);
+}
+
+void
+timers_free(orch *o)
+{
+	jsCtx_Destroy(o->timer_js);
+	o->timer_js = NULL;
+	if (o->timer_fly != NULL) {
+		for (int i = 0; i < FLY_BUCKETS; i++) {
+			fly *f = o->timer_fly->b[i], *next;
+			for (; f != NULL; f = next) {
+				next = f->next;
+				natsMsg_Destroy(f->timer);
+				free(f);
+			}
+		}
+		pthread_mutex_destroy(&o->timer_fly->mu);
+		free(o->timer_fly);
+		o->timer_fly = NULL;
+	}
+}
