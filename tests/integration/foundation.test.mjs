@@ -38,7 +38,7 @@ test('migrations apply twice, refuse an edited file, survive two concurrent runn
     const p = spawn(bin('runctl'), ['migrate'], { env: { ...process.env, ...env } });
     let out = '';
     p.stdout.on('data', (d) => { out += d; });
-    p.on('exit', (code) => resolve({ code, out }));
+    p.on('close', (code) => resolve({ code, out })); // 'close': stdout fully read
   });
   const [a, b] = await Promise.all([run(), run()]);
   assert.equal(a.code, 0);

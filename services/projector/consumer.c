@@ -1,0 +1,484 @@
+/*
+ * consumer.c - one projection's loop: durable pull consumer, one Postgres
+ * transaction per batch (rows + checkpoint), commit, then ack.
+ *
+ * Exactly once: the checkpoint (projection_checkpoints.last_seq) moves in
+ * the same transaction as the rows, and messages at or below it are
+ * skipped. At start-up the durable consumer is recreated at checkpoint + 1:
+ * messages a killed predecessor held unacked would otherwise come back
+ * only after AckWait, *behind* newer ones, and the newer commit would push
+ * the checkpoint past them. Postgres down: the batch is kept (unacked,
+ * marked in progress so the server does not redeliver it) and retried with
+ * capped exponential back-off until it commits.
+ */
+#include "service.h"
+#include "rs_log.h"
+#include "rs_time.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 3000
+#define FETCH_WAIT_MS 250
+#define ACK_WAIT_NS (60LL * 1000000000LL)
+
+static void
+sleep_ms(int64_t ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+/* Sleep the back-off in small steps so a stop request is seen quickly. */
+static void
+backoff(rs_proj_consumer *pc, int64_t *ms)
+{
+	for (int64_t left = *ms; left > 0 && !atomic_load(pc->stop); left -= 50)
+		sleep_ms(left < 50 ? left : 50);
+	*ms = *ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : *ms * 2;
+}
+
+static rs_status
+exec1(PGconn *c, const char *sql, int n, const char *const *p, PGresult **out)
+{
+	PGresult *r = PQexecParams(c, sql, n, NULL, p, NULL, NULL, 0);
+	ExecStatusType t = PQresultStatus(r);
+
+	if (t != PGRES_COMMAND_OK && t != PGRES_TUPLES_OK) {
+		rs_status st = rs_proj_pg_lost(c, r) ? RS_EUNAVAIL : RS_EIO;
+
+		rs_warn("projector %s: %s", sql, PQresultErrorMessage(r));
+		PQclear(r);
+		return st;
+	}
+	if (out != NULL)
+		*out = r;
+	else
+		PQclear(r);
+	return RS_OK;
+}
+
+/* Read the checkpoint (with FOR UPDATE inside a transaction). */
+static rs_status
+read_checkpoint(rs_proj_consumer *pc, uint64_t *seq)
+{
+	const char *p[1] = { pc->name };
+	PGresult *r = NULL;
+	rs_status st;
+
+	st = exec1(pc->pg, "SELECT last_seq FROM projection_checkpoints WHERE projection = $1",
+	           1, p, &r);
+	if (st != RS_OK)
+		return st;
+	*seq = PQntuples(r) == 1 ? strtoull(PQgetvalue(r, 0, 0), NULL, 10) : 0;
+	PQclear(r);
+	return RS_OK;
+}
+
+static void
+pg_drop(rs_proj_consumer *pc)
+{
+	PQfinish(pc->pg);
+	pc->pg = NULL;
+	atomic_store(&pc->pg_up, 0);
+}
+
+/* Connect (once per outage) and make the checkpoint row exist. */
+static rs_status
+pg_ensure(rs_proj_consumer *pc)
+{
+	const char *p[2] = { pc->name, pc->stream };
+	uint64_t seq;
+	rs_status st;
+
+	if (pc->pg != NULL && PQstatus(pc->pg) == CONNECTION_OK)
+		return RS_OK;
+	if (pc->pg != NULL)
+		pg_drop(pc);
+	pc->pg = PQconnectdb(pc->pg_url);
+	if (PQstatus(pc->pg) != CONNECTION_OK) {
+		pg_drop(pc);
+		return RS_EUNAVAIL;
+	}
+	/* The live projector writes the tables in public, whatever the role's
+	 * default search_path says (a rebuild swaps new ones in there). */
+	if ((st = exec1(pc->pg, "SET search_path TO public", 0, NULL, NULL)) != RS_OK)
+		goto fail;
+	if (pc->prepare_runs && (st = rs_proj_runs_prepare(pc->pg)) != RS_OK)
+		goto fail;
+	st = exec1(pc->pg, "INSERT INTO projection_checkpoints (projection, stream) VALUES ($1, $2) "
+	                   "ON CONFLICT (projection) DO NOTHING", 2, p, NULL);
+	if (st != RS_OK)
+		goto fail;
+	if ((st = read_checkpoint(pc, &seq)) != RS_OK)
+		goto fail;
+	atomic_store(&pc->applied_seq, seq);
+	atomic_store(&pc->pg_up, 1);
+	rs_info("projector %s: connected to Postgres, checkpoint %" PRIu64, pc->name, seq);
+	return RS_OK;
+fail:
+	pg_drop(pc);
+	return st == RS_OK ? RS_EUNAVAIL : st;
+}
+
+/* (Re)create the durable at checkpoint + 1 and bind a pull subscription. */
+static rs_status
+consumer_setup(rs_proj_consumer *pc)
+{
+	jsConsumerConfig cc;
+	jsConsumerInfo *ci = NULL;
+	jsSubOptions so;
+	jsErrCode jerr = 0;
+	natsStatus s;
+
+	s = js_DeleteConsumer(pc->nats->js, pc->stream, pc->durable, NULL, &jerr);
+	if (s != NATS_OK && s != NATS_NOT_FOUND && jerr != JSConsumerNotFoundErr) {
+		rs_warn("projector %s: delete consumer: %s", pc->name, natsStatus_GetText(s));
+		return RS_EUNAVAIL;
+	}
+	jsConsumerConfig_Init(&cc);
+	cc.Durable = pc->durable;
+	cc.Description = "rs-projector: read models (recreated at the checkpoint on start)";
+	cc.FilterSubject = pc->filter;
+	cc.AckPolicy = js_AckExplicit;
+	cc.AckWait = ACK_WAIT_NS;
+	cc.MaxAckPending = 1000000;
+	cc.MaxDeliver = -1;
+	cc.DeliverPolicy = js_DeliverByStartSequence;
+	cc.OptStartSeq = atomic_load(&pc->applied_seq) + 1;
+	jerr = 0;
+	s = js_AddConsumer(&ci, pc->nats->js, pc->stream, &cc, NULL, &jerr);
+	jsConsumerInfo_Destroy(ci);
+	if (s != NATS_OK) {
+		rs_warn("projector %s: add consumer on %s: %s (%d)", pc->name, pc->stream,
+		        natsStatus_GetText(s), (int)jerr);
+		return RS_EUNAVAIL;
+	}
+	jsSubOptions_Init(&so);
+	so.Stream = pc->stream;
+	so.Consumer = pc->durable;
+	s = js_PullSubscribe(&pc->sub, pc->nats->js, pc->filter, pc->durable, NULL, &so, &jerr);
+	if (s != NATS_OK) {
+		rs_warn("projector %s: pull subscribe: %s", pc->name, natsStatus_GetText(s));
+		pc->sub = NULL;
+		return RS_EUNAVAIL;
+	}
+	rs_info("projector %s: consuming %s from seq %" PRIu64, pc->name, pc->stream,
+	        (uint64_t)cc.OptStartSeq);
+	return RS_OK;
+}
+
+/* One transaction: lock, checkpoint, rows, checkpoint. *committed_to is the
+ * new checkpoint. msgs are in stream order. */
+static rs_status
+txn_apply(rs_proj_consumer *pc, const rs_proj_msg *msgs, size_t n, rs_proj_result *res,
+          uint64_t *committed_to)
+{
+	char seqbuf[24], lockbuf[24], tbuf[40];
+	const char *p[3];
+	uint64_t cp;
+	size_t first = 0;
+	int64_t last_ts = 0;
+	rs_status st;
+
+	if ((st = exec1(pc->pg, "BEGIN", 0, NULL, NULL)) != RS_OK)
+		return st;
+	if (pc->lock_key != 0) {
+		/* Serialises with a rebuild's swap: taken before reading the
+		 * checkpoint, so after a swap we see the rebuilt one. */
+		snprintf(lockbuf, sizeof(lockbuf), "%" PRId64, pc->lock_key);
+		p[0] = lockbuf;
+		if ((st = exec1(pc->pg, "SELECT pg_advisory_xact_lock($1::bigint)", 1, p, NULL)) != RS_OK)
+			goto rollback;
+	}
+	if ((st = read_checkpoint(pc, &cp)) != RS_OK)
+		goto rollback;
+	while (first < n && msgs[first].seq <= cp)
+		first++;
+	res->skipped += first;
+	if (first < n) {
+		if ((st = pc->apply(pc->pg, msgs + first, n - first, res)) != RS_OK)
+			goto rollback;
+		last_ts = msgs[n - 1].ts_ms;
+		snprintf(seqbuf, sizeof(seqbuf), "%" PRIu64, msgs[n - 1].seq);
+		rs_time_rfc3339(res->last_event_ms ? res->last_event_ms : last_ts, tbuf, sizeof(tbuf));
+		p[0] = pc->name;
+		p[1] = seqbuf;
+		p[2] = tbuf;
+		st = exec1(pc->pg, "UPDATE projection_checkpoints SET last_seq = $2, "
+		                   "last_event_at = $3, updated_at = now() WHERE projection = $1",
+		           3, p, NULL);
+		if (st != RS_OK)
+			goto rollback;
+		cp = msgs[n - 1].seq;
+	}
+	if ((st = exec1(pc->pg, "COMMIT", 0, NULL, NULL)) != RS_OK)
+		return st;
+	*committed_to = cp;
+	if (last_ts != 0)
+		atomic_store(&pc->applied_ts_ms, last_ts);
+	return RS_OK;
+rollback:
+	if (st != RS_EUNAVAIL)
+		exec1(pc->pg, "ROLLBACK", 0, NULL, NULL);
+	return st;
+}
+
+/* Store one dead letter and move the checkpoint past its message, without
+ * its rows (the message-by-message fallback for a rejected message). */
+static rs_status
+dead_txn(rs_proj_consumer *pc, const rs_proj_msg *m, const rs_proj_result *one,
+         uint64_t *committed_to)
+{
+	char seqbuf[24];
+	const char *p[2] = { pc->name, seqbuf };
+	rs_status st;
+
+	snprintf(seqbuf, sizeof(seqbuf), "%" PRIu64, m->seq);
+	if ((st = exec1(pc->pg, "BEGIN", 0, NULL, NULL)) != RS_OK)
+		return st;
+	st = rs_proj_store_dead(pc->pg, pc->dlq_source, one);
+	if (st == RS_OK)
+		st = exec1(pc->pg, "UPDATE projection_checkpoints SET last_seq = $2, updated_at = now() "
+		                   "WHERE projection = $1 AND last_seq < $2", 2, p, NULL);
+	if (st != RS_OK) {
+		if (st != RS_EUNAVAIL)
+			exec1(pc->pg, "ROLLBACK", 0, NULL, NULL);
+		return st;
+	}
+	if ((st = exec1(pc->pg, "COMMIT", 0, NULL, NULL)) == RS_OK)
+		*committed_to = m->seq;
+	return st;
+}
+
+/* Postgres rejected the batch (not an outage): apply message by message so
+ * only the offending one is dead-lettered with Postgres' reason. */
+static rs_status
+apply_singly(rs_proj_consumer *pc, const rs_proj_msg *msgs, size_t n, rs_proj_result *res,
+             uint64_t *committed_to)
+{
+	rs_status st;
+
+	for (size_t i = 0; i < n; i++) {
+		rs_proj_result one = { 0 };
+		char why[256];
+
+		st = txn_apply(pc, &msgs[i], 1, &one, committed_to);
+		if (st == RS_EIO) {
+			snprintf(why, sizeof(why), "rejected by Postgres: %s", rs_proj_last_pg_error());
+			rs_proj_result_reset(&one);
+			if ((st = rs_proj_add_dead(&one, &msgs[i], "%s", why)) != RS_OK)
+				return st;
+			st = dead_txn(pc, &msgs[i], &one, committed_to);
+		}
+		/* Merge what this message produced into the batch result. */
+		res->applied += one.applied;
+		res->skipped += one.skipped;
+		if (one.last_event_ms > res->last_event_ms)
+			res->last_event_ms = one.last_event_ms;
+		for (size_t k = 0; k < one.ndead && st == RS_OK; k++)
+			st = rs_proj_add_dead(res, one.dead[k].msg, "%s", one.dead[k].reason);
+		rs_proj_result_reset(&one);
+		if (st != RS_OK)
+			return st;
+	}
+	return RS_OK;
+}
+
+/* Commit the batch, whatever it takes (except a stop request while
+ * Postgres is down: then the batch stays unacked for the next start). */
+static rs_status
+commit_batch(rs_proj_consumer *pc, natsMsgList *list, const rs_proj_msg *msgs, size_t n,
+             rs_proj_result *res)
+{
+	int64_t wait = BACKOFF_MIN_MS, last_progress = rs_mono_ms();
+	uint64_t cp = 0;
+	rs_status st;
+
+	for (;;) {
+		if ((st = pg_ensure(pc)) == RS_OK) {
+			int64_t t0 = rs_mono_us();
+
+			rs_proj_result_reset(res);
+			st = txn_apply(pc, msgs, n, res, &cp);
+			if (st == RS_EIO) {
+				rs_warn("projector %s: batch rejected, applying message by message", pc->name);
+				rs_proj_result_reset(res);
+				st = apply_singly(pc, msgs, n, res, &cp);
+			}
+			if (st == RS_OK) {
+				atomic_store(&pc->applied_seq, cp);
+				rs_metric_observe(pc->m_batch_s, (double)(rs_mono_us() - t0) / 1e6);
+				return RS_OK;
+			}
+			if (st == RS_ENOMEM)
+				return st;
+			pg_drop(pc);
+		}
+		rs_metric_inc(pc->m_pg_retries);
+		if (atomic_load(pc->stop))
+			return RS_ECLOSED;
+		rs_warn("projector %s: Postgres unavailable, retrying in %" PRId64 " ms", pc->name, wait);
+		/* Keep the server from redelivering what we still hold. */
+		if (rs_mono_ms() - last_progress > 10000) {
+			for (int i = 0; i < list->Count; i++)
+				natsMsg_InProgress(list->Msgs[i], NULL);
+			last_progress = rs_mono_ms();
+		}
+		backoff(pc, &wait);
+	}
+}
+
+static void
+sweep_presence(rs_proj_consumer *pc)
+{
+	char ttl[24];
+	const char *p[1] = { ttl };
+
+	if (pc->presence_ttl_s <= 0 || pg_ensure(pc) != RS_OK)
+		return;
+	snprintf(ttl, sizeof(ttl), "%" PRId64, pc->presence_ttl_s);
+	if (exec1(pc->pg, "UPDATE devices SET online = false, updated_at = now() WHERE online "
+	                  "AND last_seen < now() - make_interval(secs => $1::bigint)", 1, p, NULL)
+	    == RS_EUNAVAIL)
+		pg_drop(pc);
+}
+
+static rs_status
+process(rs_proj_consumer *pc, natsMsgList *list)
+{
+	rs_proj_msg *msgs = calloc((size_t)list->Count, sizeof(*msgs));
+	rs_proj_result res = { 0 };
+	size_t n = 0;
+	rs_status st;
+
+	if (msgs == NULL)
+		return RS_ENOMEM;
+	for (int i = 0; i < list->Count; i++) {
+		natsMsg *m = list->Msgs[i];
+		jsMsgMetaData *md = NULL;
+		const char *op = NULL;
+
+		if (natsMsg_GetMetaData(&md, m) != NATS_OK)
+			continue; /* not a JetStream message (a status): nothing to ack */
+		msgs[n].seq = md->Sequence.Stream;
+		msgs[n].ts_ms = md->Timestamp / 1000000;
+		msgs[n].subject = natsMsg_GetSubject(m);
+		msgs[n].data = natsMsg_GetData(m) ? natsMsg_GetData(m) : "";
+		msgs[n].len = natsMsg_GetDataLength(m);
+		if (natsMsgHeader_Get(m, "KV-Operation", &op) == NATS_OK)
+			msgs[n].kv_op = op;
+		jsMsgMetaData_Destroy(md);
+		n++;
+	}
+	st = commit_batch(pc, list, msgs, n, &res);
+	if (st == RS_OK) {
+		for (int i = 0; i < list->Count; i++)
+			natsMsg_Ack(list->Msgs[i], NULL);
+		for (size_t i = 0; i < res.ndead; i++) {
+			const rs_proj_msg *m = res.dead[i].msg;
+
+			rs_warn("projector %s: dead letter seq %" PRIu64 " (%s): %s", pc->name, m->seq,
+			        m->subject, res.dead[i].reason);
+			rs_dlq_publish(pc->nats->js, "projector", m->subject, m->seq, m->data, m->len,
+			               res.dead[i].reason);
+		}
+		rs_metric_add(pc->m_applied, (double)res.applied);
+		rs_metric_add(pc->m_dead, (double)res.ndead);
+		rs_metric_inc(pc->m_batches);
+	}
+	rs_proj_result_reset(&res);
+	free(msgs);
+	return st;
+}
+
+static void *
+consumer_main(void *arg)
+{
+	rs_proj_consumer *pc = arg;
+	int64_t wait = BACKOFF_MIN_MS, last_sweep = 0;
+
+	while (!atomic_load(pc->stop)) {
+		natsMsgList list = { 0 };
+		jsErrCode jerr = 0;
+		natsStatus s;
+		rs_status st;
+
+		if (pc->sub == NULL) {
+			if (pg_ensure(pc) != RS_OK || consumer_setup(pc) != RS_OK) {
+				backoff(pc, &wait);
+				continue;
+			}
+			wait = BACKOFF_MIN_MS;
+			atomic_store(&pc->running, 1);
+		}
+		if (pc->presence_ttl_s > 0 && rs_mono_ms() - last_sweep > 5000) {
+			sweep_presence(pc);
+			last_sweep = rs_mono_ms();
+		}
+		s = natsSubscription_Fetch(&list, pc->sub, pc->batch, FETCH_WAIT_MS, &jerr);
+		if (s == NATS_TIMEOUT || (s == NATS_OK && list.Count == 0)) {
+			natsMsgList_Destroy(&list);
+			continue;
+		}
+		if (s != NATS_OK) {
+			natsMsgList_Destroy(&list);
+			rs_warn("projector %s: fetch: %s (%d)", pc->name, natsStatus_GetText(s), (int)jerr);
+			if (s == NATS_INVALID_SUBSCRIPTION || s == NATS_CONNECTION_CLOSED ||
+			    jerr == JSConsumerNotFoundErr) {
+				natsSubscription_Destroy(pc->sub);
+				pc->sub = NULL;
+				atomic_store(&pc->running, 0);
+			}
+			backoff(pc, &wait);
+			continue;
+		}
+		wait = BACKOFF_MIN_MS;
+		st = process(pc, &list);
+		natsMsgList_Destroy(&list);
+		if (st == RS_ENOMEM) {
+			rs_error("projector %s: out of memory applying a batch; retrying", pc->name);
+			natsSubscription_Destroy(pc->sub);
+			pc->sub = NULL; /* recreate at the checkpoint: nothing is lost */
+			backoff(pc, &wait);
+		}
+	}
+	return NULL;
+}
+
+rs_status
+rs_proj_consumer_start(rs_proj_consumer *pc)
+{
+	const char *labels = pc->labels;
+
+	pc->m_applied = rs_counter("rs_projector_events_applied_total",
+	                           "Messages applied to the read models", labels);
+	pc->m_dead = rs_counter("rs_projector_dead_letters_total",
+	                        "Messages dead-lettered by the projector", labels);
+	pc->m_batches = rs_counter("rs_projector_batches_total", "Committed batches", labels);
+	pc->m_batch_s = rs_histogram("rs_projector_batch_seconds",
+	                             "Time to apply and commit one batch", labels);
+	pc->m_pg_retries = rs_counter("rs_projector_pg_retries_total",
+	                              "Batch attempts that found Postgres unavailable", labels);
+	if (pthread_create(&pc->th, NULL, consumer_main, pc) != 0)
+		return RS_ERR;
+	return RS_OK;
+}
+
+void
+rs_proj_consumer_join(rs_proj_consumer *pc)
+{
+	pthread_join(pc->th, NULL);
+	if (pc->sub != NULL) {
+		natsSubscription_Unsubscribe(pc->sub);
+		natsSubscription_Destroy(pc->sub);
+		pc->sub = NULL;
+	}
+	if (pc->pg != NULL)
+		pg_drop(pc);
+}

@@ -1,0 +1,61 @@
+/*
+ * service.h - the live rs-projector process: one consumer thread per
+ * projection (consumer.c) and the lag/readiness monitor (lag.c).
+ * Not part of the rsprojector library runctl links.
+ */
+#ifndef RS_PROJECTOR_SERVICE_H
+#define RS_PROJECTOR_SERVICE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include "projector.h"
+#include "rs_metrics.h"
+
+typedef rs_status (*rs_proj_apply_fn)(PGconn *c, const rs_proj_msg *msgs, size_t n,
+                                      rs_proj_result *res);
+
+typedef struct {
+	/* configuration (set before rs_proj_consumer_start) */
+	const char *name;        /* projection: runs, agents, presence */
+	const char *labels;      /* metric labels, static storage: projection="runs" */
+	const char *stream;      /* RUNS, KV_agents, KV_presence */
+	const char *filter;      /* runs.>, $KV.agents.>, $KV.presence.> */
+	const char *durable;     /* projector-runs, ... */
+	const char *dlq_source;  /* dead_letters.source: projector.runs, ... */
+	rs_proj_apply_fn apply;
+	int prepare_runs;        /* create the staging tables of apply.c */
+	int64_t lock_key;        /* advisory xact lock per batch, 0 = none */
+	int batch;               /* max messages per transaction */
+	int64_t presence_ttl_s;  /* > 0: sweep devices offline after this */
+	const char *pg_url;
+	rs_nats *nats;
+	atomic_int *stop;
+
+	/* state, read by lag.c from another thread */
+	atomic_uint_least64_t applied_seq;   /* checkpoint committed */
+	atomic_int_least64_t applied_ts_ms;  /* stream time of that message */
+	atomic_int pg_up;
+	atomic_int running;                  /* consumer created, loop entered */
+
+	/* private to the consumer thread */
+	pthread_t th;
+	PGconn *pg;
+	natsSubscription *sub;
+	rs_metric *m_applied, *m_dead, *m_batches, *m_batch_s, *m_pg_retries;
+} rs_proj_consumer;
+
+rs_status rs_proj_consumer_start(rs_proj_consumer *pc);
+/* Waits for the thread: it finishes (commits and acks) its batch first. */
+void rs_proj_consumer_join(rs_proj_consumer *pc);
+
+typedef struct rs_proj_lag rs_proj_lag;
+
+/* Poll each stream's last sequence every second and export lag gauges;
+ * readiness fails when a projection's seconds behind exceed max_lag_s or
+ * Postgres is down. */
+rs_status rs_proj_lag_start(rs_proj_lag **out, rs_nats *n, rs_proj_consumer *pcs, int npcs,
+                            int64_t max_lag_s);
+int rs_proj_lag_ready(void *arg, char *why, size_t cap);   /* rs_ready_fn */
+void rs_proj_lag_stop(rs_proj_lag *l);
+
+#endif
