@@ -1,0 +1,65 @@
+#!/bin/sh
+# run.sh - orchestrator benchmark: one private nats-server (free port,
+# temp store), streams applied with runctl, one rs-orchestrator, then
+# bench-orchestrator raw / runs / timers; prints a table.
+#   bench/orchestrator/run.sh [build-dir] [runs N] [timers N]
+# Processes it starts are stopped by pid on exit.
+set -eu
+BUILD=${1:-build}
+RUNS=${2:-20000}
+TIMERS=${3:-10000}
+RAW=${RAW:-200000}
+BENCH=$BUILD/bench/orchestrator/bench-orchestrator
+ORCH=$BUILD/services/orchestrator/rs-orchestrator
+RUNCTL=$BUILD/runctl/runctl
+DIR=$(mktemp -d /tmp/rs-bench-orch.XXXXXX)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PORT=$(free_port)
+OPS=$(free_port)
+NATS_PID=; ORCH_PID=
+cleanup() {
+	[ -n "$ORCH_PID" ] && kill "$ORCH_PID" 2>/dev/null || true
+	[ -n "$NATS_PID" ] && kill "$NATS_PID" 2>/dev/null || true
+	wait 2>/dev/null || true
+	rm -rf "$DIR"
+}
+trap cleanup EXIT INT TERM
+
+export RS_NATS_URL=nats://127.0.0.1:$PORT
+nats-server -a 127.0.0.1 -p "$PORT" -js -sd "$DIR/js" > "$DIR/nats.log" 2>&1 &
+NATS_PID=$!
+for i in $(seq 50); do "$RUNCTL" streams apply > /dev/null 2>&1 && break; sleep 0.1; done
+
+start_orch() {
+	RS_ORCHESTRATOR_OPS_PORT=$OPS RS_LOG_LEVEL=warn "$ORCH" 2> "$DIR/orch.log" &
+	ORCH_PID=$!
+	for i in $(seq 100); do curl -sf "http://127.0.0.1:$OPS/readyz" > /dev/null && return; sleep 0.05; done
+	echo "orchestrator not ready"; cat "$DIR/orch.log"; exit 1
+}
+stop_orch() { kill "$ORCH_PID"; wait "$ORCH_PID" || true; ORCH_PID=; }
+
+"$BENCH" raw "$RAW" > "$DIR/raw.txt"
+start_orch
+"$BENCH" runs "$RUNS" > "$DIR/runs.txt"
+curl -s "http://127.0.0.1:$OPS/metrics" > "$DIR/metrics-runs.txt"
+"$BENCH" timers "$TIMERS" > "$DIR/timers.txt"
+curl -s "http://127.0.0.1:$OPS/metrics" > "$DIR/metrics-timers.txt"
+stop_orch
+
+v() { awk -v k="$1" '$1 == k { print $2 }' "$DIR"/*.txt | head -1; }
+RAWRATE=$(v raw_rate); EVS=$(v events_per_s)
+RATIO=$(awk -v a="$EVS" -v b="$RAWRATE" 'BEGIN { printf "%.0f%%", 100 * a / b }')
+printf '| metric | value |\n| --- | --- |\n'
+printf '| raw js_PublishAsync, 250-byte msgs (%s) | %s msg/s |\n' "$(v raw_msgs)" "$RAWRATE"
+printf '| run.start injection rate | %s cmd/s |\n' "$(v inject_rate)"
+printf '| runs (3 transform steps) completed | %s of %s |\n' "$(v runs_completed)" "$(v runs)"
+printf '| runs/s | %s |\n' "$(v runs_per_s)"
+printf '| events/s appended (seen on rs.live) | %s |\n' "$EVS"
+printf '| events/s vs raw publish | %s |\n' "$RATIO"
+printf '| timers fired | %s of %s |\n' "$(v timers_fired)" "$(v timers)"
+printf '| timer lateness p50 / p99 / max (timer.fired time - due_at) | %s / %s / %s ms |\n' \
+	"$(v lateness_event_p50_ms)" "$(v lateness_event_p99_ms)" "$(v lateness_event_max_ms)"
+printf '| timer lateness p50 / p99 / max (observed by a watcher) | %s / %s / %s ms |\n' \
+	"$(v lateness_observed_p50_ms)" "$(v lateness_observed_p99_ms)" "$(v lateness_observed_max_ms)"
+grep -E "^rs_orch_(conflicts_total|append_latency_seconds_(sum|count)) " "$DIR/metrics-runs.txt" | sed "s/^/# /"
+grep -E "^rs_orch_timer_lag_seconds_(bucket|count|sum)" "$DIR/metrics-timers.txt" | sed "s/^/# /"

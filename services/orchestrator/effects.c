@@ -1,0 +1,101 @@
+/*
+ * effects.c - turning a decision into messages: run events for RUNS and
+ * the effects (timers for TIMERS, tool calls and cancels for TOOLCALLS).
+ *
+ * Effects carry deterministic Nats-Msg-Ids (timer-<timer_id>,
+ * call-<call_id>, cancel-<call_id>), so publishing them again after a
+ * crash is harmless: that is what lets a redelivered command heal a run
+ * whose events were appended but whose effects were lost.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "orch.h"
+#include "rs_log.h"
+#include "rs_time.h"
+
+rs_status
+event_msg(const rs_event *ev, natsMsg **out, char *msg_id, size_t cap)
+{
+	char subj[160], *buf = NULL;
+	size_t len = 0;
+	rs_status st;
+
+	if ((st = rs_event_encode(ev, &buf, &len)) != RS_OK)
+		return st;
+	rs_event_subject(ev->tenant, ev->run_id, subj, sizeof(subj));
+	rs_event_id(ev->run_id, ev->runseq, msg_id, cap);
+	st = rs_nats_msg(out, subj, buf, (int)len,
+	                 "Content-Type", "application/cloudevents+json",
+	                 "Runstream-Type", rs_event_type_name(ev->type), NULL);
+	free(buf);
+	return st;
+}
+
+/* id NULL: no de-duplication (a timer put back after an early fire: its
+ * own id is still in the TIMERS de-duplication window). */
+static rs_status
+send_timer(orch *o, orun *r, const rs_cmd *t, const char *fixed_id)
+{
+	char subj[160], id[160], *buf = NULL;
+	size_t len = 0;
+	natsMsg *m = NULL;
+	rs_status st;
+
+	if ((st = rs_cmd_encode(t, &buf, &len)) != RS_OK)
+		return st;
+	snprintf(subj, sizeof(subj), "timers.%s.%s", r->tenant, r->run_id);
+	snprintf(id, sizeof(id), "timer-%s", t->timer_id);
+	st = rs_nats_msg(&m, subj, buf, (int)len, "Runstream-Type", "timer.fire", NULL);
+	free(buf);
+	if (st != RS_OK)
+		return st;
+	return appender_send(o, r, PUB_EFFECT, m, fixed_id ? fixed_id : id, -1);
+}
+
+static rs_status
+send_call(orch *o, orun *r, const rs_toolcall *c)
+{
+	char subj[200], id[160], *buf = NULL;
+	size_t len = 0;
+	natsMsg *m = NULL;
+	rs_status st;
+
+	if ((st = rs_toolcall_encode(c, &buf, &len)) != RS_OK)
+		return st;
+	snprintf(subj, sizeof(subj), "toolcalls.%s.%s", r->tenant, c->call_id);
+	snprintf(id, sizeof(id), "%s-%s", c->cancel ? "cancel" : "call", c->call_id);
+	st = rs_nats_msg(&m, subj, buf, (int)len, "Runstream-Type",
+	                 c->cancel ? "tool.cancel" : "tool.call", NULL);
+	free(buf);
+	if (st != RS_OK)
+		return st;
+	return appender_send(o, r, PUB_EFFECT, m, id, -1);
+}
+
+rs_status
+effects_send(orch *o, orun *r, const rs_decision *d, int *nsent)
+{
+	rs_status st = RS_OK;
+
+	*nsent = 0;
+	for (size_t i = 0; i < d->ntimers && st == RS_OK; i++)
+		if ((st = send_timer(o, r, &d->timers[i], NULL)) == RS_OK)
+			(*nsent)++;
+	for (size_t i = 0; i < d->ncalls && st == RS_OK; i++)
+		if ((st = send_call(o, r, &d->calls[i])) == RS_OK)
+			(*nsent)++;
+	if (st != RS_OK)
+		rs_log(RS_LOG_WARN, r->run_id, NULL, "effects: %s", rs_status_str(st));
+	return st;
+}
+
+rs_status
+effects_requeue_timer(orch *o, orun *r, const rs_cmd *fire)
+{
+	char id[200];
+
+	/* Unique per attempt, so the TIMERS de-duplication window keeps it. */
+	snprintf(id, sizeof(id), "timer-%s-again-%lld", fire->timer_id, (long long)rs_now_ms());
+	return send_timer(o, r, fire, id);
+}

@@ -1,0 +1,459 @@
+/*
+ * engine.c - the single thread that carries out commands.
+ *
+ * For each command: find the run (cache, else rebuild from its events),
+ * resolve its agent, rs_run_decide(), append the events one after the
+ * other (each with Nats-Expected-Last-Subject-Sequence = the stream
+ * sequence of the run's previous event, so a second writer is refused),
+ * evolve the cached state as each event becomes durable, publish the
+ * effects, and only then ack the command. Commands for one run wait in
+ * that run's queue while it is busy; different runs proceed concurrently,
+ * their publishes pipelined through appender.c. See docs/architecture.md
+ * ("Orchestrator") for why the history can never fork.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "orch.h"
+#include "rs_log.h"
+#include "rs_time.h"
+
+#define CONFLICT_RETRIES 20
+#define UNKNOWN_RUN_RETRIES 3   /* deliveries before "unknown run" is poison */
+
+enum { END_ACK, END_NAK, END_TERMED };
+
+static void begin(orch *o, orun *r);
+
+static void
+log_cmd(rs_log_level lvl, const pending_cmd *p, const char *fmt, const char *detail)
+{
+	char tid[33];
+
+	trace_id_of(p->cmd.traceparent, tid);
+	rs_log(lvl, p->cmd.run_id, tid[0] ? tid : NULL, fmt, rs_cmd_type_name(p->cmd.type), detail);
+}
+
+static void
+drop_pending(orch *o, pending_cmd *p, int decoded)
+{
+	natsMsg_Destroy(p->msg);
+	if (decoded)
+		rs_cmd_free(&p->cmd);
+	free(p);
+	atomic_fetch_sub(&o->inflight, 1);
+	rs_metric_set(om.inflight, (double)atomic_load(&o->inflight));
+}
+
+/* The run is idle again: start its next queued command, or let it go. */
+static void
+run_idle(orch *o, orun *r)
+{
+	rs_run_status st;
+
+	if (r->waitq != NULL) {
+		r->cur = r->waitq;
+		r->waitq = r->cur->next;
+		if (r->waitq == NULL)
+			r->waitq_tail = NULL;
+		r->cur->next = NULL;
+		r->busy = 1;
+		r->attempts = 0;
+		begin(o, r);
+		return;
+	}
+	st = rs_run_get_status(r->state);
+	/* Finished runs leave the cache: late commands for them rebuild. */
+	if (st == RS_RUN_NONE || rs_run_status_terminal(st) || r->stale) {
+		runcache_remove(o->cache, r);
+		return;
+	}
+	runcache_touch(o->cache, r);
+	runcache_trim(o->cache);
+}
+
+static void
+end_cmd(orch *o, orun *r, int how, int64_t nak_delay_ms)
+{
+	pending_cmd *p = r->cur;
+
+	r->cur = NULL;
+	r->busy = 0;
+	r->fresh = 0;
+	rs_decision_free(&r->dec);
+	memset(&r->dec, 0, sizeof(r->dec));
+	if (how == END_ACK) {
+		natsMsg_Ack(p->msg, NULL);
+		rs_metric_inc(om.commands[p->cmd.type]);
+		rs_metric_observe(om.command_duration, (double)(rs_mono_us() - p->t0_us) / 1e6);
+	} else if (how == END_NAK) {
+		natsMsg_NakWithDelay(p->msg, nak_delay_ms, NULL);
+	}
+	drop_pending(o, p, 1);
+	run_idle(o, r);
+}
+
+static void
+poison_cur(orch *o, orun *r, const char *reason)
+{
+	poison(o, r->cur->msg, r->run_id, reason);
+	end_cmd(o, r, END_TERMED, 0);
+}
+
+static void
+finish_effects(orch *o, orun *r)
+{
+	int n = 0;
+	rs_status st = effects_send(o, r, &r->dec, &n);
+
+	r->effects_left = n;
+	r->effects_failed = st != RS_OK;
+	if (n == 0)
+		end_cmd(o, r, st == RS_OK ? END_ACK : END_NAK, 500);
+}
+
+static void
+send_event(orch *o, orun *r)
+{
+	char id[80];
+	natsMsg *m = NULL;
+	rs_status st;
+
+	st = event_msg(&r->dec.events[r->next_ev], &m, id, sizeof(id));
+	if (st == RS_OK) {
+		r->sent_us = rs_mono_us();
+		st = appender_send(o, r, PUB_EVENT, m, id, (int64_t)r->last_seq);
+	}
+	if (st != RS_OK) {
+		/* Whether earlier events of this decision landed is known (they
+		 * were acked), but be plain: rebuild before the next command. */
+		r->stale = 1;
+		log_cmd(RS_LOG_WARN, r->cur, "%s: cannot append: %s", rs_status_str(st));
+		end_cmd(o, r, END_NAK, 200);
+	}
+}
+
+static void
+unknown_run(orch *o, orun *r)
+{
+	/* A command can overtake the run.start it follows when two instances
+	 * share the queue: give the start a moment before calling it poison. */
+	if (r->cur->ndelivered < UNKNOWN_RUN_RETRIES)
+		end_cmd(o, r, END_NAK, 1000);
+	else
+		poison_cur(o, r, "unknown run: no events for a non-start command");
+}
+
+static int
+resolve_agent(orch *o, orun *r)
+{
+	const rs_cmd *c = &r->cur->cmd;
+	char err[300], why[360];
+	rs_status st;
+
+	if (r->agent != NULL)
+		return 0;
+	if (rs_run_get_status(r->state) == RS_RUN_NONE)
+		st = agents_get(o, r->tenant, c->agent, c->version, &r->agent, err, sizeof(err));
+	else
+		st = agents_get(o, r->tenant, rs_run_get_agent(r->state),
+		                rs_run_get_version(r->state), &r->agent, err, sizeof(err));
+	if (st == RS_OK)
+		return 0;
+	if (st == RS_ENOTFOUND) {
+		snprintf(why, sizeof(why), "agent missing: %s", err);
+		poison_cur(o, r, why);
+	} else {
+		log_cmd(RS_LOG_WARN, r->cur, "%s: agent lookup failed: %s", err);
+		end_cmd(o, r, END_NAK, 500);
+	}
+	return -1;
+}
+
+/*
+ * A decision with events proves the cached state current (the append's
+ * expectation is checked by the server). An empty one proves nothing: if
+ * another instance wrote to the run since we cached it, our state may not
+ * know the very thing this command answers (a timer, a tool call), and
+ * acking would lose the command. So before dropping a command, check
+ * that the log has nothing we have not seen; if it has, rebuild and
+ * decide again. Reading after the command was fetched is enough: every
+ * command is caused by an effect, and effects are published only once
+ * the events that cause them are durable.
+ */
+static int
+is_current(orch *o, orun *r)
+{
+	int current = 0;
+
+	if (runcache_check_current(o, r, &current) != RS_OK) {
+		r->stale = 1;
+		end_cmd(o, r, END_NAK, 200);
+		return 0;
+	}
+	if (current)
+		return 1;
+	rs_decision_free(&r->dec);
+	memset(&r->dec, 0, sizeof(r->dec));
+	r->stale = 1;
+	begin(o, r);
+	return 0;
+}
+
+/* A timer fired before its due time by our clock (another instance's
+ * clock ran ahead): decide() ignored it; put it back for the rest. */
+static int
+timer_early(orch *o, orun *r)
+{
+	const rs_cmd *c = &r->cur->cmd;
+	int64_t due = 0;
+
+	if (c->type != RS_CMD_TIMER_FIRE ||
+	    rs_run_timer_due(r->state, c->timer_id, &due) != RS_OK || due <= rs_now_ms())
+		return 0;
+	rs_decision_free(&r->dec);
+	memset(&r->dec, 0, sizeof(r->dec));
+	r->effects_failed = effects_requeue_timer(o, r, c) != RS_OK;
+	r->effects_left = 1;
+	if (r->effects_failed)
+		end_cmd(o, r, END_NAK, 200);
+	return 1;
+}
+
+static void
+begin(orch *o, orun *r)
+{
+	const rs_cmd *c = &r->cur->cmd;
+	char err[300], why[360];
+	rs_status st;
+
+	if (r->stale) {
+		st = runcache_reload(o, r);
+		if (st != RS_OK && st != RS_ENOTFOUND) {
+			r->stale = 1;
+			end_cmd(o, r, END_NAK, 500);
+			return;
+		}
+	}
+	if (rs_run_get_status(r->state) == RS_RUN_NONE && c->type != RS_CMD_RUN_START) {
+		unknown_run(o, r);
+		return;
+	}
+	if (resolve_agent(o, r) != 0)
+		return;
+	memset(&r->dec, 0, sizeof(r->dec));
+	st = rs_run_decide(r->state, r->agent, c, rs_now_ms(), o->cfg.base.instance_id, &r->dec,
+	                   err, sizeof(err));
+	if (st != RS_OK) {
+		snprintf(why, sizeof(why), "decide: %s: %s", rs_status_str(st), err);
+		poison_cur(o, r, why);
+		return;
+	}
+	if (r->dec.nevents == 0) {
+		if (!r->fresh && !is_current(o, r))
+			return;
+		if (timer_early(o, r))
+			return;
+		/* Duplicate or stale: nothing new, but re-publish what the state
+		 * still owes (heals a crash between append and effects). */
+		rs_decision_free(&r->dec);
+		memset(&r->dec, 0, sizeof(r->dec));
+		if (rs_run_pending_effects(r->state, &r->dec) != RS_OK)
+			memset(&r->dec, 0, sizeof(r->dec));
+		finish_effects(o, r);
+		return;
+	}
+	r->next_ev = 0;
+	send_event(o, r);
+}
+
+static void
+conflict(orch *o, orun *r)
+{
+	rs_status st;
+
+	rs_metric_inc(om.conflicts);
+	rs_decision_free(&r->dec);
+	memset(&r->dec, 0, sizeof(r->dec));
+	if (++r->attempts > CONFLICT_RETRIES) {
+		r->stale = 1;
+		end_cmd(o, r, END_NAK, 100);
+		return;
+	}
+	st = runcache_reload(o, r);
+	if (st != RS_OK && st != RS_ENOTFOUND) {
+		r->stale = 1;
+		end_cmd(o, r, END_NAK, 200);
+		return;
+	}
+	begin(o, r);
+}
+
+static void
+event_acked(orch *o, orun *r, const q_item *it)
+{
+	rs_event *ev = &r->dec.events[r->next_ev];
+	char err[256];
+
+	rs_metric_observe(om.append_latency, (double)(rs_mono_us() - r->sent_us) / 1e6);
+	if (it->err != NATS_OK || it->dup) {
+		/* A duplicate ack for an id we believed new means another writer
+		 * appended this very runseq: same as a refused expectation. */
+		if (it->dup || it->jerr == JSStreamWrongLastSequenceErr) {
+			conflict(o, r);
+			return;
+		}
+		r->stale = 1;
+		log_cmd(RS_LOG_WARN, r->cur, "%s: append failed: %s", natsStatus_GetText(it->err));
+		end_cmd(o, r, END_NAK, 200);
+		return;
+	}
+	if (rs_run_evolve(r->state, ev, err, sizeof(err)) != RS_OK) {
+		/* Our own decision does not apply to our own state: a bug in the
+		 * state machine. The log is right; rebuild from it. */
+		rs_log(RS_LOG_ERROR, r->run_id, NULL, "evolve refused our event: %s", err);
+		r->stale = 1;
+	}
+	r->last_seq = it->seq;
+	orch_metrics_event(ev);
+	if (++r->next_ev < r->dec.nevents)
+		send_event(o, r);
+	else
+		finish_effects(o, r);
+}
+
+static void
+on_puback(orch *o, q_item *it)
+{
+	pub_kind kind;
+	orun *r = pubmap_take(o->pubs, it->msg, &kind);
+
+	natsMsg_Destroy(it->msg);
+	if (r == NULL)
+		return;
+	if (kind == PUB_EVENT) {
+		event_acked(o, r, it);
+		return;
+	}
+	if (it->err != NATS_OK)
+		r->effects_failed = 1;
+	if (--r->effects_left == 0)
+		end_cmd(o, r, r->effects_failed ? END_NAK : END_ACK, 500);
+}
+
+static void
+on_cmd(orch *o, natsMsg *msg)
+{
+	pending_cmd *p = calloc(1, sizeof(*p));
+	jsMsgMetaData *meta = NULL;
+	char err[256], why[320];
+	orun *r;
+	rs_status st;
+
+	if (p == NULL) {
+		natsMsg_NakWithDelay(msg, 1000, NULL);
+		natsMsg_Destroy(msg);
+		atomic_fetch_sub(&o->inflight, 1);
+		return;
+	}
+	p->msg = msg;
+	p->t0_us = rs_mono_us();
+	if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
+		p->ndelivered = meta->NumDelivered;
+		jsMsgMetaData_Destroy(meta);
+	}
+	if (p->ndelivered > 1)
+		rs_metric_inc(om.redeliveries);
+	if (rs_cmd_decode(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg), &p->cmd, err,
+	                  sizeof(err)) != RS_OK) {
+		snprintf(why, sizeof(why), "undecodable command: %s", err);
+		poison(o, msg, NULL, why);
+		drop_pending(o, p, 0);
+		return;
+	}
+	if ((int64_t)p->ndelivered > o->cfg.max_deliver) {
+		snprintf(why, sizeof(why), "redelivered %llu times (max %lld)",
+		         (unsigned long long)p->ndelivered, (long long)o->cfg.max_deliver);
+		poison(o, msg, p->cmd.run_id, why);
+		drop_pending(o, p, 1);
+		return;
+	}
+	r = runcache_get(o->cache, p->cmd.tenant, p->cmd.run_id);
+	if (r != NULL && r->busy) {
+		if (r->waitq_tail) r->waitq_tail->next = p; else r->waitq = p;
+		r->waitq_tail = p;
+		return;
+	}
+	if (r == NULL) {
+		if ((r = runcache_add_empty(o->cache, p->cmd.tenant, p->cmd.run_id)) == NULL) {
+			natsMsg_NakWithDelay(msg, 1000, NULL);
+			drop_pending(o, p, 1);
+			return;
+		}
+		/* A run.start is assumed to be for a new run: the append with
+		 * expectation 0 checks that for free. Anything else is rebuilt. */
+		if (p->cmd.type != RS_CMD_RUN_START) {
+			st = runcache_reload(o, r);
+			if (st != RS_OK && st != RS_ENOTFOUND)
+				r->stale = 1;
+		}
+	}
+	r->cur = p;
+	r->busy = 1;
+	r->attempts = 0;
+	begin(o, r);
+}
+
+/* Shutdown past the grace period: hand back what we still hold. */
+static void
+nak_everything(orch *o)
+{
+	rs_warn("shutdown grace passed with %ld command(s) in flight: naking them",
+	        (long)atomic_load(&o->inflight));
+	runcache_nak_all(o->cache);
+}
+
+static void *
+engine_main(void *arg)
+{
+	orch *o = arg;
+	int64_t deadline = 0;
+	q_item *it, *next;
+
+	for (;;) {
+		for (it = q_take_all(&o->q, 100); it != NULL; it = next) {
+			next = it->next;
+			if (it->kind == Q_CMD)
+				on_cmd(o, it->msg);
+			else
+				on_puback(o, it);
+			free(it);
+		}
+		if (!atomic_load(&o->stopping))
+			continue;
+		if (deadline == 0)
+			deadline = rs_mono_ms() + o->cfg.base.shutdown_grace_ms * 3 / 4;
+		if (atomic_load(&o->inflight) == 0)
+			break;
+		if (rs_mono_ms() > deadline) {
+			nak_everything(o);
+			break;
+		}
+	}
+	return NULL;
+}
+
+rs_status
+engine_start(orch *o)
+{
+	if (pthread_create(&o->engine_thread, NULL, engine_main, o) != 0)
+		return RS_ERR;
+	return RS_OK;
+}
+
+void
+engine_join(orch *o)
+{
+	pthread_join(o->engine_thread, NULL);
+}

@@ -1,0 +1,70 @@
+/*
+ * metrics.c - the orchestrator's Prometheus series, registered once at
+ * start-up, and the accounting done when an event becomes durable (so a
+ * run is counted once even if two instances raced over it).
+ */
+#include "orch.h"
+
+orch_metrics om;
+
+void
+orch_metrics_init(void)
+{
+	static const char *fin[4] = {
+		"status=\"completed\"", "status=\"failed\"", "status=\"cancelled\"",
+		"status=\"timed_out\"" };
+	static const char *cmd[RS_CMD__COUNT] = {
+		"type=\"run.start\"", "type=\"tool.result\"", "type=\"tool.delivered\"",
+		"type=\"signal\"", "type=\"cancel\"", "type=\"timer.fire\"" };
+
+	om.runs_started = rs_counter("rs_orch_runs_started_total", "Runs started (run.started appended).", NULL);
+	for (int i = 0; i < 4; i++)
+		om.runs_finished[i] = rs_counter("rs_orch_runs_finished_total",
+		                                 "Runs finished, by terminal status.", fin[i]);
+	om.step_duration = rs_histogram("rs_orch_step_duration_seconds",
+	                                "Step durations (step.completed duration_ms).", NULL);
+	for (int i = 0; i < RS_CMD__COUNT; i++)
+		om.commands[i] = rs_counter("rs_orch_commands_total", "Commands processed, by type.", cmd[i]);
+	om.redeliveries = rs_counter("rs_orch_redeliveries_total", "Commands delivered more than once.", NULL);
+	om.dead_letters = rs_counter("rs_orch_dead_letters_total", "Messages sent to dlq.orchestrator.", NULL);
+	om.timer_lag = rs_histogram("rs_orch_timer_lag_seconds", "Timer fire time minus due time.", NULL);
+	om.timers_fired = rs_counter("rs_orch_timers_fired_total", "Timers forwarded to CMDS.", NULL);
+	om.append_latency = rs_histogram("rs_orch_append_latency_seconds",
+	                                 "Event append: send to JetStream ack.", NULL);
+	om.events_appended = rs_counter("rs_orch_events_appended_total", "Run events appended.", NULL);
+	om.conflicts = rs_counter("rs_orch_conflicts_total",
+	                          "Appends refused: another writer got there first.", NULL);
+	om.command_duration = rs_histogram("rs_orch_command_duration_seconds",
+	                                   "Command fetched to acked.", NULL);
+	om.cache_runs = rs_gauge("rs_orch_cache_runs", "Runs in the hot cache.", NULL);
+	om.inflight = rs_gauge("rs_orch_inflight_commands", "Commands fetched, not yet acked.", NULL);
+	om.timers_held = rs_gauge("rs_orch_timers_held", "Timers held in memory until due.", NULL);
+}
+
+void
+orch_metrics_event(const rs_event *ev)
+{
+	rs_metric_inc(om.events_appended);
+	switch (ev->type) {
+	case RS_EV_RUN_STARTED:
+		rs_metric_inc(om.runs_started);
+		break;
+	case RS_EV_STEP_COMPLETED:
+		rs_metric_observe(om.step_duration, (double)ev->d.step_completed.duration_ms / 1000.0);
+		break;
+	case RS_EV_RUN_COMPLETED:
+		rs_metric_inc(om.runs_finished[0]);
+		break;
+	case RS_EV_RUN_FAILED:
+		rs_metric_inc(om.runs_finished[1]);
+		break;
+	case RS_EV_RUN_CANCELLED:
+		rs_metric_inc(om.runs_finished[2]);
+		break;
+	case RS_EV_RUN_TIMED_OUT:
+		rs_metric_inc(om.runs_finished[3]);
+		break;
+	default:
+		break;
+	}
+}

@@ -1,0 +1,372 @@
+// orchestrator.test.mjs - rs-orchestrator against a real nats-server:
+// every terminal state, two instances racing over the same runs, kill -9
+// and recovery, timers across a restart, poison to the dead-letter stream,
+// graceful SIGTERM. Agents are written straight into KV `agents` (the API
+// and runctl will do that later) and commands straight into CMDS; results
+// are awaited on the live fan-out rs.live.runs.> and checked on RUNS.
+import { test, before, after, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import { connect, headers, StringCodec } from 'nats';
+import { startStack, startService, freePort, stopAll, logTail } from '../lib/stack.mjs';
+
+const sc = StringCodec();
+const TERMINAL = new Set(['run.completed', 'run.failed', 'run.cancelled', 'run.timed_out']);
+let world;
+
+// Canonical JSON (sorted keys, compact): what the version hash is over.
+function canonical(v) {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
+  if (v !== null && typeof v === 'object') {
+    return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canonical(v[k])}`).join(',')}}`;
+  }
+  return JSON.stringify(v);
+}
+
+class World {
+  async init() {
+    const { nats, env } = await startStack({ pg: false });
+    this.natsSrv = nats;
+    this.env = env;
+    this.nc = await connect({ servers: nats.url });
+    this.js = this.nc.jetstream();
+    this.jsm = await this.nc.jetstreamManager();
+    this.kv = await this.js.views.kv('agents');
+    this.runs = new Map();     // run_id -> [event]
+    this.waiters = [];         // { run, pred, resolve }
+    const sub = this.nc.subscribe('rs.live.runs.>');
+    (async () => {
+      for await (const m of sub) this.onEvent(JSON.parse(sc.decode(m.data)));
+    })();
+    // Dead letters are JetStream publishes, so a core subscription sees them.
+    this.dead = [];
+    this.deadWaiters = [];
+    const dsub = this.nc.subscribe('dlq.orchestrator');
+    (async () => {
+      for await (const m of dsub) {
+        this.dead.push({ subject: m.headers?.get('Runstream-Dlq-Subject'), reason: m.headers?.get('Runstream-Dlq-Reason') });
+        this.deadWaiters = this.deadWaiters.filter((w) => !w());
+      }
+    })();
+    this.procs = [];
+  }
+
+  // Resolve once n dead letters match filter.
+  waitDead(filter, n, timeoutMs = 20000) {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        const got = this.dead.filter(filter);
+        if (got.length < n) return false;
+        clearTimeout(t);
+        resolve(got);
+        return true;
+      };
+      const t = setTimeout(() => reject(new Error(`timed out waiting for ${n} dead letters: ` +
+        `${JSON.stringify(this.dead)}\n${this.logs()}`)), timeoutMs);
+      if (!check()) this.deadWaiters.push(check);
+    });
+  }
+
+  onEvent(ev) {
+    ev.observed = Date.now();
+    const list = this.runs.get(ev.subject) || [];
+    list.push(ev);
+    this.runs.set(ev.subject, list);
+    this.waiters = this.waiters.filter((w) => {
+      if (w.run !== ev.subject || !w.pred(ev)) return true;
+      w.resolve(ev);
+      return false;
+    });
+  }
+
+  // Resolve with the first event of run matching pred (seen or future).
+  waitEvent(run, pred, what, timeoutMs = 30000) {
+    const seen = (this.runs.get(run) || []).find(pred);
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`timed out waiting for ${what} of run ${run}: ` +
+        `saw ${(this.runs.get(run) || []).map((e) => e.type).join(', ')}\n${this.logs()}`)), timeoutMs);
+      this.waiters.push({ run, pred, resolve: (ev) => { clearTimeout(t); resolve(ev); } });
+    });
+  }
+
+  waitType(run, type, timeoutMs) {
+    return this.waitEvent(run, (e) => e.type === `runstream.${type}`, type, timeoutMs);
+  }
+
+  waitTerminal(run, timeoutMs) {
+    return this.waitEvent(run, (e) => TERMINAL.has(e.type.replace(/^runstream\./, '')), 'a terminal event', timeoutMs);
+  }
+
+  logs() {
+    return this.procs.map((p) => `--- ${p.name} ---\n${logTail(p, 15)}`).join('\n');
+  }
+
+  async push(tenant, def) {
+    const text = canonical(def);
+    const version = crypto.createHash('sha256').update(text).digest('hex').slice(0, 16);
+    await this.kv.put(`${tenant}.${def.name}.${version}`, text);
+    await this.kv.put(`${tenant}.${def.name}.latest`, JSON.stringify({ version }));
+    return version;
+  }
+
+  async command(tenant, run, body, msgID) {
+    const h = headers();
+    h.set('Runstream-Type', body.type);
+    await this.js.publish(`cmd.${tenant}.${run}`, sc.encode(JSON.stringify({ ...body, tenant, run_id: run })),
+      { msgID, headers: h });
+  }
+
+  async start(tenant, agent, version, input = {}, msgID) {
+    const run = crypto.randomUUID();
+    const body = { type: 'run.start', agent, input };
+    if (version) body.version = version;
+    await this.command(tenant, run, body, msgID || `start-${run}`);
+    return run;
+  }
+
+  async orchestrator(name, env = {}) {
+    const port = await freePort();
+    const p = await startService('orchestrator', {
+      ...this.env, RS_ORCHESTRATOR_OPS_PORT: String(port), RS_INSTANCE_ID: name,
+      RS_SHUTDOWN_GRACE_MS: '5000', ...env,
+    }, port);
+    p.name = name;
+    this.procs.push(p);
+    return p;
+  }
+
+  async metrics(p) {
+    return (await fetch(`http://127.0.0.1:${p.port}/metrics`)).text();
+  }
+
+  // Every stored event of a run, in stream order, from RUNS itself.
+  async history(tenant, run) {
+    const subj = `runs.${tenant}.${run}`;
+    const out = [];
+    let seq = 0;
+    for (;;) {
+      let m;
+      try {
+        m = await this.jsm.direct.getMessage('RUNS', { seq: seq + 1, next_by_subj: subj });
+      } catch (e) {
+        if (e.code === '404' || /not found/i.test(e.message)) break;
+        throw e;
+      }
+      seq = m.seq;
+      out.push(JSON.parse(sc.decode(m.data)));
+    }
+    return out;
+  }
+
+}
+
+// Runseq is exactly 1..N, ids unique, one terminal event, and it is last.
+function assertHistory(h, run) {
+  assert.ok(h.length > 0, `run ${run} has no events`);
+  h.forEach((ev, i) => {
+    assert.equal(ev.runseq, i + 1, `run ${run}: event ${i} has runseq ${ev.runseq}`);
+    assert.equal(ev.id, `${run}-${i + 1}`);
+  });
+  const terminals = h.filter((e) => TERMINAL.has(e.type.replace(/^runstream\./, '')));
+  assert.equal(terminals.length, 1, `run ${run}: ${terminals.length} terminal events`);
+  assert.equal(terminals[0], h[h.length - 1]);
+}
+
+async function stopGracefully(p) {
+  const { code, sig } = await p.kill('SIGTERM');
+  assert.equal(code, 0, `${p.name} exit ${code} ${sig}\n${logTail(p)}`);
+}
+
+const types = (h) => h.map((e) => e.type.replace(/^runstream\./, ''));
+
+before(async () => {
+  world = new World();
+  await world.init();
+});
+
+// A failed test must not leave its instances to steal the next one's work.
+afterEach(async () => {
+  for (const p of world?.procs || []) await p.kill('SIGKILL');
+  if (world) world.procs = [];
+});
+
+after(async () => {
+  if (world) await world.nc.close();
+  await stopAll();
+});
+
+test('runs reach every terminal state', async () => {
+  const t = 'terminal';
+  const orch = await world.orchestrator('orch-terminal');
+  const flow = await world.push(t, {
+    name: 'flow',
+    steps: [
+      { id: 'a', kind: 'transform', value: { n: '{{input.n}}' } },
+      { id: 'b', kind: 'branch', when: [{ if: { path: 'steps.a.output.n', gt: 5 }, goto: 'big' }], else: 'small' },
+      { id: 'big', kind: 'transform', value: { size: 'big', n: '{{steps.a.output.n}}' }, next: 'z' },
+      { id: 'small', kind: 'transform', value: { size: 'small' } },
+      { id: 'z', kind: 'sleep', duration_ms: 300 },
+    ],
+    output: { result: '{{steps.big.output}}' },
+  });
+  const failing = await world.push(t, {
+    name: 'failing',
+    steps: [{ id: 'call', kind: 'tool', tool: 'nothing', capability: 'nothing', timeout_s: 1,
+      retry: { max_attempts: 2, initial_backoff_ms: 100, max_backoff_ms: 100 } }],
+  });
+  const waiting = await world.push(t, {
+    name: 'waiting',
+    steps: [{ id: 'w', kind: 'signal', signal: 'approve', timeout_s: 60 }],
+    output: '{{steps.w.output}}',
+  });
+  const slow = await world.push(t, {
+    name: 'slow', timeout_s: 1, steps: [{ id: 's', kind: 'sleep', duration_ms: 30000 }],
+  });
+
+  const rCompleted = await world.start(t, 'flow', flow, { n: 7 });
+  const rLatest = await world.start(t, 'flow', null, { n: 1 });   // version from .latest
+  const rFailed = await world.start(t, 'failing', failing);
+  const rCancelled = await world.start(t, 'waiting', waiting);
+  const rTimedOut = await world.start(t, 'slow', slow);
+  const rSignalled = await world.start(t, 'waiting', waiting);
+
+  await world.waitType(rCancelled, 'step.started');
+  await world.command(t, rCancelled, { type: 'cancel', reason: 'test' }, `cancel-${rCancelled}`);
+  await world.waitType(rSignalled, 'step.started');
+  const sig = { type: 'signal', signal_id: crypto.randomUUID(), name: 'approve', payload: { ok: true } };
+  await world.command(t, rSignalled, sig, `signal-${sig.signal_id}`);
+  await world.command(t, rSignalled, sig, `signal-${sig.signal_id}-again`); // a duplicate: no effect
+
+  const expect = [[rCompleted, 'run.completed'], [rLatest, 'run.completed'], [rFailed, 'run.failed'],
+    [rCancelled, 'run.cancelled'], [rTimedOut, 'run.timed_out'], [rSignalled, 'run.completed']];
+  for (const [run, type] of expect) {
+    const ev = await world.waitTerminal(run, 20000);
+    assert.equal(ev.type, `runstream.${type}`, `run ${run}: ${types(world.runs.get(run))}`);
+  }
+  const done = await world.history(t, rCompleted);
+  assertHistory(done, rCompleted);
+  assert.deepEqual(done[done.length - 1].data.output, { result: { size: 'big', n: 7 } });
+  assert.ok(types(done).includes('timer.fired'));
+  const small = await world.history(t, rLatest);
+  assert.ok(small.some((e) => e.type.endsWith('step.completed') && e.data.step_id === 'small'));
+  const failed = await world.history(t, rFailed);
+  assert.equal(types(failed).filter((x) => x === 'tool.timed_out').length, 2, types(failed).join(','));
+  const cancelled = await world.history(t, rCancelled);
+  assert.ok(types(cancelled).includes('run.cancel_requested'));
+  const signalled = await world.history(t, rSignalled);
+  assertHistory(signalled, rSignalled);
+  assert.equal(types(signalled).filter((x) => x === 'signal.received').length, 1);
+  assert.deepEqual(signalled[signalled.length - 1].data.output, { ok: true });
+  for (const [run] of expect) assertHistory(await world.history(t, run), run);
+
+  const m = await world.metrics(orch);
+  assert.match(m, /rs_orch_runs_finished_total\{status="completed"\} [1-9]/);
+  assert.match(m, /rs_orch_append_latency_seconds_count [1-9]/);
+  await stopGracefully(orch);
+});
+
+test('two instances racing over the same 200 runs keep every history linear', async () => {
+  const t = 'race';
+  const version = await world.push(t, {
+    name: 'race',
+    steps: [
+      { id: 'a', kind: 'transform', value: { x: '{{input.i}}' } },
+      { id: 's', kind: 'sleep', duration_ms: 50 },
+      { id: 'b', kind: 'transform', value: { y: '{{steps.a.output.x}}' } },
+    ],
+  });
+  const a = await world.orchestrator('orch-race-a', { RS_ORCH_FETCH_BATCH: '16' });
+  const b = await world.orchestrator('orch-race-b', { RS_ORCH_FETCH_BATCH: '16' });
+  const runs = [];
+  for (let i = 0; i < 200; i++) {
+    // Each start twice under different message ids: both copies are
+    // delivered, usually to different instances, which then race.
+    const run = await world.start(t, 'race', version, { i });
+    await world.command(t, run, { type: 'run.start', agent: 'race', version, input: { i } }, `start-${run}-twin`);
+    runs.push(run);
+  }
+  await Promise.all(runs.map((r) => world.waitTerminal(r, 60000)));
+  for (const run of runs) {
+    const h = await world.history(t, run);
+    assertHistory(h, run);
+    assert.equal(h[h.length - 1].type, 'runstream.run.completed');
+    assert.equal(types(h).filter((x) => x === 'run.started').length, 1);
+  }
+  const conflicts = (await Promise.all([a, b].map((p) => world.metrics(p))))
+    .map((m) => Number((m.match(/^rs_orch_conflicts_total (\d+)/m) || [0, 0])[1]));
+  test.diagnostic?.(`conflicts seen: ${conflicts}`);
+  await Promise.all([stopGracefully(a), stopGracefully(b)]);
+});
+
+test('kill -9 mid-run: another instance finishes every run exactly once', async () => {
+  const t = 'crash';
+  const version = await world.push(t, {
+    name: 'crash',
+    steps: [
+      { id: 'a', kind: 'transform', value: { x: 1 } },
+      { id: 's', kind: 'sleep', duration_ms: 1500 },
+      { id: 'b', kind: 'transform', value: { y: 2 } },
+    ],
+  });
+  const a = await world.orchestrator('orch-crash-a');
+  const runs = [];
+  for (let i = 0; i < 30; i++) runs.push(await world.start(t, 'crash', version, { i }));
+  await Promise.all(runs.map((r) => world.waitType(r, 'timer.scheduled')));
+  await a.kill('SIGKILL');
+  const b = await world.orchestrator('orch-crash-b');
+  // A timer or command delivered to the killed instance just before it
+  // died comes back after the consumer's AckWait (30 s): allow for it.
+  await Promise.all(runs.map((r) => world.waitTerminal(r, 60000)));
+  for (const run of runs) {
+    const h = await world.history(t, run);
+    assertHistory(h, run);
+    assert.equal(h[h.length - 1].type, 'runstream.run.completed');
+    assert.equal(types(h).filter((x) => x === 'timer.fired').length, 1);
+  }
+  await stopGracefully(b);
+});
+
+test('a timer survives a restart: fires once, never early', async () => {
+  const t = 'timer';
+  const version = await world.push(t, { name: 'nap', steps: [{ id: 's', kind: 'sleep', duration_ms: 1500 }] });
+  const a = await world.orchestrator('orch-timer-a');
+  const run = await world.start(t, 'nap', version);
+  const started = await world.waitType(run, 'timer.scheduled');
+  // The scenario (not a synchronisation): die 500 ms into the sleep.
+  await new Promise((r) => setTimeout(r, Math.max(0, Date.parse(started.time) + 500 - Date.now())));
+  await a.kill('SIGKILL');
+  const b = await world.orchestrator('orch-timer-b');
+  const fired = await world.waitType(run, 'timer.fired', 40000);
+  await world.waitTerminal(run, 10000);
+  const h = await world.history(t, run);
+  assertHistory(h, run);
+  const fires = h.filter((e) => e.type === 'runstream.timer.fired');
+  assert.equal(fires.length, 1);
+  const due = Date.parse(fires[0].data.due_at);
+  assert.ok(Date.parse(fires[0].time) >= due, `fired at ${fires[0].time}, due ${fires[0].data.due_at}`);
+  assert.ok(fired.observed >= due);
+  await stopGracefully(b);
+});
+
+test('poison commands go to the dead-letter stream and the orchestrator keeps going', async () => {
+  const t = 'poison';
+  const version = await world.push(t, { name: 'ok', steps: [{ id: 'a', kind: 'transform', value: 1 }] });
+  const orch = await world.orchestrator('orch-poison', { RS_ORCH_MAX_DELIVER: '5' });
+  const unknown = crypto.randomUUID();
+  await world.js.publish(`cmd.${t}.garbage`, new Uint8Array([0xff, 0x00, 0x7b, 0x22]), { msgID: 'garbage-1' });
+  await world.command(t, unknown, { type: 'tool.result', call_id: 'c1', output: {} }, `result-c1-${unknown}`);
+  await world.command(t, crypto.randomUUID(), { type: 'run.start', agent: 'nope', version: '0123456789abcdef', input: {} }, 'start-nope');
+  const good = await world.start(t, 'ok', version);
+  const ev = await world.waitTerminal(good, 20000);
+  assert.equal(ev.type, 'runstream.run.completed');
+  const mine = (e) => e.subject && e.subject.startsWith(`cmd.${t}.`);
+  const dead = await world.waitDead(mine, 3);
+  const reasons = dead.map((d) => `${d.subject}: ${d.reason}`).join('\n');
+  assert.ok(dead.some((d) => d.subject === `cmd.${t}.garbage` && /undecodable/.test(d.reason)), reasons);
+  assert.ok(dead.some((d) => d.subject === `cmd.${t}.${unknown}` && /unknown run/.test(d.reason)), reasons);
+  assert.ok(dead.some((d) => /agent missing/.test(d.reason)), reasons);
+  const m = await world.metrics(orch);
+  assert.match(m, /rs_orch_dead_letters_total [3-9]/, m.split('\n').filter((l) => /dead|redeliv|commands_total/.test(l)).join('\n'));
+  await stopGracefully(orch);
+});
