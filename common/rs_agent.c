@@ -34,17 +34,23 @@ struct rs_agent {
 	size_t nsteps;
 };
 
-static const char *kind_names[] = { "tool", "sleep", "signal", "branch", "transform" };
+static const char *kind_names[] = { "tool", "sleep", "signal", "branch", "transform",
+                                    "http", "llm" };
 
 /* Fields allowed on every step and per kind (NULL-terminated). */
 static const char *common_fields[] = { "id", "kind", "next", NULL };
-static const char *kind_fields[][7] = {
+static const char *kind_fields[][13] = {
 	[RS_STEP_TOOL] = { "tool", "args", "device", "capability", "timeout_s", "retry", NULL },
 	[RS_STEP_SLEEP] = { "duration_ms", NULL },
 	[RS_STEP_SIGNAL] = { "signal", "timeout_s", "retry", NULL },
 	[RS_STEP_BRANCH] = { "when", "else", NULL },
 	[RS_STEP_TRANSFORM] = { "value", NULL },
+	[RS_STEP_HTTP] = { "method", "url", "headers", "body", "timeout_s", "retry",
+	                   "expect_status", "hmac", "max_response_bytes", NULL },
+	[RS_STEP_LLM] = { "model", "system", "prompt", "tools", "max_turns", "max_tokens",
+	                  "temperature", "timeout_s", "tool_timeout_s", "retry", NULL },
 };
+static const char *http_methods[] = { "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", NULL };
 static const char *top_fields[] = { "name", "description", "timeout_s", "max_steps",
                                     "steps", "output", NULL };
 static const char *retry_fields[] = { "max_attempts", "initial_backoff_ms", "max_backoff_ms",
@@ -54,7 +60,7 @@ static const char *op_names[] = { "equals", "not_equals", "gt", "lt", "exists" }
 const char *
 rs_step_kind_name(rs_step_kind k)
 {
-	return (k >= RS_STEP_TOOL && k <= RS_STEP_TRANSFORM) ? kind_names[k] : "unknown";
+	return (k >= RS_STEP_TOOL && k <= RS_STEP_KIND_LAST) ? kind_names[k] : "unknown";
 }
 
 static char *
@@ -448,6 +454,295 @@ parse_transform(json_t *js, const char *path, rs_step *s, const idset *ids,
 	return RS_OK;
 }
 
+/* --- server-side effects: http and llm steps --- */
+
+/* An environment variable name: [A-Z_][A-Z0-9_]{0,127}. */
+static int
+is_env_name(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > NAME_MAX_LEN || (*s >= '0' && *s <= '9'))
+		return 0;
+	for (; *s; s++)
+		if (!((*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '_'))
+			return 0;
+	return 1;
+}
+
+/* An http(s) URL, or a string holding a template (checked when rendered). */
+static int
+url_ok(const char *u)
+{
+	if (strstr(u, "{{") != NULL)
+		return 1;
+	return (strncmp(u, "http://", 7) == 0 && u[7] != '\0') ||
+	       (strncmp(u, "https://", 8) == 0 && u[8] != '\0');
+}
+
+/* A required templated string field (the template is kept as JSON). */
+static rs_status
+get_template_str(json_t *js, const char *key, const char *path, int req, const idset *ids,
+                 json_t **out, char *err, size_t cap)
+{
+	const char *v;
+	char p[320];
+
+	if (get_str(js, key, path, req, &v, err, cap) != RS_OK)
+		return RS_EINVAL;
+	if (v == NULL)
+		return RS_OK;
+	subpath(p, sizeof(p), path, key);
+	if (check_template(json_object_get(js, key), p, ids, err, cap) != RS_OK)
+		return RS_EINVAL;
+	*out = json_incref(json_object_get(js, key));
+	return RS_OK;
+}
+
+static rs_status
+parse_expect_status(json_t *js, const char *path, rs_step *s, char *err, size_t cap)
+{
+	json_t *v = json_object_get(js, "expect_status"), *c;
+	char p[320], q[352];
+	size_t i;
+
+	if (v == NULL)
+		return RS_OK;
+	subpath(p, sizeof(p), path, "expect_status");
+	if (!json_is_array(v) || json_array_size(v) == 0)
+		return fail(err, cap, p, "must be a non-empty array of status codes");
+	json_array_foreach(v, i, c) {
+		if (!json_is_integer(c) || json_integer_value(c) < 100 || json_integer_value(c) > 599) {
+			pathf(q, sizeof(q), "%s[%zu]", p, i);
+			return fail(err, cap, q, "must be an integer between 100 and 599");
+		}
+	}
+	s->expect_status = json_incref(v);
+	return RS_OK;
+}
+
+static rs_status
+parse_hmac(json_t *js, const char *path, rs_step *s, char *err, size_t cap)
+{
+	static const char *hmac_fields[] = { "secret_env", "header", NULL };
+	json_t *v = json_object_get(js, "hmac");
+	const char *env, *hdr;
+	char p[320], q[352];
+
+	if (v == NULL)
+		return RS_OK;
+	subpath(p, sizeof(p), path, "hmac");
+	if (!json_is_object(v))
+		return fail(err, cap, p, "must be an object");
+	if (check_fields(v, p, hmac_fields, NULL, err, cap) != RS_OK ||
+	    get_str(v, "secret_env", p, 1, &env, err, cap) != RS_OK ||
+	    get_str(v, "header", p, 0, &hdr, err, cap) != RS_OK)
+		return RS_EINVAL;
+	subpath(q, sizeof(q), p, "secret_env");
+	if (!is_env_name(env))
+		return fail(err, cap, q, "must be an environment variable name [A-Z_][A-Z0-9_]*");
+	subpath(q, sizeof(q), p, "header");
+	if (hdr != NULL && !is_name(hdr))
+		return fail(err, cap, q, "must be a header name [A-Za-z0-9_.-]{1,128}");
+	s->hmac_secret_env = xstrdup(env);
+	s->hmac_header = xstrdup(hdr ? hdr : "Runstream-Signature");
+	return RS_OK;
+}
+
+static rs_status
+parse_http(json_t *js, const char *path, rs_step *s, const idset *ids, char *err, size_t cap)
+{
+	const char *method, *url;
+	json_t *h;
+	char p[320];
+
+	if (get_str(js, "method", path, 0, &method, err, cap) != RS_OK)
+		return RS_EINVAL;
+	subpath(p, sizeof(p), path, "method");
+	if (method != NULL && !in_list(method, http_methods))
+		return fail(err, cap, p, "must be one of GET, POST, PUT, PATCH, DELETE, HEAD");
+	s->method = xstrdup(method ? method : "POST");
+	if (get_template_str(js, "url", path, 1, ids, &s->url, err, cap) != RS_OK)
+		return RS_EINVAL;
+	url = json_string_value(s->url);
+	subpath(p, sizeof(p), path, "url");
+	if (!url_ok(url))
+		return fail(err, cap, p, "must be an http:// or https:// URL");
+	h = json_object_get(js, "headers");
+	subpath(p, sizeof(p), path, "headers");
+	if (h != NULL && !json_is_object(h))
+		return fail(err, cap, p, "must be an object");
+	if (h != NULL && check_template(h, p, ids, err, cap) != RS_OK)
+		return RS_EINVAL;
+	s->headers = h ? json_deep_copy(h) : json_object();
+	if ((h = json_object_get(js, "body")) != NULL) {
+		subpath(p, sizeof(p), path, "body");
+		if (check_template(h, p, ids, err, cap) != RS_OK)
+			return RS_EINVAL;
+		s->body = json_deep_copy(h);
+	}
+	s->timeout_s = RS_HTTP_TIMEOUT_DEFAULT_S;
+	s->max_response_bytes = RS_HTTP_MAX_RESPONSE_DEFAULT;
+	if (get_int(js, "timeout_s", path, 1, &s->timeout_s, err, cap) != RS_OK ||
+	    get_int(js, "max_response_bytes", path, 1, &s->max_response_bytes, err, cap) != RS_OK ||
+	    parse_expect_status(js, path, s, err, cap) != RS_OK ||
+	    parse_hmac(js, path, s, err, cap) != RS_OK)
+		return RS_EINVAL;
+	/* The response becomes an event: keep it well under the 1 MiB cap. */
+	subpath(p, sizeof(p), path, "max_response_bytes");
+	if (s->max_response_bytes > 512 * 1024)
+		return fail(err, cap, p, "must be <= 524288 (responses are recorded in events)");
+	return parse_retry(js, path, &s->retry, err, cap);
+}
+
+static rs_status
+parse_model(json_t *js, const char *path, rs_step *s, char *err, size_t cap)
+{
+	static const char *model_fields[] = { "base_url", "model", "api_key_env", NULL };
+	json_t *m = json_object_get(js, "model");
+	const char *base, *name, *env;
+	char p[320], q[352];
+
+	subpath(p, sizeof(p), path, "model");
+	if (m == NULL)
+		return fail(err, cap, p, "required");
+	if (!json_is_object(m))
+		return fail(err, cap, p, "must be an object");
+	if (check_fields(m, p, model_fields, NULL, err, cap) != RS_OK ||
+	    get_str(m, "base_url", p, 1, &base, err, cap) != RS_OK ||
+	    get_str(m, "model", p, 1, &name, err, cap) != RS_OK ||
+	    get_str(m, "api_key_env", p, 0, &env, err, cap) != RS_OK)
+		return RS_EINVAL;
+	subpath(q, sizeof(q), p, "base_url");
+	if (strstr(base, "{{") != NULL || !url_ok(base))
+		return fail(err, cap, q, "must be an http:// or https:// URL");
+	subpath(q, sizeof(q), p, "model");
+	if (*name == '\0')
+		return fail(err, cap, q, "must be a non-empty string");
+	subpath(q, sizeof(q), p, "api_key_env");
+	if (env != NULL && !is_env_name(env))
+		return fail(err, cap, q, "must be an environment variable name [A-Z_][A-Z0-9_]*");
+	s->base_url = xstrdup(base);
+	s->model = xstrdup(name);
+	s->api_key_env = xstrdup(env);
+	return RS_OK;
+}
+
+/* Function names a Chat Completions API accepts: [A-Za-z0-9_-]{1,64}. */
+static int
+is_function_name(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > 64)
+		return 0;
+	for (; *s; s++)
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+		      (*s >= '0' && *s <= '9') || *s == '_' || *s == '-'))
+			return 0;
+	return 1;
+}
+
+/* tools: ["name" | {"name", "description"?, "input_schema"?}], normalized
+ * to objects. Schemas left out are filled in by the executor from the
+ * devices' hello (KV presence) at call time. */
+static rs_status
+parse_llm_tools(json_t *js, const char *path, rs_step *s, char *err, size_t cap)
+{
+	static const char *tool_fields[] = { "name", "description", "input_schema", NULL };
+	json_t *v = json_object_get(js, "tools"), *t, *o;
+	const char *name, *desc;
+	char p[320], q[352];
+	size_t i, k;
+
+	s->llm_tools = json_array();
+	if (v == NULL)
+		return RS_OK;
+	subpath(p, sizeof(p), path, "tools");
+	if (!json_is_array(v))
+		return fail(err, cap, p, "must be an array of tool names or {name, description, "
+		            "input_schema}");
+	json_array_foreach(v, i, t) {
+		pathf(q, sizeof(q), "%s[%zu]", p, i);
+		if (json_is_string(t)) {
+			name = json_string_value(t);
+			o = json_pack("{s:s}", "name", name);
+		} else if (json_is_object(t)) {
+			if (check_fields(t, q, tool_fields, NULL, err, cap) != RS_OK ||
+			    get_str(t, "name", q, 1, &name, err, cap) != RS_OK ||
+			    get_str(t, "description", q, 0, &desc, err, cap) != RS_OK)
+				return RS_EINVAL;
+			if (json_object_get(t, "input_schema") != NULL &&
+			    !json_is_object(json_object_get(t, "input_schema"))) {
+				pathf(q, sizeof(q), "%s[%zu].input_schema", p, i);
+				return fail(err, cap, q, "must be an object (a JSON Schema)");
+			}
+			o = json_deep_copy(t);
+		} else {
+			return fail(err, cap, q, "must be a tool name or an object");
+		}
+		json_array_append_new(s->llm_tools, o);
+		if (!is_function_name(name)) {
+			pathf(q, sizeof(q), "%s[%zu]%s", p, i, json_is_object(t) ? ".name" : "");
+			return fail(err, cap, q, "must match [A-Za-z0-9_-]{1,64} (a model function name)");
+		}
+		for (k = 0; k < i; k++) {
+			if (strcmp(json_string_value(json_object_get(json_array_get(s->llm_tools, k),
+			           "name")), name) == 0)
+				return fail(err, cap, q, "duplicate tool \"%s\"", name);
+		}
+	}
+	return RS_OK;
+}
+
+static rs_status
+parse_llm(json_t *js, const char *path, rs_step *s, const idset *ids, char *err, size_t cap)
+{
+	json_t *t;
+	char p[320];
+
+	if (parse_model(js, path, s, err, cap) != RS_OK ||
+	    get_template_str(js, "system", path, 0, ids, &s->system, err, cap) != RS_OK ||
+	    get_template_str(js, "prompt", path, 1, ids, &s->prompt, err, cap) != RS_OK ||
+	    parse_llm_tools(js, path, s, err, cap) != RS_OK)
+		return RS_EINVAL;
+	s->max_turns = RS_LLM_MAX_TURNS_DEFAULT;
+	s->timeout_s = RS_LLM_TIMEOUT_DEFAULT_S;
+	s->tool_timeout_s = RS_TOOL_TIMEOUT_DEFAULT_S;
+	if (get_int(js, "max_turns", path, 1, &s->max_turns, err, cap) != RS_OK ||
+	    get_int(js, "max_tokens", path, 1, &s->max_tokens, err, cap) != RS_OK ||
+	    get_int(js, "timeout_s", path, 1, &s->timeout_s, err, cap) != RS_OK ||
+	    get_int(js, "tool_timeout_s", path, 1, &s->tool_timeout_s, err, cap) != RS_OK)
+		return RS_EINVAL;
+	if ((t = json_object_get(js, "temperature")) != NULL) {
+		subpath(p, sizeof(p), path, "temperature");
+		if (!json_is_number(t) || json_number_value(t) < 0 || json_number_value(t) > 2)
+			return fail(err, cap, p, "must be a number between 0 and 2");
+		s->temperature = json_incref(t);
+	}
+	if (parse_retry(js, path, &s->retry, err, cap) != RS_OK)
+		return RS_EINVAL;
+	/* Model APIs fail transiently often enough that a turn is retried by
+	 * default; an explicit retry object keeps its own max_attempts. */
+	if (json_object_get(js, "retry") == NULL)
+		s->retry.max_attempts = RS_LLM_MAX_ATTEMPTS_DEFAULT;
+	return RS_OK;
+}
+
+int
+rs_http_status_expected(const rs_step *s, int64_t status)
+{
+	size_t i;
+	json_t *c;
+
+	if (s->expect_status == NULL)
+		return status >= 200 && status <= 299;
+	json_array_foreach(s->expect_status, i, c)
+		if (json_integer_value(c) == status)
+			return 1;
+	return 0;
+}
+
 /* Pass 1: shape, id and kind of step i (so pass 2 can resolve ids). */
 static rs_status
 check_step_id(const idset *ids, size_t i, char *err, size_t cap)
@@ -486,13 +781,13 @@ parse_step(const idset *ids, size_t i, rs_step *s, char *err, size_t cap)
 	s->id = xstrdup(json_string_value(json_object_get(js, "id")));
 	if (get_str(js, "kind", path, 1, &kind, err, cap) != RS_OK)
 		return RS_EINVAL;
-	for (k = RS_STEP_TOOL; k <= RS_STEP_TRANSFORM; k++)
+	for (k = RS_STEP_TOOL; k <= RS_STEP_KIND_LAST; k++)
 		if (strcmp(kind, kind_names[k]) == 0)
 			break;
-	if (k > RS_STEP_TRANSFORM) {
+	if (k > RS_STEP_KIND_LAST) {
 		pathf(p, sizeof(p), "%s.kind", path);
 		return fail(err, cap, p, "unknown step kind \"%s\" (expected tool, sleep, "
-		            "signal, branch or transform)", kind);
+		            "signal, branch, transform, http or llm)", kind);
 	}
 	s->kind = (rs_step_kind)k;
 	if (check_fields(js, path, common_fields, kind_fields[k], err, cap) != RS_OK)
@@ -506,6 +801,8 @@ parse_step(const idset *ids, size_t i, rs_step *s, char *err, size_t cap)
 	case RS_STEP_SIGNAL:    return parse_signal(js, path, s, err, cap);
 	case RS_STEP_BRANCH:    return parse_branch(js, path, s, ids, err, cap);
 	case RS_STEP_TRANSFORM: return parse_transform(js, path, s, ids, err, cap);
+	case RS_STEP_HTTP:      return parse_http(js, path, s, ids, err, cap);
+	case RS_STEP_LLM:       return parse_llm(js, path, s, ids, err, cap);
 	}
 	return RS_EINVAL;
 }
@@ -628,6 +925,20 @@ step_free(rs_step *s)
 	}
 	free(s->cases);
 	json_decref(s->value);
+	free(s->method);
+	json_decref(s->url);
+	json_decref(s->headers);
+	json_decref(s->body);
+	json_decref(s->expect_status);
+	free(s->hmac_secret_env);
+	free(s->hmac_header);
+	free(s->base_url);
+	free(s->model);
+	free(s->api_key_env);
+	json_decref(s->system);
+	json_decref(s->prompt);
+	json_decref(s->llm_tools);
+	json_decref(s->temperature);
 }
 
 void

@@ -6,7 +6,8 @@
  *   {"name": "...", "description"?: "...", "timeout_s"?: n, "max_steps"?: n,
  *    "steps": [ {"id", "kind", "next"?, ...kind fields}, ... ],
  *    "output"?: <template>}
- * Kinds: tool, sleep, signal, branch, transform. Validation is complete:
+ * Kinds: tool, sleep, signal, branch, transform, http, llm (server-side
+ * effects carried out by the executor, docs/agents.md). Validation is complete:
  * the first problem found is reported with the field path, e.g.
  *   steps[2].retry.max_backoff_ms: must be >= initial_backoff_ms (500)
  *
@@ -29,11 +30,18 @@
 
 #define RS_AGENT_MAX_STEPS_DEFAULT 1000
 #define RS_TOOL_TIMEOUT_DEFAULT_S  30
+#define RS_HTTP_TIMEOUT_DEFAULT_S  30
+#define RS_HTTP_MAX_RESPONSE_DEFAULT (256 * 1024)
+#define RS_LLM_TIMEOUT_DEFAULT_S   120
+#define RS_LLM_MAX_TURNS_DEFAULT   8
+#define RS_LLM_MAX_ATTEMPTS_DEFAULT 3
 #define RS_STEP_END (-1)          /* step index meaning "the run is done" */
 
 typedef enum {
-	RS_STEP_TOOL = 0, RS_STEP_SLEEP, RS_STEP_SIGNAL, RS_STEP_BRANCH, RS_STEP_TRANSFORM
+	RS_STEP_TOOL = 0, RS_STEP_SLEEP, RS_STEP_SIGNAL, RS_STEP_BRANCH, RS_STEP_TRANSFORM,
+	RS_STEP_HTTP, RS_STEP_LLM
 } rs_step_kind;
+#define RS_STEP_KIND_LAST RS_STEP_LLM
 
 const char *rs_step_kind_name(rs_step_kind k);   /* "tool", ... */
 
@@ -65,9 +73,10 @@ typedef struct {
 	json_t *args;                /* template, {} if absent */
 	char *device;                /* exactly one of device / capability */
 	char *capability;
-	/* tool (default 30) and signal (0 = wait forever) */
+	/* tool (default 30), signal (0 = wait forever), http (30), llm (120,
+	 * per model turn) */
 	int64_t timeout_s;
-	rs_retry retry;              /* tool and signal steps */
+	rs_retry retry;              /* tool, signal, http and llm steps */
 	/* sleep */
 	int64_t duration_ms;
 	/* signal */
@@ -78,6 +87,23 @@ typedef struct {
 	int else_idx;
 	/* transform */
 	json_t *value;               /* template */
+	/* http */
+	char *method;                /* upper case, default "POST" */
+	json_t *url;                 /* template (a string) */
+	json_t *headers;             /* template object, {} if absent */
+	json_t *body;                /* template or NULL */
+	json_t *expect_status;       /* array of integers; NULL: any 2xx */
+	char *hmac_secret_env;       /* NULL: no signature */
+	char *hmac_header;           /* default "Runstream-Signature" */
+	int64_t max_response_bytes;
+	/* llm */
+	char *base_url, *model, *api_key_env;
+	json_t *system;              /* template or NULL */
+	json_t *prompt;              /* template */
+	json_t *llm_tools;           /* [{name, description?, input_schema?}], [] if none */
+	int64_t max_turns, max_tokens; /* max_tokens 0: not sent */
+	json_t *temperature;         /* number or NULL */
+	int64_t tool_timeout_s;      /* per tool call the model makes */
 } rs_step;
 
 typedef struct rs_agent rs_agent;
@@ -116,5 +142,8 @@ const rs_step *rs_agent_step_find(const rs_agent *a, const char *id, int *idx);
  * structurally (a missing value equals nothing); gt / lt are false unless
  * the value is a number; exists: true matches a present, non-null value. */
 int rs_branch_target(const rs_step *s, json_t *ctx, int *case_idx);
+
+/* 1 if status is what an http step expects (expect_status, else 2xx). */
+int rs_http_status_expected(const rs_step *s, int64_t status);
 
 #endif

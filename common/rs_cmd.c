@@ -70,6 +70,17 @@ static const rs_field c_timer_fire[] = {
 	REQ(rs_cmd, due_at, RS_F_TIME, 0),
 };
 
+/* output / error as for tool.result (result_*()). */
+static const rs_field c_effect_result[] = {
+	REQ(rs_cmd, effect_id, RS_F_CALLID, 0),
+	OPT(rs_cmd, retry_after_ms, RS_F_INT, 1),
+};
+static const rs_field c_llm_chunk[] = {
+	REQ(rs_cmd, effect_id, RS_F_CALLID, 0),
+	REQ(rs_cmd, index, RS_F_INT, 0),
+	REQ(rs_cmd, text, RS_F_STR, 0),
+};
+
 /* Indexed by rs_cmd_type. */
 static const struct {
 	const char *name;
@@ -82,7 +93,16 @@ static const struct {
 	{ "signal", c_signal, NELEM(c_signal) },
 	{ "cancel", c_cancel, NELEM(c_cancel) },
 	{ "timer.fire", c_timer_fire, NELEM(c_timer_fire) },
+	{ "effect.result", c_effect_result, NELEM(c_effect_result) },
+	{ "llm.chunk", c_llm_chunk, NELEM(c_llm_chunk) },
 };
+
+/* Commands that carry exactly one of output / error. */
+static int
+has_result(rs_cmd_type t)
+{
+	return t == RS_CMD_TOOL_RESULT || t == RS_CMD_EFFECT_RESULT;
+}
 
 const char *
 rs_cmd_type_name(rs_cmd_type t)
@@ -132,6 +152,13 @@ rs_cmd_msg_id(const rs_cmd *c, char *buf, size_t cap)
 		break;
 	case RS_CMD_TIMER_FIRE:
 		snprintf(buf, cap, "timer-%s", c->timer_id ? c->timer_id : "");
+		break;
+	case RS_CMD_EFFECT_RESULT:
+		snprintf(buf, cap, "result-%s", c->effect_id ? c->effect_id : "");
+		break;
+	case RS_CMD_LLM_CHUNK:
+		snprintf(buf, cap, "chunk-%s-%lld", c->effect_id ? c->effect_id : "",
+		         (long long)c->index);
 		break;
 	default:
 		snprintf(buf, cap, "unknown");
@@ -197,7 +224,7 @@ rs_cmd_encode(const rs_cmd *c, char **out, size_t *len)
 		goto cleanup;
 	}
 	st = rs_fields_encode(cmd_types[c->type].fields, cmd_types[c->type].nfields, c, o);
-	if (st == RS_OK && c->type == RS_CMD_TOOL_RESULT)
+	if (st == RS_OK && has_result(c->type))
 		st = tool_result_encode(c, o);
 	if (st != RS_OK)
 		goto cleanup;
@@ -279,7 +306,7 @@ rs_cmd_decode(const char *buf, size_t len, rs_cmd *c, char *err, size_t cap)
 		goto cleanup;
 	st = rs_fields_decode(cmd_types[c->type].fields, cmd_types[c->type].nfields, o, c,
 	                      NULL, err, cap);
-	if (st == RS_OK && c->type == RS_CMD_TOOL_RESULT)
+	if (st == RS_OK && has_result(c->type))
 		st = tool_result_decode(o, c, err, cap);
 cleanup:
 	if (st != RS_OK)
@@ -306,6 +333,8 @@ rs_cmd_free(rs_cmd *c)
 	free(c->reason);
 	free(c->timer_id);
 	free(c->step_id);
+	free(c->effect_id);
+	free(c->text);
 	memset(c, 0, sizeof(*c));
 }
 

@@ -11,6 +11,11 @@
  *   signal         {run_id, tenant, signal_id, name, payload}
  *   cancel         {run_id, tenant, reason?}
  *   timer.fire     {run_id, tenant, timer_id, purpose, step_id?, attempt?, due_at}
+ *   effect.result  {run_id, tenant, effect_id, output | error, retry_after_ms?}
+ *                  (from the executor: an http/llm effect finished; exactly
+ *                  one of output and error; retry_after_ms only with error)
+ *   llm.chunk      {run_id, tenant, effect_id, index, text}
+ *                  (from the executor: streamed model text, index 0, 1, ...)
  * Headers: Runstream-Type = type; Nats-Msg-Id = rs_cmd_msg_id().
  *
  * Tool calls: stream TOOLCALLS, subject toolcalls.<tenant>.<call_id>:
@@ -38,6 +43,8 @@ typedef enum {
 	RS_CMD_SIGNAL,
 	RS_CMD_CANCEL,
 	RS_CMD_TIMER_FIRE,
+	RS_CMD_EFFECT_RESULT,
+	RS_CMD_LLM_CHUNK,
 	RS_CMD__COUNT
 } rs_cmd_type;
 
@@ -66,6 +73,10 @@ typedef struct {
 	char *timer_id, *step_id;
 	rs_timer_purpose purpose;
 	int64_t attempt, due_at;
+	/* effect.result (output / has_error + error above) and llm.chunk */
+	char *effect_id, *text;
+	int64_t index;              /* llm.chunk, >= 0 */
+	int64_t retry_after_ms;     /* effect.result error: 0 = none */
 } rs_cmd;
 
 /* Encode (compact, sorted keys); *out malloc'd, caller frees. */
@@ -81,7 +92,7 @@ void rs_cmd_free(rs_cmd *c);
 void rs_cmd_subject(const char *tenant, const char *run_id, char *buf, size_t cap);
 /* Deterministic de-duplication id: start-<run_id>, result-<call_id>,
  * delivered-<call_id>-<device_id>, signal-<signal_id>, cancel-<run_id>,
- * timer-<timer_id>. */
+ * timer-<timer_id>, result-<effect_id>, chunk-<effect_id>-<index>. */
 void rs_cmd_msg_id(const rs_cmd *c, char *buf, size_t cap);
 
 typedef struct {

@@ -36,7 +36,8 @@ static const char *const purpose_names[] = {
 	"sleep", "retry", "step_timeout", "tool_timeout", "signal_timeout", "run_timeout"
 };
 
-static const char *const step_kinds[] = { "tool", "sleep", "signal", "branch", "transform" };
+static const char *const step_kinds[] = { "tool", "sleep", "signal", "branch", "transform",
+                                           "http", "llm" };
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -242,7 +243,7 @@ string_rule(const rs_field *f)
 	case RS_F_CALLID:   return "must be a non-empty string without '.', '*', '>' or whitespace";
 	case RS_F_UUID:     return "must be a canonical lowercase UUID";
 	case RS_F_TOKEN:    return "must match [a-z0-9_-]{1,64}";
-	case RS_F_STEPKIND: return "must be one of tool, sleep, signal, branch, transform";
+	case RS_F_STEPKIND: return "must be one of tool, sleep, signal, branch, transform, http, llm";
 	default:            return "invalid";
 	}
 }
@@ -257,7 +258,9 @@ field_absent(const rs_field *f, const void *s)
 	case RS_F_INT:
 	case RS_F_TIME:   return *CMEMBER(s, f, int64_t) == 0;
 	case RS_F_JSON:
-	case RS_F_OBJECT: return *CMEMBER(s, f, json_t *) == NULL;
+	case RS_F_OBJECT:
+	case RS_F_ARRAY:
+	case RS_F_NUMBER: return *CMEMBER(s, f, json_t *) == NULL;
 	default:          return 0;
 	}
 }
@@ -293,6 +296,12 @@ field_value(const rs_field *f, const void *s)
 	case RS_F_OBJECT:
 		j = *CMEMBER(s, f, json_t *);
 		return json_is_object(j) ? json_incref(j) : NULL;
+	case RS_F_ARRAY:
+		j = *CMEMBER(s, f, json_t *);
+		return json_is_array(j) ? json_incref(j) : NULL;
+	case RS_F_NUMBER:
+		j = *CMEMBER(s, f, json_t *);
+		return json_is_number(j) ? json_incref(j) : NULL;
 	case RS_F_ERR:
 		return rs_err_encode(CMEMBER(s, f, rs_err));
 	case RS_F_PURPOSE:
@@ -384,6 +393,16 @@ decode_field(const rs_field *f, json_t *v, void *s, const char *prefix, char *er
 			return fail(err, cap, prefix, f->name, "must be an object");
 		*MEMBER(s, f, json_t *) = json_incref(v);
 		return RS_OK;
+	case RS_F_ARRAY:
+		if (!json_is_array(v))
+			return fail(err, cap, prefix, f->name, "must be an array");
+		*MEMBER(s, f, json_t *) = json_incref(v);
+		return RS_OK;
+	case RS_F_NUMBER:
+		if (!json_is_number(v))
+			return fail(err, cap, prefix, f->name, "must be a number");
+		*MEMBER(s, f, json_t *) = json_incref(v);
+		return RS_OK;
 	case RS_F_ERR:
 		if (!json_is_object(v))
 			return fail(err, cap, prefix, f->name, "must be an object");
@@ -438,7 +457,8 @@ rs_fields_free(const rs_field *f, size_t n, void *s)
 		if (field_is_string(f[k].kind)) {
 			free(*MEMBER(s, &f[k], char *));
 			*MEMBER(s, &f[k], char *) = NULL;
-		} else if (f[k].kind == RS_F_JSON || f[k].kind == RS_F_OBJECT) {
+		} else if (f[k].kind == RS_F_JSON || f[k].kind == RS_F_OBJECT ||
+		           f[k].kind == RS_F_ARRAY || f[k].kind == RS_F_NUMBER) {
 			json_decref(*MEMBER(s, &f[k], json_t *));
 			*MEMBER(s, &f[k], json_t *) = NULL;
 		} else if (f[k].kind == RS_F_ERR) {
@@ -487,6 +507,8 @@ static const rs_field f_step_failed[] = {
 	REQ(rs_ev_step_failed, attempt, RS_F_INT, 1),
 	REQ(rs_ev_step_failed, error, RS_F_ERR, 0),
 	REQ(rs_ev_step_failed, final, RS_F_BOOL, 0),
+	OPT(rs_ev_step_failed, effect_id, RS_F_CALLID, 0),
+	OPT(rs_ev_step_failed, retry_after_ms, RS_F_INT, 1),
 };
 static const rs_field f_step_retry_scheduled[] = {
 	REQ(rs_ev_step_retry_scheduled, step_id, RS_F_STR, 1),
@@ -564,6 +586,55 @@ static const rs_field f_run_cancelled[] = {
 static const rs_field f_run_timed_out[] = {
 	REQ(rs_ev_run_timed_out, timeout_s, RS_F_INT, 1),
 };
+static const rs_field f_http_requested[] = {
+	REQ(rs_ev_http_requested, effect_id, RS_F_CALLID, 0),
+	REQ(rs_ev_http_requested, step_id, RS_F_STR, 1),
+	REQ(rs_ev_http_requested, attempt, RS_F_INT, 1),
+	REQ(rs_ev_http_requested, method, RS_F_STR, 1),
+	REQ(rs_ev_http_requested, url, RS_F_STR, 1),
+	REQ(rs_ev_http_requested, headers, RS_F_OBJECT, 0),
+	OPT(rs_ev_http_requested, body, RS_F_JSON, 0),
+	REQ(rs_ev_http_requested, timeout_ms, RS_F_INT, 1),
+	REQ(rs_ev_http_requested, deadline, RS_F_TIME, 0),
+	OPT(rs_ev_http_requested, hmac, RS_F_OBJECT, 0),
+	OPT(rs_ev_http_requested, max_response_bytes, RS_F_INT, 1),
+};
+static const rs_field f_http_completed[] = {
+	REQ(rs_ev_http_completed, effect_id, RS_F_CALLID, 0),
+	REQ(rs_ev_http_completed, step_id, RS_F_STR, 1),
+	REQ(rs_ev_http_completed, attempt, RS_F_INT, 1),
+	REQ(rs_ev_http_completed, status, RS_F_INT, 100),
+	REQ(rs_ev_http_completed, headers, RS_F_OBJECT, 0),
+	REQ(rs_ev_http_completed, body, RS_F_JSON, 0),
+	REQ(rs_ev_http_completed, duration_ms, RS_F_INT, 0),
+};
+static const rs_field f_llm_requested[] = {
+	REQ(rs_ev_llm_requested, effect_id, RS_F_CALLID, 0),
+	REQ(rs_ev_llm_requested, step_id, RS_F_STR, 1),
+	REQ(rs_ev_llm_requested, attempt, RS_F_INT, 1),
+	REQ(rs_ev_llm_requested, turn, RS_F_INT, 1),
+	REQ(rs_ev_llm_requested, messages, RS_F_ARRAY, 0),
+	REQ(rs_ev_llm_requested, model, RS_F_OBJECT, 0),
+	OPT(rs_ev_llm_requested, tools, RS_F_ARRAY, 0),
+	OPT(rs_ev_llm_requested, max_tokens, RS_F_INT, 1),
+	OPT(rs_ev_llm_requested, temperature, RS_F_NUMBER, 0),
+	REQ(rs_ev_llm_requested, deadline, RS_F_TIME, 0),
+};
+static const rs_field f_llm_delta[] = {
+	REQ(rs_ev_llm_delta, effect_id, RS_F_CALLID, 0),
+	REQ(rs_ev_llm_delta, step_id, RS_F_STR, 1),
+	REQ(rs_ev_llm_delta, turn, RS_F_INT, 1),
+	REQ(rs_ev_llm_delta, index, RS_F_INT, 0),
+	REQ(rs_ev_llm_delta, text, RS_F_STR, 0),
+};
+static const rs_field f_llm_message[] = {
+	REQ(rs_ev_llm_message, effect_id, RS_F_CALLID, 0),
+	REQ(rs_ev_llm_message, step_id, RS_F_STR, 1),
+	REQ(rs_ev_llm_message, turn, RS_F_INT, 1),
+	REQ(rs_ev_llm_message, message, RS_F_OBJECT, 0),
+	OPT(rs_ev_llm_message, usage, RS_F_OBJECT, 0),
+	OPT(rs_ev_llm_message, finish_reason, RS_F_STR, 1),
+};
 
 /* Indexed by rs_event_type; the order must follow the enum. */
 static const struct {
@@ -591,6 +662,11 @@ static const struct {
 	T("run.failed", f_run_failed),
 	T("run.cancelled", f_run_cancelled),
 	T("run.timed_out", f_run_timed_out),
+	T("http.requested", f_http_requested),
+	T("http.completed", f_http_completed),
+	T("llm.requested", f_llm_requested),
+	T("llm.delta", f_llm_delta),
+	T("llm.message", f_llm_message),
 #undef T
 };
 
@@ -650,6 +726,11 @@ EV_CODEC(run_completed, RS_EV_RUN_COMPLETED)
 EV_CODEC(run_failed, RS_EV_RUN_FAILED)
 EV_CODEC(run_cancelled, RS_EV_RUN_CANCELLED)
 EV_CODEC(run_timed_out, RS_EV_RUN_TIMED_OUT)
+EV_CODEC(http_requested, RS_EV_HTTP_REQUESTED)
+EV_CODEC(http_completed, RS_EV_HTTP_COMPLETED)
+EV_CODEC(llm_requested, RS_EV_LLM_REQUESTED)
+EV_CODEC(llm_delta, RS_EV_LLM_DELTA)
+EV_CODEC(llm_message, RS_EV_LLM_MESSAGE)
 
 /* ---- event types ---------------------------------------------------- */
 

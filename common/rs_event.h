@@ -42,6 +42,13 @@ typedef enum {
 	RS_EV_RUN_FAILED,
 	RS_EV_RUN_CANCELLED,
 	RS_EV_RUN_TIMED_OUT,
+	/* server-side effects (executor), appended after the v1.0 types so
+	 * existing numbering never changes */
+	RS_EV_HTTP_REQUESTED,
+	RS_EV_HTTP_COMPLETED,
+	RS_EV_LLM_REQUESTED,
+	RS_EV_LLM_DELTA,
+	RS_EV_LLM_MESSAGE,
 	RS_EV__COUNT
 } rs_event_type;
 
@@ -81,7 +88,11 @@ typedef struct { char *instance; } rs_ev_run_started;
 typedef struct { char *step_id; char *kind; int64_t attempt; json_t *input; } rs_ev_step_started;
 typedef struct { char *step_id; int64_t attempt; json_t *output; int64_t duration_ms;
                  char *next_step; /* optional: where the run goes next */ } rs_ev_step_completed;
-typedef struct { char *step_id; int64_t attempt; rs_err error; int final; } rs_ev_step_failed;
+/* effect_id / retry_after_ms: set only when the failure is an effect
+ * error reported by the executor (effect.result with an error), so replay
+ * can rebuild that command from this event. */
+typedef struct { char *step_id; int64_t attempt; rs_err error; int final;
+                 char *effect_id; int64_t retry_after_ms; } rs_ev_step_failed;
 typedef struct { char *step_id; int64_t attempt; /* the next attempt */ int64_t backoff_ms;
                  int64_t due_at; char *timer_id; } rs_ev_step_retry_scheduled;
 typedef struct { char *call_id; char *step_id; int64_t attempt; char *tool; json_t *args;
@@ -102,6 +113,23 @@ typedef struct { json_t *output; } rs_ev_run_completed;
 typedef struct { rs_err error; } rs_ev_run_failed;
 typedef struct { char *reason; } rs_ev_run_cancelled;
 typedef struct { int64_t timeout_s; } rs_ev_run_timed_out;
+/* http step: the request the executor performs (body: any JSON, NULL =
+ * none; hmac {secret_env, header} names the secret, never holds it). */
+typedef struct { char *effect_id; char *step_id; int64_t attempt; char *method; char *url;
+                 json_t *headers; json_t *body; int64_t timeout_ms; int64_t deadline;
+                 json_t *hmac; int64_t max_response_bytes; } rs_ev_http_requested;
+typedef struct { char *effect_id; char *step_id; int64_t attempt; int64_t status;
+                 json_t *headers; json_t *body; int64_t duration_ms; } rs_ev_http_completed;
+/* llm step: one model turn. messages is the whole chat so far (a retry or
+ * a recovery needs nothing else); model {base_url, model, api_key_env}
+ * names the key's environment variable, never the key. */
+typedef struct { char *effect_id; char *step_id; int64_t attempt; int64_t turn;
+                 json_t *messages; json_t *model; json_t *tools; int64_t max_tokens;
+                 json_t *temperature; int64_t deadline; } rs_ev_llm_requested;
+typedef struct { char *effect_id; char *step_id; int64_t turn; int64_t index;
+                 char *text; } rs_ev_llm_delta;
+typedef struct { char *effect_id; char *step_id; int64_t turn; json_t *message;
+                 json_t *usage; char *finish_reason; } rs_ev_llm_message;
 
 /* One encode (struct -> new json_t data object) and one decode (data
  * object -> struct, with a precise error naming the field) per type.
@@ -133,6 +161,11 @@ RS_EVENT_CODEC(run_completed)
 RS_EVENT_CODEC(run_failed)
 RS_EVENT_CODEC(run_cancelled)
 RS_EVENT_CODEC(run_timed_out)
+RS_EVENT_CODEC(http_requested)
+RS_EVENT_CODEC(http_completed)
+RS_EVENT_CODEC(llm_requested)
+RS_EVENT_CODEC(llm_delta)
+RS_EVENT_CODEC(llm_message)
 #undef RS_EVENT_CODEC
 
 /* A whole event: envelope + typed data. */
@@ -164,6 +197,11 @@ typedef struct {
 		rs_ev_run_failed run_failed;
 		rs_ev_run_cancelled run_cancelled;
 		rs_ev_run_timed_out run_timed_out;
+		rs_ev_http_requested http_requested;
+		rs_ev_http_completed http_completed;
+		rs_ev_llm_requested llm_requested;
+		rs_ev_llm_delta llm_delta;
+		rs_ev_llm_message llm_message;
 	} d;
 } rs_event;
 
@@ -193,7 +231,7 @@ typedef enum {
 	RS_F_CALLID,   /* char *, usable as a NATS subject token (no . * > space) */
 	RS_F_UUID,     /* char *, canonical lowercase UUID */
 	RS_F_TOKEN,    /* char *, [a-z0-9_-]{1,64} (rs_id_is_token) */
-	RS_F_STEPKIND, /* char *, one of tool|sleep|signal|branch|transform */
+	RS_F_STEPKIND, /* char *, one of tool|sleep|signal|branch|transform|http|llm */
 	RS_F_INT,      /* int64_t >= min; optional: 0 = absent */
 	RS_F_TIME,     /* int64_t Unix ms >= 0 <-> RFC 3339; optional: 0 = absent */
 	RS_F_BOOL,     /* int 0/1 <-> true/false */
@@ -201,6 +239,8 @@ typedef enum {
 	RS_F_OBJECT,   /* json_t *, a JSON object */
 	RS_F_ERR,      /* rs_err, embedded; always required */
 	RS_F_PURPOSE,  /* rs_timer_purpose <-> its name */
+	RS_F_ARRAY,    /* json_t *, a JSON array */
+	RS_F_NUMBER,   /* json_t *, a JSON number (so 0 stays distinct from absent) */
 } rs_field_kind;
 
 typedef struct {

@@ -13,6 +13,11 @@
  *     construction. The engine part is run_from(): start steps one after the
  *     other until one has to wait (tool, timer, signal) or the run ends.
  *  4. Effects (timers, tool calls/cancels) and the JSON view.
+ *  Server-side effects (http and llm steps) have their own sections in
+ *  2 and 3: the state machine only records requests (http.requested,
+ *  llm.requested) and results (effect.result / llm.chunk commands from the
+ *  executor); the executor finds the requests in the log itself, so they
+ *  are not effects of a decision.
  *
  * Determinism: no clock (now_ms is a parameter), no randomness. Ids are
  * derived from the state: every step.started increments an execution
@@ -20,20 +25,32 @@
  *   call_id  = "<run_id>-<step_id>-<exec>-<attempt>"   (a NATS subject token)
  *   timer_id = "<run_id>.<purpose>.<step_id>.<exec>.<attempt>"
  *              "<run_id>.run_timeout"
+ *   effect_id = "<run_id>-<step_id>-<exec>-<attempt>-http"
+ *               "<run_id>-<step_id>-<exec>-<attempt>-llm<turn>"
+ *   llm tool calls: call_id "<run_id>-<step_id>-<exec>-<attempt>-t<turn>-<i>",
+ *   per-turn timers "<timer_id>.<turn>"
  *
  * Allocation failure aborts (Redis-style): every status returned here means
  * something about the run, not about memory.
  */
 #include "rs_run.h"
 #include "rs_template.h"
+#include "rs_json.h"
+#include "rs_config.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define WAIT (-2)          /* run_from/start_attempt: the step is waiting */
 #define ID_CAP 192
+/* The executor enforces an effect's deadline itself and reports a timeout;
+ * the state machine's own timer is the backstop (executor down or lost),
+ * so it fires a little later and normally finds the result already in. */
+#define EFFECT_GRACE_MS 5000
+#define RETRY_AFTER_MAX_MS 3600000
 
 /* ------------------------------------------------------------------ */
 /* 1. State                                                            */
@@ -50,6 +67,7 @@ static const char *call_status_names[] = {
 typedef struct {
 	char *call_id, *step_id, *tool, *device, *capability, *device_id;
 	json_t *args;
+	json_t *output, *error;     /* the result (llm steps feed it to the model) */
 	int64_t attempt, deadline, requested_at, dispatched_at, finished_at;
 	call_status status;
 } run_call;
@@ -87,6 +105,14 @@ struct rs_run {
 	int cur_signal_taken;       /* a signal was consumed at receipt */
 	int64_t cur_attempt, cur_exec, cur_started_at;
 	int cur_done;
+
+	/* http / llm step attempt in progress (server-side effects) */
+	char *eff_id;               /* the effect awaited; NULL if none */
+	int64_t eff_turn;           /* llm: turn of the last llm.requested */
+	int64_t eff_last_index;     /* llm: last llm.delta index of eff_id, -1 */
+	json_t *llm_messages;       /* llm: chat as last sent (+ the answer); immutable */
+	json_t *llm_calls;          /* llm: tool_calls of the last answer, or NULL */
+	json_t *llm_usage;          /* llm: tokens summed over the step's turns */
 
 	json_t *last_output;        /* default run output */
 	json_t *ctx;                /* template context {"input","steps"} */
@@ -188,7 +214,7 @@ rs_run_free(rs_run *r)
 		run_call *c = &r->calls[i];
 		free(c->call_id); free(c->step_id); free(c->tool); free(c->device);
 		free(c->capability); free(c->device_id);
-		json_decref(c->args);
+		json_decref(c->args); json_decref(c->output); json_decref(c->error);
 	}
 	for (i = 0; i < r->ntimers; i++) {
 		free(r->timers[i].timer_id);
@@ -201,7 +227,8 @@ rs_run_free(rs_run *r)
 	}
 	free(r->calls); free(r->timers); free(r->signals);
 	free(r->agent); free(r->version); free(r->idempotency_key); free(r->instance);
-	free(r->cancel_reason); free(r->cur_step); free(r->cur_signal);
+	free(r->cancel_reason); free(r->cur_step); free(r->cur_signal); free(r->eff_id);
+	json_decref(r->llm_messages); json_decref(r->llm_calls); json_decref(r->llm_usage);
 	json_decref(r->input); json_decref(r->output); json_decref(r->error);
 	json_decref(r->last_output); json_decref(r->ctx); json_decref(r->steps);
 	free(r);
@@ -226,6 +253,10 @@ rs_run_clone(const rs_run *r)
 	c->cancel_reason = xstrdup(r->cancel_reason);
 	c->cur_step = xstrdup(r->cur_step);
 	c->cur_signal = xstrdup(r->cur_signal);
+	c->eff_id = xstrdup(r->eff_id);
+	c->llm_messages = json_incref(r->llm_messages);   /* replaced, never mutated */
+	c->llm_calls = json_incref(r->llm_calls);
+	c->llm_usage = r->llm_usage ? json_deep_copy(r->llm_usage) : NULL;
 	c->input = json_incref(r->input);
 	c->output = json_incref(r->output);
 	c->error = json_incref(r->error);
@@ -241,6 +272,8 @@ rs_run_clone(const rs_run *r)
 		d->tool = xstrdup(d->tool); d->device = xstrdup(d->device);
 		d->capability = xstrdup(d->capability); d->device_id = xstrdup(d->device_id);
 		d->args = json_incref(d->args);
+		d->output = json_incref(d->output);
+		d->error = json_incref(d->error);
 	}
 	c->timers = r->ntimers ? xgrow(NULL, r->ntimers, sizeof(*c->timers)) : NULL;
 	for (i = 0; i < r->ntimers; i++) {
@@ -380,11 +413,17 @@ err_json(const rs_err *e)
 static int
 kind_of(const char *name)
 {
-	for (int k = RS_STEP_TOOL; k <= RS_STEP_TRANSFORM; k++)
+	for (int k = RS_STEP_TOOL; k <= RS_STEP_KIND_LAST; k++)
 		if (name != NULL && strcmp(name, rs_step_kind_name((rs_step_kind)k)) == 0)
 			return k;
 	return -1;
 }
+
+/* Server-side effect bookkeeping (defined with the effect events below). */
+static int calls_outstanding(const rs_run *r, const char *step_id, int64_t attempt);
+static void cancel_timers_of(rs_run *r, const char *step_id, int64_t attempt,
+                             rs_timer_purpose p);
+static void effect_step_started(rs_run *r, int64_t attempt);
 
 /* ------------------------------------------------------------------ */
 /* 2. Evolve                                                           */
@@ -459,9 +498,11 @@ ev_step_started(rs_run *r, const rs_event *ev, char *err, size_t cap)
 	r->cur_signal_taken = 0;
 	sig = json_object_get(d->input, "signal");
 	set_str(&r->cur_signal, r->cur_kind == RS_STEP_SIGNAL ? json_string_value(sig) : NULL);
+	effect_step_started(r, d->attempt);
 	/* Steps that wait for something outside put the run in "waiting". */
 	r->status = (r->cur_kind == RS_STEP_TOOL || r->cur_kind == RS_STEP_SLEEP ||
-	             r->cur_kind == RS_STEP_SIGNAL) ? RS_RUN_WAITING : RS_RUN_RUNNING;
+	             r->cur_kind == RS_STEP_SIGNAL || r->cur_kind == RS_STEP_HTTP ||
+	             r->cur_kind == RS_STEP_LLM) ? RS_RUN_WAITING : RS_RUN_RUNNING;
 	att = json_pack("{s:I, s:O?, s:n, s:n, s:I, s:n}", "attempt", (json_int_t)d->attempt,
 	                "input", d->input, "output", "error", "started_at",
 	                (json_int_t)ev->time_ms, "finished_at");
@@ -495,6 +536,7 @@ ev_step_completed(rs_run *r, const rs_event *ev, char *err, size_t cap)
 	}
 	set_json(&r->last_output, out);
 	cancel_step_timers(r, d->step_id, d->attempt);
+	set_str(&r->eff_id, NULL);
 	r->cur_done = 1;
 	r->status = RS_RUN_RUNNING;
 	return RS_OK;
@@ -516,6 +558,7 @@ ev_step_failed(rs_run *r, const rs_event *ev, char *err, size_t cap)
 	}
 	view_set_status(r, d->step_id, d->final ? "failed" : "retrying");
 	cancel_step_timers(r, d->step_id, d->attempt);
+	set_str(&r->eff_id, NULL);
 	r->cur_done = 1;
 	r->status = RS_RUN_RUNNING;
 	return RS_OK;
@@ -597,6 +640,9 @@ finish_call(rs_run *r, const rs_event *ev, const char *what, const char *call_id
 	c->finished_at = ev->time_ms;
 	if (device_id != NULL)
 		set_str(&c->device_id, device_id);
+	/* An llm turn's tool timer is done once all its calls are. */
+	if (r->cur_kind == RS_STEP_LLM && !calls_outstanding(r, c->step_id, c->attempt))
+		cancel_timers_of(r, c->step_id, c->attempt, RS_TIMER_TOOL_TIMEOUT);
 	return RS_OK;
 }
 
@@ -604,17 +650,29 @@ static rs_status
 ev_tool_completed(rs_run *r, const rs_event *ev, char *err, size_t cap)
 {
 	const rs_ev_tool_completed *d = &ev->d.tool_completed;
+	run_call *c;
 
-	return finish_call(r, ev, "tool.completed", d->call_id, CALL_COMPLETED, d->device_id,
-	                   err, cap);
+	if (finish_call(r, ev, "tool.completed", d->call_id, CALL_COMPLETED, d->device_id,
+	                err, cap) != RS_OK)
+		return RS_EINVAL;
+	c = find_call(r, d->call_id);
+	set_json(&c->output, d->output ? d->output : json_null());
+	return RS_OK;
 }
 
 static rs_status
 ev_tool_failed(rs_run *r, const rs_event *ev, char *err, size_t cap)
 {
 	const rs_ev_tool_failed *d = &ev->d.tool_failed;
+	run_call *c;
 
-	return finish_call(r, ev, "tool.failed", d->call_id, CALL_FAILED, d->device_id, err, cap);
+	if (finish_call(r, ev, "tool.failed", d->call_id, CALL_FAILED, d->device_id, err,
+	                cap) != RS_OK)
+		return RS_EINVAL;
+	c = find_call(r, d->call_id);
+	json_decref(c->error);
+	c->error = err_json(&d->error);
+	return RS_OK;
 }
 
 static rs_status
@@ -678,6 +736,153 @@ ev_signal_received(rs_run *r, const rs_event *ev, char *err, size_t cap)
 		s->consumed_by = xstrdup(d->step_id);
 		r->cur_signal_taken = 1;
 	}
+	return RS_OK;
+}
+
+/* --- evolve: server-side effects (http, llm) --- */
+
+static int
+calls_outstanding(const rs_run *r, const char *step_id, int64_t attempt)
+{
+	for (size_t i = 0; i < r->ncalls; i++)
+		if (call_outstanding(&r->calls[i]) && strcmp(r->calls[i].step_id, step_id) == 0 &&
+		    r->calls[i].attempt == attempt)
+			return 1;
+	return 0;
+}
+
+static void
+cancel_timers_of(rs_run *r, const char *step_id, int64_t attempt, rs_timer_purpose p)
+{
+	for (size_t i = 0; i < r->ntimers; i++) {
+		run_timer *t = &r->timers[i];
+		if (t->state == TIMER_PENDING && t->purpose == p && t->step_id != NULL &&
+		    strcmp(t->step_id, step_id) == 0 && t->attempt == attempt)
+			t->state = TIMER_CANCELLED;
+	}
+}
+
+/* A new step attempt: no effect awaited. An llm conversation lives across
+ * the attempts of one execution (a retry resumes the turn that failed) and
+ * starts afresh with attempt 1. */
+static void
+effect_step_started(rs_run *r, int64_t attempt)
+{
+	set_str(&r->eff_id, NULL);
+	r->eff_last_index = -1;
+	if (attempt > 1 && r->cur_kind == RS_STEP_LLM)
+		return;
+	set_json(&r->llm_messages, NULL);
+	set_json(&r->llm_calls, NULL);
+	set_json(&r->llm_usage, NULL);
+	r->eff_turn = 0;
+}
+
+static rs_status
+effect_requested(rs_run *r, const char *what, const char *step_id, int64_t attempt,
+                 const char *effect_id, char *err, size_t cap)
+{
+	if (check_current(r, what, step_id, attempt, err, cap) != RS_OK)
+		return RS_EINVAL;
+	if (r->cur_done || r->eff_id != NULL)
+		return fail(err, cap, "%s: step %s is not ready for a new effect", what, step_id);
+	set_str(&r->eff_id, effect_id);
+	r->eff_last_index = -1;
+	r->status = RS_RUN_WAITING;
+	return RS_OK;
+}
+
+/* Results must be for the effect awaited. */
+static rs_status
+check_effect(const rs_run *r, const char *what, const char *effect_id, char *err, size_t cap)
+{
+	if (r->eff_id == NULL || strcmp(r->eff_id, effect_id) != 0)
+		return fail(err, cap, "%s: effect %s is not pending", what, effect_id);
+	return RS_OK;
+}
+
+static rs_status
+ev_http_requested(rs_run *r, const rs_event *ev, char *err, size_t cap)
+{
+	const rs_ev_http_requested *d = &ev->d.http_requested;
+
+	return effect_requested(r, "http.requested", d->step_id, d->attempt, d->effect_id, err, cap);
+}
+
+static rs_status
+ev_http_completed(rs_run *r, const rs_event *ev, char *err, size_t cap)
+{
+	const rs_ev_http_completed *d = &ev->d.http_completed;
+
+	if (check_effect(r, "http.completed", d->effect_id, err, cap) != RS_OK)
+		return RS_EINVAL;
+	set_str(&r->eff_id, NULL);
+	cancel_timers_of(r, r->cur_step, r->cur_attempt, RS_TIMER_STEP_TIMEOUT);
+	return RS_OK;
+}
+
+static rs_status
+ev_llm_requested(rs_run *r, const rs_event *ev, char *err, size_t cap)
+{
+	const rs_ev_llm_requested *d = &ev->d.llm_requested;
+
+	if (effect_requested(r, "llm.requested", d->step_id, d->attempt, d->effect_id, err,
+	                     cap) != RS_OK)
+		return RS_EINVAL;
+	r->eff_turn = d->turn;
+	set_json(&r->llm_messages, d->messages);
+	set_json(&r->llm_calls, NULL);
+	return RS_OK;
+}
+
+static rs_status
+ev_llm_delta(rs_run *r, const rs_event *ev, char *err, size_t cap)
+{
+	const rs_ev_llm_delta *d = &ev->d.llm_delta;
+
+	if (check_effect(r, "llm.delta", d->effect_id, err, cap) != RS_OK)
+		return RS_EINVAL;
+	if (d->index <= r->eff_last_index)
+		return fail(err, cap, "llm.delta: index %lld after %lld", (long long)d->index,
+		            (long long)r->eff_last_index);
+	r->eff_last_index = d->index;
+	return RS_OK;
+}
+
+static void
+usage_add(rs_run *r, json_t *usage)
+{
+	static const char *keys[] = { "prompt_tokens", "completion_tokens" };
+	json_t *v;
+
+	if (r->llm_usage == NULL)
+		r->llm_usage = json_pack("{s:i, s:i}", keys[0], 0, keys[1], 0);
+	for (size_t i = 0; i < 2; i++) {
+		v = json_object_get(usage, keys[i]);
+		if (json_is_integer(v))
+			json_object_set_new(r->llm_usage, keys[i], json_integer(
+			    json_integer_value(json_object_get(r->llm_usage, keys[i])) +
+			    json_integer_value(v)));
+	}
+}
+
+static rs_status
+ev_llm_message(rs_run *r, const rs_event *ev, char *err, size_t cap)
+{
+	const rs_ev_llm_message *d = &ev->d.llm_message;
+	json_t *msgs, *calls;
+
+	if (check_effect(r, "llm.message", d->effect_id, err, cap) != RS_OK)
+		return RS_EINVAL;
+	set_str(&r->eff_id, NULL);
+	msgs = r->llm_messages ? json_copy(r->llm_messages) : json_array();
+	json_array_append(msgs, d->message);
+	json_decref(r->llm_messages);
+	r->llm_messages = msgs;
+	calls = json_object_get(d->message, "tool_calls");
+	set_json(&r->llm_calls, json_array_size(calls) > 0 ? calls : NULL);
+	usage_add(r, d->usage);
+	cancel_timers_of(r, r->cur_step, r->cur_attempt, RS_TIMER_STEP_TIMEOUT);
 	return RS_OK;
 }
 
@@ -765,6 +970,11 @@ static const evolve_fn evolve_table[RS_EV__COUNT] = {
 	[RS_EV_RUN_FAILED] = ev_run_failed,
 	[RS_EV_RUN_CANCELLED] = ev_run_cancelled,
 	[RS_EV_RUN_TIMED_OUT] = ev_run_timed_out,
+	[RS_EV_HTTP_REQUESTED] = ev_http_requested,
+	[RS_EV_HTTP_COMPLETED] = ev_http_completed,
+	[RS_EV_LLM_REQUESTED] = ev_llm_requested,
+	[RS_EV_LLM_DELTA] = ev_llm_delta,
+	[RS_EV_LLM_MESSAGE] = ev_llm_message,
 };
 
 rs_status
@@ -1099,6 +1309,9 @@ start_transform(dctx *d, const rs_step *st, int64_t attempt, int *next)
 	return emit_step_completed(d, v, st->next_idx);
 }
 
+static rs_status start_http(dctx *d, const rs_step *st, int64_t attempt);
+static rs_status start_llm(dctx *d, const rs_step *st, int64_t attempt);
+
 /*
  * Start attempt `attempt` of step idx. *next is where to go on (a step
  * index or RS_STEP_END) when the step finished inline, WAIT otherwise
@@ -1132,6 +1345,10 @@ start_attempt(dctx *d, int idx, int64_t attempt, int *next)
 		return start_branch(d, st, attempt, next);
 	case RS_STEP_TRANSFORM:
 		return start_transform(d, st, attempt, next);
+	case RS_STEP_HTTP:
+		return start_http(d, st, attempt);
+	case RS_STEP_LLM:
+		return start_llm(d, st, attempt);
 	}
 	return RS_ERR;
 }
@@ -1178,9 +1395,13 @@ non_retryable(const rs_step *st, const char *code)
  * The current attempt failed with e: step.failed, then either a retry
  * (step.retry_scheduled + timer) or run.failed. Permanent errors and
  * non_retryable codes never retry; transient ones and timeouts do.
+ * effect_id / retry_after_ms: the failure is an executor's effect.result
+ * error (recorded so replay can rebuild that command); a server's
+ * Retry-After stretches the backoff.
  */
 static rs_status
-fail_step(dctx *d, const rs_step *st, const rs_err *e)
+fail_step_effect(dctx *d, const rs_step *st, const rs_err *e, const char *effect_id,
+                 int64_t retry_after_ms)
 {
 	rs_event ev = new_event(RS_EV_STEP_FAILED);
 	int64_t attempt = d->s->cur_attempt, backoff, due;
@@ -1194,6 +1415,8 @@ fail_step(dctx *d, const rs_step *st, const rs_err *e)
 	err_copy(&ev.d.step_failed.error, e, NULL);
 	ev.d.step_failed.error.retryable = retryable;
 	ev.d.step_failed.final = !again;
+	ev.d.step_failed.effect_id = xstrdup(effect_id);
+	ev.d.step_failed.retry_after_ms = retry_after_ms > 0 ? retry_after_ms : 0;
 	if ((rc = emit(d, &ev)) != RS_OK)
 		return rc;
 	if (!again) {
@@ -1203,6 +1426,8 @@ fail_step(dctx *d, const rs_step *st, const rs_err *e)
 		return emit(d, &ev);
 	}
 	backoff = rs_run_backoff_ms(&st->retry, attempt);
+	if (retry_after_ms > backoff)
+		backoff = retry_after_ms < RETRY_AFTER_MAX_MS ? retry_after_ms : RETRY_AFTER_MAX_MS;
 	due = d->now + backoff;
 	make_timer_id(d->s, id, sizeof(id), RS_TIMER_RETRY, st->id, d->s->cur_exec, attempt + 1);
 	ev = new_event(RS_EV_STEP_RETRY_SCHEDULED);
@@ -1217,11 +1442,513 @@ fail_step(dctx *d, const rs_step *st, const rs_err *e)
 }
 
 static rs_status
+fail_step(dctx *d, const rs_step *st, const rs_err *e)
+{
+	return fail_step_effect(d, st, e, NULL, 0);
+}
+
+static rs_status
 fail_step_timeout(dctx *d, const rs_step *st, const char *message)
 {
 	rs_err e = { "timeout", (char *)message, RS_ERRCLASS_TIMEOUT, 1, NULL };
 
 	return fail_step(d, st, &e);
+}
+
+/* --- server-side effects: http and llm steps --- */
+
+/* Render a template that must give a string; non-strings become their
+ * compact JSON text (a prompt may well be built from an object). */
+static rs_status
+render_text(dctx *d, json_t *tmpl, char **out)
+{
+	json_t *v = NULL;
+	rs_status rc;
+
+	*out = NULL;
+	if (tmpl == NULL)
+		return RS_OK;
+	if ((rc = rs_template_render(tmpl, d->s->ctx, &v, d->err, d->cap)) != RS_OK)
+		return rc;
+	*out = json_is_string(v) ? xstrdup(json_string_value(v)) : rs_json_dump(v);
+	json_decref(v);
+	if (*out == NULL)
+		abort();
+	return RS_OK;
+}
+
+/* A per-turn timer id: the step timer id plus ".<turn>". */
+static void
+turn_timer_id(const rs_run *s, char *buf, size_t cap, rs_timer_purpose p, int64_t turn)
+{
+	size_t n;
+
+	make_timer_id(s, buf, cap, p, s->cur_step, s->cur_exec, s->cur_attempt);
+	n = strlen(buf);
+	snprintf(buf + n, cap - n, ".%lld", (long long)turn);
+}
+
+static rs_status
+start_http(dctx *d, const rs_step *st, int64_t attempt)
+{
+	rs_event ev = new_event(RS_EV_HTTP_REQUESTED);
+	json_t *headers = NULL, *body = NULL, *input;
+	char *url = NULL, id[ID_CAP];
+	int64_t deadline = d->now + st->timeout_s * 1000;
+	rs_err bad = { "invalid_url", NULL, RS_ERRCLASS_PERMANENT, 0, NULL };
+	rs_status rc;
+
+	if ((rc = render_text(d, st->url, &url)) != RS_OK ||
+	    (rc = rs_template_render(st->headers, d->s->ctx, &headers, d->err, d->cap)) != RS_OK ||
+	    (st->body != NULL &&
+	     (rc = rs_template_render(st->body, d->s->ctx, &body, d->err, d->cap)) != RS_OK))
+		goto cleanup;
+	input = json_pack("{s:s, s:s, s:O}", "method", st->method, "url", url, "headers", headers);
+	if (body != NULL)
+		json_object_set(input, "body", body);
+	if ((rc = emit_step_started(d, st, attempt, input)) != RS_OK)
+		goto cleanup;
+	/* A templated URL is only known now: refuse what no client can call. */
+	if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
+		bad.message = "the rendered url is not an http:// or https:// URL";
+		rc = fail_step(d, st, &bad);
+		goto cleanup;
+	}
+	snprintf(id, sizeof(id), "%s-%s-%lld-%lld-http", d->s->run_id, st->id,
+	         (long long)d->s->cur_exec, (long long)attempt);
+	ev.d.http_requested.effect_id = xstrdup(id);
+	ev.d.http_requested.step_id = xstrdup(st->id);
+	ev.d.http_requested.attempt = attempt;
+	ev.d.http_requested.method = xstrdup(st->method);
+	ev.d.http_requested.url = xstrdup(url);
+	ev.d.http_requested.headers = json_incref(headers);
+	ev.d.http_requested.body = json_incref(body);
+	ev.d.http_requested.timeout_ms = st->timeout_s * 1000;
+	ev.d.http_requested.deadline = deadline;
+	ev.d.http_requested.max_response_bytes = st->max_response_bytes;
+	if (st->hmac_secret_env != NULL)
+		ev.d.http_requested.hmac = json_pack("{s:s, s:s}", "secret_env", st->hmac_secret_env,
+		                                     "header", st->hmac_header);
+	if ((rc = emit(d, &ev)) != RS_OK)
+		goto cleanup;
+	rc = schedule_step_timer(d, RS_TIMER_STEP_TIMEOUT, deadline + EFFECT_GRACE_MS);
+cleanup:
+	free(url);
+	json_decref(headers);
+	json_decref(body);
+	return rc;
+}
+
+/* llm.requested for `turn` with the chat `msgs` (taken), and the turn's
+ * backstop timer. */
+static rs_status
+request_turn(dctx *d, const rs_step *st, int64_t turn, json_t *msgs)
+{
+	rs_event ev = new_event(RS_EV_LLM_REQUESTED);
+	int64_t deadline = d->now + st->timeout_s * 1000;
+	char id[ID_CAP];
+	rs_status rc;
+
+	snprintf(id, sizeof(id), "%s-%s-%lld-%lld-llm%lld", d->s->run_id, st->id,
+	         (long long)d->s->cur_exec, (long long)d->s->cur_attempt, (long long)turn);
+	ev.d.llm_requested.effect_id = xstrdup(id);
+	ev.d.llm_requested.step_id = xstrdup(st->id);
+	ev.d.llm_requested.attempt = d->s->cur_attempt;
+	ev.d.llm_requested.turn = turn;
+	ev.d.llm_requested.messages = msgs;
+	ev.d.llm_requested.model = json_pack("{s:s, s:s, s:s*}", "base_url", st->base_url,
+	                                     "model", st->model, "api_key_env", st->api_key_env);
+	ev.d.llm_requested.tools = json_array_size(st->llm_tools) ? json_incref(st->llm_tools)
+	                                                          : NULL;
+	ev.d.llm_requested.max_tokens = st->max_tokens;
+	ev.d.llm_requested.temperature = json_incref(st->temperature);
+	ev.d.llm_requested.deadline = deadline;
+	if ((rc = emit(d, &ev)) != RS_OK)
+		return rc;
+	turn_timer_id(d->s, id, sizeof(id), RS_TIMER_STEP_TIMEOUT, turn);
+	return schedule_timer(d, RS_TIMER_STEP_TIMEOUT, st->id, d->s->cur_attempt,
+	                      deadline + EFFECT_GRACE_MS, id);
+}
+
+static json_t *
+tool_names(const rs_step *st)
+{
+	json_t *a = json_array(), *t;
+	size_t i;
+
+	json_array_foreach(st->llm_tools, i, t)
+		json_array_append(a, json_object_get(t, "name"));
+	return a;
+}
+
+static rs_status
+start_llm(dctx *d, const rs_step *st, int64_t attempt)
+{
+	char *system = NULL, *prompt = NULL;
+	json_t *input, *msgs;
+	rs_status rc;
+
+	if ((rc = render_text(d, st->system, &system)) != RS_OK ||
+	    (rc = render_text(d, st->prompt, &prompt)) != RS_OK)
+		goto cleanup;
+	input = json_pack("{s:{s:s, s:s}, s:s, s:o}", "model", "base_url", st->base_url,
+	                  "model", st->model, "prompt", prompt, "tools", tool_names(st));
+	if (system != NULL)
+		json_object_set_new(input, "system", json_string(system));
+	if ((rc = emit_step_started(d, st, attempt, input)) != RS_OK)
+		goto cleanup;
+	/* A retry resumes the conversation at the turn that failed. */
+	if (attempt > 1 && d->s->llm_messages != NULL && d->s->eff_turn > 0) {
+		rc = request_turn(d, st, d->s->eff_turn, json_incref(d->s->llm_messages));
+		goto cleanup;
+	}
+	msgs = json_array();
+	if (system != NULL)
+		json_array_append_new(msgs, json_pack("{s:s, s:s}", "role", "system",
+		                                      "content", system));
+	json_array_append_new(msgs, json_pack("{s:s, s:s}", "role", "user", "content", prompt));
+	rc = request_turn(d, st, 1, msgs);
+cleanup:
+	free(system);
+	free(prompt);
+	return rc;
+}
+
+static int
+llm_has_tool(const rs_step *st, const char *name)
+{
+	size_t i;
+	json_t *t;
+
+	json_array_foreach(st->llm_tools, i, t)
+		if (name != NULL && strcmp(json_string_value(json_object_get(t, "name")), name) == 0)
+			return 1;
+	return 0;
+}
+
+static void
+llm_call_id(const rs_run *s, size_t i, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%s-%s-%lld-%lld-t%lld-%zu", s->run_id, s->cur_step,
+	         (long long)s->cur_exec, (long long)s->cur_attempt, (long long)s->eff_turn, i);
+}
+
+/* The arguments of a model tool call: a JSON object in a string, or NULL. */
+static json_t *
+call_args(json_t *tc)
+{
+	json_t *fn = json_object_get(tc, "function"), *v = NULL;
+	const char *a = json_string_value(json_object_get(fn, "arguments"));
+	char err[64];
+
+	if (a == NULL || *a == '\0')
+		return json_object();
+	if (rs_json_parse(a, strlen(a), &v, err, sizeof(err)) != RS_OK || !json_is_object(v)) {
+		json_decref(v);
+		return NULL;
+	}
+	return v;
+}
+
+/* What the model is told about tool call i of the last answer. */
+static json_t *
+tool_message(const rs_run *s, const rs_step *st, size_t i, json_t *tc)
+{
+	const char *name = json_string_value(json_object_get(json_object_get(tc, "function"),
+	                                                      "name"));
+	char call_id[ID_CAP], *text;
+	run_call *c;
+	json_t *content, *m;
+
+	llm_call_id(s, i, call_id, sizeof(call_id));
+	c = find_call(s, call_id);
+	if (c == NULL && !llm_has_tool(st, name))
+		content = json_pack("{s:{s:s, s:s}}", "error", "code", "unknown_tool", "message",
+		                    "no such tool in this step");
+	else if (c == NULL)
+		content = json_pack("{s:{s:s, s:s}}", "error", "code", "bad_arguments", "message",
+		                    "arguments must be a JSON object");
+	else if (c->status == CALL_COMPLETED)
+		content = json_incref(c->output ? c->output : json_null());
+	else if (c->status == CALL_TIMED_OUT)
+		content = json_pack("{s:{s:s, s:s}}", "error", "code", "timeout", "message",
+		                    "the tool did not answer in time");
+	else
+		content = json_pack("{s:O}", "error", c->error ? c->error : json_null());
+	text = json_is_string(content) ? xstrdup(json_string_value(content)) : rs_json_dump(content);
+	m = json_pack("{s:s, s:s, s:s}", "role", "tool", "tool_call_id",
+	              json_string_value(json_object_get(tc, "id")) ?
+	              json_string_value(json_object_get(tc, "id")) : "", "content", text);
+	free(text);
+	json_decref(content);
+	return m;
+}
+
+/* Every tool call of the turn answered: the next turn carries them. */
+static rs_status
+llm_next_turn(dctx *d, const rs_step *st)
+{
+	json_t *msgs = json_copy(d->s->llm_messages), *tc;
+	size_t i;
+
+	json_array_foreach(d->s->llm_calls, i, tc)
+		json_array_append_new(msgs, tool_message(d->s, st, i, tc));
+	return request_turn(d, st, d->s->eff_turn + 1, msgs);
+}
+
+static rs_status
+llm_final_answer(dctx *d, const rs_step *st, const rs_ev_llm_message *m)
+{
+	const char *text = json_string_value(json_object_get(m->message, "content"));
+	json_t *out = json_pack("{s:s, s:o, s:I, s:s}", "text", text ? text : "",
+	                        "usage", d->s->llm_usage ? json_deep_copy(d->s->llm_usage)
+	                                                 : json_object(),
+	                        "turns", (json_int_t)m->turn,
+	                        "finish_reason", m->finish_reason ? m->finish_reason : "stop");
+	rs_status rc;
+
+	rc = emit_step_completed(d, out, st->next_idx);
+	return rc != RS_OK ? rc : run_from(d, st->next_idx);
+}
+
+/* The model asked for tools: one tool.requested per valid call, through
+ * the routers exactly like a tool step (capability = the tool's name). */
+static rs_status
+llm_call_tools(dctx *d, const rs_step *st)
+{
+	int64_t deadline = d->now + st->tool_timeout_s * 1000;
+	json_t *tc, *args, *calls = json_incref(d->s->llm_calls);
+	const char *name;
+	char call_id[ID_CAP];
+	int requested = 0;
+	rs_event ev;
+	rs_status rc = RS_OK;
+	size_t i;
+
+	json_array_foreach(calls, i, tc) {
+		name = json_string_value(json_object_get(json_object_get(tc, "function"), "name"));
+		if (!llm_has_tool(st, name) || (args = call_args(tc)) == NULL)
+			continue;   /* answered with an error in the next turn */
+		llm_call_id(d->s, i, call_id, sizeof(call_id));
+		ev = new_event(RS_EV_TOOL_REQUESTED);
+		ev.d.tool_requested.call_id = xstrdup(call_id);
+		ev.d.tool_requested.step_id = xstrdup(st->id);
+		ev.d.tool_requested.attempt = d->s->cur_attempt;
+		ev.d.tool_requested.tool = xstrdup(name);
+		ev.d.tool_requested.args = args;
+		ev.d.tool_requested.capability = xstrdup(name);
+		ev.d.tool_requested.deadline = deadline;
+		if ((rc = emit(d, &ev)) != RS_OK)
+			goto cleanup;
+		add_call_effect(d->s, d->out, find_call(d->s, call_id), 0);
+		requested++;
+	}
+	if (requested == 0) {
+		rc = llm_next_turn(d, st);
+		goto cleanup;
+	}
+	turn_timer_id(d->s, call_id, sizeof(call_id), RS_TIMER_TOOL_TIMEOUT, d->s->eff_turn);
+	rc = schedule_timer(d, RS_TIMER_TOOL_TIMEOUT, st->id, d->s->cur_attempt, deadline, call_id);
+cleanup:
+	json_decref(calls);
+	return rc;
+}
+
+/* llm.message, then: final answer, tools, or max_turns. */
+static rs_status
+llm_result(dctx *d, const rs_step *st, json_t *output)
+{
+	rs_event ev = new_event(RS_EV_LLM_MESSAGE);
+	rs_ev_llm_message *m = &ev.d.llm_message;
+	json_t *msg = json_object_get(output, "message");
+	rs_err e = { "max_turns_exceeded", NULL, RS_ERRCLASS_PERMANENT, 0, NULL };
+	char why[160];
+	rs_status rc;
+
+	if (!json_is_object(msg))
+		return fail(d->err, d->cap, "effect.result: llm output.message must be an object");
+	m->effect_id = xstrdup(d->s->eff_id);
+	m->step_id = xstrdup(st->id);
+	m->turn = d->s->eff_turn;
+	m->message = json_incref(msg);
+	if (json_is_object(json_object_get(output, "usage")))
+		m->usage = json_incref(json_object_get(output, "usage"));
+	if (json_string_length(json_object_get(output, "finish_reason")) > 0)
+		m->finish_reason = xstrdup(json_string_value(json_object_get(output, "finish_reason")));
+	if ((rc = emit(d, &ev)) != RS_OK)
+		return rc;
+	m = &d->out->events[d->out->nevents - 1].d.llm_message;
+	if (d->s->llm_calls == NULL)
+		return llm_final_answer(d, st, m);
+	if (m->turn >= st->max_turns) {
+		snprintf(why, sizeof(why), "the model still wanted tools after %lld turn(s) "
+		         "(max_turns %lld)", (long long)m->turn, (long long)st->max_turns);
+		e.message = why;
+		return fail_step(d, st, &e);
+	}
+	return llm_call_tools(d, st);
+}
+
+/* Retry-After of an http.completed's headers, in ms (seconds form). */
+static int64_t
+retry_after_header(json_t *headers)
+{
+	const char *k;
+	json_t *v;
+	int64_t secs;
+
+	json_object_foreach(headers, k, v) {
+		if (strcasecmp(k, "retry-after") == 0 && json_is_string(v) &&
+		    rs_parse_int(json_string_value(v), 0, 86400, &secs) == RS_OK)
+			return secs * 1000;
+	}
+	return 0;
+}
+
+static rs_status
+http_result(dctx *d, const rs_step *st, json_t *output)
+{
+	rs_event ev = new_event(RS_EV_HTTP_COMPLETED);
+	rs_ev_http_completed *h = &ev.d.http_completed;
+	json_t *status = json_object_get(output, "status"), *headers;
+	rs_err e = { NULL, NULL, RS_ERRCLASS_PERMANENT, 0, NULL };
+	char code[32], why[96];
+	rs_status rc;
+
+	headers = json_object_get(output, "headers");
+	if (!json_is_integer(status) || json_integer_value(status) < 100 ||
+	    (headers != NULL && !json_is_object(headers)))
+		return fail(d->err, d->cap, "effect.result: http output needs status and headers");
+	h->effect_id = xstrdup(d->s->eff_id);
+	h->step_id = xstrdup(st->id);
+	h->attempt = d->s->cur_attempt;
+	h->status = json_integer_value(status);
+	h->headers = headers ? json_incref(headers) : json_object();
+	h->body = json_incref(json_object_get(output, "body"));
+	if (h->body == NULL)
+		h->body = json_null();
+	h->duration_ms = json_integer_value(json_object_get(output, "duration_ms"));
+	if (h->duration_ms < 0)
+		h->duration_ms = 0;
+	if ((rc = emit(d, &ev)) != RS_OK)
+		return rc;
+	h = &d->out->events[d->out->nevents - 1].d.http_completed;
+	if (rs_http_status_expected(st, h->status)) {
+		rc = emit_step_completed(d, json_pack("{s:I, s:O, s:O}", "status",
+		                         (json_int_t)h->status, "headers", h->headers, "body",
+		                         h->body), st->next_idx);
+		return rc != RS_OK ? rc : run_from(d, st->next_idx);
+	}
+	/* Overload and server trouble pass; a client error will not. */
+	snprintf(code, sizeof(code), "http_%lld", (long long)h->status);
+	snprintf(why, sizeof(why), "unexpected HTTP status %lld", (long long)h->status);
+	e.code = code;
+	e.message = why;
+	if (h->status == 429 || h->status == 408 || h->status >= 500)
+		e.cls = RS_ERRCLASS_TRANSIENT;
+	return fail_step_effect(d, st, &e, NULL, retry_after_header(h->headers));
+}
+
+/* The effect a result may act on: the current step's pending one. */
+static const rs_step *
+effect_step(dctx *d, const char *effect_id)
+{
+	const rs_step *st = current_step(d, NULL);
+
+	if (st == NULL || d->s->cur_done || d->s->eff_id == NULL || effect_id == NULL ||
+	    strcmp(d->s->eff_id, effect_id) != 0)
+		return NULL;
+	return st;
+}
+
+static rs_status
+decide_effect_result(dctx *d)
+{
+	const rs_cmd *c = d->cmd;
+	const rs_step *st = effect_step(d, c->effect_id);
+	char id[ID_CAP];
+
+	if (st == NULL)
+		return RS_OK;   /* stale: a re-issued effect, a timed-out one, a finished run */
+	if (c->has_error) {
+		snprintf(id, sizeof(id), "%s", c->effect_id);
+		return fail_step_effect(d, st, &c->error, id, c->retry_after_ms);
+	}
+	if (st->kind == RS_STEP_LLM)
+		return llm_result(d, st, c->output);
+	if (st->kind == RS_STEP_HTTP)
+		return http_result(d, st, c->output);
+	return RS_OK;
+}
+
+static rs_status
+decide_llm_chunk(dctx *d)
+{
+	const rs_cmd *c = d->cmd;
+	rs_event ev;
+
+	/* Duplicates and chunks overtaken by a later one are dropped: the
+	 * deltas are for watchers, llm.message has the whole answer. */
+	if (d->s->cur_kind != RS_STEP_LLM || effect_step(d, c->effect_id) == NULL ||
+	    c->index <= d->s->eff_last_index || c->text == NULL || *c->text == '\0')
+		return RS_OK;
+	ev = new_event(RS_EV_LLM_DELTA);
+	ev.d.llm_delta.effect_id = xstrdup(c->effect_id);
+	ev.d.llm_delta.step_id = xstrdup(d->s->cur_step);
+	ev.d.llm_delta.turn = d->s->eff_turn;
+	ev.d.llm_delta.index = c->index;
+	ev.d.llm_delta.text = xstrdup(c->text);
+	return emit(d, &ev);
+}
+
+/* A tool call of an llm step finished: when the turn's last one is in,
+ * the model gets the results. */
+static rs_status
+llm_tool_done(dctx *d, const rs_step *st)
+{
+	if (calls_outstanding(d->s, st->id, d->s->cur_attempt))
+		return RS_OK;
+	return llm_next_turn(d, st);
+}
+
+/* The turn's tool timer: calls still out are timed out (and cancelled),
+ * the model is told so. */
+static rs_status
+llm_tools_timed_out(dctx *d, const rs_step *st, int64_t attempt)
+{
+	rs_event ev;
+	rs_status rc;
+
+	for (size_t i = 0; i < d->s->ncalls; i++) {
+		run_call *call = &d->s->calls[i];
+		if (!call_outstanding(call) || strcmp(call->step_id, st->id) != 0 ||
+		    call->attempt != attempt)
+			continue;
+		add_call_effect(d->s, d->out, call, 1);
+		ev = new_event(RS_EV_TOOL_TIMED_OUT);
+		ev.d.tool_timed_out.call_id = xstrdup(call->call_id);
+		ev.d.tool_timed_out.step_id = xstrdup(st->id);
+		ev.d.tool_timed_out.attempt = attempt;
+		if ((rc = emit(d, &ev)) != RS_OK)
+			return rc;
+	}
+	return llm_next_turn(d, st);
+}
+
+/* The backstop of an http request or a model turn fired with the effect
+ * still out: the attempt failed with a timeout (retryable). */
+static rs_status
+effect_timed_out(dctx *d, const rs_step *st, const run_timer *t)
+{
+	char msg[160];
+
+	if (d->s->eff_id == NULL || d->s->cur_done || t->attempt != d->s->cur_attempt ||
+	    strcmp(st->id, d->s->cur_step) != 0)
+		return RS_OK;
+	snprintf(msg, sizeof(msg), "%s did not answer within %llds",
+	         st->kind == RS_STEP_LLM ? "the model" : "the HTTP request",
+	         (long long)st->timeout_s);
+	return fail_step_timeout(d, st, msg);
 }
 
 /* --- command handlers --- */
@@ -1318,6 +2045,9 @@ decide_tool_result(dctx *d)
 		ev.d.tool_failed.device_id = xstrdup(cmd->device_id);
 		if ((rc = emit(d, &ev)) != RS_OK)
 			return rc;
+		/* The model decides what a failed tool means for it. */
+		if (st->kind == RS_STEP_LLM)
+			return llm_tool_done(d, st);
 		return fail_step(d, st, &cmd->error);
 	}
 	ev = new_event(RS_EV_TOOL_COMPLETED);
@@ -1328,6 +2058,8 @@ decide_tool_result(dctx *d)
 	ev.d.tool_completed.device_id = xstrdup(cmd->device_id);
 	if ((rc = emit(d, &ev)) != RS_OK)
 		return rc;
+	if (st->kind == RS_STEP_LLM)
+		return llm_tool_done(d, st);
 	rc = emit_step_completed(d, cmd->output ? json_incref(cmd->output) : json_null(),
 	                         st->next_idx);
 	return rc != RS_OK ? rc : run_from(d, st->next_idx);
@@ -1404,6 +2136,8 @@ timer_consequence(dctx *d, const run_timer *t)
 			return rc;
 		return next == WAIT ? RS_OK : run_from(d, next);
 	case RS_TIMER_TOOL_TIMEOUT:
+		if (st->kind == RS_STEP_LLM)
+			return llm_tools_timed_out(d, st, t->attempt);
 		for (size_t i = 0; i < d->s->ncalls; i++)
 			if (call_outstanding(&d->s->calls[i]) &&
 			    strcmp(d->s->calls[i].step_id, st->id) == 0 &&
@@ -1425,8 +2159,12 @@ timer_consequence(dctx *d, const run_timer *t)
 		snprintf(msg, sizeof(msg), "signal %s not received within %llds", st->signal,
 		         (long long)st->timeout_s);
 		return fail_step_timeout(d, st, msg);
+	case RS_TIMER_STEP_TIMEOUT:
+		if (st->kind == RS_STEP_HTTP || st->kind == RS_STEP_LLM)
+			return effect_timed_out(d, st, t);
+		return RS_OK;
 	default:
-		return RS_OK;   /* step_timeout: reserved, firing is all */
+		return RS_OK;
 	}
 }
 
@@ -1469,6 +2207,8 @@ static const struct {
 	[RS_CMD_SIGNAL] = { decide_signal, 1 },
 	[RS_CMD_CANCEL] = { decide_cancel, 0 },
 	[RS_CMD_TIMER_FIRE] = { decide_timer_fire, 1 },
+	[RS_CMD_EFFECT_RESULT] = { decide_effect_result, 1 },
+	[RS_CMD_LLM_CHUNK] = { decide_llm_chunk, 0 },
 };
 
 rs_status

@@ -142,6 +142,13 @@ apply_consumer(jsCtx *js, json_t *d, char *report, size_t cap)
 	cfg.MaxAckPending = jint(d, "max_ack_pending", 1000);
 	cfg.MaxWaiting = jint(d, "max_waiting", 512);
 	cfg.FilterSubject = jstr(d, "filter_subject");
+	/* headers_only: the consumer sees headers, not payloads (the executor
+	 * filters RUNS by Runstream-Type and reads the few it wants). */
+	cfg.HeadersOnly = json_is_true(json_object_get(d, "headers_only"));
+	/* deliver_policy "new": a consumer added to a stream with history
+	 * starts at its end instead of replaying it. */
+	if (jstr(d, "deliver_policy") != NULL && strcmp(jstr(d, "deliver_policy"), "new") == 0)
+		cfg.DeliverPolicy = js_DeliverNew;
 	snprintf(name, sizeof(name), "%s/%s", stream, cfg.Durable);
 	s = js_GetConsumerInfo(&ci, js, stream, cfg.Durable, NULL, &jerr);
 	if (s == NATS_OK) {

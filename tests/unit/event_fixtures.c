@@ -95,6 +95,8 @@ fx_steps(rs_event *ev, int full)
 		ev->d.step_failed.attempt = 3;
 		fx_err(&ev->d.step_failed.error, full);
 		ev->d.step_failed.final = full;
+		ev->d.step_failed.effect_id = full ? s(FX_RUN_ID "-fetch-1-3-http") : NULL;
+		ev->d.step_failed.retry_after_ms = full ? 2000 : 0;
 		break;
 	case RS_EV_STEP_RETRY_SCHEDULED:
 		ev->d.step_retry_scheduled.step_id = s("fetch");
@@ -166,6 +168,67 @@ fx_tools(rs_event *ev, int full)
 	}
 }
 
+/* Server-side effects (http, llm steps). */
+static void
+fx_effects(rs_event *ev, int full)
+{
+	switch (ev->type) {
+	case RS_EV_HTTP_REQUESTED:
+		ev->d.http_requested.effect_id = s(FX_RUN_ID "-hook-1-1-http");
+		ev->d.http_requested.step_id = s("hook");
+		ev->d.http_requested.attempt = 1;
+		ev->d.http_requested.method = s("POST");
+		ev->d.http_requested.url = s("https://hooks.example.com/in");
+		ev->d.http_requested.headers = j(full ? "{\"X-Team\":\"a\"}" : "{}");
+		ev->d.http_requested.body = full ? j("{\"n\":1}") : NULL;
+		ev->d.http_requested.timeout_ms = 30000;
+		ev->d.http_requested.deadline = FX_TIME_MS + 30000;
+		ev->d.http_requested.hmac = full ? j("{\"header\":\"Runstream-Signature\","
+		                                     "\"secret_env\":\"HOOK_SECRET\"}") : NULL;
+		ev->d.http_requested.max_response_bytes = full ? 65536 : 0;
+		break;
+	case RS_EV_HTTP_COMPLETED:
+		ev->d.http_completed.effect_id = s(FX_RUN_ID "-hook-1-1-http");
+		ev->d.http_completed.step_id = s("hook");
+		ev->d.http_completed.attempt = 1;
+		ev->d.http_completed.status = full ? 201 : 204;
+		ev->d.http_completed.headers = j(full ? "{\"content-type\":\"application/json\"}" : "{}");
+		ev->d.http_completed.body = j(full ? "{\"ok\":true}" : "null");
+		ev->d.http_completed.duration_ms = 12;
+		break;
+	case RS_EV_LLM_REQUESTED:
+		ev->d.llm_requested.effect_id = s(FX_RUN_ID "-ask-2-1-llm1");
+		ev->d.llm_requested.step_id = s("ask");
+		ev->d.llm_requested.attempt = 1;
+		ev->d.llm_requested.turn = 1;
+		ev->d.llm_requested.messages = j("[{\"role\":\"user\",\"content\":\"hi\"}]");
+		ev->d.llm_requested.model = j("{\"base_url\":\"https://api.example.com/v1\","
+		                              "\"model\":\"m-1\",\"api_key_env\":\"OPENAI_API_KEY\"}");
+		ev->d.llm_requested.tools = full ? j("[{\"name\":\"lookup\"}]") : NULL;
+		ev->d.llm_requested.max_tokens = full ? 512 : 0;
+		ev->d.llm_requested.temperature = full ? j("0") : NULL;
+		ev->d.llm_requested.deadline = FX_TIME_MS + 120000;
+		break;
+	case RS_EV_LLM_DELTA:
+		ev->d.llm_delta.effect_id = s(FX_RUN_ID "-ask-2-1-llm1");
+		ev->d.llm_delta.step_id = s("ask");
+		ev->d.llm_delta.turn = 1;
+		ev->d.llm_delta.index = full ? 3 : 0;
+		ev->d.llm_delta.text = s(full ? "Hel" : "");
+		break;
+	case RS_EV_LLM_MESSAGE:
+		ev->d.llm_message.effect_id = s(FX_RUN_ID "-ask-2-1-llm1");
+		ev->d.llm_message.step_id = s("ask");
+		ev->d.llm_message.turn = 1;
+		ev->d.llm_message.message = j("{\"role\":\"assistant\",\"content\":\"Hello\"}");
+		ev->d.llm_message.usage = full ? j("{\"completion_tokens\":2,\"prompt_tokens\":9}") : NULL;
+		ev->d.llm_message.finish_reason = full ? s("stop") : NULL;
+		break;
+	default:
+		break;
+	}
+}
+
 void
 fx_event(rs_event_type t, int full, rs_event *ev)
 {
@@ -183,4 +246,5 @@ fx_event(rs_event_type t, int full, rs_event *ev)
 	fx_runs(ev, full);
 	fx_steps(ev, full);
 	fx_tools(ev, full);
+	fx_effects(ev, full);
 }

@@ -205,8 +205,8 @@ static const struct {
 	  "steps[0].id: \"end\" is reserved" },
 	{ TWO(SLEEP, SLEEP), "steps[1].id: duplicate id \"z\" (also steps[0])" },
 	{ ONE("{\"id\":\"s\",\"duration_ms\":1}"), "steps[0].kind: required" },
-	{ ONE("{\"id\":\"s\",\"kind\":\"http\"}"), "steps[0].kind: unknown step kind \"http\" "
-	  "(expected tool, sleep, signal, branch or transform)" },
+	{ ONE("{\"id\":\"s\",\"kind\":\"ftp\"}"), "steps[0].kind: unknown step kind \"ftp\" "
+	  "(expected tool, sleep, signal, branch, transform, http or llm)" },
 	{ ONE("{\"id\":\"s\",\"kind\":\"sleep\",\"duration_ms\":1,\"tool\":\"x\"}"),
 	  "steps[0].tool: unknown field" },
 	{ ONE("{\"id\":\"s\",\"kind\":\"sleep\",\"duration_ms\":1,\"next\":\"zz\"}"),
@@ -308,6 +308,71 @@ static const struct {
 	  "or steps.<id>.output[.<path>]" },
 	{ "{\"name\":\"a\",\"steps\":[" SLEEP "],\"output\":{\"r\":\"{{steps.q.output}}\"}}",
 	  "output.r: unknown step \"q\" in template \"{{steps.q.output}}\"" },
+	/* http */
+	{ ONE("{\"id\":\"s\",\"kind\":\"http\"}"), "steps[0].url: required" },
+	{ ONE("{\"id\":\"h\",\"kind\":\"http\",\"url\":\"ftp://x\"}"),
+	  "steps[0].url: must be an http:// or https:// URL" },
+	{ ONE("{\"id\":\"h\",\"kind\":\"http\",\"url\":\"http://x\",\"method\":\"get\"}"),
+	  "steps[0].method: must be one of GET, POST, PUT, PATCH, DELETE, HEAD" },
+	{ ONE("{\"id\":\"h\",\"kind\":\"http\",\"url\":\"http://x\",\"headers\":[]}"),
+	  "steps[0].headers: must be an object" },
+	{ ONE("{\"id\":\"h\",\"kind\":\"http\",\"url\":\"http://x/{{steps.q.output}}\"}"),
+	  "steps[0].url: unknown step \"q\" in template \"http://x/{{steps.q.output}}\"" },
+	{ ONE("{\"id\":\"h\",\"kind\":\"http\",\"url\":\"http://x\",\"expect_status\":[200,99]}"),
+	  "steps[0].expect_status[1]: must be an integer between 100 and 599" },
+	{ ONE("{\"id\":\"h\",\"kind\":\"http\",\"url\":\"http://x\",\"expect_status\":[]}"),
+	  "steps[0].expect_status: must be a non-empty array of status codes" },
+	{ ONE("{\"id\":\"h\",\"kind\":\"http\",\"url\":\"http://x\",\"hmac\":{}}"),
+	  "steps[0].hmac.secret_env: required" },
+	{ ONE("{\"id\":\"h\",\"kind\":\"http\",\"url\":\"http://x\",\"hmac\":{\"secret_env\":\"a-b\"}}"),
+	  "steps[0].hmac.secret_env: must be an environment variable name [A-Z_][A-Z0-9_]*" },
+	{ ONE("{\"id\":\"h\",\"kind\":\"http\",\"url\":\"http://x\",\"hmac\":{\"secret_env\":\"S\","
+	      "\"secret\":\"x\"}}"), "steps[0].hmac.secret: unknown field" },
+	{ ONE("{\"id\":\"h\",\"kind\":\"http\",\"url\":\"http://x\",\"max_response_bytes\":0}"),
+	  "steps[0].max_response_bytes: must be an integer >= 1" },
+	{ ONE("{\"id\":\"h\",\"kind\":\"http\",\"url\":\"http://x\",\"max_response_bytes\":9999999}"),
+	  "steps[0].max_response_bytes: must be <= 524288 (responses are recorded in events)" },
+	{ ONE("{\"id\":\"h\",\"kind\":\"http\",\"url\":\"http://x\",\"retry\":{\"max_attempts\":0}}"),
+	  "steps[0].retry.max_attempts: must be an integer >= 1" },
+	{ ONE("{\"id\":\"h\",\"kind\":\"http\",\"url\":\"http://x\",\"prompt\":\"x\"}"),
+	  "steps[0].prompt: unknown field" },
+	/* llm */
+	{ ONE("{\"id\":\"l\",\"kind\":\"llm\",\"prompt\":\"hi\"}"), "steps[0].model: required" },
+	{ ONE("{\"id\":\"l\",\"kind\":\"llm\",\"prompt\":\"hi\",\"model\":{\"model\":\"m\"}}"),
+	  "steps[0].model.base_url: required" },
+	{ ONE("{\"id\":\"l\",\"kind\":\"llm\",\"prompt\":\"hi\",\"model\":{\"base_url\":\"x\","
+	      "\"model\":\"m\"}}"), "steps[0].model.base_url: must be an http:// or https:// URL" },
+	{ ONE("{\"id\":\"l\",\"kind\":\"llm\",\"prompt\":\"hi\",\"model\":{\"base_url\":\"http://m\","
+	      "\"model\":\"m\",\"api_key\":\"sk-1\"}}"), "steps[0].model.api_key: unknown field" },
+	{ ONE("{\"id\":\"l\",\"kind\":\"llm\",\"prompt\":\"hi\",\"model\":{\"base_url\":\"http://m\","
+	      "\"model\":\"m\",\"api_key_env\":\"sk-1\"}}"),
+	  "steps[0].model.api_key_env: must be an environment variable name [A-Z_][A-Z0-9_]*" },
+	{ ONE("{\"id\":\"l\",\"kind\":\"llm\",\"model\":{\"base_url\":\"http://m\",\"model\":\"m\"}}"),
+	  "steps[0].prompt: required" },
+	{ ONE("{\"id\":\"l\",\"kind\":\"llm\",\"prompt\":\"{{steps.zz.output}}\","
+	      "\"model\":{\"base_url\":\"http://m\",\"model\":\"m\"}}"),
+	  "steps[0].prompt: unknown step \"zz\" in template \"{{steps.zz.output}}\"" },
+	{ ONE("{\"id\":\"l\",\"kind\":\"llm\",\"prompt\":\"p\",\"tools\":[\"http.get\"],"
+	      "\"model\":{\"base_url\":\"http://m\",\"model\":\"m\"}}"),
+	  "steps[0].tools[0]: must match [A-Za-z0-9_-]{1,64} (a model function name)" },
+	{ ONE("{\"id\":\"l\",\"kind\":\"llm\",\"prompt\":\"p\",\"tools\":[\"a\",{\"name\":\"a\"}],"
+	      "\"model\":{\"base_url\":\"http://m\",\"model\":\"m\"}}"),
+	  "steps[0].tools[1]: duplicate tool \"a\"" },
+	{ ONE("{\"id\":\"l\",\"kind\":\"llm\",\"prompt\":\"p\",\"tools\":[{\"name\":\"a\","
+	      "\"input_schema\":1}],\"model\":{\"base_url\":\"http://m\",\"model\":\"m\"}}"),
+	  "steps[0].tools[0].input_schema: must be an object (a JSON Schema)" },
+	{ ONE("{\"id\":\"l\",\"kind\":\"llm\",\"prompt\":\"p\",\"tools\":[7],"
+	      "\"model\":{\"base_url\":\"http://m\",\"model\":\"m\"}}"),
+	  "steps[0].tools[0]: must be a tool name or an object" },
+	{ ONE("{\"id\":\"l\",\"kind\":\"llm\",\"prompt\":\"p\",\"max_turns\":0,"
+	      "\"model\":{\"base_url\":\"http://m\",\"model\":\"m\"}}"),
+	  "steps[0].max_turns: must be an integer >= 1" },
+	{ ONE("{\"id\":\"l\",\"kind\":\"llm\",\"prompt\":\"p\",\"temperature\":3,"
+	      "\"model\":{\"base_url\":\"http://m\",\"model\":\"m\"}}"),
+	  "steps[0].temperature: must be a number between 0 and 2" },
+	{ ONE("{\"id\":\"l\",\"kind\":\"llm\",\"prompt\":\"p\",\"url\":\"http://x\","
+	      "\"model\":{\"base_url\":\"http://m\",\"model\":\"m\"}}"),
+	  "steps[0].url: unknown field" },
 	/* text-level: duplicate keys rejected by the strict parser */
 	{ "{\"name\":\"a\",\"name\":\"b\",\"steps\":[" SLEEP "]}", "invalid JSON at line 1, "
 	  "column 18 (position 18): duplicate object key near '\"name\"'" },
@@ -397,10 +462,74 @@ test_branch_ops(void)
 	rs_agent_free(a);
 }
 
+/* http and llm steps: defaults and normalization. */
+static void
+test_effect_steps(void)
+{
+	const char *def =
+		"{\"name\":\"fx\",\"steps\":["
+		"{\"id\":\"hook\",\"kind\":\"http\",\"url\":\"http://127.0.0.1/{{input.p}}\","
+		" \"headers\":{\"X-A\":\"{{input.a}}\"},\"body\":{\"n\":\"{{input.n}}\"},"
+		" \"hmac\":{\"secret_env\":\"HOOK_SECRET\"},\"expect_status\":[200,201]},"
+		"{\"id\":\"ask\",\"kind\":\"llm\",\"model\":{\"base_url\":\"http://m/v1\","
+		" \"model\":\"gpt\",\"api_key_env\":\"OPENAI_API_KEY\"},\"system\":\"be brief\","
+		" \"prompt\":\"{{steps.hook.output.body}}\",\"tools\":[\"lookup\",{\"name\":\"calc\","
+		" \"description\":\"adds\",\"input_schema\":{\"type\":\"object\"}}],\"temperature\":0}]}";
+	rs_agent *a = NULL;
+	const rs_step *h, *l;
+	char err[512] = "";
+	char *d;
+
+	CHECK(rs_agent_parse_text(def, strlen(def), &a, err, sizeof(err)) == RS_OK);
+	CHECK_STR(err, "");
+	if (a == NULL)
+		return;
+	h = rs_agent_step(a, 0);
+	l = rs_agent_step(a, 1);
+	CHECK_INT(h->kind, RS_STEP_HTTP);
+	CHECK_STR(rs_step_kind_name(h->kind), "http");
+	CHECK_STR(h->method, "POST");
+	CHECK_INT(h->timeout_s, RS_HTTP_TIMEOUT_DEFAULT_S);
+	CHECK_INT(h->max_response_bytes, RS_HTTP_MAX_RESPONSE_DEFAULT);
+	CHECK_STR(h->hmac_secret_env, "HOOK_SECRET");
+	CHECK_STR(h->hmac_header, "Runstream-Signature");
+	CHECK_INT(h->retry.max_attempts, 1);
+	CHECK(rs_http_status_expected(h, 201));
+	CHECK(!rs_http_status_expected(h, 204));
+	CHECK_INT(l->kind, RS_STEP_LLM);
+	CHECK_STR(rs_step_kind_name(l->kind), "llm");
+	CHECK_STR(l->base_url, "http://m/v1");
+	CHECK_STR(l->api_key_env, "OPENAI_API_KEY");
+	CHECK_INT(l->max_turns, RS_LLM_MAX_TURNS_DEFAULT);
+	CHECK_INT(l->timeout_s, RS_LLM_TIMEOUT_DEFAULT_S);
+	CHECK_INT(l->tool_timeout_s, RS_TOOL_TIMEOUT_DEFAULT_S);
+	CHECK_INT(l->retry.max_attempts, RS_LLM_MAX_ATTEMPTS_DEFAULT);
+	CHECK(l->temperature != NULL && json_number_value(l->temperature) == 0);
+	d = rs_json_dump(l->llm_tools);
+	CHECK_STR(d, "[{\"name\":\"lookup\"},{\"description\":\"adds\",\"input_schema\":"
+	          "{\"type\":\"object\"},\"name\":\"calc\"}]");
+	free(d);
+	rs_agent_free(a);
+
+	/* a plain GET, 2xx expected by default */
+	def = "{\"name\":\"g\",\"steps\":[{\"id\":\"g\",\"kind\":\"http\",\"method\":\"GET\","
+	      "\"url\":\"https://example.com/x\",\"retry\":{\"max_attempts\":2}}]}";
+	CHECK(rs_agent_parse_text(def, strlen(def), &a, err, sizeof(err)) == RS_OK);
+	if (a != NULL) {
+		h = rs_agent_step(a, 0);
+		CHECK(rs_http_status_expected(h, 204));
+		CHECK(!rs_http_status_expected(h, 301));
+		CHECK(h->body == NULL && h->hmac_secret_env == NULL);
+		CHECK_INT(h->retry.max_attempts, 2);
+		rs_agent_free(a);
+	}
+}
+
 int
 main(void)
 {
 	test_valid();
+	test_effect_steps();
 	test_version();
 	test_errors();
 	test_branch_ops();

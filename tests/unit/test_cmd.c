@@ -89,6 +89,25 @@ fx_cmd(rs_cmd_type t, int full, rs_cmd *c)
 		c->attempt = full ? 2 : 0;
 		c->due_at = 1767323045678LL;
 		break;
+	case RS_CMD_EFFECT_RESULT:
+		c->effect_id = s(RUN_ID "-ask-1-1-llm1");
+		if (full) {
+			c->has_error = 1;
+			c->error.code = s("http_429");
+			c->error.message = s("rate limited");
+			c->error.cls = RS_ERRCLASS_TRANSIENT;
+			c->error.retryable = 1;
+			c->retry_after_ms = 1500;
+		} else {
+			c->output = json_pack("{s:{s:s, s:s}}", "message", "role", "assistant",
+			                      "content", "hi");
+		}
+		break;
+	case RS_CMD_LLM_CHUNK:
+		c->effect_id = s(RUN_ID "-ask-1-1-llm1");
+		c->index = full ? 7 : 0;
+		c->text = s(full ? "Hel" : "");
+		break;
 	default:
 		break;
 	}
@@ -186,6 +205,16 @@ test_cmd_errors(void)
 	           "attempt: must be an integer >= 1");
 	EXPECT_CMD("{\"type\":\"timer.fire\"," HEAD ",\"timer_id\":\"t\",\"purpose\":\"retry\"}",
 	           RS_EINVAL, "due_at: missing");
+	EXPECT_CMD("{\"type\":\"effect.result\"," HEAD ",\"effect_id\":\"e\"}", RS_EINVAL,
+	           "output, error: exactly one of them must be present");
+	EXPECT_CMD("{\"type\":\"effect.result\"," HEAD ",\"output\":{}}", RS_EINVAL,
+	           "effect_id: missing");
+	EXPECT_CMD("{\"type\":\"effect.result\"," HEAD ",\"effect_id\":\"e\",\"output\":1,"
+	           "\"retry_after_ms\":0}", RS_EINVAL, "retry_after_ms: must be an integer >= 1");
+	EXPECT_CMD("{\"type\":\"llm.chunk\"," HEAD ",\"effect_id\":\"e\",\"index\":-1,"
+	           "\"text\":\"x\"}", RS_EINVAL, "index: must be an integer >= 0");
+	EXPECT_CMD("{\"type\":\"llm.chunk\"," HEAD ",\"effect_id\":\"e\",\"index\":0}",
+	           RS_EINVAL, "text: missing");
 }
 
 static void
@@ -194,6 +223,7 @@ test_msg_ids(void)
 	const char *want[RS_CMD__COUNT] = {
 		"start-" RUN_ID, "result-" RUN_ID "-fetch-1",
 		"delivered-" RUN_ID "-fetch-1-laptop-7", "signal-sig-1", "cancel-" RUN_ID, "timer-t-1",
+		"result-" RUN_ID "-ask-1-1-llm1", "chunk-" RUN_ID "-ask-1-1-llm1-7",
 	};
 	char buf[160];
 	rs_cmd c;

@@ -270,7 +270,22 @@ test_data_errors(void)
 	EXPECT(with_data(RS_EV_STEP_COMPLETED, "next_step", json_null()), RS_EINVAL,
 	       "data.next_step: must be a non-empty string");
 	EXPECT(with_data(RS_EV_STEP_STARTED, "kind", json_string("loop")), RS_EINVAL,
-	       "data.kind: must be one of tool, sleep, signal, branch, transform");
+	       "data.kind: must be one of tool, sleep, signal, branch, transform, http, llm");
+	EXPECT(with_data(RS_EV_LLM_REQUESTED, "messages", json_object()), RS_EINVAL,
+	       "data.messages: must be an array");
+	EXPECT(with_data(RS_EV_LLM_REQUESTED, "temperature", json_string("hot")), RS_EINVAL,
+	       "data.temperature: must be a number");
+	EXPECT(with_data(RS_EV_LLM_REQUESTED, "effect_id", json_string("a.b")), RS_EINVAL,
+	       "data.effect_id: must be a non-empty string without '.', '*', '>' or whitespace");
+	EXPECT(with_data(RS_EV_LLM_DELTA, "index", json_integer(-1)), RS_EINVAL,
+	       "data.index: must be an integer >= 0");
+	EXPECT(with_data(RS_EV_LLM_MESSAGE, "message", NULL), RS_EINVAL, "data.message: missing");
+	EXPECT(with_data(RS_EV_HTTP_COMPLETED, "status", json_integer(42)), RS_EINVAL,
+	       "data.status: must be an integer >= 100");
+	EXPECT(with_data(RS_EV_HTTP_REQUESTED, "headers", json_array()), RS_EINVAL,
+	       "data.headers: must be an object");
+	EXPECT(with_data(RS_EV_STEP_FAILED, "retry_after_ms", json_integer(0)), RS_EINVAL,
+	       "data.retry_after_ms: must be an integer >= 1");
 	EXPECT(with_data(RS_EV_STEP_FAILED, "final", json_integer(1)), RS_EINVAL,
 	       "data.final: must be a boolean");
 	EXPECT(with_data(RS_EV_RUN_CREATED, "input", json_array()), RS_EINVAL,

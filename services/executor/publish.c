@@ -1,0 +1,106 @@
+/*
+ * publish.c - the executor's answers: commands on CMDS for the
+ * orchestrator (common/rs_cmd.h). A result is published synchronously and
+ * only then is the request acked (job_run), so "acked" implies "the answer
+ * is durable". Msg ids make a re-issued effect's answers duplicates the
+ * server drops: result-<effect_id>, chunk-<effect_id>-<index>.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "executor.h"
+#include "rs_log.h"
+
+#define PUBLISH_TIMEOUT_MS 5000
+#define PUBLISH_TRIES 5
+
+/* The request's effect id (both request types carry one). */
+static const char *
+effect_of(const rs_event *req)
+{
+	return req->type == RS_EV_LLM_REQUESTED ? req->d.llm_requested.effect_id
+	                                        : req->d.http_requested.effect_id;
+}
+
+static void
+cmd_head(rs_cmd *c, rs_cmd_type t, const rs_event *req)
+{
+	memset(c, 0, sizeof(*c));
+	c->type = t;
+	snprintf(c->run_id, sizeof(c->run_id), "%s", req->run_id);
+	snprintf(c->tenant, sizeof(c->tenant), "%s", req->tenant);
+	snprintf(c->traceparent, sizeof(c->traceparent), "%s", req->traceparent);
+}
+
+/* Encode, then publish with retries (NATS may be reconnecting). The
+ * caller keeps c. */
+static rs_status
+send_cmd(executor *x, const rs_cmd *c)
+{
+	char subj[160], id[300], *body = NULL;
+	natsMsg *m = NULL;
+	size_t len = 0;
+	rs_status st;
+
+	if ((st = rs_cmd_encode(c, &body, &len)) != RS_OK)
+		return st;
+	rs_cmd_subject(c->tenant, c->run_id, subj, sizeof(subj));
+	rs_cmd_msg_id(c, id, sizeof(id));
+	st = rs_nats_msg(&m, subj, body, (int)len, "Runstream-Type", rs_cmd_type_name(c->type),
+	                 NULL);
+	for (int i = 1; st == RS_OK; i++) {
+		st = rs_js_publish(x->nats.js, m, id, -1, PUBLISH_TIMEOUT_MS, NULL, NULL);
+		if (st == RS_OK || i == PUBLISH_TRIES || atomic_load(&x->stopping))
+			break;
+		rs_log(RS_LOG_WARN, c->run_id, NULL, "publish %s failed (%s), retrying", id,
+		       rs_status_str(st));
+		usleep(200000 * (unsigned)i);
+		st = RS_OK;
+	}
+	natsMsg_Destroy(m);
+	free(body);
+	return st;
+}
+
+rs_status
+publish_result(executor *x, const rs_event *req, json_t *output, const rs_err *error,
+               int64_t retry_after_ms)
+{
+	rs_cmd c;
+	rs_status st;
+
+	cmd_head(&c, RS_CMD_EFFECT_RESULT, req);
+	c.effect_id = strdup(effect_of(req));
+	if (error != NULL) {
+		c.has_error = 1;
+		c.error.code = strdup(error->code);
+		c.error.message = strdup(error->message ? error->message : "");
+		c.error.cls = error->cls;
+		c.error.retryable = error->cls != RS_ERRCLASS_PERMANENT;
+		c.retry_after_ms = retry_after_ms > 0 ? retry_after_ms : 0;
+		json_decref(output);
+	} else {
+		c.output = output ? output : json_null();
+	}
+	st = send_cmd(x, &c);
+	rs_cmd_free(&c);
+	return st;
+}
+
+rs_status
+publish_chunk(executor *x, const rs_event *req, int64_t index, const char *text, size_t len)
+{
+	rs_cmd c;
+	rs_status st;
+
+	cmd_head(&c, RS_CMD_LLM_CHUNK, req);
+	c.effect_id = strdup(effect_of(req));
+	c.index = index;
+	c.text = strndup(text, len);
+	st = send_cmd(x, &c);
+	if (st == RS_OK)
+		rs_metric_inc(em.chunks);
+	rs_cmd_free(&c);
+	return st;
+}

@@ -1,0 +1,192 @@
+/*
+ * webhook.c - http steps: perform one http.requested and answer with an
+ * effect.result.
+ *
+ * What a receiver can rely on:
+ *   Idempotency-Key: <run_id>-<step_id>-<attempt>  (the same for a
+ *       re-issued request: dedupe on it)
+ *   <hmac.header>: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>
+ *       when the step asks for a signature (the secret is read from the
+ *       environment variable hmac.secret_env now, never logged or stored)
+ *   Content-Type: application/json for a non-string body, unless set.
+ * The answer's output is {status, headers, body, duration_ms} for any
+ * status (the state machine judges it); transport failures are errors:
+ * connect_failed / connection_error (transient), timeout, invalid_request
+ * and response_too_large (permanent).
+ */
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "executor.h"
+#include "rs_agent.h"
+#include "rs_json.h"
+#include "rs_log.h"
+#include "rs_time.h"
+
+#define MAX_HEADERS 64
+
+/* "t=<t>,v1=<hex>" into out. */
+static void
+sign(const char *secret, const char *body, size_t len, int64_t t, char *out, size_t cap)
+{
+	unsigned char mac[EVP_MAX_MD_SIZE];
+	unsigned int maclen = 0;
+	char prefix[32], hex[2 * EVP_MAX_MD_SIZE + 1];
+	size_t plen = (size_t)snprintf(prefix, sizeof(prefix), "%lld.", (long long)t);
+	unsigned char *msg = malloc(plen + len + 1);
+
+	hex[0] = '\0';
+	if (msg != NULL) {
+		memcpy(msg, prefix, plen);
+		memcpy(msg + plen, body, len);
+		HMAC(EVP_sha256(), secret, (int)strlen(secret), msg, plen + len, mac, &maclen);
+		for (unsigned int i = 0; i < maclen; i++)
+			snprintf(hex + 2 * i, 3, "%02x", mac[i]);
+		free(msg);
+	}
+	snprintf(out, cap, "t=%lld,v1=%s", (long long)t, hex);
+}
+
+/* Monotonic deadline from the request: its wall deadline, and never more
+ * than timeout_ms from now. <= now: already late. */
+static int64_t
+mono_deadline(int64_t wall_deadline, int64_t timeout_ms)
+{
+	int64_t now = rs_mono_ms(), left = wall_deadline - rs_now_ms();
+
+	if (left > timeout_ms)
+		left = timeout_ms;
+	return now + left;
+}
+
+/* The response body as JSON: parsed when it is JSON, else a string. */
+static json_t *
+body_value(const http_resp *r)
+{
+	json_t *v = NULL;
+	char err[64];
+
+	if (r->body == NULL || r->body_len == 0)
+		return json_null();
+	if (rs_json_parse(r->body, r->body_len, &v, err, sizeof(err)) == RS_OK)
+		return v;
+	return json_stringn(r->body, r->body_len);
+}
+
+static rs_status
+answer_error(executor *x, const rs_event *req, const char *code, const char *msg,
+             rs_errclass cls)
+{
+	rs_err e = { (char *)code, (char *)msg, cls, cls != RS_ERRCLASS_PERMANENT, NULL };
+
+	rs_metric_inc(em.effects_err[EK_HTTP]);
+	rs_log(RS_LOG_INFO, req->run_id, NULL, "http %s: %s: %s",
+	       req->d.http_requested.effect_id, code, msg);
+	return publish_result(x, req, NULL, &e, 0);
+}
+
+static rs_status
+answer_transport(executor *x, const rs_event *req, rs_status st, const char *why)
+{
+	if (st == RS_ETIMEOUT)
+		return answer_error(x, req, "timeout", why, RS_ERRCLASS_TIMEOUT);
+	if (st == RS_EUNAVAIL)
+		return answer_error(x, req, "connect_failed", why, RS_ERRCLASS_TRANSIENT);
+	if (st == RS_EINVAL)
+		return answer_error(x, req, "invalid_request", why, RS_ERRCLASS_PERMANENT);
+	return answer_error(x, req, "connection_error", why, RS_ERRCLASS_TRANSIENT);
+}
+
+rs_status
+webhook_run(executor *x, const rs_event *req)
+{
+	const rs_ev_http_requested *h = &req->d.http_requested;
+	http_header hdr[MAX_HEADERS + 3];
+	char *body = NULL, *vals[MAX_HEADERS], idem[320], sig[200], err[256] = "";
+	const char *k, *secret;
+	int has_ctype = 0;
+	size_t n = 0, nv = 0, blen = 0;
+	http_req q;
+	http_resp r;
+	json_t *v, *out;
+	int64_t t0;
+	rs_status st = RS_OK;
+
+	memset(&q, 0, sizeof(q));
+	memset(&r, 0, sizeof(r));
+	json_object_foreach(h->headers, k, v) {
+		if (n == MAX_HEADERS)
+			break;
+		vals[nv] = json_is_string(v) ? strdup(json_string_value(v)) : rs_json_dump(v);
+		hdr[n].name = k;
+		hdr[n++].value = vals[nv] ? vals[nv] : "";
+		nv++;
+		has_ctype |= strcasecmp(k, "content-type") == 0;
+	}
+	if (h->body != NULL) {
+		body = json_is_string(h->body) ? strdup(json_string_value(h->body))
+		                                : rs_json_dump(h->body);
+		blen = body ? strlen(body) : 0;
+		if (!json_is_string(h->body) && !has_ctype) {
+			hdr[n].name = "Content-Type";
+			hdr[n++].value = "application/json";
+		}
+	}
+	snprintf(idem, sizeof(idem), "%s-%s-%lld", req->run_id, h->step_id, (long long)h->attempt);
+	hdr[n].name = "Idempotency-Key";
+	hdr[n++].value = idem;
+	if (h->hmac != NULL) {
+		k = json_string_value(json_object_get(h->hmac, "secret_env"));
+		secret = k ? getenv(k) : NULL;
+		if (secret == NULL || *secret == '\0') {
+			snprintf(err, sizeof(err), "the signing secret's variable %s is not set",
+			         k ? k : "(none)");
+			st = answer_error(x, req, "hmac_secret_missing", err, RS_ERRCLASS_PERMANENT);
+			goto cleanup;
+		}
+		sign(secret, body ? body : "", blen, rs_now_ms() / 1000, sig, sizeof(sig));
+		hdr[n].name = json_string_value(json_object_get(h->hmac, "header"));
+		if (hdr[n].name == NULL)
+			hdr[n].name = "Runstream-Signature";
+		hdr[n++].value = sig;
+	}
+	q.method = h->method;
+	q.url = h->url;
+	q.headers = hdr;
+	q.nheaders = n;
+	q.body = body;
+	q.body_len = blen;
+	q.deadline_ms = mono_deadline(h->deadline, h->timeout_ms);
+	q.max_body = h->max_response_bytes > 0 ? (size_t)h->max_response_bytes
+	                                       : RS_HTTP_MAX_RESPONSE_DEFAULT;
+	t0 = rs_mono_ms();
+	if (q.deadline_ms <= t0) {
+		st = answer_error(x, req, "timeout", "the request's deadline passed before it was "
+		                  "sent", RS_ERRCLASS_TIMEOUT);
+		goto cleanup;
+	}
+	st = http_do(&q, &r, err, sizeof(err));
+	if (st != RS_OK) {
+		st = answer_transport(x, req, st, err);
+		goto cleanup;
+	}
+	if (r.too_large) {
+		snprintf(err, sizeof(err), "response body larger than %zu bytes", q.max_body);
+		st = answer_error(x, req, "response_too_large", err, RS_ERRCLASS_PERMANENT);
+		goto cleanup;
+	}
+	out = json_pack("{s:i, s:O, s:o, s:I}", "status", r.status, "headers", r.headers,
+	                "body", body_value(&r), "duration_ms", (json_int_t)(rs_mono_ms() - t0));
+	rs_metric_inc(em.effects_ok[EK_HTTP]);
+	st = publish_result(x, req, out, NULL, 0);
+cleanup:
+	http_resp_free(&r);
+	for (size_t i = 0; i < nv; i++)
+		free(vals[i]);
+	free(body);
+	return st;
+}

@@ -1,0 +1,127 @@
+// clients.mjs - real clients of Runstream's public interfaces, for tests:
+// HTTP (fetch), SSE (the `eventsource` package: EventSource semantics), and a
+// device speaking runstream.device.v1 over WebSocket (the `ws` package).
+import EventSource from 'eventsource';
+import WebSocket from 'ws';
+
+export function apiClient(baseUrl, apiKey) {
+  return async function call(method, path, body, headers = {}) {
+    const res = await fetch(baseUrl + path, {
+      method,
+      headers: {
+        Authorization: `Bearer ${apiKey}`,
+        ...(body !== undefined ? { 'Content-Type': 'application/json' } : {}),
+        ...headers,
+      },
+      body: body === undefined ? undefined : (typeof body === 'string' ? body : JSON.stringify(body)),
+    });
+    const text = await res.text();
+    let json = null;
+    try { json = text ? JSON.parse(text) : null; } catch { /* not JSON */ }
+    return { status: res.status, headers: res.headers, json, text };
+  };
+}
+
+// Follow a run over SSE. Resolves `done` when the stream reaches a terminal
+// event. `events` collects {id, type, data} in arrival order.
+export function watch(baseUrl, apiKey, runId, { lastEventId } = {}) {
+  const headers = { Authorization: `Bearer ${apiKey}` };
+  if (lastEventId !== undefined) headers['Last-Event-ID'] = String(lastEventId);
+  const es = new EventSource(`${baseUrl}/v1/runs/${runId}/stream`, { headers });
+  const events = [];
+  const waiters = [];
+  const terminal = new Set(['run.completed', 'run.failed', 'run.cancelled', 'run.timed_out']);
+  let resolveDone;
+  let rejectDone;
+  const done = new Promise((res, rej) => { resolveDone = res; rejectDone = rej; });
+  const types = ['run.created', 'run.started', 'step.started', 'step.completed', 'step.failed',
+    'step.retry_scheduled', 'tool.requested', 'tool.dispatched', 'tool.completed', 'tool.failed',
+    'tool.timed_out', 'timer.scheduled', 'timer.fired', 'signal.received', 'run.cancel_requested',
+    'run.completed', 'run.failed', 'run.cancelled', 'run.timed_out', 'llm.delta', 'llm.message'];
+  for (const t of types) {
+    es.addEventListener(t, (e) => {
+      const ev = { id: Number(e.lastEventId), type: e.type, data: JSON.parse(e.data) };
+      events.push(ev);
+      for (const w of waiters.splice(0)) w();
+      if (terminal.has(e.type)) { es.close(); resolveDone(events); }
+    });
+  }
+  es.onerror = (err) => {
+    // EventSource reconnects by itself on a dropped stream; a closed stream
+    // after the terminal event is expected.
+    if (es.readyState === EventSource.CLOSED && !events.some((e) => terminal.has(e.type))) {
+      rejectDone(new Error(`SSE closed without a terminal event (${err?.status || err?.message || 'error'})`));
+    }
+  };
+  return {
+    es, events, done,
+    close: () => es.close(),
+    // Resolves when an event matching pred has arrived.
+    until(pred, timeoutMs = 20000) {
+      return new Promise((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error(`SSE: timed out waiting; have ${events.map((e) => e.type).join(',')}`)), timeoutMs);
+        const check = () => {
+          const hit = events.find(pred);
+          if (hit) { clearTimeout(t); resolve(hit); } else waiters.push(check);
+        };
+        check();
+      });
+    },
+  };
+}
+
+// A device: connects, says hello, answers tool calls with handlers[tool](args, call).
+// A handler may return a value (output), throw {code, message, retryable}, or
+// return a promise. `calls` records every tool.call frame received.
+export function device(url, { deviceId, token, tools, handlers = {}, autoAnswer = true }) {
+  const ws = new WebSocket(url, 'runstream.device.v1');
+  const calls = [];
+  const frames = [];
+  const waiters = [];
+  const notify = () => { for (const w of waiters.splice(0)) w(); };
+  const welcomed = new Promise((resolve, reject) => {
+    ws.on('open', () => ws.send(JSON.stringify({
+      type: 'hello', device_id: deviceId, token,
+      tools: tools.map((name) => ({ name, description: `${name} tool`, input_schema: { type: 'object' } })),
+    })));
+    ws.on('message', async (raw) => {
+      const f = JSON.parse(raw.toString());
+      frames.push(f);
+      notify();
+      if (f.type === 'welcome') resolve(f);
+      else if (f.type === 'error' && !calls.length) reject(new Error(`refused: ${f.code} ${f.message}`));
+      if (f.type === 'tool.call') {
+        calls.push(f);
+        notify();
+        if (!autoAnswer) return;
+        const h = handlers[f.tool];
+        try {
+          const output = h ? await h(f.args, f) : f.args;
+          if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: 'tool.result', call_id: f.call_id, output }));
+        } catch (e) {
+          if (ws.readyState === WebSocket.OPEN) {
+            ws.send(JSON.stringify({ type: 'tool.result', call_id: f.call_id,
+              error: { code: e.code || 'tool_error', message: e.message || String(e), retryable: e.retryable ?? true } }));
+          }
+        }
+      }
+    });
+    ws.on('error', reject);
+  });
+  const closed = new Promise((resolve) => ws.on('close', (code) => resolve(code)));
+  return {
+    ws, calls, frames, welcomed, closed,
+    answer(callId, output) { ws.send(JSON.stringify({ type: 'tool.result', call_id: callId, output })); },
+    close() { ws.close(); return closed; },
+    until(pred, timeoutMs = 20000) {
+      return new Promise((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error(`device: timed out; frames ${frames.map((f) => f.type).join(',')}`)), timeoutMs);
+        const check = () => {
+          const hit = frames.find(pred);
+          if (hit) { clearTimeout(t); resolve(hit); } else waiters.push(check);
+        };
+        check();
+      });
+    },
+  };
+}
