@@ -1,0 +1,315 @@
+/*
+ * api.h - internal types shared by the files of rs-api (services/api).
+ *
+ * Threads and ownership, the one rule that keeps this service simple:
+ *   - The lws service thread (http.c, sse.c, live.c hub) owns every lws
+ *     object, every rs_api_req and the hub. Nothing else touches them.
+ *   - Worker threads (work.c) run rs_api_job functions: auth, KV, Postgres,
+ *     JetStream round trips. A job owns copies of everything it reads; it
+ *     never sees a wsi. Its result travels back to the service thread
+ *     through the completion queue (work.c) + lws_cancel_service().
+ *   - NATS threads (live.c subscription, async publish acks) only enqueue.
+ * A request may close while its job runs: the job holds an rs_api_ticket,
+ * whose req is cleared on close, so the late result is dropped.
+ */
+#ifndef RS_API_H
+#define RS_API_H
+
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <libwebsockets.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rs_nats.h"
+#include "rs_ops.h"
+#include "rs_status.h"
+
+#define RS_API_PATH_MAX  256
+#define RS_API_QUERY_MAX 512
+#define RS_API_HDR_MAX   256
+#define RS_API_RUNKEY    40     /* a run id (UUID) + NUL */
+
+typedef struct rs_api rs_api;
+typedef struct rs_api_req rs_api_req;
+typedef struct rs_api_job rs_api_job;
+
+typedef enum {
+	RS_M_GET = 0, RS_M_POST, RS_M_PUT, RS_M_DELETE, RS_M_PATCH, RS_M_OTHER
+} rs_api_method;
+
+/* One SSE frame "id: N\nevent: T\ndata: {...}\n\n", formatted once per
+ * event and shared (refcounted, service thread only) by every watcher of
+ * the run. buf has LWS_PRE bytes of headroom before the text. */
+typedef struct rs_api_frame {
+	struct rs_api_frame *next;  /* live queue link (before the hub owns it) */
+	int refs;
+	int terminal;               /* a run.completed/failed/cancelled/timed_out */
+	uint64_t runseq;            /* 0 for the heartbeat comment */
+	int64_t t_us;               /* when the API got it (monotonic), for latency */
+	char run_id[RS_API_RUNKEY];
+	size_t len;
+	unsigned char buf[];        /* LWS_PRE + len + 1 */
+} rs_api_frame;
+
+/* One per job, allocated on the service thread and freed there when the
+ * job comes back. req is cleared if the connection closes meanwhile. */
+typedef struct {
+	rs_api_req *req;            /* NULL once the connection closed */
+} rs_api_ticket;
+
+/* What the service thread does with a finished job. */
+typedef enum {
+	RS_ACT_RESPOND = 0,         /* write status/ctype/body/hdrs */
+	RS_ACT_SSE,                 /* start streaming (frames = the replay) */
+	RS_ACT_REPLAY,              /* a gap refill for a streaming watcher */
+	RS_ACT_PARK,                /* park as a waiter on run_id (Prefer: wait) */
+	RS_ACT_WAITCHECK,           /* waiter check: terminal => respond, else keep */
+} rs_api_action;
+
+/* Returns 0 when the job is finished (the worker hands it back), 1 when
+ * it was handed to someone else who will (async publish acks). */
+typedef int (*rs_api_job_fn)(rs_api *app, rs_api_job *job);
+
+/* A unit of blocking work. Inputs are copies taken on the service thread;
+ * outputs are read back there. Owned by whoever holds it (queue, worker,
+ * pending-ack map); freed by rs_api_job_free on the service thread. */
+struct rs_api_job {
+	rs_api_job *next;
+	rs_api_ticket *ticket;
+	rs_api_job_fn fn;
+	/* request */
+	rs_api_method method;
+	char path[RS_API_PATH_MAX];
+	char query[RS_API_QUERY_MAX];   /* "k=v&k=v", url-decoded values */
+	char auth[RS_API_HDR_MAX];      /* Authorization header */
+	char idem[RS_API_HDR_MAX];      /* Idempotency-Key header */
+	char traceparent[64];
+	int wait_s;                     /* Prefer: wait=N or ?wait=N; 0 none */
+	int route;                      /* http.c route id */
+	char p1[80], p2[80];            /* path parameters (name, version, signal) */
+	int too_large;                  /* body over the cap: discard, then 413 */
+	char *body;                     /* malloc'd, may be NULL */
+	size_t body_len;
+	int64_t t0_us;                  /* arrival, for latency metrics */
+	/* filled by the job */
+	char tenant[72];
+	char run_id[RS_API_RUNKEY];
+	uint64_t after;                 /* SSE: last runseq the client has */
+	int status;
+	const char *ctype;
+	char *resp;                     /* malloc'd */
+	size_t resp_len;
+	char hdrs[256];                 /* extra "name: value\n" lines */
+	rs_api_action action;
+	rs_api_frame **frames;          /* replay, ascending runseq */
+	size_t nframes;
+	int terminal_seen;              /* replay ended on a terminal event */
+	/* async publish bookkeeping (runs_write.c) */
+	atomic_int acks_left;
+	atomic_int ack_failed;
+	char msgid[2][64];
+};
+
+/* Per connection (lws per_session_data). Reused across keep-alive
+ * transactions: http.c resets the transaction part on each request. */
+struct rs_api_req {
+	struct lws *wsi;
+	rs_api *app;
+	rs_api_ticket *ticket;      /* of the job in flight, NULL if none */
+	rs_api_job *draft;          /* job being assembled (headers, body) */
+	size_t body_cap_left;
+	/* response waiting for WRITEABLE */
+	int have_resp;
+	rs_api_job *resp_job;
+	/* SSE */
+	int sse;                    /* 0 no, 1 registered, 2 headers sent */
+	int sse_done;               /* terminal queued: close when drained */
+	int sse_replaying;
+	int sse_hdrs_owed;
+	char sse_tenant[72];
+	uint64_t sse_last;          /* last runseq queued to this watcher */
+	rs_api_frame **q;           /* out queue ring */
+	uint32_t qhead, qlen, qcap;
+	rs_api_frame **held;        /* live frames that came during a replay */
+	uint32_t nheld, heldcap;
+	int64_t next_hb_ms;
+	/* Prefer: wait */
+	int waiting;
+	int wait_done;
+	int wait_expired;             /* the timer fired while a job ran */
+	int wait_wake_pending;        /* terminal seen while a job was in flight */
+	lws_sorted_usec_list_t wait_sul;
+	rs_api_job *wait_job;       /* the 202 to send on timeout */
+	/* hub membership (run_id key in sse/wait) */
+	char run_id[RS_API_RUNKEY];
+	rs_api_req *hub_prev, *hub_next;
+	rs_api_req *all_prev, *all_next; /* every watcher, for heartbeats */
+};
+
+/* ---- work.c: worker pool and the queue back to the service thread ---- */
+rs_status rs_api_work_start(rs_api *app, int nworkers);
+void rs_api_work_stop(rs_api *app);
+/* Queue job for a worker (takes ownership). Service thread only. */
+void rs_api_work_submit(rs_api *app, rs_api_job *job);
+/* From any thread: hand a finished job back to the service thread. */
+void rs_api_work_done(rs_api *app, rs_api_job *job);
+/* From any thread: hand a live frame to the service thread. */
+void rs_api_work_frame(rs_api *app, rs_api_frame *f);
+/* Service thread: process finished jobs and live frames. */
+void rs_api_work_drain(rs_api *app);
+rs_api_job *rs_api_job_new(void);
+void rs_api_job_free(rs_api_job *job);
+/* Number of jobs not yet answered (for graceful shutdown). */
+int rs_api_work_inflight(rs_api *app);
+
+/* ---- problem.c: RFC 7807 bodies ---- */
+/* Set job's response to a problem+json with `detail` (printf-style). */
+void rs_api_problem(rs_api_job *job, int status, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Set job's response to JSON v (steals the reference). */
+void rs_api_json(rs_api_job *job, int status, json_t *v);
+const char *rs_api_reason(int status);
+
+/* ---- auth.c ---- */
+/* Resolve the Bearer key of job to job->tenant. On failure sets a 401
+ * (or 503) problem on job and returns non-RS_OK. Worker threads. */
+rs_status rs_api_auth(rs_api *app, rs_api_job *job);
+rs_status rs_api_auth_init(rs_api *app);
+void rs_api_auth_free(rs_api *app);
+
+/* ---- agents.c ---- */
+rs_status rs_api_agents_init(rs_api *app);
+void rs_api_agents_free(rs_api *app);
+void rs_api_agents_post(rs_api *app, rs_api_job *job);
+void rs_api_agents_get(rs_api *app, rs_api_job *job, const char *name,
+                       const char *version);
+/* Resolve (name, version or NULL=latest) to a version id. Cached.
+ * RS_ENOTFOUND if unknown. */
+rs_status rs_api_agent_resolve(rs_api *app, const char *tenant, const char *name,
+                               const char *version, char out[17]);
+
+/* ---- runs_write.c ---- */
+int rs_api_runs_create(rs_api *app, rs_api_job *job);
+void rs_api_runs_cancel(rs_api *app, rs_api_job *job);
+void rs_api_runs_signal(rs_api *app, rs_api_job *job, const char *name);
+/* Async publish ack handler (installed in jsOptions by main.c). */
+void rs_api_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure);
+rs_status rs_api_pending_init(rs_api *app);
+void rs_api_pending_free(rs_api *app);
+/* Does run_id exist for tenant (registry KV or an event on the log)?
+ * Fills *last_seq / *terminal from the newest event (0 / 0 if none). */
+rs_status rs_api_run_lookup(rs_api *app, const char *tenant, const char *run_id,
+                            uint64_t *last_seq, int *terminal);
+
+/* ---- reads.c ---- */
+void rs_api_runs_get(rs_api *app, rs_api_job *job);
+void rs_api_runs_list(rs_api *app, rs_api_job *job);
+void rs_api_runs_events(rs_api *app, rs_api_job *job);
+/* The run as GET /v1/runs/{id} shows it, into job (200). For waiters:
+ * falls back to the log when Postgres is down. */
+void rs_api_run_view(rs_api *app, rs_api_job *job, int log_fallback);
+void rs_api_reads_close_thread(void);
+/* Value of query argument k (1 if present). */
+int rs_api_qarg(const char *q, const char *k, char *out, size_t cap);
+
+/* ---- live.c: the hub, the one live subscription, history replay ---- */
+rs_status rs_api_live_start(rs_api *app);
+void rs_api_live_stop(rs_api *app);
+/* Build a frame for a stored/live event message. NULL if unusable. */
+rs_api_frame *rs_api_frame_from_msg(natsMsg *m, const char *run_id);
+/* runseq, type ("step.completed") and terminal flag of an event message.
+ * RS_EINVAL if it is not a usable run event. */
+rs_status rs_api_msg_meta(natsMsg *m, uint64_t *runseq, char type[64], int *terminal);
+void rs_api_frame_unref(rs_api_frame *f);
+/* Replay (worker): frames of run with runseq > after, ascending. */
+rs_status rs_api_replay(rs_api *app, const char *tenant, const char *run_id,
+                        uint64_t after, rs_api_job *job);
+/* Hub (service thread). */
+void rs_api_hub_add(rs_api *app, rs_api_req *r);
+void rs_api_hub_del(rs_api *app, rs_api_req *r);
+void rs_api_hub_frame(rs_api *app, rs_api_frame *f);
+size_t rs_api_hub_watchers(rs_api *app);
+/* Shutdown: every parked waiter gets its 202 now. */
+void rs_api_hub_expire_waiters(rs_api *app);
+
+/* ---- sse.c (service thread) ---- */
+void rs_api_sse_begin(rs_api *app, rs_api_req *r, rs_api_job *job);
+void rs_api_sse_replayed(rs_api *app, rs_api_req *r, rs_api_job *job);
+void rs_api_sse_push(rs_api *app, rs_api_req *r, rs_api_frame *f);
+int rs_api_sse_writeable(rs_api *app, rs_api_req *r);
+void rs_api_sse_release(rs_api *app, rs_api_req *r);
+void rs_api_sse_heartbeat(rs_api *app);
+void rs_api_sse_close_all(rs_api *app);
+void rs_api_sse_free_static(void);
+/* Worker side: open a stream (auth done): 404/204 or the replay. */
+void rs_api_sse_open(rs_api *app, rs_api_job *job);
+int rs_api_job_replay(rs_api *app, rs_api_job *job);
+
+/* ---- http.c (service thread) ---- */
+rs_status rs_api_http_start(rs_api *app);
+void rs_api_http_stop(rs_api *app);
+/* Turn the event loop once (poll or libev); nowait: do not block.
+ * <0: the server is gone. */
+int rs_api_http_service(rs_api *app, int nowait);
+/* A finished job for r: act on it. */
+void rs_api_http_complete(rs_api *app, rs_api_req *r, rs_api_job *job);
+/* Terminal event for a parked waiter: fetch the run view and answer. */
+void rs_api_wait_wake(rs_api *app, rs_api_req *r);
+/* Answer a parked waiter now with its 202 (timeout, shutdown). */
+void rs_api_wait_expire(rs_api *app, rs_api_req *r);
+
+/* ---- metrics.c ---- */
+void rs_api_metrics_init(void);
+void rs_api_metric_request(int status, double seconds);
+void rs_api_metric_created(void);
+void rs_api_metric_watchers(double n);
+void rs_api_metric_sse_sent(double seconds_in_api);
+void rs_api_metric_waiters(double n);
+
+/* ---- the application ---- */
+typedef struct rs_api_hub rs_api_hub;
+typedef struct rs_api_work rs_api_work;
+typedef struct rs_api_pending rs_api_pending;
+typedef struct rs_api_authc rs_api_authc;
+typedef struct rs_api_agentc rs_api_agentc;
+
+struct rs_api {
+	/* configuration */
+	const char *listen_addr;
+	const char *pg_url;
+	const char *event_lib;      /* RS_API_EVENT_LIB: libev (default) | poll */
+	int port;
+	size_t max_body;
+	int header_timeout_s, idle_timeout_s;
+	int hb_s;
+	int workers;
+	int64_t auth_ttl_ms;
+	int64_t ryw_ms;
+	int64_t pub_timeout_ms;
+	int64_t shutdown_grace_ms;
+	/* dependencies */
+	rs_nats nats;
+	kvStore *kv_apikeys, *kv_agents, *kv_idem, *kv_runs;
+	natsSubscription *live_sub;
+	struct lws_context *ctx;
+	void *evloop;               /* struct ev_loop * when RS_API_EVENT_LIB=libev */
+	void *foreign[1];
+	rs_ops ops;
+	/* state */
+	atomic_int stopping;
+	atomic_int streams_ok;
+	rs_api_hub *hub;
+	rs_api_work *work;
+	rs_api_pending *pending;
+	rs_api_authc *authc;
+	rs_api_agentc *agentc;
+	rs_api_req *all_watchers;   /* service thread */
+	size_t nwatchers;
+	size_t nwaiters;            /* parked Prefer: wait requests */
+	lws_sorted_usec_list_t hb_sul;
+};
+
+#endif

@@ -1,0 +1,751 @@
+/*
+ * http.c - the libwebsockets HTTP server: routing, headers, body
+ * collection and limits, deferred responses, waiters (Prefer: wait).
+ *
+ * Service thread only. Every /v1 request becomes an rs_api_job: headers
+ * and body are copied into it here, a worker runs it (auth first), and the
+ * result comes back through rs_api_work_drain -> rs_api_http_complete,
+ * which either answers (on WRITEABLE), starts an SSE stream, or parks the
+ * request as a waiter in the hub. A parked request costs no thread and no
+ * consumer: a hub entry and an lws timer.
+ *
+ * Limits: body cap RS_API_MAX_BODY (413; an oversized body is read and
+ * discarded so the client gets the answer instead of a reset), headers
+ * must arrive within RS_API_HEADER_TIMEOUT_S, bodies within
+ * RS_API_BODY_TIMEOUT_S, idle keep-alive connections close after
+ * RS_API_IDLE_TIMEOUT_S.
+ */
+#include "api.h"
+#include "rs_config.h"
+#include "rs_id.h"
+#include "rs_log.h"
+#include "rs_time.h"
+
+#include <ctype.h>
+#include <ev.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum {
+	R_NONE = 0, R_AGENTS, R_AGENT, R_AGENT_VERSION, R_RUNS, R_RUN, R_RUN_EVENTS,
+	R_RUN_STREAM, R_RUN_CANCEL, R_RUN_SIGNAL
+};
+
+#define BODY_TIMEOUT_S 30
+
+/* ---- worker side: auth, then the handler of the route ---- */
+
+static int
+wait_check_job(rs_api *app, rs_api_job *j)
+{
+	uint64_t last = 0;
+	int term = 0;
+
+	if (rs_api_run_lookup(app, j->tenant, j->run_id, &last, &term) == RS_OK && term) {
+		rs_api_run_view(app, j, 1);
+		return 0;
+	}
+	j->status = 0;      /* not finished: keep waiting */
+	return 0;
+}
+
+static int
+view_job(rs_api *app, rs_api_job *j)
+{
+	rs_api_run_view(app, j, 1);
+	return 0;
+}
+
+static int
+route_job(rs_api *app, rs_api_job *j)
+{
+	if (rs_api_auth(app, j) != RS_OK)
+		return 0;
+	switch (j->route) {
+	case R_AGENTS:
+		if (j->method == RS_M_POST)
+			rs_api_agents_post(app, j);
+		else
+			rs_api_agents_get(app, j, NULL, NULL);
+		break;
+	case R_AGENT:
+		rs_api_agents_get(app, j, j->p1, NULL);
+		break;
+	case R_AGENT_VERSION:
+		rs_api_agents_get(app, j, j->p1, j->p2);
+		break;
+	case R_RUNS:
+		if (j->method == RS_M_POST)
+			return rs_api_runs_create(app, j);
+		rs_api_runs_list(app, j);
+		break;
+	case R_RUN:
+		if (j->wait_s > 0) {
+			uint64_t last = 0;
+			int term = 0;
+			rs_status st = rs_api_run_lookup(app, j->tenant, j->run_id, &last, &term);
+			if (st == RS_OK && !term) {
+				/* In flight: park; the 202 below answers a timeout. */
+				char url[128];
+				snprintf(url, sizeof(url), "/v1/runs/%s/stream", j->run_id);
+				rs_api_json(j, 202, json_pack("{s:s, s:s, s:I, s:s}", "run_id", j->run_id,
+				                              "status", last == 0 ? "queued" : "running",
+				                              "last_seq", (json_int_t)last, "stream_url", url));
+				j->action = RS_ACT_PARK;
+				break;
+			}
+		}
+		rs_api_runs_get(app, j);
+		break;
+	case R_RUN_EVENTS:
+		rs_api_runs_events(app, j);
+		break;
+	case R_RUN_STREAM:
+		rs_api_sse_open(app, j);
+		break;
+	case R_RUN_CANCEL:
+		rs_api_runs_cancel(app, j);
+		break;
+	case R_RUN_SIGNAL:
+		rs_api_runs_signal(app, j, j->p2);
+		break;
+	default:
+		rs_api_problem(j, 404, "no such resource");
+	}
+	return 0;
+}
+
+/* ---- service thread ---- */
+
+static void
+submit(rs_api *app, rs_api_req *r, rs_api_job *j, rs_api_job_fn fn)
+{
+	rs_api_ticket *t = calloc(1, sizeof(*t));
+
+	if (t == NULL) {
+		rs_api_job_free(j);
+		lws_set_timeout(r->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+		return;
+	}
+	t->req = r;
+	r->ticket = t;
+	j->ticket = t;
+	j->fn = fn;
+	rs_api_work_submit(app, j);
+}
+
+/* Answer r with job (on the next WRITEABLE). Takes job. */
+static void
+respond_later(rs_api *app, rs_api_req *r, rs_api_job *j)
+{
+	if (r->waiting) {
+		rs_api_hub_del(app, r);
+		lws_sul_cancel(&r->wait_sul);
+		r->waiting = 0;
+		app->nwaiters--;
+		rs_api_metric_waiters((double)app->nwaiters);
+	}
+	rs_api_job_free(r->wait_job);
+	r->wait_job = NULL;
+	rs_api_job_free(r->resp_job);
+	r->resp_job = j;
+	r->have_resp = 1;
+	lws_callback_on_writable(r->wsi);
+}
+
+/* Send j's response now (from WRITEABLE or HTTP). Returns the lws value. */
+static int
+write_response(rs_api *app, rs_api_req *r, rs_api_job *j)
+{
+	size_t hdrcap = 2048, blen = j->status == 204 ? 0 : j->resp_len;
+	unsigned char *buf = malloc(LWS_PRE + hdrcap + blen), *start, *p, *end;
+	char *lines = j->hdrs, *nl;
+	int rc = -1;
+
+	if (buf == NULL)
+		return -1;
+	start = p = buf + LWS_PRE;
+	end = start + hdrcap - 1;
+	if (lws_add_http_common_headers(r->wsi, (unsigned)j->status,
+	                                j->ctype != NULL ? j->ctype : "application/json",
+	                                (lws_filepos_t)blen, &p, end))
+		goto cleanup;
+	/* extra "Name: value\n" lines */
+	while (*lines && (nl = strchr(lines, '\n')) != NULL) {
+		char name[64];
+		const char *colon = memchr(lines, ':', (size_t)(nl - lines));
+		size_t nlen;
+		if (colon != NULL && (nlen = (size_t)(colon - lines)) < sizeof(name) - 2) {
+			const char *v = colon + 1;
+			for (size_t i = 0; i < nlen; i++)
+				name[i] = (char)tolower((unsigned char)lines[i]);
+			name[nlen] = ':';
+			name[nlen + 1] = '\0';
+			while (*v == ' ')
+				v++;
+			if (lws_add_http_header_by_name(r->wsi, (const unsigned char *)name,
+			                                (const unsigned char *)v, (int)(nl - v), &p, end))
+				goto cleanup;
+		}
+		lines = nl + 1;
+	}
+	if (atomic_load(&app->stopping) &&
+	    lws_add_http_header_by_token(r->wsi, WSI_TOKEN_CONNECTION,
+	                                 (const unsigned char *)"close", 5, &p, end))
+		goto cleanup;
+	if (lws_finalize_http_header(r->wsi, &p, end))
+		goto cleanup;
+	if (blen > 0) {
+		memcpy(p, j->resp, blen);
+		p += blen;
+	}
+	if (lws_write(r->wsi, start, (size_t)(p - start), LWS_WRITE_HTTP_FINAL) < 0)
+		goto cleanup;
+	rs_api_metric_request(j->status, (double)(rs_mono_us() - j->t0_us) / 1e6);
+	if (atomic_load(&app->stopping))
+		goto cleanup;      /* rc -1: close after this answer */
+	rc = lws_http_transaction_completed(r->wsi) ? -1 : 0;
+cleanup:
+	free(buf);
+	return rc;
+}
+
+/* Answer immediately from the HTTP callback (no worker involved). */
+static int
+respond_now(rs_api *app, rs_api_req *r, rs_api_job *j)
+{
+	int rc = write_response(app, r, j);
+
+	rs_api_job_free(j);
+	return rc;
+}
+
+static void
+wait_timeout(lws_sorted_usec_list_t *sul)
+{
+	rs_api_req *r = lws_container_of(sul, rs_api_req, wait_sul);
+	rs_api_job *j;
+
+	if (!r->waiting)
+		return;
+	if (r->ticket != NULL) {
+		/* A job is in flight: a view answers itself; a check that
+		 * finds the run still open sends the 202 then. */
+		r->wait_expired = 1;
+		return;
+	}
+	j = r->wait_job;
+	r->wait_job = NULL;
+	respond_later(r->app, r, j);
+}
+
+void
+rs_api_wait_expire(rs_api *app, rs_api_req *r)
+{
+	wait_timeout(&r->wait_sul);
+}
+
+void
+rs_api_wait_wake(rs_api *app, rs_api_req *r)
+{
+	rs_api_job *j;
+
+	if (!r->waiting)
+		return;
+	if (r->ticket != NULL) {
+		r->wait_wake_pending = 1;
+		return;
+	}
+	j = rs_api_job_new();
+	if (j == NULL)
+		return;
+	memcpy(j->path, r->wait_job->path, sizeof(j->path));
+	memcpy(j->tenant, r->wait_job->tenant, sizeof(j->tenant));
+	memcpy(j->run_id, r->run_id, sizeof(j->run_id));
+	j->t0_us = r->wait_job->t0_us;
+	submit(app, r, j, view_job);
+}
+
+static void
+park(rs_api *app, rs_api_req *r, rs_api_job *j)
+{
+	rs_api_job *chk = rs_api_job_new();
+
+	if (chk == NULL) {
+		respond_later(app, r, j);
+		return;
+	}
+	r->wait_job = j;           /* the 202 for a timeout */
+	r->waiting = 1;
+	app->nwaiters++;
+	rs_api_metric_waiters((double)app->nwaiters);
+	r->wait_wake_pending = 0;
+	r->wait_expired = 0;
+	snprintf(r->run_id, sizeof(r->run_id), "%s", j->run_id);
+	rs_api_hub_add(app, r);
+	/* The request may sit here for up to 60 s: no lws timeout meanwhile. */
+	lws_set_timeout(r->wsi, NO_PENDING_TIMEOUT, 0);
+	lws_sul_schedule(app->ctx, 0, &r->wait_sul, wait_timeout,
+	                 (lws_usec_t)j->wait_s * LWS_US_PER_SEC);
+	/* Registered first, then check: a terminal event appended before the
+	 * registration is seen by the check, one after it by the hub. */
+	memcpy(chk->path, j->path, sizeof(chk->path));
+	memcpy(chk->tenant, j->tenant, sizeof(chk->tenant));
+	memcpy(chk->run_id, j->run_id, sizeof(chk->run_id));
+	chk->t0_us = j->t0_us;
+	chk->action = RS_ACT_WAITCHECK;
+	submit(app, r, chk, wait_check_job);
+}
+
+void
+rs_api_http_complete(rs_api *app, rs_api_req *r, rs_api_job *j)
+{
+	switch (j->action) {
+	case RS_ACT_SSE:
+		if (j->status == 200) {
+			rs_api_sse_begin(app, r, j);
+			rs_api_job_free(j);
+			return;
+		}
+		rs_api_hub_del(app, r);
+		rs_api_sse_release(app, r);
+		respond_later(app, r, j);
+		return;
+	case RS_ACT_REPLAY:
+		rs_api_sse_replayed(app, r, j);
+		rs_api_job_free(j);
+		return;
+	case RS_ACT_PARK:
+		if (atomic_load(&app->stopping)) {
+			respond_later(app, r, j);
+			return;
+		}
+		park(app, r, j);
+		return;
+	case RS_ACT_WAITCHECK:
+		if (j->status == 0) {
+			rs_api_job_free(j);
+			if (r->wait_wake_pending) {
+				r->wait_wake_pending = 0;
+				rs_api_wait_wake(app, r);
+			} else if (r->waiting && r->wait_expired) {
+				wait_timeout(&r->wait_sul);  /* timed out meanwhile */
+			}
+			return;
+		}
+		respond_later(app, r, j);
+		return;
+	default:
+		if (r->waiting && j->status != 200 && r->wait_job != NULL) {
+			/* The view failed (e.g. log unreadable): the 202 is the
+			 * honest answer. */
+			rs_api_job_free(j);
+			j = r->wait_job;
+			r->wait_job = NULL;
+		}
+		respond_later(app, r, j);
+		return;
+	}
+}
+
+/* Split the path into a route and its parameters. */
+static int
+route_of(const char *path, rs_api_job *j, const char **allow)
+{
+	char seg[6][80];
+	int n = 0;
+	const char *p = path;
+
+	while (*p == '/')
+		p++;
+	while (*p && n < 6) {
+		const char *e = strchr(p, '/');
+		size_t len = e != NULL ? (size_t)(e - p) : strlen(p);
+		if (len == 0 || len >= sizeof(seg[0]))
+			return R_NONE;
+		memcpy(seg[n], p, len);
+		seg[n][len] = '\0';
+		n++;
+		p += len;
+		while (*p == '/')
+			p++;
+	}
+	if (*p || n < 2 || strcmp(seg[0], "v1") != 0)
+		return R_NONE;
+	if (strcmp(seg[1], "agents") == 0) {
+		if (n == 2) { *allow = "GET, POST"; return R_AGENTS; }
+		snprintf(j->p1, sizeof(j->p1), "%s", seg[2]);
+		if (n == 3) { *allow = "GET"; return R_AGENT; }
+		if (n == 5 && strcmp(seg[3], "versions") == 0) {
+			snprintf(j->p2, sizeof(j->p2), "%s", seg[4]);
+			*allow = "GET";
+			return R_AGENT_VERSION;
+		}
+		return R_NONE;
+	}
+	if (strcmp(seg[1], "runs") != 0)
+		return R_NONE;
+	if (n == 2) { *allow = "GET, POST"; return R_RUNS; }
+	/* A malformed run id cannot name a run: 404, like an unknown one. */
+	if (!rs_id_is_uuid(seg[2]))
+		return R_NONE;
+	memcpy(j->run_id, seg[2], RS_UUID_LEN + 1);
+	if (n == 3) { *allow = "GET"; return R_RUN; }
+	if (n == 4 && strcmp(seg[3], "events") == 0) { *allow = "GET"; return R_RUN_EVENTS; }
+	if (n == 4 && strcmp(seg[3], "stream") == 0) { *allow = "GET"; return R_RUN_STREAM; }
+	if (n == 4 && strcmp(seg[3], "cancel") == 0) { *allow = "POST"; return R_RUN_CANCEL; }
+	if (n == 5 && strcmp(seg[3], "signals") == 0) {
+		snprintf(j->p2, sizeof(j->p2), "%s", seg[4]);
+		*allow = "POST";
+		return R_RUN_SIGNAL;
+	}
+	return R_NONE;
+}
+
+static rs_api_method
+method_of(struct lws *wsi)
+{
+	if (lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI))
+		return RS_M_GET;
+	if (lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI))
+		return RS_M_POST;
+	if (lws_hdr_total_length(wsi, WSI_TOKEN_PUT_URI))
+		return RS_M_PUT;
+	if (lws_hdr_total_length(wsi, WSI_TOKEN_DELETE_URI))
+		return RS_M_DELETE;
+	if (lws_hdr_total_length(wsi, WSI_TOKEN_PATCH_URI))
+		return RS_M_PATCH;
+	return RS_M_OTHER;
+}
+
+static int
+parse_u(const char *s, int64_t *out)
+{
+	return rs_parse_int(s, 0, INT64_MAX, out) == RS_OK ? 0 : -1;
+}
+
+static void
+custom_hdr(struct lws *wsi, const char *name, char *out, size_t cap)
+{
+	int n = lws_hdr_custom_copy(wsi, out, (int)cap, name, (int)strlen(name));
+
+	if (n < 0)
+		out[0] = '\0';
+}
+
+/* "wait=N" inside a Prefer header (RFC 7240), clamped to 60. */
+static int
+prefer_wait(const char *v)
+{
+	const char *p = strstr(v, "wait=");
+	int64_t n;
+	char num[16];
+	size_t i = 0;
+
+	if (p == NULL)
+		return 0;
+	for (p += 5; *p >= '0' && *p <= '9' && i < sizeof(num) - 1; p++)
+		num[i++] = *p;
+	num[i] = '\0';
+	if (parse_u(num, &n) != 0)
+		return 0;
+	return n > 60 ? 60 : (int)n;
+}
+
+static void
+reset_transaction(rs_api *app, rs_api_req *r)
+{
+	if (r->ticket != NULL) {
+		r->ticket->req = NULL;   /* the job's result will be dropped */
+		r->ticket = NULL;
+	}
+	if (r->waiting) {
+		rs_api_hub_del(app, r);
+		lws_sul_cancel(&r->wait_sul);
+		r->waiting = 0;
+		app->nwaiters--;
+		rs_api_metric_waiters((double)app->nwaiters);
+	}
+	if (r->sse) {
+		rs_api_hub_del(app, r);
+		rs_api_sse_release(app, r);
+	}
+	rs_api_job_free(r->draft);
+	rs_api_job_free(r->resp_job);
+	rs_api_job_free(r->wait_job);
+	r->draft = r->resp_job = r->wait_job = NULL;
+	r->have_resp = 0;
+}
+
+/* Body complete (or none): hand the request to a worker. */
+static int
+dispatch(rs_api *app, rs_api_req *r)
+{
+	rs_api_job *j = r->draft;
+
+	r->draft = NULL;
+	if (j->too_large) {
+		rs_api_problem(j, 413, "request body larger than %zu bytes (RS_API_MAX_BODY)",
+		               app->max_body);
+		return respond_now(app, r, j);
+	}
+	if (j->route == R_RUN_STREAM) {
+		/* Into the hub before the worker looks at history: nothing
+		 * appended from now on can be missed (see live.c). */
+		r->sse = 1;
+		r->sse_last = j->after;
+		snprintf(r->run_id, sizeof(r->run_id), "%s", j->run_id);
+		rs_api_hub_add(app, r);
+		j->action = RS_ACT_SSE;
+		lws_set_timeout(r->wsi, NO_PENDING_TIMEOUT, 0);
+	} else {
+		/* A job (maybe a Postgres read) should not take forever. */
+		lws_set_timeout(r->wsi, PENDING_TIMEOUT_HTTP_CONTENT, 30 + j->wait_s);
+	}
+	submit(app, r, j, route_job);
+	return 0;
+}
+
+static int
+on_request(rs_api *app, rs_api_req *r, struct lws *wsi, const char *uri)
+{
+	rs_api_job *j;
+	const char *allow = NULL;
+	char buf[RS_API_HDR_MAX], clen[32];
+	int route;
+
+	r->wsi = wsi;
+	r->app = app;
+	reset_transaction(app, r);
+	/* /healthz, /readyz, /metrics: answered (and the transaction
+	 * completed) by rs_ops; 1 means "not an ops path". */
+	{
+		int rc = rs_ops_lws_respond(wsi, &app->ops, uri);
+		if (rc != 1)
+			return rc;
+	}
+	j = rs_api_job_new();
+	if (j == NULL)
+		return -1;
+	j->method = method_of(wsi);
+	snprintf(j->path, sizeof(j->path), "%s", uri);
+	for (int i = 0; i < 16; i++) {
+		int n = lws_hdr_copy_fragment(wsi, buf, sizeof(buf), WSI_TOKEN_HTTP_URI_ARGS, i);
+		size_t have = strlen(j->query);
+		if (n <= 0)
+			break;
+		snprintf(j->query + have, sizeof(j->query) - have, "%s%s", have ? "&" : "", buf);
+	}
+	if (atomic_load(&app->stopping)) {
+		rs_api_problem(j, 503, "shutting down");
+		strcat(j->hdrs, "Retry-After: 1\n");
+		return respond_now(app, r, j);
+	}
+	route = route_of(uri, j, &allow);
+	if (route == R_NONE) {
+		rs_api_problem(j, 404, "no such resource: %s", uri);
+		return respond_now(app, r, j);
+	}
+	if ((j->method == RS_M_GET && strstr(allow, "GET") == NULL) ||
+	    (j->method == RS_M_POST && strstr(allow, "POST") == NULL) ||
+	    (j->method != RS_M_GET && j->method != RS_M_POST)) {
+		rs_api_problem(j, 405, "%s allows %s", uri, allow);
+		snprintf(j->hdrs, sizeof(j->hdrs), "Allow: %s\n", allow);
+		return respond_now(app, r, j);
+	}
+	j->route = route;
+	if (lws_hdr_copy(wsi, j->auth, sizeof(j->auth), WSI_TOKEN_HTTP_AUTHORIZATION) < 0)
+		j->auth[0] = '\0';
+	custom_hdr(wsi, "idempotency-key:", j->idem, sizeof(j->idem));
+	custom_hdr(wsi, "traceparent:", j->traceparent, sizeof(j->traceparent));
+	custom_hdr(wsi, "prefer:", buf, sizeof(buf));
+	j->wait_s = prefer_wait(buf);
+	if (route == R_RUN && rs_api_qarg(j->query, "wait", buf, sizeof(buf))) {
+		/* ?wait=N means the same as Prefer: wait=N */
+		snprintf(clen, sizeof(clen), "wait=%.8s", buf);
+		j->wait_s = prefer_wait(clen);
+	}
+	if (route != R_RUNS && route != R_RUN)
+		j->wait_s = 0;
+	if (route == R_RUN_STREAM) {
+		int64_t after = 0;
+		custom_hdr(wsi, "last-event-id:", buf, sizeof(buf));
+		if (buf[0] == '\0')
+			rs_api_qarg(j->query, "after", buf, sizeof(buf));
+		if (buf[0] != '\0' && parse_u(buf, &after) != 0) {
+			rs_api_problem(j, 400, "Last-Event-ID / after: must be an event runseq (integer >= 0)");
+			return respond_now(app, r, j);
+		}
+		j->after = (uint64_t)after;
+	}
+	r->draft = j;
+	if (j->method == RS_M_POST) {
+		int64_t cl = 0;
+		if (lws_hdr_copy(wsi, clen, sizeof(clen), WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 &&
+		    parse_u(clen, &cl) == 0 && cl > 0) {
+			if ((size_t)cl > app->max_body)
+				j->too_large = 1;
+			/* the body must arrive within its own deadline */
+			lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, BODY_TIMEOUT_S);
+			return 0;   /* LWS_CALLBACK_HTTP_BODY follows */
+		}
+	}
+	return dispatch(app, r);
+}
+
+static int
+on_body(rs_api *app, rs_api_req *r, const void *in, size_t len)
+{
+	rs_api_job *j = r->draft;
+	char *nb;
+
+	if (j == NULL || j->too_large)
+		return 0;
+	if (j->body_len + len > app->max_body) {
+		j->too_large = 1;
+		free(j->body);
+		j->body = NULL;
+		j->body_len = 0;
+		return 0;
+	}
+	nb = realloc(j->body, j->body_len + len + 1);
+	if (nb == NULL)
+		return -1;
+	memcpy(nb + j->body_len, in, len);
+	j->body = nb;
+	j->body_len += len;
+	j->body[j->body_len] = '\0';
+	return 0;
+}
+
+static void
+heartbeat(lws_sorted_usec_list_t *sul)
+{
+	rs_api *app = lws_container_of(sul, rs_api, hb_sul);
+
+	rs_api_sse_heartbeat(app);
+	lws_sul_schedule(app->ctx, 0, &app->hb_sul, heartbeat, LWS_US_PER_SEC);
+}
+
+static int
+cb_http(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
+{
+	rs_api_req *r = user;
+	rs_api *app = lws_context_user(lws_get_context(wsi));
+
+	switch (reason) {
+	case LWS_CALLBACK_PROTOCOL_INIT:
+		/* The vhost exists now: from here on drains are safe. */
+		if (app != NULL)
+			lws_sul_schedule(app->ctx, 0, &app->hb_sul, heartbeat, LWS_US_PER_SEC);
+		return 0;
+	case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+		/* Comes for every protocol and also before/after our setup:
+		 * only drain when the work queue exists. */
+		if (app != NULL && app->work != NULL && lws_get_vhost_by_name(app->ctx, "default"))
+			rs_api_work_drain(app);
+		return 0;
+	case LWS_CALLBACK_HTTP:
+		if (r == NULL)
+			return -1;
+		return on_request(app, r, wsi, in);
+	case LWS_CALLBACK_HTTP_BODY:
+		return r != NULL ? on_body(app, r, in, len) : -1;
+	case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+		if (r == NULL)
+			return -1;
+		/* A POST with "Content-Length: 0" was dispatched at once;
+		 * lws still reports its (empty) body complete. */
+		return r->draft != NULL ? dispatch(app, r) : 0;
+	case LWS_CALLBACK_HTTP_WRITEABLE:
+		if (r == NULL)
+			return -1;
+		if (r->sse == 2)
+			return rs_api_sse_writeable(app, r);
+		if (r->have_resp) {
+			rs_api_job *j = r->resp_job;
+			r->resp_job = NULL;
+			r->have_resp = 0;
+			return respond_now(app, r, j);
+		}
+		return 0;
+	case LWS_CALLBACK_CLOSED_HTTP:
+	case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+		if (r != NULL && r->app != NULL)
+			reset_transaction(app, r);
+		return 0;
+	default:
+		return lws_callback_http_dummy(wsi, reason, user, in, len);
+	}
+}
+
+static const struct lws_protocols protocols[] = {
+	{ "http", cb_http, sizeof(rs_api_req), 0, 0, NULL, 0 },
+	{ NULL, NULL, 0, 0, 0, NULL, 0 }
+};
+
+rs_status
+rs_api_http_start(rs_api *app)
+{
+	struct lws_context_creation_info info;
+
+	memset(&info, 0, sizeof(info));
+	info.port = app->port;
+	info.iface = app->listen_addr;
+	info.protocols = protocols;
+	info.vhost_name = "default";
+	info.user = app;
+	info.options = LWS_SERVER_OPTION_DISABLE_IPV6;
+	/* poll(2) rescans every fd on each wakeup: with 10,000 SSE
+	 * connections that is most of the cost of a delivery. libev (epoll)
+	 * only looks at the active ones. */
+	if (strcmp(app->event_lib, "libev") == 0) {
+		/* Our own loop (lws' foreign-loop mode): lws_service() on an
+		 * lws-owned libev loop runs until the loop is broken, so the
+		 * shutdown flag would never be looked at. We turn the loop
+		 * ourselves, once per wakeup (rs_api_http_service). */
+		app->evloop = ev_loop_new(EVFLAG_AUTO);
+		if (app->evloop == NULL)
+			return RS_ENOMEM;
+		app->foreign[0] = app->evloop;
+		info.foreign_loops = app->foreign;
+		info.options |= LWS_SERVER_OPTION_LIBEV;
+	}
+	info.timeout_secs = (unsigned)app->header_timeout_s;
+	info.keepalive_timeout = app->idle_timeout_s;
+	info.max_http_header_pool = 0;      /* as many as fds */
+	info.fd_limit_per_thread = 0;
+	lws_set_log_level(LLL_ERR, NULL);
+	app->ctx = lws_create_context(&info);
+	if (app->ctx == NULL) {
+		rs_error("api: cannot listen on %s:%d", app->listen_addr, app->port);
+		return RS_EIO;
+	}
+	rs_info("api: listening on http://%s:%d", app->listen_addr, app->port);
+	return RS_OK;
+}
+
+int
+rs_api_http_service(rs_api *app, int nowait)
+{
+	if (app->evloop != NULL) {
+		ev_run(app->evloop, nowait ? EVRUN_NOWAIT : EVRUN_ONCE);
+		return 0;
+	}
+	return lws_service(app->ctx, nowait ? -1 : 0);
+}
+
+void
+rs_api_http_stop(rs_api *app)
+{
+	if (app->ctx != NULL)
+		lws_context_destroy(app->ctx);
+	app->ctx = NULL;
+	if (app->evloop != NULL) {
+		/* lws stops its watchers in destroy; let libev settle them. */
+		ev_run(app->evloop, EVRUN_NOWAIT);
+		ev_loop_destroy(app->evloop);
+	}
+	app->evloop = NULL;
+}

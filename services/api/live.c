@@ -1,0 +1,330 @@
+/*
+ * live.c - live events and history for SSE watchers and waiters.
+ *
+ * Live: ONE core NATS subscription on rs.live.runs.> (RUNS republishes
+ * every appended event there). Its callback formats the SSE frame once and
+ * queues it to the service thread, which fans it out through the hub: a
+ * hash of run_id -> the requests (watchers and waiters) of that run. So a
+ * watcher costs no consumer and no subscription: one lws connection, one
+ * rs_api_req and a few frame pointers.
+ *
+ * History: direct gets on the literal subject runs.<tenant>.<run_id>
+ * (next-by-subject from sequence 1), on a worker. The watcher is in the
+ * hub BEFORE the replay starts, so any event appended after the replay's
+ * last read arrives live; sse.c drops live frames with runseq <= the last
+ * replayed one and refills any gap with another replay. Measured reasons
+ * for this design are in docs/api.md (per-run ordered consumers cost a
+ * consumer create per watcher; direct get on a literal subject is
+ * ~0.2 ms).
+ */
+#include "api.h"
+#include "rs_event.h"
+#include "rs_log.h"
+#include "rs_time.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define HUB_SLOTS 65536
+
+typedef struct hub_run {
+	struct hub_run *next;
+	char run_id[RS_API_RUNKEY];
+	rs_api_req *head;
+	size_t n;
+} hub_run;
+
+struct rs_api_hub {
+	hub_run *slots[HUB_SLOTS];
+	size_t nruns;
+};
+
+static unsigned
+hash_str(const char *s)
+{
+	unsigned h = 2166136261u;
+
+	while (*s)
+		h = (h ^ (unsigned char)*s++) * 16777619u;
+	return h % HUB_SLOTS;
+}
+
+void
+rs_api_frame_unref(rs_api_frame *f)
+{
+	if (f != NULL && f->refs >= 0 && --f->refs == 0)
+		free(f);
+}
+
+rs_status
+rs_api_msg_meta(natsMsg *m, uint64_t *runseq, char type[64], int *terminal)
+{
+	const char *t = NULL;
+	json_t *v = NULL, *rs;
+	json_error_t jerr;
+	rs_event_type et;
+	rs_status st = RS_EINVAL;
+
+	v = json_loadb(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), 0, &jerr);
+	if (v == NULL)
+		return RS_EINVAL;
+	rs = json_object_get(v, "runseq");
+	if (!json_is_integer(rs) || json_integer_value(rs) < 1)
+		goto cleanup;
+	*runseq = (uint64_t)json_integer_value(rs);
+	if (natsMsgHeader_Get(m, "Runstream-Type", &t) != NATS_OK || t == NULL)
+		t = json_string_value(json_object_get(v, "type"));
+	if (t == NULL)
+		goto cleanup;
+	if (strncmp(t, "runstream.", 10) == 0)
+		t += 10;
+	snprintf(type, 64, "%s", t);
+	*terminal = rs_event_type_parse(t, &et) == RS_OK && rs_event_type_terminal(et);
+	st = RS_OK;
+cleanup:
+	json_decref(v);
+	return st;
+}
+
+rs_api_frame *
+rs_api_frame_from_msg(natsMsg *m, const char *run_id)
+{
+	uint64_t seq = 0;
+	char type[64];
+	int term = 0, n;
+	size_t dlen = (size_t)natsMsg_GetDataLength(m), cap;
+	rs_api_frame *f;
+
+	if (rs_api_msg_meta(m, &seq, type, &term) != RS_OK)
+		return NULL;
+	/* The CloudEvent is compact JSON: no raw newline can break the
+	 * one-line data: field (JSON escapes them inside strings). */
+	if (memchr(natsMsg_GetData(m), '\n', dlen) != NULL)
+		return NULL;
+	cap = dlen + 128;
+	f = malloc(sizeof(*f) + LWS_PRE + cap);
+	if (f == NULL)
+		return NULL;
+	memset(f, 0, sizeof(*f));
+	f->refs = 1;
+	f->runseq = seq;
+	f->t_us = rs_mono_us();
+	f->terminal = term;
+	snprintf(f->run_id, sizeof(f->run_id), "%s", run_id);
+	n = snprintf((char *)f->buf + LWS_PRE, cap, "id: %llu\nevent: %s\ndata: ",
+	             (unsigned long long)seq, type);
+	memcpy(f->buf + LWS_PRE + n, natsMsg_GetData(m), dlen);
+	memcpy(f->buf + LWS_PRE + n + dlen, "\n\n", 3);
+	f->len = (size_t)n + dlen + 2;
+	return f;
+}
+
+static void
+on_live(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
+{
+	rs_api *app = closure;
+	const char *subj = natsMsg_GetSubject(m);
+	const char *rid = strrchr(subj, '.');
+	rs_api_frame *f;
+
+	if (rid != NULL && strlen(rid + 1) < RS_API_RUNKEY &&
+	    (f = rs_api_frame_from_msg(m, rid + 1)) != NULL)
+		rs_api_work_frame(app, f);
+	natsMsg_Destroy(m);
+}
+
+rs_status
+rs_api_live_start(rs_api *app)
+{
+	natsStatus s;
+
+	app->hub = calloc(1, sizeof(*app->hub));
+	if (app->hub == NULL)
+		return RS_ENOMEM;
+	s = natsConnection_Subscribe(&app->live_sub, app->nats.nc, "rs.live.runs.>", on_live, app);
+	if (s != NATS_OK) {
+		rs_error("live: cannot subscribe to rs.live.runs.>: %s", natsStatus_GetText(s));
+		return rs_nats_status(s, 0);
+	}
+	/* A slow service thread must not make the server drop us: memory is
+	 * the better failure than a silent gap (gaps are refilled anyway). */
+	natsSubscription_SetPendingLimits(app->live_sub, -1, -1);
+	return RS_OK;
+}
+
+void
+rs_api_live_stop(rs_api *app)
+{
+	if (app->live_sub != NULL) {
+		natsSubscription_Unsubscribe(app->live_sub);
+		natsSubscription_Destroy(app->live_sub);
+		app->live_sub = NULL;
+	}
+	if (app->hub != NULL) {
+		for (int i = 0; i < HUB_SLOTS; i++)
+			while (app->hub->slots[i] != NULL) {
+				hub_run *h = app->hub->slots[i];
+				app->hub->slots[i] = h->next;
+				free(h);
+			}
+		free(app->hub);
+		app->hub = NULL;
+	}
+}
+
+static hub_run *
+hub_find(rs_api *app, const char *run_id, int create)
+{
+	unsigned i = hash_str(run_id);
+	hub_run *h;
+
+	for (h = app->hub->slots[i]; h != NULL; h = h->next)
+		if (strcmp(h->run_id, run_id) == 0)
+			return h;
+	if (!create || (h = calloc(1, sizeof(*h))) == NULL)
+		return NULL;
+	snprintf(h->run_id, sizeof(h->run_id), "%s", run_id);
+	h->next = app->hub->slots[i];
+	app->hub->slots[i] = h;
+	app->hub->nruns++;
+	return h;
+}
+
+void
+rs_api_hub_add(rs_api *app, rs_api_req *r)
+{
+	hub_run *h = hub_find(app, r->run_id, 1);
+
+	if (h == NULL)
+		return;
+	r->hub_prev = NULL;
+	r->hub_next = h->head;
+	if (h->head != NULL)
+		h->head->hub_prev = r;
+	h->head = r;
+	h->n++;
+}
+
+void
+rs_api_hub_del(rs_api *app, rs_api_req *r)
+{
+	unsigned i = hash_str(r->run_id);
+	hub_run *h, **hp;
+
+	for (hp = &app->hub->slots[i]; (h = *hp) != NULL; hp = &h->next)
+		if (strcmp(h->run_id, r->run_id) == 0)
+			break;
+	if (h == NULL)
+		return;
+	if (r->hub_prev != NULL)
+		r->hub_prev->hub_next = r->hub_next;
+	else if (h->head == r)
+		h->head = r->hub_next;
+	else
+		return;     /* not a member */
+	if (r->hub_next != NULL)
+		r->hub_next->hub_prev = r->hub_prev;
+	r->hub_prev = r->hub_next = NULL;
+	if (--h->n == 0) {
+		*hp = h->next;
+		free(h);
+		app->hub->nruns--;
+	}
+}
+
+void
+rs_api_hub_frame(rs_api *app, rs_api_frame *f)
+{
+	hub_run *h = hub_find(app, f->run_id, 0);
+	rs_api_req *r, *next;
+
+	if (h != NULL)
+		for (r = h->head; r != NULL; r = next) {
+			next = r->hub_next;
+			if (r->sse)
+				rs_api_sse_push(app, r, f);
+			else if (r->waiting && f->terminal)
+				rs_api_wait_wake(app, r);
+		}
+	rs_api_frame_unref(f);
+}
+
+size_t
+rs_api_hub_watchers(rs_api *app)
+{
+	return app->nwatchers;
+}
+
+rs_status
+rs_api_replay(rs_api *app, const char *tenant, const char *run_id, uint64_t after,
+              rs_api_job *job)
+{
+	jsDirectGetMsgOptions o;
+	char subj[160];
+	uint64_t seq = 1;
+	natsStatus s;
+
+	rs_event_subject(tenant, run_id, subj, sizeof(subj));
+	for (;;) {
+		natsMsg *m = NULL;
+		const char *sq = NULL;
+		rs_api_frame *f;
+
+		jsDirectGetMsgOptions_Init(&o);
+		o.Sequence = seq;
+		o.NextBySubject = subj;
+		s = js_DirectGetMsg(&m, app->nats.js, "RUNS", NULL, &o);
+		if (s == NATS_NOT_FOUND)
+			return RS_OK;
+		if (s != NATS_OK)
+			return rs_nats_status(s, 0);
+		if (natsMsgHeader_Get(m, "Nats-Sequence", &sq) != NATS_OK || sq == NULL) {
+			natsMsg_Destroy(m);
+			return RS_EIO;
+		}
+		seq = strtoull(sq, NULL, 10) + 1;
+		f = rs_api_frame_from_msg(m, run_id);
+		natsMsg_Destroy(m);
+		if (f == NULL) {
+			rs_warn("live: skipping an undecodable event of run %s", run_id);
+			continue;
+		}
+		if (f->runseq <= after) {
+			rs_api_frame_unref(f);
+			continue;
+		}
+		if (job->nframes % 16 == 0) {
+			rs_api_frame **nf = realloc(job->frames, (job->nframes + 16) * sizeof(*nf));
+			if (nf == NULL) {
+				rs_api_frame_unref(f);
+				return RS_ENOMEM;
+			}
+			job->frames = nf;
+		}
+		job->frames[job->nframes++] = f;
+		if (f->terminal) {
+			job->terminal_seen = 1;
+			return RS_OK;
+		}
+	}
+}
+
+void
+rs_api_hub_expire_waiters(rs_api *app)
+{
+	if (app->hub == NULL)
+		return;
+	for (int i = 0; i < HUB_SLOTS; i++) {
+		hub_run *h = app->hub->slots[i], *hn;
+		for (; h != NULL; h = hn) {
+			rs_api_req *r, *next;
+			hn = h->next;   /* the entry may be freed when its last req leaves */
+			for (r = h->head; r != NULL; r = next) {
+				next = r->hub_next;
+				if (r->waiting)
+					rs_api_wait_expire(app, r);
+			}
+		}
+	}
+}

@@ -1,0 +1,196 @@
+/*
+ * main.c - rs-api: wiring only. Configuration, NATS + KV handles, the
+ * live subscription, workers, the HTTP server, and graceful shutdown.
+ * See docs/api.md for the HTTP contract and the design.
+ */
+#include "api.h"
+#include "rs_config.h"
+#include "rs_log.h"
+#include "rs_metrics.h"
+#include "rs_streams.h"
+#include "rs_time.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static volatile sig_atomic_t g_stop;
+static rs_api *g_app;
+
+static void
+on_signal(int sig)
+{
+	(void)sig;
+	g_stop = 1;
+	if (g_app != NULL && g_app->ctx != NULL)
+		lws_cancel_service(g_app->ctx);   /* async-signal-safe: a pipe write */
+}
+
+static int
+ready(void *arg, char *why, size_t cap)
+{
+	rs_api *app = arg;
+
+	if (!rs_nats_connected(&app->nats)) {
+		snprintf(why, cap, "NATS not connected");
+		return 0;
+	}
+	if (!atomic_load(&app->streams_ok)) {
+		snprintf(why, cap, "streams or KV buckets missing (run: runctl streams apply)");
+		return 0;
+	}
+	if (atomic_load(&app->stopping)) {
+		snprintf(why, cap, "shutting down");
+		return 0;
+	}
+	return 1;
+}
+
+static rs_status
+load_config(rs_api *app, rs_config *cfg)
+{
+	int64_t v;
+
+	if (rs_config_load(cfg, "api", "RS_API_PORT", 8080) != RS_OK)
+		return RS_EINVAL;
+	app->listen_addr = cfg->listen_addr;
+	app->pg_url = cfg->pg_url;
+	app->event_lib = rs_env_str("RS_API_EVENT_LIB", "libev");
+	if (strcmp(app->event_lib, "libev") != 0 && strcmp(app->event_lib, "poll") != 0) {
+		rs_error("RS_API_EVENT_LIB: must be libev or poll, not %s", app->event_lib);
+		return RS_EINVAL;
+	}
+	app->port = (int)cfg->ops_port;
+	app->shutdown_grace_ms = cfg->shutdown_grace_ms;
+#define INT_ENV(name, def, min, max, field) \
+	do { if (rs_env_int(name, def, min, max, &v) != RS_OK) return RS_EINVAL; field = v; } while (0)
+	INT_ENV("RS_API_MAX_BODY", 1048576, 1024, 64 * 1048576, app->max_body);
+	INT_ENV("RS_API_HEADER_TIMEOUT_S", 10, 1, 300, app->header_timeout_s);
+	INT_ENV("RS_API_IDLE_TIMEOUT_S", 30, 1, 3600, app->idle_timeout_s);
+	INT_ENV("RS_API_SSE_HEARTBEAT_S", 15, 1, 3600, app->hb_s);
+	INT_ENV("RS_API_WORKERS", 4, 1, 256, app->workers);
+	INT_ENV("RS_API_AUTH_TTL_MS", 10000, 0, 3600000, app->auth_ttl_ms);
+	INT_ENV("RS_API_RYW_MS", 2000, 0, 60000, app->ryw_ms);
+	INT_ENV("RS_API_PUBLISH_TIMEOUT_MS", 5000, 100, 60000, app->pub_timeout_ms);
+#undef INT_ENV
+	return RS_OK;
+}
+
+static rs_status
+open_kv(rs_api *app)
+{
+	static const char *const need[] = { "RUNS", "CMDS", "kv:apikeys", "kv:agents",
+	                                    "kv:idempotency", "kv:runs", NULL };
+	char missing[256] = "";
+
+	if (rs_streams_check(app->nats.js, need, missing, sizeof(missing)) != RS_OK) {
+		rs_error("api: missing streams/buckets: %s (run: runctl streams apply)", missing);
+		return RS_ENOTFOUND;
+	}
+	if (js_KeyValue(&app->kv_apikeys, app->nats.js, "apikeys") != NATS_OK ||
+	    js_KeyValue(&app->kv_agents, app->nats.js, "agents") != NATS_OK ||
+	    js_KeyValue(&app->kv_idem, app->nats.js, "idempotency") != NATS_OK ||
+	    js_KeyValue(&app->kv_runs, app->nats.js, "runs") != NATS_OK)
+		return RS_EIO;
+	atomic_store(&app->streams_ok, 1);
+	return RS_OK;
+}
+
+/* Stop accepting, answer or close what is open, then let the workers and
+ * async publishes finish - bounded by RS_SHUTDOWN_GRACE_MS. */
+static void
+drain(rs_api *app)
+{
+	int64_t deadline = rs_mono_ms() + app->shutdown_grace_ms;
+
+	atomic_store(&app->stopping, 1);
+	rs_info("api: shutting down: closing SSE streams, finishing %d request(s)",
+	        rs_api_work_inflight(app));
+	rs_api_sse_close_all(app);
+	rs_api_hub_expire_waiters(app);
+	while (rs_mono_ms() < deadline &&
+	       (rs_api_work_inflight(app) > 0 || rs_api_hub_watchers(app) > 0 ||
+	        app->nwaiters > 0)) {
+		if (rs_api_http_service(app, 0) < 0)
+			break;
+		/* work finished meanwhile may have started new streams/waits */
+		rs_api_sse_close_all(app);
+		rs_api_hub_expire_waiters(app);
+	}
+	/* A few more turns so the last answers leave the socket buffers. */
+	for (int i = 0; i < 20; i++)
+		rs_api_http_service(app, 1);
+}
+
+int
+main(int argc, char **argv)
+{
+	static rs_api app;
+	rs_config cfg;
+	jsOptions jo;
+	int rc = 1;
+
+	(void)argc;
+	(void)argv;
+	rs_log_init("api");
+	json_object_seed(0);
+	signal(SIGPIPE, SIG_IGN);
+	if (load_config(&app, &cfg) != RS_OK)
+		return 2;
+	rs_api_metrics_init();
+	app.ops.service = "api";
+	app.ops.ready = ready;
+	app.ops.arg = &app;
+	if (rs_api_auth_init(&app) != RS_OK || rs_api_agents_init(&app) != RS_OK ||
+	    rs_api_pending_init(&app) != RS_OK)
+		goto cleanup;
+
+	jsOptions_Init(&jo);
+	jo.PublishAsync.AckHandler = rs_api_pub_ack;
+	jo.PublishAsync.AckHandlerClosure = &app;
+	jo.PublishAsync.MaxPending = 16384;
+	jo.PublishAsync.StallWait = 1000;
+	if (rs_nats_connect(&app.nats, cfg.nats_url, cfg.instance_id, &jo, 10000) != RS_OK)
+		goto cleanup;
+	if (open_kv(&app) != RS_OK)
+		goto cleanup;
+	if (rs_api_work_start(&app, app.workers) != RS_OK)
+		goto cleanup;
+	if (rs_api_live_start(&app) != RS_OK)
+		goto cleanup;
+	if (rs_api_http_start(&app) != RS_OK)
+		goto cleanup;
+	g_app = &app;
+	signal(SIGTERM, on_signal);
+	signal(SIGINT, on_signal);
+
+	while (!g_stop)
+		if (rs_api_http_service(&app, 0) < 0)
+			break;
+	drain(&app);
+	rc = 0;
+cleanup:
+	/* Order: no new live frames, no more workers, then the server, then
+	 * NATS (drain flushes the last async publishes). */
+	if (app.live_sub != NULL)
+		natsSubscription_Unsubscribe(app.live_sub);
+	rs_api_work_stop(&app);
+	g_app = NULL;
+	rs_api_http_stop(&app);
+	rs_api_live_stop(&app);
+	if (app.nats.js != NULL)
+		js_PublishAsyncComplete(app.nats.js, NULL);
+	kvStore_Destroy(app.kv_apikeys);
+	kvStore_Destroy(app.kv_agents);
+	kvStore_Destroy(app.kv_idem);
+	kvStore_Destroy(app.kv_runs);
+	rs_nats_close(&app.nats, 5000);
+	rs_api_pending_free(&app);
+	rs_api_agents_free(&app);
+	rs_api_auth_free(&app);
+	rs_api_sse_free_static();
+	nats_Close();
+	rs_info("api: stopped (exit %d)", rc);
+	return rc;
+}

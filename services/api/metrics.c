@@ -1,0 +1,42 @@
+/*
+ * metrics.c - the API's Prometheus series (rendered by rs_ops at /metrics).
+ * Registered once at start-up, updated lock-free from any thread.
+ */
+#include "api.h"
+#include "rs_metrics.h"
+
+static rs_metric *m_req_2xx, *m_req_4xx, *m_req_5xx, *m_latency, *m_created;
+static rs_metric *m_watchers, *m_sse_sent, *m_waiters, *m_sse_lat;
+
+void
+rs_api_metrics_init(void)
+{
+	m_req_2xx = rs_counter("rs_api_requests_total", "HTTP requests answered", "class=\"2xx\"");
+	m_req_4xx = rs_counter("rs_api_requests_total", "HTTP requests answered", "class=\"4xx\"");
+	m_req_5xx = rs_counter("rs_api_requests_total", "HTTP requests answered", "class=\"5xx\"");
+	m_latency = rs_histogram("rs_api_request_seconds", "Request latency (arrival to response)", NULL);
+	m_created = rs_counter("rs_api_runs_created_total", "Runs created (start durably in CMDS)", NULL);
+	m_watchers = rs_gauge("rs_api_sse_watchers", "Open SSE streams", NULL);
+	m_waiters = rs_gauge("rs_api_waiters", "Requests parked by Prefer: wait / ?wait", NULL);
+	m_sse_lat = rs_histogram("rs_api_sse_delivery_seconds",
+	                         "Time an event spends in the API: received from NATS (or read for a "
+	                         "replay) until written to a watcher's socket", NULL);
+	m_sse_sent = rs_counter("rs_api_sse_events_total", "SSE events written", NULL);
+}
+
+void
+rs_api_metric_request(int status, double seconds)
+{
+	rs_metric_inc(status >= 500 ? m_req_5xx : status >= 400 ? m_req_4xx : m_req_2xx);
+	rs_metric_observe(m_latency, seconds);
+}
+
+void rs_api_metric_created(void) { rs_metric_inc(m_created); }
+void rs_api_metric_watchers(double n) { rs_metric_set(m_watchers, n); }
+void
+rs_api_metric_sse_sent(double seconds_in_api)
+{
+	rs_metric_inc(m_sse_sent);
+	rs_metric_observe(m_sse_lat, seconds_in_api);
+}
+void rs_api_metric_waiters(double n) { rs_metric_set(m_waiters, n); }

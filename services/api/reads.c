@@ -1,0 +1,473 @@
+/*
+ * reads.c - GET /v1/runs/{id}, GET /v1/runs, GET /v1/runs/{id}/events.
+ *
+ * Reads come from the Postgres read models (docs/projector.md), one libpq
+ * connection per worker thread (thread-local, reconnected on demand with a
+ * 2 s connect timeout). Postgres down -> 503 + Retry-After; writes, SSE and
+ * waits keep working from JetStream.
+ *
+ * Read-your-writes: the newest event of the run on the log (a direct get,
+ * last by subject runs.<tenant>.<run_id>) gives the runseq the answer must
+ * reflect. While runs.last_seq (or the events page) is behind it we poll
+ * Postgres every 10 ms up to RS_API_RYW_MS (default 2000). Past that bound
+ * (projector down or far behind) GET /v1/runs/{id} answers from the log
+ * itself: status/input/output/error from run.created and the newest event,
+ * with "projection":"behind" and no steps - correct but summarised, rather
+ * than a stale "running" after the client saw run.completed on SSE.
+ */
+#include "api.h"
+#include "rs_config.h"
+#include "rs_event.h"
+#include "rs_id.h"
+#include "rs_json.h"
+#include "rs_log.h"
+#include "rs_time.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static _Thread_local PGconn *tl_pg;
+
+void
+rs_api_reads_close_thread(void)
+{
+	if (tl_pg != NULL)
+		PQfinish(tl_pg);
+	tl_pg = NULL;
+}
+
+static PGconn *
+pg(rs_api *app)
+{
+	const char *keys[] = { "dbname", "connect_timeout", "application_name", NULL };
+	const char *vals[] = { app->pg_url, "2", "rs-api", NULL };
+
+	if (tl_pg != NULL && PQstatus(tl_pg) == CONNECTION_OK)
+		return tl_pg;
+	if (tl_pg != NULL)
+		PQfinish(tl_pg);
+	tl_pg = PQconnectdbParams(keys, vals, 1);
+	if (tl_pg == NULL || PQstatus(tl_pg) != CONNECTION_OK) {
+		if (tl_pg != NULL)
+			PQfinish(tl_pg);
+		tl_pg = NULL;
+	}
+	return tl_pg;
+}
+
+/* Run a query; NULL (and a 503 on job) when Postgres is unavailable. */
+static PGresult *
+query(rs_api *app, rs_api_job *job, const char *sql, int n, const char *const *params)
+{
+	PGconn *c = pg(app);
+	PGresult *res;
+
+	if (c == NULL) {
+		rs_api_problem(job, 503, "the read models (Postgres) are unavailable; run creation, "
+		               "cancel, signals and SSE still work");
+		strcat(job->hdrs, "Retry-After: 2\n");
+		return NULL;
+	}
+	res = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		int lost = PQstatus(c) != CONNECTION_OK;
+		rs_warn("reads: query failed: %s", PQerrorMessage(c));
+		PQclear(res);
+		if (lost) {
+			rs_api_reads_close_thread();
+			rs_api_problem(job, 503, "the read models (Postgres) are unavailable");
+			strcat(job->hdrs, "Retry-After: 2\n");
+		} else {
+			rs_api_problem(job, 500, "read query failed");
+		}
+		return NULL;
+	}
+	return res;
+}
+
+#define RUN_FIELDS \
+	"'run_id', r.run_id, 'status', r.status, 'agent', r.agent, 'version', r.version, " \
+	"'created_at', r.created_at, 'started_at', r.started_at, 'finished_at', r.finished_at, " \
+	"'updated_at', r.updated_at, 'last_seq', r.last_seq, 'current_step', r.current_step"
+
+static const char *sql_run =
+	"SELECT json_build_object(" RUN_FIELDS ", 'input', r.input, 'output', r.output, "
+	"'error', r.error, 'idempotency_key', r.idempotency_key, 'cancel_reason', r.cancel_reason, "
+	"'timeout_s', r.timeout_s, "
+	"'steps', COALESCE((SELECT json_agg(json_build_object('step_id', s.step_id, "
+	"  'attempt', s.attempt, 'kind', s.kind, 'status', s.status, 'latest', s.latest, "
+	"  'input', s.input, 'output', s.output, 'error', s.error, 'next_step', s.next_step, "
+	"  'started_at', s.started_at, 'finished_at', s.finished_at, 'duration_ms', s.duration_ms) "
+	"  ORDER BY s.started_at, s.step_id, s.attempt) FROM steps s WHERE s.run_id = r.run_id), '[]'), "
+	"'tool_calls', COALESCE((SELECT json_agg(json_build_object('call_id', t.call_id, "
+	"  'step_id', t.step_id, 'attempt', t.attempt, 'tool', t.tool, 'device_id', t.device_id, "
+	"  'capability', t.capability, 'router', t.router, 'status', t.status, 'args', t.args, "
+	"  'output', t.output, 'error', t.error, 'requested_at', t.requested_at, "
+	"  'dispatched_at', t.dispatched_at, 'finished_at', t.finished_at, "
+	"  'deadline_at', t.deadline_at, 'attempts', t.attempts) "
+	"  ORDER BY t.requested_at, t.call_id) FROM tool_calls t WHERE t.run_id = r.run_id), '[]')"
+	")::text, r.last_seq FROM runs r WHERE r.run_id = $1::uuid AND r.tenant = $2";
+
+/* Fetch the newest event and run.created from the log for the summary. */
+static json_t *
+log_view(rs_api *app, const char *tenant, const char *run_id)
+{
+	jsDirectGetMsgOptions o;
+	char subj[160], err[128];
+	natsMsg *first = NULL, *last = NULL;
+	json_t *f = NULL, *l = NULL, *v = NULL, *fd, *ld;
+	const char *lt;
+	const char *status = "running";
+
+	rs_event_subject(tenant, run_id, subj, sizeof(subj));
+	jsDirectGetMsgOptions_Init(&o);
+	o.Sequence = 1;
+	o.NextBySubject = subj;
+	if (js_DirectGetMsg(&first, app->nats.js, "RUNS", NULL, &o) != NATS_OK)
+		goto cleanup;
+	jsDirectGetMsgOptions_Init(&o);
+	o.LastBySubject = subj;
+	if (js_DirectGetMsg(&last, app->nats.js, "RUNS", NULL, &o) != NATS_OK)
+		goto cleanup;
+	if (rs_json_parse(natsMsg_GetData(first), (size_t)natsMsg_GetDataLength(first), &f, err,
+	                  sizeof(err)) != RS_OK ||
+	    rs_json_parse(natsMsg_GetData(last), (size_t)natsMsg_GetDataLength(last), &l, err,
+	                  sizeof(err)) != RS_OK)
+		goto cleanup;
+	fd = json_object_get(f, "data");
+	ld = json_object_get(l, "data");
+	lt = json_string_value(json_object_get(l, "type"));
+	if (lt == NULL)
+		goto cleanup;
+	if (strcmp(lt, "runstream.run.completed") == 0)
+		status = "completed";
+	else if (strcmp(lt, "runstream.run.failed") == 0)
+		status = "failed";
+	else if (strcmp(lt, "runstream.run.cancelled") == 0)
+		status = "cancelled";
+	else if (strcmp(lt, "runstream.run.timed_out") == 0)
+		status = "timed_out";
+	else if (strcmp(lt, "runstream.run.created") == 0)
+		status = "queued";
+	v = json_pack("{s:s, s:s, s:O?, s:O?, s:O?, s:O?, s:O?, s:O?, s:O?, s:s, s:[], s:[]}",
+	              "run_id", run_id, "status", status,
+	              "agent", json_object_get(fd, "agent"), "version", json_object_get(fd, "version"),
+	              "input", json_object_get(fd, "input"),
+	              "created_at", json_object_get(f, "time"),
+	              "updated_at", json_object_get(l, "time"),
+	              "last_seq", json_object_get(l, "runseq"),
+	              "output", strcmp(status, "completed") == 0 ? json_object_get(ld, "output") : NULL,
+	              "projection", "behind", "steps", "tool_calls");
+	if (v != NULL && strcmp(status, "failed") == 0 && json_object_get(ld, "error") != NULL)
+		json_object_set(v, "error", json_object_get(ld, "error"));
+cleanup:
+	json_decref(f);
+	json_decref(l);
+	natsMsg_Destroy(first);
+	natsMsg_Destroy(last);
+	return v;
+}
+
+/* The registry entry of a run with no events yet: a "queued" view. */
+static json_t *
+registry_view(rs_api *app, const char *tenant, const char *run_id)
+{
+	char key[160], err[128];
+	kvEntry *e = NULL;
+	json_t *reg = NULL, *v = NULL;
+
+	snprintf(key, sizeof(key), "%s.%s", tenant, run_id);
+	if (kvStore_Get(&e, app->kv_runs, key) == NATS_OK &&
+	    rs_json_parse(kvEntry_ValueString(e), (size_t)kvEntry_ValueLen(e), &reg, err,
+	                  sizeof(err)) == RS_OK)
+		v = json_pack("{s:s, s:s, s:O?, s:O?, s:O?, s:i, s:[], s:[]}", "run_id", run_id,
+		              "status", "queued", "agent", json_object_get(reg, "agent"),
+		              "version", json_object_get(reg, "version"),
+		              "created_at", json_object_get(reg, "created_at"), "last_seq", 0,
+		              "steps", "tool_calls");
+	json_decref(reg);
+	kvEntry_Destroy(e);
+	return v;
+}
+
+void
+rs_api_run_view(rs_api *app, rs_api_job *job, int log_fallback)
+{
+	uint64_t log_last = 0;
+	int term = 0;
+	rs_status st;
+	int64_t deadline = rs_mono_ms() + app->ryw_ms;
+	const char *params[2] = { job->run_id, job->tenant };
+
+	st = rs_api_run_lookup(app, job->tenant, job->run_id, &log_last, &term);
+	if (st == RS_ENOTFOUND) {
+		rs_api_problem(job, 404, "no run %s", job->run_id);
+		return;
+	}
+	if (st == RS_OK && log_last == 0) {
+		/* Created, no event yet: the registry is the truth. */
+		json_t *v = registry_view(app, job->tenant, job->run_id);
+		if (v != NULL) {
+			rs_api_json(job, 200, v);
+			return;
+		}
+	}
+	for (;;) {
+		PGresult *res = query(app, job, sql_run, 2, params);
+		if (res == NULL) {
+			if (log_fallback && log_last > 0) {
+				json_t *v = log_view(app, job->tenant, job->run_id);
+				if (v != NULL) {
+					job->hdrs[0] = '\0';
+					rs_api_json(job, 200, v);
+				}
+			}
+			return;
+		}
+		if (PQntuples(res) == 1 &&
+		    strtoull(PQgetvalue(res, 0, 1), NULL, 10) >= log_last) {
+			json_t *v = NULL;
+			char err[128];
+			if (rs_json_parse(PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0), &v, err,
+			                  sizeof(err)) == RS_OK)
+				rs_api_json(job, 200, v);
+			else
+				rs_api_problem(job, 500, "cannot read the run row");
+			PQclear(res);
+			return;
+		}
+		PQclear(res);
+		if (rs_mono_ms() >= deadline)
+			break;
+		usleep(10 * 1000);
+	}
+	{
+		json_t *v = log_view(app, job->tenant, job->run_id);
+		if (v != NULL)
+			rs_api_json(job, 200, v);
+		else
+			rs_api_problem(job, 503, "run %s is not projected yet and the log is unreadable",
+			               job->run_id);
+	}
+}
+
+void
+rs_api_runs_get(rs_api *app, rs_api_job *job)
+{
+	rs_api_run_view(app, job, 0);
+}
+
+/* Query string value of k into out (cap); 1 if present. */
+static int
+qarg(const char *q, const char *k, char *out, size_t cap)
+{
+	size_t kl = strlen(k);
+	const char *p = q;
+
+	while (p != NULL && *p) {
+		if (strncmp(p, k, kl) == 0 && p[kl] == '=') {
+			const char *v = p + kl + 1, *e = strchr(v, '&');
+			size_t n = e != NULL ? (size_t)(e - v) : strlen(v);
+			if (n >= cap)
+				n = cap - 1;
+			memcpy(out, v, n);
+			out[n] = '\0';
+			return 1;
+		}
+		p = strchr(p, '&');
+		if (p != NULL)
+			p++;
+	}
+	return 0;
+}
+
+int
+rs_api_qarg(const char *q, const char *k, char *out, size_t cap)
+{
+	return qarg(q, k, out, cap);
+}
+
+static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+static void
+b64_encode(const char *in, char *out, size_t cap)
+{
+	size_t n = strlen(in), o = 0;
+
+	for (size_t i = 0; i < n && o + 5 < cap; i += 3) {
+		unsigned v = (unsigned char)in[i] << 16;
+		if (i + 1 < n) v |= (unsigned char)in[i + 1] << 8;
+		if (i + 2 < n) v |= (unsigned char)in[i + 2];
+		out[o++] = b64url[(v >> 18) & 63];
+		out[o++] = b64url[(v >> 12) & 63];
+		if (i + 1 < n) out[o++] = b64url[(v >> 6) & 63];
+		if (i + 2 < n) out[o++] = b64url[v & 63];
+	}
+	out[o] = '\0';
+}
+
+static int
+b64_decode(const char *in, char *out, size_t cap)
+{
+	unsigned v = 0;
+	int bits = 0;
+	size_t o = 0;
+
+	for (; *in; in++) {
+		const char *p = strchr(b64url, *in);
+		if (p == NULL || *in == '\0')
+			return -1;
+		v = (v << 6) | (unsigned)(p - b64url);
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			if (o + 1 >= cap)
+				return -1;
+			out[o++] = (char)((v >> bits) & 0xff);
+		}
+	}
+	out[o] = '\0';
+	return 0;
+}
+
+void
+rs_api_runs_list(rs_api *app, rs_api_job *job)
+{
+	static const char *sql =
+		"SELECT json_build_object(" RUN_FIELDS ", 'output', r.output, 'error', r.error)::text, "
+		"  ((extract(epoch from r.created_at) * 1000000)::bigint)::text, r.run_id::text "
+		"FROM runs r WHERE r.tenant = $1 AND ($2::text IS NULL OR r.status = $2) "
+		"AND ($3::text IS NULL OR r.agent = $3) "
+		"AND ($4::bigint IS NULL OR (r.created_at, r.run_id) < "
+		"     ('epoch'::timestamptz + $4::bigint * interval '1 microsecond', $5::uuid)) "
+		"ORDER BY r.created_at DESC, r.run_id DESC LIMIT $6";
+	char status[32] = "", agent[80] = "", after[200] = "", limit_s[16] = "20", cur[160];
+	char cur_us[32] = "", cur_id[40] = "";
+	const char *params[6];
+	int64_t limit;
+	PGresult *res;
+	json_t *arr, *next = json_null();
+	int have_status = qarg(job->query, "status", status, sizeof(status));
+	int have_agent = qarg(job->query, "agent", agent, sizeof(agent));
+
+	if (have_status && strcmp(status, "queued") && strcmp(status, "running") &&
+	    strcmp(status, "waiting") && strcmp(status, "completed") && strcmp(status, "failed") &&
+	    strcmp(status, "cancelled") && strcmp(status, "timed_out")) {
+		rs_api_problem(job, 400, "status: must be one of queued, running, waiting, completed, "
+		               "failed, cancelled, timed_out");
+		return;
+	}
+	qarg(job->query, "limit", limit_s, sizeof(limit_s));
+	if (rs_parse_int(limit_s, 1, 100, &limit) != RS_OK) {
+		rs_api_problem(job, 400, "limit: must be an integer from 1 to 100");
+		return;
+	}
+	if (qarg(job->query, "after", after, sizeof(after))) {
+		char *dot;
+		if (b64_decode(after, cur, sizeof(cur)) != 0 || (dot = strchr(cur, '.')) == NULL ||
+		    !rs_id_is_uuid(dot + 1) || dot - cur >= (long)sizeof(cur_us)) {
+			rs_api_problem(job, 400, "after: not a cursor returned by this API");
+			return;
+		}
+		memcpy(cur_us, cur, (size_t)(dot - cur));
+		cur_us[dot - cur] = '\0';
+		snprintf(cur_id, sizeof(cur_id), "%s", dot + 1);
+	}
+	params[0] = job->tenant;
+	params[1] = have_status ? status : NULL;
+	params[2] = have_agent ? agent : NULL;
+	params[3] = cur_us[0] ? cur_us : NULL;
+	params[4] = cur_id[0] ? cur_id : NULL;
+	params[5] = limit_s;
+	res = query(app, job, sql, 6, params);
+	if (res == NULL)
+		return;
+	arr = json_array();
+	for (int i = 0; i < PQntuples(res); i++) {
+		json_t *v = NULL;
+		char err[64];
+		if (rs_json_parse(PQgetvalue(res, i, 0), (size_t)PQgetlength(res, i, 0), &v, err,
+		                  sizeof(err)) == RS_OK)
+			json_array_append_new(arr, v);
+	}
+	if (PQntuples(res) == limit) {
+		char raw[96], enc[160];
+		int last = PQntuples(res) - 1;
+		snprintf(raw, sizeof(raw), "%s.%s", PQgetvalue(res, last, 1), PQgetvalue(res, last, 2));
+		b64_encode(raw, enc, sizeof(enc));
+		next = json_string(enc);
+	}
+	PQclear(res);
+	rs_api_json(job, 200, json_pack("{s:o, s:o}", "runs", arr, "next_after", next));
+}
+
+void
+rs_api_runs_events(rs_api *app, rs_api_job *job)
+{
+	static const char *sql =
+		"SELECT (jsonb_build_object('specversion', '1.0', 'id', e.event_id, 'source', e.source, "
+		"  'type', 'runstream.' || e.type, 'subject', e.run_id::text, "
+		"  'time', to_char(e.time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), "
+		"  'datacontenttype', 'application/json', 'runseq', e.seq, 'tenant', e.tenant, "
+		"  'data', e.data) || CASE WHEN e.traceparent IS NULL OR e.traceparent = '' "
+		"  THEN '{}'::jsonb ELSE jsonb_build_object('traceparent', e.traceparent) END)::text, "
+		"  e.seq::text "
+		"FROM run_events e WHERE e.run_id = $1::uuid AND e.tenant = $2 AND e.seq > $3::bigint "
+		"ORDER BY e.seq LIMIT $4";
+	char after_s[24] = "0", limit_s[16] = "100";
+	int64_t after, limit;
+	uint64_t log_last = 0, next;
+	int term = 0;
+	int64_t deadline = rs_mono_ms() + app->ryw_ms;
+	rs_status st;
+
+	qarg(job->query, "after", after_s, sizeof(after_s));
+	qarg(job->query, "limit", limit_s, sizeof(limit_s));
+	if (rs_parse_int(after_s, 0, INT64_MAX, &after) != RS_OK) {
+		rs_api_problem(job, 400, "after: must be an event runseq (integer >= 0)");
+		return;
+	}
+	if (rs_parse_int(limit_s, 1, 1000, &limit) != RS_OK) {
+		rs_api_problem(job, 400, "limit: must be an integer from 1 to 1000");
+		return;
+	}
+	st = rs_api_run_lookup(app, job->tenant, job->run_id, &log_last, &term);
+	if (st == RS_ENOTFOUND) {
+		rs_api_problem(job, 404, "no run %s", job->run_id);
+		return;
+	}
+	for (;;) {
+		const char *params[4] = { job->run_id, job->tenant, after_s, limit_s };
+		PGresult *res = query(app, job, sql, 4, params);
+		json_t *arr;
+		uint64_t want;
+
+		if (res == NULL)
+			return;
+		next = (uint64_t)after;
+		if (PQntuples(res) > 0)
+			next = strtoull(PQgetvalue(res, PQntuples(res) - 1, 1), NULL, 10);
+		/* Behind the log? Everything up to min(log_last, after+limit)
+		 * must be there before we answer. */
+		want = log_last < (uint64_t)(after + limit) ? log_last : (uint64_t)(after + limit);
+		if (next < want && rs_mono_ms() < deadline) {
+			PQclear(res);
+			usleep(10 * 1000);
+			continue;
+		}
+		arr = json_array();
+		for (int i = 0; i < PQntuples(res); i++) {
+			json_t *v = NULL;
+			char err[64];
+			if (rs_json_parse(PQgetvalue(res, i, 0), (size_t)PQgetlength(res, i, 0), &v, err,
+			                  sizeof(err)) == RS_OK)
+				json_array_append_new(arr, v);
+		}
+		PQclear(res);
+		rs_api_json(job, 200, json_pack("{s:o, s:I}", "events", arr, "next_after",
+		                                (json_int_t)next));
+		return;
+	}
+}

@@ -1,0 +1,509 @@
+/*
+ * runs_write.c - POST /v1/runs, cancel, signals: everything that writes.
+ *
+ * Creation answers 202 only once two messages are durably in JetStream:
+ * the registry entry $KV.runs.<tenant>.<run_id> (which lets SSE, cancel and
+ * GET know the run exists before its first event, and scopes it to the
+ * tenant without Postgres) and the run.start command on CMDS
+ * (Nats-Msg-Id start-<run_id>). Both go out with js_PublishMsgAsync: the
+ * worker does not wait for the acks, the ack handler (a NATS thread)
+ * completes the request when the second ack arrives. So a worker is busy
+ * for microseconds per creation, and many creations share the round trip
+ * to the server (pipelining) - that is what makes 10k creations/s possible
+ * where a synchronous publish per request tops out near 7k/s.
+ *
+ * Idempotency-Key: KV `idempotency` <tenant>.<sha256(key)> ->
+ * {"run_id","body_sha256"} written with kvStore_Create before the start is
+ * published. The same key with the same body (canonical JSON hash) gives
+ * the same run_id, and re-publishes registry + start: both are
+ * de-duplicated (msg id) or harmless, so a crash between "key recorded"
+ * and "start published" heals on the client's retry.
+ */
+#include "api.h"
+#include "rs_cmd.h"
+#include "rs_event.h"
+#include "rs_id.h"
+#include "rs_json.h"
+#include "rs_log.h"
+#include "rs_time.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PENDING_SLOTS 8192
+
+/* msg id -> job, for the ack handler. Chained hash under one mutex. */
+typedef struct pend {
+	struct pend *next;
+	char msgid[64];
+	rs_api_job *job;
+} pend;
+
+struct rs_api_pending {
+	pthread_mutex_t mu;
+	pend *slots[PENDING_SLOTS];
+};
+
+static unsigned
+hash_str(const char *s)
+{
+	unsigned h = 2166136261u;
+
+	while (*s)
+		h = (h ^ (unsigned char)*s++) * 16777619u;
+	return h % PENDING_SLOTS;
+}
+
+rs_status
+rs_api_pending_init(rs_api *app)
+{
+	app->pending = calloc(1, sizeof(*app->pending));
+	if (app->pending == NULL)
+		return RS_ENOMEM;
+	pthread_mutex_init(&app->pending->mu, NULL);
+	return RS_OK;
+}
+
+void
+rs_api_pending_free(rs_api *app)
+{
+	rs_api_pending *p = app->pending;
+
+	if (p == NULL)
+		return;
+	for (int i = 0; i < PENDING_SLOTS; i++)
+		while (p->slots[i] != NULL) {
+			pend *n = p->slots[i];
+			p->slots[i] = n->next;
+			free(n);
+		}
+	pthread_mutex_destroy(&p->mu);
+	free(p);
+	app->pending = NULL;
+}
+
+static int
+pending_put(rs_api *app, const char *msgid, rs_api_job *job)
+{
+	pend *n = calloc(1, sizeof(*n));
+	unsigned h = hash_str(msgid);
+
+	if (n == NULL)
+		return -1;
+	snprintf(n->msgid, sizeof(n->msgid), "%s", msgid);
+	n->job = job;
+	pthread_mutex_lock(&app->pending->mu);
+	n->next = app->pending->slots[h];
+	app->pending->slots[h] = n;
+	pthread_mutex_unlock(&app->pending->mu);
+	return 0;
+}
+
+static rs_api_job *
+pending_take(rs_api *app, const char *msgid)
+{
+	unsigned h = hash_str(msgid);
+	pend **pp, *n;
+	rs_api_job *job = NULL;
+
+	pthread_mutex_lock(&app->pending->mu);
+	for (pp = &app->pending->slots[h]; (n = *pp) != NULL; pp = &n->next)
+		if (strcmp(n->msgid, msgid) == 0) {
+			*pp = n->next;
+			job = n->job;
+			free(n);
+			break;
+		}
+	pthread_mutex_unlock(&app->pending->mu);
+	return job;
+}
+
+/* One of the two acks of a creation is in (or failed). The last one hands
+ * the job back to the service thread. */
+static void
+ack_one(rs_api *app, rs_api_job *job, int failed)
+{
+	if (failed)
+		atomic_store(&job->ack_failed, 1);
+	if (atomic_fetch_sub(&job->acks_left, 1) != 1)
+		return;
+	if (atomic_load(&job->ack_failed)) {
+		job->hdrs[0] = '\0';
+		rs_api_problem(job, 503, "the run could not be stored durably in JetStream; retry "
+		               "(with the same Idempotency-Key to get the same run)");
+		strcat(job->hdrs, "Retry-After: 1\n");
+	} else {
+		rs_api_metric_created();
+		if (job->wait_s > 0)
+			job->action = RS_ACT_PARK;
+	}
+	rs_api_work_done(app, job);
+}
+
+void
+rs_api_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+{
+	rs_api *app = closure;
+	const char *id = NULL;
+	rs_api_job *job;
+
+	if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &id) == NATS_OK && id != NULL &&
+	    (job = pending_take(app, id)) != NULL) {
+		if (pae != NULL)
+			rs_warn("api: async publish of %s failed: %s (%d)", id,
+			        natsStatus_GetText(pae->Err), (int)pae->ErrCode);
+		ack_one(app, job, pae != NULL);
+	}
+	natsMsg_Destroy(msg);
+}
+
+/* Start both publishes; returns how many could not even be queued. */
+static int
+publish_async(rs_api *app, rs_api_job *job, natsMsg **msgs)
+{
+	jsPubOptions po;
+	int failed = 0;
+
+	jsPubOptions_Init(&po);
+	po.MaxWait = app->pub_timeout_ms;
+	for (int i = 0; i < 2; i++) {
+		if (msgs[i] == NULL || pending_put(app, job->msgid[i], job) != 0) {
+			failed++;
+			continue;
+		}
+		if (js_PublishMsgAsync(app->nats.js, &msgs[i], &po) != NATS_OK) {
+			/* Not queued: no ack will come for it. */
+			if (pending_take(app, job->msgid[i]) != NULL)
+				failed++;
+		}
+	}
+	for (int i = 0; i < 2; i++)
+		natsMsg_Destroy(msgs[i]);   /* NULL when taken by the library */
+	return failed;
+}
+
+int
+rs_api_runs_create(rs_api *app, rs_api_job *job)
+{
+	json_t *body = NULL, *input, *idrec = NULL;
+	const char *agent, *version = NULL;
+	char err[512], ver[17], body_sha[65], key[160], subj[160], created[40];
+	char *canon = NULL, *cmdbuf = NULL, *regbuf = NULL;
+	size_t cmdlen = 0;
+	natsMsg *msgs[2] = { NULL, NULL };
+	kvEntry *e = NULL;
+	rs_cmd cmd;
+	rs_status st;
+	int failed, handed = 0;
+
+	memset(&cmd, 0, sizeof(cmd));
+	if (rs_json_parse(job->body != NULL ? job->body : "", job->body_len, &body, err,
+	                  sizeof(err)) != RS_OK) {
+		rs_api_problem(job, 400, "%s", err);
+		goto cleanup;
+	}
+	if (!json_is_object(body)) {
+		rs_api_problem(job, 422, "(root): must be a JSON object {\"agent\", \"version\"?, \"input\"?}");
+		goto cleanup;
+	}
+	{
+		const char *k;
+		json_t *v;
+		json_object_foreach(body, k, v)
+			if (strcmp(k, "agent") != 0 && strcmp(k, "version") != 0 && strcmp(k, "input") != 0) {
+				rs_api_problem(job, 422, "%s: unknown field", k);
+				goto cleanup;
+			}
+	}
+	agent = json_string_value(json_object_get(body, "agent"));
+	if (agent == NULL) {
+		rs_api_problem(job, 422, "agent: required, a string");
+		goto cleanup;
+	}
+	if (json_object_get(body, "version") != NULL &&
+	    (version = json_string_value(json_object_get(body, "version"))) == NULL) {
+		rs_api_problem(job, 422, "version: must be a string");
+		goto cleanup;
+	}
+	input = json_object_get(body, "input");
+	if (input != NULL && !json_is_object(input)) {
+		rs_api_problem(job, 422, "input: must be a JSON object");
+		goto cleanup;
+	}
+	st = rs_api_agent_resolve(app, job->tenant, agent, version, ver);
+	if (st == RS_ENOTFOUND) {
+		if (version != NULL)
+			rs_api_problem(job, 422, "version: agent %s has no version %s", agent, version);
+		else
+			rs_api_problem(job, 422, "agent: no agent named %s", agent);
+		goto cleanup;
+	}
+	if (st != RS_OK) {
+		rs_api_problem(job, 503, "cannot resolve agent %s: %s", agent, rs_status_str(st));
+		strcat(job->hdrs, "Retry-After: 1\n");
+		goto cleanup;
+	}
+
+	if (job->idem[0] != '\0') {
+		char khash[65], rec[160];
+
+		canon = rs_json_dump(body);
+		if (canon == NULL)
+			goto oom;
+		rs_sha256_hex(canon, strlen(canon), body_sha);
+		rs_sha256_hex(job->idem, strlen(job->idem), khash);
+		snprintf(key, sizeof(key), "%s.%s", job->tenant, khash);
+		rs_id_uuidv7(job->run_id);
+		snprintf(rec, sizeof(rec), "{\"body_sha256\":\"%s\",\"run_id\":\"%s\"}", body_sha,
+		         job->run_id);
+		if (kvStore_CreateString(NULL, app->kv_idem, key, rec) != NATS_OK) {
+			const char *rid, *bsha;
+			natsStatus s = kvStore_Get(&e, app->kv_idem, key);
+			if (s != NATS_OK ||
+			    rs_json_parse(kvEntry_ValueString(e), (size_t)kvEntry_ValueLen(e), &idrec, err,
+			                  sizeof(err)) != RS_OK ||
+			    (rid = json_string_value(json_object_get(idrec, "run_id"))) == NULL ||
+			    (bsha = json_string_value(json_object_get(idrec, "body_sha256"))) == NULL ||
+			    !rs_id_is_uuid(rid)) {
+				rs_api_problem(job, 503, "cannot record the Idempotency-Key: NATS %s",
+				               natsStatus_GetText(s));
+				strcat(job->hdrs, "Retry-After: 1\n");
+				goto cleanup;
+			}
+			if (strcmp(bsha, body_sha) != 0) {
+				rs_api_problem(job, 409, "Idempotency-Key was already used with a different "
+				               "request body (run %s)", rid);
+				goto cleanup;
+			}
+			snprintf(job->run_id, sizeof(job->run_id), "%s", rid);
+		}
+	} else {
+		rs_id_uuidv7(job->run_id);
+	}
+
+	/* The run.start command and the registry entry. */
+	cmd.type = RS_CMD_RUN_START;
+	snprintf(cmd.run_id, sizeof(cmd.run_id), "%s", job->run_id);
+	snprintf(cmd.tenant, sizeof(cmd.tenant), "%s", job->tenant);
+	if (rs_traceparent_valid(job->traceparent))
+		snprintf(cmd.traceparent, sizeof(cmd.traceparent), "%s", job->traceparent);
+	cmd.agent = (char *)agent;
+	cmd.version = ver;
+	cmd.input = input != NULL ? input : json_object();
+	cmd.idempotency_key = job->idem[0] != '\0' ? job->idem : NULL;
+	st = rs_cmd_encode(&cmd, &cmdbuf, &cmdlen);
+	if (input == NULL)
+		json_decref(cmd.input);
+	if (st != RS_OK) {
+		rs_api_problem(job, 500, "cannot encode run.start: %s", rs_status_str(st));
+		goto cleanup;
+	}
+	rs_time_rfc3339(rs_id_uuidv7_ms(job->run_id), created, sizeof(created));
+	{
+		json_t *reg = json_pack("{s:s, s:s, s:s}", "agent", agent, "version", ver,
+		                        "created_at", created);
+		regbuf = reg != NULL ? rs_json_dump(reg) : NULL;
+		json_decref(reg);
+		if (regbuf == NULL)
+			goto oom;
+	}
+	rs_cmd_msg_id(&cmd, job->msgid[1], sizeof(job->msgid[1]));
+	snprintf(job->msgid[0], sizeof(job->msgid[0]), "reg-%s", job->run_id);
+	snprintf(subj, sizeof(subj), "$KV.runs.%s.%s", job->tenant, job->run_id);
+	if (rs_nats_msg(&msgs[0], subj, regbuf, (int)strlen(regbuf), "Nats-Msg-Id", job->msgid[0],
+	                NULL) != RS_OK)
+		goto oom;
+	rs_cmd_subject(job->tenant, job->run_id, subj, sizeof(subj));
+	if (rs_nats_msg(&msgs[1], subj, cmdbuf, (int)cmdlen, "Nats-Msg-Id", job->msgid[1],
+	                "Runstream-Type", "run.start", NULL) != RS_OK)
+		goto oom;
+
+	/* The answer is ready before the publishes: the ack handler only
+	 * decides between it and a 503. */
+	{
+		char url[128];
+		snprintf(url, sizeof(url), "/v1/runs/%s/stream", job->run_id);
+		rs_api_json(job, 202, json_pack("{s:s, s:s, s:s, s:s, s:s}", "run_id", job->run_id,
+		                                "status", "queued", "stream_url", url, "agent", agent,
+		                                "version", ver));
+		snprintf(job->hdrs + strlen(job->hdrs), sizeof(job->hdrs) - strlen(job->hdrs),
+		         "Location: /v1/runs/%s\n", job->run_id);
+	}
+	atomic_store(&job->acks_left, 3);  /* 2 acks + this function's own hold */
+	atomic_store(&job->ack_failed, 0);
+	failed = publish_async(app, job, msgs);
+	handed = 1;
+	for (int i = 0; i < failed; i++)
+		ack_one(app, job, 1);
+	/* Drop our own hold last: the job cannot complete under our feet. */
+	ack_one(app, job, 0);
+	goto cleanup;
+oom:
+	rs_api_problem(job, 500, "out of memory");
+cleanup:
+	json_decref(idrec);
+	kvEntry_Destroy(e);
+	json_decref(body);
+	free(canon);
+	free(cmdbuf);
+	free(regbuf);
+	return handed;
+}
+
+rs_status
+rs_api_run_lookup(rs_api *app, const char *tenant, const char *run_id, uint64_t *last_seq,
+                  int *terminal)
+{
+	jsDirectGetMsgOptions o;
+	natsMsg *m = NULL;
+	kvEntry *e = NULL;
+	char subj[160], key[160], type[64];
+	natsStatus s;
+
+	*last_seq = 0;
+	*terminal = 0;
+	if (!rs_id_is_uuid(run_id))
+		return RS_ENOTFOUND;
+	rs_event_subject(tenant, run_id, subj, sizeof(subj));
+	jsDirectGetMsgOptions_Init(&o);
+	o.LastBySubject = subj;
+	s = js_DirectGetMsg(&m, app->nats.js, "RUNS", NULL, &o);
+	if (s == NATS_OK) {
+		rs_status st = rs_api_msg_meta(m, last_seq, type, terminal);
+		natsMsg_Destroy(m);
+		return st == RS_OK ? RS_OK : RS_EIO;
+	}
+	if (s != NATS_NOT_FOUND)
+		return rs_nats_status(s, 0);
+	snprintf(key, sizeof(key), "%s.%s", tenant, run_id);
+	s = kvStore_Get(&e, app->kv_runs, key);
+	kvEntry_Destroy(e);
+	if (s == NATS_OK)
+		return RS_OK;
+	return s == NATS_NOT_FOUND ? RS_ENOTFOUND : rs_nats_status(s, 0);
+}
+
+/* Shared by cancel and signal: the run must exist for this tenant and not
+ * be finished. Returns 0 and sets a problem on job otherwise. */
+static int
+check_open(rs_api *app, rs_api_job *job)
+{
+	uint64_t last = 0;
+	int term = 0;
+	rs_status st = rs_api_run_lookup(app, job->tenant, job->run_id, &last, &term);
+
+	if (st == RS_ENOTFOUND) {
+		rs_api_problem(job, 404, "no run %s", job->run_id);
+		return 0;
+	}
+	if (st != RS_OK) {
+		rs_api_problem(job, 503, "cannot read run %s from JetStream: %s", job->run_id,
+		               rs_status_str(st));
+		strcat(job->hdrs, "Retry-After: 1\n");
+		return 0;
+	}
+	if (term) {
+		rs_api_problem(job, 409, "run %s is already finished (last event %llu is terminal)",
+		               job->run_id, (unsigned long long)last);
+		return 0;
+	}
+	return 1;
+}
+
+static void
+publish_cmd(rs_api *app, rs_api_job *job, rs_cmd *cmd, json_t *ok_body)
+{
+	char *buf = NULL, subj[160], msgid[128];
+	size_t len = 0;
+	natsMsg *m = NULL;
+	rs_status st;
+
+	st = rs_cmd_encode(cmd, &buf, &len);
+	if (st != RS_OK) {
+		rs_api_problem(job, 500, "cannot encode %s: %s", rs_cmd_type_name(cmd->type),
+		               rs_status_str(st));
+		json_decref(ok_body);
+		return;
+	}
+	rs_cmd_subject(cmd->tenant, cmd->run_id, subj, sizeof(subj));
+	rs_cmd_msg_id(cmd, msgid, sizeof(msgid));
+	st = rs_nats_msg(&m, subj, buf, (int)len, "Runstream-Type", rs_cmd_type_name(cmd->type), NULL);
+	if (st == RS_OK)
+		st = rs_js_publish(app->nats.js, m, msgid, -1, app->pub_timeout_ms, NULL, NULL);
+	natsMsg_Destroy(m);
+	free(buf);
+	if (st != RS_OK) {
+		json_decref(ok_body);
+		rs_api_problem(job, 503, "cannot publish %s to JetStream: %s",
+		               rs_cmd_type_name(cmd->type), rs_status_str(st));
+		strcat(job->hdrs, "Retry-After: 1\n");
+		return;
+	}
+	rs_api_json(job, 202, ok_body);
+}
+
+void
+rs_api_runs_cancel(rs_api *app, rs_api_job *job)
+{
+	json_t *body = NULL;
+	char err[512];
+	rs_cmd cmd;
+
+	memset(&cmd, 0, sizeof(cmd));
+	if (job->body_len > 0) {
+		if (rs_json_parse(job->body, job->body_len, &body, err, sizeof(err)) != RS_OK) {
+			rs_api_problem(job, 400, "%s", err);
+			return;
+		}
+		if (!json_is_object(body) ||
+		    (json_object_get(body, "reason") != NULL &&
+		     !json_is_string(json_object_get(body, "reason")))) {
+			rs_api_problem(job, 422, "reason: must be a string (body {\"reason\"?})");
+			json_decref(body);
+			return;
+		}
+	}
+	if (!check_open(app, job))
+		goto cleanup;
+	cmd.type = RS_CMD_CANCEL;
+	snprintf(cmd.run_id, sizeof(cmd.run_id), "%s", job->run_id);
+	snprintf(cmd.tenant, sizeof(cmd.tenant), "%s", job->tenant);
+	cmd.reason = (char *)json_string_value(json_object_get(body, "reason"));
+	publish_cmd(app, job, &cmd, json_pack("{s:s, s:s}", "run_id", job->run_id, "status",
+	                                      "cancel_requested"));
+cleanup:
+	json_decref(body);
+}
+
+void
+rs_api_runs_signal(rs_api *app, rs_api_job *job, const char *name)
+{
+	json_t *payload = NULL;
+	char err[512], sid[RS_UUID_LEN + 1];
+	rs_cmd cmd;
+
+	memset(&cmd, 0, sizeof(cmd));
+	if (!rs_id_is_token(name, 64)) {
+		rs_api_problem(job, 422, "signal name: must match [a-z0-9_-]{1,64}");
+		return;
+	}
+	if (job->body_len > 0 &&
+	    rs_json_parse(job->body, job->body_len, &payload, err, sizeof(err)) != RS_OK) {
+		rs_api_problem(job, 400, "%s", err);
+		return;
+	}
+	if (!check_open(app, job))
+		goto cleanup;
+	rs_id_uuidv7(sid);
+	cmd.type = RS_CMD_SIGNAL;
+	snprintf(cmd.run_id, sizeof(cmd.run_id), "%s", job->run_id);
+	snprintf(cmd.tenant, sizeof(cmd.tenant), "%s", job->tenant);
+	cmd.signal_id = sid;
+	cmd.name = (char *)name;
+	cmd.payload = payload != NULL ? payload : json_null();
+	publish_cmd(app, job, &cmd, json_pack("{s:s, s:s, s:s}", "run_id", job->run_id,
+	                                      "signal_id", sid, "name", name));
+cleanup:
+	json_decref(payload);
+}

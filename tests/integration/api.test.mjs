@@ -1,0 +1,549 @@
+// api.test.mjs - rs-api from outside: real nats-server + Postgres, real
+// clients (fetch, EventSource, nats). Until the orchestrator is wired in
+// here, a small simulator consumes CMDS (durable `orchestrator`) and appends
+// CloudEvents to RUNS exactly as common/rs_event.h specifies; agents named
+// `auto-*` finish at once, `manual-*` runs are driven step by step by the
+// test. No sleeps as synchronisation: every wait awaits an event/response.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
+import { connect, headers as natsHeaders, JSONCodec } from 'nats';
+import { startStack, startService, runctl, stopAll, freePort, logTail, waitFor } from '../lib/stack.mjs';
+
+const require = createRequire(import.meta.url);
+const EventSource = require('eventsource');
+
+let stack, api, apiEnv, base, nc, js, sim;
+let keyA, keyB;
+const MAX_BODY = 65536;
+
+const auth = (k) => ({ Authorization: `Bearer ${k}` });
+
+async function call(method, path, { key = keyA, body, headers = {} } = {}) {
+  const h = { ...(key ? auth(key) : {}), ...headers };
+  let b = body;
+  if (body !== undefined && typeof body !== 'string') b = JSON.stringify(body);
+  if (b !== undefined && !h['Content-Type']) h['Content-Type'] = 'application/json';
+  const res = await fetch(base + path, { method, headers: h, body: b });
+  const text = await res.text();
+  let json = null;
+  try { json = text ? JSON.parse(text) : null; } catch { /* not JSON */ }
+  return { status: res.status, headers: res.headers, text, json };
+}
+
+function assertProblem(r, status, detailRe) {
+  assert.equal(r.status, status, r.text);
+  assert.equal(r.headers.get('content-type'), 'application/problem+json');
+  assert.equal(r.json.status, status);
+  assert.ok(r.json.title && r.json.type && r.json.detail, r.text);
+  if (detailRe) assert.match(r.json.detail, detailRe);
+}
+
+// ---- the orchestrator simulator ----
+function makeSim() {
+  const seqs = new Map();      // run_id -> last runseq
+  const tenants = new Map();   // run_id -> tenant
+  const started = new Map();   // run_id -> resolve fns awaiting the start
+  const waiters = [];
+  const jc = JSONCodec();
+  let stopped = false;
+  let gate = null;
+  let iter;
+
+  async function append(runId, type, data) {
+    const tenant = tenants.get(runId);
+    const runseq = (seqs.get(runId) || 0) + 1;
+    seqs.set(runId, runseq);
+    const ev = {
+      data, datacontenttype: 'application/json', id: `${runId}-${runseq}`, runseq,
+      source: 'runstream/orchestrator', specversion: '1.0', subject: runId, tenant,
+      time: new Date().toISOString(), type: `runstream.${type}`,
+    };
+    const h = natsHeaders();
+    h.set('Nats-Msg-Id', ev.id);
+    h.set('Content-Type', 'application/cloudevents+json');
+    h.set('Runstream-Type', type);
+    await js.publish(`runs.${tenant}.${runId}`, JSON.stringify(ev), { headers: h, msgID: ev.id });
+    return runseq;
+  }
+
+  async function onCmd(c) {
+    if (c.type === 'run.start') {
+      if (seqs.has(c.run_id)) return;            // duplicate start: no-op
+      tenants.set(c.run_id, c.tenant);
+      await append(c.run_id, 'run.created', { agent: c.agent, version: c.version, input: c.input });
+      await append(c.run_id, 'run.started', { instance: 'sim' });
+      if (c.agent.startsWith('auto')) {
+        await append(c.run_id, 'step.started', { step_id: 's1', kind: 'transform', attempt: 1, input: {} });
+        await append(c.run_id, 'step.completed', { step_id: 's1', attempt: 1, output: { x: 1 }, duration_ms: 1 });
+        await append(c.run_id, 'run.completed', { output: { x: 1 } });
+      }
+      const w = started.get(c.run_id);
+      if (w) { started.delete(c.run_id); w(); }
+    } else if (c.type === 'cancel') {
+      if (!seqs.has(c.run_id)) return;
+      await append(c.run_id, 'run.cancel_requested', { reason: c.reason || 'cancelled' });
+      await append(c.run_id, 'run.cancelled', { reason: c.reason || 'cancelled' });
+    } else if (c.type === 'signal') {
+      if (!seqs.has(c.run_id)) return;
+      await append(c.run_id, 'signal.received', { signal_id: c.signal_id, name: c.name, payload: c.payload });
+    }
+    for (const w of waiters.splice(0)) w(c);
+  }
+
+  return {
+    append,
+    lastSeq: (runId) => seqs.get(runId) || 0,
+    // resolves when the run's start command was processed (events 1-2 on the log)
+    whenStarted(runId) {
+      if (seqs.has(runId)) return Promise.resolve();
+      return new Promise((resolve) => started.set(runId, resolve));
+    },
+    // Pause command processing until the returned function is called.
+    hold() {
+      let open;
+      gate = new Promise((r) => { open = r; });
+      return () => { gate = null; open(); };
+    },
+    nextCommand() { return new Promise((resolve) => waiters.push(resolve)); },
+    async start() {
+      const consumer = await js.consumers.get('CMDS', 'orchestrator');
+      iter = await consumer.consume({ max_messages: 100 });
+      (async () => {
+        for await (const m of iter) {
+          if (gate) await gate;
+          try { await onCmd(jc.decode(m.data)); } catch (e) { console.error('sim:', e); }
+          m.ack();
+          if (stopped) break;
+        }
+      })();
+    },
+    async stop() { stopped = true; if (iter) await iter.close().catch(() => {}); },
+  };
+}
+
+// ---- SSE over fetch: precise control of headers and of the raw bytes ----
+function parseSse(text) {
+  const out = { events: [], comments: 0 };
+  for (const block of text.split('\n\n')) {
+    if (!block) continue;
+    const ev = {};
+    for (const line of block.split('\n')) {
+      if (line.startsWith(':')) { out.comments++; continue; }
+      const i = line.indexOf(': ');
+      if (i > 0) ev[line.slice(0, i)] = line.slice(i + 2);
+    }
+    if (ev.id) out.events.push({ id: Number(ev.id), event: ev.event, data: JSON.parse(ev.data) });
+  }
+  return out;
+}
+
+// Open a stream; onEvent(ev, all) may return true to stop reading early.
+async function sse(path, { key = keyA, headers = {}, onEvent, onOpen } = {}) {
+  const ac = new AbortController();
+  const res = await fetch(base + path, { headers: { ...auth(key), ...headers }, signal: ac.signal });
+  const result = { status: res.status, headers: res.headers, events: [], comments: 0, closedByServer: false, raw: '' };
+  if (res.status !== 200) { result.text = await res.text(); return result; }
+  if (onOpen) onOpen();
+  const dec = new TextDecoder();
+  let buf = '';
+  try {
+    for await (const chunk of res.body) {
+      buf += dec.decode(chunk, { stream: true });
+      let cut;
+      while ((cut = buf.indexOf('\n\n')) >= 0) {
+        const block = buf.slice(0, cut + 2);
+        buf = buf.slice(cut + 2);
+        result.raw += block;
+        const p = parseSse(block);
+        result.comments += p.comments;
+        for (const ev of p.events) {
+          result.events.push(ev);
+          if (onEvent && onEvent(ev, result.events, result)) { ac.abort(); return result; }
+        }
+        if (p.comments && onEvent && onEvent(null, result.events, result)) { ac.abort(); return result; }
+      }
+    }
+    result.closedByServer = true;
+  } catch (e) {
+    if (e.name !== 'AbortError') throw e;
+  }
+  return result;
+}
+
+const AGENT = (name, extra = {}) => ({
+  name, steps: [{ id: 's1', kind: 'transform', value: { x: 1 } }], ...extra,
+});
+
+async function startApi(extraEnv = {}) {
+  const port = apiEnv.RS_API_PORT;
+  const p = await startService('api', { ...apiEnv, ...extraEnv }, port);
+  return p;
+}
+
+before(async () => {
+  stack = await startStack({ pg: true });
+  let r = runctl(['keys', 'create', '--tenant', 'acme'], stack.env);
+  assert.equal(r.code, 0, r.stderr);
+  keyA = r.stdout.trim().split('\n').pop().trim();
+  r = runctl(['keys', 'create', '--tenant', 'globex'], stack.env);
+  assert.equal(r.code, 0, r.stderr);
+  keyB = r.stdout.trim().split('\n').pop().trim();
+  const port = await freePort();
+  apiEnv = {
+    ...stack.env, RS_API_PORT: String(port), RS_API_MAX_BODY: String(MAX_BODY),
+    RS_API_SSE_HEARTBEAT_S: '1', RS_API_RYW_MS: '300', RS_LOG_LEVEL: 'warn',
+  };
+  base = `http://127.0.0.1:${port}`;
+  api = await startApi();
+  nc = await connect({ servers: stack.nats.url });
+  js = nc.jetstream();
+  sim = makeSim();
+  await sim.start();
+  for (const name of ['auto-a', 'manual-a']) {
+    const res = await call('POST', '/v1/agents', { body: AGENT(name) });
+    assert.ok(res.status === 201 || res.status === 200, res.text);
+  }
+});
+
+after(async () => {
+  if (sim) await sim.stop();
+  if (nc) await nc.close();
+  await stopAll();
+});
+
+async function createRun(agent = 'manual-a', opts = {}) {
+  const r = await call('POST', '/v1/runs', { body: { agent, input: { n: 1 } }, ...opts });
+  assert.equal(r.status, 202, r.text);
+  return r.json.run_id;
+}
+
+test('agents: 201 then 200 created:false, reads, 422 with the field path', async () => {
+  const a = await call('POST', '/v1/agents', { body: AGENT('greeter') });
+  assert.equal(a.status, 201, a.text);
+  assert.equal(a.json.created, true);
+  assert.match(a.json.version, /^[0-9a-f]{16}$/);
+  // Same definition, different key order/whitespace: same version, not created.
+  const b = await call('POST', '/v1/agents', { body: `{ "steps": [{"kind":"transform","id":"s1","value":{"x":1}}], "name":"greeter" }` });
+  assert.equal(b.status, 200, b.text);
+  assert.deepEqual(b.json, { name: 'greeter', version: a.json.version, created: false });
+  const list = await call('GET', '/v1/agents');
+  assert.equal(list.status, 200);
+  assert.ok(list.json.agents.includes('greeter'));
+  const one = await call('GET', '/v1/agents/greeter');
+  assert.equal(one.json.latest, a.json.version);
+  assert.deepEqual(one.json.versions, [a.json.version]);
+  const v = await call('GET', `/v1/agents/greeter/versions/${a.json.version}`);
+  assert.equal(v.status, 200);
+  assert.equal(v.json.definition.name, 'greeter');
+  assertProblem(await call('GET', '/v1/agents/greeter/versions/0000000000000000'), 404);
+  assertProblem(await call('GET', '/v1/agents/nobody'), 404);
+  // Invalid: the detail names the field.
+  const bad = await call('POST', '/v1/agents', { body: { name: 'bad', steps: [{ id: 's1', kind: 'nope' }] } });
+  assertProblem(bad, 422, /steps\[0\]\.kind/);
+  // Another tenant does not see it.
+  assertProblem(await call('GET', '/v1/agents/greeter', { key: keyB }), 404);
+});
+
+test('error paths: 400 position, 401, 404, 405, 409, 413, 422', async () => {
+  // 401 without / with a wrong key, on every kind of /v1 route
+  assertProblem(await call('GET', '/v1/runs', { key: null }), 401);
+  assertProblem(await call('POST', '/v1/runs', { key: 'rk_nope', body: { agent: 'auto-a' } }), 401, /unknown API key/);
+  const noauth = await fetch(`${base}/v1/runs/00000000-0000-7000-8000-000000000000/stream`);
+  assert.equal(noauth.status, 401);
+  // 400 naming the position
+  assertProblem(await call('POST', '/v1/runs', { body: '{"agent": "auto-a",' }), 400, /position \d+/);
+  assertProblem(await call('POST', '/v1/agents', { body: '{"name": x}' }), 400, /line 1, column \d+/);
+  // 422: unknown agent / version / bad input
+  assertProblem(await call('POST', '/v1/runs', { body: { agent: 'nobody' } }), 422, /^agent: /);
+  assertProblem(await call('POST', '/v1/runs', { body: { agent: 'auto-a', version: '0123456789abcdef' } }), 422, /^version: /);
+  assertProblem(await call('POST', '/v1/runs', { body: { agent: 'auto-a', input: [1] } }), 422, /^input: /);
+  assertProblem(await call('POST', '/v1/runs', { body: { agent: 'auto-a', extra: 1 } }), 422, /^extra: unknown field/);
+  // 413 over the cap (and the connection still answers properly)
+  const big = JSON.stringify({ agent: 'auto-a', input: { blob: 'x'.repeat(MAX_BODY) } });
+  assertProblem(await call('POST', '/v1/runs', { body: big }), 413, /larger than 65536/);
+  // 404: unknown path, malformed and unknown run ids, on every run route
+  assertProblem(await call('GET', '/v1/nothing'), 404);
+  const unknown = '01a20000-0000-7000-8000-000000000000';
+  for (const [m, p] of [['GET', `/v1/runs/${unknown}`], ['GET', `/v1/runs/${unknown}/events`],
+    ['GET', `/v1/runs/${unknown}/stream`], ['POST', `/v1/runs/${unknown}/cancel`],
+    ['POST', `/v1/runs/${unknown}/signals/go`], ['GET', '/v1/runs/not-a-uuid']]) {
+    assertProblem(await call(m, p, m === 'POST' ? { body: {} } : {}), 404);
+  }
+  // 405 with Allow
+  const r405 = await call('DELETE', '/v1/runs');
+  assertProblem(r405, 405);
+  assert.equal(r405.headers.get('allow'), 'GET, POST');
+  assertProblem(await call('POST', `/v1/runs/${unknown}/stream`, { body: {} }), 405);
+  // depth cap
+  const deep = '{"agent":"auto-a","input":' + '{"a":'.repeat(70) + '1' + '}'.repeat(71);
+  assertProblem(await call('POST', '/v1/runs', { body: deep }), 400, /deeper than 64/);
+});
+
+test('create -> watch (EventSource) -> completion; reconnect after the end gets 204', async () => {
+  const runId = await createRun('manual-a');
+  await sim.whenStarted(runId);
+  const es = new EventSource(`${base}/v1/runs/${runId}/stream`, { headers: auth(keyA) });
+  const got = [];
+  const types = ['step.started', 'step.completed', 'run.completed'];
+  const done = new Promise((resolve, reject) => {
+    for (const t of ['run.created', 'run.started', ...types]) {
+      es.addEventListener(t, (e) => {
+        got.push({ id: Number(e.lastEventId), type: e.type, data: JSON.parse(e.data) });
+        if (got.length === 2) {
+          // History delivered: now the run continues live.
+          (async () => {
+            await sim.append(runId, 'step.started', { step_id: 's1', kind: 'transform', attempt: 1, input: {} });
+            await sim.append(runId, 'step.completed', { step_id: 's1', attempt: 1, output: { y: 2 }, duration_ms: 1 });
+            await sim.append(runId, 'run.completed', { output: { y: 2 } });
+          })().catch(reject);
+        }
+      });
+    }
+    // After the terminal event the server closes; EventSource reconnects
+    // with Last-Event-ID 5 and must get 204, which stops it for good.
+    es.onerror = (e) => { if (e.status === 204) resolve(e.status); else if (e.status) reject(new Error(`status ${e.status}`)); };
+  });
+  assert.equal(await done, 204);
+  assert.equal(es.readyState, EventSource.CLOSED);
+  es.close();
+  assert.deepEqual(got.map((e) => e.id), [1, 2, 3, 4, 5]);
+  assert.deepEqual(got.map((e) => e.type), ['run.created', 'run.started', ...types]);
+  assert.equal(got[4].data.type, 'runstream.run.completed');
+  assert.equal(got[4].data.id, `${runId}-5`);
+  // Read-your-writes: right after the terminal event the run reads as completed.
+  const r = await call('GET', `/v1/runs/${runId}`);
+  assert.equal(r.status, 200, r.text);
+  assert.equal(r.json.status, 'completed');
+  assert.equal(r.json.last_seq, 5);
+  assert.deepEqual(r.json.output, { y: 2 });
+  // A new watcher of the finished run gets the whole history, then the end.
+  const again = await sse(`/v1/runs/${runId}/stream`);
+  assert.equal(again.status, 200);
+  assert.equal(again.headers.get('content-type'), 'text/event-stream');
+  assert.deepEqual(again.events.map((e) => e.id), [1, 2, 3, 4, 5]);
+  assert.ok(again.closedByServer);
+  // Exact wire format of one event.
+  assert.match(again.raw, new RegExp(`^id: 1\nevent: run.created\ndata: \\{[^\n]*"id":"${runId}-1"[^\n]*\\}\n\n`));
+  // 204 for Last-Event-ID = last, via header and via ?after=
+  assert.equal((await sse(`/v1/runs/${runId}/stream`, { headers: { 'Last-Event-ID': '5' } })).status, 204);
+  assert.equal((await sse(`/v1/runs/${runId}/stream?after=5`)).status, 204);
+  // Events endpoint (from the read model when projected, log otherwise)
+  const evs = await call('GET', `/v1/runs/${runId}/events?after=0&limit=100`);
+  assert.ok(evs.status === 200 || evs.status === 503, evs.text);
+});
+
+test('reconnect with Last-Event-ID mid-run gets exactly the missing events; two watchers agree', async () => {
+  const runId = await createRun('manual-a');
+  await sim.whenStarted(runId);
+  await sim.append(runId, 'step.started', { step_id: 's1', kind: 'transform', attempt: 1, input: {} });
+  // Watcher 1 reads up to event 3 and disconnects.
+  const first = await sse(`/v1/runs/${runId}/stream`, { onEvent: (ev) => ev.id === 3 });
+  assert.deepEqual(first.events.map((e) => e.id), [1, 2, 3]);
+  // Meanwhile the run moves on.
+  await sim.append(runId, 'step.completed', { step_id: 's1', attempt: 1, output: {}, duration_ms: 1 });
+  // Resume from 3 (history 4, then live 5..7), with a second independent watcher.
+  let opened = 0;
+  let releaseLive;
+  const bothOpen = new Promise((r) => { releaseLive = r; });
+  const onOpen = () => { if (++opened === 2) releaseLive(); };
+  const resumed = sse(`/v1/runs/${runId}/stream`, { headers: { 'Last-Event-ID': '3' }, onOpen });
+  const other = sse(`/v1/runs/${runId}/stream`, { onOpen });
+  await bothOpen;
+  await sim.append(runId, 'step.started', { step_id: 's2', kind: 'transform', attempt: 1, input: {} });
+  await sim.append(runId, 'step.completed', { step_id: 's2', attempt: 1, output: {}, duration_ms: 1 });
+  await sim.append(runId, 'run.completed', { output: { ok: true } });
+  const [a, b] = await Promise.all([resumed, other]);
+  assert.deepEqual(a.events.map((e) => e.id), [4, 5, 6, 7]);
+  assert.ok(a.closedByServer && b.closedByServer);
+  assert.deepEqual(b.events.map((e) => e.id), [1, 2, 3, 4, 5, 6, 7]);
+  assert.deepEqual(a.events, b.events.slice(3));
+});
+
+test('a watcher of a run with no events yet waits for them; heartbeats while idle', async () => {
+  // Hold the simulator so the run exists (registry) but has no event yet.
+  const release = sim.hold();
+  const runId = await createRun('manual-a');
+  let opened;
+  const isOpen = new Promise((r) => { opened = r; });
+  const stream = sse(`/v1/runs/${runId}/stream`, { onOpen: () => opened() });
+  await isOpen;                      // 200 + headers: registered, nothing to replay
+  release();
+  await sim.whenStarted(runId);
+  // An idle stream gets ": hb" comments (RS_API_SSE_HEARTBEAT_S=1): awaited, not slept.
+  const hb = await sse(`/v1/runs/${runId}/stream?after=2`, { onEvent: (ev, all, res) => res.comments > 0 });
+  assert.ok(hb.comments > 0);
+  assert.equal(hb.events.length, 0);
+  await sim.append(runId, 'run.completed', { output: null });
+  const res = await stream;
+  assert.deepEqual(res.events.map((e) => e.id), [1, 2, 3]);
+  assert.ok(res.closedByServer);
+});
+
+test('Prefer: wait=N -> 200 with the finished run, or 202 on timeout; GET ?wait=N', async () => {
+  const r = await call('POST', '/v1/runs', { body: { agent: 'auto-a', input: {} }, headers: { Prefer: 'wait=10' } });
+  assert.equal(r.status, 200, r.text);
+  assert.equal(r.json.status, 'completed');
+  assert.deepEqual(r.json.output, { x: 1 });
+  const t = await call('POST', '/v1/runs', { body: { agent: 'manual-a', input: {} }, headers: { Prefer: 'wait=1' } });
+  assert.equal(t.status, 202, t.text);
+  const runId = t.json.run_id;
+  await sim.whenStarted(runId);
+  // GET ?wait: parked, answered by the terminal event we append once it is parked.
+  const pending = call('GET', `/v1/runs/${runId}?wait=10`);
+  const cancel = await call('POST', `/v1/runs/${runId}/cancel`, { body: { reason: 'test' } });
+  assert.equal(cancel.status, 202, cancel.text);
+  const g = await pending;
+  assert.equal(g.status, 200, g.text);
+  assert.equal(g.json.status, 'cancelled');
+  // finished run: cancel and signal are 409
+  assertProblem(await call('POST', `/v1/runs/${runId}/cancel`), 409, /already finished/);
+  assertProblem(await call('POST', `/v1/runs/${runId}/signals/go`, { body: { a: 1 } }), 409);
+  // GET ?wait on a finished run answers at once
+  const done = await call('GET', `/v1/runs/${runId}?wait=5`);
+  assert.equal(done.status, 200);
+  // GET ?wait on a run in flight that does not finish: 202 after N
+  const open = await createRun('manual-a');
+  await sim.whenStarted(open);
+  const slow = await call('GET', `/v1/runs/${open}?wait=1`);
+  assert.equal(slow.status, 202, slow.text);
+  assert.equal(slow.json.run_id, open);
+  // signals reach the orchestrator as commands
+  const cmd = sim.nextCommand();
+  const s = await call('POST', `/v1/runs/${open}/signals/approve`, { body: { ok: true } });
+  assert.equal(s.status, 202, s.text);
+  const c = await cmd;
+  assert.equal(c.type, 'signal');
+  assert.equal(c.name, 'approve');
+  assert.deepEqual(c.payload, { ok: true });
+});
+
+test('cross-tenant access is 404 everywhere', async () => {
+  const runId = await createRun('auto-a');
+  await sim.whenStarted(runId);
+  for (const [m, p] of [['GET', `/v1/runs/${runId}`], ['GET', `/v1/runs/${runId}/events`],
+    ['GET', `/v1/runs/${runId}/stream`], ['POST', `/v1/runs/${runId}/cancel`],
+    ['POST', `/v1/runs/${runId}/signals/go`]]) {
+    assertProblem(await call(m, p, { key: keyB, ...(m === 'POST' ? { body: {} } : {}) }), 404);
+  }
+  assertProblem(await call('POST', '/v1/runs', { key: keyB, body: { agent: 'auto-a' } }), 422, /no agent named/);
+});
+
+test('idempotency: same key+body -> same run across an API restart; different body -> 409', async () => {
+  const body = { agent: 'auto-a', input: { order: 42 } };
+  const k = { 'Idempotency-Key': `order-42-${Date.now()}` };
+  const a = await call('POST', '/v1/runs', { body, headers: k });
+  assert.equal(a.status, 202, a.text);
+  const b = await call('POST', '/v1/runs', { body: { input: { order: 42 }, agent: 'auto-a' }, headers: k });
+  assert.equal(b.json.run_id, a.json.run_id);
+  // Graceful restart: SIGTERM while a stream is open and a request is
+  // parked: the stream ends cleanly, the waiter gets its 202, exit 0.
+  const open = await createRun('manual-a');
+  await sim.whenStarted(open);
+  let streamOpen;
+  const opened = new Promise((r) => { streamOpen = r; });
+  const stream = sse(`/v1/runs/${open}/stream`, { onOpen: () => streamOpen() });
+  await opened;
+  const parked = call('GET', `/v1/runs/${open}?wait=30`);
+  await waitFor('the waiter to be parked', async () =>
+    /^rs_api_waiters 1$/m.test(await (await fetch(`${base}/metrics`)).text()));
+  const exit = await api.kill('SIGTERM');
+  assert.equal(exit.code, 0, logTail(api));
+  const [st, pw] = await Promise.all([stream, parked]);
+  assert.ok(st.closedByServer);
+  assert.deepEqual(st.events.map((e) => e.id), [1, 2]);
+  assert.equal(pw.status, 202, pw.text);
+  assert.equal(pw.json.run_id, open);
+  api = await startApi();
+  const c = await call('POST', '/v1/runs', { body, headers: k });
+  assert.equal(c.status, 202, c.text);
+  assert.equal(c.json.run_id, a.json.run_id);
+  const d = await call('POST', '/v1/runs', { body: { agent: 'auto-a', input: { order: 43 } }, headers: k });
+  assertProblem(d, 409, /different request body/);
+  // The run was started once: its history has exactly one run.created.
+  const h = await sse(`/v1/runs/${a.json.run_id}/stream`);
+  assert.equal(h.events.filter((e) => e.event === 'run.created').length, 1);
+});
+
+test('Postgres down: reads 503 with Retry-After; creation, SSE still work', async () => {
+  await stack.pg.stop();
+  try {
+    const list = await call('GET', '/v1/runs');
+    assertProblem(list, 503);
+    assert.ok(Number(list.headers.get('retry-after')) > 0);
+    const created = await call('POST', '/v1/runs', { body: { agent: 'auto-a', input: {} } });
+    assert.equal(created.status, 202, created.text);
+    await sim.whenStarted(created.json.run_id);
+    const one = await call('GET', `/v1/runs/${created.json.run_id}`);
+    assertProblem(one, 503);
+    assert.ok(one.headers.get('retry-after'));
+    const s = await sse(`/v1/runs/${created.json.run_id}/stream`);
+    assert.deepEqual(s.events.map((e) => e.id), [1, 2, 3, 4, 5]);
+    // Waiting still answers (from the log) while the read models are down.
+    const w = await call('POST', '/v1/runs', { body: { agent: 'auto-a', input: {} }, headers: { Prefer: 'wait=10' } });
+    assert.equal(w.status, 200, w.text);
+    assert.equal(w.json.status, 'completed');
+  } finally {
+    await stack.pg.start();
+  }
+  const back = await call('GET', '/v1/runs?limit=5');
+  assert.equal(back.status, 200, back.text);
+  assert.ok(Array.isArray(back.json.runs));
+});
+
+test('with the real orchestrator and projector: wait=N, steps from Postgres, events = stream', async () => {
+  // A separate world: the simulator above must not compete for CMDS.
+  const world = await startStack({ pg: true });
+  const r = runctl(['keys', 'create', '--tenant', 'acme'], world.env);
+  assert.equal(r.code, 0, r.stderr);
+  const key = r.stdout.trim().split('\n').pop().trim();
+  const oport = await freePort();
+  await startService('orchestrator', { ...world.env, RS_ORCHESTRATOR_OPS_PORT: String(oport), RS_INSTANCE_ID: 'orch-api' }, oport);
+  const pport = await freePort();
+  await startService('projector', { ...world.env, RS_PROJECTOR_OPS_PORT: String(pport) }, pport);
+  const aport = await freePort();
+  await startService('api', { ...world.env, RS_API_PORT: String(aport) }, aport);
+  const u = `http://127.0.0.1:${aport}`;
+  const h = { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' };
+  const def = { name: 'two', steps: [
+    { id: 'a', kind: 'transform', value: { doubled: 2 }, next: 'b' },
+    { id: 'b', kind: 'transform', value: { done: true } }] };
+  const pa = await fetch(`${u}/v1/agents`, { method: 'POST', headers: h, body: JSON.stringify(def) });
+  assert.equal(pa.status, 201, await pa.text());
+  const res = await fetch(`${u}/v1/runs`, { method: 'POST', headers: { ...h, Prefer: 'wait=20' }, body: JSON.stringify({ agent: 'two', input: { n: 1 } }) });
+  const run = await res.json();
+  assert.equal(res.status, 200, JSON.stringify(run));
+  assert.equal(run.status, 'completed');
+  assert.equal(run.projection, undefined, 'served from the read model, not the log fallback');
+  assert.deepEqual(run.steps.map((s) => [s.step_id, s.status]), [['a', 'completed'], ['b', 'completed']]);
+  assert.deepEqual(run.input, { n: 1 });
+  // The events endpoint (Postgres) and the stream (log) carry the same CloudEvents.
+  const ev = await (await fetch(`${u}/v1/runs/${run.run_id}/events?after=0&limit=100`, { headers: h })).json();
+  const st = await fetch(`${u}/v1/runs/${run.run_id}/stream`, { headers: h });
+  const parsed = parseSse(await st.text());
+  assert.deepEqual(ev.events, parsed.events.map((e) => e.data));
+  assert.equal(ev.next_after, run.last_seq);
+  // List: newest first; the cursor continues without overlap; filters.
+  for (let i = 0; i < 3; i++) {
+    const c = await fetch(`${u}/v1/runs`, { method: 'POST', headers: { ...h, Prefer: 'wait=20' }, body: JSON.stringify({ agent: 'two', input: { i } }) });
+    assert.equal(c.status, 200);
+  }
+  const p1 = await (await fetch(`${u}/v1/runs?limit=2`, { headers: h })).json();
+  assert.equal(p1.runs.length, 2);
+  const p2 = await (await fetch(`${u}/v1/runs?limit=2&after=${p1.next_after}`, { headers: h })).json();
+  const ids = [...p1.runs, ...p2.runs].map((x) => x.run_id);
+  assert.equal(new Set(ids).size, 4);
+  assert.deepEqual(ids, [...ids].sort().reverse());
+  const f = await (await fetch(`${u}/v1/runs?status=completed&agent=two&limit=100`, { headers: h })).json();
+  assert.equal(f.runs.length, 4);
+  assert.equal(f.next_after, null);
+  const none = await (await fetch(`${u}/v1/runs?status=failed`, { headers: h })).json();
+  assert.deepEqual(none.runs, []);
+});
+
+test('ops endpoints on the same port', async () => {
+  assert.equal((await fetch(`${base}/healthz`)).status, 200);
+  assert.equal((await fetch(`${base}/readyz`)).status, 200);
+  const m = await (await fetch(`${base}/metrics`)).text();
+  assert.match(m, /rs_api_runs_created_total/);
+});
