@@ -39,7 +39,7 @@ async function main() {
   const publishS = (Date.now() - t) / 1000;
 
   if (process.env.BENCH_PGLOG) {
-    q("ALTER SYSTEM SET log_min_duration_statement = 20");
+    q(`ALTER SYSTEM SET log_min_duration_statement = ${Number.isNaN(parseInt(process.env.BENCH_PGLOG, 10)) ? 20 : parseInt(process.env.BENCH_PGLOG, 10)}`);
     q("SELECT pg_reload_conf()");
     console.error(`pg log: ${path.join(stack.pg.dir, 'pg.log')}`);
   }
@@ -57,6 +57,10 @@ async function main() {
   const metric = (re) => parseFloat((metrics.match(re) || [])[1] || 'NaN');
   const batches = metric(/rs_projector_batch_seconds_count\{projection="runs"\} (\S+)/);
   const batchS = metric(/rs_projector_batch_seconds_sum\{projection="runs"\} (\S+)/);
+  // CPU the projector used (user + system, clock ticks of 10 ms): tells a
+  // client-bound projector from one waiting on Postgres or NATS.
+  const stat = fs.readFileSync(`/proc/${p.pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  const projCpuS = (parseInt(stat[11], 10) + parseInt(stat[12], 10)) / 100;
   await p.kill('SIGTERM');
 
   // The same rows, COPYed raw into fresh tables of the same shape.
@@ -77,13 +81,13 @@ async function main() {
 
   const out = {
     runs: N, window: W, events: last, batch: parseInt(env.RS_PROJECTOR_BATCH || '5000', 10), rows, publish_events_per_s: Math.round(last / publishS),
-    projector_s: projS, batches, batch_commit_s: +batchS.toFixed(3), projector_events_per_s: Math.round(last / projS),
+    projector_s: projS, batches, batch_commit_s: +batchS.toFixed(3), projector_events_per_s: Math.round(last / projS), projector_cpu_s: projCpuS,
     copy_s: copyS, copy_events_per_s: Math.round(last / copyS),
     ratio: +(copyS / projS).toFixed(3),
   };
   console.log(JSON.stringify(out));
   await nc.close();
-  if (!process.env.BENCH_PGLOG) await stopAll();
+  await stopAll(); // the Postgres log (BENCH_PGLOG) stays in its directory
 }
 
 main().catch(async (e) => { console.error(e); await stopAll(); process.exit(1); });

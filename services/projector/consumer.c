@@ -10,6 +10,12 @@
  * the checkpoint past them. Postgres down: the batch is kept (unacked,
  * marked in progress so the server does not redeliver it) and retried with
  * capped exponential back-off until it commits.
+ *
+ * Only the instance holding the leader lock (leader.c) touches the
+ * consumers and commits: the loop stands down (drops its subscription,
+ * leaves the durable to the new leader) when the leadership generation
+ * changes, and every batch transaction checks the lock in pg_locks under
+ * the checkpoint row lock (the fence) before it writes anything.
  */
 #include "service.h"
 #include "rs_log.h"
@@ -173,13 +179,57 @@ consumer_setup(rs_proj_consumer *pc)
 	return RS_OK;
 }
 
+/* Inside a transaction: take the batch lock (if any), then lock the
+ * checkpoint row and check that our leader lock is still held (the fence).
+ * The row lock serialises batches of the projection across processes, so a
+ * deposed leader's last batch and the new leader's first one cannot
+ * interleave: the later one sees the earlier one's checkpoint and skips.
+ * RS_ECONFLICT: not (or no longer) the leader. */
+static rs_status
+lock_checkpoint(rs_proj_consumer *pc, uint64_t *seq)
+{
+	char lockbuf[24], pidbuf[24], keybuf[24];
+	const char *p[3] = { pc->name, pidbuf, keybuf };
+	PGresult *r = NULL;
+	rs_status st;
+	int held;
+
+	if (pc->lock_key != 0) {
+		/* Serialises with a rebuild's swap: taken before reading the
+		 * checkpoint, so after a swap we see the rebuilt one. */
+		snprintf(lockbuf, sizeof(lockbuf), "%" PRId64, pc->lock_key);
+		p[0] = lockbuf;
+		st = exec1(pc->pg, "SELECT pg_advisory_xact_lock($1::bigint)", 1, p, NULL);
+		p[0] = pc->name;
+		if (st != RS_OK)
+			return st;
+	}
+	snprintf(pidbuf, sizeof(pidbuf), "%" PRIu64, pc->gen & 0xffffffffu);
+	snprintf(keybuf, sizeof(keybuf), "%lld", RS_PROJ_LOCK_LEADER);
+	st = exec1(pc->pg, "SELECT last_seq, EXISTS (SELECT 1 FROM pg_locks WHERE "
+	                   "locktype = 'advisory' AND granted AND pid = $2::int AND objsubid = 1 "
+	                   "AND ((classid::bigint << 32) | objid::bigint) = $3::bigint) "
+	                   "FROM projection_checkpoints WHERE projection = $1 "
+	                   "FOR UPDATE OF projection_checkpoints", 3, p, &r);
+	if (st != RS_OK)
+		return st;
+	*seq = PQntuples(r) == 1 ? strtoull(PQgetvalue(r, 0, 0), NULL, 10) : 0;
+	held = PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 1), "t") == 0;
+	PQclear(r);
+	if (!held || rs_proj_leader_gen(pc->leader) != pc->gen) {
+		rs_warn("projector %s: leader lock not held by this instance; not committing", pc->name);
+		return RS_ECONFLICT;
+	}
+	return RS_OK;
+}
+
 /* One transaction: lock, checkpoint, rows, checkpoint. *committed_to is the
  * new checkpoint. msgs are in stream order. */
 static rs_status
 txn_apply(rs_proj_consumer *pc, const rs_proj_msg *msgs, size_t n, rs_proj_result *res,
           uint64_t *committed_to)
 {
-	char seqbuf[24], lockbuf[24], tbuf[40];
+	char seqbuf[24], tbuf[40];
 	const char *p[3];
 	uint64_t cp;
 	size_t first = 0;
@@ -188,15 +238,7 @@ txn_apply(rs_proj_consumer *pc, const rs_proj_msg *msgs, size_t n, rs_proj_resul
 
 	if ((st = exec1(pc->pg, "BEGIN", 0, NULL, NULL)) != RS_OK)
 		return st;
-	if (pc->lock_key != 0) {
-		/* Serialises with a rebuild's swap: taken before reading the
-		 * checkpoint, so after a swap we see the rebuilt one. */
-		snprintf(lockbuf, sizeof(lockbuf), "%" PRId64, pc->lock_key);
-		p[0] = lockbuf;
-		if ((st = exec1(pc->pg, "SELECT pg_advisory_xact_lock($1::bigint)", 1, p, NULL)) != RS_OK)
-			goto rollback;
-	}
-	if ((st = read_checkpoint(pc, &cp)) != RS_OK)
+	if ((st = lock_checkpoint(pc, &cp)) != RS_OK)
 		goto rollback;
 	while (first < n && msgs[first].seq <= cp)
 		first++;
@@ -237,12 +279,15 @@ dead_txn(rs_proj_consumer *pc, const rs_proj_msg *m, const rs_proj_result *one,
 {
 	char seqbuf[24];
 	const char *p[2] = { pc->name, seqbuf };
+	uint64_t cp;
 	rs_status st;
 
 	snprintf(seqbuf, sizeof(seqbuf), "%" PRIu64, m->seq);
 	if ((st = exec1(pc->pg, "BEGIN", 0, NULL, NULL)) != RS_OK)
 		return st;
-	st = rs_proj_store_dead(pc->pg, pc->dlq_source, one);
+	st = lock_checkpoint(pc, &cp);
+	if (st == RS_OK)
+		st = rs_proj_store_dead(pc->pg, pc->dlq_source, one);
 	if (st == RS_OK)
 		st = exec1(pc->pg, "UPDATE projection_checkpoints SET last_seq = $2, updated_at = now() "
 		                   "WHERE projection = $1 AND last_seq < $2", 2, p, NULL);
@@ -301,6 +346,8 @@ commit_batch(rs_proj_consumer *pc, natsMsgList *list, const rs_proj_msg *msgs, s
 	rs_status st;
 
 	for (;;) {
+		if (rs_proj_leader_gen(pc->leader) != pc->gen)
+			return RS_ECONFLICT; /* deposed: the batch is the new leader's */
 		if ((st = pg_ensure(pc)) == RS_OK) {
 			int64_t t0 = rs_mono_us();
 
@@ -316,7 +363,7 @@ commit_batch(rs_proj_consumer *pc, natsMsgList *list, const rs_proj_msg *msgs, s
 				rs_metric_observe(pc->m_batch_s, (double)(rs_mono_us() - t0) / 1e6);
 				return RS_OK;
 			}
-			if (st == RS_ENOMEM)
+			if (st == RS_ENOMEM || st == RS_ECONFLICT)
 				return st;
 			pg_drop(pc);
 		}
@@ -397,6 +444,35 @@ process(rs_proj_consumer *pc, natsMsgList *list)
 	return st;
 }
 
+/* Where the consumer starts: the checkpoint as committed now (another
+ * instance may have moved it while this one stood by). */
+static rs_status
+restart_point(rs_proj_consumer *pc)
+{
+	uint64_t seq;
+	rs_status st = read_checkpoint(pc, &seq);
+
+	if (st == RS_OK)
+		atomic_store(&pc->applied_seq, seq);
+	else if (st == RS_EUNAVAIL)
+		pg_drop(pc);
+	return st;
+}
+
+/* Leadership changed: forget the subscription (the durable is the
+ * leader's to recreate) and any batch it delivered, unacked. */
+static void
+stand_down(rs_proj_consumer *pc)
+{
+	if (pc->sub != NULL) {
+		rs_info("projector %s: not the leader; consumer stopped", pc->name);
+		natsSubscription_Destroy(pc->sub);
+		pc->sub = NULL;
+	}
+	pc->gen = 0;
+	atomic_store(&pc->running, 0);
+}
+
 static void *
 consumer_main(void *arg)
 {
@@ -406,11 +482,22 @@ consumer_main(void *arg)
 	while (!atomic_load(pc->stop)) {
 		natsMsgList list = { 0 };
 		jsErrCode jerr = 0;
+		uint64_t gen = rs_proj_leader_gen(pc->leader);
 		natsStatus s;
 		rs_status st;
 
+		if (gen != pc->gen)
+			stand_down(pc);
+		if (gen == 0) {
+			sleep_ms(100);
+			continue;
+		}
 		if (pc->sub == NULL) {
-			if (pg_ensure(pc) != RS_OK || consumer_setup(pc) != RS_OK) {
+			/* Set up under this generation: the fence checks its pid. */
+			pc->gen = gen;
+			if (pg_ensure(pc) != RS_OK || restart_point(pc) != RS_OK ||
+			    consumer_setup(pc) != RS_OK) {
+				pc->gen = 0;
 				backoff(pc, &wait);
 				continue;
 			}
@@ -441,7 +528,9 @@ consumer_main(void *arg)
 		wait = BACKOFF_MIN_MS;
 		st = process(pc, &list);
 		natsMsgList_Destroy(&list);
-		if (st == RS_ENOMEM) {
+		if (st == RS_ECONFLICT) {
+			stand_down(pc);
+		} else if (st == RS_ENOMEM) {
 			rs_error("projector %s: out of memory applying a batch; retrying", pc->name);
 			natsSubscription_Destroy(pc->sub);
 			pc->sub = NULL; /* recreate at the checkpoint: nothing is lost */

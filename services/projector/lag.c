@@ -8,6 +8,10 @@
  * (or of the stream's first message if nothing was applied yet). An idle,
  * caught-up projection is 0 s behind however old its last event is.
  * The ops thread reads only atomics here (rs_ready_fn must not block).
+ *
+ * A standby (leader.c) applies nothing: it exports 0 lag (the leader
+ * reports the real figure, and max() over instances stays right) and is
+ * ready while NATS and its Postgres lock connection are up.
  */
 #include "service.h"
 #include "rs_log.h"
@@ -21,6 +25,7 @@
 
 struct rs_proj_lag {
 	rs_nats *nats;
+	rs_proj_leader *leader;
 	rs_proj_consumer *pcs;
 	int npcs;
 	int64_t max_lag_s;
@@ -44,14 +49,15 @@ poll_once(rs_proj_lag *l)
 		uint64_t applied = atomic_load(&pc->applied_seq), pending = 0;
 		int64_t behind_ms = 0, ts;
 
-		if (!atomic_load(&pc->pg_up))
+		if (!atomic_load(&pc->pg_up) && rs_proj_leader_gen(l->leader) != 0)
 			all_pg = 0;
 		if (js_GetStreamInfo(&si, l->nats->js, pc->stream, NULL, &jerr) != NATS_OK) {
 			atomic_store(&l->nats_ok, 0);
 			continue;
 		}
 		atomic_store(&l->nats_ok, 1);
-		if (si->State.LastSeq > applied)
+		/* A standby has nothing of its own pending. */
+		if (si->State.LastSeq > applied && rs_proj_leader_gen(l->leader) != 0)
 			pending = si->State.LastSeq - applied;
 		if (pending > 0) {
 			ts = atomic_load(&pc->applied_ts_ms);
@@ -68,7 +74,7 @@ poll_once(rs_proj_lag *l)
 		rs_metric_set(l->m_secs[i], (double)behind_ms / 1000.0);
 		rs_metric_set(l->m_seq[i], (double)applied);
 	}
-	rs_metric_set(l->m_pg, all_pg ? 1 : 0);
+	rs_metric_set(l->m_pg, all_pg && rs_proj_leader_pg_up(l->leader) ? 1 : 0);
 }
 
 static void *
@@ -88,7 +94,7 @@ lag_main(void *arg)
 
 rs_status
 rs_proj_lag_start(rs_proj_lag **out, rs_nats *n, rs_proj_consumer *pcs, int npcs,
-                  int64_t max_lag_s)
+                  int64_t max_lag_s, rs_proj_leader *leader)
 {
 	rs_proj_lag *l;
 
@@ -97,6 +103,7 @@ rs_proj_lag_start(rs_proj_lag **out, rs_nats *n, rs_proj_consumer *pcs, int npcs
 	if ((l = calloc(1, sizeof(*l))) == NULL)
 		return RS_ENOMEM;
 	l->nats = n;
+	l->leader = leader;
 	l->pcs = pcs;
 	l->npcs = npcs;
 	l->max_lag_s = max_lag_s;
@@ -129,6 +136,12 @@ rs_proj_lag_ready(void *arg, char *why, size_t cap)
 		snprintf(why, cap, "NATS unavailable");
 		return 0;
 	}
+	if (!rs_proj_leader_pg_up(l->leader)) {
+		snprintf(why, cap, "Postgres unavailable (leader lock connection)");
+		return 0;
+	}
+	if (rs_proj_leader_gen(l->leader) == 0)
+		return 1; /* a hot standby is healthy: rs_projector_leader 0 says which */
 	for (int i = 0; i < l->npcs; i++) {
 		rs_proj_consumer *pc = &l->pcs[i];
 		int64_t ms = atomic_load(&l->lag_ms[i]);

@@ -1,6 +1,7 @@
 /*
- * main.c - rs-projector: wiring only. Configuration, the three projection
- * consumers (runs, agents, presence), lag/readiness, ops endpoints, signals.
+ * main.c - rs-projector: wiring only. Configuration, the leader lock (one
+ * active instance, the others stand by), the three projection consumers
+ * (runs, agents, presence), lag/readiness, ops endpoints, signals.
  * `rs-projector --rebuild` rebuilds the run tables instead (rebuild.c).
  *
  * Environment (besides the common RS_* of rs_config.h):
@@ -57,6 +58,7 @@ main(int argc, char **argv)
 	static atomic_int stop;
 	static rs_proj_consumer pcs[3];
 	rs_proj_lag *lag = NULL;
+	rs_proj_leader *leader = NULL;
 	rs_ops ops = { "projector", rs_proj_lag_ready, NULL };
 	rs_ops_server *srv = NULL;
 	sigset_t sigs;
@@ -92,13 +94,17 @@ main(int argc, char **argv)
 		.filter = "$KV.presence.>", .durable = "projector-presence",
 		.dlq_source = "projector.presence", .apply = rs_proj_presence_apply,
 		.presence_ttl_s = cfg.presence_ttl_s };
+	/* Consumers wait for this lock before they touch JetStream. */
+	if (rs_proj_leader_start(&leader, cfg.base.pg_url, RS_PROJ_LOCK_LEADER) != RS_OK)
+		goto out;
 	for (int i = 0; i < 3; i++) {
+		pcs[i].leader = leader;
 		pcs[i].batch = (int)cfg.batch;
 		pcs[i].pg_url = cfg.base.pg_url;
 		pcs[i].nats = &nats;
 		pcs[i].stop = &stop;
 	}
-	if (rs_proj_lag_start(&lag, &nats, pcs, 3, cfg.max_lag_s) != RS_OK)
+	if (rs_proj_lag_start(&lag, &nats, pcs, 3, cfg.max_lag_s, leader) != RS_OK)
 		goto out;
 	ops.arg = lag;
 	if (rs_ops_server_start(&srv, cfg.base.listen_addr, (int)cfg.base.ops_port, &ops) != RS_OK)
@@ -118,6 +124,8 @@ out:
 		rs_proj_consumer_join(&pcs[i]);
 	rs_ops_server_stop(srv);
 	rs_proj_lag_stop(lag);
+	/* Last: the lock goes only after every batch is committed. */
+	rs_proj_leader_stop(leader);
 	rs_nats_close(&nats, cfg.base.shutdown_grace_ms / 4);
 	nats_Close();
 	if (rc == 0)

@@ -1,6 +1,7 @@
 /*
  * service.h - the live rs-projector process: one consumer thread per
- * projection (consumer.c) and the lag/readiness monitor (lag.c).
+ * projection (consumer.c), the single-active-instance lock (leader.c) and
+ * the lag/readiness monitor (lag.c).
  * Not part of the rsprojector library runctl links.
  */
 #ifndef RS_PROJECTOR_SERVICE_H
@@ -10,6 +11,26 @@
 #include <stdatomic.h>
 #include "projector.h"
 #include "rs_metrics.h"
+
+/* The session advisory lock that makes one rs-projector the active one
+ * (leader.c). Distinct from RS_PROJ_LOCK_RUNS (per batch) and the
+ * migration lock. */
+#define RS_PROJ_LOCK_LEADER 1383232885LL
+
+typedef struct rs_proj_leader rs_proj_leader;
+
+/* Start the thread that takes and watches the lock on its own connection
+ * (a standby retries every second). *out owned by the caller. */
+rs_status rs_proj_leader_start(rs_proj_leader **out, const char *pg_url, int64_t key);
+/* 0 while this process does not hold the lock; otherwise a value that
+ * changes with every acquisition, whose low 32 bits are the backend pid of
+ * the lock connection (the fence of each batch). */
+uint64_t rs_proj_leader_gen(const rs_proj_leader *l);
+/* 1 while the lock connection is up (leader or standby). */
+int rs_proj_leader_pg_up(const rs_proj_leader *l);
+/* Stop the thread and close the connection (releases the lock). Call after
+ * the consumers have been joined. */
+void rs_proj_leader_stop(rs_proj_leader *l);
 
 typedef rs_status (*rs_proj_apply_fn)(PGconn *c, const rs_proj_msg *msgs, size_t n,
                                       rs_proj_result *res);
@@ -30,6 +51,7 @@ typedef struct {
 	const char *pg_url;
 	rs_nats *nats;
 	atomic_int *stop;
+	rs_proj_leader *leader;  /* apply only while it is held */
 
 	/* state, read by lag.c from another thread */
 	atomic_uint_least64_t applied_seq;   /* checkpoint committed */
@@ -41,6 +63,7 @@ typedef struct {
 	pthread_t th;
 	PGconn *pg;
 	natsSubscription *sub;
+	uint64_t gen;            /* leadership generation the consumer was set up under */
 	rs_metric *m_applied, *m_dead, *m_batches, *m_batch_s, *m_pg_retries;
 } rs_proj_consumer;
 
@@ -54,7 +77,7 @@ typedef struct rs_proj_lag rs_proj_lag;
  * readiness fails when a projection's seconds behind exceed max_lag_s or
  * Postgres is down. */
 rs_status rs_proj_lag_start(rs_proj_lag **out, rs_nats *n, rs_proj_consumer *pcs, int npcs,
-                            int64_t max_lag_s);
+                            int64_t max_lag_s, rs_proj_leader *leader);
 int rs_proj_lag_ready(void *arg, char *why, size_t cap);   /* rs_ready_fn */
 void rs_proj_lag_stop(rs_proj_lag *l);
 

@@ -44,6 +44,7 @@ function makeSim() {
   const seqs = new Map();      // run_id -> last runseq
   const tenants = new Map();   // run_id -> tenant
   const started = new Map();   // run_id -> resolve fns awaiting the start
+  const startDone = new Set(); // run_ids whose start events are all stored
   const waiters = [];
   const jc = JSONCodec();
   let stopped = false;
@@ -78,6 +79,7 @@ function makeSim() {
         await append(c.run_id, 'step.completed', { step_id: 's1', attempt: 1, output: { x: 1 }, duration_ms: 1 });
         await append(c.run_id, 'run.completed', { output: { x: 1 } });
       }
+      startDone.add(c.run_id);
       const w = started.get(c.run_id);
       if (w) { started.delete(c.run_id); w(); }
     } else if (c.type === 'cancel') {
@@ -96,7 +98,8 @@ function makeSim() {
     lastSeq: (runId) => seqs.get(runId) || 0,
     // resolves when the run's start command was processed (events 1-2 on the log)
     whenStarted(runId) {
-      if (seqs.has(runId)) return Promise.resolve();
+      // Not seqs: that is set when the first append begins, before it is stored.
+      if (startDone.has(runId)) return Promise.resolve();
       return new Promise((resolve) => started.set(runId, resolve));
     },
     // Pause command processing until the returned function is called.

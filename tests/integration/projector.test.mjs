@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { connect, headers, StringCodec } from 'nats';
 import {
-  startStack, startService, startProcess, stopAll, waitFor, freePort, bin, logTail,
+  startStack, startService, startProcess, stopAll, waitFor, freePort, bin, logTail, runctl,
 } from '../lib/stack.mjs';
 import { runMessages, publishAll, interleave, cloudEvent, uuid, eventHeaders, SHAPES } from '../../bench/projector/events.mjs';
 
@@ -257,5 +257,60 @@ test('rebuild while live: publishing continues, live projector continues into th
   assert.equal(checksum(w), live);
   assert.equal(w.q("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'rebuild_%' OR nspname LIKE 'retired_%'"), '0');
   assert.equal(w.proj.proc.exitCode, null);
+  await w.nc.close();
+});
+
+// The leader lock (services/projector/leader.c): one instance applies, the
+// other stands by, ready, with rs_projector_leader 0.
+async function leaderOf(port) {
+  const m = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  return parseInt((m.match(/^rs_projector_leader (\S+)/m) || [])[1] ?? '-1', 10);
+}
+
+test('two projectors: one leads, the standby takes over after kill -9, tables equal a rebuild', async () => {
+  const w = await world({ RS_PROJECTOR_BATCH: '200' });
+  const a = await w.startProjector();
+  assert.equal(await leaderOf(w.port), 1);
+  const portB = await freePort();
+  const b = await startService('projector', { ...w.env, RS_PROJECTOR_OPS_PORT: String(portB) }, portB);
+  const ready = await fetch(`http://127.0.0.1:${portB}/readyz`);
+  assert.equal(ready.status, 200, 'a hot standby is ready');
+  assert.equal(await leaderOf(portB), 0);
+  const { runs, msgs } = manyRuns(3500);
+  const total = msgs.length;
+  const feeding = publishAll(w.js, headers, msgs);
+  await waitFor('leader applying', () => w.checkpoint() > 0, 30000, 5);
+  await a.kill('SIGKILL');
+  const at = w.checkpoint();
+  const killedAt = Date.now();
+  await waitFor('standby takes the lock', async () => (await leaderOf(portB)) === 1, 15000, 50);
+  const takeoverMs = Date.now() - killedAt;
+  assert.ok(takeoverMs < 10000, `takeover took ${takeoverMs} ms`);
+  await feeding;
+  assert.ok(at < total, `killed at ${at} of ${total}: not mid-stream`);
+  await w.caughtUp(120000);
+  assertConsistent(w, runs.length, total);
+  assert.equal(w.q('SELECT count(*) FROM dead_letters'), '0');
+  const live = checksum(w);
+  const r = await rebuild(w.env);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(checksum(w), live);
+  assert.equal(b.proc.exitCode, null, logTail(b));
+  await w.nc.close();
+});
+
+test('runctl projector rebuild from the build tree finds rs-projector and swaps', async () => {
+  const w = await world();
+  await w.startProjector();
+  const { runs, msgs } = manyRuns(200);
+  await publishAll(w.js, headers, msgs);
+  await w.caughtUp();
+  const live = checksum(w);
+  // RS_PROJECTOR_BIN empty = unset: runctl must find ../services/projector/rs-projector.
+  const r = runctl(['projector', 'rebuild'], { ...w.env, RS_PROJECTOR_BIN: '' }, { timeout: 120000 });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, new RegExp(`rebuilt ${msgs.length} events`));
+  assert.equal(checksum(w), live);
+  assertConsistent(w, runs.length, msgs.length);
   await w.nc.close();
 });

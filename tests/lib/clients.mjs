@@ -4,6 +4,14 @@
 import EventSource from 'eventsource';
 import WebSocket from 'ws';
 
+// Every client opened here, so a test can close them all (an EventSource
+// left open reconnects forever and keeps the process alive).
+const open = new Set();
+export function closeAllClients() {
+  for (const c of open) { try { c.close(); } catch { /* already closed */ } }
+  open.clear();
+}
+
 export function apiClient(baseUrl, apiKey) {
   return async function call(method, path, body, headers = {}) {
     const res = await fetch(baseUrl + path, {
@@ -28,6 +36,7 @@ export function watch(baseUrl, apiKey, runId, { lastEventId } = {}) {
   const headers = { Authorization: `Bearer ${apiKey}` };
   if (lastEventId !== undefined) headers['Last-Event-ID'] = String(lastEventId);
   const es = new EventSource(`${baseUrl}/v1/runs/${runId}/stream`, { headers });
+  open.add(es);
   const events = [];
   const waiters = [];
   const terminal = new Set(['run.completed', 'run.failed', 'run.cancelled', 'run.timed_out']);
@@ -40,7 +49,8 @@ export function watch(baseUrl, apiKey, runId, { lastEventId } = {}) {
     'run.completed', 'run.failed', 'run.cancelled', 'run.timed_out', 'llm.delta', 'llm.message'];
   for (const t of types) {
     es.addEventListener(t, (e) => {
-      const ev = { id: Number(e.lastEventId), type: e.type, data: JSON.parse(e.data) };
+      const ce = JSON.parse(e.data); // the CloudEvent, on one line
+      const ev = { id: Number(e.lastEventId), type: e.type, data: ce.data, ce };
       events.push(ev);
       for (const w of waiters.splice(0)) w();
       if (terminal.has(e.type)) { es.close(); resolveDone(events); }
@@ -75,6 +85,7 @@ export function watch(baseUrl, apiKey, runId, { lastEventId } = {}) {
 // return a promise. `calls` records every tool.call frame received.
 export function device(url, { deviceId, token, tools, handlers = {}, autoAnswer = true }) {
   const ws = new WebSocket(url, 'runstream.device.v1');
+  open.add(ws);
   const calls = [];
   const frames = [];
   const waiters = [];

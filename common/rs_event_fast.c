@@ -1,0 +1,1348 @@
+/*
+ * rs_event_fast.c - a single-pass decoder for run events, beside the strict
+ * one (rs_event.c), for bulk reading: `runctl replay --file` must decode and
+ * reduce >= 1M events/s, and rs_event_decode spends most of its time
+ * building a jansson tree of the whole CloudEvent and copying out of it.
+ *
+ * Why a second decoder and not a faster first one: rs_event_decode is the
+ * contract (its error texts name the field, its checks are the spec) and is
+ * easy to read and change; this file is a cache in front of it. It scans the
+ * envelope in place (strings are slices of the input scanned 16 bytes at a
+ * time, keys are first tried in the sorted order producers write them, the
+ * RFC 3339 time is parsed inline, the id is compared without formatting),
+ * decodes data with field tables in the rs_field format - in the same pass,
+ * with the type guessed from the end of the line - and builds json_t values
+ * only for the free-form members (input, output, args, payload, ...),
+ * directly, without jansson's lexer.
+ *
+ * The rule that keeps it correct: this file never rejects anything. Any
+ * doubt - an escape other than the simple ones, a \u escape, a key it does
+ * not know (extension attributes, a data field added later), an event type
+ * it has no table for, a number that is not a plain integer or real, and
+ * every kind of invalid input - returns "doubt", and the whole buffer goes
+ * to rs_event_decode, which then accepts or rejects with its own words. So
+ * only the accepting side has to match the strict decoder exactly:
+ *  - the JSON must be what jansson accepts with JSON_REJECT_DUPLICATES
+ *    (grammar, UTF-8 validity, no control characters, no duplicate keys,
+ *    integers that fit, reals that do not overflow) nested no deeper than
+ *    RS_JSON_MAX_DEPTH;
+ *  - envelope_decode's and the field tables' checks, one by one.
+ * tests/unit/test_event_fast.c checks both decoders agree on the fixtures,
+ * the recorded histories and thousands of mutations of them.
+ *
+ * The data tables below copy rs_event.c's (which are static there). A
+ * table that drifts from rs_event.c can only make this file fall back more
+ * often (a field it does not know) or, for a field that became required or
+ * stricter, accept what rs_event_decode rejects: the differential test
+ * drops and retypes every data field of every fixture to catch that.
+ */
+#include "rs_event_fast.h"
+
+#include <errno.h>
+#include <locale.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rs_id.h"
+#include "rs_json.h"
+
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
+#define EV_RUNSEQ_MAX 2147483647LL
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+static _Thread_local rs_event_fast_stats stats;
+
+void
+rs_event_fast_get_stats(rs_event_fast_stats *out)
+{
+	*out = stats;
+}
+
+/* ---- the data tables (copies of rs_event.c's, same rs_field format) ----
+ * Each sorted by name, unlike rs_event.c's: producers write data with
+ * sorted keys, so the next key is almost always the next entry and the
+ * lookup in object_fields starts there. */
+
+#define REQ(T, m, kind, min) { #m, kind, 0, offsetof(T, m), min }
+#define OPT(T, m, kind, min) { #m, kind, 1, offsetof(T, m), min }
+
+static const rs_field f_err[] = {  /* + "class", handled by name */
+	REQ(rs_err, code, RS_F_STR, 1),
+	REQ(rs_err, message, RS_F_STR, 0),
+	REQ(rs_err, retryable, RS_F_BOOL, 0),
+	OPT(rs_err, step_id, RS_F_STR, 1),
+};
+static const rs_field f_run_created[] = {
+	REQ(rs_ev_run_created, agent, RS_F_STR, 1),
+	OPT(rs_ev_run_created, idempotency_key, RS_F_STR, 1),
+	REQ(rs_ev_run_created, input, RS_F_OBJECT, 0),
+	OPT(rs_ev_run_created, max_steps, RS_F_INT, 1),
+	OPT(rs_ev_run_created, timeout_s, RS_F_INT, 1),
+	REQ(rs_ev_run_created, version, RS_F_STR, 1),
+};
+static const rs_field f_run_started[] = {
+	OPT(rs_ev_run_started, instance, RS_F_STR, 1),
+};
+static const rs_field f_step_started[] = {
+	REQ(rs_ev_step_started, attempt, RS_F_INT, 1),
+	OPT(rs_ev_step_started, input, RS_F_JSON, 0),
+	REQ(rs_ev_step_started, kind, RS_F_STEPKIND, 0),
+	REQ(rs_ev_step_started, step_id, RS_F_STR, 1),
+};
+static const rs_field f_step_completed[] = {
+	REQ(rs_ev_step_completed, attempt, RS_F_INT, 1),
+	REQ(rs_ev_step_completed, duration_ms, RS_F_INT, 0),
+	OPT(rs_ev_step_completed, next_step, RS_F_STR, 1),
+	REQ(rs_ev_step_completed, output, RS_F_JSON, 0),
+	REQ(rs_ev_step_completed, step_id, RS_F_STR, 1),
+};
+static const rs_field f_step_failed[] = {
+	REQ(rs_ev_step_failed, attempt, RS_F_INT, 1),
+	OPT(rs_ev_step_failed, effect_id, RS_F_CALLID, 0),
+	REQ(rs_ev_step_failed, error, RS_F_ERR, 0),
+	REQ(rs_ev_step_failed, final, RS_F_BOOL, 0),
+	OPT(rs_ev_step_failed, retry_after_ms, RS_F_INT, 1),
+	REQ(rs_ev_step_failed, step_id, RS_F_STR, 1),
+};
+static const rs_field f_step_retry_scheduled[] = {
+	REQ(rs_ev_step_retry_scheduled, attempt, RS_F_INT, 1),
+	REQ(rs_ev_step_retry_scheduled, backoff_ms, RS_F_INT, 0),
+	REQ(rs_ev_step_retry_scheduled, due_at, RS_F_TIME, 0),
+	REQ(rs_ev_step_retry_scheduled, step_id, RS_F_STR, 1),
+	REQ(rs_ev_step_retry_scheduled, timer_id, RS_F_STR, 1),
+};
+static const rs_field f_tool_requested[] = {
+	REQ(rs_ev_tool_requested, args, RS_F_OBJECT, 0),
+	REQ(rs_ev_tool_requested, attempt, RS_F_INT, 1),
+	REQ(rs_ev_tool_requested, call_id, RS_F_CALLID, 0),
+	OPT(rs_ev_tool_requested, capability, RS_F_STR, 1),
+	REQ(rs_ev_tool_requested, deadline, RS_F_TIME, 0),
+	OPT(rs_ev_tool_requested, device, RS_F_STR, 1),
+	REQ(rs_ev_tool_requested, step_id, RS_F_STR, 1),
+	REQ(rs_ev_tool_requested, tool, RS_F_STR, 1),
+};
+static const rs_field f_tool_dispatched[] = {
+	REQ(rs_ev_tool_dispatched, call_id, RS_F_CALLID, 0),
+	REQ(rs_ev_tool_dispatched, device_id, RS_F_STR, 1),
+	OPT(rs_ev_tool_dispatched, router, RS_F_STR, 1),
+};
+static const rs_field f_tool_completed[] = {
+	REQ(rs_ev_tool_completed, attempt, RS_F_INT, 1),
+	REQ(rs_ev_tool_completed, call_id, RS_F_CALLID, 0),
+	OPT(rs_ev_tool_completed, device_id, RS_F_STR, 1),
+	REQ(rs_ev_tool_completed, output, RS_F_JSON, 0),
+	REQ(rs_ev_tool_completed, step_id, RS_F_STR, 1),
+};
+static const rs_field f_tool_failed[] = {
+	REQ(rs_ev_tool_failed, attempt, RS_F_INT, 1),
+	REQ(rs_ev_tool_failed, call_id, RS_F_CALLID, 0),
+	OPT(rs_ev_tool_failed, device_id, RS_F_STR, 1),
+	REQ(rs_ev_tool_failed, error, RS_F_ERR, 0),
+	REQ(rs_ev_tool_failed, step_id, RS_F_STR, 1),
+};
+static const rs_field f_tool_timed_out[] = {
+	REQ(rs_ev_tool_timed_out, attempt, RS_F_INT, 1),
+	REQ(rs_ev_tool_timed_out, call_id, RS_F_CALLID, 0),
+	REQ(rs_ev_tool_timed_out, step_id, RS_F_STR, 1),
+};
+static const rs_field f_timer_scheduled[] = {
+	OPT(rs_ev_timer_scheduled, attempt, RS_F_INT, 1),
+	REQ(rs_ev_timer_scheduled, due_at, RS_F_TIME, 0),
+	REQ(rs_ev_timer_scheduled, purpose, RS_F_PURPOSE, 0),
+	OPT(rs_ev_timer_scheduled, step_id, RS_F_STR, 1),
+	REQ(rs_ev_timer_scheduled, timer_id, RS_F_STR, 1),
+};
+static const rs_field f_timer_fired[] = {
+	OPT(rs_ev_timer_fired, attempt, RS_F_INT, 1),
+	REQ(rs_ev_timer_fired, due_at, RS_F_TIME, 0),
+	REQ(rs_ev_timer_fired, purpose, RS_F_PURPOSE, 0),
+	OPT(rs_ev_timer_fired, step_id, RS_F_STR, 1),
+	REQ(rs_ev_timer_fired, timer_id, RS_F_STR, 1),
+};
+static const rs_field f_signal_received[] = {
+	REQ(rs_ev_signal_received, name, RS_F_STR, 1),
+	REQ(rs_ev_signal_received, payload, RS_F_JSON, 0),
+	REQ(rs_ev_signal_received, signal_id, RS_F_STR, 1),
+	OPT(rs_ev_signal_received, step_id, RS_F_STR, 1),
+};
+static const rs_field f_run_cancel_requested[] = {
+	OPT(rs_ev_run_cancel_requested, reason, RS_F_STR, 1),
+};
+static const rs_field f_run_completed[] = {
+	REQ(rs_ev_run_completed, output, RS_F_JSON, 0),
+};
+static const rs_field f_run_failed[] = {
+	REQ(rs_ev_run_failed, error, RS_F_ERR, 0),
+};
+static const rs_field f_run_cancelled[] = {
+	OPT(rs_ev_run_cancelled, reason, RS_F_STR, 1),
+};
+static const rs_field f_run_timed_out[] = {
+	REQ(rs_ev_run_timed_out, timeout_s, RS_F_INT, 1),
+};
+
+/* The v1.0 types. The http.* / llm.* types are still being shaped in
+ * rs_event.c, so they take the strict path (NULL) until their tables
+ * settle; adding one is a table here and a line below. */
+static const struct {
+	const char *name;          /* "runstream." + rs_event_type_name() */
+	size_t len;
+	const rs_field *fields;
+	size_t n;
+} fast_types[RS_EV__COUNT] = {
+#define T(e, name, tbl) [e] = { "runstream." name, sizeof("runstream." name) - 1, tbl, NELEM(tbl) }
+	T(RS_EV_RUN_CREATED, "run.created", f_run_created),
+	T(RS_EV_RUN_STARTED, "run.started", f_run_started),
+	T(RS_EV_STEP_STARTED, "step.started", f_step_started),
+	T(RS_EV_STEP_COMPLETED, "step.completed", f_step_completed),
+	T(RS_EV_STEP_FAILED, "step.failed", f_step_failed),
+	T(RS_EV_STEP_RETRY_SCHEDULED, "step.retry_scheduled", f_step_retry_scheduled),
+	T(RS_EV_TOOL_REQUESTED, "tool.requested", f_tool_requested),
+	T(RS_EV_TOOL_DISPATCHED, "tool.dispatched", f_tool_dispatched),
+	T(RS_EV_TOOL_COMPLETED, "tool.completed", f_tool_completed),
+	T(RS_EV_TOOL_FAILED, "tool.failed", f_tool_failed),
+	T(RS_EV_TOOL_TIMED_OUT, "tool.timed_out", f_tool_timed_out),
+	T(RS_EV_TIMER_SCHEDULED, "timer.scheduled", f_timer_scheduled),
+	T(RS_EV_TIMER_FIRED, "timer.fired", f_timer_fired),
+	T(RS_EV_SIGNAL_RECEIVED, "signal.received", f_signal_received),
+	T(RS_EV_RUN_CANCEL_REQUESTED, "run.cancel_requested", f_run_cancel_requested),
+	T(RS_EV_RUN_COMPLETED, "run.completed", f_run_completed),
+	T(RS_EV_RUN_FAILED, "run.failed", f_run_failed),
+	T(RS_EV_RUN_CANCELLED, "run.cancelled", f_run_cancelled),
+	T(RS_EV_RUN_TIMED_OUT, "run.timed_out", f_run_timed_out),
+#undef T
+};
+
+/* ---- scanning ------------------------------------------------------- */
+
+/* Where we are in the input; every read checks p < end. */
+typedef struct {
+	const char *p, *end;
+} cur;
+
+/* A string as it is in the input, between its quotes. */
+typedef struct {
+	const char *s;
+	size_t n;       /* raw length */
+	int esc;        /* has backslash escapes (the value is shorter) */
+} slice;
+
+static inline void
+ws(cur *c)
+{
+	/* compact JSON has none: one compare in the common case */
+	while (c->p < c->end && (unsigned char)*c->p <= ' ' &&
+	       (*c->p == ' ' || *c->p == '\t' || *c->p == '\n' || *c->p == '\r'))
+		c->p++;
+}
+
+/* Consume ch (after whitespace) or fail. */
+static inline int
+expect(cur *c, char ch)
+{
+	ws(c);
+	if (c->p >= c->end || *c->p != ch)
+		return 0;
+	c->p++;
+	ws(c);
+	return 1;
+}
+
+static inline int
+peek(const cur *c)
+{
+	return c->p < c->end ? (unsigned char)*c->p : -1;
+}
+
+/* Byte classes inside a JSON string. */
+enum { SC_PLAIN = 0, SC_QUOTE, SC_ESC, SC_CTRL, SC_HIGH };
+
+static int
+str_class(unsigned char ch)
+{
+	if (ch >= 0x20 && ch < 0x80)
+		return ch == '"' ? SC_QUOTE : ch == '\\' ? SC_ESC : SC_PLAIN;
+	return ch < 0x20 ? SC_CTRL : SC_HIGH;
+}
+
+/* Length of the valid UTF-8 sequence at p, 0 if invalid: the same rules
+ * as jansson's utf8_check_first/utf8_check_full (no overlong forms, no
+ * surrogates, nothing above U+10FFFF). */
+static size_t
+utf8_len(const unsigned char *p, const unsigned char *end)
+{
+	unsigned u = p[0];
+	size_t n;
+	int32_t v;
+
+	if (u >= 0xC2 && u <= 0xDF) {
+		n = 2;
+		v = u & 0x1F;
+	} else if (u >= 0xE0 && u <= 0xEF) {
+		n = 3;
+		v = u & 0xF;
+	} else if (u >= 0xF0 && u <= 0xF4) {
+		n = 4;
+		v = u & 0x7;
+	} else {
+		return 0;
+	}
+	if ((size_t)(end - p) < n)
+		return 0;
+	for (size_t i = 1; i < n; i++) {
+		if (p[i] < 0x80 || p[i] > 0xBF)
+			return 0;
+		v = (v << 6) + (p[i] & 0x3F);
+	}
+	if (v > 0x10FFFF || (v > 0xD7FF && v < 0xE000) || (n == 3 && v < 0x800) ||
+	    (n == 4 && v < 0x10000))
+		return 0;
+	return n;
+}
+
+/* The one-character escapes; \u is left to the strict decoder. */
+static int
+simple_escape(unsigned char ch)
+{
+	return ch == '"' || ch == '\\' || ch == '/' || ch == 'b' || ch == 'f' || ch == 'n' ||
+	       ch == 'r' || ch == 't';
+}
+
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+/* Bytes of x that need a look inside a string: '"', '\\', a control
+ * character or a byte >= 0x80, as a mask of their high bits. The bit
+ * tricks ("has zero byte", "has byte less than") can mark a byte above
+ * a real hit by mistake, never one below it: the lowest set bit is
+ * exact, which is all the caller uses. */
+static uint64_t
+special8(uint64_t x)
+{
+	const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
+	uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\');
+
+	return (((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b) | x) & high;
+}
+#endif
+
+#ifdef __SSE2__
+/* Offset of the first byte of p[0..16) that needs a look (16 if none).
+ * One signed compare finds control characters and bytes >= 0x80 alike. */
+static unsigned
+special16(const unsigned char *p)
+{
+	__m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
+	__m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('"')),
+	                                      _mm_cmpeq_epi8(x, _mm_set1_epi8('\\'))),
+	                         _mm_cmplt_epi8(x, _mm_set1_epi8(0x20)));
+	unsigned bits = (unsigned)_mm_movemask_epi8(m);
+
+	return bits != 0 ? (unsigned)__builtin_ctz(bits) : 16;
+}
+#endif
+
+/* A string at c (on its opening quote) into *out, validated as jansson
+ * would; 0 on doubt. Plain bytes are skipped 16 (SSE2) or 8 at a time. */
+static int
+scan_string(cur *c, slice *out)
+{
+	const unsigned char *p = (const unsigned char *)c->p + 1;
+	const unsigned char *start = p, *end = (const unsigned char *)c->end;
+	int esc = 0;
+	size_t n;
+
+	for (;;) {
+#ifdef __SSE2__
+		while (end - p >= 16) {
+			unsigned k = special16(p);
+			p += k;
+			if (k < 16)
+				goto look;
+		}
+#endif
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__   /* first byte = lowest bits */
+		while (end - p >= 8) {
+			uint64_t w, m;
+			memcpy(&w, p, 8);
+			if ((m = special8(w)) != 0) {
+				p += (size_t)__builtin_ctzll(m) >> 3;
+				break;
+			}
+			p += 8;
+		}
+#endif
+		if (p >= end)
+			return 0;
+#ifdef __SSE2__
+look:
+#endif
+		switch (str_class(*p)) {
+		case SC_PLAIN:
+			p++;
+			break;
+		case SC_QUOTE:
+			out->s = (const char *)start;
+			out->n = (size_t)(p - start);
+			out->esc = esc;
+			c->p = (const char *)p + 1;
+			return 1;
+		case SC_ESC:
+			if (p + 1 >= end || !simple_escape(p[1]))
+				return 0;
+			esc = 1;
+			p += 2;
+			break;
+		case SC_HIGH:
+			if ((n = utf8_len(p, end)) == 0)
+				return 0;
+			p += n;
+			break;
+		default:
+			return 0;
+		}
+	}
+}
+
+/* The value of a scanned string into dst (room for sl->n + 1); returns
+ * its length. */
+static size_t
+unescape(const slice *sl, char *dst)
+{
+	size_t o = 0;
+
+	if (!sl->esc) {
+		memcpy(dst, sl->s, sl->n);
+		dst[sl->n] = '\0';
+		return sl->n;
+	}
+	for (size_t i = 0; i < sl->n; i++) {
+		char ch = sl->s[i];
+		if (ch == '\\') {
+			ch = sl->s[++i];
+			switch (ch) {
+			case 'b': ch = '\b'; break;
+			case 'f': ch = '\f'; break;
+			case 'n': ch = '\n'; break;
+			case 'r': ch = '\r'; break;
+			case 't': ch = '\t'; break;
+			default: break;   /* " \ / stand for themselves */
+			}
+		}
+		dst[o++] = ch;
+	}
+	dst[o] = '\0';
+	return o;
+}
+
+static int
+is_digit(int ch)
+{
+	return ch >= '0' && ch <= '9';
+}
+
+/* A JSON number at c. *is_int tells which kind; integers of up to 18
+ * digits land in *i (they cannot overflow), anything longer is a doubt.
+ * Reals are only checked here (grammar) and left at [start, c->p). */
+static int
+scan_number(cur *c, int *is_int, int64_t *i)
+{
+	const char *p = c->p, *end = c->end;
+	int neg = 0, ndig = 0;
+	int64_t v = 0;
+
+	if (p < end && *p == '-') {
+		neg = 1;
+		p++;
+	}
+	if (p >= end || !is_digit(*p))
+		return 0;
+	if (*p == '0') {
+		p++;
+		ndig = 1;
+	} else {
+		while (p < end && is_digit(*p)) {
+			if (++ndig > 18)
+				return 0;
+			v = v * 10 + (*p++ - '0');
+		}
+	}
+	*is_int = 1;
+	if (p < end && *p == '.') {
+		if (++p >= end || !is_digit(*p))
+			return 0;
+		while (p < end && is_digit(*p))
+			p++;
+		*is_int = 0;
+	}
+	if (p < end && (*p == 'e' || *p == 'E')) {
+		p++;
+		if (p < end && (*p == '+' || *p == '-'))
+			p++;
+		if (p >= end || !is_digit(*p))
+			return 0;
+		while (p < end && is_digit(*p))
+			p++;
+		*is_int = 0;
+	}
+	/* jansson reads "01" as 0 then a stray token: invalid either way. */
+	if (p < end && is_digit(*p))
+		return 0;
+	*i = neg ? -v : v;
+	c->p = p;
+	return 1;
+}
+
+static int
+scan_int(cur *c, int64_t *v)
+{
+	int is_int;
+
+	return scan_number(c, &is_int, v) && is_int;
+}
+
+/* true / false / null at c: 1 = matched (*which 't', 'f', 'n'). */
+static int
+scan_literal(cur *c, int *which)
+{
+	size_t left = (size_t)(c->end - c->p);
+	const char *lit;
+	size_t n;
+
+	switch (peek(c)) {
+	case 't': lit = "true"; n = 4; break;
+	case 'f': lit = "false"; n = 5; break;
+	case 'n': lit = "null"; n = 4; break;
+	default: return 0;
+	}
+	if (left < n || memcmp(c->p, lit, n) != 0)
+		return 0;
+	*which = lit[0];
+	c->p += n;
+	/* jansson reads a whole word ("truex" is one bad token). */
+	return peek(c) < 0 || !((*c->p >= 'a' && *c->p <= 'z') || (*c->p >= 'A' && *c->p <= 'Z'));
+}
+
+/* ---- building json_t values (the free-form members) ------------------ */
+
+static json_t *build_value(cur *c, int depth);
+
+/* A real exactly as jansson makes it: strtod of the token (jansson swaps
+ * '.' for the locale's decimal point first; we only go on when that is
+ * '.'), an overflow to +-HUGE_VAL is an error. */
+static json_t *
+build_real(const char *s, size_t n)
+{
+	char buf[64], *end;
+	double d;
+
+	if (n >= sizeof(buf) || localeconv()->decimal_point[0] != '.' ||
+	    localeconv()->decimal_point[1] != '\0')
+		return NULL;
+	memcpy(buf, s, n);
+	buf[n] = '\0';
+	errno = 0;
+	d = strtod(buf, &end);
+	if (end != buf + n || ((d == HUGE_VAL || d == -HUGE_VAL) && errno == ERANGE))
+		return NULL;
+	return json_real(d);
+}
+
+static json_t *
+build_string(const slice *sl)
+{
+	char small[256], *buf = small;
+	json_t *v;
+	size_t n;
+
+	if (!sl->esc)
+		return json_stringn_nocheck(sl->s, sl->n);
+	if (sl->n >= sizeof(small) && (buf = malloc(sl->n + 1)) == NULL)
+		return NULL;
+	n = unescape(sl, buf);
+	v = json_stringn_nocheck(buf, n);
+	if (buf != small)
+		free(buf);
+	return v;
+}
+
+/* An object at c ('{'), depth counting it. Keys are inserted in input
+ * order, as jansson's parser does; a key that does not grow the object is
+ * a duplicate (JSON_REJECT_DUPLICATES would refuse the event). */
+static json_t *
+build_object(cur *c, int depth)
+{
+	json_t *o, *v;
+	slice k;
+	size_t before;
+
+	if (depth > RS_JSON_MAX_DEPTH || (o = json_object()) == NULL)
+		return NULL;
+	if (!expect(c, '{'))
+		goto fail;
+	if (peek(c) == '}') {
+		c->p++;
+		return o;
+	}
+	for (;;) {
+		if (peek(c) != '"' || !scan_string(c, &k) || k.esc || !expect(c, ':'))
+			goto fail;
+		if ((v = build_value(c, depth)) == NULL)
+			goto fail;
+		before = json_object_size(o);
+		if (json_object_setn_new_nocheck(o, k.s, k.n, v) != 0 || json_object_size(o) == before)
+			goto fail;
+		ws(c);
+		if (peek(c) == ',') {
+			c->p++;
+			ws(c);
+			continue;
+		}
+		if (peek(c) != '}')
+			goto fail;
+		c->p++;
+		return o;
+	}
+fail:
+	json_decref(o);
+	return NULL;
+}
+
+static json_t *
+build_array(cur *c, int depth)
+{
+	json_t *a, *v;
+
+	if (depth > RS_JSON_MAX_DEPTH || (a = json_array()) == NULL)
+		return NULL;
+	if (!expect(c, '['))
+		goto fail;
+	if (peek(c) == ']') {
+		c->p++;
+		return a;
+	}
+	for (;;) {
+		if ((v = build_value(c, depth)) == NULL || json_array_append_new(a, v) != 0)
+			goto fail;
+		ws(c);
+		if (peek(c) == ',') {
+			c->p++;
+			ws(c);
+			continue;
+		}
+		if (peek(c) != ']')
+			goto fail;
+		c->p++;
+		return a;
+	}
+fail:
+	json_decref(a);
+	return NULL;
+}
+
+/* Any JSON value at c; depth is that of its container. NULL = doubt. */
+static json_t *
+build_value(cur *c, int depth)
+{
+	const char *start = c->p;
+	int is_int, which;
+	int64_t i;
+	slice sl;
+
+	switch (peek(c)) {
+	case '{':
+		return build_object(c, depth + 1);
+	case '[':
+		return build_array(c, depth + 1);
+	case '"':
+		return scan_string(c, &sl) ? build_string(&sl) : NULL;
+	case 't':
+	case 'f':
+	case 'n':
+		if (!scan_literal(c, &which))
+			return NULL;
+		return which == 't' ? json_true() : which == 'f' ? json_false() : json_null();
+	default:
+		if (!scan_number(c, &is_int, &i))
+			return NULL;
+		return is_int ? json_integer(i) : build_real(start, (size_t)(c->p - start));
+	}
+}
+
+/* ---- RFC 3339 -------------------------------------------------------- */
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
+ * days_from_civil). Linear in d, so a day past the month's end gives the
+ * same answer timegm()'s normalisation does. */
+static int64_t
+days_from_civil(int64_t y, int m, int d)
+{
+	int64_t era, yoe, doy, doe;
+
+	y -= m <= 2;
+	era = (y >= 0 ? y : y - 399) / 400;
+	yoe = y - era * 400;
+	doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + doe - 719468;
+}
+
+static int
+digits(const char **p, int n)
+{
+	int v = 0;
+
+	for (int i = 0; i < n; i++, (*p)++) {
+		if (!is_digit(**p))
+			return -1;
+		v = v * 10 + (**p - '0');
+	}
+	return v;
+}
+
+/* rs_time_parse_rfc3339 step for step (same accepted forms, same value),
+ * with the calendar done inline instead of by timegm(). */
+static int
+rfc3339_ms(const char *s, size_t len, int64_t *ms)
+{
+	int year, mon, mday, hour, min, sec, frac = 0, fdig = 0, off = 0;
+	const char *p = s;
+
+	if (len < 20)
+		return 0;
+	year = digits(&p, 4);
+	if (*p++ != '-') return 0;
+	mon = digits(&p, 2);
+	if (*p++ != '-') return 0;
+	mday = digits(&p, 2);
+	if (*p != 'T' && *p != 't' && *p != ' ') return 0;
+	p++;
+	hour = digits(&p, 2);
+	if (*p++ != ':') return 0;
+	min = digits(&p, 2);
+	if (*p++ != ':') return 0;
+	sec = digits(&p, 2);
+	if (year < 1900 || mon < 1 || mon > 12 || mday < 1 || mday > 31 || hour < 0 ||
+	    hour > 23 || min < 0 || min > 59 || sec < 0 || sec > 60)
+		return 0;
+	if (*p == '.') {
+		p++;
+		while (is_digit(*p)) {
+			if (fdig < 3) {
+				frac = frac * 10 + (*p - '0');
+				fdig++;
+			}
+			p++;
+		}
+		if (fdig == 0) return 0;
+		while (fdig++ < 3) frac *= 10;
+	}
+	if (*p == 'Z' || *p == 'z') {
+		p++;
+	} else if (*p == '+' || *p == '-') {
+		int sign = *p == '-' ? -1 : 1, hh, mm;
+		p++;
+		hh = digits(&p, 2);
+		if (*p++ != ':') return 0;
+		mm = digits(&p, 2);
+		if (hh < 0 || mm < 0) return 0;
+		off = sign * (hh * 3600 + mm * 60);
+	} else {
+		return 0;
+	}
+	if (*p != '\0')
+		return 0;
+	*ms = ((days_from_civil(year, mon, mday) * 86400 + hour * 3600 + min * 60 + sec) - off) *
+	      1000 + frac;
+	return 1;
+}
+
+/* A time string (RS_F_TIME, the envelope's time): Unix ms >= 0. */
+static int
+time_value(const slice *sl, int64_t *ms)
+{
+	char buf[64];
+
+	if (sl->esc || sl->n >= sizeof(buf))
+		return 0;
+	memcpy(buf, sl->s, sl->n);
+	buf[sl->n] = '\0';
+	return rfc3339_ms(buf, sl->n, ms) && *ms >= 0;
+}
+
+/* ---- data fields ------------------------------------------------------ */
+
+#define MEMBER(s, f, type) ((type *)(void *)((char *)(s) + (f)->off))
+
+/* rs_event.c's is_subject_token (RS_F_CALLID). */
+static int
+is_subject_token(const char *s)
+{
+	if (*s == '\0')
+		return 0;
+	for (; *s != '\0'; s++)
+		if (*s == '.' || *s == '*' || *s == '>' || (unsigned char)*s <= ' ' || *s == 0x7f)
+			return 0;
+	return 1;
+}
+
+/* rs_event.c's step kinds (RS_F_STEPKIND). A kind added there and not
+ * here only costs a fallback. */
+static int
+is_step_kind(const char *s)
+{
+	static const char *const kinds[] = { "tool", "sleep", "signal", "branch", "transform",
+	                                     "http", "llm" };
+
+	for (size_t i = 0; i < NELEM(kinds); i++)
+		if (strcmp(s, kinds[i]) == 0)
+			return 1;
+	return 0;
+}
+
+static int
+string_ok(const rs_field *f, const char *s, size_t n)
+{
+	switch (f->kind) {
+	case RS_F_STR:      return (int64_t)n >= f->min;
+	case RS_F_CALLID:   return is_subject_token(s);
+	case RS_F_UUID:     return rs_id_is_uuid(s);
+	case RS_F_TOKEN:    return rs_id_is_token(s, 64);
+	case RS_F_STEPKIND: return is_step_kind(s);
+	default:            return 0;
+	}
+}
+
+static int
+field_string(const rs_field *f, cur *c, void *s)
+{
+	slice sl;
+	char *copy;
+	size_t n;
+
+	if (peek(c) != '"' || !scan_string(c, &sl) || (copy = malloc(sl.n + 1)) == NULL)
+		return 0;
+	n = unescape(&sl, copy);
+	if (!string_ok(f, copy, n)) {
+		free(copy);
+		return 0;
+	}
+	*MEMBER(s, f, char *) = copy;
+	return 1;
+}
+
+/* A short enum string (purpose, error class) into a NUL-terminated buffer. */
+static int
+short_string(cur *c, char *buf, size_t cap)
+{
+	slice sl;
+
+	if (peek(c) != '"' || !scan_string(c, &sl) || sl.esc || sl.n >= cap)
+		return 0;
+	memcpy(buf, sl.s, sl.n);
+	buf[sl.n] = '\0';
+	return 1;
+}
+
+static int object_fields(const rs_field *f, size_t n, cur *c, void *s, rs_errclass *cls);
+
+/* One data member: the same checks as rs_event.c's decode_field. */
+static int
+field_value(const rs_field *f, cur *c, void *s, int depth)
+{
+	int64_t i;
+	json_t *j;
+	slice sl;
+	char buf[32];
+	int which;
+
+	switch (f->kind) {
+	case RS_F_STR:
+	case RS_F_CALLID:
+	case RS_F_UUID:
+	case RS_F_TOKEN:
+	case RS_F_STEPKIND:
+		return field_string(f, c, s);
+	case RS_F_INT:
+		if (!scan_int(c, &i) || i < f->min)
+			return 0;
+		*MEMBER(s, f, int64_t) = i;
+		return 1;
+	case RS_F_TIME:
+		if (peek(c) != '"' || !scan_string(c, &sl))
+			return 0;
+		return time_value(&sl, MEMBER(s, f, int64_t));
+	case RS_F_BOOL:
+		if (!scan_literal(c, &which) || which == 'n')
+			return 0;
+		*MEMBER(s, f, int) = which == 't';
+		return 1;
+	case RS_F_JSON:
+	case RS_F_OBJECT:
+	case RS_F_ARRAY:
+	case RS_F_NUMBER:
+		if ((j = build_value(c, depth)) == NULL)
+			return 0;
+		*MEMBER(s, f, json_t *) = j;   /* owned now: freed on doubt */
+		return f->kind == RS_F_JSON || (f->kind == RS_F_OBJECT && json_is_object(j)) ||
+		       (f->kind == RS_F_ARRAY && json_is_array(j)) ||
+		       (f->kind == RS_F_NUMBER && json_is_number(j));
+	case RS_F_ERR:
+		if (peek(c) != '{' || depth + 1 > RS_JSON_MAX_DEPTH)
+			return 0;
+		return object_fields(f_err, NELEM(f_err), c, MEMBER(s, f, rs_err),
+		                     &MEMBER(s, f, rs_err)->cls);
+	case RS_F_PURPOSE:
+		return short_string(c, buf, sizeof(buf)) &&
+		       rs_timer_purpose_parse(buf, MEMBER(s, f, rs_timer_purpose)) == RS_OK;
+	default:
+		return 0;
+	}
+}
+
+/* Is the key k the name? Byte by byte: names are short, and a key never
+ * holds a NUL (control characters are a doubt), so the loop stops at the
+ * end of a shorter name. */
+static int
+name_is(const char *name, const slice *k)
+{
+	for (size_t i = 0; i < k->n; i++)
+		if (name[i] != k->s[i])
+			return 0;
+	return name[k->n] == '\0';
+}
+
+/* If the key at c (on its quote) is exactly name, consume it: a plain
+ * ASCII name is a valid JSON string as is, so the key needs no scan. This
+ * is how keys are read when they come in the expected (sorted) order. */
+static int
+take_key(cur *c, const char *name)
+{
+	const char *p = c->p + 1;
+	size_t i;
+
+	for (i = 0; name[i] != '\0'; i++)
+		if (p + i >= c->end || p[i] != name[i])
+			return 0;
+	if (p + i >= c->end || p[i] != '"')
+		return 0;
+	c->p = p + i + 1;
+	return 1;
+}
+
+/* Index of the field named k in f (n if none), looking from entry
+ * `from` on first: the tables are sorted, and so are keys in the input. */
+static size_t
+find_field(const rs_field *f, size_t n, const slice *k, size_t from)
+{
+	for (size_t j = 0; j < n; j++) {
+		size_t i = from + j < n ? from + j : from + j - n;
+		if (f[i].name[0] == k->s[0] && name_is(f[i].name, k))
+			return i;
+	}
+	return n;
+}
+
+/*
+ * An object at c decoded with table f into s (the data object at depth 2,
+ * or an error object at depth 3 when cls is set: its "class" member is an
+ * enum the field kinds do not cover). Every key must be in the table (an
+ * unknown one is ignored by the strict decoder but must still be valid
+ * JSON with no duplicates: simpler to let it decide), at most once, and
+ * every required field present.
+ */
+static int
+object_fields(const rs_field *f, size_t n, cur *c, void *s, rs_errclass *cls)
+{
+	int depth = cls != NULL ? 3 : 2, have_cls = 0;
+	size_t next = 0;
+	uint32_t seen = 0;
+	char buf[32];
+	slice k;
+	size_t i;
+
+	if (!expect(c, '{'))
+		return 0;
+	if (peek(c) == '}') {
+		c->p++;
+		goto done;
+	}
+	for (;;) {
+		if (peek(c) != '"')
+			return 0;
+		if (next < n && take_key(c, f[next].name)) {
+			i = next;          /* the expected key: k is not needed */
+		} else if (!scan_string(c, &k) || k.esc || k.n == 0) {
+			return 0;
+		} else {
+			i = n;
+		}
+		if (!expect(c, ':'))
+			return 0;
+		if (i == n && cls != NULL && k.n == 5 && memcmp(k.s, "class", 5) == 0) {
+			if (have_cls || !short_string(c, buf, sizeof(buf)) ||
+			    rs_errclass_parse(buf, cls) != RS_OK)
+				return 0;
+			have_cls = 1;
+		} else {
+			if ((i == n && (i = find_field(f, n, &k, next)) == n) || (seen & (1u << i)) != 0)
+				return 0;
+			next = i + 1;
+			seen |= 1u << i;
+			if (!field_value(&f[i], c, s, depth))
+				return 0;
+		}
+		ws(c);
+		if (peek(c) == ',') {
+			c->p++;
+			ws(c);
+			continue;
+		}
+		if (peek(c) != '}')
+			return 0;
+		c->p++;
+		break;
+	}
+done:
+	for (i = 0; i < n; i++)
+		if (!f[i].optional && (seen & (1u << i)) == 0)
+			return 0;
+	return cls == NULL || have_cls;
+}
+
+/* ---- the envelope ----------------------------------------------------- */
+
+enum { A_SPECVERSION, A_ID, A_SOURCE, A_TYPE, A_SUBJECT, A_TIME, A_DATACONTENTTYPE,
+       A_RUNSEQ, A_TENANT, A_TRACEPARENT, A_DATA, A__COUNT };
+
+static const char *const attr_names[A__COUNT] = {
+	"specversion", "id", "source", "type", "subject", "time", "datacontenttype",
+	"runseq", "tenant", "traceparent", "data",
+};
+
+typedef struct {
+	slice str[A__COUNT];        /* the string attributes, raw */
+	int64_t runseq;
+	const char *data, *data_end;
+	unsigned seen;
+	int hint;                   /* type guessed from the tail, -1 if none */
+	const rs_field *df;         /* table data was decoded with (to free) */
+	size_t dn;
+	void *d;                    /* where data goes (&ev->d) */
+} envelope;
+
+/* The attribute a key names, or -1: a guess from its length, then a
+ * check of every byte. */
+static int
+attr_index(const slice *k)
+{
+	int a;
+
+	switch (k->n) {
+	case 2:  a = A_ID; break;
+	case 4:  a = k->s[1] == 'y' ? A_TYPE : k->s[1] == 'i' ? A_TIME : A_DATA; break;
+	case 6:  a = k->s[0] == 's' ? A_SOURCE : k->s[0] == 't' ? A_TENANT : A_RUNSEQ; break;
+	case 7:  a = A_SUBJECT; break;
+	case 11: a = k->s[0] == 's' ? A_SPECVERSION : A_TRACEPARENT; break;
+	case 15: a = A_DATACONTENTTYPE; break;
+	default: return -1;
+	}
+	return memcmp(attr_names[a], k->s, k->n) == 0 ? a : -1;   /* same length */
+}
+
+/* Skip a container at c ('{'/'['): brackets counted outside strings. On
+ * valid JSON this ends exactly where the value ends; on invalid JSON the
+ * decode of [start, end) finds out. */
+static int
+skip_container(cur *c)
+{
+	const char *p = c->p, *end = c->end, *q;
+	int depth = 0;
+
+	while (p < end) {
+		switch (*p) {
+		case '"':
+			for (q = p + 1;; q++) {
+				size_t bs = 0;
+				if ((q = memchr(q, '"', (size_t)(end - q))) == NULL)
+					return 0;
+				while (q - bs - 1 > p && q[-(ptrdiff_t)bs - 1] == '\\')
+					bs++;
+				if (bs % 2 == 0)
+					break;
+			}
+			p = q;
+			break;
+		case '{':
+		case '[':
+			depth++;
+			break;
+		case '}':
+		case ']':
+			if (--depth == 0) {
+				c->p = p + 1;
+				return 1;
+			}
+			break;
+		default:
+			break;
+		}
+		p++;
+	}
+	return 0;
+}
+
+/* The top-level object: every key a known attribute, once; string
+ * attributes must be plain strings, runseq an integer, data an object.
+ * data is decoded on the spot with the table of the type guessed from the
+ * tail (type_hint), or else kept as a span and decoded once "type" (which
+ * sorts after "data") has been read. */
+static int
+scan_envelope(cur *c, envelope *e)
+{
+	/* the attributes in the order sorted keys put them */
+	static const int sorted_attrs[A__COUNT] = {
+		A_DATA, A_DATACONTENTTYPE, A_ID, A_RUNSEQ, A_SOURCE, A_SPECVERSION, A_SUBJECT,
+		A_TENANT, A_TIME, A_TRACEPARENT, A_TYPE,
+	};
+	int a, next = 0;
+	slice k;
+
+	ws(c);
+	if (!expect(c, '{') || peek(c) == '}')
+		return 0;
+	for (;;) {
+		if (peek(c) != '"')
+			return 0;
+		if (next < A__COUNT && take_key(c, attr_names[sorted_attrs[next]])) {
+			a = sorted_attrs[next];
+		} else if (!scan_string(c, &k) || k.esc || (a = attr_index(&k)) < 0) {
+			return 0;
+		}
+		if (!expect(c, ':') || (e->seen & (1u << a)) != 0)
+			return 0;
+		e->seen |= 1u << a;
+		for (next = 0; next < A__COUNT && sorted_attrs[next] != a; next++)
+			;
+		next++;
+		if (a == A_RUNSEQ) {
+			if (!scan_int(c, &e->runseq))
+				return 0;
+		} else if (a == A_DATA) {
+			if (peek(c) != '{')
+				return 0;
+			if (e->hint >= 0) {
+				/* one pass: decoded now, the type checked later */
+				e->df = fast_types[e->hint].fields;
+				e->dn = fast_types[e->hint].n;
+				if (!object_fields(e->df, e->dn, c, e->d, NULL))
+					return 0;
+			} else {
+				e->data = c->p;
+				if (!skip_container(c))
+					return 0;
+				e->data_end = c->p;
+			}
+		} else if (peek(c) != '"' || !scan_string(c, &e->str[a]) || e->str[a].esc) {
+			return 0;
+		}
+		ws(c);
+		if (peek(c) == ',') {
+			c->p++;
+			ws(c);
+			continue;
+		}
+		if (peek(c) != '}')
+			return 0;
+		c->p++;
+		ws(c);
+		return c->p == c->end;
+	}
+}
+
+static int
+slice_is(const slice *sl, const char *want, size_t n)
+{
+	return sl->n == n && memcmp(sl->s, want, n) == 0;
+}
+
+/* The whole type attribute, "runstream.<noun>.<verb>": a type with a
+ * fast table (names are the wire contract; the test checks every v1.0
+ * type really takes the fast path, so a name that differs from
+ * rs_event_type_name() fails there). */
+static int
+event_type(const slice *sl, rs_event_type *t)
+{
+	for (int i = 0; i < RS_EV__COUNT; i++) {
+		if (fast_types[i].name != NULL && fast_types[i].len == sl->n &&
+		    memcmp(fast_types[i].name, sl->s, sl->n) == 0) {
+			*t = (rs_event_type)i;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* id == "<subject>-<runseq>", compared without formatting. */
+static int
+id_matches(const slice *id, const slice *subject, int64_t runseq)
+{
+	char digits_buf[24];
+	size_t nd = 0;
+
+	do {
+		digits_buf[sizeof(digits_buf) - 1 - nd++] = (char)('0' + runseq % 10);
+		runseq /= 10;
+	} while (runseq > 0);
+	return id->n == subject->n + 1 + nd && memcmp(id->s, subject->s, subject->n) == 0 &&
+	       id->s[subject->n] == '-' &&
+	       memcmp(id->s + subject->n + 1, digits_buf + sizeof(digits_buf) - nd, nd) == 0;
+}
+
+/* rs_id_is_uuid on a slice: 36 chars, lowercase hex and four dashes. */
+static int
+uuid_ok(const slice *sl)
+{
+	if (sl->n != RS_UUID_LEN)
+		return 0;
+	for (int i = 0; i < RS_UUID_LEN; i++) {
+		char ch = sl->s[i];
+		if (i == 8 || i == 13 || i == 18 || i == 23) {
+			if (ch != '-')
+				return 0;
+		} else if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'))) {
+			return 0;
+		}
+	}
+	return 1;
+}
+
+/* The checks of rs_event.c's envelope_decode, in any order (any failure
+ * is a doubt, the strict decoder then reports the first one). */
+static int
+envelope_fill(const envelope *e, rs_event *ev)
+{
+	const unsigned required = ((1u << A__COUNT) - 1) & ~(1u << A_TRACEPARENT);
+	const slice *s;
+
+	if ((e->seen & required) != required)
+		return 0;
+	if (!slice_is(&e->str[A_SPECVERSION], "1.0", 3) ||
+	    !slice_is(&e->str[A_DATACONTENTTYPE], "application/json", 16) ||
+	    !event_type(&e->str[A_TYPE], &ev->type))
+		return 0;
+	s = &e->str[A_SUBJECT];
+	if (!uuid_ok(s))
+		return 0;
+	memcpy(ev->run_id, s->s, s->n);
+	ev->run_id[s->n] = '\0';
+	if (e->runseq < 1 || e->runseq > EV_RUNSEQ_MAX || !id_matches(&e->str[A_ID], s, e->runseq))
+		return 0;
+	ev->runseq = (uint64_t)e->runseq;
+	if (e->str[A_SOURCE].n == 0 || !time_value(&e->str[A_TIME], &ev->time_ms))
+		return 0;
+	s = &e->str[A_TENANT];
+	if (s->n == 0 || s->n > 64)
+		return 0;
+	memcpy(ev->tenant, s->s, s->n);
+	ev->tenant[s->n] = '\0';
+	if (!rs_id_is_token(ev->tenant, 64))
+		return 0;
+	if (e->seen & (1u << A_TRACEPARENT)) {
+		s = &e->str[A_TRACEPARENT];
+		if (s->n >= sizeof(ev->traceparent))
+			return 0;
+		memcpy(ev->traceparent, s->s, s->n);
+		ev->traceparent[s->n] = '\0';
+		if (!rs_traceparent_valid(ev->traceparent))
+			return 0;
+	}
+	return 1;
+}
+
+static int
+is_ws(char ch)
+{
+	return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r';
+}
+
+/* The event type guessed from the end of the buffer, -1 if no guess:
+ * with sorted keys (how every Runstream producer writes events) "type"
+ * is the last member, but "data" the first, so without a guess data is
+ * scanned twice (skipped, then decoded once the type is known). A wrong
+ * guess costs a fallback, never a wrong event: the real type attribute
+ * must equal it. */
+static int
+type_hint(const char *buf, size_t len)
+{
+	const char *p = buf + len, *q;
+	rs_event_type t;
+	slice sl;
+	size_t w;
+
+	while (p > buf && is_ws(p[-1]))
+		p--;
+	if (p == buf || *--p != '}')
+		return -1;
+	while (p > buf && is_ws(p[-1]))
+		p--;
+	if (p == buf || *--p != '"')
+		return -1;
+	q = p;
+	w = q - buf > 64 ? 64 : (size_t)(q - buf);   /* longer than any type */
+	if ((p = memrchr(q - w, '"', w)) == NULL)
+		return -1;
+	sl.s = p + 1;
+	sl.n = (size_t)(q - p - 1);
+	sl.esc = 0;
+	return event_type(&sl, &t) ? (int)t : -1;
+}
+
+/* The whole event, or 0 (ev then holds nothing). */
+static int
+decode_fast(const char *buf, size_t len, rs_event *ev)
+{
+	cur c = { buf, buf + len }, dc;
+	envelope e;
+
+	memset(&e, 0, sizeof(e));
+	memset(ev, 0, sizeof(*ev));
+	e.hint = type_hint(buf, len);
+	e.d = &ev->d;
+	if (!scan_envelope(&c, &e) || !envelope_fill(&e, ev))
+		goto doubt;
+	if (e.df != NULL) {
+		if ((int)ev->type != e.hint)
+			goto doubt;
+	} else {
+		e.df = fast_types[ev->type].fields;
+		e.dn = fast_types[ev->type].n;
+		dc.p = e.data;
+		dc.end = e.data_end;
+		if (!object_fields(e.df, e.dn, &dc, &ev->d, NULL) || dc.p != dc.end)
+			goto doubt;
+	}
+	if ((ev->source = malloc(e.str[A_SOURCE].n + 1)) == NULL)
+		goto doubt;
+	unescape(&e.str[A_SOURCE], ev->source);
+	return 1;
+doubt:
+	if (e.df != NULL)
+		rs_fields_free(e.df, e.dn, &ev->d);
+	memset(ev, 0, sizeof(*ev));
+	return 0;
+}
+
+rs_status
+rs_event_decode_fast(const char *buf, size_t len, rs_event *ev, char *err, size_t cap)
+{
+	if (buf != NULL && decode_fast(buf, len, ev)) {
+		stats.fast++;
+		return RS_OK;
+	}
+	stats.fallback++;
+	return rs_event_decode(buf, len, ev, err, cap);
+}
