@@ -1,20 +1,70 @@
 #!/usr/bin/env bash
 # demo.sh - the end-to-end demonstration run by `./run demo` once the stack is
-# up: push an agent, start a run over HTTP, stream its events over SSE,
-# replay it with runctl. Steps appear here as the services land.
+# up: push an agent that calls a device tool, sleeps on a durable timer and
+# branches; start a run over HTTP; print its events live from SSE; show the
+# read model; replay it with runctl. Leaves the stack running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck disable=SC1091
 . .run/env
+B="build"
 step() { printf '\n\033[1;36m### %s\033[0m\n' "$*"; }
+auth=(-H "Authorization: Bearer $RS_API_KEY")
 
-step "Stack"
+step "1. The stack (./run status)"
 ./run status || true
 
-step "Streams (JetStream)"
-build/runctl/runctl streams apply
+step "2. Push an agent definition (POST /v1/agents)"
+cat >.run/demo-agent.json <<'EOF'
+{
+  "name": "demo-greeter",
+  "description": "Greets through a device tool, waits on a durable timer, then branches.",
+  "timeout_s": 120,
+  "steps": [
+    {"id": "greet", "kind": "tool", "tool": "echo", "capability": true,
+     "args": {"message": "Hello, {{input.name}}!"}, "timeout_s": 10,
+     "retry": {"max_attempts": 3, "initial_backoff_ms": 200, "max_backoff_ms": 2000, "multiplier": 2}},
+    {"id": "pause", "kind": "sleep", "duration_ms": 1500},
+    {"id": "route", "kind": "branch",
+     "when": [{"if": {"path": "input.vip", "equals": true}, "goto": "vip"}], "else": "regular"},
+    {"id": "vip", "kind": "transform", "value": {"greeting": "{{steps.greet.output.message}}", "tier": "vip"}, "next": "end"},
+    {"id": "regular", "kind": "transform", "value": {"greeting": "{{steps.greet.output.message}}", "tier": "regular"}}
+  ]
+}
+EOF
+cat .run/demo-agent.json
+curl -sS "${auth[@]}" -H 'Content-Type: application/json' --data-binary @.run/demo-agent.json \
+	"$RS_API_URL/v1/agents"
+echo
 
-if [ ! -x build/services/api/rs-api ]; then
-	echo "(the API service is not built yet: nothing more to show)"
-	exit 0
-fi
+step "3. Start a run (POST /v1/runs, with an Idempotency-Key)"
+key="demo-$(date +%s)"
+resp="$(curl -sS "${auth[@]}" -H 'Content-Type: application/json' -H "Idempotency-Key: $key" \
+	--data '{"agent":"demo-greeter","input":{"name":"Ada","vip":true}}' "$RS_API_URL/v1/runs")"
+echo "$resp"
+run_id="$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["run_id"])' "$resp")"
+again="$(curl -sS "${auth[@]}" -H 'Content-Type: application/json' -H "Idempotency-Key: $key" \
+	--data '{"agent":"demo-greeter","input":{"name":"Ada","vip":true}}' "$RS_API_URL/v1/runs")"
+echo "same request again -> $again  (same run_id: no second run)"
+
+step "4. Watch it live (GET /v1/runs/$run_id/stream, Server-Sent Events)"
+# The example device (build/device/rs-device-example) answers the echo call.
+curl -sS -N "${auth[@]}" "$RS_API_URL/v1/runs/$run_id/stream" | python3 -u tools/sse_pretty.py
+
+step "5. The run as the read model shows it (GET /v1/runs/$run_id)"
+curl -sS "${auth[@]}" "$RS_API_URL/v1/runs/$run_id" | python3 -m json.tool | head -40
+
+step "6. Replay it from the log (runctl replay $run_id), then re-check it against this build's state machine"
+"$B/runctl/runctl" replay "$run_id" || true
+"$B/runctl/runctl" replay "$run_id" --check || true
+
+step "Done. The stack is still running."
+cat <<EOF
+  source .run/env                          # settings, API key, device token
+  curl -N -H "Authorization: Bearer \$RS_API_KEY" \$RS_API_URL/v1/runs/<run_id>/stream
+  build/runctl/runctl runs start demo-greeter --input '{"name":"Grace"}' --watch
+  build/runctl/runctl tail --tenant $RS_TENANT    # follow every event live
+  build/runctl/runctl replay <run_id> --check      # re-check a run against today's code
+  ./run status                                      # what is running
+  ./run down                                        # stop everything
+EOF
