@@ -670,6 +670,22 @@ static const struct {
 #undef T
 };
 
+const rs_field *
+rs_event_fields(rs_event_type t, size_t *n)
+{
+	if ((unsigned)t >= RS_EV__COUNT)
+		return NULL;
+	*n = ev_types[t].nfields;
+	return ev_types[t].fields;
+}
+
+const rs_field *
+rs_err_fields(size_t *n)
+{
+	*n = NELEM(err_fields);
+	return err_fields;
+}
+
 /* Encode the struct at s with table t into a new data object, or NULL. */
 static json_t *
 data_encode(rs_event_type t, const void *s)

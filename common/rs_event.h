@@ -251,6 +251,13 @@ typedef struct {
 	int64_t min;        /* RS_F_INT: smallest value; RS_F_STR: min length */
 } rs_field;
 
+/* The field table of an event type's data, and of rs_err. rs_event.c owns
+ * them: the one definition of each type's data; the fast decoder
+ * (rs_event_fast.c) builds its name-sorted views from these. Static
+ * storage. rs_event_fields returns NULL for a type out of range. */
+const rs_field *rs_event_fields(rs_event_type t, size_t *n);
+const rs_field *rs_err_fields(size_t *n);
+
 /* Add the fields of struct s to obj. RS_EINVAL if s breaks the table
  * (required member missing, value out of range), RS_ENOMEM. */
 rs_status rs_fields_encode(const rs_field *f, size_t n, const void *s, json_t *obj);

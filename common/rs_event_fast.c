@@ -41,6 +41,8 @@
 #include <errno.h>
 #include <locale.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,160 +65,64 @@ rs_event_fast_get_stats(rs_event_fast_stats *out)
 	*out = stats;
 }
 
-/* ---- the data tables (copies of rs_event.c's, same rs_field format) ----
- * Each sorted by name, unlike rs_event.c's: producers write data with
- * sorted keys, so the next key is almost always the next entry and the
- * lookup in object_fields starts there. */
+/* ---- the data tables: name-sorted views of rs_event.c's ----
+ * rs_event.c holds the one definition of every type's data fields. Here
+ * each table is copied once, at first use, and sorted by name: producers
+ * write data with sorted keys, so the next key is almost always the next
+ * entry and the lookup in object_fields starts there. */
 
-#define REQ(T, m, kind, min) { #m, kind, 0, offsetof(T, m), min }
-#define OPT(T, m, kind, min) { #m, kind, 1, offsetof(T, m), min }
+#define FAST_MAX_FIELDS 32   /* a longer table takes the strict path */
 
-static const rs_field f_err[] = {  /* + "class", handled by name */
-	REQ(rs_err, code, RS_F_STR, 1),
-	REQ(rs_err, message, RS_F_STR, 0),
-	REQ(rs_err, retryable, RS_F_BOOL, 0),
-	OPT(rs_err, step_id, RS_F_STR, 1),
-};
-static const rs_field f_run_created[] = {
-	REQ(rs_ev_run_created, agent, RS_F_STR, 1),
-	OPT(rs_ev_run_created, idempotency_key, RS_F_STR, 1),
-	REQ(rs_ev_run_created, input, RS_F_OBJECT, 0),
-	OPT(rs_ev_run_created, max_steps, RS_F_INT, 1),
-	OPT(rs_ev_run_created, timeout_s, RS_F_INT, 1),
-	REQ(rs_ev_run_created, version, RS_F_STR, 1),
-};
-static const rs_field f_run_started[] = {
-	OPT(rs_ev_run_started, instance, RS_F_STR, 1),
-};
-static const rs_field f_step_started[] = {
-	REQ(rs_ev_step_started, attempt, RS_F_INT, 1),
-	OPT(rs_ev_step_started, input, RS_F_JSON, 0),
-	REQ(rs_ev_step_started, kind, RS_F_STEPKIND, 0),
-	REQ(rs_ev_step_started, step_id, RS_F_STR, 1),
-};
-static const rs_field f_step_completed[] = {
-	REQ(rs_ev_step_completed, attempt, RS_F_INT, 1),
-	REQ(rs_ev_step_completed, duration_ms, RS_F_INT, 0),
-	OPT(rs_ev_step_completed, next_step, RS_F_STR, 1),
-	REQ(rs_ev_step_completed, output, RS_F_JSON, 0),
-	REQ(rs_ev_step_completed, step_id, RS_F_STR, 1),
-};
-static const rs_field f_step_failed[] = {
-	REQ(rs_ev_step_failed, attempt, RS_F_INT, 1),
-	OPT(rs_ev_step_failed, effect_id, RS_F_CALLID, 0),
-	REQ(rs_ev_step_failed, error, RS_F_ERR, 0),
-	REQ(rs_ev_step_failed, final, RS_F_BOOL, 0),
-	OPT(rs_ev_step_failed, retry_after_ms, RS_F_INT, 1),
-	REQ(rs_ev_step_failed, step_id, RS_F_STR, 1),
-};
-static const rs_field f_step_retry_scheduled[] = {
-	REQ(rs_ev_step_retry_scheduled, attempt, RS_F_INT, 1),
-	REQ(rs_ev_step_retry_scheduled, backoff_ms, RS_F_INT, 0),
-	REQ(rs_ev_step_retry_scheduled, due_at, RS_F_TIME, 0),
-	REQ(rs_ev_step_retry_scheduled, step_id, RS_F_STR, 1),
-	REQ(rs_ev_step_retry_scheduled, timer_id, RS_F_STR, 1),
-};
-static const rs_field f_tool_requested[] = {
-	REQ(rs_ev_tool_requested, args, RS_F_OBJECT, 0),
-	REQ(rs_ev_tool_requested, attempt, RS_F_INT, 1),
-	REQ(rs_ev_tool_requested, call_id, RS_F_CALLID, 0),
-	OPT(rs_ev_tool_requested, capability, RS_F_STR, 1),
-	REQ(rs_ev_tool_requested, deadline, RS_F_TIME, 0),
-	OPT(rs_ev_tool_requested, device, RS_F_STR, 1),
-	REQ(rs_ev_tool_requested, step_id, RS_F_STR, 1),
-	REQ(rs_ev_tool_requested, tool, RS_F_STR, 1),
-};
-static const rs_field f_tool_dispatched[] = {
-	REQ(rs_ev_tool_dispatched, call_id, RS_F_CALLID, 0),
-	REQ(rs_ev_tool_dispatched, device_id, RS_F_STR, 1),
-	OPT(rs_ev_tool_dispatched, router, RS_F_STR, 1),
-};
-static const rs_field f_tool_completed[] = {
-	REQ(rs_ev_tool_completed, attempt, RS_F_INT, 1),
-	REQ(rs_ev_tool_completed, call_id, RS_F_CALLID, 0),
-	OPT(rs_ev_tool_completed, device_id, RS_F_STR, 1),
-	REQ(rs_ev_tool_completed, output, RS_F_JSON, 0),
-	REQ(rs_ev_tool_completed, step_id, RS_F_STR, 1),
-};
-static const rs_field f_tool_failed[] = {
-	REQ(rs_ev_tool_failed, attempt, RS_F_INT, 1),
-	REQ(rs_ev_tool_failed, call_id, RS_F_CALLID, 0),
-	OPT(rs_ev_tool_failed, device_id, RS_F_STR, 1),
-	REQ(rs_ev_tool_failed, error, RS_F_ERR, 0),
-	REQ(rs_ev_tool_failed, step_id, RS_F_STR, 1),
-};
-static const rs_field f_tool_timed_out[] = {
-	REQ(rs_ev_tool_timed_out, attempt, RS_F_INT, 1),
-	REQ(rs_ev_tool_timed_out, call_id, RS_F_CALLID, 0),
-	REQ(rs_ev_tool_timed_out, step_id, RS_F_STR, 1),
-};
-static const rs_field f_timer_scheduled[] = {
-	OPT(rs_ev_timer_scheduled, attempt, RS_F_INT, 1),
-	REQ(rs_ev_timer_scheduled, due_at, RS_F_TIME, 0),
-	REQ(rs_ev_timer_scheduled, purpose, RS_F_PURPOSE, 0),
-	OPT(rs_ev_timer_scheduled, step_id, RS_F_STR, 1),
-	REQ(rs_ev_timer_scheduled, timer_id, RS_F_STR, 1),
-};
-static const rs_field f_timer_fired[] = {
-	OPT(rs_ev_timer_fired, attempt, RS_F_INT, 1),
-	REQ(rs_ev_timer_fired, due_at, RS_F_TIME, 0),
-	REQ(rs_ev_timer_fired, purpose, RS_F_PURPOSE, 0),
-	OPT(rs_ev_timer_fired, step_id, RS_F_STR, 1),
-	REQ(rs_ev_timer_fired, timer_id, RS_F_STR, 1),
-};
-static const rs_field f_signal_received[] = {
-	REQ(rs_ev_signal_received, name, RS_F_STR, 1),
-	REQ(rs_ev_signal_received, payload, RS_F_JSON, 0),
-	REQ(rs_ev_signal_received, signal_id, RS_F_STR, 1),
-	OPT(rs_ev_signal_received, step_id, RS_F_STR, 1),
-};
-static const rs_field f_run_cancel_requested[] = {
-	OPT(rs_ev_run_cancel_requested, reason, RS_F_STR, 1),
-};
-static const rs_field f_run_completed[] = {
-	REQ(rs_ev_run_completed, output, RS_F_JSON, 0),
-};
-static const rs_field f_run_failed[] = {
-	REQ(rs_ev_run_failed, error, RS_F_ERR, 0),
-};
-static const rs_field f_run_cancelled[] = {
-	OPT(rs_ev_run_cancelled, reason, RS_F_STR, 1),
-};
-static const rs_field f_run_timed_out[] = {
-	REQ(rs_ev_run_timed_out, timeout_s, RS_F_INT, 1),
-};
-
-/* The v1.0 types. The http.* / llm.* types are still being shaped in
- * rs_event.c, so they take the strict path (NULL) until their tables
- * settle; adding one is a table here and a line below. */
-static const struct {
-	const char *name;          /* "runstream." + rs_event_type_name() */
+typedef struct {
+	char name[64];          /* "runstream." + rs_event_type_name() */
 	size_t len;
-	const rs_field *fields;
+	const rs_field *fields; /* NULL: strict path for this type */
 	size_t n;
-} fast_types[RS_EV__COUNT] = {
-#define T(e, name, tbl) [e] = { "runstream." name, sizeof("runstream." name) - 1, tbl, NELEM(tbl) }
-	T(RS_EV_RUN_CREATED, "run.created", f_run_created),
-	T(RS_EV_RUN_STARTED, "run.started", f_run_started),
-	T(RS_EV_STEP_STARTED, "step.started", f_step_started),
-	T(RS_EV_STEP_COMPLETED, "step.completed", f_step_completed),
-	T(RS_EV_STEP_FAILED, "step.failed", f_step_failed),
-	T(RS_EV_STEP_RETRY_SCHEDULED, "step.retry_scheduled", f_step_retry_scheduled),
-	T(RS_EV_TOOL_REQUESTED, "tool.requested", f_tool_requested),
-	T(RS_EV_TOOL_DISPATCHED, "tool.dispatched", f_tool_dispatched),
-	T(RS_EV_TOOL_COMPLETED, "tool.completed", f_tool_completed),
-	T(RS_EV_TOOL_FAILED, "tool.failed", f_tool_failed),
-	T(RS_EV_TOOL_TIMED_OUT, "tool.timed_out", f_tool_timed_out),
-	T(RS_EV_TIMER_SCHEDULED, "timer.scheduled", f_timer_scheduled),
-	T(RS_EV_TIMER_FIRED, "timer.fired", f_timer_fired),
-	T(RS_EV_SIGNAL_RECEIVED, "signal.received", f_signal_received),
-	T(RS_EV_RUN_CANCEL_REQUESTED, "run.cancel_requested", f_run_cancel_requested),
-	T(RS_EV_RUN_COMPLETED, "run.completed", f_run_completed),
-	T(RS_EV_RUN_FAILED, "run.failed", f_run_failed),
-	T(RS_EV_RUN_CANCELLED, "run.cancelled", f_run_cancelled),
-	T(RS_EV_RUN_TIMED_OUT, "run.timed_out", f_run_timed_out),
-#undef T
-};
+} fast_type;
+
+static fast_type fast_types[RS_EV__COUNT];
+static rs_field fast_fields[RS_EV__COUNT][FAST_MAX_FIELDS];
+static rs_field f_err[FAST_MAX_FIELDS];
+static size_t f_err_n;
+static pthread_once_t fast_once = PTHREAD_ONCE_INIT;
+
+static int
+field_by_name(const void *a, const void *b)
+{
+	return strcmp(((const rs_field *)a)->name, ((const rs_field *)b)->name);
+}
+
+/* Copy n entries of src into dst and sort them; 0 if they do not fit. */
+static size_t
+sorted_copy(rs_field *dst, const rs_field *src, size_t n)
+{
+	if (src == NULL || n > FAST_MAX_FIELDS)
+		return 0;
+	memcpy(dst, src, n * sizeof(*src));
+	qsort(dst, n, sizeof(*dst), field_by_name);
+	return n;
+}
+
+static void
+fast_init(void)
+{
+	const rs_field *src;
+	size_t n = 0;
+
+	src = rs_err_fields(&n);
+	f_err_n = sorted_copy(f_err, src, n);
+	for (int t = 0; t < RS_EV__COUNT; t++) {
+		fast_type *ft = &fast_types[t];
+		src = rs_event_fields((rs_event_type)t, &n);
+		if (src == NULL || (n > 0 && sorted_copy(fast_fields[t], src, n) == 0))
+			continue;
+		snprintf(ft->name, sizeof(ft->name), "runstream.%s",
+		         rs_event_type_name((rs_event_type)t));
+		ft->len = strlen(ft->name);
+		ft->fields = fast_fields[t];
+		ft->n = n;
+	}
+}
 
 /* ---- scanning ------------------------------------------------------- */
 
@@ -893,7 +799,7 @@ field_value(const rs_field *f, cur *c, void *s, int depth)
 	case RS_F_ERR:
 		if (peek(c) != '{' || depth + 1 > RS_JSON_MAX_DEPTH)
 			return 0;
-		return object_fields(f_err, NELEM(f_err), c, MEMBER(s, f, rs_err),
+		return object_fields(f_err, f_err_n, c, MEMBER(s, f, rs_err),
 		                     &MEMBER(s, f, rs_err)->cls);
 	case RS_F_PURPOSE:
 		return short_string(c, buf, sizeof(buf)) &&
@@ -1177,7 +1083,7 @@ static int
 event_type(const slice *sl, rs_event_type *t)
 {
 	for (int i = 0; i < RS_EV__COUNT; i++) {
-		if (fast_types[i].name != NULL && fast_types[i].len == sl->n &&
+		if (fast_types[i].fields != NULL && fast_types[i].len == sl->n &&
 		    memcmp(fast_types[i].name, sl->s, sl->n) == 0) {
 			*t = (rs_event_type)i;
 			return 1;
@@ -1308,6 +1214,7 @@ decode_fast(const char *buf, size_t len, rs_event *ev)
 	cur c = { buf, buf + len }, dc;
 	envelope e;
 
+	pthread_once(&fast_once, fast_init);
 	memset(&e, 0, sizeof(e));
 	memset(ev, 0, sizeof(*ev));
 	e.hint = type_hint(buf, len);
