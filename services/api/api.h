@@ -285,6 +285,7 @@ struct rs_api {
 	size_t max_body;
 	int header_timeout_s, idle_timeout_s;
 	int hb_s;
+	int max_fds;                /* RS_API_MAX_FDS: RLIMIT_NOFILE for lws */
 	int workers;
 	int64_t auth_ttl_ms;
 	int64_t ryw_ms;

@@ -11,6 +11,7 @@
 #include "rs_time.h"
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +67,7 @@ load_config(rs_api *app, rs_config *cfg)
 #define INT_ENV(name, def, min, max, field) \
 	do { if (rs_env_int(name, def, min, max, &v) != RS_OK) return RS_EINVAL; field = v; } while (0)
 	INT_ENV("RS_API_MAX_BODY", 1048576, 1024, 64 * 1048576, app->max_body);
+	INT_ENV("RS_API_MAX_FDS", 32768, 256, 1048576, app->max_fds);
 	INT_ENV("RS_API_HEADER_TIMEOUT_S", 10, 1, 300, app->header_timeout_s);
 	INT_ENV("RS_API_IDLE_TIMEOUT_S", 30, 1, 3600, app->idle_timeout_s);
 	INT_ENV("RS_API_SSE_HEARTBEAT_S", 15, 1, 3600, app->hb_s);
@@ -75,6 +77,33 @@ load_config(rs_api *app, rs_config *cfg)
 	INT_ENV("RS_API_PUBLISH_TIMEOUT_MS", 5000, 100, 60000, app->pub_timeout_ms);
 #undef INT_ENV
 	return RS_OK;
+}
+
+/* Set the soft RLIMIT_NOFILE to RS_API_MAX_FDS (at most the hard limit),
+ * before lws sizes its tables from it. Both directions matter: a soft
+ * limit of 1024 (a common default) caps the watchers near 1,000, and a
+ * huge one makes every connection close slow - libwebsockets 4.1.6 as
+ * packaged (built with _DEBUG) scans its whole fd table, one slot per
+ * possible fd, on each close (sanity_assert_no_sockfd_traces): ~17 us at
+ * 20,000 fds, ~0.46 ms at 1,048,576 (docs/benchmarks.md, API). */
+static void
+set_fd_limit(rs_api *app)
+{
+	struct rlimit rl;
+	rlim_t want = (rlim_t)app->max_fds;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return;
+	if (rl.rlim_max != RLIM_INFINITY && want > rl.rlim_max)
+		want = rl.rlim_max;
+	if (want == rl.rlim_cur)
+		return;
+	rl.rlim_cur = want;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+		rs_warn("api: cannot set RLIMIT_NOFILE to %llu", (unsigned long long)want);
+	else if (want < (rlim_t)app->max_fds)
+		rs_info("api: open files limited to %llu by the hard limit (RS_API_MAX_FDS %d)",
+		        (unsigned long long)want, app->max_fds);
 }
 
 static rs_status
@@ -138,6 +167,7 @@ main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	if (load_config(&app, &cfg) != RS_OK)
 		return 2;
+	set_fd_limit(&app);
 	rs_api_metrics_init();
 	app.ops.service = "api";
 	app.ops.ready = ready;

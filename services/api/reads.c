@@ -57,34 +57,34 @@ pg(rs_api *app)
 	return tl_pg;
 }
 
-/* Run a query; NULL (and a 503 on job) when Postgres is unavailable. */
+/* Run a query; NULL (and a 503 on job) when Postgres is unavailable. A
+ * connection found dead (Postgres restarted since this worker last used
+ * it) is replaced and the query tried once more, so a restart costs no
+ * client a 503 once Postgres is back. */
 static PGresult *
 query(rs_api *app, rs_api_job *job, const char *sql, int n, const char *const *params)
 {
-	PGconn *c = pg(app);
-	PGresult *res;
+	PGconn *c;
+	PGresult *res = NULL;
 
-	if (c == NULL) {
-		rs_api_problem(job, 503, "the read models (Postgres) are unavailable; run creation, "
-		               "cancel, signals and SSE still work");
-		strcat(job->hdrs, "Retry-After: 2\n");
-		return NULL;
-	}
-	res = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		int lost = PQstatus(c) != CONNECTION_OK;
+	for (int attempt = 0; attempt < 2; attempt++) {
+		if ((c = pg(app)) == NULL)
+			break;
+		res = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
+		if (PQresultStatus(res) == PGRES_TUPLES_OK)
+			return res;
 		rs_warn("reads: query failed: %s", PQerrorMessage(c));
 		PQclear(res);
-		if (lost) {
-			rs_api_reads_close_thread();
-			rs_api_problem(job, 503, "the read models (Postgres) are unavailable");
-			strcat(job->hdrs, "Retry-After: 2\n");
-		} else {
+		if (PQstatus(c) == CONNECTION_OK) {
 			rs_api_problem(job, 500, "read query failed");
+			return NULL;
 		}
-		return NULL;
+		rs_api_reads_close_thread();
 	}
-	return res;
+	rs_api_problem(job, 503, "the read models (Postgres) are unavailable; run creation, "
+	               "cancel, signals and SSE still work");
+	strcat(job->hdrs, "Retry-After: 2\n");
+	return NULL;
 }
 
 #define RUN_FIELDS \

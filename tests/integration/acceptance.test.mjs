@@ -281,9 +281,9 @@ test('8: cancelled, failed after retries, timed out, finished by a signal', asyn
   assert.equal(fe[fe.length - 1].type, 'run.failed');
   assert.equal(fe.filter((e) => e.type === 'step.failed').length, 3);
   assert.equal(fe.filter((e) => e.type === 'step.retry_scheduled').length, 2);
-  await waitFor('failed run readable', async () => (await api('GET', `/v1/runs/${failed}`)).json?.status === 'failed');
-  const fr = await api('GET', `/v1/runs/${failed}`);
-  assert.equal(fr.json.error.code, 'boom');
+  let fr;
+  await waitFor('failed run readable', async () => (fr = await api('GET', `/v1/runs/${failed}`)).json?.status === 'failed');
+  assert.equal(fr.json.error?.code, 'boom', fr.text);
 
   const slow = await startRun('slow', {});
   const se = await finish(slow);
