@@ -3,11 +3,15 @@
  * event (--at), and a check of the recorded history against today's state
  * machine (--check).
  *
+ * --at adds to rs_run_view the run's http requests and model turns
+ * (effects.h), when it has any.
+ *
  * --check is how an orchestrator upgrade is proven safe for runs in
  * flight: every group of events in the log was appended by one decision
  * of the orchestrator, caused by one command. We rebuild that command
- * from the group's first event, ask today's rs_run_decide (the same code
- * the orchestrator links) what it would append in the state before the
+ * from the group's first event (rs_replay.h: the same mapping the state
+ * machine tests check), ask today's rs_run_decide (the same code the
+ * orchestrator links) what it would append in the state before the
  * group, and compare. Times are ignored: decide is given the recorded
  * time as "now", so deadlines and due times must match exactly.
  */
@@ -16,10 +20,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "effects.h"
 #include "history.h"
 #include "rs_agent.h"
 #include "rs_config.h"
 #include "rs_json.h"
+#include "rs_replay.h"
 #include "rs_run.h"
 #include "timeline.h"
 #include "runctl.h"
@@ -97,6 +103,7 @@ replay_timeline(const hist_src *src, const char *cmd)
 
 typedef struct {
 	rs_run *run;
+	eff_track effects;   /* http requests and model turns (effects.h) */
 	uint64_t at;
 	int reached;
 	char err[300];
@@ -111,6 +118,7 @@ at_event(void *ctx, rs_event *ev, const char *raw, size_t len)
 		return RC_OK;   /* keep reading: a stream source ends by itself */
 	if (rs_run_evolve(a->run, ev, a->err, sizeof(a->err)) != RS_OK)
 		return RC_FAIL;
+	eff_add(&a->effects, ev);
 	if (ev->runseq == a->at)
 		a->reached = 1;
 	return RC_OK;
@@ -129,6 +137,7 @@ replay_at(const hist_src *src, const char *cmd, const char *at_s)
 		return out_err(RC_USAGE, cmd, "--at needs an event sequence number >= 1, not '%s'", at_s);
 	memset(&a, 0, sizeof(a));
 	a.run = rs_run_new();
+	eff_init(&a.effects);
 	a.at = (uint64_t)at;
 	rc = hist_read(src, at_event, &a, NULL, err, sizeof(err));
 	if (rc == RC_FAIL && a.err[0] != '\0') {
@@ -145,97 +154,30 @@ replay_at(const hist_src *src, const char *cmd, const char *at_s)
 		goto cleanup;
 	}
 	view = rs_run_view(a.run);
+	/* Only a run with http/llm steps has them: other views stay as is. */
+	if (json_array_size(eff_list(&a.effects)) > 0)
+		json_object_set(view, "effects", eff_list(&a.effects));
 	if (!out_json())
 		printf("%sstate after event %" PRId64 " (%s)%s\n", out_on(OUT_BOLD), at,
 		       rs_run_status_name(rs_run_get_status(a.run)), out_off());
 	out_json_value(stdout, view, !out_json());
 	json_decref(view);
 cleanup:
+	eff_free(&a.effects);
 	rs_run_free(a.run);
 	return rc;
 }
 
 /* ---- --check ---- */
 
-/* Events that open a decision: the command that caused each. */
-static int
-group_head(rs_event_type t)
+/* The orchestrator instance of a run.start group: run.started's. */
+static const char *
+instance_of(const rs_event *ev, size_t n)
 {
-	switch (t) {
-	case RS_EV_RUN_CREATED:
-	case RS_EV_TOOL_DISPATCHED:
-	case RS_EV_TOOL_COMPLETED:
-	case RS_EV_TOOL_FAILED:
-	case RS_EV_TIMER_FIRED:
-	case RS_EV_SIGNAL_RECEIVED:
-	case RS_EV_RUN_CANCEL_REQUESTED:
-		return 1;
-	default:
-		return 0;
-	}
-}
-
-/* Rebuild the command behind the group ev[0..n). Members are borrowed
- * from the events: never rs_cmd_free() the result. */
-static int
-command_of(const rs_event *ev, size_t n, rs_cmd *c, const char **instance)
-{
-	memset(c, 0, sizeof(*c));
-	snprintf(c->run_id, sizeof(c->run_id), "%s", ev->run_id);
-	snprintf(c->tenant, sizeof(c->tenant), "%s", ev->tenant);
-	snprintf(c->traceparent, sizeof(c->traceparent), "%s", ev->traceparent);
-	*instance = "runctl-check";
-	switch (ev->type) {
-	case RS_EV_RUN_CREATED:
-		c->type = RS_CMD_RUN_START;
-		c->agent = ev->d.run_created.agent;
-		c->version = ev->d.run_created.version;
-		c->input = ev->d.run_created.input;
-		c->idempotency_key = ev->d.run_created.idempotency_key;
-		for (size_t i = 1; i < n; i++)
-			if (ev[i].type == RS_EV_RUN_STARTED && ev[i].d.run_started.instance != NULL)
-				*instance = ev[i].d.run_started.instance;
-		return 0;
-	case RS_EV_TOOL_DISPATCHED:
-		c->type = RS_CMD_TOOL_DELIVERED;
-		c->call_id = ev->d.tool_dispatched.call_id;
-		c->device_id = ev->d.tool_dispatched.device_id;
-		c->router = ev->d.tool_dispatched.router;
-		return 0;
-	case RS_EV_TOOL_COMPLETED:
-		c->type = RS_CMD_TOOL_RESULT;
-		c->call_id = ev->d.tool_completed.call_id;
-		c->device_id = ev->d.tool_completed.device_id;
-		c->output = ev->d.tool_completed.output;
-		return 0;
-	case RS_EV_TOOL_FAILED:
-		c->type = RS_CMD_TOOL_RESULT;
-		c->call_id = ev->d.tool_failed.call_id;
-		c->device_id = ev->d.tool_failed.device_id;
-		c->has_error = 1;
-		c->error = ev->d.tool_failed.error;
-		return 0;
-	case RS_EV_TIMER_FIRED:
-		c->type = RS_CMD_TIMER_FIRE;
-		c->timer_id = ev->d.timer_fired.timer_id;
-		c->purpose = ev->d.timer_fired.purpose;
-		c->step_id = ev->d.timer_fired.step_id;
-		c->attempt = ev->d.timer_fired.attempt;
-		c->due_at = ev->d.timer_fired.due_at;
-		return 0;
-	case RS_EV_SIGNAL_RECEIVED:
-		c->type = RS_CMD_SIGNAL;
-		c->signal_id = ev->d.signal_received.signal_id;
-		c->name = ev->d.signal_received.name;
-		c->payload = ev->d.signal_received.payload;
-		return 0;
-	case RS_EV_RUN_CANCEL_REQUESTED:
-		c->type = RS_CMD_CANCEL;
-		c->reason = ev->d.run_cancel_requested.reason;
-		return 0;
-	default:
-		return -1;
-	}
+	for (size_t i = 1; i < n; i++)
+		if (ev[i].type == RS_EV_RUN_STARTED && ev[i].d.run_started.instance != NULL)
+			return ev[i].d.run_started.instance;
+	return "runctl-check";
 }
 
 /* The comparable form of an event: the CloudEvent without time and
@@ -380,23 +322,29 @@ check_history(const hist_buf *h, const rs_agent *agent, const char *cmd)
 	memset(&dec, 0, sizeof(dec));
 	while (i < h->n && rc == RC_OK) {
 		const rs_event *head = &h->ev[i];
-		const char *instance;
+		int is_cmd;
 		rs_cmd c;
 		size_t j = i + 1, k, ng;
 
-		while (j < h->n && !group_head(h->ev[j].type))
+		while (j < h->n && !rs_replay_opens_group(&h->ev[j]))
 			j++;
 		ng = j - i;
-		if (command_of(head, ng, &c, &instance) != 0) {
+		if (rs_replay_cmd_from_event(head, &c, &is_cmd) != RS_OK) {
+			rc = out_err(RC_FAIL, cmd, "out of memory");
+			break;
+		}
+		if (!is_cmd) {
 			rc = divergence(head, "(none)", head->runseq, head, NULL,
 			                "no command produces this event first: the history does not "
 			                "start with run.created or a group was cut");
 			break;
 		}
-		if (rs_run_decide(run, agent, &c, head->time_ms, instance, &dec, err, sizeof(err)) != RS_OK) {
+		if (rs_run_decide(run, agent, &c, head->time_ms, instance_of(head, ng), &dec, err,
+		                  sizeof(err)) != RS_OK) {
 			char why[600];
 			snprintf(why, sizeof(why), "decide failed: %s", err);
 			rc = divergence(head, rs_cmd_type_name(c.type), head->runseq, head, NULL, why);
+			rs_cmd_free(&c);
 			break;
 		}
 		for (k = 0; k < ng || k < dec.nevents; k++) {
@@ -411,6 +359,7 @@ check_history(const hist_buf *h, const rs_agent *agent, const char *cmd)
 			break;
 		}
 		rs_decision_free(&dec);
+		rs_cmd_free(&c);
 		for (k = i; k < j && rc == RC_OK; k++)
 			if (rs_run_evolve(run, &h->ev[k], err, sizeof(err)) != RS_OK)
 				rc = out_err(RC_FAIL, cmd, "event %" PRIu64 " does not apply: %s",

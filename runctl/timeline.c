@@ -108,6 +108,11 @@ step_of(const rs_event *ev, const char **step, int64_t *attempt)
 	case RS_EV_TIMER_FIRED: *step = ev->d.timer_fired.step_id; *attempt = ev->d.timer_fired.attempt; break;
 	case RS_EV_SIGNAL_RECEIVED: *step = ev->d.signal_received.step_id; break;
 	case RS_EV_RUN_FAILED: *step = ev->d.run_failed.error.step_id; break;
+	case RS_EV_HTTP_REQUESTED: *step = ev->d.http_requested.step_id; *attempt = ev->d.http_requested.attempt; break;
+	case RS_EV_HTTP_COMPLETED: *step = ev->d.http_completed.step_id; *attempt = ev->d.http_completed.attempt; break;
+	case RS_EV_LLM_REQUESTED: *step = ev->d.llm_requested.step_id; *attempt = ev->d.llm_requested.attempt; break;
+	case RS_EV_LLM_DELTA: *step = ev->d.llm_delta.step_id; break;
+	case RS_EV_LLM_MESSAGE: *step = ev->d.llm_message.step_id; break;
 	default: break;
 	}
 }
@@ -118,6 +123,8 @@ mark_of(const rs_event *ev)
 	switch (ev->type) {
 	case RS_EV_TOOL_REQUESTED:
 	case RS_EV_TIMER_SCHEDULED:
+	case RS_EV_HTTP_REQUESTED:
+	case RS_EV_LLM_REQUESTED:
 		return TL_WAIT;
 	case RS_EV_STEP_STARTED:
 		return (ev->d.step_started.kind && strcmp(ev->d.step_started.kind, "signal") == 0)
@@ -137,6 +144,102 @@ mark_of(const rs_event *ev)
 	default:
 		return TL_NONE;
 	}
+}
+
+/* Characters (UTF-8 code points) in s: what a reader calls its length. */
+static size_t
+utf8_len(const char *s)
+{
+	size_t n = 0;
+
+	for (; s != NULL && *s; s++)
+		if (((unsigned char)*s & 0xC0) != 0x80)
+			n++;
+	return n;
+}
+
+/* A step failure the executor reported for an effect: say so, with the
+ * server's Retry-After. */
+static void
+cat_effect_failure(char *b, size_t cap, size_t *o, const rs_ev_step_failed *x)
+{
+	char d[32];
+
+	if (x->effect_id == NULL)
+		return;
+	cat(b, cap, o, " [executor");
+	if (x->retry_after_ms > 0) {
+		tl_format_delta(x->retry_after_ms, d, sizeof(d));
+		cat(b, cap, o, ", Retry-After %s", d + 1);
+	}
+	cat(b, cap, o, "]");
+}
+
+static void
+sum_http_requested(const rs_ev_http_requested *x, char *b, size_t cap, size_t *o)
+{
+	char d[32];
+
+	tl_format_delta(x->timeout_ms, d, sizeof(d));
+	cat(b, cap, o, "%s %.80s timeout=%s", x->method, x->url, d + 1);
+	if (x->hmac != NULL)
+		cat(b, cap, o, " signed");
+}
+
+static void
+sum_http_completed(const rs_ev_http_completed *x, char *b, size_t cap, size_t *o)
+{
+	cat(b, cap, o, "HTTP %" PRId64 " in %" PRId64 "ms body=", x->status, x->duration_ms);
+	cat_json(b, cap, o, x->body);
+}
+
+static void
+sum_llm_requested(const rs_ev_llm_requested *x, char *b, size_t cap, size_t *o)
+{
+	const char *model = json_string_value(json_object_get(x->model, "model"));
+	size_t nm = json_array_size(x->messages), nt = json_array_size(x->tools);
+
+	cat(b, cap, o, "turn %" PRId64 " %s: %zu %s, %zu %s", x->turn, model ? model : "?", nm,
+	    nm == 1 ? "message" : "messages", nt, nt == 1 ? "tool" : "tools");
+}
+
+static void
+sum_llm_delta(const rs_ev_llm_delta *x, char *b, size_t cap, size_t *o)
+{
+	json_t *t = json_string(x->text ? x->text : "");
+
+	cat(b, cap, o, "turn %" PRId64 " #%" PRId64 " +%zu chars ", x->turn, x->index, utf8_len(x->text));
+	cat_json(b, cap, o, t);
+	json_decref(t);
+}
+
+/* "turn 2: 54 chars \"Oslo...\" finish=stop tokens=141+21", or the tools
+ * the model called instead of answering. */
+static void
+sum_llm_message(const rs_ev_llm_message *x, char *b, size_t cap, size_t *o)
+{
+	json_t *content = json_object_get(x->message, "content");
+	json_t *calls = json_object_get(x->message, "tool_calls"), *c;
+	size_t i;
+
+	cat(b, cap, o, "turn %" PRId64 ":", x->turn);
+	if (json_string_length(content) > 0) {
+		cat(b, cap, o, " %zu chars ", utf8_len(json_string_value(content)));
+		cat_json(b, cap, o, content);
+	}
+	if (json_array_size(calls) > 0) {
+		cat(b, cap, o, " %s", json_array_size(calls) == 1 ? "tool call" : "tool calls");
+		json_array_foreach(calls, i, c) {
+			const char *n = json_string_value(json_object_get(json_object_get(c, "function"), "name"));
+			cat(b, cap, o, "%s%s", i ? "," : " ", n ? n : "?");
+		}
+	}
+	if (x->finish_reason != NULL)
+		cat(b, cap, o, " finish=%s", x->finish_reason);
+	if (json_is_object(x->usage))
+		cat(b, cap, o, " tokens=%" PRId64 "+%" PRId64,
+		    (int64_t)json_integer_value(json_object_get(x->usage, "prompt_tokens")),
+		    (int64_t)json_integer_value(json_object_get(x->usage, "completion_tokens")));
 }
 
 /* The short data summary: what a reader needs to follow the run. */
@@ -176,6 +279,7 @@ summarize(const rs_event *ev, char *b, size_t cap)
 	}
 	case RS_EV_STEP_FAILED:
 		cat_err(b, cap, &o, &ev->d.step_failed.error);
+		cat_effect_failure(b, cap, &o, &ev->d.step_failed);
 		if (ev->d.step_failed.final)
 			cat(b, cap, &o, " final");
 		break;
@@ -236,6 +340,11 @@ summarize(const rs_event *ev, char *b, size_t cap)
 	case RS_EV_RUN_TIMED_OUT:
 		cat(b, cap, &o, "after %" PRId64 "s", ev->d.run_timed_out.timeout_s);
 		break;
+	case RS_EV_HTTP_REQUESTED: sum_http_requested(&ev->d.http_requested, b, cap, &o); break;
+	case RS_EV_HTTP_COMPLETED: sum_http_completed(&ev->d.http_completed, b, cap, &o); break;
+	case RS_EV_LLM_REQUESTED: sum_llm_requested(&ev->d.llm_requested, b, cap, &o); break;
+	case RS_EV_LLM_DELTA: sum_llm_delta(&ev->d.llm_delta, b, cap, &o); break;
+	case RS_EV_LLM_MESSAGE: sum_llm_message(&ev->d.llm_message, b, cap, &o); break;
 	default:
 		cat(b, cap, &o, "(event type unknown to this runctl)");
 		break;
@@ -341,6 +450,8 @@ tl_summary_add(tl_summary *s, const rs_event *ev)
 	case RS_EV_RUN_FAILED: s->status = "failed"; break;
 	case RS_EV_RUN_CANCELLED: s->status = "cancelled"; break;
 	case RS_EV_RUN_TIMED_OUT: s->status = "timed_out"; break;
+	case RS_EV_HTTP_REQUESTED: s->http_requests++; s->status = "waiting"; break;
+	case RS_EV_LLM_REQUESTED: s->llm_turns++; s->status = "waiting"; break;
 	default: break;
 	}
 }
@@ -369,6 +480,11 @@ tl_summary_format(const tl_summary *s, char *buf, size_t cap)
 		cat(buf, cap, &o, ", %u tool %s", s->tool_calls, plural(s->tool_calls, "call", "calls"));
 	if (s->tool_failures)
 		cat(buf, cap, &o, " (%u failed)", s->tool_failures);
+	if (s->http_requests)
+		cat(buf, cap, &o, ", %u http %s", s->http_requests,
+		    plural(s->http_requests, "request", "requests"));
+	if (s->llm_turns)
+		cat(buf, cap, &o, ", %u model %s", s->llm_turns, plural(s->llm_turns, "turn", "turns"));
 	if (s->timers)
 		cat(buf, cap, &o, ", %u %s", s->timers, plural(s->timers, "timer", "timers"));
 	if (s->signals)
@@ -378,15 +494,24 @@ tl_summary_format(const tl_summary *s, char *buf, size_t cap)
 json_t *
 tl_summary_json(const tl_summary *s)
 {
-	return json_pack("{s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:i,s:i,s:i,s:i,s:i,s:i,s:i}",
-	                 "run_id", s->run_id, "tenant", s->tenant, "agent", s->agent,
-	                 "version", s->version, "status", s->status,
-	                 "events", (json_int_t)s->events, "last_seq", (json_int_t)s->last_seq,
-	                 "duration_ms", (json_int_t)(s->end_ms - s->start_ms),
-	                 "steps_completed", (int)s->steps_completed, "steps_failed", (int)s->steps_failed,
-	                 "retries", (int)s->retries, "tool_calls", (int)s->tool_calls,
-	                 "tool_failures", (int)s->tool_failures, "timers", (int)s->timers,
-	                 "signals", (int)s->signals);
+	json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:i,s:i,s:i,s:i,s:i,s:i,s:i}",
+	                      "run_id", s->run_id, "tenant", s->tenant, "agent", s->agent,
+	                      "version", s->version, "status", s->status,
+	                      "events", (json_int_t)s->events, "last_seq", (json_int_t)s->last_seq,
+	                      "duration_ms", (json_int_t)(s->end_ms - s->start_ms),
+	                      "steps_completed", (int)s->steps_completed,
+	                      "steps_failed", (int)s->steps_failed,
+	                      "retries", (int)s->retries, "tool_calls", (int)s->tool_calls,
+	                      "tool_failures", (int)s->tool_failures, "timers", (int)s->timers,
+	                      "signals", (int)s->signals);
+
+	/* Only runs with server-side effects have these (so the summary of a
+	 * run without them stays what it was). */
+	if (o != NULL && s->http_requests)
+		json_object_set_new(o, "http_requests", json_integer(s->http_requests));
+	if (o != NULL && s->llm_turns)
+		json_object_set_new(o, "llm_turns", json_integer(s->llm_turns));
+	return o;
 }
 
 size_t

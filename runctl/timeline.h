@@ -19,7 +19,8 @@
 /* How a row stands out: markers in plain text, colours on a terminal. */
 typedef enum {
 	TL_NONE = 0,
-	TL_WAIT,    /* the run now waits: tool requested, timer scheduled, signal step */
+	TL_WAIT,    /* the run now waits: tool, http or model requested, timer
+	             * scheduled, signal step */
 	TL_RETRY,   /* a retry was scheduled */
 	TL_FAIL,    /* a failure, timeout or cancellation */
 	TL_DONE,    /* the run completed */
@@ -63,6 +64,7 @@ typedef struct {
 	int64_t start_ms, end_ms;
 	unsigned steps_completed, steps_failed, retries, tool_calls, tool_failures;
 	unsigned timers, signals;
+	unsigned http_requests, llm_turns;   /* http.requested / llm.requested */
 } tl_summary;
 
 void tl_summary_init(tl_summary *s);

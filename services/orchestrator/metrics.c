@@ -3,6 +3,8 @@
  * start-up, and the accounting done when an event becomes durable (so a
  * run is counted once even if two instances raced over it).
  */
+#include <stdio.h>
+
 #include "orch.h"
 
 orch_metrics om;
@@ -13,9 +15,9 @@ orch_metrics_init(void)
 	static const char *fin[4] = {
 		"status=\"completed\"", "status=\"failed\"", "status=\"cancelled\"",
 		"status=\"timed_out\"" };
-	static const char *cmd[RS_CMD__COUNT] = {
-		"type=\"run.start\"", "type=\"tool.result\"", "type=\"tool.delivered\"",
-		"type=\"signal\"", "type=\"cancel\"", "type=\"timer.fire\"" };
+	/* One label per command type, from its name (the registry keeps the
+	 * pointer: static storage). */
+	static char cmd[RS_CMD__COUNT][48];
 
 	om.runs_started = rs_counter("rs_orch_runs_started_total", "Runs started (run.started appended).", NULL);
 	for (int i = 0; i < 4; i++)
@@ -23,8 +25,10 @@ orch_metrics_init(void)
 		                                 "Runs finished, by terminal status.", fin[i]);
 	om.step_duration = rs_histogram("rs_orch_step_duration_seconds",
 	                                "Step durations (step.completed duration_ms).", NULL);
-	for (int i = 0; i < RS_CMD__COUNT; i++)
+	for (int i = 0; i < RS_CMD__COUNT; i++) {
+		snprintf(cmd[i], sizeof(cmd[i]), "type=\"%s\"", rs_cmd_type_name((rs_cmd_type)i));
 		om.commands[i] = rs_counter("rs_orch_commands_total", "Commands processed, by type.", cmd[i]);
+	}
 	om.redeliveries = rs_counter("rs_orch_redeliveries_total", "Commands delivered more than once.", NULL);
 	om.dead_letters = rs_counter("rs_orch_dead_letters_total", "Messages sent to dlq.orchestrator.", NULL);
 	om.timer_lag = rs_histogram("rs_orch_timer_lag_seconds", "Timer fire time minus due time.", NULL);

@@ -7,10 +7,12 @@
  * Same approach as test_run.c, smaller harness: every decided event goes
  * through the codec before it is evolved, deciding twice gives the same
  * events, and at the end the recorded history replays into the same view.
- * The executor commands are checked to be recoverable from the events
- * (the mapping runctl replay --check uses, cmd_from_event()).
+ * The executor commands and tool results are checked to be recoverable
+ * from the events (rs_replay_cmd_from_event, the mapping runctl replay
+ * --check uses).
  */
 #include "rs_json.h"
+#include "rs_replay.h"
 #include "rs_run.h"
 #include "sm_check.h"
 
@@ -259,71 +261,33 @@ effect_id(world *w)
 	return buf;
 }
 
-/*
- * The mapping `runctl replay --check` uses to rebuild executor commands
- * from recorded events: llm.delta -> llm.chunk, llm.message -> effect.result
- * {output: {message, usage, finish_reason}}, http.completed -> effect.result
- * {output: {status, headers, body, duration_ms}}, step.failed with effect_id
- * -> effect.result {error, retry_after_ms}. Returns 1 if ev maps.
- */
+/* Commands the executor and the devices give: each is recovered from the
+ * events it produced (run.start and timer.fire are given here with fewer
+ * members than a real one carries, so they are not compared). */
 static int
-cmd_from_event(const rs_event *e, rs_cmd *c)
+recovered_type(rs_cmd_type t)
 {
-	*c = mk(RS_CMD_EFFECT_RESULT);
-	switch (e->type) {
-	case RS_EV_LLM_DELTA:
-		c->type = RS_CMD_LLM_CHUNK;
-		c->effect_id = strdup(e->d.llm_delta.effect_id);
-		c->index = e->d.llm_delta.index;
-		c->text = strdup(e->d.llm_delta.text);
-		return 1;
-	case RS_EV_LLM_MESSAGE:
-		c->effect_id = strdup(e->d.llm_message.effect_id);
-		c->output = json_pack("{s:O}", "message", e->d.llm_message.message);
-		if (e->d.llm_message.usage)
-			json_object_set(c->output, "usage", e->d.llm_message.usage);
-		if (e->d.llm_message.finish_reason)
-			json_object_set_new(c->output, "finish_reason",
-			                    json_string(e->d.llm_message.finish_reason));
-		return 1;
-	case RS_EV_HTTP_COMPLETED:
-		c->effect_id = strdup(e->d.http_completed.effect_id);
-		c->output = json_pack("{s:I, s:O, s:O, s:I}", "status",
-		                      (json_int_t)e->d.http_completed.status, "headers",
-		                      e->d.http_completed.headers, "body", e->d.http_completed.body,
-		                      "duration_ms", (json_int_t)e->d.http_completed.duration_ms);
-		return 1;
-	case RS_EV_STEP_FAILED:
-		if (e->d.step_failed.effect_id == NULL)
-			break;
-		c->effect_id = strdup(e->d.step_failed.effect_id);
-		c->has_error = 1;
-		c->error.code = strdup(e->d.step_failed.error.code);
-		c->error.message = strdup(e->d.step_failed.error.message);
-		c->error.cls = e->d.step_failed.error.cls;
-		c->error.retryable = e->d.step_failed.error.retryable;
-		c->retry_after_ms = e->d.step_failed.retry_after_ms;
-		return 1;
-	default:
-		break;
-	}
-	rs_cmd_free(c);
-	return 0;
+	return t == RS_CMD_EFFECT_RESULT || t == RS_CMD_LLM_CHUNK || t == RS_CMD_TOOL_RESULT;
 }
 
-/* Every executor command we gave is recoverable from the history. */
+/* Every such command we gave is what rs_replay_cmd_from_event rebuilds
+ * from the history: the mapping `runctl replay --check` uses. */
 static void
 check_replay_mapping(world *w)
 {
 	size_t k = 0;
+	int is_cmd;
 	rs_cmd c;
 
 	for (size_t i = 0; i < w->nhist; i++) {
-		if (!cmd_from_event(&w->hist[i], &c))
+		CHECK(rs_replay_cmd_from_event(&w->hist[i], &c, &is_cmd) == RS_OK);
+		CHECK_INT(is_cmd, rs_replay_opens_group(&w->hist[i]));
+		if (!is_cmd || !recovered_type(c.type)) {
+			rs_cmd_free(&c);
 			continue;
-		/* find the next executor command given that produced events */
-		while (k < w->ncmds && w->cmds[k].type != RS_CMD_EFFECT_RESULT &&
-		       w->cmds[k].type != RS_CMD_LLM_CHUNK)
+		}
+		/* the next command given that produced events */
+		while (k < w->ncmds && !recovered_type(w->cmds[k].type))
 			k++;
 		CHECK(k < w->ncmds);
 		if (k < w->ncmds) {
@@ -337,6 +301,10 @@ check_replay_mapping(world *w)
 		}
 		rs_cmd_free(&c);
 	}
+	/* and nothing given was left unrecovered */
+	while (k < w->ncmds && !recovered_type(w->cmds[k].type))
+		k++;
+	CHECK_INT(k, w->ncmds);
 }
 
 static void

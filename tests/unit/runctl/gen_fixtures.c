@@ -2,13 +2,21 @@
  * gen_fixtures.c - writes the recorded histories in tests/fixtures/ by
  * driving the real state machine (sim.h) with fixed clocks and ids:
  *   gen_fixtures DIR
+ * and the agent definitions they are pinned to, as DIR/agents/<name>.json
+ * (for `replay --check --agent-file`). One history, llm-diverged.ndjson,
+ * is a recorded one with one field edited: a run today's decide must not
+ * accept.
  * The fixtures are then committed: they are "what an orchestrator
  * recorded", so `replay --check` on them tells whether today's decide
  * still agrees. Regenerate only on a deliberate contract change.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 
+#include "rs_json.h"
 #include "sim.h"
 
 #define T0 1767323045000LL  /* 2026-01-02T03:04:05.000Z */
@@ -42,6 +50,45 @@ static const char slow_def[] =
 	"{\"id\":\"render\",\"kind\":\"tool\",\"tool\":\"report.render\",\"device\":\"printer-7\","
 	"\"args\":{},\"timeout_s\":300}]}";
 
+/* An assistant that asks a weather station (a device offering the
+ * capability get_weather) through a model tool call. */
+static const char weather_def[] =
+	"{\"name\":\"weather-assistant\",\"description\":\"answers with live station data\","
+	"\"steps\":["
+	"{\"id\":\"ask\",\"kind\":\"llm\",\"model\":{\"base_url\":\"https://llm.example/v1\","
+	"\"model\":\"gpt-4o-mini\",\"api_key_env\":\"OPENAI_API_KEY\"},"
+	"\"system\":\"You are a terse weather assistant.\","
+	"\"prompt\":\"What is the weather in {{input.city}}?\","
+	"\"tools\":[{\"name\":\"get_weather\",\"description\":\"current weather at a station\","
+	"\"input_schema\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}}}}],"
+	"\"max_turns\":4,\"timeout_s\":60,\"tool_timeout_s\":20},"
+	"{\"id\":\"reply\",\"kind\":\"transform\",\"value\":{\"answer\":\"{{steps.ask.output.text}}\","
+	"\"turns\":\"{{steps.ask.output.turns}}\"}}]}";
+
+/* A signed webhook with retries, then a transform of its answer. */
+static const char webhook_def[] =
+	"{\"name\":\"order-webhook\",\"steps\":["
+	"{\"id\":\"notify\",\"kind\":\"http\",\"method\":\"POST\","
+	"\"url\":\"https://hooks.example/orders/{{input.order_id}}\","
+	"\"headers\":{\"Content-Type\":\"application/json\"},"
+	"\"body\":{\"order\":\"{{input.order_id}}\",\"status\":\"paid\"},"
+	"\"timeout_s\":10,\"hmac\":{\"secret_env\":\"HOOK_SECRET\"},"
+	"\"retry\":{\"max_attempts\":3,\"initial_backoff_ms\":500}},"
+	"{\"id\":\"done\",\"kind\":\"transform\",\"value\":{\"delivered\":true,"
+	"\"receipt\":\"{{steps.notify.output.body.receipt}}\"}}]}";
+
+/* The model's first turn: one call of get_weather. */
+static const char weather_call[] =
+	"{\"message\":{\"role\":\"assistant\",\"content\":null,\"tool_calls\":["
+	"{\"id\":\"call_w1\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\","
+	"\"arguments\":\"{\\\"city\\\":\\\"Oslo\\\"}\"}}]},"
+	"\"usage\":{\"prompt_tokens\":96,\"completion_tokens\":18},\"finish_reason\":\"tool_calls\"}";
+
+static const char weather_answer[] =
+	"{\"message\":{\"role\":\"assistant\",\"content\":"
+	"\"Oslo: 4 degrees C with light rain and wind at 18 km/h.\"},"
+	"\"usage\":{\"prompt_tokens\":141,\"completion_tokens\":21},\"finish_reason\":\"stop\"}";
+
 static FILE *
 open_out(const char *dir, const char *name)
 {
@@ -54,6 +101,114 @@ open_out(const char *dir, const char *name)
 		exit(1);
 	}
 	return f;
+}
+
+/* DIR/agents/<name>.json: the definition, canonical. */
+static void
+write_agent(const char *dir, const sim *s)
+{
+	char path[1024], *txt;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/agents", dir);
+	if (mkdir(path, 0777) != 0 && errno != EEXIST) {
+		perror(path);
+		exit(1);
+	}
+	snprintf(path, sizeof(path), "agents/%s.json", rs_agent_name(s->agent));
+	f = open_out(dir, path);
+	txt = rs_json_dump(s->def);
+	fprintf(f, "%s\n", txt);
+	free(txt);
+	fclose(f);
+}
+
+/* Copy DIR/from to DIR/to with the one occurrence of needle replaced. */
+static void
+edit_copy(const char *dir, const char *from, const char *to, const char *needle, const char *repl)
+{
+	char path[1024], *buf, *hit;
+	long n;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, from);
+	if ((f = fopen(path, "rb")) == NULL || fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0) {
+		perror(path);
+		exit(1);
+	}
+	rewind(f);
+	buf = calloc(1, (size_t)n + 1);
+	if (buf == NULL || fread(buf, 1, (size_t)n, f) != (size_t)n) {
+		perror(path);
+		exit(1);
+	}
+	fclose(f);
+	hit = strstr(buf, needle);
+	if (hit == NULL || strstr(hit + 1, needle) != NULL) {
+		fprintf(stderr, "gen_fixtures: %s must contain %s exactly once\n", from, needle);
+		exit(1);
+	}
+	f = open_out(dir, to);
+	fwrite(buf, 1, (size_t)(hit - buf), f);
+	fputs(repl, f);
+	fputs(hit + strlen(needle), f);
+	fclose(f);
+	free(buf);
+}
+
+/* llm: streamed text, a model tool call answered by a device, the answer. */
+static void
+gen_llm(const char *dir)
+{
+	FILE *f = open_out(dir, "llm-tools.ndjson");
+	sim s;
+
+	sim_init(&s, weather_def, "0190f5e4-7a3b-7c1d-8e2f-000000000007", "acme", T0, f, 1);
+	sim_route(&s, "station-7");
+	sim_start(&s, "{\"city\":\"Oslo\"}", "orch-1");
+	sim_effect_ok(&s, 640, weather_call);
+	sim_delivered(&s, 8);
+	sim_result_ok(&s, 120, "{\"sky\":\"light rain\",\"temp_c\":4,\"wind_kmh\":18}");
+	sim_chunk(&s, 310, 0, "Oslo: 4 degrees C");
+	sim_chunk(&s, 50, 1, " with light rain");
+	sim_chunk(&s, 50, 2, " and wind at 18 km/h.");
+	sim_effect_ok(&s, 30, weather_answer);
+	write_agent(dir, &s);
+	sim_free(&s);
+	fclose(f);
+	/* As if an older orchestrator had lower-cased the model's arguments. */
+	edit_copy(dir, "llm-tools.ndjson", "llm-diverged.ndjson", "\"args\":{\"city\":\"Oslo\"}",
+	          "\"args\":{\"city\":\"oslo\"}");
+}
+
+/* http: 500, a retry, 200; and an executor error with Retry-After. */
+static void
+gen_http(const char *dir)
+{
+	FILE *f = open_out(dir, "http-retry.ndjson");
+	sim s;
+
+	sim_init(&s, webhook_def, "0190f5e4-7a3b-7c1d-8e2f-000000000008", "acme", T0, f, 1);
+	sim_start(&s, "{\"order_id\":\"A-1001\"}", "orch-1");
+	sim_effect_ok(&s, 230, "{\"status\":500,\"headers\":{\"content-type\":\"text/plain\"},"
+	              "\"body\":\"upstream exploded\",\"duration_ms\":228}");
+	sim_fire(&s, RS_TIMER_RETRY, 3);
+	sim_effect_ok(&s, 140, "{\"status\":200,\"headers\":{\"content-type\":\"application/json\"},"
+	              "\"body\":{\"receipt\":\"r-5521\"},\"duration_ms\":131}");
+	write_agent(dir, &s);
+	sim_free(&s);
+	fclose(f);
+
+	f = open_out(dir, "http-effect-error.ndjson");
+	sim_init(&s, webhook_def, "0190f5e4-7a3b-7c1d-8e2f-000000000009", "acme", T0, f, 1);
+	sim_start(&s, "{\"order_id\":\"A-1002\"}", "orch-1");
+	sim_effect_err(&s, 3000, "connect_failed", "connection refused by hooks.example:443",
+	               RS_ERRCLASS_TRANSIENT, 2000);
+	sim_fire(&s, RS_TIMER_RETRY, 1);
+	sim_effect_ok(&s, 90, "{\"status\":202,\"headers\":{},\"body\":{\"receipt\":\"r-5522\"},"
+	              "\"duration_ms\":88}");
+	sim_free(&s);
+	fclose(f);
 }
 
 int
@@ -122,5 +277,8 @@ main(int argc, char **argv)
 	sim_signal(&s, 42000, "sig-0001", "approve", "{\"ok\":true,\"by\":\"dana\"}");
 	sim_free(&s);
 	fclose(f);
+
+	gen_llm(dir);
+	gen_http(dir);
 	return 0;
 }

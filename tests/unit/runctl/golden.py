@@ -47,6 +47,10 @@ with open(tmp('other-agent.json'), 'w') as f:
     f.write('{"name":"order-check","steps":[{"id":"a","kind":"sleep","duration_ms":1}]}')
 with open(tmp('corrupt.ndjson'), 'w') as f:
     f.writelines(lines[:3] + ['{"specversion":"1.0","type":"runstream.run.started"}\n'])
+with open(fx('llm-tools.ndjson')) as f:
+    llm_lines = f.read().splitlines(True)
+with open(tmp('llm-no-header.ndjson'), 'w') as f:
+    f.writelines(llm_lines[1:])
 with open(tmp('bad-agent.json'), 'w') as f:
     f.write('{"name":"x","steps":[{"id":"a","kind":"teleport"}]}')
 
@@ -60,10 +64,18 @@ CASES = [
     ('timeline-signal', ['replay', '--file', fx('signal.ndjson')], 0, True, None),
     ('timeline-json', ['replay', '--json', '--file', fx('failed-retries.ndjson')], 0, True, None),
     ('timeline-no-header', ['replay', '--file', tmp('no-header.ndjson')], 0, 'timeline-completed', None),
+    ('timeline-llm-tools', ['replay', '--file', fx('llm-tools.ndjson')], 0, True, None),
+    ('timeline-llm-json', ['replay', '--json', '--file', fx('llm-tools.ndjson')], 0, True, None),
+    ('timeline-http-retry', ['replay', '--file', fx('http-retry.ndjson')], 0, True, None),
+    ('timeline-http-effect-error', ['replay', '--file', fx('http-effect-error.ndjson')], 0, True, None),
     # state after an event
     ('at-completed-6', ['replay', '--file', fx('completed.ndjson'), '--at', '6'], 0, True, None),
     ('at-retries-9', ['replay', '--file', fx('failed-retries.ndjson'), '--at', '9'], 0, True, None),
     ('at-signal-json', ['replay', '--file', fx('signal.ndjson'), '--at', '4', '--json'], 0, True, None),
+    ('at-llm-14', ['replay', '--file', fx('llm-tools.ndjson'), '--at', '14'], 0, True, None),
+    ('at-llm-json-20', ['replay', '--file', fx('llm-tools.ndjson'), '--at', '20', '--json'], 0, True, None),
+    ('at-http-retry-9', ['replay', '--file', fx('http-retry.ndjson'), '--at', '9'], 0, True, None),
+    ('at-http-effect-error-8', ['replay', '--file', fx('http-effect-error.ndjson'), '--at', '8'], 0, True, None),
     ('at-past-end', ['replay', '--file', fx('signal.ndjson'), '--at', '999'], 3, False, r'past its end'),
     ('at-bad', ['replay', '--file', fx('signal.ndjson'), '--at', 'x'], 2, False, r'--at needs'),
     # --check against today's decide
@@ -73,6 +85,13 @@ CASES = [
     ('check-cancelled', ['replay', '--file', fx('cancelled.ndjson'), '--check'], 0, True, None),
     ('check-timed-out', ['replay', '--file', fx('timed-out.ndjson'), '--check'], 0, True, None),
     ('check-signal', ['replay', '--file', fx('signal.ndjson'), '--check'], 0, True, None),
+    ('check-llm-tools', ['replay', '--file', fx('llm-tools.ndjson'), '--check'], 0, True, None),
+    ('check-http-retry', ['replay', '--file', fx('http-retry.ndjson'), '--check'], 0, True, None),
+    ('check-http-effect-error', ['replay', '--file', fx('http-effect-error.ndjson'), '--check'], 0, True, None),
+    ('check-llm-agent-file', ['replay', '--file', tmp('llm-no-header.ndjson'), '--check', '--agent-file',
+                              fx('agents/weather-assistant.json')], 0, 'check-llm-tools', None),
+    ('check-llm-diverged', ['replay', '--file', fx('llm-diverged.ndjson'), '--check'], 1, True, None),
+    ('check-llm-diverged-json', ['replay', '--json', '--file', fx('llm-diverged.ndjson'), '--check'], 1, True, None),
     ('check-diverged', ['replay', '--file', fx('completed-diverged.ndjson'), '--check'], 1, True, None),
     ('check-diverged-json', ['replay', '--json', '--file', fx('completed-diverged.ndjson'), '--check'], 1, True, None),
     ('check-agent-file', ['replay', '--file', tmp('no-header.ndjson'), '--check', '--agent-file',
@@ -88,6 +107,7 @@ CASES = [
     ('diff-paths', ['diff', fx('completed.ndjson'), fx('completed-hold.ndjson')], 1, True, None),
     ('diff-same', ['diff', fx('completed.ndjson'), fx('completed.ndjson')], 0, True, None),
     ('diff-json', ['diff', fx('completed.ndjson'), fx('failed-retries.ndjson'), '--json'], 1, True, None),
+    ('diff-http', ['diff', fx('http-retry.ndjson'), fx('http-effect-error.ndjson')], 1, True, None),
     ('diff-one-arg', ['diff', RUN], 2, False, r'give two runs'),
     # error paths: files
     ('replay-missing-file', ['replay', '--file', tmp('nope.ndjson')], 3, False, r'cannot open .*nope'),
@@ -164,17 +184,21 @@ def main():
             print('  stderr: ' + p.stderr.strip()[:2000])
         else:
             print(f'ok   {name}')
-    # The exported file replays and checks like the original.
-    p = subprocess.run([RUNCTL, 'export', '--file', fx('signal.ndjson')], capture_output=True, text=True)
-    with open(tmp('exported.ndjson'), 'w') as f:
-        f.write(p.stdout)
-    q = subprocess.run([RUNCTL, 'replay', '--file', tmp('exported.ndjson'), '--check'], capture_output=True, text=True)
-    if p.returncode != 0 or q.returncode != 0:
-        failed += 1
-        print(f'FAIL export-then-check: {p.stderr} {q.stdout} {q.stderr}')
-    else:
-        print('ok   export-then-check')
-    print(f'{len(CASES) + 1 - failed}/{len(CASES) + 1} passed')
+    # The exported files replay and check like the originals.
+    exported = ['signal.ndjson', 'llm-tools.ndjson', 'http-effect-error.ndjson']
+    for name in exported:
+        p = subprocess.run([RUNCTL, 'export', '--file', fx(name)], capture_output=True, text=True)
+        with open(tmp('exported.ndjson'), 'w') as f:
+            f.write(p.stdout)
+        q = subprocess.run([RUNCTL, 'replay', '--file', tmp('exported.ndjson'), '--check'],
+                           capture_output=True, text=True)
+        if p.returncode != 0 or q.returncode != 0:
+            failed += 1
+            print(f'FAIL export-then-check {name}: {p.stderr} {q.stdout} {q.stderr}')
+        else:
+            print(f'ok   export-then-check {name}')
+    total = len(CASES) + len(exported)
+    print(f'{total - failed}/{total} passed')
     return 1 if failed else 0
 
 

@@ -74,6 +74,16 @@ cmd_init(sim *s, rs_cmd *c, rs_cmd_type t)
 	snprintf(c->tenant, sizeof(c->tenant), "%s", s->tenant);
 }
 
+/* What the executor will be asked about next. */
+static void
+note_effect(sim *s, const rs_event *ev)
+{
+	if (ev->type == RS_EV_HTTP_REQUESTED)
+		snprintf(s->effect_id, sizeof(s->effect_id), "%s", ev->d.http_requested.effect_id);
+	else if (ev->type == RS_EV_LLM_REQUESTED)
+		snprintf(s->effect_id, sizeof(s->effect_id), "%s", ev->d.llm_requested.effect_id);
+}
+
 /* Decide, write, evolve; remember the effects. */
 static void
 apply(sim *s, const rs_cmd *c, const char *instance)
@@ -93,6 +103,7 @@ apply(sim *s, const rs_cmd *c, const char *instance)
 		free(txt);
 		if (rs_run_evolve(s->run, &d.events[i], err, sizeof(err)) != RS_OK)
 			die("evolve", err);
+		note_effect(s, &d.events[i]);
 		s->events++;
 	}
 	for (size_t i = 0; i < d.ntimers && s->ntimers < 64; i++) {
@@ -109,7 +120,8 @@ apply(sim *s, const rs_cmd *c, const char *instance)
 		if (!d.calls[i].cancel) {
 			snprintf(s->call_id, sizeof(s->call_id), "%s", d.calls[i].call_id);
 			snprintf(s->device, sizeof(s->device), "%s",
-			         d.calls[i].device ? d.calls[i].device : "laptop-1");
+			         d.calls[i].device ? d.calls[i].device
+			         : s->route[0] ? s->route : "laptop-1");
 		}
 	rs_decision_free(&d);
 }
@@ -211,4 +223,67 @@ sim_cancel(sim *s, int64_t after_ms, const char *reason)
 	cmd_init(s, &c, RS_CMD_CANCEL);
 	c.reason = (char *)reason;
 	apply(s, &c, NULL);
+}
+
+/* An executor command that decides nothing is a script error here. */
+static void
+apply_effect(sim *s, const rs_cmd *c)
+{
+	uint64_t before = s->events;
+
+	if (s->effect_id[0] == '\0')
+		die(rs_cmd_type_name(c->type), "no effect was requested");
+	apply(s, c, NULL);
+	if (s->events == before)
+		die(rs_cmd_type_name(c->type), "stale: decide appended nothing");
+}
+
+void
+sim_route(sim *s, const char *device)
+{
+	snprintf(s->route, sizeof(s->route), "%s", device);
+}
+
+void
+sim_effect_ok(sim *s, int64_t after_ms, const char *output_json)
+{
+	rs_cmd c;
+
+	s->now += after_ms;
+	cmd_init(s, &c, RS_CMD_EFFECT_RESULT);
+	c.effect_id = s->effect_id;
+	c.output = parse(output_json);
+	apply_effect(s, &c);
+	json_decref(c.output);
+}
+
+void
+sim_effect_err(sim *s, int64_t after_ms, const char *code, const char *msg, rs_errclass cls,
+               int64_t retry_after_ms)
+{
+	rs_cmd c;
+
+	s->now += after_ms;
+	cmd_init(s, &c, RS_CMD_EFFECT_RESULT);
+	c.effect_id = s->effect_id;
+	c.has_error = 1;
+	c.error.code = (char *)code;
+	c.error.message = (char *)msg;
+	c.error.cls = cls;
+	c.error.retryable = cls != RS_ERRCLASS_PERMANENT;
+	c.retry_after_ms = retry_after_ms;
+	apply_effect(s, &c);
+}
+
+void
+sim_chunk(sim *s, int64_t after_ms, int64_t index, const char *text)
+{
+	rs_cmd c;
+
+	s->now += after_ms;
+	cmd_init(s, &c, RS_CMD_LLM_CHUNK);
+	c.effect_id = s->effect_id;
+	c.index = index;
+	c.text = (char *)text;
+	apply_effect(s, &c);
 }

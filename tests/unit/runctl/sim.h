@@ -2,8 +2,9 @@
  * sim.h - a deterministic, in-memory orchestrator for generating recorded
  * histories: it feeds commands to the real rs_run_decide with a fake
  * clock and keeps what decide asks for (tool calls, timers) so a script
- * can answer them. Used to write the fixture histories (tests/fixtures) and the
- * bench/replay history; never used by runctl itself.
+ * can answer them, as the routers, devices and the executor would. Used to
+ * write the fixture histories (tests/fixtures) and the bench/replay
+ * history; never used by runctl itself.
  */
 #ifndef RUNCTL_SIM_H
 #define RUNCTL_SIM_H
@@ -22,6 +23,8 @@ typedef struct {
 	size_t ntimers;
 	char call_id[160];    /* the last requested tool call */
 	char device[80];
+	char route[80];       /* device a router picks for capability calls ("" = laptop-1) */
+	char effect_id[200];  /* the last http/llm effect requested */
 	uint64_t events;
 } sim;
 
@@ -40,5 +43,15 @@ void sim_fire(sim *s, rs_timer_purpose p, int64_t late_ms);
 void sim_signal(sim *s, int64_t after_ms, const char *signal_id, const char *name,
                 const char *payload_json);
 void sim_cancel(sim *s, int64_t after_ms, const char *reason);
+
+/* Capability calls (an llm step's tools) go to this device from now on. */
+void sim_route(sim *s, const char *device);
+/* The executor, for the last requested effect: a result (effect.result
+ * output), an error (effect.result error, retry_after_ms 0 = none) and a
+ * streamed chunk of model text (llm.chunk). */
+void sim_effect_ok(sim *s, int64_t after_ms, const char *output_json);
+void sim_effect_err(sim *s, int64_t after_ms, const char *code, const char *msg,
+                    rs_errclass cls, int64_t retry_after_ms);
+void sim_chunk(sim *s, int64_t after_ms, int64_t index, const char *text);
 
 #endif

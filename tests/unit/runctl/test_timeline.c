@@ -1,13 +1,16 @@
 /*
  * test_timeline.c - the pure timeline module: deltas, rows, marks,
- * summaries, step paths and their divergence, on hand-built events.
+ * summaries, step paths and their divergence, and the effects fold of
+ * --at (http requests, model turns), on hand-built events.
  */
 #include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "effects.h"
 #include "history.h"
+#include "rs_json.h"
 #include "timeline.h"
 #include "runctl.h"
 
@@ -128,6 +131,187 @@ test_summary_and_path(void)
 	json_decref(o2);
 }
 
+/* Rows and summary of http and llm events: status codes, turns, text
+ * lengths in characters, executor errors. */
+static void
+test_effect_rows(void)
+{
+	rs_event ev;
+	tl_row r;
+	tl_summary s;
+	char buf[256];
+	json_t *msg;
+
+	tl_summary_init(&s);
+	base(&ev, RS_EV_HTTP_REQUESTED, 4, 1000);
+	ev.d.http_requested.step_id = "hook";
+	ev.d.http_requested.attempt = 2;
+	ev.d.http_requested.method = "PUT";
+	ev.d.http_requested.url = "https://x.example/a";
+	ev.d.http_requested.timeout_ms = 2500;
+	tl_row_of(&ev, 0, &r);
+	tl_summary_add(&s, &ev);
+	CHECK(r.mark == TL_WAIT);
+	CHECK(r.attempt == 2 && strcmp(r.step, "hook") == 0);
+	CHECK_STR(r.summary, "PUT https://x.example/a timeout=2.500s");
+
+	base(&ev, RS_EV_HTTP_COMPLETED, 5, 1200);
+	ev.d.http_completed.step_id = "hook";
+	ev.d.http_completed.attempt = 2;
+	ev.d.http_completed.status = 503;
+	ev.d.http_completed.duration_ms = 7;
+	tl_row_of(&ev, 0, &r);
+	CHECK(r.mark == TL_NONE);
+	CHECK_STR(r.summary, "HTTP 503 in 7ms body=null");
+
+	base(&ev, RS_EV_STEP_FAILED, 6, 1200);
+	ev.d.step_failed.step_id = "hook";
+	ev.d.step_failed.attempt = 2;
+	ev.d.step_failed.error.code = "connect_failed";
+	ev.d.step_failed.error.message = "refused";
+	ev.d.step_failed.error.cls = RS_ERRCLASS_TRANSIENT;
+	ev.d.step_failed.error.retryable = 1;
+	ev.d.step_failed.effect_id = "e-1";
+	ev.d.step_failed.retry_after_ms = 1500;
+	ev.d.step_failed.final = 1;
+	tl_row_of(&ev, 0, &r);
+	CHECK_STR(r.summary, "connect_failed: refused (transient, retryable) "
+	          "[executor, Retry-After 1.500s] final");
+
+	base(&ev, RS_EV_LLM_DELTA, 7, 1300);
+	ev.d.llm_delta.step_id = "ask";
+	ev.d.llm_delta.turn = 3;
+	ev.d.llm_delta.index = 4;
+	ev.d.llm_delta.text = "caf\xc3\xa9 \"ok\"";
+	tl_row_of(&ev, 0, &r);
+	CHECK(r.attempt == 0 && strcmp(r.step, "ask") == 0);
+	CHECK_STR(r.summary, "turn 3 #4 +9 chars \"caf\xc3\xa9 \\\"ok\\\"\"");
+
+	base(&ev, RS_EV_LLM_MESSAGE, 8, 1400);
+	ev.d.llm_message.step_id = "ask";
+	ev.d.llm_message.turn = 3;
+	msg = json_pack("{s:s,s:n,s:[{s:{s:s}},{s:{s:s}}]}", "role", "assistant", "content",
+	                "tool_calls", "function", "name", "a", "function", "name", "b");
+	ev.d.llm_message.message = msg;
+	tl_row_of(&ev, 0, &r);
+	CHECK_STR(r.summary, "turn 3: tool calls a,b");
+	json_decref(msg);
+
+	base(&ev, RS_EV_LLM_REQUESTED, 9, 1500);
+	ev.d.llm_requested.step_id = "ask";
+	ev.d.llm_requested.attempt = 1;
+	ev.d.llm_requested.turn = 1;
+	tl_row_of(&ev, 0, &r);
+	tl_summary_add(&s, &ev);
+	tl_summary_add(&s, &ev);
+	CHECK(r.mark == TL_WAIT);
+	CHECK_STR(r.summary, "turn 1 ?: 0 messages, 0 tools");
+	tl_summary_format(&s, buf, sizeof(buf));
+	CHECK_STR(buf, "waiting after 0.500s: 3 events, 0 steps completed, 1 http request, "
+	          "2 model turns");
+}
+
+static char *
+effects_text(eff_track *t)
+{
+	return rs_json_dump(eff_list(t));
+}
+
+/* --at's effects: streamed text, abandoned on a timeout, replaced by the
+ * whole message; an executor error; a run cancelled mid-request. */
+static void
+test_effects_fold(void)
+{
+	rs_event ev;
+	eff_track t;
+	json_t *msg = json_pack("{s:s,s:s}", "role", "assistant", "content", "Hello there");
+	json_t *usage = json_pack("{s:i,s:i}", "prompt_tokens", 3, "completion_tokens", 2);
+	char *txt;
+
+	eff_init(&t);
+	base(&ev, RS_EV_LLM_REQUESTED, 1, 100);
+	ev.d.llm_requested.effect_id = "l1";
+	ev.d.llm_requested.step_id = "ask";
+	ev.d.llm_requested.attempt = 1;
+	ev.d.llm_requested.turn = 1;
+	ev.d.llm_requested.deadline = 900;
+	eff_add(&t, &ev);
+	base(&ev, RS_EV_LLM_DELTA, 2, 110);
+	ev.d.llm_delta.effect_id = "l1";
+	ev.d.llm_delta.text = "Hel";
+	eff_add(&t, &ev);
+	ev.d.llm_delta.text = "lo";
+	eff_add(&t, &ev);
+	txt = effects_text(&t);
+	CHECK(strstr(txt, "\"deltas\":2") && strstr(txt, "\"status\":\"streaming\"") &&
+	      strstr(txt, "\"text\":\"Hello\""));
+	free(txt);
+	/* the turn timed out: step.failed without effect_id */
+	base(&ev, RS_EV_STEP_FAILED, 3, 950);
+	ev.d.step_failed.step_id = "ask";
+	ev.d.step_failed.attempt = 1;
+	eff_add(&t, &ev);
+	base(&ev, RS_EV_LLM_REQUESTED, 4, 1000);
+	ev.d.llm_requested.effect_id = "l2";
+	ev.d.llm_requested.step_id = "ask";
+	ev.d.llm_requested.attempt = 2;
+	ev.d.llm_requested.turn = 1;
+	eff_add(&t, &ev);
+	base(&ev, RS_EV_LLM_MESSAGE, 5, 1200);
+	ev.d.llm_message.effect_id = "l2";
+	ev.d.llm_message.message = msg;
+	ev.d.llm_message.usage = usage;
+	ev.d.llm_message.finish_reason = "stop";
+	eff_add(&t, &ev);
+	base(&ev, RS_EV_HTTP_REQUESTED, 6, 1300);
+	ev.d.http_requested.effect_id = "h1";
+	ev.d.http_requested.step_id = "hook";
+	ev.d.http_requested.attempt = 1;
+	ev.d.http_requested.method = "POST";
+	ev.d.http_requested.url = "https://x.example/";
+	eff_add(&t, &ev);
+	base(&ev, RS_EV_STEP_FAILED, 7, 1400);
+	ev.d.step_failed.step_id = "hook";
+	ev.d.step_failed.attempt = 1;
+	ev.d.step_failed.effect_id = "h1";
+	ev.d.step_failed.error.code = "tls";
+	ev.d.step_failed.error.message = "bad cert";
+	eff_add(&t, &ev);
+	base(&ev, RS_EV_HTTP_REQUESTED, 8, 1500);
+	ev.d.http_requested.effect_id = "h2";
+	ev.d.http_requested.step_id = "hook";
+	ev.d.http_requested.attempt = 2;
+	ev.d.http_requested.method = "POST";
+	ev.d.http_requested.url = "https://x.example/";
+	eff_add(&t, &ev);
+	base(&ev, RS_EV_RUN_CANCELLED, 9, 1600);
+	eff_add(&t, &ev);
+	txt = effects_text(&t);
+	CHECK_STR(txt,
+	          "[{\"attempt\":1,\"deadline\":900,\"deltas\":2,\"effect_id\":\"l1\",\"error\":null,"
+	          "\"finish_reason\":null,\"finished_at\":950,\"kind\":\"llm\",\"messages\":0,"
+	          "\"model\":null,\"requested_at\":100,\"status\":\"abandoned\",\"step_id\":\"ask\","
+	          "\"text\":\"Hello\",\"tool_calls\":null,\"turn\":1,\"usage\":null},"
+	          "{\"attempt\":2,\"deadline\":0,\"deltas\":0,\"effect_id\":\"l2\",\"error\":null,"
+	          "\"finish_reason\":\"stop\",\"finished_at\":1200,\"kind\":\"llm\",\"messages\":0,"
+	          "\"model\":null,\"requested_at\":1000,\"status\":\"done\",\"step_id\":\"ask\","
+	          "\"text\":\"Hello there\",\"tool_calls\":null,\"turn\":1,"
+	          "\"usage\":{\"completion_tokens\":2,\"prompt_tokens\":3}},"
+	          "{\"attempt\":1,\"deadline\":0,\"duration_ms\":null,\"effect_id\":\"h1\","
+	          "\"error\":{\"class\":\"transient\",\"code\":\"tls\",\"message\":\"bad cert\","
+	          "\"retryable\":false},\"finished_at\":1400,\"http_status\":null,\"kind\":\"http\","
+	          "\"method\":\"POST\",\"requested_at\":1300,\"status\":\"error\",\"step_id\":\"hook\","
+	          "\"url\":\"https://x.example/\"},"
+	          "{\"attempt\":2,\"deadline\":0,\"duration_ms\":null,\"effect_id\":\"h2\","
+	          "\"error\":null,\"finished_at\":1600,\"http_status\":null,\"kind\":\"http\","
+	          "\"method\":\"POST\",\"requested_at\":1500,\"status\":\"abandoned\","
+	          "\"step_id\":\"hook\",\"url\":\"https://x.example/\"}]");
+	free(txt);
+	eff_free(&t);
+	json_decref(msg);
+	json_decref(usage);
+}
+
 static int
 count_fn(void *ctx, rs_event *ev, const char *raw, size_t len)
 {
@@ -157,6 +341,8 @@ main(void)
 	test_delta();
 	test_rows();
 	test_summary_and_path();
+	test_effect_rows();
+	test_effects_fold();
 	test_scan();
 	if (failures)
 		fprintf(stderr, "%d failure(s)\n", failures);
