@@ -31,7 +31,7 @@ NATS_PID=$!
 for i in $(seq 50); do "$RUNCTL" streams apply > /dev/null 2>&1 && break; sleep 0.1; done
 
 start_orch() {
-	RS_ORCHESTRATOR_OPS_PORT=$OPS RS_LOG_LEVEL=warn "$ORCH" 2> "$DIR/orch.log" &
+	RS_ORCHESTRATOR_OPS_PORT=$OPS LD_PRELOAD=${ORCH_PRELOAD:-} RS_LOG_LEVEL=warn "$ORCH" 2> "$DIR/orch.log" &
 	ORCH_PID=$!
 	for i in $(seq 100); do curl -sf "http://127.0.0.1:$OPS/readyz" > /dev/null && return; sleep 0.05; done
 	echo "orchestrator not ready"; cat "$DIR/orch.log"; exit 1
