@@ -18,6 +18,7 @@
  */
 #include "projector.h"
 #include "rs_event.h"
+#include "rs_event_fast.h"
 #include "rs_id.h"
 #include "rs_log.h"
 #include "rs_time.h"
@@ -26,6 +27,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
+#include <poll.h>
 #include <string.h>
 
 /* ---- growable byte buffer with COPY text escaping ---- */
@@ -155,7 +158,7 @@ skip_value(const char *p, const char *e)
 static int
 raw_member(const char *buf, size_t len, const char *key, const char **vs, size_t *vn)
 {
-	const char *p = buf, *e = buf + len, *k, *v;
+	const char *p = buf, *e = buf + len, *k, *ke, *v;
 	size_t kl = strlen(key);
 
 	p = skip_ws(p, e);
@@ -166,13 +169,15 @@ raw_member(const char *buf, size_t len, const char *key, const char **vs, size_t
 		if (p >= e || *p != '"')
 			return 0;
 		k = p + 1;
-		p = skip_str(p, e);
+		ke = p = skip_str(p, e);   /* after the closing quote */
 		p = skip_ws(p, e);
 		if (p >= e || *p != ':')
 			return 0;
 		v = skip_ws(p + 1, e);
 		p = skip_value(v, e);
-		if ((size_t)(p - 1 - k) == kl && memcmp(k, key, kl) == 0) {
+		/* (Comparing with the end of the value, as before, never matched:
+		 * every event went through json_loadb + json_dumps.) */
+		if ((size_t)(ke - 1 - k) == kl && memcmp(k, key, kl) == 0) {
 			*vs = v;
 			*vn = (size_t)(p - v);
 			return 1;
@@ -1004,6 +1009,67 @@ copy_in(PGconn *c, const char *sql, const sbuf *data)
 	return st;
 }
 
+/* Start a COPY and queue all its data without waiting for the server
+ * (non-blocking connection): the caller folds the batch while Postgres
+ * ingests run_events, calling copy_pump() now and then, then copy_finish().
+ * No foreign key ties run_events to runs (0003), so it may go first. */
+static rs_status
+copy_start_async(PGconn *c, const char *sql, const sbuf *data)
+{
+	PGresult *r = PQexec(c, sql);
+	rs_status st;
+
+	if (PQresultStatus(r) != PGRES_COPY_IN) {
+		st = pg_fail(c, r, sql);
+		PQclear(r);
+		return st;
+	}
+	PQclear(r);
+	if (PQsetnonblocking(c, 1) != 0 || PQputCopyData(c, data->p, (int)data->len) != 1 ||
+	    PQputCopyEnd(c, NULL) != 1) {
+		st = pg_fail(c, NULL, "copy data");
+		/* Leave the COPY state so the caller's ROLLBACK can run. */
+		PQsetnonblocking(c, 0);
+		PQputCopyEnd(c, "projector: copy data not queued");
+		while ((r = PQgetResult(c)) != NULL)
+			PQclear(r);
+		return st;
+	}
+	return RS_OK;
+}
+
+/* Send what the socket takes now (never waits). */
+static void
+copy_pump(PGconn *c)
+{
+	if (PQisnonblocking(c))
+		PQflush(c);
+}
+
+/* Send the rest (waiting), back to blocking mode, read the COPY's result. */
+static rs_status
+copy_finish(PGconn *c, const char *what)
+{
+	rs_status st = RS_OK;
+	PGresult *r;
+	int f;
+
+	while ((f = PQflush(c)) == 1) {
+		struct pollfd pfd = { PQsocket(c), POLLOUT, 0 };
+
+		if (poll(&pfd, 1, 1000) < 0 && errno != EINTR)
+			break;
+	}
+	if (PQsetnonblocking(c, 0) != 0 || f < 0)
+		st = pg_fail(c, NULL, "copy data");
+	while ((r = PQgetResult(c)) != NULL) {
+		if (st == RS_OK && PQresultStatus(r) != PGRES_COMMAND_OK)
+			st = pg_fail(c, r, what);
+		PQclear(r);
+	}
+	return st;
+}
+
 /* COPY the new rows into the table and the changed ones into its stage,
  * then UPDATE the table from the stage. */
 static rs_status
@@ -1160,9 +1226,10 @@ info_of(batch *b, const char *run_id)
 	return k < 0 ? NULL : &b->info[k];
 }
 
-/* Decide whether ev applies (runseq rules), then fold it. */
+/* Decide whether ev applies (runseq rules); if so add its run_events row
+ * and set *ok (the fold comes later, in stream order). */
 static rs_status
-apply_one(batch *b, const rs_proj_msg *m, rs_event *ev, json_t *o)
+apply_one(batch *b, const rs_proj_msg *m, rs_event *ev, json_t *o, int *ok)
 {
 	runinfo *ri = info_of(b, ev->run_id);
 	char want[160];
@@ -1187,10 +1254,7 @@ apply_one(batch *b, const rs_proj_msg *m, rs_event *ev, json_t *o)
 		                        rs_event_type_name(ev->type), ev->runseq);
 	if ((st = add_event_row(b, m, ev, o)) != RS_OK)
 		return st == RS_EINVAL ? rs_proj_add_dead(b->res, m, "envelope unreadable") : st;
-	if ((st = fold(b, ev)) != RS_OK)
-		return st;
-	if (batch_oom)
-		return RS_ENOMEM;
+	*ok = 1;
 	if (ev->type == RS_EV_RUN_CREATED) {
 		snprintf(ri->tenant, sizeof(ri->tenant), "%s", ev->tenant);
 		ri->exists = 1;
@@ -1202,14 +1266,103 @@ apply_one(batch *b, const rs_proj_msg *m, rs_event *ev, json_t *o)
 	return RS_OK;
 }
 
-rs_status
-rs_proj_runs_apply(PGconn *c, const rs_proj_msg *msgs, size_t n, rs_proj_result *res)
+/* Write the folded batch (run_events went first, see copy_start_async).
+ * Parents before children (foreign keys): runs, then steps, tool_calls. */
+static rs_status
+write_batch(batch *b)
 {
-	batch b;
-	rs_event *evs = NULL;
-	rs_status *dst = NULL;
-	json_t **objs = NULL;
+	PGconn *c = b->c;
+	rs_status st;
+
+	if ((st = flush_table(c, &b->runs)) != RS_OK)
+		return st;
+	if ((st = flush_table(c, &b->steps)) != RS_OK)
+		return st;
+	if ((st = flush_table(c, &b->tools)) != RS_OK)
+		return st;
+	if ((st = sweep_ends(b)) != RS_OK)
+		return st;
+	return rs_proj_store_dead(c, "projector.runs", b->res);
+}
+
+/* A decoded batch (rs_proj_runs_decode): no Postgres needed, so the
+ * consumer decodes batch N+1 on its fetch thread while batch N is in
+ * Postgres. Read-only once built: a retried transaction applies it again. */
+struct rs_proj_runs_dec {
+	const rs_proj_msg *msgs;
+	size_t n;
+	rs_event *evs;
+	rs_status *dst;
+	json_t **objs;     /* parsed CloudEvent of types this build does not know */
+	char **bad;        /* decoder message of malformed events */
+};
+
+void
+rs_proj_runs_dec_free(rs_proj_runs_dec *d)
+{
+	if (d == NULL)
+		return;
+	for (size_t i = 0; d->evs != NULL && i < d->n; i++) {
+		if (d->dst[i] == RS_OK)
+			rs_event_free(&d->evs[i]);
+		json_decref(d->objs[i]);
+		free(d->bad[i]);
+	}
+	free(d->evs);
+	free(d->dst);
+	free(d->objs);
+	free(d->bad);
+	free(d);
+}
+
+rs_status
+rs_proj_runs_decode(const rs_proj_msg *msgs, size_t n, rs_proj_runs_dec **out)
+{
+	rs_proj_runs_dec *d = calloc(1, sizeof(*d));
 	char err[256];
+
+	*out = NULL;
+	if (d == NULL)
+		return RS_ENOMEM;
+	d->msgs = msgs;
+	d->n = n;
+	d->evs = calloc(n ? n : 1, sizeof(*d->evs));
+	d->dst = calloc(n ? n : 1, sizeof(*d->dst));
+	d->objs = calloc(n ? n : 1, sizeof(*d->objs));
+	d->bad = calloc(n ? n : 1, sizeof(*d->bad));
+	if (d->evs == NULL || d->dst == NULL || d->objs == NULL || d->bad == NULL)
+		goto oom;
+	for (size_t i = 0; i < n; i++) {
+		d->dst[i] = rs_event_decode_fast(msgs[i].data, (size_t)msgs[i].len, &d->evs[i], err,
+		                                 sizeof(err));
+		if (d->dst[i] != RS_OK && d->dst[i] != RS_ENOTFOUND) {
+			if ((d->bad[i] = strdup(err)) == NULL)
+				goto oom;
+			continue;
+		}
+		/* Types this build does not know: the parsed object gives their
+		 * type string and data. */
+		if (d->dst[i] == RS_ENOTFOUND &&
+		    (d->objs[i] = json_loadb(msgs[i].data, (size_t)msgs[i].len, 0, NULL)) == NULL)
+			goto oom;
+	}
+	*out = d;
+	return RS_OK;
+oom:
+	rs_proj_runs_dec_free(d);
+	return RS_ENOMEM;
+}
+
+rs_status
+rs_proj_runs_apply_dec(PGconn *c, const rs_proj_runs_dec *d, size_t from, size_t to,
+                       rs_proj_result *res)
+{
+	static const char events_sql[] = "COPY run_events (run_id, seq, type, time, data, "
+	                                 "event_id, tenant, source, traceparent, stream_seq) "
+	                                 "FROM STDIN";
+	batch b;
+	const rs_proj_msg *msgs = d->msgs;
+	int *ok = NULL, copying = 0;
 	rs_status st = RS_OK;
 
 	memset(&b, 0, sizeof(b));
@@ -1219,35 +1372,27 @@ rs_proj_runs_apply(PGconn *c, const rs_proj_msg *msgs, size_t n, rs_proj_result 
 	b.steps = (ptable){ "steps", "rs_stage_steps", steps_cols, S__N, 3, NULL, 0, 0, { 0 } };
 	b.tools = (ptable){ "tool_calls", "rs_stage_tool_calls", tools_cols, T__N, 1, NULL, 0, 0, { 0 } };
 	batch_oom = 0;
-	if (n == 0)
+	if (to > d->n)
+		to = d->n;
+	if (from >= to)
 		return RS_OK;
-	evs = calloc(n, sizeof(*evs));
-	dst = calloc(n, sizeof(*dst));
-	objs = calloc(n, sizeof(*objs));
-	b.info = calloc(n, sizeof(*b.info));
-	if (evs == NULL || dst == NULL || objs == NULL || b.info == NULL) {
+	b.info = calloc(to - from, sizeof(*b.info));
+	ok = calloc(to - from, sizeof(*ok));
+	if (b.info == NULL || ok == NULL) {
 		st = RS_ENOMEM;
 		goto cleanup;
 	}
-	/* Pass 1: decode, dead-letter what cannot be read, collect the runs. */
-	for (size_t i = 0; i < n; i++) {
-		dst[i] = rs_event_decode(msgs[i].data, (size_t)msgs[i].len, &evs[i], err, sizeof(err));
-		if (dst[i] != RS_OK && dst[i] != RS_ENOTFOUND) {
-			if ((st = rs_proj_add_dead(res, &msgs[i], "malformed event: %s", err)) != RS_OK)
+	/* Pass 1: dead-letter what cannot be read, collect the runs. */
+	for (size_t i = from; i < to; i++) {
+		if (d->dst[i] != RS_OK && d->dst[i] != RS_ENOTFOUND) {
+			if ((st = rs_proj_add_dead(res, &msgs[i], "malformed event: %s", d->bad[i])) != RS_OK)
 				goto cleanup;
 			continue;
 		}
-		/* Types this build does not know: the parsed object gives their
-		 * type string and data. */
-		if (dst[i] == RS_ENOTFOUND &&
-		    (objs[i] = json_loadb(msgs[i].data, (size_t)msgs[i].len, 0, NULL)) == NULL) {
-			st = RS_ENOMEM;
-			goto cleanup;
-		}
-		if (info_of(&b, evs[i].run_id) == NULL) {
+		if (info_of(&b, d->evs[i].run_id) == NULL) {
 			runinfo *ri = &b.info[b.ninfo];
 
-			snprintf(ri->run_id, sizeof(ri->run_id), "%s", evs[i].run_id);
+			snprintf(ri->run_id, sizeof(ri->run_id), "%s", d->evs[i].run_id);
 			if (ptab_put(&b.info_idx, ri->run_id, (int)b.ninfo) != 0) {
 				st = RS_ENOMEM;
 				goto cleanup;
@@ -1257,36 +1402,42 @@ rs_proj_runs_apply(PGconn *c, const rs_proj_msg *msgs, size_t n, rs_proj_result 
 	}
 	if (b.ninfo > 0 && (st = load_runs(&b)) != RS_OK)
 		goto cleanup;
-	/* Pass 2: in stream order. */
-	for (size_t i = 0; i < n; i++) {
-		if (dst[i] != RS_OK && dst[i] != RS_ENOTFOUND)
+	/* Pass 2: in stream order, which events apply (runseq rules). */
+	for (size_t i = from; i < to; i++) {
+		if (d->dst[i] != RS_OK && d->dst[i] != RS_ENOTFOUND)
 			continue;
-		if ((st = apply_one(&b, &msgs[i], &evs[i], objs[i])) != RS_OK)
+		if ((st = apply_one(&b, &msgs[i], &d->evs[i], d->objs[i], &ok[i - from])) != RS_OK)
 			goto cleanup;
 	}
-	/* Parents before children (foreign keys): runs, then the rest. */
-	if ((st = flush_table(c, &b.runs)) != RS_OK)
-		goto cleanup;
-	if (b.events.len > 0 &&
-	    (st = copy_in(c, "COPY run_events (run_id, seq, type, time, data, event_id, tenant, "
-	                     "source, traceparent, stream_seq) FROM STDIN", &b.events)) != RS_OK)
-		goto cleanup;
-	if ((st = flush_table(c, &b.steps)) != RS_OK)
-		goto cleanup;
-	if ((st = flush_table(c, &b.tools)) != RS_OK)
-		goto cleanup;
-	if ((st = sweep_ends(&b)) != RS_OK)
-		goto cleanup;
-	st = rs_proj_store_dead(c, "projector.runs", res);
-cleanup:
-	for (size_t i = 0; evs != NULL && i < n; i++) {
-		if (dst[i] == RS_OK)
-			rs_event_free(&evs[i]);
-		json_decref(objs[i]);
+	/* run_events goes to Postgres while the applied events are folded. */
+	if (b.events.len > 0) {
+		if ((st = copy_start_async(c, events_sql, &b.events)) != RS_OK)
+			goto cleanup;
+		copying = 1;
 	}
-	free(evs);
-	free(dst);
-	free(objs);
+	/* Pass 3: fold the applied events into row images, in stream order. */
+	for (size_t i = from; i < to && st == RS_OK; i++) {
+		if (!ok[i - from])
+			continue;
+		if ((st = fold(&b, &d->evs[i])) == RS_OK && batch_oom)
+			st = RS_ENOMEM;
+		if (copying && (i & 255) == 0)
+			copy_pump(c);
+	}
+	if (copying) {
+		rs_status cst = copy_finish(c, events_sql);
+
+		copying = 0;
+		if (st == RS_OK)
+			st = cst;
+	}
+	if (st != RS_OK)
+		goto cleanup;
+	st = write_batch(&b);
+cleanup:
+	if (copying)
+		copy_finish(c, events_sql);
+	free(ok);
 	tbl_free(&b.runs);
 	tbl_free(&b.steps);
 	tbl_free(&b.tools);
@@ -1294,5 +1445,20 @@ cleanup:
 	ptab_free(&b.info_idx);
 	free(b.events.p);
 	free(b.ends);
+	return st;
+}
+
+rs_status
+rs_proj_runs_apply(PGconn *c, const rs_proj_msg *msgs, size_t n, rs_proj_result *res)
+{
+	rs_proj_runs_dec *d = NULL;
+	rs_status st;
+
+	if (n == 0)
+		return RS_OK;
+	if ((st = rs_proj_runs_decode(msgs, n, &d)) != RS_OK)
+		return st;
+	st = rs_proj_runs_apply_dec(c, d, 0, n, res);
+	rs_proj_runs_dec_free(d);
 	return st;
 }

@@ -224,15 +224,16 @@ lock_checkpoint(rs_proj_consumer *pc, uint64_t *seq)
 }
 
 /* One transaction: lock, checkpoint, rows, checkpoint. *committed_to is the
- * new checkpoint. msgs are in stream order. */
+ * new checkpoint. Applies f->msgs[from..to) (stream order). */
 static rs_status
-txn_apply(rs_proj_consumer *pc, const rs_proj_msg *msgs, size_t n, rs_proj_result *res,
-          uint64_t *committed_to)
+txn_apply(rs_proj_consumer *pc, const rs_proj_fetched *f, size_t from, size_t to,
+          rs_proj_result *res, uint64_t *committed_to)
 {
+	const rs_proj_msg *msgs = f->msgs;
 	char seqbuf[24], tbuf[40];
 	const char *p[3];
 	uint64_t cp;
-	size_t first = 0;
+	size_t first = from;
 	int64_t last_ts = 0;
 	rs_status st;
 
@@ -240,14 +241,18 @@ txn_apply(rs_proj_consumer *pc, const rs_proj_msg *msgs, size_t n, rs_proj_resul
 		return st;
 	if ((st = lock_checkpoint(pc, &cp)) != RS_OK)
 		goto rollback;
-	while (first < n && msgs[first].seq <= cp)
+	while (first < to && msgs[first].seq <= cp)
 		first++;
-	res->skipped += first;
-	if (first < n) {
-		if ((st = pc->apply(pc->pg, msgs + first, n - first, res)) != RS_OK)
+	res->skipped += first - from;
+	if (first < to) {
+		if (f->dec != NULL)
+			st = rs_proj_runs_apply_dec(pc->pg, f->dec, first, to, res);
+		else
+			st = pc->apply(pc->pg, msgs + first, to - first, res);
+		if (st != RS_OK)
 			goto rollback;
-		last_ts = msgs[n - 1].ts_ms;
-		snprintf(seqbuf, sizeof(seqbuf), "%" PRIu64, msgs[n - 1].seq);
+		last_ts = msgs[to - 1].ts_ms;
+		snprintf(seqbuf, sizeof(seqbuf), "%" PRIu64, msgs[to - 1].seq);
 		rs_time_rfc3339(res->last_event_ms ? res->last_event_ms : last_ts, tbuf, sizeof(tbuf));
 		p[0] = pc->name;
 		p[1] = seqbuf;
@@ -257,7 +262,7 @@ txn_apply(rs_proj_consumer *pc, const rs_proj_msg *msgs, size_t n, rs_proj_resul
 		           3, p, NULL);
 		if (st != RS_OK)
 			goto rollback;
-		cp = msgs[n - 1].seq;
+		cp = msgs[to - 1].seq;
 	}
 	if ((st = exec1(pc->pg, "COMMIT", 0, NULL, NULL)) != RS_OK)
 		return st;
@@ -304,16 +309,17 @@ dead_txn(rs_proj_consumer *pc, const rs_proj_msg *m, const rs_proj_result *one,
 /* Postgres rejected the batch (not an outage): apply message by message so
  * only the offending one is dead-lettered with Postgres' reason. */
 static rs_status
-apply_singly(rs_proj_consumer *pc, const rs_proj_msg *msgs, size_t n, rs_proj_result *res,
+apply_singly(rs_proj_consumer *pc, const rs_proj_fetched *f, rs_proj_result *res,
              uint64_t *committed_to)
 {
+	const rs_proj_msg *msgs = f->msgs;
 	rs_status st;
 
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < f->n; i++) {
 		rs_proj_result one = { 0 };
 		char why[256];
 
-		st = txn_apply(pc, &msgs[i], 1, &one, committed_to);
+		st = txn_apply(pc, f, i, i + 1, &one, committed_to);
 		if (st == RS_EIO) {
 			snprintf(why, sizeof(why), "rejected by Postgres: %s", rs_proj_last_pg_error());
 			rs_proj_result_reset(&one);
@@ -335,11 +341,17 @@ apply_singly(rs_proj_consumer *pc, const rs_proj_msg *msgs, size_t n, rs_proj_re
 	return RS_OK;
 }
 
+static void
+mark_in_progress(natsMsgList *list)
+{
+	for (int i = 0; i < list->Count; i++)
+		natsMsg_InProgress(list->Msgs[i], NULL);
+}
+
 /* Commit the batch, whatever it takes (except a stop request while
  * Postgres is down: then the batch stays unacked for the next start). */
 static rs_status
-commit_batch(rs_proj_consumer *pc, natsMsgList *list, const rs_proj_msg *msgs, size_t n,
-             rs_proj_result *res)
+commit_batch(rs_proj_consumer *pc, rs_proj_fetched *f, rs_proj_result *res)
 {
 	int64_t wait = BACKOFF_MIN_MS, last_progress = rs_mono_ms();
 	uint64_t cp = 0;
@@ -352,11 +364,11 @@ commit_batch(rs_proj_consumer *pc, natsMsgList *list, const rs_proj_msg *msgs, s
 			int64_t t0 = rs_mono_us();
 
 			rs_proj_result_reset(res);
-			st = txn_apply(pc, msgs, n, res, &cp);
+			st = txn_apply(pc, f, 0, f->n, res, &cp);
 			if (st == RS_EIO) {
 				rs_warn("projector %s: batch rejected, applying message by message", pc->name);
 				rs_proj_result_reset(res);
-				st = apply_singly(pc, msgs, n, res, &cp);
+				st = apply_singly(pc, f, res, &cp);
 			}
 			if (st == RS_OK) {
 				atomic_store(&pc->applied_seq, cp);
@@ -371,10 +383,14 @@ commit_batch(rs_proj_consumer *pc, natsMsgList *list, const rs_proj_msg *msgs, s
 		if (atomic_load(pc->stop))
 			return RS_ECLOSED;
 		rs_warn("projector %s: Postgres unavailable, retrying in %" PRId64 " ms", pc->name, wait);
-		/* Keep the server from redelivering what we still hold. */
+		/* Keep the server from redelivering what we still hold: this
+		 * batch and the next one, if the fetch thread has it already. */
 		if (rs_mono_ms() - last_progress > 10000) {
-			for (int i = 0; i < list->Count; i++)
-				natsMsg_InProgress(list->Msgs[i], NULL);
+			mark_in_progress(&f->list);
+			pthread_mutex_lock(&pc->fmu);
+			if (pc->f_ready)
+				mark_in_progress(&pc->f_slot.list);
+			pthread_mutex_unlock(&pc->fmu);
 			last_progress = rs_mono_ms();
 		}
 		backoff(pc, &wait);
@@ -397,36 +413,15 @@ sweep_presence(rs_proj_consumer *pc)
 }
 
 static rs_status
-process(rs_proj_consumer *pc, natsMsgList *list)
+process(rs_proj_consumer *pc, rs_proj_fetched *f)
 {
-	rs_proj_msg *msgs = calloc((size_t)list->Count, sizeof(*msgs));
 	rs_proj_result res = { 0 };
-	size_t n = 0;
 	rs_status st;
 
-	if (msgs == NULL)
-		return RS_ENOMEM;
-	for (int i = 0; i < list->Count; i++) {
-		natsMsg *m = list->Msgs[i];
-		jsMsgMetaData *md = NULL;
-		const char *op = NULL;
-
-		if (natsMsg_GetMetaData(&md, m) != NATS_OK)
-			continue; /* not a JetStream message (a status): nothing to ack */
-		msgs[n].seq = md->Sequence.Stream;
-		msgs[n].ts_ms = md->Timestamp / 1000000;
-		msgs[n].subject = natsMsg_GetSubject(m);
-		msgs[n].data = natsMsg_GetData(m) ? natsMsg_GetData(m) : "";
-		msgs[n].len = natsMsg_GetDataLength(m);
-		if (natsMsgHeader_Get(m, "KV-Operation", &op) == NATS_OK)
-			msgs[n].kv_op = op;
-		jsMsgMetaData_Destroy(md);
-		n++;
-	}
-	st = commit_batch(pc, list, msgs, n, &res);
+	st = commit_batch(pc, f, &res);
 	if (st == RS_OK) {
-		for (int i = 0; i < list->Count; i++)
-			natsMsg_Ack(list->Msgs[i], NULL);
+		for (int i = 0; i < f->list.Count; i++)
+			natsMsg_Ack(f->list.Msgs[i], NULL);
 		for (size_t i = 0; i < res.ndead; i++) {
 			const rs_proj_msg *m = res.dead[i].msg;
 
@@ -440,8 +435,117 @@ process(rs_proj_consumer *pc, natsMsgList *list)
 		rs_metric_inc(pc->m_batches);
 	}
 	rs_proj_result_reset(&res);
-	free(msgs);
 	return st;
+}
+
+/* ---- the fetch thread ----
+ * Fetching and decoding need no Postgres, so they run one batch ahead:
+ * while batch N is in its transaction, the fetch thread pulls batch N+1
+ * and decodes it. Acks stay on the consumer thread, after the commit. The
+ * consumer thread owns the subscription: before it destroys it, it waits
+ * for the outstanding fetch (fetch_drain) and drops that batch unacked. */
+
+static void
+fetched_free(rs_proj_fetched *f)
+{
+	rs_proj_runs_dec_free(f->dec);
+	free(f->msgs);
+	natsMsgList_Destroy(&f->list);
+	memset(f, 0, sizeof(*f));
+}
+
+static void
+fetch_into(rs_proj_consumer *pc, natsSubscription *sub, rs_proj_fetched *f)
+{
+	memset(f, 0, sizeof(*f));
+	f->s = natsSubscription_Fetch(&f->list, sub, pc->batch, FETCH_WAIT_MS, &f->jerr);
+	if (f->s != NATS_OK || f->list.Count == 0)
+		return;
+	if ((f->msgs = calloc((size_t)f->list.Count, sizeof(*f->msgs))) == NULL)
+		return; /* the consumer thread reports RS_ENOMEM */
+	for (int i = 0; i < f->list.Count; i++) {
+		natsMsg *m = f->list.Msgs[i];
+		rs_proj_msg *pm = &f->msgs[f->n];
+		jsMsgMetaData *md = NULL;
+		const char *op = NULL;
+
+		if (natsMsg_GetMetaData(&md, m) != NATS_OK)
+			continue; /* not a JetStream message (a status): nothing to ack */
+		pm->seq = md->Sequence.Stream;
+		pm->ts_ms = md->Timestamp / 1000000;
+		pm->subject = natsMsg_GetSubject(m);
+		pm->data = natsMsg_GetData(m) ? natsMsg_GetData(m) : "";
+		pm->len = natsMsg_GetDataLength(m);
+		if (natsMsgHeader_Get(m, "KV-Operation", &op) == NATS_OK)
+			pm->kv_op = op;
+		jsMsgMetaData_Destroy(md);
+		f->n++;
+	}
+	/* A failed decode (memory) leaves dec NULL: apply then decodes itself. */
+	if (pc->decode_runs && f->n > 0 && rs_proj_runs_decode(f->msgs, f->n, &f->dec) != RS_OK)
+		f->dec = NULL;
+}
+
+static void *
+fetch_main(void *arg)
+{
+	rs_proj_consumer *pc = arg;
+	rs_proj_fetched f;
+	natsSubscription *sub;
+
+	pthread_mutex_lock(&pc->fmu);
+	for (;;) {
+		while (!pc->f_req && !pc->f_quit)
+			pthread_cond_wait(&pc->fcv, &pc->fmu);
+		if (pc->f_quit)
+			break;
+		sub = pc->f_sub;
+		pc->f_req = 0;
+		pthread_mutex_unlock(&pc->fmu);
+		fetch_into(pc, sub, &f);
+		pthread_mutex_lock(&pc->fmu);
+		pc->f_slot = f;
+		pc->f_ready = 1;
+		pthread_cond_broadcast(&pc->fcv);
+	}
+	pthread_mutex_unlock(&pc->fmu);
+	return NULL;
+}
+
+static void
+fetch_request(rs_proj_consumer *pc)
+{
+	pthread_mutex_lock(&pc->fmu);
+	pc->f_sub = pc->sub;
+	pc->f_req = 1;
+	pc->f_pending = 1;
+	pthread_cond_broadcast(&pc->fcv);
+	pthread_mutex_unlock(&pc->fmu);
+}
+
+static void
+fetch_wait(rs_proj_consumer *pc, rs_proj_fetched *out)
+{
+	pthread_mutex_lock(&pc->fmu);
+	while (!pc->f_ready)
+		pthread_cond_wait(&pc->fcv, &pc->fmu);
+	*out = pc->f_slot;
+	memset(&pc->f_slot, 0, sizeof(pc->f_slot));
+	pc->f_ready = 0;
+	pc->f_pending = 0;
+	pthread_mutex_unlock(&pc->fmu);
+}
+
+/* Wait for the outstanding fetch, if any, and drop its batch unacked. */
+static void
+fetch_drain(rs_proj_consumer *pc)
+{
+	rs_proj_fetched f;
+
+	if (!pc->f_pending)
+		return;
+	fetch_wait(pc, &f);
+	fetched_free(&f);
 }
 
 /* Where the consumer starts: the checkpoint as committed now (another
@@ -464,6 +568,7 @@ restart_point(rs_proj_consumer *pc)
 static void
 stand_down(rs_proj_consumer *pc)
 {
+	fetch_drain(pc);
 	if (pc->sub != NULL) {
 		rs_info("projector %s: not the leader; consumer stopped", pc->name);
 		natsSubscription_Destroy(pc->sub);
@@ -480,10 +585,8 @@ consumer_main(void *arg)
 	int64_t wait = BACKOFF_MIN_MS, last_sweep = 0;
 
 	while (!atomic_load(pc->stop)) {
-		natsMsgList list = { 0 };
-		jsErrCode jerr = 0;
+		rs_proj_fetched f;
 		uint64_t gen = rs_proj_leader_gen(pc->leader);
-		natsStatus s;
 		rs_status st;
 
 		if (gen != pc->gen)
@@ -508,35 +611,50 @@ consumer_main(void *arg)
 			sweep_presence(pc);
 			last_sweep = rs_mono_ms();
 		}
-		s = natsSubscription_Fetch(&list, pc->sub, pc->batch, FETCH_WAIT_MS, &jerr);
-		if (s == NATS_TIMEOUT || (s == NATS_OK && list.Count == 0)) {
-			natsMsgList_Destroy(&list);
+		if (!pc->f_pending)
+			fetch_request(pc);
+		fetch_wait(pc, &f);
+		if (f.s == NATS_TIMEOUT || (f.s == NATS_OK && f.list.Count == 0)) {
+			fetched_free(&f);
 			continue;
 		}
-		if (s != NATS_OK) {
-			natsMsgList_Destroy(&list);
-			rs_warn("projector %s: fetch: %s (%d)", pc->name, natsStatus_GetText(s), (int)jerr);
-			if (s == NATS_INVALID_SUBSCRIPTION || s == NATS_CONNECTION_CLOSED ||
-			    jerr == JSConsumerNotFoundErr) {
+		if (f.s != NATS_OK) {
+			rs_warn("projector %s: fetch: %s (%d)", pc->name, natsStatus_GetText(f.s),
+			        (int)f.jerr);
+			if (f.s == NATS_INVALID_SUBSCRIPTION || f.s == NATS_CONNECTION_CLOSED ||
+			    f.jerr == JSConsumerNotFoundErr) {
 				natsSubscription_Destroy(pc->sub);
 				pc->sub = NULL;
 				atomic_store(&pc->running, 0);
 			}
+			fetched_free(&f);
 			backoff(pc, &wait);
 			continue;
 		}
 		wait = BACKOFF_MIN_MS;
-		st = process(pc, &list);
-		natsMsgList_Destroy(&list);
+		if (f.msgs == NULL) {
+			st = RS_ENOMEM;
+		} else {
+			/* Fetch and decode the next batch while this one is in
+			 * Postgres; it is acked only after its own commit. */
+			if (!atomic_load(pc->stop))
+				fetch_request(pc);
+			st = process(pc, &f);
+		}
+		fetched_free(&f);
 		if (st == RS_ECONFLICT) {
 			stand_down(pc);
 		} else if (st == RS_ENOMEM) {
 			rs_error("projector %s: out of memory applying a batch; retrying", pc->name);
+			fetch_drain(pc);
 			natsSubscription_Destroy(pc->sub);
 			pc->sub = NULL; /* recreate at the checkpoint: nothing is lost */
 			backoff(pc, &wait);
 		}
 	}
+	/* A batch fetched ahead stays unacked: the next start resumes from the
+	 * checkpoint. */
+	fetch_drain(pc);
 	return NULL;
 }
 
@@ -554,8 +672,19 @@ rs_proj_consumer_start(rs_proj_consumer *pc)
 	                             "Time to apply and commit one batch", labels);
 	pc->m_pg_retries = rs_counter("rs_projector_pg_retries_total",
 	                              "Batch attempts that found Postgres unavailable", labels);
-	if (pthread_create(&pc->th, NULL, consumer_main, pc) != 0)
+	pthread_mutex_init(&pc->fmu, NULL);
+	pthread_cond_init(&pc->fcv, NULL);
+	pc->f_req = pc->f_ready = pc->f_quit = pc->f_pending = 0;
+	if (pthread_create(&pc->fth, NULL, fetch_main, pc) != 0)
 		return RS_ERR;
+	if (pthread_create(&pc->th, NULL, consumer_main, pc) != 0) {
+		pthread_mutex_lock(&pc->fmu);
+		pc->f_quit = 1;
+		pthread_cond_broadcast(&pc->fcv);
+		pthread_mutex_unlock(&pc->fmu);
+		pthread_join(pc->fth, NULL);
+		return RS_ERR;
+	}
 	return RS_OK;
 }
 
@@ -563,6 +692,11 @@ void
 rs_proj_consumer_join(rs_proj_consumer *pc)
 {
 	pthread_join(pc->th, NULL);
+	pthread_mutex_lock(&pc->fmu);
+	pc->f_quit = 1;
+	pthread_cond_broadcast(&pc->fcv);
+	pthread_mutex_unlock(&pc->fmu);
+	pthread_join(pc->fth, NULL);
 	if (pc->sub != NULL) {
 		natsSubscription_Unsubscribe(pc->sub);
 		natsSubscription_Destroy(pc->sub);

@@ -6,7 +6,7 @@
  *
  * Environment (besides the common RS_* of rs_config.h):
  *   RS_PROJECTOR_OPS_PORT       ops endpoints (default 9102)
- *   RS_PROJECTOR_BATCH          max messages per transaction (default 5000)
+ *   RS_PROJECTOR_BATCH          max messages per transaction (default 20000)
  *   RS_PROJECTOR_MAX_LAG_S      /readyz fails beyond this lag (default 30)
  *   RS_PROJECTOR_PRESENCE_TTL_S devices offline after this silence (default 45)
  */
@@ -29,7 +29,7 @@ static int
 load_cfg(proj_cfg *c)
 {
 	if (rs_config_load(&c->base, "projector", "RS_PROJECTOR_OPS_PORT", 9102) != RS_OK ||
-	    rs_env_int("RS_PROJECTOR_BATCH", 5000, 1, 20000, &c->batch) != RS_OK ||
+	    rs_env_int("RS_PROJECTOR_BATCH", 20000, 1, 100000, &c->batch) != RS_OK ||
 	    rs_env_int("RS_PROJECTOR_MAX_LAG_S", 30, 1, 86400, &c->max_lag_s) != RS_OK ||
 	    rs_env_int("RS_PROJECTOR_PRESENCE_TTL_S", 45, 0, 86400, &c->presence_ttl_s) != RS_OK)
 		return -1;
@@ -86,7 +86,7 @@ main(int argc, char **argv)
 		goto out;
 	pcs[0] = (rs_proj_consumer){ .name = "runs", .labels = "projection=\"runs\"", .stream = "RUNS", .filter = "runs.>",
 		.durable = "projector-runs", .dlq_source = "projector.runs",
-		.apply = rs_proj_runs_apply, .prepare_runs = 1, .lock_key = RS_PROJ_LOCK_RUNS };
+		.apply = rs_proj_runs_apply, .prepare_runs = 1, .decode_runs = 1, .lock_key = RS_PROJ_LOCK_RUNS };
 	pcs[1] = (rs_proj_consumer){ .name = "agents", .labels = "projection=\"agents\"", .stream = "KV_agents",
 		.filter = "$KV.agents.>", .durable = "projector-agents",
 		.dlq_source = "projector.agents", .apply = rs_proj_agents_apply };

@@ -62,6 +62,16 @@ rs_status rs_proj_runs_prepare(PGconn *c);
 rs_status rs_proj_runs_apply(PGconn *c, const rs_proj_msg *msgs, size_t n,
                              rs_proj_result *res);
 
+/* The same in two halves: decode (no Postgres; the consumer runs it on its
+ * fetch thread, ahead of the transaction) and apply msgs[from..to) of the
+ * decoded batch (may be called again on the same batch after a rollback).
+ * msgs must outlive the decoded batch. */
+typedef struct rs_proj_runs_dec rs_proj_runs_dec;
+rs_status rs_proj_runs_decode(const rs_proj_msg *msgs, size_t n, rs_proj_runs_dec **out);
+rs_status rs_proj_runs_apply_dec(PGconn *c, const rs_proj_runs_dec *d, size_t from, size_t to,
+                                 rs_proj_result *res);
+void rs_proj_runs_dec_free(rs_proj_runs_dec *d);
+
 /* Same contract for the KV projections. */
 rs_status rs_proj_agents_apply(PGconn *c, const rs_proj_msg *msgs, size_t n,
                                rs_proj_result *res);

@@ -35,6 +35,17 @@ void rs_proj_leader_stop(rs_proj_leader *l);
 typedef rs_status (*rs_proj_apply_fn)(PGconn *c, const rs_proj_msg *msgs, size_t n,
                                       rs_proj_result *res);
 
+/* One fetched batch (consumer.c): the messages, their rs_proj_msg views and,
+ * for the runs projection, the decoded events. */
+typedef struct {
+	natsMsgList list;
+	rs_proj_msg *msgs;
+	size_t n;
+	rs_proj_runs_dec *dec;   /* NULL: apply decodes itself */
+	natsStatus s;
+	jsErrCode jerr;
+} rs_proj_fetched;
+
 typedef struct {
 	/* configuration (set before rs_proj_consumer_start) */
 	const char *name;        /* projection: runs, agents, presence */
@@ -45,6 +56,7 @@ typedef struct {
 	const char *dlq_source;  /* dead_letters.source: projector.runs, ... */
 	rs_proj_apply_fn apply;
 	int prepare_runs;        /* create the staging tables of apply.c */
+	int decode_runs;         /* decode on the fetch thread (rs_proj_runs_decode) */
 	int64_t lock_key;        /* advisory xact lock per batch, 0 = none */
 	int batch;               /* max messages per transaction */
 	int64_t presence_ttl_s;  /* > 0: sweep devices offline after this */
@@ -64,6 +76,14 @@ typedef struct {
 	PGconn *pg;
 	natsSubscription *sub;
 	uint64_t gen;            /* leadership generation the consumer was set up under */
+	/* the fetch thread: fetches (and decodes) batch N+1 while batch N is
+	 * in Postgres; one request at a time, handed over under fmu */
+	pthread_t fth;
+	pthread_mutex_t fmu;
+	pthread_cond_t fcv;
+	int f_req, f_ready, f_quit, f_pending;
+	natsSubscription *f_sub;
+	rs_proj_fetched f_slot;
 	rs_metric *m_applied, *m_dead, *m_batches, *m_batch_s, *m_pg_retries;
 } rs_proj_consumer;
 
