@@ -15,6 +15,7 @@ import path from 'node:path';
 export const BUILD = process.env.RS_BUILD_DIR || path.resolve('build');
 export const SRC = process.env.RS_SRC_DIR || path.resolve('.');
 const started = [];   // { name, proc }
+const livePg = new Set(); // Postgres clusters running (pg_ctl daemonises them: no child pid to kill)
 const cleanups = [];  // functions run by stopAll
 
 export function bin(name) {
@@ -123,12 +124,14 @@ export async function startPostgres(opts = {}) {
   const pg = {
     port, dir, data, url: `postgresql://postgres@127.0.0.1:${port}/runstream`,
     async start() {
+      livePg.add(pg);
       const [c, a] = asPostgres(pgBin('pg_ctl'), ['-D', data, '-l', path.join(dir, 'pg.log'), '-w', '-t', '30', '-o',
         `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200`, 'start']);
       execFileSync(c, a, { stdio: 'ignore' });
       pg.pid = parseInt(fs.readFileSync(path.join(data, 'postmaster.pid'), 'utf8').split('\n')[0], 10);
     },
     async stop(mode = 'fast') {
+      livePg.delete(pg);
       try {
         const [c, a] = asPostgres(pgBin('pg_ctl'), ['-D', data, '-m', mode, '-w', 'stop']);
         execFileSync(c, a, { stdio: 'ignore' });
@@ -139,6 +142,7 @@ export async function startPostgres(opts = {}) {
     },
   };
   await pg.start();
+  livePg.add(pg);
   if (!opts.dir) {
     execFileSync('psql', [`postgresql://postgres@127.0.0.1:${port}/postgres`, '-XAtq', '-c', 'CREATE DATABASE runstream'], { stdio: 'ignore' });
   }
@@ -199,8 +203,17 @@ export async function stopAll() {
   for (const f of cleanups.splice(0)) { try { await f(); } catch { /* best effort */ } }
 }
 
+// Last resort, also when the test runner is killed on a timeout: stop
+// what we started, synchronously (an exit handler cannot await).
 process.on('exit', () => {
   for (const { proc } of started) {
     if (proc.exitCode === null) try { process.kill(proc.pid, 'SIGKILL'); } catch { /* gone */ }
   }
+  for (const pg of livePg) {
+    try {
+      const [c, a] = asPostgres(pgBin('pg_ctl'), ['-D', pg.data, '-m', 'immediate', '-w', 'stop']);
+      execFileSync(c, a, { stdio: 'ignore', timeout: 10000 });
+    } catch { /* already stopped */ }
+  }
 });
+for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => process.exit(1));
