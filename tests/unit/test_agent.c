@@ -5,7 +5,7 @@
  */
 #include "rs_agent.h"
 #include "rs_json.h"
-#include "sm_check.h"
+#include "check.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -533,5 +533,5 @@ main(void)
 	test_version();
 	test_errors();
 	test_branch_ops();
-	return sm_report("test_agent");
+	return check_report("test_agent");
 }

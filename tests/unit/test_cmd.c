@@ -9,28 +9,9 @@
 #include <string.h>
 
 #include "rs_cmd.h"
+#include "check.h"
 
 #define RUN_ID "0190f5e4-7a3b-7c1d-8e2f-0123456789ab"
-
-static int checks, failures;
-
-#define CHECK(cond) do { \
-	checks++; \
-	if (!(cond)) { \
-		failures++; \
-		fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond); \
-	} \
-} while (0)
-
-#define CHECK_STR(got, want) do { \
-	const char *g_ = (got), *w_ = (want); \
-	checks++; \
-	if (g_ == NULL || strcmp(g_, w_) != 0) { \
-		failures++; \
-		fprintf(stderr, "%s:%d: got \"%s\"\n  want \"%s\"\n", __FILE__, __LINE__, \
-		        g_ ? g_ : "(null)", w_); \
-	} \
-} while (0)
 
 static char *
 s(const char *v)
@@ -360,6 +341,5 @@ main(void)
 	test_cmd_errors();
 	test_msg_ids();
 	test_toolcalls();
-	printf("test_cmd: %d checks, %d failures\n", checks, failures);
-	return failures == 0 ? 0 : 1;
+	return check_report("test_cmd");
 }

@@ -14,7 +14,7 @@
 #include "rs_json.h"
 #include "rs_replay.h"
 #include "rs_run.h"
-#include "sm_check.h"
+#include "check.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -715,5 +715,5 @@ main(void)
 	test_llm_max_turns();
 	test_llm_retry_resumes_turn();
 	test_llm_turn_timeout_and_cancel();
-	return sm_report("test_effects");
+	return check_report("test_effects");
 }

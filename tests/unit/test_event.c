@@ -9,27 +9,8 @@
 #include <string.h>
 
 #include "event_fixtures.h"
+#include "check.h"
 #include "rs_event.h"
-
-static int checks, failures;
-
-#define CHECK(cond) do { \
-	checks++; \
-	if (!(cond)) { \
-		failures++; \
-		fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond); \
-	} \
-} while (0)
-
-#define CHECK_STR(got, want) do { \
-	const char *g_ = (got), *w_ = (want); \
-	checks++; \
-	if (g_ == NULL || strcmp(g_, w_) != 0) { \
-		failures++; \
-		fprintf(stderr, "%s:%d: got \"%s\"\n%*swant \"%s\"\n", __FILE__, __LINE__, \
-		        g_ ? g_ : "(null)", (int)strlen(__FILE__) + 8, "", w_); \
-	} \
-} while (0)
 
 /* ---- round trips ---------------------------------------------------- */
 
@@ -402,6 +383,5 @@ main(void)
 	test_data_errors();
 	test_encode_rejects();
 	test_helpers();
-	printf("test_event: %d checks, %d failures\n", checks, failures);
-	return failures == 0 ? 0 : 1;
+	return check_report("test_event");
 }

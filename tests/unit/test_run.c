@@ -12,7 +12,7 @@
  */
 #include "rs_json.h"
 #include "rs_run.h"
-#include "sm_check.h"
+#include "check.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -1079,5 +1079,5 @@ main(void)
 	test_errors();
 	test_view_deterministic();
 	json_decref(last_view);
-	return sm_report("test_run");
+	return check_report("test_run");
 }

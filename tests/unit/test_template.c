@@ -5,7 +5,7 @@
  */
 #include "rs_json.h"
 #include "rs_template.h"
-#include "sm_check.h"
+#include "check.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -172,5 +172,5 @@ main(void)
 	test_check();
 	test_parse_expr();
 	json_decref(ctx);
-	return sm_report("test_template");
+	return check_report("test_template");
 }

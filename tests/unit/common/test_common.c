@@ -13,12 +13,10 @@
 #include "rs_metrics.h"
 #include "rs_ops.h"
 #include "rs_pg.h"
+#include "../check.h"
 #include "rs_time.h"
 
 static int failures, checks;
-
-#define CHECK(cond) do { checks++; if (!(cond)) { failures++; \
-	fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); } } while (0)
 
 static void
 test_parse_int(void)
@@ -208,6 +206,5 @@ main(void)
 	test_json();
 	test_migration_names();
 	test_metrics_and_ops();
-	printf("%d checks, %d failures\n", checks, failures);
-	return failures ? 1 : 0;
+	return check_report("test_common");
 }
