@@ -5,8 +5,13 @@
  *                                 messages, scratch stream BENCHRAW
  *   bench-orchestrator runs   N   N run.start commands of a 3-step transform
  *                                 agent straight into CMDS; runs/s and
- *                                 events/s until the last run.completed is
- *                                 seen on rs.live.runs.>
+ *                                 events/s until RUNS holds all 9 N events
+ *                                 (stream state polled every 2 ms), then
+ *                                 every run checked: its last event is
+ *                                 run.completed with runseq 9.
+ *                                 BENCH_WATCH=live: also subscribe to
+ *                                 rs.live.runs.> as one live watcher and
+ *                                 count completions there
  *   bench-orchestrator timers N   N runs that each sleep 2-10 s; lateness of
  *                                 timer.fired (event time and observed time
  *                                 minus due_at), p50/p99/max
@@ -143,7 +148,7 @@ on_live(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
 }
 
 static void
-start_run(rs_nats *n, const char *agent, const char *ver)
+start_run(rs_nats *n, const char *agent, const char *ver, char run_id[40])
 {
 	rs_cmd c;
 	char *buf, subj[160], id[160];
@@ -154,6 +159,8 @@ start_run(rs_nats *n, const char *agent, const char *ver)
 	memset(&c, 0, sizeof(c));
 	c.type = RS_CMD_RUN_START;
 	rs_id_uuidv7(c.run_id);
+	if (run_id != NULL)
+		memcpy(run_id, c.run_id, 40);
 	snprintf(c.tenant, sizeof(c.tenant), TENANT);
 	c.agent = (char *)agent;
 	c.version = (char *)ver;
@@ -183,34 +190,98 @@ wait_for(atomic_long *counter, long want, int64_t timeout_ms)
 		        atomic_load(counter), want, (long long)timeout_ms);
 }
 
+static uint64_t
+runs_msgs(rs_nats *n)
+{
+	jsStreamInfo *si = NULL;
+	uint64_t msgs;
+
+	if (js_GetStreamInfo(&si, n->js, "RUNS", NULL, NULL) != NATS_OK)
+		die("stream info RUNS");
+	msgs = si->State.Msgs;
+	jsStreamInfo_Destroy(si);
+	return msgs;
+}
+
+/* Every run's last event must be its 9th, run.completed: the count on the
+ * stream alone could hide a run with 8 events and another with 10. */
+static long
+check_runs(rs_nats *n, char (*ids)[40], long count)
+{
+	long ok = 0;
+
+	for (long i = 0; i < count; i++) {
+		char subj[160];
+		const char *type = NULL;
+		natsMsg *m = NULL;
+		rs_event ev;
+		char err[128];
+
+		rs_event_subject(TENANT, ids[i], subj, sizeof(subj));
+		if (js_GetLastMsg(&m, n->js, "RUNS", subj, NULL, NULL) != NATS_OK)
+			continue;
+		natsMsgHeader_Get(m, "Runstream-Type", &type);
+		if (type != NULL && strcmp(type, "run.completed") == 0 &&
+		    rs_event_decode(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), &ev, err,
+		                    sizeof(err)) == RS_OK) {
+			if (ev.runseq == 9)
+				ok++;
+			rs_event_free(&ev);
+		}
+		natsMsg_Destroy(m);
+	}
+	return ok;
+}
+
 static void
 bench_runs(rs_nats *n, kvStore *kv, long count)
 {
 	natsSubscription *sub = NULL;
-	char ver[17];
-	int64_t t0;
+	char ver[17], (*ids)[40] = calloc((size_t)count, 40);
+	const char *watch = rs_env_str("BENCH_WATCH", "log");
+	uint64_t base, want, have = 0;
+	int64_t t0, t_done, deadline;
 	double secs;
 
+	if (ids == NULL)
+		die("out of memory");
 	push_agent(n, kv, "{\"name\":\"three\",\"steps\":["
 	           "{\"id\":\"a\",\"kind\":\"transform\",\"value\":{\"x\":\"{{input.n}}\"}},"
 	           "{\"id\":\"b\",\"kind\":\"transform\",\"value\":{\"y\":\"{{steps.a.output.x}}\"}},"
 	           "{\"id\":\"c\",\"kind\":\"transform\",\"value\":{\"z\":\"{{steps.b.output.y}}\"}}],"
 	           "\"output\":\"{{steps.c.output}}\"}", ver);
-	natsConnection_Subscribe(&sub, n->nc, "rs.live.runs." TENANT ".>", on_live, NULL);
-	natsSubscription_SetPendingLimits(sub, -1, -1);
-	natsConnection_Flush(n->nc);
+	if (strcmp(watch, "live") == 0) {
+		natsConnection_Subscribe(&sub, n->nc, "rs.live.runs." TENANT ".>", on_live, NULL);
+		natsSubscription_SetPendingLimits(sub, -1, -1);
+		natsConnection_Flush(n->nc);
+	}
+	base = runs_msgs(n);
+	want = base + 9 * (uint64_t)count;
 	t0 = rs_mono_us();
 	for (long i = 0; i < count; i++)
-		start_run(n, "three", ver);
+		start_run(n, "three", ver, ids[i]);
 	js_PublishAsyncComplete(n->js, NULL);
 	printf("inject_rate %.0f\n", (double)count * 1e6 / (double)(rs_mono_us() - t0));
-	wait_for(&completed, count, 600000);
-	secs = (double)(t_last_done - t0) / 1e6;
-	printf("runs %ld\nruns_completed %ld\nevents %ld\nruns_per_s %.0f\nevents_per_s %.0f\n",
-	       count, atomic_load(&completed), atomic_load(&events_seen),
-	       (double)atomic_load(&completed) / secs, (double)atomic_load(&events_seen) / secs);
-	natsSubscription_Unsubscribe(sub);
-	natsSubscription_Destroy(sub);
+	deadline = rs_mono_ms() + 600000;
+	while ((have = runs_msgs(n)) < want && rs_mono_ms() < deadline)
+		usleep(2000);
+	t_done = rs_mono_us();
+	if (have < want)
+		fprintf(stderr, "bench-orchestrator: only %llu of %llu events after 600 s\n",
+		        (unsigned long long)(have - base), (unsigned long long)(want - base));
+	secs = (double)(t_done - t0) / 1e6;
+	printf("watch %s\nruns %ld\nevents %llu\nruns_per_s %.0f\nevents_per_s %.0f\n", watch, count,
+	       (unsigned long long)(have - base), (double)count / secs,
+	       (double)(have - base) / secs);
+	if (sub != NULL) {
+		wait_for(&completed, count, 10000);
+		printf("live_completed %ld\nlive_events %ld\n", atomic_load(&completed),
+		       atomic_load(&events_seen));
+		natsSubscription_Unsubscribe(sub);
+		natsSubscription_Destroy(sub);
+	}
+	printf("runs_completed %ld\n", check_runs(n, ids, count));
+	free(ids);
 }
 
 static int
@@ -254,7 +325,7 @@ bench_timers(rs_nats *n, kvStore *kv, long count)
 		char name[16];
 		int k = rand() % 9;
 		snprintf(name, sizeof(name), "nap%d", k);
-		start_run(n, name, vers[k]);
+		start_run(n, name, vers[k], NULL);
 	}
 	js_PublishAsyncComplete(n->js, NULL);
 	wait_for(&fired, count, 120000);

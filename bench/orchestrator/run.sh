@@ -21,7 +21,7 @@ cleanup() {
 	[ -n "$ORCH_PID" ] && kill "$ORCH_PID" 2>/dev/null || true
 	[ -n "$NATS_PID" ] && kill "$NATS_PID" 2>/dev/null || true
 	wait 2>/dev/null || true
-	rm -rf "$DIR"
+	[ -n "${KEEP:-}" ] || rm -rf "$DIR"
 }
 trap cleanup EXIT INT TERM
 

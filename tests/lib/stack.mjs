@@ -17,6 +17,7 @@ export const SRC = process.env.RS_SRC_DIR || path.resolve('.');
 const started = [];   // { name, proc }
 const livePg = new Set(); // Postgres clusters running (pg_ctl daemonises them: no child pid to kill)
 const cleanups = [];  // functions run by stopAll
+const tmpDirs = [];   // removed on exit unless RS_KEEP_TMP=1 (logs, stores, clusters)
 
 export function bin(name) {
   const map = {
@@ -42,7 +43,9 @@ export async function freePort() {
 }
 
 export function tmpDir(prefix) {
-  return fs.mkdtempSync(path.join(os.tmpdir(), `rs-${prefix}-`));
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), `rs-${prefix}-`));
+  tmpDirs.push(d);
+  return d;
 }
 
 function canConnect(port) {
@@ -215,5 +218,12 @@ process.on('exit', () => {
       execFileSync(c, a, { stdio: 'ignore', timeout: 10000 });
     } catch { /* already stopped */ }
   }
+  // Each test file leaves JetStream stores and Postgres clusters of several
+  // hundred MB: keep them only when asked (failures print their log tails).
+  if (process.env.RS_KEEP_TMP === '1') {
+    if (tmpDirs.length) process.stderr.write(`kept: ${tmpDirs.join(' ')}\n`);
+    return;
+  }
+  for (const d of tmpDirs) try { fs.rmSync(d, { recursive: true, force: true }); } catch { /* best effort */ }
 });
 for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => process.exit(1));
