@@ -208,6 +208,12 @@ typedef struct {
 /* Encode ev as a CloudEvent (compact, sorted keys). *out malloc'd, caller
  * frees. The id is "<run_id>-<runseq>". */
 rs_status rs_event_encode(const rs_event *ev, char **out, size_t *len);
+/* The same bytes into a caller-owned buffer *buf of capacity *cap, grown
+ * with realloc as needed (start with NULL/0; free(*buf) when done), so a
+ * hot loop reuses one allocation. *len excludes the NUL written after it. */
+rs_status rs_event_encode_into(const rs_event *ev, char **buf, size_t *cap, size_t *len);
+/* The reference encoding through a jansson tree (tests compare the two). */
+rs_status rs_event_encode_tree(const rs_event *ev, char **out, size_t *len);
 
 /* Decode and validate a CloudEvent. On error, err names the problem and
  * field (e.g. "data.step_id: missing"), and ev holds nothing to free.

@@ -2252,7 +2252,10 @@ rs_run_decide(const rs_run *r, const rs_agent *agent, const rs_cmd *cmd, int64_t
 	d.err = err;
 	d.cap = cap;
 	rc = decide_table[cmd->type].fn(&d);
-	rs_run_free(d.s);
+	if (rc == RS_OK && out->nevents > 0)
+		out->after = d.s;
+	else
+		rs_run_free(d.s);
 	if (rc != RS_OK)
 		rs_decision_free(out);
 	return rc;
@@ -2296,6 +2299,8 @@ rs_decision_free(rs_decision *d)
 	free(d->events);
 	free(d->timers);
 	free(d->calls);
+	if (d->after != NULL)
+		rs_run_free(d->after);
 	memset(d, 0, sizeof(*d));
 }
 

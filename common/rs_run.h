@@ -73,6 +73,10 @@ typedef struct {
 	size_t ntimers;
 	rs_toolcall *calls;   /* tool.call / tool.cancel to put on TOOLCALLS */
 	size_t ncalls;
+	rs_run *after;        /* the state with every event applied (decide's
+	                       * scratch); NULL when there are no events. Owned:
+	                       * take it (and set NULL) to skip evolving the
+	                       * events again; rs_decision_free frees it. */
 } rs_decision;
 
 /* Decide what a command means for the run. agent is the run's pinned

@@ -4,12 +4,13 @@
  * Every event append and every effect goes out with js_PublishMsgAsync so
  * that many runs have writes in flight at once (one round trip per event
  * would cap us at a few thousand events/s). nats.c calls appender_on_ack
- * on its own thread for each answer; we only queue it, and the engine
- * thread finds out who sent the message in the pubmap (message pointer ->
- * run). The message is destroyed by the engine after that lookup, so a
+ * on its delivery thread for each answer; the engine (engine_puback, on
+ * that same thread) finds out who sent the message in the pubmap (message
+ * pointer -> run). The message is destroyed after that lookup, so a
  * pointer cannot be reused while it is still a key.
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "orch.h"
 #include "rs_log.h"
@@ -106,26 +107,20 @@ void
 appender_on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
 {
 	orch *o = closure;
-	q_item *it = calloc(1, sizeof(*it));
+	puback it;
 
-	if (it == NULL) {
-		/* Nothing sensible to do without memory; the command will be
-		 * redelivered after AckWait and healed then. */
-		natsMsg_Destroy(msg);
-		return;
-	}
-	it->kind = Q_PUBACK;
-	it->msg = msg;
+	memset(&it, 0, sizeof(it));
+	it.msg = msg;
 	if (pa != NULL) {
-		it->seq = pa->Sequence;
-		it->dup = pa->Duplicate ? 1 : 0;
+		it.seq = pa->Sequence;
+		it.dup = pa->Duplicate ? 1 : 0;
 	} else if (pae != NULL) {
-		it->err = pae->Err != NATS_OK ? pae->Err : NATS_ERR;
-		it->jerr = pae->ErrCode;
+		it.err = pae->Err != NATS_OK ? pae->Err : NATS_ERR;
+		it.jerr = pae->ErrCode;
 	} else {
-		it->err = NATS_ERR;
+		it.err = NATS_ERR;
 	}
-	q_push(&o->q, it);
+	engine_puback(o, &it);
 }
 
 rs_status
@@ -144,6 +139,13 @@ appender_send(orch *o, orun *r, pub_kind kind, natsMsg *msg, const char *msg_id,
 		po.ExpectLastSubjectSeq = (uint64_t)expect;
 	else if (expect == 0)
 		natsMsgHeader_Set(msg, "Nats-Expected-Last-Subject-Sequence", "0");
+	/* nats.c stalls a publish at MaxPending until acks drain; those acks
+	 * wait for the engine mutex we hold. Refuse well before (timer
+	 * forwarding has its own jsCtx and its own count). */
+	if (o->pending_pubs >= o->cfg.max_pending_pub - 64) {
+		natsMsg_Destroy(msg);
+		return RS_EUNAVAIL;
+	}
 	if (pubmap_put(o->pubs, msg, r, kind) != 0) {
 		natsMsg_Destroy(msg);
 		return RS_ENOMEM;
@@ -157,5 +159,6 @@ appender_send(orch *o, orun *r, pub_kind kind, natsMsg *msg, const char *msg_id,
 		rs_log(RS_LOG_WARN, r->run_id, NULL, "async publish failed: %s", natsStatus_GetText(s));
 		return rs_nats_status(s, 0);
 	}
+	o->pending_pubs++;
 	return RS_OK;
 }

@@ -1,7 +1,7 @@
 /*
  * cmdloop.c - the CMDS fetcher: binds to the durable pull consumer
  * `orchestrator` (shared by every instance, so commands are spread across
- * them) and hands batches to the engine. It stops fetching when too many
+ * them) and carries each batch out (engine_commands). It stops fetching when too many
  * commands are in flight, so a slow engine never holds more messages than
  * it can finish within AckWait, and on SIGTERM.
  */
@@ -40,18 +40,10 @@ fetch_main(void *arg)
 			usleep(100 * 1000);
 			continue;
 		}
-		for (int i = 0; i < list.Count; i++) {
-			q_item *it = calloc(1, sizeof(*it));
-			if (it == NULL) {
-				natsMsg_NakWithDelay(list.Msgs[i], 1000, NULL);
-				continue;
-			}
-			it->kind = Q_CMD;
-			it->msg = list.Msgs[i];
-			list.Msgs[i] = NULL;   /* the engine owns it now */
-			atomic_fetch_add(&o->inflight, 1);
-			q_push(&o->q, it);
-		}
+		atomic_fetch_add(&o->inflight, list.Count);
+		engine_commands(o, list.Msgs, list.Count);
+		for (int i = 0; i < list.Count; i++)
+			list.Msgs[i] = NULL;   /* the engine took them */
 		natsMsgList_Destroy(&list);
 	}
 	return NULL;

@@ -17,19 +17,21 @@
 rs_status
 event_msg(const rs_event *ev, natsMsg **out, char *msg_id, size_t cap)
 {
-	char subj[160], *buf = NULL;
+	/* Engine thread only: one encode buffer reused for every event
+	 * (natsMsg_Create copies the bytes). */
+	static char *buf;
+	static size_t bufcap;
+	char subj[160];
 	size_t len = 0;
 	rs_status st;
 
-	if ((st = rs_event_encode(ev, &buf, &len)) != RS_OK)
+	if ((st = rs_event_encode_into(ev, &buf, &bufcap, &len)) != RS_OK)
 		return st;
 	rs_event_subject(ev->tenant, ev->run_id, subj, sizeof(subj));
 	rs_event_id(ev->run_id, ev->runseq, msg_id, cap);
-	st = rs_nats_msg(out, subj, buf, (int)len,
-	                 "Content-Type", "application/cloudevents+json",
-	                 "Runstream-Type", rs_event_type_name(ev->type), NULL);
-	free(buf);
-	return st;
+	return rs_nats_msg(out, subj, buf, (int)len,
+	                   "Content-Type", "application/cloudevents+json",
+	                   "Runstream-Type", rs_event_type_name(ev->type), NULL);
 }
 
 /* id NULL: no de-duplication (a timer put back after an early fire: its

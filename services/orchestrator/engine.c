@@ -10,10 +10,14 @@
  * that run's queue while it is busy; different runs proceed concurrently,
  * their publishes pipelined through appender.c. See docs/architecture.md
  * ("Orchestrator") for why the history can never fork.
+ *
+ * There is no engine thread: the fetcher (engine_commands) and the ack
+ * delivery thread (engine_puback) call in under o->engine_mu (orch.h).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "orch.h"
 #include "rs_log.h"
@@ -42,7 +46,8 @@ drop_pending(orch *o, pending_cmd *p, int decoded)
 	if (decoded)
 		rs_cmd_free(&p->cmd);
 	free(p);
-	atomic_fetch_sub(&o->inflight, 1);
+	if (atomic_fetch_sub(&o->inflight, 1) == 1)
+		pthread_cond_broadcast(&o->idle_cv);
 	rs_metric_set(om.inflight, (double)atomic_load(&o->inflight));
 }
 
@@ -291,15 +296,16 @@ conflict(orch *o, orun *r)
 }
 
 static void
-event_acked(orch *o, orun *r, const q_item *it)
+event_acked(orch *o, orun *r, const puback *it)
 {
 	rs_event *ev = &r->dec.events[r->next_ev];
-	char err[256];
 
 	rs_metric_observe(om.append_latency, (double)(rs_mono_us() - r->sent_us) / 1e6);
 	if (it->err != NATS_OK || it->dup) {
 		/* A duplicate ack for an id we believed new means another writer
-		 * appended this very runseq: same as a refused expectation. */
+		 * appended this very runseq: same as a refused expectation.
+		 * Either way the cached state may lack our earlier events of
+		 * this decision: both paths rebuild it from the log. */
 		if (it->dup || it->jerr == JSStreamWrongLastSequenceErr) {
 			conflict(o, r);
 			return;
@@ -309,22 +315,22 @@ event_acked(orch *o, orun *r, const q_item *it)
 		end_cmd(o, r, END_NAK, 200);
 		return;
 	}
-	if (rs_run_evolve(r->state, ev, err, sizeof(err)) != RS_OK) {
-		/* Our own decision does not apply to our own state: a bug in the
-		 * state machine. The log is right; rebuild from it. */
-		rs_log(RS_LOG_ERROR, r->run_id, NULL, "evolve refused our event: %s", err);
-		r->stale = 1;
-	}
 	r->last_seq = it->seq;
 	orch_metrics_event(ev);
-	if (++r->next_ev < r->dec.nevents)
+	if (++r->next_ev < r->dec.nevents) {
 		send_event(o, r);
-	else
-		finish_effects(o, r);
+		return;
+	}
+	/* Every event is durable: the decision's end state (decide evolved a
+	 * copy event by event) is now the run's state, no second evolve. */
+	rs_run_free(r->state);
+	r->state = r->dec.after;
+	r->dec.after = NULL;
+	finish_effects(o, r);
 }
 
 static void
-on_puback(orch *o, q_item *it)
+on_puback(orch *o, puback *it)
 {
 	pub_kind kind;
 	orun *r = pubmap_take(o->pubs, it->msg, &kind);
@@ -332,6 +338,7 @@ on_puback(orch *o, q_item *it)
 	natsMsg_Destroy(it->msg);
 	if (r == NULL)
 		return;
+	o->pending_pubs--;
 	if (kind == PUB_EVENT) {
 		event_acked(o, r, it);
 		return;
@@ -354,7 +361,8 @@ on_cmd(orch *o, natsMsg *msg)
 	if (p == NULL) {
 		natsMsg_NakWithDelay(msg, 1000, NULL);
 		natsMsg_Destroy(msg);
-		atomic_fetch_sub(&o->inflight, 1);
+		if (atomic_fetch_sub(&o->inflight, 1) == 1)
+			pthread_cond_broadcast(&o->idle_cv);
 		return;
 	}
 	p->msg = msg;
@@ -405,55 +413,64 @@ on_cmd(orch *o, natsMsg *msg)
 	begin(o, r);
 }
 
-/* Shutdown past the grace period: hand back what we still hold. */
-static void
-nak_everything(orch *o)
+void
+engine_puback(orch *o, puback *it)
 {
-	rs_warn("shutdown grace passed with %ld command(s) in flight: naking them",
-	        (long)atomic_load(&o->inflight));
-	runcache_nak_all(o->cache);
+	pthread_mutex_lock(&o->engine_mu);
+	on_puback(o, it);
+	pthread_mutex_unlock(&o->engine_mu);
 }
 
-static void *
-engine_main(void *arg)
+void
+engine_commands(orch *o, natsMsg **msgs, int n)
 {
-	orch *o = arg;
-	int64_t deadline = 0;
-	q_item *it, *next;
-
-	for (;;) {
-		for (it = q_take_all(&o->q, 100); it != NULL; it = next) {
-			next = it->next;
-			if (it->kind == Q_CMD)
-				on_cmd(o, it->msg);
-			else
-				on_puback(o, it);
-			free(it);
-		}
-		if (!atomic_load(&o->stopping))
-			continue;
-		if (deadline == 0)
-			deadline = rs_mono_ms() + o->cfg.base.shutdown_grace_ms * 3 / 4;
-		if (atomic_load(&o->inflight) == 0)
-			break;
-		if (rs_mono_ms() > deadline) {
-			nak_everything(o);
-			break;
-		}
-	}
-	return NULL;
+	pthread_mutex_lock(&o->engine_mu);
+	for (int i = 0; i < n; i++)
+		on_cmd(o, msgs[i]);
+	pthread_mutex_unlock(&o->engine_mu);
 }
 
 rs_status
-engine_start(orch *o)
+engine_init(orch *o)
 {
-	if (pthread_create(&o->engine_thread, NULL, engine_main, o) != 0)
+	pthread_condattr_t ca;
+
+	if (pthread_mutex_init(&o->engine_mu, NULL) != 0)
 		return RS_ERR;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	if (pthread_cond_init(&o->idle_cv, &ca) != 0) {
+		pthread_condattr_destroy(&ca);
+		pthread_mutex_destroy(&o->engine_mu);
+		return RS_ERR;
+	}
+	pthread_condattr_destroy(&ca);
 	return RS_OK;
 }
 
 void
-engine_join(orch *o)
+engine_destroy(orch *o)
 {
-	pthread_join(o->engine_thread, NULL);
+	pthread_cond_destroy(&o->idle_cv);
+	pthread_mutex_destroy(&o->engine_mu);
+}
+
+void
+engine_drain(orch *o)
+{
+	int64_t deadline = rs_mono_ms() + o->cfg.base.shutdown_grace_ms * 3 / 4;
+	struct timespec ts;
+
+	ts.tv_sec = (time_t)(deadline / 1000);
+	ts.tv_nsec = (long)(deadline % 1000) * 1000000L;
+	pthread_mutex_lock(&o->engine_mu);
+	while (atomic_load(&o->inflight) > 0 && rs_mono_ms() < deadline)
+		pthread_cond_timedwait(&o->idle_cv, &o->engine_mu, &ts);
+	if (atomic_load(&o->inflight) > 0) {
+		/* Past the grace period: hand back what we still hold. */
+		rs_warn("shutdown grace passed with %ld command(s) in flight: naking them",
+		        (long)atomic_load(&o->inflight));
+		runcache_nak_all(o->cache);
+	}
+	pthread_mutex_unlock(&o->engine_mu);
 }

@@ -112,18 +112,6 @@ connect_nats(orch *o)
 	return 0;
 }
 
-static void
-drain_queue(orch *o)
-{
-	q_item *it, *n;
-
-	for (it = q_take_all(&o->q, 0); it != NULL; it = n) {
-		n = it->next;
-		natsMsg_Destroy(it->msg);
-		free(it);
-	}
-}
-
 int
 main(int argc, char **argv)
 {
@@ -131,7 +119,7 @@ main(int argc, char **argv)
 	rs_ops ops = { "orchestrator", ready, &o };
 	rs_ops_server *srv = NULL;
 	sigset_t sigs;
-	int sig = 0, rc = 1;
+	int sig = 0, rc = 1, engine_ok = 0;
 
 	/* Block the stop signals before any thread exists; main waits. */
 	sigemptyset(&sigs);
@@ -144,7 +132,6 @@ main(int argc, char **argv)
 	orch_metrics_init();
 	if (load_cfg(&o.cfg) != 0)
 		return 1;
-	q_init(&o.q);
 	o.cache = runcache_new((size_t)o.cfg.cache_size);
 	o.agents = agentcache_new();
 	o.pubs = pubmap_new();
@@ -152,10 +139,13 @@ main(int argc, char **argv)
 		goto out;
 	if (rs_ops_server_start(&srv, o.cfg.base.listen_addr, (int)o.cfg.base.ops_port, &ops) != RS_OK)
 		goto out;
+	if (engine_init(&o) != RS_OK)
+		goto out;
+	engine_ok = 1;
 	if ((rc = connect_nats(&o)) != 0)
 		goto out;
 	rc = 1;
-	if (engine_start(&o) != RS_OK || cmdloop_start(&o) != RS_OK || timers_start(&o) != RS_OK) {
+	if (cmdloop_start(&o) != RS_OK || timers_start(&o) != RS_OK) {
 		atomic_store(&o.stopping, 1);
 		goto out;
 	}
@@ -170,7 +160,8 @@ out:
 	atomic_store(&o.stopping, 1);
 	if (o.fetch_thread) cmdloop_join(&o);
 	if (o.timer_thread) timers_join(&o);
-	if (o.engine_thread) engine_join(&o);
+	if (engine_ok)
+		engine_drain(&o);
 	if (o.nats.js != NULL)
 		js_PublishAsyncComplete(o.nats.js, NULL);
 	timers_free(&o);
@@ -178,12 +169,12 @@ out:
 	natsSubscription_Destroy(o.timer_sub);
 	kvStore_Destroy(o.agents_kv);
 	rs_nats_close(&o.nats, o.cfg.base.shutdown_grace_ms / 4);
-	drain_queue(&o);
 	rs_ops_server_stop(srv);
 	runcache_free(o.cache);
 	pubmap_free(o.pubs);
 	agentcache_free(o.agents);
-	q_destroy(&o.q);
+	if (engine_ok)
+		engine_destroy(&o);
 	nats_Close();
 	if (rc == 0)
 		rs_info("stopped");

@@ -309,6 +309,28 @@ apply(world *w, size_t n)
 	}
 }
 
+/* The decision's own end state (what the orchestrator keeps instead of
+ * evolving the events again) is the state the events evolve to. */
+static void
+check_after(world *w)
+{
+	json_t *va, *vb;
+	char *a, *b;
+
+	CHECK((w->last.nevents > 0) == (w->last.after != NULL));
+	if (w->last.after == NULL)
+		return;
+	va = rs_run_view(w->last.after);
+	vb = rs_run_view(w->r);
+	a = dump(va);
+	b = dump(vb);
+	CHECK_STR(a, b);
+	free(a);
+	free(b);
+	json_decref(va);
+	json_decref(vb);
+}
+
 /* Decide c at w->now (c is consumed), apply, return the event types. */
 static const char *
 step_n(world *w, rs_cmd c, int apply_all)
@@ -331,6 +353,8 @@ step_n(world *w, rs_cmd c, int apply_all)
 	check_deterministic(w, &c);
 	check_effects(w);
 	apply(w, apply_all ? w->last.nevents : 1);
+	if (apply_all)
+		check_after(w);
 	rs_cmd_free(&c);
 	return w->types;
 }
