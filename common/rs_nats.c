@@ -4,6 +4,7 @@
 #include "rs_time.h"
 
 #include <stdarg.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,6 +122,40 @@ rs_nats_status(natsStatus s, jsErrCode jerr)
 	if (s == NATS_INVALID_ARG)
 		return RS_EINVAL;
 	return RS_EIO;
+}
+
+rs_status
+rs_js_parse_puback(const char *data, size_t len, uint64_t *seq, int *dup, jsErrCode *jerr,
+                   char *err, size_t cap)
+{
+	json_t *v, *e, *s;
+	json_error_t je;
+	rs_status st = RS_EINVAL;
+
+	*seq = 0;
+	*dup = 0;
+	*jerr = 0;
+	snprintf(err, cap, "unreadable pub ack");
+	if (data == NULL || (v = json_loadb(data, len, 0, &je)) == NULL)
+		return RS_EINVAL;
+	if ((e = json_object_get(v, "error")) != NULL) {
+		*jerr = (jsErrCode)json_integer_value(json_object_get(e, "err_code"));
+		snprintf(err, cap, "%s (%d)", json_string_value(json_object_get(e, "description"))
+		         ? json_string_value(json_object_get(e, "description")) : "error", (int)*jerr);
+		st = RS_EIO;
+		goto cleanup;
+	}
+	s = json_object_get(v, "seq");
+	if (!json_is_integer(s) || json_integer_value(s) <= 0 ||
+	    !json_is_string(json_object_get(v, "stream")))
+		goto cleanup;
+	*seq = (uint64_t)json_integer_value(s);
+	*dup = json_is_true(json_object_get(v, "duplicate"));
+	err[0] = '\0';
+	st = RS_OK;
+cleanup:
+	json_decref(v);
+	return st;
 }
 
 rs_status

@@ -36,6 +36,13 @@ int rs_nats_connected(const rs_nats *n);
  * -> RS_ETIMEOUT, connection problems -> RS_EUNAVAIL. */
 rs_status rs_nats_status(natsStatus s, jsErrCode jerr);
 
+/* Parse a JetStream pub ack body: {"stream":..,"seq":N[,"duplicate":true]}
+ * or {"error":{"code":..,"err_code":E,"description":..}}. On an error
+ * answer returns RS_EIO with *jerr = E and the description in err; on an
+ * unreadable one RS_EINVAL. */
+rs_status rs_js_parse_puback(const char *data, size_t len, uint64_t *seq, int *dup,
+                             jsErrCode *jerr, char *err, size_t cap);
+
 /* Build a message with the given headers (NULL-terminated key,value list).
  * data is copied. Caller owns *out (natsMsg_Destroy) unless a publish
  * function documents that it takes it. */

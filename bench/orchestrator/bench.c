@@ -9,12 +9,13 @@
  *                                 (stream state polled every 2 ms), then
  *                                 every run checked: its last event is
  *                                 run.completed with runseq 9.
- *                                 BENCH_WATCH=live: also subscribe to
- *                                 rs.live.runs.> as one live watcher and
- *                                 count completions there
+ *                                 BENCH_WATCH=live: also one live
+ *                                 watcher (an ordered consumer on RUNS,
+ *                                 as the API has) counting completions
  *   bench-orchestrator timers N   N runs that each sleep 2-10 s; lateness of
  *                                 timer.fired (event time and observed time
- *                                 minus due_at), p50/p99/max
+ *                                 minus due_at), p50/p99/max; observed
+ *                                 through an ordered consumer on RUNS
  * RS_NATS_URL names the server. Output: one "key value" line per result
  * (bench/orchestrator/run.sh turns them into a table). Not a test.
  */
@@ -147,6 +148,22 @@ on_live(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
 	natsMsg_Destroy(msg);
 }
 
+/* A live watcher of tenant bench: an ordered consumer on RUNS from now on
+ * (what the API does), delivering to on_live. */
+static void
+watch_runs(rs_nats *n, void *closure, natsSubscription **sub)
+{
+	jsSubOptions so;
+
+	jsSubOptions_Init(&so);
+	so.Stream = "RUNS";
+	so.Ordered = true;
+	so.Config.DeliverPolicy = js_DeliverNew;
+	if (js_Subscribe(sub, n->js, "runs." TENANT ".>", on_live, closure, NULL, &so, NULL) != NATS_OK)
+		die("cannot open an ordered consumer on RUNS");
+	natsSubscription_SetPendingLimits(*sub, -1, -1);
+}
+
 static void
 start_run(rs_nats *n, const char *agent, const char *ver, char run_id[40])
 {
@@ -250,11 +267,8 @@ bench_runs(rs_nats *n, kvStore *kv, long count)
 	           "{\"id\":\"b\",\"kind\":\"transform\",\"value\":{\"y\":\"{{steps.a.output.x}}\"}},"
 	           "{\"id\":\"c\",\"kind\":\"transform\",\"value\":{\"z\":\"{{steps.b.output.y}}\"}}],"
 	           "\"output\":\"{{steps.c.output}}\"}", ver);
-	if (strcmp(watch, "live") == 0) {
-		natsConnection_Subscribe(&sub, n->nc, "rs.live.runs." TENANT ".>", on_live, NULL);
-		natsSubscription_SetPendingLimits(sub, -1, -1);
-		natsConnection_Flush(n->nc);
-	}
+	if (strcmp(watch, "live") == 0)
+		watch_runs(n, NULL, &sub);
 	base = runs_msgs(n);
 	want = base + 9 * (uint64_t)count;
 	t0 = rs_mono_us();
@@ -317,9 +331,7 @@ bench_timers(rs_nats *n, kvStore *kv, long count)
 	}
 	lat_event = calloc((size_t)count, sizeof(int64_t));
 	lat_seen = calloc((size_t)count, sizeof(int64_t));
-	natsConnection_Subscribe(&sub, n->nc, "rs.live.runs." TENANT ".>", on_live, (void *)1);
-	natsSubscription_SetPendingLimits(sub, -1, -1);
-	natsConnection_Flush(n->nc);
+	watch_runs(n, (void *)1, &sub);
 	srand(42);
 	for (long i = 0; i < count; i++) {
 		char name[16];

@@ -42,6 +42,7 @@ stop_orch() { kill "$ORCH_PID"; wait "$ORCH_PID" || true; ORCH_PID=; }
 start_orch
 "$BENCH" runs "$RUNS" > "$DIR/runs.txt"
 curl -s "http://127.0.0.1:$OPS/metrics" > "$DIR/metrics-runs.txt"
+BENCH_WATCH=live "$BENCH" runs "$RUNS" | sed 's/^/watched_/' > "$DIR/runs-watched.txt"
 "$BENCH" timers "$TIMERS" > "$DIR/timers.txt"
 curl -s "http://127.0.0.1:$OPS/metrics" > "$DIR/metrics-timers.txt"
 stop_orch
@@ -54,8 +55,12 @@ printf '| raw js_PublishAsync, 250-byte msgs (%s) | %s msg/s |\n' "$(v raw_msgs)
 printf '| run.start injection rate | %s cmd/s |\n' "$(v inject_rate)"
 printf '| runs (3 transform steps) completed | %s of %s |\n' "$(v runs_completed)" "$(v runs)"
 printf '| runs/s | %s |\n' "$(v runs_per_s)"
-printf '| events/s appended (seen on rs.live) | %s |\n' "$EVS"
+printf '| events/s appended (counted on RUNS) | %s |\n' "$EVS"
 printf '| events/s vs raw publish | %s |\n' "$RATIO"
+WEVS=$(v watched_events_per_s)
+printf '| same with one live watcher (ordered consumer on RUNS, as the api has): events/s, runs seen completed | %s (%s), %s of %s |\n' \
+	"$WEVS" "$(awk -v a="$WEVS" -v b="$RAWRATE" 'BEGIN { printf "%.0f%%", 100 * a / b }')" \
+	"$(v watched_live_completed)" "$(v watched_runs)"
 printf '| timers fired | %s of %s |\n' "$(v timers_fired)" "$(v timers)"
 printf '| timer lateness p50 / p99 / max (timer.fired time - due_at) | %s / %s / %s ms |\n' \
 	"$(v lateness_event_p50_ms)" "$(v lateness_event_p99_ms)" "$(v lateness_event_max_ms)"

@@ -1,44 +1,49 @@
 /*
- * appender.c - asynchronous JetStream publishes for the engine.
+ * appender.c - JetStream publishes for the engine, with our own acks.
  *
- * Every event append and every effect goes out with js_PublishMsgAsync so
+ * Every event append and every effect is published without waiting, so
  * that many runs have writes in flight at once (one round trip per event
- * would cap us at a few thousand events/s). nats.c calls appender_on_ack
- * on its delivery thread for each answer; the engine (engine_puback, on
- * that same thread) finds out who sent the message in the pubmap (message
- * pointer -> run). The message is destroyed after that lookup, so a
- * pointer cannot be reused while it is still a key.
+ * would cap us at a few thousand events/s). Each publish carries a reply
+ * subject <inbox>.<token>; JetStream answers there with its pub ack. One
+ * subscription on <inbox>.* receives every answer on its delivery thread,
+ * which carries it out (engine_puback) under the engine mutex.
+ *
+ * Why not js_PublishMsgAsync: nats.c keeps every pending message in a
+ * string hash, and with a MaxWait it queues a synthetic "timeout" message
+ * for every publish when its deadline passes, acked or not (nats.c 3.4.1
+ * never unlinks acked ones): in a sustained load that is one more message
+ * through the ack thread per event. Here the pubmap (token -> run) is the
+ * only pending state, kept in send order, so expiring lost acks is a look
+ * at its head (appender_expire).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "orch.h"
 #include "rs_log.h"
+#include "rs_time.h"
 
 typedef struct pub_ent {
-	natsMsg *msg;
+	uint64_t token;
 	orun *run;
 	pub_kind kind;
-	struct pub_ent *next;
+	int64_t sent_ms;
+	struct pub_ent *hnext;          /* hash chain */
+	struct pub_ent *older, *newer;  /* send order */
 } pub_ent;
 
 #define PUB_BUCKETS 65536
 
 struct pubmap {
 	pub_ent *b[PUB_BUCKETS];
+	pub_ent *oldest, *newest;
 	pub_ent *free_list;
+	uint64_t next_token;
+	natsSubscription *sub;
+	char prefix[96];                /* "<inbox>." */
+	size_t prefix_len;
 };
-
-static size_t
-hash_ptr(const void *p)
-{
-	uintptr_t x = (uintptr_t)p;
-
-	x ^= x >> 17;
-	x *= 0xed5ad4bbu;
-	x ^= x >> 11;
-	return x & (PUB_BUCKETS - 1);
-}
 
 struct pubmap *
 pubmap_new(void)
@@ -53,110 +58,183 @@ pubmap_free(struct pubmap *m)
 
 	if (m == NULL)
 		return;
-	for (int i = 0; i < PUB_BUCKETS; i++)
-		for (e = m->b[i]; e != NULL; e = n) {
-			n = e->next;
-			free(e);
-		}
-	for (e = m->free_list; e != NULL; e = n) {
-		n = e->next;
+	for (e = m->oldest; e != NULL; e = n) {
+		n = e->newer;
 		free(e);
 	}
+	for (e = m->free_list; e != NULL; e = n) {
+		n = e->hnext;
+		free(e);
+	}
+	natsSubscription_Destroy(m->sub);
 	free(m);
 }
 
-static int
-pubmap_put(struct pubmap *m, natsMsg *msg, orun *r, pub_kind kind)
+static pub_ent *
+pubmap_put(struct pubmap *m, orun *r, pub_kind kind)
 {
 	pub_ent *e = m->free_list;
-	size_t h = hash_ptr(msg);
+	size_t h;
 
 	if (e != NULL)
-		m->free_list = e->next;
+		m->free_list = e->hnext;
 	else if ((e = malloc(sizeof(*e))) == NULL)
-		return -1;
-	e->msg = msg;
+		return NULL;
+	e->token = ++m->next_token;
 	e->run = r;
 	e->kind = kind;
-	e->next = m->b[h];
+	e->sent_ms = rs_mono_ms();
+	h = e->token & (PUB_BUCKETS - 1);
+	e->hnext = m->b[h];
 	m->b[h] = e;
-	return 0;
+	e->newer = NULL;
+	e->older = m->newest;
+	if (m->newest != NULL)
+		m->newest->newer = e;
+	else
+		m->oldest = e;
+	m->newest = e;
+	return e;
+}
+
+/* Unlink e (found in its chain at *pp) and recycle it. */
+static void
+pubmap_drop(struct pubmap *m, pub_ent **pp, pub_ent *e)
+{
+	*pp = e->hnext;
+	if (e->older != NULL) e->older->newer = e->newer; else m->oldest = e->newer;
+	if (e->newer != NULL) e->newer->older = e->older; else m->newest = e->older;
+	e->hnext = m->free_list;
+	m->free_list = e;
 }
 
 orun *
-pubmap_take(struct pubmap *m, natsMsg *msg, pub_kind *kind)
+pubmap_take(struct pubmap *m, uint64_t token, pub_kind *kind)
 {
-	pub_ent **pp = &m->b[hash_ptr(msg)], *e;
+	pub_ent **pp = &m->b[token & (PUB_BUCKETS - 1)], *e;
 	orun *r;
 
-	for (; *pp != NULL; pp = &(*pp)->next) {
-		if ((*pp)->msg != msg)
+	for (; *pp != NULL; pp = &(*pp)->hnext) {
+		if ((*pp)->token != token)
 			continue;
 		e = *pp;
-		*pp = e->next;
 		r = e->run;
 		*kind = e->kind;
-		e->next = m->free_list;
-		m->free_list = e;
+		pubmap_drop(m, pp, e);
 		return r;
 	}
 	return NULL;
 }
 
-void
-appender_on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+/* "0" .. "18446744073709551615" after the prefix; 0 if not ours. */
+static uint64_t
+token_of(const struct pubmap *m, const char *subject)
+{
+	const char *p;
+	uint64_t t = 0;
+
+	if (subject == NULL || strncmp(subject, m->prefix, m->prefix_len) != 0)
+		return 0;
+	for (p = subject + m->prefix_len; *p >= '0' && *p <= '9'; p++)
+		t = t * 10 + (uint64_t)(*p - '0');
+	return *p == '\0' ? t : 0;
+}
+
+static void
+on_reply(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
 {
 	orch *o = closure;
-	puback it;
+	puback pa;
+	char err[160];
 
-	memset(&it, 0, sizeof(it));
-	it.msg = msg;
-	if (pa != NULL) {
-		it.seq = pa->Sequence;
-		it.dup = pa->Duplicate ? 1 : 0;
-	} else if (pae != NULL) {
-		it.err = pae->Err != NATS_OK ? pae->Err : NATS_ERR;
-		it.jerr = pae->ErrCode;
-	} else {
-		it.err = NATS_ERR;
+	memset(&pa, 0, sizeof(pa));
+	pa.token = token_of(o->pubs, natsMsg_GetSubject(msg));
+	if (natsMsg_IsNoResponders(msg)) {
+		pa.err = NATS_NO_RESPONDERS;
+	} else if (rs_js_parse_puback(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg),
+	                              &pa.seq, &pa.dup, &pa.jerr, err, sizeof(err)) != RS_OK) {
+		pa.err = NATS_ERR;
+		rs_debug("append refused: %s", err);
 	}
-	engine_puback(o, &it);
+	natsMsg_Destroy(msg);
+	if (pa.token != 0)
+		engine_puback(o, &pa);
 }
 
 rs_status
-appender_send(orch *o, orun *r, pub_kind kind, natsMsg *msg, const char *msg_id, int64_t expect)
+appender_start(orch *o)
 {
-	jsPubOptions po;
-	natsMsg *key = msg;
+	natsInbox *inbox = NULL;
+	char subj[128];
 	natsStatus s;
 
-	jsPubOptions_Init(&po);
-	po.MsgId = msg_id;
-	po.MaxWait = 10000;   /* no answer by then: reported as a timeout */
-	/* nats.c treats ExpectLastSubjectSeq 0 as unset; the server reads an
-	 * explicit "0" as "no message on this subject yet". */
-	if (expect > 0)
-		po.ExpectLastSubjectSeq = (uint64_t)expect;
-	else if (expect == 0)
-		natsMsgHeader_Set(msg, "Nats-Expected-Last-Subject-Sequence", "0");
-	/* nats.c stalls a publish at MaxPending until acks drain; those acks
-	 * wait for the engine mutex we hold. Refuse well before (timer
-	 * forwarding has its own jsCtx and its own count). */
-	if (o->pending_pubs >= o->cfg.max_pending_pub - 64) {
-		natsMsg_Destroy(msg);
-		return RS_EUNAVAIL;
-	}
-	if (pubmap_put(o->pubs, msg, r, kind) != 0) {
-		natsMsg_Destroy(msg);
+	if (natsInbox_Create(&inbox) != NATS_OK)
 		return RS_ENOMEM;
+	snprintf(o->pubs->prefix, sizeof(o->pubs->prefix), "%s.", (const char *)inbox);
+	o->pubs->prefix_len = strlen(o->pubs->prefix);
+	natsInbox_Destroy(inbox);
+	snprintf(subj, sizeof(subj), "%s*", o->pubs->prefix);
+	s = natsConnection_Subscribe(&o->pubs->sub, o->nats.nc, subj, on_reply, o);
+	if (s == NATS_OK)
+		/* Never drop an ack as a slow consumer: the publishes in flight
+		 * are bounded by RS_ORCH_MAX_PENDING_PUBLISH anyway. */
+		s = natsSubscription_SetPendingLimits(o->pubs->sub, -1, -1);
+	if (s != NATS_OK) {
+		rs_error("cannot subscribe to the pub-ack inbox: %s", natsStatus_GetText(s));
+		return rs_nats_status(s, 0);
 	}
-	s = js_PublishMsgAsync(o->nats.js, &msg, &po);
+	return RS_OK;
+}
+
+void
+appender_expire(orch *o, int64_t older_than_ms)
+{
+	struct pubmap *m = o->pubs;
+	int64_t limit = rs_mono_ms() - older_than_ms;
+	puback pa;
+
+	while (m->oldest != NULL && m->oldest->sent_ms < limit) {
+		memset(&pa, 0, sizeof(pa));
+		pa.token = m->oldest->token;
+		pa.err = NATS_TIMEOUT;
+		engine_puback_locked(o, &pa);
+	}
+}
+
+rs_status
+appender_send(orch *o, orun *r, pub_kind kind, const char *subj, const char *data, size_t len,
+              const char *type, int cloudevent, const char *msg_id, int64_t expect)
+{
+	char reply[128], num[24];
+	natsMsg *m = NULL;
+	pub_ent *e;
+	natsStatus s;
+
+	/* Bounded memory and bounded time to ack everything in flight. */
+	if (o->pending_pubs >= o->cfg.max_pending_pub)
+		return RS_EUNAVAIL;
+	if ((e = pubmap_put(o->pubs, r, kind)) == NULL)
+		return RS_ENOMEM;
+	snprintf(reply, sizeof(reply), "%s%llu", o->pubs->prefix, (unsigned long long)e->token);
+	s = natsMsg_Create(&m, subj, reply, data, (int)len);
+	if (s == NATS_OK && cloudevent)
+		s = natsMsgHeader_Set(m, "Content-Type", "application/cloudevents+json");
+	if (s == NATS_OK)
+		s = natsMsgHeader_Set(m, "Runstream-Type", type);
+	if (s == NATS_OK && msg_id != NULL)
+		s = natsMsgHeader_Set(m, "Nats-Msg-Id", msg_id);
+	/* An explicit "0" reads "no message on this subject yet". */
+	if (s == NATS_OK && expect >= 0) {
+		snprintf(num, sizeof(num), "%lld", (long long)expect);
+		s = natsMsgHeader_Set(m, "Nats-Expected-Last-Subject-Sequence", num);
+	}
+	if (s == NATS_OK)
+		s = natsConnection_PublishMsg(o->nats.nc, m);
+	natsMsg_Destroy(m);
 	if (s != NATS_OK) {
 		pub_kind k;
-
-		pubmap_take(o->pubs, key, &k);
-		natsMsg_Destroy(msg);
-		rs_log(RS_LOG_WARN, r->run_id, NULL, "async publish failed: %s", natsStatus_GetText(s));
+		pubmap_take(o->pubs, e->token, &k);
+		rs_log(RS_LOG_WARN, r->run_id, NULL, "publish failed: %s", natsStatus_GetText(s));
 		return rs_nats_status(s, 0);
 	}
 	o->pending_pubs++;

@@ -18,9 +18,13 @@ fetch_main(void *arg)
 	natsMsgList list;
 	jsErrCode jerr;
 	natsStatus s;
-	int64_t room, last_warn = 0;
+	int64_t room, last_warn = 0, last_expire = 0;
 
 	while (!atomic_load(&o->stopping)) {
+		if (rs_mono_ms() - last_expire >= 250) {
+			engine_expire(o);   /* lost pub acks */
+			last_expire = rs_mono_ms();
+		}
 		room = o->cfg.max_inflight - atomic_load(&o->inflight);
 		if (room <= 0) {
 			usleep(500);

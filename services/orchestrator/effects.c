@@ -15,23 +15,22 @@
 #include "rs_time.h"
 
 rs_status
-event_msg(const rs_event *ev, natsMsg **out, char *msg_id, size_t cap)
+event_send(orch *o, orun *r, const rs_event *ev)
 {
-	/* Engine thread only: one encode buffer reused for every event
-	 * (natsMsg_Create copies the bytes). */
+	/* Engine mutex held: one encode buffer reused for every event (the
+	 * publish copies the bytes). */
 	static char *buf;
 	static size_t bufcap;
-	char subj[160];
+	char subj[160], id[80];
 	size_t len = 0;
 	rs_status st;
 
 	if ((st = rs_event_encode_into(ev, &buf, &bufcap, &len)) != RS_OK)
 		return st;
 	rs_event_subject(ev->tenant, ev->run_id, subj, sizeof(subj));
-	rs_event_id(ev->run_id, ev->runseq, msg_id, cap);
-	return rs_nats_msg(out, subj, buf, (int)len,
-	                   "Content-Type", "application/cloudevents+json",
-	                   "Runstream-Type", rs_event_type_name(ev->type), NULL);
+	rs_event_id(ev->run_id, ev->runseq, id, sizeof(id));
+	return appender_send(o, r, PUB_EVENT, subj, buf, len, rs_event_type_name(ev->type), 1, id,
+	                     (int64_t)r->last_seq);
 }
 
 /* id NULL: no de-duplication (a timer put back after an early fire: its
@@ -41,18 +40,16 @@ send_timer(orch *o, orun *r, const rs_cmd *t, const char *fixed_id)
 {
 	char subj[160], id[160], *buf = NULL;
 	size_t len = 0;
-	natsMsg *m = NULL;
 	rs_status st;
 
 	if ((st = rs_cmd_encode(t, &buf, &len)) != RS_OK)
 		return st;
 	snprintf(subj, sizeof(subj), "timers.%s.%s", r->tenant, r->run_id);
 	snprintf(id, sizeof(id), "timer-%s", t->timer_id);
-	st = rs_nats_msg(&m, subj, buf, (int)len, "Runstream-Type", "timer.fire", NULL);
+	st = appender_send(o, r, PUB_EFFECT, subj, buf, len, "timer.fire", 0,
+	                   fixed_id ? fixed_id : id, -1);
 	free(buf);
-	if (st != RS_OK)
-		return st;
-	return appender_send(o, r, PUB_EFFECT, m, fixed_id ? fixed_id : id, -1);
+	return st;
 }
 
 static rs_status
@@ -60,19 +57,16 @@ send_call(orch *o, orun *r, const rs_toolcall *c)
 {
 	char subj[200], id[160], *buf = NULL;
 	size_t len = 0;
-	natsMsg *m = NULL;
 	rs_status st;
 
 	if ((st = rs_toolcall_encode(c, &buf, &len)) != RS_OK)
 		return st;
 	snprintf(subj, sizeof(subj), "toolcalls.%s.%s", r->tenant, c->call_id);
 	snprintf(id, sizeof(id), "%s-%s", c->cancel ? "cancel" : "call", c->call_id);
-	st = rs_nats_msg(&m, subj, buf, (int)len, "Runstream-Type",
-	                 c->cancel ? "tool.cancel" : "tool.call", NULL);
+	st = appender_send(o, r, PUB_EFFECT, subj, buf, len, c->cancel ? "tool.cancel" : "tool.call",
+	                   0, id, -1);
 	free(buf);
-	if (st != RS_OK)
-		return st;
-	return appender_send(o, r, PUB_EFFECT, m, id, -1);
+	return st;
 }
 
 rs_status

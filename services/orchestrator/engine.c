@@ -121,15 +121,10 @@ finish_effects(orch *o, orun *r)
 static void
 send_event(orch *o, orun *r)
 {
-	char id[80];
-	natsMsg *m = NULL;
 	rs_status st;
 
-	st = event_msg(&r->dec.events[r->next_ev], &m, id, sizeof(id));
-	if (st == RS_OK) {
-		r->sent_us = rs_mono_us();
-		st = appender_send(o, r, PUB_EVENT, m, id, (int64_t)r->last_seq);
-	}
+	r->sent_us = rs_mono_us();
+	st = event_send(o, r, &r->dec.events[r->next_ev]);
 	if (st != RS_OK) {
 		/* Whether earlier events of this decision landed is known (they
 		 * were acked), but be plain: rebuild before the next command. */
@@ -333,11 +328,10 @@ static void
 on_puback(orch *o, puback *it)
 {
 	pub_kind kind;
-	orun *r = pubmap_take(o->pubs, it->msg, &kind);
+	orun *r = pubmap_take(o->pubs, it->token, &kind);
 
-	natsMsg_Destroy(it->msg);
 	if (r == NULL)
-		return;
+		return;   /* expired earlier, or not ours */
 	o->pending_pubs--;
 	if (kind == PUB_EVENT) {
 		event_acked(o, r, it);
@@ -418,6 +412,24 @@ engine_puback(orch *o, puback *it)
 {
 	pthread_mutex_lock(&o->engine_mu);
 	on_puback(o, it);
+	pthread_mutex_unlock(&o->engine_mu);
+}
+
+void
+engine_puback_locked(orch *o, puback *it)
+{
+	on_puback(o, it);
+}
+
+/* JetStream answers in milliseconds; an ack missing after this long was
+ * lost (connection dropped): fail the publish, the command is naked. */
+#define PUBACK_LOST_MS 10000
+
+void
+engine_expire(orch *o)
+{
+	pthread_mutex_lock(&o->engine_mu);
+	appender_expire(o, PUBACK_LOST_MS);
 	pthread_mutex_unlock(&o->engine_mu);
 }
 

@@ -93,10 +93,6 @@ connect_nats(orch *o)
 	char missing[256] = "";
 
 	jsOptions_Init(&jo);
-	jo.PublishAsync.MaxPending = o->cfg.max_pending_pub;
-	jo.PublishAsync.AckHandler = appender_on_ack;
-	jo.PublishAsync.AckHandlerClosure = o;
-	jo.PublishAsync.StallWait = 10000;
 	if (rs_nats_connect(&o->nats, o->cfg.base.nats_url, o->cfg.base.instance_id, &jo, 10000) != RS_OK)
 		return 4;
 	if (rs_streams_check(o->nats.js, required, missing, sizeof(missing)) != RS_OK) {
@@ -105,6 +101,8 @@ connect_nats(orch *o)
 		return 1;
 	}
 	atomic_store(&o->streams_ok, 1);
+	if (appender_start(o) != RS_OK)
+		return 4;
 	if (js_KeyValue(&o->agents_kv, o->nats.js, "agents") != NATS_OK) {
 		rs_error("cannot open KV bucket agents");
 		return 1;

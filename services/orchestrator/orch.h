@@ -69,7 +69,7 @@ void orch_metrics_event(const rs_event *ev);
 
 /* ---- a publish result (appender.c -> engine.c) ---- */
 typedef struct {
-	natsMsg *msg;          /* what we published */
+	uint64_t token;        /* which publish (appender.c) */
 	uint64_t seq;          /* stream sequence */
 	int dup;               /* the server saw the Nats-Msg-Id before */
 	natsStatus err;        /* NATS_OK or the failure */
@@ -107,8 +107,11 @@ void engine_destroy(orch *o);
 /* Carry out fetched commands (takes the messages; the fetcher counted
  * them in o->inflight). Takes engine_mu. */
 void engine_commands(orch *o, natsMsg **msgs, int n);
-/* What a publish ack means (takes pa->msg). Takes engine_mu. */
+/* What a publish ack means. Takes engine_mu (the _locked one: held). */
 void engine_puback(orch *o, puback *pa);
+void engine_puback_locked(orch *o, puback *pa);
+/* Expire lost pub acks (appender_expire); called by the fetcher. */
+void engine_expire(orch *o);
 /* Shutdown: wait until every fetched command is finished or 3/4 of the
  * grace period passed, then nak what is left. */
 void engine_drain(orch *o);
@@ -167,21 +170,25 @@ void agentcache_free(struct agentcache *a);
 rs_status agents_get(orch *o, const char *tenant, const char *name, const char *version,
                      const rs_agent **out, char *err, size_t cap);
 
-/* ---- appender.c: async JetStream publishes and their acks ---- */
+/* ---- appender.c: JetStream publishes and their acks ---- */
 typedef enum { PUB_EVENT, PUB_EFFECT } pub_kind;
 struct pubmap *pubmap_new(void);
 void pubmap_free(struct pubmap *m);
-/* The AckHandler (registered in jsOptions by main.c). */
-void appender_on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure);
-/* Publish msg asynchronously on behalf of r; its result comes back to the
- * engine as an engine_puback. Takes msg in all cases. expect < 0: no
- * expectation. Engine mutex held. Refuses (RS_EUNAVAIL) rather
- * than let nats.c stall on MaxPending while holding the engine mutex:
- * the acks that would unstall it need that mutex. */
-rs_status appender_send(orch *o, orun *r, pub_kind kind, natsMsg *msg, const char *msg_id,
+/* Subscribe to the pub-ack inbox; after the connection is up. */
+rs_status appender_start(orch *o);
+/* Publish data on subj (Runstream-Type: type; Content-Type of a CloudEvent
+ * if cloudevent; Nats-Msg-Id if msg_id; Nats-Expected-Last-Subject-
+ * Sequence if expect >= 0, "0" meaning "none yet") for r; the pub ack
+ * comes back as an engine_puback. data is copied. Engine mutex held.
+ * RS_EUNAVAIL above RS_ORCH_MAX_PENDING_PUBLISH publishes in flight. */
+rs_status appender_send(orch *o, orun *r, pub_kind kind, const char *subj, const char *data,
+                        size_t len, const char *type, int cloudevent, const char *msg_id,
                         int64_t expect);
-/* Who sent msg (and what kind); removes it from the map. */
-orun *pubmap_take(struct pubmap *m, natsMsg *msg, pub_kind *kind);
+/* Who sent publish `token` (and what kind); removes it from the map. */
+orun *pubmap_take(struct pubmap *m, uint64_t token, pub_kind *kind);
+/* Fail (NATS_TIMEOUT) every publish unanswered for older_than_ms: an ack
+ * lost with a connection. Engine mutex held. */
+void appender_expire(orch *o, int64_t older_than_ms);
 
 /* ---- effects.c: timers to TIMERS, tool calls to TOOLCALLS ---- */
 /* Publish every effect of d for r; returns how many were sent. */
@@ -189,9 +196,9 @@ rs_status effects_send(orch *o, orun *r, const rs_decision *d, int *nsent);
 /* A timer.fire that arrived before its due time (clock skew between
  * instances): put it back on TIMERS. One effect publish. */
 rs_status effects_requeue_timer(orch *o, orun *r, const rs_cmd *fire);
-/* Build an event message (subject, headers) for appending. Engine thread
- * only (reuses one encode buffer). */
-rs_status event_msg(const rs_event *ev, natsMsg **out, char *msg_id, size_t cap);
+/* Append ev for r: encode (one reused buffer: engine mutex held) and
+ * publish with Nats-Expected-Last-Subject-Sequence = r->last_seq. */
+rs_status event_send(orch *o, orun *r, const rs_event *ev);
 
 /* ---- dlq.c: poison handling ---- */
 /* Dead-letter the command message with a reason and terminate it. */

@@ -14,6 +14,7 @@
 #include "rs_ops.h"
 #include "rs_pg.h"
 #include "../check.h"
+#include "rs_nats.h"
 #include "rs_time.h"
 
 static int failures, checks;
@@ -196,6 +197,31 @@ test_metrics_and_ops(void)
 	CHECK(rs_ops_route(&ops, "/v1/other", &body, &len, &ctype) == 0);
 }
 
+/* JetStream pub acks as nats-server 2.9 writes them. */
+static void
+test_puback(void)
+{
+	uint64_t seq;
+	int dup;
+	jsErrCode jerr;
+	char err[160];
+	const char *ok = "{\"stream\":\"RUNS\",\"seq\":42}";
+	const char *d = "{\"stream\":\"RUNS\",\"seq\":7,\"duplicate\":true}";
+	const char *wrong = "{\"error\":{\"code\":400,\"err_code\":10071,"
+	                    "\"description\":\"wrong last sequence: 5\"}}";
+
+	CHECK(rs_js_parse_puback(ok, strlen(ok), &seq, &dup, &jerr, err, sizeof(err)) == RS_OK);
+	CHECK(seq == 42 && dup == 0 && jerr == 0);
+	CHECK(rs_js_parse_puback(d, strlen(d), &seq, &dup, &jerr, err, sizeof(err)) == RS_OK);
+	CHECK(seq == 7 && dup == 1);
+	CHECK(rs_js_parse_puback(wrong, strlen(wrong), &seq, &dup, &jerr, err, sizeof(err)) == RS_EIO);
+	CHECK(jerr == JSStreamWrongLastSequenceErr && seq == 0);
+	CHECK_STR(err, "wrong last sequence: 5 (10071)");
+	CHECK(rs_js_parse_puback("", 0, &seq, &dup, &jerr, err, sizeof(err)) == RS_EINVAL);
+	CHECK(rs_js_parse_puback("{\"seq\":3}", 9, &seq, &dup, &jerr, err, sizeof(err)) == RS_EINVAL);
+	CHECK(rs_js_parse_puback("[1]", 3, &seq, &dup, &jerr, err, sizeof(err)) == RS_EINVAL);
+}
+
 int
 main(void)
 {
@@ -206,5 +232,6 @@ main(void)
 	test_json();
 	test_migration_names();
 	test_metrics_and_ops();
+	test_puback();
 	return check_report("test_common");
 }
