@@ -235,3 +235,59 @@ rs_dlq_publish(jsCtx *js, const char *source, const char *orig_subject, uint64_t
 		rs_warn("dlq: %s seq %s dead-lettered to %s: %s", orig_subject, seqs, subj, reason);
 	return st;
 }
+
+rs_status
+rs_js_follow(natsSubscription **sub, jsCtx *js, const char *stream, const char *filter,
+             int64_t heartbeat_ms, natsMsgHandler cb, void *closure, uint64_t *floor)
+{
+	jsStreamInfo *si = NULL;
+	jsSubOptions so;
+	jsErrCode jerr = 0;
+	natsStatus s;
+
+	*sub = NULL;
+	/* Read before the consumer exists: everything after it is new. */
+	s = js_GetStreamInfo(&si, js, stream, NULL, &jerr);
+	if (s != NATS_OK)
+		return rs_nats_status(s, jerr);
+	*floor = si->State.LastSeq;
+	jsStreamInfo_Destroy(si);
+	jsSubOptions_Init(&so);
+	so.Stream = stream;
+	so.Ordered = true;
+	so.Config.DeliverPolicy = js_DeliverLast;     /* see rs_nats.h */
+	so.Config.Heartbeat = (heartbeat_ms > 0 ? heartbeat_ms : RS_JS_FOLLOW_HEARTBEAT_MS) * 1000000;
+	if (cb != NULL)
+		s = js_Subscribe(sub, js, filter, cb, closure, NULL, &so, &jerr);
+	else
+		s = js_SubscribeSync(sub, js, filter, NULL, &so, &jerr);
+	if (s != NATS_OK) {
+		*sub = NULL;
+		return rs_nats_status(s, jerr);
+	}
+	return RS_OK;
+}
+
+int
+rs_js_follow_fresh(natsMsg *m, uint64_t floor)
+{
+	jsMsgMetaData *md = NULL;
+	int fresh;
+
+	if (natsMsg_GetMetaData(&md, m) != NATS_OK)
+		return 0;
+	fresh = md->Sequence.Stream > floor;
+	jsMsgMetaData_Destroy(md);
+	return fresh;
+}
+
+void
+rs_js_follow_stop(natsSubscription **sub, natsConnection *nc)
+{
+	if (*sub == NULL)
+		return;
+	if (nc != NULL && natsConnection_Status(nc) == NATS_CONN_STATUS_CONNECTED)
+		natsSubscription_Unsubscribe(*sub);
+	natsSubscription_Destroy(*sub);
+	*sub = NULL;
+}

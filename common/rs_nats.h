@@ -63,4 +63,37 @@ rs_status rs_dlq_publish(jsCtx *js, const char *source, const char *orig_subject
                          uint64_t orig_seq, const char *data, int len,
                          const char *reason);
 
+/* Idle heartbeat of rs_js_follow consumers. nats.c checks for them every two
+ * intervals and re-creates a consumer that went silent, so this bounds how
+ * long live delivery stalls after a nats-server restart (2-3 intervals);
+ * idle, it costs one empty message per interval. nats.c's default is 5 s. */
+#define RS_JS_FOLLOW_HEARTBEAT_MS 2000
+
+/* Follow `stream` live from now on: a JetStream ordered push consumer on
+ * subject filter `filter` (ephemeral, memory storage, no acks, flow
+ * control, an idle heartbeat every heartbeat_ms, or
+ * RS_JS_FOLLOW_HEARTBEAT_MS when 0). nats.c re-creates it from the next
+ * stream sequence on every reconnect, on a gap and when heartbeats stop,
+ * so what arrives is in stream order, none missing. cb NULL makes a
+ * synchronous subscription (natsSubscription_NextMsg).
+ * "From now on": *floor receives the stream's last sequence before the
+ * consumer exists, and the caller drops every message rs_js_follow_fresh()
+ * calls old. The deliver policy is "last", not "new": that one old message
+ * starts nats.c's sequence tracking at the end of the stream. With "new",
+ * a re-creation (any reconnect) before the first new message restarts at
+ * sequence 1 and re-sends the whole (filtered) stream.
+ * Caller owns *sub and ends it with rs_js_follow_stop(). */
+rs_status rs_js_follow(natsSubscription **sub, jsCtx *js, const char *stream,
+                       const char *filter, int64_t heartbeat_ms, natsMsgHandler cb,
+                       void *closure, uint64_t *floor);
+
+/* 1 if m, delivered by rs_js_follow, is newer than floor. */
+int rs_js_follow_fresh(natsMsg *m, uint64_t floor);
+
+/* Stop and free an rs_js_follow subscription (NULL-safe; *sub = NULL).
+ * Connected: deletes the consumer now. Disconnected: only frees it (a
+ * delete request would just time out); the server removes an ephemeral
+ * consumer by itself 5 s after its subscriber is gone. */
+void rs_js_follow_stop(natsSubscription **sub, natsConnection *nc);
+
 #endif

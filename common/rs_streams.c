@@ -9,6 +9,7 @@
 #include <string.h>
 
 #define NS_PER_S 1000000000LL
+#define KEPT_REPUBLISH "harmless, nothing reads it any more; recreate the stream to drop it"
 
 static void
 say(char *report, size_t cap, const char *fmt, const char *a, const char *b)
@@ -45,14 +46,29 @@ jstr(json_t *o, const char *k)
 	return json_string_value(json_object_get(o, k));
 }
 
+static int
+str_differs(const char *a, const char *b)
+{
+	return strcmp(a ? a : "", b ? b : "") != 0;
+}
+
+static int
+republish_differs(const jsRePublish *a, const jsRePublish *b)
+{
+	if (a == NULL || b == NULL)
+		return a != b;
+	return str_differs(a->Source, b->Source) || str_differs(a->Destination, b->Destination) ||
+	       a->HeadersOnly != b->HeadersOnly;
+}
+
 /* Compare the fields we manage; 1 if the server's config differs. */
 static int
 stream_differs(const jsStreamConfig *a, const jsStreamConfig *b)
 {
 	if (a->SubjectsLen != b->SubjectsLen || a->MaxAge != b->MaxAge ||
 	    a->MaxMsgSize != b->MaxMsgSize || a->Duplicates != b->Duplicates ||
-	    a->AllowDirect != b->AllowDirect || (a->RePublish == NULL) != (b->RePublish == NULL) ||
-	    strcmp(a->Description ? a->Description : "", b->Description ? b->Description : "") != 0)
+	    a->AllowDirect != b->AllowDirect || republish_differs(a->RePublish, b->RePublish) ||
+	    str_differs(a->Description, b->Description))
 		return 1;
 	for (int i = 0; i < a->SubjectsLen; i++)
 		if (strcmp(a->Subjects[i], b->Subjects[i]) != 0)
@@ -105,15 +121,30 @@ apply_stream(jsCtx *js, json_t *d, char *report, size_t cap)
 		if (s == NATS_OK)
 			say(report, cap, "created stream %s%s\n", cfg.Name, "");
 	} else if (s == NATS_OK) {
-		int differs = stream_differs(si->Config, &cfg);
-		jsStreamInfo_Destroy(si);
+		/* nats-server 2.9 refuses any RePublish change on an update
+		 * (error 10052). A definition that dropped its RePublish (RUNS
+		 * did: live watchers use ordered consumers now) keeps the
+		 * server's: harmless, and only recreating the stream removes it. */
+		const jsRePublish *had = si->Config->RePublish;
+		int kept = had != NULL && cfg.RePublish == NULL, differs;
+		char note[320] = "";
+		if (kept) {
+			const char *dest = had->Destination ? had->Destination : "?";
+			rp = *had;      /* strings owned by si: destroyed below */
+			cfg.RePublish = &rp;
+			snprintf(note, sizeof(note), " (still republishes to %s; %s)", dest, KEPT_REPUBLISH);
+			rs_warn("streams: stream %s still republishes to %s; %s", cfg.Name, dest, KEPT_REPUBLISH);
+		}
+		differs = stream_differs(si->Config, &cfg);
 		if (!differs) {
-			say(report, cap, "unchanged stream %s%s\n", cfg.Name, "");
+			say(report, cap, "unchanged stream %s%s\n", cfg.Name, note);
+			jsStreamInfo_Destroy(si);
 			return RS_OK;
 		}
 		s = js_UpdateStream(NULL, js, &cfg, NULL, &jerr);
 		if (s == NATS_OK)
-			say(report, cap, "updated stream %s%s\n", cfg.Name, "");
+			say(report, cap, "updated stream %s%s\n", cfg.Name, note);
+		jsStreamInfo_Destroy(si);
 	}
 	if (s != NATS_OK) {
 		rs_error("streams: stream %s: %s (jetstream error %d)", cfg.Name,

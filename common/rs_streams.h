@@ -19,7 +19,10 @@ extern const char *const rs_streams_defs[];
 extern const char *const rs_streams_defs_names[];
 
 /* Create or update every definition. Writes one line per object into
- * report ("created stream RUNS", "unchanged kv presence", ...). */
+ * report ("created stream RUNS", "unchanged kv presence", ...). A stream
+ * whose definition has no RePublish but whose server config still has one
+ * keeps it (nats-server 2.9 cannot change RePublish on an update): its line
+ * says so and a warning is logged; that is not an error. */
 rs_status rs_streams_apply(jsCtx *js, char *report, size_t cap);
 
 /* Check that the named streams (e.g. "RUNS") and KV buckets exist. names is

@@ -1,10 +1,12 @@
 /*
  * cmd_tail.c - `runctl tail [--tenant T] [--type TYPE] [--run ID]`:
- * follow run events live, like tail -f. Uses the core-NATS republish of
- * stream RUNS (rs.live.runs.<tenant>.<run_id>): no consumer is created on
- * the server, and many operators can tail at once for free. Filtering by
- * tenant and run is done by the subject, by type with the Runstream-Type
- * header. --json prints each CloudEvent as received (ndjson).
+ * follow run events live, like tail -f. Opens a JetStream ordered consumer
+ * on stream RUNS filtered on runs.<tenant|*>.<run|*>, from the moment tail
+ * starts (rs_js_follow): ephemeral and memory-only, deleted when tail exits,
+ * and gap-free across reconnects (nats.c re-creates it where it left off).
+ * Filtering by tenant and run is done by the subject, by type with the
+ * Runstream-Type header. --json prints each CloudEvent as received
+ * (ndjson).
  */
 #include <inttypes.h>
 #include <signal.h>
@@ -66,7 +68,9 @@ cmd_tail(int argc, char **argv)
 	natsSubscription *sub = NULL;
 	char subject[200];
 	int64_t count = 0, secs = 0, seen = 0, start = 0, deadline;
+	uint64_t floor = 0;
 	rs_event_type t;
+	rs_status st;
 	rs_nats n;
 	int rc;
 
@@ -84,13 +88,16 @@ cmd_tail(int argc, char **argv)
 		return out_err(RC_USAGE, cmd, "--count and --for take whole numbers (events, seconds)");
 	if ((rc = runctl_nats(&n, argc, argv)) != RC_OK)
 		return rc;
-	snprintf(subject, sizeof(subject), "rs.live.runs.%s.%s", tenant ? tenant : "*", run ? run : "*");
-	if (natsConnection_SubscribeSync(&sub, n.nc, subject) != NATS_OK ||
-	    natsConnection_Flush(n.nc) != NATS_OK) {
-		rc = out_err(RC_DOWN, cmd, "cannot subscribe to %s", subject);
+	snprintf(subject, sizeof(subject), "runs.%s.%s", tenant ? tenant : "*", run ? run : "*");
+	if ((st = rs_js_follow(&sub, n.js, "RUNS", subject, 0, NULL, NULL, &floor)) != RS_OK) {
+		rc = st == RS_ENOTFOUND ? out_err(RC_NOTFOUND, cmd, "no stream RUNS (run: runctl streams apply)")
+		   : out_err(st == RS_EUNAVAIL || st == RS_ETIMEOUT ? RC_DOWN : RC_FAIL, cmd,
+		             "cannot follow %s on stream RUNS: %s", subject,
+		             nats_GetLastError(NULL) ? nats_GetLastError(NULL) : rs_status_str(st));
 		goto cleanup;
 	}
-	/* Large pending limits: a busy system must not drop events on us. */
+	/* Large pending limits: a busy system must not drop events on us
+	 * (each drop would make nats.c re-create the consumer). */
 	natsSubscription_SetPendingLimits(sub, 1000000, 256 * 1024 * 1024);
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
@@ -109,8 +116,10 @@ cmd_tail(int argc, char **argv)
 			rc = out_err(RC_FAIL, cmd, "subscription failed: %s", natsStatus_GetText(s));
 			break;
 		}
-		if (type == NULL || (natsMsgHeader_Get(m, "Runstream-Type", &mt) == NATS_OK && mt != NULL &&
-		                     (strcmp(mt, type) == 0 || strcmp(mt, type + (strncmp(type, "runstream.", 10) ? 0 : 10)) == 0)))
+		/* fresh: not from before we started (see rs_js_follow) */
+		if (rs_js_follow_fresh(m, floor) &&
+		    (type == NULL || (natsMsgHeader_Get(m, "Runstream-Type", &mt) == NATS_OK && mt != NULL &&
+		     (strcmp(mt, type) == 0 || strcmp(mt, type + (strncmp(type, "runstream.", 10) ? 0 : 10)) == 0))))
 			seen += print_event(m, &start);
 		natsMsg_Destroy(m);
 	}
@@ -118,7 +127,7 @@ cmd_tail(int argc, char **argv)
 		rc = out_err(RC_FAIL, cmd, "only %" PRId64 " of %" PRId64 " events arrived within %" PRId64 "s",
 		             seen, count, secs);
 cleanup:
-	natsSubscription_Destroy(sub);
+	rs_js_follow_stop(&sub, n.nc);
 	rs_nats_close(&n, 1000);
 	return rc;
 }

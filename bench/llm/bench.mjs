@@ -9,6 +9,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { startStack, startService, startProcess, freePort, stopAll, waitFor, runctl, BUILD, SRC }
   from '../../tests/lib/stack.mjs';
+import { followRuns } from '../../tests/lib/clients.mjs';
 
 const require = createRequire(path.join(SRC, 'tests', 'package.json'));
 const EventSource = require('eventsource');
@@ -71,14 +72,11 @@ async function main() {
   // A stream on a run that does not exist yet is a 404 (EventSource then
   // gives up): open each watcher at the run's first event.
   const created = new Map();
-  const live = nc.subscribe('rs.live.runs.bench.>');
-  (async () => {
-    for await (const m of live) {
-      const run = m.subject.split('.').pop();
-      const f = created.get(run);
-      if (f) { created.delete(run); f(); }
-    }
-  })();
+  const live = await followRuns(js, 'runs.bench.*', (m) => {
+    const run = m.subject.split('.').pop();
+    const f = created.get(run);
+    if (f) { created.delete(run); f(); }
+  });
   const finished = new Set();
   const t0 = performance.now();
   for (let i = 0; i < RUNS; i++) {
@@ -123,6 +121,7 @@ async function main() {
     p50_ms: +pct(lat, 0.5).toFixed(1), p90_ms: +pct(lat, 0.9).toFixed(1), p99_ms: +pct(lat, 0.99).toFixed(1),
     max_ms: +lat[lat.length - 1].toFixed(1), wall_s: +secs.toFixed(1),
   }));
+  await live.stop();
   await nc.close();
   await stopAll();
   model.close();

@@ -215,8 +215,11 @@ void rs_api_reads_close_thread(void);
 /* Value of query argument k (1 if present). */
 int rs_api_qarg(const char *q, const char *k, char *out, size_t cap);
 
-/* ---- live.c: the hub, the one live subscription, history replay ---- */
+/* ---- live.c: the hub, the one live consumer, history replay ---- */
 rs_status rs_api_live_start(rs_api *app);
+/* Shutdown, step 1: end the live consumer (no new frames). */
+void rs_api_live_unsubscribe(rs_api *app);
+/* Step 2 (after the service thread is gone): also frees the hub. */
 void rs_api_live_stop(rs_api *app);
 /* Build a frame for a stored/live event message. NULL if unusable. */
 rs_api_frame *rs_api_frame_from_msg(natsMsg *m, const char *run_id);
@@ -294,7 +297,8 @@ struct rs_api {
 	/* dependencies */
 	rs_nats nats;
 	kvStore *kv_apikeys, *kv_agents, *kv_idem, *kv_runs;
-	natsSubscription *live_sub;
+	natsSubscription *live_sub;     /* ordered consumer on RUNS runs.> */
+	uint64_t live_floor;            /* RUNS last seq before it existed */
 	struct lws_context *ctx;
 	void *evloop;               /* struct ev_loop * when RS_API_EVENT_LIB=libev */
 	void *foreign[1];

@@ -1,12 +1,26 @@
 /*
  * live.c - live events and history for SSE watchers and waiters.
  *
- * Live: ONE core NATS subscription on rs.live.runs.> (RUNS republishes
- * every appended event there). Its callback formats the SSE frame once and
- * queues it to the service thread, which fans it out through the hub: a
- * hash of run_id -> the requests (watchers and waiters) of that run. So a
- * watcher costs no consumer and no subscription: one lws connection, one
+ * Live: ONE JetStream ordered push consumer per API process on stream RUNS,
+ * filter runs.>, from its start on (rs_js_follow in rs_nats.h: ephemeral,
+ * memory storage, no acks, flow control, idle heartbeats). nats.c
+ * re-creates it from the next stream sequence on a reconnect, a gap or
+ * missed heartbeats, so live delivery is gap-free by itself; the seam rule
+ * in sse.c stays as the safety net. Its callback formats the SSE frame once
+ * and queues it to the service thread, which fans it out through the hub:
+ * a hash of run_id -> the requests (watchers and waiters) of that run. So
+ * a watcher costs no consumer and no subscription: one lws connection, one
  * rs_api_req and a few frame pointers.
+ *
+ * Why a consumer and not RePublish: RUNS used to republish every append to
+ * core NATS rs.live.runs.>, which cost nats-server ~6 us CPU per append
+ * whether anyone listened or not (measured on 2 cores: nearly double its
+ * cost per append). Now only processes that follow RUNS pay, per consumer:
+ * push delivery of each event to it (measured, docs/api.md: about what the
+ * RePublish cost for the first consumer, ~1.5 us per append for each more),
+ * a few KB of consumer state in the server, and here, as before, one
+ * subscription with its delivery thread; flow control bounds what the
+ * server sends ahead of us.
  *
  * History: direct gets on the literal subject runs.<tenant>.<run_id>
  * (next-by-subject from sequence 1), on a worker. The watcher is in the
@@ -124,11 +138,14 @@ static void
 on_live(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
 {
 	rs_api *app = closure;
-	const char *subj = natsMsg_GetSubject(m);
+	const char *subj = natsMsg_GetSubject(m);   /* runs.<tenant>.<run_id> */
 	const char *rid = strrchr(subj, '.');
 	rs_api_frame *f;
 
+	/* Not older than the consumer (the first delivery is the newest
+	 * event from before it; see rs_js_follow). */
 	if (rid != NULL && strlen(rid + 1) < RS_API_RUNKEY &&
+	    rs_js_follow_fresh(m, app->live_floor) &&
 	    (f = rs_api_frame_from_msg(m, rid + 1)) != NULL)
 		rs_api_work_frame(app, f);
 	natsMsg_Destroy(m);
@@ -137,30 +154,37 @@ on_live(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
 rs_status
 rs_api_live_start(rs_api *app)
 {
-	natsStatus s;
+	rs_status st;
 
 	app->hub = calloc(1, sizeof(*app->hub));
 	if (app->hub == NULL)
 		return RS_ENOMEM;
-	s = natsConnection_Subscribe(&app->live_sub, app->nats.nc, "rs.live.runs.>", on_live, app);
-	if (s != NATS_OK) {
-		rs_error("live: cannot subscribe to rs.live.runs.>: %s", natsStatus_GetText(s));
-		return rs_nats_status(s, 0);
+	st = rs_js_follow(&app->live_sub, app->nats.js, "RUNS", "runs.>", 0,
+	                  on_live, app, &app->live_floor);
+	if (st != RS_OK) {
+		const char *why = nats_GetLastError(NULL);
+		rs_error("live: cannot open the ordered consumer on RUNS (runs.>): %s",
+		         why != NULL ? why : rs_status_str(st));
+		return st;
 	}
-	/* A slow service thread must not make the server drop us: memory is
-	 * the better failure than a silent gap (gaps are refilled anyway). */
+	/* A slow service thread must not make the client drop messages (each
+	 * drop would re-create the consumer): flow control already bounds
+	 * what the server sends ahead of us. */
 	natsSubscription_SetPendingLimits(app->live_sub, -1, -1);
 	return RS_OK;
+}
+
+/* No new live frames from here on. */
+void
+rs_api_live_unsubscribe(rs_api *app)
+{
+	rs_js_follow_stop(&app->live_sub, app->nats.nc);
 }
 
 void
 rs_api_live_stop(rs_api *app)
 {
-	if (app->live_sub != NULL) {
-		natsSubscription_Unsubscribe(app->live_sub);
-		natsSubscription_Destroy(app->live_sub);
-		app->live_sub = NULL;
-	}
+	rs_api_live_unsubscribe(app);
 	if (app->hub != NULL) {
 		for (int i = 0; i < HUB_SLOTS; i++)
 			while (app->hub->slots[i] != NULL) {

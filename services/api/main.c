@@ -203,8 +203,7 @@ main(int argc, char **argv)
 cleanup:
 	/* Order: no new live frames, no more workers, then the server, then
 	 * NATS (drain flushes the last async publishes). */
-	if (app.live_sub != NULL)
-		natsSubscription_Unsubscribe(app.live_sub);
+	rs_api_live_unsubscribe(&app);
 	rs_api_work_stop(&app);
 	g_app = NULL;
 	rs_api_http_stop(&app);

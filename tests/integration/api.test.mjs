@@ -8,7 +8,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { connect, headers as natsHeaders, JSONCodec } from 'nats';
-import { startStack, startService, runctl, stopAll, freePort, logTail, waitFor } from '../lib/stack.mjs';
+import { startStack, startNats, startService, runctl, stopAll, freePort, logTail, waitFor } from '../lib/stack.mjs';
 
 const require = createRequire(import.meta.url);
 const EventSource = require('eventsource');
@@ -142,9 +142,9 @@ function parseSse(text) {
 }
 
 // Open a stream; onEvent(ev, all) may return true to stop reading early.
-async function sse(path, { key = keyA, headers = {}, onEvent, onOpen } = {}) {
+async function sse(path, { key = keyA, headers = {}, onEvent, onOpen, origin = base } = {}) {
   const ac = new AbortController();
-  const res = await fetch(base + path, { headers: { ...auth(key), ...headers }, signal: ac.signal });
+  const res = await fetch(origin + path, { headers: { ...auth(key), ...headers }, signal: ac.signal });
   const result = { status: res.status, headers: res.headers, events: [], comments: 0, closedByServer: false, raw: '' };
   if (res.status !== 200) { result.text = await res.text(); return result; }
   if (onOpen) onOpen();
@@ -542,6 +542,70 @@ test('with the real orchestrator and projector: wait=N, steps from Postgres, eve
   assert.equal(f.next_after, null);
   const none = await (await fetch(`${u}/v1/runs?status=failed`, { headers: h })).json();
   assert.deepEqual(none.runs, []);
+});
+
+test('live delivery survives a nats-server restart: no gap, no duplicate', async () => {
+  // A separate world: the restart must not disturb the other tests. No
+  // orchestrator: the test appends the run's events itself.
+  const world = await startStack({ pg: true });
+  const k = runctl(['keys', 'create', '--tenant', 'acme'], world.env);
+  assert.equal(k.code, 0, k.stderr);
+  const key = k.stdout.trim().split('\n').pop().trim();
+  const aport = await freePort();
+  const wapi = await startService('api', { ...world.env, RS_API_PORT: String(aport), RS_API_SSE_HEARTBEAT_S: '1', RS_LOG_LEVEL: 'warn' }, aport);
+  const origin = `http://127.0.0.1:${aport}`;
+  const post = async (path, body) => {
+    const res = await fetch(origin + path, { method: 'POST', headers: { ...auth(key), 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+    return { status: res.status, json: await res.json() };
+  };
+  assert.equal((await post('/v1/agents', AGENT('manual-a'))).status, 201);
+  const created = await post('/v1/runs', { agent: 'manual-a', input: {} });
+  assert.equal(created.status, 202);
+  const runId = created.json.run_id;
+  const wnc = await connect({ servers: world.nats.url, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
+  const wjs = wnc.jetstream();
+  let runseq = 0;
+  const append = async (type, data) => {
+    runseq++;
+    const ev = {
+      data, datacontenttype: 'application/json', id: `${runId}-${runseq}`, runseq,
+      source: 'runstream/orchestrator', specversion: '1.0', subject: runId, tenant: 'acme',
+      time: new Date().toISOString(), type: `runstream.${type}`,
+    };
+    const h = natsHeaders();
+    h.set('Content-Type', 'application/cloudevents+json');
+    h.set('Runstream-Type', type);
+    await wjs.publish(`runs.acme.${runId}`, JSON.stringify(ev), { headers: h, msgID: ev.id });
+  };
+  await append('run.created', { agent: 'manual-a', input: {} });
+  await append('run.started', { instance: 'test' });
+  // Watch: history 1-2, then 3 live before the restart.
+  let seen = 0;
+  const waiters = new Map();
+  const reached = (id) => (seen >= id ? Promise.resolve() : new Promise((r) => waiters.set(id, r)));
+  const stream = sse(`/v1/runs/${runId}/stream`, {
+    origin, key, onEvent: (ev) => { if (ev) { seen = ev.id; waiters.get(ev.id)?.(); } return false; },
+  });
+  await reached(2);
+  await append('step.started', { step_id: 's1', kind: 'transform', attempt: 1, input: {} });
+  await reached(3);
+  // Restart nats-server (same port and store), then the run moves on.
+  const reconnected = (async () => {
+    for await (const st of wnc.status()) if (st.type === 'reconnect') return;
+  })();
+  await world.nats.kill('SIGTERM');
+  world.nats = await startNats({ port: world.nats.port, dir: world.nats.dir });
+  await reconnected;
+  await append('step.completed', { step_id: 's1', attempt: 1, output: {}, duration_ms: 1 });
+  await append('run.completed', { output: { ok: true } });
+  const res = await stream;
+  assert.ok(res.closedByServer, logTail(wapi));
+  assert.deepEqual(res.events.map((e) => e.id), [1, 2, 3, 4, 5]);
+  assert.deepEqual(res.events.map((e) => e.event),
+    ['run.created', 'run.started', 'step.started', 'step.completed', 'run.completed']);
+  // And the API still stops cleanly.
+  assert.equal((await wapi.kill('SIGTERM')).code, 0, logTail(wapi));
+  await wnc.close();
 });
 
 test('ops endpoints on the same port', async () => {

@@ -3,7 +3,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'nats';
-import { startStack, runctl, stopAll } from '../lib/stack.mjs';
+import { startStack, startNats, runctl, stopAll } from '../lib/stack.mjs';
 
 after(stopAll);
 
@@ -14,14 +14,53 @@ test('streams apply twice: second run changes nothing', async () => {
   assert.doesNotMatch(again.stdout, /created|updated/, again.stdout);
   assert.match(again.stdout, /unchanged stream RUNS/);
   assert.match(again.stdout, /unchanged kv presence/);
-  // The public contract: RUNS on runs.> with republish for live fan-out.
+  // The public contract: RUNS on runs.>, no republish (live watchers open
+  // ordered consumers).
   const nc = await connect({ servers: nats.url });
   const jsm = await nc.jetstreamManager();
   const si = await jsm.streams.info('RUNS');
   assert.deepEqual(si.config.subjects, ['runs.>']);
-  assert.equal(si.config.republish.dest, 'rs.live.runs.>');
+  assert.equal(si.config.republish, undefined);
   const ci = await jsm.consumers.info('CMDS', 'orchestrator');
   assert.equal(ci.config.ack_policy, 'explicit');
+  await nc.close();
+});
+
+test('streams apply keeps an older RUNS that still republishes, with a warning', async () => {
+  // A deployment from before RUNS dropped its RePublish: nats-server 2.9
+  // cannot remove it on an update, so apply must leave it and say so.
+  const nats = await startNats();
+  const nc = await connect({ servers: nats.url });
+  const jsm = await nc.jetstreamManager();
+  await jsm.streams.add({
+    name: 'RUNS', subjects: ['runs.>'], storage: 'file', max_msg_size: 1048576,
+    duplicate_window: 120 * 1e9, allow_direct: true,
+    description: 'Every run event; republished to core NATS rs.live.runs.<tenant>.<run_id>.',
+    republish: { src: 'runs.>', dest: 'rs.live.runs.>' },
+  });
+  const env = { RS_NATS_URL: nats.url, RS_LOG_LEVEL: 'info' };
+  const warning = /stream RUNS \(still republishes to rs\.live\.runs\.>; harmless, nothing reads it any more; recreate the stream to drop it\)/;
+  // First apply: the description changes, the RePublish stays.
+  const first = runctl(['streams', 'apply'], env);
+  assert.equal(first.code, 0, first.stdout + first.stderr);
+  assert.match(first.stdout, new RegExp(`^updated ${warning.source}$`, 'm'));
+  assert.match(first.stdout, /^created stream CMDS$/m);
+  assert.match(first.stderr, /"level":"warn".*still republishes to rs\.live\.runs\.>/);
+  // Second apply: nothing else differs: unchanged, still said.
+  const again = runctl(['streams', 'apply'], env);
+  assert.equal(again.code, 0, again.stdout + again.stderr);
+  assert.doesNotMatch(again.stdout, /created|updated/, again.stdout);
+  assert.match(again.stdout, new RegExp(`^unchanged ${warning.source}$`, 'm'));
+  const si = await jsm.streams.info('RUNS');
+  assert.equal(si.config.republish.dest, 'rs.live.runs.>');
+  assert.match(si.config.description, /No RePublish/);
+  // Recreated, as the warning says: no RePublish, and apply is quiet.
+  await jsm.streams.delete('RUNS');
+  const fresh = runctl(['streams', 'apply'], env);
+  assert.equal(fresh.code, 0, fresh.stdout + fresh.stderr);
+  assert.match(fresh.stdout, /^created stream RUNS$/m);
+  assert.doesNotMatch(fresh.stdout + fresh.stderr, /republish/);
+  assert.equal((await jsm.streams.info('RUNS')).config.republish, undefined);
   await nc.close();
 });
 

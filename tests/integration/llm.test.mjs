@@ -6,8 +6,8 @@
 // The model server picks a script by the request's "model" name; each
 // script answers the n-th call of its conversation (streamed SSE chunks,
 // tool calls, a 429, a cut stream). Agents go straight into KV `agents`,
-// run.start straight into CMDS; events are observed on rs.live.runs.> and
-// checked on RUNS.
+// run.start straight into CMDS; events are observed live (an ordered
+// consumer on RUNS, deliver new) and checked on RUNS.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
@@ -16,7 +16,7 @@ import http from 'node:http';
 import { connect, headers, StringCodec } from 'nats';
 import { startStack, startService, startProcess, freePort, stopAll, logTail, waitFor, runctl, BUILD }
   from '../lib/stack.mjs';
-import { device } from '../lib/clients.mjs';
+import { device, followRuns } from '../lib/clients.mjs';
 
 const sc = StringCodec();
 const TENANT = 'acme';
@@ -25,7 +25,7 @@ const HOOK_SECRET = 'whsec-test-91b2';
 const TERMINAL = new Set(['run.completed', 'run.failed', 'run.cancelled', 'run.timed_out']);
 const short = (t) => t.replace(/^runstream\./, '');
 
-let env; let nc; let js; let jsm; let kv;
+let env; let nc; let js; let jsm; let kv; let live;
 const procs = {};
 const runs = new Map();     // run_id -> [event]
 let waiters = [];
@@ -204,8 +204,7 @@ before(async () => {
   js = nc.jetstream();
   jsm = await nc.jetstreamManager();
   kv = await js.views.kv('agents');
-  const sub = nc.subscribe('rs.live.runs.>');
-  (async () => { for await (const m of sub) onEvent(JSON.parse(sc.decode(m.data))); })();
+  live = await followRuns(js, 'runs.>', (m) => onEvent(JSON.parse(sc.decode(m.data))));
   await new Promise((r) => modelServer.listen(0, '127.0.0.1', r));
   await new Promise((r) => hookServer.listen(0, '127.0.0.1', r));
   modelUrl = `http://127.0.0.1:${modelServer.address().port}/v1`;
@@ -220,6 +219,7 @@ before(async () => {
 after(async () => {
   modelServer.close();
   hookServer.close();
+  await live?.stop();
   if (nc) await nc.close();
   await stopAll();
 });

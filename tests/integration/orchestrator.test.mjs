@@ -3,12 +3,14 @@
 // and recovery, timers across a restart, poison to the dead-letter stream,
 // graceful SIGTERM. Agents are written straight into KV `agents` (the API
 // and runctl will do that later) and commands straight into CMDS; results
-// are awaited on the live fan-out rs.live.runs.> and checked on RUNS.
+// are awaited live (an ordered consumer on RUNS, deliver new) and checked
+// on RUNS.
 import { test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { connect, headers, StringCodec } from 'nats';
 import { startStack, startService, freePort, stopAll, logTail } from '../lib/stack.mjs';
+import { followRuns } from '../lib/clients.mjs';
 
 const sc = StringCodec();
 const TERMINAL = new Set(['run.completed', 'run.failed', 'run.cancelled', 'run.timed_out']);
@@ -34,10 +36,7 @@ class World {
     this.kv = await this.js.views.kv('agents');
     this.runs = new Map();     // run_id -> [event]
     this.waiters = [];         // { run, pred, resolve }
-    const sub = this.nc.subscribe('rs.live.runs.>');
-    (async () => {
-      for await (const m of sub) this.onEvent(JSON.parse(sc.decode(m.data)));
-    })();
+    this.live = await followRuns(this.js, 'runs.>', (m) => this.onEvent(JSON.parse(sc.decode(m.data))));
     // Dead letters are JetStream publishes, so a core subscription sees them.
     this.dead = [];
     this.deadWaiters = [];
@@ -192,7 +191,10 @@ afterEach(async () => {
 });
 
 after(async () => {
-  if (world) await world.nc.close();
+  if (world) {
+    await world.live?.stop();
+    await world.nc.close();
+  }
   await stopAll();
 });
 

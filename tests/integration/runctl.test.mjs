@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { connect, headers, StringCodec } from 'nats';
-import { startStack, runctl, stopAll, tmpDir, bin, SRC } from '../lib/stack.mjs';
+import { startStack, startNats, runctl, stopAll, tmpDir, bin, SRC } from '../lib/stack.mjs';
 
 const sc = StringCodec();
 const FX = path.join(SRC, 'tests', 'fixtures');
@@ -23,14 +23,14 @@ function fixture(name) {
 }
 
 // Append a recorded history to RUNS the way the orchestrator does.
-async function appendRun(name) {
+async function appendRun(name, into = js) {
   const { header, events } = fixture(name);
   for (const line of events) {
     const ev = JSON.parse(line);
     const h = headers();
     h.set('Content-Type', 'application/cloudevents+json');
     h.set('Runstream-Type', ev.type.replace(/^runstream\./, ''));
-    await js.publish(`runs.${ev.tenant}.${ev.subject}`, sc.encode(line), { msgID: ev.id, headers: h });
+    await into.publish(`runs.${ev.tenant}.${ev.subject}`, sc.encode(line), { msgID: ev.id, headers: h });
   }
   return header;
 }
@@ -157,4 +157,32 @@ test('tail receives a live event', async () => {
   const ev = JSON.parse(out.split('\n')[0]);
   assert.equal(ev.subject, id);
   assert.equal(ev.runseq, 1);
+});
+
+test('tail across a nats-server restart: only what was appended after it started, in order', async () => {
+  // Its own server: the restart must not disturb the other tests.
+  const world = await startStack({ pg: false });
+  const wenv = { ...world.env, NO_COLOR: '1', RS_LOG_LEVEL: 'error' };
+  const wnc = await connect({ servers: world.nats.url, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
+  const wjs = wnc.jetstream();
+  await appendRun('completed.ndjson', wjs);          // history: tail must not print it
+  const p = spawn(bin('runctl'), ['tail', '--tenant', 'acme', '--count', '9', '--for', '60', '--json'],
+    { env: { ...process.env, ...wenv } });
+  let out = '', err = '';
+  p.stdout.on('data', (d) => { out += d; });
+  const ready = new Promise((resolve) => p.stderr.on('data', (d) => { err += d; if (/following/.test(err)) resolve(); }));
+  const exited = new Promise((resolve) => p.on('exit', resolve));
+  await Promise.race([ready, exited]);
+  const reconnected = (async () => {
+    for await (const st of wnc.status()) if (st.type === 'reconnect') return;
+  })();
+  await world.nats.kill('SIGTERM');
+  world.nats = await startNats({ port: world.nats.port, dir: world.nats.dir });
+  await reconnected;
+  const id = (await appendRun('signal.ndjson', wjs)).run_id;   // 9 events
+  const code = await exited;
+  assert.equal(code, 0, err);
+  const got = out.trim().split('\n').map((l) => JSON.parse(l));
+  assert.deepEqual(got.map((e) => [e.subject, e.runseq]), [1, 2, 3, 4, 5, 6, 7, 8, 9].map((n) => [id, n]));
+  await wnc.close();
 });

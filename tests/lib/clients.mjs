@@ -1,8 +1,10 @@
 // clients.mjs - real clients of Runstream's public interfaces, for tests:
-// HTTP (fetch), SSE (the `eventsource` package: EventSource semantics), and a
-// device speaking runstream.device.v1 over WebSocket (the `ws` package).
+// HTTP (fetch), SSE (the `eventsource` package: EventSource semantics), a
+// device speaking runstream.device.v1 over WebSocket (the `ws` package), and
+// a live follower of the event log RUNS (the `nats` package).
 import EventSource from 'eventsource';
 import WebSocket from 'ws';
+import { DeliverPolicy } from 'nats';
 
 // Every client opened here, so a test can close them all (an EventSource
 // left open reconnects forever and keeps the process alive).
@@ -10,6 +12,18 @@ const open = new Set();
 export function closeAllClients() {
   for (const c of open) { try { c.close(); } catch { /* already closed */ } }
   open.clear();
+}
+
+// Follow run events live the way docs/events.md tells watchers to: an
+// ordered consumer on RUNS (filter e.g. 'runs.>' or 'runs.acme.*'), deliver
+// policy new. Resolves once the consumer exists on the server, so every
+// event appended after that reaches onMsg, in stream order, none missing
+// (the client re-creates the consumer on a gap). Returns { stop }.
+export async function followRuns(js, filter, onMsg) {
+  const oc = await js.consumers.get('RUNS', { filterSubjects: filter, deliver_policy: DeliverPolicy.New });
+  const msgs = await oc.consume();
+  (async () => { for await (const m of msgs) onMsg(m); })();
+  return { stop: () => msgs.close() };
 }
 
 export function apiClient(baseUrl, apiKey) {

@@ -6,7 +6,7 @@
 // migrations applied with the real `runctl`, and the services under test.
 // Everything listens on 127.0.0.1 on free ports. stopAll() (also run on
 // process exit) kills exactly the pids this module started.
-import { spawn, execFileSync } from 'node:child_process';
+import { spawn, spawnSync, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -153,15 +153,13 @@ export async function startPostgres(opts = {}) {
   return pg;
 }
 
+// Run runctl to completion: { code, stdout, stderr } (stderr also on success:
+// warnings are part of what some tests check).
 export function runctl(args, env = {}, opts = {}) {
-  try {
-    const out = execFileSync(bin('runctl'), args, {
-      env: { ...process.env, ...env }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: opts.timeout || 30000,
-    });
-    return { code: 0, stdout: out, stderr: '' };
-  } catch (e) {
-    return { code: e.status ?? 1, stdout: e.stdout || '', stderr: e.stderr || '' };
-  }
+  const r = spawnSync(bin('runctl'), args, {
+    env: { ...process.env, ...env }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: opts.timeout || 30000,
+  });
+  return { code: r.status ?? 1, stdout: r.stdout || '', stderr: r.stderr || (r.error ? String(r.error) : '') };
 }
 
 // A whole stack: nats (+ streams), optionally postgres (+ migrations).
