@@ -284,10 +284,9 @@ rs_js_follow_fresh(natsMsg *m, uint64_t floor)
 void
 rs_js_follow_stop(natsSubscription **sub, natsConnection *nc)
 {
+	(void)nc;
 	if (*sub == NULL)
 		return;
-	if (nc != NULL && natsConnection_Status(nc) == NATS_CONN_STATUS_CONNECTED)
-		natsSubscription_Unsubscribe(*sub);
-	natsSubscription_Destroy(*sub);
+	natsSubscription_Destroy(*sub);   /* unsubscribes; never deletes */
 	*sub = NULL;
 }

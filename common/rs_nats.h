@@ -91,9 +91,12 @@ rs_status rs_js_follow(natsSubscription **sub, jsCtx *js, const char *stream,
 int rs_js_follow_fresh(natsMsg *m, uint64_t floor);
 
 /* Stop and free an rs_js_follow subscription (NULL-safe; *sub = NULL).
- * Connected: deletes the consumer now. Disconnected: only frees it (a
- * delete request would just time out); the server removes an ephemeral
- * consumer by itself 5 s after its subscriber is gone. */
+ * Unsubscribes without deleting the consumer: the server removes an
+ * ephemeral consumer by itself seconds after its subscriber is gone. An
+ * explicit delete (natsSubscription_Unsubscribe) races nats.c 3.4.1's
+ * ordered-consumer reset after a reconnect: ASan caught a use-after-free
+ * of the consumer name inside jsSub_deleteConsumer. nc is unused (kept for
+ * the callers). */
 void rs_js_follow_stop(natsSubscription **sub, natsConnection *nc);
 
 #endif
