@@ -282,9 +282,8 @@ rs_js_follow_fresh(natsMsg *m, uint64_t floor)
 }
 
 void
-rs_js_follow_stop(natsSubscription **sub, natsConnection *nc)
+rs_js_follow_stop(natsSubscription **sub)
 {
-	(void)nc;
 	if (*sub == NULL)
 		return;
 	natsSubscription_Destroy(*sub);   /* unsubscribes; never deletes */

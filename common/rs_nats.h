@@ -95,8 +95,7 @@ int rs_js_follow_fresh(natsMsg *m, uint64_t floor);
  * ephemeral consumer by itself seconds after its subscriber is gone. An
  * explicit delete (natsSubscription_Unsubscribe) races nats.c 3.4.1's
  * ordered-consumer reset after a reconnect: ASan caught a use-after-free
- * of the consumer name inside jsSub_deleteConsumer. nc is unused (kept for
- * the callers). */
-void rs_js_follow_stop(natsSubscription **sub, natsConnection *nc);
+ * of the consumer name inside jsSub_deleteConsumer. */
+void rs_js_follow_stop(natsSubscription **sub);
 
 #endif

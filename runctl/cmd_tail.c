@@ -127,7 +127,7 @@ cmd_tail(int argc, char **argv)
 		rc = out_err(RC_FAIL, cmd, "only %" PRId64 " of %" PRId64 " events arrived within %" PRId64 "s",
 		             seen, count, secs);
 cleanup:
-	rs_js_follow_stop(&sub, n.nc);
+	rs_js_follow_stop(&sub);
 	rs_nats_close(&n, 1000);
 	return rc;
 }

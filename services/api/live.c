@@ -178,7 +178,7 @@ rs_api_live_start(rs_api *app)
 void
 rs_api_live_unsubscribe(rs_api *app)
 {
-	rs_js_follow_stop(&app->live_sub, app->nats.nc);
+	rs_js_follow_stop(&app->live_sub);
 }
 
 void

@@ -89,11 +89,9 @@ ready(void *arg, char *why, size_t cap)
 static int
 connect_nats(orch *o)
 {
-	jsOptions jo;
 	char missing[256] = "";
 
-	jsOptions_Init(&jo);
-	if (rs_nats_connect(&o->nats, o->cfg.base.nats_url, o->cfg.base.instance_id, &jo, 10000) != RS_OK)
+	if (rs_nats_connect(&o->nats, o->cfg.base.nats_url, o->cfg.base.instance_id, NULL, 10000) != RS_OK)
 		return 4;
 	if (rs_streams_check(o->nats.js, required, missing, sizeof(missing)) != RS_OK) {
 		rs_error("JetStream objects missing: %s (run `runctl streams apply`)",

@@ -73,29 +73,33 @@ world_init(world *w, const char *agent_def)
 	w->now = 1000;
 }
 
+/* CHECK that two states show the same view. */
+static void
+check_same_view(const rs_run *x, const rs_run *y)
+{
+	json_t *va = rs_run_view(x), *vb = rs_run_view(y);
+	char *a = dump(va), *b = dump(vb);
+
+	CHECK_STR(a, b);
+	free(a);
+	free(b);
+	json_decref(va);
+	json_decref(vb);
+}
+
 /* Replay the history into a fresh state: same view as the live one. */
 static void
 finish(world *w)
 {
 	rs_run *fresh = rs_run_new();
-	json_t *va, *vb;
 	char err[256];
-	char *a, *b;
 
 	for (size_t i = 0; i < w->nhist; i++)
 		if (rs_run_evolve(fresh, &w->hist[i], err, sizeof(err)) != RS_OK) {
 			fprintf(stderr, "replay: %s\n", err);
 			CHECK(0);
 		}
-	va = rs_run_view(fresh);
-	vb = rs_run_view(w->r);
-	a = dump(va);
-	b = dump(vb);
-	CHECK_STR(a, b);
-	free(a);
-	free(b);
-	json_decref(va);
-	json_decref(vb);
+	check_same_view(fresh, w->r);
 	rs_run_free(fresh);
 	for (size_t i = 0; i < w->nhist; i++)
 		rs_event_free(&w->hist[i]);
@@ -314,21 +318,9 @@ apply(world *w, size_t n)
 static void
 check_after(world *w)
 {
-	json_t *va, *vb;
-	char *a, *b;
-
 	CHECK((w->last.nevents > 0) == (w->last.after != NULL));
-	if (w->last.after == NULL)
-		return;
-	va = rs_run_view(w->last.after);
-	vb = rs_run_view(w->r);
-	a = dump(va);
-	b = dump(vb);
-	CHECK_STR(a, b);
-	free(a);
-	free(b);
-	json_decref(va);
-	json_decref(vb);
+	if (w->last.after != NULL)
+		check_same_view(w->last.after, w->r);
 }
 
 /* Decide c at w->now (c is consumed), apply, return the event types. */
