@@ -18,7 +18,7 @@
  *   RS_ORCH_CACHE_SIZE           hot runs kept in memory (LRU) [100000]
  *   RS_ORCH_MAX_INFLIGHT         commands fetched but not yet acked [8192]
  *   RS_ORCH_MAX_DELIVER          deliveries before a command is poison [5]
- *   RS_ORCH_MAX_PENDING_PUBLISH  async publishes awaiting their ack [65536]
+ *   RS_ORCH_MAX_PENDING_PUBLISH  publishes awaiting their ack [65536]
  *   RS_ORCH_TIMER_HOLD_MS        timers due within this are held in memory [2000]
  *   RS_ORCH_TIMER_LEAD_MS        later timers come back this early (nak delay) [1300];
  *                                must exceed the `timers` consumer's AckWait (1 s)
