@@ -43,6 +43,9 @@ rs_nats_connect(rs_nats *n, const char *urls, const char *name, jsOptions *jsopt
 	int64_t deadline = rs_mono_ms() + connect_wait_ms;
 
 	memset(n, 0, sizeof(*n));
+	if (!rs_natsgc_active())
+		rs_warn("nats: natsGC_collect is not ours: messages are freed by nats.c's "
+		        "collector thread (slower, see common/rs_natsgc.c)");
 	if (natsOptions_Create(&opts) != NATS_OK)
 		return RS_ENOMEM;
 	natsOptions_SetURL(opts, urls);

@@ -25,6 +25,10 @@ typedef struct {
 rs_status rs_nats_connect(rs_nats *n, const char *urls, const char *name,
                           jsOptions *jsopts, int64_t connect_wait_ms);
 
+/* 1 if natsMsg_Destroy() frees messages in the calling thread instead of
+ * handing them to nats.c's collector thread (rs_natsgc.c says why). */
+int rs_natsgc_active(void);
+
 /* Drain (bounded by timeout_ms) and free everything. Safe on a zeroed n. */
 void rs_nats_close(rs_nats *n, int64_t timeout_ms);
 

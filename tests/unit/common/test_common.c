@@ -222,6 +222,21 @@ test_puback(void)
 	CHECK(rs_js_parse_puback("[1]", 3, &seq, &dup, &jerr, err, sizeof(err)) == RS_EINVAL);
 }
 
+/* rs_natsgc.c: natsMsg_Destroy frees at once (our natsGC_collect is the
+ * one libnats calls); ASan's leak check holds that the message, headers
+ * included, is really freed. */
+static void
+test_natsgc(void)
+{
+	natsMsg *m = NULL;
+
+	CHECK(rs_natsgc_active() == 1);
+	CHECK(natsMsg_Create(&m, "a.b", "r", "data", 4) == NATS_OK);
+	CHECK(natsMsgHeader_Set(m, "Nats-Msg-Id", "x-1") == NATS_OK);
+	CHECK(natsMsgHeader_Add(m, "Runstream-Type", "run.created") == NATS_OK);
+	natsMsg_Destroy(m);
+}
+
 int
 main(void)
 {
@@ -233,5 +248,6 @@ main(void)
 	test_migration_names();
 	test_metrics_and_ops();
 	test_puback();
+	test_natsgc();
 	return check_report("test_common");
 }
