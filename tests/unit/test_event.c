@@ -4,6 +4,7 @@
  * the exact wire format of one event, and rejection of malformed events
  * with the precise error the contract promises.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -357,6 +358,104 @@ test_encode_rejects(void)
 	rs_event_free(&ev);
 }
 
+/* data written directly (rs_event_encode_into) against the jansson tree
+ * (rs_event_encode_tree): same status, and the same bytes when both
+ * succeed, for values chosen to hit every branch of the direct writer. */
+static void
+both_ways(const rs_event *ev, rs_status want)
+{
+	static char *buf;
+	static size_t cap;
+	char *tree = NULL;
+	size_t tlen = 0, n = 0;
+	rs_status a = rs_event_encode_tree(ev, &tree, &tlen);
+	rs_status b = rs_event_encode_into(ev, &buf, &cap, &n);
+
+	CHECK_INT(a, want);
+	CHECK_INT(b, want);
+	if (a == RS_OK && b == RS_OK) {
+		CHECK(n == tlen);
+		CHECK_STR(buf, tree);
+	}
+	free(tree);
+}
+
+static void
+test_direct_data(void)
+{
+	rs_event ev;
+	json_t *o = json_object(), *arr = json_array();
+	char key[8];
+
+	/* Keys: escapes, non-ASCII, empty, prefixes of each other, an
+	 * embedded NUL; more than 16 of them (the writer's heap path). */
+	json_object_set_new(o, "a\"b", json_integer(-7));
+	json_object_set_new(o, "line\nfeed", json_string("tab\there"));
+	json_object_set_new(o, "\xc3\xa9t\xc3\xa9", json_string("\xe2\x80\xa8 sep"));
+	json_object_set_new(o, "", json_null());
+	json_object_set_new(o, "ab", json_true());
+	json_object_set_new(o, "a", json_false());
+	json_object_set_new(o, "abc", json_real(2.5));
+	json_object_setn_new(o, "a\0b", 3, json_string("nul key"));
+	json_object_set_new(o, "url", json_string("https://example.com/x?y=\"1\"\\"));
+	for (int i = 0; i < 12; i++) {
+		snprintf(key, sizeof(key), "k%02d", 11 - i);
+		json_object_set_new(o, key, json_integer(i));
+	}
+	json_array_append_new(arr, json_real(1e300));
+	json_array_append_new(arr, json_real(-0.0));
+	json_array_append_new(arr, json_integer(INT64_MIN));
+	json_array_append_new(arr, json_pack("{s:[]}", "empty"));
+	json_array_append_new(arr, json_object());
+	json_array_append_new(arr, json_string("\x01\x1f\x7f"));
+	json_object_set_new(o, "nested", arr);
+
+	fx_event(RS_EV_TOOL_COMPLETED, 1, &ev);
+	json_decref(ev.d.tool_completed.output);
+	ev.d.tool_completed.output = o;
+	both_ways(&ev, RS_OK);
+	json_decref(ev.d.tool_completed.output);
+	ev.d.tool_completed.output = json_string("just a \"string\"");
+	both_ways(&ev, RS_OK);
+	json_decref(ev.d.tool_completed.output);
+	ev.d.tool_completed.output = json_real(0.1);
+	both_ways(&ev, RS_OK);
+	rs_event_free(&ev);
+
+	/* C strings of the struct: plain, escaped, non-ASCII, invalid UTF-8. */
+	fx_event(RS_EV_STEP_FAILED, 1, &ev);
+	free(ev.d.step_failed.error.message);
+	ev.d.step_failed.error.message = strdup("said \"no\"\tthen \x01 \xc3\xa9");
+	both_ways(&ev, RS_OK);
+	free(ev.d.step_failed.step_id);
+	ev.d.step_failed.step_id = strdup("\xc3\xa9tape");
+	both_ways(&ev, RS_OK);
+	free(ev.d.step_failed.error.message);
+	ev.d.step_failed.error.message = strdup("bad \xff byte");
+	both_ways(&ev, RS_EINVAL);
+	free(ev.d.step_failed.error.message);
+	ev.d.step_failed.error.message = strdup("");
+	both_ways(&ev, RS_OK);
+	free(ev.d.step_failed.error.code);
+	ev.d.step_failed.error.code = strdup("");
+	both_ways(&ev, RS_EINVAL);
+	rs_event_free(&ev);
+
+	/* Required members missing or of the wrong kind. */
+	fx_event(RS_EV_TOOL_REQUESTED, 1, &ev);
+	json_decref(ev.d.tool_requested.args);
+	ev.d.tool_requested.args = json_array();
+	both_ways(&ev, RS_EINVAL);
+	rs_event_free(&ev);
+	fx_event(RS_EV_TIMER_FIRED, 1, &ev);
+	ev.d.timer_fired.purpose = (rs_timer_purpose)99;
+	both_ways(&ev, RS_EINVAL);
+	ev.d.timer_fired.purpose = RS_TIMER_SLEEP;
+	ev.d.timer_fired.due_at = -1;
+	both_ways(&ev, RS_EINVAL);
+	rs_event_free(&ev);
+}
+
 /* The per-type functions on their own, and the small helpers. */
 static void
 test_helpers(void)
@@ -407,6 +506,7 @@ main(void)
 	test_envelope_errors();
 	test_data_errors();
 	test_encode_rejects();
+	test_direct_data();
 	test_helpers();
 	return check_report("test_event");
 }

@@ -220,6 +220,34 @@ test_puback(void)
 	CHECK(rs_js_parse_puback("", 0, &seq, &dup, &jerr, err, sizeof(err)) == RS_EINVAL);
 	CHECK(rs_js_parse_puback("{\"seq\":3}", 9, &seq, &dup, &jerr, err, sizeof(err)) == RS_EINVAL);
 	CHECK(rs_js_parse_puback("[1]", 3, &seq, &dup, &jerr, err, sizeof(err)) == RS_EINVAL);
+
+	/* Shapes beside the fast path's exact one go through jansson: same
+	 * answers either way. */
+	const struct { const char *in; rs_status st; uint64_t seq; int dup; } t[] = {
+		{ "{\"stream\":\"RUNS\",\"domain\":\"hub\",\"seq\":5}", RS_OK, 5, 0 },
+		{ "{\"stream\":\"RUNS\",\"seq\":5,\"domain\":\"hub\",\"duplicate\":true}", RS_OK, 5, 1 },
+		{ "{ \"stream\": \"RUNS\", \"seq\": 6 }", RS_OK, 6, 0 },
+		{ "{\"stream\":\"R\\u0055NS\",\"seq\":8}", RS_OK, 8, 0 },
+		{ "{\"stream\":\"RUNS\",\"seq\":18446744073709551615}", RS_EINVAL, 0, 0 },
+		{ "{\"stream\":\"RUNS\",\"seq\":0}", RS_EINVAL, 0, 0 },
+		{ "{\"stream\":\"RUNS\",\"seq\":42", RS_EINVAL, 0, 0 },
+		{ "{\"stream\":\"RUNS\",\"seq\":42}x", RS_EINVAL, 0, 0 },
+		{ "{\"stream\":\"RUNS\",\"seq\":42,\"duplicate\":false}", RS_OK, 42, 0 },
+		{ "{\"stream\":\"RUNS\",\"seq\":-3}", RS_EINVAL, 0, 0 },
+		{ "{\"stream\":\"RUNS", RS_EINVAL, 0, 0 },
+		{ "{\"stream\":\"RUNS\"", RS_EINVAL, 0, 0 },
+	};
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		rs_status st = rs_js_parse_puback(t[i].in, strlen(t[i].in), &seq, &dup, &jerr, err,
+		                                  sizeof(err));
+		CHECK_INT(st, t[i].st);
+		CHECK_INT(seq, t[i].seq);
+		CHECK_INT(dup, t[i].dup);
+	}
+	/* Not NUL-terminated: only len bytes are read. */
+	CHECK(rs_js_parse_puback("{\"stream\":\"RUNS\",\"seq\":42}}}", 26, &seq, &dup, &jerr, err,
+	                         sizeof(err)) == RS_OK);
+	CHECK(seq == 42);
 }
 
 /* rs_natsgc.c: natsMsg_Destroy frees at once (our natsGC_collect is the
