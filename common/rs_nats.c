@@ -128,42 +128,56 @@ rs_nats_status(natsStatus s, jsErrCode jerr)
 	return RS_EIO;
 }
 
-/*
- * The answer nats-server writes for a stored message, byte for byte
- * (Go's encoding of its PubAck): {"stream":"<name>","seq":<n>} with
- * ,"duplicate":true before the brace when it was one. Read without a JSON
- * parser, since the orchestrator reads one per event; 0 if data is any
- * other shape (an error, a domain, spacing), which then goes to jansson.
- */
-static int
-puback_fast(const char *p, const char *end, uint64_t *seq, int *dup)
+/* p past optional blanks and then the literal lit, or NULL. */
+static const char *
+puback_lit(const char *p, const char *end, const char *lit)
 {
-	static const char head[] = "{\"stream\":\"", mid[] = ",\"seq\":",
-	                  dupl[] = ",\"duplicate\":true}";
-	uint64_t n = 0;
-	int digits = 0;
+	size_t n = strlen(lit);
 
-	if (end - p < (ptrdiff_t)sizeof(head) || memcmp(p, head, sizeof(head) - 1) != 0)
+	while (p < end && *p == ' ')
+		p++;
+	if ((size_t)(end - p) < n || memcmp(p, lit, n) != 0)
+		return NULL;
+	return p + n;
+}
+
+/*
+ * The answer nats-server writes for a stored message, from its own
+ * template (server/stream.go, mset.pubAck): {"stream":"<name>", "seq":<n>},
+ * with ,"duplicate": true before the brace when it was one. Read without a
+ * JSON parser, since the orchestrator reads one per event; 0 if data has
+ * any other shape (an error, a domain), which then goes to jansson.
+ */
+int
+rs_js_puback_fast(const char *p, size_t len, uint64_t *seq, int *dup)
+{
+	const char *end = p + len;
+	const char *q;
+	uint64_t n = 0;
+	int digits = 0, d = 0;
+
+	if ((p = puback_lit(p, end, "{\"stream\":\"")) == NULL)
 		return 0;
-	for (p += sizeof(head) - 1; p < end && *p != '"'; p++)
+	for (; p < end && *p != '"'; p++)
 		if (*p == '\\' || (unsigned char)*p < 0x20)
 			return 0;
-	if (p == end)
+	if (p == end || (p = puback_lit(p + 1, end, ",")) == NULL ||
+	    (p = puback_lit(p, end, "\"seq\":")) == NULL)
 		return 0;
-	p++;   /* the closing quote */
-	if (end - p < (ptrdiff_t)sizeof(mid) - 1 || memcmp(p, mid, sizeof(mid) - 1) != 0)
-		return 0;
-	for (p += sizeof(mid) - 1; p < end && *p >= '0' && *p <= '9' && digits < 19; p++, digits++)
+	for (; p < end && *p >= '0' && *p <= '9' && digits < 19; p++, digits++)
 		n = n * 10 + (uint64_t)(*p - '0');
-	if (digits == 0 || n == 0 || p == end)
+	if (digits == 0 || n == 0)
 		return 0;
-	if (end - p == 1 && *p == '}')
-		*dup = 0;
-	else if (end - p == (ptrdiff_t)sizeof(dupl) - 1 && memcmp(p, dupl, sizeof(dupl) - 1) == 0)
-		*dup = 1;
-	else
+	if ((q = puback_lit(p, end, ",")) != NULL) {
+		if ((q = puback_lit(q, end, "\"duplicate\":")) == NULL ||
+		    (p = puback_lit(q, end, "true")) == NULL)
+			return 0;
+		d = 1;
+	}
+	if ((p = puback_lit(p, end, "}")) == NULL || p != end)
 		return 0;
 	*seq = n;
+	*dup = d;
 	return 1;
 }
 
@@ -178,7 +192,7 @@ rs_js_parse_puback(const char *data, size_t len, uint64_t *seq, int *dup, jsErrC
 	*seq = 0;
 	*dup = 0;
 	*jerr = 0;
-	if (data != NULL && puback_fast(data, data + len, seq, dup)) {
+	if (data != NULL && rs_js_puback_fast(data, len, seq, dup)) {
 		if (cap > 0)
 			err[0] = '\0';
 		return RS_OK;

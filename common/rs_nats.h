@@ -47,6 +47,11 @@ rs_status rs_nats_status(natsStatus s, jsErrCode jerr);
 rs_status rs_js_parse_puback(const char *data, size_t len, uint64_t *seq, int *dup,
                              jsErrCode *jerr, char *err, size_t cap);
 
+/* The part of rs_js_parse_puback that reads nats-server's own success
+ * template ({"stream":"<name>", "seq":<n>}, ,"duplicate": true) without a
+ * JSON parser: 1 and *seq, *dup set, or 0 for any other shape. */
+int rs_js_puback_fast(const char *data, size_t len, uint64_t *seq, int *dup);
+
 /* Build a message with the given headers (NULL-terminated key,value list).
  * data is copied. Caller owns *out (natsMsg_Destroy) unless a publish
  * function documents that it takes it. */

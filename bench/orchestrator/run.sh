@@ -1,7 +1,11 @@
 #!/bin/sh
 # run.sh - orchestrator benchmark: one private nats-server (free port,
 # temp store), streams applied with runctl, one rs-orchestrator, then
-# bench-orchestrator raw / runs / timers; prints a table.
+# bench-orchestrator raw / runs alternately ROUNDS times (default 3) on the
+# same server, one watched runs pass and the timers pass; prints a table.
+# This machine's speed drifts by a quarter from minute to minute (shared
+# cores): each round's ratio pairs a raw figure with the runs figure taken
+# right after it, and the median of the rounds is the figure reported.
 #   bench/orchestrator/run.sh [build-dir] [runs N] [timers N]
 # Processes it starts are stopped by pid on exit.
 set -eu
@@ -9,6 +13,7 @@ BUILD=${1:-build}
 RUNS=${2:-20000}
 TIMERS=${3:-10000}
 RAW=${RAW:-200000}
+ROUNDS=${ROUNDS:-3}
 BENCH=$BUILD/bench/orchestrator/bench-orchestrator
 ORCH=$BUILD/services/orchestrator/rs-orchestrator
 RUNCTL=$BUILD/runctl/runctl
@@ -38,9 +43,11 @@ start_orch() {
 }
 stop_orch() { kill "$ORCH_PID"; wait "$ORCH_PID" || true; ORCH_PID=; }
 
-"$BENCH" raw "$RAW" > "$DIR/raw.txt"
 start_orch
-"$BENCH" runs "$RUNS" > "$DIR/runs.txt"
+for r in $(seq "$ROUNDS"); do
+	"$BENCH" raw "$RAW" > "$DIR/raw$r.txt"
+	"$BENCH" runs "$RUNS" > "$DIR/runs$r.txt"
+done
 curl -s "http://127.0.0.1:$OPS/metrics" > "$DIR/metrics-runs.txt"
 BENCH_WATCH=live "$BENCH" runs "$RUNS" | sed 's/^/watched_/' > "$DIR/runs-watched.txt"
 "$BENCH" timers "$TIMERS" > "$DIR/timers.txt"
@@ -48,18 +55,26 @@ curl -s "http://127.0.0.1:$OPS/metrics" > "$DIR/metrics-timers.txt"
 stop_orch
 
 v() { awk -v k="$1" '$1 == k { print $2 }' "$DIR"/*.txt | head -1; }
-RAWRATE=$(v raw_rate); EVS=$(v events_per_s)
-RATIO=$(awk -v a="$EVS" -v b="$RAWRATE" 'BEGIN { printf "%.0f%%", 100 * a / b }')
-printf '| metric | value |\n| --- | --- |\n'
-printf '| raw js_PublishAsync, 250-byte msgs (%s) | %s msg/s |\n' "$(v raw_msgs)" "$RAWRATE"
-printf '| run.start injection rate | %s cmd/s |\n' "$(v inject_rate)"
-printf '| runs (3 transform steps) completed | %s of %s |\n' "$(v runs_completed)" "$(v runs)"
-printf '| runs/s | %s |\n' "$(v runs_per_s)"
-printf '| events/s appended (counted on RUNS) | %s |\n' "$EVS"
-printf '| events/s vs raw publish | %s |\n' "$RATIO"
+vr() { awk -v k="$1" '$1 == k { print $2 }' "$DIR/$2"; }
+pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f%%", 100 * a / b }'; }
+printf '| round | raw js_PublishAsync, 250-byte msgs, msg/s | run.start injection, cmd/s | runs/s | events/s appended (counted on RUNS) | events/s vs raw | runs checked complete |\n'
+printf '| --- | --- | --- | --- | --- | --- | --- |\n'
+: > "$DIR/ratios"
+for r in $(seq "$ROUNDS"); do
+	RAWRATE=$(vr raw_rate "raw$r.txt"); EVS=$(vr events_per_s "runs$r.txt")
+	awk -v a="$EVS" -v b="$RAWRATE" 'BEGIN { printf "%.4f %s %s\n", a / b, a, b }' >> "$DIR/ratios"
+	printf '| %s | %s | %s | %s | %s | %s | %s of %s |\n' "$r" "$RAWRATE" \
+		"$(vr inject_rate "runs$r.txt")" "$(vr runs_per_s "runs$r.txt")" "$EVS" \
+		"$(pct "$EVS" "$RAWRATE")" "$(vr runs_completed "runs$r.txt")" "$(vr runs "runs$r.txt")"
+done
+# The median round by ratio (the middle one of an odd number of rounds).
+MED=$(sort -n "$DIR/ratios" | awk '{ l[NR] = $0 } END { print l[int((NR + 1) / 2)] }')
+EVS=$(echo "$MED" | awk '{ print $2 }'); RAWRATE=$(echo "$MED" | awk '{ print $3 }')
+printf '\n| metric | value |\n| --- | --- |\n'
+printf '| median round: events/s vs raw publish | %s (%s vs %s) |\n' "$(pct "$EVS" "$RAWRATE")" "$EVS" "$RAWRATE"
 WEVS=$(v watched_events_per_s)
 printf '| same with one live watcher (ordered consumer on RUNS, as the api has): events/s, runs seen completed | %s (%s), %s of %s |\n' \
-	"$WEVS" "$(awk -v a="$WEVS" -v b="$RAWRATE" 'BEGIN { printf "%.0f%%", 100 * a / b }')" \
+	"$WEVS" "$(pct "$WEVS" "$RAWRATE")" \
 	"$(v watched_live_completed)" "$(v watched_runs)"
 printf '| timers fired | %s of %s |\n' "$(v timers_fired)" "$(v timers)"
 printf '| timer lateness p50 / p99 / max (timer.fired time - due_at) | %s / %s / %s ms |\n' \
