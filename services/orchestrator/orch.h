@@ -94,7 +94,8 @@ typedef struct orch {
 	natsSubscription *timer_sub;
 	jsCtx *timer_js;           /* async publishes of due timers (timers.c) */
 	struct timerfly *timer_fly; /* timers forwarded, awaiting their ack */
-	pthread_t fetch_thread, timer_thread;
+	struct timerheld *timer_held; /* timers due soon, held in memory (timers.c) */
+	pthread_t fetch_thread, timer_thread, timer_fire_thread;
 } orch;
 
 /* ---- cmdloop.c: the CMDS fetcher ---- */

@@ -27,10 +27,22 @@
  *     and the lead time is at least that long. A held timer is redelivered
  *     every AckWait while we hold it: the heap keeps the newest delivery
  *     of a stream sequence and drops the older one (never acked twice).
+ *
+ * Two threads: the fetcher takes timers from the server, the firer sleeps
+ * until the earliest held one is due. They are apart because of a
+ * nats-server 2.9.10 bug (consumer.go, loopAndGatherMsgs): a redelivery
+ * the server takes out of its queue while every pull request it holds has
+ * expired is counted as delivered but sent to no one, and comes back only
+ * an AckWait later. When one thread did both, its fetches expired at every
+ * due time (short waits), and a nak'd timer now and then came back twice
+ * too late: fired up to a second late (bench/orchestrator, one in ~10,000).
+ * The fetcher's pull request now lives FETCH_WAIT_MS, so a lapsed one is
+ * rare (an idle second), and the lead time absorbs one such loss.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "orch.h"
@@ -131,6 +143,16 @@ typedef struct {
 	held *v;
 	size_t n, cap;
 } heap;
+
+/* The held timers, shared by the fetcher (adds) and the firer (fires). */
+struct timerheld {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;         /* a new earliest timer, or stopping */
+	heap h;
+};
+
+/* How long one pull request of the fetcher lives (see the top). */
+#define FETCH_WAIT_MS 1000
 
 static void
 heap_swap(heap *h, size_t a, size_t b)
@@ -234,8 +256,10 @@ replace_held(heap *h, const held *t)
 
 /* A timer delivered by the server: fire, hold or hand back. Takes msg. */
 static void
-accept(orch *o, heap *h, natsMsg *msg)
+accept(orch *o, natsMsg *msg)
 {
+	struct timerheld *th = o->timer_held;
+	heap *h = &th->h;
 	rs_cmd c;
 	char err[256], why[300];
 	held t;
@@ -267,28 +291,35 @@ accept(orch *o, heap *h, natsMsg *msg)
 	if (left <= 0) {
 		fire(o, &t);
 	} else if (left <= o->cfg.timer_hold_ms) {
-		if (replace_held(h, &t))
-			return;
-		if (heap_push(h, &t) != 0) {
-			natsMsg_NakWithDelay(msg, left, NULL);
-			natsMsg_Destroy(msg);
+		pthread_mutex_lock(&th->mu);
+		if (!replace_held(h, &t)) {
+			if (heap_push(h, &t) != 0) {
+				natsMsg_NakWithDelay(msg, left, NULL);
+				natsMsg_Destroy(msg);
+			} else if (h->v[0].sseq == t.sseq) {
+				pthread_cond_signal(&th->cv);   /* the new earliest */
+			}
 		}
+		pthread_mutex_unlock(&th->mu);
 	} else {
 		natsMsg_NakWithDelay(msg, left - o->cfg.timer_lead_ms, NULL);
 		natsMsg_Destroy(msg);
 	}
 }
 
+/* Fire every held timer that is due (th->mu held; released while firing). */
 static void
-fire_due(orch *o, heap *h)
+fire_due(orch *o, struct timerheld *th)
 {
 	held t;
 
-	while (h->n > 0 && h->v[0].due <= rs_now_ms()) {
-		t = heap_pop(h);
+	while (th->h.n > 0 && th->h.v[0].due <= rs_now_ms()) {
+		t = heap_pop(&th->h);
+		pthread_mutex_unlock(&th->mu);
 		fire(o, &t);
+		pthread_mutex_lock(&th->mu);
 	}
-	rs_metric_set(om.timers_held, (double)h->n);
+	rs_metric_set(om.timers_held, (double)th->h.n);
 }
 
 /* Shutdown: give held timers back so another instance need not wait
@@ -307,25 +338,49 @@ hand_back(heap *h)
 	}
 }
 
+/* The firer: sleeps until the earliest held timer is due (or a new one
+ * is earlier), fires it. Due times are wall clock (they come from the
+ * state machine); the wait is on the monotonic clock. */
 static void *
-timer_main(void *arg)
+fire_main(void *arg)
 {
 	orch *o = arg;
-	heap h = { NULL, 0, 0 };
+	struct timerheld *th = o->timer_held;
+	struct timespec ts;
+	int64_t wait, until;
+
+	pthread_mutex_lock(&th->mu);
+	while (!atomic_load(&o->stopping)) {
+		fire_due(o, th);
+		wait = 250;   /* also how soon a stop is seen */
+		if (th->h.n > 0 && th->h.v[0].due - rs_now_ms() < wait)
+			wait = th->h.v[0].due - rs_now_ms();
+		if (wait <= 0)
+			continue;
+		until = rs_mono_ms() + wait;
+		ts.tv_sec = (time_t)(until / 1000);
+		ts.tv_nsec = (long)(until % 1000) * 1000000L;
+		pthread_cond_timedwait(&th->cv, &th->mu, &ts);
+	}
+	hand_back(&th->h);
+	pthread_mutex_unlock(&th->mu);
+	return NULL;
+}
+
+/* The fetcher: timers from the server, one long-lived pull at a time. */
+static void *
+fetch_main(void *arg)
+{
+	orch *o = arg;
 	natsMsgList list;
 	jsErrCode jerr;
 	natsStatus s;
-	int64_t wait, last_warn = 0;
+	int64_t last_warn = 0;
 
 	while (!atomic_load(&o->stopping)) {
-		fire_due(o, &h);
-		wait = 250;
-		if (h.n > 0 && h.v[0].due - rs_now_ms() < wait)
-			wait = h.v[0].due - rs_now_ms();
-		if (wait <= 0)
-			continue;
 		jerr = 0;
-		s = natsSubscription_Fetch(&list, o->timer_sub, (int)o->cfg.timer_batch, wait, &jerr);
+		s = natsSubscription_Fetch(&list, o->timer_sub, (int)o->cfg.timer_batch,
+		                           FETCH_WAIT_MS, &jerr);
 		if (s == NATS_TIMEOUT)
 			continue;
 		if (s != NATS_OK) {
@@ -337,13 +392,15 @@ timer_main(void *arg)
 			continue;
 		}
 		for (int i = 0; i < list.Count; i++) {
-			accept(o, &h, list.Msgs[i]);
+			accept(o, list.Msgs[i]);
 			list.Msgs[i] = NULL;
 		}
 		natsMsgList_Destroy(&list);
 	}
-	hand_back(&h);
-	free(h.v);
+	/* Wake the firer now rather than at its next check. */
+	pthread_mutex_lock(&o->timer_held->mu);
+	pthread_cond_signal(&o->timer_held->cv);
+	pthread_mutex_unlock(&o->timer_held->mu);
 	return NULL;
 }
 
@@ -357,9 +414,18 @@ timers_start(orch *o)
 	jsOptions jo;
 
 	o->timer_fly = calloc(1, sizeof(*o->timer_fly));
-	if (o->timer_fly == NULL)
+	o->timer_held = calloc(1, sizeof(*o->timer_held));
+	if (o->timer_fly == NULL || o->timer_held == NULL)
 		return RS_ENOMEM;
 	pthread_mutex_init(&o->timer_fly->mu, NULL);
+	pthread_mutex_init(&o->timer_held->mu, NULL);
+	{
+		pthread_condattr_t ca;
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&o->timer_held->cv, &ca);
+		pthread_condattr_destroy(&ca);
+	}
 	jsOptions_Init(&jo);
 	jo.PublishAsync.MaxPending = 65536;
 	jo.PublishAsync.AckHandler = timer_on_ack;
@@ -374,8 +440,14 @@ timers_start(orch *o)
 		rs_error("cannot bind to consumer TIMERS/timers: %s (%d)", natsStatus_GetText(s), (int)jerr);
 		return rs_nats_status(s, jerr);
 	}
-	if (pthread_create(&o->timer_thread, NULL, timer_main, o) != 0)
+	if (pthread_create(&o->timer_thread, NULL, fetch_main, o) != 0)
 		return RS_ERR;
+	if (pthread_create(&o->timer_fire_thread, NULL, fire_main, o) != 0) {
+		atomic_store(&o->stopping, 1);
+		pthread_join(o->timer_thread, NULL);
+		o->timer_thread = 0;
+		return RS_ERR;
+	}
 	return RS_OK;
 }
 
@@ -383,6 +455,7 @@ void
 timers_join(orch *o)
 {
 	pthread_join(o->timer_thread, NULL);
+	pthread_join(o->timer_fire_thread, NULL);   /* hands held timers back */
 	/* Forwards still in flight are acked (or nak'd) by their handler. */
 	if (o->timer_js != NULL)
 		js_PublishAsyncComplete(o->timer_js, NULL);
@@ -405,5 +478,13 @@ timers_free(orch *o)
 		pthread_mutex_destroy(&o->timer_fly->mu);
 		free(o->timer_fly);
 		o->timer_fly = NULL;
+	}
+	if (o->timer_held != NULL) {
+		hand_back(&o->timer_held->h);   /* empty unless the firer never ran */
+		free(o->timer_held->h.v);
+		pthread_cond_destroy(&o->timer_held->cv);
+		pthread_mutex_destroy(&o->timer_held->mu);
+		free(o->timer_held);
+		o->timer_held = NULL;
 	}
 }
