@@ -6,7 +6,7 @@
  *   bench-orchestrator runs   N   N run.start commands of a 3-step transform
  *                                 agent straight into CMDS; runs/s and
  *                                 events/s until RUNS holds all 9 N events
- *                                 (stream state polled every 2 ms), then
+ *                                 (stream state polled every 10 ms), then
  *                                 every run checked: its last event is
  *                                 run.completed with runseq 9.
  *                                 BENCH_WATCH=live: also one live
@@ -278,7 +278,7 @@ bench_runs(rs_nats *n, kvStore *kv, long count)
 	printf("inject_rate %.0f\n", (double)count * 1e6 / (double)(rs_mono_us() - t0));
 	deadline = rs_mono_ms() + 600000;
 	while ((have = runs_msgs(n)) < want && rs_mono_ms() < deadline)
-		usleep(2000);
+		usleep(10000);   /* each poll is a STREAM.INFO the server answers */
 	t_done = rs_mono_us();
 	if (have < want)
 		fprintf(stderr, "bench-orchestrator: only %llu of %llu events after 600 s\n",
