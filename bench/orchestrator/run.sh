@@ -6,6 +6,8 @@
 # This machine's speed drifts by a quarter from minute to minute (shared
 # cores): each round's ratio pairs a raw figure with the runs figure taken
 # right after it, and the median of the rounds is the figure reported.
+# PIN=1 puts nats-server on CPU 0 and everything else on CPU 1 (taskset):
+# the server then has one core to itself, as it would in production.
 #   bench/orchestrator/run.sh [build-dir] [runs N] [timers N]
 # Processes it starts are stopped by pid on exit.
 set -eu
@@ -14,8 +16,8 @@ RUNS=${2:-20000}
 TIMERS=${3:-10000}
 RAW=${RAW:-200000}
 ROUNDS=${ROUNDS:-3}
-BENCH=$BUILD/bench/orchestrator/bench-orchestrator
-ORCH=$BUILD/services/orchestrator/rs-orchestrator
+BENCH_BIN=$BUILD/bench/orchestrator/bench-orchestrator
+ORCH_BIN=$BUILD/services/orchestrator/rs-orchestrator
 RUNCTL=$BUILD/runctl/runctl
 DIR=$(mktemp -d /tmp/rs-bench-orch.XXXXXX)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -31,12 +33,15 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 export RS_NATS_URL=nats://127.0.0.1:$PORT
-nats-server -a 127.0.0.1 -p "$PORT" -js -sd "$DIR/js" > "$DIR/nats.log" 2>&1 &
+SRV_CPU=; CLI_CPU=
+if [ -n "${PIN:-}" ]; then SRV_CPU="taskset -c 0"; CLI_CPU="taskset -c 1"; fi
+$SRV_CPU nats-server -a 127.0.0.1 -p "$PORT" -js -sd "$DIR/js" > "$DIR/nats.log" 2>&1 &
 NATS_PID=$!
 for i in $(seq 50); do "$RUNCTL" streams apply > /dev/null 2>&1 && break; sleep 0.1; done
 
+bench() { $CLI_CPU "$BENCH_BIN" "$@"; }
 start_orch() {
-	RS_ORCHESTRATOR_OPS_PORT=$OPS LD_PRELOAD=${ORCH_PRELOAD:-} RS_LOG_LEVEL=warn "$ORCH" 2> "$DIR/orch.log" &
+	RS_ORCHESTRATOR_OPS_PORT=$OPS LD_PRELOAD=${ORCH_PRELOAD:-} RS_LOG_LEVEL=warn $CLI_CPU "$ORCH_BIN" 2> "$DIR/orch.log" &
 	ORCH_PID=$!
 	for i in $(seq 100); do curl -sf "http://127.0.0.1:$OPS/readyz" > /dev/null && return; sleep 0.05; done
 	echo "orchestrator not ready"; cat "$DIR/orch.log"; exit 1
@@ -45,12 +50,12 @@ stop_orch() { kill "$ORCH_PID"; wait "$ORCH_PID" || true; ORCH_PID=; }
 
 start_orch
 for r in $(seq "$ROUNDS"); do
-	"$BENCH" raw "$RAW" > "$DIR/raw$r.txt"
-	"$BENCH" runs "$RUNS" > "$DIR/runs$r.txt"
+	bench raw "$RAW" > "$DIR/raw$r.txt"
+	bench runs "$RUNS" > "$DIR/runs$r.txt"
 done
 curl -s "http://127.0.0.1:$OPS/metrics" > "$DIR/metrics-runs.txt"
-BENCH_WATCH=live "$BENCH" runs "$RUNS" | sed 's/^/watched_/' > "$DIR/runs-watched.txt"
-"$BENCH" timers "$TIMERS" > "$DIR/timers.txt"
+BENCH_WATCH=live bench runs "$RUNS" | sed 's/^/watched_/' > "$DIR/runs-watched.txt"
+bench timers "$TIMERS" > "$DIR/timers.txt"
 curl -s "http://127.0.0.1:$OPS/metrics" > "$DIR/metrics-timers.txt"
 stop_orch
 
