@@ -47,7 +47,7 @@ if [ "$ONLY" != sse ]; then
 	RS_BENCH_KEY=$KEY wrk -t2 -c"$CONNS" -d2s -s "$SRC/bench/api/post.lua" "http://127.0.0.1:$APORT/v1/runs" >/dev/null
 	RS_BENCH_KEY=$KEY wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency -s "$SRC/bench/api/post.lua" \
 		"http://127.0.0.1:$APORT/v1/runs"
-	curl -s "http://127.0.0.1:$APORT/metrics" | grep -E '^rs_api_requests_total|^rs_api_runs_created_total'
+	curl -s "http://127.0.0.1:$APORT/metrics" | grep -E '^rs_api_requests_total|^rs_api_runs_created_total|^rs_api_request_seconds'
 fi
 if [ "$ONLY" != post ]; then
 	echo "== SSE fan-out: $WATCHERS watchers across $RUNS runs, 5 events per run at $RATE appends/s"
