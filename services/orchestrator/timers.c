@@ -35,7 +35,8 @@
  * expired is counted as delivered but sent to no one, and comes back only
  * an AckWait later. When one thread did both, its fetches expired at every
  * due time (short waits), and a nak'd timer now and then came back twice
- * too late: fired up to a second late (bench/orchestrator, one in ~10,000).
+ * too late: fired up to a second late (bench/orchestrator: one timer of
+ * 10,000 in about one run of four).
  * The fetcher's pull request now lives FETCH_WAIT_MS, so a lapsed one is
  * rare (an idle second), and the lead time absorbs one such loss.
  */
@@ -480,7 +481,8 @@ timers_free(orch *o)
 		o->timer_fly = NULL;
 	}
 	if (o->timer_held != NULL) {
-		hand_back(&o->timer_held->h);   /* empty unless the firer never ran */
+		/* Timers the fetcher took after the firer had stopped. */
+		hand_back(&o->timer_held->h);
 		free(o->timer_held->h.v);
 		pthread_cond_destroy(&o->timer_held->cv);
 		pthread_mutex_destroy(&o->timer_held->mu);
