@@ -997,6 +997,12 @@ jw_before(const jw_member *a, const jw_member *b)
 	return c < 0 || (c == 0 && a->n < b->n);
 }
 
+static int
+jw_cmp(const void *a, const void *b)
+{
+	return jw_before(a, b) ? -1 : jw_before(b, a);
+}
+
 static int jw_value(const json_t *v, ev_out *w, int depth);
 
 static int
@@ -1016,12 +1022,16 @@ jw_object(const json_t *o, ev_out *w, int depth)
 		m[i].v = v;
 		i++;
 	}
-	for (i = 1; i < n; i++)   /* insertion sort: objects here are small */
-		for (j = i; j > 0 && jw_before(&m[j], &m[j - 1]); j--) {
-			t = m[j];
-			m[j] = m[j - 1];
-			m[j - 1] = t;
-		}
+	if (n > 16) {
+		qsort(m, n, sizeof(*m), jw_cmp);
+	} else {
+		for (i = 1; i < n; i++)   /* insertion sort: most objects are small */
+			for (j = i; j > 0 && jw_before(&m[j], &m[j - 1]); j--) {
+				t = m[j];
+				m[j] = m[j - 1];
+				m[j - 1] = t;
+			}
+	}
 	out_put(w, "{", 1);
 	for (i = 0; i < n && rc == 0; i++) {
 		if (i > 0)
