@@ -111,19 +111,6 @@ rs_traceparent_valid(const char *s)
 	return strncmp(s, "ff", 2) != 0;
 }
 
-/* A call id becomes a subject token (toolcalls.<tenant>.<call_id>), so it
- * must not contain what NATS treats specially. */
-static int
-is_subject_token(const char *s)
-{
-	if (*s == '\0')
-		return 0;
-	for (; *s != '\0'; s++)
-		if (*s == '.' || *s == '*' || *s == '>' || (unsigned char)*s <= ' ' || *s == 0x7f)
-			return 0;
-	return 1;
-}
-
 /* ---- errors --------------------------------------------------------- */
 
 /* "<prefix>.<name>: <problem>", or "<name>: <problem>" without prefix. */
@@ -221,13 +208,12 @@ field_is_string(rs_field_kind k)
 	       k == RS_F_STEPKIND;
 }
 
-/* 1 if the string value satisfies the kind's shape rule. */
-static int
-string_ok(const rs_field *f, const char *s)
+int
+rs_field_string_ok(const rs_field *f, const char *s, size_t n)
 {
 	switch (f->kind) {
-	case RS_F_STR:      return (int64_t)strlen(s) >= f->min;
-	case RS_F_CALLID:   return is_subject_token(s);
+	case RS_F_STR:      return (int64_t)n >= f->min;
+	case RS_F_CALLID:   return rs_id_is_subject_token(s);
 	case RS_F_UUID:     return rs_id_is_uuid(s);
 	case RS_F_TOKEN:    return rs_id_is_token(s, 64);
 	case RS_F_STEPKIND: return is_step_kind(s);
@@ -276,7 +262,7 @@ field_value(const rs_field *f, const void *s)
 
 	if (field_is_string(f->kind)) {
 		str = *CMEMBER(s, f, char *);
-		return str != NULL && string_ok(f, str) ? json_string(str) : NULL;
+		return str != NULL && rs_field_string_ok(f, str, strlen(str)) ? json_string(str) : NULL;
 	}
 	switch (f->kind) {
 	case RS_F_INT:
@@ -334,7 +320,7 @@ decode_string(const rs_field *f, json_t *v, void *s, const char *prefix, char *e
 {
 	char *copy;
 
-	if (!json_is_string(v) || !string_ok(f, json_string_value(v)))
+	if (!json_is_string(v) || !rs_field_string_ok(f, json_string_value(v), json_string_length(v)))
 		return fail(err, cap, prefix, f->name, "%s", string_rule(f));
 	copy = strdup(json_string_value(v));
 	if (copy == NULL)
@@ -1124,7 +1110,7 @@ jw_field(const rs_field *f, const void *s, ev_out *w)
 
 	if (field_is_string(f->kind)) {
 		str = *CMEMBER(s, f, char *);
-		if (str == NULL || !string_ok(f, str))
+		if (str == NULL || !rs_field_string_ok(f, str, strlen(str)))
 			return -1;
 		return jw_cstr(str, strlen(str), w);
 	}

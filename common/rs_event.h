@@ -274,6 +274,9 @@ rs_status rs_fields_decode(const rs_field *f, size_t n, json_t *obj, void *s,
                            const char *prefix, char *err, size_t cap);
 /* Release the table's members of s and set them to zero. */
 void rs_fields_free(const rs_field *f, size_t n, void *s);
+/* 1 if s (n bytes, NUL-terminated) meets the shape rule of a string field
+ * (f->kind one of the string kinds); shared by both decoders. */
+int rs_field_string_ok(const rs_field *f, const char *s, size_t n);
 
 /* rs_err <-> {"code","message","class","retryable"[,"step_id"]}. encode
  * returns NULL if e is incomplete; decode allocates (rs_err_free). */

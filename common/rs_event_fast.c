@@ -49,6 +49,7 @@
 
 #include "rs_id.h"
 #include "rs_json.h"
+#include "rs_time.h"
 
 #ifdef __SSE2__
 #include <emmintrin.h>
@@ -578,94 +579,6 @@ build_value(cur *c, int depth)
 	}
 }
 
-/* ---- RFC 3339 -------------------------------------------------------- */
-
-/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
- * days_from_civil). Linear in d, so a day past the month's end gives the
- * same answer timegm()'s normalisation does. */
-static int64_t
-days_from_civil(int64_t y, int m, int d)
-{
-	int64_t era, yoe, doy, doe;
-
-	y -= m <= 2;
-	era = (y >= 0 ? y : y - 399) / 400;
-	yoe = y - era * 400;
-	doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-	doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-	return era * 146097 + doe - 719468;
-}
-
-static int
-digits(const char **p, int n)
-{
-	int v = 0;
-
-	for (int i = 0; i < n; i++, (*p)++) {
-		if (!is_digit(**p))
-			return -1;
-		v = v * 10 + (**p - '0');
-	}
-	return v;
-}
-
-/* rs_time_parse_rfc3339 step for step (same accepted forms, same value),
- * with the calendar done inline instead of by timegm(). */
-static int
-rfc3339_ms(const char *s, size_t len, int64_t *ms)
-{
-	int year, mon, mday, hour, min, sec, frac = 0, fdig = 0, off = 0;
-	const char *p = s;
-
-	if (len < 20)
-		return 0;
-	year = digits(&p, 4);
-	if (*p++ != '-') return 0;
-	mon = digits(&p, 2);
-	if (*p++ != '-') return 0;
-	mday = digits(&p, 2);
-	if (*p != 'T' && *p != 't' && *p != ' ') return 0;
-	p++;
-	hour = digits(&p, 2);
-	if (*p++ != ':') return 0;
-	min = digits(&p, 2);
-	if (*p++ != ':') return 0;
-	sec = digits(&p, 2);
-	if (year < 1900 || mon < 1 || mon > 12 || mday < 1 || mday > 31 || hour < 0 ||
-	    hour > 23 || min < 0 || min > 59 || sec < 0 || sec > 60)
-		return 0;
-	if (*p == '.') {
-		p++;
-		while (is_digit(*p)) {
-			if (fdig < 3) {
-				frac = frac * 10 + (*p - '0');
-				fdig++;
-			}
-			p++;
-		}
-		if (fdig == 0) return 0;
-		while (fdig++ < 3) frac *= 10;
-	}
-	if (*p == 'Z' || *p == 'z') {
-		p++;
-	} else if (*p == '+' || *p == '-') {
-		int sign = *p == '-' ? -1 : 1, hh, mm;
-		p++;
-		hh = digits(&p, 2);
-		if (*p++ != ':') return 0;
-		mm = digits(&p, 2);
-		if (hh < 0 || mm < 0) return 0;
-		off = sign * (hh * 3600 + mm * 60);
-	} else {
-		return 0;
-	}
-	if (*p != '\0')
-		return 0;
-	*ms = ((days_from_civil(year, mon, mday) * 86400 + hour * 3600 + min * 60 + sec) - off) *
-	      1000 + frac;
-	return 1;
-}
-
 /* A time string (RS_F_TIME, the envelope's time): Unix ms >= 0. */
 static int
 time_value(const slice *sl, int64_t *ms)
@@ -676,51 +589,13 @@ time_value(const slice *sl, int64_t *ms)
 		return 0;
 	memcpy(buf, sl->s, sl->n);
 	buf[sl->n] = '\0';
-	return rfc3339_ms(buf, sl->n, ms) && *ms >= 0;
+	return rs_time_parse_rfc3339(buf, ms) == RS_OK && *ms >= 0;
 }
 
 /* ---- data fields ------------------------------------------------------ */
 
 #define MEMBER(s, f, type) ((type *)(void *)((char *)(s) + (f)->off))
 
-/* rs_event.c's is_subject_token (RS_F_CALLID). */
-static int
-is_subject_token(const char *s)
-{
-	if (*s == '\0')
-		return 0;
-	for (; *s != '\0'; s++)
-		if (*s == '.' || *s == '*' || *s == '>' || (unsigned char)*s <= ' ' || *s == 0x7f)
-			return 0;
-	return 1;
-}
-
-/* rs_event.c's step kinds (RS_F_STEPKIND). A kind added there and not
- * here only costs a fallback. */
-static int
-is_step_kind(const char *s)
-{
-	static const char *const kinds[] = { "tool", "sleep", "signal", "branch", "transform",
-	                                     "http", "llm" };
-
-	for (size_t i = 0; i < NELEM(kinds); i++)
-		if (strcmp(s, kinds[i]) == 0)
-			return 1;
-	return 0;
-}
-
-static int
-string_ok(const rs_field *f, const char *s, size_t n)
-{
-	switch (f->kind) {
-	case RS_F_STR:      return (int64_t)n >= f->min;
-	case RS_F_CALLID:   return is_subject_token(s);
-	case RS_F_UUID:     return rs_id_is_uuid(s);
-	case RS_F_TOKEN:    return rs_id_is_token(s, 64);
-	case RS_F_STEPKIND: return is_step_kind(s);
-	default:            return 0;
-	}
-}
 
 static int
 field_string(const rs_field *f, cur *c, void *s)
@@ -732,7 +607,7 @@ field_string(const rs_field *f, cur *c, void *s)
 	if (peek(c) != '"' || !scan_string(c, &sl) || (copy = malloc(sl.n + 1)) == NULL)
 		return 0;
 	n = unescape(&sl, copy);
-	if (!string_ok(f, copy, n)) {
+	if (!rs_field_string_ok(f, copy, n)) {
 		free(copy);
 		return 0;
 	}

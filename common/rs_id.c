@@ -133,3 +133,14 @@ rs_id_is_token(const char *s, size_t max)
 	}
 	return 1;
 }
+
+int
+rs_id_is_subject_token(const char *s)
+{
+	if (s == NULL || *s == '\0')
+		return 0;
+	for (; *s != '\0'; s++)
+		if (*s == '.' || *s == '*' || *s == '>' || (unsigned char)*s <= ' ' || *s == 0x7f)
+			return 0;
+	return 1;
+}

@@ -33,4 +33,9 @@ rs_status rs_id_random_hex(char *out, size_t n);
  * [a-z0-9_-]{1,max}. */
 int rs_id_is_token(const char *s, size_t max);
 
+/* 1 if s can stand as one token of a NATS subject built from outside input
+ * (a call id in toolcalls.<tenant>.<call_id>): non-empty, no '.', '*',
+ * '>', whitespace, control characters or DEL. */
+int rs_id_is_subject_token(const char *s);
+
 #endif

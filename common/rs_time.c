@@ -45,6 +45,24 @@ rs_time_rfc3339(int64_t ms, char *buf, size_t cap)
 	         tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
 }
 
+/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
+ * days_from_civil). Linear in d, so a day past the month's end gives the
+ * same answer timegm()'s normalisation does; unlike timegm() it needs no
+ * struct tm and no locale lock (the fast event decoder calls this for
+ * every event). */
+static int64_t
+days_from_civil(int64_t y, int m, int d)
+{
+	int64_t era, yoe, doy, doe;
+
+	y -= m <= 2;
+	era = (y >= 0 ? y : y - 399) / 400;
+	yoe = y - era * 400;
+	doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + doe - 719468;
+}
+
 static int
 digits(const char **p, int n)
 {
@@ -61,28 +79,25 @@ digits(const char **p, int n)
 rs_status
 rs_time_parse_rfc3339(const char *s, int64_t *ms)
 {
-	struct tm tm;
-	int frac = 0, fdig = 0, off = 0;
+	int year, mon, mday, hour, min, sec, frac = 0, fdig = 0, off = 0;
 	const char *p = s;
 
-	memset(&tm, 0, sizeof(tm));
 	if (s == NULL || strlen(s) < 20)
 		return RS_EINVAL;
-	tm.tm_year = digits(&p, 4) - 1900;
+	year = digits(&p, 4);
 	if (*p++ != '-') return RS_EINVAL;
-	tm.tm_mon = digits(&p, 2) - 1;
+	mon = digits(&p, 2);
 	if (*p++ != '-') return RS_EINVAL;
-	tm.tm_mday = digits(&p, 2);
+	mday = digits(&p, 2);
 	if (*p != 'T' && *p != 't' && *p != ' ') return RS_EINVAL;
 	p++;
-	tm.tm_hour = digits(&p, 2);
+	hour = digits(&p, 2);
 	if (*p++ != ':') return RS_EINVAL;
-	tm.tm_min = digits(&p, 2);
+	min = digits(&p, 2);
 	if (*p++ != ':') return RS_EINVAL;
-	tm.tm_sec = digits(&p, 2);
-	if (tm.tm_year < 0 || tm.tm_mon < 0 || tm.tm_mon > 11 || tm.tm_mday < 1 ||
-	    tm.tm_mday > 31 || tm.tm_hour < 0 || tm.tm_hour > 23 || tm.tm_min < 0 ||
-	    tm.tm_min > 59 || tm.tm_sec < 0 || tm.tm_sec > 60)
+	sec = digits(&p, 2);
+	if (year < 1900 || mon < 1 || mon > 12 || mday < 1 || mday > 31 || hour < 0 ||
+	    hour > 23 || min < 0 || min > 59 || sec < 0 || sec > 60)
 		return RS_EINVAL;
 	if (*p == '.') {
 		p++;
@@ -111,6 +126,7 @@ rs_time_parse_rfc3339(const char *s, int64_t *ms)
 	}
 	if (*p != '\0')
 		return RS_EINVAL;
-	*ms = ((int64_t)timegm(&tm) - off) * 1000 + frac;
+	*ms = ((days_from_civil(year, mon, mday) * 86400 + hour * 3600 + min * 60 + sec) - off) *
+	      1000 + frac;
 	return RS_OK;
 }

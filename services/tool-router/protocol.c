@@ -36,12 +36,7 @@ callid_ok(const char *s)
 {
 	size_t n = strlen(s);
 
-	if (n == 0 || n > RS_ROUTER_MAX_CALLID)
-		return 0;
-	for (; *s != '\0'; s++)
-		if (*s == '.' || *s == '*' || *s == '>' || (unsigned char)*s <= ' ' || *s == 0x7f)
-			return 0;
-	return 1;
+	return n <= RS_ROUTER_MAX_CALLID && rs_id_is_subject_token(s);
 }
 
 static int

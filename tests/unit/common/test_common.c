@@ -101,6 +101,20 @@ test_time(void)
 	CHECK(rs_time_parse_rfc3339("2025-13-22T08:26:40Z", &ms) == RS_EINVAL);
 	CHECK(rs_time_parse_rfc3339("2025-11-22T08:26:40.Z", &ms) == RS_EINVAL);
 	CHECK(rs_time_parse_rfc3339("2025-11-22T08:26:40Zjunk", &ms) == RS_EINVAL);
+	/* The calendar is computed (no timegm): its answers are timegm's,
+	 * normalisation of a day past the month's end and a leap second
+	 * included; before 1970 too. */
+	{
+		int64_t a = 0, b = 0;
+		CHECK(rs_time_parse_rfc3339("2024-02-30T00:00:00Z", &a) == RS_OK &&
+		      rs_time_parse_rfc3339("2024-03-01T00:00:00Z", &b) == RS_OK && a == b);
+		CHECK(rs_time_parse_rfc3339("2016-12-31T23:59:60Z", &a) == RS_OK &&
+		      rs_time_parse_rfc3339("2017-01-01T00:00:00Z", &b) == RS_OK && a == b);
+		CHECK(rs_time_parse_rfc3339("2000-02-29T12:00:00.5Z", &a) == RS_OK &&
+		      a == 951825600500LL);
+		CHECK(rs_time_parse_rfc3339("1969-12-31T23:59:59Z", &a) == RS_OK && a == -1000);
+		CHECK(rs_time_parse_rfc3339("1899-12-31T23:59:59Z", &a) == RS_EINVAL);
+	}
 }
 
 static void
