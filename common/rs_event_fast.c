@@ -166,6 +166,23 @@ peek(const cur *c)
 	return c->p < c->end ? (unsigned char)*c->p : -1;
 }
 
+/* After a member or an element: ',' (1: another follows, blanks skipped),
+ * the closing bracket `close` (0: consumed), anything else (-1). */
+static inline int
+list_next(cur *c, char close)
+{
+	ws(c);
+	if (peek(c) == ',') {
+		c->p++;
+		ws(c);
+		return 1;
+	}
+	if (peek(c) != close)
+		return -1;
+	c->p++;
+	return 0;
+}
+
 /* Byte classes inside a JSON string. */
 enum { SC_PLAIN = 0, SC_QUOTE, SC_ESC, SC_CTRL, SC_HIGH };
 
@@ -485,6 +502,7 @@ build_object(cur *c, int depth)
 	json_t *o, *v;
 	slice k;
 	size_t before;
+	int more;
 
 	if (depth > RS_JSON_MAX_DEPTH || (o = json_object()) == NULL)
 		return NULL;
@@ -502,16 +520,10 @@ build_object(cur *c, int depth)
 		before = json_object_size(o);
 		if (json_object_setn_new_nocheck(o, k.s, k.n, v) != 0 || json_object_size(o) == before)
 			goto fail;
-		ws(c);
-		if (peek(c) == ',') {
-			c->p++;
-			ws(c);
-			continue;
-		}
-		if (peek(c) != '}')
+		if ((more = list_next(c, '}')) < 0)
 			goto fail;
-		c->p++;
-		return o;
+		if (!more)
+			return o;
 	}
 fail:
 	json_decref(o);
@@ -522,6 +534,7 @@ static json_t *
 build_array(cur *c, int depth)
 {
 	json_t *a, *v;
+	int more;
 
 	if (depth > RS_JSON_MAX_DEPTH || (a = json_array()) == NULL)
 		return NULL;
@@ -534,16 +547,10 @@ build_array(cur *c, int depth)
 	for (;;) {
 		if ((v = build_value(c, depth)) == NULL || json_array_append_new(a, v) != 0)
 			goto fail;
-		ws(c);
-		if (peek(c) == ',') {
-			c->p++;
-			ws(c);
-			continue;
-		}
-		if (peek(c) != ']')
+		if ((more = list_next(c, ']')) < 0)
 			goto fail;
-		c->p++;
-		return a;
+		if (!more)
+			return a;
 	}
 fail:
 	json_decref(a);
@@ -738,7 +745,7 @@ find_field(const rs_field *f, size_t n, const slice *k, size_t from)
 static int
 object_fields(const rs_field *f, size_t n, cur *c, void *s, rs_errclass *cls)
 {
-	int depth = cls != NULL ? 3 : 2, have_cls = 0;
+	int depth = cls != NULL ? 3 : 2, have_cls = 0, more;
 	size_t next = 0;
 	uint32_t seen = 0;
 	char buf[32];
@@ -776,16 +783,10 @@ object_fields(const rs_field *f, size_t n, cur *c, void *s, rs_errclass *cls)
 			if (!field_value(&f[i], c, s, depth))
 				return 0;
 		}
-		ws(c);
-		if (peek(c) == ',') {
-			c->p++;
-			ws(c);
-			continue;
-		}
-		if (peek(c) != '}')
+		if ((more = list_next(c, '}')) < 0)
 			return 0;
-		c->p++;
-		break;
+		if (!more)
+			break;
 	}
 done:
 	for (i = 0; i < n; i++)
@@ -889,7 +890,7 @@ scan_envelope(cur *c, envelope *e)
 		A_DATA, A_DATACONTENTTYPE, A_ID, A_RUNSEQ, A_SOURCE, A_SPECVERSION, A_SUBJECT,
 		A_TENANT, A_TIME, A_TRACEPARENT, A_TYPE,
 	};
-	int a, next = 0;
+	int a, next = 0, more;
 	slice k;
 
 	ws(c);
@@ -930,17 +931,12 @@ scan_envelope(cur *c, envelope *e)
 		} else if (peek(c) != '"' || !scan_string(c, &e->str[a]) || e->str[a].esc) {
 			return 0;
 		}
-		ws(c);
-		if (peek(c) == ',') {
-			c->p++;
-			ws(c);
-			continue;
-		}
-		if (peek(c) != '}')
+		if ((more = list_next(c, '}')) < 0)
 			return 0;
-		c->p++;
-		ws(c);
-		return c->p == c->end;
+		if (!more) {
+			ws(c);
+			return c->p == c->end;
+		}
 	}
 }
 
