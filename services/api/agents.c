@@ -10,6 +10,7 @@
  * is cached for a second so run creation costs no KV round trip.
  */
 #include "api.h"
+#include "rs_hash.h"
 #include "rs_agent.h"
 #include "rs_id.h"
 #include "rs_json.h"
@@ -57,11 +58,7 @@ rs_api_agents_free(rs_api *app)
 static unsigned
 hash_str(const char *s)
 {
-	unsigned h = 2166136261u;
-
-	while (*s)
-		h = (h ^ (unsigned char)*s++) * 16777619u;
-	return h % AGENT_SLOTS;
+	return (unsigned)(rs_hash_str(s) % AGENT_SLOTS);
 }
 
 static int

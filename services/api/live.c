@@ -32,6 +32,7 @@
  * ~0.2 ms).
  */
 #include "api.h"
+#include "rs_hash.h"
 #include "rs_event.h"
 #include "rs_log.h"
 #include "rs_time.h"
@@ -57,11 +58,7 @@ struct rs_api_hub {
 static unsigned
 hash_str(const char *s)
 {
-	unsigned h = 2166136261u;
-
-	while (*s)
-		h = (h ^ (unsigned char)*s++) * 16777619u;
-	return h % HUB_SLOTS;
+	return (unsigned)(rs_hash_str(s) % HUB_SLOTS);
 }
 
 void

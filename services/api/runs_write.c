@@ -20,6 +20,7 @@
  * and "start published" heals on the client's retry.
  */
 #include "api.h"
+#include "rs_hash.h"
 #include "rs_cmd.h"
 #include "rs_event.h"
 #include "rs_id.h"
@@ -48,11 +49,7 @@ struct rs_api_pending {
 static unsigned
 hash_str(const char *s)
 {
-	unsigned h = 2166136261u;
-
-	while (*s)
-		h = (h ^ (unsigned char)*s++) * 16777619u;
-	return h % PENDING_SLOTS;
+	return (unsigned)(rs_hash_str(s) % PENDING_SLOTS);
 }
 
 rs_status

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "orch.h"
+#include "rs_hash.h"
 #include "rs_json.h"
 #include "rs_log.h"
 
@@ -26,16 +27,6 @@ typedef struct agent_ent {
 struct agentcache {
 	agent_ent *b[AGENT_BUCKETS];
 };
-
-static unsigned
-hash_str(const char *s)
-{
-	unsigned h = 2166136261u;
-
-	while (*s)
-		h = (h ^ (unsigned char)*s++) * 16777619u;
-	return h;
-}
 
 struct agentcache *
 agentcache_new(void)
@@ -141,7 +132,7 @@ agents_get(orch *o, const char *tenant, const char *name, const char *version,
 		version = ver;
 	}
 	snprintf(key, sizeof(key), "%s.%s.%s", tenant, name, version);
-	h = hash_str(key) % AGENT_BUCKETS;
+	h = rs_hash_str(key) % AGENT_BUCKETS;
 	for (e = a->b[h]; e != NULL; e = e->next) {
 		if (strcmp(e->key, key) == 0) {
 			*out = e->agent;

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "orch.h"
+#include "rs_hash.h"
 #include "rs_log.h"
 
 /* Above this many events an ordered consumer beats successive gets. */
@@ -31,11 +32,7 @@ struct runcache {
 static size_t
 hash_key(const char *s, size_t nb)
 {
-	size_t h = 1469598103934665603ull;
-
-	while (*s)
-		h = (h ^ (unsigned char)*s++) * 1099511628211ull;
-	return h & (nb - 1);
+	return (size_t)rs_hash_str(s) & (nb - 1);
 }
 
 struct runcache *

@@ -47,6 +47,7 @@
 #include <unistd.h>
 
 #include "orch.h"
+#include "rs_hash.h"
 #include "rs_log.h"
 #include "rs_time.h"
 
@@ -79,11 +80,7 @@ struct timerfly {
 static unsigned
 fly_hash(const char *s)
 {
-	unsigned h = 2166136261u;
-
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 16777619u;
-	return h % FLY_BUCKETS;
+	return (unsigned)(rs_hash_str(s) % FLY_BUCKETS);
 }
 
 static void

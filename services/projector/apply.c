@@ -19,6 +19,7 @@
 #include "projector.h"
 #include "rs_event.h"
 #include "rs_event_fast.h"
+#include "rs_hash.h"
 #include "rs_id.h"
 #include "rs_log.h"
 #include "rs_time.h"
@@ -197,16 +198,6 @@ typedef struct {
 	size_t cap, n;
 } ptab;
 
-static uint64_t
-hash_str(const char *s)
-{
-	uint64_t h = 1469598103934665603ULL;
-
-	while (*s)
-		h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
-	return h;
-}
-
 static int
 ptab_get(const ptab *t, const char *k)
 {
@@ -214,7 +205,7 @@ ptab_get(const ptab *t, const char *k)
 
 	if (t->cap == 0)
 		return -1;
-	for (i = hash_str(k) & (t->cap - 1); t->keys[i] != NULL; i = (i + 1) & (t->cap - 1))
+	for (i = rs_hash_str(k) & (t->cap - 1); t->keys[i] != NULL; i = (i + 1) & (t->cap - 1))
 		if (strcmp(t->keys[i], k) == 0)
 			return t->vals[i];
 	return -1;
@@ -242,7 +233,7 @@ ptab_put(ptab *t, const char *k, int v)
 		free(t->vals);
 		*t = nt;
 	}
-	for (i = hash_str(k) & (t->cap - 1); t->keys[i] != NULL; i = (i + 1) & (t->cap - 1))
+	for (i = rs_hash_str(k) & (t->cap - 1); t->keys[i] != NULL; i = (i + 1) & (t->cap - 1))
 		;
 	t->keys[i] = k;
 	t->vals[i] = v;

@@ -7,19 +7,14 @@
 #include <string.h>
 
 #include "router.h"
+#include "rs_hash.h"
 
-/* FNV-1a: short keys, no adversarial pressure worth a keyed hash here
- * (keys are ids the router or KV produced, or sha256 of tokens). */
+/* rs_hash_str (FNV-1a): short keys, no adversarial pressure worth a keyed
+ * hash here (keys are ids the router or KV produced, or sha256 of tokens). */
 static size_t
 hash(const char *s)
 {
-	uint64_t h = 1469598103934665603ULL;
-
-	for (; *s != '\0'; s++) {
-		h ^= (unsigned char)*s;
-		h *= 1099511628211ULL;
-	}
-	return (size_t)h;
+	return (size_t)rs_hash_str(s);
 }
 
 void *

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "router.h"
+#include "rs_hash.h"
 #include "rs_log.h"
 
 void
@@ -99,11 +100,9 @@ rs_router_post(rs_router *r, rs_router_job *j)
 void
 rs_router_work(rs_router *r, const char *key, rs_router_job *j)
 {
-	uint32_t h = 2166136261u;
+	uint64_t h = key != NULL ? rs_hash_str(key) : 0;
 
-	for (; key != NULL && *key != '\0'; key++)
-		h = (h ^ (unsigned char)*key) * 16777619u;
-	rs_router_queue_push(&r->workq[h % (uint32_t)r->nworkers], j);
+	rs_router_queue_push(&r->workq[h % (uint64_t)r->nworkers], j);
 }
 
 typedef struct {
