@@ -221,6 +221,22 @@ respond_now(rs_api *app, rs_api_req *r, rs_api_job *j)
 	return rc;
 }
 
+/* A new job on the same request target as j (path, tenant, run, start
+ * time), or NULL. */
+static rs_api_job *
+same_target(const rs_api_job *j)
+{
+	rs_api_job *n = rs_api_job_new();
+
+	if (n == NULL)
+		return NULL;
+	memcpy(n->path, j->path, sizeof(n->path));
+	memcpy(n->tenant, j->tenant, sizeof(n->tenant));
+	memcpy(n->run_id, j->run_id, sizeof(n->run_id));
+	n->t0_us = j->t0_us;
+	return n;
+}
+
 static void
 wait_timeout(lws_sorted_usec_list_t *sul)
 {
@@ -257,20 +273,15 @@ rs_api_wait_wake(rs_api *app, rs_api_req *r)
 		r->wait_wake_pending = 1;
 		return;
 	}
-	j = rs_api_job_new();
-	if (j == NULL)
+	if ((j = same_target(r->wait_job)) == NULL)
 		return;
-	memcpy(j->path, r->wait_job->path, sizeof(j->path));
-	memcpy(j->tenant, r->wait_job->tenant, sizeof(j->tenant));
-	memcpy(j->run_id, r->run_id, sizeof(j->run_id));
-	j->t0_us = r->wait_job->t0_us;
 	submit(app, r, j, view_job);
 }
 
 static void
 park(rs_api *app, rs_api_req *r, rs_api_job *j)
 {
-	rs_api_job *chk = rs_api_job_new();
+	rs_api_job *chk = same_target(j);
 
 	if (chk == NULL) {
 		respond_later(app, r, j);
@@ -290,10 +301,6 @@ park(rs_api *app, rs_api_req *r, rs_api_job *j)
 	                 (lws_usec_t)j->wait_s * LWS_US_PER_SEC);
 	/* Registered first, then check: a terminal event appended before the
 	 * registration is seen by the check, one after it by the hub. */
-	memcpy(chk->path, j->path, sizeof(chk->path));
-	memcpy(chk->tenant, j->tenant, sizeof(chk->tenant));
-	memcpy(chk->run_id, j->run_id, sizeof(chk->run_id));
-	chk->t0_us = j->t0_us;
 	chk->action = RS_ACT_WAITCHECK;
 	submit(app, r, chk, wait_check_job);
 }

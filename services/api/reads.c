@@ -92,6 +92,23 @@ query(rs_api *app, rs_api_job *job, const char *sql, int n, const char *const *p
 	"'created_at', r.created_at, 'started_at', r.started_at, 'finished_at', r.finished_at, " \
 	"'updated_at', r.updated_at, 'last_seq', r.last_seq, 'current_step', r.current_step"
 
+/* The first column of every row of res (JSON text built by the query) as
+ * one array; a row that does not parse is left out. New reference. */
+static json_t *
+json_column(PGresult *res)
+{
+	json_t *arr = json_array();
+	char err[64];
+
+	for (int i = 0; i < PQntuples(res); i++) {
+		json_t *v = NULL;
+		if (rs_json_parse(PQgetvalue(res, i, 0), (size_t)PQgetlength(res, i, 0), &v, err,
+		                  sizeof(err)) == RS_OK)
+			json_array_append_new(arr, v);
+	}
+	return arr;
+}
+
 static const char *sql_run =
 	"SELECT json_build_object(" RUN_FIELDS ", 'input', r.input, 'output', r.output, "
 	"'error', r.error, 'idempotency_key', r.idempotency_key, 'cancel_reason', r.cancel_reason, "
@@ -384,14 +401,7 @@ rs_api_runs_list(rs_api *app, rs_api_job *job)
 	res = query(app, job, sql, 6, params);
 	if (res == NULL)
 		return;
-	arr = json_array();
-	for (int i = 0; i < PQntuples(res); i++) {
-		json_t *v = NULL;
-		char err[64];
-		if (rs_json_parse(PQgetvalue(res, i, 0), (size_t)PQgetlength(res, i, 0), &v, err,
-		                  sizeof(err)) == RS_OK)
-			json_array_append_new(arr, v);
-	}
+	arr = json_column(res);
 	if (PQntuples(res) == limit) {
 		char raw[96], enc[160];
 		int last = PQntuples(res) - 1;
@@ -457,14 +467,7 @@ rs_api_runs_events(rs_api *app, rs_api_job *job)
 			usleep(10 * 1000);
 			continue;
 		}
-		arr = json_array();
-		for (int i = 0; i < PQntuples(res); i++) {
-			json_t *v = NULL;
-			char err[64];
-			if (rs_json_parse(PQgetvalue(res, i, 0), (size_t)PQgetlength(res, i, 0), &v, err,
-			                  sizeof(err)) == RS_OK)
-				json_array_append_new(arr, v);
-		}
+		arr = json_column(res);
 		PQclear(res);
 		rs_api_json(job, 200, json_pack("{s:o, s:I}", "events", arr, "next_after",
 		                                (json_int_t)next));
