@@ -1191,9 +1191,9 @@ data_write(rs_event_type t, const void *s, ev_out *w)
 /*
  * The envelope written directly in sorted key order (data, datacontenttype,
  * id, runseq, source, specversion, subject, tenant, time, traceparent, type)
- * around data dumped by jansson: the orchestrator encodes every event it
- * appends, and building a JSON tree for the envelope only to dump it again
- * was a quarter of its CPU per event.
+ * around data written by data_write(): the orchestrator encodes every event
+ * it appends, and building a JSON tree for the envelope only to dump it
+ * again was a quarter of its CPU per event.
  */
 /* Decimal digits of v into out (no NUL); returns how many. */
 static size_t
