@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define DEFAULT_INITIAL_BACKOFF_MS 1000
 #define DEFAULT_MAX_BACKOFF_MS     60000
@@ -46,7 +47,7 @@ static const char *kind_fields[][13] = {
 	[RS_STEP_BRANCH] = { "when", "else", NULL },
 	[RS_STEP_TRANSFORM] = { "value", NULL },
 	[RS_STEP_HTTP] = { "method", "url", "headers", "body", "timeout_s", "retry",
-	                   "expect_status", "hmac", "max_response_bytes", NULL },
+	                   "expect_status", "hmac", "max_response_bytes", "max_redirects", NULL },
 	[RS_STEP_LLM] = { "model", "system", "prompt", "tools", "max_turns", "max_tokens",
 	                  "temperature", "timeout_s", "tool_timeout_s", "retry", NULL },
 };
@@ -480,6 +481,45 @@ url_ok(const char *u)
 	       (strncmp(u, "https://", 8) == 0 && u[8] != '\0');
 }
 
+/* An HTTP header name a step may set: an RFC 7230 token of at most 128
+ * characters, not one of the framing / hop-by-hop headers the executor
+ * owns (setting those by hand could desync the message: smuggling). */
+static int
+is_header_name(const char *s)
+{
+	static const char *const owned[] = { "content-length", "transfer-encoding", "connection",
+	                                     "keep-alive", "upgrade", "te", "trailer",
+	                                     "proxy-connection", "expect", NULL };
+	size_t n = strlen(s);
+
+	if (n == 0 || n > NAME_MAX_LEN)
+		return 0;
+	for (const char *c = s; *c; c++)
+		if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+		      (*c >= '0' && *c <= '9') || strchr("!#$%&'*+-.^_`|~", *c) != NULL))
+			return 0;
+	for (int i = 0; owned[i] != NULL; i++)
+		if (strcasecmp(s, owned[i]) == 0)
+			return 0;
+	return 1;
+}
+
+/* A literal header value with CR, LF or NUL would split the header
+ * (templated values are checked again by the executor once rendered). */
+static int
+header_value_ok(json_t *v)
+{
+	const char *s = json_string_value(v);
+	size_t n = json_string_length(v);
+
+	if (s == NULL)
+		return 1;
+	for (size_t i = 0; i < n; i++)
+		if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0')
+			return 0;
+	return 1;
+}
+
 /* A required templated string field (the template is kept as JSON). */
 static rs_status
 get_template_str(json_t *js, const char *key, const char *path, int req, const idset *ids,
@@ -574,6 +614,19 @@ parse_http(json_t *js, const char *path, rs_step *s, const idset *ids, char *err
 		return fail(err, cap, p, "must be an object");
 	if (h != NULL && check_template(h, p, ids, err, cap) != RS_OK)
 		return RS_EINVAL;
+	if (h != NULL) {
+		const char *hk;
+		json_t *hv;
+		char q[352];
+		json_object_foreach(h, hk, hv) {
+			subpath(q, sizeof(q), p, hk);
+			if (!is_header_name(hk))
+				return fail(err, cap, q, "must be a header name (an RFC 7230 token of at "
+				            "most 128 characters, not one the executor sets)");
+			if (!header_value_ok(hv))
+				return fail(err, cap, q, "must not contain CR, LF or NUL");
+		}
+	}
 	s->headers = h ? json_deep_copy(h) : json_object();
 	if ((h = json_object_get(js, "body")) != NULL) {
 		subpath(p, sizeof(p), path, "body");
@@ -585,6 +638,7 @@ parse_http(json_t *js, const char *path, rs_step *s, const idset *ids, char *err
 	s->max_response_bytes = RS_HTTP_MAX_RESPONSE_DEFAULT;
 	if (get_int(js, "timeout_s", path, 1, &s->timeout_s, err, cap) != RS_OK ||
 	    get_int(js, "max_response_bytes", path, 1, &s->max_response_bytes, err, cap) != RS_OK ||
+	    get_int(js, "max_redirects", path, 0, &s->max_redirects, err, cap) != RS_OK ||
 	    parse_expect_status(js, path, s, err, cap) != RS_OK ||
 	    parse_hmac(js, path, s, err, cap) != RS_OK)
 		return RS_EINVAL;
@@ -592,6 +646,9 @@ parse_http(json_t *js, const char *path, rs_step *s, const idset *ids, char *err
 	subpath(p, sizeof(p), path, "max_response_bytes");
 	if (s->max_response_bytes > 512 * 1024)
 		return fail(err, cap, p, "must be <= 524288 (responses are recorded in events)");
+	subpath(p, sizeof(p), path, "max_redirects");
+	if (s->max_redirects > RS_HTTP_MAX_REDIRECTS)
+		return fail(err, cap, p, "must be <= %d", RS_HTTP_MAX_REDIRECTS);
 	return parse_retry(js, path, &s->retry, err, cap);
 }
 

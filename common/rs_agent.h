@@ -32,6 +32,7 @@
 #define RS_TOOL_TIMEOUT_DEFAULT_S  30
 #define RS_HTTP_TIMEOUT_DEFAULT_S  30
 #define RS_HTTP_MAX_RESPONSE_DEFAULT (256 * 1024)
+#define RS_HTTP_MAX_REDIRECTS      5   /* max_redirects: 0 (default, not followed) .. 5 */
 #define RS_LLM_TIMEOUT_DEFAULT_S   120
 #define RS_LLM_MAX_TURNS_DEFAULT   8
 #define RS_LLM_MAX_ATTEMPTS_DEFAULT 3
@@ -96,6 +97,7 @@ typedef struct {
 	char *hmac_secret_env;       /* NULL: no signature */
 	char *hmac_header;           /* default "Runstream-Signature" */
 	int64_t max_response_bytes;
+	int64_t max_redirects;       /* 0: redirects are not followed */
 	/* llm */
 	char *base_url, *model, *api_key_env;
 	json_t *system;              /* template or NULL */

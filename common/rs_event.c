@@ -584,6 +584,7 @@ static const rs_field f_http_requested[] = {
 	REQ(rs_ev_http_requested, deadline, RS_F_TIME, 0),
 	OPT(rs_ev_http_requested, hmac, RS_F_OBJECT, 0),
 	OPT(rs_ev_http_requested, max_response_bytes, RS_F_INT, 1),
+	OPT(rs_ev_http_requested, max_redirects, RS_F_INT, 1),
 };
 static const rs_field f_http_completed[] = {
 	REQ(rs_ev_http_completed, effect_id, RS_F_CALLID, 0),

@@ -117,7 +117,8 @@ typedef struct { int64_t timeout_s; } rs_ev_run_timed_out;
  * none; hmac {secret_env, header} names the secret, never holds it). */
 typedef struct { char *effect_id; char *step_id; int64_t attempt; char *method; char *url;
                  json_t *headers; json_t *body; int64_t timeout_ms; int64_t deadline;
-                 json_t *hmac; int64_t max_response_bytes; } rs_ev_http_requested;
+                 json_t *hmac; int64_t max_response_bytes;
+                 int64_t max_redirects; /* 0/absent: not followed */ } rs_ev_http_requested;
 typedef struct { char *effect_id; char *step_id; int64_t attempt; int64_t status;
                  json_t *headers; json_t *body; int64_t duration_ms; } rs_ev_http_completed;
 /* llm step: one model turn. messages is the whole chat so far (a retry or

@@ -34,14 +34,25 @@
 #include "rs_metrics.h"
 #include "rs_nats.h"
 #include "rs_status.h"
+#include "sse.h"
 
 /* ---- settings (main.c) ---- */
+/* http.c's (http_global_init) */
+typedef struct {
+	const char *ca_file;        /* RS_EXECUTOR_CA_FILE (added to the system store), NULL: none */
+	const char *egress_allow;   /* RS_EXECUTOR_EGRESS_ALLOW */
+	int64_t connect_timeout_ms; /* RS_EXECUTOR_CONNECT_TIMEOUT_MS */
+	int64_t max_connections;    /* idle connections kept for reuse */
+} http_cfg;
+
 typedef struct {
 	rs_config base;
 	int64_t workers;          /* RS_EXECUTOR_WORKERS */
 	int64_t chunk_ms;         /* RS_EXECUTOR_CHUNK_MS: delta batching period */
 	int64_t chunk_bytes;      /* RS_EXECUTOR_CHUNK_BYTES: ... or this much text */
 	int64_t max_sse_bytes;    /* RS_EXECUTOR_MAX_STREAM_BYTES: cap of one model stream */
+	sse_limits sse;           /* RS_EXECUTOR_SSE_MAX_LINE, _MAX_MESSAGE, _MAX_TOOL_CALLS */
+	http_cfg http;            /* CA file, egress allow-list, connect timeout */
 } exec_cfg;
 
 /* ---- metrics (main.c registers) ---- */
@@ -93,6 +104,8 @@ void pool_touch(struct pool *p);
 /* Stop taking jobs, wait for the running ones up to grace_ms; jobs still
  * queued are naked so another instance takes them. */
 void pool_stop(struct pool *p, int64_t grace_ms);
+/* 1 once pool_stop has joined every worker (none is still in an effect). */
+int pool_stopped(const struct pool *p);
 void pool_free(struct pool *p);
 void job_free(job *j);
 
@@ -106,22 +119,28 @@ rs_status publish_result(executor *x, const rs_event *req, json_t *output,
 rs_status publish_chunk(executor *x, const rs_event *req, int64_t index,
                         const char *text, size_t len);
 
-/* ---- http_client.c: HTTP/1.1 over plain TCP ---- */
+/* ---- http.c: outbound HTTP on libcurl ----
+ * One multi handle per call (curl_multi_poll gives the streaming tick),
+ * one process-wide share of connections, DNS and TLS sessions, so calls
+ * to the same host reuse kept-alive connections whichever worker makes
+ * them. Every connection is vetted by the egress policy (egress.h) on the
+ * address it is about to connect to. */
 typedef struct {
 	const char *name, *value;
 } http_header;
 
 typedef struct {
-	const char *method;
-	const char *url;            /* http://host[:port]/path */
-	const http_header *headers; /* nheaders entries */
+	const char *method;         /* an RFC 7230 token, at most 16 bytes */
+	const char *url;            /* http:// or https:// */
+	const http_header *headers; /* nheaders entries (validated by http_do) */
 	size_t nheaders;
-	const char *body;
+	const char *body;           /* NULL: none */
 	size_t body_len;
 	int64_t deadline_ms;        /* rs_mono_ms() deadline for everything */
-	size_t max_body;            /* cap of the response body */
-	/* Streaming: body bytes as they arrive (de-chunked) instead of being
-	 * buffered; return nonzero to stop. */
+	size_t max_body;            /* cap of the response body (both modes) */
+	long max_redirects;         /* 0: redirects are answers, not followed */
+	/* Streaming: body bytes as they arrive instead of being buffered;
+	 * return nonzero to stop (then http_do answers HF_STOPPED). */
 	int (*on_data)(void *ud, const char *buf, size_t n);
 	/* Called at least every tick_ms while waiting for bytes. */
 	void (*on_tick)(void *ud);
@@ -129,19 +148,43 @@ typedef struct {
 	void *ud;
 } http_req;
 
+/* Why a call failed; http_fail_code / _class name it for an effect.result. */
+typedef enum {
+	HF_OK = 0,
+	HF_INVALID,        /* invalid_request (permanent): refused before connecting */
+	HF_EGRESS,         /* egress_denied (permanent) */
+	HF_CONNECT,        /* connect_failed (transient) */
+	HF_TLS,            /* tls_verify_failed (permanent): certificate not trusted / wrong name */
+	HF_TIMEOUT,        /* timeout */
+	HF_IO,             /* connection_error (transient) */
+	HF_TOO_LARGE,      /* response_too_large (permanent) */
+	HF_REDIRECTS,      /* too_many_redirects (permanent) */
+	HF_STOPPED,        /* on_data asked to stop */
+} http_fail;
+
 typedef struct {
-	int status;
-	json_t *headers;            /* lower-case name -> value */
+	int status;                 /* 0 until a status line arrived */
+	json_t *headers;            /* lower-case name -> value, credentials redacted */
 	char *body;                 /* buffered body (NUL-terminated), NULL when streamed */
 	size_t body_len;
-	int too_large;              /* body exceeded max_body */
+	char err[320];              /* what failed, for the error message */
 } http_resp;
 
-/* Perform q. RS_OK: a complete response in *r. RS_EUNAVAIL: could not
- * connect; RS_ETIMEOUT: deadline; RS_EIO: the connection broke or the
- * response was malformed (r->status is set if headers had arrived);
- * RS_EINVAL: bad URL or unsupported scheme. err says what. */
-rs_status http_do(const http_req *q, http_resp *r, char *err, size_t cap);
+/* Once, before any thread calls http_do. err says what is wrong. */
+rs_status http_global_init(const http_cfg *c, char *err, size_t cap);
+void http_global_cleanup(void);
+/* Entries of the egress allow-list (for the start-up log). */
+size_t http_egress_rules(void);
+/* Refuse what must not reach a socket: method not a short token, URL not
+ * http(s) or with controls/spaces, header names not tokens, values with
+ * CR/LF/NUL or other controls, hop-by-hop / framing headers. HF_INVALID
+ * with why, or HF_OK. http_do checks the same first. */
+http_fail http_validate(const http_req *q, char *why, size_t cap);
+/* Perform q. The response (status, headers, body) is in *r as far as it
+ * arrived, whatever the result. */
+http_fail http_do(const http_req *q, http_resp *r);
+const char *http_fail_code(http_fail f);
+rs_errclass http_fail_class(http_fail f);
 void http_resp_free(http_resp *r);
 /* Parse Retry-After (seconds) of a response, in ms; 0 if none. */
 int64_t http_retry_after_ms(const http_resp *r);
@@ -154,23 +197,5 @@ rs_status webhook_run(executor *x, const rs_event *req);
 /* ---- llm.c: model turns (OpenAI Chat Completions, streaming) ---- */
 /* Same contract as webhook_run. */
 rs_status llm_run(executor *x, const rs_event *req);
-
-/* ---- sse.c: the model stream parser ---- */
-typedef struct sse_acc sse_acc;
-sse_acc *sse_acc_new(void);
-void sse_acc_free(sse_acc *a);
-/* Feed bytes of the stream. Returns 1 after "data: [DONE]", -1 on a
- * malformed chunk, else 0. New text goes to *text (appended; caller
- * takes it with sse_acc_take_text). */
-int sse_acc_feed(sse_acc *a, const char *buf, size_t n);
-/* Text received since the last take (malloc'd, *len bytes), or NULL. */
-char *sse_acc_take_text(sse_acc *a, size_t *len);
-size_t sse_acc_pending_text(const sse_acc *a);
-/* The assistant message so far: {role, content, tool_calls?}, usage
- * (or NULL) and finish_reason (or NULL). New references. */
-json_t *sse_acc_message(const sse_acc *a);
-json_t *sse_acc_usage(const sse_acc *a);
-const char *sse_acc_finish(const sse_acc *a);
-int sse_acc_done(const sse_acc *a);
 
 #endif

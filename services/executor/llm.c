@@ -15,7 +15,10 @@
  *
  * Errors: 429, 408 and 5xx are transient (Retry-After passed on), other
  * 4xx permanent; a stream that ends without finish_reason/[DONE] is a
- * transient "stream_cut"; the deadline is a timeout. The state machine
+ * transient "stream_cut"; the deadline is a timeout; egress_denied,
+ * tls_verify_failed, invalid_request and response_too_large (the stream
+ * over RS_EXECUTOR_MAX_STREAM_BYTES, or a line / message / tool calls over
+ * the parser's limits) are permanent. The state machine
  * retries the turn by the step's retry policy.
  */
 #include <stdio.h>
@@ -34,7 +37,7 @@ typedef struct {
 	const rs_event *req;
 	http_resp *resp;          /* filled by http_do: status known before the body */
 	sse_acc *acc;
-	int bad;                  /* malformed stream */
+	int bad;                  /* SSE_MALFORMED / SSE_TOO_LARGE */
 	int publish_failed;
 	int64_t next_index;
 	int64_t last_flush;
@@ -55,12 +58,16 @@ flush(turn *t, int force)
 	if (!force && pending < (size_t)t->x->cfg.chunk_bytes &&
 	    now - t->last_flush < t->x->cfg.chunk_ms)
 		return;
-	if ((text = sse_acc_take_text(t->acc, &len)) == NULL)
-		return;
-	if (publish_chunk(t->x, t->req, t->next_index++, text, len) != RS_OK)
-		t->publish_failed = 1;
+	/* At most chunk_bytes per command (cut on a character boundary): a
+	 * single huge delta never makes a command over the payload limit. */
+	while ((text = sse_acc_take_text(t->acc, (size_t)t->x->cfg.chunk_bytes, &len)) != NULL) {
+		if (publish_chunk(t->x, t->req, t->next_index++, text, len) != RS_OK)
+			t->publish_failed = 1;
+		free(text);
+		if (t->publish_failed)
+			break;
+	}
 	t->last_flush = now;
-	free(text);
 }
 
 static int
@@ -79,9 +86,9 @@ on_data(void *ud, const char *buf, size_t n)
 	}
 	rc = sse_acc_feed(t->acc, buf, n);
 	if (rc < 0)
-		t->bad = 1;
+		t->bad = rc;
 	flush(t, 0);
-	return rc != 0 || t->publish_failed;
+	return rc != SSE_OK || t->publish_failed;
 }
 
 static void
@@ -221,8 +228,8 @@ answer_message(executor *x, const rs_event *req, turn *t)
 }
 
 /* Build the request (URL, headers with the key) and run it. */
-static rs_status
-call_model(executor *x, const rs_event *req, turn *t, http_resp *r, char *err, size_t cap)
+static http_fail
+call_model(executor *x, const rs_event *req, turn *t, http_resp *r, int *key_missing)
 {
 	const rs_ev_llm_requested *l = &req->d.llm_requested;
 	const char *base = json_string_value(json_object_get(l->model, "base_url"));
@@ -230,21 +237,22 @@ call_model(executor *x, const rs_event *req, turn *t, http_resp *r, char *err, s
 	const char *key = env ? getenv(env) : NULL;
 	http_header hdr[3] = { { "Content-Type", "application/json" },
 	                       { "Accept", "text/event-stream" }, { "Authorization", NULL } };
-	char url[1024], *auth = NULL, *body;
+	char *url = NULL, *auth = NULL, *body;
 	size_t bl = base ? strlen(base) : 0;
 	http_req q;
-	rs_status st;
+	http_fail f;
 
 	if (env != NULL && (key == NULL || *key == '\0')) {
-		snprintf(err, cap, "api_key_missing");
-		return RS_ENOTFOUND;
+		*key_missing = 1;
+		return HF_INVALID;
 	}
-	snprintf(url, sizeof(url), "%.*s/chat/completions",
-	         (int)(bl > 0 && base[bl - 1] == '/' ? bl - 1 : bl), base ? base : "");
+	if (asprintf(&url, "%.*s/chat/completions",
+	             (int)(bl > 0 && base[bl - 1] == '/' ? bl - 1 : bl), base ? base : "") < 0)
+		abort();
 	if ((body = request_body(x, req)) == NULL)
-		return RS_ENOMEM;
+		abort();
 	if (key != NULL && asprintf(&auth, "Bearer %s", key) < 0)
-		auth = NULL;
+		abort();
 	hdr[2].value = auth;
 	memset(&q, 0, sizeof(q));
 	q.method = "POST";
@@ -260,13 +268,14 @@ call_model(executor *x, const rs_event *req, turn *t, http_resp *r, char *err, s
 	q.tick_ms = x->cfg.chunk_ms / 4 > 0 ? x->cfg.chunk_ms / 4 : 1;
 	q.ud = t;
 	t->resp = r;
-	st = http_do(&q, r, err, cap);
+	f = http_do(&q, r);
 	if (auth != NULL) {
 		memset(auth, 0, strlen(auth));   /* the key does not outlive the request */
 		free(auth);
 	}
 	free(body);
-	return st;
+	free(url);
+	return f;
 }
 
 rs_status
@@ -274,43 +283,48 @@ llm_run(executor *x, const rs_event *req)
 {
 	turn t;
 	http_resp r;
-	char err[256] = "";
+	http_fail f;
+	int key_missing = 0;
 	rs_status st;
 
 	memset(&t, 0, sizeof(t));
 	memset(&r, 0, sizeof(r));
 	t.x = x;
 	t.req = req;
-	if ((t.acc = sse_acc_new()) == NULL)
-		return RS_ENOMEM;
+	t.acc = sse_acc_new(&x->cfg.sse);
 	if (req->d.llm_requested.deadline <= rs_now_ms()) {
 		st = answer_error(x, req, "timeout", "the turn's deadline passed before it was sent",
 		                  RS_ERRCLASS_TIMEOUT, 0);
 		goto cleanup;
 	}
-	st = call_model(x, req, &t, &r, err, sizeof(err));
-	if (st == RS_ENOTFOUND) {
+	f = call_model(x, req, &t, &r, &key_missing);
+	if (key_missing) {
 		st = answer_error(x, req, "api_key_missing", "the model's api_key_env is not set "
 		                  "in the executor's environment", RS_ERRCLASS_PERMANENT, 0);
 	} else if (t.publish_failed) {
 		st = RS_EUNAVAIL;   /* not acked: the turn is re-issued */
+	} else if (f == HF_EGRESS || f == HF_INVALID || f == HF_TLS || f == HF_TOO_LARGE ||
+	           f == HF_REDIRECTS) {
+		/* Permanent whatever arrived: the policy, the request or the limits. */
+		st = answer_error(x, req, http_fail_code(f), r.err, http_fail_class(f), 0);
 	} else if (r.status != 0 && (r.status < 200 || r.status > 299)) {
 		st = answer_status(x, req, &t, &r);
+	} else if (t.bad == SSE_TOO_LARGE) {
+		st = answer_error(x, req, "response_too_large", sse_acc_error(t.acc),
+		                  RS_ERRCLASS_PERMANENT, 0);
 	} else if (t.bad) {
-		st = answer_error(x, req, "bad_stream", "the model sent a malformed chunk",
+		st = answer_error(x, req, "bad_stream", sse_acc_error(t.acc),
 		                  RS_ERRCLASS_TRANSIENT, 0);
 	} else if (sse_acc_done(t.acc)) {
 		st = answer_message(x, req, &t);
-	} else if (st == RS_ETIMEOUT) {
+	} else if (f == HF_TIMEOUT) {
 		st = answer_error(x, req, "timeout", "the model did not finish before the deadline",
 		                  RS_ERRCLASS_TIMEOUT, 0);
-	} else if (st == RS_EUNAVAIL) {
-		st = answer_error(x, req, "connect_failed", err, RS_ERRCLASS_TRANSIENT, 0);
-	} else if (st == RS_EINVAL) {
-		st = answer_error(x, req, "invalid_request", err, RS_ERRCLASS_PERMANENT, 0);
+	} else if (f == HF_CONNECT) {
+		st = answer_error(x, req, "connect_failed", r.err, RS_ERRCLASS_TRANSIENT, 0);
 	} else {
 		st = answer_error(x, req, "stream_cut", r.status ? "the stream ended before the "
-		                  "answer was complete" : err, RS_ERRCLASS_TRANSIENT, 0);
+		                  "answer was complete" : r.err, RS_ERRCLASS_TRANSIENT, 0);
 	}
 cleanup:
 	http_resp_free(&r);

@@ -16,10 +16,19 @@
  *   RS_EXECUTOR_CHUNK_MS          llm.chunk batching period [50]
  *   RS_EXECUTOR_CHUNK_BYTES       ... or this much text, whichever first [1024]
  *   RS_EXECUTOR_MAX_STREAM_BYTES  cap of one model response stream [8388608]
+ *   RS_EXECUTOR_SSE_MAX_LINE      longest line of a model stream [262144]
+ *   RS_EXECUTOR_SSE_MAX_MESSAGE   text + tool calls of one model message [262144]
+ *   RS_EXECUTOR_SSE_MAX_TOOL_CALLS tool calls in one model message [64]
+ *   RS_EXECUTOR_CA_FILE           extra trusted CA certificates (PEM) [none]
+ *   RS_EXECUTOR_EGRESS_ALLOW      CIDRs / host names exempt from the egress policy [none]
+ *   RS_EXECUTOR_CONNECT_TIMEOUT_MS connect (TCP + TLS) timeout, within the step's [10000]
+ *   RS_EXECUTOR_MAX_CONNECTIONS   idle connections kept for reuse [256]
+ *   http_proxy, https_proxy, no_proxy  honoured (libcurl)
  *   plus the variables the agents name: model api_key_env, hmac secret_env.
  * Exit: 0 after SIGTERM/SIGINT, 1 on bad configuration or missing streams,
  * 4 when NATS cannot be reached.
  */
+#include <curl/curl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,11 +46,19 @@ static const char *const required[] = { "RUNS", "CMDS", NULL };
 static int
 load_cfg(exec_cfg *c)
 {
+	int64_t line, msg, calls;
 	struct { const char *name; int64_t def, min, max; int64_t *out; } v[] = {
 		{ "RS_EXECUTOR_WORKERS", 16, 1, 1024, &c->workers },
 		{ "RS_EXECUTOR_CHUNK_MS", 50, 1, 10000, &c->chunk_ms },
 		{ "RS_EXECUTOR_CHUNK_BYTES", 1024, 1, 512 * 1024, &c->chunk_bytes },
 		{ "RS_EXECUTOR_MAX_STREAM_BYTES", 8388608, 1024, 1073741824, &c->max_sse_bytes },
+		/* The message becomes an llm.message event and an effect.result:
+		 * well under NATS' 1 MiB default max payload. */
+		{ "RS_EXECUTOR_SSE_MAX_LINE", 262144, 1024, 4194304, &line },
+		{ "RS_EXECUTOR_SSE_MAX_MESSAGE", 262144, 1024, 786432, &msg },
+		{ "RS_EXECUTOR_SSE_MAX_TOOL_CALLS", 64, 1, 1024, &calls },
+		{ "RS_EXECUTOR_CONNECT_TIMEOUT_MS", 10000, 100, 600000, &c->http.connect_timeout_ms },
+		{ "RS_EXECUTOR_MAX_CONNECTIONS", 256, 1, 100000, &c->http.max_connections },
 	};
 
 	if (rs_config_load(&c->base, "executor", "RS_EXECUTOR_OPS_PORT", 9103) != RS_OK)
@@ -49,6 +66,11 @@ load_cfg(exec_cfg *c)
 	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
 		if (rs_env_int(v[i].name, v[i].def, v[i].min, v[i].max, v[i].out) != RS_OK)
 			return -1;
+	c->sse.max_line = (size_t)line;
+	c->sse.max_message = (size_t)msg;
+	c->sse.max_tool_calls = (size_t)calls;
+	c->http.ca_file = rs_env_str("RS_EXECUTOR_CA_FILE", NULL);
+	c->http.egress_allow = rs_env_str("RS_EXECUTOR_EGRESS_ALLOW", NULL);
 	return 0;
 }
 
@@ -122,7 +144,8 @@ main(int argc, char **argv)
 	rs_ops ops = { "executor", ready, &x };
 	rs_ops_server *srv = NULL;
 	sigset_t sigs;
-	int sig = 0, rc = 1;
+	int sig = 0, rc = 1, idle;
+	char why[300];
 
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGTERM);
@@ -134,6 +157,10 @@ main(int argc, char **argv)
 	metrics_init();
 	if (load_cfg(&x.cfg) != 0)
 		return 1;
+	if (http_global_init(&x.cfg.http, why, sizeof(why)) != RS_OK) {
+		rs_error("%s", why);
+		return 1;
+	}
 	if (rs_ops_server_start(&srv, x.cfg.base.listen_addr, (int)x.cfg.base.ops_port, &ops) != RS_OK)
 		goto out;
 	if ((rc = connect_nats(&x)) != 0)
@@ -141,9 +168,10 @@ main(int argc, char **argv)
 	rc = 1;
 	if ((x.pool = pool_new(&x, (int)x.cfg.workers)) == NULL || consumer_start(&x) != RS_OK)
 		goto out;
-	rs_info("executor %s started (%lld workers, chunks every %lld ms or %lld bytes)",
-	        x.cfg.base.instance_id, (long long)x.cfg.workers, (long long)x.cfg.chunk_ms,
-	        (long long)x.cfg.chunk_bytes);
+	rs_info("executor %s started (%lld workers, chunks every %lld ms or %lld bytes, %s, "
+	        "egress allow-list: %zu entries)", x.cfg.base.instance_id,
+	        (long long)x.cfg.workers, (long long)x.cfg.chunk_ms, (long long)x.cfg.chunk_bytes,
+	        curl_version(), http_egress_rules());
 	sigwait(&sigs, &sig);
 	rs_info("signal %d: stopping (grace %lld ms)", sig, (long long)x.cfg.base.shutdown_grace_ms);
 	rc = 0;
@@ -156,8 +184,11 @@ out:
 	natsSubscription_Destroy(x.sub);
 	kvStore_Destroy(x.presence);
 	rs_nats_close(&x.nats, x.cfg.base.shutdown_grace_ms / 4);
+	idle = x.pool == NULL || pool_stopped(x.pool);
 	pool_free(x.pool);
 	rs_ops_server_stop(srv);
+	if (idle)   /* no worker is inside curl any more */
+		http_global_cleanup();
 	if (rc == 0)
 		rs_info("stopped");
 	return rc;

@@ -197,6 +197,12 @@ pool_stop(struct pool *p, int64_t grace_ms)
 	}
 }
 
+int
+pool_stopped(const struct pool *p)
+{
+	return p->nthreads == 0;
+}
+
 void
 pool_free(struct pool *p)
 {

@@ -4,7 +4,10 @@
  * only then is the request acked (job_run), so "acked" implies "the answer
  * is durable". Msg ids make a re-issued effect's answers duplicates the
  * server drops: result-<effect_id>, chunk-<effect_id>-<index>.
+ * A result larger than the server's max payload becomes a permanent
+ * too_large error (a publish that cannot succeed is never retried).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -14,6 +17,9 @@
 
 #define PUBLISH_TIMEOUT_MS 5000
 #define PUBLISH_TRIES 5
+/* Room for the subject and headers (Nats-Msg-Id, Runstream-Type) of a
+ * command within the server's max payload. */
+#define HEADROOM 1024
 
 /* The request's effect id (both request types carry one). */
 static const char *
@@ -33,8 +39,19 @@ cmd_head(rs_cmd *c, rs_cmd_type t, const rs_event *req)
 	snprintf(c->traceparent, sizeof(c->traceparent), "%s", req->traceparent);
 }
 
+/* The largest command body the server takes (its max_payload, less the
+ * room for subject and headers). */
+static size_t
+max_body(executor *x)
+{
+	int64_t mp = natsConnection_GetMaxPayload(x->nats.nc);
+
+	return mp > HEADROOM * 2 ? (size_t)(mp - HEADROOM) : 1024 * 1024 - HEADROOM;
+}
+
 /* Encode, then publish with retries (NATS may be reconnecting). The
- * caller keeps c. */
+ * caller keeps c. RS_EINVAL: the command is larger than the server takes
+ * (never sent: a publish that cannot succeed must not be retried). */
 static rs_status
 send_cmd(executor *x, const rs_cmd *c)
 {
@@ -45,6 +62,10 @@ send_cmd(executor *x, const rs_cmd *c)
 
 	if ((st = rs_cmd_encode(c, &body, &len)) != RS_OK)
 		return st;
+	if (len > max_body(x)) {
+		free(body);
+		return RS_EINVAL;
+	}
 	rs_cmd_subject(c->tenant, c->run_id, subj, sizeof(subj));
 	rs_cmd_msg_id(c, id, sizeof(id));
 	st = rs_nats_msg(&m, subj, body, (int)len, "Runstream-Type", rs_cmd_type_name(c->type),
@@ -84,6 +105,23 @@ publish_result(executor *x, const rs_event *req, json_t *output, const rs_err *e
 		c.output = output ? output : json_null();
 	}
 	st = send_cmd(x, &c);
+	if (st == RS_EINVAL && error == NULL) {
+		/* The output does not fit in a command (nor in the event the
+		 * orchestrator would make of it): a permanent error instead, so
+		 * the run learns why rather than the effect being re-issued forever. */
+		char msg[200];
+		snprintf(msg, sizeof(msg), "the result is larger than the NATS max payload "
+		         "(%lld bytes)", (long long)natsConnection_GetMaxPayload(x->nats.nc));
+		json_decref(c.output);
+		c.output = NULL;
+		c.has_error = 1;
+		c.error.code = strdup("too_large");
+		c.error.message = strdup(msg);
+		c.error.cls = RS_ERRCLASS_PERMANENT;
+		c.error.retryable = 0;
+		rs_log(RS_LOG_WARN, req->run_id, NULL, "effect %s: %s", c.effect_id, msg);
+		st = send_cmd(x, &c);
+	}
 	rs_cmd_free(&c);
 	return st;
 }

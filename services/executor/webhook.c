@@ -10,9 +10,14 @@
  *       environment variable hmac.secret_env now, never logged or stored)
  *   Content-Type: application/json for a non-string body, unless set.
  * The answer's output is {status, headers, body, duration_ms} for any
- * status (the state machine judges it); transport failures are errors:
- * connect_failed / connection_error (transient), timeout, invalid_request
- * and response_too_large (permanent).
+ * status (the state machine judges it), its headers with credentials
+ * (Set-Cookie, ...) redacted; transport failures are errors (http.c):
+ * connect_failed / connection_error (transient), timeout, and permanent
+ * invalid_request (refused before connecting: a header value with CR/LF,
+ * a method that is not a short token, ...), egress_denied,
+ * tls_verify_failed, too_many_redirects, response_too_large.
+ * Redirects are followed only when the step sets max_redirects (1..5),
+ * each hop vetted by the egress policy again.
  */
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -89,16 +94,11 @@ answer_error(executor *x, const rs_event *req, const char *code, const char *msg
 	return publish_result(x, req, NULL, &e, 0);
 }
 
+/* A transport failure (http.c classified it). */
 static rs_status
-answer_transport(executor *x, const rs_event *req, rs_status st, const char *why)
+answer_transport(executor *x, const rs_event *req, http_fail f, const char *why)
 {
-	if (st == RS_ETIMEOUT)
-		return answer_error(x, req, "timeout", why, RS_ERRCLASS_TIMEOUT);
-	if (st == RS_EUNAVAIL)
-		return answer_error(x, req, "connect_failed", why, RS_ERRCLASS_TRANSIENT);
-	if (st == RS_EINVAL)
-		return answer_error(x, req, "invalid_request", why, RS_ERRCLASS_PERMANENT);
-	return answer_error(x, req, "connection_error", why, RS_ERRCLASS_TRANSIENT);
+	return answer_error(x, req, http_fail_code(f), why, http_fail_class(f));
 }
 
 rs_status
@@ -106,7 +106,7 @@ webhook_run(executor *x, const rs_event *req)
 {
 	const rs_ev_http_requested *h = &req->d.http_requested;
 	http_header hdr[MAX_HEADERS + 3];
-	char *body = NULL, *vals[MAX_HEADERS], idem[320], sig[200], err[256] = "";
+	char *body = NULL, *vals[MAX_HEADERS], idem[320], sig[200], err[320] = "";
 	const char *k, *secret;
 	int has_ctype = 0;
 	size_t n = 0, nv = 0, blen = 0;
@@ -114,13 +114,17 @@ webhook_run(executor *x, const rs_event *req)
 	http_resp r;
 	json_t *v, *out;
 	int64_t t0;
+	http_fail f;
 	rs_status st = RS_OK;
 
 	memset(&q, 0, sizeof(q));
 	memset(&r, 0, sizeof(r));
+	if (json_object_size(h->headers) > MAX_HEADERS) {
+		snprintf(err, sizeof(err), "more than %d headers", MAX_HEADERS);
+		st = answer_error(x, req, "invalid_request", err, RS_ERRCLASS_PERMANENT);
+		goto cleanup;
+	}
 	json_object_foreach(h->headers, k, v) {
-		if (n == MAX_HEADERS)
-			break;
 		vals[nv] = json_is_string(v) ? strdup(json_string_value(v)) : rs_json_dump(v);
 		hdr[n].name = k;
 		hdr[n++].value = vals[nv] ? vals[nv] : "";
@@ -163,20 +167,17 @@ webhook_run(executor *x, const rs_event *req)
 	q.deadline_ms = mono_deadline(h->deadline, h->timeout_ms);
 	q.max_body = h->max_response_bytes > 0 ? (size_t)h->max_response_bytes
 	                                       : RS_HTTP_MAX_RESPONSE_DEFAULT;
+	q.max_redirects = h->max_redirects > 0 && h->max_redirects <= RS_HTTP_MAX_REDIRECTS ?
+	                  (long)h->max_redirects : 0;
 	t0 = rs_mono_ms();
 	if (q.deadline_ms <= t0) {
 		st = answer_error(x, req, "timeout", "the request's deadline passed before it was "
 		                  "sent", RS_ERRCLASS_TIMEOUT);
 		goto cleanup;
 	}
-	st = http_do(&q, &r, err, sizeof(err));
-	if (st != RS_OK) {
-		st = answer_transport(x, req, st, err);
-		goto cleanup;
-	}
-	if (r.too_large) {
-		snprintf(err, sizeof(err), "response body larger than %zu bytes", q.max_body);
-		st = answer_error(x, req, "response_too_large", err, RS_ERRCLASS_PERMANENT);
+	/* Refused before any connection: nothing of it reaches a socket. */
+	if ((f = http_do(&q, &r)) != HF_OK) {
+		st = answer_transport(x, req, f, r.err);
 		goto cleanup;
 	}
 	out = json_pack("{s:i, s:O, s:o, s:I}", "status", r.status, "headers", r.headers,
