@@ -54,7 +54,8 @@ async function main() {
   await startService('orchestrator', { ...env, RS_ORCHESTRATOR_OPS_PORT: String(oport) }, oport);
   const xport = await freePort();
   const x = startProcess('executor', `${BUILD}/services/executor/rs-executor`, [],
-    { ...env, RS_EXECUTOR_OPS_PORT: String(xport), RS_EXECUTOR_WORKERS: process.env.RS_EXECUTOR_WORKERS || '128' });
+    { ...env, RS_EXECUTOR_OPS_PORT: String(xport), RS_EXECUTOR_WORKERS: process.env.RS_EXECUTOR_WORKERS || '128',
+      RS_EXECUTOR_EGRESS_ALLOW: '127.0.0.1/32' });   // the mock model is on loopback
   await waitFor('executor', async () => (await fetch(`http://127.0.0.1:${xport}/readyz`)).status === 200);
   const aport = await freePort();
   await startService('api', { ...env, RS_API_PORT: String(aport) }, aport);

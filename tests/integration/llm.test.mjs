@@ -185,6 +185,9 @@ async function startExecutor() {
   const p = startProcess(`executor-${port}`, `${BUILD}/services/executor/rs-executor`, [], {
     ...env, RS_EXECUTOR_OPS_PORT: String(port), RS_TEST_MODEL_KEY: MODEL_KEY, HOOK_SECRET,
     RS_EXECUTOR_WORKERS: '8',
+    // The scripted model and webhook servers listen on loopback, which the
+    // egress policy denies by default: open exactly that address.
+    RS_EXECUTOR_EGRESS_ALLOW: '127.0.0.1/32',
   });
   await waitFor('rs-executor /readyz', async () => {
     if (p.proc.exitCode !== null) throw new Error(`executor exited: ${logTail(p)}`);
