@@ -380,7 +380,7 @@ on_open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
 	why = egress_check(policy, host, &a->addr);
 	if (why != NULL) {
 		egress_addr_text(&a->addr, addr, sizeof(addr));
-		snprintf(c->r->err, sizeof(c->r->err), "egress policy: %s address %s (host %s) is "
+		snprintf(c->r->err, sizeof(c->r->err), "egress policy: %s address %s (host %.100s) is "
 		         "denied; allow it with RS_EXECUTOR_EGRESS_ALLOW", why, addr, host);
 		c->denied = 1;
 		return CURL_SOCKET_BAD;

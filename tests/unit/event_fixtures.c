@@ -186,6 +186,7 @@ fx_effects(rs_event *ev, int full)
 		ev->d.http_requested.hmac = full ? j("{\"header\":\"Runstream-Signature\","
 		                                     "\"secret_env\":\"HOOK_SECRET\"}") : NULL;
 		ev->d.http_requested.max_response_bytes = full ? 65536 : 0;
+		ev->d.http_requested.max_redirects = full ? 3 : 0;
 		break;
 	case RS_EV_HTTP_COMPLETED:
 		ev->d.http_completed.effect_id = s(FX_RUN_ID "-hook-1-1-http");

@@ -332,6 +332,18 @@ static const struct {
 	  "steps[0].max_response_bytes: must be an integer >= 1" },
 	{ ONE("{\"id\":\"h\",\"kind\":\"http\",\"url\":\"http://x\",\"max_response_bytes\":9999999}"),
 	  "steps[0].max_response_bytes: must be <= 524288 (responses are recorded in events)" },
+	{ ONE("{\"id\":\"h\",\"kind\":\"http\",\"url\":\"http://x\",\"max_redirects\":6}"),
+	  "steps[0].max_redirects: must be <= 5" },
+	{ ONE("{\"id\":\"h\",\"kind\":\"http\",\"url\":\"http://x\",\"max_redirects\":-1}"),
+	  "steps[0].max_redirects: must be an integer >= 0" },
+	{ ONE("{\"id\":\"h\",\"kind\":\"http\",\"url\":\"http://x\",\"headers\":{\"Bad Name\":\"v\"}}"),
+	  "steps[0].headers.Bad Name: must be a header name (an RFC 7230 token of at most 128 "
+	  "characters, not one the executor sets)" },
+	{ ONE("{\"id\":\"h\",\"kind\":\"http\",\"url\":\"http://x\",\"headers\":{\"Content-Length\":\"1\"}}"),
+	  "steps[0].headers.Content-Length: must be a header name (an RFC 7230 token of at most 128 "
+	  "characters, not one the executor sets)" },
+	{ ONE("{\"id\":\"h\",\"kind\":\"http\",\"url\":\"http://x\",\"headers\":{\"X-A\":\"a\\r\\nX-B: 1\"}}"),
+	  "steps[0].headers.X-A: must not contain CR, LF or NUL" },
 	{ ONE("{\"id\":\"h\",\"kind\":\"http\",\"url\":\"http://x\",\"retry\":{\"max_attempts\":0}}"),
 	  "steps[0].retry.max_attempts: must be an integer >= 1" },
 	{ ONE("{\"id\":\"h\",\"kind\":\"http\",\"url\":\"http://x\",\"prompt\":\"x\"}"),
