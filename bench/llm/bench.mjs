@@ -18,11 +18,14 @@ const { connect, headers, StringCodec } = require('nats');
 const RUNS = Number(process.env.RUNS || 100);
 const CHUNKS = Number(process.env.CHUNKS || 40);
 const GAP = Number(process.env.CHUNK_GAP_MS || 30);
+const KA_CALLS = Number(process.env.KA_CALLS || 100);
+const KA_WAVE = Number(process.env.KA_WAVE || 10);
 const sc = StringCodec();
 const sent = [];            // id -> performance.now() at write
 const lat = [];             // ms
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+let connections = 0;        // TCP connections the model server accepted
 const model = http.createServer(async (req, res) => {
   for await (const _ of req) { /* drain */ }
   res.writeHead(200, { 'Content-Type': 'text/event-stream' });
@@ -48,6 +51,7 @@ const pct = (a, p) => a[Math.min(a.length - 1, Math.floor(a.length * p))];
 async function main() {
   const stack = await startStack({ pg: true });
   const env = stack.env;
+  model.on('connection', () => { connections++; });
   await new Promise((r) => model.listen(0, '127.0.0.1', r));
   const key = runctl(['keys', 'create', '--tenant', 'bench'], env).stdout.trim();
   const oport = await freePort();
@@ -73,10 +77,13 @@ async function main() {
   // A stream on a run that does not exist yet is a 404 (EventSource then
   // gives up): open each watcher at the run's first event.
   const created = new Map();
+  const ended = new Map();   // run -> resolve, for the keep-alive phase
   const live = await followRuns(js, 'runs.bench.*', (m) => {
     const run = m.subject.split('.').pop();
     const f = created.get(run);
     if (f) { created.delete(run); f(); }
+    const e = ended.get(run);
+    if (e && /run\.(completed|failed)$/.test(JSON.parse(sc.decode(m.data)).type)) { ended.delete(run); e(); }
   });
   const finished = new Set();
   const t0 = performance.now();
@@ -114,6 +121,23 @@ async function main() {
   clearInterval(watchdog);
   const secs = (performance.now() - t0) / 1000;
   lat.sort((a, b) => a - b);
+  const connLatency = connections;
+  // Keep-alive: KA_CALLS more model calls in waves of KA_WAVE concurrent runs
+  // (each wave waits for the previous): connections the model server
+  // accepts meanwhile, per 100 calls. Without reuse this is 100.
+  const c0 = connections;
+  for (let w = 0; w < KA_CALLS / KA_WAVE; w++) {
+    const wave = [];
+    for (let i = 0; i < KA_WAVE; i++) {
+      const run = crypto.randomUUID();
+      wave.push(new Promise((r) => ended.set(run, r)));
+      const h = headers();
+      h.set('Runstream-Type', 'run.start');
+      await js.publish(`cmd.bench.${run}`, sc.encode(JSON.stringify({ type: 'run.start', run_id: run, tenant: 'bench', agent: def.name, version, input: { i: -1 } })), { msgID: `start-${run}`, headers: h });
+    }
+    await Promise.all(wave);
+  }
+  const kaConns = connections - c0;
   const m = await (await fetch(`http://127.0.0.1:${xport}/metrics`)).text();
   const chunks = /^rs_exec_llm_chunks_total\S* (\S+)$/m.exec(m)?.[1];
   console.log(JSON.stringify({
@@ -121,6 +145,9 @@ async function main() {
     chunk_gap_ms: GAP, model_chunks: sent.length, llm_chunk_commands: Number(chunks), latencies: lat.length,
     p50_ms: +pct(lat, 0.5).toFixed(1), p90_ms: +pct(lat, 0.9).toFixed(1), p99_ms: +pct(lat, 0.99).toFixed(1),
     max_ms: +lat[lat.length - 1].toFixed(1), wall_s: +secs.toFixed(1),
+    connections_latency_phase: connLatency,
+    keepalive_calls: KA_CALLS, keepalive_wave: KA_WAVE,
+    connections_per_100_calls: +(kaConns * 100 / KA_CALLS).toFixed(1),
   }));
   await live.stop();
   await nc.close();

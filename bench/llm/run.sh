@@ -2,9 +2,13 @@
 # bench/llm/run.sh - watcher-visible latency of streamed model text: from a
 # chunk leaving the (scripted) model server to the llm.delta carrying it
 # reaching an SSE client of rs-api, with N concurrent streaming runs
-# (bench.mjs). Usage: bench/llm/run.sh [build dir]
+# (bench.mjs); then keep-alive: KA_CALLS model calls in waves of KA_WAVE
+# concurrent runs, and the TCP connections the model server accepted for
+# them ("connections_per_100_calls"; 100 would mean no reuse).
+# Usage: bench/llm/run.sh [build dir]
 # Env: RUNS (100), CHUNKS per run (40), CHUNK_GAP_MS between chunks (30),
-#      RS_EXECUTOR_CHUNK_MS (50), RS_EXECUTOR_WORKERS (128).
+#      RS_EXECUTOR_CHUNK_MS (50), RS_EXECUTOR_WORKERS (128), KA_CALLS (100),
+#      KA_WAVE (10).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
