@@ -142,8 +142,9 @@ typedef struct {
 	/* Streaming: body bytes as they arrive instead of being buffered;
 	 * return nonzero to stop (then http_do answers HF_STOPPED). */
 	int (*on_data)(void *ud, const char *buf, size_t n);
-	/* Called at least every tick_ms while waiting for bytes. */
-	void (*on_tick)(void *ud);
+	/* Called at least every tick_ms while waiting for bytes; return
+	 * nonzero to stop (HF_STOPPED). */
+	int (*on_tick)(void *ud);
 	int64_t tick_ms;
 	void *ud;
 } http_req;

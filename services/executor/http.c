@@ -514,8 +514,10 @@ http_do(const http_req *q, http_resp *r)
 		if (running == 0)
 			break;
 		curl_multi_poll(multi, NULL, 0, tick, NULL);
-		if (q->on_tick != NULL)
-			q->on_tick(q->ud);
+		if (q->on_tick != NULL && q->on_tick(q->ud) != 0) {
+			c.stopped = 1;
+			break;
+		}
 	}
 	while ((m = curl_multi_info_read(multi, &left)) != NULL)
 		if (m->msg == CURLMSG_DONE)

@@ -31,6 +31,7 @@
 #include "rs_time.h"
 
 #define ERR_BODY_MAX 2048
+#define DONE_GRACE_MS 1000
 
 typedef struct {
 	executor *x;
@@ -38,6 +39,7 @@ typedef struct {
 	http_resp *resp;          /* filled by http_do: status known before the body */
 	sse_acc *acc;
 	int bad;                  /* SSE_MALFORMED / SSE_TOO_LARGE */
+	int64_t done_at;          /* [DONE] seen (rs_mono_ms), 0 before */
 	int publish_failed;
 	int64_t next_index;
 	int64_t last_flush;
@@ -88,13 +90,23 @@ on_data(void *ud, const char *buf, size_t n)
 	if (rc < 0)
 		t->bad = rc;
 	flush(t, 0);
-	return rc != SSE_OK || t->publish_failed;
+	/* After [DONE] the rest of the response is read (and ignored), not cut:
+	 * a transfer aborted mid-body closes its connection, one that ends
+	 * cleanly goes back to the cache for the next turn (keep-alive). */
+	if (rc == SSE_DONE && t->done_at == 0)
+		t->done_at = rs_mono_ms();
+	return rc < 0 || t->publish_failed;
 }
 
-static void
+/* Batching, and the end of a server that keeps the response open after
+ * [DONE]: DONE_GRACE_MS for it to end, then the turn is complete anyway. */
+static int
 on_tick(void *ud)
 {
-	flush(ud, 0);
+	turn *t = ud;
+
+	flush(t, 0);
+	return t->done_at != 0 && rs_mono_ms() - t->done_at > DONE_GRACE_MS;
 }
 
 /* Schemas and descriptions the definition left out, from the devices'
