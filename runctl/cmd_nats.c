@@ -59,6 +59,9 @@ add(subjects *s, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
+	for (size_t i = 0; i < s->n; i++)
+		if (strcmp(s->v[i], buf) == 0)
+			return;
 	if (s->n == s->cap) {
 		s->cap = s->cap ? 2 * s->cap : 32;
 		s->v = realloc(s->v, s->cap * sizeof(*s->v));
@@ -103,6 +106,9 @@ static void
 ephemeral(subjects *p, const char *stream)
 {
 	stream_info(p, stream);
+	/* nats.c looks the stream up by subject when a subscription does not
+	 * name it (kvStore_Watch): the answer is stream names only. */
+	add(p, "$JS.API.STREAM.NAMES");
 	add(p, "$JS.API.CONSUMER.CREATE.%s", stream);
 	add(p, "$JS.API.CONSUMER.CREATE.%s.>", stream);
 	add(p, "$JS.API.CONSUMER.DELETE.%s.*", stream);

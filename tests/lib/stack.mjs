@@ -123,6 +123,14 @@ export function roleEnv(env, role) {
   return { ...env, RS_NATS_USER: role, RS_NATS_PASSWORD: users[role] };
 }
 
+// { user, pass } of NATS user `role` on the server at url (tests that act
+// as a service).
+export function natsUser(url, role) {
+  const users = natsUsers.get(url);
+  if (!users?.[role]) throw new Error(`no NATS user ${role} on ${url}`);
+  return { user: role, pass: users[role] };
+}
+
 export async function startNats(opts = {}) {
   const port = opts.port || await freePort();
   const dir = opts.dir || tmpDir('nats');
