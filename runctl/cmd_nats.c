@@ -638,6 +638,43 @@ check_login(const char *url, const char *user, const char *password, int64_t wai
 	return s == NATS_OK;
 }
 
+/* Create the team's durable consumer as the admin when it does not exist:
+ * nats.c 3.4.1 creates durables only through the filterless
+ * DURABLE.CREATE subject, which a team may not use, but binds to an
+ * existing one with the INFO and MSG.NEXT calls it may. */
+static int
+ensure_team_consumer(int argc, char **argv, const char *user, const char *tenant)
+{
+	char filter[96];
+	jsConsumerConfig cc;
+	jsConsumerInfo *ci = NULL;
+	jsErrCode jerr = 0;
+	rs_nats n;
+	int rc = runctl_nats(&n, argc, argv);
+
+	if (rc != RC_OK)
+		return rc;
+	if (js_GetConsumerInfo(&ci, n.js, "RUNS", user, NULL, &jerr) == NATS_OK) {
+		jsConsumerInfo_Destroy(ci);
+		goto cleanup;
+	}
+	snprintf(filter, sizeof(filter), "runs.%s.>", tenant);
+	jsConsumerConfig_Init(&cc);
+	cc.Durable = user;
+	cc.FilterSubject = filter;
+	cc.AckPolicy = js_AckExplicit;
+	cc.DeliverPolicy = js_DeliverAll;
+	if (js_AddConsumer(&ci, n.js, "RUNS", &cc, NULL, &jerr) != NATS_OK) {
+		fprintf(stderr, "runctl consumers grant: cannot create consumer %s on RUNS: %s (%d)\n", user,
+		        nats_GetLastError(NULL), (int)jerr);
+		rc = RC_FAIL;
+	}
+	jsConsumerInfo_Destroy(ci);
+cleanup:
+	rs_nats_close(&n, 2000);
+	return rc;
+}
+
 int
 cmd_consumers_grant(int argc, char **argv)
 {
@@ -651,7 +688,7 @@ cmd_consumers_grant(int argc, char **argv)
 	int rc;
 
 	if (runctl_check_flags(argc, argv, "consumers grant",
-	                       (const char *const[]){ "tenant", "name", "dir", NULL }) != RC_OK)
+	                       (const char *const[]){ "tenant", "name", "dir", "nats", NULL }) != RC_OK)
 		return RC_USAGE;
 	if (!rs_id_is_token(tenant, 64) || !team_name_ok(name)) {
 		fprintf(stderr, "runctl consumers grant: --tenant must match [a-z0-9_-]{1,64} and "
@@ -700,6 +737,8 @@ cmd_consumers_grant(int argc, char **argv)
 		fprintf(stderr, "runctl consumers grant: nats-server (pid %d) was told to reload, but "
 		        "%s cannot log in at %s: see its log\n", (int)pid, user, url);
 		rc = RC_FAIL;
+	} else {
+		rc = ensure_team_consumer(argc, argv, user, tenant);
 	}
 	if (out_json()) {
 		json_t *v = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "user", user, "password",

@@ -8,9 +8,9 @@
 // role. Also RS_NATS_URL with several servers reaches a 3-node cluster.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect, StringCodec, AckPolicy, DeliverPolicy } from 'nats';
+import { connect, StringCodec, AckPolicy, DeliverPolicy, headers as natsHeaders } from 'nats';
 import {
-  startStack, startProcess, runctl, stopAll, natsUser, freePort, tmpDir, waitFor, SRC,
+  startStack, startProcess, runctl, stopAll, natsUser, freePort, tmpDir, waitFor, SRC, bin,
 } from '../lib/stack.mjs';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -30,7 +30,10 @@ const denied = (e) => e?.code === 'PERMISSIONS_VIOLATION';
 
 // Append one event as the admin (the tests' stand-in for the orchestrator).
 async function append(tenant, run, type) {
-  return ajs.publish(`runs.${tenant}.${run}`, sc.encode(JSON.stringify({ type, tenant })));
+  const h = natsHeaders();
+  h.set('Runstream-Type', type);
+  return ajs.publish(`runs.${tenant}.${run}`, sc.encode(JSON.stringify({ type, tenant, subject: run, runseq: 1 })),
+    { headers: h });
 }
 
 async function lastSeq() { return (await jsm.streams.info('RUNS')).state.last_seq; }
@@ -74,7 +77,13 @@ test('a team reads its tenant through its own consumer, and nothing else', async
   const tjsm = await nc.jetstreamManager({ checkAPI: false });
   const tjs = nc.jetstream();
 
-  // Its durable consumer, filtered to its tenant: exactly acme's events, in order.
+  // The grant created its durable consumer (for clients such as nats.c
+  // 3.4.1 that cannot create one through the filtered create API).
+  const made = await jsm.consumers.info('RUNS', 'team-billing');
+  assert.equal(made.config.filter_subject, 'runs.acme.>');
+  // Re-created by the team itself (nats.js uses the filtered API), filtered
+  // to its tenant: exactly acme's events, in order.
+  await tjsm.consumers.delete('RUNS', 'team-billing');
   await tjsm.consumers.add('RUNS', {
     durable_name: 'team-billing', filter_subject: 'runs.acme.>', ack_policy: AckPolicy.Explicit,
     deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: before1.seq,
@@ -161,6 +170,26 @@ test('a team reads its tenant through its own consumer, and nothing else', async
   await assert.rejects(tjsm.consumers.delete('RUNS', 'executor'), denied);
   assert.ok(await jsm.consumers.info('RUNS', 'executor'));
   await nc.close();
+});
+
+test('the C example consumer (docs/quickstart.md) works with team credentials', async () => {
+  const creds = JSON.parse(grant('acme', 'example').stdout);
+  const r = spawnSync(bin('examples/rs-example-consumer'), [creds.url, 'acme', creds.consumer, '3'], {
+    env: { ...process.env, RS_NATS_USER: creds.user, RS_NATS_PASSWORD: creds.password }, encoding: 'utf8', timeout: 20000,
+  });
+  assert.equal(r.status, 0, r.stderr);
+  // Tenant acme's events (appended by the test above; it stops after the
+  // batch that reaches 3), none of globex.
+  const lines = r.stdout.trim().split('\n');
+  assert.ok(lines.length >= 3, r.stdout);
+  assert.deepEqual(lines.slice(0, 3), ['1 run.created r0', '1 run.started r1', '1 run.completed r1']);
+  assert.doesNotMatch(r.stdout, /globex|g0|g1/);
+  // Another tenant through the same program and credentials: refused.
+  const other = spawnSync(bin('examples/rs-example-consumer'), [creds.url, 'globex', creds.consumer, '1'], {
+    env: { ...process.env, RS_NATS_USER: creds.user, RS_NATS_PASSWORD: creds.password }, encoding: 'utf8', timeout: 20000,
+  });
+  assert.notEqual(other.status, 0);
+  assert.match(other.stderr, /cannot create consumer/);
 });
 
 test('granting again rotates the password; a taken name is refused; the server was only reloaded', async () => {

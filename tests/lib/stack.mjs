@@ -149,9 +149,14 @@ export async function startNats(opts = {}) {
       users[k.replace('RS_NATS_PASSWORD_', '').toLowerCase().replace(/_/g, '-')] = v;
     }
     natsUsers.set(url, users);
+    // Everything in the file, nothing on the command line: a reload
+    // (SIGHUP, runctl consumers grant) re-reads only the file, and refuses
+    // to run when a setting such as server_name would change.
     const conf = path.join(dir, 'server.conf');
-    fs.writeFileSync(conf, `pid_file: "${authDir}/nats-server.pid"\ninclude "auth/auth.conf"\n`);
-    args = ['-c', conf, ...args];
+    fs.writeFileSync(conf, [`listen: 127.0.0.1:${port}`, `server_name: rs-test-${port}`,
+      `jetstream { store_dir: "${dir}" }`, `pid_file: "${authDir}/nats-server.pid"`,
+      'include "auth/auth.conf"', ''].join('\n'));
+    args = ['-c', conf];
     creds = { user: 'admin', pass: users.admin };
     env = { ...env, RS_NATS_USER: 'admin', RS_NATS_PASSWORD: users.admin };
   }
