@@ -1,5 +1,6 @@
 /* rs_nats.c - connection, status mapping, publish helpers (see rs_nats.h). */
 #include "rs_nats.h"
+#include "rs_config.h"
 #include "rs_log.h"
 #include "rs_time.h"
 
@@ -35,6 +36,70 @@ on_async_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *
 }
 
 rs_status
+rs_nats_split_urls(const char *list, char *buf, size_t cap, const char **urls, int max,
+                   int *count)
+{
+	size_t used = 0;
+	int k = 0;
+	const char *p = list, *e, *a, *b;
+
+	*count = 0;
+	if (list == NULL)
+		return RS_EINVAL;
+	for (;;) {
+		e = strchr(p, ',');
+		if (e == NULL)
+			e = p + strlen(p);
+		for (a = p; a < e && (*a == ' ' || *a == '\t'); a++)
+			;
+		for (b = e; b > a && (b[-1] == ' ' || b[-1] == '\t'); b--)
+			;
+		if (b == a || k == max || used + (size_t)(b - a) + 1 > cap)
+			return RS_EINVAL;
+		memcpy(buf + used, a, (size_t)(b - a));
+		buf[used + (size_t)(b - a)] = '\0';
+		urls[k++] = buf + used;
+		used += (size_t)(b - a) + 1;
+		if (*e == '\0')
+			break;
+		p = e + 1;
+	}
+	*count = k;
+	return RS_OK;
+}
+
+rs_status
+rs_nats_new_inbox(const rs_nats *n, char *buf, size_t cap)
+{
+	natsInbox *inbox = NULL;
+	const char *nuid;
+	int w;
+
+	if (natsInbox_Create(&inbox) != NATS_OK)
+		return RS_ENOMEM;
+	/* natsInbox_Create gives "_INBOX.<nuid>": keep the unique part. */
+	nuid = strchr((const char *)inbox, '.');
+	w = snprintf(buf, cap, "%s.%s", n->inbox_prefix[0] ? n->inbox_prefix : "_INBOX",
+	             nuid != NULL ? nuid + 1 : (const char *)inbox);
+	natsInbox_Destroy(inbox);
+	return (w < 0 || (size_t)w >= cap) ? RS_EINVAL : RS_OK;
+}
+
+/* A user name must be usable as a subject token (its inbox prefix) and in
+ * the server's configuration file without quoting surprises. */
+static int
+user_ok(const char *u)
+{
+	size_t i;
+
+	for (i = 0; u[i] != '\0'; i++)
+		if (!((u[i] >= 'a' && u[i] <= 'z') || (u[i] >= 'A' && u[i] <= 'Z') ||
+		      (u[i] >= '0' && u[i] <= '9') || u[i] == '_' || u[i] == '-'))
+			return 0;
+	return i > 0 && i <= RS_NATS_MAX_USER;
+}
+
+rs_status
 rs_nats_connect(rs_nats *n, const char *urls, const char *name, jsOptions *jsopts,
                 int64_t connect_wait_ms)
 {
@@ -42,14 +107,39 @@ rs_nats_connect(rs_nats *n, const char *urls, const char *name, jsOptions *jsopt
 	natsStatus s;
 	rs_status st = RS_EUNAVAIL;
 	int64_t deadline = rs_mono_ms() + connect_wait_ms;
+	const char *servers[RS_NATS_MAX_SERVERS];
+	char urlbuf[4096];
+	int nservers = 0;
+	const char *user = rs_env_str("RS_NATS_USER", NULL);
+	const char *pass = rs_env_str("RS_NATS_PASSWORD", NULL);
 
 	memset(n, 0, sizeof(*n));
 	if (!rs_natsgc_active())
 		rs_warn("nats: natsGC_collect is not ours: messages are freed by nats.c's "
 		        "collector thread (slower, see common/rs_natsgc.c)");
+	if (rs_nats_split_urls(urls, urlbuf, sizeof(urlbuf), servers, RS_NATS_MAX_SERVERS,
+	                       &nservers) != RS_OK) {
+		rs_error("nats: RS_NATS_URL \"%s\" is not a comma-separated list of at most %d "
+		         "server URLs", urls ? urls : "", RS_NATS_MAX_SERVERS);
+		return RS_EINVAL;
+	}
+	if ((user == NULL) != (pass == NULL) || (user != NULL && !user_ok(user)) ||
+	    (pass != NULL && strlen(pass) > 256)) {
+		rs_error("nats: set both RS_NATS_USER ([A-Za-z0-9_-]{1,%d}) and RS_NATS_PASSWORD "
+		         "(at most 256 bytes), or neither", RS_NATS_MAX_USER);
+		return RS_EINVAL;
+	}
 	if (natsOptions_Create(&opts) != NATS_OK)
 		return RS_ENOMEM;
-	natsOptions_SetURL(opts, urls);
+	/* SetServers, not SetURL: nats.c 3.4.1's SetURL takes one URL and a
+	 * list never connects. With several, the order is kept (randomising
+	 * is left on: instances of a service spread over the nodes). */
+	natsOptions_SetServers(opts, servers, nservers);
+	if (user != NULL) {
+		natsOptions_SetUserInfo(opts, user, pass);
+		snprintf(n->inbox_prefix, sizeof(n->inbox_prefix), "_INBOX_%s", user);
+		natsOptions_SetCustomInboxPrefix(opts, n->inbox_prefix);
+	}
 	natsOptions_SetName(opts, name);
 	natsOptions_SetMaxReconnect(opts, -1);
 	natsOptions_SetReconnectWait(opts, 250);
@@ -61,12 +151,14 @@ rs_nats_connect(rs_nats *n, const char *urls, const char *name, jsOptions *jsopt
 	natsOptions_SetErrorHandler(opts, on_async_error, NULL);
 	for (;;) {
 		s = natsConnection_Connect(&n->nc, opts);
-		if (s == NATS_OK || rs_mono_ms() >= deadline)
+		/* Wrong credentials do not get better by retrying. */
+		if (s == NATS_OK || s == NATS_CONNECTION_AUTH_FAILED || rs_mono_ms() >= deadline)
 			break;
 		usleep(100 * 1000);
 	}
 	if (s != NATS_OK) {
-		rs_error("nats: cannot connect to %s: %s", urls, natsStatus_GetText(s));
+		rs_error("nats: cannot connect to %s%s%s: %s", urls, user ? " as user " : "",
+		         user ? user : "", natsStatus_GetText(s));
 		goto cleanup;
 	}
 	if (natsConnection_JetStream(&n->js, n->nc, jsopts) != NATS_OK) {

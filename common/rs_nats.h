@@ -13,17 +13,47 @@
 #include <stdint.h>
 #include "rs_status.h"
 
+/* Most servers RS_NATS_URL may list, and longest user name (a subject
+ * token of the inbox prefix, so [A-Za-z0-9_-]). */
+#define RS_NATS_MAX_SERVERS 16
+#define RS_NATS_MAX_USER 64
+
 typedef struct {
 	natsConnection *nc;
 	jsCtx *js;
+	/* "_INBOX" without credentials, "_INBOX_<user>" with them: the only
+	 * reply subjects this connection may subscribe to when the server
+	 * enforces per-user permissions (docs/operations.md "NATS users"). */
+	char inbox_prefix[8 + RS_NATS_MAX_USER];
 } rs_nats;
 
-/* Connect to urls ("nats://a:4222,nats://b:4222") with client name `name`.
+/* Connect to urls ("nats://a:4222,nats://b:4222": each one is a seed
+ * server, see rs_nats_split_urls) with client name `name`. Credentials come
+ * from the environment: RS_NATS_USER and RS_NATS_PASSWORD (both or
+ * neither; unset = no authentication), and then the connection's inboxes
+ * start with "_INBOX_<user>." instead of "_INBOX.".
  * jsopts may be NULL or a jsOptions the caller initialised (e.g. async
  * publish handlers); it is copied. Retries the first connect for
- * connect_wait_ms before giving up with RS_EUNAVAIL. */
+ * connect_wait_ms before giving up with RS_EUNAVAIL; RS_EINVAL for a
+ * malformed URL list or credentials. */
 rs_status rs_nats_connect(rs_nats *n, const char *urls, const char *name,
                           jsOptions *jsopts, int64_t connect_wait_ms);
+
+/* Split a comma-separated server list into at most max URLs (blanks
+ * around commas trimmed; empty items refused). nats.c's
+ * natsOptions_SetURL takes one URL only (a list fails to connect with "No
+ * server available"), natsOptions_SetServers takes the array. The URLs
+ * are written into buf (cap bytes) and urls[i] point into it.
+ * RS_OK and *count, or RS_EINVAL (empty list, empty item, too many, too
+ * long). */
+rs_status rs_nats_split_urls(const char *list, char *buf, size_t cap,
+                             const char **urls, int max, int *count);
+
+/* A new unique inbox subject "<n->inbox_prefix>.<nuid>" in buf, for
+ * subscriptions that build their own reply subjects (nats.c's
+ * natsInbox_Create always says "_INBOX", which a user restricted to its
+ * own prefix may not subscribe to). */
+rs_status rs_nats_new_inbox(const rs_nats *n, char *buf, size_t cap);
 
 /* 1 if natsMsg_Destroy() frees messages in the calling thread instead of
  * handing them to nats.c's collector thread (rs_natsgc.c says why). */

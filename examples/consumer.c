@@ -45,8 +45,11 @@ handle(natsMsg *m)
 int
 main(int argc, char **argv)
 {
+	natsOptions *opts = NULL;
 	natsConnection *nc = NULL;
 	jsCtx *js = NULL;
+	const char *user = getenv("RS_NATS_USER"), *pass = getenv("RS_NATS_PASSWORD");
+	char inbox[128];
 	natsSubscription *sub = NULL;
 	jsSubOptions so;
 	jsErrCode jerr = 0;
@@ -56,11 +59,21 @@ main(int argc, char **argv)
 	int rc = 1;
 
 	if (argc < 4) {
-		fprintf(stderr, "usage: %s <nats-url> <tenant> <durable> [max-events]\n", argv[0]);
+		fprintf(stderr, "usage: %s <nats-url> <tenant> <durable> [max-events]\n"
+		        "(credentials, if any: RS_NATS_USER, RS_NATS_PASSWORD)\n", argv[0]);
 		return 2;
 	}
 	snprintf(filter, sizeof(filter), "runs.%s.>", argv[2]);
-	if (natsConnection_ConnectTo(&nc, argv[1]) != NATS_OK ||
+	/* Credentials from `runctl consumers grant`: a user may subscribe only
+	 * to its own inbox prefix, _INBOX_<user> (docs/quickstart.md). */
+	if (natsOptions_Create(&opts) != NATS_OK || natsOptions_SetURL(opts, argv[1]) != NATS_OK)
+		goto cleanup;
+	if (user != NULL && pass != NULL) {
+		snprintf(inbox, sizeof(inbox), "_INBOX_%s", user);
+		natsOptions_SetUserInfo(opts, user, pass);
+		natsOptions_SetCustomInboxPrefix(opts, inbox);
+	}
+	if (natsConnection_Connect(&nc, opts) != NATS_OK ||
 	    natsConnection_JetStream(&js, nc, NULL) != NATS_OK) {
 		fprintf(stderr, "cannot connect to %s\n", argv[1]);
 		goto cleanup;
@@ -95,6 +108,7 @@ cleanup:
 	natsSubscription_Destroy(sub);
 	jsCtx_Destroy(js);
 	natsConnection_Destroy(nc);
+	natsOptions_Destroy(opts);
 	nats_Close();
 	return rc;
 }

@@ -14,7 +14,7 @@
 
 static const char *const bare_flags[] = {
 	"json", "no-color", "help", "check", "from-pg", "watch", "all", "follow",
-	"raw", "quiet", NULL
+	"raw", "quiet", "env-passwords", NULL
 };
 
 static const char *const global_flags[] = { "json", "no-color", "help", "nats", NULL };

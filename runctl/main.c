@@ -42,6 +42,12 @@ static const runctl_cmd commands[] = {
 	  cmd_projector_rebuild, NULL },
 	{ "keys", "create", "create an API key for a tenant", cmd_keys_create, "--tenant T" },
 	{ "devices", "token", "issue a device token", cmd_devices_token, "--tenant T --device D" },
+	{ "nats", "config", "write the NATS users of this installation (passwords once, auth.conf "
+	  "for nats-server); --env-passwords prints it with $RS_NATS_PASSWORD_<ROLE> references",
+	  cmd_nats_config, "[--dir DIR] [--env-passwords]" },
+	{ "consumers", "grant", "read-only NATS credentials for another team: tenant T's events "
+	  "through its own consumer team-NAME on RUNS (reloads nats-server)", cmd_consumers_grant,
+	  "--tenant T --name NAME [--dir DIR] [--json]" },
 	{ NULL, NULL, NULL, NULL, NULL }
 };
 

@@ -105,5 +105,7 @@ int cmd_dlq_ls(int argc, char **argv);
 int cmd_dlq_show(int argc, char **argv);
 int cmd_dlq_retry(int argc, char **argv);
 int cmd_projector_rebuild(int argc, char **argv);
+int cmd_nats_config(int argc, char **argv);
+int cmd_consumers_grant(int argc, char **argv);
 
 #endif

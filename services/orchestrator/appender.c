@@ -164,15 +164,15 @@ on_reply(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
 rs_status
 appender_start(orch *o)
 {
-	natsInbox *inbox = NULL;
-	char subj[128];
+	char inbox[95], subj[128];      /* _INBOX_<user, 64>.<nuid, 22> */
 	natsStatus s;
 
-	if (natsInbox_Create(&inbox) != NATS_OK)
+	/* Under the connection's own inbox prefix: with NATS users, the
+	 * orchestrator may subscribe to _INBOX_<user>.> only. */
+	if (rs_nats_new_inbox(&o->nats, inbox, sizeof(inbox)) != RS_OK)
 		return RS_ENOMEM;
-	snprintf(o->pubs->prefix, sizeof(o->pubs->prefix), "%s.", (const char *)inbox);
+	snprintf(o->pubs->prefix, sizeof(o->pubs->prefix), "%s.", inbox);
 	o->pubs->prefix_len = strlen(o->pubs->prefix);
-	natsInbox_Destroy(inbox);
 	snprintf(subj, sizeof(subj), "%s*", o->pubs->prefix);
 	s = natsConnection_Subscribe(&o->pubs->sub, o->nats.nc, subj, on_reply, o);
 	if (s == NATS_OK)

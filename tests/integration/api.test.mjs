@@ -199,7 +199,7 @@ before(async () => {
   };
   base = `http://127.0.0.1:${port}`;
   api = await startApi();
-  nc = await connect({ servers: stack.nats.url });
+  nc = await connect({ servers: stack.nats.url, ...stack.nats.creds });
   js = nc.jetstream();
   sim = makeSim();
   await sim.start();
@@ -562,7 +562,7 @@ test('live delivery survives a nats-server restart: no gap, no duplicate', async
   const created = await post('/v1/runs', { agent: 'manual-a', input: {} });
   assert.equal(created.status, 202);
   const runId = created.json.run_id;
-  const wnc = await connect({ servers: world.nats.url, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
+  const wnc = await connect({ servers: world.nats.url, ...world.nats.creds, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
   const wjs = wnc.jetstream();
   let runseq = 0;
   const append = async (type, data) => {

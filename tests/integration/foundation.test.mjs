@@ -16,7 +16,7 @@ test('streams apply twice: second run changes nothing', async () => {
   assert.match(again.stdout, /unchanged kv presence/);
   // The public contract: RUNS on runs.>, no republish (live watchers open
   // ordered consumers).
-  const nc = await connect({ servers: nats.url });
+  const nc = await connect({ servers: nats.url, ...nats.creds });
   const jsm = await nc.jetstreamManager();
   const si = await jsm.streams.info('RUNS');
   assert.deepEqual(si.config.subjects, ['runs.>']);
@@ -30,7 +30,7 @@ test('streams apply keeps an older RUNS that still republishes, with a warning',
   // A deployment from before RUNS dropped its RePublish: nats-server 2.9
   // cannot remove it on an update, so apply must leave it and say so.
   const nats = await startNats();
-  const nc = await connect({ servers: nats.url });
+  const nc = await connect({ servers: nats.url, ...nats.creds });
   const jsm = await nc.jetstreamManager();
   await jsm.streams.add({
     name: 'RUNS', subjects: ['runs.>'], storage: 'file', max_msg_size: 1048576,
@@ -38,7 +38,7 @@ test('streams apply keeps an older RUNS that still republishes, with a warning',
     description: 'Every run event; republished to core NATS rs.live.runs.<tenant>.<run_id>.',
     republish: { src: 'runs.>', dest: 'rs.live.runs.>' },
   });
-  const env = { RS_NATS_URL: nats.url, RS_LOG_LEVEL: 'info' };
+  const env = { ...nats.env, RS_LOG_LEVEL: 'info' };
   const warning = /stream RUNS \(still republishes to rs\.live\.runs\.>; harmless, nothing reads it any more; recreate the stream to drop it\)/;
   // First apply: the description changes, the RePublish stays.
   const first = runctl(['streams', 'apply'], env);

@@ -14,7 +14,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import { connect, headers, StringCodec } from 'nats';
-import { startStack, startService, startProcess, freePort, stopAll, logTail, waitFor, runctl, BUILD }
+import { startStack, startService, startProcess, freePort, stopAll, logTail, waitFor, runctl, BUILD, roleEnv }
   from '../lib/stack.mjs';
 import { device, followRuns } from '../lib/clients.mjs';
 
@@ -183,7 +183,7 @@ async function startOrchestrator(name) {
 async function startExecutor() {
   const port = await freePort();
   const p = startProcess(`executor-${port}`, `${BUILD}/services/executor/rs-executor`, [], {
-    ...env, RS_EXECUTOR_OPS_PORT: String(port), RS_TEST_MODEL_KEY: MODEL_KEY, HOOK_SECRET,
+    ...roleEnv(env, 'executor'), RS_EXECUTOR_OPS_PORT: String(port), RS_TEST_MODEL_KEY: MODEL_KEY, HOOK_SECRET,
     RS_EXECUTOR_WORKERS: '8',
     // The scripted model and webhook servers listen on loopback, which the
     // egress policy denies by default: open exactly that address.
@@ -203,7 +203,7 @@ let modelUrl; let hookUrl; let token;
 before(async () => {
   const stack = await startStack({ pg: false });
   env = stack.env;
-  nc = await connect({ servers: stack.nats.url });
+  nc = await connect({ servers: stack.nats.url, ...stack.nats.creds });
   js = nc.jetstream();
   jsm = await nc.jetstreamManager();
   kv = await js.views.kv('agents');

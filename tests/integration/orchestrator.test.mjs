@@ -30,7 +30,7 @@ class World {
     const { nats, env } = await startStack({ pg: false });
     this.natsSrv = nats;
     this.env = env;
-    this.nc = await connect({ servers: nats.url });
+    this.nc = await connect({ servers: nats.url, ...nats.creds });
     this.js = this.nc.jetstream();
     this.jsm = await this.nc.jetstreamManager();
     this.kv = await this.js.views.kv('agents');

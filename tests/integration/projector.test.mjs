@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { connect, headers, StringCodec } from 'nats';
 import {
-  startStack, startService, startProcess, stopAll, waitFor, freePort, bin, logTail, runctl,
+  startStack, startService, startProcess, stopAll, waitFor, freePort, bin, logTail, runctl, roleEnv,
 } from '../lib/stack.mjs';
 import { runMessages, publishAll, interleave, cloudEvent, uuid, eventHeaders, SHAPES } from '../../bench/projector/events.mjs';
 
@@ -21,7 +21,7 @@ async function world(extraEnv = {}) {
   const stack = await startStack({ pg: true });
   const port = await freePort();
   const env = { ...stack.env, RS_PROJECTOR_OPS_PORT: String(port), RS_PROJECTOR_BATCH: '500', ...extraEnv };
-  const nc = await connect({ servers: stack.nats.url });
+  const nc = await connect({ servers: stack.nats.url, ...stack.nats.creds });
   const js = nc.jetstream();
   const w = {
     ...stack, nc, js, env, port, proj: null,
@@ -48,7 +48,7 @@ function checksum(w) {
 
 function rebuild(env) {
   return new Promise((resolve) => {
-    execFile(bin('projector'), ['--rebuild'], { env: { ...process.env, ...env }, timeout: 120000 },
+    execFile(bin('projector'), ['--rebuild'], { env: { ...process.env, ...roleEnv(env, 'projector') }, timeout: 120000 },
       (e, stdout, stderr) => resolve({ code: e ? (e.code ?? 1) : 0, stdout, stderr }));
   });
 }
@@ -138,7 +138,7 @@ test('kill -9 in the middle of a batch, restart: tables identical to a clean reb
   const { runs, msgs } = manyRuns(3500);
   await publishAll(w.js, headers, msgs);
   const total = msgs.length;
-  const p = startProcess(`projector-${w.port}`, bin('projector'), [], w.env);
+  const p = startProcess(`projector-${w.port}`, bin('projector'), [], roleEnv(w.env, 'projector'));
   await waitFor('first batches committed', () => w.checkpoint() > 0, 30000, 5);
   await p.kill('SIGKILL');
   const at = w.checkpoint();

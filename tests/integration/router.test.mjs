@@ -154,7 +154,7 @@ const deliveredOf = (call) => (b) => b.type === 'tool.delivered' && b.call_id ==
 
 before(async () => {
   stack = await startStack({ pg: false });
-  nc = await connect({ servers: stack.nats.url });
+  nc = await connect({ servers: stack.nats.url, ...stack.nats.creds });
   js = nc.jetstream();
   cmds = await cmdReader();
   routerA = await startRouter();

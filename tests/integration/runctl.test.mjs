@@ -38,7 +38,7 @@ async function appendRun(name, into = js) {
 before(async () => {
   stack = await startStack({ pg: false });
   env = { ...stack.env, NO_COLOR: '1', RS_LOG_LEVEL: 'error' };
-  nc = await connect({ servers: stack.nats.url });
+  nc = await connect({ servers: stack.nats.url, ...stack.nats.creds });
   js = nc.jetstream();
   dir = tmpDir('runctl');
 });
@@ -163,7 +163,7 @@ test('tail across a nats-server restart: only what was appended after it started
   // Its own server: the restart must not disturb the other tests.
   const world = await startStack({ pg: false });
   const wenv = { ...world.env, NO_COLOR: '1', RS_LOG_LEVEL: 'error' };
-  const wnc = await connect({ servers: world.nats.url, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
+  const wnc = await connect({ servers: world.nats.url, ...world.nats.creds, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
   const wjs = wnc.jetstream();
   await appendRun('completed.ndjson', wjs);          // history: tail must not print it
   const p = spawn(bin('runctl'), ['tail', '--tenant', 'acme', '--count', '9', '--for', '60', '--json'],

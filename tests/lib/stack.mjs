@@ -90,14 +90,82 @@ export function logTail(p, n = 40) {
   try { return fs.readFileSync(p.log, 'utf8').split('\n').slice(-n).join('\n'); } catch { return ''; }
 }
 
+// NATS users (docs/operations.md "NATS users"): unless opts.auth === false,
+// the server runs with the users `runctl nats config` writes into
+// <dir>/auth (passwords per store, kept across restarts), and its pid file
+// there, so `runctl consumers grant --dir <authDir>` can reload it. The
+// returned `creds` ({ user, pass } of the admin user) go into every Node
+// client: connect({ servers: nats.url, ...nats.creds }); `env` holds the
+// admin's RS_NATS_* for runctl. Services get their own role's user from
+// startService (roleEnv).
+const natsUsers = new Map(); // url -> { role: password }
+
+// Service binary name (as in bin()) -> its NATS user.
+const ROLE_OF = { api: 'api', orchestrator: 'orchestrator', router: 'tool-router',
+  projector: 'projector', executor: 'executor' };
+
+export function readEnvFile(file) {
+  const out = {};
+  for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
+    const m = /^([A-Z0-9_]+)=(.*)$/.exec(line);
+    if (m) out[m[1]] = m[2];
+  }
+  return out;
+}
+
+// env with RS_NATS_USER/RS_NATS_PASSWORD of `role` ('api', 'tool-router', ...)
+// on the server env.RS_NATS_URL points at; env unchanged when that server
+// runs without users.
+export function roleEnv(env, role) {
+  const users = natsUsers.get(env.RS_NATS_URL);
+  if (!users) return env;
+  if (!users[role]) throw new Error(`no NATS user ${role}`);
+  return { ...env, RS_NATS_USER: role, RS_NATS_PASSWORD: users[role] };
+}
+
+// { user, pass } of NATS user `role` on the server at url (tests that act
+// as a service).
+export function natsUser(url, role) {
+  const users = natsUsers.get(url);
+  if (!users?.[role]) throw new Error(`no NATS user ${role} on ${url}`);
+  return { user: role, pass: users[role] };
+}
+
 export async function startNats(opts = {}) {
   const port = opts.port || await freePort();
   const dir = opts.dir || tmpDir('nats');
-  const args = ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir, '--server_name', `rs-test-${port}`];
+  const auth = opts.auth !== false;
+  const authDir = path.join(dir, 'auth');
+  let args = ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir, '--server_name', `rs-test-${port}`];
+  const url = `nats://127.0.0.1:${port}`;
+  let creds = {};
+  let env = { RS_NATS_URL: url };
+  if (auth) {
+    const r = spawnSync(bin('runctl'), ['nats', 'config', '--dir', authDir], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`runctl nats config failed: ${r.stderr}`);
+    const pw = readEnvFile(path.join(authDir, 'users.env'));
+    const users = {};
+    for (const [k, v] of Object.entries(pw)) {
+      users[k.replace('RS_NATS_PASSWORD_', '').toLowerCase().replace(/_/g, '-')] = v;
+    }
+    natsUsers.set(url, users);
+    // Everything in the file, nothing on the command line: a reload
+    // (SIGHUP, runctl consumers grant) re-reads only the file, and refuses
+    // to run when a setting such as server_name would change.
+    const conf = path.join(dir, 'server.conf');
+    fs.writeFileSync(conf, [`listen: 127.0.0.1:${port}`, `server_name: rs-test-${port}`,
+      `jetstream { store_dir: "${dir}" }`, `pid_file: "${authDir}/nats-server.pid"`,
+      'include "auth/auth.conf"', ''].join('\n'));
+    args = ['-c', conf];
+    creds = { user: 'admin', pass: users.admin };
+    env = { ...env, RS_NATS_USER: 'admin', RS_NATS_PASSWORD: users.admin };
+  }
   const p = startProcess(`nats-${port}`, 'nats-server', args, {}, { logDir: dir });
   await waitFor(`nats-server on ${port}`, () => canConnect(port));
-  const url = `nats://127.0.0.1:${port}`;
-  return { ...p, url, port, dir, restart: async () => { await p.kill('SIGKILL'); return startNats({ port, dir }); } };
+  return {
+    ...p, url, port, dir, authDir: auth ? authDir : null, creds, env,
+    restart: async () => { await p.kill('SIGKILL'); return startNats({ port, dir, auth }); },
+  };
 }
 
 function asPostgres(cmd, args) {
@@ -165,7 +233,7 @@ export function runctl(args, env = {}, opts = {}) {
 // A whole stack: nats (+ streams), optionally postgres (+ migrations).
 export async function startStack({ pg = true } = {}) {
   const nats = await startNats();
-  const env = { RS_NATS_URL: nats.url, RS_LOG_LEVEL: 'info' };
+  const env = { ...nats.env, RS_LOG_LEVEL: 'info' };
   let r = runctl(['streams', 'apply'], env);
   if (r.code !== 0) throw new Error(`streams apply failed: ${r.stderr}`);
   let postgres = null;
@@ -180,7 +248,8 @@ export async function startStack({ pg = true } = {}) {
 
 // Start a service binary and wait for its /readyz.
 export async function startService(name, env, readyPort, extraArgs = []) {
-  const p = startProcess(`${name}-${readyPort}`, bin(name), extraArgs, env);
+  const p = startProcess(`${name}-${readyPort}`, bin(name), extraArgs,
+    ROLE_OF[name] ? roleEnv(env, ROLE_OF[name]) : env);
   try {
     await waitFor(`${name} /readyz on ${readyPort}`, async () => {
       if (p.proc.exitCode !== null) throw new Error(`${name} exited with ${p.proc.exitCode}: ${logTail(p, 20)}`);

@@ -289,6 +289,28 @@ test_natsgc(void)
 	natsMsg_Destroy(m);
 }
 
+/* RS_NATS_URL lists: split for natsOptions_SetServers (issue 21). */
+static void
+test_split_urls(void)
+{
+	const char *u[RS_NATS_MAX_SERVERS];
+	char buf[256];
+	int n = -1;
+
+	CHECK(rs_nats_split_urls("nats://a:1", buf, sizeof(buf), u, RS_NATS_MAX_SERVERS, &n) == RS_OK && n == 1);
+	CHECK_STR(u[0], "nats://a:1");
+	CHECK(rs_nats_split_urls("nats://a:1, nats://b:2 ,nats://c:3", buf, sizeof(buf), u,
+	                         RS_NATS_MAX_SERVERS, &n) == RS_OK && n == 3);
+	CHECK_STR(u[1], "nats://b:2");
+	CHECK_STR(u[2], "nats://c:3");
+	CHECK(rs_nats_split_urls("", buf, sizeof(buf), u, RS_NATS_MAX_SERVERS, &n) == RS_EINVAL);
+	CHECK(rs_nats_split_urls("nats://a:1,,nats://b:2", buf, sizeof(buf), u, RS_NATS_MAX_SERVERS, &n) == RS_EINVAL);
+	CHECK(rs_nats_split_urls("nats://a:1, ", buf, sizeof(buf), u, RS_NATS_MAX_SERVERS, &n) == RS_EINVAL);
+	CHECK(rs_nats_split_urls("a,b,c", buf, sizeof(buf), u, 2, &n) == RS_EINVAL);
+	CHECK(rs_nats_split_urls("nats://a-long-host:4222", buf, 8, u, 2, &n) == RS_EINVAL);
+	CHECK(rs_nats_split_urls(NULL, buf, sizeof(buf), u, 2, &n) == RS_EINVAL);
+}
+
 int
 main(void)
 {
@@ -301,5 +323,6 @@ main(void)
 	test_metrics_and_ops();
 	test_puback();
 	test_natsgc();
+	test_split_urls();
 	return check_report("test_common");
 }
