@@ -2468,6 +2468,36 @@ decide_continue(dctx *d)
 	return RS_OK;
 }
 
+/* Add to out every effect r owes (rs_run_pending_effects) that out does
+ * not already carry. */
+static void
+add_pending_effects(const rs_run *r, rs_decision *out)
+{
+	size_t i, j;
+
+	for (i = 0; i < r->ncalls; i++) {
+		const run_call *c = &r->calls[i];
+		int cancel = c->status == CALL_CANCELLED;
+		if (!(rs_run_status_terminal(r->status) ? cancel : call_outstanding(c)))
+			continue;
+		for (j = 0; j < out->ncalls; j++)
+			if (out->calls[j].cancel == cancel && strcmp(out->calls[j].call_id, c->call_id) == 0)
+				break;
+		if (j == out->ncalls)
+			add_call_effect(r, out, c, cancel);
+	}
+	for (i = 0; i < r->ntimers; i++) {
+		const run_timer *t = &r->timers[i];
+		if (t->state != TIMER_PENDING)
+			continue;
+		for (j = 0; j < out->ntimers; j++)
+			if (strcmp(out->timers[j].timer_id, t->timer_id) == 0)
+				break;
+		if (j == out->ntimers)
+			add_timer_effect(r, out, t->timer_id, t->purpose, t->step_id, t->attempt, t->due_at);
+	}
+}
+
 typedef rs_status (*decide_fn)(dctx *d);
 
 static const struct {
@@ -2491,6 +2521,7 @@ rs_run_decide(const rs_run *r, const rs_agent *agent, const rs_cmd *cmd, int64_t
 {
 	dctx d;
 	rs_status rc;
+	int cont;
 
 	memset(out, 0, sizeof(*out));
 	if ((unsigned)cmd->type >= RS_CMD__COUNT)
@@ -2529,12 +2560,17 @@ rs_run_decide(const rs_run *r, const rs_agent *agent, const rs_cmd *cmd, int64_t
 	 * then the command, then what follows from it. When the first part
 	 * alone reached the bound, the command waits for the next round. */
 	rc = settle(&d);
+	cont = out->nevents > 0;
 	if (rc == RS_OK && !out->more && !rs_run_status_terminal(d.s->status)) {
 		size_t before = out->nevents;
 		rc = decide_table[cmd->type].fn(&d);
 		if (rc == RS_OK && out->nevents > before)
 			rc = settle(&d);
 	}
+	/* A cut decision's effects died with it (effects go out after the
+	 * events): what the finished state owes is owed now. */
+	if (rc == RS_OK && cont)
+		add_pending_effects(d.s, out);
 	if (rc == RS_OK && out->nevents > 0)
 		out->after = d.s;
 	else
@@ -2578,20 +2614,8 @@ rs_run_at_rest(const rs_run *r, const rs_agent *agent)
 rs_status
 rs_run_pending_effects(const rs_run *r, rs_decision *out)
 {
-	size_t i;
-
 	memset(out, 0, sizeof(*out));
-	for (i = 0; i < r->ncalls; i++) {
-		const run_call *c = &r->calls[i];
-		if (rs_run_status_terminal(r->status) ? c->status == CALL_CANCELLED
-		                                      : call_outstanding(c))
-			add_call_effect(r, out, c, c->status == CALL_CANCELLED);
-	}
-	for (i = 0; i < r->ntimers; i++) {
-		const run_timer *t = &r->timers[i];
-		if (t->state == TIMER_PENDING)
-			add_timer_effect(r, out, t->timer_id, t->purpose, t->step_id, t->attempt, t->due_at);
-	}
+	add_pending_effects(r, out);
 	return RS_OK;
 }
 
