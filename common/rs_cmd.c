@@ -75,6 +75,9 @@ static const rs_field c_effect_result[] = {
 	REQ(rs_cmd, effect_id, RS_F_CALLID, 0),
 	OPT(rs_cmd, retry_after_ms, RS_F_INT, 1),
 };
+static const rs_field c_run_continue[] = {
+	REQ(rs_cmd, after_seq, RS_F_INT, 0),
+};
 static const rs_field c_llm_chunk[] = {
 	REQ(rs_cmd, effect_id, RS_F_CALLID, 0),
 	REQ(rs_cmd, index, RS_F_INT, 0),
@@ -95,6 +98,7 @@ static const struct {
 	{ "timer.fire", c_timer_fire, NELEM(c_timer_fire) },
 	{ "effect.result", c_effect_result, NELEM(c_effect_result) },
 	{ "llm.chunk", c_llm_chunk, NELEM(c_llm_chunk) },
+	{ "run.continue", c_run_continue, NELEM(c_run_continue) },
 };
 
 /* Commands that carry exactly one of output / error. */
@@ -159,6 +163,9 @@ rs_cmd_msg_id(const rs_cmd *c, char *buf, size_t cap)
 	case RS_CMD_LLM_CHUNK:
 		snprintf(buf, cap, "chunk-%s-%lld", c->effect_id ? c->effect_id : "",
 		         (long long)c->index);
+		break;
+	case RS_CMD_RUN_CONTINUE:
+		snprintf(buf, cap, "continue-%s-%lld", c->run_id, (long long)c->after_seq);
 		break;
 	default:
 		snprintf(buf, cap, "unknown");

@@ -16,6 +16,10 @@
  *                  one of output and error; retry_after_ms only with error)
  *   llm.chunk      {run_id, tenant, effect_id, index, text}
  *                  (from the executor: streamed model text, index 0, 1, ...)
+ *   run.continue   {run_id, tenant, after_seq}
+ *                  (from the orchestrator's reconciliation: the run's last
+ *                  event, runseq after_seq, is not a resting state; decide
+ *                  finishes the decision a crash cut short, see rs_run.c)
  * Headers: Runstream-Type = type; Nats-Msg-Id = rs_cmd_msg_id().
  *
  * Tool calls: stream TOOLCALLS, subject toolcalls.<tenant>.<call_id>:
@@ -45,6 +49,7 @@ typedef enum {
 	RS_CMD_TIMER_FIRE,
 	RS_CMD_EFFECT_RESULT,
 	RS_CMD_LLM_CHUNK,
+	RS_CMD_RUN_CONTINUE,
 	RS_CMD__COUNT
 } rs_cmd_type;
 
@@ -77,6 +82,8 @@ typedef struct {
 	char *effect_id, *text;
 	int64_t index;              /* llm.chunk, >= 0 */
 	int64_t retry_after_ms;     /* effect.result error: 0 = none */
+	/* run.continue */
+	int64_t after_seq;          /* the run's last runseq when it was found not at rest */
 } rs_cmd;
 
 /* Encode (compact, sorted keys); *out malloc'd, caller frees. */
@@ -92,7 +99,8 @@ void rs_cmd_free(rs_cmd *c);
 void rs_cmd_subject(const char *tenant, const char *run_id, char *buf, size_t cap);
 /* Deterministic de-duplication id: start-<run_id>, result-<call_id>,
  * delivered-<call_id>-<device_id>, signal-<signal_id>, cancel-<run_id>,
- * timer-<timer_id>, result-<effect_id>, chunk-<effect_id>-<index>. */
+ * timer-<timer_id>, result-<effect_id>, chunk-<effect_id>-<index>,
+ * continue-<run_id>-<after_seq>. */
 void rs_cmd_msg_id(const rs_cmd *c, char *buf, size_t cap);
 
 typedef struct {

@@ -34,6 +34,7 @@
  * something about the run, not about memory.
  */
 #include "rs_run.h"
+#include "rs_replay.h"
 #include "rs_template.h"
 #include "rs_json.h"
 #include "rs_config.h"
@@ -44,7 +45,6 @@
 #include <string.h>
 #include <strings.h>
 
-#define WAIT (-2)          /* run_from/start_attempt: the step is waiting */
 #define ID_CAP 192
 /* The executor enforces an effect's deadline itself and reports a timeout;
  * the state machine's own timer is the backstop (executor down or lost),
@@ -124,6 +124,22 @@ struct rs_run {
 	size_t ntimers;
 	run_signal *signals;
 	size_t nsignals;
+
+	/* What the last event leaves to do, as far as the continuation reads
+	 * it (settle(), section 3): a decision is a chain of events each of
+	 * which follows from the state the previous one left, so a chain cut
+	 * by a crash is finished from here alone. */
+	int last_type;              /* rs_event_type of the last event, -1 if none */
+	int64_t group_at;           /* time of the event that opened the last decision */
+	char *last_timer;           /* timer.scheduled / timer.fired / step.retry_scheduled */
+	char *last_next;            /* step.completed: next_step */
+	rs_err last_err;            /* step.failed: its error (run.failed copies it) */
+	int last_final;             /* step.failed: final */
+	int64_t last_retry_after;   /* step.failed: retry_after_ms */
+	int64_t last_attempt, last_due; /* step.retry_scheduled: next attempt, due */
+	json_t *last_http;          /* http.completed: {status, headers, body} */
+	char *last_finish;          /* llm.message: finish_reason */
+	int64_t eff_deadline;       /* http.requested / llm.requested: deadline */
 };
 
 static char *
@@ -200,6 +216,7 @@ rs_run_new(void)
 	if (r == NULL)
 		abort();
 	r->cur_kind = -1;
+	r->last_type = -1;
 	return r;
 }
 
@@ -231,6 +248,8 @@ rs_run_free(rs_run *r)
 	json_decref(r->llm_messages); json_decref(r->llm_calls); json_decref(r->llm_usage);
 	json_decref(r->input); json_decref(r->output); json_decref(r->error);
 	json_decref(r->last_output); json_decref(r->ctx); json_decref(r->steps);
+	free(r->last_timer); free(r->last_next); rs_err_free(&r->last_err);
+	json_decref(r->last_http); free(r->last_finish);
 	free(r);
 }
 
@@ -263,6 +282,13 @@ rs_run_clone(const rs_run *r)
 	c->last_output = json_incref(r->last_output);
 	c->ctx = r->ctx ? json_deep_copy(r->ctx) : NULL;
 	c->steps = r->steps ? json_deep_copy(r->steps) : NULL;
+	c->last_timer = xstrdup(r->last_timer);
+	c->last_next = xstrdup(r->last_next);
+	c->last_err.code = xstrdup(r->last_err.code);
+	c->last_err.message = xstrdup(r->last_err.message);
+	c->last_err.step_id = xstrdup(r->last_err.step_id);
+	c->last_http = json_incref(r->last_http);
+	c->last_finish = xstrdup(r->last_finish);
 
 	c->calls = r->ncalls ? xgrow(NULL, r->ncalls, sizeof(*c->calls)) : NULL;
 	for (i = 0; i < r->ncalls; i++) {
@@ -400,6 +426,17 @@ view_set_status(rs_run *r, const char *id, const char *status)
 	json_object_set_new(view_step(r, id), "status", json_string(status));
 }
 
+/* A copy of e without its step id. */
+static void
+err_copy_plain(rs_err *dst, const rs_err *src)
+{
+	dst->code = xstrdup(src->code);
+	dst->message = xstrdup(src->message);
+	dst->cls = src->cls;
+	dst->retryable = src->retryable;
+	dst->step_id = NULL;
+}
+
 static json_t *
 err_json(const rs_err *e)
 {
@@ -535,6 +572,7 @@ ev_step_completed(rs_run *r, const rs_event *ev, char *err, size_t cap)
 		json_object_set_new(att, "finished_at", json_integer(ev->time_ms));
 	}
 	set_json(&r->last_output, out);
+	set_str(&r->last_next, d->next_step);
 	cancel_step_timers(r, d->step_id, d->attempt);
 	set_str(&r->eff_id, NULL);
 	r->cur_done = 1;
@@ -557,6 +595,10 @@ ev_step_failed(rs_run *r, const rs_event *ev, char *err, size_t cap)
 		json_object_set_new(att, "finished_at", json_integer(ev->time_ms));
 	}
 	view_set_status(r, d->step_id, d->final ? "failed" : "retrying");
+	rs_err_free(&r->last_err);
+	err_copy_plain(&r->last_err, &d->error);
+	r->last_final = d->final;
+	r->last_retry_after = d->retry_after_ms;
 	cancel_step_timers(r, d->step_id, d->attempt);
 	set_str(&r->eff_id, NULL);
 	r->cur_done = 1;
@@ -571,6 +613,9 @@ ev_step_retry_scheduled(rs_run *r, const rs_event *ev, char *err, size_t cap)
 
 	if (check_current(r, "step.retry_scheduled", d->step_id, d->attempt - 1, err, cap) != RS_OK)
 		return RS_EINVAL;
+	r->last_attempt = d->attempt;
+	r->last_due = d->due_at;
+	set_str(&r->last_timer, d->timer_id);
 	r->status = RS_RUN_WAITING;
 	return RS_OK;
 }
@@ -699,6 +744,7 @@ ev_timer_scheduled(rs_run *r, const rs_event *ev, char *err, size_t cap)
 	t->attempt = d->attempt;
 	t->due_at = d->due_at;
 	t->state = TIMER_PENDING;
+	set_str(&r->last_timer, d->timer_id);
 	if (d->purpose != RS_TIMER_RUN_TIMEOUT)
 		r->status = RS_RUN_WAITING;
 	return RS_OK;
@@ -713,6 +759,7 @@ ev_timer_fired(rs_run *r, const rs_event *ev, char *err, size_t cap)
 		return fail(err, cap, "timer.fired: timer %s is not pending",
 		            ev->d.timer_fired.timer_id);
 	t->state = TIMER_FIRED;
+	set_str(&r->last_timer, t->timer_id);
 	return RS_OK;
 }
 
@@ -806,7 +853,11 @@ ev_http_requested(rs_run *r, const rs_event *ev, char *err, size_t cap)
 {
 	const rs_ev_http_requested *d = &ev->d.http_requested;
 
-	return effect_requested(r, "http.requested", d->step_id, d->attempt, d->effect_id, err, cap);
+	if (effect_requested(r, "http.requested", d->step_id, d->attempt, d->effect_id, err,
+	                     cap) != RS_OK)
+		return RS_EINVAL;
+	r->eff_deadline = d->deadline;
+	return RS_OK;
 }
 
 static rs_status
@@ -818,6 +869,10 @@ ev_http_completed(rs_run *r, const rs_event *ev, char *err, size_t cap)
 		return RS_EINVAL;
 	set_str(&r->eff_id, NULL);
 	cancel_timers_of(r, r->cur_step, r->cur_attempt, RS_TIMER_STEP_TIMEOUT);
+	json_decref(r->last_http);
+	r->last_http = json_pack("{s:I, s:O, s:O}", "status", (json_int_t)d->status, "headers",
+	                         d->headers ? d->headers : json_null(), "body",
+	                         d->body ? d->body : json_null());
 	return RS_OK;
 }
 
@@ -830,6 +885,7 @@ ev_llm_requested(rs_run *r, const rs_event *ev, char *err, size_t cap)
 	                     cap) != RS_OK)
 		return RS_EINVAL;
 	r->eff_turn = d->turn;
+	r->eff_deadline = d->deadline;
 	set_json(&r->llm_messages, d->messages);
 	set_json(&r->llm_calls, NULL);
 	return RS_OK;
@@ -882,6 +938,7 @@ ev_llm_message(rs_run *r, const rs_event *ev, char *err, size_t cap)
 	calls = json_object_get(d->message, "tool_calls");
 	set_json(&r->llm_calls, json_array_size(calls) > 0 ? calls : NULL);
 	usage_add(r, d->usage);
+	set_str(&r->last_finish, d->finish_reason);
 	cancel_timers_of(r, r->cur_step, r->cur_attempt, RS_TIMER_STEP_TIMEOUT);
 	return RS_OK;
 }
@@ -999,6 +1056,9 @@ rs_run_evolve(rs_run *r, const rs_event *ev, char *err, size_t cap)
 	if ((st = evolve_table[ev->type](r, ev, err, cap)) != RS_OK)
 		return st;
 	r->last_seq = ev->runseq;
+	r->last_type = (int)ev->type;
+	if (rs_replay_opens_group(ev))
+		r->group_at = ev->time_ms;
 	return RS_OK;
 }
 
@@ -1006,16 +1066,43 @@ rs_run_evolve(rs_run *r, const rs_event *ev, char *err, size_t cap)
 /* 3. Decide                                                           */
 /* ------------------------------------------------------------------ */
 
+/*
+ * How a decision is built, and why a crash cannot leave one half-written.
+ *
+ * A decision is one command's chain of events. It is built in two parts:
+ *  - the handler of the command (decide_table[]) emits the event that
+ *    records the command (run.created, tool.completed, timer.fired, ...:
+ *    the events rs_replay_opens_group() names) after checking that the
+ *    command still means something;
+ *  - settle() then emits, one event at a time, what the state owes: each
+ *    next event is a function of the state the previous one left (owe()
+ *    reads the state and the last event it recorded, nothing else).
+ * So any prefix of a decision is itself a state from which settle()
+ * produces exactly the rest of that decision. Every decision begins with
+ * settle() too: a chain cut by a crash (k of n events appended) is
+ * finished, with the same events in the same order, by whatever decision
+ * comes next for the run: the redelivered command, a timer, a cold load,
+ * or the reconciliation's run.continue. Values that depend on the clock
+ * (deadlines, due times, durations) are computed from group_at, the time
+ * of the event that opened the decision, not from the clock of whoever
+ * finishes it: the finished chain is the one the first decider would have
+ * written, and `runctl replay --check` holds it to that.
+ */
+
 typedef struct {
 	rs_run *s;                 /* scratch state: every emitted event is applied */
 	const rs_agent *agent;
 	const rs_cmd *cmd;
-	int64_t now;
+	int64_t now;               /* envelope time of the events */
 	const char *instance;
 	rs_decision *out;
 	char *err;
 	size_t cap;
+	int begun;                 /* steps begun by this decision */
 } dctx;
+
+/* The decision time: what clock-derived data is computed from. */
+#define AT(d) ((d)->s->group_at)
 
 /*
  * Append ev (whose members it takes over) to the decision with the next
@@ -1063,6 +1150,53 @@ err_copy(rs_err *dst, const rs_err *src, const char *step_id)
 	dst->cls = src->cls;
 	dst->retryable = src->retryable;
 	dst->step_id = xstrdup(step_id);
+}
+
+/* --- values: bounded --- */
+
+typedef struct { size_t n, max; } size_budget;
+
+static int
+count_bytes(const char *buf, size_t len, void *ud)
+{
+	size_budget *b = ud;
+
+	(void)buf;
+	b->n += len;
+	return b->n > b->max ? -1 : 0;
+}
+
+/* 1 if v's JSON text is longer than RS_RUN_MAX_VALUE_BYTES (stops counting
+ * there: a huge value costs no more than the limit to reject). */
+static int
+too_large(json_t *v)
+{
+	size_budget b = { 0, RS_RUN_MAX_VALUE_BYTES };
+
+	return v != NULL && json_dump_callback(v, count_bytes, &b, JSON_COMPACT | JSON_ENCODE_ANY) != 0;
+}
+
+/* Render a template against the run's context, bounded. A failure is the
+ * step's (permanent), never the decision's: msg receives why. */
+static rs_status
+render(dctx *d, json_t *tmpl, json_t **out, char *msg, size_t cap, const char **code)
+{
+	*out = NULL;
+	if (tmpl == NULL)
+		return RS_OK;
+	if (rs_template_render(tmpl, d->s->ctx, out, msg, cap) != RS_OK) {
+		*code = "template_error";
+		return RS_EINVAL;
+	}
+	if (too_large(*out)) {
+		json_decref(*out);
+		*out = NULL;
+		*code = "too_large";
+		snprintf(msg, cap, "the rendered value is larger than %d bytes",
+		         RS_RUN_MAX_VALUE_BYTES);
+		return RS_EINVAL;
+	}
+	return RS_OK;
 }
 
 /* --- effects --- */
@@ -1120,7 +1254,7 @@ cancel_outstanding(dctx *d)
 			add_call_effect(d->s, d->out, &d->s->calls[i], 1);
 }
 
-/* --- events with their effects --- */
+/* --- single events (each with its effect) --- */
 
 static void
 make_timer_id(const rs_run *s, char *buf, size_t cap, rs_timer_purpose p,
@@ -1131,6 +1265,17 @@ make_timer_id(const rs_run *s, char *buf, size_t cap, rs_timer_purpose p,
 	else
 		snprintf(buf, cap, "%s.%s.%s.%lld.%lld", s->run_id, rs_timer_purpose_name(p),
 		         step_id, (long long)exec, (long long)attempt);
+}
+
+/* A per-turn timer id: the step timer id plus ".<turn>". */
+static void
+turn_timer_id(const rs_run *s, char *buf, size_t cap, rs_timer_purpose p, int64_t turn)
+{
+	size_t n;
+
+	make_timer_id(s, buf, cap, p, s->cur_step, s->cur_exec, s->cur_attempt);
+	n = strlen(buf);
+	snprintf(buf + n, cap - n, ".%lld", (long long)turn);
 }
 
 /* timer.scheduled + the timer effect. */
@@ -1192,8 +1337,8 @@ emit_step_completed(dctx *d, json_t *output, int next_idx)
 	ev.d.step_completed.attempt = d->s->cur_attempt;
 	ev.d.step_completed.output = output ? output : json_null();
 	/* Clocks of different orchestrators may disagree a little. */
-	ev.d.step_completed.duration_ms = d->now > d->s->cur_started_at ?
-	                                  d->now - d->s->cur_started_at : 0;
+	ev.d.step_completed.duration_ms = AT(d) > d->s->cur_started_at ?
+	                                  AT(d) - d->s->cur_started_at : 0;
 	ev.d.step_completed.next_step = xstrdup(next ? next->id : "end");
 	return emit(d, &ev);
 }
@@ -1202,170 +1347,6 @@ static const rs_step *
 current_step(dctx *d, int *idx)
 {
 	return d->s->cur_step ? rs_agent_step_find(d->agent, d->s->cur_step, idx) : NULL;
-}
-
-/* --- the engine --- */
-
-/* run.completed with the output template (or the last step's output). */
-static rs_status
-complete_run(dctx *d)
-{
-	rs_event ev = new_event(RS_EV_RUN_COMPLETED);
-	json_t *tmpl = rs_agent_output(d->agent), *out = NULL;
-
-	if (tmpl != NULL) {
-		if (rs_template_render(tmpl, d->s->ctx, &out, d->err, d->cap) != RS_OK)
-			return RS_EINVAL;
-	} else {
-		out = d->s->last_output ? json_incref(d->s->last_output) : json_null();
-	}
-	ev.d.run_completed.output = out;
-	return emit(d, &ev);
-}
-
-static rs_status
-start_tool(dctx *d, const rs_step *st, int64_t attempt)
-{
-	rs_event ev;
-	json_t *args = NULL, *input;
-	char call_id[ID_CAP];
-	int64_t deadline = d->now + st->timeout_s * 1000;
-	rs_status rc;
-
-	if ((rc = rs_template_render(st->args, d->s->ctx, &args, d->err, d->cap)) != RS_OK)
-		return rc;
-	input = json_pack("{s:s, s:O, s:s*, s:s*}", "tool", st->tool, "args", args,
-	                  "device", st->device, "capability", st->capability);
-	if ((rc = emit_step_started(d, st, attempt, input)) != RS_OK)
-		goto cleanup;
-	snprintf(call_id, sizeof(call_id), "%s-%s-%lld-%lld", d->s->run_id, st->id,
-	         (long long)d->s->cur_exec, (long long)attempt);
-	ev = new_event(RS_EV_TOOL_REQUESTED);
-	ev.d.tool_requested.call_id = xstrdup(call_id);
-	ev.d.tool_requested.step_id = xstrdup(st->id);
-	ev.d.tool_requested.attempt = attempt;
-	ev.d.tool_requested.tool = xstrdup(st->tool);
-	ev.d.tool_requested.args = json_incref(args);
-	ev.d.tool_requested.device = xstrdup(st->device);
-	ev.d.tool_requested.capability = xstrdup(st->capability);
-	ev.d.tool_requested.deadline = deadline;
-	if ((rc = emit(d, &ev)) != RS_OK)
-		goto cleanup;
-	add_call_effect(d->s, d->out, find_call(d->s, call_id), 0);
-	rc = schedule_step_timer(d, RS_TIMER_TOOL_TIMEOUT, deadline);
-cleanup:
-	json_decref(args);
-	return rc;
-}
-
-static rs_status
-start_signal(dctx *d, const rs_step *st, int64_t attempt, int *next)
-{
-	run_signal *buf;
-	rs_status rc;
-
-	rc = emit_step_started(d, st, attempt, json_pack("{s:s, s:I}", "signal", st->signal,
-	                       "timeout_s", (json_int_t)st->timeout_s));
-	if (rc != RS_OK)
-		return rc;
-	/* A signal that arrived before the step is waiting in the buffer. */
-	if ((buf = buffered_signal(d->s, st->signal)) != NULL) {
-		*next = st->next_idx;
-		return emit_step_completed(d, json_incref(buf->payload), st->next_idx);
-	}
-	if (st->timeout_s > 0)
-		return schedule_step_timer(d, RS_TIMER_SIGNAL_TIMEOUT,
-		                           d->now + st->timeout_s * 1000);
-	return RS_OK;
-}
-
-static rs_status
-start_branch(dctx *d, const rs_step *st, int64_t attempt, int *next)
-{
-	int ci, target;
-	rs_status rc;
-
-	if ((rc = emit_step_started(d, st, attempt, NULL)) != RS_OK)
-		return rc;
-	target = rs_branch_target(st, d->s->ctx, &ci);
-	*next = target;
-	return emit_step_completed(d, json_pack("{s:o, s:s}", "case",
-	                           ci >= 0 ? json_integer(ci) : json_null(), "goto",
-	                           target >= 0 ? rs_agent_step(d->agent, (size_t)target)->id : "end"),
-	                           target);
-}
-
-static rs_status
-start_transform(dctx *d, const rs_step *st, int64_t attempt, int *next)
-{
-	json_t *v = NULL;
-	rs_status rc;
-
-	if ((rc = emit_step_started(d, st, attempt, NULL)) != RS_OK)
-		return rc;
-	if ((rc = rs_template_render(st->value, d->s->ctx, &v, d->err, d->cap)) != RS_OK)
-		return rc;
-	*next = st->next_idx;
-	return emit_step_completed(d, v, st->next_idx);
-}
-
-static rs_status start_http(dctx *d, const rs_step *st, int64_t attempt);
-static rs_status start_llm(dctx *d, const rs_step *st, int64_t attempt);
-
-/*
- * Start attempt `attempt` of step idx. *next is where to go on (a step
- * index or RS_STEP_END) when the step finished inline, WAIT otherwise
- * (including when the run just failed on max_steps).
- */
-static rs_status
-start_attempt(dctx *d, int idx, int64_t attempt, int *next)
-{
-	const rs_step *st = rs_agent_step(d->agent, (size_t)idx);
-	rs_status rc;
-
-	*next = WAIT;
-	if (d->s->execs >= d->s->max_steps) {
-		char msg[128];
-		snprintf(msg, sizeof(msg), "more than %lld step executions",
-		         (long long)d->s->max_steps);
-		return emit_run_failed(d, "max_steps_exceeded", msg, RS_ERRCLASS_PERMANENT, st->id);
-	}
-	switch (st->kind) {
-	case RS_STEP_TOOL:
-		return start_tool(d, st, attempt);
-	case RS_STEP_SLEEP:
-		rc = emit_step_started(d, st, attempt, json_pack("{s:I}", "duration_ms",
-		                       (json_int_t)st->duration_ms));
-		if (rc != RS_OK)
-			return rc;
-		return schedule_step_timer(d, RS_TIMER_SLEEP, d->now + st->duration_ms);
-	case RS_STEP_SIGNAL:
-		return start_signal(d, st, attempt, next);
-	case RS_STEP_BRANCH:
-		return start_branch(d, st, attempt, next);
-	case RS_STEP_TRANSFORM:
-		return start_transform(d, st, attempt, next);
-	case RS_STEP_HTTP:
-		return start_http(d, st, attempt);
-	case RS_STEP_LLM:
-		return start_llm(d, st, attempt);
-	}
-	return RS_ERR;
-}
-
-/* Run steps from idx on until one waits or the run ends. */
-static rs_status
-run_from(dctx *d, int idx)
-{
-	rs_status rc;
-
-	while (idx != WAIT) {
-		if (idx == RS_STEP_END)
-			return complete_run(d);
-		if ((rc = start_attempt(d, idx, 1, &idx)) != RS_OK)
-			return rc;
-	}
-	return RS_OK;
 }
 
 /* backoff = min(max, initial * multiplier^(attempt-1)), in whole ms. */
@@ -1392,9 +1373,10 @@ non_retryable(const rs_step *st, const char *code)
 }
 
 /*
- * The current attempt failed with e: step.failed, then either a retry
- * (step.retry_scheduled + timer) or run.failed. Permanent errors and
- * non_retryable codes never retry; transient ones and timeouts do.
+ * The current attempt failed with e: step.failed, recording whether it is
+ * final (permanent errors and non_retryable codes never retry; transient
+ * ones and timeouts do, up to max_attempts). What follows (run.failed, or
+ * step.retry_scheduled and its timer) is owed: settle() emits it.
  * effect_id / retry_after_ms: the failure is an executor's effect.result
  * error (recorded so replay can rebuild that command); a server's
  * Retry-After stretches the backoff.
@@ -1404,11 +1386,9 @@ fail_step_effect(dctx *d, const rs_step *st, const rs_err *e, const char *effect
                  int64_t retry_after_ms)
 {
 	rs_event ev = new_event(RS_EV_STEP_FAILED);
-	int64_t attempt = d->s->cur_attempt, backoff, due;
+	int64_t attempt = d->s->cur_attempt;
 	int retryable = e->cls != RS_ERRCLASS_PERMANENT && !non_retryable(st, e->code);
 	int again = retryable && attempt < st->retry.max_attempts;
-	char id[ID_CAP];
-	rs_status rc;
 
 	ev.d.step_failed.step_id = xstrdup(st->id);
 	ev.d.step_failed.attempt = attempt;
@@ -1417,28 +1397,7 @@ fail_step_effect(dctx *d, const rs_step *st, const rs_err *e, const char *effect
 	ev.d.step_failed.final = !again;
 	ev.d.step_failed.effect_id = xstrdup(effect_id);
 	ev.d.step_failed.retry_after_ms = retry_after_ms > 0 ? retry_after_ms : 0;
-	if ((rc = emit(d, &ev)) != RS_OK)
-		return rc;
-	if (!again) {
-		ev = new_event(RS_EV_RUN_FAILED);
-		err_copy(&ev.d.run_failed.error, e, st->id);
-		ev.d.run_failed.error.retryable = 0;
-		return emit(d, &ev);
-	}
-	backoff = rs_run_backoff_ms(&st->retry, attempt);
-	if (retry_after_ms > backoff)
-		backoff = retry_after_ms < RETRY_AFTER_MAX_MS ? retry_after_ms : RETRY_AFTER_MAX_MS;
-	due = d->now + backoff;
-	make_timer_id(d->s, id, sizeof(id), RS_TIMER_RETRY, st->id, d->s->cur_exec, attempt + 1);
-	ev = new_event(RS_EV_STEP_RETRY_SCHEDULED);
-	ev.d.step_retry_scheduled.step_id = xstrdup(st->id);
-	ev.d.step_retry_scheduled.attempt = attempt + 1;
-	ev.d.step_retry_scheduled.backoff_ms = backoff;
-	ev.d.step_retry_scheduled.due_at = due;
-	ev.d.step_retry_scheduled.timer_id = xstrdup(id);
-	if ((rc = emit(d, &ev)) != RS_OK)
-		return rc;
-	return schedule_timer(d, RS_TIMER_RETRY, st->id, attempt + 1, due, id);
+	return emit(d, &ev);
 }
 
 static rs_status
@@ -1448,106 +1407,230 @@ fail_step(dctx *d, const rs_step *st, const rs_err *e)
 }
 
 static rs_status
-fail_step_timeout(dctx *d, const rs_step *st, const char *message)
+fail_step_code(dctx *d, const rs_step *st, const char *code, rs_errclass cls, const char *msg)
 {
-	rs_err e = { "timeout", (char *)message, RS_ERRCLASS_TIMEOUT, 1, NULL };
+	rs_err e = { (char *)code, (char *)msg, cls, cls != RS_ERRCLASS_PERMANENT, NULL };
 
 	return fail_step(d, st, &e);
 }
 
-/* --- server-side effects: http and llm steps --- */
-
-/* Render a template that must give a string; non-strings become their
- * compact JSON text (a prompt may well be built from an object). */
 static rs_status
-render_text(dctx *d, json_t *tmpl, char **out)
+fail_step_timeout(dctx *d, const rs_step *st, const char *message)
 {
+	return fail_step_code(d, st, "timeout", RS_ERRCLASS_TIMEOUT, message);
+}
+
+/* --- beginning a step: run.failed (max_steps) or step.started --- */
+
+/* The recorded input of the current attempt (what step.started said). */
+static json_t *
+attempt_input(dctx *d)
+{
+	return json_object_get(view_attempt(d->s, d->s->cur_step), "input");
+}
+
+/* A string field of a rendered input: as given, or the compact JSON text
+ * of a non-string (a prompt may well be built from an object). New. */
+static char *
+text_of_value(json_t *v)
+{
+	char *t;
+
+	if (v == NULL)
+		return NULL;
+	t = json_is_string(v) ? xstrdup(json_string_value(v)) : rs_json_dump(v);
+	if (t == NULL)
+		abort();
+	return t;
+}
+
+static json_t *
+tool_names(const rs_step *st)
+{
+	json_t *a = json_array(), *t;
+	size_t i;
+
+	json_array_foreach(st->llm_tools, i, t)
+		json_array_append(a, json_object_get(t, "name"));
+	return a;
+}
+
+/*
+ * The input step.started records: everything the rest of the attempt
+ * needs that comes from templates, rendered once here. A template that
+ * does not render leaves its field out; the attempt then fails at once
+ * (owe_started) with the renderer's message.
+ */
+static json_t *
+step_input(dctx *d, const rs_step *st)
+{
+	char msg[256];
+	const char *code;
+	json_t *in = NULL, *v;
+
+	switch (st->kind) {
+	case RS_STEP_TOOL:
+		in = json_pack("{s:s, s:s*, s:s*}", "tool", st->tool, "device", st->device,
+		               "capability", st->capability);
+		if (render(d, st->args, &v, msg, sizeof(msg), &code) == RS_OK)
+			json_object_set_new(in, "args", v);
+		return in;
+	case RS_STEP_SLEEP:
+		return json_pack("{s:I}", "duration_ms", (json_int_t)st->duration_ms);
+	case RS_STEP_SIGNAL:
+		return json_pack("{s:s, s:I}", "signal", st->signal, "timeout_s",
+		                 (json_int_t)st->timeout_s);
+	case RS_STEP_HTTP:
+		in = json_pack("{s:s}", "method", st->method);
+		if (render(d, st->url, &v, msg, sizeof(msg), &code) == RS_OK) {
+			char *u = text_of_value(v);
+			json_object_set_new(in, "url", json_string(u));
+			free(u);
+			json_decref(v);
+		}
+		if (render(d, st->headers, &v, msg, sizeof(msg), &code) == RS_OK)
+			json_object_set_new(in, "headers", v ? v : json_object());
+		if (st->body != NULL && render(d, st->body, &v, msg, sizeof(msg), &code) == RS_OK)
+			json_object_set_new(in, "body", v);
+		return in;
+	case RS_STEP_LLM:
+		in = json_pack("{s:{s:s, s:s}, s:o}", "model", "base_url", st->base_url, "model",
+		               st->model, "tools", tool_names(st));
+		if (render(d, st->prompt, &v, msg, sizeof(msg), &code) == RS_OK) {
+			char *t = text_of_value(v);
+			json_object_set_new(in, "prompt", json_string(t ? t : ""));
+			free(t);
+			json_decref(v);
+		}
+		if (st->system != NULL && render(d, st->system, &v, msg, sizeof(msg), &code) == RS_OK) {
+			char *t = text_of_value(v);
+			json_object_set_new(in, "system", json_string(t));
+			free(t);
+			json_decref(v);
+		}
+		return in;
+	case RS_STEP_BRANCH:
+	case RS_STEP_TRANSFORM:
+		return NULL;
+	}
+	return NULL;
+}
+
+/* Begin attempt `attempt` of step idx (RS_STEP_END: the run completes). */
+static rs_status
+begin_step(dctx *d, int idx, int64_t attempt)
+{
+	const rs_step *st;
+	rs_event ev;
+	json_t *tmpl, *out = NULL;
+	char msg[256];
+	const char *code;
+
+	if (idx == RS_STEP_END) {
+		ev = new_event(RS_EV_RUN_COMPLETED);
+		tmpl = rs_agent_output(d->agent);
+		if (tmpl != NULL) {
+			if (render(d, tmpl, &out, msg, sizeof(msg), &code) != RS_OK)
+				return emit_run_failed(d, code, msg, RS_ERRCLASS_PERMANENT, NULL);
+		} else {
+			out = d->s->last_output ? json_incref(d->s->last_output) : json_null();
+		}
+		ev.d.run_completed.output = out;
+		return emit(d, &ev);
+	}
+	st = rs_agent_step(d->agent, (size_t)idx);
+	if (d->s->execs >= d->s->max_steps) {
+		snprintf(msg, sizeof(msg), "more than %lld step executions",
+		         (long long)d->s->max_steps);
+		return emit_run_failed(d, "max_steps_exceeded", msg, RS_ERRCLASS_PERMANENT, st->id);
+	}
+	d->begun++;
+	return emit_step_started(d, st, attempt, step_input(d, st));
+}
+
+/* --- what follows an event: owe() --- */
+
+static rs_status
+owe_tool_requested(dctx *d, const rs_step *st)
+{
+	json_t *in = attempt_input(d), *args = json_object_get(in, "args");
+	rs_event ev = new_event(RS_EV_TOOL_REQUESTED);
+	char call_id[ID_CAP], msg[256];
+	const char *code = "template_error";
 	json_t *v = NULL;
 	rs_status rc;
 
-	*out = NULL;
-	if (tmpl == NULL)
-		return RS_OK;
-	if ((rc = rs_template_render(tmpl, d->s->ctx, &v, d->err, d->cap)) != RS_OK)
+	if (args == NULL) {   /* did not render: say why */
+		if (render(d, st->args, &v, msg, sizeof(msg), &code) == RS_OK) {
+			json_decref(v);
+			snprintf(msg, sizeof(msg), "the tool arguments did not render");
+		}
+		return fail_step_code(d, st, code, RS_ERRCLASS_PERMANENT, msg);
+	}
+	snprintf(call_id, sizeof(call_id), "%s-%s-%lld-%lld", d->s->run_id, st->id,
+	         (long long)d->s->cur_exec, (long long)d->s->cur_attempt);
+	ev.d.tool_requested.call_id = xstrdup(call_id);
+	ev.d.tool_requested.step_id = xstrdup(st->id);
+	ev.d.tool_requested.attempt = d->s->cur_attempt;
+	ev.d.tool_requested.tool = xstrdup(st->tool);
+	ev.d.tool_requested.args = json_incref(args);
+	ev.d.tool_requested.device = xstrdup(st->device);
+	ev.d.tool_requested.capability = xstrdup(st->capability);
+	ev.d.tool_requested.deadline = AT(d) + st->timeout_s * 1000;
+	if ((rc = emit(d, &ev)) != RS_OK)
 		return rc;
-	*out = json_is_string(v) ? xstrdup(json_string_value(v)) : rs_json_dump(v);
-	json_decref(v);
-	if (*out == NULL)
-		abort();
+	add_call_effect(d->s, d->out, find_call(d->s, call_id), 0);
 	return RS_OK;
 }
 
-/* A per-turn timer id: the step timer id plus ".<turn>". */
-static void
-turn_timer_id(const rs_run *s, char *buf, size_t cap, rs_timer_purpose p, int64_t turn)
-{
-	size_t n;
-
-	make_timer_id(s, buf, cap, p, s->cur_step, s->cur_exec, s->cur_attempt);
-	n = strlen(buf);
-	snprintf(buf + n, cap - n, ".%lld", (long long)turn);
-}
-
 static rs_status
-start_http(dctx *d, const rs_step *st, int64_t attempt)
+owe_http_requested(dctx *d, const rs_step *st)
 {
+	json_t *in = attempt_input(d), *headers = json_object_get(in, "headers");
+	const char *url = json_string_value(json_object_get(in, "url"));
 	rs_event ev = new_event(RS_EV_HTTP_REQUESTED);
-	json_t *headers = NULL, *body = NULL, *input;
-	char *url = NULL, id[ID_CAP];
-	int64_t deadline = d->now + st->timeout_s * 1000;
-	rs_err bad = { "invalid_url", NULL, RS_ERRCLASS_PERMANENT, 0, NULL };
-	rs_status rc;
+	char id[ID_CAP], msg[256];
+	const char *code = "template_error";
+	json_t *v = NULL;
 
-	if ((rc = render_text(d, st->url, &url)) != RS_OK ||
-	    (rc = rs_template_render(st->headers, d->s->ctx, &headers, d->err, d->cap)) != RS_OK ||
-	    (st->body != NULL &&
-	     (rc = rs_template_render(st->body, d->s->ctx, &body, d->err, d->cap)) != RS_OK))
-		goto cleanup;
-	input = json_pack("{s:s, s:s, s:O}", "method", st->method, "url", url, "headers", headers);
-	if (body != NULL)
-		json_object_set(input, "body", body);
-	if ((rc = emit_step_started(d, st, attempt, input)) != RS_OK)
-		goto cleanup;
-	/* A templated URL is only known now: refuse what no client can call. */
-	if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
-		bad.message = "the rendered url is not an http:// or https:// URL";
-		rc = fail_step(d, st, &bad);
-		goto cleanup;
+	if (url == NULL || headers == NULL ||
+	    (st->body != NULL && json_object_get(in, "body") == NULL)) {
+		json_t *t = url == NULL ? st->url : headers == NULL ? st->headers : st->body;
+		if (render(d, t, &v, msg, sizeof(msg), &code) == RS_OK) {
+			json_decref(v);
+			snprintf(msg, sizeof(msg), "the request did not render");
+		}
+		return fail_step_code(d, st, code, RS_ERRCLASS_PERMANENT, msg);
 	}
+	/* A templated URL is only known now: refuse what no client can call. */
+	if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
+		return fail_step_code(d, st, "invalid_url", RS_ERRCLASS_PERMANENT,
+		                      "the rendered url is not an http:// or https:// URL");
 	snprintf(id, sizeof(id), "%s-%s-%lld-%lld-http", d->s->run_id, st->id,
-	         (long long)d->s->cur_exec, (long long)attempt);
+	         (long long)d->s->cur_exec, (long long)d->s->cur_attempt);
 	ev.d.http_requested.effect_id = xstrdup(id);
 	ev.d.http_requested.step_id = xstrdup(st->id);
-	ev.d.http_requested.attempt = attempt;
+	ev.d.http_requested.attempt = d->s->cur_attempt;
 	ev.d.http_requested.method = xstrdup(st->method);
 	ev.d.http_requested.url = xstrdup(url);
 	ev.d.http_requested.headers = json_incref(headers);
-	ev.d.http_requested.body = json_incref(body);
+	ev.d.http_requested.body = json_incref(json_object_get(in, "body"));
 	ev.d.http_requested.timeout_ms = st->timeout_s * 1000;
-	ev.d.http_requested.deadline = deadline;
+	ev.d.http_requested.deadline = AT(d) + st->timeout_s * 1000;
 	ev.d.http_requested.max_response_bytes = st->max_response_bytes;
 	if (st->hmac_secret_env != NULL)
 		ev.d.http_requested.hmac = json_pack("{s:s, s:s}", "secret_env", st->hmac_secret_env,
 		                                     "header", st->hmac_header);
-	if ((rc = emit(d, &ev)) != RS_OK)
-		goto cleanup;
-	rc = schedule_step_timer(d, RS_TIMER_STEP_TIMEOUT, deadline + EFFECT_GRACE_MS);
-cleanup:
-	free(url);
-	json_decref(headers);
-	json_decref(body);
-	return rc;
+	return emit(d, &ev);
 }
 
-/* llm.requested for `turn` with the chat `msgs` (taken), and the turn's
- * backstop timer. */
+/* llm.requested for `turn` with the chat `msgs` (taken). Its backstop
+ * timer follows (owe: llm.requested). */
 static rs_status
 request_turn(dctx *d, const rs_step *st, int64_t turn, json_t *msgs)
 {
 	rs_event ev = new_event(RS_EV_LLM_REQUESTED);
-	int64_t deadline = d->now + st->timeout_s * 1000;
 	char id[ID_CAP];
-	rs_status rc;
 
 	snprintf(id, sizeof(id), "%s-%s-%lld-%lld-llm%lld", d->s->run_id, st->id,
 	         (long long)d->s->cur_exec, (long long)d->s->cur_attempt, (long long)turn);
@@ -1562,56 +1645,38 @@ request_turn(dctx *d, const rs_step *st, int64_t turn, json_t *msgs)
 	                                                          : NULL;
 	ev.d.llm_requested.max_tokens = st->max_tokens;
 	ev.d.llm_requested.temperature = json_incref(st->temperature);
-	ev.d.llm_requested.deadline = deadline;
-	if ((rc = emit(d, &ev)) != RS_OK)
-		return rc;
-	turn_timer_id(d->s, id, sizeof(id), RS_TIMER_STEP_TIMEOUT, turn);
-	return schedule_timer(d, RS_TIMER_STEP_TIMEOUT, st->id, d->s->cur_attempt,
-	                      deadline + EFFECT_GRACE_MS, id);
+	ev.d.llm_requested.deadline = AT(d) + st->timeout_s * 1000;
+	return emit(d, &ev);
 }
 
-static json_t *
-tool_names(const rs_step *st)
-{
-	json_t *a = json_array(), *t;
-	size_t i;
-
-	json_array_foreach(st->llm_tools, i, t)
-		json_array_append(a, json_object_get(t, "name"));
-	return a;
-}
-
+/* The first model turn of an attempt (or, on a retry, the turn that
+ * failed, resumed with the conversation so far). */
 static rs_status
-start_llm(dctx *d, const rs_step *st, int64_t attempt)
+owe_llm_first_turn(dctx *d, const rs_step *st)
 {
-	char *system = NULL, *prompt = NULL;
-	json_t *input, *msgs;
-	rs_status rc;
+	json_t *in = attempt_input(d), *msgs;
+	const char *prompt = json_string_value(json_object_get(in, "prompt"));
+	const char *system = json_string_value(json_object_get(in, "system"));
+	char msg[256];
+	const char *code = "template_error";
+	json_t *v = NULL;
 
-	if ((rc = render_text(d, st->system, &system)) != RS_OK ||
-	    (rc = render_text(d, st->prompt, &prompt)) != RS_OK)
-		goto cleanup;
-	input = json_pack("{s:{s:s, s:s}, s:s, s:o}", "model", "base_url", st->base_url,
-	                  "model", st->model, "prompt", prompt, "tools", tool_names(st));
-	if (system != NULL)
-		json_object_set_new(input, "system", json_string(system));
-	if ((rc = emit_step_started(d, st, attempt, input)) != RS_OK)
-		goto cleanup;
-	/* A retry resumes the conversation at the turn that failed. */
-	if (attempt > 1 && d->s->llm_messages != NULL && d->s->eff_turn > 0) {
-		rc = request_turn(d, st, d->s->eff_turn, json_incref(d->s->llm_messages));
-		goto cleanup;
+	if (d->s->cur_attempt > 1 && d->s->llm_messages != NULL && d->s->eff_turn > 0)
+		return request_turn(d, st, d->s->eff_turn, json_incref(d->s->llm_messages));
+	if (prompt == NULL || (st->system != NULL && system == NULL)) {
+		json_t *t = prompt == NULL ? st->prompt : st->system;
+		if (render(d, t, &v, msg, sizeof(msg), &code) == RS_OK) {
+			json_decref(v);
+			snprintf(msg, sizeof(msg), "the prompt did not render");
+		}
+		return fail_step_code(d, st, code, RS_ERRCLASS_PERMANENT, msg);
 	}
 	msgs = json_array();
 	if (system != NULL)
 		json_array_append_new(msgs, json_pack("{s:s, s:s}", "role", "system",
 		                                      "content", system));
 	json_array_append_new(msgs, json_pack("{s:s, s:s}", "role", "user", "content", prompt));
-	rc = request_turn(d, st, 1, msgs);
-cleanup:
-	free(system);
-	free(prompt);
-	return rc;
+	return request_turn(d, st, 1, msgs);
 }
 
 static int
@@ -1696,40 +1761,35 @@ llm_next_turn(dctx *d, const rs_step *st)
 	return request_turn(d, st, d->s->eff_turn + 1, msgs);
 }
 
+/*
+ * The model asked for tools: one tool.requested per valid call (in the
+ * order of the answer), through the routers exactly like a tool step
+ * (capability = the tool's name), then the turn's tool timer. No valid
+ * call at all: the next turn tells the model why.
+ */
 static rs_status
-llm_final_answer(dctx *d, const rs_step *st, const rs_ev_llm_message *m)
+owe_llm_calls(dctx *d, const rs_step *st)
 {
-	const char *text = json_string_value(json_object_get(m->message, "content"));
-	json_t *out = json_pack("{s:s, s:o, s:I, s:s}", "text", text ? text : "",
-	                        "usage", d->s->llm_usage ? json_deep_copy(d->s->llm_usage)
-	                                                 : json_object(),
-	                        "turns", (json_int_t)m->turn,
-	                        "finish_reason", m->finish_reason ? m->finish_reason : "stop");
-	rs_status rc;
-
-	rc = emit_step_completed(d, out, st->next_idx);
-	return rc != RS_OK ? rc : run_from(d, st->next_idx);
-}
-
-/* The model asked for tools: one tool.requested per valid call, through
- * the routers exactly like a tool step (capability = the tool's name). */
-static rs_status
-llm_call_tools(dctx *d, const rs_step *st)
-{
-	int64_t deadline = d->now + st->tool_timeout_s * 1000;
-	json_t *tc, *args, *calls = json_incref(d->s->llm_calls);
+	json_t *tc, *args;
 	const char *name;
 	char call_id[ID_CAP];
-	int requested = 0;
+	run_call *first = NULL;
 	rs_event ev;
-	rs_status rc = RS_OK;
 	size_t i;
 
-	json_array_foreach(calls, i, tc) {
+	json_array_foreach(d->s->llm_calls, i, tc) {
+		run_call *c;
 		name = json_string_value(json_object_get(json_object_get(tc, "function"), "name"));
-		if (!llm_has_tool(st, name) || (args = call_args(tc)) == NULL)
+		if (!llm_has_tool(st, name))
 			continue;   /* answered with an error in the next turn */
 		llm_call_id(d->s, i, call_id, sizeof(call_id));
+		if ((c = find_call(d->s, call_id)) != NULL) {
+			if (first == NULL)
+				first = c;
+			continue;
+		}
+		if ((args = call_args(tc)) == NULL)
+			continue;
 		ev = new_event(RS_EV_TOOL_REQUESTED);
 		ev.d.tool_requested.call_id = xstrdup(call_id);
 		ev.d.tool_requested.step_id = xstrdup(st->id);
@@ -1737,56 +1797,64 @@ llm_call_tools(dctx *d, const rs_step *st)
 		ev.d.tool_requested.tool = xstrdup(name);
 		ev.d.tool_requested.args = args;
 		ev.d.tool_requested.capability = xstrdup(name);
-		ev.d.tool_requested.deadline = deadline;
-		if ((rc = emit(d, &ev)) != RS_OK)
-			goto cleanup;
+		ev.d.tool_requested.deadline = first ? first->deadline
+		                                     : AT(d) + st->tool_timeout_s * 1000;
+		if (emit(d, &ev) != RS_OK)
+			return RS_ERR;
 		add_call_effect(d->s, d->out, find_call(d->s, call_id), 0);
-		requested++;
+		return RS_OK;
 	}
-	if (requested == 0) {
-		rc = llm_next_turn(d, st);
-		goto cleanup;
-	}
+	if (first == NULL)
+		return llm_next_turn(d, st);
 	turn_timer_id(d->s, call_id, sizeof(call_id), RS_TIMER_TOOL_TIMEOUT, d->s->eff_turn);
-	rc = schedule_timer(d, RS_TIMER_TOOL_TIMEOUT, st->id, d->s->cur_attempt, deadline, call_id);
-cleanup:
-	json_decref(calls);
-	return rc;
+	if (find_timer(d->s, call_id) != NULL)
+		return RS_OK;
+	return schedule_timer(d, RS_TIMER_TOOL_TIMEOUT, st->id, d->s->cur_attempt, first->deadline,
+	                      call_id);
 }
 
-/* llm.message, then: final answer, tools, or max_turns. */
+/* An llm.message: the final answer, max_turns, or tools. */
 static rs_status
-llm_result(dctx *d, const rs_step *st, json_t *output)
+owe_llm_message(dctx *d, const rs_step *st)
 {
-	rs_event ev = new_event(RS_EV_LLM_MESSAGE);
-	rs_ev_llm_message *m = &ev.d.llm_message;
-	json_t *msg = json_object_get(output, "message");
-	rs_err e = { "max_turns_exceeded", NULL, RS_ERRCLASS_PERMANENT, 0, NULL };
+	json_t *last = json_array_get(d->s->llm_messages, json_array_size(d->s->llm_messages) - 1);
+	const char *text = json_string_value(json_object_get(last, "content"));
 	char why[160];
-	rs_status rc;
 
-	if (!json_is_object(msg))
-		return fail(d->err, d->cap, "effect.result: llm output.message must be an object");
-	m->effect_id = xstrdup(d->s->eff_id);
-	m->step_id = xstrdup(st->id);
-	m->turn = d->s->eff_turn;
-	m->message = json_incref(msg);
-	if (json_is_object(json_object_get(output, "usage")))
-		m->usage = json_incref(json_object_get(output, "usage"));
-	if (json_string_length(json_object_get(output, "finish_reason")) > 0)
-		m->finish_reason = xstrdup(json_string_value(json_object_get(output, "finish_reason")));
-	if ((rc = emit(d, &ev)) != RS_OK)
-		return rc;
-	m = &d->out->events[d->out->nevents - 1].d.llm_message;
 	if (d->s->llm_calls == NULL)
-		return llm_final_answer(d, st, m);
-	if (m->turn >= st->max_turns) {
+		return emit_step_completed(d, json_pack("{s:s, s:o, s:I, s:s}", "text",
+		                           text ? text : "", "usage", d->s->llm_usage ?
+		                           json_deep_copy(d->s->llm_usage) : json_object(), "turns",
+		                           (json_int_t)d->s->eff_turn, "finish_reason",
+		                           d->s->last_finish ? d->s->last_finish : "stop"), st->next_idx);
+	if (d->s->eff_turn >= st->max_turns) {
 		snprintf(why, sizeof(why), "the model still wanted tools after %lld turn(s) "
-		         "(max_turns %lld)", (long long)m->turn, (long long)st->max_turns);
-		e.message = why;
-		return fail_step(d, st, &e);
+		         "(max_turns %lld)", (long long)d->s->eff_turn, (long long)st->max_turns);
+		return fail_step_code(d, st, "max_turns_exceeded", RS_ERRCLASS_PERMANENT, why);
 	}
-	return llm_call_tools(d, st);
+	return owe_llm_calls(d, st);
+}
+
+/* The llm turn's tool timer fired (or a call of it was just timed out):
+ * time out the next call still out, then give the model what there is. */
+static rs_status
+owe_llm_timeouts(dctx *d, const rs_step *st)
+{
+	rs_event ev;
+
+	for (size_t i = 0; i < d->s->ncalls; i++) {
+		run_call *call = &d->s->calls[i];
+		if (!call_outstanding(call) || strcmp(call->step_id, st->id) != 0 ||
+		    call->attempt != d->s->cur_attempt)
+			continue;
+		add_call_effect(d->s, d->out, call, 1);
+		ev = new_event(RS_EV_TOOL_TIMED_OUT);
+		ev.d.tool_timed_out.call_id = xstrdup(call->call_id);
+		ev.d.tool_timed_out.step_id = xstrdup(st->id);
+		ev.d.tool_timed_out.attempt = d->s->cur_attempt;
+		return emit(d, &ev);
+	}
+	return llm_next_turn(d, st);
 }
 
 /* Retry-After of an http.completed's headers, in ms (seconds form). */
@@ -1806,163 +1874,321 @@ retry_after_header(json_t *headers)
 }
 
 static rs_status
-http_result(dctx *d, const rs_step *st, json_t *output)
+owe_http_completed(dctx *d, const rs_step *st)
 {
-	rs_event ev = new_event(RS_EV_HTTP_COMPLETED);
-	rs_ev_http_completed *h = &ev.d.http_completed;
-	json_t *status = json_object_get(output, "status"), *headers;
+	json_t *h = d->s->last_http;
+	int64_t status = json_integer_value(json_object_get(h, "status"));
 	rs_err e = { NULL, NULL, RS_ERRCLASS_PERMANENT, 0, NULL };
 	char code[32], why[96];
-	rs_status rc;
 
-	headers = json_object_get(output, "headers");
-	if (!json_is_integer(status) || json_integer_value(status) < 100 ||
-	    (headers != NULL && !json_is_object(headers)))
-		return fail(d->err, d->cap, "effect.result: http output needs status and headers");
-	h->effect_id = xstrdup(d->s->eff_id);
-	h->step_id = xstrdup(st->id);
-	h->attempt = d->s->cur_attempt;
-	h->status = json_integer_value(status);
-	h->headers = headers ? json_incref(headers) : json_object();
-	h->body = json_incref(json_object_get(output, "body"));
-	if (h->body == NULL)
-		h->body = json_null();
-	h->duration_ms = json_integer_value(json_object_get(output, "duration_ms"));
-	if (h->duration_ms < 0)
-		h->duration_ms = 0;
-	if ((rc = emit(d, &ev)) != RS_OK)
-		return rc;
-	h = &d->out->events[d->out->nevents - 1].d.http_completed;
-	if (rs_http_status_expected(st, h->status)) {
-		rc = emit_step_completed(d, json_pack("{s:I, s:O, s:O}", "status",
-		                         (json_int_t)h->status, "headers", h->headers, "body",
-		                         h->body), st->next_idx);
-		return rc != RS_OK ? rc : run_from(d, st->next_idx);
-	}
+	if (rs_http_status_expected(st, status))
+		return emit_step_completed(d, json_pack("{s:I, s:O, s:O}", "status",
+		                           (json_int_t)status, "headers",
+		                           json_object_get(h, "headers"), "body",
+		                           json_object_get(h, "body")), st->next_idx);
 	/* Overload and server trouble pass; a client error will not. */
-	snprintf(code, sizeof(code), "http_%lld", (long long)h->status);
-	snprintf(why, sizeof(why), "unexpected HTTP status %lld", (long long)h->status);
+	snprintf(code, sizeof(code), "http_%lld", (long long)status);
+	snprintf(why, sizeof(why), "unexpected HTTP status %lld", (long long)status);
 	e.code = code;
 	e.message = why;
-	if (h->status == 429 || h->status == 408 || h->status >= 500)
+	if (status == 429 || status == 408 || status >= 500)
 		e.cls = RS_ERRCLASS_TRANSIENT;
-	return fail_step_effect(d, st, &e, NULL, retry_after_header(h->headers));
+	return fail_step_effect(d, st, &e, NULL,
+	                        retry_after_header(json_object_get(h, "headers")));
 }
 
-/* The effect a result may act on: the current step's pending one. */
-static const rs_step *
-effect_step(dctx *d, const char *effect_id)
+/* The call of the current tool-step attempt. */
+static run_call *
+step_call(dctx *d)
 {
-	const rs_step *st = current_step(d, NULL);
+	char call_id[ID_CAP];
 
-	if (st == NULL || d->s->cur_done || d->s->eff_id == NULL || effect_id == NULL ||
-	    strcmp(d->s->eff_id, effect_id) != 0)
-		return NULL;
-	return st;
+	snprintf(call_id, sizeof(call_id), "%s-%s-%lld-%lld", d->s->run_id, d->s->cur_step,
+	         (long long)d->s->cur_exec, (long long)d->s->cur_attempt);
+	return find_call(d->s, call_id);
 }
 
+/* An rs_err from its JSON form (a call's recorded error). Borrowed strings. */
+static rs_err
+err_of_json(json_t *j)
+{
+	rs_err e = { NULL, NULL, RS_ERRCLASS_PERMANENT, 0, NULL };
+
+	e.code = (char *)json_string_value(json_object_get(j, "code"));
+	e.message = (char *)json_string_value(json_object_get(j, "message"));
+	if (rs_errclass_parse(json_string_value(json_object_get(j, "class")), &e.cls) != RS_OK)
+		e.cls = RS_ERRCLASS_PERMANENT;
+	e.retryable = json_is_true(json_object_get(j, "retryable"));
+	return e;
+}
+
+/* step.started: what the attempt does first, by kind. */
 static rs_status
-decide_effect_result(dctx *d)
+owe_started(dctx *d, const rs_step *st)
 {
-	const rs_cmd *c = d->cmd;
-	const rs_step *st = effect_step(d, c->effect_id);
-	char id[ID_CAP];
+	json_t *v = NULL;
+	run_signal *buf;
+	char msg[256];
+	const char *code;
+	int ci, target;
 
-	if (st == NULL)
-		return RS_OK;   /* stale: a re-issued effect, a timed-out one, a finished run */
-	if (c->has_error) {
-		snprintf(id, sizeof(id), "%s", c->effect_id);
-		return fail_step_effect(d, st, &c->error, id, c->retry_after_ms);
+	switch (st->kind) {
+	case RS_STEP_TOOL:
+		return owe_tool_requested(d, st);
+	case RS_STEP_SLEEP:
+		return schedule_step_timer(d, RS_TIMER_SLEEP, AT(d) + st->duration_ms);
+	case RS_STEP_SIGNAL:
+		/* A signal that arrived before the step is waiting in the buffer. */
+		if ((buf = buffered_signal(d->s, st->signal)) != NULL)
+			return emit_step_completed(d, json_incref(buf->payload), st->next_idx);
+		if (st->timeout_s > 0)
+			return schedule_step_timer(d, RS_TIMER_SIGNAL_TIMEOUT,
+			                           AT(d) + st->timeout_s * 1000);
+		return RS_OK;   /* waits for the signal, however long */
+	case RS_STEP_BRANCH:
+		target = rs_branch_target(st, d->s->ctx, &ci);
+		return emit_step_completed(d, json_pack("{s:o, s:s}", "case",
+		                           ci >= 0 ? json_integer(ci) : json_null(), "goto",
+		                           target >= 0 ? rs_agent_step(d->agent, (size_t)target)->id
+		                                       : "end"), target);
+	case RS_STEP_TRANSFORM:
+		if (render(d, st->value, &v, msg, sizeof(msg), &code) != RS_OK)
+			return fail_step_code(d, st, code, RS_ERRCLASS_PERMANENT, msg);
+		return emit_step_completed(d, v, st->next_idx);
+	case RS_STEP_HTTP:
+		return owe_http_requested(d, st);
+	case RS_STEP_LLM:
+		return owe_llm_first_turn(d, st);
 	}
-	if (st->kind == RS_STEP_LLM)
-		return llm_result(d, st, c->output);
-	if (st->kind == RS_STEP_HTTP)
-		return http_result(d, st, c->output);
-	return RS_OK;
+	return RS_ERR;
 }
 
+/* timer.fired: what the timer was for (its purpose is still open: the
+ * handler checked, see timer_open()). */
 static rs_status
-decide_llm_chunk(dctx *d)
+owe_fired(dctx *d, const run_timer *t)
 {
-	const rs_cmd *c = d->cmd;
+	const rs_step *st;
+	run_call *call;
 	rs_event ev;
-
-	/* Duplicates and chunks overtaken by a later one are dropped: the
-	 * deltas are for watchers, llm.message has the whole answer. */
-	if (d->s->cur_kind != RS_STEP_LLM || effect_step(d, c->effect_id) == NULL ||
-	    c->index <= d->s->eff_last_index || c->text == NULL || *c->text == '\0')
-		return RS_OK;
-	ev = new_event(RS_EV_LLM_DELTA);
-	ev.d.llm_delta.effect_id = xstrdup(c->effect_id);
-	ev.d.llm_delta.step_id = xstrdup(d->s->cur_step);
-	ev.d.llm_delta.turn = d->s->eff_turn;
-	ev.d.llm_delta.index = c->index;
-	ev.d.llm_delta.text = xstrdup(c->text);
-	return emit(d, &ev);
-}
-
-/* A tool call of an llm step finished: when the turn's last one is in,
- * the model gets the results. */
-static rs_status
-llm_tool_done(dctx *d, const rs_step *st)
-{
-	if (calls_outstanding(d->s, st->id, d->s->cur_attempt))
-		return RS_OK;
-	return llm_next_turn(d, st);
-}
-
-/* The turn's tool timer: calls still out are timed out (and cancelled),
- * the model is told so. */
-static rs_status
-llm_tools_timed_out(dctx *d, const rs_step *st, int64_t attempt)
-{
-	rs_event ev;
-	rs_status rc;
-
-	for (size_t i = 0; i < d->s->ncalls; i++) {
-		run_call *call = &d->s->calls[i];
-		if (!call_outstanding(call) || strcmp(call->step_id, st->id) != 0 ||
-		    call->attempt != attempt)
-			continue;
-		add_call_effect(d->s, d->out, call, 1);
-		ev = new_event(RS_EV_TOOL_TIMED_OUT);
-		ev.d.tool_timed_out.call_id = xstrdup(call->call_id);
-		ev.d.tool_timed_out.step_id = xstrdup(st->id);
-		ev.d.tool_timed_out.attempt = attempt;
-		if ((rc = emit(d, &ev)) != RS_OK)
-			return rc;
-	}
-	return llm_next_turn(d, st);
-}
-
-/* The backstop of an http request or a model turn fired with the effect
- * still out: the attempt failed with a timeout (retryable). */
-static rs_status
-effect_timed_out(dctx *d, const rs_step *st, const run_timer *t)
-{
 	char msg[160];
+	int idx;
 
-	if (d->s->eff_id == NULL || d->s->cur_done || t->attempt != d->s->cur_attempt ||
-	    strcmp(st->id, d->s->cur_step) != 0)
+	if (t->purpose == RS_TIMER_RUN_TIMEOUT) {
+		cancel_outstanding(d);
+		ev = new_event(RS_EV_RUN_TIMED_OUT);
+		ev.d.run_timed_out.timeout_s = d->s->timeout_s > 0 ? d->s->timeout_s : 1;
+		return emit(d, &ev);
+	}
+	if ((st = rs_agent_step_find(d->agent, t->step_id, &idx)) == NULL)
+		return fail(d->err, d->cap, "timer %s: step %s not in agent", t->timer_id, t->step_id);
+	switch (t->purpose) {
+	case RS_TIMER_SLEEP:
+		return emit_step_completed(d, NULL, st->next_idx);
+	case RS_TIMER_RETRY:
+		return begin_step(d, idx, t->attempt);
+	case RS_TIMER_TOOL_TIMEOUT:
+		if (st->kind == RS_STEP_LLM)
+			return owe_llm_timeouts(d, st);
+		if ((call = step_call(d)) != NULL && call_outstanding(call)) {
+			add_call_effect(d->s, d->out, call, 1);
+			ev = new_event(RS_EV_TOOL_TIMED_OUT);
+			ev.d.tool_timed_out.call_id = xstrdup(call->call_id);
+			ev.d.tool_timed_out.step_id = xstrdup(st->id);
+			ev.d.tool_timed_out.attempt = t->attempt;
+			return emit(d, &ev);
+		}
 		return RS_OK;
-	snprintf(msg, sizeof(msg), "%s did not answer within %llds",
-	         st->kind == RS_STEP_LLM ? "the model" : "the HTTP request",
-	         (long long)st->timeout_s);
-	return fail_step_timeout(d, st, msg);
+	case RS_TIMER_SIGNAL_TIMEOUT:
+		snprintf(msg, sizeof(msg), "signal %s not received within %llds", st->signal,
+		         (long long)st->timeout_s);
+		return fail_step_timeout(d, st, msg);
+	case RS_TIMER_STEP_TIMEOUT:
+		snprintf(msg, sizeof(msg), "%s did not answer within %llds",
+		         st->kind == RS_STEP_LLM ? "the model" : "the HTTP request",
+		         (long long)st->timeout_s);
+		return fail_step_timeout(d, st, msg);
+	default:
+		return RS_OK;
+	}
 }
 
-/* --- command handlers --- */
+/*
+ * Emit the one event the state owes after its last event, or nothing when
+ * the run is at rest: finished, or waiting with its timer and effect in
+ * place (a tool call out with its timeout, a sleep, a signal, a request to
+ * the executor with its backstop, a retry's timer).
+ */
+static rs_status
+owe(dctx *d)
+{
+	rs_run *s = d->s;
+	const rs_step *st = NULL;
+	run_timer *t;
+	run_call *call;
+	run_signal *sig;
+	int idx = -1;
+	char msg[160];
+	rs_event ev;
+
+	if (s->status == RS_RUN_NONE || rs_run_status_terminal(s->status))
+		return RS_OK;
+	if (s->cur_step != NULL && (st = rs_agent_step_find(d->agent, s->cur_step, &idx)) == NULL)
+		return fail(d->err, d->cap, "step %s is not in agent %s@%s", s->cur_step,
+		            rs_agent_name(d->agent), rs_agent_version(d->agent));
+	switch ((rs_event_type)s->last_type) {
+	case RS_EV_RUN_CREATED:
+		ev = new_event(RS_EV_RUN_STARTED);
+		ev.d.run_started.instance = xstrdup(d->instance);
+		return emit(d, &ev);
+	case RS_EV_RUN_STARTED:
+		if (s->timeout_s > 0) {
+			char id[ID_CAP];
+			make_timer_id(s, id, sizeof(id), RS_TIMER_RUN_TIMEOUT, NULL, 0, 0);
+			return schedule_timer(d, RS_TIMER_RUN_TIMEOUT, NULL, 0,
+			                      AT(d) + s->timeout_s * 1000, id);
+		}
+		return begin_step(d, 0, 1);
+	case RS_EV_TIMER_SCHEDULED:
+		t = find_timer(s, s->last_timer);
+		if (t != NULL && t->purpose == RS_TIMER_RUN_TIMEOUT && s->cur_step == NULL)
+			return begin_step(d, 0, 1);
+		return RS_OK;
+	case RS_EV_STEP_STARTED:
+		return owe_started(d, st);
+	case RS_EV_STEP_COMPLETED:
+		if (s->last_next == NULL || strcmp(s->last_next, "end") == 0)
+			return begin_step(d, RS_STEP_END, 1);
+		if (rs_agent_step_find(d->agent, s->last_next, &idx) == NULL)
+			return fail(d->err, d->cap, "next step %s is not in agent", s->last_next);
+		return begin_step(d, idx, 1);
+	case RS_EV_STEP_FAILED:
+		if (s->last_final) {
+			ev = new_event(RS_EV_RUN_FAILED);
+			err_copy(&ev.d.run_failed.error, &s->last_err, st->id);
+			ev.d.run_failed.error.retryable = 0;
+			return emit(d, &ev);
+		} else {
+			int64_t backoff = rs_run_backoff_ms(&st->retry, s->cur_attempt);
+			char id[ID_CAP];
+			if (s->last_retry_after > backoff)
+				backoff = s->last_retry_after < RETRY_AFTER_MAX_MS ? s->last_retry_after
+				                                                   : RETRY_AFTER_MAX_MS;
+			make_timer_id(s, id, sizeof(id), RS_TIMER_RETRY, st->id, s->cur_exec,
+			              s->cur_attempt + 1);
+			ev = new_event(RS_EV_STEP_RETRY_SCHEDULED);
+			ev.d.step_retry_scheduled.step_id = xstrdup(st->id);
+			ev.d.step_retry_scheduled.attempt = s->cur_attempt + 1;
+			ev.d.step_retry_scheduled.backoff_ms = backoff;
+			ev.d.step_retry_scheduled.due_at = AT(d) + backoff;
+			ev.d.step_retry_scheduled.timer_id = xstrdup(id);
+			return emit(d, &ev);
+		}
+	case RS_EV_STEP_RETRY_SCHEDULED:
+		if (find_timer(s, s->last_timer) != NULL)
+			return RS_OK;
+		return schedule_timer(d, RS_TIMER_RETRY, st->id, s->last_attempt, s->last_due,
+		                      s->last_timer);
+	case RS_EV_TOOL_REQUESTED:
+		if (st->kind == RS_STEP_LLM)
+			return owe_llm_calls(d, st);
+		if ((call = step_call(d)) == NULL)
+			return RS_OK;
+		return schedule_step_timer(d, RS_TIMER_TOOL_TIMEOUT, call->deadline);
+	case RS_EV_TOOL_COMPLETED:
+	case RS_EV_TOOL_FAILED:
+	case RS_EV_TOOL_TIMED_OUT:
+		if (s->cur_done)
+			return RS_OK;
+		if (st->kind == RS_STEP_LLM) {
+			if (s->last_type == RS_EV_TOOL_TIMED_OUT)
+				return owe_llm_timeouts(d, st);
+			return calls_outstanding(s, st->id, s->cur_attempt) ? RS_OK
+			       : llm_next_turn(d, st);
+		}
+		if ((call = step_call(d)) == NULL || call_outstanding(call))
+			return RS_OK;
+		if (call->status == CALL_COMPLETED)
+			return emit_step_completed(d, json_incref(call->output ? call->output
+			                                                       : json_null()),
+			                           st->next_idx);
+		if (call->status == CALL_FAILED) {
+			rs_err e = err_of_json(call->error);
+			return fail_step(d, st, &e);
+		}
+		snprintf(msg, sizeof(msg), "tool %s did not answer within %llds", st->tool,
+		         (long long)st->timeout_s);
+		return fail_step_timeout(d, st, msg);
+	case RS_EV_TIMER_FIRED:
+		if ((t = find_timer(s, s->last_timer)) == NULL)
+			return RS_OK;
+		return owe_fired(d, t);
+	case RS_EV_SIGNAL_RECEIVED:
+		sig = s->nsignals ? &s->signals[s->nsignals - 1] : NULL;
+		if (st == NULL || s->cur_done || sig == NULL || sig->consumed_by == NULL ||
+		    strcmp(sig->consumed_by, st->id) != 0)
+			return RS_OK;   /* buffered for a later signal step */
+		return emit_step_completed(d, json_incref(sig->payload), st->next_idx);
+	case RS_EV_RUN_CANCEL_REQUESTED:
+		cancel_outstanding(d);
+		ev = new_event(RS_EV_RUN_CANCELLED);
+		ev.d.run_cancelled.reason = xstrdup(s->cancel_reason);
+		return emit(d, &ev);
+	case RS_EV_HTTP_REQUESTED:
+	case RS_EV_LLM_REQUESTED: {
+		char id[ID_CAP];
+		if (s->last_type == RS_EV_LLM_REQUESTED)
+			turn_timer_id(s, id, sizeof(id), RS_TIMER_STEP_TIMEOUT, s->eff_turn);
+		else
+			make_timer_id(s, id, sizeof(id), RS_TIMER_STEP_TIMEOUT, s->cur_step, s->cur_exec,
+			              s->cur_attempt);
+		return schedule_timer(d, RS_TIMER_STEP_TIMEOUT, st->id, s->cur_attempt,
+		                      s->eff_deadline + EFFECT_GRACE_MS, id);
+	}
+	case RS_EV_HTTP_COMPLETED:
+		return owe_http_completed(d, st);
+	case RS_EV_LLM_MESSAGE:
+		return owe_llm_message(d, st);
+	case RS_EV_TOOL_DISPATCHED:
+	case RS_EV_LLM_DELTA:
+	default:
+		return RS_OK;
+	}
+}
+
+/* Emit what the state owes until the run is at rest, or until this
+ * decision has begun RS_RUN_MAX_STEPS_PER_DECISION steps: then the
+ * decision says `more` and the rest is owed to the next one (a loop of
+ * inline steps never holds the orchestrator for long). */
+static rs_status
+settle(dctx *d)
+{
+	rs_status rc;
+	size_t before;
+
+	for (;;) {
+		if (d->begun >= RS_RUN_MAX_STEPS_PER_DECISION) {
+			d->out->more = 1;
+			return RS_OK;
+		}
+		before = d->out->nevents;
+		if ((rc = owe(d)) != RS_OK)
+			return rc;
+		if (d->out->nevents == before)
+			return RS_OK;
+	}
+}
+
+/* --- command handlers: each records its command, settle() does the rest --- */
 
 static rs_status
 decide_start(dctx *d)
 {
 	const rs_cmd *c = d->cmd;
 	rs_event ev;
-	rs_status rc;
-	char id[ID_CAP];
 
-	if (d->s->status != RS_RUN_NONE && d->s->status != RS_RUN_QUEUED)
-		return RS_OK;   /* duplicate run.start */
+	if (d->s->status != RS_RUN_NONE)
+		return RS_OK;   /* duplicate run.start (a queued run was started by settle) */
 	if (c->agent != NULL && strcmp(c->agent, rs_agent_name(d->agent)) != 0)
 		return fail(d->err, d->cap, "run.start: agent %s does not match definition %s",
 		            c->agent, rs_agent_name(d->agent));
@@ -1971,28 +2197,14 @@ decide_start(dctx *d)
 		            c->version, rs_agent_version(d->agent));
 	if (c->input != NULL && !json_is_object(c->input))
 		return fail(d->err, d->cap, "run.start: input must be an object");
-	if (d->s->status == RS_RUN_NONE) {
-		ev = new_event(RS_EV_RUN_CREATED);
-		ev.d.run_created.agent = xstrdup(rs_agent_name(d->agent));
-		ev.d.run_created.version = xstrdup(rs_agent_version(d->agent));
-		ev.d.run_created.input = c->input ? json_incref(c->input) : json_object();
-		ev.d.run_created.idempotency_key = xstrdup(c->idempotency_key);
-		ev.d.run_created.timeout_s = rs_agent_timeout_s(d->agent);
-		ev.d.run_created.max_steps = rs_agent_max_steps(d->agent);
-		if ((rc = emit(d, &ev)) != RS_OK)
-			return rc;
-	}
-	ev = new_event(RS_EV_RUN_STARTED);
-	ev.d.run_started.instance = xstrdup(d->instance);
-	if ((rc = emit(d, &ev)) != RS_OK)
-		return rc;
-	if (d->s->timeout_s > 0) {
-		make_timer_id(d->s, id, sizeof(id), RS_TIMER_RUN_TIMEOUT, NULL, 0, 0);
-		if ((rc = schedule_timer(d, RS_TIMER_RUN_TIMEOUT, NULL, 0,
-		                         d->now + d->s->timeout_s * 1000, id)) != RS_OK)
-			return rc;
-	}
-	return run_from(d, 0);
+	ev = new_event(RS_EV_RUN_CREATED);
+	ev.d.run_created.agent = xstrdup(rs_agent_name(d->agent));
+	ev.d.run_created.version = xstrdup(rs_agent_version(d->agent));
+	ev.d.run_created.input = c->input ? json_incref(c->input) : json_object();
+	ev.d.run_created.idempotency_key = xstrdup(c->idempotency_key);
+	ev.d.run_created.timeout_s = rs_agent_timeout_s(d->agent);
+	ev.d.run_created.max_steps = rs_agent_max_steps(d->agent);
+	return emit(d, &ev);
 }
 
 /* The call a tool.result / tool.delivered may act on, or NULL (stale). */
@@ -2028,41 +2240,35 @@ decide_tool_result(dctx *d)
 	const rs_cmd *cmd = d->cmd;
 	run_call *c = live_call(d);
 	const rs_step *st;
+	rs_err big = { "too_large", NULL, RS_ERRCLASS_PERMANENT, 0, NULL };
+	char msg[128];
 	rs_event ev;
-	rs_status rc;
-	char call_id[ID_CAP];
-	int idx;
 
-	if (c == NULL || (st = current_step(d, &idx)) == NULL)
+	if (c == NULL || (st = current_step(d, NULL)) == NULL)
 		return RS_OK;   /* unknown, old or cancelled call */
-	snprintf(call_id, sizeof(call_id), "%s", c->call_id);
-	if (cmd->has_error) {
+	if (cmd->has_error || too_large(cmd->output)) {
+		const rs_err *e = &cmd->error;
+		if (!cmd->has_error) {
+			snprintf(msg, sizeof(msg), "the tool's output is larger than %d bytes",
+			         RS_RUN_MAX_VALUE_BYTES);
+			big.message = msg;
+			e = &big;
+		}
 		ev = new_event(RS_EV_TOOL_FAILED);
-		ev.d.tool_failed.call_id = xstrdup(call_id);
+		ev.d.tool_failed.call_id = xstrdup(c->call_id);
 		ev.d.tool_failed.step_id = xstrdup(st->id);
 		ev.d.tool_failed.attempt = d->s->cur_attempt;
-		err_copy(&ev.d.tool_failed.error, &cmd->error, NULL);
+		err_copy(&ev.d.tool_failed.error, e, NULL);
 		ev.d.tool_failed.device_id = xstrdup(cmd->device_id);
-		if ((rc = emit(d, &ev)) != RS_OK)
-			return rc;
-		/* The model decides what a failed tool means for it. */
-		if (st->kind == RS_STEP_LLM)
-			return llm_tool_done(d, st);
-		return fail_step(d, st, &cmd->error);
+		return emit(d, &ev);
 	}
 	ev = new_event(RS_EV_TOOL_COMPLETED);
-	ev.d.tool_completed.call_id = xstrdup(call_id);
+	ev.d.tool_completed.call_id = xstrdup(c->call_id);
 	ev.d.tool_completed.step_id = xstrdup(st->id);
 	ev.d.tool_completed.attempt = d->s->cur_attempt;
 	ev.d.tool_completed.output = cmd->output ? json_incref(cmd->output) : json_null();
 	ev.d.tool_completed.device_id = xstrdup(cmd->device_id);
-	if ((rc = emit(d, &ev)) != RS_OK)
-		return rc;
-	if (st->kind == RS_STEP_LLM)
-		return llm_tool_done(d, st);
-	rc = emit_step_completed(d, cmd->output ? json_incref(cmd->output) : json_null(),
-	                         st->next_idx);
-	return rc != RS_OK ? rc : run_from(d, st->next_idx);
+	return emit(d, &ev);
 }
 
 static rs_status
@@ -2075,7 +2281,6 @@ decide_signal(dctx *d)
 	              s->cur_signal != NULL && cmd->name != NULL &&
 	              strcmp(s->cur_signal, cmd->name) == 0;
 	rs_event ev;
-	rs_status rc;
 
 	if (find_signal(s, cmd->signal_id) != NULL)
 		return RS_OK;   /* duplicate signal_id */
@@ -2086,113 +2291,211 @@ decide_signal(dctx *d)
 	ev.d.signal_received.name = xstrdup(cmd->name);
 	ev.d.signal_received.payload = cmd->payload ? json_incref(cmd->payload) : json_null();
 	ev.d.signal_received.step_id = waiting ? xstrdup(st->id) : NULL;
-	if ((rc = emit(d, &ev)) != RS_OK || !waiting)
-		return rc;
-	rc = emit_step_completed(d, cmd->payload ? json_incref(cmd->payload) : json_null(),
-	                         st->next_idx);
-	return rc != RS_OK ? rc : run_from(d, st->next_idx);
+	return emit(d, &ev);
 }
 
 static rs_status
 decide_cancel(dctx *d)
 {
 	rs_event ev = new_event(RS_EV_RUN_CANCEL_REQUESTED);
-	rs_status rc;
 
 	ev.d.run_cancel_requested.reason = xstrdup(d->cmd->reason);
-	if ((rc = emit(d, &ev)) != RS_OK)
-		return rc;
-	cancel_outstanding(d);
-	ev = new_event(RS_EV_RUN_CANCELLED);
-	ev.d.run_cancelled.reason = xstrdup(d->cmd->reason);
 	return emit(d, &ev);
 }
 
-/* What a fired timer means, by purpose. t is a copy taken before firing. */
-static rs_status
-timer_consequence(dctx *d, const run_timer *t)
+/*
+ * Is what the timer was set for still to be done? A timer outlives its
+ * purpose when the thing it guards happened first (the tool answered, the
+ * signal came, the sleep or the retry already began, the effect answered):
+ * such a fire decides nothing, it never fails a step that succeeded.
+ */
+static int
+timer_open(const rs_run *s, const run_timer *t)
 {
-	const rs_step *st;
-	run_call *call = NULL;
-	rs_event ev;
-	rs_status rc;
-	char msg[160];
-	int idx, next;
+	int current = s->cur_step != NULL && t->step_id != NULL &&
+	              strcmp(s->cur_step, t->step_id) == 0;
 
-	if (t->purpose == RS_TIMER_RUN_TIMEOUT) {
-		cancel_outstanding(d);
-		ev = new_event(RS_EV_RUN_TIMED_OUT);
-		ev.d.run_timed_out.timeout_s = d->s->timeout_s > 0 ? d->s->timeout_s : 1;
-		return emit(d, &ev);
-	}
-	if ((st = rs_agent_step_find(d->agent, t->step_id, &idx)) == NULL)
-		return fail(d->err, d->cap, "timer %s: step %s not in agent", t->timer_id, t->step_id);
 	switch (t->purpose) {
-	case RS_TIMER_SLEEP:
-		rc = emit_step_completed(d, NULL, st->next_idx);
-		return rc != RS_OK ? rc : run_from(d, st->next_idx);
+	case RS_TIMER_RUN_TIMEOUT:
+		return 1;
 	case RS_TIMER_RETRY:
-		if ((rc = start_attempt(d, idx, t->attempt, &next)) != RS_OK)
-			return rc;
-		return next == WAIT ? RS_OK : run_from(d, next);
-	case RS_TIMER_TOOL_TIMEOUT:
-		if (st->kind == RS_STEP_LLM)
-			return llm_tools_timed_out(d, st, t->attempt);
-		for (size_t i = 0; i < d->s->ncalls; i++)
-			if (call_outstanding(&d->s->calls[i]) &&
-			    strcmp(d->s->calls[i].step_id, st->id) == 0 &&
-			    d->s->calls[i].attempt == t->attempt)
-				call = &d->s->calls[i];
-		if (call != NULL) {
-			add_call_effect(d->s, d->out, call, 1);
-			ev = new_event(RS_EV_TOOL_TIMED_OUT);
-			ev.d.tool_timed_out.call_id = xstrdup(call->call_id);
-			ev.d.tool_timed_out.step_id = xstrdup(st->id);
-			ev.d.tool_timed_out.attempt = t->attempt;
-			if ((rc = emit(d, &ev)) != RS_OK)
-				return rc;
-		}
-		snprintf(msg, sizeof(msg), "tool %s did not answer within %llds", st->tool,
-		         (long long)st->timeout_s);
-		return fail_step_timeout(d, st, msg);
+		/* the failed attempt is the one before the retry */
+		return current && s->cur_done && s->cur_attempt == t->attempt - 1;
+	case RS_TIMER_SLEEP:
+		return current && !s->cur_done && s->cur_attempt == t->attempt &&
+		       s->cur_kind == RS_STEP_SLEEP;
 	case RS_TIMER_SIGNAL_TIMEOUT:
-		snprintf(msg, sizeof(msg), "signal %s not received within %llds", st->signal,
-		         (long long)st->timeout_s);
-		return fail_step_timeout(d, st, msg);
+		return current && !s->cur_done && s->cur_attempt == t->attempt &&
+		       s->cur_kind == RS_STEP_SIGNAL && !s->cur_signal_taken;
+	case RS_TIMER_TOOL_TIMEOUT:
+		return current && !s->cur_done && s->cur_attempt == t->attempt &&
+		       calls_outstanding(s, t->step_id, t->attempt);
 	case RS_TIMER_STEP_TIMEOUT:
-		if (st->kind == RS_STEP_HTTP || st->kind == RS_STEP_LLM)
-			return effect_timed_out(d, st, t);
-		return RS_OK;
+		return current && !s->cur_done && s->cur_attempt == t->attempt && s->eff_id != NULL;
 	default:
-		return RS_OK;
+		return 0;
 	}
 }
 
 static rs_status
 decide_timer_fire(dctx *d)
 {
-	run_timer *t = find_timer(d->s, d->cmd->timer_id), copy;
+	run_timer *t = find_timer(d->s, d->cmd->timer_id);
 	rs_event ev;
-	rs_status rc;
 
-	/* Fire once, never early: a stale or early fire decides nothing; an
-	 * early one is re-scheduled by the orchestrator (rs_run_timer_due). */
-	if (t == NULL || t->state != TIMER_PENDING || d->now < t->due_at)
+	/* Fire once, never early, never for a purpose already met: such a
+	 * fire decides nothing; an early one is re-scheduled by the
+	 * orchestrator (rs_run_timer_due). */
+	if (t == NULL || t->state != TIMER_PENDING || d->now < t->due_at || !timer_open(d->s, t))
 		return RS_OK;
-	copy = *t;
-	copy.timer_id = xstrdup(t->timer_id);
-	copy.step_id = xstrdup(t->step_id);
 	ev = new_event(RS_EV_TIMER_FIRED);
 	ev.d.timer_fired.timer_id = xstrdup(t->timer_id);
 	ev.d.timer_fired.purpose = t->purpose;
 	ev.d.timer_fired.step_id = xstrdup(t->step_id);
 	ev.d.timer_fired.attempt = t->attempt;
 	ev.d.timer_fired.due_at = t->due_at;
-	if ((rc = emit(d, &ev)) == RS_OK)
-		rc = timer_consequence(d, &copy);
-	free(copy.timer_id);
-	free(copy.step_id);
-	return rc;
+	return emit(d, &ev);
+}
+
+/* The effect a result may act on: the current step's pending one. */
+static const rs_step *
+effect_step(dctx *d, const char *effect_id)
+{
+	const rs_step *st = current_step(d, NULL);
+
+	if (st == NULL || d->s->cur_done || d->s->eff_id == NULL || effect_id == NULL ||
+	    strcmp(d->s->eff_id, effect_id) != 0)
+		return NULL;
+	return st;
+}
+
+static rs_status
+llm_message(dctx *d, const rs_step *st, json_t *output)
+{
+	rs_event ev = new_event(RS_EV_LLM_MESSAGE);
+	rs_ev_llm_message *m = &ev.d.llm_message;
+	json_t *msg = json_object_get(output, "message");
+
+	if (!json_is_object(msg))
+		return fail(d->err, d->cap, "effect.result: llm output.message must be an object");
+	m->effect_id = xstrdup(d->s->eff_id);
+	m->step_id = xstrdup(st->id);
+	m->turn = d->s->eff_turn;
+	m->message = json_incref(msg);
+	if (json_is_object(json_object_get(output, "usage")))
+		m->usage = json_incref(json_object_get(output, "usage"));
+	if (json_string_length(json_object_get(output, "finish_reason")) > 0)
+		m->finish_reason = xstrdup(json_string_value(json_object_get(output, "finish_reason")));
+	return emit(d, &ev);
+}
+
+static rs_status
+http_completed(dctx *d, const rs_step *st, json_t *output)
+{
+	rs_event ev = new_event(RS_EV_HTTP_COMPLETED);
+	rs_ev_http_completed *h = &ev.d.http_completed;
+	json_t *status = json_object_get(output, "status"), *headers;
+
+	headers = json_object_get(output, "headers");
+	if (!json_is_integer(status) || json_integer_value(status) < 100 ||
+	    (headers != NULL && !json_is_object(headers)))
+		return fail(d->err, d->cap, "effect.result: http output needs status and headers");
+	h->effect_id = xstrdup(d->s->eff_id);
+	h->step_id = xstrdup(st->id);
+	h->attempt = d->s->cur_attempt;
+	h->status = json_integer_value(status);
+	h->headers = headers ? json_incref(headers) : json_object();
+	h->body = json_incref(json_object_get(output, "body"));
+	if (h->body == NULL)
+		h->body = json_null();
+	h->duration_ms = json_integer_value(json_object_get(output, "duration_ms"));
+	if (h->duration_ms < 0)
+		h->duration_ms = 0;
+	return emit(d, &ev);
+}
+
+static rs_status
+decide_effect_result(dctx *d)
+{
+	const rs_cmd *c = d->cmd;
+	const rs_step *st = effect_step(d, c->effect_id);
+	rs_err big = { "too_large", NULL, RS_ERRCLASS_PERMANENT, 0, NULL };
+	char id[ID_CAP], msg[128];
+
+	if (st == NULL)
+		return RS_OK;   /* stale: a re-issued effect, a timed-out one, a finished run */
+	snprintf(id, sizeof(id), "%s", c->effect_id);
+	if (c->has_error)
+		return fail_step_effect(d, st, &c->error, id, c->retry_after_ms);
+	if (too_large(c->output)) {
+		snprintf(msg, sizeof(msg), "the result is larger than %d bytes",
+		         RS_RUN_MAX_VALUE_BYTES);
+		big.message = msg;
+		return fail_step_effect(d, st, &big, id, 0);
+	}
+	if (st->kind == RS_STEP_LLM)
+		return llm_message(d, st, c->output);
+	if (st->kind == RS_STEP_HTTP)
+		return http_completed(d, st, c->output);
+	return RS_OK;
+}
+
+static rs_status
+decide_llm_chunk(dctx *d)
+{
+	const rs_cmd *c = d->cmd;
+	rs_event ev;
+
+	/* Duplicates and chunks overtaken by a later one are dropped: the
+	 * deltas are for watchers, llm.message has the whole answer. */
+	if (d->s->cur_kind != RS_STEP_LLM || effect_step(d, c->effect_id) == NULL ||
+	    c->index <= d->s->eff_last_index || c->text == NULL || *c->text == '\0')
+		return RS_OK;
+	ev = new_event(RS_EV_LLM_DELTA);
+	ev.d.llm_delta.effect_id = xstrdup(c->effect_id);
+	ev.d.llm_delta.step_id = xstrdup(d->s->cur_step);
+	ev.d.llm_delta.turn = d->s->eff_turn;
+	ev.d.llm_delta.index = c->index;
+	ev.d.llm_delta.text = xstrdup(c->text);
+	return emit(d, &ev);
+}
+
+/* run.continue: nothing to record; settle() finishes what is owed. */
+static rs_status
+decide_continue(dctx *d)
+{
+	(void)d;
+	return RS_OK;
+}
+
+/* Add to out every effect r owes (rs_run_pending_effects) that out does
+ * not already carry. */
+static void
+add_pending_effects(const rs_run *r, rs_decision *out)
+{
+	size_t i, j;
+
+	for (i = 0; i < r->ncalls; i++) {
+		const run_call *c = &r->calls[i];
+		int cancel = c->status == CALL_CANCELLED;
+		if (!(rs_run_status_terminal(r->status) ? cancel : call_outstanding(c)))
+			continue;
+		for (j = 0; j < out->ncalls; j++)
+			if (out->calls[j].cancel == cancel && strcmp(out->calls[j].call_id, c->call_id) == 0)
+				break;
+		if (j == out->ncalls)
+			add_call_effect(r, out, c, cancel);
+	}
+	for (i = 0; i < r->ntimers; i++) {
+		const run_timer *t = &r->timers[i];
+		if (t->state != TIMER_PENDING)
+			continue;
+		for (j = 0; j < out->ntimers; j++)
+			if (strcmp(out->timers[j].timer_id, t->timer_id) == 0)
+				break;
+		if (j == out->ntimers)
+			add_timer_effect(r, out, t->timer_id, t->purpose, t->step_id, t->attempt, t->due_at);
+	}
 }
 
 typedef rs_status (*decide_fn)(dctx *d);
@@ -2203,12 +2506,13 @@ static const struct {
 } decide_table[RS_CMD__COUNT] = {
 	[RS_CMD_RUN_START] = { decide_start, 1 },
 	[RS_CMD_TOOL_RESULT] = { decide_tool_result, 1 },
-	[RS_CMD_TOOL_DELIVERED] = { decide_tool_delivered, 0 },
+	[RS_CMD_TOOL_DELIVERED] = { decide_tool_delivered, 1 },
 	[RS_CMD_SIGNAL] = { decide_signal, 1 },
-	[RS_CMD_CANCEL] = { decide_cancel, 0 },
+	[RS_CMD_CANCEL] = { decide_cancel, 1 },
 	[RS_CMD_TIMER_FIRE] = { decide_timer_fire, 1 },
 	[RS_CMD_EFFECT_RESULT] = { decide_effect_result, 1 },
-	[RS_CMD_LLM_CHUNK] = { decide_llm_chunk, 0 },
+	[RS_CMD_LLM_CHUNK] = { decide_llm_chunk, 1 },
+	[RS_CMD_RUN_CONTINUE] = { decide_continue, 1 },
 };
 
 rs_status
@@ -2217,6 +2521,7 @@ rs_run_decide(const rs_run *r, const rs_agent *agent, const rs_cmd *cmd, int64_t
 {
 	dctx d;
 	rs_status rc;
+	int cont;
 
 	memset(out, 0, sizeof(*out));
 	if ((unsigned)cmd->type >= RS_CMD__COUNT)
@@ -2251,7 +2556,21 @@ rs_run_decide(const rs_run *r, const rs_agent *agent, const rs_cmd *cmd, int64_t
 	d.out = out;
 	d.err = err;
 	d.cap = cap;
-	rc = decide_table[cmd->type].fn(&d);
+	/* First finish a decision a crash cut short (nothing if at rest),
+	 * then the command, then what follows from it. When the first part
+	 * alone reached the bound, the command waits for the next round. */
+	rc = settle(&d);
+	cont = out->nevents > 0;
+	if (rc == RS_OK && !out->more && !rs_run_status_terminal(d.s->status)) {
+		size_t before = out->nevents;
+		rc = decide_table[cmd->type].fn(&d);
+		if (rc == RS_OK && out->nevents > before)
+			rc = settle(&d);
+	}
+	/* A cut decision's effects died with it (effects go out after the
+	 * events): what the finished state owes is owed now. */
+	if (rc == RS_OK && cont)
+		add_pending_effects(d.s, out);
 	if (rc == RS_OK && out->nevents > 0)
 		out->after = d.s;
 	else
@@ -2261,6 +2580,33 @@ rs_run_decide(const rs_run *r, const rs_agent *agent, const rs_cmd *cmd, int64_t
 	return rc;
 }
 
+/* 1 if nothing is owed: the run is finished or waits with everything in
+ * place. agent: the run's pinned definition. */
+int
+rs_run_at_rest(const rs_run *r, const rs_agent *agent)
+{
+	rs_decision out;
+	char err[256];
+	dctx d;
+	int rest;
+
+	if (r->status == RS_RUN_NONE || rs_run_status_terminal(r->status))
+		return 1;
+	memset(&out, 0, sizeof(out));
+	memset(&d, 0, sizeof(d));
+	d.s = rs_run_clone(r);
+	d.agent = agent;
+	d.now = r->group_at;
+	d.instance = "";
+	d.out = &out;
+	d.err = err;
+	d.cap = sizeof(err);
+	rest = owe(&d) == RS_OK && out.nevents == 0;
+	rs_run_free(d.s);
+	rs_decision_free(&out);
+	return rest;
+}
+
 /* ------------------------------------------------------------------ */
 /* 4. Effects and view                                                 */
 /* ------------------------------------------------------------------ */
@@ -2268,20 +2614,8 @@ rs_run_decide(const rs_run *r, const rs_agent *agent, const rs_cmd *cmd, int64_t
 rs_status
 rs_run_pending_effects(const rs_run *r, rs_decision *out)
 {
-	size_t i;
-
 	memset(out, 0, sizeof(*out));
-	for (i = 0; i < r->ncalls; i++) {
-		const run_call *c = &r->calls[i];
-		if (rs_run_status_terminal(r->status) ? c->status == CALL_CANCELLED
-		                                      : call_outstanding(c))
-			add_call_effect(r, out, c, c->status == CALL_CANCELLED);
-	}
-	for (i = 0; i < r->ntimers; i++) {
-		const run_timer *t = &r->timers[i];
-		if (t->state == TIMER_PENDING)
-			add_timer_effect(r, out, t->timer_id, t->purpose, t->step_id, t->attempt, t->due_at);
-	}
+	add_pending_effects(r, out);
 	return RS_OK;
 }
 

@@ -77,7 +77,19 @@ typedef struct {
 	                       * scratch); NULL when there are no events. Owned:
 	                       * take it (and set NULL) to skip evolving the
 	                       * events again; rs_decision_free frees it. */
+	int more;             /* the decision stopped at RS_RUN_MAX_STEPS_PER_DECISION
+	                       * with more owed: append these events, then decide
+	                       * the same command again (it has not been carried
+	                       * out if the first part was a continuation) */
 } rs_decision;
+
+/* Bounds of one decision (hostile definitions): steps begun by one
+ * decision (the rest is owed to the next: `more`), and the JSON size of
+ * any rendered value or recorded output (a bigger one fails its step with
+ * the permanent error `too_large`; an event must stay under the NATS max
+ * payload, 1 MiB by default, with its envelope). */
+#define RS_RUN_MAX_STEPS_PER_DECISION 100
+#define RS_RUN_MAX_VALUE_BYTES (512 * 1024)
 
 /* Decide what a command means for the run. agent is the run's pinned
  * definition (the caller resolves it: from the command for run.start, from
@@ -101,6 +113,12 @@ typedef struct {
 rs_status rs_run_decide(const rs_run *r, const rs_agent *agent, const rs_cmd *cmd,
                         int64_t now_ms, const char *instance, rs_decision *out,
                         char *err, size_t cap);
+
+/* 1 if nothing is owed: the run is finished, or waits with its timer and
+ * effect in place. A run not at rest had a decision cut short (a crash
+ * between two appends): any decision for it, run.continue included,
+ * finishes that first. agent: the run's pinned definition. */
+int rs_run_at_rest(const rs_run *r, const rs_agent *agent);
 
 /* Effects implied by the current state: pending timers and tool calls (and
  * cancels owed for a finished run). */

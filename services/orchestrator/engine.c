@@ -106,6 +106,30 @@ poison_cur(orch *o, orun *r, const char *reason)
 	end_cmd(o, r, END_TERMED, 0);
 }
 
+/*
+ * The decision's events and effects are all acked. A decision that stopped
+ * at its bound (rs_decision.more: a long chain of inline steps, or a cut
+ * decision finished before the command itself) is followed by another
+ * decision of the same command; the command is acked only when nothing is
+ * owed, so a crash in between redelivers it and the chain goes on.
+ */
+static void
+effects_done(orch *o, orun *r, int failed)
+{
+	if (failed) {
+		end_cmd(o, r, END_NAK, 500);
+		return;
+	}
+	if (r->dec.more) {
+		rs_decision_free(&r->dec);
+		memset(&r->dec, 0, sizeof(r->dec));
+		r->attempts = 0;
+		begin(o, r);
+		return;
+	}
+	end_cmd(o, r, END_ACK, 0);
+}
+
 static void
 finish_effects(orch *o, orun *r)
 {
@@ -115,7 +139,7 @@ finish_effects(orch *o, orun *r)
 	r->effects_left = n;
 	r->effects_failed = st != RS_OK;
 	if (n == 0)
-		end_cmd(o, r, st == RS_OK ? END_ACK : END_NAK, 500);
+		effects_done(o, r, st != RS_OK);
 }
 
 static void
@@ -340,7 +364,7 @@ on_puback(orch *o, puback *it)
 	if (it->err != NATS_OK)
 		r->effects_failed = 1;
 	if (--r->effects_left == 0)
-		end_cmd(o, r, r->effects_failed ? END_NAK : END_ACK, 500);
+		effects_done(o, r, r->effects_failed);
 }
 
 static void

@@ -23,6 +23,9 @@
  *   RS_ORCH_TIMER_LEAD_MS        later timers come back this early (nak delay) [1300];
  *                                must exceed the `timers` consumer's AckWait (1 s)
  *   RS_ORCH_TIMER_BATCH          timers per fetch [256]
+ *   RS_ORCH_SWEEP_INTERVAL_MS    reconciliation pass every [30000]; 0 = off
+ *   RS_ORCH_SWEEP_LOOKBACK_S     the first pass reads events this far back [3600]
+ *   RS_ORCH_SWEEP_QUIET_MS       runs whose last event is this old are checked [5000]
  * Exit: 0 after SIGTERM/SIGINT, 1 on bad configuration or missing streams,
  * 4 when NATS cannot be reached.
  */
@@ -52,6 +55,9 @@ load_cfg(orch_cfg *c)
 		{ "RS_ORCH_TIMER_HOLD_MS", 2000, 10, 20000, &c->timer_hold_ms },
 		{ "RS_ORCH_TIMER_LEAD_MS", 1300, 0, 10000, &c->timer_lead_ms },
 		{ "RS_ORCH_TIMER_BATCH", 256, 1, 4096, &c->timer_batch },
+		{ "RS_ORCH_SWEEP_INTERVAL_MS", 30000, 0, 86400000, &c->sweep_interval_ms },
+		{ "RS_ORCH_SWEEP_LOOKBACK_S", 3600, 0, 30 * 86400, &c->sweep_lookback_s },
+		{ "RS_ORCH_SWEEP_QUIET_MS", 5000, 0, 3600000, &c->sweep_quiet_ms },
 	};
 
 	if (rs_config_load(&c->base, "orchestrator", "RS_ORCHESTRATOR_OPS_PORT", 9101) != RS_OK)
@@ -141,7 +147,8 @@ main(int argc, char **argv)
 	if ((rc = connect_nats(&o)) != 0)
 		goto out;
 	rc = 1;
-	if (cmdloop_start(&o) != RS_OK || timers_start(&o) != RS_OK) {
+	if (cmdloop_start(&o) != RS_OK || timers_start(&o) != RS_OK ||
+	    reconcile_start(&o) != RS_OK) {
 		atomic_store(&o.stopping, 1);
 		goto out;
 	}
@@ -156,6 +163,7 @@ out:
 	atomic_store(&o.stopping, 1);
 	if (o.fetch_thread) cmdloop_join(&o);
 	if (o.timer_thread) timers_join(&o);
+	reconcile_join(&o);
 	if (engine_ok)
 		engine_drain(&o);
 	if (o.nats.js != NULL)

@@ -43,6 +43,12 @@ orch_metrics_init(void)
 	om.cache_runs = rs_gauge("rs_orch_cache_runs", "Runs in the hot cache.", NULL);
 	om.inflight = rs_gauge("rs_orch_inflight_commands", "Commands fetched, not yet acked.", NULL);
 	om.timers_held = rs_gauge("rs_orch_timers_held", "Timers held in memory until due.", NULL);
+	om.sweep_continued = rs_counter("rs_orch_sweep_continued_total",
+	                                "Runs found not at rest by reconciliation: run.continue sent.", NULL);
+	om.sweep_events = rs_counter("rs_orch_sweep_events_read_total",
+	                             "Event headers read by reconciliation passes.", NULL);
+	om.sweep_duration = rs_histogram("rs_orch_sweep_duration_seconds",
+	                                 "One reconciliation pass.", NULL);
 }
 
 void

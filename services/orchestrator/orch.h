@@ -41,6 +41,9 @@ typedef struct {
 	int64_t timer_hold_ms;    /* RS_ORCH_TIMER_HOLD_MS: hold in memory if due within */
 	int64_t timer_lead_ms;    /* RS_ORCH_TIMER_LEAD_MS: nak so it returns this early */
 	int64_t timer_batch;      /* RS_ORCH_TIMER_BATCH */
+	int64_t sweep_interval_ms; /* RS_ORCH_SWEEP_INTERVAL_MS: reconcile.c, 0 = off */
+	int64_t sweep_lookback_s; /* RS_ORCH_SWEEP_LOOKBACK_S: first pass reads this far back */
+	int64_t sweep_quiet_ms;   /* RS_ORCH_SWEEP_QUIET_MS: runs quiet this long are checked */
 } orch_cfg;
 
 /* ---- metrics (metrics.c) ---- */
@@ -60,6 +63,9 @@ typedef struct {
 	rs_metric *cache_runs;
 	rs_metric *inflight;
 	rs_metric *timers_held;
+	rs_metric *sweep_continued;
+	rs_metric *sweep_events;
+	rs_metric *sweep_duration;
 } orch_metrics;
 
 extern orch_metrics om;
@@ -95,8 +101,11 @@ typedef struct orch {
 	jsCtx *timer_js;           /* async publishes of due timers (timers.c) */
 	struct timerfly *timer_fly; /* timers forwarded, awaiting their ack */
 	struct timerheld *timer_held; /* timers due soon, held in memory (timers.c) */
-	pthread_t fetch_thread, timer_thread, timer_fire_thread;
+	pthread_t fetch_thread, timer_thread, timer_fire_thread, sweep_thread;
 } orch;
+
+rs_status reconcile_start(orch *o);
+void reconcile_join(orch *o);
 
 /* ---- cmdloop.c: the CMDS fetcher ---- */
 rs_status cmdloop_start(orch *o);

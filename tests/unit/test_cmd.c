@@ -89,6 +89,9 @@ fx_cmd(rs_cmd_type t, int full, rs_cmd *c)
 		c->index = full ? 7 : 0;
 		c->text = s(full ? "Hel" : "");
 		break;
+	case RS_CMD_RUN_CONTINUE:
+		c->after_seq = full ? 12 : 0;
+		break;
 	default:
 		break;
 	}
@@ -205,6 +208,7 @@ test_msg_ids(void)
 		"start-" RUN_ID, "result-" RUN_ID "-fetch-1",
 		"delivered-" RUN_ID "-fetch-1-laptop-7", "signal-sig-1", "cancel-" RUN_ID, "timer-t-1",
 		"result-" RUN_ID "-ask-1-1-llm1", "chunk-" RUN_ID "-ask-1-1-llm1-7",
+		"continue-" RUN_ID "-12",
 	};
 	char buf[160];
 	rs_cmd c;

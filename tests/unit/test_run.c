@@ -28,7 +28,7 @@ typedef struct {
 	rs_event *hist;              /* every evolved event, for replay */
 	size_t nhist;
 	rs_decision last;            /* the last decision, for inspection */
-	char types[1024];            /* its event types */
+	char types[8192];            /* its event types (truncated) */
 	char call_id[192];           /* of the last tool.requested */
 	char timer[RS_TIMER_RUN_TIMEOUT + 1][192]; /* last timer id by purpose */
 } world;
@@ -339,7 +339,7 @@ step_n(world *w, rs_cmd c, int apply_all)
 		rs_cmd_free(&c);
 		return w->types;
 	}
-	for (size_t i = 0; i < w->last.nevents; i++)
+	for (size_t i = 0; i < w->last.nevents && off < sizeof(w->types) - 1; i++)
 		off += (size_t)snprintf(w->types + off, sizeof(w->types) - off, "%s%s",
 		                        i ? " " : "", rs_event_type_name(w->last.events[i].type));
 	check_deterministic(w, &c);
@@ -805,12 +805,16 @@ test_cancel(void)
 {
 	world w;
 
-	/* queued: only run.created so far */
+	/* only run.created so far: a start cut short by a crash. The cancel
+	 * first finishes the start (a queued run is not at rest), then cancels
+	 * the call that start made. */
 	world_init(&w, A_TOOL);
 	step_n(&w, c_start("{}"), 0);
 	CHECK_INT(rs_run_get_status(w.r), RS_RUN_QUEUED);
-	CHECK_STR(step(&w, c_cancel()), "run.cancel_requested run.cancelled");
-	CHECK_INT(w.last.ncalls, 0);
+	CHECK_STR(step(&w, c_cancel()), "run.started step.started tool.requested timer.scheduled "
+	          "run.cancel_requested run.cancelled");
+	CHECK_INT(w.last.ncalls, 2);
+	CHECK_INT(w.last.calls[1].cancel, 1);
 	CHECK_STR(ev(&w, RS_EV_RUN_CANCELLED, 0)->d.run_cancelled.reason, "user asked");
 	CHECK_STR(step(&w, c_cancel()), "");
 	CHECK_STR(step(&w, c_start("{}")), "");
@@ -1076,6 +1080,445 @@ test_view_deterministic(void)
 	finish(&b);
 }
 
+/* --- crash consistency: a decision cut anywhere is finished exactly --- */
+
+/* The three-tool-step agent of the crash report (issue: runs damaged by a
+ * kill -9 under load): s1 -> s2 -> s3 on tool `inc`, output from s3. */
+static const char *A_INC3 =
+	"{\"name\":\"inc3\",\"steps\":["
+	"{\"id\":\"s1\",\"kind\":\"tool\",\"tool\":\"inc\",\"args\":{\"n\":\"{{input.n}}\"}},"
+	"{\"id\":\"s2\",\"kind\":\"tool\",\"tool\":\"inc\",\"args\":{\"n\":\"{{steps.s1.output.n}}\"}},"
+	"{\"id\":\"s3\",\"kind\":\"tool\",\"tool\":\"inc\",\"args\":{\"n\":\"{{steps.s2.output.n}}\"}}],"
+	"\"output\":{\"n\":\"{{steps.s3.output.n}}\"}}";
+
+static const char *A_MIX =
+	"{\"name\":\"mix\",\"timeout_s\":600,\"steps\":["
+	"{\"id\":\"t\",\"kind\":\"transform\",\"value\":{\"x\":\"{{input.x}}\"}},"
+	"{\"id\":\"b\",\"kind\":\"branch\",\"when\":[{\"if\":{\"path\":\"input.x\",\"equals\":1},"
+	"\"goto\":\"nap\"}],\"else\":\"call\"},"
+	"{\"id\":\"nap\",\"kind\":\"sleep\",\"duration_ms\":100},"
+	"{\"id\":\"call\",\"kind\":\"tool\",\"tool\":\"flaky\",\"timeout_s\":30,"
+	" \"retry\":{\"max_attempts\":3,\"initial_backoff_ms\":100}},"
+	"{\"id\":\"ok\",\"kind\":\"signal\",\"signal\":\"go\",\"timeout_s\":60},"
+	"{\"id\":\"done\",\"kind\":\"transform\",\"value\":{\"got\":\"{{steps.ok.output}}\"}}]}";
+
+typedef enum { S_START, S_DELIVER, S_RESULT, S_ERROR, S_FIRE, S_SIGNAL, S_CANCEL, S_END } s_kind;
+
+typedef struct {
+	s_kind k;
+	const char *a;          /* input / output / error code / signal payload */
+	int purpose;            /* S_FIRE */
+	int64_t at;             /* clock for this command */
+} s_step;
+
+static rs_cmd
+script_cmd(world *w, const s_step *s)
+{
+	switch (s->k) {
+	case S_START: return c_start(s->a);
+	case S_DELIVER: return c_delivered(w->call_id);
+	case S_RESULT: return c_result(w->call_id, s->a);
+	case S_ERROR: return c_error(w->call_id, s->a, RS_ERRCLASS_TRANSIENT);
+	case S_FIRE: return c_fire(w->timer[s->purpose]);
+	case S_SIGNAL: return c_signal("sig-1", "go", s->a);
+	case S_CANCEL: return c_cancel();
+	default: abort();
+	}
+}
+
+/* An event as the contract compares decisions: everything but its time. */
+static char *
+comparable_text(const rs_event *e)
+{
+	char *txt = NULL, *out;
+	size_t len;
+	json_t *o;
+
+	if (rs_event_encode(e, &txt, &len) != RS_OK)
+		return strdup("?");
+	o = json_loadb(txt, len, 0, NULL);
+	free(txt);
+	json_object_del(o, "time");
+	/* run.started names the instance that started the run: whoever
+	 * finished the cut decision (replay --check reads it from the log) */
+	if (e->type == RS_EV_RUN_STARTED)
+		json_object_del(json_object_get(o, "data"), "instance");
+	out = dump(o);
+	json_decref(o);
+	return out;
+}
+
+/* Run script[0..upto) on a fresh world, each decision applied whole. */
+static void
+script_run(world *w, const char *agent, const s_step *script, int upto)
+{
+	world_init(w, agent);
+	for (int i = 0; i < upto; i++) {
+		w->now = script[i].at;
+		step(w, script_cmd(w, &script[i]));
+	}
+}
+
+static char *
+final_outcome(world *w)
+{
+	json_t *v = rs_run_view(w->r), *o = json_pack("{s:O, s:O, s:O, s:O}", "status",
+	            json_object_get(v, "status"), "output", json_object_get(v, "output"),
+	            "error", json_object_get(v, "error"), "last_seq", json_object_get(v, "last_seq"));
+	char *t = dump(o);
+
+	json_decref(o);
+	json_decref(v);
+	return t;
+}
+
+enum { V_REDELIVER, V_CONTINUE, V_TIMER, V__COUNT };
+
+/*
+ * For every decision of the script with two or more events and every cut
+ * k (the first k events appended, then a crash): the next decision for the
+ * run (the command redelivered, a run.continue, or the run's earliest
+ * pending timer firing late) begins with exactly the events the cut
+ * decision still owed, data equal; the run is then not at rest before and
+ * at rest after; and the rest of the script ends the run exactly as the
+ * uninterrupted one.
+ */
+static void
+check_cuts(const char *agent, const s_step *script)
+{
+	world ref;
+	int n = 0, cuts = 0;
+	char **want[32];
+	size_t wantn[32];
+	char *ref_end;
+
+	while (script[n].k != S_END)
+		n++;
+	world_init(&ref, agent);
+	for (int i = 0; i < n; i++) {
+		ref.now = script[i].at;
+		step(&ref, script_cmd(&ref, &script[i]));
+		wantn[i] = ref.last.nevents;
+		want[i] = calloc(wantn[i] + 1, sizeof(char *));
+		for (size_t e = 0; e < wantn[i]; e++)
+			want[i][e] = comparable_text(&ref.last.events[e]);
+	}
+	ref_end = final_outcome(&ref);
+	finish(&ref);
+
+	for (int i = 0; i < n; i++) {
+		for (size_t k = 1; k < wantn[i]; k++) {
+			for (int v = 0; v < V__COUNT; v++) {
+				world w, saved;
+				rs_cmd c;
+				rs_decision d;
+				char err[256] = "";
+				json_t *view;
+				const char *tid = NULL;
+				int64_t due = 0;
+
+				script_run(&w, agent, script, i);
+				w.now = script[i].at;
+				rs_decision_free(&w.last);
+				memcpy(&saved, &w, sizeof(saved));   /* ids the command was built from */
+				c = script_cmd(&w, &script[i]);
+				CHECK(rs_run_decide(w.r, w.agent, &c, w.now, "orch-1", &w.last, err,
+				                    sizeof(err)) == RS_OK);
+				rs_cmd_free(&c);
+				apply(&w, k);       /* the crash: events k.. never appended */
+				CHECK(!rs_run_at_rest(w.r, w.agent));
+				/* the crash is noticed before the script's next command: a
+				 * later redelivery would move every later decision (and
+				 * so the timers they set) along with it */
+				w.now = script[i].at + 1;
+				if (v == V_REDELIVER) {
+					c = script_cmd(&saved, &script[i]);
+				} else if (v == V_CONTINUE) {
+					c = mk(RS_CMD_RUN_CONTINUE);
+					c.after_seq = (int64_t)rs_run_last_seq(w.r);
+				} else {
+					view = rs_run_view(w.r);
+					tid = json_string_value(rs_json_path(view, "pending_timers.0.timer_id"));
+					due = json_integer_value(rs_json_path(view, "pending_timers.0.due_at"));
+					c = c_fire(tid ? tid : "none");
+					json_decref(view);
+					if (tid == NULL) {
+						rs_cmd_free(&c);
+						c = mk(RS_CMD_RUN_CONTINUE);
+					} else if (due + 1 > w.now) {
+						w.now = due + 1;
+					}
+				}
+				CHECK(rs_run_decide(w.r, w.agent, &c, w.now, "orch-2", &d, err,
+				                    sizeof(err)) == RS_OK);
+				for (size_t e = k; e < wantn[i]; e++) {
+					size_t at = e - k;
+					char *got = at < d.nevents ? comparable_text(&d.events[at]) : NULL;
+					if (got == NULL || strcmp(got, want[i][e]) != 0) {
+						fprintf(stderr, "cut: command %d (%s) cut after %zu of %zu, variant %d:"
+						        " event %zu\n   got: %s\n  want: %s\n", i,
+						        rs_cmd_type_name(c.type), k, wantn[i], v, e,
+						        got ? got : "(none)", want[i][e]);
+						CHECK(0);
+						free(got);
+						break;
+					}
+					free(got);
+				}
+				if (v != V_TIMER)
+					CHECK_INT(d.nevents, wantn[i] - k);
+				rs_decision_free(&d);
+				/* carry on: the orchestrator's way (decide, apply all) */
+				rs_decision_free(&w.last);
+				step(&w, c);
+				CHECK(rs_run_at_rest(w.r, w.agent));
+				if (v != V_TIMER) {
+					char *end;
+					for (int j = i + 1; j < n; j++) {
+						if (script[j].at > w.now)
+							w.now = script[j].at;
+						step(&w, script_cmd(&w, &script[j]));
+					}
+					end = final_outcome(&w);
+					CHECK_STR(end, ref_end);
+					free(end);
+				}
+				finish(&w);
+				cuts++;
+			}
+		}
+	}
+	CHECK(cuts > 0);
+	for (int i = 0; i < n; i++) {
+		for (size_t e = 0; e < wantn[i]; e++)
+			free(want[i][e]);
+		free(want[i]);
+	}
+	free(ref_end);
+}
+
+static void
+test_cut_everywhere(void)
+{
+	static const s_step inc3[] = {
+		{ S_START, "{\"n\":1}", 0, 1000 }, { S_DELIVER, NULL, 0, 1001 },
+		{ S_RESULT, "{\"n\":2}", 0, 1002 }, { S_DELIVER, NULL, 0, 1003 },
+		{ S_RESULT, "{\"n\":3}", 0, 1004 }, { S_DELIVER, NULL, 0, 1005 },
+		{ S_RESULT, "{\"n\":4}", 0, 1006 }, { S_END, NULL, 0, 0 } };
+	static const s_step mix_retry[] = {
+		{ S_START, "{\"x\":2}", 0, 1000 }, { S_ERROR, "flaky", 0, 1010 },
+		{ S_FIRE, NULL, RS_TIMER_RETRY, 1200 }, { S_FIRE, NULL, RS_TIMER_TOOL_TIMEOUT, 31300 },
+		{ S_FIRE, NULL, RS_TIMER_RETRY, 31600 }, { S_RESULT, "{\"v\":1}", 0, 31700 },
+		{ S_SIGNAL, "{\"by\":\"ann\"}", 0, 31800 }, { S_END, NULL, 0, 0 } };
+	static const s_step mix_sleep[] = {
+		{ S_START, "{\"x\":1}", 0, 1000 }, { S_FIRE, NULL, RS_TIMER_SLEEP, 1100 },
+		{ S_RESULT, "{\"v\":1}", 0, 1200 }, { S_FIRE, NULL, RS_TIMER_SIGNAL_TIMEOUT, 61300 },
+		{ S_FIRE, NULL, RS_TIMER_RETRY, 61500 }, { S_SIGNAL, "7", 0, 61600 },
+		{ S_END, NULL, 0, 0 } };
+	static const s_step mix_cancel[] = {
+		{ S_START, "{\"x\":2}", 0, 1000 }, { S_DELIVER, NULL, 0, 1001 },
+		{ S_CANCEL, NULL, 0, 1002 }, { S_END, NULL, 0, 0 } };
+	static const s_step mix_timeout[] = {
+		{ S_START, "{\"x\":2}", 0, 1000 }, { S_FIRE, NULL, RS_TIMER_RUN_TIMEOUT, 601000 },
+		{ S_END, NULL, 0, 0 } };
+
+	check_cuts(A_INC3, inc3);
+	check_cuts(A_MIX, mix_retry);
+	check_cuts(A_MIX, mix_sleep);
+	check_cuts(A_MIX, mix_cancel);
+	check_cuts(A_MIX, mix_timeout);
+}
+
+/*
+ * The five runs of the crash report, each from its event sequence: the
+ * three-step `inc` agent cut (A, B) after tool.completed, with the tool
+ * timeout firing 30 s later; (C) after step.completed s3 (next=end);
+ * (D, E) after tool.requested s3, without its timer.
+ */
+static void
+cut_inc3_at(world *w, int result_no, size_t keep)
+{
+	char err[256];
+	rs_cmd c;
+
+	world_init(w, A_INC3);
+	step(w, c_start("{\"n\":1}"));
+	for (int i = 1; i < result_no; i++) {
+		char out[32];
+		snprintf(out, sizeof(out), "{\"n\":%d}", i + 1);
+		step(w, c_delivered(w->call_id));
+		step(w, c_result(w->call_id, out));
+	}
+	step(w, c_delivered(w->call_id));
+	rs_decision_free(&w->last);
+	c = c_result(w->call_id, "{\"n\":9}");
+	CHECK(rs_run_decide(w->r, w->agent, &c, w->now, "orch-1", &w->last, err,
+	                    sizeof(err)) == RS_OK);
+	rs_cmd_free(&c);
+	apply(w, keep);
+	rs_decision_free(&w->last);
+}
+
+static void
+test_crash_report_cases(void)
+{
+	world w;
+	char tool_timer[192];
+
+	/* A: tool.completed s3, then only the tool timeout 30 s later */
+	cut_inc3_at(&w, 3, 1);
+	CHECK_JSON(view_get(&w, "status"), "\"waiting\"");
+	snprintf(tool_timer, sizeof(tool_timer), "%s", w.timer[RS_TIMER_TOOL_TIMEOUT]);
+	w.now += 30001;
+	CHECK_STR(step(&w, c_fire(tool_timer)), "step.completed run.completed");
+	CHECK_JSON(ev(&w, RS_EV_RUN_COMPLETED, 0)->d.run_completed.output, "{\"n\":9}");
+	CHECK_STR(step(&w, c_fire(tool_timer)), "");
+	finish(&w);
+	/* B: the same on s2: the run goes on to s3 */
+	cut_inc3_at(&w, 2, 1);
+	snprintf(tool_timer, sizeof(tool_timer), "%s", w.timer[RS_TIMER_TOOL_TIMEOUT]);
+	w.now += 30001;
+	CHECK_STR(step(&w, c_fire(tool_timer)),
+	          "step.completed step.started tool.requested timer.scheduled");
+	CHECK_JSON(ev(&w, RS_EV_TOOL_REQUESTED, 0)->d.tool_requested.args, "{\"n\":9}");
+	finish(&w);
+	/* C: step.completed s3 (next=end), no run.completed: the redelivered
+	 * result finishes the run */
+	cut_inc3_at(&w, 3, 2);
+	CHECK(!rs_run_at_rest(w.r, w.agent));
+	w.now += 10000;
+	CHECK_STR(step(&w, c_result(w.call_id, "{\"n\":9}")), "run.completed");
+	CHECK_JSON(view_get(&w, "status"), "\"completed\"");
+	finish(&w);
+	/* D, E: tool.requested s3 without its timer (and no call published):
+	 * a run.continue schedules the timeout and publishes the call */
+	cut_inc3_at(&w, 2, 4);
+	CHECK(!rs_run_at_rest(w.r, w.agent));
+	w.now += 10000;
+	{
+		rs_cmd c = mk(RS_CMD_RUN_CONTINUE);
+		c.after_seq = (int64_t)rs_run_last_seq(w.r);
+		CHECK_STR(step(&w, c), "timer.scheduled");
+	}
+	CHECK_INT(w.last.ntimers, 1);
+	CHECK_INT(w.last.timers[0].purpose, RS_TIMER_TOOL_TIMEOUT);
+	CHECK_INT(w.last.timers[0].due_at, ev(&w, RS_EV_TIMER_SCHEDULED, 0)->d.timer_scheduled.due_at);
+	CHECK(rs_run_at_rest(w.r, w.agent));
+	{
+		rs_decision p;
+		CHECK(rs_run_pending_effects(w.r, &p) == RS_OK);
+		CHECK_INT(p.ncalls, 1);   /* the s3 call, owed to the routers */
+		rs_decision_free(&p);
+	}
+	finish(&w);
+}
+
+/*
+ * A timer never acts on a purpose already met, even when its fire comes
+ * first (table: timer purpose, what happened before the fire).
+ */
+static void
+test_stale_timers(void)
+{
+	world w;
+	char t[192];
+
+	/* a sleep already fired: its second fire decides nothing */
+	world_init(&w, A_SLEEP);
+	step(&w, c_start("{\"x\":1}"));
+	snprintf(t, sizeof(t), "%s", w.timer[RS_TIMER_SLEEP]);
+	w.now = 6000;
+	CHECK_STR(step(&w, c_fire(t)), "timer.fired step.completed step.started step.completed "
+	          "run.completed");
+	CHECK_STR(step(&w, c_fire(t)), "");
+	finish(&w);
+	/* a signal already received: its timeout decides nothing */
+	world_init(&w, A_SLEEP_SIG);
+	step(&w, c_start("{}"));
+	w.now += 10;
+	step(&w, c_fire(w.timer[RS_TIMER_SLEEP]));
+	CHECK_STR(step(&w, c_signal("g1", "go", "1")), "signal.received step.completed "
+	          "run.completed");
+	finish(&w);
+	world_init(&w, A_SIG);
+	step(&w, c_start("{}"));
+	snprintf(t, sizeof(t), "%s", w.timer[RS_TIMER_SIGNAL_TIMEOUT]);
+	rs_decision_free(&w.last);
+	{
+		char err[256];
+		rs_cmd c = c_signal("s1", "approval", "{\"by\":\"x\"}");
+		CHECK(rs_run_decide(w.r, w.agent, &c, w.now, "o", &w.last, err, sizeof(err)) == RS_OK);
+		rs_cmd_free(&c);
+		apply(&w, 1);   /* signal.received (consumed) only: a crash */
+		rs_decision_free(&w.last);
+	}
+	w.now += 61000;
+	CHECK_STR(step(&w, c_fire(t)), "step.completed step.started step.completed run.completed");
+	finish(&w);
+	/* a tool call already answered: its timeout decides nothing */
+	world_init(&w, A_RETRY);
+	step(&w, c_start("{}"));
+	snprintf(t, sizeof(t), "%s", w.timer[RS_TIMER_TOOL_TIMEOUT]);
+	step(&w, c_result(w.call_id, "{}"));
+	w.now += 60000;
+	CHECK_STR(step(&w, c_fire(t)), "");
+	CHECK_JSON(view_get(&w, "status"), "\"completed\"");
+	finish(&w);
+	/* a retry already begun: its timer's second fire decides nothing */
+	world_init(&w, A_RETRY);
+	step(&w, c_start("{}"));
+	step(&w, c_error(w.call_id, "flaky", RS_ERRCLASS_TRANSIENT));
+	snprintf(t, sizeof(t), "%s", w.timer[RS_TIMER_RETRY]);
+	w.now += 1000;
+	CHECK_STR(step(&w, c_fire(t)), "timer.fired step.started tool.requested timer.scheduled");
+	CHECK_STR(step(&w, c_fire(t)), "");
+	finish(&w);
+}
+
+/* A transform that feeds itself twice per pass (issue: one agent took the
+ * orchestrator to 17 GB): each decision begins at most
+ * RS_RUN_MAX_STEPS_PER_DECISION steps, a value over RS_RUN_MAX_VALUE_BYTES
+ * fails the step, and max_steps ends it all. */
+static void
+test_hostile_loop(void)
+{
+	world w;
+	int rounds = 0;
+
+	world_init(&w, "{\"name\":\"boom\",\"steps\":[{\"id\":\"t\",\"kind\":\"transform\","
+	           "\"next\":\"t\",\"value\":{\"a\":\"{{steps.t.output}}\","
+	           "\"b\":\"{{steps.t.output}}\"}}]}");
+	step(&w, c_start("{}"));
+	while (!rs_run_status_terminal(rs_run_get_status(w.r)) && rounds < 50) {
+		CHECK(w.last.nevents <= 2 * RS_RUN_MAX_STEPS_PER_DECISION + 4);
+		if (!w.last.more)
+			break;
+		{
+			rs_cmd c = mk(RS_CMD_RUN_CONTINUE);
+			c.after_seq = (int64_t)rs_run_last_seq(w.r);
+			step(&w, c);
+		}
+		rounds++;
+	}
+	CHECK_JSON(view_get(&w, "status"), "\"failed\"");
+	CHECK_JSON(view_get(&w, "error.code"), "\"too_large\"");
+	finish(&w);
+	/* a loop of small values ends at max_steps, a decision at a time */
+	world_init(&w, "{\"name\":\"spin\",\"max_steps\":250,\"steps\":[{\"id\":\"t\","
+	           "\"kind\":\"transform\",\"next\":\"t\",\"value\":1}]}");
+	CHECK_STR(step(&w, c_start("{}")) != NULL ? "" : "x", "");
+	CHECK(w.last.more);
+	rounds = 0;
+	while (w.last.more && rounds++ < 10) {
+		rs_cmd c = mk(RS_CMD_RUN_CONTINUE);
+		c.after_seq = (int64_t)rs_run_last_seq(w.r);
+		step(&w, c);
+	}
+	CHECK_INT(rounds, 2);   /* 100 + 100 + 50 steps begun, then max_steps */
+	CHECK_JSON(view_get(&w, "error.code"), "\"max_steps_exceeded\"");
+	finish(&w);
+}
+
 int
 main(void)
 {
@@ -1094,6 +1537,10 @@ main(void)
 	test_evolve_rejects();
 	test_errors();
 	test_view_deterministic();
+	test_cut_everywhere();
+	test_crash_report_cases();
+	test_stale_timers();
+	test_hostile_loop();
 	json_decref(last_view);
 	return check_report("test_run");
 }

@@ -1,0 +1,233 @@
+/*
+ * reconcile.c - find runs left between two appends and have them finished.
+ *
+ * A decision appends its events one at a time; a crash between two of
+ * them leaves the run "not at rest" (rs_run_at_rest). The first line of
+ * recovery is the command itself: it is acked only after the whole chain
+ * and its effects are durable, so it comes back after AckWait and its
+ * decision finishes the chain (rs_run.c, "settle"). This thread is the
+ * safety net for everything else (a command that was dead-lettered, a bug,
+ * a fleet restored from a backup): every RS_ORCH_SWEEP_INTERVAL_MS it reads
+ * the headers of the events appended since its previous pass (the first
+ * pass: the last RS_ORCH_SWEEP_LOOKBACK_S), keeps the last event of each
+ * run, and sends `run.continue` for each run whose last event is older
+ * than RS_ORCH_SWEEP_QUIET_MS and is neither terminal nor one of the
+ * event types a run rests on (timer.scheduled, tool.dispatched,
+ * llm.delta). Any orchestrator instance takes the command; the decision
+ * on a run at rest is empty, so a needless continue costs one run load.
+ *
+ * Why by time and not over every run: a pass costs what was appended since
+ * the last one (headers only, ~100 bytes per event), not what the stream
+ * holds: at 1M runs with 10k appends per second a 30 s pass reads 300k
+ * headers. A run cut more than the lookback before the first pass of a
+ * fresh fleet is found only by its own next command or timer: the
+ * lookback is the setting that bounds that (docs/architecture.md).
+ *
+ * The continue's Nats-Msg-Id is continue-<run_id>-<runseq>: instances and
+ * overlapping passes that find the same run send one command.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "orch.h"
+#include "rs_id.h"
+#include "rs_log.h"
+#include "rs_time.h"
+
+#define SWEEP_IDLE_WAIT_MS 2000   /* no message for this long: caught up */
+
+typedef struct {
+	int64_t interval_ms, lookback_s, quiet_ms;
+} sweep_cfg;
+
+static int
+resting_type(const char *t)
+{
+	static const char *const rest[] = {
+		"timer.scheduled", "tool.dispatched", "llm.delta",
+		"run.completed", "run.failed", "run.cancelled", "run.timed_out", NULL
+	};
+
+	for (int i = 0; rest[i] != NULL; i++)
+		if (strcmp(t, rest[i]) == 0)
+			return 1;
+	return 0;
+}
+
+/* "runs.<tenant>.<run_id>" -> tenant, run_id. 0 if malformed. */
+static int
+split_subject(const char *subj, char *tenant, size_t tcap, char *run_id, size_t rcap)
+{
+	const char *a, *b;
+
+	if (strncmp(subj, "runs.", 5) != 0 || (a = subj + 5, b = strchr(a, '.')) == NULL ||
+	    (size_t)(b - a) >= tcap || strlen(b + 1) >= rcap || strchr(b + 1, '.') != NULL)
+		return 0;
+	memcpy(tenant, a, (size_t)(b - a));
+	tenant[b - a] = '\0';
+	strcpy(run_id, b + 1);
+	return rs_id_is_uuid(run_id) && rs_id_is_subject_token(tenant);
+}
+
+static rs_status
+send_continue(orch *o, const char *subj, int64_t runseq)
+{
+	rs_cmd c;
+	char *body = NULL, msg_id[160], subject[160];
+	size_t len;
+	natsMsg *m = NULL;
+	rs_status st;
+
+	memset(&c, 0, sizeof(c));
+	c.type = RS_CMD_RUN_CONTINUE;
+	if (!split_subject(subj, c.tenant, sizeof(c.tenant), c.run_id, sizeof(c.run_id)))
+		return RS_EINVAL;
+	c.after_seq = runseq;
+	if ((st = rs_cmd_encode(&c, &body, &len)) != RS_OK)
+		return st;
+	rs_cmd_subject(c.tenant, c.run_id, subject, sizeof(subject));
+	rs_cmd_msg_id(&c, msg_id, sizeof(msg_id));
+	st = rs_nats_msg(&m, subject, body, (int)len, "Runstream-Type", "run.continue", NULL);
+	free(body);
+	if (st != RS_OK)
+		return st;
+	st = rs_js_publish(o->nats.js, m, msg_id, -1, 5000, NULL, NULL);
+	natsMsg_Destroy(m);
+	return st;
+}
+
+/*
+ * One pass over RUNS' headers from start_ns on. Returns the number of runs
+ * sent a continue (or -1 when the stream could not be read).
+ */
+static long
+sweep_pass(orch *o, const sweep_cfg *sc, int64_t start_ns, int64_t *events_read)
+{
+	natsSubscription *sub = NULL;
+	jsSubOptions so;
+	jsStreamInfo *si = NULL;
+	jsErrCode jerr = 0;
+	json_t *last = json_object(), *v;
+	const char *key;
+	uint64_t stop_seq;
+	int64_t quiet_before = (rs_now_ms() - sc->quiet_ms) * 1000000LL;
+	long sent = 0;
+	natsStatus s;
+
+	*events_read = 0;
+	if ((s = js_GetStreamInfo(&si, o->nats.js, "RUNS", NULL, &jerr)) != NATS_OK) {
+		rs_warn("reconcile: cannot read RUNS' state: %s (%d)", natsStatus_GetText(s), (int)jerr);
+		json_decref(last);
+		return -1;
+	}
+	stop_seq = si->State.LastSeq;
+	jsStreamInfo_Destroy(si);
+	if (stop_seq == 0) {
+		json_decref(last);
+		return 0;
+	}
+	jsSubOptions_Init(&so);
+	so.Stream = "RUNS";
+	so.Ordered = true;
+	so.Config.HeadersOnly = true;
+	so.Config.DeliverPolicy = js_DeliverByStartTime;
+	so.Config.OptStartTime = start_ns;
+	so.Config.Heartbeat = 1000000000LL;
+	if ((s = js_SubscribeSync(&sub, o->nats.js, "runs.>", NULL, &so, &jerr)) != NATS_OK) {
+		rs_warn("reconcile: cannot follow RUNS: %s (%d)", natsStatus_GetText(s), (int)jerr);
+		json_decref(last);
+		return -1;
+	}
+	while (!atomic_load(&o->stopping)) {
+		natsMsg *m = NULL;
+		jsMsgMetaData *md = NULL;
+		const char *type = NULL, *id = NULL, *dash;
+		uint64_t seq;
+
+		s = natsSubscription_NextMsg(&m, sub, SWEEP_IDLE_WAIT_MS);
+		if (s == NATS_TIMEOUT)
+			break;   /* nothing at or after start_ns, or all read */
+		if (s != NATS_OK) {
+			rs_warn("reconcile: reading RUNS: %s", natsStatus_GetText(s));
+			break;
+		}
+		if (natsMsg_GetMetaData(&md, m) != NATS_OK) {
+			natsMsg_Destroy(m);
+			continue;
+		}
+		seq = md->Sequence.Stream;
+		(*events_read)++;
+		if (natsMsgHeader_Get(m, "Runstream-Type", &type) == NATS_OK &&
+		    natsMsgHeader_Get(m, "Nats-Msg-Id", &id) == NATS_OK &&
+		    (dash = strrchr(id, '-')) != NULL)
+			json_object_set_new(last, natsMsg_GetSubject(m),
+			                    json_pack("{s:s, s:I, s:I}", "type", type, "runseq",
+			                              (json_int_t)strtoll(dash + 1, NULL, 10), "ts",
+			                              (json_int_t)md->Timestamp));
+		jsMsgMetaData_Destroy(md);
+		natsMsg_Destroy(m);
+		if (seq >= stop_seq)
+			break;
+	}
+	natsSubscription_Destroy(sub);
+	json_object_foreach(last, key, v) {
+		const char *type = json_string_value(json_object_get(v, "type"));
+		if (resting_type(type) || json_integer_value(json_object_get(v, "ts")) > quiet_before)
+			continue;
+		if (send_continue(o, key, json_integer_value(json_object_get(v, "runseq"))) == RS_OK) {
+			sent++;
+			rs_log(RS_LOG_WARN, NULL, NULL, "reconcile: %s rests on %s: sent run.continue",
+			       key, type);
+		}
+	}
+	json_decref(last);
+	return sent;
+}
+
+static void *
+sweep_main(void *arg)
+{
+	orch *o = arg;
+	sweep_cfg sc = { o->cfg.sweep_interval_ms, o->cfg.sweep_lookback_s, o->cfg.sweep_quiet_ms };
+	int64_t from_ms = rs_now_ms() - sc.lookback_s * 1000, pass_start, events;
+	long sent;
+
+	while (!atomic_load(&o->stopping)) {
+		pass_start = rs_now_ms();
+		sent = sweep_pass(o, &sc, from_ms * 1000000LL, &events);
+		if (sent >= 0) {
+			rs_metric_add(om.sweep_continued, (double)sent);
+			rs_metric_add(om.sweep_events, (double)events);
+			rs_metric_observe(om.sweep_duration, (double)(rs_now_ms() - pass_start) / 1e3);
+			/* Next pass: what this one skipped as too recent, and on. */
+			from_ms = pass_start - sc.quiet_ms - 1000;
+			rs_info("reconcile: %lld event(s) read, %ld run(s) sent run.continue",
+			        (long long)events, sent);
+		}
+		for (int64_t slept = 0; slept < sc.interval_ms && !atomic_load(&o->stopping);
+		     slept += 100) {
+			struct timespec ts = { 0, 100 * 1000000L };
+			nanosleep(&ts, NULL);
+		}
+	}
+	return NULL;
+}
+
+rs_status
+reconcile_start(orch *o)
+{
+	if (o->cfg.sweep_interval_ms == 0)
+		return RS_OK;
+	if (pthread_create(&o->sweep_thread, NULL, sweep_main, o) != 0)
+		return RS_ERR;
+	return RS_OK;
+}
+
+void
+reconcile_join(orch *o)
+{
+	if (o->sweep_thread)
+		pthread_join(o->sweep_thread, NULL);
+}
