@@ -857,7 +857,7 @@ rs_api_http_start(rs_api *app)
 	info.keepalive_timeout = app->idle_timeout_s;
 	info.max_http_header_pool = 0;      /* as many as fds */
 	info.fd_limit_per_thread = 0;
-	lws_set_log_level(getenv("RS_LWS_DBG") ? 0xff : LLL_ERR, NULL);
+	lws_set_log_level(LLL_ERR, NULL);
 	app->ctx = lws_create_context(&info);
 	if (app->ctx == NULL) {
 		rs_error("api: cannot listen on %s:%d", app->listen_addr, app->port);
