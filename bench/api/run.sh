@@ -31,7 +31,9 @@ export RS_NATS_URL="nats://127.0.0.1:$NPORT"
 i=0; until "$BUILD/runctl/runctl" streams apply >/dev/null 2>&1; do i=$((i+1)); [ $i -lt 50 ] || exit 1; sleep 0.1; done
 KEY=$("$BUILD/runctl/runctl" keys create --tenant bench | tail -1)
 
+# One key opens every watcher: the per-key/tenant limits are off here.
 RS_API_PORT=$APORT RS_LOG_LEVEL=warn RS_PG_URL=postgresql://127.0.0.1:1/none \
+	RS_API_MAX_WATCHERS_PER_KEY=0 RS_API_MAX_WATCHERS_PER_TENANT=0 RS_API_MAX_WAITS_PER_KEY=0 RS_API_MAX_WAITS_PER_TENANT=0 \
 	"$BUILD/services/api/rs-api" >"$TMP/api.log" 2>&1 &
 API_PID=$!
 PIDS="$API_PID $PIDS"

@@ -48,7 +48,9 @@ typedef struct rs_api_frame {
 	int refs;
 	int terminal;               /* a run.completed/failed/cancelled/timed_out */
 	uint64_t runseq;            /* 0 for the heartbeat comment */
+	uint64_t sseq;              /* its RUNS stream sequence (0 unknown) */
 	int64_t t_us;               /* when the API got it (monotonic), for latency */
+	char tenant[72];            /* the hub key is (tenant, run_id) */
 	char run_id[RS_API_RUNKEY];
 	size_t len;
 	unsigned char buf[];        /* LWS_PRE + len + 1 */
@@ -67,6 +69,7 @@ typedef enum {
 	RS_ACT_REPLAY,              /* a gap refill for a streaming watcher */
 	RS_ACT_PARK,                /* park as a waiter on run_id (Prefer: wait) */
 	RS_ACT_WAITCHECK,           /* waiter check: terminal => respond, else keep */
+	RS_ACT_AUTH,                /* header-time auth (key cache miss) came back */
 } rs_api_action;
 
 /* Returns 0 when the job is finished (the worker hands it back), 1 when
@@ -91,6 +94,8 @@ struct rs_api_job {
 	int route;                      /* http.c route id */
 	char p1[80], p2[80];            /* path parameters (name, version, signal) */
 	int too_large;                  /* body over the cap: discard, then 413 */
+	int authed;                     /* tenant/keyid set (header-time auth) */
+	char keyid[65];                 /* sha256 hex of the API key: limits per key */
 	char *body;                     /* malloc'd, may be NULL */
 	size_t body_len;
 	int64_t t0_us;                  /* arrival, for latency metrics */
@@ -107,6 +112,10 @@ struct rs_api_job {
 	rs_api_frame **frames;          /* replay, ascending runseq */
 	size_t nframes;
 	int terminal_seen;              /* replay ended on a terminal event */
+	int more;                       /* replay stopped at a page: more history */
+	uint64_t start_sseq;            /* replay: first RUNS sequence to read (0 = 1) */
+	uint64_t next_sseq;             /* replay: where the next page starts */
+	uint32_t drop_gen;              /* the watcher's drop_gen when it started */
 	/* async publish bookkeeping (runs_write.c) */
 	atomic_int acks_left;
 	atomic_int ack_failed;
@@ -120,7 +129,14 @@ struct rs_api_req {
 	rs_api *app;
 	rs_api_ticket *ticket;      /* of the job in flight, NULL if none */
 	rs_api_job *draft;          /* job being assembled (headers, body) */
-	size_t body_cap_left;
+	int auth_pending;           /* header-time auth job out; rx paused */
+	int body_done;              /* body complete while auth was pending */
+	int has_body;               /* Content-Length > 0 */
+	int close_after;            /* close once the answer is written (body unread) */
+	/* limits held by this transaction (limits.c), released once */
+	uint8_t lim_kind;           /* 0 none, RS_API_LIM_WATCH, RS_API_LIM_WAIT */
+	char lim_key[65];
+	char lim_tenant[72];
 	/* response waiting for WRITEABLE */
 	int have_resp;
 	rs_api_job *resp_job;
@@ -129,6 +145,9 @@ struct rs_api_req {
 	int sse_done;               /* terminal queued: close when drained */
 	int sse_replaying;
 	int sse_hdrs_owed;
+	int sse_behind;             /* history past sse_last must come from the log */
+	uint32_t drop_gen;          /* bumped when held frames are dropped */
+	uint64_t replay_sseq;       /* RUNS sequence the next history page reads from */
 	char sse_tenant[72];
 	uint64_t sse_last;          /* last runseq queued to this watcher */
 	rs_api_frame **q;           /* out queue ring */
@@ -143,7 +162,8 @@ struct rs_api_req {
 	int wait_wake_pending;        /* terminal seen while a job was in flight */
 	lws_sorted_usec_list_t wait_sul;
 	rs_api_job *wait_job;       /* the 202 to send on timeout */
-	/* hub membership (run_id key in sse/wait) */
+	/* hub membership (key: tenant + run_id, in sse/wait) */
+	char hub_tenant[72];
 	char run_id[RS_API_RUNKEY];
 	rs_api_req *hub_prev, *hub_next;
 	rs_api_req *all_prev, *all_next; /* every watcher, for heartbeats */
@@ -174,9 +194,14 @@ void rs_api_json(rs_api_job *job, int status, json_t *v);
 const char *rs_api_reason(int status);
 
 /* ---- auth.c ---- */
-/* Resolve the Bearer key of job to job->tenant. On failure sets a 401
- * (or 503) problem on job and returns non-RS_OK. Worker threads. */
+/* Resolve the Bearer key of job to job->tenant and job->keyid. On failure
+ * sets a 401 (or 503) problem on job and returns non-RS_OK. Worker
+ * threads. Returns at once when job->authed. */
 rs_status rs_api_auth(rs_api *app, rs_api_job *job);
+/* Header time, any thread, never blocks: RS_OK and job->tenant/keyid set
+ * (cached key), RS_EINVAL with a 401 problem set (no or malformed
+ * header), RS_ENOTFOUND (not cached: rs_api_auth on a worker decides). */
+rs_status rs_api_auth_cached(rs_api *app, rs_api_job *job);
 rs_status rs_api_auth_init(rs_api *app);
 void rs_api_auth_free(rs_api *app);
 
@@ -215,6 +240,16 @@ void rs_api_reads_close_thread(void);
 /* Value of query argument k (1 if present). */
 int rs_api_qarg(const char *q, const char *k, char *out, size_t cap);
 
+/* ---- limits.c: watchers and waiters per key and per tenant ---- */
+enum { RS_API_LIM_WATCH = 1, RS_API_LIM_WAIT = 2 };
+rs_status rs_api_limits_init(rs_api *app);
+void rs_api_limits_free(rs_api *app);
+/* Service thread: take one slot of kind for r (job's key and tenant). 0 on
+ * success; else -1 and a 429 problem with Retry-After set on job. */
+int rs_api_limit_take(rs_api *app, rs_api_req *r, rs_api_job *job, int kind);
+/* Give back what r holds (idempotent). */
+void rs_api_limit_release(rs_api *app, rs_api_req *r);
+
 /* ---- live.c: the hub, the one live consumer, history replay ---- */
 rs_status rs_api_live_start(rs_api *app);
 /* Shutdown, step 1: end the live consumer (no new frames). */
@@ -222,12 +257,13 @@ void rs_api_live_unsubscribe(rs_api *app);
 /* Step 2 (after the service thread is gone): also frees the hub. */
 void rs_api_live_stop(rs_api *app);
 /* Build a frame for a stored/live event message. NULL if unusable. */
-rs_api_frame *rs_api_frame_from_msg(natsMsg *m, const char *run_id);
+rs_api_frame *rs_api_frame_from_msg(natsMsg *m, const char *tenant, const char *run_id);
 /* runseq, type ("step.completed") and terminal flag of an event message.
  * RS_EINVAL if it is not a usable run event. */
 rs_status rs_api_msg_meta(natsMsg *m, uint64_t *runseq, char type[64], int *terminal);
 void rs_api_frame_unref(rs_api_frame *f);
-/* Replay (worker): frames of run with runseq > after, ascending. */
+/* Replay (worker): frames of run with runseq > after, ascending, at most
+ * app->replay_page of them (job->more set when it stopped there). */
 rs_status rs_api_replay(rs_api *app, const char *tenant, const char *run_id,
                         uint64_t after, rs_api_job *job);
 /* Hub (service thread). */
@@ -271,6 +307,9 @@ void rs_api_metric_created(void);
 void rs_api_metric_watchers(double n);
 void rs_api_metric_sse_sent(double seconds_in_api);
 void rs_api_metric_waiters(double n);
+void rs_api_metric_limited(int kind);
+/* A live message dropped before it reached the hub, by reason. */
+void rs_api_metric_live_dropped(const char *reason);
 
 /* ---- the application ---- */
 typedef struct rs_api_hub rs_api_hub;
@@ -294,6 +333,11 @@ struct rs_api {
 	int64_t ryw_ms;
 	int64_t pub_timeout_ms;
 	int64_t shutdown_grace_ms;
+	/* limits (limits.c, sse.c): 0 = unlimited for the per-* ones */
+	int max_watchers_key, max_watchers_tenant;
+	int max_waits_key, max_waits_tenant;
+	int limit_retry_after_s;
+	int replay_page;            /* events per history job (RS_API_SSE_REPLAY_PAGE) */
 	/* dependencies */
 	rs_nats nats;
 	kvStore *kv_apikeys, *kv_agents, *kv_idem, *kv_runs;
@@ -311,6 +355,7 @@ struct rs_api {
 	rs_api_pending *pending;
 	rs_api_authc *authc;
 	rs_api_agentc *agentc;
+	struct rs_api_limits *limits; /* service thread */
 	rs_api_req *all_watchers;   /* service thread */
 	size_t nwatchers;
 	size_t nwaiters;            /* parked Prefer: wait requests */

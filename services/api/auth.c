@@ -6,6 +6,11 @@
  * auth_ttl_ms (RS_API_AUTH_TTL_MS) so the hot path costs no round trip;
  * a revoked key stops working within that TTL. Postgres is never asked.
  * Misses are not cached, so a key created a moment ago works at once.
+ *
+ * http.c asks the cache at header time (rs_api_auth_cached, no round
+ * trip) and only falls back to a worker (rs_api_auth) on a miss, so no
+ * request body is read before its key is known good. The sha256 of the
+ * key (keyid) is what the per-key limits (limits.c) count by.
  */
 #include "api.h"
 #include "rs_json.h"
@@ -41,6 +46,48 @@ slot_of(const char *hash)
 	return v % AUTH_SLOTS;
 }
 
+/* The key of job's Authorization header, or NULL (401 problem set). */
+static const char *
+bearer_key(rs_api_job *job)
+{
+	if (strncasecmp(job->auth, "Bearer ", 7) != 0 || job->auth[7] == '\0') {
+		rs_api_problem(job, 401, "missing or malformed Authorization header: expected 'Bearer <api key>'");
+		strcat(job->hdrs, "WWW-Authenticate: Bearer realm=\"runstream\"\n");
+		return NULL;
+	}
+	return job->auth + 7;
+}
+
+/* Cache look-up of hash: fills job->tenant, returns 1 on a fresh hit. */
+static int
+cache_get(rs_api_authc *c, const char *hash, rs_api_job *job)
+{
+	unsigned i = slot_of(hash);
+	int hit = 0;
+
+	pthread_mutex_lock(&c->mu);
+	if (strcmp(c->slots[i].hash, hash) == 0 && c->slots[i].expires_ms > rs_mono_ms()) {
+		memcpy(job->tenant, c->slots[i].tenant, sizeof(job->tenant));
+		hit = 1;
+	}
+	pthread_mutex_unlock(&c->mu);
+	return hit;
+}
+
+rs_status
+rs_api_auth_cached(rs_api *app, rs_api_job *job)
+{
+	const char *key = bearer_key(job);
+
+	if (key == NULL)
+		return RS_EINVAL;
+	rs_sha256_hex(key, strlen(key), job->keyid);
+	if (!cache_get(app->authc, job->keyid, job))
+		return RS_ENOTFOUND;
+	job->authed = 1;
+	return RS_OK;
+}
+
 rs_status
 rs_api_auth(rs_api *app, rs_api_job *job)
 {
@@ -54,21 +101,17 @@ rs_api_auth(rs_api *app, rs_api_job *job)
 	unsigned i;
 	int64_t now = rs_mono_ms();
 
-	if (strncasecmp(job->auth, "Bearer ", 7) != 0 || job->auth[7] == '\0') {
-		rs_api_problem(job, 401, "missing or malformed Authorization header: expected 'Bearer <api key>'");
-		strcat(job->hdrs, "WWW-Authenticate: Bearer realm=\"runstream\"\n");
+	if (job->authed)
+		return RS_OK;       /* at header time (http.c) */
+	if ((key = bearer_key(job)) == NULL)
 		return RS_EINVAL;
-	}
-	key = job->auth + 7;
 	rs_sha256_hex(key, strlen(key), hash);
+	memcpy(job->keyid, hash, sizeof(hash));
 	i = slot_of(hash);
-	pthread_mutex_lock(&c->mu);
-	if (strcmp(c->slots[i].hash, hash) == 0 && c->slots[i].expires_ms > now) {
-		memcpy(job->tenant, c->slots[i].tenant, sizeof(job->tenant));
-		pthread_mutex_unlock(&c->mu);
+	if (cache_get(c, hash, job)) {
+		job->authed = 1;
 		return RS_OK;
 	}
-	pthread_mutex_unlock(&c->mu);
 
 	s = kvStore_Get(&e, app->kv_apikeys, hash);
 	if (s == NATS_NOT_FOUND) {
@@ -100,6 +143,7 @@ rs_api_auth(rs_api *app, rs_api_job *job)
 	memcpy(c->slots[i].tenant, job->tenant, sizeof(job->tenant));
 	c->slots[i].expires_ms = now + app->auth_ttl_ms;
 	pthread_mutex_unlock(&c->mu);
+	job->authed = 1;
 	st = RS_OK;
 cleanup:
 	json_decref(v);

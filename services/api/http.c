@@ -9,11 +9,20 @@
  * request as a waiter in the hub. A parked request costs no thread and no
  * consumer: a hub entry and an lws timer.
  *
- * Limits: body cap RS_API_MAX_BODY (413; an oversized body is read and
- * discarded so the client gets the answer instead of a reset), headers
- * must arrive within RS_API_HEADER_TIMEOUT_S, bodies within
- * RS_API_BODY_TIMEOUT_S, idle keep-alive connections close after
- * RS_API_IDLE_TIMEOUT_S.
+ * Authentication comes first, at header time: the Bearer key is looked up
+ * in auth.c's cache (no round trip); on a miss the socket stops being read
+ * (lws_rx_flow_control) while a worker asks KV `apikeys`, and only a good
+ * key lets the body in. So an unauthenticated client costs no body buffer:
+ * at most the bytes that arrived in the same read as its headers (lws's
+ * one service buffer), and it gets its 401 before anything else is read;
+ * the connection is then closed (its unread body is never drained).
+ *
+ * Limits: body cap RS_API_MAX_BODY (413 for an authenticated client; an
+ * oversized body is read and discarded so the client gets the answer
+ * instead of a reset), headers must arrive within RS_API_HEADER_TIMEOUT_S,
+ * bodies within BODY_TIMEOUT_S, idle keep-alive connections close after
+ * RS_API_IDLE_TIMEOUT_S; SSE watchers and parked waits per key and tenant
+ * (limits.c: 429 at dispatch, before any work).
  */
 #include "api.h"
 #include "rs_config.h"
@@ -33,6 +42,13 @@ enum {
 };
 
 #define BODY_TIMEOUT_S 30
+/* Body bytes we may be handed before the key is known good: only what lws
+ * read together with the headers (its service buffer, 4096 by default);
+ * more means the socket was read despite rx flow control: close. */
+#define PREAUTH_BODY_MAX 4096
+
+static void auth_done(rs_api *app, rs_api_req *r, rs_api_job *a);
+static int body_or_dispatch(rs_api *app, rs_api_req *r, int in_cb);
 
 /* ---- worker side: auth, then the handler of the route ---- */
 
@@ -54,6 +70,16 @@ static int
 view_job(rs_api *app, rs_api_job *j)
 {
 	rs_api_run_view(app, j, 1);
+	return 0;
+}
+
+/* Header-time auth on a cache miss: the KV look-up, nothing else. */
+static int
+auth_job(rs_api *app, rs_api_job *j)
+{
+	if (rs_api_auth(app, j) == RS_OK)
+		j->status = 0;
+	j->action = RS_ACT_AUTH;    /* a refusal's problem set RESPOND */
 	return 0;
 }
 
@@ -163,6 +189,10 @@ write_response(rs_api *app, rs_api_req *r, rs_api_job *j)
 	char *lines = j->hdrs, *nl;
 	int rc = -1;
 
+	/* The answer is going out: whatever limit slot the request held is
+	 * free again (a streaming watcher keeps its slot: it never gets
+	 * here while it streams). */
+	rs_api_limit_release(app, r);
 	if (buf == NULL)
 		return -1;
 	start = p = buf + LWS_PRE;
@@ -190,7 +220,7 @@ write_response(rs_api *app, rs_api_req *r, rs_api_job *j)
 		}
 		lines = nl + 1;
 	}
-	if (atomic_load(&app->stopping) &&
+	if ((atomic_load(&app->stopping) || r->close_after) &&
 	    lws_add_http_header_by_token(r->wsi, WSI_TOKEN_CONNECTION,
 	                                 (const unsigned char *)"close", 5, &p, end))
 		goto cleanup;
@@ -203,7 +233,7 @@ write_response(rs_api *app, rs_api_req *r, rs_api_job *j)
 	if (lws_write(r->wsi, start, (size_t)(p - start), LWS_WRITE_HTTP_FINAL) < 0)
 		goto cleanup;
 	rs_api_metric_request(j->status, (double)(rs_mono_us() - j->t0_us) / 1e6);
-	if (atomic_load(&app->stopping))
+	if (atomic_load(&app->stopping) || r->close_after)
 		goto cleanup;      /* rc -1: close after this answer */
 	rc = lws_http_transaction_completed(r->wsi) ? -1 : 0;
 cleanup:
@@ -294,6 +324,7 @@ park(rs_api *app, rs_api_req *r, rs_api_job *j)
 	r->wait_wake_pending = 0;
 	r->wait_expired = 0;
 	snprintf(r->run_id, sizeof(r->run_id), "%s", j->run_id);
+	snprintf(r->hub_tenant, sizeof(r->hub_tenant), "%s", j->tenant);
 	rs_api_hub_add(app, r);
 	/* The request may sit here for up to 60 s: no lws timeout meanwhile. */
 	lws_set_timeout(r->wsi, NO_PENDING_TIMEOUT, 0);
@@ -309,6 +340,9 @@ void
 rs_api_http_complete(rs_api *app, rs_api_req *r, rs_api_job *j)
 {
 	switch (j->action) {
+	case RS_ACT_AUTH:
+		auth_done(app, r, j);
+		return;
 	case RS_ACT_SSE:
 		if (j->status == 200) {
 			rs_api_sse_begin(app, r, j);
@@ -478,16 +512,18 @@ reset_transaction(rs_api *app, rs_api_req *r)
 		rs_api_hub_del(app, r);
 		rs_api_sse_release(app, r);
 	}
+	rs_api_limit_release(app, r);
 	rs_api_job_free(r->draft);
 	rs_api_job_free(r->resp_job);
 	rs_api_job_free(r->wait_job);
 	r->draft = r->resp_job = r->wait_job = NULL;
 	r->have_resp = 0;
+	r->auth_pending = r->body_done = r->has_body = r->close_after = 0;
 }
 
 /* Body complete (or none): hand the request to a worker. */
 static int
-dispatch(rs_api *app, rs_api_req *r)
+dispatch(rs_api *app, rs_api_req *r, int in_cb)
 {
 	rs_api_job *j = r->draft;
 
@@ -495,14 +531,24 @@ dispatch(rs_api *app, rs_api_req *r)
 	if (j->too_large) {
 		rs_api_problem(j, 413, "request body larger than %zu bytes (RS_API_MAX_BODY)",
 		               app->max_body);
-		return respond_now(app, r, j);
+		goto answer;
 	}
+	/* Authenticated by now (on_request / auth_done): the limits count
+	 * by key and tenant before any work is done for the request. */
+	if ((j->route == R_RUN_STREAM && rs_api_limit_take(app, r, j, RS_API_LIM_WATCH) != 0) ||
+	    (j->route != R_RUN_STREAM && j->wait_s > 0 &&
+	     rs_api_limit_take(app, r, j, RS_API_LIM_WAIT) != 0))
+		goto answer;
 	if (j->route == R_RUN_STREAM) {
 		/* Into the hub before the worker looks at history: nothing
 		 * appended from now on can be missed (see live.c). */
 		r->sse = 1;
 		r->sse_last = j->after;
+		r->sse_behind = 0;
+		r->drop_gen = 0;
+		r->replay_sseq = 0;
 		snprintf(r->run_id, sizeof(r->run_id), "%s", j->run_id);
+		snprintf(r->hub_tenant, sizeof(r->hub_tenant), "%s", j->tenant);
 		rs_api_hub_add(app, r);
 		j->action = RS_ACT_SSE;
 		lws_set_timeout(r->wsi, NO_PENDING_TIMEOUT, 0);
@@ -511,6 +557,13 @@ dispatch(rs_api *app, rs_api_req *r)
 		lws_set_timeout(r->wsi, PENDING_TIMEOUT_HTTP_CONTENT, 30 + j->wait_s);
 	}
 	submit(app, r, j, route_job);
+	return 0;
+answer:
+	/* Inside this connection's own lws callback we may write now;
+	 * from anywhere else (auth_done) only on WRITEABLE. */
+	if (in_cb)
+		return respond_now(app, r, j);
+	respond_later(app, r, j);
 	return 0;
 }
 
@@ -586,19 +639,91 @@ on_request(rs_api *app, rs_api_req *r, struct lws *wsi, const char *uri)
 		}
 		j->after = (uint64_t)after;
 	}
-	r->draft = j;
 	if (j->method == RS_M_POST) {
 		int64_t cl = 0;
 		if (lws_hdr_copy(wsi, clen, sizeof(clen), WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 &&
 		    parse_u(clen, &cl) == 0 && cl > 0) {
+			r->has_body = 1;
 			if ((size_t)cl > app->max_body)
 				j->too_large = 1;
-			/* the body must arrive within its own deadline */
-			lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, BODY_TIMEOUT_S);
-			return 0;   /* LWS_CALLBACK_HTTP_BODY follows */
 		}
 	}
-	return dispatch(app, r);
+	/* The key before the body. */
+	switch (rs_api_auth_cached(app, j)) {
+	case RS_OK:
+		break;
+	case RS_ENOTFOUND: {
+		rs_api_job *a = rs_api_job_new();
+		if (a == NULL) {
+			rs_api_job_free(j);
+			return -1;
+		}
+		memcpy(a->path, j->path, sizeof(a->path));
+		memcpy(a->auth, j->auth, sizeof(a->auth));
+		a->t0_us = j->t0_us;
+		a->action = RS_ACT_AUTH;
+		r->draft = j;
+		r->auth_pending = 1;
+		/* Stop reading the socket until the key is known. What lws
+		 * already read with the headers still comes (on_body). */
+		if (r->has_body)
+			lws_rx_flow_control(wsi, 0);
+		lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, BODY_TIMEOUT_S);
+		submit(app, r, a, auth_job);
+		return 0;
+	}
+	default:
+		r->close_after = r->has_body;
+		return respond_now(app, r, j);
+	}
+	r->draft = j;
+	return body_or_dispatch(app, r, 1);
+}
+
+/* Authenticated (now, or by auth_done): read the body, or dispatch. */
+static int
+body_or_dispatch(rs_api *app, rs_api_req *r, int in_cb)
+{
+	if (r->has_body && !r->body_done) {
+		/* the body must arrive within its own deadline */
+		lws_set_timeout(r->wsi, PENDING_TIMEOUT_HTTP_CONTENT, BODY_TIMEOUT_S);
+		return 0;   /* LWS_CALLBACK_HTTP_BODY follows */
+	}
+	return dispatch(app, r, in_cb);
+}
+
+/* The header-time auth job is back (service thread). */
+static void
+auth_done(rs_api *app, rs_api_req *r, rs_api_job *a)
+{
+	rs_api_job *j = r->draft;
+
+	r->auth_pending = 0;
+	/* lws gives a flow-controlled connection no WRITEABLE either: reading
+	 * resumes whatever the answer. After a refusal what it reads is
+	 * dropped unbuffered (on_body: no draft), at most a buffer's worth
+	 * before the 401 is written and the connection closed. */
+	if (r->has_body)
+		lws_rx_flow_control(r->wsi, 1);
+	if (j == NULL) {
+		rs_api_job_free(a);
+		return;
+	}
+	if (a->status != 0) {
+		/* 401 (or 503): answered without reading the body, so the
+		 * connection cannot carry another request. */
+		r->draft = NULL;
+		rs_api_job_free(j);
+		r->close_after = 1;
+		respond_later(app, r, a);
+		return;
+	}
+	memcpy(j->tenant, a->tenant, sizeof(j->tenant));
+	memcpy(j->keyid, a->keyid, sizeof(j->keyid));
+	j->authed = 1;
+	rs_api_job_free(a);
+	if (body_or_dispatch(app, r, 0) != 0)
+		lws_set_timeout(r->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
 }
 
 static int
@@ -609,6 +734,8 @@ on_body(rs_api *app, rs_api_req *r, const void *in, size_t len)
 
 	if (j == NULL || j->too_large)
 		return 0;
+	if (r->auth_pending && j->body_len + len > PREAUTH_BODY_MAX)
+		return -1;      /* read past rx flow control: not ours to hold */
 	if (j->body_len + len > app->max_body) {
 		j->too_large = 1;
 		free(j->body);
@@ -663,8 +790,15 @@ cb_http(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
 		if (r == NULL)
 			return -1;
 		/* A POST with "Content-Length: 0" was dispatched at once;
-		 * lws still reports its (empty) body complete. */
-		return r->draft != NULL ? dispatch(app, r) : 0;
+		 * lws still reports its (empty) body complete. A body that
+		 * came whole with the headers waits for the key check. */
+		if (r->draft == NULL)
+			return 0;
+		if (r->auth_pending) {
+			r->body_done = 1;
+			return 0;
+		}
+		return dispatch(app, r, 1);
 	case LWS_CALLBACK_HTTP_WRITEABLE:
 		if (r == NULL)
 			return -1;

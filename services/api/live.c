@@ -8,7 +8,16 @@
  * missed heartbeats, so live delivery is gap-free by itself; the seam rule
  * in sse.c stays as the safety net. Its callback formats the SSE frame once
  * and queues it to the service thread, which fans it out through the hub:
- * a hash of run_id -> the requests (watchers and waiters) of that run. So
+ * a hash of (tenant, run_id) -> the requests (watchers and waiters) of
+ * that run. Both come from the message's subject runs.<tenant>.<run_id>,
+ * never from its body: run ids are unique, but anyone who can publish to
+ * runs.> could reuse tenant A's run id under tenant B, and B's events must
+ * not reach A's watchers. Whatever of a message goes into SSE framing
+ * (the `id:` and `event:` lines) is checked first: subject tokens (a
+ * tenant token, a UUID), the type (a known event type name, header and
+ * CloudEvent `type` agreeing when both are given), runseq >= 1, one line
+ * of data. Anything else is dropped and counted
+ * (rs_api_live_dropped_total{reason}). So
  * a watcher costs no consumer and no subscription: one lws connection, one
  * rs_api_req and a few frame pointers.
  *
@@ -23,7 +32,10 @@
  * server sends ahead of us.
  *
  * History: direct gets on the literal subject runs.<tenant>.<run_id>
- * (next-by-subject from sequence 1), on a worker. The watcher is in the
+ * (next-by-subject from sequence 1), on a worker, at most
+ * RS_API_SSE_REPLAY_PAGE events per job: a watcher of a 100k-event run
+ * holds one page of frames and a worker for one page at a time; sse.c asks
+ * for the next page once the watcher's queue has drained. The watcher is in the
  * hub BEFORE the replay starts, so any event appended after the replay's
  * last read arrives live; sse.c drops live frames with runseq <= the last
  * replayed one and refills any gap with another replay. Measured reasons
@@ -34,6 +46,7 @@
 #include "api.h"
 #include "rs_hash.h"
 #include "rs_event.h"
+#include "rs_id.h"
 #include "rs_log.h"
 #include "rs_time.h"
 
@@ -45,6 +58,7 @@
 
 typedef struct hub_run {
 	struct hub_run *next;
+	char tenant[72];
 	char run_id[RS_API_RUNKEY];
 	rs_api_req *head;
 	size_t n;
@@ -55,11 +69,16 @@ struct rs_api_hub {
 	size_t nruns;
 };
 
+/* The slot of (tenant, run_id): run ids are random, so they alone
+ * spread the slots; the tenant is compared, not hashed. */
 static unsigned
 hash_str(const char *s)
 {
 	return (unsigned)(rs_hash_str(s) % HUB_SLOTS);
 }
+
+#define TYPE_MAX 64     /* longer than any event type name */
+
 
 void
 rs_api_frame_unref(rs_api_frame *f)
@@ -71,10 +90,10 @@ rs_api_frame_unref(rs_api_frame *f)
 rs_status
 rs_api_msg_meta(natsMsg *m, uint64_t *runseq, char type[64], int *terminal)
 {
-	const char *t = NULL;
+	const char *h = NULL, *t;
 	json_t *v = NULL, *rs;
 	json_error_t jerr;
-	rs_event_type et;
+	rs_event_type et, et2;
 	rs_status st = RS_EINVAL;
 
 	v = json_loadb(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), 0, &jerr);
@@ -84,14 +103,23 @@ rs_api_msg_meta(natsMsg *m, uint64_t *runseq, char type[64], int *terminal)
 	if (!json_is_integer(rs) || json_integer_value(rs) < 1)
 		goto cleanup;
 	*runseq = (uint64_t)json_integer_value(rs);
-	if (natsMsgHeader_Get(m, "Runstream-Type", &t) != NATS_OK || t == NULL)
-		t = json_string_value(json_object_get(v, "type"));
-	if (t == NULL)
+	/* The type goes into the SSE event: line: only a known event type
+	 * name (so no CR/LF, bounded). Header and CloudEvent must agree. */
+	if (natsMsgHeader_Get(m, "Runstream-Type", &h) != NATS_OK)
+		h = NULL;
+	t = json_string_value(json_object_get(v, "type"));
+	if (h != NULL && (strlen(h) >= TYPE_MAX || rs_event_type_parse(h, &et) != RS_OK))
 		goto cleanup;
-	if (strncmp(t, "runstream.", 10) == 0)
-		t += 10;
-	snprintf(type, 64, "%s", t);
-	*terminal = rs_event_type_parse(t, &et) == RS_OK && rs_event_type_terminal(et);
+	if (t != NULL && (strlen(t) >= TYPE_MAX || rs_event_type_parse(t, &et2) != RS_OK))
+		goto cleanup;
+	if (h == NULL && t == NULL)
+		goto cleanup;
+	if (h == NULL)
+		et = et2;
+	else if (t != NULL && et != et2)
+		goto cleanup;
+	snprintf(type, 64, "%s", rs_event_type_name(et));
+	*terminal = rs_event_type_terminal(et);
 	st = RS_OK;
 cleanup:
 	json_decref(v);
@@ -99,7 +127,7 @@ cleanup:
 }
 
 rs_api_frame *
-rs_api_frame_from_msg(natsMsg *m, const char *run_id)
+rs_api_frame_from_msg(natsMsg *m, const char *tenant, const char *run_id)
 {
 	uint64_t seq = 0;
 	char type[64];
@@ -109,9 +137,11 @@ rs_api_frame_from_msg(natsMsg *m, const char *run_id)
 
 	if (rs_api_msg_meta(m, &seq, type, &term) != RS_OK)
 		return NULL;
-	/* The CloudEvent is compact JSON: no raw newline can break the
-	 * one-line data: field (JSON escapes them inside strings). */
-	if (memchr(natsMsg_GetData(m), '\n', dlen) != NULL)
+	/* The CloudEvent is compact JSON: no raw line break can end the
+	 * one-line data: field early (JSON escapes them inside strings;
+	 * between tokens a CR or LF would be legal JSON: refused). */
+	if (memchr(natsMsg_GetData(m), '\n', dlen) != NULL ||
+	    memchr(natsMsg_GetData(m), '\r', dlen) != NULL)
 		return NULL;
 	cap = dlen + 128;
 	f = malloc(sizeof(*f) + LWS_PRE + cap);
@@ -122,6 +152,7 @@ rs_api_frame_from_msg(natsMsg *m, const char *run_id)
 	f->runseq = seq;
 	f->t_us = rs_mono_us();
 	f->terminal = term;
+	snprintf(f->tenant, sizeof(f->tenant), "%s", tenant);
 	snprintf(f->run_id, sizeof(f->run_id), "%s", run_id);
 	n = snprintf((char *)f->buf + LWS_PRE, cap, "id: %llu\nevent: %s\ndata: ",
 	             (unsigned long long)seq, type);
@@ -131,20 +162,57 @@ rs_api_frame_from_msg(natsMsg *m, const char *run_id)
 	return f;
 }
 
+/* Split runs.<tenant>.<run_id> into its two checked tokens; 0 if the
+ * subject is anything else. */
+static int
+subject_ids(const char *subj, char tenant[72], char run_id[RS_API_RUNKEY])
+{
+	const char *t, *dot;
+	size_t tl;
+
+	if (strncmp(subj, "runs.", 5) != 0)
+		return 0;
+	t = subj + 5;
+	if ((dot = strchr(t, '.')) == NULL || (tl = (size_t)(dot - t)) == 0 || tl >= 72)
+		return 0;
+	memcpy(tenant, t, tl);
+	tenant[tl] = '\0';
+	if (!rs_id_is_token(tenant, 71) || strlen(dot + 1) != RS_UUID_LEN ||
+	    !rs_id_is_uuid(dot + 1))
+		return 0;
+	memcpy(run_id, dot + 1, RS_UUID_LEN + 1);
+	return 1;
+}
+
 static void
 on_live(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
 {
 	rs_api *app = closure;
-	const char *subj = natsMsg_GetSubject(m);   /* runs.<tenant>.<run_id> */
-	const char *rid = strrchr(subj, '.');
+	char tenant[72], run_id[RS_API_RUNKEY];
+	jsMsgMetaData *md = NULL;
+	uint64_t sseq;
 	rs_api_frame *f;
 
 	/* Not older than the consumer (the first delivery is the newest
 	 * event from before it; see rs_js_follow). */
-	if (rid != NULL && strlen(rid + 1) < RS_API_RUNKEY &&
-	    rs_js_follow_fresh(m, app->live_floor) &&
-	    (f = rs_api_frame_from_msg(m, rid + 1)) != NULL)
+	if (natsMsg_GetMetaData(&md, m) != NATS_OK) {
+		natsMsg_Destroy(m);
+		return;
+	}
+	sseq = md->Sequence.Stream;
+	jsMsgMetaData_Destroy(md);
+	if (sseq <= app->live_floor) {
+		natsMsg_Destroy(m);
+		return;
+	}
+	if (!subject_ids(natsMsg_GetSubject(m), tenant, run_id)) {
+		rs_api_metric_live_dropped("subject");
+	} else if ((f = rs_api_frame_from_msg(m, tenant, run_id)) == NULL) {
+		rs_api_metric_live_dropped("event");
+	} else {
+		f->sseq = sseq;
 		rs_api_work_frame(app, f);
+	}
 	natsMsg_Destroy(m);
 }
 
@@ -195,16 +263,17 @@ rs_api_live_stop(rs_api *app)
 }
 
 static hub_run *
-hub_find(rs_api *app, const char *run_id, int create)
+hub_find(rs_api *app, const char *tenant, const char *run_id, int create)
 {
 	unsigned i = hash_str(run_id);
 	hub_run *h;
 
 	for (h = app->hub->slots[i]; h != NULL; h = h->next)
-		if (strcmp(h->run_id, run_id) == 0)
+		if (strcmp(h->run_id, run_id) == 0 && strcmp(h->tenant, tenant) == 0)
 			return h;
 	if (!create || (h = calloc(1, sizeof(*h))) == NULL)
 		return NULL;
+	snprintf(h->tenant, sizeof(h->tenant), "%s", tenant);
 	snprintf(h->run_id, sizeof(h->run_id), "%s", run_id);
 	h->next = app->hub->slots[i];
 	app->hub->slots[i] = h;
@@ -215,7 +284,7 @@ hub_find(rs_api *app, const char *run_id, int create)
 void
 rs_api_hub_add(rs_api *app, rs_api_req *r)
 {
-	hub_run *h = hub_find(app, r->run_id, 1);
+	hub_run *h = hub_find(app, r->hub_tenant, r->run_id, 1);
 
 	if (h == NULL)
 		return;
@@ -234,7 +303,7 @@ rs_api_hub_del(rs_api *app, rs_api_req *r)
 	hub_run *h, **hp;
 
 	for (hp = &app->hub->slots[i]; (h = *hp) != NULL; hp = &h->next)
-		if (strcmp(h->run_id, r->run_id) == 0)
+		if (strcmp(h->run_id, r->run_id) == 0 && strcmp(h->tenant, r->hub_tenant) == 0)
 			break;
 	if (h == NULL)
 		return;
@@ -257,7 +326,7 @@ rs_api_hub_del(rs_api *app, rs_api_req *r)
 void
 rs_api_hub_frame(rs_api *app, rs_api_frame *f)
 {
-	hub_run *h = hub_find(app, f->run_id, 0);
+	hub_run *h = hub_find(app, f->tenant, f->run_id, 0);
 	rs_api_req *r, *next;
 
 	if (h != NULL)
@@ -283,15 +352,22 @@ rs_api_replay(rs_api *app, const char *tenant, const char *run_id, uint64_t afte
 {
 	jsDirectGetMsgOptions o;
 	char subj[160];
-	uint64_t seq = 1;
+	uint64_t seq = job->start_sseq > 0 ? job->start_sseq : 1;
 	natsStatus s;
 
 	rs_event_subject(tenant, run_id, subj, sizeof(subj));
-	for (;;) {
+	/* At most one page of reads, skipped ones included: a Last-Event-ID
+	 * deep into a long run costs several bounded jobs, not one long one. */
+	for (int reads = 0; ; reads++) {
 		natsMsg *m = NULL;
 		const char *sq = NULL;
 		rs_api_frame *f;
 
+		job->next_sseq = seq;
+		if (reads >= app->replay_page) {
+			job->more = 1;
+			return RS_OK;
+		}
 		jsDirectGetMsgOptions_Init(&o);
 		o.Sequence = seq;
 		o.NextBySubject = subj;
@@ -305,12 +381,14 @@ rs_api_replay(rs_api *app, const char *tenant, const char *run_id, uint64_t afte
 			return RS_EIO;
 		}
 		seq = strtoull(sq, NULL, 10) + 1;
-		f = rs_api_frame_from_msg(m, run_id);
+		job->next_sseq = seq;
+		f = rs_api_frame_from_msg(m, tenant, run_id);
 		natsMsg_Destroy(m);
 		if (f == NULL) {
 			rs_warn("live: skipping an undecodable event of run %s", run_id);
 			continue;
 		}
+		f->sseq = seq - 1;
 		if (f->runseq <= after) {
 			rs_api_frame_unref(f);
 			continue;

@@ -75,6 +75,13 @@ load_config(rs_api *app, rs_config *cfg)
 	INT_ENV("RS_API_AUTH_TTL_MS", 10000, 0, 3600000, app->auth_ttl_ms);
 	INT_ENV("RS_API_RYW_MS", 2000, 0, 60000, app->ryw_ms);
 	INT_ENV("RS_API_PUBLISH_TIMEOUT_MS", 5000, 100, 60000, app->pub_timeout_ms);
+	/* Limits (docs/operations.md, "Limits"); 0 turns a per-* one off. */
+	INT_ENV("RS_API_MAX_WATCHERS_PER_KEY", 100, 0, 1000000, app->max_watchers_key);
+	INT_ENV("RS_API_MAX_WATCHERS_PER_TENANT", 1000, 0, 1000000, app->max_watchers_tenant);
+	INT_ENV("RS_API_MAX_WAITS_PER_KEY", 100, 0, 1000000, app->max_waits_key);
+	INT_ENV("RS_API_MAX_WAITS_PER_TENANT", 1000, 0, 1000000, app->max_waits_tenant);
+	INT_ENV("RS_API_LIMIT_RETRY_AFTER_S", 5, 1, 3600, app->limit_retry_after_s);
+	INT_ENV("RS_API_SSE_REPLAY_PAGE", 256, 16, 65536, app->replay_page);
 #undef INT_ENV
 	return RS_OK;
 }
@@ -173,7 +180,7 @@ main(int argc, char **argv)
 	app.ops.ready = ready;
 	app.ops.arg = &app;
 	if (rs_api_auth_init(&app) != RS_OK || rs_api_agents_init(&app) != RS_OK ||
-	    rs_api_pending_init(&app) != RS_OK)
+	    rs_api_pending_init(&app) != RS_OK || rs_api_limits_init(&app) != RS_OK)
 		goto cleanup;
 
 	jsOptions_Init(&jo);
@@ -218,6 +225,7 @@ cleanup:
 	rs_api_pending_free(&app);
 	rs_api_agents_free(&app);
 	rs_api_auth_free(&app);
+	rs_api_limits_free(&app);
 	rs_api_sse_free_static();
 	nats_Close();
 	rs_info("api: stopped (exit %d)", rc);

@@ -7,6 +7,7 @@
 
 static rs_metric *m_req_2xx, *m_req_4xx, *m_req_5xx, *m_latency, *m_created;
 static rs_metric *m_watchers, *m_sse_sent, *m_waiters, *m_sse_lat;
+static rs_metric *m_lim_watch, *m_lim_wait, *m_drop_subject, *m_drop_event;
 
 void
 rs_api_metrics_init(void)
@@ -22,6 +23,14 @@ rs_api_metrics_init(void)
 	                         "Time an event spends in the API: received from NATS (or read for a "
 	                         "replay) until written to a watcher's socket", NULL);
 	m_sse_sent = rs_counter("rs_api_sse_events_total", "SSE events written", NULL);
+	m_lim_watch = rs_counter("rs_api_limited_total", "Requests refused with 429 by a per-key "
+	                         "or per-tenant limit", "kind=\"watch\"");
+	m_lim_wait = rs_counter("rs_api_limited_total", "Requests refused with 429 by a per-key "
+	                        "or per-tenant limit", "kind=\"wait\"");
+	m_drop_subject = rs_counter("rs_api_live_dropped_total", "Live messages on runs.> dropped "
+	                            "before the hub: malformed", "reason=\"subject\"");
+	m_drop_event = rs_counter("rs_api_live_dropped_total", "Live messages on runs.> dropped "
+	                          "before the hub: malformed", "reason=\"event\"");
 }
 
 void
@@ -40,3 +49,14 @@ rs_api_metric_sse_sent(double seconds_in_api)
 	rs_metric_observe(m_sse_lat, seconds_in_api);
 }
 void rs_api_metric_waiters(double n) { rs_metric_set(m_waiters, n); }
+void
+rs_api_metric_limited(int kind)
+{
+	rs_metric_inc(kind == RS_API_LIM_WATCH ? m_lim_watch : m_lim_wait);
+}
+
+void
+rs_api_metric_live_dropped(const char *reason)
+{
+	rs_metric_inc(reason[0] == 's' ? m_drop_subject : m_drop_event);
+}

@@ -30,6 +30,7 @@ rs_api_reason(int status)
 	case 413: return "Payload Too Large";
 	case 415: return "Unsupported Media Type";
 	case 422: return "Unprocessable Entity";
+	case 429: return "Too Many Requests";
 	case 500: return "Internal Server Error";
 	case 503: return "Service Unavailable";
 	case 504: return "Gateway Timeout";
@@ -48,6 +49,7 @@ problem_slug(int status)
 	case 409: return "conflict";
 	case 413: return "body-too-large";
 	case 422: return "invalid-definition";
+	case 429: return "too-many-requests";
 	case 503: return "unavailable";
 	default: return "error";
 	}

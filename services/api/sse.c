@@ -12,6 +12,16 @@
  * which happens when a live frame was lost (e.g. a NATS reconnect).
  * Memory per watcher: the rs_api_req (lws per-session data) plus a ring of
  * frame pointers; frames are shared by every watcher of the run.
+ *
+ * Bounded: history comes in pages (RS_API_SSE_REPLAY_PAGE events per
+ * worker job, live.c), and the next page is asked for only once the queue
+ * has drained below a quarter page, so a slow reader of a long run holds
+ * about one page, never the run. While the watcher is behind (sse_behind:
+ * a page said "more", a gap, or frames were dropped), live frames are held
+ * up to HELD_MAX; past that they are dropped (drop_gen) and the log, read
+ * again from replay_sseq, brings them back. The queue stops taking live
+ * frames at QUEUE_MAX and the watcher falls behind the same way. So no
+ * gap, no duplicate, still: the log fills whatever was not queued.
  */
 #include "api.h"
 #include "rs_log.h"
@@ -24,6 +34,11 @@
 /* ": hb\n\n" - the comment heartbeat, immortal (refs -1), shared by all
  * watchers; made once on the service thread, freed at exit. */
 static rs_api_frame *hb_frame;
+
+#define HELD_MAX 1024
+#define QUEUE_MAX(app) ((uint32_t)(app)->replay_page * 2 + 64)
+
+static void maybe_replay(rs_api *app, rs_api_req *r);
 
 static int
 q_push(rs_api_req *r, rs_api_frame *f)
@@ -50,6 +65,14 @@ q_push(rs_api_req *r, rs_api_frame *f)
 static void
 held_push(rs_api_req *r, rs_api_frame *f)
 {
+	if (r->nheld >= HELD_MAX) {
+		/* Behind by this much: let the log bring them back. */
+		for (uint32_t i = 0; i < r->nheld; i++)
+			rs_api_frame_unref(r->held[i]);
+		r->nheld = 0;
+		r->drop_gen++;
+		r->sse_behind = 1;
+	}
 	if (r->nheld == r->heldcap) {
 		uint32_t ncap = r->heldcap ? r->heldcap * 2 : 4;
 		rs_api_frame **nh = realloc(r->held, ncap * sizeof(*nh));
@@ -83,23 +106,38 @@ start_replay(rs_api *app, rs_api_req *r)
 	j->ticket = t;
 	j->fn = rs_api_job_replay;
 	j->after = r->sse_last;
+	j->start_sseq = r->replay_sseq;
+	j->drop_gen = r->drop_gen;
 	j->action = RS_ACT_REPLAY;
 	snprintf(j->run_id, sizeof(j->run_id), "%s", r->run_id);
 	snprintf(j->tenant, sizeof(j->tenant), "%s", r->sse_tenant);
 	rs_api_work_submit(app, j);
 }
 
-/* Queue f if it is the next one; 1 if it was a gap. */
+/* Ask for the next page of history if the watcher is behind, none is
+ * being read, and what it has is nearly written. */
+static void
+maybe_replay(rs_api *app, rs_api_req *r)
+{
+	if (r->sse == 2 && r->sse_behind && !r->sse_done && !r->sse_replaying &&
+	    r->ticket == NULL && r->qlen <= (uint32_t)app->replay_page / 4)
+		start_replay(app, r);
+}
+
+/* Queue f if it is the next one; 1 if it was a gap (or the queue is
+ * full: the same, the log refills it). */
 static int
-offer(rs_api_req *r, rs_api_frame *f)
+offer(rs_api *app, rs_api_req *r, rs_api_frame *f)
 {
 	if (r->sse_done || f->runseq <= r->sse_last)
 		return 0;
-	if (f->runseq != r->sse_last + 1)
+	if (f->runseq != r->sse_last + 1 || r->qlen >= QUEUE_MAX(app))
 		return 1;
 	if (q_push(r, f) != 0)
 		return 1;
 	r->sse_last = f->runseq;
+	if (f->sseq >= r->replay_sseq)
+		r->replay_sseq = f->sseq + 1;
 	if (f->terminal)
 		r->sse_done = 1;
 	return 0;
@@ -123,7 +161,7 @@ merge_held(rs_api *app, rs_api_req *r)
 		return;
 	qsort(r->held, r->nheld, sizeof(*r->held), cmp_frames);
 	for (i = 0; i < r->nheld; i++) {
-		if (!gap && offer(r, r->held[i]))
+		if (!gap && offer(app, r, r->held[i]))
 			gap = 1;
 		if (!gap) {
 			rs_api_frame_unref(r->held[i]);
@@ -137,7 +175,7 @@ merge_held(rs_api *app, rs_api_req *r)
 			if (r->held[i] != NULL)
 				r->held[k++] = r->held[i];
 		r->nheld = k;
-		start_replay(app, r);
+		r->sse_behind = 1;
 	} else {
 		r->nheld = 0;
 	}
@@ -168,6 +206,8 @@ rs_api_sse_begin(rs_api *app, rs_api_req *r, rs_api_job *job)
 void
 rs_api_sse_replayed(rs_api *app, rs_api_req *r, rs_api_job *job)
 {
+	int gap = 0;
+
 	r->sse_replaying = 0;
 	if (job->status != 200) {
 		/* The refill failed (NATS down?): end the stream; the client
@@ -177,8 +217,17 @@ rs_api_sse_replayed(rs_api *app, rs_api_req *r, rs_api_job *job)
 		return;
 	}
 	for (size_t i = 0; i < job->nframes; i++)
-		(void)offer(r, job->frames[i]);
+		if (offer(app, r, job->frames[i]))
+			gap = 1;
+	if (!gap && job->next_sseq > r->replay_sseq)
+		r->replay_sseq = job->next_sseq;   /* past what it skipped too */
+	if (gap || job->more)
+		r->sse_behind = 1;
+	else if (job->drop_gen == r->drop_gen)
+		r->sse_behind = 0;      /* read to the end after the last drop */
+	/* Held live frames may follow on (or be duplicates by now). */
 	merge_held(app, r);
+	maybe_replay(app, r);
 	lws_callback_on_writable(r->wsi);
 }
 
@@ -189,9 +238,10 @@ rs_api_sse_push(rs_api *app, rs_api_req *r, rs_api_frame *f)
 		held_push(r, f);
 		return;
 	}
-	if (offer(r, f)) {
+	if (offer(app, r, f)) {
 		held_push(r, f);
-		start_replay(app, r);
+		r->sse_behind = 1;
+		maybe_replay(app, r);
 		return;
 	}
 	lws_callback_on_writable(r->wsi);
@@ -258,6 +308,7 @@ rs_api_sse_writeable(rs_api *app, rs_api_req *r)
 	}
 	if (r->qlen > 0)
 		lws_callback_on_writable(r->wsi);
+	maybe_replay(app, r);
 	return 0;
 }
 
@@ -290,6 +341,7 @@ rs_api_sse_release(rs_api *app, rs_api_req *r)
 	}
 	r->sse = 0;
 	r->sse_done = 0;
+	r->sse_behind = 0;
 }
 
 void

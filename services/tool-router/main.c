@@ -27,13 +27,16 @@ on_signal(int sig)
 static rs_status
 load_config(rs_router *r, rs_config *cfg)
 {
-	int64_t hb, maxf, bad, nw;
+	int64_t hb, maxf, bad, nw, preh, helloto, maxdev;
 
 	if (rs_config_load(cfg, "tool-router", "RS_ROUTER_PORT", 8081) != RS_OK ||
 	    rs_env_int("RS_ROUTER_HEARTBEAT_S", 15, 1, 3600, &hb) != RS_OK ||
 	    rs_env_int("RS_ROUTER_MAX_FRAME", 1048576, 1024, 64 * 1048576, &maxf) != RS_OK ||
 	    rs_env_int("RS_ROUTER_MAX_BAD_FRAMES", 5, 1, 1000, &bad) != RS_OK ||
-	    rs_env_int("RS_ROUTER_WORKERS", 4, 1, RS_ROUTER_MAX_WORKERS, &nw) != RS_OK)
+	    rs_env_int("RS_ROUTER_WORKERS", 4, 1, RS_ROUTER_MAX_WORKERS, &nw) != RS_OK ||
+	    rs_env_int("RS_ROUTER_MAX_PREHELLO_BYTES", 16384, 1024, 1048576, &preh) != RS_OK ||
+	    rs_env_int("RS_ROUTER_HELLO_TIMEOUT_S", 10, 1, 300, &helloto) != RS_OK ||
+	    rs_env_int("RS_ROUTER_MAX_DEVICES_PER_TENANT", 10000, 0, 10000000, &maxdev) != RS_OK)
 		return RS_EINVAL;
 	r->instance = cfg->instance_id;
 	r->listen_addr = cfg->listen_addr;
@@ -42,6 +45,9 @@ load_config(rs_router *r, rs_config *cfg)
 	r->max_frame = (size_t)maxf;
 	r->max_bad_frames = (int)bad;
 	r->nworkers = (int)nw;
+	r->max_prehello = (size_t)preh;
+	r->hello_timeout_s = (int)helloto;
+	r->max_devices_tenant = (int)maxdev;
 	r->ops.service = "tool-router";
 	r->ops.ready = rs_router_ready;
 	r->ops.arg = r;
@@ -125,6 +131,7 @@ cleanup:
 	rs_router_calls_free(r);
 	rs_router_auth_free(r);
 	rs_router_map_free(&r->devices);
+	rs_router_map_free(&r->tenant_conns);
 	rs_router_map_free(&r->conns_by_id);
 	kvStore_Destroy(r->kv_calls);
 	kvStore_Destroy(r->kv_presence);

@@ -42,6 +42,11 @@ rs_router_metrics_init(rs_router *r)
 	r->m.claim_conflicts = rs_counter("rs_router_claim_conflicts_total", "Lost compare-and-set on KV calls", NULL);
 	r->m.dropped_heartbeat = rs_counter("rs_router_heartbeat_drops_total", "Connections dropped after 2 missed pongs", NULL);
 	r->m.oversize = rs_counter("rs_router_oversize_frames_total", "Connections closed 1009 for a frame over the cap", NULL);
+	r->m.prehello_refused = rs_counter("rs_router_prehello_refused_total",
+	                                   "Connections closed for bytes before welcome over "
+	                                   "RS_ROUTER_MAX_PREHELLO_BYTES", NULL);
+	r->m.tenant_refused = rs_counter("rs_router_tenant_limit_refused_total",
+	                                 "Hellos refused by RS_ROUTER_MAX_DEVICES_PER_TENANT", NULL);
 	r->m.deliver_latency = rs_histogram("rs_router_device_seconds",
 	                                    "From tool.call written to tool.result received", NULL);
 }

@@ -123,6 +123,7 @@ typedef struct rs_router_conn {
 	rs_router_out *outq, *outq_tail;
 	char *rx;                           /* partial message being assembled */
 	size_t rx_len;
+	size_t prehello;                    /* bytes received before welcome */
 	uint16_t close_code;                /* close after the queue is flushed */
 	uint8_t state, missed_pongs, bad_frames, ping_due;
 } rs_router_conn;
@@ -153,6 +154,9 @@ struct rs_router {
 	int heartbeat_s;
 	size_t max_frame;
 	int max_bad_frames;
+	size_t max_prehello;         /* RS_ROUTER_MAX_PREHELLO_BYTES */
+	int hello_timeout_s;         /* RS_ROUTER_HELLO_TIMEOUT_S */
+	int max_devices_tenant;      /* RS_ROUTER_MAX_DEVICES_PER_TENANT (0: off) */
 	int nworkers;
 	rs_ops ops;
 
@@ -173,6 +177,7 @@ struct rs_router {
 	rs_router_map devices;       /* device key -> conn */
 	rs_router_map calls;         /* KV key -> rs_router_call (calls.c) */
 	rs_router_map tokens;        /* sha256 hex -> cached token (auth.c) */
+	rs_router_map tenant_conns;  /* tenant -> connections with a device (count) */
 	lws_sorted_usec_list_t sul_heartbeat, sul_sweep, sul_presence;
 
 	/* calls.c threads */
@@ -186,7 +191,7 @@ struct rs_router {
 		rs_metric *devices, *connections, *frames_in, *frames_out, *bad_frames,
 		          *auth_ok, *auth_fail, *calls_seen, *calls_delivered,
 		          *results, *results_ignored, *claim_conflicts, *dropped_heartbeat,
-		          *oversize, *deliver_latency;
+		          *oversize, *deliver_latency, *prehello_refused, *tenant_refused;
 	} m;
 };
 

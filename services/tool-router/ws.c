@@ -10,6 +10,14 @@
  * Memory per idle device is what lws keeps per wsi (its struct and the
  * rx buffer sized by rx_buffer_size below), our rs_router_conn and the
  * rs_router_device: no buffers are held between messages.
+ *
+ * Before welcome a connection is nobody's: it may send at most
+ * RS_ROUTER_MAX_PREHELLO_BYTES in all (hello and any bad frames, so also
+ * the largest frame it can make us assemble), and must be welcomed within
+ * RS_ROUTER_HELLO_TIMEOUT_S; both close it. After welcome,
+ * RS_ROUTER_MAX_FRAME bounds one frame and RS_ROUTER_MAX_DEVICES_PER_TENANT
+ * the connections one tenant's devices hold on this router (one per
+ * device already: the newest wins).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,8 +31,8 @@
  * rs_router_conn.rx up to the frame cap. Small on purpose: lws allocates
  * it for every connection for its whole life. */
 #define RX_CHUNK 1024
-#define HELLO_TIMEOUT_S 10
 #define CLOSE_REPLACED 4409
+#define CLOSE_TOO_MANY 4429
 #define CLOSE_HEARTBEAT 4408
 
 static rs_router *
@@ -92,15 +100,41 @@ device_free(rs_router_device *d)
 	free(d);
 }
 
+/* Connections holding a device of tenant: +1 / -1 (service thread). */
+static int
+tenant_count(rs_router *r, const char *tenant, int delta)
+{
+	intptr_t n = (intptr_t)rs_router_map_get(&r->tenant_conns, tenant) + delta;
+
+	if (n <= 0)
+		rs_router_map_del(&r->tenant_conns, tenant);
+	else if (rs_router_map_put(&r->tenant_conns, tenant, (void *)n) != RS_OK)
+		return -1;
+	return 0;
+}
+
 void
 rs_router_conn_accept(rs_router *r, rs_router_conn *c, const char *tenant,
                       const char *device_id, const char *tools, const char *names,
                       size_t names_len)
 {
 	size_t tl = strlen(tenant), dl = strlen(device_id);
-	rs_router_device *d = calloc(1, sizeof(*d) + tl + dl + 2);
+	rs_router_device *d;
 	rs_router_conn *old;
-	char *frame;
+	char *frame, key[150];
+
+	/* A reconnecting device replaces itself: not one more connection. */
+	snprintf(key, sizeof(key), "%s.%s", tenant, device_id);
+	if (r->max_devices_tenant > 0 && rs_router_map_get(&r->devices, key) == NULL &&
+	    (intptr_t)rs_router_map_get(&r->tenant_conns, tenant) >= r->max_devices_tenant) {
+		char msg[160];
+		rs_metric_inc(r->m.tenant_refused);
+		snprintf(msg, sizeof(msg), "tenant already has %d devices connected to this router "
+		         "(RS_ROUTER_MAX_DEVICES_PER_TENANT); retry later", r->max_devices_tenant);
+		rs_router_conn_error(r, c, "too_many_devices", msg, CLOSE_TOO_MANY);
+		return;
+	}
+	d = calloc(1, sizeof(*d) + tl + dl + 2);
 
 	if (d == NULL || (d->key = malloc(tl + dl + 2)) == NULL ||
 	    (d->tools = strdup(tools)) == NULL || (d->names = malloc(names_len)) == NULL) {
@@ -126,6 +160,12 @@ rs_router_conn_accept(rs_router *r, rs_router_conn *c, const char *tenant,
 		                     CLOSE_REPLACED);
 	}
 	if (rs_router_map_put(&r->devices, d->key, c) != RS_OK) {
+		device_free(d);
+		rs_router_conn_error(r, c, "internal", "out of memory", 1011);
+		return;
+	}
+	if (tenant_count(r, d->tenant, 1) != 0) {
+		rs_router_map_del(&r->devices, d->key);
 		device_free(d);
 		rs_router_conn_error(r, c, "internal", "out of memory", 1011);
 		return;
@@ -169,6 +209,7 @@ conn_closed(rs_router *r, rs_router_conn *c)
 		        (unsigned long long)c->id);
 		c->state = RS_CONN_CLOSING;
 		rs_router_calls_device_down(r, c);
+		tenant_count(r, c->dev->tenant, -1);
 		device_free(c->dev);
 		c->dev = NULL;
 	}
@@ -234,6 +275,18 @@ on_receive(rs_router *r, rs_router_conn *c, const char *in, size_t len)
 
 	if (c->state == RS_CONN_CLOSING)
 		return 0;
+	if (c->state != RS_CONN_READY) {
+		/* Nobody yet: a small budget for everything it sends. */
+		c->prehello += len;
+		if (c->prehello + remaining > r->max_prehello) {
+			rs_metric_inc(r->m.prehello_refused);
+			rs_info("router: conn %llu: over %zu bytes before welcome: closed",
+			        (unsigned long long)c->id, r->max_prehello);
+			lws_close_reason(c->wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
+			                 (unsigned char *)"too much before hello", 21);
+			return -1;
+		}
+	}
 	if (c->rx_len + len + remaining > r->max_frame) {
 		rs_metric_inc(r->m.oversize);
 		rs_info("router: conn %llu: frame over %zu bytes refused", (unsigned long long)c->id,
@@ -349,7 +402,7 @@ device_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *i
 			r->conns->prev = c;
 		r->conns = c;
 		/* A connection that never says hello is dropped. */
-		lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, HELLO_TIMEOUT_S);
+		lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, r->hello_timeout_s);
 		rs_metric_set(r->m.connections, (double)r->conns_by_id.n);
 		return 0;
 	case LWS_CALLBACK_RECEIVE:
