@@ -1618,6 +1618,7 @@ owe_http_requested(dctx *d, const rs_step *st)
 	ev.d.http_requested.timeout_ms = st->timeout_s * 1000;
 	ev.d.http_requested.deadline = AT(d) + st->timeout_s * 1000;
 	ev.d.http_requested.max_response_bytes = st->max_response_bytes;
+	ev.d.http_requested.max_redirects = st->max_redirects;
 	if (st->hmac_secret_env != NULL)
 		ev.d.http_requested.hmac = json_pack("{s:s, s:s}", "secret_env", st->hmac_secret_env,
 		                                     "header", st->hmac_header);

@@ -126,7 +126,7 @@ before(async () => {
     RS_API_MAX_WAITS_PER_KEY: '2', RS_API_MAX_WAITS_PER_TENANT: '3', RS_API_LIMIT_RETRY_AFTER_S: '7',
   }, port);
   base = `http://127.0.0.1:${port}`;
-  nc = await connect({ servers: stack.nats.url });
+  nc = await connect({ servers: stack.nats.url, ...stack.nats.creds });
   js = nc.jetstream();
   for (const k of [k1, kB]) {
     const r = await call('POST', '/v1/agents', { key: k, body: { name: 'manual', steps: [{ id: 's1', kind: 'transform', value: {} }] } });

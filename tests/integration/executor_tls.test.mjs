@@ -211,7 +211,7 @@ before(async () => {
   pki = makePki();
   const stack = await startStack({ pg: false });
   env = stack.env;
-  nc = await connect({ servers: stack.nats.url });
+  nc = await connect({ servers: stack.nats.url, ...stack.nats.creds });
   js = nc.jetstream();
   kv = await js.views.kv('agents');
   live = await followRuns(js, 'runs.>', (m) => onEvent(JSON.parse(sc.decode(m.data))));
