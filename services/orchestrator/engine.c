@@ -402,6 +402,11 @@ on_cmd(orch *o, natsMsg *msg)
 		snprintf(why, sizeof(why), "redelivered %llu times (max %lld)",
 		         (unsigned long long)p->ndelivered, (long long)o->cfg.max_deliver);
 		poison(o, msg, p->cmd.run_id, why);
+		/* Deliveries also count instances that died holding the command
+		 * (a batch is fetched at once): the run must not be left cut
+		 * short by it. run.continue finishes what the run owes. */
+		if (p->cmd.type != RS_CMD_RUN_CONTINUE)
+			reconcile_continue(o, p->cmd.tenant, p->cmd.run_id, -1);
 		drop_pending(o, p, 1);
 		return;
 	}

@@ -105,6 +105,7 @@ typedef struct orch {
 } orch;
 
 rs_status reconcile_start(orch *o);
+rs_status reconcile_continue(orch *o, const char *tenant, const char *run_id, int64_t runseq);
 void reconcile_join(orch *o);
 
 /* ---- cmdloop.c: the CMDS fetcher ---- */

@@ -71,8 +71,11 @@ split_subject(const char *subj, char *tenant, size_t tcap, char *run_id, size_t 
 	return rs_id_is_uuid(run_id) && rs_id_is_subject_token(tenant);
 }
 
-static rs_status
-send_continue(orch *o, const char *subj, int64_t runseq)
+/* Publish run.continue for a run (runseq: its last event as seen, or -1
+ * when unknown: the message id then carries the time, so it is not a
+ * duplicate of an earlier one). */
+rs_status
+reconcile_continue(orch *o, const char *tenant, const char *run_id, int64_t runseq)
 {
 	rs_cmd c;
 	char *body = NULL, msg_id[160], subject[160];
@@ -82,9 +85,9 @@ send_continue(orch *o, const char *subj, int64_t runseq)
 
 	memset(&c, 0, sizeof(c));
 	c.type = RS_CMD_RUN_CONTINUE;
-	if (!split_subject(subj, c.tenant, sizeof(c.tenant), c.run_id, sizeof(c.run_id)))
-		return RS_EINVAL;
-	c.after_seq = runseq;
+	snprintf(c.tenant, sizeof(c.tenant), "%s", tenant);
+	snprintf(c.run_id, sizeof(c.run_id), "%s", run_id);
+	c.after_seq = runseq >= 0 ? runseq : rs_now_ms();
 	if ((st = rs_cmd_encode(&c, &body, &len)) != RS_OK)
 		return st;
 	rs_cmd_subject(c.tenant, c.run_id, subject, sizeof(subject));
@@ -96,6 +99,16 @@ send_continue(orch *o, const char *subj, int64_t runseq)
 	st = rs_js_publish(o->nats.js, m, msg_id, -1, 5000, NULL, NULL);
 	natsMsg_Destroy(m);
 	return st;
+}
+
+static rs_status
+send_continue(orch *o, const char *subj, int64_t runseq)
+{
+	char tenant[72], run_id[40];
+
+	if (!split_subject(subj, tenant, sizeof(tenant), run_id, sizeof(run_id)))
+		return RS_EINVAL;
+	return reconcile_continue(o, tenant, run_id, runseq);
 }
 
 /*
