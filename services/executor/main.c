@@ -16,7 +16,10 @@
  *   RS_EXECUTOR_CHUNK_MS          llm.chunk batching period [50]
  *   RS_EXECUTOR_CHUNK_BYTES       ... or this much text, whichever first [1024]
  *   RS_EXECUTOR_MAX_STREAM_BYTES  cap of one model response stream [8388608]
- *   plus the variables the agents name: model api_key_env, hmac secret_env.
+ *   RS_SECRETS_KEY                64 hex chars: opens tenant secrets (KV secrets) [none:
+ *                                 steps naming secrets fail with secret_missing]
+ *   RS_EXECUTOR_SECRET_TTL_MS     how long a decrypted secret is reused [30000]
+ * Agents name tenant secrets, never this process's environment.
  * Exit: 0 after SIGTERM/SIGINT, 1 on bad configuration or missing streams,
  * 4 when NATS cannot be reached.
  */
@@ -42,6 +45,7 @@ load_cfg(exec_cfg *c)
 		{ "RS_EXECUTOR_CHUNK_MS", 50, 1, 10000, &c->chunk_ms },
 		{ "RS_EXECUTOR_CHUNK_BYTES", 1024, 1, 512 * 1024, &c->chunk_bytes },
 		{ "RS_EXECUTOR_MAX_STREAM_BYTES", 8388608, 1024, 1073741824, &c->max_sse_bytes },
+		{ "RS_EXECUTOR_SECRET_TTL_MS", 30000, 0, 3600000, &c->secret_ttl_ms },
 	};
 
 	if (rs_config_load(&c->base, "executor", "RS_EXECUTOR_OPS_PORT", 9103) != RS_OK)
@@ -112,6 +116,8 @@ connect_nats(executor *x)
 		rs_warn("KV presence not found: llm tools without input_schema get {\"type\":\"object\"}");
 		x->presence = NULL;
 	}
+	if ((x->secrets = secrets_new(x->nats.js, x->cfg.secret_ttl_ms)) == NULL)
+		return 1;
 	return 0;
 }
 
@@ -155,6 +161,7 @@ out:
 	pool_stop(x.pool, x.cfg.base.shutdown_grace_ms * 3 / 4);
 	natsSubscription_Destroy(x.sub);
 	kvStore_Destroy(x.presence);
+	secrets_free(x.secrets);
 	rs_nats_close(&x.nats, x.cfg.base.shutdown_grace_ms / 4);
 	pool_free(x.pool);
 	rs_ops_server_stop(srv);
