@@ -42,6 +42,11 @@ static const runctl_cmd commands[] = {
 	  cmd_projector_rebuild, NULL },
 	{ "keys", "create", "create an API key for a tenant", cmd_keys_create, "--tenant T" },
 	{ "devices", "token", "issue a device token", cmd_devices_token, "--tenant T --device D" },
+	{ "secrets", "set", "store a tenant secret, sealed with RS_SECRETS_KEY (value from stdin)",
+	  cmd_secrets_set, "--tenant T NAME [--value V]" },
+	{ "secrets", "rm", "delete a tenant secret", cmd_secrets_rm, "--tenant T NAME" },
+	{ "secrets", "ls", "list a tenant's secrets (names and update times, never values)",
+	  cmd_secrets_ls, "--tenant T" },
 	{ NULL, NULL, NULL, NULL, NULL }
 };
 
