@@ -300,8 +300,28 @@ by_name(const void *a, const void *b)
 	              json_string_value(json_object_get(y, "name")));
 }
 
+/* Number of subjects of the tenant in the bucket's stream (puts and
+ * delete markers alike), or -1 if it cannot be told. */
+static int
+tenant_subjects(jsCtx *js, const char *tenant)
+{
+	char filter[96];
+	jsOptions o;
+	jsStreamInfo *si = NULL;
+	jsErrCode jerr = 0;
+	int n = -1;
+
+	jsOptions_Init(&o);
+	snprintf(filter, sizeof(filter), "$KV.%s.%s.*", RS_SECRET_BUCKET, tenant);
+	o.Stream.Info.SubjectsFilter = filter;
+	if (js_GetStreamInfo(&si, js, "KV_" RS_SECRET_BUCKET, &o, &jerr) == NATS_OK && si != NULL)
+		n = si->State.Subjects != NULL ? si->State.Subjects->Count : 0;
+	jsStreamInfo_Destroy(si);
+	return n;
+}
+
 rs_status
-rs_secret_list(kvStore *kv, const char *tenant, json_t **out)
+rs_secret_list(jsCtx *js, kvStore *kv, const char *tenant, json_t **out)
 {
 	char filter[80], when[40];
 	kvWatchOptions o;
@@ -316,6 +336,10 @@ rs_secret_list(kvStore *kv, const char *tenant, json_t **out)
 	*out = NULL;
 	if (!rs_id_is_token(tenant, 64))
 		return RS_EINVAL;
+	if (tenant_subjects(js, tenant) == 0) {
+		*out = json_array();
+		return RS_OK;
+	}
 	snprintf(filter, sizeof(filter), "%s.*", tenant);
 	plen = strlen(tenant) + 1;
 	kvWatchOptions_Init(&o);

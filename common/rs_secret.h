@@ -91,7 +91,9 @@ rs_status rs_secret_get(kvStore *kv, const rs_secret_key *key, const char *tenan
 rs_status rs_secret_delete(kvStore *kv, const char *tenant, const char *name);
 
 /* The tenant's secrets: *out = [{"name", "updated_at"}] sorted by name
- * (a new reference). Values are not read. */
-rs_status rs_secret_list(kvStore *kv, const char *tenant, json_t **out);
+ * (a new reference). Values are not read. js is the context kv came from
+ * (a tenant without secrets is answered from stream info: a KV watcher
+ * with nothing to deliver only ends at its timeout on nats.c 3.4). */
+rs_status rs_secret_list(jsCtx *js, kvStore *kv, const char *tenant, json_t **out);
 
 #endif

@@ -157,7 +157,7 @@ cmd_secrets_ls(int argc, char **argv)
 		return out_err(RC_USAGE, cmd, "--tenant T (or RS_TENANT) is required");
 	if ((rc = runctl_nats(&n, argc, argv)) != RC_OK || (rc = open_bucket(&n, &kv, cmd)) != RC_OK)
 		goto cleanup;
-	if (rs_secret_list(kv, tenant, &list) != RS_OK) {
+	if (rs_secret_list(n.js, kv, tenant, &list) != RS_OK) {
 		rc = out_err(RC_FAIL, cmd, "cannot list the secrets of tenant %s", tenant);
 		goto cleanup;
 	}

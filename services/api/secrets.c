@@ -143,7 +143,7 @@ rs_api_secrets_list(rs_api *app, rs_api_job *job)
 
 	if (!available(app, job, 0))
 		return;
-	if (rs_secret_list(app->kv_secrets, job->tenant, &items) != RS_OK) {
+	if (rs_secret_list(app->nats.js, app->kv_secrets, job->tenant, &items) != RS_OK) {
 		rs_api_problem(job, 503, "cannot list secrets now");
 		strcat(job->hdrs, "Retry-After: 1\n");
 		return;
