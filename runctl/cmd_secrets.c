@@ -64,7 +64,7 @@ int
 cmd_secrets_set(int argc, char **argv)
 {
 	const char *cmd = "secrets set", *tenant = runctl_tenant(argc, argv);
-	const char *name = runctl_arg(argc, argv, 2), *why;
+	const char *name = runctl_arg(argc, argv, 0), *why;
 	rs_secret_key key;
 	kvStore *kv = NULL;
 	char err[160], *value = NULL;
@@ -113,7 +113,7 @@ int
 cmd_secrets_rm(int argc, char **argv)
 {
 	const char *cmd = "secrets rm", *tenant = runctl_tenant(argc, argv);
-	const char *name = runctl_arg(argc, argv, 2);
+	const char *name = runctl_arg(argc, argv, 0);
 	kvStore *kv = NULL;
 	rs_status st;
 	rs_nats n;

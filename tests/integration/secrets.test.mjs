@@ -14,7 +14,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import { execFileSync } from 'node:child_process';
 import { connect } from 'nats';
-import { startStack, startService, runctl, stopAll, freePort, waitFor } from '../lib/stack.mjs';
+import { startStack, startService, runctl, stopAll, freePort, waitFor, bin } from '../lib/stack.mjs';
 
 const SECRETS_KEY = crypto.randomBytes(32).toString('hex');
 // The planted value: unique, and its base64/hex forms are checked too.
@@ -142,9 +142,22 @@ test('PUT/GET/DELETE /v1/secrets: created, replaced, listed without values, per 
   assert.equal(r.status, 204);
   r = await api('DELETE', '/v1/secrets/GONE');
   assert.equal(r.status, 404);
-  // runctl sees the same store
-  const ls = runctl(['secrets', 'ls', '--tenant', 'acme', '--json'], env);
+  // runctl: set from stdin (one trailing newline dropped), ls, rm
+  const out = execFileSync(bin('runctl'), ['secrets', 'set', '--tenant', 'acme', 'CLI_ONE'],
+    { env: { ...process.env, ...env }, input: 'from-stdin\n', encoding: 'utf8' });
+  assert.match(out, /created secret CLI_ONE of tenant acme/);
+  let ls = runctl(['secrets', 'ls', '--tenant', 'acme', '--json'], env);
   assert.equal(ls.code, 0, ls.stderr);
+  assert.deepEqual(JSON.parse(ls.stdout).map((s) => s.name), ['CLI_ONE', 'TOKEN']);
+  assert.ok(!ls.stdout.includes('from-stdin'));
+  let rm = runctl(['secrets', 'rm', '--tenant', 'acme', 'CLI_ONE'], env);
+  assert.equal(rm.code, 0, rm.stderr);
+  rm = runctl(['secrets', 'rm', '--tenant', 'acme', 'CLI_ONE'], env);
+  assert.equal(rm.code, 3, 'rm of a missing secret: exit 3 (not found)');
+  const nokey = runctl(['secrets', 'set', '--tenant', 'acme', 'X', '--value', 'v'], { ...env, RS_SECRETS_KEY: '' });
+  assert.equal(nokey.code, 2);
+  assert.match(nokey.stderr, /RS_SECRETS_KEY is not set/);
+  ls = runctl(['secrets', 'ls', '--tenant', 'acme', '--json'], env);
   assert.deepEqual(JSON.parse(ls.stdout).map((s) => s.name), ['TOKEN']);
 });
 
