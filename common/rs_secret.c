@@ -343,7 +343,8 @@ rs_secret_list(jsCtx *js, kvStore *kv, const char *tenant, json_t **out)
 	snprintf(filter, sizeof(filter), "%s.*", tenant);
 	plen = strlen(tenant) + 1;
 	kvWatchOptions_Init(&o);
-	o.IgnoreDeletes = true;
+	/* Deletes and purges are skipped below: with IgnoreDeletes a tenant whose
+	 * newest entry is a purge marker never gets the end-of-values marker. */
 	o.MetaOnly = true;     /* names and times: the ciphertexts are not read */
 	if (kvStore_Watch(&w, kv, filter, &o) != NATS_OK)
 		return RS_EUNAVAIL;

@@ -293,3 +293,12 @@ test('another tenant cannot use the secret: secret_missing names only the secret
   assert.ok(!s.includes(PLANTED));
   assert.equal(received.filter((x) => x.url === '/borrow').length, 0, 'the request went out');
 });
+
+test('graceful SIGTERM: api and executor exit cleanly (and sanitizer-clean in the ASan build)', async () => {
+  for (const name of ['api', 'executor']) {
+    const { code, sig } = await procs[name].kill('SIGTERM');
+    const log = fs.readFileSync(procs[name].log, 'utf8');
+    assert.equal(code, 0, `${name} exit ${code} ${sig}\n${log.slice(-3000)}`);
+    assert.ok(!/AddressSanitizer|LeakSanitizer|runtime error:/.test(log), log.slice(-3000));
+  }
+});
