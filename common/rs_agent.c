@@ -10,6 +10,7 @@
 #include "rs_agent.h"
 #include "rs_id.h"
 #include "rs_json.h"
+#include "rs_secret.h"
 #include "rs_template.h"
 
 #include <stdarg.h>
@@ -457,18 +458,21 @@ parse_transform(json_t *js, const char *path, rs_step *s, const idset *ids,
 
 /* --- server-side effects: http and llm steps --- */
 
-/* An environment variable name: [A-Z_][A-Z0-9_]{0,127}. */
-static int
-is_env_name(const char *s)
+/* Secrets are named, never environment variables: the executor's
+ * environment is the platform's (RS_PG_URL, ...), not the tenant's. The
+ * old fields get a message saying what to do instead. */
+static rs_status
+refuse_env_field(json_t *obj, const char *path, const char *old, const char *instead,
+                 char *err, size_t cap)
 {
-	size_t n = strlen(s);
+	char q[352];
 
-	if (n == 0 || n > NAME_MAX_LEN || (*s >= '0' && *s <= '9'))
-		return 0;
-	for (; *s; s++)
-		if (!((*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '_'))
-			return 0;
-	return 1;
+	if (json_object_get(obj, old) == NULL)
+		return RS_OK;
+	subpath(q, sizeof(q), path, old);
+	return fail(err, cap, q, "environment variables are no longer accepted: store the value "
+	            "as a tenant secret (PUT /v1/secrets/{name} or `runctl secrets set`) and name "
+	            "it in %s", instead);
 }
 
 /* An http(s) URL, or a string holding a template (checked when rendered). */
@@ -564,9 +568,9 @@ parse_expect_status(json_t *js, const char *path, rs_step *s, char *err, size_t 
 static rs_status
 parse_hmac(json_t *js, const char *path, rs_step *s, char *err, size_t cap)
 {
-	static const char *hmac_fields[] = { "secret_env", "header", NULL };
+	static const char *hmac_fields[] = { "secret", "header", NULL };
 	json_t *v = json_object_get(js, "hmac");
-	const char *env, *hdr;
+	const char *name, *hdr;
 	char p[320], q[352];
 
 	if (v == NULL)
@@ -574,17 +578,18 @@ parse_hmac(json_t *js, const char *path, rs_step *s, char *err, size_t cap)
 	subpath(p, sizeof(p), path, "hmac");
 	if (!json_is_object(v))
 		return fail(err, cap, p, "must be an object");
-	if (check_fields(v, p, hmac_fields, NULL, err, cap) != RS_OK ||
-	    get_str(v, "secret_env", p, 1, &env, err, cap) != RS_OK ||
+	if (refuse_env_field(v, p, "secret_env", "hmac.secret", err, cap) != RS_OK ||
+	    check_fields(v, p, hmac_fields, NULL, err, cap) != RS_OK ||
+	    get_str(v, "secret", p, 1, &name, err, cap) != RS_OK ||
 	    get_str(v, "header", p, 0, &hdr, err, cap) != RS_OK)
 		return RS_EINVAL;
-	subpath(q, sizeof(q), p, "secret_env");
-	if (!is_env_name(env))
-		return fail(err, cap, q, "must be an environment variable name [A-Z_][A-Z0-9_]*");
+	subpath(q, sizeof(q), p, "secret");
+	if (!rs_secret_name_ok(name))
+		return fail(err, cap, q, "must be a secret name [A-Za-z0-9_-]{1,64}");
 	subpath(q, sizeof(q), p, "header");
 	if (hdr != NULL && !is_name(hdr))
 		return fail(err, cap, q, "must be a header name [A-Za-z0-9_.-]{1,128}");
-	s->hmac_secret_env = xstrdup(env);
+	s->hmac_secret = xstrdup(name);
 	s->hmac_header = xstrdup(hdr ? hdr : "Runstream-Signature");
 	return RS_OK;
 }
@@ -612,7 +617,10 @@ parse_http(json_t *js, const char *path, rs_step *s, const idset *ids, char *err
 	subpath(p, sizeof(p), path, "headers");
 	if (h != NULL && !json_is_object(h))
 		return fail(err, cap, p, "must be an object");
-	if (h != NULL && check_template(h, p, ids, err, cap) != RS_OK)
+	/* Header values alone may reference secrets ("Bearer {{secrets.KEY}}"):
+	 * the executor resolves them for the request, the event keeps the
+	 * reference. */
+	if (h != NULL && rs_template_check_secrets(h, p, id_known, (void *)ids, err, cap) != RS_OK)
 		return RS_EINVAL;
 	if (h != NULL) {
 		const char *hk;
@@ -655,9 +663,9 @@ parse_http(json_t *js, const char *path, rs_step *s, const idset *ids, char *err
 static rs_status
 parse_model(json_t *js, const char *path, rs_step *s, char *err, size_t cap)
 {
-	static const char *model_fields[] = { "base_url", "model", "api_key_env", NULL };
+	static const char *model_fields[] = { "base_url", "model", "api_key_secret", NULL };
 	json_t *m = json_object_get(js, "model");
-	const char *base, *name, *env;
+	const char *base, *name, *key;
 	char p[320], q[352];
 
 	subpath(p, sizeof(p), path, "model");
@@ -665,10 +673,11 @@ parse_model(json_t *js, const char *path, rs_step *s, char *err, size_t cap)
 		return fail(err, cap, p, "required");
 	if (!json_is_object(m))
 		return fail(err, cap, p, "must be an object");
-	if (check_fields(m, p, model_fields, NULL, err, cap) != RS_OK ||
+	if (refuse_env_field(m, p, "api_key_env", "model.api_key_secret", err, cap) != RS_OK ||
+	    check_fields(m, p, model_fields, NULL, err, cap) != RS_OK ||
 	    get_str(m, "base_url", p, 1, &base, err, cap) != RS_OK ||
 	    get_str(m, "model", p, 1, &name, err, cap) != RS_OK ||
-	    get_str(m, "api_key_env", p, 0, &env, err, cap) != RS_OK)
+	    get_str(m, "api_key_secret", p, 0, &key, err, cap) != RS_OK)
 		return RS_EINVAL;
 	subpath(q, sizeof(q), p, "base_url");
 	if (strstr(base, "{{") != NULL || !url_ok(base))
@@ -676,12 +685,12 @@ parse_model(json_t *js, const char *path, rs_step *s, char *err, size_t cap)
 	subpath(q, sizeof(q), p, "model");
 	if (*name == '\0')
 		return fail(err, cap, q, "must be a non-empty string");
-	subpath(q, sizeof(q), p, "api_key_env");
-	if (env != NULL && !is_env_name(env))
-		return fail(err, cap, q, "must be an environment variable name [A-Z_][A-Z0-9_]*");
+	subpath(q, sizeof(q), p, "api_key_secret");
+	if (key != NULL && !rs_secret_name_ok(key))
+		return fail(err, cap, q, "must be a secret name [A-Za-z0-9_-]{1,64}");
 	s->base_url = xstrdup(base);
 	s->model = xstrdup(name);
-	s->api_key_env = xstrdup(env);
+	s->api_key_secret = xstrdup(key);
 	return RS_OK;
 }
 
@@ -987,11 +996,11 @@ step_free(rs_step *s)
 	json_decref(s->headers);
 	json_decref(s->body);
 	json_decref(s->expect_status);
-	free(s->hmac_secret_env);
+	free(s->hmac_secret);
 	free(s->hmac_header);
 	free(s->base_url);
 	free(s->model);
-	free(s->api_key_env);
+	free(s->api_key_secret);
 	json_decref(s->system);
 	json_decref(s->prompt);
 	json_decref(s->llm_tools);

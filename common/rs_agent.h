@@ -94,12 +94,13 @@ typedef struct {
 	json_t *headers;             /* template object, {} if absent */
 	json_t *body;                /* template or NULL */
 	json_t *expect_status;       /* array of integers; NULL: any 2xx */
-	char *hmac_secret_env;       /* NULL: no signature */
+	char *hmac_secret;           /* secret name (of the run's tenant); NULL: no signature */
 	char *hmac_header;           /* default "Runstream-Signature" */
 	int64_t max_response_bytes;
 	int64_t max_redirects;       /* 0: redirects are not followed */
 	/* llm */
-	char *base_url, *model, *api_key_env;
+	char *base_url, *model;
+	char *api_key_secret;        /* secret name (of the run's tenant) or NULL: no key */
 	json_t *system;              /* template or NULL */
 	json_t *prompt;              /* template */
 	json_t *llm_tools;           /* [{name, description?, input_schema?}], [] if none */

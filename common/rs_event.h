@@ -114,7 +114,10 @@ typedef struct { rs_err error; } rs_ev_run_failed;
 typedef struct { char *reason; } rs_ev_run_cancelled;
 typedef struct { int64_t timeout_s; } rs_ev_run_timed_out;
 /* http step: the request the executor performs (body: any JSON, NULL =
- * none; hmac {secret_env, header} names the secret, never holds it). */
+ * none; hmac {secret, header} names a secret of the run's tenant, never
+ * holds it; header values may hold "{{secrets.NAME}}" references, which
+ * the executor substitutes at call time). Events recorded before v1.2 may
+ * carry hmac.secret_env: they still decode; the executor refuses them. */
 typedef struct { char *effect_id; char *step_id; int64_t attempt; char *method; char *url;
                  json_t *headers; json_t *body; int64_t timeout_ms; int64_t deadline;
                  json_t *hmac; int64_t max_response_bytes;
@@ -122,8 +125,9 @@ typedef struct { char *effect_id; char *step_id; int64_t attempt; char *method; 
 typedef struct { char *effect_id; char *step_id; int64_t attempt; int64_t status;
                  json_t *headers; json_t *body; int64_t duration_ms; } rs_ev_http_completed;
 /* llm step: one model turn. messages is the whole chat so far (a retry or
- * a recovery needs nothing else); model {base_url, model, api_key_env}
- * names the key's environment variable, never the key. */
+ * a recovery needs nothing else); model {base_url, model, api_key_secret}
+ * names a secret of the run's tenant, never the key (api_key_env in
+ * events before v1.2: decoded, refused by the executor). */
 typedef struct { char *effect_id; char *step_id; int64_t attempt; int64_t turn;
                  json_t *messages; json_t *model; json_t *tools; int64_t max_tokens;
                  json_t *temperature; int64_t deadline; } rs_ev_llm_requested;

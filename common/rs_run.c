@@ -1619,8 +1619,8 @@ owe_http_requested(dctx *d, const rs_step *st)
 	ev.d.http_requested.deadline = AT(d) + st->timeout_s * 1000;
 	ev.d.http_requested.max_response_bytes = st->max_response_bytes;
 	ev.d.http_requested.max_redirects = st->max_redirects;
-	if (st->hmac_secret_env != NULL)
-		ev.d.http_requested.hmac = json_pack("{s:s, s:s}", "secret_env", st->hmac_secret_env,
+	if (st->hmac_secret != NULL)
+		ev.d.http_requested.hmac = json_pack("{s:s, s:s}", "secret", st->hmac_secret,
 		                                     "header", st->hmac_header);
 	return emit(d, &ev);
 }
@@ -1641,7 +1641,7 @@ request_turn(dctx *d, const rs_step *st, int64_t turn, json_t *msgs)
 	ev.d.llm_requested.turn = turn;
 	ev.d.llm_requested.messages = msgs;
 	ev.d.llm_requested.model = json_pack("{s:s, s:s, s:s*}", "base_url", st->base_url,
-	                                     "model", st->model, "api_key_env", st->api_key_env);
+	                                     "model", st->model, "api_key_secret", st->api_key_secret);
 	ev.d.llm_requested.tools = json_array_size(st->llm_tools) ? json_incref(st->llm_tools)
 	                                                          : NULL;
 	ev.d.llm_requested.max_tokens = st->max_tokens;

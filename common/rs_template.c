@@ -117,6 +117,24 @@ bad_shape:
 	return RS_EINVAL;
 }
 
+int
+rs_template_secret_ref(const char *expr, size_t len, char *name, size_t cap)
+{
+	size_t n;
+
+	if (len <= 8 || memcmp(expr, "secrets.", 8) != 0)
+		return 0;
+	n = len - 8;
+	if (n > 64 || n + 1 > cap)
+		return 0;
+	for (size_t i = 8; i < len; i++)
+		if (!is_path_char(expr[i]))
+			return 0;
+	memcpy(name, expr + 8, n);
+	name[n] = '\0';
+	return 1;
+}
+
 json_t *
 rs_template_lookup(json_t *ctx, const char *expr)
 {
@@ -189,15 +207,23 @@ typedef struct {
 	void *ud;
 	char step_id[RS_TEMPLATE_MAX_ID + 1];
 	int unknown;  /* set when a referenced step does not exist */
+	int secrets;  /* "{{secrets.NAME}}" allowed here */
 } check_ctx;
 
 static rs_status
 check_piece(const char *p, size_t n, int is_expr, void *ud, char *err, size_t cap)
 {
 	check_ctx *c = ud;
+	char name[RS_TEMPLATE_MAX_ID + 1];
 
 	if (!is_expr)
 		return RS_OK;
+	if (rs_template_secret_ref(p, n, name, sizeof(name))) {
+		if (c->secrets)
+			return RS_OK;
+		snprintf(err, cap, "secrets.<name> may be used only in http header values");
+		return RS_EINVAL;
+	}
 	if (rs_template_parse_expr(p, n, c->step_id, sizeof(c->step_id), err, cap) != RS_OK)
 		return RS_EINVAL;
 	if (c->step_id[0] != '\0' && !c->known(c->step_id, c->ud)) {
@@ -265,6 +291,19 @@ rs_template_check(json_t *tmpl, const char *path, rs_template_step_known known,
 	return check_value(tmpl, path, &c, err, cap);
 }
 
+rs_status
+rs_template_check_secrets(json_t *tmpl, const char *path, rs_template_step_known known,
+                          void *ud, char *err, size_t cap)
+{
+	check_ctx c;
+
+	memset(&c, 0, sizeof(c));
+	c.known = known;
+	c.ud = ud;
+	c.secrets = 1;
+	return check_value(tmpl, path, &c, err, cap);
+}
+
 /* --- rendering --- */
 
 typedef struct {
@@ -282,6 +321,13 @@ render_piece(const char *p, size_t n, int is_expr, void *ud, char *err, size_t c
 
 	if (!is_expr) {
 		sbuf_add(&r->out, p, n);
+		return RS_OK;
+	}
+	if (rs_template_secret_ref(p, n, id, sizeof(id))) {
+		/* Never resolved here: the executor substitutes it at call time. */
+		sbuf_add(&r->out, "{{secrets.", 10);
+		sbuf_add(&r->out, id, strlen(id));
+		sbuf_add(&r->out, "}}", 2);
 		return RS_OK;
 	}
 	if (rs_template_parse_expr(p, n, id, sizeof(id), err, cap) != RS_OK)
@@ -328,8 +374,13 @@ render_string(json_t *str, json_t *ctx, json_t **out, char *err, size_t cap)
 			b--;
 		memcpy(expr, a, (size_t)(b - a));
 		expr[b - a] = '\0';
-		json_t *v = rs_template_lookup(ctx, expr);
-		*out = v ? json_deep_copy(v) : json_null();
+		char name[RS_TEMPLATE_MAX_ID + 1];
+		if (rs_template_secret_ref(expr, strlen(expr), name, sizeof(name))) {
+			*out = json_stringn(r.out.s, r.out.len);  /* the reference itself */
+		} else {
+			json_t *v = rs_template_lookup(ctx, expr);
+			*out = v ? json_deep_copy(v) : json_null();
+		}
 	} else {
 		*out = json_stringn(r.out.s ? r.out.s : "", r.out.len);
 	}

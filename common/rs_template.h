@@ -15,6 +15,14 @@
  * Otherwise the string is interpolated: strings are inserted as they are,
  * other values as compact JSON, and missing values or null as "".
  *
+ * Secret references: "{{secrets.NAME}}" (NAME [A-Za-z0-9_-]{1,64}) is
+ * allowed only where the checker is told so (http header values, see
+ * rs_agent.c). Rendering never resolves it: it is written back as the
+ * canonical text "{{secrets.NAME}}" (blanks dropped), and a string that is
+ * only a reference stays that string. The state machine never sees secret
+ * values; the event records the reference and the executor substitutes the
+ * tenant's value at call time (services/executor/secrets.c).
+ *
  * Rendering is pure: no I/O, no clock, the same input gives the same bytes.
  */
 #ifndef RS_TEMPLATE_H
@@ -40,6 +48,10 @@ rs_status rs_template_render(json_t *tmpl, json_t *ctx, json_t **out,
 rs_status rs_template_parse_expr(const char *expr, size_t len, char *step_id,
                                  size_t idcap, char *err, size_t cap);
 
+/* 1 if expr[0..len) is "secrets.<name>" with a valid name; the name goes
+ * to name (cap >= 65). */
+int rs_template_secret_ref(const char *expr, size_t len, char *name, size_t cap);
+
 /* Value of a (well-formed) expression in ctx: borrowed, NULL if missing. */
 json_t *rs_template_lookup(json_t *ctx, const char *expr);
 
@@ -55,5 +67,10 @@ typedef int (*rs_template_step_known)(const char *step_id, void *ud);
 rs_status rs_template_check(json_t *tmpl, const char *path,
                             rs_template_step_known known, void *ud,
                             char *err, size_t cap);
+
+/* Same, also accepting "{{secrets.NAME}}" references (http header values). */
+rs_status rs_template_check_secrets(json_t *tmpl, const char *path,
+                                    rs_template_step_known known, void *ud,
+                                    char *err, size_t cap);
 
 #endif

@@ -171,11 +171,11 @@ typedef struct {
 
 static const role roles[] = {
 	{ "admin", "runctl admin commands (streams apply, keys, agents, DLQ) and tests: everything" },
-	{ "api", "HTTP API: commands to CMDS, KV agents/idempotency/runs, reads RUNS" },
+	{ "api", "HTTP API: commands to CMDS, KV agents/idempotency/runs/secrets, reads RUNS" },
 	{ "orchestrator", "the only writer of runs.>; CMDS and TIMERS consumers; TIMERS, TOOLCALLS, DLQ" },
 	{ "tool-router", "TOOLCALLS consumer; commands to CMDS; KV presence/calls, reads devtokens" },
 	{ "projector", "reads RUNS and the agents/presence KV streams through its own durables" },
-	{ "executor", "RUNS consumer `executor` (headers) and reads; commands to CMDS; reads KV presence" },
+	{ "executor", "RUNS consumer `executor` (headers) and reads; commands to CMDS; reads KV presence/secrets" },
 };
 #define NROLES (sizeof(roles) / sizeof(roles[0]))
 
@@ -192,6 +192,8 @@ role_publish(const char *user, subjects *p)
 		kv_watch(p, "agents");
 		kv_write(p, "idempotency");
 		kv_write(p, "runs");
+		kv_write(p, "secrets");    /* PUT/DELETE /v1/secrets (sealed values) */
+		kv_watch(p, "secrets");    /* GET /v1/secrets: names only */
 		stream_info(p, "CMDS");
 		ephemeral(p, "RUNS");      /* the live consumer on runs.>, history reads */
 		direct_get(p, "RUNS");
@@ -231,6 +233,7 @@ role_publish(const char *user, subjects *p)
 		stream_info(p, "CMDS");
 		kv_read(p, "presence");
 		kv_watch(p, "presence");   /* kvStore_Keys */
+		kv_read(p, "secrets");     /* the run's tenant's secrets, at call time */
 	}
 }
 

@@ -48,6 +48,11 @@ static const runctl_cmd commands[] = {
 	{ "consumers", "grant", "read-only NATS credentials for another team: tenant T's events "
 	  "through its own consumer team-NAME on RUNS (reloads nats-server)", cmd_consumers_grant,
 	  "--tenant T --name NAME [--dir DIR] [--json]" },
+	{ "secrets", "set", "store a tenant secret, sealed with RS_SECRETS_KEY (value from stdin)",
+	  cmd_secrets_set, "--tenant T NAME [--value V]" },
+	{ "secrets", "rm", "delete a tenant secret", cmd_secrets_rm, "--tenant T NAME" },
+	{ "secrets", "ls", "list a tenant's secrets (names and update times, never values)",
+	  cmd_secrets_ls, "--tenant T" },
 	{ NULL, NULL, NULL, NULL, NULL }
 };
 

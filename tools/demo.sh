@@ -58,12 +58,22 @@ step "6. Replay it from the log (runctl replay $run_id), then re-check it agains
 "$B/runctl/runctl" replay "$run_id" || true
 "$B/runctl/runctl" replay "$run_id" --check || true
 
+step "7. Tenant secrets: stored sealed, named by agents, never readable back (PUT/GET /v1/secrets)"
+curl -sS "${auth[@]}" -X PUT -H 'Content-Type: application/json' \
+	--data '{"value":"demo-webhook-signing-key"}' "$RS_API_URL/v1/secrets/DEMO_HOOK_KEY"
+echo
+curl -sS "${auth[@]}" "$RS_API_URL/v1/secrets"
+echo
+echo '(an http step signs with it: "hmac": {"secret": "DEMO_HOOK_KEY"}; a header may say'
+echo ' "Authorization": "Bearer {{secrets.DEMO_HOOK_KEY}}"; events record the name, never the value)'
+
 step "Done. The stack is still running."
 cat <<EOF
   source .run/env                          # settings, API key, device token
   curl -N -H "Authorization: Bearer \$RS_API_KEY" \$RS_API_URL/v1/runs/<run_id>/stream
   build/runctl/runctl runs start demo-greeter --input '{"name":"Grace"}' --watch
   build/runctl/runctl tail --tenant $RS_TENANT    # follow every event live
+  build/runctl/runctl secrets set --tenant $RS_TENANT OPENAI_KEY   # value from stdin
   build/runctl/runctl replay <run_id> --check      # re-check a run against today's code
   ./run status                                      # what is running
   ./run down                                        # stop everything

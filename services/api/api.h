@@ -25,6 +25,7 @@
 
 #include "rs_nats.h"
 #include "rs_ops.h"
+#include "rs_secret.h"
 #include "rs_status.h"
 
 #define RS_API_PATH_MAX  256
@@ -229,6 +230,13 @@ void rs_api_pending_free(rs_api *app);
 rs_status rs_api_run_lookup(rs_api *app, const char *tenant, const char *run_id,
                             uint64_t *last_seq, int *terminal);
 
+/* ---- secrets.c: PUT/DELETE /v1/secrets/{name}, GET /v1/secrets ---- */
+rs_status rs_api_secrets_init(rs_api *app);
+void rs_api_secrets_free(rs_api *app);
+void rs_api_secrets_put(rs_api *app, rs_api_job *job, const char *name);
+void rs_api_secrets_delete(rs_api *app, rs_api_job *job, const char *name);
+void rs_api_secrets_list(rs_api *app, rs_api_job *job);
+
 /* ---- reads.c ---- */
 void rs_api_runs_get(rs_api *app, rs_api_job *job);
 void rs_api_runs_list(rs_api *app, rs_api_job *job);
@@ -341,6 +349,9 @@ struct rs_api {
 	/* dependencies */
 	rs_nats nats;
 	kvStore *kv_apikeys, *kv_agents, *kv_idem, *kv_runs;
+	kvStore *kv_secrets;            /* NULL: secrets not set up (503) */
+	rs_secret_key secret_key;       /* RS_SECRETS_KEY (secrets.c) */
+	int have_secret_key;            /* 0: PUT /v1/secrets answers 503 */
 	natsSubscription *live_sub;     /* ordered consumer on RUNS runs.> */
 	uint64_t live_floor;            /* RUNS last seq before it existed */
 	struct lws_context *ctx;

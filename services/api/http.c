@@ -38,7 +38,7 @@
 
 enum {
 	R_NONE = 0, R_AGENTS, R_AGENT, R_AGENT_VERSION, R_RUNS, R_RUN, R_RUN_EVENTS,
-	R_RUN_STREAM, R_RUN_CANCEL, R_RUN_SIGNAL
+	R_RUN_STREAM, R_RUN_CANCEL, R_RUN_SIGNAL, R_SECRETS, R_SECRET
 };
 
 #define BODY_TIMEOUT_S 30
@@ -135,6 +135,15 @@ route_job(rs_api *app, rs_api_job *j)
 		break;
 	case R_RUN_SIGNAL:
 		rs_api_runs_signal(app, j, j->p2);
+		break;
+	case R_SECRETS:
+		rs_api_secrets_list(app, j);
+		break;
+	case R_SECRET:
+		if (j->method == RS_M_PUT)
+			rs_api_secrets_put(app, j, j->p1);
+		else
+			rs_api_secrets_delete(app, j, j->p1);
 		break;
 	default:
 		rs_api_problem(j, 404, "no such resource");
@@ -425,6 +434,15 @@ route_of(const char *path, rs_api_job *j, const char **allow)
 		}
 		return R_NONE;
 	}
+	if (strcmp(seg[1], "secrets") == 0) {
+		if (n == 2) { *allow = "GET"; return R_SECRETS; }
+		if (n == 3) {
+			snprintf(j->p1, sizeof(j->p1), "%s", seg[2]);
+			*allow = "PUT, DELETE";
+			return R_SECRET;
+		}
+		return R_NONE;
+	}
 	if (strcmp(seg[1], "runs") != 0)
 		return R_NONE;
 	if (n == 2) { *allow = "GET, POST"; return R_RUNS; }
@@ -609,7 +627,10 @@ on_request(rs_api *app, rs_api_req *r, struct lws *wsi, const char *uri)
 	}
 	if ((j->method == RS_M_GET && strstr(allow, "GET") == NULL) ||
 	    (j->method == RS_M_POST && strstr(allow, "POST") == NULL) ||
-	    (j->method != RS_M_GET && j->method != RS_M_POST)) {
+	    (j->method == RS_M_PUT && strstr(allow, "PUT") == NULL) ||
+	    (j->method == RS_M_DELETE && strstr(allow, "DELETE") == NULL) ||
+	    (j->method != RS_M_GET && j->method != RS_M_POST && j->method != RS_M_PUT &&
+	     j->method != RS_M_DELETE)) {
 		rs_api_problem(j, 405, "%s allows %s", uri, allow);
 		snprintf(j->hdrs, sizeof(j->hdrs), "Allow: %s\n", allow);
 		return respond_now(app, r, j);
@@ -639,7 +660,8 @@ on_request(rs_api *app, rs_api_req *r, struct lws *wsi, const char *uri)
 		}
 		j->after = (uint64_t)after;
 	}
-	if (j->method == RS_M_POST) {
+	r->draft = j;
+	if (j->method == RS_M_POST || j->method == RS_M_PUT) {
 		int64_t cl = 0;
 		if (lws_hdr_copy(wsi, clen, sizeof(clen), WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 &&
 		    parse_u(clen, &cl) == 0 && cl > 0) {

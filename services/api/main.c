@@ -129,6 +129,12 @@ open_kv(rs_api *app)
 	    js_KeyValue(&app->kv_idem, app->nats.js, "idempotency") != NATS_OK ||
 	    js_KeyValue(&app->kv_runs, app->nats.js, "runs") != NATS_OK)
 		return RS_EIO;
+	/* Optional: without it the secrets routes answer 503. */
+	if (js_KeyValue(&app->kv_secrets, app->nats.js, RS_SECRET_BUCKET) != NATS_OK) {
+		rs_warn("api: KV %s missing (run: runctl streams apply): /v1/secrets answers 503",
+		        RS_SECRET_BUCKET);
+		app->kv_secrets = NULL;
+	}
 	atomic_store(&app->streams_ok, 1);
 	return RS_OK;
 }
@@ -180,7 +186,8 @@ main(int argc, char **argv)
 	app.ops.ready = ready;
 	app.ops.arg = &app;
 	if (rs_api_auth_init(&app) != RS_OK || rs_api_agents_init(&app) != RS_OK ||
-	    rs_api_pending_init(&app) != RS_OK || rs_api_limits_init(&app) != RS_OK)
+	    rs_api_pending_init(&app) != RS_OK || rs_api_limits_init(&app) != RS_OK ||
+	    rs_api_secrets_init(&app) != RS_OK)
 		goto cleanup;
 
 	jsOptions_Init(&jo);
@@ -221,6 +228,8 @@ cleanup:
 	kvStore_Destroy(app.kv_agents);
 	kvStore_Destroy(app.kv_idem);
 	kvStore_Destroy(app.kv_runs);
+	kvStore_Destroy(app.kv_secrets);
+	rs_api_secrets_free(&app);
 	rs_nats_close(&app.nats, 5000);
 	rs_api_pending_free(&app);
 	rs_api_agents_free(&app);

@@ -92,6 +92,18 @@ load_request(executor *x, uint64_t seq, rs_event *ev, char *err, size_t cap)
 		return RS_EUNAVAIL;
 	}
 	st = rs_event_decode(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), ev, err, cap);
+	if (st == RS_OK) {
+		/* Secrets are resolved for ev->tenant: it must be the tenant of
+		 * the subject the request was stored on. */
+		char subj[160];
+		rs_event_subject(ev->tenant, ev->run_id, subj, sizeof(subj));
+		if (natsMsg_GetSubject(m) == NULL || strcmp(natsMsg_GetSubject(m), subj) != 0) {
+			snprintf(err, cap, "RUNS #%llu: event of %s stored on %s",
+			         (unsigned long long)seq, subj, natsMsg_GetSubject(m) ? natsMsg_GetSubject(m) : "?");
+			rs_event_free(ev);
+			st = RS_EINVAL;
+		}
+	}
 	natsMsg_Destroy(m);
 	return st;
 }

@@ -53,6 +53,7 @@ typedef struct {
 	int64_t max_sse_bytes;    /* RS_EXECUTOR_MAX_STREAM_BYTES: cap of one model stream */
 	sse_limits sse;           /* RS_EXECUTOR_SSE_MAX_LINE, _MAX_MESSAGE, _MAX_TOOL_CALLS */
 	http_cfg http;            /* CA file, egress allow-list, connect timeout */
+	int64_t secret_ttl_ms;    /* RS_EXECUTOR_SECRET_TTL_MS: decrypted secrets cached */
 } exec_cfg;
 
 /* ---- metrics (main.c registers) ---- */
@@ -77,11 +78,29 @@ typedef struct job {
 	struct job *next;
 } job;
 
+/* ---- secrets.c: tenant secrets, resolved at call time ---- */
+typedef struct secrets secrets;
+/* KV `secrets` and RS_SECRETS_KEY (both optional: without them every
+ * lookup is missing). NULL only when RS_SECRETS_KEY is malformed. */
+secrets *secrets_new(jsCtx *js, int64_t ttl_ms);
+void secrets_free(secrets *s);
+/* The value of tenant's secret name (malloc'd, release with
+ * rs_secret_free). RS_ENOTFOUND if it does not exist (or does not open);
+ * RS_EUNAVAIL if the bucket cannot be read now. */
+rs_status secrets_get(secrets *s, const char *tenant, const char *name, char **value,
+                      size_t *len);
+/* in with every "{{secrets.NAME}}" replaced by tenant's value, into *out
+ * (malloc'd; wipe and free it with rs_secret_free). On RS_ENOTFOUND
+ * missing names the first secret that does not exist. */
+rs_status secrets_render(secrets *s, const char *tenant, const char *in, char **out,
+                         char *missing, size_t mcap);
+
 /* ---- the process ---- */
 typedef struct executor {
 	exec_cfg cfg;
 	rs_nats nats;
 	kvStore *presence;        /* device tools, for llm tool schemas */
+	secrets *secrets;         /* tenant secrets (KV secrets, RS_SECRETS_KEY) */
 	natsSubscription *sub;
 	atomic_int stopping;
 	atomic_int bound;         /* consumer bound: ready */

@@ -9,9 +9,11 @@
  * (so the first tokens of a quiet stream go out at once, and a fast stream
  * costs one event per period, not one per token).
  *
- * The API key: model.api_key_env names a variable of the executor's
- * environment, read here for the request and nowhere else: never logged,
- * never in an event or a command.
+ * The API key: model.api_key_secret names a secret of the run's tenant,
+ * resolved (secrets.c) for the request and nowhere else: never logged,
+ * never in an event or a command. A request still naming api_key_env (an
+ * event recorded before v1.2) is refused: the environment is not the
+ * tenant's.
  *
  * Errors: 429, 408 and 5xx are transient (Retry-After passed on), other
  * 4xx permanent; a stream that ends without finish_reason/[DONE] is a
@@ -28,6 +30,7 @@
 #include "executor.h"
 #include "rs_json.h"
 #include "rs_log.h"
+#include "rs_secret.h"
 #include "rs_time.h"
 
 #define ERR_BODY_MAX 2048
@@ -239,14 +242,12 @@ answer_message(executor *x, const rs_event *req, turn *t)
 	return publish_result(x, req, out, NULL, 0);
 }
 
-/* Build the request (URL, headers with the key) and run it. */
+/* Build the request (URL, headers with the key, NULL: none) and run it. */
 static http_fail
-call_model(executor *x, const rs_event *req, turn *t, http_resp *r, int *key_missing)
+call_model(executor *x, const rs_event *req, turn *t, http_resp *r, const char *key)
 {
 	const rs_ev_llm_requested *l = &req->d.llm_requested;
 	const char *base = json_string_value(json_object_get(l->model, "base_url"));
-	const char *env = json_string_value(json_object_get(l->model, "api_key_env"));
-	const char *key = env ? getenv(env) : NULL;
 	http_header hdr[3] = { { "Content-Type", "application/json" },
 	                       { "Accept", "text/event-stream" }, { "Authorization", NULL } };
 	char *url = NULL, *auth = NULL, *body;
@@ -254,10 +255,6 @@ call_model(executor *x, const rs_event *req, turn *t, http_resp *r, int *key_mis
 	http_req q;
 	http_fail f;
 
-	if (env != NULL && (key == NULL || *key == '\0')) {
-		*key_missing = 1;
-		return HF_INVALID;
-	}
 	if (asprintf(&url, "%.*s/chat/completions",
 	             (int)(bl > 0 && base[bl - 1] == '/' ? bl - 1 : bl), base ? base : "") < 0)
 		abort();
@@ -296,7 +293,10 @@ llm_run(executor *x, const rs_event *req)
 	turn t;
 	http_resp r;
 	http_fail f;
-	int key_missing = 0;
+	const char *name = json_string_value(json_object_get(req->d.llm_requested.model,
+	                                                     "api_key_secret"));
+	char err[256] = "", *key = NULL;
+	size_t klen = 0;
 	rs_status st;
 
 	memset(&t, 0, sizeof(t));
@@ -309,11 +309,24 @@ llm_run(executor *x, const rs_event *req)
 		                  RS_ERRCLASS_TIMEOUT, 0);
 		goto cleanup;
 	}
-	f = call_model(x, req, &t, &r, &key_missing);
-	if (key_missing) {
-		st = answer_error(x, req, "api_key_missing", "the model's api_key_env is not set "
-		                  "in the executor's environment", RS_ERRCLASS_PERMANENT, 0);
-	} else if (t.publish_failed) {
+	if (json_object_get(req->d.llm_requested.model, "api_key_env") != NULL) {
+		st = answer_error(x, req, "secret_env_unsupported", "model.api_key_env named an "
+		                  "environment variable: name a tenant secret in model.api_key_secret",
+		                  RS_ERRCLASS_PERMANENT, 0);
+		goto cleanup;
+	}
+	if (name != NULL) {
+		st = secrets_get(x->secrets, req->tenant, name, &key, &klen);
+		if (st == RS_ENOTFOUND) {
+			snprintf(err, sizeof(err), "secret %s (model.api_key_secret) does not exist", name);
+			st = answer_error(x, req, "secret_missing", err, RS_ERRCLASS_PERMANENT, 0);
+			goto cleanup;
+		}
+		if (st != RS_OK)
+			goto cleanup;   /* bucket unreadable now: not acked, re-issued */
+	}
+	f = call_model(x, req, &t, &r, key);
+	if (t.publish_failed) {
 		st = RS_EUNAVAIL;   /* not acked: the turn is re-issued */
 	} else if (f == HF_EGRESS || f == HF_INVALID || f == HF_TLS || f == HF_TOO_LARGE ||
 	           f == HF_REDIRECTS) {
@@ -339,6 +352,7 @@ llm_run(executor *x, const rs_event *req)
 		                  "answer was complete" : r.err, RS_ERRCLASS_TRANSIENT, 0);
 	}
 cleanup:
+	rs_secret_free(key);
 	http_resp_free(&r);
 	sse_acc_free(t.acc);
 	return st;

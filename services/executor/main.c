@@ -24,7 +24,10 @@
  *   RS_EXECUTOR_CONNECT_TIMEOUT_MS connect (TCP + TLS) timeout, within the step's [10000]
  *   RS_EXECUTOR_MAX_CONNECTIONS   idle connections kept for reuse [256]
  *   http_proxy, https_proxy, no_proxy  honoured (libcurl)
- *   plus the variables the agents name: model api_key_env, hmac secret_env.
+ *   RS_SECRETS_KEY                64 hex chars: opens tenant secrets (KV secrets) [none:
+ *                                 steps naming secrets fail with secret_missing]
+ *   RS_EXECUTOR_SECRET_TTL_MS     how long a decrypted secret is reused [30000]
+ * Agents name tenant secrets, never this process's environment.
  * Exit: 0 after SIGTERM/SIGINT, 1 on bad configuration or missing streams,
  * 4 when NATS cannot be reached.
  */
@@ -59,6 +62,7 @@ load_cfg(exec_cfg *c)
 		{ "RS_EXECUTOR_SSE_MAX_TOOL_CALLS", 64, 1, 1024, &calls },
 		{ "RS_EXECUTOR_CONNECT_TIMEOUT_MS", 10000, 100, 600000, &c->http.connect_timeout_ms },
 		{ "RS_EXECUTOR_MAX_CONNECTIONS", 256, 1, 100000, &c->http.max_connections },
+		{ "RS_EXECUTOR_SECRET_TTL_MS", 30000, 0, 3600000, &c->secret_ttl_ms },
 	};
 
 	if (rs_config_load(&c->base, "executor", "RS_EXECUTOR_OPS_PORT", 9103) != RS_OK)
@@ -134,6 +138,8 @@ connect_nats(executor *x)
 		rs_warn("KV presence not found: llm tools without input_schema get {\"type\":\"object\"}");
 		x->presence = NULL;
 	}
+	if ((x->secrets = secrets_new(x->nats.js, x->cfg.secret_ttl_ms)) == NULL)
+		return 1;
 	return 0;
 }
 
@@ -183,6 +189,7 @@ out:
 	pool_stop(x.pool, x.cfg.base.shutdown_grace_ms * 3 / 4);
 	natsSubscription_Destroy(x.sub);
 	kvStore_Destroy(x.presence);
+	secrets_free(x.secrets);
 	rs_nats_close(&x.nats, x.cfg.base.shutdown_grace_ms / 4);
 	idle = x.pool == NULL || pool_stopped(x.pool);
 	pool_free(x.pool);

@@ -6,8 +6,13 @@
  *   Idempotency-Key: <run_id>-<step_id>-<attempt>  (the same for a
  *       re-issued request: dedupe on it)
  *   <hmac.header>: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>
- *       when the step asks for a signature (the secret is read from the
- *       environment variable hmac.secret_env now, never logged or stored)
+ *       when the step asks for a signature (hmac.secret names a secret of
+ *       the run's tenant, resolved now by secrets.c, never logged or stored)
+ *   header values with "{{secrets.NAME}}" references get the tenant's
+ *       value substituted here; the event keeps the reference.
+ * A missing secret is the permanent error secret_missing naming it; a
+ * request still naming hmac.secret_env (recorded before v1.2) is refused
+ * with secret_env_unsupported.
  *   Content-Type: application/json for a non-string body, unless set.
  * The answer's output is {status, headers, body, duration_ms} for any
  * status (the state machine judges it), its headers with credentials
@@ -19,6 +24,7 @@
  * Redirects are followed only when the step sets max_redirects (1..5),
  * each hop vetted by the egress policy again.
  */
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <stdio.h>
@@ -30,6 +36,7 @@
 #include "rs_agent.h"
 #include "rs_json.h"
 #include "rs_log.h"
+#include "rs_secret.h"
 #include "rs_time.h"
 
 #define MAX_HEADERS 64
@@ -107,7 +114,9 @@ webhook_run(executor *x, const rs_event *req)
 	const rs_ev_http_requested *h = &req->d.http_requested;
 	http_header hdr[MAX_HEADERS + 3];
 	char *body = NULL, *vals[MAX_HEADERS], idem[320], sig[200], err[320] = "";
-	const char *k, *secret;
+	char *secret = NULL, missing[RS_SECRET_NAME_MAX + 1];
+	const char *k;
+	size_t slen = 0;
 	int has_ctype = 0;
 	size_t n = 0, nv = 0, blen = 0;
 	http_req q;
@@ -125,7 +134,21 @@ webhook_run(executor *x, const rs_event *req)
 		goto cleanup;
 	}
 	json_object_foreach(h->headers, k, v) {
-		vals[nv] = json_is_string(v) ? strdup(json_string_value(v)) : rs_json_dump(v);
+		if (n == MAX_HEADERS)
+			break;
+		if (json_is_string(v) && strstr(json_string_value(v), "{{secrets.") != NULL) {
+			st = secrets_render(x->secrets, req->tenant, json_string_value(v), &vals[nv],
+			                    missing, sizeof(missing));
+			if (st == RS_ENOTFOUND) {
+				snprintf(err, sizeof(err), "secret %s (header %s) does not exist", missing, k);
+				st = answer_error(x, req, "secret_missing", err, RS_ERRCLASS_PERMANENT);
+				goto cleanup;
+			}
+			if (st != RS_OK)
+				goto cleanup;   /* bucket unreadable now: re-issued later */
+		} else {
+			vals[nv] = json_is_string(v) ? strdup(json_string_value(v)) : rs_json_dump(v);
+		}
 		hdr[n].name = k;
 		hdr[n++].value = vals[nv] ? vals[nv] : "";
 		nv++;
@@ -144,14 +167,22 @@ webhook_run(executor *x, const rs_event *req)
 	hdr[n].name = "Idempotency-Key";
 	hdr[n++].value = idem;
 	if (h->hmac != NULL) {
-		k = json_string_value(json_object_get(h->hmac, "secret_env"));
-		secret = k ? getenv(k) : NULL;
-		if (secret == NULL || *secret == '\0') {
-			snprintf(err, sizeof(err), "the signing secret's variable %s is not set",
-			         k ? k : "(none)");
-			st = answer_error(x, req, "hmac_secret_missing", err, RS_ERRCLASS_PERMANENT);
+		if (json_object_get(h->hmac, "secret_env") != NULL) {
+			st = answer_error(x, req, "secret_env_unsupported", "hmac.secret_env named an "
+			                  "environment variable: name a tenant secret in hmac.secret",
+			                  RS_ERRCLASS_PERMANENT);
 			goto cleanup;
 		}
+		k = json_string_value(json_object_get(h->hmac, "secret"));
+		st = secrets_get(x->secrets, req->tenant, k, &secret, &slen);
+		if (st == RS_ENOTFOUND) {
+			snprintf(err, sizeof(err), "secret %s (hmac.secret) does not exist",
+			         k ? k : "(none)");
+			st = answer_error(x, req, "secret_missing", err, RS_ERRCLASS_PERMANENT);
+			goto cleanup;
+		}
+		if (st != RS_OK)
+			goto cleanup;
 		sign(secret, body ? body : "", blen, rs_now_ms() / 1000, sig, sizeof(sig));
 		hdr[n].name = json_string_value(json_object_get(h->hmac, "header"));
 		if (hdr[n].name == NULL)
@@ -187,7 +218,9 @@ webhook_run(executor *x, const rs_event *req)
 cleanup:
 	http_resp_free(&r);
 	for (size_t i = 0; i < nv; i++)
-		free(vals[i]);
+		rs_secret_free(vals[i]);   /* may hold substituted secrets: wiped */
+	rs_secret_free(secret);
+	OPENSSL_cleanse(sig, sizeof(sig));
 	free(body);
 	return st;
 }

@@ -22,6 +22,7 @@ const sc = StringCodec();
 const TENANT = 'acme';
 const MODEL_KEY = 'sk-test-not-a-real-key-7f3a';
 const HOOK_SECRET = 'whsec-test-91b2';
+const SECRETS_KEY = crypto.randomBytes(32).toString('hex');   // RS_SECRETS_KEY of this stack
 const TERMINAL = new Set(['run.completed', 'run.failed', 'run.cancelled', 'run.timed_out']);
 const short = (t) => t.replace(/^runstream\./, '');
 
@@ -183,8 +184,7 @@ async function startOrchestrator(name) {
 async function startExecutor() {
   const port = await freePort();
   const p = startProcess(`executor-${port}`, `${BUILD}/services/executor/rs-executor`, [], {
-    ...roleEnv(env, 'executor'), RS_EXECUTOR_OPS_PORT: String(port), RS_TEST_MODEL_KEY: MODEL_KEY, HOOK_SECRET,
-    RS_EXECUTOR_WORKERS: '8',
+    ...roleEnv(env, 'executor'), RS_EXECUTOR_OPS_PORT: String(port), RS_EXECUTOR_WORKERS: '8',
     // The scripted model and webhook servers listen on loopback, which the
     // egress policy denies by default: open exactly that address.
     RS_EXECUTOR_EGRESS_ALLOW: '127.0.0.1/32',
@@ -202,7 +202,12 @@ let modelUrl; let hookUrl; let token;
 
 before(async () => {
   const stack = await startStack({ pg: false });
-  env = stack.env;
+  env = { ...stack.env, RS_SECRETS_KEY: SECRETS_KEY };
+  // The keys are tenant secrets (sealed in KV secrets), not executor variables.
+  for (const [name, value] of [['MODEL_KEY', MODEL_KEY], ['HOOK_SECRET', HOOK_SECRET]]) {
+    const rs = runctl(['secrets', 'set', '--tenant', TENANT, name, '--value', value], env);
+    assert.equal(rs.code, 0, rs.stderr);
+  }
   nc = await connect({ servers: stack.nats.url, ...stack.nats.creds });
   js = nc.jetstream();
   jsm = await nc.jetstreamManager();
@@ -232,7 +237,7 @@ function llmAgent(name, model, extra = {}) {
     name,
     steps: [{
       id: 'ask', kind: 'llm',
-      model: { base_url: modelUrl, model, api_key_env: 'RS_TEST_MODEL_KEY' },
+      model: { base_url: modelUrl, model, api_key_secret: 'MODEL_KEY' },
       system: 'You are terse.', prompt: 'nonce {{input.nonce}}: {{input.q}}',
       retry: { max_attempts: 3, initial_backoff_ms: 100, max_backoff_ms: 500 },
       timeout_s: 20,
@@ -270,7 +275,7 @@ test('a model turn streams text: llm.delta events before llm.message, key never 
   assert.equal(call.auth, `Bearer ${MODEL_KEY}`);
   assert.equal(call.body.messages[0].role, 'system');
   const req = h.find((e) => short(e.type) === 'llm.requested');
-  assert.equal(req.data.model.api_key_env, 'RS_TEST_MODEL_KEY');
+  assert.equal(req.data.model.api_key_secret, 'MODEL_KEY');
   assert.ok(!JSON.stringify(h).includes(MODEL_KEY), 'the API key is in an event');
   assert.ok(!fs.readFileSync(procs.executor.log, 'utf8').includes(MODEL_KEY), 'the API key is in the log');
 });
@@ -401,7 +406,7 @@ test('an http step retries a 500, then succeeds with a verified HMAC signature a
     steps: [{
       id: 'notify', kind: 'http', method: 'POST', url: `${hookUrl}/in/{{input.id}}`,
       headers: { 'X-Order': '{{input.id}}' }, body: { order: '{{input.id}}', n: 2 },
-      hmac: { secret_env: 'HOOK_SECRET' },
+      hmac: { secret: 'HOOK_SECRET' },
       retry: { max_attempts: 3, initial_backoff_ms: 200 }, timeout_s: 5,
     }],
   };

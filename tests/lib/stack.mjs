@@ -25,6 +25,7 @@ export function bin(name) {
     orchestrator: 'services/orchestrator/rs-orchestrator',
     router: 'services/tool-router/rs-tool-router',
     projector: 'services/projector/rs-projector',
+    executor: 'services/executor/rs-executor',
     device: 'device/rs-device-example',
   };
   return path.join(BUILD, map[name] || name);

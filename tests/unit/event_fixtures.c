@@ -184,7 +184,7 @@ fx_effects(rs_event *ev, int full)
 		ev->d.http_requested.timeout_ms = 30000;
 		ev->d.http_requested.deadline = FX_TIME_MS + 30000;
 		ev->d.http_requested.hmac = full ? j("{\"header\":\"Runstream-Signature\","
-		                                     "\"secret_env\":\"HOOK_SECRET\"}") : NULL;
+		                                     "\"secret\":\"HOOK_SECRET\"}") : NULL;
 		ev->d.http_requested.max_response_bytes = full ? 65536 : 0;
 		ev->d.http_requested.max_redirects = full ? 3 : 0;
 		break;
@@ -204,7 +204,7 @@ fx_effects(rs_event *ev, int full)
 		ev->d.llm_requested.turn = 1;
 		ev->d.llm_requested.messages = j("[{\"role\":\"user\",\"content\":\"hi\"}]");
 		ev->d.llm_requested.model = j("{\"base_url\":\"https://api.example.com/v1\","
-		                              "\"model\":\"m-1\",\"api_key_env\":\"OPENAI_API_KEY\"}");
+		                              "\"model\":\"m-1\",\"api_key_secret\":\"OPENAI_API_KEY\"}");
 		ev->d.llm_requested.tools = full ? j("[{\"name\":\"lookup\"}]") : NULL;
 		ev->d.llm_requested.max_tokens = full ? 512 : 0;
 		ev->d.llm_requested.temperature = full ? j("0") : NULL;

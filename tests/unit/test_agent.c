@@ -323,11 +323,26 @@ static const struct {
 	{ ONE("{\"id\":\"h\",\"kind\":\"http\",\"url\":\"http://x\",\"expect_status\":[]}"),
 	  "steps[0].expect_status: must be a non-empty array of status codes" },
 	{ ONE("{\"id\":\"h\",\"kind\":\"http\",\"url\":\"http://x\",\"hmac\":{}}"),
-	  "steps[0].hmac.secret_env: required" },
-	{ ONE("{\"id\":\"h\",\"kind\":\"http\",\"url\":\"http://x\",\"hmac\":{\"secret_env\":\"a-b\"}}"),
-	  "steps[0].hmac.secret_env: must be an environment variable name [A-Z_][A-Z0-9_]*" },
-	{ ONE("{\"id\":\"h\",\"kind\":\"http\",\"url\":\"http://x\",\"hmac\":{\"secret_env\":\"S\","
-	      "\"secret\":\"x\"}}"), "steps[0].hmac.secret: unknown field" },
+	  "steps[0].hmac.secret: required" },
+	{ ONE("{\"id\":\"h\",\"kind\":\"http\",\"url\":\"http://x\",\"hmac\":{\"secret\":\"a.b\"}}"),
+	  "steps[0].hmac.secret: must be a secret name [A-Za-z0-9_-]{1,64}" },
+	{ ONE("{\"id\":\"h\",\"kind\":\"http\",\"url\":\"http://x\",\"hmac\":{\"secret_env\":\"S\"}}"),
+	  "steps[0].hmac.secret_env: environment variables are no longer accepted: store the value as a tenant secret (PUT /v1/secrets/{name} or `runctl secrets set`) and name it in hmac.secret" },
+	{ ONE("{\"id\":\"h\",\"kind\":\"http\",\"url\":\"http://x\",\"hmac\":{\"secret\":\"S\","
+	      "\"secret_value\":\"x\"}}"), "steps[0].hmac.secret_value: unknown field" },
+	/* secret references: header values only */
+	{ ONE("{\"id\":\"h\",\"kind\":\"http\",\"url\":\"http://x/{{secrets.K}}\"}"),
+	  "steps[0].url: malformed template \"http://x/{{secrets.K}}\": secrets.<name> may be "
+	  "used only in http header values" },
+	{ ONE("{\"id\":\"h\",\"kind\":\"http\",\"url\":\"http://x\",\"body\":{\"k\":\"{{secrets.K}}\"}}"),
+	  "steps[0].body.k: malformed template \"{{secrets.K}}\": secrets.<name> may be "
+	  "used only in http header values" },
+	{ ONE("{\"id\":\"h\",\"kind\":\"http\",\"url\":\"http://x\",\"headers\":{\"A\":\"{{secrets.a.b}}\"}}"),
+	  "steps[0].headers.A: malformed template \"{{secrets.a.b}}\": expected input[.<path>] or "
+	  "steps.<id>.output[.<path>]" },
+	{ ONE("{\"id\":\"t\",\"kind\":\"transform\",\"value\":\"{{secrets.K}}\"}"),
+	  "steps[0].value: malformed template \"{{secrets.K}}\": secrets.<name> may be "
+	  "used only in http header values" },
 	{ ONE("{\"id\":\"h\",\"kind\":\"http\",\"url\":\"http://x\",\"max_response_bytes\":0}"),
 	  "steps[0].max_response_bytes: must be an integer >= 1" },
 	{ ONE("{\"id\":\"h\",\"kind\":\"http\",\"url\":\"http://x\",\"max_response_bytes\":9999999}"),
@@ -357,8 +372,15 @@ static const struct {
 	{ ONE("{\"id\":\"l\",\"kind\":\"llm\",\"prompt\":\"hi\",\"model\":{\"base_url\":\"http://m\","
 	      "\"model\":\"m\",\"api_key\":\"sk-1\"}}"), "steps[0].model.api_key: unknown field" },
 	{ ONE("{\"id\":\"l\",\"kind\":\"llm\",\"prompt\":\"hi\",\"model\":{\"base_url\":\"http://m\","
-	      "\"model\":\"m\",\"api_key_env\":\"sk-1\"}}"),
-	  "steps[0].model.api_key_env: must be an environment variable name [A-Z_][A-Z0-9_]*" },
+	      "\"model\":\"m\",\"api_key_env\":\"RS_PG_URL\"}}"),
+	  "steps[0].model.api_key_env: environment variables are no longer accepted: store the value as a tenant secret (PUT /v1/secrets/{name} or `runctl secrets set`) and name it in model.api_key_secret" },
+	{ ONE("{\"id\":\"l\",\"kind\":\"llm\",\"prompt\":\"hi\",\"model\":{\"base_url\":\"http://m\","
+	      "\"model\":\"m\",\"api_key_secret\":\"sk 1\"}}"),
+	  "steps[0].model.api_key_secret: must be a secret name [A-Za-z0-9_-]{1,64}" },
+	{ ONE("{\"id\":\"l\",\"kind\":\"llm\",\"prompt\":\"{{secrets.K}}\",\"model\":{\"base_url\":\"http://m\","
+	      "\"model\":\"m\"}}"),
+	  "steps[0].prompt: malformed template \"{{secrets.K}}\": secrets.<name> may be "
+	  "used only in http header values" },
 	{ ONE("{\"id\":\"l\",\"kind\":\"llm\",\"model\":{\"base_url\":\"http://m\",\"model\":\"m\"}}"),
 	  "steps[0].prompt: required" },
 	{ ONE("{\"id\":\"l\",\"kind\":\"llm\",\"prompt\":\"{{steps.zz.output}}\","
@@ -481,10 +503,11 @@ test_effect_steps(void)
 	const char *def =
 		"{\"name\":\"fx\",\"steps\":["
 		"{\"id\":\"hook\",\"kind\":\"http\",\"url\":\"http://127.0.0.1/{{input.p}}\","
-		" \"headers\":{\"X-A\":\"{{input.a}}\"},\"body\":{\"n\":\"{{input.n}}\"},"
-		" \"hmac\":{\"secret_env\":\"HOOK_SECRET\"},\"expect_status\":[200,201]},"
+		" \"headers\":{\"X-A\":\"{{input.a}}\",\"Authorization\":\"Bearer {{ secrets.TOKEN }}\"},"
+		" \"body\":{\"n\":\"{{input.n}}\"},"
+		" \"hmac\":{\"secret\":\"HOOK_SECRET\"},\"expect_status\":[200,201]},"
 		"{\"id\":\"ask\",\"kind\":\"llm\",\"model\":{\"base_url\":\"http://m/v1\","
-		" \"model\":\"gpt\",\"api_key_env\":\"OPENAI_API_KEY\"},\"system\":\"be brief\","
+		" \"model\":\"gpt\",\"api_key_secret\":\"OPENAI_API_KEY\"},\"system\":\"be brief\","
 		" \"prompt\":\"{{steps.hook.output.body}}\",\"tools\":[\"lookup\",{\"name\":\"calc\","
 		" \"description\":\"adds\",\"input_schema\":{\"type\":\"object\"}}],\"temperature\":0}]}";
 	rs_agent *a = NULL;
@@ -503,7 +526,7 @@ test_effect_steps(void)
 	CHECK_STR(h->method, "POST");
 	CHECK_INT(h->timeout_s, RS_HTTP_TIMEOUT_DEFAULT_S);
 	CHECK_INT(h->max_response_bytes, RS_HTTP_MAX_RESPONSE_DEFAULT);
-	CHECK_STR(h->hmac_secret_env, "HOOK_SECRET");
+	CHECK_STR(h->hmac_secret, "HOOK_SECRET");
 	CHECK_STR(h->hmac_header, "Runstream-Signature");
 	CHECK_INT(h->retry.max_attempts, 1);
 	CHECK(rs_http_status_expected(h, 201));
@@ -511,7 +534,7 @@ test_effect_steps(void)
 	CHECK_INT(l->kind, RS_STEP_LLM);
 	CHECK_STR(rs_step_kind_name(l->kind), "llm");
 	CHECK_STR(l->base_url, "http://m/v1");
-	CHECK_STR(l->api_key_env, "OPENAI_API_KEY");
+	CHECK_STR(l->api_key_secret, "OPENAI_API_KEY");
 	CHECK_INT(l->max_turns, RS_LLM_MAX_TURNS_DEFAULT);
 	CHECK_INT(l->timeout_s, RS_LLM_TIMEOUT_DEFAULT_S);
 	CHECK_INT(l->tool_timeout_s, RS_TOOL_TIMEOUT_DEFAULT_S);
@@ -531,7 +554,7 @@ test_effect_steps(void)
 		h = rs_agent_step(a, 0);
 		CHECK(rs_http_status_expected(h, 204));
 		CHECK(!rs_http_status_expected(h, 301));
-		CHECK(h->body == NULL && h->hmac_secret_env == NULL);
+		CHECK(h->body == NULL && h->hmac_secret == NULL);
 		CHECK_INT(h->retry.max_attempts, 2);
 		rs_agent_free(a);
 	}

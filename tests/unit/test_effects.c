@@ -347,14 +347,15 @@ finish(world *w, int check_mapping)
 
 static const char *A_HTTP =
 	"{\"name\":\"h\",\"steps\":[{\"id\":\"hook\",\"kind\":\"http\",\"method\":\"POST\","
-	"\"url\":\"http://127.0.0.1:9/in/{{input.id}}\",\"headers\":{\"X-Id\":\"{{input.id}}\"},"
-	"\"body\":{\"n\":\"{{input.n}}\"},\"timeout_s\":10,\"hmac\":{\"secret_env\":\"HOOK_SECRET\"},"
+	"\"url\":\"http://127.0.0.1:9/in/{{input.id}}\",\"headers\":{\"X-Id\":\"{{input.id}}\","
+	"\"Authorization\":\"Bearer {{ secrets.TOKEN }}\"},"
+	"\"body\":{\"n\":\"{{input.n}}\"},\"timeout_s\":10,\"hmac\":{\"secret\":\"HOOK_SECRET\"},"
 	"\"retry\":{\"max_attempts\":3,\"initial_backoff_ms\":100}},"
 	"{\"id\":\"after\",\"kind\":\"transform\",\"value\":\"{{steps.hook.output.body.ok}}\"}]}";
 
 static const char *A_LLM =
 	"{\"name\":\"l\",\"steps\":[{\"id\":\"ask\",\"kind\":\"llm\","
-	"\"model\":{\"base_url\":\"http://127.0.0.1:9/v1\",\"model\":\"m\",\"api_key_env\":\"KEY\"},"
+	"\"model\":{\"base_url\":\"http://127.0.0.1:9/v1\",\"model\":\"m\",\"api_key_secret\":\"KEY\"},"
 	"\"system\":\"be brief\",\"prompt\":\"weather in {{input.city}}?\","
 	"\"tools\":[\"get_weather\",\"get_time\"],\"max_turns\":3,\"timeout_s\":60,"
 	"\"tool_timeout_s\":20,\"retry\":{\"max_attempts\":3,\"initial_backoff_ms\":100}}]}";
@@ -384,10 +385,12 @@ test_http_happy(void)
 	e = ev(&w, RS_EV_HTTP_REQUESTED, 0);
 	CHECK_STR(e->d.http_requested.effect_id, RUN_ID "-hook-1-1-http");
 	CHECK_STR(e->d.http_requested.url, "http://127.0.0.1:9/in/a7");
-	CHECK_JSON(e->d.http_requested.headers, "{\"X-Id\":\"a7\"}");
+	/* The secret reference is recorded, never a value. */
+	CHECK_JSON(e->d.http_requested.headers, "{\"Authorization\":\"Bearer {{secrets.TOKEN}}\","
+	           "\"X-Id\":\"a7\"}");
 	CHECK_JSON(e->d.http_requested.body, "{\"n\":3}");
 	CHECK_JSON(e->d.http_requested.hmac,
-	           "{\"header\":\"Runstream-Signature\",\"secret_env\":\"HOOK_SECRET\"}");
+	           "{\"header\":\"Runstream-Signature\",\"secret\":\"HOOK_SECRET\"}");
 	CHECK_INT(e->d.http_requested.timeout_ms, 10000);
 	CHECK_INT(e->d.http_requested.deadline, 11000);
 	CHECK_INT(e->d.http_requested.max_response_bytes, RS_HTTP_MAX_RESPONSE_DEFAULT);
@@ -497,7 +500,7 @@ test_llm_text(void)
 	CHECK_INT(e->d.llm_requested.turn, 1);
 	CHECK_JSON(e->d.llm_requested.messages, "[{\"content\":\"be brief\",\"role\":\"system\"},"
 	           "{\"content\":\"weather in Oslo?\",\"role\":\"user\"}]");
-	CHECK_JSON(e->d.llm_requested.model, "{\"api_key_env\":\"KEY\",\"base_url\":"
+	CHECK_JSON(e->d.llm_requested.model, "{\"api_key_secret\":\"KEY\",\"base_url\":"
 	           "\"http://127.0.0.1:9/v1\",\"model\":\"m\"}");
 	CHECK_JSON(e->d.llm_requested.tools, "[{\"name\":\"get_weather\"},{\"name\":\"get_time\"}]");
 	CHECK_INT(e->d.llm_requested.deadline, 61000);

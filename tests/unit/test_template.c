@@ -162,6 +162,46 @@ test_parse_expr(void)
 	CHECK(rs_template_parse_expr("inputs", 6, id, sizeof(id), err, sizeof(err)) == RS_EINVAL);
 }
 
+/* {{secrets.NAME}}: never resolved by rendering (the executor does it),
+ * written back canonically; accepted only by rs_template_check_secrets. */
+static void
+test_secrets(void)
+{
+	char name[RS_TEMPLATE_MAX_ID + 1], err[256];
+	json_t *t;
+
+	render_case("\"{{secrets.KEY}}\"", "\"{{secrets.KEY}}\"", __LINE__);
+	render_case("\"{{ secrets.KEY }}\"", "\"{{secrets.KEY}}\"", __LINE__);
+	render_case("\"Bearer {{secrets.tok_1}} for {{input.s}}\"",
+	            "\"Bearer {{secrets.tok_1}} for hi\"", __LINE__);
+	/* Even with a "secrets" member in the context: nothing is looked up. */
+	{
+		json_t *c2 = parse("{\"input\":{},\"steps\":{},\"secrets\":{\"KEY\":\"leak\"}}");
+		json_t *out = NULL;
+		t = parse("\"x {{secrets.KEY}}\"");
+		CHECK(rs_template_render(t, c2, &out, err, sizeof(err)) == RS_OK);
+		CHECK_STR(json_string_value(out), "x {{secrets.KEY}}");
+		json_decref(out);
+		json_decref(t);
+		json_decref(c2);
+	}
+	CHECK(rs_template_secret_ref("secrets.A-b_9", 13, name, sizeof(name)));
+	CHECK_STR(name, "A-b_9");
+	CHECK(!rs_template_secret_ref("secrets.", 8, name, sizeof(name)));
+	CHECK(!rs_template_secret_ref("secrets.a.b", 11, name, sizeof(name)));
+	CHECK(!rs_template_secret_ref("secret.a", 8, name, sizeof(name)));
+	/* Plain check refuses, the header check accepts. */
+	t = parse("{\"Authorization\":\"Bearer {{secrets.K}}\"}");
+	CHECK(rs_template_check(t, "h", NULL, NULL, err, sizeof(err)) == RS_EINVAL);
+	CHECK_STR(err, "h.Authorization: malformed template \"Bearer {{secrets.K}}\": "
+	          "secrets.<name> may be used only in http header values");
+	CHECK(rs_template_check_secrets(t, "h", NULL, NULL, err, sizeof(err)) == RS_OK);
+	json_decref(t);
+	/* A branch path cannot name a secret. */
+	CHECK(rs_template_parse_expr("secrets.K", 9, name, sizeof(name), err, sizeof(err)) ==
+	      RS_EINVAL);
+}
+
 int
 main(void)
 {
@@ -171,6 +211,7 @@ main(void)
 	test_render();
 	test_check();
 	test_parse_expr();
+	test_secrets();
 	json_decref(ctx);
 	return check_report("test_template");
 }

@@ -1,7 +1,7 @@
 /*
  * test_common.c - unit tests for common/'s server-free modules: config
  * parsing, UUIDv7 ordering, RFC 3339 time, strict JSON, migration naming,
- * metrics exposition, ops routing. No servers; exit 1 on the first failure.
+ * metrics exposition, ops routing, secret sealing. No servers; exit 1 on the first failure.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +13,7 @@
 #include "rs_metrics.h"
 #include "rs_ops.h"
 #include "rs_pg.h"
+#include "rs_secret.h"
 #include "../check.h"
 #include "rs_nats.h"
 #include "rs_time.h"
@@ -311,6 +312,80 @@ test_split_urls(void)
 	CHECK(rs_nats_split_urls(NULL, buf, sizeof(buf), u, 2, &n) == RS_EINVAL);
 }
 
+/* rs_secret: AES-256-GCM round trip; a wrong key, a changed byte, or the
+ * blob moved under another name/tenant is refused. */
+static void
+test_secret(void)
+{
+	static const char hex[] = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+	rs_secret_key k, k2;
+	unsigned char *blob = NULL, *blob2 = NULL;
+	size_t blen = 0, blen2 = 0, len = 0;
+	char err[128], kv[RS_SECRET_KVKEY_MAX], *v = NULL;
+	const char *why;
+
+	CHECK(rs_secret_key_parse(hex, &k, err, sizeof(err)) == RS_OK);
+	CHECK(rs_secret_key_parse("abc", &k2, err, sizeof(err)) == RS_EINVAL);
+	CHECK(strstr(err, "64 hex") != NULL);
+	CHECK(rs_secret_key_parse("zz0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+	                          &k2, err, sizeof(err)) == RS_EINVAL);
+	memcpy(&k2, &k, sizeof(k));
+	k2.k[31] ^= 1;
+
+	CHECK(rs_secret_name_ok("OPENAI_KEY-2"));
+	CHECK(!rs_secret_name_ok(""));
+	CHECK(!rs_secret_name_ok("a.b"));
+	CHECK(!rs_secret_name_ok("a b"));
+	CHECK(!rs_secret_name_ok("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")); /* 65 */
+	CHECK(rs_secret_value_ok("sk-1", 4, &why));
+	CHECK(!rs_secret_value_ok("a\r\nb", 4, &why));
+	CHECK(!rs_secret_value_ok("", 0, &why));
+	CHECK(rs_secret_kvkey("acme", "KEY", kv, sizeof(kv)) == RS_OK);
+	CHECK_STR(kv, "acme.KEY");
+	CHECK(rs_secret_kvkey("Acme", "KEY", kv, sizeof(kv)) == RS_EINVAL);
+	CHECK(rs_secret_kvkey("acme", "a.b", kv, sizeof(kv)) == RS_EINVAL);
+
+	CHECK(rs_secret_seal(&k, "acme.KEY", "s3cret-value", 12, &blob, &blen) == RS_OK);
+	CHECK(blen == 12 + 29);
+	CHECK(blob != NULL && memmem(blob, blen, "s3cret", 6) == NULL);   /* not in clear */
+	CHECK(rs_secret_open(&k, "acme.KEY", blob, blen, &v, &len) == RS_OK);
+	CHECK_STR(v, "s3cret-value");
+	CHECK(len == 12);
+	rs_secret_free(v);
+	v = NULL;
+	/* Two seals of one value differ (random nonce). */
+	CHECK(rs_secret_seal(&k, "acme.KEY", "s3cret-value", 12, &blob2, &blen2) == RS_OK);
+	CHECK(blen2 == blen && memcmp(blob, blob2, blen) != 0);
+	/* Wrong key. */
+	CHECK(rs_secret_open(&k2, "acme.KEY", blob, blen, &v, &len) == RS_EINVAL && v == NULL);
+	/* Moved under another name, or another tenant's key. */
+	CHECK(rs_secret_open(&k, "acme.OTHER", blob, blen, &v, &len) == RS_EINVAL && v == NULL);
+	CHECK(rs_secret_open(&k, "evil.KEY", blob, blen, &v, &len) == RS_EINVAL && v == NULL);
+	/* Any changed byte: version, nonce, ciphertext, tag. */
+	for (size_t i = 0; i < blen; i++) {
+		blob[i] ^= 0x40;
+		CHECK(rs_secret_open(&k, "acme.KEY", blob, blen, &v, &len) == RS_EINVAL && v == NULL);
+		blob[i] ^= 0x40;
+	}
+	/* Truncated. */
+	CHECK(rs_secret_open(&k, "acme.KEY", blob, blen - 1, &v, &len) == RS_EINVAL);
+	CHECK(rs_secret_open(&k, "acme.KEY", blob, 5, &v, &len) == RS_EINVAL);
+	/* Still opens after all that. */
+	CHECK(rs_secret_open(&k, "acme.KEY", blob, blen, &v, &len) == RS_OK);
+	rs_secret_free(v);
+	free(blob2);
+	CHECK(rs_secret_seal(&k, "acme.KEY", "x", RS_SECRET_VALUE_MAX + 1, &blob2, &blen2) == RS_EINVAL);
+
+	setenv(RS_SECRET_KEY_ENV, "nothex", 1);
+	CHECK(rs_secret_key_from_env(&k2, err, sizeof(err)) == RS_EINVAL);
+	CHECK(strstr(err, RS_SECRET_KEY_ENV) != NULL);
+	unsetenv(RS_SECRET_KEY_ENV);
+	CHECK(rs_secret_key_from_env(&k2, err, sizeof(err)) == RS_ENOTFOUND);
+	free(blob);
+	free(blob2);
+	rs_secret_key_wipe(&k);
+}
+
 int
 main(void)
 {
@@ -324,5 +399,6 @@ main(void)
 	test_puback();
 	test_natsgc();
 	test_split_urls();
+	test_secret();
 	return check_report("test_common");
 }

@@ -56,7 +56,7 @@ static const char weather_def[] =
 	"{\"name\":\"weather-assistant\",\"description\":\"answers with live station data\","
 	"\"steps\":["
 	"{\"id\":\"ask\",\"kind\":\"llm\",\"model\":{\"base_url\":\"https://llm.example/v1\","
-	"\"model\":\"gpt-4o-mini\",\"api_key_env\":\"OPENAI_API_KEY\"},"
+	"\"model\":\"gpt-4o-mini\",\"api_key_secret\":\"OPENAI_API_KEY\"},"
 	"\"system\":\"You are a terse weather assistant.\","
 	"\"prompt\":\"What is the weather in {{input.city}}?\","
 	"\"tools\":[{\"name\":\"get_weather\",\"description\":\"current weather at a station\","
@@ -72,7 +72,7 @@ static const char webhook_def[] =
 	"\"url\":\"https://hooks.example/orders/{{input.order_id}}\","
 	"\"headers\":{\"Content-Type\":\"application/json\"},"
 	"\"body\":{\"order\":\"{{input.order_id}}\",\"status\":\"paid\"},"
-	"\"timeout_s\":10,\"hmac\":{\"secret_env\":\"HOOK_SECRET\"},"
+	"\"timeout_s\":10,\"hmac\":{\"secret\":\"HOOK_SECRET\"},"
 	"\"retry\":{\"max_attempts\":3,\"initial_backoff_ms\":500}},"
 	"{\"id\":\"done\",\"kind\":\"transform\",\"value\":{\"delivered\":true,"
 	"\"receipt\":\"{{steps.notify.output.body.receipt}}\"}}]}";
