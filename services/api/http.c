@@ -660,7 +660,6 @@ on_request(rs_api *app, rs_api_req *r, struct lws *wsi, const char *uri)
 		}
 		j->after = (uint64_t)after;
 	}
-	r->draft = j;
 	if (j->method == RS_M_POST || j->method == RS_M_PUT) {
 		int64_t cl = 0;
 		if (lws_hdr_copy(wsi, clen, sizeof(clen), WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 &&

@@ -19,7 +19,7 @@ import http from 'node:http';
 import http2 from 'node:http2';
 import path from 'node:path';
 import { connect, headers, StringCodec } from 'nats';
-import { startStack, startService, startProcess, freePort, stopAll, logTail, waitFor, tmpDir, BUILD }
+import { startStack, startService, startProcess, freePort, stopAll, logTail, waitFor, tmpDir, BUILD, runctl }
   from '../lib/stack.mjs';
 import { followRuns } from '../lib/clients.mjs';
 
@@ -210,7 +210,11 @@ async function craftedRequest(data) {
 before(async () => {
   pki = makePki();
   const stack = await startStack({ pg: false });
-  env = stack.env;
+  // The model key is a tenant secret (sealed in KV secrets), never an
+  // executor variable.
+  env = { ...stack.env, RS_SECRETS_KEY: crypto.randomBytes(32).toString('hex') };
+  const rs = runctl(['secrets', 'set', '--tenant', 'acme', 'MODEL_KEY', '--value', 'k-1'], env);
+  assert.equal(rs.code, 0, rs.stderr);
   nc = await connect({ servers: stack.nats.url, ...stack.nats.creds });
   js = nc.jetstream();
   kv = await js.views.kv('agents');
@@ -261,7 +265,7 @@ test('default egress policy: an http step to a 127.0.0.1 listener is refused, pe
 });
 
 test('with the allow-list and the CA: an https http step over HTTP/2, Set-Cookie redacted', async () => {
-  await startExecutor({ RS_EXECUTOR_EGRESS_ALLOW: '127.0.0.1/32', RS_EXECUTOR_CA_FILE: pki.ca, RS_TEST_MODEL_KEY: 'k-1' });
+  await startExecutor({ RS_EXECUTOR_EGRESS_ALLOW: '127.0.0.1/32', RS_EXECUTOR_CA_FILE: pki.ca });
   const run = await start(httpStep(`https://127.0.0.1:${tlsPort}/hook/{{input.id}}`, { headers: { 'X-Order': '{{input.id}}' } }), { id: 'o-9' });
   const end = await waitTerminal(run);
   assert.equal(short(end.type), 'run.completed', JSON.stringify(end.data));
@@ -278,7 +282,7 @@ test('with the allow-list and the CA: an https http step over HTTP/2, Set-Cookie
 
 test('a streamed llm step over https', async () => {
   const def = { name: 'tls-llm', steps: [{ id: 'ask', kind: 'llm', prompt: 'hi {{input.n}}',
-    model: { base_url: `https://localhost:${tlsPort}/v1`, model: 'm', api_key_env: 'RS_TEST_MODEL_KEY' },
+    model: { base_url: `https://localhost:${tlsPort}/v1`, model: 'm', api_key_secret: 'MODEL_KEY' },
     timeout_s: 10 }], output: { text: '{{steps.ask.output.text}}' } };
   const run = await start(def, { n: crypto.randomBytes(3).toString('hex') });
   const end = await waitTerminal(run);

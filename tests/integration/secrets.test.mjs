@@ -82,11 +82,13 @@ before(async () => {
   const pport = await freePort();
   procs.projector = await startService('projector', { ...env, RS_PROJECTOR_OPS_PORT: String(pport) }, pport);
   const eport = await freePort();
-  procs.executor = await startService('executor', { ...env, RS_EXECUTOR_OPS_PORT: String(eport) }, eport);
+  // The receiving mock servers listen on loopback, which the egress policy
+  // denies by default: open exactly that address.
+  procs.executor = await startService('executor', { ...env, RS_EXECUTOR_OPS_PORT: String(eport), RS_EXECUTOR_EGRESS_ALLOW: '127.0.0.1/32' }, eport);
   const aport = await freePort();
   procs.api = await startService('api', { ...env, RS_API_PORT: String(aport) }, aport);
   apiUrl = `http://127.0.0.1:${aport}`;
-  nc = await connect({ servers: stack.nats.url });
+  nc = await connect({ servers: stack.nats.url, ...stack.nats.creds });
   // Everything published on NATS from here on (commands of the work queue
   // are deleted once acked: this sees them anyway).
   const sub = nc.subscribe('>');
