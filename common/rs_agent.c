@@ -136,19 +136,44 @@ check_fields(json_t *obj, const char *path, const char **a, const char **b,
 	return RS_OK;
 }
 
-/* Optional integer field >= min; *out untouched when absent. */
+/*
+ * Upper bounds of the integer fields, by name (docs/agents.md). A
+ * definition is other people's code on shared servers: every number it
+ * gives is bounded, so that `timeout_s * 1000` cannot overflow, a deadline
+ * stays a date every decoder reads (year < 10000), and no field asks for
+ * unbounded work.
+ */
+static const struct { const char *key; int64_t max; } int_max[] = {
+	{ "timeout_s", RS_AGENT_MAX_TIMEOUT_S },
+	{ "tool_timeout_s", RS_AGENT_MAX_TIMEOUT_S },
+	{ "duration_ms", RS_AGENT_MAX_TIMEOUT_S * 1000 },
+	{ "max_steps", RS_AGENT_MAX_STEPS_LIMIT },
+	{ "max_attempts", RS_AGENT_MAX_ATTEMPTS },
+	{ "initial_backoff_ms", RS_AGENT_MAX_BACKOFF_MS },
+	{ "max_backoff_ms", RS_AGENT_MAX_BACKOFF_MS },
+	{ "max_turns", RS_AGENT_MAX_TURNS },
+	{ "max_tokens", RS_AGENT_MAX_TOKENS },
+};   /* max_response_bytes and max_redirects: checked with their http step */
+
+/* Optional integer field in [min, its bound]; *out untouched when absent. */
 static rs_status
 get_int(json_t *obj, const char *key, const char *path, int64_t min, int64_t *out,
         char *err, size_t cap)
 {
 	json_t *v = json_object_get(obj, key);
+	int64_t max = INT64_MAX;
 	char p[320];
 
 	if (v == NULL)
 		return RS_OK;
+	for (size_t i = 0; i < sizeof(int_max) / sizeof(int_max[0]); i++)
+		if (strcmp(int_max[i].key, key) == 0)
+			max = int_max[i].max;
 	subpath(p, sizeof(p), path, key);
 	if (!json_is_integer(v) || json_integer_value(v) < min)
 		return fail(err, cap, p, "must be an integer >= %lld", (long long)min);
+	if (json_integer_value(v) > max)
+		return fail(err, cap, p, "must be at most %lld", (long long)max);
 	*out = json_integer_value(v);
 	return RS_OK;
 }
@@ -266,8 +291,8 @@ parse_retry(json_t *step, const char *path, rs_retry *r, char *err, size_t cap)
 	}
 	if ((m = json_object_get(v, "multiplier")) != NULL) {
 		subpath(q, sizeof(q), p, "multiplier");
-		if (!json_is_number(m) || json_number_value(m) < 1.0)
-			return fail(err, cap, q, "must be a number >= 1.0");
+		if (!json_is_number(m) || json_number_value(m) < 1.0 || json_number_value(m) > 100.0)
+			return fail(err, cap, q, "must be a number from 1.0 to 100.0");
 		r->multiplier = json_number_value(m);
 	}
 	if ((m = json_object_get(v, "non_retryable")) != NULL) {
@@ -917,6 +942,10 @@ rs_agent_parse(json_t *def, rs_agent **out, char *err, size_t cap)
 	}
 	if (!json_is_array(steps) || json_array_size(steps) == 0) {
 		fail(err, cap, "steps", "must be a non-empty array");
+		goto cleanup;
+	}
+	if (json_array_size(steps) > RS_AGENT_MAX_STEP_COUNT) {
+		fail(err, cap, "steps", "must have at most %d steps", RS_AGENT_MAX_STEP_COUNT);
 		goto cleanup;
 	}
 	ids.steps = steps;

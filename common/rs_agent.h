@@ -37,6 +37,14 @@
 #define RS_LLM_MAX_TURNS_DEFAULT   8
 #define RS_LLM_MAX_ATTEMPTS_DEFAULT 3
 #define RS_STEP_END (-1)          /* step index meaning "the run is done" */
+/* Bounds (a definition is a tenant's input; docs/agents.md lists them) */
+#define RS_AGENT_MAX_TIMEOUT_S     (30LL * 86400) /* any timeout_s; duration_ms this in ms */
+#define RS_AGENT_MAX_STEPS_LIMIT   100000        /* max_steps */
+#define RS_AGENT_MAX_STEP_COUNT    1000          /* steps in a definition */
+#define RS_AGENT_MAX_ATTEMPTS      100           /* retry.max_attempts */
+#define RS_AGENT_MAX_BACKOFF_MS    86400000      /* retry backoffs: one day */
+#define RS_AGENT_MAX_TURNS         64            /* llm max_turns */
+#define RS_AGENT_MAX_TOKENS        1000000       /* llm max_tokens */
 
 typedef enum {
 	RS_STEP_TOOL = 0, RS_STEP_SLEEP, RS_STEP_SIGNAL, RS_STEP_BRANCH, RS_STEP_TRANSFORM,

@@ -241,9 +241,9 @@ static const struct {
 	{ TWO(SLEEP, TOOL ",\"retry\":{\"initial_backoff_ms\":500,\"max_backoff_ms\":100}}"),
 	  "steps[1].retry.max_backoff_ms: must be >= initial_backoff_ms (500)" },
 	{ ONE(TOOL ",\"retry\":{\"multiplier\":0.5}}"),
-	  "steps[0].retry.multiplier: must be a number >= 1.0" },
+	  "steps[0].retry.multiplier: must be a number from 1.0 to 100.0" },
 	{ ONE(TOOL ",\"retry\":{\"multiplier\":\"2\"}}"),
-	  "steps[0].retry.multiplier: must be a number >= 1.0" },
+	  "steps[0].retry.multiplier: must be a number from 1.0 to 100.0" },
 	{ ONE(TOOL ",\"retry\":{\"non_retryable\":\"x\"}}"),
 	  "steps[0].retry.non_retryable: must be an array of error codes" },
 	{ ONE(TOOL ",\"retry\":{\"non_retryable\":[\"a\",2]}}"),
@@ -407,6 +407,22 @@ static const struct {
 	{ ONE("{\"id\":\"l\",\"kind\":\"llm\",\"prompt\":\"p\",\"url\":\"http://x\","
 	      "\"model\":{\"base_url\":\"http://m\",\"model\":\"m\"}}"),
 	  "steps[0].url: unknown field" },
+	/* bounds: every number a tenant gives is bounded (issue 15, finding 8) */
+	{ "{\"name\":\"a\",\"timeout_s\":9999999999999,\"steps\":[" SLEEP "]}",
+	  "timeout_s: must be at most 2592000" },
+	{ "{\"name\":\"a\",\"max_steps\":100001,\"steps\":[" SLEEP "]}",
+	  "max_steps: must be at most 100000" },
+	{ ONE("{\"id\":\"s\",\"kind\":\"sleep\",\"duration_ms\":9223372036854775807}"),
+	  "steps[0].duration_ms: must be at most 2592000000" },
+	{ ONE("{\"id\":\"t\",\"kind\":\"tool\",\"tool\":\"x\",\"timeout_s\":4611686018427387904}"),
+	  "steps[0].timeout_s: must be at most 2592000" },
+	{ ONE("{\"id\":\"t\",\"kind\":\"tool\",\"tool\":\"x\",\"retry\":{\"max_attempts\":101}}"),
+	  "steps[0].retry.max_attempts: must be at most 100" },
+	{ ONE("{\"id\":\"t\",\"kind\":\"tool\",\"tool\":\"x\",\"retry\":{\"multiplier\":1e300}}"),
+	  "steps[0].retry.multiplier: must be a number from 1.0 to 100.0" },
+	{ ONE("{\"id\":\"l\",\"kind\":\"llm\",\"prompt\":\"p\",\"max_turns\":65,"
+	      "\"model\":{\"base_url\":\"http://m\",\"model\":\"m\"}}"),
+	  "steps[0].max_turns: must be at most 64" },
 	/* text-level: duplicate keys rejected by the strict parser */
 	{ "{\"name\":\"a\",\"name\":\"b\",\"steps\":[" SLEEP "]}", "invalid JSON at line 1, "
 	  "column 18 (position 18): duplicate object key near '\"name\"'" },
@@ -427,6 +443,24 @@ test_errors(void)
 		CHECK_STR(err, bad[i].err);
 		rs_agent_free(a);
 	}
+}
+
+/* At most RS_AGENT_MAX_STEP_COUNT steps. */
+static void
+test_step_count(void)
+{
+	size_t n = RS_AGENT_MAX_STEP_COUNT + 1, cap = n * 64 + 64, off;
+	char *def = malloc(cap), err[256] = "";
+	rs_agent *a = NULL;
+
+	off = (size_t)snprintf(def, cap, "{\"name\":\"many\",\"steps\":[");
+	for (size_t i = 0; i < n; i++)
+		off += (size_t)snprintf(def + off, cap - off, "%s{\"id\":\"s%zu\",\"kind\":\"sleep\","
+		                        "\"duration_ms\":1}", i ? "," : "", i);
+	snprintf(def + off, cap - off, "]}");
+	CHECK(rs_agent_parse_text(def, strlen(def), &a, err, sizeof(err)) == RS_EINVAL);
+	CHECK_STR(err, "steps: must have at most 1000 steps");
+	free(def);
 }
 
 /* Branch evaluation on every operator. */
@@ -563,6 +597,7 @@ test_effect_steps(void)
 int
 main(void)
 {
+	test_step_count();
 	test_valid();
 	test_effect_steps();
 	test_version();
