@@ -133,8 +133,22 @@ effects_done(orch *o, orun *r, int failed)
 static void
 finish_effects(orch *o, orun *r)
 {
+	const rs_cmd *c = &r->cur->cmd;
+	int64_t due = 0;
 	int n = 0;
 	rs_status st = effects_send(o, r, &r->dec, &n);
+
+	/* A timer.fire that came early (another instance's clock ran ahead)
+	 * decides nothing, but its decision may carry events all the same:
+	 * the end of a decision a crash cut short. The fire is acked with
+	 * them, so put it back for the rest of its time here too. */
+	if (st == RS_OK && r->dec.nevents > 0 && !r->dec.more && c->type == RS_CMD_TIMER_FIRE &&
+	    rs_run_timer_due(r->state, c->timer_id, &due) == RS_OK && due > rs_now_ms()) {
+		if (effects_requeue_timer(o, r, c) == RS_OK)
+			n++;
+		else
+			st = RS_ERR;
+	}
 
 	r->effects_left = n;
 	r->effects_failed = st != RS_OK;
