@@ -52,9 +52,16 @@ rs_ops_route(const rs_ops *ops, const char *path, char **body, size_t *len,
 	return 503;
 }
 
-int
-rs_http_respond(struct lws *wsi, int status, const char *ctype, const char *body,
-                size_t len)
+/*
+ * One whole response. close: say `Connection: close`. The dedicated ops
+ * port does: a probe or a scrape comes every few seconds, and a client
+ * that keeps the connection for the next one races the server's idle
+ * close (measured: "other side closed" on a reused socket, seconds later,
+ * under load). Ports that also serve the API keep connections alive.
+ */
+static int
+respond(struct lws *wsi, int status, const char *ctype, const char *body, size_t len,
+        int close)
 {
 	size_t hdrcap = LWS_PRE + 1024;
 	unsigned char *buf = malloc(hdrcap + len), *start, *p, *end;
@@ -66,6 +73,9 @@ rs_http_respond(struct lws *wsi, int status, const char *ctype, const char *body
 	end = buf + LWS_PRE + 1024 - 1;
 	if (lws_add_http_common_headers(wsi, (unsigned int)status, ctype, (lws_filepos_t)len,
 	                                &p, end))
+		goto cleanup;
+	if (close && lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION,
+	                                          (const unsigned char *)"close", 5, &p, end))
 		goto cleanup;
 	if (lws_finalize_http_header(wsi, &p, end))
 		goto cleanup;
@@ -81,7 +91,15 @@ cleanup:
 }
 
 int
-rs_ops_lws_respond(struct lws *wsi, const rs_ops *ops, const char *path)
+rs_http_respond(struct lws *wsi, int status, const char *ctype, const char *body,
+                size_t len)
+{
+	return respond(wsi, status, ctype, body, len, 0);
+}
+
+/* rs_ops_lws_respond, with or without Connection: close. */
+static int
+ops_respond(struct lws *wsi, const rs_ops *ops, const char *path, int close)
 {
 	char *body = NULL;
 	size_t len = 0;
@@ -93,9 +111,15 @@ rs_ops_lws_respond(struct lws *wsi, const rs_ops *ops, const char *path)
 		return 1;
 	if (body == NULL)
 		return -1;
-	rc = rs_http_respond(wsi, status, ctype, body, len);
+	rc = respond(wsi, status, ctype, body, len, close);
 	free(body);
 	return rc;
+}
+
+int
+rs_ops_lws_respond(struct lws *wsi, const rs_ops *ops, const char *path)
+{
+	return ops_respond(wsi, ops, path, 0);
 }
 
 struct rs_ops_server {
@@ -119,9 +143,9 @@ ops_http_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
 		return lws_callback_http_dummy(wsi, reason, user, in, len);
 	s = lws_context_user(lws_get_context(wsi));
 	snprintf(path, sizeof(path), "%s", (const char *)in);
-	if (rs_ops_lws_respond(wsi, s->ops, path) == 1) {
+	if (ops_respond(wsi, s->ops, path, 1) == 1) {
 		static const char nf[] = "{\"title\":\"not found\",\"status\":404}";
-		return rs_http_respond(wsi, 404, "application/problem+json", nf, sizeof(nf) - 1);
+		return respond(wsi, 404, "application/problem+json", nf, sizeof(nf) - 1, 1);
 	}
 	return 0;
 }
