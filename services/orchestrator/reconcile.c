@@ -36,7 +36,7 @@
 #include "rs_log.h"
 #include "rs_time.h"
 
-#define SWEEP_IDLE_WAIT_MS 2000   /* no message for this long: caught up */
+#define SWEEP_IDLE_WAIT_MS 10000  /* no message for this long: the pass failed */
 
 typedef struct {
 	int64_t interval_ms, lookback_s, quiet_ms;
@@ -127,6 +127,7 @@ sweep_pass(orch *o, const sweep_cfg *sc, int64_t start_ns, int64_t *events_read)
 	uint64_t stop_seq;
 	int64_t quiet_before = (rs_now_ms() - sc->quiet_ms) * 1000000LL;
 	long sent = 0;
+	int complete = 0;
 	natsStatus s;
 
 	*events_read = 0;
@@ -153,15 +154,29 @@ sweep_pass(orch *o, const sweep_cfg *sc, int64_t start_ns, int64_t *events_read)
 		json_decref(last);
 		return -1;
 	}
-	while (!atomic_load(&o->stopping)) {
+	/* Done when the consumer says nothing is left (metadata NumPending),
+	 * or at the last sequence the stream had when the pass began. A pass
+	 * that times out before either did not see everything: it counts as
+	 * failed, and the next one starts from the same point. */
+	{
+		jsConsumerInfo *ci = NULL;
+		if (natsSubscription_GetConsumerInfo(&ci, sub, NULL, &jerr) == NATS_OK) {
+			complete = ci->NumPending == 0 && ci->Delivered.Stream == 0;
+			jsConsumerInfo_Destroy(ci);
+		}
+	}
+	while (!complete && !atomic_load(&o->stopping)) {
 		natsMsg *m = NULL;
 		jsMsgMetaData *md = NULL;
 		const char *type = NULL, *id = NULL, *dash;
 		uint64_t seq;
 
 		s = natsSubscription_NextMsg(&m, sub, SWEEP_IDLE_WAIT_MS);
-		if (s == NATS_TIMEOUT)
-			break;   /* nothing at or after start_ns, or all read */
+		if (s == NATS_TIMEOUT) {
+			rs_warn("reconcile: RUNS' headers stopped coming after %lld event(s): pass "
+			        "incomplete", (long long)*events_read);
+			break;
+		}
 		if (s != NATS_OK) {
 			rs_warn("reconcile: reading RUNS: %s", natsStatus_GetText(s));
 			break;
@@ -179,10 +194,9 @@ sweep_pass(orch *o, const sweep_cfg *sc, int64_t start_ns, int64_t *events_read)
 			                    json_pack("{s:s, s:I, s:I}", "type", type, "runseq",
 			                              (json_int_t)strtoll(dash + 1, NULL, 10), "ts",
 			                              (json_int_t)md->Timestamp));
+		complete = seq >= stop_seq || md->NumPending == 0;
 		jsMsgMetaData_Destroy(md);
 		natsMsg_Destroy(m);
-		if (seq >= stop_seq)
-			break;
 	}
 	natsSubscription_Destroy(sub);
 	json_object_foreach(last, key, v) {
@@ -196,7 +210,7 @@ sweep_pass(orch *o, const sweep_cfg *sc, int64_t start_ns, int64_t *events_read)
 		}
 	}
 	json_decref(last);
-	return sent;
+	return complete ? sent : -1;
 }
 
 static void *
@@ -210,7 +224,7 @@ sweep_main(void *arg)
 	while (!atomic_load(&o->stopping)) {
 		pass_start = rs_now_ms();
 		sent = sweep_pass(o, &sc, from_ms * 1000000LL, &events);
-		if (sent >= 0) {
+		if (sent >= 0) {   /* a complete pass: the next one starts after it */
 			rs_metric_add(om.sweep_continued, (double)sent);
 			rs_metric_add(om.sweep_events, (double)events);
 			rs_metric_observe(om.sweep_duration, (double)(rs_now_ms() - pass_start) / 1e3);
