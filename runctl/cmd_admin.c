@@ -312,8 +312,7 @@ cmd_keys_revoke(int argc, char **argv)
 
 	if (arg == NULL || runctl_nargs(argc, argv) != 1)
 		return out_err(RC_USAGE, cmd, "usage: runctl keys revoke KEY_ID|KEY --tenant T");
-	if ((rc = admin_open(argc, argv, cmd, tenant_only, "apikeys", &n, &kv, &tenant)) != RC_OK)
-		goto cleanup;
+	memset(&n, 0, sizeof(n));
 	/* The key itself (rk_...) or its id: at least 8 hex chars of its hash. */
 	if (strncmp(arg, "rk_", 3) == 0) {
 		rs_sha256_hex(arg, strlen(arg), sum);
@@ -329,7 +328,8 @@ cmd_keys_revoke(int argc, char **argv)
 		}
 		snprintf(sum, sizeof(sum), "%s", arg);
 	}
-	if ((rc = secrets_of(kv, cmd, tenant, NULL, &l)) != RC_OK)
+	if ((rc = admin_open(argc, argv, cmd, tenant_only, "apikeys", &n, &kv, &tenant)) != RC_OK ||
+	    (rc = secrets_of(kv, cmd, tenant, NULL, &l)) != RC_OK)
 		goto cleanup;
 	for (i = 0; i < l.n; i++)
 		if (strncmp(l.v[i].sum, sum, strlen(sum)) == 0) {
