@@ -384,8 +384,10 @@ parse_signal(json_t *js, const char *path, rs_step *s, char *err, size_t cap)
 	if (get_str(js, "signal", path, 1, &name, err, cap) != RS_OK)
 		return RS_EINVAL;
 	subpath(p, sizeof(p), path, "signal");
-	if (!is_name(name))
-		return fail(err, cap, p, "must match [A-Za-z0-9_.-]{1,128}");
+	/* The names POST /v1/runs/{id}/signals/{name} accepts: a step waiting
+	 * for any other name could never be signalled. */
+	if (!rs_id_is_token(name, 64))
+		return fail(err, cap, p, "must match [a-z0-9_-]{1,64} (a signal name the API accepts)");
 	s->signal = xstrdup(name);
 	if (get_int(js, "timeout_s", path, 1, &s->timeout_s, err, cap) != RS_OK)
 		return RS_EINVAL;
@@ -448,6 +450,12 @@ parse_branch(json_t *js, const char *path, rs_step *s, const idset *ids, char *e
 	char p[320], q[352];
 	size_t i;
 
+	/* A branch goes where its cases and else say: a "next" would be
+	 * silently ignored, so it is refused. */
+	if (json_object_get(js, "next") != NULL) {
+		subpath(p, sizeof(p), path, "next");
+		return fail(err, cap, p, "not allowed on a branch (it goes to a case's goto or to else)");
+	}
 	subpath(p, sizeof(p), path, "when");
 	if (when == NULL)
 		return fail(err, cap, p, "required");

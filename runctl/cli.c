@@ -9,6 +9,7 @@
 
 #include "rs_config.h"
 #include "rs_id.h"
+#include "rs_json.h"
 #include "rs_log.h"
 #include "runctl.h"
 
@@ -112,18 +113,14 @@ runctl_check_flags(int argc, char **argv, const char *cmd, const char *const *kn
 		if (!is_opt(argv[i]))
 			continue;
 		size_t n = opt_len(argv[i]);
-		if (!in_list(global_flags, argv[i] + 2, n) && (known == NULL || !in_list(known, argv[i] + 2, n))) {
-			fprintf(stderr, "runctl %s: unknown option '%.*s' (see runctl %s --help)\n",
-			        cmd, (int)n + 2, argv[i], cmd);
-			return RC_USAGE;
-		}
+		if (!in_list(global_flags, argv[i] + 2, n) && (known == NULL || !in_list(known, argv[i] + 2, n)))
+			return out_err(RC_USAGE, cmd, "unknown option '%.*s' (see runctl %s --help)",
+			               (int)n + 2, argv[i], cmd);
 		if (in_list(bare_flags, argv[i] + 2, n))
 			continue;
 		if (argv[i][2 + n] != '=') {
-			if (i + 1 >= argc) {
-				fprintf(stderr, "runctl %s: option '%s' needs a value\n", cmd, argv[i]);
-				return RC_USAGE;
-			}
+			if (i + 1 >= argc)
+				return out_err(RC_USAGE, cmd, "option '%s' needs a value", argv[i]);
 			i++;
 		}
 	}
@@ -137,10 +134,9 @@ runctl_nats(rs_nats *n, int argc, char **argv)
 	                              rs_env_str("RS_NATS_URL", "nats://127.0.0.1:4222"));
 
 	memset(n, 0, sizeof(*n));
-	if (rs_nats_connect(n, url, "runctl", NULL, 2000) != RS_OK) {
-		fprintf(stderr, "runctl: cannot reach NATS at %s: is the stack up? (./run up, or set RS_NATS_URL / --nats)\n", url);
-		return RC_DOWN;
-	}
+	if (rs_nats_connect(n, url, "runctl", NULL, 2000) != RS_OK)
+		return out_err(RC_DOWN, NULL, "cannot reach NATS at %s: is the stack up? (./run up, or set "
+		               "RS_NATS_URL / --nats)", url);
 	return RC_OK;
 }
 
@@ -158,7 +154,8 @@ usage(const runctl_cmd *cmds)
 	fprintf(stderr, "usage: runctl <command> [options]\n\ncommands:\n");
 	for (const runctl_cmd *c = cmds; c->group != NULL; c++)
 		fprintf(stderr, "  %-9s %-8s %s\n", c->group, c->name ? c->name : "", c->help);
-	fprintf(stderr, "\nEvery command takes --help. Global options: --json (output for scripts),\n"
+	fprintf(stderr, "\nEvery command takes --help; runctl --version prints the build's version.\n"
+	        "Global options: --json (output for scripts, errors included),\n"
 	        "--no-color, --nats URL. Connection settings come from RS_NATS_URL, RS_PG_URL,\n"
 	        "RS_API_URL and RS_API_KEY (docs/runctl.md).\n"
 	        "Exit codes: 0 ok, 1 failure or divergence, 2 usage, 3 not found, 4 server down.\n");
@@ -183,12 +180,31 @@ group_usage(const runctl_cmd *cmds, const char *group)
 	return RC_USAGE;
 }
 
+/* runctl --version: the build's version (meson project version and git
+ * commit, see runctl/meson.build). */
+static int
+print_version(const char *version)
+{
+	if (out_json()) {
+		json_t *v = json_pack("{s:s, s:s}", "name", "runctl", "version", version);
+		out_json_value(stdout, v, 0);
+		json_decref(v);
+	} else {
+		printf("runctl %s\n", version);
+	}
+	return RC_OK;
+}
+
 int
-runctl_dispatch(const runctl_cmd *cmds, int argc, char **argv)
+runctl_dispatch(const runctl_cmd *cmds, const char *version, int argc, char **argv)
 {
 	int group_known = 0;
 
 	rs_log_init("runctl");
+	/* Before a command is found, --json anywhere decides how errors read. */
+	out_init(argc, argv);
+	if (argc >= 2 && (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0))
+		return print_version(version);
 	if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
 	    strcmp(argv[1], "help") == 0) {
 		usage(cmds);
@@ -215,6 +231,9 @@ runctl_dispatch(const runctl_cmd *cmds, int argc, char **argv)
 		int rc = group_usage(cmds, argv[1]);
 		return argc >= 3 ? RC_OK : rc;   /* asked for help: not an error */
 	}
+	if (out_json())
+		return out_err(RC_USAGE, NULL, "unknown command '%s%s%s' (runctl --help lists them)",
+		               argv[1], argc > 2 ? " " : "", argc > 2 ? argv[2] : "");
 	fprintf(stderr, "runctl: unknown command '%s%s%s'\n\n", argv[1], argc > 2 ? " " : "",
 	        argc > 2 ? argv[2] : "");
 	usage(cmds);

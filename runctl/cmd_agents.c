@@ -1,10 +1,14 @@
 /*
- * cmd_agents.c - `runctl agents push|ls|show`: agent definitions in the
- * KV bucket agents, written the way the API writes them:
+ * cmd_agents.c - `runctl agents validate|push|ls|show`: agent definitions
+ * in the KV bucket agents, written the way the API (services/api/agents.c)
+ * writes them:
  *   <tenant>.<name>.<version>  canonical definition, created once (immutable)
- *   <tenant>.<name>.latest     {"version": "..."}
+ *   <tenant>.<name>.latest     {"version": "..."}, moved by every push
  * kvStore_Create makes a push idempotent: pushing the same definition
- * twice yields the same version and "created": false.
+ * twice yields the same version and "created": false. Like the API, a push
+ * of an existing version still moves latest to it (pushing an older
+ * definition again makes it current: a redeploy or a rollback).
+ * `validate` is the same parser (rs_agent_parse) offline: no NATS needed.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -137,6 +141,57 @@ read_all(const char *path, size_t *len)
 	return buf;
 }
 
+/*
+ * agents validate FILE: rs_agent_parse_text, exactly what POST /v1/agents
+ * and the orchestrator run, without a server. Exit 0 valid, 2 invalid
+ * (the parser's "<field path>: <problem>"), 3 unreadable file.
+ */
+int
+cmd_agents_validate(int argc, char **argv)
+{
+	const char *cmd = "agents validate", *file = runctl_arg(argc, argv, 0);
+	char err[512], *buf = NULL;
+	rs_agent *a = NULL;
+	size_t len = 0;
+	json_t *doc;
+	int rc;
+
+	if ((rc = runctl_check_flags(argc, argv, cmd, NULL)) != RC_OK)
+		return rc;
+	if (file == NULL || runctl_nargs(argc, argv) != 1)
+		return out_err(RC_USAGE, cmd, "give one definition file: runctl agents validate FILE "
+		               "(- for stdin)");
+	if ((buf = read_all(file, &len)) == NULL)
+		return out_err(RC_NOTFOUND, cmd, "cannot read %s", file);
+	if (rs_agent_parse_text(buf, len, &a, err, sizeof(err)) != RS_OK) {
+		if (out_json()) {
+			doc = json_pack("{s:b, s:s, s:{s:s, s:i, s:s}}", "valid", 0, "file", file,
+			                "error", "command", cmd, "exit", RC_USAGE, "message", err);
+			out_json_value(stdout, doc, 0);
+			json_decref(doc);
+		} else {
+			fprintf(stderr, "runctl %s: %s is not a valid agent: %s\n", cmd, file, err);
+		}
+		rc = RC_USAGE;
+		goto cleanup;
+	}
+	if (out_json()) {
+		doc = json_pack("{s:b, s:s, s:s, s:s, s:I}", "valid", 1, "file", file, "name",
+		                rs_agent_name(a), "version", rs_agent_version(a), "steps",
+		                (json_int_t)rs_agent_step_count(a));
+		out_json_value(stdout, doc, 0);
+		json_decref(doc);
+	} else {
+		printf("%s: valid, %s@%s (%zu step%s)\n", file, rs_agent_name(a), rs_agent_version(a),
+		       rs_agent_step_count(a), rs_agent_step_count(a) == 1 ? "" : "s");
+	}
+	rc = RC_OK;
+cleanup:
+	free(buf);
+	rs_agent_free(a);
+	return rc;
+}
+
 int
 cmd_agents_push(int argc, char **argv)
 {
@@ -176,13 +231,23 @@ cmd_agents_push(int argc, char **argv)
 		 * the content, so an existing key is this very definition. */
 		kvEntry *e = NULL;
 		natsStatus g = kvStore_Get(&e, kv, key);
+		/* Like the API: compare the bytes, a hash collision must not
+		 * pass silently. */
+		int same = g == NATS_OK && (size_t)kvEntry_ValueLen(e) == strlen(canon) &&
+		           memcmp(kvEntry_Value(e), canon, strlen(canon)) == 0;
 		kvEntry_Destroy(e);
 		if (g != NATS_OK) {
 			rc = out_err(RC_FAIL, cmd, "cannot store %s: %s", key, natsStatus_GetText(s));
 			goto cleanup;
 		}
+		if (!same) {
+			rc = out_err(RC_FAIL, cmd, "version %s of agent %s exists with a different "
+			             "definition", rs_agent_version(a), rs_agent_name(a));
+			goto cleanup;
+		}
 	}
-	if (created) {
+	{
+		/* Every push moves latest, as POST /v1/agents does. */
 		json_t *l = json_pack("{s:s}", "version", rs_agent_version(a));
 		latest = rs_json_dump(l);
 		json_decref(l);
@@ -194,13 +259,14 @@ cmd_agents_push(int argc, char **argv)
 		}
 	}
 	if (out_json()) {
-		json_t *doc = json_pack("{s:s,s:s,s:s,s:b}", "tenant", tenant, "name", rs_agent_name(a),
-		                        "version", rs_agent_version(a), "created", created);
+		json_t *doc = json_pack("{s:s,s:s,s:s,s:b,s:s}", "tenant", tenant, "name",
+		                        rs_agent_name(a), "version", rs_agent_version(a), "created",
+		                        created, "latest", rs_agent_version(a));
 		out_json_value(stdout, doc, 0);
 		json_decref(doc);
 	} else {
-		printf("%s@%s %s\n", rs_agent_name(a), rs_agent_version(a),
-		       created ? "created" : "already exists (created: false)");
+		printf("%s@%s %s; latest is now %s\n", rs_agent_name(a), rs_agent_version(a),
+		       created ? "created" : "already exists (created: false)", rs_agent_version(a));
 	}
 	rc = RC_OK;
 cleanup:

@@ -216,6 +216,7 @@ role_publish(const char *user, subjects *p)
 		durable_pull(p, "TOOLCALLS", "routers");
 		stream_info(p, "CMDS");
 		kv_read(p, "devtokens");
+		kv_watch(p, "devtokens");  /* revocations close live connections (revoke.c) */
 		kv_write(p, "presence");
 		kv_write(p, "calls");
 		kv_watch(p, "calls");

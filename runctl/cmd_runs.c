@@ -20,7 +20,7 @@
 
 static const char *const runs_flags[] = {
 	"api", "api-key", "input", "idempotency-key", "version", "watch", "status", "agent",
-	"limit", "reason", "payload", "tenant", NULL
+	"limit", "after", "reason", "payload", "tenant", NULL
 };
 
 typedef struct {
@@ -215,14 +215,40 @@ cleanup:
 	return rc;
 }
 
+/* The API's page bound for GET /v1/runs (services/api/reads.c). */
+#define RUNS_PAGE_MAX 100
+
+/* A cursor of GET /v1/runs: base64url, no padding (safe in a query). */
+static int
+is_cursor(const char *c)
+{
+	size_t n = strlen(c);
+
+	if (n == 0 || n > 200)
+		return 0;
+	for (; *c; c++)
+		if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+		      (*c >= '0' && *c <= '9') || *c == '-' || *c == '_'))
+			return 0;
+	return 1;
+}
+
+/*
+ * runs ls: one page of GET /v1/runs (newest first). --limit is checked
+ * against the API's own bound (1..100) so the error is ours and clear;
+ * the page's next_after cursor is printed (with the command that fetches
+ * the next page), or "no more runs" on the last page.
+ */
 int
 cmd_runs_ls(int argc, char **argv)
 {
 	const char *cmd = "runs ls";
 	const char *status = runctl_flag(argc, argv, "status", NULL), *agent = runctl_flag(argc, argv, "agent", NULL);
 	const char *limit = runctl_flag(argc, argv, "limit", "20");
-	char path[512];
+	const char *after = runctl_flag(argc, argv, "after", NULL);
+	char path[768];
 	json_t *res = NULL, *runs, *r;
+	const char *next;
 	int64_t lim;
 	api_cfg a;
 	size_t i;
@@ -230,26 +256,38 @@ cmd_runs_ls(int argc, char **argv)
 
 	if ((rc = runctl_check_flags(argc, argv, cmd, runs_flags)) != RC_OK)
 		return rc;
-	if (rs_parse_int(limit, 1, 1000, &lim) != RS_OK)
-		return out_err(RC_USAGE, cmd, "--limit must be between 1 and 1000");
-	if ((status && !rs_id_is_token(status, 32)) || (agent && strpbrk(agent, "&?#/ ")))
+	if (rs_parse_int(limit, 1, RUNS_PAGE_MAX, &lim) != RS_OK)
+		return out_err(RC_USAGE, cmd, "--limit must be between 1 and %d (the API's page size "
+		               "bound; page with --after)", RUNS_PAGE_MAX);
+	if ((status && !rs_id_is_token(status, 32)) || (agent && !rs_id_is_token(agent, 64)))
 		return out_err(RC_USAGE, cmd, "bad --status or --agent");
+	if (after != NULL && !is_cursor(after))
+		return out_err(RC_USAGE, cmd, "--after must be a next_after cursor printed by runs ls");
 	if ((rc = api_init(argc, argv, &a, cmd)) != RC_OK)
 		return rc;
-	snprintf(path, sizeof(path), "/v1/runs?limit=%" PRId64 "%s%s%s%s", lim, status ? "&status=" : "",
-	         status ? status : "", agent ? "&agent=" : "", agent ? agent : "");
+	snprintf(path, sizeof(path), "/v1/runs?limit=%" PRId64 "%s%s%s%s%s%s", lim,
+	         status ? "&status=" : "", status ? status : "", agent ? "&agent=" : "",
+	         agent ? agent : "", after ? "&after=" : "", after ? after : "");
 	if ((rc = api_call(&a, cmd, "GET", path, NULL, NULL, &res)) != RC_OK)
 		return rc;
-	runs = json_is_array(res) ? res : json_object_get(res, "runs");
+	runs = json_object_get(res, "runs");
+	next = json_string_value(json_object_get(res, "next_after"));
 	if (out_json() || !json_is_array(runs)) {
 		out_json_value(stdout, res, !out_json());
 	} else {
-		printf("%-36s  %-20s  %-10s  %s\n", "RUN", "AGENT", "STATUS", "CREATED");
+		if (json_array_size(runs) > 0)
+			printf("%-36s  %-20s  %-10s  %s\n", "RUN", "AGENT", "STATUS", "CREATED");
 		json_array_foreach(runs, i, r)
 			printf("%-36s  %-20s  %-10s  %s\n", json_string_value(json_object_get(r, "run_id")),
 			       json_string_value(json_object_get(r, "agent")),
 			       json_string_value(json_object_get(r, "status")),
 			       json_string_value(json_object_get(r, "created_at")));
+		if (next != NULL)
+			printf("next_after: %s  (next page: runctl runs ls --after %s%s%s%s%s --limit %" PRId64 ")\n",
+			       next, next, status ? " --status " : "", status ? status : "",
+			       agent ? " --agent " : "", agent ? agent : "", lim);
+		else
+			printf("%s\n", json_array_size(runs) ? "no more runs" : "no runs");
 	}
 	json_decref(res);
 	return RC_OK;

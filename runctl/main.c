@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "runctl.h"
+#include "runctl_version.h"
 
 #define SRC "[RUN_ID | --file run.ndjson] [--from-pg [--pg URL]] [--tenant T]"
 
@@ -22,13 +23,16 @@ static const runctl_cmd commands[] = {
 	  cmd_diff, "RUN_A RUN_B (run ids, or exported .ndjson files) [--tenant T] [--from-pg]" },
 	{ "tail", NULL, "follow run events live", cmd_tail,
 	  "[--tenant T] [--type TYPE] [--run ID] [--count N] [--for SECONDS] [--json]" },
-	{ "agents", "push", "validate and store an agent definition (prints version, created or not)",
-	  cmd_agents_push, "FILE --tenant T" },
+	{ "agents", "validate", "check an agent definition offline with the server's parser (exit 2 "
+	  "and the parser's message if invalid)", cmd_agents_validate, "FILE [--json]" },
+	{ "agents", "push", "validate and store an agent definition and make it the latest version "
+	  "(prints version, created or not)", cmd_agents_push, "FILE --tenant T" },
 	{ "agents", "ls", "list a tenant's agents and their latest versions", cmd_agents_ls, "--tenant T" },
 	{ "agents", "show", "print an agent definition", cmd_agents_show, "NAME --tenant T [--version V]" },
 	{ "runs", "start", "start a run through the API; --watch follows it and exits with its outcome",
 	  cmd_runs_start, "AGENT --input JSON [--version V] [--idempotency-key K] [--watch]" },
-	{ "runs", "ls", "list runs (API)", cmd_runs_ls, "[--status S] [--agent A] [--limit N]" },
+	{ "runs", "ls", "list runs, newest first, one page (API); prints the cursor of the next page",
+	  cmd_runs_ls, "[--status S] [--agent A] [--limit N (1-100)] [--after CURSOR]" },
 	{ "runs", "show", "show a run (API)", cmd_runs_show, "RUN_ID" },
 	{ "runs", "cancel", "cancel a run (API)", cmd_runs_cancel, "RUN_ID [--reason TEXT]" },
 	{ "runs", "signal", "send a signal to a run (API)", cmd_runs_signal, "RUN_ID NAME [--payload JSON]" },
@@ -41,7 +45,15 @@ static const runctl_cmd commands[] = {
 	{ "projector", "rebuild", "rebuild the Postgres read models from RUNS (rs-projector --rebuild)",
 	  cmd_projector_rebuild, NULL },
 	{ "keys", "create", "create an API key for a tenant", cmd_keys_create, "--tenant T" },
+	{ "keys", "ls", "list a tenant's API keys (ids: the first 12 hex of their sha256)", cmd_keys_ls,
+	  "--tenant T" },
+	{ "keys", "revoke", "revoke an API key by id (from keys ls) or by the key itself", cmd_keys_revoke,
+	  "KEY_ID|KEY --tenant T" },
 	{ "devices", "token", "issue a device token", cmd_devices_token, "--tenant T --device D" },
+	{ "devices", "ls", "list a tenant's devices with tokens, and whether they are online",
+	  cmd_devices_ls, "--tenant T" },
+	{ "devices", "revoke", "revoke every token of a device; routers drop its live connections",
+	  cmd_devices_revoke, "DEVICE --tenant T" },
 	{ "nats", "config", "write the NATS users of this installation (passwords once, auth.conf "
 	  "for nats-server); --env-passwords prints it with $RS_NATS_PASSWORD_<ROLE> references",
 	  cmd_nats_config, "[--dir DIR] [--env-passwords]" },
@@ -59,5 +71,5 @@ static const runctl_cmd commands[] = {
 int
 main(int argc, char **argv)
 {
-	return runctl_dispatch(commands, argc, argv);
+	return runctl_dispatch(commands, RUNCTL_VERSION, argc, argv);
 }

@@ -4,7 +4,8 @@
  * Human output is aligned text; colour is used only when stdout is a
  * terminal and NO_COLOR is unset, so piped output and golden files are
  * byte-for-byte deterministic. --json switches every command to JSON on
- * stdout (one document, or one object per line for streams).
+ * stdout (one document, or one object per line for streams), errors
+ * included (out_err).
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -70,15 +71,29 @@ out_json_value(FILE *f, json_t *v, int pretty)
 	}
 }
 
+/* In --json mode an error is a JSON document too, on stdout where the
+ * script reads (one line; nothing on stderr), so `out=$(runctl --json ...)`
+ * always holds JSON: {"error": {"command", "exit", "message"}}. */
 int
 out_err(int rc, const char *cmd, const char *fmt, ...)
 {
+	char msg[2048];
 	va_list ap;
 
-	fprintf(stderr, "runctl %s: ", cmd);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	if (json_mode) {
+		json_t *doc = json_pack("{s:{s:s?, s:i, s:s}}", "error", "command", cmd, "exit", rc,
+		                        "message", msg);
+		out_json_value(stdout, doc, 0);
+		json_decref(doc);
+		fflush(stdout);
+		return rc;
+	}
+	if (cmd != NULL)
+		fprintf(stderr, "runctl %s: %s\n", cmd, msg);
+	else
+		fprintf(stderr, "runctl: %s\n", msg);
 	return rc;
 }

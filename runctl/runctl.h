@@ -22,8 +22,9 @@ typedef struct {
 	const char *usage;  /* options, shown by --help; NULL if none */
 } runctl_cmd;
 
-/* Find and run the command named by argv[1] (and argv[2]); prints help. */
-int runctl_dispatch(const runctl_cmd *cmds, int argc, char **argv);
+/* Find and run the command named by argv[1] (and argv[2]); prints help.
+ * `runctl --version [--json]` prints version (the build's, main.c). */
+int runctl_dispatch(const runctl_cmd *cmds, const char *version, int argc, char **argv);
 
 /* Value of --name in argv (also --name=value), else def. */
 const char *runctl_flag(int argc, char **argv, const char *name, const char *def);
@@ -59,7 +60,9 @@ const char *out_on(out_color c);
 const char *out_off(void);
 /* Print v on stdout: compact + newline in JSON mode, indented otherwise. */
 void out_json_value(FILE *f, json_t *v, int pretty);
-/* Print an error "runctl <cmd>: <msg>" on stderr and return rc. */
+/* Print an error "runctl <cmd>: <msg>" on stderr (cmd NULL: "runctl: <msg>")
+ * and return rc. In --json mode print {"error": {"command", "exit": rc,
+ * "message"}} on stdout instead. */
 int out_err(int rc, const char *cmd, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* ---- http.c: a minimal HTTP/1.1 client for the Runstream API ---- */
@@ -89,6 +92,10 @@ int cmd_streams_apply(int argc, char **argv);
 int cmd_migrate(int argc, char **argv);
 int cmd_keys_create(int argc, char **argv);
 int cmd_devices_token(int argc, char **argv);
+int cmd_keys_ls(int argc, char **argv);
+int cmd_keys_revoke(int argc, char **argv);
+int cmd_devices_ls(int argc, char **argv);
+int cmd_devices_revoke(int argc, char **argv);
 int cmd_secrets_set(int argc, char **argv);
 int cmd_secrets_rm(int argc, char **argv);
 int cmd_secrets_ls(int argc, char **argv);
@@ -96,6 +103,7 @@ int cmd_replay(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_diff(int argc, char **argv);
 int cmd_tail(int argc, char **argv);
+int cmd_agents_validate(int argc, char **argv);
 int cmd_agents_push(int argc, char **argv);
 int cmd_agents_ls(int argc, char **argv);
 int cmd_agents_show(int argc, char **argv);

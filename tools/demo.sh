@@ -3,6 +3,12 @@
 # up: push an agent that calls a device tool, sleeps on a durable timer and
 # branches; start a run over HTTP; print its events live from SSE; show the
 # read model; replay it with runctl. Leaves the stack running.
+#
+# Safe under `set -o pipefail`: no pipe ends in a reader that may stop early
+# (head, grep -q, ...), which would kill the writer with SIGPIPE and fail the
+# pipeline (a `python3 -m json.tool | head -40` once made `./run demo` exit 32).
+# Output to be shortened is written to a file under .run/ and then shown;
+# the only pipe left (SSE into sse_pretty.py) reads its input to the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck disable=SC1091
@@ -49,10 +55,21 @@ echo "same request again -> $again  (same run_id: no second run)"
 
 step "4. Watch it live (GET /v1/runs/$run_id/stream, Server-Sent Events)"
 # The example device (build/device/rs-device-example) answers the echo call.
-curl -sS -N "${auth[@]}" "$RS_API_URL/v1/runs/$run_id/stream" | python3 -u tools/sse_pretty.py
+# sse_pretty.py reads to EOF (the API closes the stream after the terminal
+# event), so curl is never cut off; --max-time bounds a run that hangs.
+curl -sS -N --max-time 180 "${auth[@]}" "$RS_API_URL/v1/runs/$run_id/stream" \
+	| python3 -u tools/sse_pretty.py
 
 step "5. The run as the read model shows it (GET /v1/runs/$run_id)"
-curl -sS "${auth[@]}" "$RS_API_URL/v1/runs/$run_id" | python3 -m json.tool | head -40
+# To a file first, then the first 40 lines of it: `| head -40` would
+# SIGPIPE json.tool on a long answer (exit 120/141 under pipefail).
+curl -sS -o .run/demo-run.json "${auth[@]}" "$RS_API_URL/v1/runs/$run_id"
+python3 -m json.tool .run/demo-run.json >.run/demo-run.pretty.json
+head -n 40 .run/demo-run.pretty.json
+lines=$(wc -l <.run/demo-run.pretty.json)
+if [ "$lines" -gt 40 ]; then
+	echo "  ... ($lines lines in all: .run/demo-run.pretty.json)"
+fi
 
 step "6. Replay it from the log (runctl replay $run_id), then re-check it against this build's state machine"
 "$B/runctl/runctl" replay "$run_id" || true

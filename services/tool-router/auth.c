@@ -6,9 +6,12 @@
  * The look-up runs on a worker (it is a NATS round trip); the connection
  * waits in RS_CONN_AUTH. Positive answers are cached on the service thread
  * for TOKEN_TTL_MS so a fleet reconnecting after a router restart does not
- * hammer the KV; the price is that revoking a token takes up to that long
- * to affect new connections. Unknown tokens are not cached (a token created
- * a moment ago must work at once).
+ * hammer the KV. Revocation does not wait for that TTL: revoke.c watches
+ * KV devtokens, and a deleted token leaves the cache, and every connection
+ * it authenticated is closed (rs_router_auth_revoke). A look-up that read
+ * the token just before it was deleted and answers just after is refused
+ * too: recently revoked sums are remembered for REVOKED_TTL_MS. Unknown
+ * tokens are not cached (a token created a moment ago must work at once).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +24,8 @@
 
 #define TOKEN_TTL_MS 60000
 #define TOKEN_CACHE_MAX 200000
+#define REVOKED_TTL_MS 60000
+#define CLOSE_REVOKED 4403
 
 typedef struct {
 	int64_t expires;
@@ -60,6 +65,70 @@ finish(rs_router *r, auth_job *j, rs_router_conn *c)
 	rs_metric_inc(r->m.auth_ok);
 	rs_router_conn_accept(r, c, j->tenant, j->device_id, j->data, j->data + j->tools_len + 1,
 	                      j->names_len);
+	if (c->dev != NULL)
+		memcpy(c->dev->token, j->sum, sizeof(c->dev->token));
+}
+
+/* 1 if sum was revoked less than REVOKED_TTL_MS ago (service thread). */
+static int
+recently_revoked(rs_router *r, const char *sum)
+{
+	int64_t *at = rs_router_map_get(&r->revoked, sum);
+
+	return at != NULL && rs_mono_ms() - *at < REVOKED_TTL_MS;
+}
+
+int
+rs_router_auth_revoke(rs_router *r, const char *sum)
+{
+	rs_router_conn *c, *next;
+	rs_router_map_ent *e;
+	int64_t *at, now = rs_mono_ms();
+	size_t i;
+	int closed = 0;
+
+	free(rs_router_map_del(&r->tokens, sum));
+	/* Forget old revocations first: the map stays small. */
+	for (i = 0, e = NULL; (e = rs_router_map_next(&r->revoked, &i, e)) != NULL;) {
+		at = e->val;
+		if (now - *at >= REVOKED_TTL_MS) {
+			char *k = strdup(e->key);
+			if (k == NULL)
+				abort();
+			free(rs_router_map_del(&r->revoked, k));
+			free(k);
+			i = 0;   /* the map changed: start over (rare, small) */
+			e = NULL;
+		}
+	}
+	if ((at = rs_router_map_get(&r->revoked, sum)) == NULL) {
+		if ((at = malloc(sizeof(*at))) == NULL)
+			abort();
+		if (rs_router_map_put(&r->revoked, sum, at) != RS_OK)
+			abort();
+	}
+	*at = now;
+	for (c = r->conns; c != NULL; c = next) {
+		next = c->next;
+		if (c->dev == NULL || c->state != RS_CONN_READY || strcmp(c->dev->token, sum) != 0)
+			continue;
+		rs_info("router: device %s: its token was revoked, closing conn %llu", c->dev->key,
+		        (unsigned long long)c->id);
+		rs_router_conn_error(r, c, "revoked", "the device token was revoked", CLOSE_REVOKED);
+		closed++;
+	}
+	return closed;
+}
+
+static void
+tokens_free(rs_router *r)
+{
+	rs_router_map_ent *e;
+	size_t i;
+
+	for (i = 0, e = NULL; (e = rs_router_map_next(&r->tokens, &i, e)) != NULL;)
+		free(e->val);
+	rs_router_map_free(&r->tokens);
 }
 
 /* Service thread: the worker's answer. */
@@ -69,11 +138,13 @@ auth_done(rs_router *r, rs_router_job *jj)
 	auth_job *j = (auth_job *)jj;
 	rs_router_conn *c = rs_router_conn_find(r, j->conn);
 
+	if (j->result == AUTH_OK && recently_revoked(r, j->sum))
+		j->result = AUTH_UNKNOWN;   /* read just before its deletion */
 	if (j->result == AUTH_OK) {
 		token_ent *t = rs_router_map_get(&r->tokens, j->sum);
 
 		if (t == NULL && r->tokens.n >= TOKEN_CACHE_MAX)
-			rs_router_auth_free(r);  /* crude bound; refills on demand */
+			tokens_free(r);  /* crude bound; refills on demand */
 		if (t == NULL && (t = calloc(1, sizeof(*t))) != NULL &&
 		    rs_router_map_put(&r->tokens, j->sum, t) != RS_OK) {
 			free(t);
@@ -169,7 +240,8 @@ rs_router_auth_free(rs_router *r)
 	rs_router_map_ent *e;
 	size_t i;
 
-	for (i = 0, e = NULL; (e = rs_router_map_next(&r->tokens, &i, e)) != NULL;)
+	tokens_free(r);
+	for (i = 0, e = NULL; (e = rs_router_map_next(&r->revoked, &i, e)) != NULL;)
 		free(e->val);
-	rs_router_map_free(&r->tokens);
+	rs_router_map_free(&r->revoked);
 }

@@ -108,6 +108,8 @@ main(void)
 		goto cleanup;
 	if (rs_router_calls_start(r) != RS_OK)
 		goto cleanup;
+	if (rs_router_revoke_start(r) != RS_OK)
+		goto cleanup;
 	rs_info("router %s started (heartbeat %ds, max frame %zu bytes, %d workers)", r->instance,
 	        r->heartbeat_s, r->max_frame, r->nworkers);
 	rs_router_ws_run(r);
@@ -115,6 +117,7 @@ main(void)
 	rs_info("router: shutting down");
 cleanup:
 	atomic_store(&r->stopping, 1);
+	rs_router_revoke_stop(r);
 	rs_router_calls_stop(r);
 	if (r->ctx != NULL)
 		rs_router_ws_stop(r);   /* closes connections: releases their calls */

@@ -102,6 +102,8 @@ typedef struct rs_router_device {
 	uint32_t pending; /* calls delivered and unanswered: capability spread */
 	uint32_t claiming; /* claims under way (counted like pending) */
 	uint64_t conn_id;
+	char token[65];   /* sha256 hex of the token it authenticated with
+	                   * (revoke.c closes the connection when it is revoked) */
 	char ids[];       /* tenant\0device_id\0 */
 } rs_router_device;
 
@@ -177,6 +179,7 @@ struct rs_router {
 	rs_router_map devices;       /* device key -> conn */
 	rs_router_map calls;         /* KV key -> rs_router_call (calls.c) */
 	rs_router_map tokens;        /* sha256 hex -> cached token (auth.c) */
+	rs_router_map revoked;       /* sha256 hex -> revoked at (mono ms), recent (auth.c) */
 	rs_router_map tenant_conns;  /* tenant -> connections with a device (count) */
 	lws_sorted_usec_list_t sul_heartbeat, sul_sweep, sul_presence;
 
@@ -186,6 +189,11 @@ struct rs_router {
 	natsSubscription *intake_sub;
 	kvWatcher *watcher;
 	atomic_int watch_synced;     /* initial values of KV calls loaded */
+
+	/* revoke.c thread: follows KV devtokens deletions */
+	pthread_t revoke_thread;
+	int revoke_started;
+	kvWatcher *tok_watcher;
 
 	struct {
 		rs_metric *devices, *connections, *frames_in, *frames_out, *bad_frames,
@@ -202,6 +210,15 @@ int rs_router_ready(void *arg, char *why, size_t cap);
 /* auth.c: verify a hello (token, device id) and answer welcome or error. */
 void rs_router_auth_hello(rs_router *r, rs_router_conn *c, const rs_router_frame *hello);
 void rs_router_auth_free(rs_router *r);
+/* Service thread: token sum was revoked (deleted from KV devtokens): drop
+ * it from the cache, refuse a look-up of it still in flight, and close the
+ * connections it authenticated. Returns how many were closed. */
+int rs_router_auth_revoke(rs_router *r, const char *sum);
+
+/* revoke.c: a thread watching KV devtokens; each deletion or purge reaches
+ * rs_router_auth_revoke on the service thread. */
+rs_status rs_router_revoke_start(rs_router *r);
+void rs_router_revoke_stop(rs_router *r);   /* call with r->stopping set */
 
 /* presence.c */
 void rs_router_presence_put(rs_router *r, const rs_router_device *d, uint64_t conn_id);

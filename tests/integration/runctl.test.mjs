@@ -6,11 +6,13 @@
 // agent).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { connect, headers, StringCodec } from 'nats';
-import { startStack, startNats, runctl, stopAll, tmpDir, bin, SRC } from '../lib/stack.mjs';
+import WebSocket from 'ws';
+import { startStack, startNats, startService, runctl, stopAll, tmpDir, bin, freePort, SRC } from '../lib/stack.mjs';
 
 const sc = StringCodec();
 const FX = path.join(SRC, 'tests', 'fixtures');
@@ -70,6 +72,112 @@ test('agents push twice: same version, created false the second time', () => {
   const missing = runctl(['agents', 'show', 'nope', '--tenant', 'acme'], env);
   assert.equal(missing.code, 3);
   assert.match(missing.stderr, /agent nope not found/);
+});
+
+test('agents push of an existing version moves latest back to it, as the API does', () => {
+  const v1 = path.join(dir, 'mover-1.json'), v2 = path.join(dir, 'mover-2.json');
+  fs.writeFileSync(v1, JSON.stringify({ name: 'mover', steps: [{ id: 'a', kind: 'sleep', duration_ms: 1 }] }));
+  fs.writeFileSync(v2, JSON.stringify({ name: 'mover', steps: [{ id: 'a', kind: 'sleep', duration_ms: 2 }] }));
+  const push = (f) => {
+    const r = runctl(['agents', 'push', f, '--tenant', 'acme', '--json'], env);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    return JSON.parse(r.stdout);
+  };
+  const latest = () => JSON.parse(runctl(['agents', 'ls', '--tenant', 'acme', '--json'], env).stdout)
+    .find((a) => a.name === 'mover').version;
+  const a = push(v1), b = push(v2);
+  assert.notEqual(a.version, b.version);
+  assert.equal(latest(), b.version);
+  const again = push(v1);                       // a rollback
+  assert.equal(again.created, false);
+  assert.equal(again.latest, a.version);
+  assert.equal(latest(), a.version);
+  // validate needs no server and agrees on the version.
+  const v = runctl(['agents', 'validate', v1, '--json'], { RS_NATS_URL: 'nats://127.0.0.1:1' });
+  assert.equal(v.code, 0, v.stdout + v.stderr);
+  assert.equal(JSON.parse(v.stdout).version, a.version);
+});
+
+test('errors in --json mode are JSON on stdout', () => {
+  const r = runctl(['agents', 'show', 'nope', '--tenant', 'acme', '--json'], env);
+  assert.equal(r.code, 3);
+  assert.equal(r.stderr, '');
+  const doc = JSON.parse(r.stdout);
+  assert.equal(doc.error.command, 'agents show');
+  assert.equal(doc.error.exit, 3);
+  assert.match(doc.error.message, /agent nope not found/);
+  const down = runctl(['agents', 'ls', '--tenant', 'acme', '--json'], { ...env, RS_NATS_URL: 'nats://127.0.0.1:1' });
+  assert.equal(down.code, 4);
+  assert.match(JSON.parse(down.stdout).error.message, /cannot reach NATS/);
+  const ver = runctl(['--version', '--json'], {});
+  assert.equal(ver.code, 0);
+  assert.match(JSON.parse(ver.stdout).version, /^\d+\.\d+\.\d+/);
+});
+
+test('keys ls and revoke: the api refuses a revoked key', async () => {
+  const k = runctl(['keys', 'create', '--tenant', 'keyco', '--json'], env);
+  assert.equal(k.code, 0, k.stderr);
+  const { secret, id } = JSON.parse(k.stdout);
+  const other = runctl(['keys', 'create', '--tenant', 'keyco'], env).stdout.trim();
+  const ls = JSON.parse(runctl(['keys', 'ls', '--tenant', 'keyco', '--json'], env).stdout).keys;
+  assert.deepEqual(ls.map((x) => x.id).sort(), [id, crypto.createHash('sha256').update(other).digest('hex').slice(0, 12)].sort());
+  assert.ok(ls.every((x) => Number.isInteger(x.created_at)));
+  const port = await freePort();
+  await startService('api', { ...stack.env, RS_API_PORT: String(port), RS_API_AUTH_TTL_MS: '100', RS_LOG_LEVEL: 'warn' }, port);
+  const get = (key) => fetch(`http://127.0.0.1:${port}/v1/agents`, { headers: { Authorization: `Bearer ${key}` } });
+  assert.equal((await get(secret)).status, 200);
+  // Another tenant cannot revoke it; an unknown id is exit 3.
+  assert.equal(runctl(['keys', 'revoke', id, '--tenant', 'acme'], env).code, 3);
+  const rv = runctl(['keys', 'revoke', id, '--tenant', 'keyco', '--json'], env);
+  assert.equal(rv.code, 0, rv.stdout + rv.stderr);
+  assert.equal(JSON.parse(rv.stdout).revoked, true);
+  // Within the api's auth cache TTL (100 ms here) the key stops working.
+  let status = 200;
+  for (let i = 0; i < 100 && status === 200; i++) {
+    status = (await get(secret)).status;
+    if (status === 200) await new Promise((res) => setTimeout(res, 50));
+  }
+  assert.equal(status, 401);
+  assert.equal((await get(other)).status, 200);
+  assert.equal(runctl(['keys', 'revoke', other, '--tenant', 'keyco'], env).code, 0);   // by the key itself
+  assert.deepEqual(JSON.parse(runctl(['keys', 'ls', '--tenant', 'keyco', '--json'], env).stdout).keys, []);
+});
+
+test('devices ls and revoke: the router closes the live connection at once', async () => {
+  const tok = runctl(['devices', 'token', '--tenant', 'devco', '--device', 'lamp'], env).stdout.trim();
+  const keep = runctl(['devices', 'token', '--tenant', 'devco', '--device', 'fan'], env).stdout.trim();
+  const port = await freePort();
+  await startService('router', { ...stack.env, RS_ROUTER_PORT: String(port), RS_INSTANCE_ID: `router-${port}`,
+    RS_LOG_LEVEL: 'info' }, port);
+  const connectDev = (device, token) => new Promise((resolve, reject) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/v1/devices/connect`, 'runstream.device.v1');
+    const frames = [];
+    const closed = new Promise((res) => ws.once('close', (code) => res(code)));
+    ws.on('error', () => {});
+    ws.on('message', (d) => {
+      const f = JSON.parse(d.toString());
+      frames.push(f);
+      if (f.type === 'welcome') resolve({ ws, frames, closed });
+      if (f.type === 'error' && frames.length === 1) reject(new Error(JSON.stringify(f)));
+    });
+    ws.once('open', () => ws.send(JSON.stringify({ type: 'hello', device_id: device, token, tools: [{ name: 'echo' }] })));
+  });
+  const lamp = await connectDev('lamp', tok);
+  const fan = await connectDev('fan', keep);
+  const ls = JSON.parse(runctl(['devices', 'ls', '--tenant', 'devco', '--json'], env).stdout).devices;
+  assert.deepEqual(ls.map((d) => d.device_id).sort(), ['fan', 'lamp']);
+  assert.ok(ls.every((d) => d.online === true), JSON.stringify(ls));
+  const rv = runctl(['devices', 'revoke', 'lamp', '--tenant', 'devco', '--json'], env);
+  assert.equal(rv.code, 0, rv.stdout + rv.stderr);
+  assert.equal(JSON.parse(rv.stdout).revoked, 1);
+  // The live connection is closed by the router (not by the cache TTL).
+  assert.equal(await lamp.closed, 4403);
+  assert.ok(lamp.frames.some((f) => f.type === 'error' && f.code === 'revoked'), JSON.stringify(lamp.frames));
+  // The token no longer authenticates; the other device is untouched.
+  await assert.rejects(connectDev('lamp', tok), /unauthorized/);
+  assert.equal(fan.ws.readyState, WebSocket.OPEN);
+  assert.equal(runctl(['devices', 'revoke', 'lamp', '--tenant', 'devco'], env).code, 3);
+  fan.ws.terminate();
 });
 
 test('replay, --at, --check and export from JetStream match the recorded history', async () => {

@@ -255,7 +255,11 @@ static const struct {
 	/* signal */
 	{ ONE("{\"id\":\"g\",\"kind\":\"signal\"}"), "steps[0].signal: required" },
 	{ ONE("{\"id\":\"g\",\"kind\":\"signal\",\"signal\":\"\"}"),
-	  "steps[0].signal: must match [A-Za-z0-9_.-]{1,128}" },
+	  "steps[0].signal: must match [a-z0-9_-]{1,64} (a signal name the API accepts)" },
+	{ ONE("{\"id\":\"g\",\"kind\":\"signal\",\"signal\":\"Approve.v2\"}"),
+	  "steps[0].signal: must match [a-z0-9_-]{1,64} (a signal name the API accepts)" },
+	{ ONE("{\"id\":\"b\",\"kind\":\"branch\",\"when\":[],\"else\":\"end\",\"next\":\"end\"}"),
+	  "steps[0].next: not allowed on a branch (it goes to a case's goto or to else)" },
 	{ ONE("{\"id\":\"g\",\"kind\":\"signal\",\"signal\":\"ok\",\"timeout_s\":true}"),
 	  "steps[0].timeout_s: must be an integer >= 1" },
 	/* branch */
