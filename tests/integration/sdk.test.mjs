@@ -213,8 +213,8 @@ for (const kind of SDKS) {
     const r = await finish(run);
     assert.equal(r.end, 'run.completed', dev.tail());
     assert.deepEqual(r.completed.data.output, { slept_ms: 1500 });
-    await dev.until(new RegExp(`answered from cache: ${callId}`));
     assert.equal(dev.count(new RegExp(`start sleep_ms ${callId}`)), 1, 'the handler ran twice');
+    await dev.until(new RegExp(`answered from cache: ${callId}`));
     assert.ok(dev.count(/welcome/) >= 2, 'the device did not reconnect');
     assert.equal(await dev.kill('SIGTERM'), 0, dev.tail());
   });
