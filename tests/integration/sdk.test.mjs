@@ -168,7 +168,7 @@ after(async () => {
 // ---- the conformance suite, once per SDK ------------------------------------
 
 for (const kind of SDKS) {
-  test(`${kind}: a run served by the SDK (output, tool errors, validation)`, async () => {
+  test(`${kind}: a run served by the SDK (output, tool errors, validation)`, async (t) => {
     const id = `${kind}-serve`;
     const dev = startDevice(kind, id, token(id), router.url);
     await dev.until(/welcome/);
@@ -178,6 +178,8 @@ for (const kind of SDKS) {
     assert.equal(a.end, 'run.completed', dev.tail());
     assert.deepEqual(a.completed.data.output, { msg: 'hello', n: 7 });
     assert.equal(a.completed.data.device_id, id);
+    // Informational: tool.requested -> tool.completed as observed on RUNS.
+    t.diagnostic(`echo round trip ${a.completed.observed - ev(r1, 'tool.requested').observed} ms`);
     const b = await finish(r2);
     assert.equal(b.end, 'run.failed');
     assert.equal(b.failed.data.error.code, 'no_such_thing');

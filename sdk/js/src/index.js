@@ -188,8 +188,9 @@ export class Device {
     if (this.#stopping) return;
     let s;
     try {
-      if (!this.#WS) this.#WS = this.#opts.WebSocket || globalThis.WebSocketForRunstream ||
+      if (!this.#WS) this.#WS = this.#opts.WebSocket ||
         (typeof process !== 'undefined' && process.versions?.node ? await nodeWebSocket() : globalThis.WebSocket);
+      if (this.#stopping) return; // close() came while `ws` was loading
       s = this.#WS.prototype?.on
         ? new this.#WS(this.#opts.url, SUBPROTOCOL, { maxPayload: this.#opts.maxFrameBytes ?? 16 << 20 })
         : new this.#WS(this.#opts.url, SUBPROTOCOL);
