@@ -120,7 +120,7 @@ async function startProxy(targetPort) {
 const agents = new Map();
 // An agent with one tool step pinned to a device; args come from the input.
 async function agent(deviceId, tool, args, { timeout_s = 30 } = {}) {
-  const name = `${deviceId}-${tool}`;
+  const name = `${deviceId}-${tool}-${timeout_s}`;
   if (!agents.has(name)) {
     await world.push(T, { name, steps: [{ id: 'call', kind: 'tool', tool, device: deviceId, args, timeout_s }] });
     agents.set(name, true);
@@ -232,6 +232,12 @@ for (const kind of SDKS) {
     await dev.until(new RegExp(`cancelled sleep_ms ${callId}`), 10000);
     assert.equal((await finish(run)).end, 'run.cancelled');
     assert.equal(dev.count(new RegExp(`end sleep_ms ${callId}`)), 0);
+    // The call's deadline (the step's timeout_s) cancels the handler too.
+    const late = await runTool(id, 'sleep_ms', { ms: 60000 }, SLEEP_ARGS, { timeout_s: 1 });
+    const lateId = (await world.waitType(late, 'tool.requested')).data.call_id;
+    await dev.until(new RegExp(`start sleep_ms ${lateId}`));
+    await dev.until(new RegExp(`cancelled sleep_ms ${lateId}`), 5000);
+    assert.equal((await finish(late)).end, 'run.failed');
     assert.equal(await dev.kill('SIGTERM'), 0, dev.tail());
   });
 
