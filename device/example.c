@@ -5,8 +5,12 @@
  *   sleep_ms  sleeps args.ms milliseconds (cancellable), returns {slept_ms}
  *   fail      fails with args.code / args.message / args.retryable
  * Environment: RS_ROUTER_URL (ws://127.0.0.1:8081/v1/devices/connect),
- * RS_DEVICE_ID, RS_DEVICE_TOKEN, RS_DEVICE_WORKERS (4).
- * Exit codes: 0 stopped by a signal, 2 configuration, 3 token refused.
+ * RS_DEVICE_ID, RS_DEVICE_TOKEN, RS_DEVICE_WORKERS (4),
+ * RS_DEVICE_SHUTDOWN_GRACE_MS (30000: SIGTERM lets running calls finish).
+ * Exit codes: 0 stopped by a signal, 2 configuration, 3 token refused
+ * (close 4401), 4 replaced by another connection of the device (4409).
+ * It logs "start|end|cancelled <tool> <call_id>" per handler run, as the
+ * Node and Python examples do (the SDK conformance test counts them).
  */
 #include <signal.h>
 #include <stdio.h>
@@ -31,6 +35,7 @@ on_signal(int sig)
 static int
 tool_echo(void *arg, const rs_device_call *call, json_t **output, rs_device_error *err)
 {
+	rs_info("start echo %s", call->call_id);
 	*output = json_deep_copy(call->args);
 	return 0;
 }
@@ -41,16 +46,19 @@ tool_sleep_ms(void *arg, const rs_device_call *call, json_t **output, rs_device_
 	json_int_t ms = json_integer_value(json_object_get(call->args, "ms")), slept = 0;
 	struct timespec ts = { 0, 10 * 1000 * 1000 };
 
+	rs_info("start sleep_ms %s", call->call_id);
 	/* In 10 ms steps so a cancel or shutdown stops it promptly. */
 	while (slept < ms && !rs_device_cancelled(call)) {
 		nanosleep(&ts, NULL);
 		slept += 10;
 	}
 	if (rs_device_cancelled(call)) {
+		rs_info("cancelled sleep_ms %s", call->call_id);
 		snprintf(err->code, sizeof(err->code), "cancelled");
 		snprintf(err->message, sizeof(err->message), "cancelled after %lld ms", (long long)slept);
 		return -1;
 	}
+	rs_info("end sleep_ms %s", call->call_id);
 	*output = json_pack("{s:I}", "slept_ms", ms);
 	return 0;
 }
@@ -71,7 +79,7 @@ int
 main(void)
 {
 	rs_device_config cfg = { 0 };
-	int64_t workers;
+	int64_t workers, grace;
 	rs_status st;
 	struct sigaction sa;
 
@@ -87,6 +95,9 @@ main(void)
 	if (rs_env_int("RS_DEVICE_WORKERS", 4, 1, 256, &workers) != RS_OK)
 		return 2;
 	cfg.workers = (int)workers;
+	if (rs_env_int("RS_DEVICE_SHUTDOWN_GRACE_MS", 30000, 1, 3600000, &grace) != RS_OK)
+		return 2;
+	cfg.shutdown_grace_ms = (int)grace;
 	if (rs_device_new(&dev, &cfg) != RS_OK)
 		return 2;
 	rs_device_add_tool(dev, "echo", "Returns its arguments unchanged", "{\"type\":\"object\"}",
@@ -104,5 +115,5 @@ main(void)
 	st = rs_device_run(dev);
 	rs_device_free(dev);
 	dev = NULL;
-	return st == RS_OK ? 0 : st == RS_EINVAL ? 3 : 1;
+	return st == RS_OK ? 0 : st == RS_EINVAL ? 3 : st == RS_ECONFLICT ? 4 : 1;
 }

@@ -18,6 +18,7 @@
 
 #include "rs_json.h"
 #include "rs_log.h"
+#include "rs_time.h"
 
 #define SUBPROTOCOL "runstream.device.v1"
 #define RING 512
@@ -29,6 +30,7 @@ typedef struct dev_call {
 	struct dev_tool *tool;
 	struct rs_device *dev;
 	atomic_int cancelled;
+	int64_t deadline_ms;    /* Unix ms; 0: none */
 	char *result;           /* tool.result frame, set by the worker */
 } dev_call;
 
@@ -65,8 +67,11 @@ struct rs_device {
 	struct lws *wsi;
 	int welcomed;
 	atomic_int stop;
-	int fatal;
-	lws_sorted_usec_list_t sul_reconnect;
+	atomic_int abort_all;   /* handlers see rs_device_cancelled(): fatal close or drain overdue */
+	int fatal;              /* 0, or the close that ended the device: 4401, 4409 */
+	int draining, grace_ms, running;
+	int64_t drain_until;    /* monotonic ms */
+	lws_sorted_usec_list_t sul_reconnect, sul_drain;
 	out_frame *outq, *outq_tail;
 	char *rx;
 	size_t rx_len;
@@ -231,6 +236,7 @@ drain_done(rs_device *d)
 		seen_ent *e = seen_find(d, c->pub.call_id);
 
 		next = c->next;
+		d->running--;
 		if (e != NULL && e->call == c) {
 			e->call = NULL;
 			if (e->state == SEEN_RUNNING) {
@@ -251,7 +257,8 @@ rs_device_cancelled(const rs_device_call *call)
 {
 	const dev_call *c = (const dev_call *)((const char *)call - offsetof(dev_call, pub));
 
-	return atomic_load(&c->cancelled) || atomic_load(&c->dev->stop);
+	return atomic_load(&c->cancelled) || atomic_load(&c->dev->abort_all) ||
+	       (c->deadline_ms > 0 && rs_now_ms() >= c->deadline_ms);
 }
 
 /* ---- frames from the router ----------------------------------------- */
@@ -269,10 +276,21 @@ on_tool_call(rs_device *d, json_t *o)
 		return;
 	e = seen_find(d, call_id);
 	if (e != NULL) {
-		if (e->state == SEEN_DONE && e->result != NULL)
-			send_frame(d, e->result);  /* our answer may have been lost */
+		if (e->state == SEEN_DONE && e->result != NULL) {
+			/* Our answer may have been lost: the same answer again, the
+			 * handler is not run twice. */
+			rs_info("device %s: answered from cache: %s", d->device_id, call_id);
+			send_frame(d, e->result);
+		} else {
+			rs_info("device %s: redelivered while %s: %s", d->device_id,
+			        e->state == SEEN_RUNNING ? "running" : "cancelled", call_id);
+		}
 		return;
 	}
+	/* Draining: not ours to start; the router hands it out again once we
+	 * have left. */
+	if (atomic_load(&d->stop))
+		return;
 	for (t = d->handlers; t != NULL && strcmp(t->name, tool) != 0; t = t->next)
 		;
 	if (t == NULL) {
@@ -302,7 +320,10 @@ on_tool_call(rs_device *d, json_t *o)
 	c->pub.deadline = json_string_value(json_object_get(o, "deadline"));
 	c->pub.args = json_object_get(o, "args");
 	c->pub.attempt = json_integer_value(json_object_get(o, "attempt"));
+	if (c->pub.deadline == NULL || rs_time_parse_rfc3339(c->pub.deadline, &c->deadline_ms) != RS_OK)
+		c->deadline_ms = 0;
 	e->call = c;
+	d->running++;
 	pthread_mutex_lock(&d->mu);
 	if (d->todo_tail)
 		d->todo_tail->next = c;
@@ -339,6 +360,7 @@ on_frame(rs_device *d, const char *buf, size_t len)
 		seen_ent *e = id ? seen_find(d, id) : NULL;
 
 		if (e != NULL && e->state == SEEN_RUNNING) {
+			rs_info("device %s: cancelled by the router: %s", d->device_id, id);
 			e->state = SEEN_CANCELLED;
 			if (e->call != NULL)
 				atomic_store(&e->call->cancelled, 1);
@@ -349,7 +371,9 @@ on_frame(rs_device *d, const char *buf, size_t len)
 		rs_warn("device %s: router error %s: %s", d->device_id, code ? code : "?",
 		        json_string_value(json_object_get(o, "message")));
 		if (code != NULL && strcmp(code, "unauthorized") == 0)
-			d->fatal = 1;
+			d->fatal = 4401;
+		else if (code != NULL && strcmp(code, "replaced") == 0)
+			d->fatal = 4409;
 	}
 cleanup:
 	json_decref(o);
@@ -467,8 +491,11 @@ device_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *i
 			int code = ((const unsigned char *)in)[0] << 8 | ((const unsigned char *)in)[1];
 
 			rs_info("device %s: router closed the connection (%d)", d->device_id, code);
-			if (code == 4401)
-				d->fatal = 1;
+			/* Reconnecting would not help: the token is refused, or a
+			 * newer connection of this device took over (two would
+			 * replace each other forever). */
+			if (code == 4401 || code == 4409)
+				d->fatal = code;
 		}
 		return 0;
 	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
@@ -487,6 +514,44 @@ device_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *i
 	default:
 		return 0;
 	}
+}
+
+/* ---- shutdown ------------------------------------------------------- */
+
+/* Wakes the service loop while draining, so the grace period is checked
+ * even when nothing else happens. */
+static void
+drain_tick(lws_sorted_usec_list_t *sul)
+{
+	rs_device *d = lws_container_of(sul, rs_device, sul_drain);
+
+	lws_sul_schedule(d->ctx, 0, &d->sul_drain, drain_tick, 100 * LWS_US_PER_MS);
+}
+
+/* lws thread: 1 once a stopping device may leave. Stopping takes no new
+ * calls but lets the running ones finish and sends their results (for up to
+ * grace_ms, then handlers see rs_device_cancelled()); results of calls that
+ * finish while offline stay unsent: the router hands those calls out again. */
+static int
+drained(rs_device *d)
+{
+	if (!atomic_load(&d->stop))
+		return 0;
+	if (!d->draining) {
+		d->draining = 1;
+		d->drain_until = rs_mono_ms() + d->grace_ms;
+		lws_sul_cancel(&d->sul_reconnect);
+		drain_tick(&d->sul_drain);
+		if (d->running > 0)
+			rs_info("device %s: stopping: waiting for %d running call(s)", d->device_id,
+			        d->running);
+	}
+	if (d->running > 0 && rs_mono_ms() >= d->drain_until && !atomic_load(&d->abort_all)) {
+		rs_warn("device %s: %d call(s) still running after %d ms: cancelling them",
+		        d->device_id, d->running, d->grace_ms);
+		atomic_store(&d->abort_all, 1);
+	}
+	return d->running == 0 && (d->outq == NULL || d->wsi == NULL);
 }
 
 static const struct lws_protocols protocols[] = {
@@ -522,6 +587,7 @@ rs_device_new(rs_device **out, const rs_device_config *cfg)
 	d->nworkers = cfg->workers > 0 ? cfg->workers : 4;
 	d->bmin = cfg->backoff_min_ms > 0 ? cfg->backoff_min_ms : 100;
 	d->bmax = cfg->backoff_max_ms > 0 ? cfg->backoff_max_ms : 10000;
+	d->grace_ms = cfg->shutdown_grace_ms > 0 ? cfg->shutdown_grace_ms : 30000;
 	d->backoff = d->bmin;
 	pthread_mutex_init(&d->mu, NULL);
 	pthread_cond_init(&d->cv, NULL);
@@ -591,20 +657,24 @@ rs_device_run(rs_device *d)
 		if (pthread_create(&d->threads[d->nthreads], NULL, worker_main, d) != 0)
 			break;
 	lws_sul_schedule(d->ctx, 0, &d->sul_reconnect, connect_now, 1);
-	while (!atomic_load(&d->stop) && !d->fatal)
+	while (!d->fatal && !drained(d))
 		if (lws_service(d->ctx, 0) < 0)
 			break;
-	if (d->fatal) {
-		rs_error("device %s: the router refused the token (unauthorized): not retrying",
-		         d->device_id);
+	if (d->fatal == 4401) {
+		rs_error("device %s: the router refused the token (close 4401, unauthorized): "
+		         "not reconnecting; issue a new one with `runctl devices token`", d->device_id);
 		st = RS_EINVAL;
+	} else if (d->fatal == 4409) {
+		rs_error("device %s: another connection of this device replaced this one "
+		         "(close 4409): not reconnecting", d->device_id);
+		st = RS_ECONFLICT;
 	}
 cleanup:
 	lws_sul_cancel(&d->sul_reconnect);
-	/* Handlers see rs_device_cancelled() from here on. */
-	for (size_t i = 0; i < RING; i++)
-		if (d->seen[i].call != NULL)
-			atomic_store(&d->seen[i].call->cancelled, 1);
+	lws_sul_cancel(&d->sul_drain);
+	/* Handlers still running (a fatal close, or overdue) see
+	 * rs_device_cancelled() from here on. */
+	atomic_store(&d->abort_all, 1);
 	pthread_mutex_lock(&d->mu);
 	d->closing = 1;
 	pthread_cond_broadcast(&d->cv);
@@ -622,6 +692,8 @@ cleanup:
 void
 rs_device_stop(rs_device *d)
 {
+	/* Async-signal-safe: an atomic store and lws_cancel_service (a write
+	 * to lws' event pipe). The service thread does the rest (drained()). */
 	atomic_store(&d->stop, 1);
 	if (d->ctx != NULL)
 		lws_cancel_service(d->ctx);

@@ -2,9 +2,11 @@
  * rs_device.h - a small C library for Runstream devices: connect to a
  * tool-router over WebSocket (runstream.device.v1, docs/devices.md), say
  * hello with the tools you registered, run tool calls on worker threads,
- * reconnect with exponential backoff, and de-duplicate calls by call_id
- * (a redelivered call that already finished gets its stored result again;
- * one still running is not started twice).
+ * reconnect with exponential backoff and jitter, and de-duplicate calls by
+ * call_id (a redelivered call that already finished gets its stored result
+ * again; one still running is not started twice; the last 512 are kept).
+ * The same semantics as the JavaScript and Python SDKs (sdk/), checked by
+ * one conformance test (tests/integration/sdk.test.mjs).
  *
  * Threads: rs_device_run() runs the connection on the calling thread;
  * handlers run on cfg.workers worker threads. rs_device_stop() may be
@@ -30,6 +32,7 @@ typedef struct {
 	int workers;            /* handler threads; 0: 4 */
 	int backoff_min_ms;     /* first reconnect delay; 0: 100 */
 	int backoff_max_ms;     /* cap; 0: 10000 */
+	int shutdown_grace_ms;  /* rs_device_stop lets running calls finish this long; 0: 30000 */
 } rs_device_config;
 
 /* One tool call as the handler sees it. Borrowed for the handler's
@@ -56,12 +59,16 @@ rs_status rs_device_new(rs_device **out, const rs_device_config *cfg);
 /* Register before rs_device_run. input_schema_json may be NULL. */
 rs_status rs_device_add_tool(rs_device *d, const char *name, const char *description,
                              const char *input_schema_json, rs_device_tool_fn fn, void *arg);
-/* Connect and serve until rs_device_stop (RS_OK) or until the router
- * refuses the token (RS_EINVAL: error "unauthorized", close 4401). */
+/* Connect and serve until rs_device_stop (RS_OK: running calls finished and
+ * answered first), or until the router ends the device for good: it refused
+ * the token (RS_EINVAL: close 4401) or another connection of the same device
+ * replaced this one (RS_ECONFLICT: close 4409). Other closes reconnect. */
 rs_status rs_device_run(rs_device *d);
 void rs_device_stop(rs_device *d);
-/* 1 once the router cancelled this call (or the device is stopping):
- * long handlers should poll it and return early. */
+/* 1 once the router cancelled this call, its deadline passed, or the
+ * device is going away (a fatal close, or rs_device_stop's grace is over):
+ * long handlers should poll it and return early. A cancelled call's result
+ * is not sent. */
 int rs_device_cancelled(const rs_device_call *call);
 void rs_device_free(rs_device *d);
 
