@@ -17,7 +17,8 @@
  *   RS_ORCH_FETCH_BATCH          commands per fetch [256]
  *   RS_ORCH_CACHE_SIZE           hot runs kept in memory (LRU) [100000]
  *   RS_ORCH_MAX_INFLIGHT         commands fetched but not yet acked [8192]
- *   RS_ORCH_MAX_DELIVER          deliveries before a command is poison [10]
+ *   RS_ORCH_MAX_DELIVER          deliveries before a command is poison [25]; they also
+ *                                count instances that died holding it (fetched in a batch)
  *   RS_ORCH_MAX_PENDING_PUBLISH  publishes awaiting their ack [65536]
  *   RS_ORCH_TIMER_HOLD_MS        timers due within this are held in memory [2000]
  *   RS_ORCH_TIMER_LEAD_MS        later timers come back this early (nak delay) [1300];
@@ -50,7 +51,7 @@ load_cfg(orch_cfg *c)
 		{ "RS_ORCH_FETCH_BATCH", 256, 1, 4096, &c->fetch_batch },
 		{ "RS_ORCH_CACHE_SIZE", 100000, 16, 100000000, &c->cache_size },
 		{ "RS_ORCH_MAX_INFLIGHT", 8192, 1, 1000000, &c->max_inflight },
-		{ "RS_ORCH_MAX_DELIVER", 10, 1, 1000, &c->max_deliver },
+		{ "RS_ORCH_MAX_DELIVER", 25, 1, 1000, &c->max_deliver },
 		{ "RS_ORCH_MAX_PENDING_PUBLISH", 65536, 64, 10000000, &c->max_pending_pub },
 		{ "RS_ORCH_TIMER_HOLD_MS", 2000, 10, 20000, &c->timer_hold_ms },
 		{ "RS_ORCH_TIMER_LEAD_MS", 1300, 0, 10000, &c->timer_lead_ms },

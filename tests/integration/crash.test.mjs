@@ -146,6 +146,8 @@ test(`${RUNS} runs in flight, the orchestrator killed ${KILLS} times: every run 
       assert.equal(times, 1, `call ${e.data.call_id} ran ${times} times on the device`);
     }
   }
+  // Nothing was dead-lettered: deliveries to killed instances are not poison.
+  assert.deepEqual(world.dead, [], 'dead letters');
   // Today's decide agrees with every history (continuations included).
   const sample = runs.slice(0, 25);
   for (const { run } of sample) {

@@ -78,7 +78,8 @@ export class World {
   waitCount(pred, what, timeoutMs = 30000) {
     if (pred()) return Promise.resolve();
     return new Promise((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`timed out waiting for ${what}\n${this.logs()}`)), timeoutMs);
+      const t = setTimeout(() => reject(new Error(`timed out waiting for ${what}\n` +
+        `dead letters: ${JSON.stringify(this.dead)}\n${this.logs()}`)), timeoutMs);
       this.countWaiters = this.countWaiters || [];
       this.countWaiters.push(() => { if (!pred()) return false; clearTimeout(t); resolve(); return true; });
     });
