@@ -212,8 +212,7 @@ void rs_api_runs_events(rs_api *app, rs_api_job *job);
  * falls back to the log when Postgres is down. */
 void rs_api_run_view(rs_api *app, rs_api_job *job, int log_fallback);
 void rs_api_reads_close_thread(void);
-/* Value of query argument k (1 if present). */
-int rs_api_qarg(const char *q, const char *k, char *out, size_t cap);
+/* (Query arguments, routing, body shapes: request.h.) */
 
 /* ---- live.c: the hub, the one live consumer, history replay ---- */
 rs_status rs_api_live_start(rs_api *app);
