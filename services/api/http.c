@@ -486,6 +486,14 @@ on_request(rs_api *app, rs_api_req *r, struct lws *wsi, const char *uri)
 	if (lws_hdr_copy(wsi, j->auth, sizeof(j->auth), WSI_TOKEN_HTTP_AUTHORIZATION) < 0)
 		j->auth[0] = '\0';
 	custom_hdr(wsi, "idempotency-key:", j->idem, sizeof(j->idem));
+	/* Present but refused (too long for the buffer: the copy left it
+	 * empty; or bytes run.start cannot carry): 400, never "no key",
+	 * which would let a retry start a second run. */
+	if (lws_hdr_custom_length(wsi, "idempotency-key:", 16) > 0 &&
+	    !rs_api_idem_key_ok(j->idem)) {
+		rs_api_problem(j, 400, "Idempotency-Key: must be %s", RS_API_IDEM_RULE);
+		return respond_now(app, r, j);
+	}
 	custom_hdr(wsi, "traceparent:", j->traceparent, sizeof(j->traceparent));
 	custom_hdr(wsi, "prefer:", buf, sizeof(buf));
 	j->wait_s = rs_api_prefer_wait(buf);

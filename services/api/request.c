@@ -109,6 +109,19 @@ rs_api_prefer_wait(const char *v)
 }
 
 int
+rs_api_idem_key_ok(const char *k)
+{
+	size_t n = strlen(k);
+
+	if (n == 0 || n >= RS_API_HDR_MAX)
+		return 0;
+	for (; *k != '\0'; k++)
+		if ((unsigned char)*k < 0x20 || (unsigned char)*k > 0x7e)
+			return 0;
+	return 1;
+}
+
+int
 rs_api_qarg(const char *q, const char *k, char *out, size_t cap)
 {
 	size_t kl = strlen(k);

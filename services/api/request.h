@@ -42,6 +42,13 @@ int rs_api_prefer_wait(const char *v);
  * >= 0 (at most INT64_MAX). RS_EINVAL otherwise. */
 rs_status rs_api_parse_runseq(const char *s, uint64_t *out);
 
+/* An Idempotency-Key the API accepts: 1 to RS_API_HDR_MAX-1 bytes of
+ * visible ASCII or space. It is hashed into a KV key and carried in the
+ * run.start command (a JSON string), so bytes that are not UTF-8 would
+ * fail only after the key was recorded. */
+#define RS_API_IDEM_RULE "1 to 255 characters of visible ASCII or space"
+int rs_api_idem_key_ok(const char *k);
+
 /* Value of query argument k in q ("k=v&k=v") into out (cap >= 1, always
  * NUL-terminated, truncated to cap-1); 1 if present, 0 (out untouched)
  * if not. */

@@ -16,8 +16,9 @@
  * UUID; only GET/POST are ever allowed; wait is in [0, 60]; a cursor that
  * decodes re-encodes to one that decodes the same; a body that is
  * accepted yields what its route needs; a creation the API would accept
- * encodes as a run.start command that decodes back (a client must never
- * be able to turn its own input into a 500).
+ * encodes as a run.start command that decodes back; every refusal
+ * (404, 400, 422) goes out as a problem+json with that status (a client
+ * must never be able to turn its own input into a 500).
  */
 #include "fuzz.h"
 #include "request.h"
@@ -57,6 +58,24 @@ static void
 bounded(const char *s, size_t cap)
 {
 	FUZZ_CHECK(memchr(s, '\0', cap) != NULL);
+}
+
+/* The problem answer rs-api sends for a client's error: it must keep its
+ * status (a detail or path the client controls must not turn it into a
+ * bare 500) and be JSON. */
+static void
+answer(rs_api_job *j, int status, const char *detail)
+{
+	json_error_t je;
+	json_t *v;
+
+	rs_api_problem(j, status, "%s", detail);
+	FUZZ_CHECK(j->status == status && j->resp != NULL);
+	v = json_loadb(j->resp, j->resp_len, 0, &je);
+	FUZZ_CHECK(v != NULL && json_integer_value(json_object_get(v, "status")) == status);
+	json_decref(v);
+	free(j->resp);
+	j->resp = NULL;
 }
 
 static void
@@ -138,6 +157,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	/* routing */
 	route = rs_api_route_of(target, j, &allow);
+	if (route == R_NONE) {
+		snprintf(err, sizeof(err), "no such resource: %s", target);
+		answer(j, 404, err);
+	}
 	bounded(j->p1, sizeof(j->p1));
 	bounded(j->p2, sizeof(j->p2));
 	bounded(j->run_id, sizeof(j->run_id));
@@ -165,10 +188,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		FUZZ_CHECK(after <= (uint64_t)INT64_MAX);
 
 	/* the other query arguments, and the list cursor */
-	rs_api_qarg(j->query, "status", arg, 32);
-	bounded(arg, 32);
-	rs_api_qarg(j->query, "limit", arg, 16);
-	bounded(arg, 16);
+	if (rs_api_qarg(j->query, "status", arg, 32))
+		bounded(arg, 32);
+	if (rs_api_qarg(j->query, "limit", arg, 16))
+		bounded(arg, 16);
 	cursor(j->query);
 
 	/* bodies: every shape on every input */
@@ -176,22 +199,31 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	                         sizeof(err));
 	if (status == 0) {
 		FUZZ_CHECK(root != NULL && agent != NULL && (input == NULL || json_is_object(input)));
-		run_start(input, idem, tp);
+		/* http.c refuses a key that is present and not ok with a 400 */
+		if (idem[0] == '\0' || rs_api_idem_key_ok(idem))
+			run_start(input, idem, tp);
+		else
+			answer(j, 400, "Idempotency-Key: must be " RS_API_IDEM_RULE);
 		json_decref(root);
 	} else {
 		FUZZ_CHECK((status == 400 || status == 422) && root == NULL && err[0] != '\0');
+		answer(j, status, err);
 	}
 	status = rs_api_cancel_body(p, (size_t)(end - p), &root, &reason, err, sizeof(err));
-	if (status == 0)
+	if (status == 0) {
 		json_decref(root);
-	else
+	} else {
 		FUZZ_CHECK((status == 400 || status == 422) && root == NULL);
+		answer(j, status, err);
+	}
 	status = rs_api_signal_body(route == R_RUN_SIGNAL ? j->p2 : "approve", p,
 	                            (size_t)(end - p), &root, err, sizeof(err));
-	if (status == 0)
+	if (status == 0) {
 		json_decref(root);
-	else
+	} else {
 		FUZZ_CHECK((status == 400 || status == 422) && root == NULL);
+		answer(j, status, err);
+	}
 	free(j);
 	return 0;
 }
