@@ -8,6 +8,10 @@
  * which either answers (on WRITEABLE), starts an SSE stream, or parks the
  * request as a waiter in the hub. A parked request costs no thread and no
  * consumer: a hub entry and an lws timer.
+ * What the client's bytes mean (route, query arguments, Prefer,
+ * Last-Event-ID, Idempotency-Key, body shapes) is decided in request.c,
+ * pure and fuzzed (tests/fuzz/fuzz_api_request.c); this file moves bytes
+ * between lws and it.
  *
  * Limits: body cap RS_API_MAX_BODY (413; an oversized body is read and
  * discarded so the client gets the answer instead of a reset), headers
