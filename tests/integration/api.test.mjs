@@ -263,6 +263,15 @@ test("a client's bytes never turn a refusal into a 500 (found by tests/fuzz)", a
   const ok = await call('POST', '/v1/runs', { body: { agent: 'auto-a' },
     headers: { 'Idempotency-Key': 'k'.repeat(255) } });
   assert.equal(ok.status, 202, ok.text);
+  // ?after= at the top of its range: no signed overflow in after+limit
+  // (UBSan aborted the API here), just an empty page.
+  const top = await call('GET', `/v1/runs/${ok.json.run_id}/events?after=9223372036854775807`);
+  assert.equal(top.status, 200, top.text);
+  assert.deepEqual(top.json.events, []);
+  // A list cursor whose time part is not digits is refused by the API,
+  // not handed to Postgres as a bigint.
+  const badCursor = Buffer.from(`abc.${ok.json.run_id}`).toString('base64url');
+  assertProblem(await call('GET', `/v1/runs?after=${badCursor}`), 400, /^after: /);
   // A path that is not UTF-8 once decoded: a 404 problem, not a 500.
   assertProblem(await call('GET', '/v1/%ff%fe'), 404);
 });
