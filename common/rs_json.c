@@ -78,12 +78,54 @@ rs_json_parse(const char *buf, size_t len, json_t **out, char *err, size_t errca
 	}
 	v = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
 	if (v == NULL) {
+		/* jansson quotes the input near the error ("near '\xea...'"):
+		 * the message goes into JSON answers, so it must be UTF-8. */
 		snprintf(err, errcap, "invalid JSON at line %d, column %d (position %d): %s",
 		         jerr.line, jerr.column, jerr.position, jerr.text);
+		rs_json_scrub_utf8(err);
 		return RS_EINVAL;
 	}
 	*out = v;
 	return RS_OK;
+}
+
+/* Length of the well-formed UTF-8 sequence at p (NUL-terminated), 0 if
+ * there is none. */
+static size_t
+utf8_seq(const unsigned char *p)
+{
+	unsigned c = p[0], min;
+	size_t n;
+
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf) { n = 2; c &= 0x1f; min = 0x80; }
+	else if (c >= 0xe0 && c <= 0xef) { n = 3; c &= 0x0f; min = 0x800; }
+	else if (c >= 0xf0 && c <= 0xf4) { n = 4; c &= 0x07; min = 0x10000; }
+	else return 0;
+	for (size_t i = 1; i < n; i++) {
+		if ((p[i] & 0xc0) != 0x80)   /* also stops at the NUL */
+			return 0;
+		c = (c << 6) | (p[i] & 0x3f);
+	}
+	if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+		return 0;
+	return n;
+}
+
+void
+rs_json_scrub_utf8(char *s)
+{
+	unsigned char *p = (unsigned char *)s;
+
+	while (*p != '\0') {
+		size_t n = utf8_seq(p);
+		if (n == 0) {
+			*p++ = '?';
+			continue;
+		}
+		p += n;
+	}
 }
 
 char *

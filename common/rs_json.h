@@ -21,6 +21,13 @@
 rs_status rs_json_parse(const char *buf, size_t len, json_t **out,
                         char *err, size_t errcap);
 
+/* Make s (NUL-terminated, in place) valid UTF-8 by replacing every byte
+ * that does not belong to a well-formed sequence (RFC 3629: no overlong
+ * forms, no surrogates, nothing past U+10FFFF) with '?'. For text that
+ * quotes a client's bytes (a parse error, a path) and is about to become a
+ * JSON string: jansson refuses invalid UTF-8, and the answer would be lost. */
+void rs_json_scrub_utf8(char *s);
+
 /* Nesting depth of v (a scalar is 0, [] is 1). */
 int rs_json_depth(const json_t *v);
 

@@ -8,6 +8,7 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -250,15 +251,22 @@ rs_js_puback_fast(const char *p, size_t len, uint64_t *seq, int *dup)
 
 	if ((p = puback_lit(p, end, "{\"stream\":\"")) == NULL)
 		return 0;
+	/* Stream names are ASCII: anything else (an escape, a control
+	 * character, a byte a JSON parser would reject as bad UTF-8) is left
+	 * to jansson. */
 	for (; p < end && *p != '"'; p++)
-		if (*p == '\\' || (unsigned char)*p < 0x20)
+		if (*p == '\\' || (unsigned char)*p < 0x20 || (unsigned char)*p >= 0x80)
 			return 0;
 	if (p == end || (p = puback_lit(p + 1, end, ",")) == NULL ||
 	    (p = puback_lit(p, end, "\"seq\":")) == NULL)
 		return 0;
+	/* JSON's integer: no leading zero; and within int64, like the
+	 * parser this stands in for (19 digits cannot overflow uint64_t). */
+	if (p < end && *p == '0')
+		return 0;
 	for (; p < end && *p >= '0' && *p <= '9' && digits < 19; p++, digits++)
 		n = n * 10 + (uint64_t)(*p - '0');
-	if (digits == 0 || n == 0)
+	if (digits == 0 || n > (uint64_t)INT64_MAX)
 		return 0;
 	if ((q = puback_lit(p, end, ",")) != NULL) {
 		if ((q = puback_lit(q, end, "\"duplicate\":")) == NULL ||

@@ -245,8 +245,7 @@ void rs_api_runs_events(rs_api *app, rs_api_job *job);
  * falls back to the log when Postgres is down. */
 void rs_api_run_view(rs_api *app, rs_api_job *job, int log_fallback);
 void rs_api_reads_close_thread(void);
-/* Value of query argument k (1 if present). */
-int rs_api_qarg(const char *q, const char *k, char *out, size_t cap);
+/* (Query arguments, routing, body shapes: request.h.) */
 
 /* ---- limits.c: watchers and waiters per key and per tenant ---- */
 enum { RS_API_LIM_WATCH = 1, RS_API_LIM_WAIT = 2 };

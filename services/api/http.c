@@ -8,6 +8,10 @@
  * which either answers (on WRITEABLE), starts an SSE stream, or parks the
  * request as a waiter in the hub. A parked request costs no thread and no
  * consumer: a hub entry and an lws timer.
+ * What the client's bytes mean (route, query arguments, Prefer,
+ * Last-Event-ID, Idempotency-Key, body shapes) is decided in request.c,
+ * pure and fuzzed (tests/fuzz/fuzz_api_request.c); this file moves bytes
+ * between lws and it.
  *
  * Authentication comes first, at header time: the Bearer key is looked up
  * in auth.c's cache (no round trip); on a miss the socket stops being read
@@ -25,6 +29,7 @@
  * (limits.c: 429 at dispatch, before any work).
  */
 #include "api.h"
+#include "request.h"
 #include "rs_config.h"
 #include "rs_id.h"
 #include "rs_log.h"
@@ -35,11 +40,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-enum {
-	R_NONE = 0, R_AGENTS, R_AGENT, R_AGENT_VERSION, R_RUNS, R_RUN, R_RUN_EVENTS,
-	R_RUN_STREAM, R_RUN_CANCEL, R_RUN_SIGNAL, R_SECRETS, R_SECRET
-};
 
 #define BODY_TIMEOUT_S 30
 /* Body bytes we may be handed before the key is known good: only what lws
@@ -399,69 +399,6 @@ rs_api_http_complete(rs_api *app, rs_api_req *r, rs_api_job *j)
 	}
 }
 
-/* Split the path into a route and its parameters. */
-static int
-route_of(const char *path, rs_api_job *j, const char **allow)
-{
-	char seg[6][80];
-	int n = 0;
-	const char *p = path;
-
-	while (*p == '/')
-		p++;
-	while (*p && n < 6) {
-		const char *e = strchr(p, '/');
-		size_t len = e != NULL ? (size_t)(e - p) : strlen(p);
-		if (len == 0 || len >= sizeof(seg[0]))
-			return R_NONE;
-		memcpy(seg[n], p, len);
-		seg[n][len] = '\0';
-		n++;
-		p += len;
-		while (*p == '/')
-			p++;
-	}
-	if (*p || n < 2 || strcmp(seg[0], "v1") != 0)
-		return R_NONE;
-	if (strcmp(seg[1], "agents") == 0) {
-		if (n == 2) { *allow = "GET, POST"; return R_AGENTS; }
-		snprintf(j->p1, sizeof(j->p1), "%s", seg[2]);
-		if (n == 3) { *allow = "GET"; return R_AGENT; }
-		if (n == 5 && strcmp(seg[3], "versions") == 0) {
-			snprintf(j->p2, sizeof(j->p2), "%s", seg[4]);
-			*allow = "GET";
-			return R_AGENT_VERSION;
-		}
-		return R_NONE;
-	}
-	if (strcmp(seg[1], "secrets") == 0) {
-		if (n == 2) { *allow = "GET"; return R_SECRETS; }
-		if (n == 3) {
-			snprintf(j->p1, sizeof(j->p1), "%s", seg[2]);
-			*allow = "PUT, DELETE";
-			return R_SECRET;
-		}
-		return R_NONE;
-	}
-	if (strcmp(seg[1], "runs") != 0)
-		return R_NONE;
-	if (n == 2) { *allow = "GET, POST"; return R_RUNS; }
-	/* A malformed run id cannot name a run: 404, like an unknown one. */
-	if (!rs_id_is_uuid(seg[2]))
-		return R_NONE;
-	memcpy(j->run_id, seg[2], RS_UUID_LEN + 1);
-	if (n == 3) { *allow = "GET"; return R_RUN; }
-	if (n == 4 && strcmp(seg[3], "events") == 0) { *allow = "GET"; return R_RUN_EVENTS; }
-	if (n == 4 && strcmp(seg[3], "stream") == 0) { *allow = "GET"; return R_RUN_STREAM; }
-	if (n == 4 && strcmp(seg[3], "cancel") == 0) { *allow = "POST"; return R_RUN_CANCEL; }
-	if (n == 5 && strcmp(seg[3], "signals") == 0) {
-		snprintf(j->p2, sizeof(j->p2), "%s", seg[4]);
-		*allow = "POST";
-		return R_RUN_SIGNAL;
-	}
-	return R_NONE;
-}
-
 static rs_api_method
 method_of(struct lws *wsi)
 {
@@ -491,25 +428,6 @@ custom_hdr(struct lws *wsi, const char *name, char *out, size_t cap)
 
 	if (n < 0)
 		out[0] = '\0';
-}
-
-/* "wait=N" inside a Prefer header (RFC 7240), clamped to 60. */
-static int
-prefer_wait(const char *v)
-{
-	const char *p = strstr(v, "wait=");
-	int64_t n;
-	char num[16];
-	size_t i = 0;
-
-	if (p == NULL)
-		return 0;
-	for (p += 5; *p >= '0' && *p <= '9' && i < sizeof(num) - 1; p++)
-		num[i++] = *p;
-	num[i] = '\0';
-	if (parse_u(num, &n) != 0)
-		return 0;
-	return n > 60 ? 60 : (int)n;
 }
 
 static void
@@ -620,17 +538,12 @@ on_request(rs_api *app, rs_api_req *r, struct lws *wsi, const char *uri)
 		strcat(j->hdrs, "Retry-After: 1\n");
 		return respond_now(app, r, j);
 	}
-	route = route_of(uri, j, &allow);
+	route = rs_api_route_of(uri, j, &allow);
 	if (route == R_NONE) {
 		rs_api_problem(j, 404, "no such resource: %s", uri);
 		return respond_now(app, r, j);
 	}
-	if ((j->method == RS_M_GET && strstr(allow, "GET") == NULL) ||
-	    (j->method == RS_M_POST && strstr(allow, "POST") == NULL) ||
-	    (j->method == RS_M_PUT && strstr(allow, "PUT") == NULL) ||
-	    (j->method == RS_M_DELETE && strstr(allow, "DELETE") == NULL) ||
-	    (j->method != RS_M_GET && j->method != RS_M_POST && j->method != RS_M_PUT &&
-	     j->method != RS_M_DELETE)) {
+	if (!rs_api_method_allowed(j->method, allow)) {
 		rs_api_problem(j, 405, "%s allows %s", uri, allow);
 		snprintf(j->hdrs, sizeof(j->hdrs), "Allow: %s\n", allow);
 		return respond_now(app, r, j);
@@ -639,26 +552,34 @@ on_request(rs_api *app, rs_api_req *r, struct lws *wsi, const char *uri)
 	if (lws_hdr_copy(wsi, j->auth, sizeof(j->auth), WSI_TOKEN_HTTP_AUTHORIZATION) < 0)
 		j->auth[0] = '\0';
 	custom_hdr(wsi, "idempotency-key:", j->idem, sizeof(j->idem));
+	/* Present but refused (too long for the buffer: the copy left it
+	 * empty; or bytes run.start cannot carry): 400, never "no key",
+	 * which would let a retry start a second run. */
+	if (lws_hdr_custom_length(wsi, "idempotency-key:", 16) > 0 &&
+	    !rs_api_idem_key_ok(j->idem)) {
+		rs_api_problem(j, 400, "Idempotency-Key: must be %s", RS_API_IDEM_RULE);
+		return respond_now(app, r, j);
+	}
 	custom_hdr(wsi, "traceparent:", j->traceparent, sizeof(j->traceparent));
 	custom_hdr(wsi, "prefer:", buf, sizeof(buf));
-	j->wait_s = prefer_wait(buf);
+	j->wait_s = rs_api_prefer_wait(buf);
 	if (route == R_RUN && rs_api_qarg(j->query, "wait", buf, sizeof(buf))) {
 		/* ?wait=N means the same as Prefer: wait=N */
 		snprintf(clen, sizeof(clen), "wait=%.8s", buf);
-		j->wait_s = prefer_wait(clen);
+		j->wait_s = rs_api_prefer_wait(clen);
 	}
 	if (route != R_RUNS && route != R_RUN)
 		j->wait_s = 0;
 	if (route == R_RUN_STREAM) {
-		int64_t after = 0;
+		uint64_t after = 0;
 		custom_hdr(wsi, "last-event-id:", buf, sizeof(buf));
 		if (buf[0] == '\0')
 			rs_api_qarg(j->query, "after", buf, sizeof(buf));
-		if (buf[0] != '\0' && parse_u(buf, &after) != 0) {
+		if (buf[0] != '\0' && rs_api_parse_runseq(buf, &after) != RS_OK) {
 			rs_api_problem(j, 400, "Last-Event-ID / after: must be an event runseq (integer >= 0)");
 			return respond_now(app, r, j);
 		}
-		j->after = (uint64_t)after;
+		j->after = after;
 	}
 	if (j->method == RS_M_POST || j->method == RS_M_PUT) {
 		int64_t cl = 0;

@@ -76,16 +76,22 @@ rs_api_json(rs_api_job *job, int status, json_t *v)
 void
 rs_api_problem(rs_api_job *job, int status, const char *fmt, ...)
 {
-	char detail[1024], type[128];
+	char detail[1024], type[128], instance[RS_API_PATH_MAX];
 	va_list ap;
 	json_t *p;
 
 	va_start(ap, fmt);
 	vsnprintf(detail, sizeof(detail), fmt, ap);
 	va_end(ap);
+	/* detail may quote the request (a path, a field name) and be cut
+	 * inside a character, and the path is the client's bytes: both must
+	 * be UTF-8, or json_pack fails and the client gets a bare 500. */
+	rs_json_scrub_utf8(detail);
+	snprintf(instance, sizeof(instance), "%s", job->path);
+	rs_json_scrub_utf8(instance);
 	snprintf(type, sizeof(type), "https://runstream.dev/problems/%s", problem_slug(status));
 	p = json_pack("{s:s, s:s, s:i, s:s, s:s}", "type", type, "title", rs_api_reason(status),
-	              "status", status, "detail", detail, "instance", job->path);
+	              "status", status, "detail", detail, "instance", instance);
 	rs_api_json(job, status, p);
 	if (job->status == status)
 		job->ctype = "application/problem+json";

@@ -16,6 +16,7 @@
  * than a stale "running" after the client saw run.completed on SSE.
  */
 #include "api.h"
+#include "request.h"
 #include "rs_config.h"
 #include "rs_event.h"
 #include "rs_id.h"
@@ -276,79 +277,6 @@ rs_api_runs_get(rs_api *app, rs_api_job *job)
 	rs_api_run_view(app, job, 0);
 }
 
-/* Query string value of k into out (cap); 1 if present. */
-static int
-qarg(const char *q, const char *k, char *out, size_t cap)
-{
-	size_t kl = strlen(k);
-	const char *p = q;
-
-	while (p != NULL && *p) {
-		if (strncmp(p, k, kl) == 0 && p[kl] == '=') {
-			const char *v = p + kl + 1, *e = strchr(v, '&');
-			size_t n = e != NULL ? (size_t)(e - v) : strlen(v);
-			if (n >= cap)
-				n = cap - 1;
-			memcpy(out, v, n);
-			out[n] = '\0';
-			return 1;
-		}
-		p = strchr(p, '&');
-		if (p != NULL)
-			p++;
-	}
-	return 0;
-}
-
-int
-rs_api_qarg(const char *q, const char *k, char *out, size_t cap)
-{
-	return qarg(q, k, out, cap);
-}
-
-static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-static void
-b64_encode(const char *in, char *out, size_t cap)
-{
-	size_t n = strlen(in), o = 0;
-
-	for (size_t i = 0; i < n && o + 5 < cap; i += 3) {
-		unsigned v = (unsigned char)in[i] << 16;
-		if (i + 1 < n) v |= (unsigned char)in[i + 1] << 8;
-		if (i + 2 < n) v |= (unsigned char)in[i + 2];
-		out[o++] = b64url[(v >> 18) & 63];
-		out[o++] = b64url[(v >> 12) & 63];
-		if (i + 1 < n) out[o++] = b64url[(v >> 6) & 63];
-		if (i + 2 < n) out[o++] = b64url[v & 63];
-	}
-	out[o] = '\0';
-}
-
-static int
-b64_decode(const char *in, char *out, size_t cap)
-{
-	unsigned v = 0;
-	int bits = 0;
-	size_t o = 0;
-
-	for (; *in; in++) {
-		const char *p = strchr(b64url, *in);
-		if (p == NULL || *in == '\0')
-			return -1;
-		v = (v << 6) | (unsigned)(p - b64url);
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			if (o + 1 >= cap)
-				return -1;
-			out[o++] = (char)((v >> bits) & 0xff);
-		}
-	}
-	out[o] = '\0';
-	return 0;
-}
-
 void
 rs_api_runs_list(rs_api *app, rs_api_job *job)
 {
@@ -360,14 +288,14 @@ rs_api_runs_list(rs_api *app, rs_api_job *job)
 		"AND ($4::bigint IS NULL OR (r.created_at, r.run_id) < "
 		"     ('epoch'::timestamptz + $4::bigint * interval '1 microsecond', $5::uuid)) "
 		"ORDER BY r.created_at DESC, r.run_id DESC LIMIT $6";
-	char status[32] = "", agent[80] = "", after[200] = "", limit_s[16] = "20", cur[160];
+	char status[32] = "", agent[80] = "", after[200] = "", limit_s[16] = "20";
 	char cur_us[32] = "", cur_id[40] = "";
 	const char *params[6];
 	int64_t limit;
 	PGresult *res;
 	json_t *arr, *next = json_null();
-	int have_status = qarg(job->query, "status", status, sizeof(status));
-	int have_agent = qarg(job->query, "agent", agent, sizeof(agent));
+	int have_status = rs_api_qarg(job->query, "status", status, sizeof(status));
+	int have_agent = rs_api_qarg(job->query, "agent", agent, sizeof(agent));
 
 	if (have_status && strcmp(status, "queued") && strcmp(status, "running") &&
 	    strcmp(status, "waiting") && strcmp(status, "completed") && strcmp(status, "failed") &&
@@ -376,21 +304,15 @@ rs_api_runs_list(rs_api *app, rs_api_job *job)
 		               "failed, cancelled, timed_out");
 		return;
 	}
-	qarg(job->query, "limit", limit_s, sizeof(limit_s));
+	rs_api_qarg(job->query, "limit", limit_s, sizeof(limit_s));
 	if (rs_parse_int(limit_s, 1, 100, &limit) != RS_OK) {
 		rs_api_problem(job, 400, "limit: must be an integer from 1 to 100");
 		return;
 	}
-	if (qarg(job->query, "after", after, sizeof(after))) {
-		char *dot;
-		if (b64_decode(after, cur, sizeof(cur)) != 0 || (dot = strchr(cur, '.')) == NULL ||
-		    !rs_id_is_uuid(dot + 1) || dot - cur >= (long)sizeof(cur_us)) {
-			rs_api_problem(job, 400, "after: not a cursor returned by this API");
-			return;
-		}
-		memcpy(cur_us, cur, (size_t)(dot - cur));
-		cur_us[dot - cur] = '\0';
-		snprintf(cur_id, sizeof(cur_id), "%s", dot + 1);
+	if (rs_api_qarg(job->query, "after", after, sizeof(after)) &&
+	    rs_api_cursor_decode(after, cur_us, cur_id) != RS_OK) {
+		rs_api_problem(job, 400, "after: not a cursor returned by this API");
+		return;
 	}
 	params[0] = job->tenant;
 	params[1] = have_status ? status : NULL;
@@ -403,10 +325,9 @@ rs_api_runs_list(rs_api *app, rs_api_job *job)
 		return;
 	arr = json_column(res);
 	if (PQntuples(res) == limit) {
-		char raw[96], enc[160];
+		char enc[160];
 		int last = PQntuples(res) - 1;
-		snprintf(raw, sizeof(raw), "%s.%s", PQgetvalue(res, last, 1), PQgetvalue(res, last, 2));
-		b64_encode(raw, enc, sizeof(enc));
+		rs_api_cursor_encode(PQgetvalue(res, last, 1), PQgetvalue(res, last, 2), enc, sizeof(enc));
 		next = json_string(enc);
 	}
 	PQclear(res);
@@ -433,8 +354,8 @@ rs_api_runs_events(rs_api *app, rs_api_job *job)
 	int64_t deadline = rs_mono_ms() + app->ryw_ms;
 	rs_status st;
 
-	qarg(job->query, "after", after_s, sizeof(after_s));
-	qarg(job->query, "limit", limit_s, sizeof(limit_s));
+	rs_api_qarg(job->query, "after", after_s, sizeof(after_s));
+	rs_api_qarg(job->query, "limit", limit_s, sizeof(limit_s));
 	if (rs_parse_int(after_s, 0, INT64_MAX, &after) != RS_OK) {
 		rs_api_problem(job, 400, "after: must be an event runseq (integer >= 0)");
 		return;
@@ -460,8 +381,11 @@ rs_api_runs_events(rs_api *app, rs_api_job *job)
 		if (PQntuples(res) > 0)
 			next = strtoull(PQgetvalue(res, PQntuples(res) - 1, 1), NULL, 10);
 		/* Behind the log? Everything up to min(log_last, after+limit)
-		 * must be there before we answer. */
-		want = log_last < (uint64_t)(after + limit) ? log_last : (uint64_t)(after + limit);
+		 * must be there before we answer
+		 * (unsigned sum: after may be INT64_MAX, limit <= 1000.) */
+		want = (uint64_t)after + (uint64_t)limit;
+		if (log_last < want)
+			want = log_last;
 		if (next < want && rs_mono_ms() < deadline) {
 			PQclear(res);
 			usleep(10 * 1000);

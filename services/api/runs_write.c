@@ -20,6 +20,7 @@
  * and "start published" heals on the client's retry.
  */
 #include "api.h"
+#include "request.h"
 #include "rs_hash.h"
 #include "rs_cmd.h"
 #include "rs_event.h"
@@ -192,40 +193,12 @@ rs_api_runs_create(rs_api *app, rs_api_job *job)
 	kvEntry *e = NULL;
 	rs_cmd cmd;
 	rs_status st;
-	int failed, handed = 0;
+	int failed, handed = 0, bad;
 
 	memset(&cmd, 0, sizeof(cmd));
-	if (rs_json_parse(job->body != NULL ? job->body : "", job->body_len, &body, err,
-	                  sizeof(err)) != RS_OK) {
-		rs_api_problem(job, 400, "%s", err);
-		goto cleanup;
-	}
-	if (!json_is_object(body)) {
-		rs_api_problem(job, 422, "(root): must be a JSON object {\"agent\", \"version\"?, \"input\"?}");
-		goto cleanup;
-	}
-	{
-		const char *k;
-		json_t *v;
-		json_object_foreach(body, k, v)
-			if (strcmp(k, "agent") != 0 && strcmp(k, "version") != 0 && strcmp(k, "input") != 0) {
-				rs_api_problem(job, 422, "%s: unknown field", k);
-				goto cleanup;
-			}
-	}
-	agent = json_string_value(json_object_get(body, "agent"));
-	if (agent == NULL) {
-		rs_api_problem(job, 422, "agent: required, a string");
-		goto cleanup;
-	}
-	if (json_object_get(body, "version") != NULL &&
-	    (version = json_string_value(json_object_get(body, "version"))) == NULL) {
-		rs_api_problem(job, 422, "version: must be a string");
-		goto cleanup;
-	}
-	input = json_object_get(body, "input");
-	if (input != NULL && !json_is_object(input)) {
-		rs_api_problem(job, 422, "input: must be a JSON object");
+	if ((bad = rs_api_run_body(job->body, job->body_len, &body, &agent, &version, &input, err,
+	                           sizeof(err))) != 0) {
+		rs_api_problem(job, bad, "%s", err);
 		goto cleanup;
 	}
 	st = rs_api_agent_resolve(app, job->tenant, agent, version, ver);
@@ -445,28 +418,22 @@ rs_api_runs_cancel(rs_api *app, rs_api_job *job)
 {
 	json_t *body = NULL;
 	char err[512];
+	const char *reason;
 	rs_cmd cmd;
+	int bad;
 
 	memset(&cmd, 0, sizeof(cmd));
-	if (job->body_len > 0) {
-		if (rs_json_parse(job->body, job->body_len, &body, err, sizeof(err)) != RS_OK) {
-			rs_api_problem(job, 400, "%s", err);
-			return;
-		}
-		if (!json_is_object(body) ||
-		    (json_object_get(body, "reason") != NULL &&
-		     !json_is_string(json_object_get(body, "reason")))) {
-			rs_api_problem(job, 422, "reason: must be a string (body {\"reason\"?})");
-			json_decref(body);
-			return;
-		}
+	if ((bad = rs_api_cancel_body(job->body, job->body_len, &body, &reason, err,
+	                              sizeof(err))) != 0) {
+		rs_api_problem(job, bad, "%s", err);
+		return;
 	}
 	if (!check_open(app, job))
 		goto cleanup;
 	cmd.type = RS_CMD_CANCEL;
 	snprintf(cmd.run_id, sizeof(cmd.run_id), "%s", job->run_id);
 	snprintf(cmd.tenant, sizeof(cmd.tenant), "%s", job->tenant);
-	cmd.reason = (char *)json_string_value(json_object_get(body, "reason"));
+	cmd.reason = (char *)reason;
 	publish_cmd(app, job, &cmd, json_pack("{s:s, s:s}", "run_id", job->run_id, "status",
 	                                      "cancel_requested"));
 cleanup:
@@ -479,15 +446,12 @@ rs_api_runs_signal(rs_api *app, rs_api_job *job, const char *name)
 	json_t *payload = NULL;
 	char err[512], sid[RS_UUID_LEN + 1];
 	rs_cmd cmd;
+	int bad;
 
 	memset(&cmd, 0, sizeof(cmd));
-	if (!rs_id_is_token(name, 64)) {
-		rs_api_problem(job, 422, "signal name: must match [a-z0-9_-]{1,64}");
-		return;
-	}
-	if (job->body_len > 0 &&
-	    rs_json_parse(job->body, job->body_len, &payload, err, sizeof(err)) != RS_OK) {
-		rs_api_problem(job, 400, "%s", err);
+	if ((bad = rs_api_signal_body(name, job->body, job->body_len, &payload, err,
+	                              sizeof(err))) != 0) {
+		rs_api_problem(job, bad, "%s", err);
 		return;
 	}
 	if (!check_open(app, job))

@@ -200,6 +200,9 @@ rs_router_frame_parse(const char *buf, size_t len, rs_router_frame *f, char *cod
 		for (char *p = esc; *p != '\0'; p++)
 			if ((unsigned char)*p < ' ' || *p == '"' || *p == '\\')
 				*p = '?';
+		/* the cut at 64 bytes may split a character: the message
+		 * goes into a JSON error frame, which must be UTF-8 */
+		rs_json_scrub_utf8(esc);
 		st = bad(code, codecap, "unknown_type", msg, msgcap,
 		         "frame: type: unknown frame type \"%s\" (expected hello or tool.result)", esc);
 	}

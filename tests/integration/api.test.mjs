@@ -248,6 +248,34 @@ test('agents: 201 then 200 created:false, reads, 422 with the field path', async
   assertProblem(await call('GET', '/v1/agents/greeter', { key: keyB }), 404);
 });
 
+test("a client's bytes never turn a refusal into a 500 (found by tests/fuzz)", async () => {
+  // Malformed JSON (valid UTF-8) where jansson's message quotes half a
+  // character ("invalid escape near '"\<0xc3>'"): the problem detail must
+  // still be JSON, the status still 400 (was a bare 500).
+  assertProblem(await call('POST', '/v1/runs', { body: '{"agent":"\\\u00e9"}' }), 400,
+    /invalid escape/);
+  // Idempotency-Key: a byte run.start cannot carry, or longer than the
+  // buffer (which used to read as "no key"): 400, and no run starts.
+  assertProblem(await call('POST', '/v1/runs', { body: { agent: 'auto-a' },
+    headers: { 'Idempotency-Key': 'key-\u00e9' } }), 400, /^Idempotency-Key: /);
+  assertProblem(await call('POST', '/v1/runs', { body: { agent: 'auto-a' },
+    headers: { 'Idempotency-Key': 'k'.repeat(300) } }), 400, /^Idempotency-Key: /);
+  const ok = await call('POST', '/v1/runs', { body: { agent: 'auto-a' },
+    headers: { 'Idempotency-Key': 'k'.repeat(255) } });
+  assert.equal(ok.status, 202, ok.text);
+  // ?after= at the top of its range: no signed overflow in after+limit
+  // (UBSan aborted the API here), just an empty page.
+  const top = await call('GET', `/v1/runs/${ok.json.run_id}/events?after=9223372036854775807`);
+  assert.equal(top.status, 200, top.text);
+  assert.deepEqual(top.json.events, []);
+  // A list cursor whose time part is not digits is refused by the API,
+  // not handed to Postgres as a bigint.
+  const badCursor = Buffer.from(`abc.${ok.json.run_id}`).toString('base64url');
+  assertProblem(await call('GET', `/v1/runs?after=${badCursor}`), 400, /^after: /);
+  // A path that is not UTF-8 once decoded: a 404 problem, not a 500.
+  assertProblem(await call('GET', '/v1/%ff%fe'), 404);
+});
+
 test('error paths: 400 position, 401, 404, 405, 409, 413, 422', async () => {
   // 401 without / with a wrong key, on every kind of /v1 route
   assertProblem(await call('GET', '/v1/runs', { key: null }), 401);

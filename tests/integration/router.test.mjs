@@ -349,6 +349,25 @@ test('garbage frames get error frames naming the problem, then 1008', async () =
   assert.equal((await withTimeout(d.closed, 5000, 'close 1008')).code, 1008);
 });
 
+test('error frames quoting half a character are still sent (found by tests/fuzz)', async () => {
+  // The message went into a JSON error frame, which cannot hold invalid
+  // UTF-8: the frame was dropped and the device heard nothing.
+  const d = new Dev(routerA.url);
+  await d.opened;
+  // a type cut at 64 bytes inside a character
+  d.send({ type: 'a'.repeat(63) + '\u00e9' });
+  let e = await d.expect((f) => f.type === 'error');
+  assert.equal(e.code, 'unknown_type');
+  // malformed JSON whose parser message quotes half a character
+  d.send('{"type":"\\\u00e9"}');
+  e = await d.expect((f) => f.type === 'error');
+  assert.equal(e.code, 'malformed_json');
+  d.send('[]');
+  d.send('[]');
+  d.send('[]');
+  assert.equal((await withTimeout(d.closed, 5000, 'close 1008')).code, 1008);
+});
+
 test('a frame over the cap closes with 1009', async () => {
   const d = new Dev(routerA.url);
   assert.equal((await d.hello('big', token('big'))).type, 'welcome');

@@ -151,6 +151,35 @@ test_json(void)
 		CHECK(rs_json_parse(str, strlen(str), &v, err, sizeof(err)) == RS_OK);
 	}
 	json_decref(v);
+	/* A parse error quoting half a character is still UTF-8 (it goes
+	 * into JSON answers; found by tests/fuzz). */
+	{
+		const char *half = "{\"a\":\"\\\xc3\xa9\"}";
+		CHECK(rs_json_parse(half, strlen(half), &v, err, sizeof(err)) == RS_EINVAL);
+	}
+	{
+		json_t *js = json_string(err);
+		CHECK(js != NULL && strstr(err, "invalid escape") != NULL);
+		json_decref(js);
+	}
+	{
+		const struct { const char *in, *out; } u[] = {
+			{ "plain", "plain" },
+			{ "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80" },
+			{ "cut \xc3", "cut ?" },                      /* truncated sequence */
+			{ "\xe2\x82x", "??x" },
+			{ "\xc0\xaf", "??" },                        /* overlong '/' */
+			{ "\xed\xa0\x80", "???" },                  /* a surrogate */
+			{ "\xf4\x90\x80\x80", "????" },            /* past U+10FFFF */
+			{ "\xff\xfe", "??" },
+		};
+		char buf[64];
+		for (size_t i = 0; i < sizeof(u) / sizeof(u[0]); i++) {
+			snprintf(buf, sizeof(buf), "%s", u[i].in);
+			rs_json_scrub_utf8(buf);
+			CHECK_STR(buf, u[i].out);
+		}
+	}
 	rs_sha256_hex("abc", 3, err);
 	CHECK(strcmp(err, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad") == 0);
 }
@@ -227,7 +256,16 @@ test_puback(void)
 	const char *wrong = "{\"error\":{\"code\":400,\"err_code\":10071,"
 	                    "\"description\":\"wrong last sequence: 5\"}}";
 
-	/* The server's own shapes take the parser-free path. */
+	/* The server's own shapes take the parser-free path; nothing a JSON
+	 * parser would read differently does. */
+	{
+		const char *lead0 = "{\"stream\":\"RUNS\",\"seq\":06}";
+		const char *utf8 = "{\"stream\":\"R\xc3\x9cNS\",\"seq\":3}";
+		const char *big = "{\"stream\":\"RUNS\",\"seq\":9223372036854775808}";
+		CHECK(rs_js_puback_fast(lead0, strlen(lead0), &seq, &dup) == 0);
+		CHECK(rs_js_puback_fast(utf8, strlen(utf8), &seq, &dup) == 0);
+		CHECK(rs_js_puback_fast(big, strlen(big), &seq, &dup) == 0);
+	}
 	CHECK(rs_js_puback_fast(ok, strlen(ok), &seq, &dup) == 1 && seq == 42 && dup == 0);
 	CHECK(rs_js_puback_fast(d, strlen(d), &seq, &dup) == 1 && seq == 7 && dup == 1);
 	CHECK(rs_js_puback_fast(wrong, strlen(wrong), &seq, &dup) == 0);
@@ -261,6 +299,12 @@ test_puback(void)
 		{ "{\"stream\":\"RUNS\",\"seq\":-3}", RS_EINVAL, 0, 0 },
 		{ "{\"stream\":\"RUNS", RS_EINVAL, 0, 0 },
 		{ "{\"stream\":\"RUNS\"", RS_EINVAL, 0, 0 },
+		/* found by tests/fuzz: the fast path accepted what JSON refuses */
+		{ "{\"stream\":\"RUNS\",\"seq\":06}", RS_EINVAL, 0, 0 },
+		{ "{\"stream\":\"RUNS\",\"seq\":9999999999999999999}", RS_EINVAL, 0, 0 },
+		{ "{\"stream\":\"R\xff\",\"seq\":3}", RS_EINVAL, 0, 0 },
+		{ "{\"stream\":\"R\xc3\x9cNS\",\"seq\":3}", RS_OK, 3, 0 },
+		{ "{\"stream\":\"RUNS\",\"seq\":9223372036854775807}", RS_OK, 9223372036854775807ULL, 0 },
 	};
 	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
 		rs_status st = rs_js_parse_puback(t[i].in, strlen(t[i].in), &seq, &dup, &jerr, err,
