@@ -255,7 +255,9 @@ export async function startService(name, env, readyPort, extraArgs = []) {
     await waitFor(`${name} /readyz on ${readyPort}`, async () => {
       if (p.proc.exitCode !== null) throw new Error(`${name} exited with ${p.proc.exitCode}: ${logTail(p, 20)}`);
       const res = await fetch(`http://127.0.0.1:${readyPort}/readyz`);
-      return res.status === 200;
+      if (res.status === 200) return true;
+      // Say why it is not ready (a stale connect error would mislead).
+      throw new Error(`/readyz ${res.status}: ${(await res.text()).slice(0, 200)}`);
     }, 20000);
   } catch (e) {
     throw new Error(`${e.message}\n--- ${name} log ---\n${logTail(p)}`);
