@@ -155,15 +155,18 @@ async function closedLoop(c, n) {
   const lat = [];
   const inLog = [];
   const errors = {};
+  const answered = [];   // { run, sent, answered } wall-clock ms, for the timeline
   let next = 0;
   const t0 = performance.now();
   await Promise.all(Array.from({ length: c }, async () => {
     while (next < n) {
       next++;
       const input = crypto.randomInt(0, 1e9);
+      const sent = performance.timeOrigin + performance.now();
       const r = await postRun(agentReq, input, true);
       if (r.error) { errors[r.error] = (errors[r.error] || 0) + 1; continue; }
       lat.push(r.ms);
+      answered.push({ run: r.run.run_id, sent, answered: sent + r.ms });
       const c0 = Date.parse(r.run.created_at);
       const f0 = Date.parse(r.run.finished_at);
       if (Number.isFinite(c0) && Number.isFinite(f0)) inLog.push(f0 - c0);
@@ -173,7 +176,7 @@ async function closedLoop(c, n) {
   agentReq.destroy();
   lat.sort((a, b) => a - b);
   inLog.sort((a, b) => a - b);
-  return { runs: n, ok: lat.length, secs, lat, inLog, errors };
+  return { runs: n, ok: lat.length, secs, lat, inLog, errors, answered };
 }
 
 // ---- helpers on the stack ---------------------------------------------
@@ -261,10 +264,46 @@ async function runEvents(js, runId) {
   const evs = [];
   const it = await oc.fetch({ max_messages: 1000, expires: 5000 });
   for await (const m of it) {
-    evs.push({ type: m.headers?.get('Runstream-Type') || JSON.parse(m.string()).type, bytes: m.data.length });
+    const ce = JSON.parse(m.string());
+    evs.push({ type: ce.type.replace(/^runstream\./, ''), time: Date.parse(ce.time), bytes: m.data.length });
     if (m.info.pending === 0) break;
   }
   return evs;
+}
+
+// Where the time of a run goes, from the client's clock and the events'
+// `time` (the orchestrator's, millisecond resolution, same host clock):
+// mean ms per segment over the last `k` runs of a phase. The segments add
+// up to the client's latency.
+async function timeline(js, answered, k) {
+  const seg = {};
+  const add = (name, ms) => { seg[name] = (seg[name] || 0) + ms; };
+  const sample = answered.slice(-k);
+  for (const a of sample) {
+    const evs = await runEvents(js, a.run);
+    const at = (type, from = 0) => evs.findIndex((e, i) => i >= from && e.type === type);
+    const created = at('run.created');
+    const done = at('run.completed');
+    if (created < 0 || done < 0) continue;
+    add('POST -> run.created (api, CMDS, orchestrator intake)', evs[created].time - a.sent);
+    let i = created;
+    let prev = 'run.created';
+    for (;;) {
+      const req = at('tool.requested', i);
+      if (req < 0) break;
+      add(`${prev} -> tool.requested (orchestrator decision${prev === 'tool.completed' ? ', steps 2 and 3 together' : ''})`, evs[req].time - evs[i].time);
+      const dis = at('tool.dispatched', req);
+      const com = at('tool.completed', req);
+      if (dis < 0 || com < 0) break;
+      add('tool.requested -> tool.dispatched (TOOLCALLS, router intake and claim, tool.delivered via CMDS; 3 steps together)', evs[dis].time - evs[req].time);
+      add('tool.dispatched -> tool.completed (device, result CAS, tool.result via CMDS; 3 steps together)', evs[com].time - evs[dis].time);
+      i = com;
+      prev = 'tool.completed';
+    }
+    add('tool.completed -> run.completed (last decision)', evs[done].time - evs[i].time);
+    add('run.completed -> answer at the client (the wait path)', a.answered - evs[done].time);
+  }
+  return Object.fromEntries(Object.entries(seg).map(([kk, v]) => [kk, r2(v / sample.length)]));
 }
 
 // ---- main ---------------------------------------------------------------
@@ -290,7 +329,10 @@ async function main() {
   for (const [name, envName] of [['orchestrator', 'RS_ORCHESTRATOR_OPS_PORT'], ['projector', 'RS_PROJECTOR_OPS_PORT'],
     ['executor', 'RS_EXECUTOR_OPS_PORT'], ['api', 'RS_API_PORT'], ['router', 'RS_ROUTER_PORT']]) {
     ports[name] = await freePort();
-    const p = await startService(name, { ...env, [envName]: String(ports[name]) }, ports[name]);
+    // Defaults as a user has them, except the api's cap on parked waits
+    // per key (100), raised only when C_HIGH needs more.
+    const extra = name === 'api' && C_HIGH + 16 > 100 ? { RS_API_MAX_WAITS_PER_KEY: String(C_HIGH + 16) } : {};
+    const p = await startService(name, { ...env, ...extra, [envName]: String(ports[name]) }, ports[name]);
     roots[name === 'router' ? 'tool-router' : name] = p.pid;
   }
   apiPort = ports.api;
@@ -362,6 +404,7 @@ async function main() {
     const stackW = Object.keys(roots).reduce((a, k) => a + (cpuW[k] - cpu0[k]), 0);
     const errors = Object.values(r.errors).reduce((a, b) => a + b, 0);
     phases.push({
+      timeline_ms: await timeline(js, r.answered, 20),
       concurrency: c, runs: n, ok: r.ok, errors, error_kinds: r.errors, secs: r2(r.secs),
       runs_per_s: r1(r.ok / r.secs),
       p50_ms: r2(pct(r.lat, 0.5)), p95_ms: r2(pct(r.lat, 0.95)), p99_ms: r2(pct(r.lat, 0.99)), max_ms: r2(r.lat[r.lat.length - 1]),
@@ -434,6 +477,18 @@ function table(res) {
   }
   L.push(`| cold start (after ${res.cold.idle_s} s idle) | 1 | | ${res.cold.ms} | | | | | ${res.cold.error ? 1 : 0} | | | |`);
   L.push('');
+  L.push(`The run right after the cold one: ${res.cold.next_run_ms} ms. Tool-timeout timers fired (30 s after each step, of earlier runs) during the phases: ${p.map((x) => `C=${x.concurrency} ${x.timers_fired}`).join(', ')}; events appended per run: ${p.map((x) => x.events_appended_per_run).join(', ')}; redelivered commands: ${p.map((x) => x.redeliveries).join(', ')}.`);
+  L.push('');
+  if (res.cold.idle_s) {
+    L.push(`CPU while idle (the ${res.cold.idle_s} s before the cold run), ms per second: ${Object.entries(res.cold.idle_cpu_ms_per_s).map(([k, v]) => `${k} ${v}`).join(', ')}.`);
+    L.push('');
+  }
+  for (const x of p) {
+    L.push(`Where the time goes at C=${x.concurrency} (mean ms over the phase's last 20 runs; event times have 1 ms resolution):`);
+    L.push('');
+    for (const [k, v] of Object.entries(x.timeline_ms)) L.push(`- ${k}: ${v}`);
+    L.push('');
+  }
   L.push(`CPU ms per run by process tree (window + until every durable consumer is drained):`);
   L.push('');
   const names = Object.keys(p[0].cpu_ms_per_run);
