@@ -136,7 +136,7 @@ function postRun(agentReq, n, wait) {
         try { j = JSON.parse(Buffer.concat(chunks).toString()); } catch { /* not JSON */ }
         let error = null;
         if (res.statusCode === 202) error = 'timeout (202 after the wait)';
-        else if (res.statusCode !== 200) error = `http ${res.statusCode}`;
+        else if (res.statusCode !== 200) error = `http ${res.statusCode}${j?.detail ? ': ' + String(j.detail).slice(0, 120) : ''}`;
         else if (j?.status !== 'completed') error = `status ${j?.status}`;
         else if (j?.output?.n !== n + 3) error = 'wrong output';
         resolve({ ms, error, run: j });
@@ -390,6 +390,8 @@ async function main() {
     const cl0 = clientTicks();
     const r = await closedLoop(c, n);
     const h1 = hostTicks();
+    // A process that died explains errors better than their count.
+    const died = Object.entries(roots).filter(([, pid]) => { try { process.kill(pid, 0); return false; } catch { return true; } }).map(([k]) => k);
     const cl1 = clientTicks();
     const cpuW = treeTicks(roots);
     await settle(jsm);
@@ -405,7 +407,7 @@ async function main() {
     const errors = Object.values(r.errors).reduce((a, b) => a + b, 0);
     phases.push({
       timeline_ms: await timeline(js, r.answered, 20),
-      concurrency: c, runs: n, ok: r.ok, errors, error_kinds: r.errors, secs: r2(r.secs),
+      concurrency: c, runs: n, died, ok: r.ok, errors, error_kinds: r.errors, secs: r2(r.secs),
       runs_per_s: r1(r.ok / r.secs),
       p50_ms: r2(pct(r.lat, 0.5)), p95_ms: r2(pct(r.lat, 0.95)), p99_ms: r2(pct(r.lat, 0.99)), max_ms: r2(r.lat[r.lat.length - 1]),
       in_log_p50_ms: r2(pct(r.inLog, 0.5)), in_log_p99_ms: r2(pct(r.inLog, 0.99)),
@@ -419,6 +421,7 @@ async function main() {
       timers_fired: sumOf(m1, 'rs_orch_timers_fired_total') - sumOf(m0, 'rs_orch_timers_fired_total'),
       redeliveries: sumOf(m1, 'rs_orch_redeliveries_total') - sumOf(m0, 'rs_orch_redeliveries_total'),
     });
+    if (died.length) process.stderr.write(`phase C=${c}: processes gone: ${died.join(', ')}\n`);
     process.stderr.write(`phase C=${c}: ${phases.at(-1).runs_per_s} runs/s, p50 ${phases.at(-1).p50_ms} ms, p99 ${phases.at(-1).p99_ms} ms, errors ${errors}\n`);
   }
   result.phases = phases;

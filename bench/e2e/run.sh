@@ -30,5 +30,17 @@ ninja -C "$build" services/orchestrator/rs-orchestrator services/projector/rs-pr
 	runctl/runctl bench/e2e/bench-e2e-floor >/dev/null
 # C=64 keep-alive connections, the services' sockets, Postgres backends.
 ulimit -n 65536 2>/dev/null || ulimit -n 8192 2>/dev/null || true
+# The stores, clusters and logs go to a directory of our own (TMPDIR, which
+# tests/lib/stack.mjs follows), not straight into /tmp: on a shared machine
+# a clean-up of /tmp/rs-* by someone else once deleted the JetStream store
+# and the Postgres cluster under a running benchmark. Traversable (0711):
+# Postgres runs as the `postgres` user in a directory below it.
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/bench-e2e.XXXXXX")
+chmod 0711 "$tmp"
+trap '[ "${RS_KEEP_TMP:-0}" = 1 ] || rm -rf "$tmp"' EXIT
+trap 'exit 1' INT TERM
 cd "$src/tests"
-RS_BUILD_DIR=$build RS_SRC_DIR=$src NODE_PATH=$src/tests/node_modules exec node "$here/bench.mjs" "$@"
+rc=0
+TMPDIR=$tmp RS_BUILD_DIR=$build RS_SRC_DIR=$src NODE_PATH=$src/tests/node_modules \
+	node "$here/bench.mjs" "$@" || rc=$?
+exit $rc
