@@ -201,7 +201,9 @@ async function settle(jsm, timeoutMs = 120000) {
     let busy = 0;
     for (const stream of ['CMDS', 'TOOLCALLS', 'RUNS']) {
       for await (const ci of jsm.consumers.list(stream)) {
-        if (!ci.config.durable_name) continue;   // ordered consumers (the api's) are push, never behind for long
+        // Ordered consumers (the api's) are ephemeral and never far behind;
+        // an entry can be null when its consumer went away while listing.
+        if (!ci?.config?.durable_name) continue;
         busy += ci.num_pending + ci.num_ack_pending;
       }
     }
