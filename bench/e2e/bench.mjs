@@ -113,6 +113,38 @@ function clientTicks() {
   return ((u.user + u.system) / 1e6) * HZ;
 }
 
+// What Postgres's backends are doing, sampled: every 20 ms each backend's
+// process title (`postgres: user db host(port) TRUNCATE TABLE`: the command
+// it runs now). The share of samples per command, counting only backends
+// that were not idle, is a wall-time profile of the server's work (not
+// CPU: `idle in transaction` is a backend waiting for its client with a
+// transaction open). Cheap: ~15 processes read via the postmaster's
+// children list, no extension in the server.
+function pgSampler(postmaster) {
+  const seen = {};
+  const tick = () => {
+    let kids;
+    try { kids = fs.readFileSync(`/proc/${postmaster}/task/${postmaster}/children`, 'utf8').trim().split(' ').filter(Boolean); } catch { return; }
+    for (const pid of kids) {
+      let title;
+      try { title = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').trim(); } catch { continue; }   // gone
+      const m = /^postgres: \S+ \S+ \S+\(\d+\) (.*)$/.exec(title);
+      if (!m) continue;   // a background process (walwriter, checkpointer...)
+      const cmd = m[1].replace(/ waiting$/, '');
+      if (cmd !== 'idle') seen[cmd] = (seen[cmd] || 0) + 1;
+    }
+  };
+  const iv = setInterval(tick, 20);
+  return {
+    stop() {
+      clearInterval(iv);
+      const total = Object.values(seen).reduce((x, y) => x + y, 0) || 1;
+      return Object.fromEntries(Object.entries(seen).sort((x, y) => y[1] - x[1])
+        .map(([k, v]) => [k, Math.round((100 * v) / total)]));
+    },
+  };
+}
+
 // ---- the closed-loop client -------------------------------------------
 let apiPort;
 let apiKey;
@@ -390,6 +422,7 @@ async function main() {
     const cpu0 = treeTicks(roots);
     const h0 = hostTicks();
     const cl0 = clientTicks();
+    const pgs = pgSampler(roots.postgres);
     const r = await closedLoop(c, n);
     const h1 = hostTicks();
     // A process that died explains errors better than their count.
@@ -398,6 +431,7 @@ async function main() {
     const cpuW = treeTicks(roots);
     await settle(jsm);
     const cpu1 = treeTicks(roots);
+    const pgCmds = pgs.stop();
     const m1 = await metricsOf(ports.orchestrator);
     const perRun = {};
     let total = 0;
@@ -409,6 +443,9 @@ async function main() {
     const errors = Object.values(r.errors).reduce((a, b) => a + b, 0);
     phases.push({
       timeline_ms: await timeline(js, r.answered, 20),
+      // The tail: the same split for the 10 slowest runs of the phase.
+      timeline_slowest_ms: await timeline(js, [...r.answered].sort((a, b) => (a.answered - a.sent) - (b.answered - b.sent)), 10),
+      postgres_busy_pct_by_command: pgCmds,
       concurrency: c, runs: n, died, ok: r.ok, errors, error_kinds: r.errors, secs: r2(r.secs),
       runs_per_s: r1(r.ok / r.secs),
       p50_ms: r2(pct(r.lat, 0.5)), p95_ms: r2(pct(r.lat, 0.95)), p99_ms: r2(pct(r.lat, 0.99)), max_ms: r2(r.lat[r.lat.length - 1]),
@@ -491,9 +528,13 @@ function table(res) {
   for (const x of p) {
     L.push(`Where the time goes at C=${x.concurrency} (mean ms over the phase's last 20 runs; event times have 1 ms resolution):`);
     L.push('');
-    for (const [k, v] of Object.entries(x.timeline_ms)) L.push(`- ${k}: ${v}`);
+    for (const [k, v] of Object.entries(x.timeline_ms)) L.push(`- ${k}: ${v} (10 slowest runs: ${x.timeline_slowest_ms[k] ?? '-'})`);
     L.push('');
   }
+  for (const x of p) {
+    L.push(`Postgres backends seen busy at C=${x.concurrency}, by command (% of busy samples every 20 ms): ${Object.entries(x.postgres_busy_pct_by_command).slice(0, 8).map(([k, v]) => `${k} ${v}`).join(', ')}.`);
+  }
+  L.push('');
   L.push(`CPU ms per run by process tree (window + until every durable consumer is drained):`);
   L.push('');
   const names = Object.keys(p[0].cpu_ms_per_run);
