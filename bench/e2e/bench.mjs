@@ -56,6 +56,7 @@ const N64 = intSetting('N64', '3000', '300', 1, 1e7);           // runs at C=64
 const C_HIGH = intSetting('C_HIGH', '64', '64', 2, 4096);       // the second concurrency
 const COLD_S = intSetting('COLD_S', '60', '2', 0, 3600);        // idle seconds before the cold run
 const FLOOR_RUNS = intSetting('FLOOR_RUNS', '10000', '1000', 10, 1e6);
+const PG_SAMPLE_MS = intSetting('PG_SAMPLE_MS', '20', '20', 0, 10000);  // Postgres sampler period
 const WAIT_S = 30;                                              // Prefer: wait=30
 const OUT = setting('OUT', path.join(SRC, 'bench/e2e/last.json'), path.join(SRC, 'bench/e2e/last.json'));
 const TENANT = 'bench';
@@ -113,7 +114,8 @@ function clientTicks() {
   return ((u.user + u.system) / 1e6) * HZ;
 }
 
-// What Postgres's backends are doing, sampled: every 20 ms each backend's
+// What Postgres's backends are doing, sampled: every PG_SAMPLE_MS (20 ms;
+// 0 = off; its cost shows in the client's CPU) each backend's
 // process title (`postgres: user db host(port) TRUNCATE TABLE`: the command
 // it runs now). The share of samples per command, counting only backends
 // that were not idle, is a wall-time profile of the server's work (not
@@ -134,10 +136,10 @@ function pgSampler(postmaster) {
       if (cmd !== 'idle') seen[cmd] = (seen[cmd] || 0) + 1;
     }
   };
-  const iv = setInterval(tick, 20);
+  const iv = PG_SAMPLE_MS ? setInterval(tick, PG_SAMPLE_MS) : null;
   return {
     stop() {
-      clearInterval(iv);
+      if (iv) clearInterval(iv);
       const total = Object.values(seen).reduce((x, y) => x + y, 0) || 1;
       return Object.fromEntries(Object.entries(seen).sort((x, y) => y[1] - x[1])
         .map(([k, v]) => [k, Math.round((100 * v) / total)]));
@@ -345,7 +347,7 @@ const roots = {};
 const load0 = os.loadavg();
 const result = {
   started: new Date().toISOString(), quick: QUICK, host: { cpus: os.cpus().length, model: os.cpus()[0]?.model.trim(), hz: HZ },
-  settings: { warmup: WARMUP, n1: N1, n_high: N64, c_high: C_HIGH, cold_s: COLD_S, floor_runs: FLOOR_RUNS, build: BUILD },
+  settings: { warmup: WARMUP, n1: N1, n_high: N64, c_high: C_HIGH, cold_s: COLD_S, floor_runs: FLOOR_RUNS, pg_sample_ms: PG_SAMPLE_MS, build: BUILD },
   load_before: load0.map(r2),
 };
 
@@ -532,7 +534,8 @@ function table(res) {
     L.push('');
   }
   for (const x of p) {
-    L.push(`Postgres backends seen busy at C=${x.concurrency}, by command (% of busy samples every 20 ms): ${Object.entries(x.postgres_busy_pct_by_command).slice(0, 8).map(([k, v]) => `${k} ${v}`).join(', ')}.`);
+    if (!res.settings.pg_sample_ms) break;
+    L.push(`Postgres backends seen busy at C=${x.concurrency}, by command (% of busy samples every ${res.settings.pg_sample_ms} ms): ${Object.entries(x.postgres_busy_pct_by_command).slice(0, 8).map(([k, v]) => `${k} ${v}`).join(', ')}.`);
   }
   L.push('');
   L.push(`CPU ms per run by process tree (window + until every durable consumer is drained):`);
