@@ -1503,6 +1503,24 @@ test_hostile_loop(void)
 	CHECK_JSON(view_get(&w, "status"), "\"failed\"");
 	CHECK_JSON(view_get(&w, "error.code"), "\"too_large\"");
 	finish(&w);
+	/* a tool answering more than RS_RUN_MAX_VALUE_BYTES: recorded as a
+	 * permanent too_large failure of the call (its events would not fit a
+	 * NATS message), never an append that fails and is retried forever */
+	{
+		size_t big = RS_RUN_MAX_VALUE_BYTES + 16;
+		char *out = malloc(big + 16);
+		memset(out, 'x', big + 16);
+		out[0] = '"';
+		out[big] = '"';
+		out[big + 1] = '\0';
+		world_init(&w, A_INC3);
+		step(&w, c_start("{\"n\":1}"));
+		CHECK_STR(step(&w, c_result(w.call_id, out)), "tool.failed step.failed run.failed");
+		CHECK_STR(ev(&w, RS_EV_TOOL_FAILED, 0)->d.tool_failed.error.code, "too_large");
+		CHECK_JSON(view_get(&w, "error.code"), "\"too_large\"");
+		finish(&w);
+		free(out);
+	}
 	/* a loop of small values ends at max_steps, a decision at a time */
 	world_init(&w, "{\"name\":\"spin\",\"max_steps\":250,\"steps\":[{\"id\":\"t\","
 	           "\"kind\":\"transform\",\"next\":\"t\",\"value\":1}]}");
