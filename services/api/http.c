@@ -639,6 +639,14 @@ on_request(rs_api *app, rs_api_req *r, struct lws *wsi, const char *uri)
 	if (lws_hdr_copy(wsi, j->auth, sizeof(j->auth), WSI_TOKEN_HTTP_AUTHORIZATION) < 0)
 		j->auth[0] = '\0';
 	custom_hdr(wsi, "idempotency-key:", j->idem, sizeof(j->idem));
+	/* A key too long to copy must not be dropped silently: the retry it
+	 * was meant to guard would create a second run. The body (if any) is
+	 * not read, so the connection cannot carry another request. */
+	if (lws_hdr_custom_length(wsi, "idempotency-key:", 16) >= (int)sizeof(j->idem)) {
+		rs_api_problem(j, 400, "Idempotency-Key: at most %zu bytes", sizeof(j->idem) - 1);
+		r->close_after = 1;
+		return respond_now(app, r, j);
+	}
 	custom_hdr(wsi, "traceparent:", j->traceparent, sizeof(j->traceparent));
 	custom_hdr(wsi, "prefer:", buf, sizeof(buf));
 	j->wait_s = prefer_wait(buf);
@@ -695,6 +703,9 @@ on_request(rs_api *app, rs_api_req *r, struct lws *wsi, const char *uri)
 		return 0;
 	}
 	default:
+		/* respond_now frees j: the draft must not point at it, or the
+		 * close that follows (close_after) frees it again. */
+		r->draft = NULL;
 		r->close_after = r->has_body;
 		return respond_now(app, r, j);
 	}
