@@ -558,6 +558,7 @@ on_request(rs_api *app, rs_api_req *r, struct lws *wsi, const char *uri)
 	if (lws_hdr_custom_length(wsi, "idempotency-key:", 16) > 0 &&
 	    !rs_api_idem_key_ok(j->idem)) {
 		rs_api_problem(j, 400, "Idempotency-Key: must be %s", RS_API_IDEM_RULE);
+		r->close_after = 1;   /* the body (if any) is not read */
 		return respond_now(app, r, j);
 	}
 	custom_hdr(wsi, "traceparent:", j->traceparent, sizeof(j->traceparent));
@@ -615,6 +616,9 @@ on_request(rs_api *app, rs_api_req *r, struct lws *wsi, const char *uri)
 		return 0;
 	}
 	default:
+		/* respond_now frees j: the draft must not point at it, or the
+		 * close that follows (close_after) frees it again. */
+		r->draft = NULL;
 		r->close_after = r->has_body;
 		return respond_now(app, r, j);
 	}
