@@ -189,7 +189,7 @@ test('docs/openapi.yaml is valid OpenAPI 3.1', async () => {
 });
 
 // Template of the document per router enum (the only hand-kept list: a new
-// R_ value in http.c without an entry here fails below).
+// R_ value in services/api/request.h without an entry here fails below).
 const ROUTE_PATHS = {
   R_AGENTS: '/v1/agents',
   R_AGENT: '/v1/agents/{name}',
@@ -205,10 +205,12 @@ const ROUTE_PATHS = {
 };
 
 function routerTable() {
-  const src = fs.readFileSync(path.join(SRC, 'services', 'api', 'http.c'), 'utf8');
-  const enumBody = /enum\s*\{([^}]*R_NONE[^}]*)\}/.exec(src)[1];
+  // The routing is services/api/request.c (pure, fuzzed), its enum request.h.
+  const hdr = fs.readFileSync(path.join(SRC, 'services', 'api', 'request.h'), 'utf8');
+  const src = fs.readFileSync(path.join(SRC, 'services', 'api', 'request.c'), 'utf8');
+  const enumBody = /enum\s*\{([^}]*R_NONE[^}]*)\}/.exec(hdr)[1];
   const names = enumBody.split(',').map((s) => s.replace(/=.*$/, '').trim()).filter((s) => s && s !== 'R_NONE');
-  const fn = /\nroute_of\([\s\S]*?\n\}/.exec(src)[0];
+  const fn = /\nrs_api_route_of\([\s\S]*?\n\}/.exec(src)[0];
   const allow = {};
   for (const m of fn.matchAll(/\*allow = "([A-Z, ]+)";\s*(?:\n\s*)?return (R_[A-Z_]+);/g)) allow[m[2]] = m[1];
   const ops = fs.readFileSync(path.join(SRC, 'common', 'rs_ops.c'), 'utf8');
@@ -216,13 +218,13 @@ function routerTable() {
   return { names, allow, opsPaths };
 }
 
-test('the document has exactly the routes services/api/http.c serves', () => {
+test('the document has exactly the routes services/api/request.c routes', () => {
   const { names, allow, opsPaths } = routerTable();
   assert.ok(names.length >= 11, `router enum: ${names}`);
   const served = new Map();
   for (const n of names) {
-    assert.ok(ROUTE_PATHS[n], `route ${n} of http.c has no path in this test's table (and so maybe none in docs/openapi.yaml)`);
-    assert.ok(allow[n], `route ${n}: no *allow in route_of`);
+    assert.ok(ROUTE_PATHS[n], `route ${n} of request.h has no path in this test's table (and so maybe none in docs/openapi.yaml)`);
+    assert.ok(allow[n], `route ${n}: no *allow in rs_api_route_of`);
     served.set(ROUTE_PATHS[n], allow[n].split(',').map((s) => s.trim().toLowerCase()).sort());
   }
   assert.deepEqual(opsPaths.sort(), ['/healthz', '/metrics', '/readyz']);
