@@ -1550,23 +1550,33 @@ begin_step(dctx *d, int idx, int64_t attempt)
 
 /* --- what follows an event: owe() --- */
 
+/* A template of the attempt's input did not render when step.started was
+ * written (its field is missing from the input): the attempt fails,
+ * permanently, with the renderer's reason (rendering again gives it). */
+static rs_status
+fail_unrendered(dctx *d, const rs_step *st, json_t *tmpl, const char *what)
+{
+	char msg[256];
+	const char *code = "template_error";
+	json_t *v = NULL;
+
+	if (render(d, tmpl, &v, msg, sizeof(msg), &code) == RS_OK) {
+		json_decref(v);
+		snprintf(msg, sizeof(msg), "%s did not render", what);
+	}
+	return fail_step_code(d, st, code, RS_ERRCLASS_PERMANENT, msg);
+}
+
 static rs_status
 owe_tool_requested(dctx *d, const rs_step *st)
 {
 	json_t *in = attempt_input(d), *args = json_object_get(in, "args");
 	rs_event ev = new_event(RS_EV_TOOL_REQUESTED);
-	char call_id[ID_CAP], msg[256];
-	const char *code = "template_error";
-	json_t *v = NULL;
+	char call_id[ID_CAP];
 	rs_status rc;
 
-	if (args == NULL) {   /* did not render: say why */
-		if (render(d, st->args, &v, msg, sizeof(msg), &code) == RS_OK) {
-			json_decref(v);
-			snprintf(msg, sizeof(msg), "the tool arguments did not render");
-		}
-		return fail_step_code(d, st, code, RS_ERRCLASS_PERMANENT, msg);
-	}
+	if (args == NULL)
+		return fail_unrendered(d, st, st->args, "the tool arguments");
 	snprintf(call_id, sizeof(call_id), "%s-%s-%lld-%lld", d->s->run_id, st->id,
 	         (long long)d->s->cur_exec, (long long)d->s->cur_attempt);
 	ev.d.tool_requested.call_id = xstrdup(call_id);
@@ -1589,18 +1599,12 @@ owe_http_requested(dctx *d, const rs_step *st)
 	json_t *in = attempt_input(d), *headers = json_object_get(in, "headers");
 	const char *url = json_string_value(json_object_get(in, "url"));
 	rs_event ev = new_event(RS_EV_HTTP_REQUESTED);
-	char id[ID_CAP], msg[256];
-	const char *code = "template_error";
-	json_t *v = NULL;
+	char id[ID_CAP];
 
 	if (url == NULL || headers == NULL ||
 	    (st->body != NULL && json_object_get(in, "body") == NULL)) {
-		json_t *t = url == NULL ? st->url : headers == NULL ? st->headers : st->body;
-		if (render(d, t, &v, msg, sizeof(msg), &code) == RS_OK) {
-			json_decref(v);
-			snprintf(msg, sizeof(msg), "the request did not render");
-		}
-		return fail_step_code(d, st, code, RS_ERRCLASS_PERMANENT, msg);
+		return fail_unrendered(d, st, url == NULL ? st->url : headers == NULL ? st->headers
+		                                                   : st->body, "the request");
 	}
 	/* A templated URL is only known now: refuse what no client can call. */
 	if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
@@ -1658,19 +1662,11 @@ owe_llm_first_turn(dctx *d, const rs_step *st)
 	json_t *in = attempt_input(d), *msgs;
 	const char *prompt = json_string_value(json_object_get(in, "prompt"));
 	const char *system = json_string_value(json_object_get(in, "system"));
-	char msg[256];
-	const char *code = "template_error";
-	json_t *v = NULL;
 
 	if (d->s->cur_attempt > 1 && d->s->llm_messages != NULL && d->s->eff_turn > 0)
 		return request_turn(d, st, d->s->eff_turn, json_incref(d->s->llm_messages));
 	if (prompt == NULL || (st->system != NULL && system == NULL)) {
-		json_t *t = prompt == NULL ? st->prompt : st->system;
-		if (render(d, t, &v, msg, sizeof(msg), &code) == RS_OK) {
-			json_decref(v);
-			snprintf(msg, sizeof(msg), "the prompt did not render");
-		}
-		return fail_step_code(d, st, code, RS_ERRCLASS_PERMANENT, msg);
+		return fail_unrendered(d, st, prompt == NULL ? st->prompt : st->system, "the prompt");
 	}
 	msgs = json_array();
 	if (system != NULL)
