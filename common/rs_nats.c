@@ -147,6 +147,10 @@ rs_nats_connect(rs_nats *n, const char *urls, const char *name, jsOptions *jsopt
 	natsOptions_SetReconnectBufSize(opts, 64 * 1024 * 1024);
 	natsOptions_SetPingInterval(opts, 10000);
 	natsOptions_SetMaxPendingMsgs(opts, 1000000);
+	/* RS_NATS_SEND_ASAP=1: write each publish at once rather than after
+	 * the flusher's ~1 ms (docs/operations.md, measured there). */
+	if (getenv("RS_NATS_SEND_ASAP") != NULL && strcmp(getenv("RS_NATS_SEND_ASAP"), "1") == 0)
+		natsOptions_SetSendAsap(opts, true);
 	natsOptions_SetDisconnectedCB(opts, on_disconnected, NULL);
 	natsOptions_SetReconnectedCB(opts, on_reconnected, NULL);
 	natsOptions_SetErrorHandler(opts, on_async_error, NULL);
