@@ -84,6 +84,22 @@ after(async () => {
   await stopAll();
 });
 
+// Start an orchestrator. Twice in about twenty runs of this test a fresh
+// instance, started right after a kill, logged that it was up but did not
+// answer /readyz within 20 s; the cause is not known yet (see the closing
+// note of session 4). What this test checks is the runs, so such a start is
+// reported loudly (the reason and the log go to the output) and one more
+// instance is started on another port; a second failure fails the test.
+async function orchestrator(name) {
+  try {
+    return await world.orchestrator(name);
+  } catch (e) {
+    console.log(`# WARNING: orchestrator ${name} did not become ready: ${e.message.split('\n').slice(0, 8).join(' | ')}`);
+    // (the unready one keeps running as one more instance; stopAll ends it)
+    return world.orchestrator(`${name}-again`);
+  }
+}
+
 test(`${RUNS} runs in flight, the orchestrator killed ${KILLS} times: every run completes exactly once`, { timeout: 600000 }, async () => {
   console.log(`# seed ${SEED0} (RS_CRASH_SEED reproduces the kill points)`);
   const version = await world.push('acme', agent);
@@ -105,7 +121,7 @@ test(`${RUNS} runs in flight, the orchestrator killed ${KILLS} times: every run 
     if (ev.type === 'runstream.step.started' && ev.data.step_id === 'wait') signal(run);
   };
 
-  let live = [await world.orchestrator('o-0')];
+  let live = [await orchestrator('o-0')];
   // All runs at once: they are in flight together when the kills come.
   const started = await Promise.all(Array.from({ length: RUNS }, (_, i) =>
     world.start('acme', 'crashy', version, { n: i }).then((run) => ({ run, n: i }))));
@@ -123,8 +139,8 @@ test(`${RUNS} runs in flight, the orchestrator killed ${KILLS} times: every run 
     await victim.kill('SIGKILL');
     live = live.filter((p) => p !== victim);
     console.log(`# kill ${k + 1}: ${victim.name} at event ${events} (${live.length} left running)`);
-    if (k === twoAt) live.push(await world.orchestrator(`o-${k + 1}a`), await world.orchestrator(`o-${k + 1}b`));
-    else if (live.length === 0) live.push(await world.orchestrator(`o-${k + 1}`));
+    if (k === twoAt) live.push(await orchestrator(`o-${k + 1}a`), await orchestrator(`o-${k + 1}b`));
+    else if (live.length === 0) live.push(await orchestrator(`o-${k + 1}`));
   }
   for (const { run } of runs) await world.waitTerminal(run, 180000);
 
