@@ -1550,6 +1550,16 @@ begin_step(dctx *d, int idx, int64_t attempt)
 
 /* --- what follows an event: owe() --- */
 
+/* The current attempt's id, "<run_id>-<step_id>-<exec>-<attempt>", then
+ * suffix: the tool step's call_id (no suffix) and the prefix of every
+ * effect and llm call id (see the top of this file). */
+static void
+attempt_id(const rs_run *s, char *buf, size_t cap, const char *suffix)
+{
+	snprintf(buf, cap, "%s-%s-%lld-%lld%s", s->run_id, s->cur_step, (long long)s->cur_exec,
+	         (long long)s->cur_attempt, suffix);
+}
+
 /* A template of the attempt's input did not render when step.started was
  * written (its field is missing from the input): the attempt fails,
  * permanently, with the renderer's reason (rendering again gives it). */
@@ -1577,8 +1587,7 @@ owe_tool_requested(dctx *d, const rs_step *st)
 
 	if (args == NULL)
 		return fail_unrendered(d, st, st->args, "the tool arguments");
-	snprintf(call_id, sizeof(call_id), "%s-%s-%lld-%lld", d->s->run_id, st->id,
-	         (long long)d->s->cur_exec, (long long)d->s->cur_attempt);
+	attempt_id(d->s, call_id, sizeof(call_id), "");
 	ev.d.tool_requested.call_id = xstrdup(call_id);
 	ev.d.tool_requested.step_id = xstrdup(st->id);
 	ev.d.tool_requested.attempt = d->s->cur_attempt;
@@ -1610,8 +1619,7 @@ owe_http_requested(dctx *d, const rs_step *st)
 	if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
 		return fail_step_code(d, st, "invalid_url", RS_ERRCLASS_PERMANENT,
 		                      "the rendered url is not an http:// or https:// URL");
-	snprintf(id, sizeof(id), "%s-%s-%lld-%lld-http", d->s->run_id, st->id,
-	         (long long)d->s->cur_exec, (long long)d->s->cur_attempt);
+	attempt_id(d->s, id, sizeof(id), "-http");
 	ev.d.http_requested.effect_id = xstrdup(id);
 	ev.d.http_requested.step_id = xstrdup(st->id);
 	ev.d.http_requested.attempt = d->s->cur_attempt;
@@ -1635,10 +1643,10 @@ static rs_status
 request_turn(dctx *d, const rs_step *st, int64_t turn, json_t *msgs)
 {
 	rs_event ev = new_event(RS_EV_LLM_REQUESTED);
-	char id[ID_CAP];
+	char id[ID_CAP], suffix[32];
 
-	snprintf(id, sizeof(id), "%s-%s-%lld-%lld-llm%lld", d->s->run_id, st->id,
-	         (long long)d->s->cur_exec, (long long)d->s->cur_attempt, (long long)turn);
+	snprintf(suffix, sizeof(suffix), "-llm%lld", (long long)turn);
+	attempt_id(d->s, id, sizeof(id), suffix);
 	ev.d.llm_requested.effect_id = xstrdup(id);
 	ev.d.llm_requested.step_id = xstrdup(st->id);
 	ev.d.llm_requested.attempt = d->s->cur_attempt;
@@ -1691,8 +1699,10 @@ llm_has_tool(const rs_step *st, const char *name)
 static void
 llm_call_id(const rs_run *s, size_t i, char *buf, size_t cap)
 {
-	snprintf(buf, cap, "%s-%s-%lld-%lld-t%lld-%zu", s->run_id, s->cur_step,
-	         (long long)s->cur_exec, (long long)s->cur_attempt, (long long)s->eff_turn, i);
+	char suffix[48];
+
+	snprintf(suffix, sizeof(suffix), "-t%lld-%zu", (long long)s->eff_turn, i);
+	attempt_id(s, buf, cap, suffix);
 }
 
 /* The arguments of a model tool call: a JSON object in a string, or NULL. */
@@ -1900,8 +1910,7 @@ step_call(dctx *d)
 {
 	char call_id[ID_CAP];
 
-	snprintf(call_id, sizeof(call_id), "%s-%s-%lld-%lld", d->s->run_id, d->s->cur_step,
-	         (long long)d->s->cur_exec, (long long)d->s->cur_attempt);
+	attempt_id(d->s, call_id, sizeof(call_id), "");
 	return find_call(d->s, call_id);
 }
 

@@ -279,29 +279,31 @@ check_value(json_t *v, const char *path, check_ctx *c, char *err, size_t cap)
 	return RS_OK;
 }
 
-rs_status
-rs_template_check(json_t *tmpl, const char *path, rs_template_step_known known,
-                  void *ud, char *err, size_t cap)
+static rs_status
+check(json_t *tmpl, const char *path, rs_template_step_known known, void *ud, int secrets,
+      char *err, size_t cap)
 {
 	check_ctx c;
 
 	memset(&c, 0, sizeof(c));
 	c.known = known;
 	c.ud = ud;
+	c.secrets = secrets;
 	return check_value(tmpl, path, &c, err, cap);
+}
+
+rs_status
+rs_template_check(json_t *tmpl, const char *path, rs_template_step_known known,
+                  void *ud, char *err, size_t cap)
+{
+	return check(tmpl, path, known, ud, 0, err, cap);
 }
 
 rs_status
 rs_template_check_secrets(json_t *tmpl, const char *path, rs_template_step_known known,
                           void *ud, char *err, size_t cap)
 {
-	check_ctx c;
-
-	memset(&c, 0, sizeof(c));
-	c.known = known;
-	c.ud = ud;
-	c.secrets = 1;
-	return check_value(tmpl, path, &c, err, cap);
+	return check(tmpl, path, known, ud, 1, err, cap);
 }
 
 /* --- rendering --- */

@@ -139,10 +139,10 @@ finish_effects(orch *o, orun *r)
 	rs_status st = effects_send(o, r, &r->dec, &n);
 
 	/* A timer.fire that came early (another instance's clock ran ahead)
-	 * decides nothing, but its decision may carry events all the same:
-	 * the end of a decision a crash cut short. The fire is acked with
-	 * them, so put it back for the rest of its time here too. */
-	if (st == RS_OK && r->dec.nevents > 0 && !r->dec.more && c->type == RS_CMD_TIMER_FIRE &&
+	 * decides nothing for the timer, but it is acked with this decision
+	 * (empty, or the end of a decision a crash cut short): put the fire
+	 * back on TIMERS for the rest of its time. The one place for it. */
+	if (st == RS_OK && !r->dec.more && c->type == RS_CMD_TIMER_FIRE &&
 	    rs_run_timer_due(r->state, c->timer_id, &due) == RS_OK && due > rs_now_ms()) {
 		if (effects_requeue_timer(o, r, c) == RS_OK)
 			n++;
@@ -239,26 +239,6 @@ is_current(orch *o, orun *r)
 	return 0;
 }
 
-/* A timer fired before its due time by our clock (another instance's
- * clock ran ahead): decide() ignored it; put it back for the rest. */
-static int
-timer_early(orch *o, orun *r)
-{
-	const rs_cmd *c = &r->cur->cmd;
-	int64_t due = 0;
-
-	if (c->type != RS_CMD_TIMER_FIRE ||
-	    rs_run_timer_due(r->state, c->timer_id, &due) != RS_OK || due <= rs_now_ms())
-		return 0;
-	rs_decision_free(&r->dec);
-	memset(&r->dec, 0, sizeof(r->dec));
-	r->effects_failed = effects_requeue_timer(o, r, c) != RS_OK;
-	r->effects_left = 1;
-	if (r->effects_failed)
-		end_cmd(o, r, END_NAK, 200);
-	return 1;
-}
-
 static void
 begin(orch *o, orun *r)
 {
@@ -291,10 +271,8 @@ begin(orch *o, orun *r)
 	if (r->dec.nevents == 0) {
 		if (!r->fresh && !is_current(o, r))
 			return;
-		if (timer_early(o, r))
-			return;
-		/* Duplicate or stale: nothing new, but re-publish what the state
-		 * still owes (heals a crash between append and effects). */
+		/* Duplicate, stale or early: nothing new, but re-publish what the
+		 * state still owes (heals a crash between append and effects). */
 		rs_decision_free(&r->dec);
 		memset(&r->dec, 0, sizeof(r->dec));
 		if (rs_run_pending_effects(r->state, &r->dec) != RS_OK)
