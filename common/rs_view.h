@@ -1,0 +1,124 @@
+/*
+ * rs_view.h - ONE fold of a run's events into its view: the run, its steps
+ * per attempt, its tool calls, its timers and what it waits on.
+ *
+ * Pure: no I/O, no clock, no globals. rs_view_apply() takes decoded events
+ * (rs_event.h) in runseq order and keeps the view a reader needs; the API
+ * answers GET /v1/runs/{id} and Prefer: wait from it (services/api/views.c),
+ * runctl's timeline reads its status from it, and the projector's row fold
+ * (services/projector/apply.c) is meant to move onto it (same rules, taken
+ * from there and documented in docs/projector.md).
+ *
+ * The status rule is the one docs/projector.md documents (the one
+ * GET /v1/runs/{id} has always shown): run.created -> queued; run.started,
+ * step.started of a kind other than signal, step.completed/failed,
+ * tool.completed/failed/timed_out, signal.received, timer.fired (sleep,
+ * retry) -> running; step.started of kind signal, step.retry_scheduled,
+ * tool.requested/dispatched, timer.scheduled (sleep, retry) -> waiting;
+ * the terminal events -> their status, which nothing changes afterwards.
+ * (common/rs_run.c keeps its own, stricter, rule for deciding; it is not a
+ * reader's rule.) What the run waits on is derived, not stored: an open
+ * tool call, else a pending sleep/retry timer, else a signal step without
+ * its signal, else an open http/llm effect, else nothing.
+ *
+ * Memory is bounded: values are bounded by the event codec
+ * (RS_RUN_MAX_VALUE_BYTES) and a view keeps at most RS_VIEW_MAX_STEPS step
+ * attempts, RS_VIEW_MAX_CALLS tool calls and RS_VIEW_MAX_TIMERS timers;
+ * past a cap newer rows are not kept and the JSON says so ("truncated").
+ *
+ * Ownership: a view owns everything it points to (strings copied, JSON
+ * values referenced with json_incref: events' values are never changed in
+ * place, so sharing them is safe). Not thread-safe: the caller locks.
+ */
+#ifndef RS_VIEW_H
+#define RS_VIEW_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rs_event.h"
+#include "rs_status.h"
+
+#define RS_VIEW_MAX_STEPS  1000
+#define RS_VIEW_MAX_CALLS  1000
+#define RS_VIEW_MAX_TIMERS 256
+
+typedef struct {
+	char *step_id;
+	char *kind;
+	int64_t attempt;
+	const char *status;     /* running completed failed cancelled timed_out */
+	int latest;             /* the highest attempt of its step */
+	json_t *input, *output, *error;
+	char *next_step;
+	int64_t started_ms, finished_ms;   /* 0: not yet */
+	int64_t duration_ms;               /* -1: none */
+} rs_view_step;
+
+typedef struct {
+	char *call_id, *step_id, *tool, *device_id, *capability, *router;
+	int64_t attempt;
+	const char *status;     /* requested dispatched completed failed timed_out cancelled */
+	json_t *args, *output, *error;
+	int64_t requested_ms, dispatched_ms, finished_ms, deadline_ms;  /* 0: none */
+	int64_t attempts;       /* number of tool.dispatched */
+} rs_view_call;
+
+typedef struct {
+	char *timer_id, *step_id;
+	rs_timer_purpose purpose;
+	int64_t attempt, due_ms;
+	int fired;
+} rs_view_timer;
+
+typedef struct {
+	char run_id[40];
+	char tenant[72];
+	uint64_t last_seq;      /* runseq of the last event folded (0: none) */
+	int complete;           /* every event from runseq 1 to last_seq folded */
+	const char *status;     /* "" before run.created */
+	char *agent, *version, *idempotency_key, *cancel_reason, *current_step;
+	json_t *input, *output, *error;
+	int64_t timeout_s;      /* 0: none */
+	int64_t created_ms, started_ms, finished_ms, updated_ms;
+	/* open effects of the current step (http.requested / llm.requested
+	 * not yet answered by the step's end): what the run waits on */
+	char *effect_kind;      /* "http" | "llm" | NULL */
+	char *effect_id;
+	/* the signal the current signal step waits for (NULL: none) */
+	char *wait_signal_step;
+	char *wait_signal_name;
+	rs_view_step *steps;
+	size_t nsteps, capsteps;
+	rs_view_call *calls;
+	size_t ncalls, capcalls;
+	rs_view_timer *timers;
+	size_t ntimers, captimers;
+	int steps_truncated, calls_truncated, timers_truncated;
+} rs_view;
+
+void rs_view_init(rs_view *v);
+void rs_view_free(rs_view *v);
+
+/* Fold one event. Events must come in runseq order: the first must be
+ * runseq 1 (run.created) and each next one last_seq + 1, else nothing is
+ * folded and RS_EINVAL is returned (a duplicate, runseq <= last_seq, is
+ * RS_EEXIST and ignored) so a caller can tell a gap from a repeat. */
+rs_status rs_view_apply(rs_view *v, const rs_event *ev);
+
+int rs_view_terminal(const rs_view *v);
+
+/* What the run waits on: "tool", "timer", "signal", "http", "llm" or NULL
+ * (nothing: running, finished, or not started). */
+const char *rs_view_waits_on(const rs_view *v);
+
+/* The view as GET /v1/runs/{id} answers it (docs/api.md,
+ * docs/openapi.yaml): run_id, status, agent, version, input, output,
+ * error, idempotency_key, cancel_reason, timeout_s, created_at,
+ * started_at, finished_at, updated_at, last_seq, current_step, steps,
+ * tool_calls, plus waiting_on and (when a cap was hit) truncated. New
+ * reference. */
+json_t *rs_view_json(const rs_view *v);
+
+#endif
