@@ -241,10 +241,26 @@ void rs_api_secrets_list(rs_api *app, rs_api_job *job);
 void rs_api_runs_get(rs_api *app, rs_api_job *job);
 void rs_api_runs_list(rs_api *app, rs_api_job *job);
 void rs_api_runs_events(rs_api *app, rs_api_job *job);
-/* The run as GET /v1/runs/{id} shows it, into job (200). For waiters:
- * falls back to the log when Postgres is down. */
-void rs_api_run_view(rs_api *app, rs_api_job *job, int log_fallback);
+/* The run as GET /v1/runs/{id} shows it, into job (200), from its view
+ * (views.c): never Postgres. */
+void rs_api_run_view(rs_api *app, rs_api_job *job);
 void rs_api_reads_close_thread(void);
+
+/* ---- views.c: run views folded from the live events (rs_view.h) ---- */
+rs_status rs_api_views_init(rs_api *app);
+void rs_api_views_free(rs_api *app);
+/* NATS thread: fold one live event of (tenant, run_id) (from its subject). */
+void rs_api_views_live(rs_api *app, const char *tenant, const char *run_id, const char *data,
+                       size_t len);
+/* Any thread: the cached complete view with last_seq >= min_seq (and
+ * finished, if terminal) as a 200 on job; RS_ENOTFOUND if there is none. */
+rs_status rs_api_views_render(rs_api *app, const char *tenant, const char *run_id,
+                              uint64_t min_seq, int terminal, rs_api_job *job);
+/* Worker: fold the run's whole history from the log, answer job with it
+ * (200) and keep it in the cache. RS_ENOTFOUND: no events; else a log error. */
+rs_status rs_api_views_load(rs_api *app, const char *tenant, const char *run_id,
+                            rs_api_job *job);
+void rs_api_views_stats(rs_api *app, size_t *runs, size_t *bytes);
 /* (Query arguments, routing, body shapes: request.h.) */
 
 /* ---- limits.c: watchers and waiters per key and per tenant ---- */
@@ -324,6 +340,7 @@ typedef struct rs_api_work rs_api_work;
 typedef struct rs_api_pending rs_api_pending;
 typedef struct rs_api_authc rs_api_authc;
 typedef struct rs_api_agentc rs_api_agentc;
+typedef struct rs_api_views rs_api_views;
 
 struct rs_api {
 	/* configuration */
@@ -345,6 +362,8 @@ struct rs_api {
 	int max_waits_key, max_waits_tenant;
 	int limit_retry_after_s;
 	int replay_page;            /* events per history job (RS_API_SSE_REPLAY_PAGE) */
+	int64_t view_cache_runs;    /* RS_API_VIEW_CACHE_RUNS (views.c) */
+	int64_t view_cache_mb;      /* RS_API_VIEW_CACHE_MB */
 	/* dependencies */
 	rs_nats nats;
 	kvStore *kv_apikeys, *kv_agents, *kv_idem, *kv_runs;
@@ -365,6 +384,7 @@ struct rs_api {
 	rs_api_pending *pending;
 	rs_api_authc *authc;
 	rs_api_agentc *agentc;
+	rs_api_views *views;        /* views.c, its own mutex */
 	struct rs_api_limits *limits; /* service thread */
 	rs_api_req *all_watchers;   /* service thread */
 	size_t nwatchers;

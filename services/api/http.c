@@ -59,7 +59,7 @@ wait_check_job(rs_api *app, rs_api_job *j)
 	int term = 0;
 
 	if (rs_api_run_lookup(app, j->tenant, j->run_id, &last, &term) == RS_OK && term) {
-		rs_api_run_view(app, j, 1);
+		rs_api_run_view(app, j);
 		return 0;
 	}
 	j->status = 0;      /* not finished: keep waiting */
@@ -69,7 +69,7 @@ wait_check_job(rs_api *app, rs_api_job *j)
 static int
 view_job(rs_api *app, rs_api_job *j)
 {
-	rs_api_run_view(app, j, 1);
+	rs_api_run_view(app, j);
 	return 0;
 }
 
@@ -314,6 +314,13 @@ rs_api_wait_wake(rs_api *app, rs_api_req *r)
 	}
 	if ((j = same_target(r->wait_job)) == NULL)
 		return;
+	/* The live consumer folded the terminal event into the run's view
+	 * before its frame got here (views.c): answer now, no round trip.
+	 * A view we do not hold (a gap, evicted) is read by a worker. */
+	if (rs_api_views_render(app, j->tenant, j->run_id, 0, 1, j) == RS_OK) {
+		respond_later(app, r, j);
+		return;
+	}
 	submit(app, r, j, view_job);
 }
 

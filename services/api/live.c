@@ -31,6 +31,10 @@
  * subscription with its delivery thread; flow control bounds what the
  * server sends ahead of us.
  *
+ * Views: before its frame is queued, each live event is folded into the
+ * view of its run (views.c, common/rs_view.c), so single-run reads and
+ * waiters are answered from the log without Postgres.
+ *
  * History: direct gets on the literal subject runs.<tenant>.<run_id>
  * (next-by-subject from sequence 1), on a worker, at most
  * RS_API_SSE_REPLAY_PAGE events per job: a watcher of a 100k-event run
@@ -210,6 +214,10 @@ on_live(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
 	} else if ((f = rs_api_frame_from_msg(m, tenant, run_id)) == NULL) {
 		rs_api_metric_live_dropped("event");
 	} else {
+		/* Fold first: when the frame reaches a waiter on the service
+		 * thread, the run's view already holds this event (views.c). */
+		rs_api_views_live(app, tenant, run_id, natsMsg_GetData(m),
+		                  (size_t)natsMsg_GetDataLength(m));
 		f->sseq = sseq;
 		rs_api_work_frame(app, f);
 	}
@@ -224,6 +232,8 @@ rs_api_live_start(rs_api *app)
 	app->hub = calloc(1, sizeof(*app->hub));
 	if (app->hub == NULL)
 		return RS_ENOMEM;
+	if ((st = rs_api_views_init(app)) != RS_OK)
+		return st;
 	st = rs_js_follow(&app->live_sub, app->nats.js, "RUNS", "runs.>", 0,
 	                  on_live, app, &app->live_floor);
 	if (st != RS_OK) {
@@ -260,6 +270,7 @@ rs_api_live_stop(rs_api *app)
 		free(app->hub);
 		app->hub = NULL;
 	}
+	rs_api_views_free(app);
 }
 
 static hub_run *

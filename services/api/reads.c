@@ -1,19 +1,21 @@
 /*
  * reads.c - GET /v1/runs/{id}, GET /v1/runs, GET /v1/runs/{id}/events.
  *
- * Reads come from the Postgres read models (docs/projector.md), one libpq
- * connection per worker thread (thread-local, reconnected on demand with a
- * 2 s connect timeout). Postgres down -> 503 + Retry-After; writes, SSE and
- * waits keep working from JetStream.
+ * GET /v1/runs/{id} (and every waiter's answer) comes from the log, not
+ * from Postgres: the run's view (views.c, folded by common/rs_view.c from
+ * the live events or, on a miss, from the run's history read by direct
+ * gets). Read-your-writes holds by construction: the newest event of the
+ * run on the log (a direct get, last by subject runs.<tenant>.<run_id>)
+ * is the runseq the view must have reached, else the history is read.
+ * Postgres is off that path entirely; a stopped Postgres changes nothing
+ * for it.
  *
- * Read-your-writes: the newest event of the run on the log (a direct get,
- * last by subject runs.<tenant>.<run_id>) gives the runseq the answer must
- * reflect. While runs.last_seq (or the events page) is behind it we poll
- * Postgres every 10 ms up to RS_API_RYW_MS (default 2000). Past that bound
- * (projector down or far behind) GET /v1/runs/{id} answers from the log
- * itself: status/input/output/error from run.created and the newest event,
- * with "projection":"behind" and no steps - correct but summarised, rather
- * than a stale "running" after the client saw run.completed on SSE.
+ * Lists and event pages come from the Postgres read models
+ * (docs/projector.md), one libpq connection per worker thread
+ * (thread-local, reconnected on demand with a 2 s connect timeout).
+ * Postgres down -> 503 + Retry-After. The events page keeps its
+ * read-your-writes poll: while the page is behind the newest runseq on the
+ * log we poll Postgres every 10 ms up to RS_API_RYW_MS (default 2000).
  */
 #include "api.h"
 #include "request.h"
@@ -110,83 +112,6 @@ json_column(PGresult *res)
 	return arr;
 }
 
-static const char *sql_run =
-	"SELECT json_build_object(" RUN_FIELDS ", 'input', r.input, 'output', r.output, "
-	"'error', r.error, 'idempotency_key', r.idempotency_key, 'cancel_reason', r.cancel_reason, "
-	"'timeout_s', r.timeout_s, "
-	"'steps', COALESCE((SELECT json_agg(json_build_object('step_id', s.step_id, "
-	"  'attempt', s.attempt, 'kind', s.kind, 'status', s.status, 'latest', s.latest, "
-	"  'input', s.input, 'output', s.output, 'error', s.error, 'next_step', s.next_step, "
-	"  'started_at', s.started_at, 'finished_at', s.finished_at, 'duration_ms', s.duration_ms) "
-	"  ORDER BY s.started_at, s.step_id, s.attempt) FROM steps s WHERE s.run_id = r.run_id), '[]'), "
-	"'tool_calls', COALESCE((SELECT json_agg(json_build_object('call_id', t.call_id, "
-	"  'step_id', t.step_id, 'attempt', t.attempt, 'tool', t.tool, 'device_id', t.device_id, "
-	"  'capability', t.capability, 'router', t.router, 'status', t.status, 'args', t.args, "
-	"  'output', t.output, 'error', t.error, 'requested_at', t.requested_at, "
-	"  'dispatched_at', t.dispatched_at, 'finished_at', t.finished_at, "
-	"  'deadline_at', t.deadline_at, 'attempts', t.attempts) "
-	"  ORDER BY t.requested_at, t.call_id) FROM tool_calls t WHERE t.run_id = r.run_id), '[]')"
-	")::text, r.last_seq FROM runs r WHERE r.run_id = $1::uuid AND r.tenant = $2";
-
-/* Fetch the newest event and run.created from the log for the summary. */
-static json_t *
-log_view(rs_api *app, const char *tenant, const char *run_id)
-{
-	jsDirectGetMsgOptions o;
-	char subj[160], err[128];
-	natsMsg *first = NULL, *last = NULL;
-	json_t *f = NULL, *l = NULL, *v = NULL, *fd, *ld;
-	const char *lt;
-	const char *status = "running";
-
-	rs_event_subject(tenant, run_id, subj, sizeof(subj));
-	jsDirectGetMsgOptions_Init(&o);
-	o.Sequence = 1;
-	o.NextBySubject = subj;
-	if (js_DirectGetMsg(&first, app->nats.js, "RUNS", NULL, &o) != NATS_OK)
-		goto cleanup;
-	jsDirectGetMsgOptions_Init(&o);
-	o.LastBySubject = subj;
-	if (js_DirectGetMsg(&last, app->nats.js, "RUNS", NULL, &o) != NATS_OK)
-		goto cleanup;
-	if (rs_json_parse(natsMsg_GetData(first), (size_t)natsMsg_GetDataLength(first), &f, err,
-	                  sizeof(err)) != RS_OK ||
-	    rs_json_parse(natsMsg_GetData(last), (size_t)natsMsg_GetDataLength(last), &l, err,
-	                  sizeof(err)) != RS_OK)
-		goto cleanup;
-	fd = json_object_get(f, "data");
-	ld = json_object_get(l, "data");
-	lt = json_string_value(json_object_get(l, "type"));
-	if (lt == NULL)
-		goto cleanup;
-	if (strcmp(lt, "runstream.run.completed") == 0)
-		status = "completed";
-	else if (strcmp(lt, "runstream.run.failed") == 0)
-		status = "failed";
-	else if (strcmp(lt, "runstream.run.cancelled") == 0)
-		status = "cancelled";
-	else if (strcmp(lt, "runstream.run.timed_out") == 0)
-		status = "timed_out";
-	else if (strcmp(lt, "runstream.run.created") == 0)
-		status = "queued";
-	v = json_pack("{s:s, s:s, s:O?, s:O?, s:O?, s:O?, s:O?, s:O?, s:O?, s:s, s:[], s:[]}",
-	              "run_id", run_id, "status", status,
-	              "agent", json_object_get(fd, "agent"), "version", json_object_get(fd, "version"),
-	              "input", json_object_get(fd, "input"),
-	              "created_at", json_object_get(f, "time"),
-	              "updated_at", json_object_get(l, "time"),
-	              "last_seq", json_object_get(l, "runseq"),
-	              "output", strcmp(status, "completed") == 0 ? json_object_get(ld, "output") : NULL,
-	              "projection", "behind", "steps", "tool_calls");
-	if (v != NULL && strcmp(status, "failed") == 0 && json_object_get(ld, "error") != NULL)
-		json_object_set(v, "error", json_object_get(ld, "error"));
-cleanup:
-	json_decref(f);
-	json_decref(l);
-	natsMsg_Destroy(first);
-	natsMsg_Destroy(last);
-	return v;
-}
 
 /* The registry entry of a run with no events yet: a "queued" view. */
 static json_t *
@@ -211,20 +136,22 @@ registry_view(rs_api *app, const char *tenant, const char *run_id)
 }
 
 void
-rs_api_run_view(rs_api *app, rs_api_job *job, int log_fallback)
+rs_api_run_view(rs_api *app, rs_api_job *job)
 {
 	uint64_t log_last = 0;
 	int term = 0;
 	rs_status st;
-	int64_t deadline = rs_mono_ms() + app->ryw_ms;
-	const char *params[2] = { job->run_id, job->tenant };
 
+	/* The newest event on the log (one direct get) both finds the run
+	 * and sets what the answer must reflect: read-your-writes. */
 	st = rs_api_run_lookup(app, job->tenant, job->run_id, &log_last, &term);
 	if (st == RS_ENOTFOUND) {
 		rs_api_problem(job, 404, "no run %s", job->run_id);
 		return;
 	}
-	if (st == RS_OK && log_last == 0) {
+	if (st != RS_OK)
+		goto unavailable;
+	if (log_last == 0) {
 		/* Created, no event yet: the registry is the truth. */
 		json_t *v = registry_view(app, job->tenant, job->run_id);
 		if (v != NULL) {
@@ -232,49 +159,33 @@ rs_api_run_view(rs_api *app, rs_api_job *job, int log_fallback)
 			return;
 		}
 	}
-	for (;;) {
-		PGresult *res = query(app, job, sql_run, 2, params);
-		if (res == NULL) {
-			if (log_fallback && log_last > 0) {
-				json_t *v = log_view(app, job->tenant, job->run_id);
-				if (v != NULL) {
-					job->hdrs[0] = '\0';
-					rs_api_json(job, 200, v);
-				}
-			}
-			return;
-		}
-		if (PQntuples(res) == 1 &&
-		    strtoull(PQgetvalue(res, 0, 1), NULL, 10) >= log_last) {
-			json_t *v = NULL;
-			char err[128];
-			if (rs_json_parse(PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0), &v, err,
-			                  sizeof(err)) == RS_OK)
-				rs_api_json(job, 200, v);
-			else
-				rs_api_problem(job, 500, "cannot read the run row");
-			PQclear(res);
-			return;
-		}
-		PQclear(res);
-		if (rs_mono_ms() >= deadline)
-			break;
-		usleep(10 * 1000);
-	}
-	{
-		json_t *v = log_view(app, job->tenant, job->run_id);
-		if (v != NULL)
+	if (rs_api_views_render(app, job->tenant, job->run_id, log_last, 0, job) == RS_OK)
+		return;
+	st = rs_api_views_load(app, job->tenant, job->run_id, job);
+	if (st == RS_OK)
+		return;
+	if (st == RS_ENOTFOUND) {
+		/* The run's events are gone (stream limits) while its registry
+		 * entry stays: queued, as GET shows a run without events. */
+		json_t *v = registry_view(app, job->tenant, job->run_id);
+		if (v != NULL) {
 			rs_api_json(job, 200, v);
-		else
-			rs_api_problem(job, 503, "run %s is not projected yet and the log is unreadable",
-			               job->run_id);
+			return;
+		}
+		rs_api_problem(job, 404, "no run %s", job->run_id);
+		return;
 	}
+unavailable:
+	job->hdrs[0] = '\0';
+	rs_api_problem(job, 503, "cannot read run %s from JetStream: %s", job->run_id,
+	               rs_status_str(st));
+	strcat(job->hdrs, "Retry-After: 1\n");
 }
 
 void
 rs_api_runs_get(rs_api *app, rs_api_job *job)
 {
-	rs_api_run_view(app, job, 0);
+	rs_api_run_view(app, job);
 }
 
 void

@@ -1,0 +1,356 @@
+/*
+ * views.c - the run views the API answers single-run reads and waits from.
+ *
+ * GET /v1/runs/{id}, ?wait= and Prefer: wait are answered from the log,
+ * not from Postgres: the one live consumer on RUNS (live.c) folds every
+ * event into a view of its run (common/rs_view.c) before its frame goes to
+ * the service thread, so when a terminal frame reaches a parked waiter the
+ * view already holds it and the waiter is answered there and then, on the
+ * service thread, with no round trip at all. Read-your-writes holds by
+ * construction: a read needs a view whose last_seq is at least the newest
+ * runseq on the log (one direct get, the same look-up that finds the run),
+ * else it reads the run's history itself.
+ *
+ * The cache: (tenant, run_id) -> view, both from the SUBJECT of the
+ * message (runs.<tenant>.<run_id>), never from its body, as the hub.
+ * LRU, bounded by RS_API_VIEW_CACHE_RUNS views and RS_API_VIEW_CACHE_MB
+ * megabytes (counted as the bytes of the events folded into each view,
+ * which bounds what a view holds: it keeps at most every value of those
+ * events once). A view is only ever complete: it starts at runseq 1
+ * (run.created seen live, or the whole history read from the log) and
+ * takes runseq N+1 only after N. A gap (events missed) drops the view,
+ * and the next read rebuilds it from the log. A view bigger than a
+ * quarter of the byte bound is not kept (answered from the log each time).
+ *
+ * Rebuilding: direct gets on the literal subject, next by subject from
+ * sequence 1 (as the SSE history; ~0.2 ms each, docs/api.md), on a worker.
+ *
+ * Threads: one mutex. The NATS delivery thread folds; workers read,
+ * rebuild and insert; the service thread renders for waiters. Rendering
+ * (JSON text) happens under the mutex, so no JSON value of a view is ever
+ * shared outside it.
+ */
+#include "api.h"
+#include "rs_event.h"
+#include "rs_hash.h"
+#include "rs_log.h"
+#include "rs_view.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct vent {
+	struct vent *hnext;             /* hash chain */
+	struct vent *newer, *older;     /* LRU list */
+	char tenant[72];
+	char run_id[RS_API_RUNKEY];
+	size_t bytes;
+	rs_view v;
+} vent;
+
+struct rs_api_views {
+	pthread_mutex_t mu;
+	vent **slots;
+	size_t nslots;
+	vent *newest, *oldest;
+	size_t n, bytes;
+	size_t max_runs, max_bytes;
+};
+
+static size_t
+slot_of(rs_api_views *c, const char *run_id)
+{
+	return (size_t)(rs_hash_str(run_id) & (c->nslots - 1));
+}
+
+static vent *
+find(rs_api_views *c, const char *tenant, const char *run_id)
+{
+	for (vent *e = c->slots[slot_of(c, run_id)]; e != NULL; e = e->hnext)
+		if (strcmp(e->run_id, run_id) == 0 && strcmp(e->tenant, tenant) == 0)
+			return e;
+	return NULL;
+}
+
+static void
+lru_unlink(rs_api_views *c, vent *e)
+{
+	if (e->newer != NULL)
+		e->newer->older = e->older;
+	else
+		c->newest = e->older;
+	if (e->older != NULL)
+		e->older->newer = e->newer;
+	else
+		c->oldest = e->newer;
+	e->newer = e->older = NULL;
+}
+
+static void
+lru_front(rs_api_views *c, vent *e)
+{
+	e->older = c->newest;
+	e->newer = NULL;
+	if (c->newest != NULL)
+		c->newest->newer = e;
+	c->newest = e;
+	if (c->oldest == NULL)
+		c->oldest = e;
+}
+
+static void
+drop(rs_api_views *c, vent *e)
+{
+	vent **pp = &c->slots[slot_of(c, e->run_id)];
+
+	while (*pp != e)
+		pp = &(*pp)->hnext;
+	*pp = e->hnext;
+	lru_unlink(c, e);
+	c->n--;
+	c->bytes -= e->bytes;
+	rs_view_free(&e->v);
+	free(e);
+}
+
+/* Evict the least recently used views until the bounds hold again. */
+static void
+trim(rs_api_views *c)
+{
+	while (c->oldest != NULL && (c->n > c->max_runs || c->bytes > c->max_bytes))
+		drop(c, c->oldest);
+}
+
+static vent *
+insert(rs_api_views *c, const char *tenant, const char *run_id)
+{
+	vent *e = calloc(1, sizeof(*e));
+	size_t s;
+
+	if (e == NULL)
+		abort();
+	snprintf(e->tenant, sizeof(e->tenant), "%s", tenant);
+	snprintf(e->run_id, sizeof(e->run_id), "%s", run_id);
+	rs_view_init(&e->v);
+	e->bytes = sizeof(*e);
+	s = slot_of(c, run_id);
+	e->hnext = c->slots[s];
+	c->slots[s] = e;
+	lru_front(c, e);
+	c->n++;
+	c->bytes += e->bytes;
+	return e;
+}
+
+rs_status
+rs_api_views_init(rs_api *app)
+{
+	rs_api_views *c = calloc(1, sizeof(*c));
+	size_t want;
+
+	if (c == NULL)
+		return RS_ENOMEM;
+	c->max_runs = (size_t)app->view_cache_runs;
+	c->max_bytes = (size_t)app->view_cache_mb * 1048576u;
+	/* about two entries per slot at the bound */
+	for (want = 1024; want < c->max_runs / 2; want *= 2)
+		;
+	c->nslots = want;
+	if ((c->slots = calloc(c->nslots, sizeof(*c->slots))) == NULL) {
+		free(c);
+		return RS_ENOMEM;
+	}
+	pthread_mutex_init(&c->mu, NULL);
+	app->views = c;
+	return RS_OK;
+}
+
+void
+rs_api_views_free(rs_api *app)
+{
+	rs_api_views *c = app->views;
+
+	if (c == NULL)
+		return;
+	while (c->oldest != NULL)
+		drop(c, c->oldest);
+	pthread_mutex_destroy(&c->mu);
+	free(c->slots);
+	free(c);
+	app->views = NULL;
+}
+
+/* Fold ev (len bytes on the wire) into the view of (tenant, run_id): a
+ * new view on runseq 1, the next event of a complete one, a gap drops it.
+ * Caller holds the mutex. */
+static void
+fold_locked(rs_api_views *c, const char *tenant, const char *run_id, const rs_event *ev,
+            size_t len)
+{
+	vent *e = find(c, tenant, run_id);
+	rs_status st;
+
+	if (e == NULL) {
+		if (ev->runseq != 1 || c->max_runs == 0)
+			return;     /* the middle of a run we do not hold: a read rebuilds it */
+		e = insert(c, tenant, run_id);
+	}
+	st = rs_view_apply(&e->v, ev);
+	if (st == RS_EEXISTS)
+		return;
+	if (st != RS_OK) {
+		drop(c, e);     /* a gap: no longer complete */
+		return;
+	}
+	e->bytes += len;
+	c->bytes += len;
+	if (e->bytes > c->max_bytes / 4) {
+		drop(c, e);
+		return;
+	}
+	trim(c);
+}
+
+void
+rs_api_views_live(rs_api *app, const char *tenant, const char *run_id, const char *data,
+                  size_t len)
+{
+	rs_event ev;
+	char err[128];
+
+	if (app->views == NULL)
+		return;
+	if (rs_event_decode(data, len, &ev, err, sizeof(err)) != RS_OK) {
+		/* Not foldable: whatever view we hold is no longer complete. */
+		pthread_mutex_lock(&app->views->mu);
+		vent *e = find(app->views, tenant, run_id);
+		if (e != NULL)
+			drop(app->views, e);
+		pthread_mutex_unlock(&app->views->mu);
+		return;
+	}
+	pthread_mutex_lock(&app->views->mu);
+	fold_locked(app->views, tenant, run_id, &ev, len);
+	pthread_mutex_unlock(&app->views->mu);
+	rs_event_free(&ev);
+}
+
+rs_status
+rs_api_views_render(rs_api *app, const char *tenant, const char *run_id, uint64_t min_seq,
+                    int terminal, rs_api_job *job)
+{
+	rs_api_views *c = app->views;
+	rs_status st = RS_ENOTFOUND;
+	vent *e;
+
+	if (c == NULL)
+		return st;
+	pthread_mutex_lock(&c->mu);
+	if ((e = find(c, tenant, run_id)) != NULL && e->v.last_seq >= min_seq &&
+	    e->v.last_seq > 0 && (!terminal || rs_view_terminal(&e->v))) {
+		rs_api_json(job, 200, rs_view_json(&e->v));
+		lru_unlink(c, e);
+		lru_front(c, e);
+		st = RS_OK;
+	}
+	pthread_mutex_unlock(&c->mu);
+	return st;
+}
+
+rs_status
+rs_api_views_load(rs_api *app, const char *tenant, const char *run_id, rs_api_job *job)
+{
+	jsDirectGetMsgOptions o;
+	char subj[160], err[128];
+	uint64_t seq = 1;
+	size_t bytes = 0;
+	rs_view v;
+	rs_status st = RS_OK;
+
+	rs_view_init(&v);
+	rs_event_subject(tenant, run_id, subj, sizeof(subj));
+	for (;;) {
+		natsMsg *m = NULL;
+		const char *sq = NULL;
+		rs_event ev;
+		natsStatus s;
+		rs_status fs;
+
+		jsDirectGetMsgOptions_Init(&o);
+		o.Sequence = seq;
+		o.NextBySubject = subj;
+		s = js_DirectGetMsg(&m, app->nats.js, "RUNS", NULL, &o);
+		if (s == NATS_NOT_FOUND)
+			break;
+		if (s != NATS_OK) {
+			st = rs_nats_status(s, 0);
+			goto cleanup;
+		}
+		if (natsMsgHeader_Get(m, "Nats-Sequence", &sq) != NATS_OK || sq == NULL) {
+			natsMsg_Destroy(m);
+			st = RS_EIO;
+			goto cleanup;
+		}
+		seq = strtoull(sq, NULL, 10) + 1;
+		if (rs_event_decode(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), &ev, err,
+		                    sizeof(err)) != RS_OK) {
+			rs_warn("views: run %s: an undecodable event at RUNS %llu: %s", run_id,
+			        (unsigned long long)(seq - 1), err);
+			natsMsg_Destroy(m);
+			st = RS_EINVAL;
+			goto cleanup;
+		}
+		bytes += (size_t)natsMsg_GetDataLength(m);
+		natsMsg_Destroy(m);
+		/* The subject names the run; an event claiming another one, or
+		 * out of order, means the history cannot be folded honestly. */
+		fs = strcmp(ev.run_id, run_id) == 0 ? rs_view_apply(&v, &ev) : RS_EINVAL;
+		rs_event_free(&ev);
+		if (fs != RS_OK && fs != RS_EEXISTS) {
+			rs_warn("views: run %s: event out of order at RUNS %llu", run_id,
+			        (unsigned long long)(seq - 1));
+			st = RS_EINVAL;
+			goto cleanup;
+		}
+	}
+	if (v.last_seq == 0) {
+		st = RS_ENOTFOUND;
+		goto cleanup;
+	}
+	rs_api_json(job, 200, rs_view_json(&v));
+	if (app->views != NULL && app->views->max_runs > 0 &&
+	    sizeof(vent) + bytes <= app->views->max_bytes / 4) {
+		rs_api_views *c = app->views;
+		vent *e;
+
+		pthread_mutex_lock(&c->mu);
+		e = find(c, tenant, run_id);
+		if (e == NULL || e->v.last_seq < v.last_seq) {
+			if (e != NULL)
+				drop(c, e);
+			e = insert(c, tenant, run_id);
+			e->v = v;                   /* moved: v is not freed below */
+			rs_view_init(&v);
+			e->bytes += bytes;
+			c->bytes += bytes;
+			trim(c);
+		}
+		pthread_mutex_unlock(&c->mu);
+	}
+cleanup:
+	rs_view_free(&v);
+	return st;
+}
+
+void
+rs_api_views_stats(rs_api *app, size_t *runs, size_t *bytes)
+{
+	*runs = *bytes = 0;
+	if (app->views == NULL)
+		return;
+	pthread_mutex_lock(&app->views->mu);
+	*runs = app->views->n;
+	*bytes = app->views->bytes;
+	pthread_mutex_unlock(&app->views->mu);
+}
