@@ -1,0 +1,220 @@
+// view.test.mjs - single-run reads and waits answered from the log (issue 22):
+// rs-api folds each run's events into its view (common/rs_view.c,
+// services/api/views.c) and answers GET /v1/runs/{id}, ?wait= and
+// Prefer: wait from it, never from Postgres.
+//  1. Differential: many runs of an agent that branches, sleeps, waits for
+//     signals (retried after a timeout: several attempts), fails and is
+//     cancelled; each run's view (GET) equals what the projector wrote to
+//     Postgres (runs and steps rows): status, output, error, times, steps
+//     per attempt.
+//  2. Postgres STOPPED: Prefer: wait and GET still answer correctly
+//     (completed output; a waiting run shows what it waits on), also from a
+//     freshly started API whose cache is empty (views rebuilt from the log).
+// Real nats-server, Postgres, orchestrator, projector and api.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startStack, startService, runctl, stopAll, freePort, logTail, waitFor } from '../lib/stack.mjs';
+
+let world, key, api, base;
+const h = () => ({ Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' });
+
+async function call(method, path, { body, headers = {} } = {}) {
+  const res = await fetch(`${base}${path}`, { method, headers: { ...h(), ...headers },
+    body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await res.text();
+  let json;
+  try { json = JSON.parse(text); } catch { json = undefined; }
+  return { status: res.status, json, text };
+}
+
+async function startApi() {
+  const port = await freePort();
+  api = await startService('api', { ...world.env, RS_API_PORT: String(port) }, port);
+  base = `http://127.0.0.1:${port}`;
+}
+
+const agent = {
+  name: 'mix',
+  steps: [
+    { id: 'route', kind: 'branch', else: 'calc', when: [
+      { if: { path: 'input.kind', equals: 'sig' }, goto: 'ask' },
+      { if: { path: 'input.kind', equals: 'nap' }, goto: 'nap' },
+      { if: { path: 'input.kind', equals: 'long' }, goto: 'long' },
+      { if: { path: 'input.kind', equals: 'fail' }, goto: 'strict' }] },
+    { id: 'calc', kind: 'transform', value: { n: '{{input.n}}', tag: 'calc' }, next: 'end' },
+    { id: 'nap', kind: 'sleep', duration_ms: 200, next: 'after' },
+    { id: 'after', kind: 'transform', value: { slept: true }, next: 'end' },
+    { id: 'long', kind: 'sleep', duration_ms: 600000, next: 'end' },
+    // The first attempt times out (1 s), the retry waits for the signal.
+    { id: 'ask', kind: 'signal', signal: 'go', timeout_s: 1,
+      retry: { max_attempts: 3, initial_backoff_ms: 50 }, next: 'done' },
+    { id: 'done', kind: 'transform', value: { by: '{{steps.ask.output.user}}' }, next: 'end' },
+    { id: 'strict', kind: 'signal', signal: 'never', timeout_s: 1, next: 'end' },
+  ],
+};
+
+before(async () => {
+  world = await startStack({ pg: true });
+  const r = runctl(['keys', 'create', '--tenant', 'acme'], world.env);
+  assert.equal(r.code, 0, r.stderr);
+  key = r.stdout.trim().split('\n').pop().trim();
+  const oport = await freePort();
+  await startService('orchestrator', { ...world.env, RS_ORCHESTRATOR_OPS_PORT: String(oport), RS_INSTANCE_ID: 'orch-view' }, oport);
+  const pport = await freePort();
+  await startService('projector', { ...world.env, RS_PROJECTOR_OPS_PORT: String(pport) }, pport);
+  await startApi();
+  const pa = await call('POST', '/v1/agents', { body: agent });
+  assert.equal(pa.status, 201, pa.text);
+});
+
+after(async () => { await stopAll(); });
+
+const wait = (input, s = 30) => call('POST', '/v1/runs', { body: { agent: 'mix', input }, headers: { Prefer: `wait=${s}` } });
+
+// A signal run: wait (on the view itself) until attempt 2 of `ask` waits, then signal it.
+async function signalRun(user) {
+  const c = await call('POST', '/v1/runs', { body: { agent: 'mix', input: { kind: 'sig' } } });
+  assert.equal(c.status, 202, c.text);
+  const id = c.json.run_id;
+  await waitFor(`run ${id} waiting in attempt 2`, async () => {
+    const g = await call('GET', `/v1/runs/${id}`);
+    return g.json.status === 'waiting' && g.json.waiting_on?.on === 'signal' &&
+      g.json.steps.some((s) => s.step_id === 'ask' && s.attempt === 2 && s.status === 'running');
+  }, 20000);
+  const s = await call('POST', `/v1/runs/${id}/signals/go`, { body: { user } });
+  assert.equal(s.status, 202, s.text);
+  const done = await call('GET', `/v1/runs/${id}?wait=20`);
+  assert.equal(done.status, 200, done.text);
+  assert.equal(done.json.status, 'completed', done.text);
+  assert.deepEqual(done.json.output, { by: user });
+  return id;
+}
+
+const ms = (t) => (t == null ? null : Date.parse(t));
+
+function pgRun(id) {
+  const row = world.pg.psql(`SELECT json_build_object('status', status, 'agent', agent, 'version', version,
+    'input', input, 'output', output, 'error', error, 'last_seq', last_seq, 'current_step', current_step,
+    'cancel_reason', cancel_reason, 'idempotency_key', idempotency_key, 'timeout_s', timeout_s,
+    'created_at', created_at, 'started_at', started_at, 'finished_at', finished_at, 'updated_at', updated_at,
+    'steps', COALESCE((SELECT json_agg(json_build_object('step_id', s.step_id, 'attempt', s.attempt,
+      'kind', s.kind, 'status', s.status, 'latest', s.latest, 'input', s.input, 'output', s.output,
+      'error', s.error, 'next_step', s.next_step, 'started_at', s.started_at, 'finished_at', s.finished_at,
+      'duration_ms', s.duration_ms)) FROM steps s WHERE s.run_id = r.run_id), '[]'))
+    FROM runs r WHERE r.run_id = '${id}'`);
+  return row ? JSON.parse(row) : null;
+}
+
+// The fields both sides have, times as Unix ms, steps in one order.
+function norm(r) {
+  const steps = r.steps.map((s) => ({ step_id: s.step_id, attempt: s.attempt, kind: s.kind, status: s.status,
+    latest: s.latest, input: s.input, output: s.output, error: s.error, next_step: s.next_step,
+    started_at: ms(s.started_at), finished_at: ms(s.finished_at), duration_ms: s.duration_ms }));
+  steps.sort((a, b) => (a.started_at - b.started_at) || a.step_id.localeCompare(b.step_id) || (a.attempt - b.attempt));
+  return { status: r.status, agent: r.agent, version: r.version, input: r.input, output: r.output,
+    error: r.error, last_seq: r.last_seq, current_step: r.current_step, cancel_reason: r.cancel_reason,
+    idempotency_key: r.idempotency_key, timeout_s: r.timeout_s, created_at: ms(r.created_at),
+    started_at: ms(r.started_at), finished_at: ms(r.finished_at), updated_at: ms(r.updated_at), steps };
+}
+
+const runs = [];
+
+test('the view (GET, from the log) equals the projector rows (Postgres) for every run', async () => {
+  for (let i = 0; i < 8; i++) {
+    const r = await wait({ kind: 'calc', n: i });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.status, 'completed');
+    assert.deepEqual(r.json.output, { n: i, tag: 'calc' });
+    assert.equal(r.json.waiting_on, null);
+    runs.push(r.json.run_id);
+  }
+  for (let i = 0; i < 3; i++) {
+    const r = await wait({ kind: 'nap' });
+    assert.equal(r.status, 200, r.text);
+    assert.deepEqual(r.json.output, { slept: true });
+    assert.deepEqual(r.json.steps.map((s) => [s.step_id, s.kind, s.status]),
+      [['route', 'branch', 'completed'], ['nap', 'sleep', 'completed'], ['after', 'transform', 'completed']]);
+    runs.push(r.json.run_id);
+  }
+  for (let i = 0; i < 2; i++) {
+    const r = await wait({ kind: 'fail' });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.status, 'failed');
+    assert.equal(r.json.error.code, 'timeout');
+    runs.push(r.json.run_id);
+  }
+  for (let i = 0; i < 3; i++) runs.push(await signalRun(`u${i}`));
+  // Cancelled while it waits: the open attempt is closed as cancelled.
+  const c = await call('POST', '/v1/runs', { body: { agent: 'mix', input: { kind: 'long' } } });
+  const cid = c.json.run_id;
+  await waitFor(`run ${cid} sleeping`, async () => (await call('GET', `/v1/runs/${cid}`)).json.waiting_on?.on === 'timer');
+  const parked = call('GET', `/v1/runs/${cid}?wait=20`);
+  assert.equal((await call('POST', `/v1/runs/${cid}/cancel`, { body: { reason: 'enough' } })).status, 202);
+  const g = await parked;
+  assert.equal(g.status, 200, g.text);
+  assert.equal(g.json.status, 'cancelled');
+  assert.equal(g.json.cancel_reason, 'enough');
+  assert.equal(g.json.steps.find((s) => s.step_id === 'long').status, 'cancelled');
+  runs.push(cid);
+
+  for (const id of runs) {
+    const v = await call('GET', `/v1/runs/${id}`);
+    assert.equal(v.status, 200, v.text);
+    await waitFor(`projector at ${id} seq ${v.json.last_seq}`, () => pgRun(id)?.last_seq === v.json.last_seq, 20000);
+    assert.deepEqual(norm(v.json), norm(pgRun(id)), `run ${id}`);
+  }
+  // The signal runs really had two attempts of `ask`, the first one failed.
+  const sig = (await call('GET', `/v1/runs/${runs[13]}`)).json;
+  assert.deepEqual(sig.steps.filter((s) => s.step_id === 'ask').map((s) => [s.attempt, s.status, s.latest]),
+    [[1, 'failed', false], [2, 'completed', true]]);
+});
+
+test('Postgres stopped: Prefer: wait and GET answer from the log, also from a cold API', async () => {
+  const before = {};
+  for (const id of runs) before[id] = (await call('GET', `/v1/runs/${id}`)).json;
+  await world.pg.stop();
+  try {
+    // The list is Postgres: unavailable.
+    assert.equal((await call('GET', '/v1/runs')).status, 503);
+    const r = await wait({ kind: 'calc', n: 41 });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.status, 'completed');
+    assert.deepEqual(r.json.output, { n: 41, tag: 'calc' });
+    const again = await call('GET', `/v1/runs/${r.json.run_id}`);
+    assert.equal(again.status, 200, again.text);
+    assert.deepEqual(again.json, r.json);
+    // Waiting runs show what they wait on.
+    const sleeper = (await call('POST', '/v1/runs', { body: { agent: 'mix', input: { kind: 'long' } } })).json.run_id;
+    await waitFor('the sleeper waits on its timer', async () => (await call('GET', `/v1/runs/${sleeper}`)).json.waiting_on?.on === 'timer');
+    const sl = (await call('GET', `/v1/runs/${sleeper}`)).json;
+    assert.equal(sl.status, 'waiting');
+    assert.equal(sl.waiting_on.purpose, 'sleep');
+    assert.equal(sl.waiting_on.step_id, 'long');
+    const t = await call('GET', `/v1/runs/${sleeper}?wait=1`);
+    assert.equal(t.status, 202, t.text);
+    const asker = (await call('POST', '/v1/runs', { body: { agent: 'mix', input: { kind: 'sig' } } })).json.run_id;
+    await waitFor('the asker waits on its signal', async () => (await call('GET', `/v1/runs/${asker}`)).json.waiting_on?.on === 'signal');
+    assert.equal((await call('GET', `/v1/runs/${asker}`)).json.waiting_on.signal, 'go');
+
+    // A new API: nothing cached, every view is read from the log.
+    assert.equal((await api.kill('SIGTERM')).code, 0, logTail(api));
+    await startApi();
+    for (const id of runs) {
+      const v = await call('GET', `/v1/runs/${id}`);
+      assert.equal(v.status, 200, v.text);
+      assert.deepEqual(v.json, before[id], `run ${id} from a cold cache`);
+    }
+    const sl2 = await call('GET', `/v1/runs/${sleeper}`);
+    assert.equal(sl2.json.status, 'waiting');
+    assert.equal(sl2.json.waiting_on.on, 'timer');
+    // A waiter on a run the new API never saw start: answered on its end.
+    const parked = call('GET', `/v1/runs/${asker}?wait=20`);
+    await waitFor('attempt 2 of ask', async () => (await call('GET', `/v1/runs/${asker}`)).json.steps.some((s) => s.step_id === 'ask' && s.attempt === 2));
+    assert.equal((await call('POST', `/v1/runs/${asker}/signals/go`, { body: { user: 'cold' } })).status, 202);
+    const done = await parked;
+    assert.equal(done.status, 200, done.text);
+    assert.deepEqual(done.json.output, { by: 'cold' });
+  } finally {
+    await world.pg.start();
+  }
+});
