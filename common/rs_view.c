@@ -78,19 +78,47 @@ is_terminal(const char *s)
 	                     strcmp(s, "cancelled") == 0 || strcmp(s, "timed_out") == 0);
 }
 
-static void
-run_status(rs_view *v, const char *status)
-{
-	/* A terminal status is final: a late non-terminal event cannot undo it. */
-	if (!is_terminal(v->status))
-		v->status = status;
-}
-
 static int
 purpose_waits(rs_timer_purpose p)
 {
 	/* Sleeping and retry back-off make the run wait; timeouts only guard. */
 	return p == RS_TIMER_SLEEP || p == RS_TIMER_RETRY;
+}
+
+const char *
+rs_view_status_next(const char *cur, const rs_event *ev)
+{
+	/* A terminal status is final: a late non-terminal event cannot undo it. */
+	if (is_terminal(cur))
+		return cur;
+	switch (ev->type) {
+	case RS_EV_RUN_CREATED:
+		return "queued";
+	case RS_EV_STEP_STARTED:
+		return strcmp(ev->d.step_started.kind, "signal") == 0 ? "waiting" : "running";
+	case RS_EV_RUN_STARTED:
+	case RS_EV_STEP_COMPLETED:
+	case RS_EV_STEP_FAILED:
+	case RS_EV_TOOL_COMPLETED:
+	case RS_EV_TOOL_FAILED:
+	case RS_EV_TOOL_TIMED_OUT:
+	case RS_EV_SIGNAL_RECEIVED:
+		return "running";
+	case RS_EV_STEP_RETRY_SCHEDULED:
+	case RS_EV_TOOL_REQUESTED:
+	case RS_EV_TOOL_DISPATCHED:
+		return "waiting";
+	case RS_EV_TIMER_SCHEDULED:
+		return purpose_waits(ev->d.timer_scheduled.purpose) ? "waiting" : cur;
+	case RS_EV_TIMER_FIRED:
+		return purpose_waits(ev->d.timer_fired.purpose) ? "running" : cur;
+	case RS_EV_RUN_COMPLETED: return "completed";
+	case RS_EV_RUN_FAILED: return "failed";
+	case RS_EV_RUN_CANCELLED: return "cancelled";
+	case RS_EV_RUN_TIMED_OUT: return "timed_out";
+	default:
+		return cur;     /* cancel_requested, http/llm effects, newer types */
+	}
 }
 
 void
@@ -193,7 +221,6 @@ step_started(rs_view *v, const rs_event *ev)
 		set_str(&v->wait_signal_step, d->step_id);
 		set_str(&v->wait_signal_name, json_is_string(sig) ? json_string_value(sig) : "");
 	}
-	run_status(v, strcmp(d->kind, "signal") == 0 ? "waiting" : "running");
 	if (find_step(v, d->step_id, d->attempt) != NULL)
 		return;     /* the same attempt twice: keep the first */
 	if (v->nsteps >= RS_VIEW_MAX_STEPS) {
@@ -230,7 +257,6 @@ tool_requested(rs_view *v, const rs_event *ev)
 	const rs_ev_tool_requested *d = &ev->d.tool_requested;
 	rs_view_call *c;
 
-	run_status(v, "waiting");
 	if (find_call(v, d->call_id) != NULL)
 		return;
 	if (v->ncalls >= RS_VIEW_MAX_CALLS) {
@@ -258,8 +284,6 @@ timer_scheduled(rs_view *v, const rs_event *ev)
 	const rs_ev_timer_scheduled *d = &ev->d.timer_scheduled;
 	rs_view_timer *t;
 
-	if (purpose_waits(d->purpose))
-		run_status(v, "waiting");
 	if ((t = find_timer(v, d->timer_id)) == NULL) {
 		if (v->ntimers >= RS_VIEW_MAX_TIMERS) {
 			v->timers_truncated = 1;
@@ -295,14 +319,10 @@ close_open(rs_view *v, const char *how, int64_t ms)
 		}
 }
 
+/* The first terminal event: close what is still open. */
 static void
 run_ended(rs_view *v, const char *status, int64_t ms)
 {
-	int first = !is_terminal(v->status);
-
-	run_status(v, status);
-	if (!first)
-		return;
 	v->finished_ms = ms;
 	close_open(v, strcmp(status, "timed_out") == 0 ? "timed_out" : "cancelled", ms);
 	set_str(&v->effect_kind, NULL);
@@ -318,6 +338,8 @@ rs_view_apply(rs_view *v, const rs_event *ev)
 	rs_view_step *s;
 	rs_view_call *c;
 	rs_view_timer *t;
+	int was_term;
+	const char *next;
 
 	if (v->last_seq > 0 && ev->runseq <= v->last_seq)
 		return RS_EEXISTS;
@@ -327,6 +349,8 @@ rs_view_apply(rs_view *v, const rs_event *ev)
 		return RS_EINVAL;
 	v->last_seq = ev->runseq;
 	v->updated_ms = tm;
+	was_term = is_terminal(v->status);
+	next = rs_view_status_next(v->status, ev);
 
 	switch (ev->type) {
 	case RS_EV_RUN_CREATED: {
@@ -340,11 +364,9 @@ rs_view_apply(rs_view *v, const rs_event *ev)
 		set_json(&v->input, d->input);
 		v->timeout_s = d->timeout_s > 0 ? d->timeout_s : 0;
 		v->created_ms = tm;
-		v->status = "queued";
 		break;
 	}
 	case RS_EV_RUN_STARTED:
-		run_status(v, "running");
 		v->started_ms = tm;
 		break;
 	case RS_EV_STEP_STARTED:
@@ -361,7 +383,6 @@ rs_view_apply(rs_view *v, const rs_event *ev)
 			s->finished_ms = tm;
 		}
 		step_ended(v, d->step_id);
-		run_status(v, "running");
 		if (d->next_step != NULL)
 			set_str(&v->current_step, d->next_step);
 		break;
@@ -375,11 +396,9 @@ rs_view_apply(rs_view *v, const rs_event *ev)
 			s->finished_ms = tm;
 		}
 		step_ended(v, d->step_id);
-		run_status(v, "running");
 		break;
 	}
 	case RS_EV_STEP_RETRY_SCHEDULED:
-		run_status(v, "waiting");
 		break;
 	case RS_EV_TOOL_REQUESTED:
 		tool_requested(v, ev);
@@ -394,7 +413,6 @@ rs_view_apply(rs_view *v, const rs_event *ev)
 			c->dispatched_ms = tm;
 			c->attempts++;
 		}
-		run_status(v, "waiting");
 		break;
 	}
 	case RS_EV_TOOL_COMPLETED: {
@@ -407,7 +425,6 @@ rs_view_apply(rs_view *v, const rs_event *ev)
 				set_str(&c->device_id, d->device_id);
 			c->finished_ms = tm;
 		}
-		run_status(v, "running");
 		break;
 	}
 	case RS_EV_TOOL_FAILED: {
@@ -420,7 +437,6 @@ rs_view_apply(rs_view *v, const rs_event *ev)
 				set_str(&c->device_id, d->device_id);
 			c->finished_ms = tm;
 		}
-		run_status(v, "running");
 		break;
 	}
 	case RS_EV_TOOL_TIMED_OUT:
@@ -428,7 +444,6 @@ rs_view_apply(rs_view *v, const rs_event *ev)
 			c->status = "timed_out";
 			c->finished_ms = tm;
 		}
-		run_status(v, "running");
 		break;
 	case RS_EV_TIMER_SCHEDULED:
 		timer_scheduled(v, ev);
@@ -436,13 +451,10 @@ rs_view_apply(rs_view *v, const rs_event *ev)
 	case RS_EV_TIMER_FIRED:
 		if ((t = find_timer(v, ev->d.timer_fired.timer_id)) != NULL)
 			t->fired = 1;
-		if (purpose_waits(ev->d.timer_fired.purpose))
-			run_status(v, "running");
 		break;
 	case RS_EV_SIGNAL_RECEIVED:
 		if (ev->d.signal_received.step_id != NULL)
 			step_ended(v, ev->d.signal_received.step_id);
-		run_status(v, "running");
 		break;
 	case RS_EV_RUN_CANCEL_REQUESTED:
 		set_str(&v->cancel_reason, ev->d.run_cancel_requested.reason);
@@ -464,29 +476,34 @@ rs_view_apply(rs_view *v, const rs_event *ev)
 		set_str(&v->effect_id, NULL);
 		break;
 	case RS_EV_RUN_COMPLETED:
-		if (!is_terminal(v->status))
+		if (!was_term)
 			set_json(&v->output, ev->d.run_completed.output);
-		run_ended(v, "completed", tm);
+		if (!was_term)
+			run_ended(v, "completed", tm);
 		break;
 	case RS_EV_RUN_FAILED:
-		if (!is_terminal(v->status))
+		if (!was_term)
 			set_err(&v->error, &ev->d.run_failed.error);
-		run_ended(v, "failed", tm);
+		if (!was_term)
+			run_ended(v, "failed", tm);
 		break;
 	case RS_EV_RUN_CANCELLED:
-		if (!is_terminal(v->status) && ev->d.run_cancelled.reason != NULL)
+		if (!was_term && ev->d.run_cancelled.reason != NULL)
 			set_str(&v->cancel_reason, ev->d.run_cancelled.reason);
-		run_ended(v, "cancelled", tm);
+		if (!was_term)
+			run_ended(v, "cancelled", tm);
 		break;
 	case RS_EV_RUN_TIMED_OUT:
-		if (!is_terminal(v->status) && ev->d.run_timed_out.timeout_s > 0)
+		if (!was_term && ev->d.run_timed_out.timeout_s > 0)
 			v->timeout_s = ev->d.run_timed_out.timeout_s;
-		run_ended(v, "timed_out", tm);
+		if (!was_term)
+			run_ended(v, "timed_out", tm);
 		break;
 	default:
 		/* llm.delta, and types newer than this build: last_seq only. */
 		break;
 	}
+	v->status = next;
 	return RS_OK;
 }
 

@@ -109,6 +109,11 @@ rs_status rs_view_apply(rs_view *v, const rs_event *ev);
 
 int rs_view_terminal(const rs_view *v);
 
+/* The status rule alone (above): the status after ev given cur ("" or
+ * "none" before run.created). Returns a static string or cur. For readers
+ * that keep no view (runctl's timeline summary). */
+const char *rs_view_status_next(const char *cur, const rs_event *ev);
+
 /* What the run waits on: "tool", "timer", "signal", "http", "llm" or NULL
  * (nothing: running, finished, or not started). */
 const char *rs_view_waits_on(const rs_view *v);

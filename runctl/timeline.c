@@ -12,6 +12,7 @@
 #include "rs_json.h"
 #include "rs_time.h"
 #include "timeline.h"
+#include "rs_view.h"
 
 char
 tl_mark_char(tl_mark m)
@@ -430,28 +431,24 @@ tl_summary_add(tl_summary *s, const rs_event *ev)
 	}
 	s->end_ms = ev->time_ms;
 	s->last_seq = ev->runseq;
+	/* The status is the one fold's rule (common/rs_view.c): the same
+	 * status GET /v1/runs/{id} and the read model show at this event. */
+	s->status = rs_view_status_next(s->status, ev);
 	switch (ev->type) {
 	case RS_EV_RUN_CREATED:
 		snprintf(s->agent, sizeof(s->agent), "%s", ev->d.run_created.agent);
 		snprintf(s->version, sizeof(s->version), "%s", ev->d.run_created.version);
-		s->status = "queued";
 		break;
-	case RS_EV_RUN_STARTED: s->status = "running"; break;
-	case RS_EV_STEP_STARTED: s->status = mark_of(ev) == TL_WAIT ? "waiting" : "running"; break;
-	case RS_EV_STEP_COMPLETED: s->steps_completed++; s->status = "running"; break;
+	case RS_EV_STEP_COMPLETED: s->steps_completed++; break;
 	case RS_EV_STEP_FAILED: s->steps_failed++; break;
-	case RS_EV_STEP_RETRY_SCHEDULED: s->retries++; s->status = "waiting"; break;
-	case RS_EV_TOOL_REQUESTED: s->tool_calls++; s->status = "waiting"; break;
+	case RS_EV_STEP_RETRY_SCHEDULED: s->retries++; break;
+	case RS_EV_TOOL_REQUESTED: s->tool_calls++; break;
 	case RS_EV_TOOL_FAILED:
 	case RS_EV_TOOL_TIMED_OUT: s->tool_failures++; break;
-	case RS_EV_TIMER_SCHEDULED: s->timers++; s->status = "waiting"; break;
+	case RS_EV_TIMER_SCHEDULED: s->timers++; break;
 	case RS_EV_SIGNAL_RECEIVED: s->signals++; break;
-	case RS_EV_RUN_COMPLETED: s->status = "completed"; break;
-	case RS_EV_RUN_FAILED: s->status = "failed"; break;
-	case RS_EV_RUN_CANCELLED: s->status = "cancelled"; break;
-	case RS_EV_RUN_TIMED_OUT: s->status = "timed_out"; break;
-	case RS_EV_HTTP_REQUESTED: s->http_requests++; s->status = "waiting"; break;
-	case RS_EV_LLM_REQUESTED: s->llm_turns++; s->status = "waiting"; break;
+	case RS_EV_HTTP_REQUESTED: s->http_requests++; break;
+	case RS_EV_LLM_REQUESTED: s->llm_turns++; break;
 	default: break;
 	}
 }

@@ -2,7 +2,8 @@
  * test_view.c - the one fold (common/rs_view.c) against runctl's timeline
  * (runctl/timeline.c) over every recorded history in tests/fixtures/: the
  * two read the same events independently, so where they agree the meaning
- * of an event is held in two places that must not drift. Checked per
+ * of an event is held in two places that must not drift (the status rule
+ * itself is shared: the timeline takes it from rs_view_status_next). Checked per
  * history: the final status, step outcomes in order (step, attempt,
  * success/failure, output, error code) against tl_step_path, counts of
  * completed/failed attempts and tool calls against tl_summary, last_seq,
