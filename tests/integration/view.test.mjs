@@ -14,8 +14,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startStack, startService, runctl, stopAll, freePort, logTail, waitFor } from '../lib/stack.mjs';
+import { device, closeAllClients } from '../lib/clients.mjs';
 
-let world, key, api, base;
+let world, key, api, base, holder;
+// Tool calls that fail once (by their args.v), then succeed: two attempts.
+const failedOnce = new Set();
 const h = () => ({ Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' });
 
 async function call(method, path, { body, headers = {} } = {}) {
@@ -40,7 +43,13 @@ const agent = {
       { if: { path: 'input.kind', equals: 'sig' }, goto: 'ask' },
       { if: { path: 'input.kind', equals: 'nap' }, goto: 'nap' },
       { if: { path: 'input.kind', equals: 'long' }, goto: 'long' },
-      { if: { path: 'input.kind', equals: 'fail' }, goto: 'strict' }] },
+      { if: { path: 'input.kind', equals: 'fail' }, goto: 'strict' },
+      { if: { path: 'input.kind', equals: 'tool' }, goto: 'call' },
+      { if: { path: 'input.kind', equals: 'hold' }, goto: 'held' }] },
+    { id: 'call', kind: 'tool', tool: 'echo', device: 'dev-v', args: { v: '{{input.v}}', flaky: '{{input.flaky}}' },
+      retry: { max_attempts: 3, initial_backoff_ms: 50 }, next: 'shout' },
+    { id: 'shout', kind: 'tool', tool: 'echo', capability: 'echo', args: { said: '{{steps.call.output.v}}' }, next: 'end' },
+    { id: 'held', kind: 'tool', tool: 'hold', device: 'dev-hold', args: {}, next: 'end' },
     { id: 'calc', kind: 'transform', value: { n: '{{input.n}}', tag: 'calc' }, next: 'end' },
     { id: 'nap', kind: 'sleep', duration_ms: 200, next: 'after' },
     { id: 'after', kind: 'transform', value: { slept: true }, next: 'end' },
@@ -62,12 +71,31 @@ before(async () => {
   await startService('orchestrator', { ...world.env, RS_ORCHESTRATOR_OPS_PORT: String(oport), RS_INSTANCE_ID: 'orch-view' }, oport);
   const pport = await freePort();
   await startService('projector', { ...world.env, RS_PROJECTOR_OPS_PORT: String(pport) }, pport);
+  const rport = await freePort();
+  await startService('router', { ...world.env, RS_ROUTER_PORT: String(rport), RS_INSTANCE_ID: 'router-v' }, rport);
+  const token = (d) => {
+    const t = runctl(['devices', 'token', '--tenant', 'acme', '--device', d], world.env);
+    assert.equal(t.code, 0, t.stderr);
+    return t.stdout.trim();
+  };
+  const url = `ws://127.0.0.1:${rport}/v1/devices/connect`;
+  const dev = device(url, { deviceId: 'dev-v', token: token('dev-v'), tools: ['echo'], handlers: {
+    echo: (args) => {
+      if (args.flaky === true && !failedOnce.has(args.v)) {
+        failedOnce.add(args.v);
+        throw Object.assign(new Error('flaky'), { code: 'flaky', retryable: true });
+      }
+      return args;
+    } } });
+  holder = device(url, { deviceId: 'dev-hold', token: token('dev-hold'), tools: ['hold'], autoAnswer: false });
+  await dev.welcomed;
+  await holder.welcomed;
   await startApi();
   const pa = await call('POST', '/v1/agents', { body: agent });
   assert.equal(pa.status, 201, pa.text);
 });
 
-after(async () => { await stopAll(); });
+after(async () => { closeAllClients(); await stopAll(); });
 
 const wait = (input, s = 30) => call('POST', '/v1/runs', { body: { agent: 'mix', input }, headers: { Prefer: `wait=${s}` } });
 
@@ -100,7 +128,12 @@ function pgRun(id) {
     'steps', COALESCE((SELECT json_agg(json_build_object('step_id', s.step_id, 'attempt', s.attempt,
       'kind', s.kind, 'status', s.status, 'latest', s.latest, 'input', s.input, 'output', s.output,
       'error', s.error, 'next_step', s.next_step, 'started_at', s.started_at, 'finished_at', s.finished_at,
-      'duration_ms', s.duration_ms)) FROM steps s WHERE s.run_id = r.run_id), '[]'))
+      'duration_ms', s.duration_ms)) FROM steps s WHERE s.run_id = r.run_id), '[]'),
+    'tool_calls', COALESCE((SELECT json_agg(json_build_object('call_id', t.call_id, 'step_id', t.step_id,
+      'attempt', t.attempt, 'tool', t.tool, 'device_id', t.device_id, 'capability', t.capability,
+      'router', t.router, 'status', t.status, 'args', t.args, 'output', t.output, 'error', t.error,
+      'requested_at', t.requested_at, 'dispatched_at', t.dispatched_at, 'finished_at', t.finished_at,
+      'deadline_at', t.deadline_at, 'attempts', t.attempts)) FROM tool_calls t WHERE t.run_id = r.run_id), '[]'))
     FROM runs r WHERE r.run_id = '${id}'`);
   return row ? JSON.parse(row) : null;
 }
@@ -111,10 +144,13 @@ function norm(r) {
     latest: s.latest, input: s.input, output: s.output, error: s.error, next_step: s.next_step,
     started_at: ms(s.started_at), finished_at: ms(s.finished_at), duration_ms: s.duration_ms }));
   steps.sort((a, b) => (a.started_at - b.started_at) || a.step_id.localeCompare(b.step_id) || (a.attempt - b.attempt));
+  const calls = r.tool_calls.map((c) => ({ ...c, requested_at: ms(c.requested_at), dispatched_at: ms(c.dispatched_at),
+    finished_at: ms(c.finished_at), deadline_at: ms(c.deadline_at) }));
+  calls.sort((a, b) => (a.requested_at - b.requested_at) || a.call_id.localeCompare(b.call_id));
   return { status: r.status, agent: r.agent, version: r.version, input: r.input, output: r.output,
     error: r.error, last_seq: r.last_seq, current_step: r.current_step, cancel_reason: r.cancel_reason,
     idempotency_key: r.idempotency_key, timeout_s: r.timeout_s, created_at: ms(r.created_at),
-    started_at: ms(r.started_at), finished_at: ms(r.finished_at), updated_at: ms(r.updated_at), steps };
+    started_at: ms(r.started_at), finished_at: ms(r.finished_at), updated_at: ms(r.updated_at), steps, tool_calls: calls };
 }
 
 const runs = [];
@@ -144,6 +180,18 @@ test('the view (GET, from the log) equals the projector rows (Postgres) for ever
     runs.push(r.json.run_id);
   }
   for (let i = 0; i < 3; i++) runs.push(await signalRun(`u${i}`));
+  for (let i = 0; i < 4; i++) {
+    const r = await wait({ kind: 'tool', v: i, flaky: i % 2 === 0 });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.status, 'completed', r.text);
+    assert.deepEqual(r.json.output, { said: i });
+    // A flaky first call: a failed call and attempt, then a second one.
+    assert.deepEqual(r.json.tool_calls.map((c) => [c.step_id, c.attempt, c.status]), i % 2 === 0
+      ? [['call', 1, 'failed'], ['call', 2, 'completed'], ['shout', 1, 'completed']]
+      : [['call', 1, 'completed'], ['shout', 1, 'completed']]);
+    assert.equal(r.json.tool_calls[0].device_id, 'dev-v');
+    runs.push(r.json.run_id);
+  }
   // Cancelled while it waits: the open attempt is closed as cancelled.
   const c = await call('POST', '/v1/runs', { body: { agent: 'mix', input: { kind: 'long' } } });
   const cid = c.json.run_id;
@@ -195,6 +243,16 @@ test('Postgres stopped: Prefer: wait and GET answer from the log, also from a co
     const asker = (await call('POST', '/v1/runs', { body: { agent: 'mix', input: { kind: 'sig' } } })).json.run_id;
     await waitFor('the asker waits on its signal', async () => (await call('GET', `/v1/runs/${asker}`)).json.waiting_on?.on === 'signal');
     assert.equal((await call('GET', `/v1/runs/${asker}`)).json.waiting_on.signal, 'go');
+    // A run waiting on a device's tool call shows the call it waits on.
+    const held = (await call('POST', '/v1/runs', { body: { agent: 'mix', input: { kind: 'hold' } } })).json.run_id;
+    await waitFor('the held call reaches its device', () => holder.calls.length === 1);
+    const hv = (await call('GET', `/v1/runs/${held}`)).json;
+    assert.equal(hv.status, 'waiting');
+    assert.equal(hv.waiting_on.on, 'tool');
+    assert.equal(hv.waiting_on.tool, 'hold');
+    assert.equal(hv.waiting_on.call_id, holder.calls[0].call_id);
+    assert.equal(hv.tool_calls[0].status, 'dispatched');
+    const heldWait = call('GET', `/v1/runs/${held}?wait=20`);
 
     // A new API: nothing cached, every view is read from the log.
     assert.equal((await api.kill('SIGTERM')).code, 0, logTail(api));
@@ -214,6 +272,15 @@ test('Postgres stopped: Prefer: wait and GET answer from the log, also from a co
     const done = await parked;
     assert.equal(done.status, 200, done.text);
     assert.deepEqual(done.json.output, { by: 'cold' });
+    // The held call (parked with the old API, which is gone: ask again) completes.
+    await heldWait.catch(() => {});
+    const heldAgain = call('GET', `/v1/runs/${held}?wait=20`);
+    holder.answer(holder.calls[0].call_id, { released: true });
+    const hd = await heldAgain;
+    assert.equal(hd.status, 200, hd.text);
+    assert.equal(hd.json.status, 'completed');
+    assert.equal(hd.json.tool_calls[0].status, 'completed');
+    assert.deepEqual(hd.json.tool_calls[0].output, { released: true });
   } finally {
     await world.pg.start();
   }
