@@ -251,11 +251,16 @@ rs_status rs_api_views_init(rs_api *app);
 void rs_api_views_free(rs_api *app);
 /* NATS thread: fold one live event of (tenant, run_id) (from its subject). */
 void rs_api_views_live(rs_api *app, const char *tenant, const char *run_id, const char *data,
-                       size_t len);
+                       size_t len, uint64_t sseq);
 /* Any thread: the cached complete view with last_seq >= min_seq (and
  * finished, if terminal) as a 200 on job; RS_ENOTFOUND if there is none. */
 rs_status rs_api_views_render(rs_api *app, const char *tenant, const char *run_id,
                               uint64_t min_seq, int terminal, rs_api_job *job);
+/* Worker: a held view a few events behind min_seq (the live consumer
+ * lags the log a little) is brought up to date from the log and answers
+ * job; RS_ENOTFOUND if there is none (then rs_api_views_load). */
+rs_status rs_api_views_catch_up(rs_api *app, const char *tenant, const char *run_id,
+                                uint64_t min_seq, rs_api_job *job);
 /* Worker: fold the run's whole history from the log, answer job with it
  * (200) and keep it in the cache. RS_ENOTFOUND: no events; else a log error. */
 rs_status rs_api_views_load(rs_api *app, const char *tenant, const char *run_id,
@@ -333,6 +338,9 @@ void rs_api_metric_waiters(double n);
 void rs_api_metric_limited(int kind);
 /* A live message dropped before it reached the hub, by reason. */
 void rs_api_metric_live_dropped(const char *reason);
+/* A single-run answer from a cached view (0) or one read from the log (1). */
+void rs_api_metric_view_read(int from_log);
+void rs_api_metric_views(double n, double bytes);
 
 /* ---- the application ---- */
 typedef struct rs_api_hub rs_api_hub;

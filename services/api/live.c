@@ -217,7 +217,7 @@ on_live(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
 		/* Fold first: when the frame reaches a waiter on the service
 		 * thread, the run's view already holds this event (views.c). */
 		rs_api_views_live(app, tenant, run_id, natsMsg_GetData(m),
-		                  (size_t)natsMsg_GetDataLength(m));
+		                  (size_t)natsMsg_GetDataLength(m), sseq);
 		f->sseq = sseq;
 		rs_api_work_frame(app, f);
 	}

@@ -8,6 +8,7 @@
 static rs_metric *m_req_2xx, *m_req_4xx, *m_req_5xx, *m_latency, *m_created;
 static rs_metric *m_watchers, *m_sse_sent, *m_waiters, *m_sse_lat;
 static rs_metric *m_lim_watch, *m_lim_wait, *m_drop_subject, *m_drop_event;
+static rs_metric *m_view_cache, *m_view_log, *m_views, *m_view_bytes;
 
 void
 rs_api_metrics_init(void)
@@ -31,6 +32,26 @@ rs_api_metrics_init(void)
 	                            "before the hub: malformed", "reason=\"subject\"");
 	m_drop_event = rs_counter("rs_api_live_dropped_total", "Live messages on runs.> dropped "
 	                          "before the hub: malformed", "reason=\"event\"");
+	m_view_cache = rs_counter("rs_api_view_reads_total", "Single-run answers (GET, waits) by "
+	                          "where the run's view came from", "source=\"cache\"");
+	m_view_log = rs_counter("rs_api_view_reads_total", "Single-run answers (GET, waits) by "
+	                        "where the run's view came from", "source=\"log\"");
+	m_views = rs_gauge("rs_api_views", "Run views held (RS_API_VIEW_CACHE_RUNS)", NULL);
+	m_view_bytes = rs_gauge("rs_api_view_bytes", "Bytes of events folded into the run views "
+	                        "held (RS_API_VIEW_CACHE_MB)", NULL);
+}
+
+void
+rs_api_metric_view_read(int from_log)
+{
+	rs_metric_inc(from_log ? m_view_log : m_view_cache);
+}
+
+void
+rs_api_metric_views(double n, double bytes)
+{
+	rs_metric_set(m_views, n);
+	rs_metric_set(m_view_bytes, bytes);
 }
 
 void

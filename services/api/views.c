@@ -32,6 +32,7 @@
  */
 #include "api.h"
 #include "rs_event.h"
+#include "rs_event_fast.h"
 #include "rs_hash.h"
 #include "rs_log.h"
 #include "rs_view.h"
@@ -46,6 +47,7 @@ typedef struct vent {
 	char tenant[72];
 	char run_id[RS_API_RUNKEY];
 	size_t bytes;
+	uint64_t sseq;                  /* RUNS sequence of the last event folded */
 	rs_view v;
 } vent;
 
@@ -120,6 +122,7 @@ trim(rs_api_views *c)
 {
 	while (c->oldest != NULL && (c->n > c->max_runs || c->bytes > c->max_bytes))
 		drop(c, c->oldest);
+	rs_api_metric_views((double)c->n, (double)c->bytes);
 }
 
 static vent *
@@ -186,7 +189,7 @@ rs_api_views_free(rs_api *app)
  * Caller holds the mutex. */
 static void
 fold_locked(rs_api_views *c, const char *tenant, const char *run_id, const rs_event *ev,
-            size_t len)
+            size_t len, uint64_t sseq)
 {
 	vent *e = find(c, tenant, run_id);
 	rs_status st;
@@ -203,6 +206,7 @@ fold_locked(rs_api_views *c, const char *tenant, const char *run_id, const rs_ev
 		drop(c, e);     /* a gap: no longer complete */
 		return;
 	}
+	e->sseq = sseq;
 	e->bytes += len;
 	c->bytes += len;
 	if (e->bytes > c->max_bytes / 4) {
@@ -212,16 +216,25 @@ fold_locked(rs_api_views *c, const char *tenant, const char *run_id, const rs_ev
 	trim(c);
 }
 
+/* The event names the run of its subject. Else (only someone who can
+ * publish to runs.> could do it) it is not that run's event: skipped, as
+ * the view never takes a run's identity from a body. */
+static int
+of_subject(const rs_event *ev, const char *tenant, const char *run_id)
+{
+	return strcmp(ev->run_id, run_id) == 0 && strcmp(ev->tenant, tenant) == 0;
+}
+
 void
 rs_api_views_live(rs_api *app, const char *tenant, const char *run_id, const char *data,
-                  size_t len)
+                  size_t len, uint64_t sseq)
 {
 	rs_event ev;
 	char err[128];
 
 	if (app->views == NULL)
 		return;
-	if (rs_event_decode(data, len, &ev, err, sizeof(err)) != RS_OK) {
+	if (rs_event_decode_fast(data, len, &ev, err, sizeof(err)) != RS_OK) {
 		/* Not foldable: whatever view we hold is no longer complete. */
 		pthread_mutex_lock(&app->views->mu);
 		vent *e = find(app->views, tenant, run_id);
@@ -230,9 +243,11 @@ rs_api_views_live(rs_api *app, const char *tenant, const char *run_id, const cha
 		pthread_mutex_unlock(&app->views->mu);
 		return;
 	}
-	pthread_mutex_lock(&app->views->mu);
-	fold_locked(app->views, tenant, run_id, &ev, len);
-	pthread_mutex_unlock(&app->views->mu);
+	if (of_subject(&ev, tenant, run_id)) {
+		pthread_mutex_lock(&app->views->mu);
+		fold_locked(app->views, tenant, run_id, &ev, len, sseq);
+		pthread_mutex_unlock(&app->views->mu);
+	}
 	rs_event_free(&ev);
 }
 
@@ -255,7 +270,119 @@ rs_api_views_render(rs_api *app, const char *tenant, const char *run_id, uint64_
 		st = RS_OK;
 	}
 	pthread_mutex_unlock(&c->mu);
+	if (st == RS_OK)
+		rs_api_metric_view_read(0);
 	return st;
+}
+
+/* The events of the run after RUNS sequence from, up to runseq want (at
+ * most max of them), read by direct gets. Returns how many; *st set on a
+ * log error. */
+static size_t
+read_after(rs_api *app, const char *subj, uint64_t from, uint64_t want, rs_event *evs,
+           size_t *lens, uint64_t *sseqs, size_t max, rs_status *st)
+{
+	jsDirectGetMsgOptions o;
+	size_t n = 0;
+	char err[128];
+
+	*st = RS_OK;
+	while (n < max) {
+		natsMsg *m = NULL;
+		const char *sq = NULL;
+		natsStatus s;
+
+		jsDirectGetMsgOptions_Init(&o);
+		o.Sequence = from + 1;
+		o.NextBySubject = subj;
+		s = js_DirectGetMsg(&m, app->nats.js, "RUNS", NULL, &o);
+		if (s == NATS_NOT_FOUND)
+			break;
+		if (s != NATS_OK) {
+			*st = rs_nats_status(s, 0);
+			break;
+		}
+		if (natsMsgHeader_Get(m, "Nats-Sequence", &sq) != NATS_OK || sq == NULL ||
+		    rs_event_decode_fast(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m),
+		                         &evs[n], err, sizeof(err)) != RS_OK) {
+			natsMsg_Destroy(m);
+			*st = RS_EINVAL;
+			break;
+		}
+		from = strtoull(sq, NULL, 10);
+		lens[n] = (size_t)natsMsg_GetDataLength(m);
+		sseqs[n] = from;
+		natsMsg_Destroy(m);
+		if (evs[n++].runseq >= want)
+			break;
+	}
+	return n;
+}
+
+/* A held view behind the log by a few events (the live consumer has not
+ * delivered them yet): read just those, fold them, answer. RS_ENOTFOUND
+ * when there is no view to bring up to date, or it is too far behind. */
+#define CATCH_UP_MAX 32
+
+static rs_status
+catch_up(rs_api *app, const char *tenant, const char *run_id, uint64_t min_seq,
+         rs_api_job *job)
+{
+	rs_api_views *c = app->views;
+	rs_event evs[CATCH_UP_MAX];
+	size_t lens[CATCH_UP_MAX];
+	uint64_t sseqs[CATCH_UP_MAX], from, have;
+	size_t n;
+	char subj[160];
+	rs_status st = RS_ENOTFOUND, rst;
+	vent *e;
+
+	pthread_mutex_lock(&c->mu);
+	e = find(c, tenant, run_id);
+	from = e != NULL ? e->sseq : 0;
+	have = e != NULL ? e->v.last_seq : 0;
+	if (e != NULL && have > 0 && have >= min_seq) {
+		/* the live consumer got there meanwhile */
+		rs_api_json(job, 200, rs_view_json(&e->v));
+		st = RS_OK;
+	}
+	pthread_mutex_unlock(&c->mu);
+	if (st == RS_OK) {
+		rs_api_metric_view_read(0);
+		return st;
+	}
+	if (e == NULL || from == 0 || have == 0 || min_seq - have > CATCH_UP_MAX)
+		return RS_ENOTFOUND;
+	rs_event_subject(tenant, run_id, subj, sizeof(subj));
+	n = read_after(app, subj, from, min_seq, evs, lens, sseqs, CATCH_UP_MAX, &rst);
+	pthread_mutex_lock(&c->mu);
+	if ((e = find(c, tenant, run_id)) != NULL) {
+		for (size_t i = 0; i < n && e != NULL; i++) {
+			if (!of_subject(&evs[i], tenant, run_id))
+				continue;
+			fold_locked(c, tenant, run_id, &evs[i], lens[i], sseqs[i]);
+			e = find(c, tenant, run_id);    /* a gap drops it */
+		}
+		if (e != NULL && e->v.last_seq >= min_seq) {
+			rs_api_json(job, 200, rs_view_json(&e->v));
+			st = RS_OK;
+		}
+	}
+	pthread_mutex_unlock(&c->mu);
+	for (size_t i = 0; i < n; i++)
+		rs_event_free(&evs[i]);
+	if (st == RS_OK)
+		rs_api_metric_view_read(0);
+	return st;
+}
+
+rs_status
+rs_api_views_catch_up(rs_api *app, const char *tenant, const char *run_id, uint64_t min_seq,
+                      rs_api_job *job)
+{
+	if (app->views == NULL || app->views->max_runs == 0)
+		return RS_ENOTFOUND;
+	return catch_up(app, tenant, run_id, min_seq, job);
 }
 
 rs_status
@@ -263,7 +390,7 @@ rs_api_views_load(rs_api *app, const char *tenant, const char *run_id, rs_api_jo
 {
 	jsDirectGetMsgOptions o;
 	char subj[160], err[128];
-	uint64_t seq = 1;
+	uint64_t seq = 1, last_sseq = 0;
 	size_t bytes = 0;
 	rs_view v;
 	rs_status st = RS_OK;
@@ -293,8 +420,9 @@ rs_api_views_load(rs_api *app, const char *tenant, const char *run_id, rs_api_jo
 			goto cleanup;
 		}
 		seq = strtoull(sq, NULL, 10) + 1;
-		if (rs_event_decode(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), &ev, err,
-		                    sizeof(err)) != RS_OK) {
+		last_sseq = seq - 1;
+		if (rs_event_decode_fast(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), &ev,
+		                         err, sizeof(err)) != RS_OK) {
 			rs_warn("views: run %s: an undecodable event at RUNS %llu: %s", run_id,
 			        (unsigned long long)(seq - 1), err);
 			natsMsg_Destroy(m);
@@ -303,9 +431,9 @@ rs_api_views_load(rs_api *app, const char *tenant, const char *run_id, rs_api_jo
 		}
 		bytes += (size_t)natsMsg_GetDataLength(m);
 		natsMsg_Destroy(m);
-		/* The subject names the run; an event claiming another one, or
-		 * out of order, means the history cannot be folded honestly. */
-		fs = strcmp(ev.run_id, run_id) == 0 ? rs_view_apply(&v, &ev) : RS_EINVAL;
+		/* An event claiming another run is skipped (of_subject); one out
+		 * of order means the history cannot be folded honestly. */
+		fs = of_subject(&ev, tenant, run_id) ? rs_view_apply(&v, &ev) : RS_EEXISTS;
 		rs_event_free(&ev);
 		if (fs != RS_OK && fs != RS_EEXISTS) {
 			rs_warn("views: run %s: event out of order at RUNS %llu", run_id,
@@ -319,6 +447,7 @@ rs_api_views_load(rs_api *app, const char *tenant, const char *run_id, rs_api_jo
 		goto cleanup;
 	}
 	rs_api_json(job, 200, rs_view_json(&v));
+	rs_api_metric_view_read(1);
 	if (app->views != NULL && app->views->max_runs > 0 &&
 	    sizeof(vent) + bytes <= app->views->max_bytes / 4) {
 		rs_api_views *c = app->views;
@@ -331,6 +460,7 @@ rs_api_views_load(rs_api *app, const char *tenant, const char *run_id, rs_api_jo
 				drop(c, e);
 			e = insert(c, tenant, run_id);
 			e->v = v;                   /* moved: v is not freed below */
+			e->sseq = last_sseq;
 			rs_view_init(&v);
 			e->bytes += bytes;
 			c->bytes += bytes;

@@ -205,6 +205,17 @@ test('the view (GET, from the log) equals the projector rows (Postgres) for ever
   assert.equal(g.json.steps.find((s) => s.step_id === 'long').status, 'cancelled');
   runs.push(cid);
 
+  // A finished run's view is held: reading it again costs no history read.
+  const reads = async () => {
+    const m = await (await fetch(`${base}/metrics`)).text();
+    const n = (src) => Number(new RegExp(`rs_api_view_reads_total\\{source="${src}"\\} (\\d+)`).exec(m)?.[1]);
+    return { cache: n('cache'), log: n('log') };
+  };
+  const r0 = await reads();
+  for (const id of runs) assert.equal((await call('GET', `/v1/runs/${id}`)).status, 200);
+  const r1 = await reads();
+  assert.equal(r1.cache - r0.cache, runs.length, JSON.stringify([r0, r1]));
+  assert.equal(r1.log, r0.log, JSON.stringify([r0, r1]));
   for (const id of runs) {
     const v = await call('GET', `/v1/runs/${id}`);
     assert.equal(v.status, 200, v.text);
@@ -262,6 +273,10 @@ test('Postgres stopped: Prefer: wait and GET answer from the log, also from a co
       assert.equal(v.status, 200, v.text);
       assert.deepEqual(v.json, before[id], `run ${id} from a cold cache`);
     }
+    // Those were read from the log (the new API had no view of them).
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    const fromLog = Number(/rs_api_view_reads_total\{source="log"\} (\d+)/.exec(metrics)?.[1]);
+    assert.ok(fromLog >= runs.length, `view reads from the log: ${fromLog}`);
     const sl2 = await call('GET', `/v1/runs/${sleeper}`);
     assert.equal(sl2.json.status, 'waiting');
     assert.equal(sl2.json.waiting_on.on, 'timer');
