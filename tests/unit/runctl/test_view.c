@@ -16,9 +16,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "event_fixtures.h"
 #include "rs_event.h"
 #include "rs_json.h"
 #include "rs_view.h"
+#include "sim.h"
 #include "timeline.h"
 
 static int failures;
@@ -31,17 +33,12 @@ typedef struct {
 } evs;
 
 static void
-load(const char *path, evs *out)
+load_file(FILE *f, const char *path, evs *out)
 {
-	FILE *f = fopen(path, "r");
 	char *line = NULL;
 	size_t cap = 0;
 	ssize_t len;
 
-	if (f == NULL) {
-		perror(path);
-		exit(1);
-	}
 	while ((len = getline(&line, &cap, f)) > 0) {
 		rs_event ev;
 		char err[256];
@@ -60,6 +57,18 @@ load(const char *path, evs *out)
 		out->ev[out->n++] = ev;
 	}
 	free(line);
+}
+
+static void
+load(const char *path, evs *out)
+{
+	FILE *f = fopen(path, "r");
+
+	if (f == NULL) {
+		perror(path);
+		exit(1);
+	}
+	load_file(f, path, out);
 	fclose(f);
 }
 
@@ -150,6 +159,108 @@ check_history(const char *name, evs *h)
 	}
 }
 
+/* The bench/replay history (bench/replay/gen_history.c: tool call, sleep
+ * timer, branch, transform; one run in four fails its call and retries),
+ * made by the real state machine through the simulator, run by run. */
+static const char bench_def[] =
+	"{\"name\":\"order-check\",\"steps\":["
+	"{\"id\":\"fetch\",\"kind\":\"tool\",\"tool\":\"http.get\",\"device\":\"laptop-1\","
+	"\"args\":{\"url\":\"https://shop.example/orders/{{input.order_id}}\"},\"timeout_s\":30,"
+	"\"retry\":{\"max_attempts\":3,\"initial_backoff_ms\":500}},"
+	"{\"id\":\"cool-off\",\"kind\":\"sleep\",\"duration_ms\":5000},"
+	"{\"id\":\"route\",\"kind\":\"branch\",\"when\":[{\"if\":{\"path\":\"steps.fetch.output.paid\","
+	"\"equals\":true},\"goto\":\"ship\"}],\"else\":\"hold\"},"
+	"{\"id\":\"hold\",\"kind\":\"transform\",\"value\":{\"action\":\"hold\"},\"next\":\"end\"},"
+	"{\"id\":\"ship\",\"kind\":\"transform\",\"value\":{\"action\":\"ship\",\"order\":\"{{input.order_id}}\"}}"
+	"]}";
+
+static int
+bench_histories(void)
+{
+	int n = 0;
+
+	for (unsigned long i = 1; i <= 24; i++) {
+		char run_id[40], input[64], name[64], *buf = NULL;
+		size_t len = 0;
+		FILE *f = open_memstream(&buf, &len);
+		evs h = { 0 };
+		sim s;
+
+		snprintf(run_id, sizeof(run_id), "0190f5e4-7a3b-7c1d-8e2f-%012lx", i);
+		snprintf(input, sizeof(input), "{\"order_id\":\"A-%lu\"}", i);
+		sim_init(&s, bench_def, run_id, "bench", 1767323045000LL + (long long)i * 1000, f, 0);
+		sim_start(&s, input, "orch-1");
+		sim_delivered(&s, 10);
+		if (i % 4 == 0) {
+			sim_result_err(&s, 200, "upstream_503", "service unavailable", 1);
+			sim_fire(&s, RS_TIMER_RETRY, 3);
+			sim_delivered(&s, 10);
+		}
+		sim_result_ok(&s, 300, i % 3 ? "{\"paid\":true,\"total\":12.5}" : "{\"paid\":false}");
+		sim_fire(&s, RS_TIMER_SLEEP, 5);
+		sim_free(&s);
+		fflush(f);
+		rewind(f);
+		snprintf(name, sizeof(name), "bench-run-%lu", i);
+		load_file(f, name, &h);
+		fclose(f);
+		free(buf);
+		check_history(name, &h);
+		if (i % 4 == 0) {
+			/* the failed call and its retry: two attempts of fetch */
+			rs_view v;
+			rs_view_init(&v);
+			for (size_t k = 0; k < h.n; k++)
+				rs_view_apply(&v, &h.ev[k]);
+			CHECK(v.ncalls == 2 && strcmp(v.calls[0].status, "failed") == 0 &&
+			      strcmp(v.calls[1].status, "completed") == 0, "%s: calls", name);
+			CHECK(v.nsteps >= 2 && v.steps[0].attempt == 1 && !v.steps[0].latest &&
+			      strcmp(v.steps[0].status, "failed") == 0 && v.steps[1].attempt == 2,
+			      "%s: attempts", name);
+			rs_view_free(&v);
+		}
+		for (size_t k = 0; k < h.n; k++)
+			rs_event_free(&h.ev[k]);
+		free(h.ev);
+		n++;
+	}
+	return n;
+}
+
+/* Every event type of the codec fixtures (tests/unit/event_fixtures.c),
+ * minimal and full, after a run.created: folded without error, the status
+ * is rs_view_status_next's, and the JSON renders. */
+static void
+fixture_events(void)
+{
+	for (int full = 0; full <= 1; full++)
+		for (int t = 0; t < RS_EV__COUNT; t++) {
+			rs_event c, ev;
+			rs_view v;
+			const char *want;
+			json_t *j;
+
+			if (t == RS_EV_RUN_CREATED)
+				continue;
+			fx_event(RS_EV_RUN_CREATED, full, &c);
+			fx_event((rs_event_type)t, full, &ev);
+			c.runseq = 1;
+			ev.runseq = 2;
+			rs_view_init(&v);
+			CHECK(rs_view_apply(&v, &c) == RS_OK, "fixture run.created");
+			want = rs_view_status_next(v.status, &ev);
+			CHECK(rs_view_apply(&v, &ev) == RS_OK, "fixture %s", rs_event_type_name(ev.type));
+			CHECK(strcmp(v.status, want) == 0, "fixture %s: status", rs_event_type_name(ev.type));
+			CHECK(v.last_seq == 2, "fixture %s", rs_event_type_name(ev.type));
+			j = rs_view_json(&v);
+			CHECK(json_object_get(j, "waiting_on") != NULL, "fixture %s", rs_event_type_name(ev.type));
+			json_decref(j);
+			rs_view_free(&v);
+			rs_event_free(&c);
+			rs_event_free(&ev);
+		}
+}
+
 int
 main(int argc, char **argv)
 {
@@ -178,6 +289,8 @@ main(int argc, char **argv)
 		n++;
 	}
 	closedir(d);
+	n += bench_histories();
+	fixture_events();
 	if (n < 5) {
 		fprintf(stderr, "only %d histories found in %s\n", n, dir);
 		failures++;
