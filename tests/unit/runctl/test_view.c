@@ -1,6 +1,8 @@
 /*
  * test_view.c - the one fold (common/rs_view.c) against runctl's timeline
- * (runctl/timeline.c) over every recorded history in tests/fixtures/: the
+ * (runctl/timeline.c) over every recorded history in tests/fixtures/ and
+ * the bench/replay history shape (made here through the simulator), plus
+ * every event type of the codec fixtures (tests/unit/event_fixtures.c): the
  * two read the same events independently, so where they agree the meaning
  * of an event is held in two places that must not drift (the status rule
  * itself is shared: the timeline takes it from rs_view_status_next). Checked per
