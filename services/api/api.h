@@ -262,9 +262,11 @@ rs_status rs_api_views_render(rs_api *app, const char *tenant, const char *run_i
 rs_status rs_api_views_catch_up(rs_api *app, const char *tenant, const char *run_id,
                                 uint64_t min_seq, rs_api_job *job);
 /* Worker: fold the run's whole history from the log, answer job with it
- * (200) and keep it in the cache. RS_ENOTFOUND: no events; else a log error. */
+ * (200) and keep it in the cache. nevents: the runseq of its newest event
+ * (how it is read: direct gets for a few, an ordered consumer beyond).
+ * RS_ENOTFOUND: no events; else a log error. */
 rs_status rs_api_views_load(rs_api *app, const char *tenant, const char *run_id,
-                            rs_api_job *job);
+                            uint64_t nevents, rs_api_job *job);
 void rs_api_views_stats(rs_api *app, size_t *runs, size_t *bytes);
 /* (Query arguments, routing, body shapes: request.h.) */
 

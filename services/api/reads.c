@@ -162,7 +162,7 @@ rs_api_run_view(rs_api *app, rs_api_job *job)
 	if (rs_api_views_render(app, job->tenant, job->run_id, log_last, 0, job) == RS_OK ||
 	    rs_api_views_catch_up(app, job->tenant, job->run_id, log_last, job) == RS_OK)
 		return;
-	st = rs_api_views_load(app, job->tenant, job->run_id, job);
+	st = rs_api_views_load(app, job->tenant, job->run_id, log_last, job);
 	if (st == RS_OK)
 		return;
 	if (st == RS_ENOTFOUND) {
