@@ -267,7 +267,6 @@ rs_status rs_api_views_catch_up(rs_api *app, const char *tenant, const char *run
  * RS_ENOTFOUND: no events; else a log error. */
 rs_status rs_api_views_load(rs_api *app, const char *tenant, const char *run_id,
                             uint64_t nevents, rs_api_job *job);
-void rs_api_views_stats(rs_api *app, size_t *runs, size_t *bytes);
 /* (Query arguments, routing, body shapes: request.h.) */
 
 /* ---- limits.c: watchers and waiters per key and per tenant ---- */

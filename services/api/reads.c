@@ -3,10 +3,11 @@
  *
  * GET /v1/runs/{id} (and every waiter's answer) comes from the log, not
  * from Postgres: the run's view (views.c, folded by common/rs_view.c from
- * the live events or, on a miss, from the run's history read by direct
- * gets). Read-your-writes holds by construction: the newest event of the
+ * the live events or, on a miss, from the run's history read from its
+ * literal subject). Read-your-writes holds by construction: the newest event of the
  * run on the log (a direct get, last by subject runs.<tenant>.<run_id>)
- * is the runseq the view must have reached, else the history is read.
+ * is the runseq the view must have reached, else the missing events (or
+ * the whole history) are read.
  * Postgres is off that path entirely; a stopped Postgres changes nothing
  * for it.
  *

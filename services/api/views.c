@@ -22,8 +22,11 @@
  * and the next read rebuilds it from the log. A view bigger than a
  * quarter of the byte bound is not kept (answered from the log each time).
  *
- * Rebuilding: direct gets on the literal subject, next by subject from
- * sequence 1 (as the SSE history; ~0.2 ms each, docs/api.md), on a worker.
+ * Catching up and rebuilding, on a worker: a view a few events behind the
+ * log reads just those (direct gets from the last RUNS sequence it
+ * folded); a miss reads the whole history from the literal subject, by
+ * direct gets for a few events, one ordered consumer beyond (docs/api.md
+ * has the measurement).
  *
  * Threads: one mutex. The NATS delivery thread folds; workers read,
  * rebuild and insert; the service thread renders for waiters. Rendering
@@ -546,16 +549,4 @@ rs_api_views_load(rs_api *app, const char *tenant, const char *run_id, uint64_t 
 cleanup:
 	rs_view_free(&v);
 	return st;
-}
-
-void
-rs_api_views_stats(rs_api *app, size_t *runs, size_t *bytes)
-{
-	*runs = *bytes = 0;
-	if (app->views == NULL)
-		return;
-	pthread_mutex_lock(&app->views->mu);
-	*runs = app->views->n;
-	*bytes = app->views->bytes;
-	pthread_mutex_unlock(&app->views->mu);
 }
