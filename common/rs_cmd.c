@@ -43,6 +43,9 @@ static const rs_field c_run_start[] = {
 	OPT(rs_cmd, version, RS_F_STR, 1),   /* NULL: the API resolves "latest" */
 	REQ(rs_cmd, input, RS_F_OBJECT, 0),
 	OPT(rs_cmd, idempotency_key, RS_F_STR, 1),
+	OPT(rs_cmd, forked_from, RS_F_UUID, 0),
+	OPT(rs_cmd, from_seq, RS_F_INT, 1),
+	OPT(rs_cmd, reuse, RS_F_ARRAY, 0),
 };
 /* output / error are handled by tool_result_*(): exactly one of them. */
 static const rs_field c_tool_result[] = {
@@ -329,6 +332,8 @@ rs_cmd_free(rs_cmd *c)
 	free(c->version);
 	free(c->idempotency_key);
 	json_decref(c->input);
+	free(c->forked_from);
+	json_decref(c->reuse);
 	free(c->call_id);
 	free(c->device_id);
 	free(c->router);

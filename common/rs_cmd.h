@@ -4,7 +4,9 @@
  * versioned the same way: additive changes only.
  *
  * Commands: stream CMDS, subject cmd.<tenant>.<run_id>, JSON with "type":
- *   run.start      {run_id, tenant, agent, version?, input, idempotency_key?, traceparent?}
+ *   run.start      {run_id, tenant, agent, version?, input, idempotency_key?, traceparent?,
+ *                   forked_from?, from_seq?, reuse?}
+ *                  (forked_from/from_seq/reuse: a fork, copied to run.created)
  *                  (version NULL/absent: latest, resolved by the API; input an object)
  *   tool.result    {run_id, tenant, call_id, device_id?, output | error} (exactly one)
  *   tool.delivered {run_id, tenant, call_id, device_id, router?}
@@ -64,6 +66,9 @@ typedef struct {
 	/* run.start */
 	char *agent, *version, *idempotency_key;
 	json_t *input;
+	char *forked_from;          /* run.start of a fork: the source run, its */
+	int64_t from_seq;           /* prefix length, and the outputs reused */
+	json_t *reuse;              /* ([{step_id, output, seq}], rs_fork.h) */
 	/* tool.result / tool.delivered */
 	char *call_id, *device_id, *router;
 	json_t *output;             /* tool.result success */

@@ -42,8 +42,11 @@ from_run_created(const rs_ev_run_created *e, rs_cmd *c)
 {
 	c->type = RS_CMD_RUN_START;
 	c->input = ref(e->input);
+	c->reuse = ref(e->reuse);
+	c->from_seq = e->from_seq;
 	return dup_str(&c->agent, e->agent) || dup_str(&c->version, e->version) ||
-	       dup_str(&c->idempotency_key, e->idempotency_key) ? -1 : 0;
+	       dup_str(&c->idempotency_key, e->idempotency_key) ||
+	       dup_str(&c->forked_from, e->forked_from) ? -1 : 0;
 }
 
 static int

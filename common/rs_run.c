@@ -34,6 +34,7 @@
  * something about the run, not about memory.
  */
 #include "rs_run.h"
+#include "rs_fork.h"
 #include "rs_replay.h"
 #include "rs_template.h"
 #include "rs_json.h"
@@ -140,6 +141,16 @@ struct rs_run {
 	json_t *last_http;          /* http.completed: {status, headers, body} */
 	char *last_finish;          /* llm.message: finish_reason */
 	int64_t eff_deadline;       /* http.requested / llm.requested: deadline */
+
+	/* A fork (run.created forked_from): the source's effect-step outputs
+	 * to reuse, in order (rs_fork.h), how many were reused, and how many
+	 * effect steps (not branch/transform) this run has begun. While every
+	 * effect step begun so far was reused, the next one whose id matches
+	 * the next entry is reused too; the first that is not ends reuse. */
+	char *forked_from;
+	int64_t from_seq;
+	json_t *reuse;
+	int64_t reuse_next, effect_steps;
 };
 
 static char *
@@ -250,6 +261,7 @@ rs_run_free(rs_run *r)
 	json_decref(r->last_output); json_decref(r->ctx); json_decref(r->steps);
 	free(r->last_timer); free(r->last_next); rs_err_free(&r->last_err);
 	json_decref(r->last_http); free(r->last_finish);
+	free(r->forked_from); json_decref(r->reuse);
 	free(r);
 }
 
@@ -289,6 +301,8 @@ rs_run_clone(const rs_run *r)
 	c->last_err.step_id = xstrdup(r->last_err.step_id);
 	c->last_http = json_incref(r->last_http);
 	c->last_finish = xstrdup(r->last_finish);
+	c->forked_from = xstrdup(r->forked_from);
+	c->reuse = json_incref(r->reuse);   /* from run.created, never mutated */
 
 	c->calls = r->ncalls ? xgrow(NULL, r->ncalls, sizeof(*c->calls)) : NULL;
 	for (i = 0; i < r->ncalls; i++) {
@@ -486,6 +500,11 @@ ev_run_created(rs_run *r, const rs_event *ev, char *err, size_t cap)
 		r->input = json_object();
 	r->timeout_s = d->timeout_s;
 	r->max_steps = d->max_steps > 0 ? d->max_steps : RS_AGENT_MAX_STEPS_DEFAULT;
+	if (d->reuse != NULL && rs_fork_reuse_check(d->reuse, err, cap) != RS_OK)
+		return RS_EINVAL;
+	set_str(&r->forked_from, d->forked_from);
+	r->from_seq = d->from_seq;
+	set_json(&r->reuse, d->reuse);
 	r->created_at = ev->time_ms;
 	r->ctx = json_pack("{s:O, s:{}}", "input", r->input, "steps");
 	r->steps = json_object();
@@ -528,6 +547,8 @@ ev_step_started(rs_run *r, const rs_event *ev, char *err, size_t cap)
 	r->execs++;
 	set_str(&r->cur_step, d->step_id);
 	r->cur_kind = kind_of(d->kind);
+	if (r->cur_kind != RS_STEP_BRANCH && r->cur_kind != RS_STEP_TRANSFORM)
+		r->effect_steps++;
 	r->cur_attempt = d->attempt;
 	r->cur_exec = r->execs;
 	r->cur_started_at = ev->time_ms;
@@ -559,6 +580,14 @@ ev_step_completed(rs_run *r, const rs_event *ev, char *err, size_t cap)
 		return RS_EINVAL;
 	if (r->cur_done)
 		return fail(err, cap, "step.completed: step %s already finished", d->step_id);
+	if (d->reused_seq > 0) {
+		json_t *e = r->reuse ? json_array_get(r->reuse, (size_t)r->reuse_next) : NULL;
+		if (e == NULL || r->reuse_next != r->effect_steps - 1 ||
+		    strcmp(json_string_value(json_object_get(e, "step_id")), d->step_id) != 0)
+			return fail(err, cap, "step.completed: step %s reuses no output of the fork's "
+			            "source here", d->step_id);
+		r->reuse_next++;
+	}
 	/* A signal step that found its signal in the buffer consumes it now. */
 	if (r->cur_kind == RS_STEP_SIGNAL && !r->cur_signal_taken &&
 	    (s = buffered_signal(r, r->cur_signal)) != NULL)
@@ -1343,6 +1372,44 @@ emit_step_completed(dctx *d, json_t *output, int next_idx)
 	return emit(d, &ev);
 }
 
+/* A fork's reuse entry for the step just begun, or NULL: the step is the
+ * k-th effect step begun, the k-1 before it were all reused, it is their
+ * first attempt, and the source's k-th effect step had this id. Reads the
+ * state only (settle()'s rule). */
+static json_t *
+reused_output(const rs_run *s, const rs_step *st)
+{
+	json_t *e;
+
+	if (s->reuse == NULL || s->cur_attempt != 1 || s->reuse_next != s->effect_steps - 1)
+		return NULL;
+	e = json_array_get(s->reuse, (size_t)s->reuse_next);
+	if (e == NULL || strcmp(json_string_value(json_object_get(e, "step_id")), st->id) != 0)
+		return NULL;
+	return e;
+}
+
+/* step.completed with the fork source's recorded output: no tool call,
+ * timer, signal or request; the step goes where it always goes. */
+static rs_status
+emit_step_reused(dctx *d, const rs_step *st)
+{
+	json_t *e = reused_output(d->s, st);
+	rs_event ev = new_event(RS_EV_STEP_COMPLETED);
+	const rs_step *next = st->next_idx >= 0 ? rs_agent_step(d->agent, (size_t)st->next_idx)
+	                                        : NULL;
+
+	ev.d.step_completed.step_id = xstrdup(st->id);
+	ev.d.step_completed.attempt = d->s->cur_attempt;
+	ev.d.step_completed.output = json_incref(json_object_get(e, "output"));
+	if (ev.d.step_completed.output == NULL)
+		ev.d.step_completed.output = json_null();
+	ev.d.step_completed.duration_ms = 0;
+	ev.d.step_completed.next_step = xstrdup(next ? next->id : "end");
+	ev.d.step_completed.reused_seq = (int64_t)json_integer_value(json_object_get(e, "seq"));
+	return emit(d, &ev);
+}
+
 static const rs_step *
 current_step(dctx *d, int *idx)
 {
@@ -1938,6 +2005,9 @@ owe_started(dctx *d, const rs_step *st)
 	const char *code;
 	int ci, target;
 
+	if (d->s->reuse != NULL && st->kind != RS_STEP_BRANCH && st->kind != RS_STEP_TRANSFORM)
+		if (reused_output(d->s, st) != NULL)
+			return emit_step_reused(d, st);
 	switch (st->kind) {
 	case RS_STEP_TOOL:
 		return owe_tool_requested(d, st);
@@ -2203,6 +2273,8 @@ decide_start(dctx *d)
 		            c->version, rs_agent_version(d->agent));
 	if (c->input != NULL && !json_is_object(c->input))
 		return fail(d->err, d->cap, "run.start: input must be an object");
+	if (c->reuse != NULL && rs_fork_reuse_check(c->reuse, d->err, d->cap) != RS_OK)
+		return RS_EINVAL;
 	ev = new_event(RS_EV_RUN_CREATED);
 	ev.d.run_created.agent = xstrdup(rs_agent_name(d->agent));
 	ev.d.run_created.version = xstrdup(rs_agent_version(d->agent));
@@ -2210,6 +2282,9 @@ decide_start(dctx *d)
 	ev.d.run_created.idempotency_key = xstrdup(c->idempotency_key);
 	ev.d.run_created.timeout_s = rs_agent_timeout_s(d->agent);
 	ev.d.run_created.max_steps = rs_agent_max_steps(d->agent);
+	ev.d.run_created.forked_from = xstrdup(c->forked_from);
+	ev.d.run_created.from_seq = c->forked_from ? c->from_seq : 0;
+	ev.d.run_created.reuse = c->forked_from && c->reuse ? json_incref(c->reuse) : NULL;
 	return emit(d, &ev);
 }
 
@@ -2726,5 +2801,10 @@ rs_run_view(const rs_run *r)
 	json_object_set_new(v, "signals", view_signals(r));
 	if (r->cancel_reason != NULL)
 		json_object_set_new(v, "cancel_reason", json_string(r->cancel_reason));
+	if (r->forked_from != NULL) {
+		json_object_set_new(v, "forked_from", json_string(r->forked_from));
+		json_object_set_new(v, "from_seq", json_integer(r->from_seq));
+		json_object_set_new(v, "reused_steps", json_integer(r->reuse_next));
+	}
 	return v;
 }
