@@ -1,5 +1,5 @@
 /*
- * cmd_runs.c - `runctl runs start|ls|show|cancel|signal`, through the
+ * cmd_runs.c - `runctl runs start|ls|show|cancel|signal|fork|retry`, through the
  * HTTP API (RS_API_URL, RS_API_KEY) so that authentication, validation
  * and idempotency are exactly those of any client. `runs start --watch`
  * then follows the run's events on JetStream (an ordered consumer from
@@ -20,7 +20,7 @@
 
 static const char *const runs_flags[] = {
 	"api", "api-key", "input", "idempotency-key", "version", "watch", "status", "agent",
-	"limit", "after", "reason", "payload", "tenant", NULL
+	"limit", "after", "reason", "payload", "tenant", "from-seq", NULL
 };
 
 typedef struct {
@@ -369,4 +369,73 @@ cleanup:
 	json_decref(p);
 	json_decref(res);
 	return rc;
+}
+
+/* runs fork RUN_ID --from-seq N [--version V] [--input JSON] and runs retry
+ * RUN_ID [--version V] [--input JSON]: POST /v1/runs/{id}/fork|retry. */
+static int
+fork_or_retry(int argc, char **argv, int retry)
+{
+	const char *cmd = retry ? "runs retry" : "runs fork", *id;
+	const char *from = runctl_flag(argc, argv, "from-seq", NULL);
+	const char *version = runctl_flag(argc, argv, "version", NULL);
+	const char *input = runctl_flag(argc, argv, "input", NULL);
+	char path[128], err[256];
+	json_t *res = NULL, *body = json_object(), *in = NULL;
+	int64_t seq;
+	api_cfg a;
+	int rc;
+
+	if ((rc = runctl_check_flags(argc, argv, cmd, runs_flags)) != RC_OK ||
+	    (rc = run_id_arg(argc, argv, cmd, &id)) != RC_OK)
+		goto cleanup;
+	if (!retry) {
+		if (from == NULL || rs_parse_int(from, 1, INT64_MAX, &seq) != RS_OK) {
+			rc = out_err(RC_USAGE, cmd, "usage: runctl runs fork RUN_ID --from-seq N "
+			             "[--version V] [--input JSON] (N: the source's events to keep, >= 1)");
+			goto cleanup;
+		}
+		json_object_set_new(body, "from_seq", json_integer(seq));
+	}
+	if (version != NULL)
+		json_object_set_new(body, "version", json_string(version));
+	if (input != NULL) {
+		if (rs_json_parse(input, strlen(input), &in, err, sizeof(err)) != RS_OK ||
+		    !json_is_object(in)) {
+			rc = out_err(RC_USAGE, cmd, "--input must be a JSON object%s%s", in ? "" : ": ",
+			             in ? "" : err);
+			goto cleanup;
+		}
+		json_object_set(body, "input", in);
+	}
+	if ((rc = api_init(argc, argv, &a, cmd)) != RC_OK)
+		goto cleanup;
+	snprintf(path, sizeof(path), "/v1/runs/%s/%s", id, retry ? "retry" : "fork");
+	if ((rc = api_call(&a, cmd, "POST", path, body, NULL, &res)) == RC_OK) {
+		if (out_json())
+			show(res);
+		else
+			printf("%s\nforked from %s after event %lld, version %s, %lld step(s) reused\n",
+			       json_string_value(json_object_get(res, "run_id")), id,
+			       (long long)json_integer_value(json_object_get(res, "from_seq")),
+			       json_string_value(json_object_get(res, "version")),
+			       (long long)json_integer_value(json_object_get(res, "reused_steps")));
+	}
+cleanup:
+	json_decref(in);
+	json_decref(body);
+	json_decref(res);
+	return rc;
+}
+
+int
+cmd_runs_fork(int argc, char **argv)
+{
+	return fork_or_retry(argc, argv, 0);
+}
+
+int
+cmd_runs_retry(int argc, char **argv)
+{
+	return fork_or_retry(argc, argv, 1);
 }

@@ -112,6 +112,8 @@ int cmd_runs_ls(int argc, char **argv);
 int cmd_runs_show(int argc, char **argv);
 int cmd_runs_cancel(int argc, char **argv);
 int cmd_runs_signal(int argc, char **argv);
+int cmd_runs_fork(int argc, char **argv);
+int cmd_runs_retry(int argc, char **argv);
 int cmd_dlq_ls(int argc, char **argv);
 int cmd_dlq_show(int argc, char **argv);
 int cmd_dlq_retry(int argc, char **argv);

@@ -23,6 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "rs_cmd.h"
 #include "rs_nats.h"
 #include "rs_ops.h"
 #include "rs_secret.h"
@@ -219,6 +220,11 @@ rs_status rs_api_agent_resolve(rs_api *app, const char *tenant, const char *name
 
 /* ---- runs_write.c ---- */
 int rs_api_runs_create(rs_api *app, rs_api_job *job);
+/* Publish a complete run.start and its registry entry; 202 with extra's
+ * members added (taken, may be NULL). 1 = handed to the ack handler. */
+int rs_api_runs_start(rs_api *app, rs_api_job *job, const rs_cmd *cmd, json_t *extra);
+/* POST /v1/runs/{id}/fork and /retry (fork.c). Same return as create. */
+int rs_api_runs_fork(rs_api *app, rs_api_job *job, int retry);
 void rs_api_runs_cancel(rs_api *app, rs_api_job *job);
 void rs_api_runs_signal(rs_api *app, rs_api_job *job, const char *name);
 /* Async publish ack handler (installed in jsOptions by main.c). */

@@ -133,6 +133,9 @@ route_job(rs_api *app, rs_api_job *j)
 	case R_RUN_CANCEL:
 		rs_api_runs_cancel(app, j);
 		break;
+	case R_RUN_FORK:
+	case R_RUN_RETRY:
+		return rs_api_runs_fork(app, j, j->route == R_RUN_RETRY);
 	case R_RUN_SIGNAL:
 		rs_api_runs_signal(app, j, j->p2);
 		break;
