@@ -255,6 +255,9 @@ summarize(const rs_event *ev, char *b, size_t cap)
 		const rs_ev_run_created *x = &ev->d.run_created;
 		cat(b, cap, &o, "%s@%s input=", x->agent, x->version);
 		cat_json(b, cap, &o, x->input);
+		if (x->forked_from != NULL)
+			cat(b, cap, &o, " forked from %s after event %" PRId64 " (%zu outputs to reuse)",
+			    x->forked_from, x->from_seq, json_array_size(x->reuse));
 		break;
 	}
 	case RS_EV_RUN_STARTED:
@@ -275,6 +278,8 @@ summarize(const rs_event *ev, char *b, size_t cap)
 			cat(b, cap, &o, " next=%s", x->next_step);
 		if (x->duration_ms > 0)
 			cat(b, cap, &o, " took=%" PRId64 "ms", x->duration_ms);
+		if (x->reused_seq > 0)
+			cat(b, cap, &o, " reused (source event %" PRId64 ")", x->reused_seq);
 		break;
 	}
 	case RS_EV_STEP_FAILED:

@@ -278,6 +278,17 @@ main(int argc, char **argv)
 	sim_free(&s);
 	fclose(f);
 
+	/* forked: completed.ndjson forked after its event 12 (fetch and
+	 * cool-off done): both reused, the branch and ship evaluated again */
+	f = open_out(dir, "forked.ndjson");
+	sim_init(&s, order_def, "0190f5e4-7a3b-7c1d-8e2f-00000000000a", "acme", T0 + 120000, f, 1);
+	sim_start_fork(&s, "{\"order_id\":\"A-1001\"}", "orch-1",
+	               "0190f5e4-7a3b-7c1d-8e2f-000000000001", 12,
+	               "[{\"step_id\":\"fetch\",\"seq\":8,\"output\":{\"paid\":true,\"total\":129.5}},"
+	               "{\"step_id\":\"cool-off\",\"seq\":12,\"output\":null}]");
+	sim_free(&s);
+	fclose(f);
+
 	gen_llm(dir);
 	gen_http(dir);
 	return 0;

@@ -59,6 +59,7 @@ CASES = [
     # timelines of every recorded history
     ('timeline-completed', ['replay', '--file', fx('completed.ndjson')], 0, True, None),
     ('timeline-failed-retries', ['replay', '--file', fx('failed-retries.ndjson')], 0, True, None),
+    ('timeline-forked', ['replay', '--file', fx('forked.ndjson')], 0, True, None),
     ('timeline-cancelled', ['replay', '--file', fx('cancelled.ndjson')], 0, True, None),
     ('timeline-timed-out', ['replay', '--file', fx('timed-out.ndjson')], 0, True, None),
     ('timeline-signal', ['replay', '--file', fx('signal.ndjson')], 0, True, None),
@@ -82,6 +83,7 @@ CASES = [
     ('check-completed', ['replay', '--file', fx('completed.ndjson'), '--check'], 0, True, None),
     ('check-completed-hold', ['replay', '--file', fx('completed-hold.ndjson'), '--check'], 0, True, None),
     ('check-failed-retries', ['replay', '--file', fx('failed-retries.ndjson'), '--check'], 0, True, None),
+    ('check-forked', ['replay', '--file', fx('forked.ndjson'), '--check'], 0, True, None),
     ('check-cancelled', ['replay', '--file', fx('cancelled.ndjson'), '--check'], 0, True, None),
     ('check-timed-out', ['replay', '--file', fx('timed-out.ndjson'), '--check'], 0, True, None),
     ('check-signal', ['replay', '--file', fx('signal.ndjson'), '--check'], 0, True, None),
