@@ -572,7 +572,7 @@ on_request(rs_api *app, rs_api_req *r, struct lws *wsi, const char *uri)
 		snprintf(clen, sizeof(clen), "wait=%.8s", buf);
 		j->wait_s = rs_api_prefer_wait(clen);
 	}
-	if (route != R_RUNS && route != R_RUN)
+	if (route != R_RUNS && route != R_RUN && route != R_RUN_FORK && route != R_RUN_RETRY)
 		j->wait_s = 0;
 	if (route == R_RUN_STREAM) {
 		uint64_t after = 0;
