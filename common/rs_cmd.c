@@ -46,6 +46,7 @@ static const rs_field c_run_start[] = {
 	OPT(rs_cmd, forked_from, RS_F_UUID, 0),
 	OPT(rs_cmd, from_seq, RS_F_INT, 1),
 	OPT(rs_cmd, reuse, RS_F_ARRAY, 0),
+	OPT(rs_cmd, tenant_limit, RS_F_INT, 1),
 };
 /* output / error are handled by tool_result_*(): exactly one of them. */
 static const rs_field c_tool_result[] = {
@@ -102,6 +103,7 @@ static const struct {
 	{ "effect.result", c_effect_result, NELEM(c_effect_result) },
 	{ "llm.chunk", c_llm_chunk, NELEM(c_llm_chunk) },
 	{ "run.continue", c_run_continue, NELEM(c_run_continue) },
+	{ "run.admit", NULL, 0 },   /* run_id and tenant only */
 };
 
 /* Commands that carry exactly one of output / error. */
@@ -169,6 +171,9 @@ rs_cmd_msg_id(const rs_cmd *c, char *buf, size_t cap)
 		break;
 	case RS_CMD_RUN_CONTINUE:
 		snprintf(buf, cap, "continue-%s-%lld", c->run_id, (long long)c->after_seq);
+		break;
+	case RS_CMD_RUN_ADMIT:
+		snprintf(buf, cap, "admit-%s", c->run_id);
 		break;
 	default:
 		snprintf(buf, cap, "unknown");

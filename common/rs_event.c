@@ -474,9 +474,13 @@ static const rs_field f_run_created[] = {
 	OPT(rs_ev_run_created, forked_from, RS_F_UUID, 0),
 	OPT(rs_ev_run_created, from_seq, RS_F_INT, 1),
 	OPT(rs_ev_run_created, reuse, RS_F_ARRAY, 0),
+	OPT(rs_ev_run_created, concurrency_key, RS_F_STR, 0),
+	OPT(rs_ev_run_created, concurrency_limit, RS_F_INT, 1),
+	OPT(rs_ev_run_created, tenant_limit, RS_F_INT, 1),
 };
 static const rs_field f_run_started[] = {
 	OPT(rs_ev_run_started, instance, RS_F_STR, 1),
+	OPT(rs_ev_run_started, admission, RS_F_STR, 1),
 };
 static const rs_field f_step_started[] = {
 	REQ(rs_ev_step_started, step_id, RS_F_STR, 1),

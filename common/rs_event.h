@@ -88,8 +88,16 @@ rs_status rs_timer_purpose_parse(const char *s, rs_timer_purpose *p);
  * order (rs_fork.h). */
 typedef struct { char *agent; char *version; json_t *input; char *idempotency_key;
                  int64_t timeout_s; int64_t max_steps;
-                 char *forked_from; int64_t from_seq; json_t *reuse; } rs_ev_run_created;
-typedef struct { char *instance; } rs_ev_run_started;
+                 char *forked_from; int64_t from_seq; json_t *reuse;
+                 /* admission (docs/agents.md, concurrency): the rendered key and
+                  * limit of the agent's concurrency, and the tenant's limit on
+                  * running runs in force at creation; any of them set = the run
+                  * stays queued until a run.admit command starts it */
+                 char *concurrency_key; int64_t concurrency_limit; int64_t tenant_limit;
+               } rs_ev_run_created;
+/* admission: "granted" when a run.admit started a gated run (so replay
+ * knows that run.started records a command). */
+typedef struct { char *instance; char *admission; } rs_ev_run_started;
 typedef struct { char *step_id; char *kind; int64_t attempt; json_t *input; } rs_ev_step_started;
 typedef struct { char *step_id; int64_t attempt; json_t *output; int64_t duration_ms;
                  char *next_step; /* optional: where the run goes next */

@@ -151,6 +151,11 @@ struct rs_run {
 	int64_t from_seq;
 	json_t *reuse;
 	int64_t reuse_next, effect_steps;
+
+	/* Admission (run.created): a run with a concurrency limit or a tenant
+	 * limit waits queued for run.admit (the orchestrator's gate, gate.c). */
+	char *conc_key;
+	int64_t conc_limit, tenant_limit;
 };
 
 static char *
@@ -261,7 +266,7 @@ rs_run_free(rs_run *r)
 	json_decref(r->last_output); json_decref(r->ctx); json_decref(r->steps);
 	free(r->last_timer); free(r->last_next); rs_err_free(&r->last_err);
 	json_decref(r->last_http); free(r->last_finish);
-	free(r->forked_from); json_decref(r->reuse);
+	free(r->forked_from); json_decref(r->reuse); free(r->conc_key);
 	free(r);
 }
 
@@ -303,6 +308,7 @@ rs_run_clone(const rs_run *r)
 	c->last_finish = xstrdup(r->last_finish);
 	c->forked_from = xstrdup(r->forked_from);
 	c->reuse = json_incref(r->reuse);   /* from run.created, never mutated */
+	c->conc_key = xstrdup(r->conc_key);
 
 	c->calls = r->ncalls ? xgrow(NULL, r->ncalls, sizeof(*c->calls)) : NULL;
 	for (i = 0; i < r->ncalls; i++) {
@@ -505,6 +511,9 @@ ev_run_created(rs_run *r, const rs_event *ev, char *err, size_t cap)
 	set_str(&r->forked_from, d->forked_from);
 	r->from_seq = d->from_seq;
 	set_json(&r->reuse, d->reuse);
+	set_str(&r->conc_key, d->concurrency_limit > 0 ? d->concurrency_key : NULL);
+	r->conc_limit = d->concurrency_limit;
+	r->tenant_limit = d->tenant_limit;
 	r->created_at = ev->time_ms;
 	r->ctx = json_pack("{s:O, s:{}}", "input", r->input, "steps");
 	r->steps = json_object();
@@ -2114,6 +2123,8 @@ owe(dctx *d)
 		            rs_agent_name(d->agent), rs_agent_version(d->agent));
 	switch ((rs_event_type)s->last_type) {
 	case RS_EV_RUN_CREATED:
+		if (s->conc_limit > 0 || s->tenant_limit > 0)
+			return RS_OK;   /* queued until the gate admits it (run.admit) */
 		ev = new_event(RS_EV_RUN_STARTED);
 		ev.d.run_started.instance = xstrdup(d->instance);
 		return emit(d, &ev);
@@ -2285,6 +2296,39 @@ decide_start(dctx *d)
 	ev.d.run_created.forked_from = xstrdup(c->forked_from);
 	ev.d.run_created.from_seq = c->forked_from ? c->from_seq : 0;
 	ev.d.run_created.reuse = c->forked_from && c->reuse ? json_incref(c->reuse) : NULL;
+	ev.d.run_created.tenant_limit = c->tenant_limit > 0 ? c->tenant_limit : 0;
+	{
+		int64_t limit = 0;
+		json_t *tmpl = rs_agent_concurrency(d->agent, &limit), *ctx, *v = NULL;
+		char msg[160];
+		if (tmpl != NULL) {
+			/* The key is rendered once, here, from the input (a template
+			 * that does not render gives the empty key: one queue). */
+			ctx = json_pack("{s:O, s:{}}", "input", ev.d.run_created.input, "steps");
+			if (rs_template_render(tmpl, ctx, &v, msg, sizeof(msg)) != RS_OK)
+				v = NULL;
+			ev.d.run_created.concurrency_key = v ? text_of_value(v) : xstrdup("");
+			ev.d.run_created.concurrency_limit = limit;
+			json_decref(v);
+			json_decref(ctx);
+		}
+	}
+	return emit(d, &ev);
+}
+
+/* run.admit: the gate gave a queued run its slot. Anything else (a run
+ * already started, cancelled while queued, or not gated) decides nothing. */
+static rs_status
+decide_admit(dctx *d)
+{
+	rs_event ev;
+
+	if (d->s->status != RS_RUN_QUEUED || d->s->last_type != RS_EV_RUN_CREATED ||
+	    (d->s->conc_limit == 0 && d->s->tenant_limit == 0))
+		return RS_OK;
+	ev = new_event(RS_EV_RUN_STARTED);
+	ev.d.run_started.instance = xstrdup(d->instance);
+	ev.d.run_started.admission = xstrdup("granted");
 	return emit(d, &ev);
 }
 
@@ -2594,6 +2638,7 @@ static const struct {
 	[RS_CMD_EFFECT_RESULT] = { decide_effect_result, 1 },
 	[RS_CMD_LLM_CHUNK] = { decide_llm_chunk, 1 },
 	[RS_CMD_RUN_CONTINUE] = { decide_continue, 1 },
+	[RS_CMD_RUN_ADMIT] = { decide_admit, 1 },
 };
 
 rs_status
@@ -2806,5 +2851,20 @@ rs_run_view(const rs_run *r)
 		json_object_set_new(v, "from_seq", json_integer(r->from_seq));
 		json_object_set_new(v, "reused_steps", json_integer(r->reuse_next));
 	}
+	if (r->conc_limit > 0) {
+		json_object_set_new(v, "concurrency_key", json_string(r->conc_key ? r->conc_key : ""));
+		json_object_set_new(v, "concurrency_limit", json_integer(r->conc_limit));
+	}
+	if (r->tenant_limit > 0)
+		json_object_set_new(v, "tenant_limit", json_integer(r->tenant_limit));
 	return v;
+}
+
+int
+rs_run_gate(const rs_run *r, const char **key, int64_t *limit, int64_t *tenant_limit)
+{
+	*key = r->conc_limit > 0 ? (r->conc_key ? r->conc_key : "") : NULL;
+	*limit = r->conc_limit;
+	*tenant_limit = r->tenant_limit;
+	return r->status != RS_RUN_NONE && (r->conc_limit > 0 || r->tenant_limit > 0);
 }

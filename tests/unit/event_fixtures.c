@@ -52,10 +52,14 @@ fx_runs(rs_event *ev, int full)
 			ev->d.run_created.from_seq = 12;
 			ev->d.run_created.reuse = j("[{\"step_id\":\"fetch\",\"seq\":7,"
 			                            "\"output\":{\"n\":1}}]");
+			ev->d.run_created.concurrency_key = s("customer-7");
+			ev->d.run_created.concurrency_limit = 10;
+			ev->d.run_created.tenant_limit = 100;
 		}
 		break;
 	case RS_EV_RUN_STARTED:
 		ev->d.run_started.instance = full ? s("orchestrator-1") : NULL;
+		ev->d.run_started.admission = full ? s("granted") : NULL;
 		break;
 	case RS_EV_RUN_CANCEL_REQUESTED:
 		ev->d.run_cancel_requested.reason = full ? s("user asked") : NULL;

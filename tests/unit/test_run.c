@@ -1671,6 +1671,83 @@ test_fork(void)
 	finish(&src);
 }
 
+/* --- admission: concurrency keys and the tenant limit keep a run queued
+ * until run.admit --- */
+static void
+test_gate(void)
+{
+	world w;
+	const char *key;
+	int64_t limit, tl;
+	rs_agent *a = NULL;
+	char err[256];
+	static const char *A_GATED =
+		"{\"name\":\"g\",\"concurrency\":{\"key\":\"cust-{{input.customer}}\",\"limit\":2},"
+		"\"steps\":[{\"id\":\"s\",\"kind\":\"transform\",\"value\":1}]}";
+
+	world_init(&w, A_GATED);
+	CHECK_STR(step(&w, c_start("{\"customer\":42}")), "run.created");
+	CHECK_STR(ev(&w, RS_EV_RUN_CREATED, 0)->d.run_created.concurrency_key, "cust-42");
+	CHECK_INT(ev(&w, RS_EV_RUN_CREATED, 0)->d.run_created.concurrency_limit, 2);
+	CHECK_INT(rs_run_get_status(w.r), RS_RUN_QUEUED);
+	CHECK(rs_run_at_rest(w.r, w.agent));
+	CHECK(rs_run_gate(w.r, &key, &limit, &tl) == 1);
+	CHECK_STR(key, "cust-42");
+	CHECK_INT(limit, 2);
+	CHECK_INT(tl, 0);
+	CHECK_JSON(view_get(&w, "concurrency_key"), "\"cust-42\"");
+	{
+		rs_cmd c = mk(RS_CMD_RUN_CONTINUE);
+		c.after_seq = 1;
+		CHECK_STR(step(&w, c), "");          /* nothing owed while queued */
+	}
+	CHECK_STR(step(&w, c_start("{\"customer\":42}")), "");   /* duplicate start */
+	CHECK_STR(step(&w, mk(RS_CMD_RUN_ADMIT)),
+	          "run.started step.started step.completed run.completed");
+	CHECK_STR(ev(&w, RS_EV_RUN_STARTED, 0)->d.run_started.admission, "granted");
+	CHECK_STR(step(&w, mk(RS_CMD_RUN_ADMIT)), "");           /* finished */
+	CHECK(rs_run_gate(w.r, &key, &limit, &tl) == 1);        /* still holds its slot */
+	finish(&w);
+
+	/* the tenant limit alone, recorded from the command; a missing key
+	 * value renders as the empty key */
+	world_init(&w, A_GATED);
+	{
+		rs_cmd c = c_start("{}");
+		c.tenant_limit = 5;
+		CHECK_STR(step(&w, c), "run.created");
+	}
+	CHECK_STR(ev(&w, RS_EV_RUN_CREATED, 0)->d.run_created.concurrency_key, "cust-");
+	CHECK_INT(ev(&w, RS_EV_RUN_CREATED, 0)->d.run_created.tenant_limit, 5);
+	/* cancelled while queued: never starts, admission afterwards is void */
+	CHECK_STR(step(&w, c_cancel()), "run.cancel_requested run.cancelled");
+	CHECK_STR(step(&w, mk(RS_CMD_RUN_ADMIT)), "");
+	finish(&w);
+
+	/* not gated: run.admit means nothing, run.start starts at once */
+	world_init(&w, A_TOOL);
+	CHECK_STR(step(&w, c_start("{\"url\":\"u\",\"n\":1}")),
+	          "run.created run.started step.started tool.requested timer.scheduled");
+	CHECK(rs_run_gate(w.r, &key, &limit, &tl) == 0);
+	CHECK(key == NULL);
+	CHECK_STR(step(&w, mk(RS_CMD_RUN_ADMIT)), "");
+	finish(&w);
+
+	/* validation of the definition */
+	CHECK(rs_agent_parse_text("{\"name\":\"g\",\"concurrency\":{\"key\":\"k\"},\"steps\":"
+	                          "[{\"id\":\"s\",\"kind\":\"sleep\",\"duration_ms\":1}]}", 90, &a,
+	                          err, sizeof(err)) == RS_EINVAL);
+	CHECK_STR(err, "concurrency.limit: required");
+	CHECK(rs_agent_parse_text("{\"name\":\"g\",\"concurrency\":{\"key\":\"k\",\"limit\":0},"
+	                          "\"steps\":[{\"id\":\"s\",\"kind\":\"sleep\",\"duration_ms\":1}]}",
+	                          100, &a, err, sizeof(err)) == RS_EINVAL);
+	CHECK(strstr(err, "concurrency.limit") != NULL);
+	CHECK(rs_agent_parse_text("{\"name\":\"g\",\"concurrency\":{\"key\":\"k\",\"limit\":1,\"x\":1},"
+	                          "\"steps\":[{\"id\":\"s\",\"kind\":\"sleep\",\"duration_ms\":1}]}",
+	                          106, &a, err, sizeof(err)) == RS_EINVAL);
+	CHECK(strstr(err, "concurrency") != NULL);
+}
+
 int
 main(void)
 {
@@ -1694,6 +1771,7 @@ main(void)
 	test_stale_timers();
 	test_hostile_loop();
 	test_fork();
+	test_gate();
 	json_decref(last_view);
 	return check_report("test_run");
 }
