@@ -239,6 +239,7 @@ rs_api_run_view(rs_api *app, rs_api_job *job, int log_fallback)
 				json_t *v = log_view(app, job->tenant, job->run_id);
 				if (v != NULL) {
 					job->hdrs[0] = '\0';
+					rs_api_gate_annotate(app, job->tenant, job->run_id, v);
 					rs_api_json(job, 200, v);
 				}
 			}
@@ -249,9 +250,10 @@ rs_api_run_view(rs_api *app, rs_api_job *job, int log_fallback)
 			json_t *v = NULL;
 			char err[128];
 			if (rs_json_parse(PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0), &v, err,
-			                  sizeof(err)) == RS_OK)
+			                  sizeof(err)) == RS_OK) {
+				rs_api_gate_annotate(app, job->tenant, job->run_id, v);
 				rs_api_json(job, 200, v);
-			else
+			} else
 				rs_api_problem(job, 500, "cannot read the run row");
 			PQclear(res);
 			return;
@@ -263,9 +265,10 @@ rs_api_run_view(rs_api *app, rs_api_job *job, int log_fallback)
 	}
 	{
 		json_t *v = log_view(app, job->tenant, job->run_id);
-		if (v != NULL)
+		if (v != NULL) {
+			rs_api_gate_annotate(app, job->tenant, job->run_id, v);
 			rs_api_json(job, 200, v);
-		else
+		} else
 			rs_api_problem(job, 503, "run %s is not projected yet and the log is unreadable",
 			               job->run_id);
 	}

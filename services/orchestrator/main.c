@@ -41,7 +41,7 @@
 #include "rs_streams.h"
 
 static const char *const required[] = {
-	"RUNS", "CMDS", "TIMERS", "TOOLCALLS", "DLQ", "kv:agents", NULL
+	"RUNS", "CMDS", "TIMERS", "TOOLCALLS", "DLQ", "kv:agents", "kv:gates", NULL
 };
 
 static int
@@ -59,6 +59,7 @@ load_cfg(orch_cfg *c)
 		{ "RS_ORCH_SWEEP_INTERVAL_MS", 30000, 0, 86400000, &c->sweep_interval_ms },
 		{ "RS_ORCH_SWEEP_LOOKBACK_S", 3600, 0, 30 * 86400, &c->sweep_lookback_s },
 		{ "RS_ORCH_SWEEP_QUIET_MS", 5000, 0, 3600000, &c->sweep_quiet_ms },
+		{ "RS_ORCH_TENANT_MAX_RUNNING", 0, 0, 1000000, &c->tenant_max_running },
 	};
 
 	if (rs_config_load(&c->base, "orchestrator", "RS_ORCHESTRATOR_OPS_PORT", 9101) != RS_OK)
@@ -112,6 +113,8 @@ connect_nats(orch *o)
 		rs_error("cannot open KV bucket agents");
 		return 1;
 	}
+	if (gate_start(o) != RS_OK)
+		return 1;
 	return 0;
 }
 
@@ -173,6 +176,7 @@ out:
 	natsSubscription_Destroy(o.cmd_sub);
 	natsSubscription_Destroy(o.timer_sub);
 	kvStore_Destroy(o.agents_kv);
+	gate_stop(&o);
 	rs_nats_close(&o.nats, o.cfg.base.shutdown_grace_ms / 4);
 	rs_ops_server_stop(srv);
 	runcache_free(o.cache);

@@ -44,6 +44,7 @@ typedef struct {
 	int64_t sweep_interval_ms; /* RS_ORCH_SWEEP_INTERVAL_MS: reconcile.c, 0 = off */
 	int64_t sweep_lookback_s; /* RS_ORCH_SWEEP_LOOKBACK_S: first pass reads this far back */
 	int64_t sweep_quiet_ms;   /* RS_ORCH_SWEEP_QUIET_MS: runs quiet this long are checked */
+	int64_t tenant_max_running; /* RS_ORCH_TENANT_MAX_RUNNING: 0 = no tenant limit */
 } orch_cfg;
 
 /* ---- metrics (metrics.c) ---- */
@@ -66,6 +67,8 @@ typedef struct {
 	rs_metric *sweep_continued;
 	rs_metric *sweep_events;
 	rs_metric *sweep_duration;
+	rs_metric *gate_admits;
+	rs_metric *gate_conflicts;
 } orch_metrics;
 
 extern orch_metrics om;
@@ -88,6 +91,8 @@ typedef struct orch {
 	rs_nats nats;
 	rs_nats sweep_nats;        /* reconciliation's own connection (reconcile.c) */
 	kvStore *agents_kv;
+	rs_nats gate_nats;         /* admission gate's own connection (gate.c) */
+	kvStore *gates_kv;
 	pthread_mutex_t engine_mu; /* see the top of this file */
 	pthread_cond_t idle_cv;    /* signalled when inflight drops to 0 */
 	int64_t pending_pubs;      /* async publishes not yet acked (engine_mu) */
@@ -104,6 +109,14 @@ typedef struct orch {
 	struct timerheld *timer_held; /* timers due soon, held in memory (timers.c) */
 	pthread_t fetch_thread, timer_thread, timer_fire_thread, sweep_thread;
 } orch;
+
+/* ---- gate.c: admission (concurrency keys, tenant limit) ---- */
+rs_status gate_start(orch *o);
+void gate_stop(orch *o);
+/* After a gated run's events are durable: a queued run joins its gates
+ * (admitted: run.admit sent), a finished one leaves them (the next in line
+ * admitted). No-op for other runs. Synchronous; engine thread. */
+rs_status gate_settle(orch *o, const rs_run *r);
 
 rs_status reconcile_start(orch *o);
 rs_status reconcile_continue(orch *o, const char *tenant, const char *run_id, int64_t runseq);
