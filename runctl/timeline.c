@@ -258,10 +258,17 @@ summarize(const rs_event *ev, char *b, size_t cap)
 		if (x->forked_from != NULL)
 			cat(b, cap, &o, " forked from %s after event %" PRId64 " (%zu outputs to reuse)",
 			    x->forked_from, x->from_seq, json_array_size(x->reuse));
+		if (x->concurrency_limit > 0)
+			cat(b, cap, &o, " concurrency=%s/%" PRId64, x->concurrency_key ? x->concurrency_key : "",
+			    x->concurrency_limit);
+		if (x->tenant_limit > 0)
+			cat(b, cap, &o, " tenant_limit=%" PRId64, x->tenant_limit);
 		break;
 	}
 	case RS_EV_RUN_STARTED:
 		cat(b, cap, &o, "instance=%s", ev->d.run_started.instance ? ev->d.run_started.instance : "-");
+		if (ev->d.run_started.admission != NULL)
+			cat(b, cap, &o, " admission=%s", ev->d.run_started.admission);
 		break;
 	case RS_EV_STEP_STARTED:
 		cat(b, cap, &o, "kind=%s", ev->d.step_started.kind);

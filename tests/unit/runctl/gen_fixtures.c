@@ -39,6 +39,12 @@ static const char flaky_def[] =
 	"\"args\":{\"account\":\"{{input.account}}\"},\"timeout_s\":20,"
 	"\"retry\":{\"max_attempts\":3,\"initial_backoff_ms\":1000,\"multiplier\":2}}]}";
 
+/* flaky_def with a concurrency key per customer */
+static const char gated_def[] =
+	"{\"name\":\"crm-sync\",\"concurrency\":{\"key\":\"{{input.customer}}\",\"limit\":10},"
+	"\"steps\":[{\"id\":\"sync\",\"kind\":\"tool\",\"tool\":\"crm.sync\",\"capability\":true,"
+	"\"args\":{\"account\":\"{{input.account}}\"},\"timeout_s\":20}]}";
+
 static const char approval_def[] =
 	"{\"name\":\"approval\",\"steps\":["
 	"{\"id\":\"ask\",\"kind\":\"signal\",\"signal\":\"approve\",\"timeout_s\":3600},"
@@ -286,6 +292,17 @@ main(int argc, char **argv)
 	               "0190f5e4-7a3b-7c1d-8e2f-000000000001", 12,
 	               "[{\"step_id\":\"fetch\",\"seq\":8,\"output\":{\"paid\":true,\"total\":129.5}},"
 	               "{\"step_id\":\"cool-off\",\"seq\":12,\"output\":null}]");
+	sim_free(&s);
+	fclose(f);
+
+	/* gated: a concurrency key; queued 2.5 s until the gate admits it */
+	f = open_out(dir, "gated.ndjson");
+	sim_init(&s, gated_def, "0190f5e4-7a3b-7c1d-8e2f-00000000000b", "acme", T0, f, 1);
+	sim_start(&s, "{\"customer\":\"c-9\",\"account\":\"ac-9\"}", "orch-1");
+	sim_admit(&s, 2500, "orch-2");
+	sim_delivered(&s, 10);
+	sim_result_ok(&s, 200, "{\"synced\":true}");
+	write_agent(dir, &s);
 	sim_free(&s);
 	fclose(f);
 

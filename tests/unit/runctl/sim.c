@@ -158,6 +158,16 @@ sim_start_fork(sim *s, const char *input_json, const char *instance, const char 
 }
 
 void
+sim_admit(sim *s, int64_t after_ms, const char *instance)
+{
+	rs_cmd c;
+
+	s->now += after_ms;
+	cmd_init(s, &c, RS_CMD_RUN_ADMIT);
+	apply(s, &c, instance);
+}
+
+void
 sim_delivered(sim *s, int64_t after_ms)
 {
 	rs_cmd c;
