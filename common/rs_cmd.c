@@ -47,6 +47,8 @@ static const rs_field c_run_start[] = {
 	OPT(rs_cmd, from_seq, RS_F_INT, 1),
 	OPT(rs_cmd, reuse, RS_F_ARRAY, 0),
 	OPT(rs_cmd, tenant_limit, RS_F_INT, 1),
+	OPT(rs_cmd, schedule_id, RS_F_TOKEN, 0),
+	OPT(rs_cmd, schedule_tick, RS_F_TIME, 0),
 };
 /* output / error are handled by tool_result_*(): exactly one of them. */
 static const rs_field c_tool_result[] = {
@@ -338,6 +340,7 @@ rs_cmd_free(rs_cmd *c)
 	free(c->idempotency_key);
 	json_decref(c->input);
 	free(c->forked_from);
+	free(c->schedule_id);
 	json_decref(c->reuse);
 	free(c->call_id);
 	free(c->device_id);

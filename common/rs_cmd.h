@@ -5,7 +5,7 @@
  *
  * Commands: stream CMDS, subject cmd.<tenant>.<run_id>, JSON with "type":
  *   run.start      {run_id, tenant, agent, version?, input, idempotency_key?, traceparent?,
- *                   forked_from?, from_seq?, reuse?}
+ *                   forked_from?, from_seq?, reuse?, schedule_id?, schedule_tick?}
  *                  (forked_from/from_seq/reuse: a fork, copied to run.created)
  *                  (version NULL/absent: latest, resolved by the API; input an object)
  *   tool.result    {run_id, tenant, call_id, device_id?, output | error} (exactly one)
@@ -73,6 +73,8 @@ typedef struct {
 	char *forked_from;          /* run.start of a fork: the source run, its */
 	int64_t from_seq;           /* prefix length, and the outputs reused */
 	json_t *reuse;              /* ([{step_id, output, seq}], rs_fork.h) */
+	char *schedule_id;          /* run.start of a schedule's tick: */
+	int64_t schedule_tick;      /* its id and the tick (Unix ms) */
 	int64_t tenant_limit;       /* run.start: the tenant's running-run limit
 	                             * in force (set by the orchestrator) */
 	/* tool.result / tool.delivered */

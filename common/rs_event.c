@@ -477,6 +477,8 @@ static const rs_field f_run_created[] = {
 	OPT(rs_ev_run_created, concurrency_key, RS_F_STR, 0),
 	OPT(rs_ev_run_created, concurrency_limit, RS_F_INT, 1),
 	OPT(rs_ev_run_created, tenant_limit, RS_F_INT, 1),
+	OPT(rs_ev_run_created, schedule_id, RS_F_TOKEN, 0),
+	OPT(rs_ev_run_created, schedule_tick, RS_F_TIME, 0),
 };
 static const rs_field f_run_started[] = {
 	OPT(rs_ev_run_started, instance, RS_F_STR, 1),

@@ -94,6 +94,8 @@ typedef struct { char *agent; char *version; json_t *input; char *idempotency_ke
                   * running runs in force at creation; any of them set = the run
                   * stays queued until a run.admit command starts it */
                  char *concurrency_key; int64_t concurrency_limit; int64_t tenant_limit;
+                 /* a run started by a schedule: its id and tick (Unix ms) */
+                 char *schedule_id; int64_t schedule_tick;
                } rs_ev_run_created;
 /* admission: "granted" when a run.admit started a gated run (so replay
  * knows that run.started records a command). */

@@ -45,9 +45,11 @@ from_run_created(const rs_ev_run_created *e, rs_cmd *c)
 	c->reuse = ref(e->reuse);
 	c->from_seq = e->from_seq;
 	c->tenant_limit = e->tenant_limit;
+	c->schedule_tick = e->schedule_tick;
 	return dup_str(&c->agent, e->agent) || dup_str(&c->version, e->version) ||
 	       dup_str(&c->idempotency_key, e->idempotency_key) ||
-	       dup_str(&c->forked_from, e->forked_from) ? -1 : 0;
+	       dup_str(&c->forked_from, e->forked_from) ||
+	       dup_str(&c->schedule_id, e->schedule_id) ? -1 : 0;
 }
 
 static int

@@ -2297,6 +2297,8 @@ decide_start(dctx *d)
 	ev.d.run_created.from_seq = c->forked_from ? c->from_seq : 0;
 	ev.d.run_created.reuse = c->forked_from && c->reuse ? json_incref(c->reuse) : NULL;
 	ev.d.run_created.tenant_limit = c->tenant_limit > 0 ? c->tenant_limit : 0;
+	ev.d.run_created.schedule_id = xstrdup(c->schedule_id);
+	ev.d.run_created.schedule_tick = c->schedule_id ? c->schedule_tick : 0;
 	{
 		int64_t limit = 0;
 		json_t *tmpl = rs_agent_concurrency(d->agent, &limit), *ctx, *v = NULL;

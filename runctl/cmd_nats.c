@@ -195,6 +195,8 @@ role_publish(const char *user, subjects *p)
 		kv_write(p, "secrets");    /* PUT/DELETE /v1/secrets (sealed values) */
 		kv_watch(p, "secrets");    /* GET /v1/secrets: names only */
 		kv_read(p, "gates");       /* a queued run's position (gates.c) */
+		kv_write(p, "schedules");  /* /v1/schedules */
+		kv_watch(p, "schedules");  /* listing */
 		stream_info(p, "CMDS");
 		ephemeral(p, "RUNS");      /* the live consumer on runs.>, history reads */
 		direct_get(p, "RUNS");
@@ -212,6 +214,9 @@ role_publish(const char *user, subjects *p)
 		direct_get(p, "RUNS");
 		kv_read(p, "agents");
 		kv_write(p, "gates");      /* admission gates (gate.c), compare-and-set */
+		kv_write(p, "schedules");  /* scheduler.c: last_tick_ms, compare-and-set */
+		kv_watch(p, "schedules");  /* kvStore_Keys */
+		kv_write(p, "runs");       /* scheduler.c: the registry entry of a tick's run */
 	} else if (strcmp(user, "tool-router") == 0) {
 		add(p, "cmd.>");            /* tool.delivered, tool.result */
 		add(p, "dlq.tool-router");

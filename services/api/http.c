@@ -133,6 +133,22 @@ route_job(rs_api *app, rs_api_job *j)
 	case R_RUN_CANCEL:
 		rs_api_runs_cancel(app, j);
 		break;
+	case R_SCHEDULES:
+		if (j->method == RS_M_POST)
+			rs_api_schedules_create(app, j);
+		else
+			rs_api_schedules_list(app, j);
+		break;
+	case R_SCHEDULE:
+		if (j->method == RS_M_DELETE)
+			rs_api_schedules_delete(app, j, j->p1);
+		else
+			rs_api_schedules_get(app, j, j->p1);
+		break;
+	case R_SCHEDULE_PAUSE:
+	case R_SCHEDULE_RESUME:
+		rs_api_schedules_pause(app, j, j->p1, j->route == R_SCHEDULE_PAUSE);
+		break;
 	case R_RUN_FORK:
 	case R_RUN_RETRY:
 		return rs_api_runs_fork(app, j, j->route == R_RUN_RETRY);

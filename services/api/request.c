@@ -59,6 +59,16 @@ rs_api_route_of(const char *path, rs_api_job *j, const char **allow)
 		}
 		return R_NONE;
 	}
+	if (strcmp(seg[1], "schedules") == 0) {
+		if (n == 2) { *allow = "GET, POST"; return R_SCHEDULES; }
+		if (!rs_id_is_token(seg[2], 64))
+			return R_NONE;
+		snprintf(j->p1, sizeof(j->p1), "%s", seg[2]);
+		if (n == 3) { *allow = "GET, DELETE"; return R_SCHEDULE; }
+		if (n == 4 && strcmp(seg[3], "pause") == 0) { *allow = "POST"; return R_SCHEDULE_PAUSE; }
+		if (n == 4 && strcmp(seg[3], "resume") == 0) { *allow = "POST"; return R_SCHEDULE_RESUME; }
+		return R_NONE;
+	}
 	if (strcmp(seg[1], "runs") != 0)
 		return R_NONE;
 	if (n == 2) { *allow = "GET, POST"; return R_RUNS; }

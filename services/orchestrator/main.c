@@ -41,7 +41,7 @@
 #include "rs_streams.h"
 
 static const char *const required[] = {
-	"RUNS", "CMDS", "TIMERS", "TOOLCALLS", "DLQ", "kv:agents", "kv:gates", NULL
+	"RUNS", "CMDS", "TIMERS", "TOOLCALLS", "DLQ", "kv:agents", "kv:gates", "kv:schedules", NULL
 };
 
 static int
@@ -60,6 +60,8 @@ load_cfg(orch_cfg *c)
 		{ "RS_ORCH_SWEEP_LOOKBACK_S", 3600, 0, 30 * 86400, &c->sweep_lookback_s },
 		{ "RS_ORCH_SWEEP_QUIET_MS", 5000, 0, 3600000, &c->sweep_quiet_ms },
 		{ "RS_ORCH_TENANT_MAX_RUNNING", 0, 0, 1000000, &c->tenant_max_running },
+		{ "RS_ORCH_SCHEDULER_TICK_MS", 1000, 0, 60000, &c->scheduler_tick_ms },
+		{ "RS_ORCH_SCHEDULE_GRACE_MS", 60000, 0, 86400000, &c->schedule_grace_ms },
 	};
 
 	if (rs_config_load(&c->base, "orchestrator", "RS_ORCHESTRATOR_OPS_PORT", 9101) != RS_OK)
@@ -152,7 +154,7 @@ main(int argc, char **argv)
 		goto out;
 	rc = 1;
 	if (cmdloop_start(&o) != RS_OK || timers_start(&o) != RS_OK ||
-	    reconcile_start(&o) != RS_OK) {
+	    reconcile_start(&o) != RS_OK || scheduler_start(&o) != RS_OK) {
 		atomic_store(&o.stopping, 1);
 		goto out;
 	}
@@ -168,6 +170,7 @@ out:
 	if (o.fetch_thread) cmdloop_join(&o);
 	if (o.timer_thread) timers_join(&o);
 	reconcile_join(&o);
+	scheduler_join(&o);
 	if (engine_ok)
 		engine_drain(&o);
 	if (o.nats.js != NULL)

@@ -165,7 +165,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	bounded(j->p2, sizeof(j->p2));
 	bounded(j->run_id, sizeof(j->run_id));
 	if (route != R_NONE) {
-		FUZZ_CHECK(allow != NULL && route <= R_RUN_RETRY);
+		FUZZ_CHECK(allow != NULL && route <= R_SCHEDULE_RESUME);
 		if ((route >= R_RUN && route <= R_RUN_SIGNAL) || route == R_RUN_FORK ||
 		    route == R_RUN_RETRY)
 			FUZZ_CHECK(rs_id_is_uuid(j->run_id));
@@ -173,7 +173,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (rs_api_method_allowed(j->method, allow))
 			FUZZ_CHECK(j->method == RS_M_GET || j->method == RS_M_POST ||
 			           (route == R_SECRET &&
-			            (j->method == RS_M_PUT || j->method == RS_M_DELETE)));
+			            (j->method == RS_M_PUT || j->method == RS_M_DELETE)) ||
+			           (route == R_SCHEDULE && j->method == RS_M_DELETE));
 	}
 
 	/* Prefer: wait / ?wait= (as http.c combines them) */

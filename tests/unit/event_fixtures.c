@@ -55,6 +55,8 @@ fx_runs(rs_event *ev, int full)
 			ev->d.run_created.concurrency_key = s("customer-7");
 			ev->d.run_created.concurrency_limit = 10;
 			ev->d.run_created.tenant_limit = 100;
+			ev->d.run_created.schedule_id = s("nightly-report");
+			ev->d.run_created.schedule_tick = 1767323040000LL;
 		}
 		break;
 	case RS_EV_RUN_STARTED:

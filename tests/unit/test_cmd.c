@@ -41,6 +41,8 @@ fx_cmd(rs_cmd_type t, int full, rs_cmd *c)
 			c->from_seq = 4;
 			c->reuse = json_pack("[{s:s, s:i, s:n}]", "step_id", "a", "seq", 3, "output");
 			c->tenant_limit = 20;
+			c->schedule_id = s("nightly");
+			c->schedule_tick = 1767323040000LL;
 		}
 		break;
 	case RS_CMD_TOOL_RESULT:
