@@ -263,6 +263,8 @@ summarize(const rs_event *ev, char *b, size_t cap)
 			    x->concurrency_limit);
 		if (x->tenant_limit > 0)
 			cat(b, cap, &o, " tenant_limit=%" PRId64, x->tenant_limit);
+		if (x->schedule_id != NULL)
+			cat(b, cap, &o, " schedule=%s", x->schedule_id);
 		break;
 	}
 	case RS_EV_RUN_STARTED:

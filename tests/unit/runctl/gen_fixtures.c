@@ -18,6 +18,7 @@
 
 #include "rs_json.h"
 #include "sim.h"
+#include "rs_sched.h"
 
 #define T0 1767323045000LL  /* 2026-01-02T03:04:05.000Z */
 
@@ -303,6 +304,19 @@ main(int argc, char **argv)
 	sim_delivered(&s, 10);
 	sim_result_ok(&s, 200, "{\"synced\":true}");
 	write_agent(dir, &s);
+	sim_free(&s);
+	fclose(f);
+
+	/* scheduled: a schedule's tick started it (run id derived from the
+	 * tick: rs_sched_run_id("acme", "nightly-approval", T0)) */
+	f = open_out(dir, "scheduled.ndjson");
+	{
+		char rid[37];
+		rs_sched_run_id("acme", "nightly-approval", T0, rid);
+		sim_init(&s, approval_def, rid, "acme", T0 + 40, f, 1);
+	}
+	sim_start_scheduled(&s, "{\"request\":\"nightly check\"}", "orch-1", "nightly-approval", T0);
+	sim_signal(&s, 1200, "sig-0002", "approve", "{\"ok\":true,\"by\":\"cron\"}");
 	sim_free(&s);
 	fclose(f);
 
