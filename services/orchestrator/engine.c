@@ -140,7 +140,8 @@ finish_effects(orch *o, orun *r)
 
 	/* Admission: a queued gated run joins its gates, a finished one
 	 * leaves them, before the command is acked (gate.c). */
-	if (st == RS_OK && !r->dec.more && gate_settle(o, r->state) != RS_OK)
+	if (st == RS_OK && !r->dec.more &&
+	    gate_settle(o, r->state, r->cur->ndelivered > 1) != RS_OK)
 		st = RS_ERR;
 
 	/* A timer.fire that came early (another instance's clock ran ahead)

@@ -19,7 +19,9 @@
  * idempotent). A crash after a KV write but before the run.admit of a
  * promoted run is repaired when the command is redelivered: leave finds the
  * run already gone and re-sends run.admit to every run holding a slot
- * (de-duplicated by CMDS and ignored by runs already started). Any
+ * (de-duplicated by CMDS and ignored by runs already started). Only on a
+ * redelivery: late commands of finished runs (a timer firing after the end)
+ * are common and must not cost a publish per slot holder each. Any
  * command reaching a run that still waits re-joins it (a no-op, or an
  * admit re-sent if it holds its slots).
  *
@@ -170,7 +172,7 @@ join(orch *o, const char *tenant, const char *run_id, const char *key, int64_t l
 
 static rs_status
 leave(orch *o, const char *tenant, const char *run_id, const char *key, int64_t limit,
-      int64_t tenant_limit)
+      int64_t tenant_limit, int repair)
 {
 	char kvkey[200];
 	json_t *promoted = json_array(), *running = json_array(), *p;
@@ -186,7 +188,7 @@ leave(orch *o, const char *tenant, const char *run_id, const char *key, int64_t 
 		json_array_foreach(promoted, i, p)
 			if (st == RS_OK)
 				st = send_admit(o, tenant, json_string_value(p));
-		if (!found)
+		if (!found && repair)
 			json_array_foreach(running, i, p)
 				if (st == RS_OK)
 					st = send_admit(o, tenant, json_string_value(p));
@@ -199,7 +201,7 @@ leave(orch *o, const char *tenant, const char *run_id, const char *key, int64_t 
 		json_array_foreach(promoted, i, p)
 			if (st == RS_OK)
 				st = after_key(o, tenant, json_string_value(p), tenant_limit);
-		if (!found)
+		if (!found && repair)
 			json_array_foreach(running, i, p)
 				if (st == RS_OK)
 					st = after_key(o, tenant, json_string_value(p), tenant_limit);
@@ -210,7 +212,7 @@ leave(orch *o, const char *tenant, const char *run_id, const char *key, int64_t 
 }
 
 rs_status
-gate_settle(orch *o, const rs_run *r)
+gate_settle(orch *o, const rs_run *r, int redelivered)
 {
 	const char *key;
 	int64_t limit, tenant_limit;
@@ -223,7 +225,8 @@ gate_settle(orch *o, const rs_run *r)
 	if (s == RS_RUN_QUEUED)
 		return join(o, rs_run_get_tenant(r), rs_run_get_id(r), key, limit, tenant_limit);
 	if (rs_run_status_terminal(s))
-		return leave(o, rs_run_get_tenant(r), rs_run_get_id(r), key, limit, tenant_limit);
+		return leave(o, rs_run_get_tenant(r), rs_run_get_id(r), key, limit, tenant_limit,
+		             redelivered);
 	return RS_OK;   /* running: it holds its slots */
 }
 

@@ -119,8 +119,10 @@ rs_status gate_start(orch *o);
 void gate_stop(orch *o);
 /* After a gated run's events are durable: a queued run joins its gates
  * (admitted: run.admit sent), a finished one leaves them (the next in line
- * admitted). No-op for other runs. Synchronous; engine thread. */
-rs_status gate_settle(orch *o, const rs_run *r);
+ * admitted; redelivered: the command came again after a crash, so the
+ * admits of the slot holders are re-sent too). No-op for other runs.
+ * Synchronous; engine thread. */
+rs_status gate_settle(orch *o, const rs_run *r, int redelivered);
 
 /* ---- scheduler.c: schedules fire runs ---- */
 rs_status scheduler_start(orch *o);   /* after gate_start (its connection) */
