@@ -32,6 +32,8 @@ struct rs_agent {
 	int64_t timeout_s;
 	int64_t max_steps;
 	json_t *output;      /* template or NULL */
+	json_t *conc_key;    /* concurrency.key template (a string) or NULL */
+	int64_t conc_limit;  /* concurrency.limit, 0 = none */
 	rs_step *steps;
 	size_t nsteps;
 };
@@ -54,7 +56,8 @@ static const char *kind_fields[][13] = {
 };
 static const char *http_methods[] = { "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", NULL };
 static const char *top_fields[] = { "name", "description", "timeout_s", "max_steps",
-                                    "steps", "output", NULL };
+                                    "steps", "output", "concurrency", NULL };
+static const char *concurrency_fields[] = { "key", "limit", NULL };
 static const char *retry_fields[] = { "max_attempts", "initial_backoff_ms", "max_backoff_ms",
                                       "multiplier", "non_retryable", NULL };
 static const char *op_names[] = { "equals", "not_equals", "gt", "lt", "exists" };
@@ -929,6 +932,39 @@ parse_top(json_t *def, rs_agent *a, char *err, size_t cap)
 	return RS_OK;
 }
 
+/* "concurrency": {"key": "<template>", "limit": 1..RS_AGENT_MAX_CONCURRENCY}:
+ * at most limit runs with the same rendered key run at once; the others
+ * stay queued, first come first served (docs/agents.md). The key is
+ * rendered from the run's input when the run is created. */
+static rs_status
+parse_concurrency(json_t *def, rs_agent *a, const idset *ids, char *err, size_t cap)
+{
+	json_t *c = json_object_get(def, "concurrency"), *key;
+
+	if (c == NULL)
+		return RS_OK;
+	if (!json_is_object(c))
+		return fail(err, cap, "concurrency", "must be an object {\"key\", \"limit\"}");
+	if (check_fields(c, "concurrency", concurrency_fields, NULL, err, cap) != RS_OK)
+		return RS_EINVAL;
+	key = json_object_get(c, "key");
+	if (!json_is_string(key) || json_string_length(key) == 0 ||
+	    json_string_length(key) > RS_AGENT_MAX_CONCURRENCY_KEY)
+		return fail(err, cap, "concurrency.key", "must be a string template of 1 to %d "
+		            "characters, e.g. \"{{input.customer}}\"", RS_AGENT_MAX_CONCURRENCY_KEY);
+	if (check_template(key, "concurrency.key", ids, err, cap) != RS_OK)
+		return RS_EINVAL;
+	if (json_object_get(c, "limit") == NULL)
+		return fail(err, cap, "concurrency.limit", "required");
+	if (get_int(c, "limit", "concurrency", 1, &a->conc_limit, err, cap) != RS_OK)
+		return RS_EINVAL;
+	if (a->conc_limit > RS_AGENT_MAX_CONCURRENCY)
+		return fail(err, cap, "concurrency.limit", "must be at most %d",
+		            RS_AGENT_MAX_CONCURRENCY);
+	a->conc_key = json_deep_copy(key);
+	return RS_OK;
+}
+
 rs_status
 rs_agent_parse(json_t *def, rs_agent **out, char *err, size_t cap)
 {
@@ -972,6 +1008,8 @@ rs_agent_parse(json_t *def, rs_agent **out, char *err, size_t cap)
 			goto cleanup;
 		a->output = json_deep_copy(output);
 	}
+	if (parse_concurrency(def, a, &ids, err, cap) != RS_OK)
+		goto cleanup;
 	if ((st = rs_agent_version_of(def, a->version)) != RS_OK)
 		goto cleanup;
 	a->def = json_deep_copy(def);
@@ -1056,6 +1094,7 @@ rs_agent_free(rs_agent *a)
 	free(a->description);
 	json_decref(a->def);
 	json_decref(a->output);
+	json_decref(a->conc_key);
 	free(a);
 }
 
@@ -1066,6 +1105,13 @@ json_t *rs_agent_json(const rs_agent *a) { return a->def; }
 int64_t rs_agent_timeout_s(const rs_agent *a) { return a->timeout_s; }
 int64_t rs_agent_max_steps(const rs_agent *a) { return a->max_steps; }
 json_t *rs_agent_output(const rs_agent *a) { return a->output; }
+
+json_t *
+rs_agent_concurrency(const rs_agent *a, int64_t *limit)
+{
+	*limit = a->conc_limit;
+	return a->conc_key;
+}
 size_t rs_agent_step_count(const rs_agent *a) { return a->nsteps; }
 
 const rs_step *

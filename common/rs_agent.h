@@ -5,7 +5,7 @@
  * A definition is JSON (docs/agents.md):
  *   {"name": "...", "description"?: "...", "timeout_s"?: n, "max_steps"?: n,
  *    "steps": [ {"id", "kind", "next"?, ...kind fields}, ... ],
- *    "output"?: <template>}
+ *    "output"?: <template>, "concurrency"?: {"key": <template>, "limit": n}}
  * Kinds: tool, sleep, signal, branch, transform, http, llm (server-side
  * effects carried out by the executor, docs/agents.md). Validation is complete:
  * the first problem found is reported with the field path, e.g.
@@ -137,6 +137,11 @@ json_t *rs_agent_json(const rs_agent *a);            /* borrowed definition */
 int64_t rs_agent_timeout_s(const rs_agent *a);       /* 0 = none */
 int64_t rs_agent_max_steps(const rs_agent *a);
 json_t *rs_agent_output(const rs_agent *a);          /* template or NULL */
+/* concurrency: the key template (a JSON string, borrowed) and *limit, or
+ * NULL (and *limit 0) when the agent declares none. */
+json_t *rs_agent_concurrency(const rs_agent *a, int64_t *limit);
+#define RS_AGENT_MAX_CONCURRENCY 10000      /* concurrency.limit */
+#define RS_AGENT_MAX_CONCURRENCY_KEY 256    /* concurrency.key template, characters */
 
 /* Version of def without validating it (canonical JSON hash). out[17]. */
 rs_status rs_agent_version_of(json_t *def, char out[17]);

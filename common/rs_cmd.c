@@ -43,6 +43,12 @@ static const rs_field c_run_start[] = {
 	OPT(rs_cmd, version, RS_F_STR, 1),   /* NULL: the API resolves "latest" */
 	REQ(rs_cmd, input, RS_F_OBJECT, 0),
 	OPT(rs_cmd, idempotency_key, RS_F_STR, 1),
+	OPT(rs_cmd, forked_from, RS_F_UUID, 0),
+	OPT(rs_cmd, from_seq, RS_F_INT, 1),
+	OPT(rs_cmd, reuse, RS_F_ARRAY, 0),
+	OPT(rs_cmd, tenant_limit, RS_F_INT, 1),
+	OPT(rs_cmd, schedule_id, RS_F_TOKEN, 0),
+	OPT(rs_cmd, schedule_tick, RS_F_TIME, 0),
 };
 /* output / error are handled by tool_result_*(): exactly one of them. */
 static const rs_field c_tool_result[] = {
@@ -99,6 +105,7 @@ static const struct {
 	{ "effect.result", c_effect_result, NELEM(c_effect_result) },
 	{ "llm.chunk", c_llm_chunk, NELEM(c_llm_chunk) },
 	{ "run.continue", c_run_continue, NELEM(c_run_continue) },
+	{ "run.admit", NULL, 0 },   /* run_id and tenant only */
 };
 
 /* Commands that carry exactly one of output / error. */
@@ -166,6 +173,9 @@ rs_cmd_msg_id(const rs_cmd *c, char *buf, size_t cap)
 		break;
 	case RS_CMD_RUN_CONTINUE:
 		snprintf(buf, cap, "continue-%s-%lld", c->run_id, (long long)c->after_seq);
+		break;
+	case RS_CMD_RUN_ADMIT:
+		snprintf(buf, cap, "admit-%s", c->run_id);
 		break;
 	default:
 		snprintf(buf, cap, "unknown");
@@ -329,6 +339,9 @@ rs_cmd_free(rs_cmd *c)
 	free(c->version);
 	free(c->idempotency_key);
 	json_decref(c->input);
+	free(c->forked_from);
+	free(c->schedule_id);
+	json_decref(c->reuse);
 	free(c->call_id);
 	free(c->device_id);
 	free(c->router);

@@ -4,7 +4,9 @@
  * versioned the same way: additive changes only.
  *
  * Commands: stream CMDS, subject cmd.<tenant>.<run_id>, JSON with "type":
- *   run.start      {run_id, tenant, agent, version?, input, idempotency_key?, traceparent?}
+ *   run.start      {run_id, tenant, agent, version?, input, idempotency_key?, traceparent?,
+ *                   forked_from?, from_seq?, reuse?, schedule_id?, schedule_tick?}
+ *                  (forked_from/from_seq/reuse: a fork, copied to run.created)
  *                  (version NULL/absent: latest, resolved by the API; input an object)
  *   tool.result    {run_id, tenant, call_id, device_id?, output | error} (exactly one)
  *   tool.delivered {run_id, tenant, call_id, device_id, router?}
@@ -20,6 +22,9 @@
  *                  (from the orchestrator's reconciliation: the run's last
  *                  event, runseq after_seq, is not a resting state; decide
  *                  finishes the decision a crash cut short, see rs_run.c)
+ *   run.admit      {run_id, tenant}
+ *                  (from the orchestrator's admission gate: a queued run that
+ *                  waited for a concurrency slot has one now; decide starts it)
  * Headers: Runstream-Type = type; Nats-Msg-Id = rs_cmd_msg_id().
  *
  * Tool calls: stream TOOLCALLS, subject toolcalls.<tenant>.<call_id>:
@@ -50,6 +55,7 @@ typedef enum {
 	RS_CMD_EFFECT_RESULT,
 	RS_CMD_LLM_CHUNK,
 	RS_CMD_RUN_CONTINUE,
+	RS_CMD_RUN_ADMIT,
 	RS_CMD__COUNT
 } rs_cmd_type;
 
@@ -64,6 +70,13 @@ typedef struct {
 	/* run.start */
 	char *agent, *version, *idempotency_key;
 	json_t *input;
+	char *forked_from;          /* run.start of a fork: the source run, its */
+	int64_t from_seq;           /* prefix length, and the outputs reused */
+	json_t *reuse;              /* ([{step_id, output, seq}], rs_fork.h) */
+	char *schedule_id;          /* run.start of a schedule's tick: */
+	int64_t schedule_tick;      /* its id and the tick (Unix ms) */
+	int64_t tenant_limit;       /* run.start: the tenant's running-run limit
+	                             * in force (set by the orchestrator) */
 	/* tool.result / tool.delivered */
 	char *call_id, *device_id, *router;
 	json_t *output;             /* tool.result success */
@@ -100,7 +113,7 @@ void rs_cmd_subject(const char *tenant, const char *run_id, char *buf, size_t ca
 /* Deterministic de-duplication id: start-<run_id>, result-<call_id>,
  * delivered-<call_id>-<device_id>, signal-<signal_id>, cancel-<run_id>,
  * timer-<timer_id>, result-<effect_id>, chunk-<effect_id>-<index>,
- * continue-<run_id>-<after_seq>. */
+ * continue-<run_id>-<after_seq>, admit-<run_id>. */
 void rs_cmd_msg_id(const rs_cmd *c, char *buf, size_t cap);
 
 typedef struct {

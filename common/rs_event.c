@@ -471,9 +471,18 @@ static const rs_field f_run_created[] = {
 	OPT(rs_ev_run_created, idempotency_key, RS_F_STR, 1),
 	OPT(rs_ev_run_created, timeout_s, RS_F_INT, 1),
 	OPT(rs_ev_run_created, max_steps, RS_F_INT, 1),
+	OPT(rs_ev_run_created, forked_from, RS_F_UUID, 0),
+	OPT(rs_ev_run_created, from_seq, RS_F_INT, 1),
+	OPT(rs_ev_run_created, reuse, RS_F_ARRAY, 0),
+	OPT(rs_ev_run_created, concurrency_key, RS_F_STR, 0),
+	OPT(rs_ev_run_created, concurrency_limit, RS_F_INT, 1),
+	OPT(rs_ev_run_created, tenant_limit, RS_F_INT, 1),
+	OPT(rs_ev_run_created, schedule_id, RS_F_TOKEN, 0),
+	OPT(rs_ev_run_created, schedule_tick, RS_F_TIME, 0),
 };
 static const rs_field f_run_started[] = {
 	OPT(rs_ev_run_started, instance, RS_F_STR, 1),
+	OPT(rs_ev_run_started, admission, RS_F_STR, 1),
 };
 static const rs_field f_step_started[] = {
 	REQ(rs_ev_step_started, step_id, RS_F_STR, 1),
@@ -487,6 +496,7 @@ static const rs_field f_step_completed[] = {
 	REQ(rs_ev_step_completed, output, RS_F_JSON, 0),
 	REQ(rs_ev_step_completed, duration_ms, RS_F_INT, 0),
 	OPT(rs_ev_step_completed, next_step, RS_F_STR, 1),
+	OPT(rs_ev_step_completed, reused_seq, RS_F_INT, 1),
 };
 static const rs_field f_step_failed[] = {
 	REQ(rs_ev_step_failed, step_id, RS_F_STR, 1),

@@ -82,12 +82,30 @@ rs_status rs_timer_purpose_parse(const char *s, rs_timer_purpose *p);
 
 /* Optional strings are NULL when absent; optional ints are 0 when absent
  * unless noted. Times are Unix ms in structs, RFC 3339 strings in JSON. */
+/* forked_from / from_seq / reuse: a fork of another run (POST
+ * /v1/runs/{id}/fork): reuse is [{step_id, output, seq}], the outputs of
+ * the source's effect steps completed within its first from_seq events, in
+ * order (rs_fork.h). */
 typedef struct { char *agent; char *version; json_t *input; char *idempotency_key;
-                 int64_t timeout_s; int64_t max_steps; } rs_ev_run_created;
-typedef struct { char *instance; } rs_ev_run_started;
+                 int64_t timeout_s; int64_t max_steps;
+                 char *forked_from; int64_t from_seq; json_t *reuse;
+                 /* admission (docs/agents.md, concurrency): the rendered key and
+                  * limit of the agent's concurrency, and the tenant's limit on
+                  * running runs in force at creation; any of them set = the run
+                  * stays queued until a run.admit command starts it */
+                 char *concurrency_key; int64_t concurrency_limit; int64_t tenant_limit;
+                 /* a run started by a schedule: its id and tick (Unix ms) */
+                 char *schedule_id; int64_t schedule_tick;
+               } rs_ev_run_created;
+/* admission: "granted" when a run.admit started a gated run (so replay
+ * knows that run.started records a command). */
+typedef struct { char *instance; char *admission; } rs_ev_run_started;
 typedef struct { char *step_id; char *kind; int64_t attempt; json_t *input; } rs_ev_step_started;
 typedef struct { char *step_id; int64_t attempt; json_t *output; int64_t duration_ms;
-                 char *next_step; /* optional: where the run goes next */ } rs_ev_step_completed;
+                 char *next_step; /* optional: where the run goes next */
+                 int64_t reused_seq; /* optional: the output was reused from the
+                                      * source of a fork, its event runseq there */
+               } rs_ev_step_completed;
 /* effect_id / retry_after_ms: set only when the failure is an effect
  * error reported by the executor (effect.result with an error), so replay
  * can rebuild that command from this event. */

@@ -42,8 +42,14 @@ from_run_created(const rs_ev_run_created *e, rs_cmd *c)
 {
 	c->type = RS_CMD_RUN_START;
 	c->input = ref(e->input);
+	c->reuse = ref(e->reuse);
+	c->from_seq = e->from_seq;
+	c->tenant_limit = e->tenant_limit;
+	c->schedule_tick = e->schedule_tick;
 	return dup_str(&c->agent, e->agent) || dup_str(&c->version, e->version) ||
-	       dup_str(&c->idempotency_key, e->idempotency_key) ? -1 : 0;
+	       dup_str(&c->idempotency_key, e->idempotency_key) ||
+	       dup_str(&c->forked_from, e->forked_from) ||
+	       dup_str(&c->schedule_id, e->schedule_id) ? -1 : 0;
 }
 
 static int
@@ -161,6 +167,8 @@ rs_replay_opens_group(const rs_event *ev)
 	case RS_EV_LLM_MESSAGE:
 	case RS_EV_HTTP_COMPLETED:
 		return 1;
+	case RS_EV_RUN_STARTED:
+		return ev->d.run_started.admission != NULL;   /* a run.admit */
 	case RS_EV_STEP_FAILED:
 		return ev->d.step_failed.effect_id != NULL;
 	default:
@@ -173,6 +181,7 @@ fill(const rs_event *ev, rs_cmd *c)
 {
 	switch (ev->type) {
 	case RS_EV_RUN_CREATED: return from_run_created(&ev->d.run_created, c);
+	case RS_EV_RUN_STARTED: c->type = RS_CMD_RUN_ADMIT; return 0;
 	case RS_EV_TOOL_DISPATCHED: return from_tool_dispatched(&ev->d.tool_dispatched, c);
 	case RS_EV_TOOL_COMPLETED: return from_tool_completed(&ev->d.tool_completed, c);
 	case RS_EV_TOOL_FAILED: return from_tool_failed(&ev->d.tool_failed, c);

@@ -34,6 +34,7 @@
  * something about the run, not about memory.
  */
 #include "rs_run.h"
+#include "rs_fork.h"
 #include "rs_replay.h"
 #include "rs_template.h"
 #include "rs_json.h"
@@ -140,6 +141,21 @@ struct rs_run {
 	json_t *last_http;          /* http.completed: {status, headers, body} */
 	char *last_finish;          /* llm.message: finish_reason */
 	int64_t eff_deadline;       /* http.requested / llm.requested: deadline */
+
+	/* A fork (run.created forked_from): the source's effect-step outputs
+	 * to reuse, in order (rs_fork.h), how many were reused, and how many
+	 * effect steps (not branch/transform) this run has begun. While every
+	 * effect step begun so far was reused, the next one whose id matches
+	 * the next entry is reused too; the first that is not ends reuse. */
+	char *forked_from;
+	int64_t from_seq;
+	json_t *reuse;
+	int64_t reuse_next, effect_steps;
+
+	/* Admission (run.created): a run with a concurrency limit or a tenant
+	 * limit waits queued for run.admit (the orchestrator's gate, gate.c). */
+	char *conc_key;
+	int64_t conc_limit, tenant_limit;
 };
 
 static char *
@@ -250,6 +266,7 @@ rs_run_free(rs_run *r)
 	json_decref(r->last_output); json_decref(r->ctx); json_decref(r->steps);
 	free(r->last_timer); free(r->last_next); rs_err_free(&r->last_err);
 	json_decref(r->last_http); free(r->last_finish);
+	free(r->forked_from); json_decref(r->reuse); free(r->conc_key);
 	free(r);
 }
 
@@ -289,6 +306,9 @@ rs_run_clone(const rs_run *r)
 	c->last_err.step_id = xstrdup(r->last_err.step_id);
 	c->last_http = json_incref(r->last_http);
 	c->last_finish = xstrdup(r->last_finish);
+	c->forked_from = xstrdup(r->forked_from);
+	c->reuse = json_incref(r->reuse);   /* from run.created, never mutated */
+	c->conc_key = xstrdup(r->conc_key);
 
 	c->calls = r->ncalls ? xgrow(NULL, r->ncalls, sizeof(*c->calls)) : NULL;
 	for (i = 0; i < r->ncalls; i++) {
@@ -486,6 +506,14 @@ ev_run_created(rs_run *r, const rs_event *ev, char *err, size_t cap)
 		r->input = json_object();
 	r->timeout_s = d->timeout_s;
 	r->max_steps = d->max_steps > 0 ? d->max_steps : RS_AGENT_MAX_STEPS_DEFAULT;
+	if (d->reuse != NULL && rs_fork_reuse_check(d->reuse, err, cap) != RS_OK)
+		return RS_EINVAL;
+	set_str(&r->forked_from, d->forked_from);
+	r->from_seq = d->from_seq;
+	set_json(&r->reuse, d->reuse);
+	set_str(&r->conc_key, d->concurrency_limit > 0 ? d->concurrency_key : NULL);
+	r->conc_limit = d->concurrency_limit;
+	r->tenant_limit = d->tenant_limit;
 	r->created_at = ev->time_ms;
 	r->ctx = json_pack("{s:O, s:{}}", "input", r->input, "steps");
 	r->steps = json_object();
@@ -528,6 +556,8 @@ ev_step_started(rs_run *r, const rs_event *ev, char *err, size_t cap)
 	r->execs++;
 	set_str(&r->cur_step, d->step_id);
 	r->cur_kind = kind_of(d->kind);
+	if (r->cur_kind != RS_STEP_BRANCH && r->cur_kind != RS_STEP_TRANSFORM)
+		r->effect_steps++;
 	r->cur_attempt = d->attempt;
 	r->cur_exec = r->execs;
 	r->cur_started_at = ev->time_ms;
@@ -559,6 +589,14 @@ ev_step_completed(rs_run *r, const rs_event *ev, char *err, size_t cap)
 		return RS_EINVAL;
 	if (r->cur_done)
 		return fail(err, cap, "step.completed: step %s already finished", d->step_id);
+	if (d->reused_seq > 0) {
+		json_t *e = r->reuse ? json_array_get(r->reuse, (size_t)r->reuse_next) : NULL;
+		if (e == NULL || r->reuse_next != r->effect_steps - 1 ||
+		    strcmp(json_string_value(json_object_get(e, "step_id")), d->step_id) != 0)
+			return fail(err, cap, "step.completed: step %s reuses no output of the fork's "
+			            "source here", d->step_id);
+		r->reuse_next++;
+	}
 	/* A signal step that found its signal in the buffer consumes it now. */
 	if (r->cur_kind == RS_STEP_SIGNAL && !r->cur_signal_taken &&
 	    (s = buffered_signal(r, r->cur_signal)) != NULL)
@@ -1343,6 +1381,44 @@ emit_step_completed(dctx *d, json_t *output, int next_idx)
 	return emit(d, &ev);
 }
 
+/* A fork's reuse entry for the step just begun, or NULL: the step is the
+ * k-th effect step begun, the k-1 before it were all reused, it is their
+ * first attempt, and the source's k-th effect step had this id. Reads the
+ * state only (settle()'s rule). */
+static json_t *
+reused_output(const rs_run *s, const rs_step *st)
+{
+	json_t *e;
+
+	if (s->reuse == NULL || s->cur_attempt != 1 || s->reuse_next != s->effect_steps - 1)
+		return NULL;
+	e = json_array_get(s->reuse, (size_t)s->reuse_next);
+	if (e == NULL || strcmp(json_string_value(json_object_get(e, "step_id")), st->id) != 0)
+		return NULL;
+	return e;
+}
+
+/* step.completed with the fork source's recorded output: no tool call,
+ * timer, signal or request; the step goes where it always goes. */
+static rs_status
+emit_step_reused(dctx *d, const rs_step *st)
+{
+	json_t *e = reused_output(d->s, st);
+	rs_event ev = new_event(RS_EV_STEP_COMPLETED);
+	const rs_step *next = st->next_idx >= 0 ? rs_agent_step(d->agent, (size_t)st->next_idx)
+	                                        : NULL;
+
+	ev.d.step_completed.step_id = xstrdup(st->id);
+	ev.d.step_completed.attempt = d->s->cur_attempt;
+	ev.d.step_completed.output = json_incref(json_object_get(e, "output"));
+	if (ev.d.step_completed.output == NULL)
+		ev.d.step_completed.output = json_null();
+	ev.d.step_completed.duration_ms = 0;
+	ev.d.step_completed.next_step = xstrdup(next ? next->id : "end");
+	ev.d.step_completed.reused_seq = (int64_t)json_integer_value(json_object_get(e, "seq"));
+	return emit(d, &ev);
+}
+
 static const rs_step *
 current_step(dctx *d, int *idx)
 {
@@ -1938,6 +2014,9 @@ owe_started(dctx *d, const rs_step *st)
 	const char *code;
 	int ci, target;
 
+	if (d->s->reuse != NULL && st->kind != RS_STEP_BRANCH && st->kind != RS_STEP_TRANSFORM)
+		if (reused_output(d->s, st) != NULL)
+			return emit_step_reused(d, st);
 	switch (st->kind) {
 	case RS_STEP_TOOL:
 		return owe_tool_requested(d, st);
@@ -2044,6 +2123,8 @@ owe(dctx *d)
 		            rs_agent_name(d->agent), rs_agent_version(d->agent));
 	switch ((rs_event_type)s->last_type) {
 	case RS_EV_RUN_CREATED:
+		if (s->conc_limit > 0 || s->tenant_limit > 0)
+			return RS_OK;   /* queued until the gate admits it (run.admit) */
 		ev = new_event(RS_EV_RUN_STARTED);
 		ev.d.run_started.instance = xstrdup(d->instance);
 		return emit(d, &ev);
@@ -2203,6 +2284,8 @@ decide_start(dctx *d)
 		            c->version, rs_agent_version(d->agent));
 	if (c->input != NULL && !json_is_object(c->input))
 		return fail(d->err, d->cap, "run.start: input must be an object");
+	if (c->reuse != NULL && rs_fork_reuse_check(c->reuse, d->err, d->cap) != RS_OK)
+		return RS_EINVAL;
 	ev = new_event(RS_EV_RUN_CREATED);
 	ev.d.run_created.agent = xstrdup(rs_agent_name(d->agent));
 	ev.d.run_created.version = xstrdup(rs_agent_version(d->agent));
@@ -2210,6 +2293,44 @@ decide_start(dctx *d)
 	ev.d.run_created.idempotency_key = xstrdup(c->idempotency_key);
 	ev.d.run_created.timeout_s = rs_agent_timeout_s(d->agent);
 	ev.d.run_created.max_steps = rs_agent_max_steps(d->agent);
+	ev.d.run_created.forked_from = xstrdup(c->forked_from);
+	ev.d.run_created.from_seq = c->forked_from ? c->from_seq : 0;
+	ev.d.run_created.reuse = c->forked_from && c->reuse ? json_incref(c->reuse) : NULL;
+	ev.d.run_created.tenant_limit = c->tenant_limit > 0 ? c->tenant_limit : 0;
+	ev.d.run_created.schedule_id = xstrdup(c->schedule_id);
+	ev.d.run_created.schedule_tick = c->schedule_id ? c->schedule_tick : 0;
+	{
+		int64_t limit = 0;
+		json_t *tmpl = rs_agent_concurrency(d->agent, &limit), *ctx, *v = NULL;
+		char msg[160];
+		if (tmpl != NULL) {
+			/* The key is rendered once, here, from the input (a template
+			 * that does not render gives the empty key: one queue). */
+			ctx = json_pack("{s:O, s:{}}", "input", ev.d.run_created.input, "steps");
+			if (rs_template_render(tmpl, ctx, &v, msg, sizeof(msg)) != RS_OK)
+				v = NULL;
+			ev.d.run_created.concurrency_key = v ? text_of_value(v) : xstrdup("");
+			ev.d.run_created.concurrency_limit = limit;
+			json_decref(v);
+			json_decref(ctx);
+		}
+	}
+	return emit(d, &ev);
+}
+
+/* run.admit: the gate gave a queued run its slot. Anything else (a run
+ * already started, cancelled while queued, or not gated) decides nothing. */
+static rs_status
+decide_admit(dctx *d)
+{
+	rs_event ev;
+
+	if (d->s->status != RS_RUN_QUEUED || d->s->last_type != RS_EV_RUN_CREATED ||
+	    (d->s->conc_limit == 0 && d->s->tenant_limit == 0))
+		return RS_OK;
+	ev = new_event(RS_EV_RUN_STARTED);
+	ev.d.run_started.instance = xstrdup(d->instance);
+	ev.d.run_started.admission = xstrdup("granted");
 	return emit(d, &ev);
 }
 
@@ -2519,6 +2640,7 @@ static const struct {
 	[RS_CMD_EFFECT_RESULT] = { decide_effect_result, 1 },
 	[RS_CMD_LLM_CHUNK] = { decide_llm_chunk, 1 },
 	[RS_CMD_RUN_CONTINUE] = { decide_continue, 1 },
+	[RS_CMD_RUN_ADMIT] = { decide_admit, 1 },
 };
 
 rs_status
@@ -2726,5 +2848,25 @@ rs_run_view(const rs_run *r)
 	json_object_set_new(v, "signals", view_signals(r));
 	if (r->cancel_reason != NULL)
 		json_object_set_new(v, "cancel_reason", json_string(r->cancel_reason));
+	if (r->forked_from != NULL) {
+		json_object_set_new(v, "forked_from", json_string(r->forked_from));
+		json_object_set_new(v, "from_seq", json_integer(r->from_seq));
+		json_object_set_new(v, "reused_steps", json_integer(r->reuse_next));
+	}
+	if (r->conc_limit > 0) {
+		json_object_set_new(v, "concurrency_key", json_string(r->conc_key ? r->conc_key : ""));
+		json_object_set_new(v, "concurrency_limit", json_integer(r->conc_limit));
+	}
+	if (r->tenant_limit > 0)
+		json_object_set_new(v, "tenant_limit", json_integer(r->tenant_limit));
 	return v;
+}
+
+int
+rs_run_gate(const rs_run *r, const char **key, int64_t *limit, int64_t *tenant_limit)
+{
+	*key = r->conc_limit > 0 ? (r->conc_key ? r->conc_key : "") : NULL;
+	*limit = r->conc_limit;
+	*tenant_limit = r->tenant_limit;
+	return r->status != RS_RUN_NONE && (r->conc_limit > 0 || r->tenant_limit > 0);
 }

@@ -141,6 +141,14 @@ const char *rs_run_current_step(const rs_run *r);
  * fire back on TIMERS for the remaining time (due - now). */
 rs_status rs_run_timer_due(const rs_run *r, const char *timer_id, int64_t *due);
 
+/* Admission (concurrency keys, tenant limit): 1 if the run was created
+ * gated, i.e. it waits queued for a run.admit and holds a slot of the
+ * gate until it finishes. *key: the rendered concurrency key (NULL when the
+ * agent has no concurrency, only the tenant limit applies); *limit its
+ * limit; *tenant_limit the tenant's limit recorded at creation (0: none).
+ * Borrowed, valid while r is. */
+int rs_run_gate(const rs_run *r, const char **key, int64_t *limit, int64_t *tenant_limit);
+
 /* Retry backoff after failed attempt `attempt` (1-based):
  * min(max_backoff_ms, initial_backoff_ms * multiplier^(attempt-1)). */
 int64_t rs_run_backoff_ms(const rs_retry *retry, int64_t attempt);

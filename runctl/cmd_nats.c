@@ -172,7 +172,7 @@ typedef struct {
 static const role roles[] = {
 	{ "admin", "runctl admin commands (streams apply, keys, agents, DLQ) and tests: everything" },
 	{ "api", "HTTP API: commands to CMDS, KV agents/idempotency/runs/secrets, reads RUNS" },
-	{ "orchestrator", "the only writer of runs.>; CMDS and TIMERS consumers; TIMERS, TOOLCALLS, DLQ" },
+	{ "orchestrator", "the only writer of runs.>; CMDS and TIMERS consumers; TIMERS, TOOLCALLS, DLQ, KV gates" },
 	{ "tool-router", "TOOLCALLS consumer; commands to CMDS; KV presence/calls, reads devtokens" },
 	{ "projector", "reads RUNS and the agents/presence KV streams through its own durables" },
 	{ "executor", "RUNS consumer `executor` (headers) and reads; commands to CMDS; reads KV presence/secrets" },
@@ -194,6 +194,9 @@ role_publish(const char *user, subjects *p)
 		kv_write(p, "runs");
 		kv_write(p, "secrets");    /* PUT/DELETE /v1/secrets (sealed values) */
 		kv_watch(p, "secrets");    /* GET /v1/secrets: names only */
+		kv_read(p, "gates");       /* a queued run's position (gates.c) */
+		kv_write(p, "schedules");  /* /v1/schedules */
+		kv_watch(p, "schedules");  /* listing */
 		stream_info(p, "CMDS");
 		ephemeral(p, "RUNS");      /* the live consumer on runs.>, history reads */
 		direct_get(p, "RUNS");
@@ -210,6 +213,10 @@ role_publish(const char *user, subjects *p)
 		ephemeral(p, "RUNS");      /* cold rebuild of a run */
 		direct_get(p, "RUNS");
 		kv_read(p, "agents");
+		kv_write(p, "gates");      /* admission gates (gate.c), compare-and-set */
+		kv_write(p, "schedules");  /* scheduler.c: last_tick_ms, compare-and-set */
+		kv_watch(p, "schedules");  /* kvStore_Keys */
+		kv_write(p, "runs");       /* scheduler.c: the registry entry of a tick's run */
 	} else if (strcmp(user, "tool-router") == 0) {
 		add(p, "cmd.>");            /* tool.delivered, tool.result */
 		add(p, "dlq.tool-router");

@@ -170,11 +170,12 @@ cleanup:
 
 /* ---- --check ---- */
 
-/* The orchestrator instance of a run.start group: run.started's. */
+/* The orchestrator instance of a run.start group: run.started's (the
+ * head itself in a run.admit group). */
 static const char *
 instance_of(const rs_event *ev, size_t n)
 {
-	for (size_t i = 1; i < n; i++)
+	for (size_t i = 0; i < n; i++)
 		if (ev[i].type == RS_EV_RUN_STARTED && ev[i].d.run_started.instance != NULL)
 			return ev[i].d.run_started.instance;
 	return "runctl-check";

@@ -1,5 +1,5 @@
 /*
- * cmd_runs.c - `runctl runs start|ls|show|cancel|signal`, through the
+ * cmd_runs.c - `runctl runs start|ls|show|cancel|signal|fork|retry`, through the
  * HTTP API (RS_API_URL, RS_API_KEY) so that authentication, validation
  * and idempotency are exactly those of any client. `runs start --watch`
  * then follows the run's events on JetStream (an ordered consumer from
@@ -20,7 +20,11 @@
 
 static const char *const runs_flags[] = {
 	"api", "api-key", "input", "idempotency-key", "version", "watch", "status", "agent",
-	"limit", "after", "reason", "payload", "tenant", NULL
+	"limit", "after", "reason", "payload", "tenant", "from-seq", NULL
+};
+static const char *const sched_flags[] = {
+	"api", "api-key", "input", "version", "id", "cron", "tz", "interval", "catch-up",
+	"max-catch-up", NULL
 };
 
 typedef struct {
@@ -370,3 +374,236 @@ cleanup:
 	json_decref(res);
 	return rc;
 }
+
+/* runs fork RUN_ID --from-seq N [--version V] [--input JSON] and runs retry
+ * RUN_ID [--version V] [--input JSON]: POST /v1/runs/{id}/fork|retry. */
+static int
+fork_or_retry(int argc, char **argv, int retry)
+{
+	const char *cmd = retry ? "runs retry" : "runs fork", *id;
+	const char *from = runctl_flag(argc, argv, "from-seq", NULL);
+	const char *version = runctl_flag(argc, argv, "version", NULL);
+	const char *input = runctl_flag(argc, argv, "input", NULL);
+	char path[128], err[256];
+	json_t *res = NULL, *body = json_object(), *in = NULL;
+	int64_t seq;
+	api_cfg a;
+	int rc;
+
+	if ((rc = runctl_check_flags(argc, argv, cmd, runs_flags)) != RC_OK ||
+	    (rc = run_id_arg(argc, argv, cmd, &id)) != RC_OK)
+		goto cleanup;
+	if (!retry) {
+		if (from == NULL || rs_parse_int(from, 1, INT64_MAX, &seq) != RS_OK) {
+			rc = out_err(RC_USAGE, cmd, "usage: runctl runs fork RUN_ID --from-seq N "
+			             "[--version V] [--input JSON] (N: the source's events to keep, >= 1)");
+			goto cleanup;
+		}
+		json_object_set_new(body, "from_seq", json_integer(seq));
+	}
+	if (version != NULL)
+		json_object_set_new(body, "version", json_string(version));
+	if (input != NULL) {
+		if (rs_json_parse(input, strlen(input), &in, err, sizeof(err)) != RS_OK ||
+		    !json_is_object(in)) {
+			rc = out_err(RC_USAGE, cmd, "--input must be a JSON object%s%s", in ? "" : ": ",
+			             in ? "" : err);
+			goto cleanup;
+		}
+		json_object_set(body, "input", in);
+	}
+	if ((rc = api_init(argc, argv, &a, cmd)) != RC_OK)
+		goto cleanup;
+	snprintf(path, sizeof(path), "/v1/runs/%s/%s", id, retry ? "retry" : "fork");
+	if ((rc = api_call(&a, cmd, "POST", path, body, NULL, &res)) == RC_OK) {
+		if (out_json())
+			show(res);
+		else
+			printf("%s\nforked from %s after event %lld, version %s, %lld step(s) reused\n",
+			       json_string_value(json_object_get(res, "run_id")), id,
+			       (long long)json_integer_value(json_object_get(res, "from_seq")),
+			       json_string_value(json_object_get(res, "version")),
+			       (long long)json_integer_value(json_object_get(res, "reused_steps")));
+	}
+cleanup:
+	json_decref(in);
+	json_decref(body);
+	json_decref(res);
+	return rc;
+}
+
+int
+cmd_runs_fork(int argc, char **argv)
+{
+	return fork_or_retry(argc, argv, 0);
+}
+
+int
+cmd_runs_retry(int argc, char **argv)
+{
+	return fork_or_retry(argc, argv, 1);
+}
+
+/* ---- schedules (through the API: /v1/schedules) ---- */
+
+static int
+sched_id_arg(int argc, char **argv, const char *cmd, const char **id)
+{
+	*id = runctl_arg(argc, argv, 0);
+	if (*id == NULL || !rs_id_is_token(*id, 64))
+		return out_err(RC_USAGE, cmd, "usage: runctl %s SCHEDULE_ID (ID: [a-z0-9_-]{1,64})", cmd);
+	return RC_OK;
+}
+
+static void
+sched_line(json_t *s)
+{
+	const char *cron = json_string_value(json_object_get(s, "cron"));
+	char when[96];
+
+	if (cron != NULL)
+		snprintf(when, sizeof(when), "cron \"%s\" %s", cron,
+		         json_string_value(json_object_get(s, "timezone")));
+	else
+		snprintf(when, sizeof(when), "every %llds",
+		         (long long)json_integer_value(json_object_get(s, "interval_s")));
+	printf("%-24s  %-20s  %-34s  %-6s  next %s\n", json_string_value(json_object_get(s, "id")),
+	       json_string_value(json_object_get(s, "agent")), when,
+	       json_is_true(json_object_get(s, "paused")) ? "paused" : "active",
+	       json_string_value(json_object_get(s, "next_fire_at")) ?
+	       json_string_value(json_object_get(s, "next_fire_at")) : "-");
+}
+
+int
+cmd_schedules_create(int argc, char **argv)
+{
+	const char *cmd = "schedules create", *agent = runctl_arg(argc, argv, 0);
+	const char *cron = runctl_flag(argc, argv, "cron", NULL), *tz = runctl_flag(argc, argv, "tz", NULL);
+	const char *interval = runctl_flag(argc, argv, "interval", NULL);
+	const char *input = runctl_flag(argc, argv, "input", NULL);
+	const char *opt[4][2] = { { "id", "id" }, { "version", "version" },
+	                          { "catch-up", "catch_up" }, { NULL, NULL } };
+	const char *mcu = runctl_flag(argc, argv, "max-catch-up", NULL);
+	json_t *body = json_object(), *res = NULL, *in = NULL;
+	char err[256];
+	int64_t v;
+	api_cfg a;
+	int rc;
+
+	if ((rc = runctl_check_flags(argc, argv, cmd, sched_flags)) != RC_OK)
+		goto cleanup;
+	if (agent == NULL || (cron == NULL) == (interval == NULL)) {
+		rc = out_err(RC_USAGE, cmd, "usage: runctl schedules create AGENT (--cron \"M H DOM MON DOW\" "
+		             "[--tz ZONE] | --interval SECONDS) [--id ID] [--input JSON] [--version V] "
+		             "[--catch-up skip|one|all] [--max-catch-up N]");
+		goto cleanup;
+	}
+	json_object_set_new(body, "agent", json_string(agent));
+	if (cron != NULL) {
+		json_object_set_new(body, "cron", json_string(cron));
+		if (tz != NULL)
+			json_object_set_new(body, "timezone", json_string(tz));
+	} else {
+		if (rs_parse_int(interval, 1, 366 * 86400, &v) != RS_OK) {
+			rc = out_err(RC_USAGE, cmd, "--interval: seconds, 1 to 31622400");
+			goto cleanup;
+		}
+		json_object_set_new(body, "interval_s", json_integer(v));
+	}
+	for (int i = 0; opt[i][0]; i++) {
+		const char *x = runctl_flag(argc, argv, opt[i][0], NULL);
+		if (x != NULL)
+			json_object_set_new(body, opt[i][1], json_string(x));
+	}
+	if (mcu != NULL) {
+		if (rs_parse_int(mcu, 1, 100, &v) != RS_OK) {
+			rc = out_err(RC_USAGE, cmd, "--max-catch-up: 1 to 100");
+			goto cleanup;
+		}
+		json_object_set_new(body, "max_catch_up", json_integer(v));
+	}
+	if (input != NULL) {
+		if (rs_json_parse(input, strlen(input), &in, err, sizeof(err)) != RS_OK ||
+		    !json_is_object(in)) {
+			rc = out_err(RC_USAGE, cmd, "--input must be a JSON object");
+			goto cleanup;
+		}
+		json_object_set(body, "input", in);
+	}
+	if ((rc = api_init(argc, argv, &a, cmd)) != RC_OK)
+		goto cleanup;
+	if ((rc = api_call(&a, cmd, "POST", "/v1/schedules", body, NULL, &res)) == RC_OK) {
+		if (out_json())
+			show(res);
+		else
+			sched_line(res);
+	}
+cleanup:
+	json_decref(in);
+	json_decref(body);
+	json_decref(res);
+	return rc;
+}
+
+int
+cmd_schedules_ls(int argc, char **argv)
+{
+	const char *cmd = "schedules ls";
+	json_t *res = NULL, *s;
+	size_t i;
+	api_cfg a;
+	int rc;
+
+	if ((rc = runctl_check_flags(argc, argv, cmd, sched_flags)) != RC_OK ||
+	    (rc = api_init(argc, argv, &a, cmd)) != RC_OK)
+		return rc;
+	if ((rc = api_call(&a, cmd, "GET", "/v1/schedules", NULL, NULL, &res)) == RC_OK) {
+		if (out_json()) {
+			show(res);
+		} else {
+			json_array_foreach(json_object_get(res, "schedules"), i, s)
+				sched_line(s);
+			if (json_array_size(json_object_get(res, "schedules")) == 0)
+				printf("no schedules\n");
+		}
+	}
+	json_decref(res);
+	return rc;
+}
+
+/* show, pause, resume, rm: one call on /v1/schedules/{id}[/action]. */
+static int
+sched_one(int argc, char **argv, const char *cmd, const char *method, const char *action)
+{
+	const char *id;
+	char path[160];
+	json_t *res = NULL, *body = NULL;
+	api_cfg a;
+	int rc;
+
+	if ((rc = runctl_check_flags(argc, argv, cmd, sched_flags)) != RC_OK ||
+	    (rc = sched_id_arg(argc, argv, cmd, &id)) != RC_OK ||
+	    (rc = api_init(argc, argv, &a, cmd)) != RC_OK)
+		return rc;
+	snprintf(path, sizeof(path), "/v1/schedules/%s%s%s", id, action ? "/" : "", action ? action : "");
+	/* A POST carries a body (an empty object): the server reads one. */
+	if (strcmp(method, "POST") == 0)
+		body = json_object();
+	rc = api_call(&a, cmd, method, path, body, NULL, &res);
+	json_decref(body);
+	if (rc == RC_OK) {
+		if (res == NULL)
+			printf("schedule %s deleted\n", id);
+		else if (out_json())
+			show(res);
+		else
+			sched_line(res);
+	}
+	json_decref(res);
+	return rc;
+}
+
+int cmd_schedules_show(int argc, char **argv) { return sched_one(argc, argv, "schedules show", "GET", NULL); }
+int cmd_schedules_pause(int argc, char **argv) { return sched_one(argc, argv, "schedules pause", "POST", "pause"); }
+int cmd_schedules_resume(int argc, char **argv) { return sched_one(argc, argv, "schedules resume", "POST", "resume"); }
+int cmd_schedules_rm(int argc, char **argv) { return sched_one(argc, argv, "schedules rm", "DELETE", NULL); }

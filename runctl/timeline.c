@@ -256,10 +256,22 @@ summarize(const rs_event *ev, char *b, size_t cap)
 		const rs_ev_run_created *x = &ev->d.run_created;
 		cat(b, cap, &o, "%s@%s input=", x->agent, x->version);
 		cat_json(b, cap, &o, x->input);
+		if (x->forked_from != NULL)
+			cat(b, cap, &o, " forked from %s after event %" PRId64 " (%zu outputs to reuse)",
+			    x->forked_from, x->from_seq, json_array_size(x->reuse));
+		if (x->concurrency_limit > 0)
+			cat(b, cap, &o, " concurrency=%s/%" PRId64, x->concurrency_key ? x->concurrency_key : "",
+			    x->concurrency_limit);
+		if (x->tenant_limit > 0)
+			cat(b, cap, &o, " tenant_limit=%" PRId64, x->tenant_limit);
+		if (x->schedule_id != NULL)
+			cat(b, cap, &o, " schedule=%s", x->schedule_id);
 		break;
 	}
 	case RS_EV_RUN_STARTED:
 		cat(b, cap, &o, "instance=%s", ev->d.run_started.instance ? ev->d.run_started.instance : "-");
+		if (ev->d.run_started.admission != NULL)
+			cat(b, cap, &o, " admission=%s", ev->d.run_started.admission);
 		break;
 	case RS_EV_STEP_STARTED:
 		cat(b, cap, &o, "kind=%s", ev->d.step_started.kind);
@@ -276,6 +288,8 @@ summarize(const rs_event *ev, char *b, size_t cap)
 			cat(b, cap, &o, " next=%s", x->next_step);
 		if (x->duration_ms > 0)
 			cat(b, cap, &o, " took=%" PRId64 "ms", x->duration_ms);
+		if (x->reused_seq > 0)
+			cat(b, cap, &o, " reused (source event %" PRId64 ")", x->reused_seq);
 		break;
 	}
 	case RS_EV_STEP_FAILED:

@@ -23,6 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "rs_cmd.h"
 #include "rs_nats.h"
 #include "rs_ops.h"
 #include "rs_secret.h"
@@ -219,6 +220,20 @@ rs_status rs_api_agent_resolve(rs_api *app, const char *tenant, const char *name
 
 /* ---- runs_write.c ---- */
 int rs_api_runs_create(rs_api *app, rs_api_job *job);
+/* Publish a complete run.start and its registry entry; 202 with extra's
+ * members added (taken, may be NULL). 1 = handed to the ack handler. */
+int rs_api_runs_start(rs_api *app, rs_api_job *job, const rs_cmd *cmd, json_t *extra);
+/* schedules.c: /v1/schedules */
+void rs_api_schedules_create(rs_api *app, rs_api_job *job);
+void rs_api_schedules_list(rs_api *app, rs_api_job *job);
+void rs_api_schedules_get(rs_api *app, rs_api_job *job, const char *id);
+void rs_api_schedules_pause(rs_api *app, rs_api_job *job, const char *id, int pause);
+void rs_api_schedules_delete(rs_api *app, rs_api_job *job, const char *id);
+/* gates.c: a queued run's place in its admission gates, added to view as
+ * "queue" (nothing when the run is not queued or not gated). */
+void rs_api_gate_annotate(rs_api *app, const char *tenant, const char *run_id, json_t *view);
+/* POST /v1/runs/{id}/fork and /retry (fork.c). Same return as create. */
+int rs_api_runs_fork(rs_api *app, rs_api_job *job, int retry);
 void rs_api_runs_cancel(rs_api *app, rs_api_job *job);
 void rs_api_runs_signal(rs_api *app, rs_api_job *job, const char *name);
 /* Async publish ack handler (installed in jsOptions by main.c). */
@@ -376,6 +391,8 @@ struct rs_api {
 	/* dependencies */
 	rs_nats nats;
 	kvStore *kv_apikeys, *kv_agents, *kv_idem, *kv_runs;
+	kvStore *kv_gates;          /* admission gates; NULL: no queue positions */
+	kvStore *kv_schedules;      /* schedules; NULL: /v1/schedules answers 503 */
 	kvStore *kv_secrets;            /* NULL: secrets not set up (503) */
 	rs_secret_key secret_key;       /* RS_SECRETS_KEY (secrets.c) */
 	int have_secret_key;            /* 0: PUT /v1/secrets answers 503 */

@@ -133,6 +133,25 @@ route_job(rs_api *app, rs_api_job *j)
 	case R_RUN_CANCEL:
 		rs_api_runs_cancel(app, j);
 		break;
+	case R_SCHEDULES:
+		if (j->method == RS_M_POST)
+			rs_api_schedules_create(app, j);
+		else
+			rs_api_schedules_list(app, j);
+		break;
+	case R_SCHEDULE:
+		if (j->method == RS_M_DELETE)
+			rs_api_schedules_delete(app, j, j->p1);
+		else
+			rs_api_schedules_get(app, j, j->p1);
+		break;
+	case R_SCHEDULE_PAUSE:
+	case R_SCHEDULE_RESUME:
+		rs_api_schedules_pause(app, j, j->p1, j->route == R_SCHEDULE_PAUSE);
+		break;
+	case R_RUN_FORK:
+	case R_RUN_RETRY:
+		return rs_api_runs_fork(app, j, j->route == R_RUN_RETRY);
 	case R_RUN_SIGNAL:
 		rs_api_runs_signal(app, j, j->p2);
 		break;
@@ -576,7 +595,7 @@ on_request(rs_api *app, rs_api_req *r, struct lws *wsi, const char *uri)
 		snprintf(clen, sizeof(clen), "wait=%.8s", buf);
 		j->wait_s = rs_api_prefer_wait(clen);
 	}
-	if (route != R_RUNS && route != R_RUN)
+	if (route != R_RUNS && route != R_RUN && route != R_RUN_FORK && route != R_RUN_RETRY)
 		j->wait_s = 0;
 	if (route == R_RUN_STREAM) {
 		uint64_t after = 0;

@@ -132,6 +132,15 @@ open_kv(rs_api *app)
 	    js_KeyValue(&app->kv_idem, app->nats.js, "idempotency") != NATS_OK ||
 	    js_KeyValue(&app->kv_runs, app->nats.js, "runs") != NATS_OK)
 		return RS_EIO;
+	if (js_KeyValue(&app->kv_schedules, app->nats.js, "schedules") != NATS_OK) {
+		rs_warn("api: KV schedules missing (run: runctl streams apply): /v1/schedules answers 503");
+		app->kv_schedules = NULL;
+	}
+	/* Optional: without it a queued run shows no queue position. */
+	if (js_KeyValue(&app->kv_gates, app->nats.js, "gates") != NATS_OK) {
+		rs_warn("api: KV gates missing (run: runctl streams apply): no queue positions");
+		app->kv_gates = NULL;
+	}
 	/* Optional: without it the secrets routes answer 503. */
 	if (js_KeyValue(&app->kv_secrets, app->nats.js, RS_SECRET_BUCKET) != NATS_OK) {
 		rs_warn("api: KV %s missing (run: runctl streams apply): /v1/secrets answers 503",
@@ -231,6 +240,8 @@ cleanup:
 	kvStore_Destroy(app.kv_agents);
 	kvStore_Destroy(app.kv_idem);
 	kvStore_Destroy(app.kv_runs);
+	kvStore_Destroy(app.kv_gates);
+	kvStore_Destroy(app.kv_schedules);
 	kvStore_Destroy(app.kv_secrets);
 	rs_api_secrets_free(&app);
 	rs_nats_close(&app.nats, 5000);

@@ -59,6 +59,16 @@ rs_api_route_of(const char *path, rs_api_job *j, const char **allow)
 		}
 		return R_NONE;
 	}
+	if (strcmp(seg[1], "schedules") == 0) {
+		if (n == 2) { *allow = "GET, POST"; return R_SCHEDULES; }
+		if (!rs_id_is_token(seg[2], 64))
+			return R_NONE;
+		snprintf(j->p1, sizeof(j->p1), "%s", seg[2]);
+		if (n == 3) { *allow = "GET, DELETE"; return R_SCHEDULE; }
+		if (n == 4 && strcmp(seg[3], "pause") == 0) { *allow = "POST"; return R_SCHEDULE_PAUSE; }
+		if (n == 4 && strcmp(seg[3], "resume") == 0) { *allow = "POST"; return R_SCHEDULE_RESUME; }
+		return R_NONE;
+	}
 	if (strcmp(seg[1], "runs") != 0)
 		return R_NONE;
 	if (n == 2) { *allow = "GET, POST"; return R_RUNS; }
@@ -70,6 +80,8 @@ rs_api_route_of(const char *path, rs_api_job *j, const char **allow)
 	if (n == 4 && strcmp(seg[3], "events") == 0) { *allow = "GET"; return R_RUN_EVENTS; }
 	if (n == 4 && strcmp(seg[3], "stream") == 0) { *allow = "GET"; return R_RUN_STREAM; }
 	if (n == 4 && strcmp(seg[3], "cancel") == 0) { *allow = "POST"; return R_RUN_CANCEL; }
+	if (n == 4 && strcmp(seg[3], "fork") == 0) { *allow = "POST"; return R_RUN_FORK; }
+	if (n == 4 && strcmp(seg[3], "retry") == 0) { *allow = "POST"; return R_RUN_RETRY; }
 	if (n == 5 && strcmp(seg[3], "signals") == 0) {
 		snprintf(j->p2, sizeof(j->p2), "%s", seg[4]);
 		*allow = "POST";
@@ -310,4 +322,68 @@ rs_api_signal_body(const char *name, const char *body, size_t len, json_t **payl
 	if (len > 0 && rs_json_parse(body, len, payload, err, cap) != RS_OK)
 		return 400;
 	return 0;
+}
+
+int
+rs_api_fork_body(const char *body, size_t len, int retry, json_t **root, int64_t *from_seq,
+                 const char **version, json_t **input, char *err, size_t cap)
+{
+	json_t *b = NULL, *v;
+	const char *k;
+
+	*root = NULL;
+	*from_seq = 0;
+	*version = NULL;
+	*input = NULL;
+	if (len == 0) {
+		if (!retry) {
+			snprintf(err, cap, "from_seq: missing (body {\"from_seq\", \"version\"?, "
+			         "\"input\"?})");
+			return 422;
+		}
+		return 0;
+	}
+	if (rs_json_parse(body, len, &b, err, cap) != RS_OK)
+		return 400;
+	if (!json_is_object(b)) {
+		snprintf(err, cap, "body: must be an object");
+		goto bad;
+	}
+	json_object_foreach(b, k, v) {
+		if (strcmp(k, "from_seq") == 0 && !retry) {
+			if (!json_is_integer(v) || json_integer_value(v) < 1) {
+				snprintf(err, cap, "from_seq: must be an integer >= 1");
+				goto bad;
+			}
+			*from_seq = (int64_t)json_integer_value(v);
+		} else if (strcmp(k, "version") == 0) {
+			if (!json_is_string(v) || json_string_length(v) == 0 ||
+			    json_string_length(v) > 64) {
+				snprintf(err, cap, "version: must be a string of 1 to 64 characters");
+				goto bad;
+			}
+			*version = json_string_value(v);
+		} else if (strcmp(k, "input") == 0) {
+			if (!json_is_object(v)) {
+				snprintf(err, cap, "input: must be an object");
+				goto bad;
+			}
+			*input = v;
+		} else {
+			snprintf(err, cap, "%.64s: unknown member (body {%s\"version\"?, \"input\"?})", k,
+			         retry ? "" : "\"from_seq\", ");
+			goto bad;
+		}
+	}
+	if (!retry && *from_seq == 0) {
+		snprintf(err, cap, "from_seq: missing");
+		goto bad;
+	}
+	*root = b;
+	return 0;
+bad:
+	json_decref(b);
+	*version = NULL;
+	*input = NULL;
+	return 422;
 }

@@ -21,7 +21,8 @@
 /* Routes of /v1 (http.c switches on them). */
 enum {
 	R_NONE = 0, R_AGENTS, R_AGENT, R_AGENT_VERSION, R_RUNS, R_RUN, R_RUN_EVENTS,
-	R_RUN_STREAM, R_RUN_CANCEL, R_RUN_SIGNAL, R_SECRETS, R_SECRET
+	R_RUN_STREAM, R_RUN_CANCEL, R_RUN_SIGNAL, R_SECRETS, R_SECRET,
+	R_RUN_FORK, R_RUN_RETRY, R_SCHEDULES, R_SCHEDULE, R_SCHEDULE_PAUSE, R_SCHEDULE_RESUME
 };
 
 /* Split path (no query string) into a route and its parameters (j->p1,
@@ -73,6 +74,12 @@ int rs_api_run_body(const char *body, size_t len, json_t **root, const char **ag
 /* Body of POST /v1/runs/{id}/cancel: empty or {"reason"?: string}. *root
  * (NULL for an empty body) as above; *reason borrowed from it or NULL.
  * Returns 0 or the HTTP status, err set. */
+/* Body of POST /v1/runs/{id}/fork ({"from_seq", "version"?, "input"?})
+ * or /retry (empty or {"version"?, "input"?}). *root owns the strings and
+ * input (caller decrefs). 0 or the HTTP status of the problem (err). */
+int rs_api_fork_body(const char *body, size_t len, int retry, json_t **root, int64_t *from_seq,
+                     const char **version, json_t **input, char *err, size_t cap);
+
 int rs_api_cancel_body(const char *body, size_t len, json_t **root, const char **reason,
                        char *err, size_t cap);
 

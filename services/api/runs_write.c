@@ -176,9 +176,89 @@ publish_async(rs_api *app, rs_api_job *job, natsMsg **msgs)
 				failed++;
 		}
 	}
-	for (int i = 0; i < 2; i++)
+	for (int i = 0; i < 2; i++) {
 		natsMsg_Destroy(msgs[i]);   /* NULL when taken by the library */
+		msgs[i] = NULL;
+	}
 	return failed;
+}
+
+/*
+ * Publish the registry entry and cmd (a complete run.start: run_id,
+ * tenant, agent, version, input...) and answer 202 with {run_id, status,
+ * stream_url, agent, version} plus the members of extra (taken; may be
+ * NULL) once both are durable. Returns 1 when the job was handed to the
+ * ack handler (the caller must not touch it any more), 0 when a problem
+ * was set on it. Shared by POST /v1/runs and fork/retry.
+ */
+int
+rs_api_runs_start(rs_api *app, rs_api_job *job, const rs_cmd *cmd, json_t *extra)
+{
+	char subj[160], created[40];
+	char *cmdbuf = NULL, *regbuf = NULL;
+	size_t cmdlen = 0;
+	natsMsg *msgs[2] = { NULL, NULL };
+	rs_status st;
+	int failed, handed = 0;
+
+	st = rs_cmd_encode(cmd, &cmdbuf, &cmdlen);
+	if (st != RS_OK) {
+		rs_api_problem(job, 500, "cannot encode run.start: %s", rs_status_str(st));
+		goto cleanup;
+	}
+	rs_time_rfc3339(rs_id_uuidv7_ms(job->run_id), created, sizeof(created));
+	{
+		json_t *reg = json_pack("{s:s, s:s, s:s}", "agent", cmd->agent, "version",
+		                        cmd->version, "created_at", created);
+		regbuf = reg != NULL ? rs_json_dump(reg) : NULL;
+		json_decref(reg);
+		if (regbuf == NULL)
+			goto oom;
+	}
+	rs_cmd_msg_id(cmd, job->msgid[1], sizeof(job->msgid[1]));
+	snprintf(job->msgid[0], sizeof(job->msgid[0]), "reg-%s", job->run_id);
+	snprintf(subj, sizeof(subj), "$KV.runs.%s.%s", job->tenant, job->run_id);
+	if (rs_nats_msg(&msgs[0], subj, regbuf, (int)strlen(regbuf), "Nats-Msg-Id", job->msgid[0],
+	                NULL) != RS_OK)
+		goto oom;
+	rs_cmd_subject(job->tenant, job->run_id, subj, sizeof(subj));
+	if (rs_nats_msg(&msgs[1], subj, cmdbuf, (int)cmdlen, "Nats-Msg-Id", job->msgid[1],
+	                "Runstream-Type", "run.start", NULL) != RS_OK)
+		goto oom;
+
+	/* The answer is ready before the publishes: the ack handler only
+	 * decides between it and a 503. */
+	{
+		char url[128];
+		json_t *resp;
+		snprintf(url, sizeof(url), "/v1/runs/%s/stream", job->run_id);
+		resp = json_pack("{s:s, s:s, s:s, s:s, s:s}", "run_id", job->run_id,
+		                 "status", "queued", "stream_url", url, "agent", cmd->agent,
+		                 "version", cmd->version);
+		if (extra != NULL)
+			json_object_update(resp, extra);
+		rs_api_json(job, 202, resp);
+		snprintf(job->hdrs + strlen(job->hdrs), sizeof(job->hdrs) - strlen(job->hdrs),
+		         "Location: /v1/runs/%s\n", job->run_id);
+	}
+	atomic_store(&job->acks_left, 3);  /* 2 acks + this function's own hold */
+	atomic_store(&job->ack_failed, 0);
+	failed = publish_async(app, job, msgs);
+	handed = 1;
+	for (int i = 0; i < failed; i++)
+		ack_one(app, job, 1);
+	/* Drop our own hold last: the job cannot complete under our feet. */
+	ack_one(app, job, 0);
+	goto cleanup;
+oom:
+	rs_api_problem(job, 500, "out of memory");
+cleanup:
+	json_decref(extra);
+	for (int i = 0; i < 2; i++)
+		natsMsg_Destroy(msgs[i]);   /* NULL once handed to publish_async */
+	free(cmdbuf);
+	free(regbuf);
+	return handed;
 }
 
 int
@@ -186,14 +266,12 @@ rs_api_runs_create(rs_api *app, rs_api_job *job)
 {
 	json_t *body = NULL, *input, *idrec = NULL;
 	const char *agent, *version = NULL;
-	char err[512], ver[17], body_sha[65], key[160], subj[160], created[40];
-	char *canon = NULL, *cmdbuf = NULL, *regbuf = NULL;
-	size_t cmdlen = 0;
-	natsMsg *msgs[2] = { NULL, NULL };
+	char err[512], ver[17], body_sha[65], key[160];
+	char *canon = NULL;
 	kvEntry *e = NULL;
 	rs_cmd cmd;
 	rs_status st;
-	int failed, handed = 0, bad;
+	int handed = 0, bad;
 
 	memset(&cmd, 0, sizeof(cmd));
 	if ((bad = rs_api_run_body(job->body, job->body_len, &body, &agent, &version, &input, err,
@@ -262,52 +340,9 @@ rs_api_runs_create(rs_api *app, rs_api_job *job)
 	cmd.version = ver;
 	cmd.input = input != NULL ? input : json_object();
 	cmd.idempotency_key = job->idem[0] != '\0' ? job->idem : NULL;
-	st = rs_cmd_encode(&cmd, &cmdbuf, &cmdlen);
+	handed = rs_api_runs_start(app, job, &cmd, NULL);
 	if (input == NULL)
 		json_decref(cmd.input);
-	if (st != RS_OK) {
-		rs_api_problem(job, 500, "cannot encode run.start: %s", rs_status_str(st));
-		goto cleanup;
-	}
-	rs_time_rfc3339(rs_id_uuidv7_ms(job->run_id), created, sizeof(created));
-	{
-		json_t *reg = json_pack("{s:s, s:s, s:s}", "agent", agent, "version", ver,
-		                        "created_at", created);
-		regbuf = reg != NULL ? rs_json_dump(reg) : NULL;
-		json_decref(reg);
-		if (regbuf == NULL)
-			goto oom;
-	}
-	rs_cmd_msg_id(&cmd, job->msgid[1], sizeof(job->msgid[1]));
-	snprintf(job->msgid[0], sizeof(job->msgid[0]), "reg-%s", job->run_id);
-	snprintf(subj, sizeof(subj), "$KV.runs.%s.%s", job->tenant, job->run_id);
-	if (rs_nats_msg(&msgs[0], subj, regbuf, (int)strlen(regbuf), "Nats-Msg-Id", job->msgid[0],
-	                NULL) != RS_OK)
-		goto oom;
-	rs_cmd_subject(job->tenant, job->run_id, subj, sizeof(subj));
-	if (rs_nats_msg(&msgs[1], subj, cmdbuf, (int)cmdlen, "Nats-Msg-Id", job->msgid[1],
-	                "Runstream-Type", "run.start", NULL) != RS_OK)
-		goto oom;
-
-	/* The answer is ready before the publishes: the ack handler only
-	 * decides between it and a 503. */
-	{
-		char url[128];
-		snprintf(url, sizeof(url), "/v1/runs/%s/stream", job->run_id);
-		rs_api_json(job, 202, json_pack("{s:s, s:s, s:s, s:s, s:s}", "run_id", job->run_id,
-		                                "status", "queued", "stream_url", url, "agent", agent,
-		                                "version", ver));
-		snprintf(job->hdrs + strlen(job->hdrs), sizeof(job->hdrs) - strlen(job->hdrs),
-		         "Location: /v1/runs/%s\n", job->run_id);
-	}
-	atomic_store(&job->acks_left, 3);  /* 2 acks + this function's own hold */
-	atomic_store(&job->ack_failed, 0);
-	failed = publish_async(app, job, msgs);
-	handed = 1;
-	for (int i = 0; i < failed; i++)
-		ack_one(app, job, 1);
-	/* Drop our own hold last: the job cannot complete under our feet. */
-	ack_one(app, job, 0);
 	goto cleanup;
 oom:
 	rs_api_problem(job, 500, "out of memory");
@@ -316,8 +351,6 @@ cleanup:
 	kvEntry_Destroy(e);
 	json_decref(body);
 	free(canon);
-	free(cmdbuf);
-	free(regbuf);
 	return handed;
 }
 

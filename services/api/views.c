@@ -254,12 +254,22 @@ rs_api_views_live(rs_api *app, const char *tenant, const char *run_id, const cha
 	rs_event_free(&ev);
 }
 
+/* Answers with a rendered view, outside the cache's lock: a queued run
+ * also shows its place in its gate (gates.c, a KV read). Takes v. */
+static void
+reply(rs_api *app, const char *tenant, const char *run_id, json_t *v, rs_api_job *job)
+{
+	rs_api_gate_annotate(app, tenant, run_id, v);
+	rs_api_json(job, 200, v);
+}
+
 rs_status
 rs_api_views_render(rs_api *app, const char *tenant, const char *run_id, uint64_t min_seq,
                     int terminal, rs_api_job *job)
 {
 	rs_api_views *c = app->views;
 	rs_status st = RS_ENOTFOUND;
+	json_t *out = NULL;
 	vent *e;
 
 	if (c == NULL)
@@ -267,14 +277,16 @@ rs_api_views_render(rs_api *app, const char *tenant, const char *run_id, uint64_
 	pthread_mutex_lock(&c->mu);
 	if ((e = find(c, tenant, run_id)) != NULL && e->v.last_seq >= min_seq &&
 	    e->v.last_seq > 0 && (!terminal || rs_view_terminal(&e->v))) {
-		rs_api_json(job, 200, rs_view_json(&e->v));
+		out = rs_view_json(&e->v);
 		lru_unlink(c, e);
 		lru_front(c, e);
 		st = RS_OK;
 	}
 	pthread_mutex_unlock(&c->mu);
-	if (st == RS_OK)
+	if (st == RS_OK) {
+		reply(app, tenant, run_id, out, job);
 		rs_api_metric_view_read(0);
+	}
 	return st;
 }
 
@@ -342,6 +354,7 @@ catch_up(rs_api *app, const char *tenant, const char *run_id, uint64_t min_seq,
 	size_t n;
 	char subj[160];
 	rs_status st = RS_ENOTFOUND, rst;
+	json_t *out = NULL;
 	vent *e;
 
 	pthread_mutex_lock(&c->mu);
@@ -350,11 +363,12 @@ catch_up(rs_api *app, const char *tenant, const char *run_id, uint64_t min_seq,
 	have = e != NULL ? e->v.last_seq : 0;
 	if (e != NULL && have > 0 && have >= min_seq) {
 		/* the live consumer got there meanwhile */
-		rs_api_json(job, 200, rs_view_json(&e->v));
+		out = rs_view_json(&e->v);
 		st = RS_OK;
 	}
 	pthread_mutex_unlock(&c->mu);
 	if (st == RS_OK) {
+		reply(app, tenant, run_id, out, job);
 		rs_api_metric_view_read(0);
 		return st;
 	}
@@ -371,11 +385,13 @@ catch_up(rs_api *app, const char *tenant, const char *run_id, uint64_t min_seq,
 			e = find(c, tenant, run_id);    /* a gap drops it */
 		}
 		if (e != NULL && e->v.last_seq >= min_seq) {
-			rs_api_json(job, 200, rs_view_json(&e->v));
+			out = rs_view_json(&e->v);
 			st = RS_OK;
 		}
 	}
 	pthread_mutex_unlock(&c->mu);
+	if (out != NULL)
+		reply(app, tenant, run_id, out, job);
 	for (size_t i = 0; i < n; i++)
 		rs_event_free(&evs[i]);
 	if (st == RS_OK)
@@ -524,7 +540,7 @@ rs_api_views_load(rs_api *app, const char *tenant, const char *run_id, uint64_t 
 		st = RS_ENOTFOUND;
 		goto cleanup;
 	}
-	rs_api_json(job, 200, rs_view_json(&v));
+	reply(app, tenant, run_id, rs_view_json(&v), job);
 	rs_api_metric_view_read(1);
 	if (app->views != NULL && app->views->max_runs > 0 &&
 	    sizeof(vent) + bytes <= app->views->max_bytes / 4) {

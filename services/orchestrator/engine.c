@@ -138,6 +138,12 @@ finish_effects(orch *o, orun *r)
 	int n = 0;
 	rs_status st = effects_send(o, r, &r->dec, &n);
 
+	/* Admission: a queued gated run joins its gates, a finished one
+	 * leaves them, before the command is acked (gate.c). */
+	if (st == RS_OK && !r->dec.more &&
+	    gate_settle(o, r->state, r->cur->ndelivered > 1) != RS_OK)
+		st = RS_ERR;
+
 	/* A timer.fire that came early (another instance's clock ran ahead)
 	 * decides nothing for the timer, but it is acked with this decision
 	 * (empty, or the end of a decision a crash cut short): put the fire
@@ -261,6 +267,9 @@ begin(orch *o, orun *r)
 	if (resolve_agent(o, r) != 0)
 		return;
 	memset(&r->dec, 0, sizeof(r->dec));
+	/* The tenant limit in force is recorded by run.created. */
+	if (c->type == RS_CMD_RUN_START && rs_run_get_status(r->state) == RS_RUN_NONE)
+		r->cur->cmd.tenant_limit = o->cfg.tenant_max_running;
 	st = rs_run_decide(r->state, r->agent, c, rs_now_ms(), o->cfg.base.instance_id, &r->dec,
 	                   err, sizeof(err));
 	if (st != RS_OK) {

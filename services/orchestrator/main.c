@@ -41,7 +41,7 @@
 #include "rs_streams.h"
 
 static const char *const required[] = {
-	"RUNS", "CMDS", "TIMERS", "TOOLCALLS", "DLQ", "kv:agents", NULL
+	"RUNS", "CMDS", "TIMERS", "TOOLCALLS", "DLQ", "kv:agents", "kv:gates", "kv:schedules", NULL
 };
 
 static int
@@ -59,6 +59,9 @@ load_cfg(orch_cfg *c)
 		{ "RS_ORCH_SWEEP_INTERVAL_MS", 30000, 0, 86400000, &c->sweep_interval_ms },
 		{ "RS_ORCH_SWEEP_LOOKBACK_S", 3600, 0, 30 * 86400, &c->sweep_lookback_s },
 		{ "RS_ORCH_SWEEP_QUIET_MS", 5000, 0, 3600000, &c->sweep_quiet_ms },
+		{ "RS_ORCH_TENANT_MAX_RUNNING", 0, 0, 1000000, &c->tenant_max_running },
+		{ "RS_ORCH_SCHEDULER_TICK_MS", 1000, 0, 60000, &c->scheduler_tick_ms },
+		{ "RS_ORCH_SCHEDULE_GRACE_MS", 60000, 0, 86400000, &c->schedule_grace_ms },
 	};
 
 	if (rs_config_load(&c->base, "orchestrator", "RS_ORCHESTRATOR_OPS_PORT", 9101) != RS_OK)
@@ -112,6 +115,8 @@ connect_nats(orch *o)
 		rs_error("cannot open KV bucket agents");
 		return 1;
 	}
+	if (gate_start(o) != RS_OK)
+		return 1;
 	return 0;
 }
 
@@ -149,7 +154,7 @@ main(int argc, char **argv)
 		goto out;
 	rc = 1;
 	if (cmdloop_start(&o) != RS_OK || timers_start(&o) != RS_OK ||
-	    reconcile_start(&o) != RS_OK) {
+	    reconcile_start(&o) != RS_OK || scheduler_start(&o) != RS_OK) {
 		atomic_store(&o.stopping, 1);
 		goto out;
 	}
@@ -165,6 +170,7 @@ out:
 	if (o.fetch_thread) cmdloop_join(&o);
 	if (o.timer_thread) timers_join(&o);
 	reconcile_join(&o);
+	scheduler_join(&o);
 	if (engine_ok)
 		engine_drain(&o);
 	if (o.nats.js != NULL)
@@ -173,6 +179,7 @@ out:
 	natsSubscription_Destroy(o.cmd_sub);
 	natsSubscription_Destroy(o.timer_sub);
 	kvStore_Destroy(o.agents_kv);
+	gate_stop(&o);
 	rs_nats_close(&o.nats, o.cfg.base.shutdown_grace_ms / 4);
 	rs_ops_server_stop(srv);
 	runcache_free(o.cache);

@@ -29,6 +29,12 @@ orch_metrics_init(void)
 		snprintf(cmd[i], sizeof(cmd[i]), "type=\"%s\"", rs_cmd_type_name((rs_cmd_type)i));
 		om.commands[i] = rs_counter("rs_orch_commands_total", "Commands processed, by type.", cmd[i]);
 	}
+	om.gate_admits = rs_counter("rs_orch_gate_admits_total",
+	                            "run.admit commands sent by the admission gate.", NULL);
+	om.gate_conflicts = rs_counter("rs_orch_gate_conflicts_total",
+	                               "Admission gate compare-and-set conflicts (KV gates).", NULL);
+	om.schedule_runs = rs_counter("rs_orch_schedule_runs_total",
+	                              "run.start commands published for schedule ticks.", NULL);
 	om.redeliveries = rs_counter("rs_orch_redeliveries_total", "Commands delivered more than once.", NULL);
 	om.dead_letters = rs_counter("rs_orch_dead_letters_total", "Messages sent to dlq.orchestrator.", NULL);
 	om.timer_lag = rs_histogram("rs_orch_timer_lag_seconds", "Timer fire time minus due time.", NULL);

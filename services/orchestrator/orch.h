@@ -44,6 +44,9 @@ typedef struct {
 	int64_t sweep_interval_ms; /* RS_ORCH_SWEEP_INTERVAL_MS: reconcile.c, 0 = off */
 	int64_t sweep_lookback_s; /* RS_ORCH_SWEEP_LOOKBACK_S: first pass reads this far back */
 	int64_t sweep_quiet_ms;   /* RS_ORCH_SWEEP_QUIET_MS: runs quiet this long are checked */
+	int64_t tenant_max_running; /* RS_ORCH_TENANT_MAX_RUNNING: 0 = no tenant limit */
+	int64_t scheduler_tick_ms;  /* RS_ORCH_SCHEDULER_TICK_MS: 0 = no scheduler */
+	int64_t schedule_grace_ms;  /* RS_ORCH_SCHEDULE_GRACE_MS: a tick this late is on time */
 } orch_cfg;
 
 /* ---- metrics (metrics.c) ---- */
@@ -66,6 +69,9 @@ typedef struct {
 	rs_metric *sweep_continued;
 	rs_metric *sweep_events;
 	rs_metric *sweep_duration;
+	rs_metric *gate_admits;
+	rs_metric *gate_conflicts;
+	rs_metric *schedule_runs;
 } orch_metrics;
 
 extern orch_metrics om;
@@ -88,6 +94,9 @@ typedef struct orch {
 	rs_nats nats;
 	rs_nats sweep_nats;        /* reconciliation's own connection (reconcile.c) */
 	kvStore *agents_kv;
+	rs_nats gate_nats;         /* admission gate's own connection (gate.c) */
+	kvStore *gates_kv;
+	kvStore *schedules_kv;     /* scheduler.c */
 	pthread_mutex_t engine_mu; /* see the top of this file */
 	pthread_cond_t idle_cv;    /* signalled when inflight drops to 0 */
 	int64_t pending_pubs;      /* async publishes not yet acked (engine_mu) */
@@ -102,8 +111,22 @@ typedef struct orch {
 	jsCtx *timer_js;           /* async publishes of due timers (timers.c) */
 	struct timerfly *timer_fly; /* timers forwarded, awaiting their ack */
 	struct timerheld *timer_held; /* timers due soon, held in memory (timers.c) */
-	pthread_t fetch_thread, timer_thread, timer_fire_thread, sweep_thread;
+	pthread_t fetch_thread, timer_thread, timer_fire_thread, sweep_thread, sched_thread;
 } orch;
+
+/* ---- gate.c: admission (concurrency keys, tenant limit) ---- */
+rs_status gate_start(orch *o);
+void gate_stop(orch *o);
+/* After a gated run's events are durable: a queued run joins its gates
+ * (admitted: run.admit sent), a finished one leaves them (the next in line
+ * admitted; redelivered: the command came again after a crash, so the
+ * admits of the slot holders are re-sent too). No-op for other runs.
+ * Synchronous; engine thread. */
+rs_status gate_settle(orch *o, const rs_run *r, int redelivered);
+
+/* ---- scheduler.c: schedules fire runs ---- */
+rs_status scheduler_start(orch *o);   /* after gate_start (its connection) */
+void scheduler_join(orch *o);
 
 rs_status reconcile_start(orch *o);
 rs_status reconcile_continue(orch *o, const char *tenant, const char *run_id, int64_t runseq);

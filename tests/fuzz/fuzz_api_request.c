@@ -165,14 +165,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	bounded(j->p2, sizeof(j->p2));
 	bounded(j->run_id, sizeof(j->run_id));
 	if (route != R_NONE) {
-		FUZZ_CHECK(allow != NULL && route <= R_SECRET);
-		if (route >= R_RUN && route <= R_RUN_SIGNAL)
+		FUZZ_CHECK(allow != NULL && route <= R_SCHEDULE_RESUME);
+		if ((route >= R_RUN && route <= R_RUN_SIGNAL) || route == R_RUN_FORK ||
+		    route == R_RUN_RETRY)
 			FUZZ_CHECK(rs_id_is_uuid(j->run_id));
 		/* PUT and DELETE only on a secret; nothing else beyond GET/POST */
 		if (rs_api_method_allowed(j->method, allow))
 			FUZZ_CHECK(j->method == RS_M_GET || j->method == RS_M_POST ||
 			           (route == R_SECRET &&
-			            (j->method == RS_M_PUT || j->method == RS_M_DELETE)));
+			            (j->method == RS_M_PUT || j->method == RS_M_DELETE)) ||
+			           (route == R_SCHEDULE && j->method == RS_M_DELETE));
 	}
 
 	/* Prefer: wait / ?wait= (as http.c combines them) */
@@ -218,6 +220,19 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	} else {
 		FUZZ_CHECK((status == 400 || status == 422) && root == NULL);
 		answer(j, status, err);
+	}
+	for (int retry = 0; retry < 2; retry++) {
+		int64_t from_seq;
+		status = rs_api_fork_body(p, (size_t)(end - p), retry, &root, &from_seq, &version,
+		                          &input, err, sizeof(err));
+		if (status == 0) {
+			FUZZ_CHECK(retry ? from_seq == 0 : from_seq >= 1);
+			FUZZ_CHECK(input == NULL || json_is_object(input));
+			json_decref(root);
+		} else {
+			FUZZ_CHECK((status == 400 || status == 422) && root == NULL && err[0] != '\0');
+			answer(j, status, err);
+		}
 	}
 	status = rs_api_signal_body(route == R_RUN_SIGNAL ? j->p2 : "approve", p,
 	                            (size_t)(end - p), &root, err, sizeof(err));

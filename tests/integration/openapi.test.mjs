@@ -199,6 +199,12 @@ const ROUTE_PATHS = {
   R_RUN_EVENTS: '/v1/runs/{run_id}/events',
   R_RUN_STREAM: '/v1/runs/{run_id}/stream',
   R_RUN_CANCEL: '/v1/runs/{run_id}/cancel',
+  R_RUN_FORK: '/v1/runs/{run_id}/fork',
+  R_RUN_RETRY: '/v1/runs/{run_id}/retry',
+  R_SCHEDULES: '/v1/schedules',
+  R_SCHEDULE: '/v1/schedules/{id}',
+  R_SCHEDULE_PAUSE: '/v1/schedules/{id}/pause',
+  R_SCHEDULE_RESUME: '/v1/schedules/{id}/resume',
   R_RUN_SIGNAL: '/v1/runs/{run_id}/signals/{name}',
   R_SECRETS: '/v1/secrets',
   R_SECRET: '/v1/secrets/{name}',
@@ -238,7 +244,7 @@ test('the document has exactly the routes services/api/request.c routes', () => 
 
 test('the server agrees: a method a path does not serve is 405 with the documented Allow', async () => {
   const runId = '0190f5e4-7a3b-7c1d-8e2f-0123456789ab';
-  const concrete = (p) => p.replace('{run_id}', runId).replace('{name}', 'x').replace('{version}', 'v');
+  const concrete = (p) => p.replace('{run_id}', runId).replace('{name}', 'x').replace('{version}', 'v').replace('{id}', 'x');
   for (const p of Object.keys(doc.paths).filter((x) => x.startsWith('/v1/'))) {
     const r = await call('PATCH', concrete(p));
     assert.equal(r.status, 405, `${p}: ${r.text}`);
@@ -459,6 +465,63 @@ test('a waiting run: live stream, 429 over the limits, ?wait 202, signal and can
   const ended = await expect('GET', '/v1/runs/{run_id}', `/v1/runs/${b.run_id}?wait=30`, 200);
   assert.equal(ended.status, 'cancelled');
   await expect('POST', ctpl, `/v1/runs/${b.run_id}/cancel`, 409);
+});
+
+test('fork and retry: the new run names its origin, and their errors', async () => {
+  const failing = {
+    name: 'spec-fail',
+    steps: [{ id: 'ask', kind: 'signal', signal: 'never', timeout_s: 1, retry: { max_attempts: 1 } }],
+  };
+  await expect('POST', '/v1/agents', '/v1/agents', 201, { body: failing });
+  const failed = await expect('POST', '/v1/runs', '/v1/runs', 200,
+    { body: { agent: 'spec-fail', input: {} }, headers: { Prefer: 'wait=30' } });
+  assert.equal(failed.status, 'failed');
+  const ftpl = '/v1/runs/{run_id}/fork';
+  const rtpl = '/v1/runs/{run_id}/retry';
+  let b = await expect('POST', ftpl, `/v1/runs/${autoRun}/fork`, 202, { body: { from_seq: 1, input: { name: 'Eve' } } });
+  assert.equal(b.forked_from, autoRun);
+  b = await expect('POST', ftpl, `/v1/runs/${autoRun}/fork`, 200,
+    { body: { from_seq: 2 }, headers: { Prefer: 'wait=30' } });
+  assert.equal(b.status, 'completed');
+  await expect('POST', ftpl, `/v1/runs/${autoRun}/fork`, 422, { body: { from_seq: 1000 } });
+  await expect('POST', ftpl, `/v1/runs/${autoRun}/fork`, 422, { body: {} });
+  await expect('POST', ftpl, `/v1/runs/${autoRun}/fork`, 400, { body: '{"from_seq":' });
+  await expect('POST', ftpl, '/v1/runs/0190f5e4-7a3b-7c1d-8e2f-0123456789ab/fork', 404, { body: { from_seq: 1 } });
+  await expect('POST', ftpl, `/v1/runs/${autoRun}/fork`, 401, { key: null, body: { from_seq: 1 } });
+  await expect('POST', ftpl, `/v1/runs/${autoRun}/fork`, 413, { body: { from_seq: 1, input: { pad: 'x'.repeat(MAX_BODY) } } });
+  b = await expect('POST', rtpl, `/v1/runs/${failed.run_id}/retry`, 202);
+  assert.equal(b.forked_from, failed.run_id);
+  await expect('POST', rtpl, `/v1/runs/${autoRun}/retry`, 409);
+  await expect('POST', rtpl, `/v1/runs/${failed.run_id}/retry`, 422, { body: { version: 'nope' } });
+  await expect('POST', rtpl, `/v1/runs/${failed.run_id}/retry`, 400, { body: '[' });
+  await expect('POST', rtpl, '/v1/runs/0190f5e4-7a3b-7c1d-8e2f-0123456789ab/retry', 404);
+  await expect('POST', rtpl, `/v1/runs/${failed.run_id}/retry`, 401, { key: null });
+  await expect('POST', rtpl, `/v1/runs/${failed.run_id}/retry`, 413, { body: { input: { pad: 'x'.repeat(MAX_BODY) } } });
+});
+
+test('schedules: create, list, get, pause, resume, delete, and their errors', async () => {
+  const tpl = '/v1/schedules';
+  let b = await expect('POST', tpl, tpl, 201, { body: { id: 'spec-nightly', agent: 'spec-auto', cron: '0 3 * * *', timezone: 'Europe/Paris', input: { name: 'Night' } } });
+  assert.equal(b.id, 'spec-nightly');
+  await expect('POST', tpl, tpl, 409, { body: { id: 'spec-nightly', agent: 'spec-auto', interval_s: 60 } });
+  await expect('POST', tpl, tpl, 422, { body: { agent: 'spec-auto', cron: 'nope' } });
+  await expect('POST', tpl, tpl, 400, { body: '{"agent":' });
+  await expect('POST', tpl, tpl, 401, { key: null, body: { agent: 'spec-auto', interval_s: 60 } });
+  await expect('POST', tpl, tpl, 413, { body: { agent: 'spec-auto', interval_s: 60, input: { pad: 'x'.repeat(MAX_BODY) } } });
+  b = await expect('GET', tpl, tpl, 200);
+  assert.ok(b.schedules.some((s) => s.id === 'spec-nightly'));
+  const one = '/v1/schedules/{id}';
+  b = await expect('GET', one, '/v1/schedules/spec-nightly', 200);
+  assert.ok(b.next_fire_at);
+  await expect('GET', one, '/v1/schedules/nope', 404);
+  b = await expect('POST', '/v1/schedules/{id}/pause', '/v1/schedules/spec-nightly/pause', 200);
+  assert.equal(b.paused, true);
+  b = await expect('POST', '/v1/schedules/{id}/resume', '/v1/schedules/spec-nightly/resume', 200);
+  assert.equal(b.paused, false);
+  await expect('POST', '/v1/schedules/{id}/pause', '/v1/schedules/nope/pause', 404);
+  await expect('POST', '/v1/schedules/{id}/resume', '/v1/schedules/nope/resume', 404);
+  await expect('DELETE', one, '/v1/schedules/spec-nightly', 204);
+  await expect('DELETE', one, '/v1/schedules/spec-nightly', 404);
 });
 
 test('secrets: put, list, delete, and their errors', async () => {

@@ -48,10 +48,20 @@ fx_runs(rs_event *ev, int full)
 			ev->d.run_created.idempotency_key = s("req-42");
 			ev->d.run_created.timeout_s = 600;
 			ev->d.run_created.max_steps = 100;
+			ev->d.run_created.forked_from = s("0190f5d2-0000-7a3b-8c1d-2e3f4a5b6c7d");
+			ev->d.run_created.from_seq = 12;
+			ev->d.run_created.reuse = j("[{\"step_id\":\"fetch\",\"seq\":7,"
+			                            "\"output\":{\"n\":1}}]");
+			ev->d.run_created.concurrency_key = s("customer-7");
+			ev->d.run_created.concurrency_limit = 10;
+			ev->d.run_created.tenant_limit = 100;
+			ev->d.run_created.schedule_id = s("nightly-report");
+			ev->d.run_created.schedule_tick = 1767323040000LL;
 		}
 		break;
 	case RS_EV_RUN_STARTED:
 		ev->d.run_started.instance = full ? s("orchestrator-1") : NULL;
+		ev->d.run_started.admission = full ? s("granted") : NULL;
 		break;
 	case RS_EV_RUN_CANCEL_REQUESTED:
 		ev->d.run_cancel_requested.reason = full ? s("user asked") : NULL;
@@ -89,6 +99,7 @@ fx_steps(rs_event *ev, int full)
 		ev->d.step_completed.output = j("[\"a\",{\"b\":true}]");
 		ev->d.step_completed.duration_ms = 0;
 		ev->d.step_completed.next_step = full ? s("summarize") : NULL;
+		ev->d.step_completed.reused_seq = full ? 7 : 0;
 		break;
 	case RS_EV_STEP_FAILED:
 		ev->d.step_failed.step_id = s("fetch");

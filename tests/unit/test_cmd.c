@@ -36,6 +36,14 @@ fx_cmd(rs_cmd_type t, int full, rs_cmd *c)
 		c->version = full ? s("3") : NULL;
 		c->input = json_pack("{s:s}", "url", "https://example.com");
 		c->idempotency_key = full ? s("req-42") : NULL;
+		if (full) {
+			c->forked_from = s("0190f5e4-7a3b-7c1d-8e2f-0000000000aa");
+			c->from_seq = 4;
+			c->reuse = json_pack("[{s:s, s:i, s:n}]", "step_id", "a", "seq", 3, "output");
+			c->tenant_limit = 20;
+			c->schedule_id = s("nightly");
+			c->schedule_tick = 1767323040000LL;
+		}
 		break;
 	case RS_CMD_TOOL_RESULT:
 		c->call_id = s(RUN_ID "-fetch-1");
@@ -208,7 +216,7 @@ test_msg_ids(void)
 		"start-" RUN_ID, "result-" RUN_ID "-fetch-1",
 		"delivered-" RUN_ID "-fetch-1-laptop-7", "signal-sig-1", "cancel-" RUN_ID, "timer-t-1",
 		"result-" RUN_ID "-ask-1-1-llm1", "chunk-" RUN_ID "-ask-1-1-llm1-7",
-		"continue-" RUN_ID "-12",
+		"continue-" RUN_ID "-12", "admit-" RUN_ID,
 	};
 	char buf[160];
 	rs_cmd c;

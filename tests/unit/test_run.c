@@ -12,6 +12,7 @@
  */
 #include "rs_json.h"
 #include "rs_run.h"
+#include "rs_fork.h"
 #include "check.h"
 
 #include <stdlib.h>
@@ -1537,6 +1538,216 @@ test_hostile_loop(void)
 	finish(&w);
 }
 
+/* --- fork and retry (rs_fork.h): a new run reuses the recorded outputs of
+ * the source's effect steps before from_seq and runs the rest --- */
+
+static const char *A_FORK_V1 =
+	"{\"name\":\"f\",\"steps\":["
+	"{\"id\":\"a\",\"kind\":\"tool\",\"tool\":\"echo\",\"args\":{\"x\":\"{{input.x}}\"}},"
+	"{\"id\":\"nap\",\"kind\":\"sleep\",\"duration_ms\":1000},"
+	"{\"id\":\"t\",\"kind\":\"transform\",\"value\":\"{{steps.a.output.x}}\"},"
+	"{\"id\":\"b\",\"kind\":\"tool\",\"tool\":\"fail\",\"args\":{\"v\":\"{{steps.t.output}}\"}}]}";
+/* the fix: b calls another tool; a, nap, t unchanged */
+static const char *A_FORK_V2 =
+	"{\"name\":\"f\",\"steps\":["
+	"{\"id\":\"a\",\"kind\":\"tool\",\"tool\":\"echo\",\"args\":{\"x\":\"{{input.x}}\"}},"
+	"{\"id\":\"nap\",\"kind\":\"sleep\",\"duration_ms\":1000},"
+	"{\"id\":\"t\",\"kind\":\"transform\",\"value\":\"{{steps.a.output.x}}\"},"
+	"{\"id\":\"b\",\"kind\":\"tool\",\"tool\":\"echo\",\"args\":{\"v\":\"{{steps.t.output}}\"}}]}";
+/* a new first step: nothing of the source lines up any more */
+static const char *A_FORK_V3 =
+	"{\"name\":\"f\",\"steps\":["
+	"{\"id\":\"pre\",\"kind\":\"tool\",\"tool\":\"echo\",\"args\":{}},"
+	"{\"id\":\"a\",\"kind\":\"tool\",\"tool\":\"echo\",\"args\":{\"x\":\"{{input.x}}\"}}]}";
+
+static rs_cmd
+c_fork(const char *input, const char *from, int64_t from_seq, json_t *reuse)
+{
+	rs_cmd c = c_start(input);
+
+	c.forked_from = strdup(from);
+	c.from_seq = from_seq;
+	c.reuse = reuse;
+	return c;
+}
+
+static void
+test_fork(void)
+{
+	world src, w;
+	json_t *reuse = NULL;
+	int64_t from = 0;
+	char err[256];
+	const char *SRC = "0190f5d2-0000-7a3b-8c1d-2e3f4a5b6c7d";
+
+	/* the source: a and nap complete, b fails for good */
+	world_init(&src, A_FORK_V1);
+	step(&src, c_start("{\"x\":7}"));
+	CHECK_STR(step(&src, c_result(src.call_id, "{\"x\":7}")),
+	          "tool.completed step.completed step.started timer.scheduled");
+	src.now = 2000;
+	CHECK_STR(step(&src, c_fire(src.timer[RS_TIMER_SLEEP])),
+	          "timer.fired step.completed step.started step.completed step.started "
+	          "tool.requested timer.scheduled");
+	CHECK_STR(step(&src, c_error(src.call_id, "boom", RS_ERRCLASS_PERMANENT)),
+	          "tool.failed step.failed run.failed");
+
+	/* retry: from just before b began; plan: a's and nap's outputs */
+	CHECK(rs_fork_retry_seq(src.hist, src.nhist, &from) == RS_OK);
+	CHECK_INT(from, 13);   /* b's step.started is event 14 */
+	CHECK_INT(src.hist[from].type, RS_EV_STEP_STARTED);
+	CHECK(rs_fork_plan(src.hist, src.nhist, from, &reuse, err, sizeof(err)) == RS_OK);
+	CHECK_JSON(reuse, "[{\"output\":{\"x\":7},\"seq\":7,\"step_id\":\"a\"},"
+	                  "{\"output\":null,\"seq\":11,\"step_id\":\"nap\"}]");
+	/* bounds */
+	{
+		json_t *x = NULL;
+		CHECK(rs_fork_plan(src.hist, src.nhist, 0, &x, err, sizeof(err)) == RS_EINVAL);
+		CHECK(rs_fork_plan(src.hist, src.nhist, 99, &x, err, sizeof(err)) == RS_EINVAL);
+		CHECK(strstr(err, "between 1 and 19") != NULL);
+		CHECK(rs_fork_plan(src.hist + 1, src.nhist - 1, 3, &x, err, sizeof(err)) == RS_EINVAL);
+		CHECK(rs_fork_plan(src.hist, src.nhist, 1, &x, err, sizeof(err)) == RS_OK);
+		CHECK_JSON(x, "[]");
+		json_decref(x);
+		/* a completed run has nothing to retry */
+		CHECK(rs_fork_retry_seq(src.hist, 11, &from) == RS_ENOTFOUND);
+		from = 13;
+	}
+
+	/* the fork under the fixed version: a and nap reused (no call, no
+	 * timer), t evaluated again, b called for real */
+	world_init(&w, A_FORK_V2);
+	CHECK_STR(step(&w, c_fork("{\"x\":7}", SRC, from, json_incref(reuse))),
+	          "run.created run.started step.started step.completed step.started "
+	          "step.completed step.started step.completed step.started tool.requested "
+	          "timer.scheduled");
+	CHECK_STR(ev(&w, RS_EV_RUN_CREATED, 0)->d.run_created.forked_from, SRC);
+	CHECK_INT(ev(&w, RS_EV_RUN_CREATED, 0)->d.run_created.from_seq, 13);
+	CHECK_INT(ev(&w, RS_EV_STEP_COMPLETED, 0)->d.step_completed.reused_seq, 7);
+	CHECK_INT(ev(&w, RS_EV_STEP_COMPLETED, 1)->d.step_completed.reused_seq, 11);
+	CHECK_INT(ev(&w, RS_EV_STEP_COMPLETED, 2)->d.step_completed.reused_seq, 0);  /* t */
+	CHECK_INT(w.last.ncalls, 1);
+	CHECK_STR(w.last.calls[0].tool, "echo");
+	CHECK_JSON(w.last.calls[0].args, "{\"v\":7}");
+	CHECK_INT(w.last.ntimers, 1);   /* b's tool timeout only: nap did not sleep */
+	CHECK_JSON(view_get(&w, "forked_from"), "\"0190f5d2-0000-7a3b-8c1d-2e3f4a5b6c7d\"");
+	CHECK_JSON(view_get(&w, "reused_steps"), "2");
+	CHECK_STR(step(&w, c_result(w.call_id, "{\"ok\":1}")),
+	          "tool.completed step.completed run.completed");
+	finish(&w);
+
+	/* a fork whose definition no longer lines up reuses nothing */
+	world_init(&w, A_FORK_V3);
+	CHECK_STR(step(&w, c_fork("{\"x\":7}", SRC, from, json_incref(reuse))),
+	          "run.created run.started step.started tool.requested timer.scheduled");
+	CHECK_STR(step(&w, c_result(w.call_id, "{}")),
+	          "tool.completed step.completed step.started tool.requested timer.scheduled");
+	CHECK_JSON(view_get(&w, "reused_steps"), "0");   /* a came after a divergence */
+	finish(&w);
+
+	/* a malformed reuse list is refused, by decide and by evolve */
+	world_init(&w, A_FORK_V2);
+	CHECK(strncmp(step(&w, c_fork("{}", SRC, 3, parse("[{\"step_id\":\"a\"}]"))),
+	              "ERROR", 5) == 0);
+	CHECK(strstr(w.types, "reuse[0].seq") != NULL);
+	finish(&w);
+
+	/* evolve refuses a reused step.completed the list does not hold */
+	{
+		rs_run *r = rs_run_new();
+		CHECK(rs_run_evolve(r, &src.hist[0], err, sizeof(err)) == RS_OK);
+		CHECK(rs_run_evolve(r, &src.hist[1], err, sizeof(err)) == RS_OK);
+		CHECK(rs_run_evolve(r, &src.hist[2], err, sizeof(err)) == RS_OK);
+		CHECK_INT(src.hist[6].type, RS_EV_STEP_COMPLETED);
+		src.hist[6].runseq = 4;
+		src.hist[6].d.step_completed.reused_seq = 7;
+		CHECK(rs_run_evolve(r, &src.hist[6], err, sizeof(err)) == RS_EINVAL);
+		CHECK(strstr(err, "reuses no output") != NULL);
+		src.hist[6].runseq = 7;
+		src.hist[6].d.step_completed.reused_seq = 0;
+		rs_run_free(r);
+	}
+	json_decref(reuse);
+	finish(&src);
+}
+
+/* --- admission: concurrency keys and the tenant limit keep a run queued
+ * until run.admit --- */
+static void
+test_gate(void)
+{
+	world w;
+	const char *key;
+	int64_t limit, tl;
+	rs_agent *a = NULL;
+	char err[256];
+	static const char *A_GATED =
+		"{\"name\":\"g\",\"concurrency\":{\"key\":\"cust-{{input.customer}}\",\"limit\":2},"
+		"\"steps\":[{\"id\":\"s\",\"kind\":\"transform\",\"value\":1}]}";
+
+	world_init(&w, A_GATED);
+	CHECK_STR(step(&w, c_start("{\"customer\":42}")), "run.created");
+	CHECK_STR(ev(&w, RS_EV_RUN_CREATED, 0)->d.run_created.concurrency_key, "cust-42");
+	CHECK_INT(ev(&w, RS_EV_RUN_CREATED, 0)->d.run_created.concurrency_limit, 2);
+	CHECK_INT(rs_run_get_status(w.r), RS_RUN_QUEUED);
+	CHECK(rs_run_at_rest(w.r, w.agent));
+	CHECK(rs_run_gate(w.r, &key, &limit, &tl) == 1);
+	CHECK_STR(key, "cust-42");
+	CHECK_INT(limit, 2);
+	CHECK_INT(tl, 0);
+	CHECK_JSON(view_get(&w, "concurrency_key"), "\"cust-42\"");
+	{
+		rs_cmd c = mk(RS_CMD_RUN_CONTINUE);
+		c.after_seq = 1;
+		CHECK_STR(step(&w, c), "");          /* nothing owed while queued */
+	}
+	CHECK_STR(step(&w, c_start("{\"customer\":42}")), "");   /* duplicate start */
+	CHECK_STR(step(&w, mk(RS_CMD_RUN_ADMIT)),
+	          "run.started step.started step.completed run.completed");
+	CHECK_STR(ev(&w, RS_EV_RUN_STARTED, 0)->d.run_started.admission, "granted");
+	CHECK_STR(step(&w, mk(RS_CMD_RUN_ADMIT)), "");           /* finished */
+	CHECK(rs_run_gate(w.r, &key, &limit, &tl) == 1);        /* still holds its slot */
+	finish(&w);
+
+	/* the tenant limit alone, recorded from the command; a missing key
+	 * value renders as the empty key */
+	world_init(&w, A_GATED);
+	{
+		rs_cmd c = c_start("{}");
+		c.tenant_limit = 5;
+		CHECK_STR(step(&w, c), "run.created");
+	}
+	CHECK_STR(ev(&w, RS_EV_RUN_CREATED, 0)->d.run_created.concurrency_key, "cust-");
+	CHECK_INT(ev(&w, RS_EV_RUN_CREATED, 0)->d.run_created.tenant_limit, 5);
+	/* cancelled while queued: never starts, admission afterwards is void */
+	CHECK_STR(step(&w, c_cancel()), "run.cancel_requested run.cancelled");
+	CHECK_STR(step(&w, mk(RS_CMD_RUN_ADMIT)), "");
+	finish(&w);
+
+	/* not gated: run.admit means nothing, run.start starts at once */
+	world_init(&w, A_TOOL);
+	CHECK_STR(step(&w, c_start("{\"url\":\"u\",\"n\":1}")),
+	          "run.created run.started step.started tool.requested timer.scheduled");
+	CHECK(rs_run_gate(w.r, &key, &limit, &tl) == 0);
+	CHECK(key == NULL);
+	CHECK_STR(step(&w, mk(RS_CMD_RUN_ADMIT)), "");
+	finish(&w);
+
+	/* validation of the definition */
+	CHECK(rs_agent_parse_text("{\"name\":\"g\",\"concurrency\":{\"key\":\"k\"},\"steps\":"
+	                          "[{\"id\":\"s\",\"kind\":\"sleep\",\"duration_ms\":1}]}", 90, &a,
+	                          err, sizeof(err)) == RS_EINVAL);
+	CHECK_STR(err, "concurrency.limit: required");
+	CHECK(rs_agent_parse_text("{\"name\":\"g\",\"concurrency\":{\"key\":\"k\",\"limit\":0},"
+	                          "\"steps\":[{\"id\":\"s\",\"kind\":\"sleep\",\"duration_ms\":1}]}",
+	                          100, &a, err, sizeof(err)) == RS_EINVAL);
+	CHECK(strstr(err, "concurrency.limit") != NULL);
+	CHECK(rs_agent_parse_text("{\"name\":\"g\",\"concurrency\":{\"key\":\"k\",\"limit\":1,\"x\":1},"
+	                          "\"steps\":[{\"id\":\"s\",\"kind\":\"sleep\",\"duration_ms\":1}]}",
+	                          106, &a, err, sizeof(err)) == RS_EINVAL);
+	CHECK(strstr(err, "concurrency") != NULL);
+}
+
 int
 main(void)
 {
@@ -1559,6 +1770,8 @@ main(void)
 	test_crash_report_cases();
 	test_stale_timers();
 	test_hostile_loop();
+	test_fork();
+	test_gate();
 	json_decref(last_view);
 	return check_report("test_run");
 }

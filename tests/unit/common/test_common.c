@@ -17,6 +17,7 @@
 #include "../check.h"
 #include "rs_nats.h"
 #include "rs_time.h"
+#include "rs_gate.h"
 
 static int failures, checks;
 
@@ -430,6 +431,60 @@ test_secret(void)
 	rs_secret_key_wipe(&k);
 }
 
+/* The admission gate's entry (rs_gate.h): slots, FIFO, idempotence. */
+static void
+test_gate(void)
+{
+	rs_gate g;
+	json_t *promoted = json_array();
+	char key[200], *txt;
+	int changed;
+
+	rs_gate_kv_key("acme", NULL, key, sizeof(key));
+	CHECK_STR(key, "acme.tenant");
+	rs_gate_kv_key("acme", "cust 7.*>", key, sizeof(key));   /* any characters: hashed */
+	CHECK(strncmp(key, "acme.k.", 7) == 0 && strlen(key) == 7 + 32 && !strpbrk(key + 7, " *>"));
+
+	CHECK(rs_gate_parse(NULL, 0, &g) == RS_OK);
+	CHECK(rs_gate_join(&g, 2, "r1", &changed) == RS_GATE_ADMITTED && changed);
+	CHECK(rs_gate_join(&g, 2, "r1", &changed) == RS_GATE_ADMITTED && !changed);   /* again */
+	CHECK(rs_gate_join(&g, 2, "r2", &changed) == RS_GATE_ADMITTED);
+	CHECK(rs_gate_join(&g, 2, "r3", &changed) == RS_GATE_QUEUED && changed);
+	CHECK(rs_gate_join(&g, 2, "r4", &changed) == RS_GATE_QUEUED);
+	CHECK(rs_gate_join(&g, 2, "r3", &changed) == RS_GATE_QUEUED && !changed);
+	CHECK_INT(rs_gate_position(&g, "r1"), 0);
+	CHECK_INT(rs_gate_position(&g, "r4"), 2);
+	CHECK_INT(rs_gate_position(&g, "zz"), -1);
+	/* round trip through the KV value */
+	txt = rs_gate_dump(&g);
+	CHECK_STR(txt, "{\"limit\":2,\"queue\":[\"r3\",\"r4\"],\"running\":[\"r1\",\"r2\"]}");
+	rs_gate_free(&g);
+	CHECK(rs_gate_parse(txt, strlen(txt), &g) == RS_OK);
+	free(txt);
+	/* a queued run leaves: nobody promoted */
+	CHECK(rs_gate_leave(&g, 2, "r3", promoted, &changed) == 1 && changed);
+	CHECK_INT(json_array_size(promoted), 0);
+	/* a running one leaves: the head of the queue gets the slot */
+	CHECK(rs_gate_leave(&g, 2, "r1", promoted, &changed) == 1);
+	CHECK_INT(json_array_size(promoted), 1);
+	CHECK_STR(json_string_value(json_array_get(promoted, 0)), "r4");
+	CHECK_INT(rs_gate_position(&g, "r4"), 0);
+	/* leaving twice changes nothing */
+	json_array_clear(promoted);
+	CHECK(rs_gate_leave(&g, 2, "r1", promoted, &changed) == 0 && !changed);
+	/* a larger limit frees slots for the queue at the next leave */
+	CHECK(rs_gate_join(&g, 2, "r5", &changed) == RS_GATE_QUEUED);
+	CHECK(rs_gate_join(&g, 2, "r6", &changed) == RS_GATE_QUEUED);
+	CHECK(rs_gate_leave(&g, 4, "r2", promoted, &changed) == 1);
+	CHECK_INT(json_array_size(promoted), 2);
+	CHECK_INT(json_array_size(g.running), 3);
+	rs_gate_free(&g);
+	/* malformed entries are refused */
+	CHECK(rs_gate_parse("{\"limit\":1,\"running\":[1],\"queue\":[]}", 36, &g) == RS_EINVAL);
+	CHECK(rs_gate_parse("[]", 2, &g) == RS_EINVAL);
+	json_decref(promoted);
+}
+
 int
 main(void)
 {
@@ -444,5 +499,6 @@ main(void)
 	test_natsgc();
 	test_split_urls();
 	test_secret();
+	test_gate();
 	return check_report("test_common");
 }

@@ -18,6 +18,7 @@
 
 #include "rs_json.h"
 #include "sim.h"
+#include "rs_sched.h"
 
 #define T0 1767323045000LL  /* 2026-01-02T03:04:05.000Z */
 
@@ -38,6 +39,12 @@ static const char flaky_def[] =
 	"{\"id\":\"sync\",\"kind\":\"tool\",\"tool\":\"crm.sync\",\"capability\":true,"
 	"\"args\":{\"account\":\"{{input.account}}\"},\"timeout_s\":20,"
 	"\"retry\":{\"max_attempts\":3,\"initial_backoff_ms\":1000,\"multiplier\":2}}]}";
+
+/* flaky_def with a concurrency key per customer */
+static const char gated_def[] =
+	"{\"name\":\"crm-sync\",\"concurrency\":{\"key\":\"{{input.customer}}\",\"limit\":10},"
+	"\"steps\":[{\"id\":\"sync\",\"kind\":\"tool\",\"tool\":\"crm.sync\",\"capability\":true,"
+	"\"args\":{\"account\":\"{{input.account}}\"},\"timeout_s\":20}]}";
 
 static const char approval_def[] =
 	"{\"name\":\"approval\",\"steps\":["
@@ -275,6 +282,41 @@ main(int argc, char **argv)
 	sim_init(&s, approval_def, "0190f5e4-7a3b-7c1d-8e2f-000000000006", "acme", T0, f, 1);
 	sim_start(&s, "{\"request\":\"refund 15 EUR\"}", "orch-1");
 	sim_signal(&s, 42000, "sig-0001", "approve", "{\"ok\":true,\"by\":\"dana\"}");
+	sim_free(&s);
+	fclose(f);
+
+	/* forked: completed.ndjson forked after its event 12 (fetch and
+	 * cool-off done): both reused, the branch and ship evaluated again */
+	f = open_out(dir, "forked.ndjson");
+	sim_init(&s, order_def, "0190f5e4-7a3b-7c1d-8e2f-00000000000a", "acme", T0 + 120000, f, 1);
+	sim_start_fork(&s, "{\"order_id\":\"A-1001\"}", "orch-1",
+	               "0190f5e4-7a3b-7c1d-8e2f-000000000001", 12,
+	               "[{\"step_id\":\"fetch\",\"seq\":8,\"output\":{\"paid\":true,\"total\":129.5}},"
+	               "{\"step_id\":\"cool-off\",\"seq\":12,\"output\":null}]");
+	sim_free(&s);
+	fclose(f);
+
+	/* gated: a concurrency key; queued 2.5 s until the gate admits it */
+	f = open_out(dir, "gated.ndjson");
+	sim_init(&s, gated_def, "0190f5e4-7a3b-7c1d-8e2f-00000000000b", "acme", T0, f, 1);
+	sim_start(&s, "{\"customer\":\"c-9\",\"account\":\"ac-9\"}", "orch-1");
+	sim_admit(&s, 2500, "orch-2");
+	sim_delivered(&s, 10);
+	sim_result_ok(&s, 200, "{\"synced\":true}");
+	write_agent(dir, &s);
+	sim_free(&s);
+	fclose(f);
+
+	/* scheduled: a schedule's tick started it (run id derived from the
+	 * tick: rs_sched_run_id("acme", "nightly-approval", T0)) */
+	f = open_out(dir, "scheduled.ndjson");
+	{
+		char rid[37];
+		rs_sched_run_id("acme", "nightly-approval", T0, rid);
+		sim_init(&s, approval_def, rid, "acme", T0 + 40, f, 1);
+	}
+	sim_start_scheduled(&s, "{\"request\":\"nightly check\"}", "orch-1", "nightly-approval", T0);
+	sim_signal(&s, 1200, "sig-0002", "approve", "{\"ok\":true,\"by\":\"cron\"}");
 	sim_free(&s);
 	fclose(f);
 

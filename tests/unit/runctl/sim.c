@@ -140,6 +140,50 @@ sim_start(sim *s, const char *input_json, const char *instance)
 }
 
 void
+sim_start_fork(sim *s, const char *input_json, const char *instance, const char *forked_from,
+               int64_t from_seq, const char *reuse_json)
+{
+	rs_cmd c;
+
+	cmd_init(s, &c, RS_CMD_RUN_START);
+	c.agent = (char *)rs_agent_name(s->agent);
+	c.version = (char *)rs_agent_version(s->agent);
+	c.input = parse(input_json);
+	c.forked_from = (char *)forked_from;
+	c.from_seq = from_seq;
+	c.reuse = parse(reuse_json);
+	apply(s, &c, instance);
+	json_decref(c.input);
+	json_decref(c.reuse);
+}
+
+void
+sim_start_scheduled(sim *s, const char *input_json, const char *instance, const char *schedule_id,
+                    int64_t tick)
+{
+	rs_cmd c;
+
+	cmd_init(s, &c, RS_CMD_RUN_START);
+	c.agent = (char *)rs_agent_name(s->agent);
+	c.version = (char *)rs_agent_version(s->agent);
+	c.input = parse(input_json);
+	c.schedule_id = (char *)schedule_id;
+	c.schedule_tick = tick;
+	apply(s, &c, instance);
+	json_decref(c.input);
+}
+
+void
+sim_admit(sim *s, int64_t after_ms, const char *instance)
+{
+	rs_cmd c;
+
+	s->now += after_ms;
+	cmd_init(s, &c, RS_CMD_RUN_ADMIT);
+	apply(s, &c, instance);
+}
+
+void
 sim_delivered(sim *s, int64_t after_ms)
 {
 	rs_cmd c;

@@ -35,6 +35,14 @@ void sim_init(sim *s, const char *def_json, const char *run_id, const char *tena
 void sim_free(sim *s);
 
 void sim_start(sim *s, const char *input_json, const char *instance);
+/* run.start of a schedule's tick. */
+void sim_start_scheduled(sim *s, const char *input_json, const char *instance,
+                         const char *schedule_id, int64_t tick);
+/* run.admit: the admission gate gives a queued run its slot. */
+void sim_admit(sim *s, int64_t after_ms, const char *instance);
+/* run.start of a fork (rs_fork.h): reuse_json is the reuse list. */
+void sim_start_fork(sim *s, const char *input_json, const char *instance, const char *forked_from,
+                    int64_t from_seq, const char *reuse_json);
 void sim_delivered(sim *s, int64_t after_ms);
 void sim_result_ok(sim *s, int64_t after_ms, const char *output_json);
 void sim_result_err(sim *s, int64_t after_ms, const char *code, const char *msg, int retryable);
