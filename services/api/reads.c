@@ -110,6 +110,18 @@ json_column(PGresult *res)
 	return arr;
 }
 
+PGresult *
+rs_api_pg_query(rs_api *app, rs_api_job *job, const char *sql, int n, const char *const *params)
+{
+	return query(app, job, sql, n, params);
+}
+
+json_t *
+rs_api_pg_json_column(PGresult *res)
+{
+	return json_column(res);
+}
+
 static const char *sql_run =
 	"SELECT json_build_object(" RUN_FIELDS ", 'input', r.input, 'output', r.output, "
 	"'error', r.error, 'idempotency_key', r.idempotency_key, 'cancel_reason', r.cancel_reason, "
