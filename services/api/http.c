@@ -620,6 +620,7 @@ on_request(rs_api *app, rs_api_req *r, struct lws *wsi, const char *uri)
 		if (ts != RS_OK) {
 			rs_api_problem(j, 401, "stream token %s: ask POST /v1/runs/{id}/stream-token for "
 			               "a new one", ts == RS_ETIMEOUT ? "expired" : "invalid for this run");
+			strcat(j->hdrs, "WWW-Authenticate: Bearer realm=\"runstream\", error=\"invalid_token\"\n");
 			return respond_now(app, r, j);
 		}
 		rs_sha256_hex(buf, strlen(buf), j->keyid);   /* limits count per token */

@@ -36,7 +36,7 @@ function summary(ty, d) {
 
 // Everything the page knows, folded from the events as they come.
 function newModel() {
-  return { events: [], steps: new Map(), order: [], tools: new Map(), timers: new Map(), retries: [], llm: new Map(),
+  return { events: [], steps: new Map(), order: [], tools: new Map(), timers: new Map(), retries: [], llm: new Map(), signals: new Map(),
     status: 'queued', t0: null, tEnd: null, input: null, output: undefined, error: undefined, agent: '', version: '', waiting: '' };
 }
 
@@ -66,7 +66,7 @@ function apply(M, ev) {
     }
     case 'timer.scheduled': M.timers.set(d.timer_id, { purpose: d.purpose, step_id: d.step_id, attempt: d.attempt, start: t, end: null, due: Date.parse(d.due_at) }); break;
     case 'timer.fired': { const x = M.timers.get(d.timer_id); if (x) x.end = t; break; }
-    case 'signal.received': M.waiting = ''; break;
+    case 'signal.received': M.waiting = ''; if (d.step_id) M.signals.set(d.step_id, t); break;
     case 'llm.delta': { const l = M.llm.get(d.effect_id) || { step_id: d.step_id, text: '' }; l.text += d.text; M.llm.set(d.effect_id, l); break; }
     case 'llm.message': { const l = M.llm.get(d.effect_id) || { step_id: d.step_id, text: '' }; l.done = true; if (!l.text && d.message) l.text = d.message.content || ''; M.llm.set(d.effect_id, l); break; }
     case 'run.cancel_requested': break;
@@ -193,12 +193,18 @@ export function runPage(runId) {
       for (const c of M.tools.values()) {
         if (c.step_id !== s.step_id || c.attempt !== s.attempt) continue;
         const w = h('span', { class: 'bar wait', title: `tool ${c.tool} on ${c.device || '(not yet dispatched)'}: ${c.status}` });
-        w.style.left = pct(c.start); w.style.width = wid(c.start, c.end ?? t1); lane.append(w);
+        w.style.left = pct(c.start); w.style.width = wid(c.start, c.end ?? s.end ?? t1); lane.append(w);
+      }
+      if (s.kind === 'signal') {
+        const got = M.signals.get(s.step_id);
+        const w = h('span', { class: 'bar wait', title: got ? 'waited for its signal' : 'waiting for a signal' });
+        w.style.left = pct(s.start); w.style.width = wid(s.start, got ?? s.end ?? t1); lane.append(w);
       }
       for (const x of M.timers.values()) {
-        if (x.step_id !== s.step_id || (x.attempt !== undefined && x.attempt !== s.attempt) || x.purpose === 'tool_timeout') continue;
+        // Deadlines (tool_timeout, signal_timeout, ...) are not waits.
+        if (x.step_id !== s.step_id || (x.attempt !== undefined && x.attempt !== s.attempt) || /timeout$/.test(x.purpose)) continue;
         const w = h('span', { class: 'bar wait', title: `timer ${x.purpose}${x.end ? ' fired' : ''}` });
-        w.style.left = pct(x.start); w.style.width = wid(x.start, x.end ?? t1); lane.append(w);
+        w.style.left = pct(x.start); w.style.width = wid(x.start, x.end ?? s.end ?? t1); lane.append(w);
       }
       for (const r of M.retries) {
         if (r.step_id !== s.step_id || r.attempt !== s.attempt + 1) continue;
