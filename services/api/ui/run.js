@@ -57,7 +57,12 @@ function apply(M, ev) {
     case 'step.completed': { const s = step(); s.end = t; s.status = 'done'; s.output = d.output; s.seqs.push(ev.runseq); M.waiting = ''; break; }
     case 'step.failed': { const s = step(); s.end = t; s.status = 'failed'; s.error = d.error; s.seqs.push(ev.runseq); break; }
     case 'step.retry_scheduled': M.retries.push({ step_id: d.step_id, attempt: d.attempt, start: t, end: Date.parse(d.due_at) }); break;
-    case 'tool.requested': M.tools.set(d.call_id, { call_id: d.call_id, tool: d.tool, step_id: d.step_id, attempt: d.attempt, args: d.args, start: t, end: null, status: 'requested', device: null }); M.waiting = 'tool'; step().seqs.push(ev.runseq); break;
+    case 'tool.requested': {
+      const c = { call_id: d.call_id, tool: d.tool, step_id: d.step_id, attempt: d.attempt, args: d.args, start: t, end: null, status: 'requested', device: null };
+      M.tools.set(d.call_id, c);
+      const s = step(); (s.calls || (s.calls = [])).push(c); s.seqs.push(ev.runseq);
+      M.waiting = 'tool'; break;
+    }
     case 'tool.dispatched': { const c = M.tools.get(d.call_id); if (c) { c.device = d.device_id; c.status = 'dispatched'; } break; }
     case 'tool.completed': case 'tool.failed': case 'tool.timed_out': {
       const c = M.tools.get(d.call_id);
@@ -190,8 +195,7 @@ export function runPage(runId) {
       const bar = h('button', { type: 'button', class: `bar step ${s.status}${s.end ? '' : ' open'}`, title: `${s.step_id} #${s.attempt} (${s.kind}) ${s.end ? fmtDur(s.end - s.start) : 'open'}`, 'data-step': s.key, onclick: () => stepDetails(s) }, s.kind);
       bar.style.left = pct(s.start); bar.style.width = wid(s.start, s.end ?? t1);
       lane.append(bar);
-      for (const c of M.tools.values()) {
-        if (c.step_id !== s.step_id || c.attempt !== s.attempt) continue;
+      for (const c of s.calls || []) {
         const w = h('span', { class: 'bar wait', title: `tool ${c.tool} on ${c.device || '(not yet dispatched)'}: ${c.status}` });
         w.style.left = pct(c.start); w.style.width = wid(c.start, c.end ?? s.end ?? t1); lane.append(w);
       }
@@ -211,8 +215,7 @@ export function runPage(runId) {
         const w = h('span', { class: 'bar retry', title: `retry backoff ${fmtDur(r.end - r.start)}` });
         w.style.left = pct(r.start); w.style.width = wid(r.start, r.end); lane.append(w);
       }
-      const calls = [...M.tools.values()].filter((c) => c.step_id === s.step_id && c.attempt === s.attempt);
-      const dev = calls.find((c) => c.device);
+      const dev = (s.calls || []).find((c) => c.device);
       rows.push(h('div', { class: 'tl-row' }, h('div', { class: 'tl-label', title: s.key }, `${s.step_id}`, s.attempt > 1 ? ` #${s.attempt}` : '', dev ? h('span', { class: 'muted' }, ` @${dev.device}`) : ''), lane));
     }
     if (M.order.length > shown.length) rows.push(h('p', { class: 'muted' }, `… and ${M.order.length - shown.length} more step attempts (all are in the events below).`));
@@ -242,6 +245,11 @@ export function runPage(runId) {
     llm.replaceChildren(...[...M.llm.entries()].map(([id, l]) => h('div', {}, h('p', { class: 'muted' }, `${l.step_id} · ${id}${l.done ? '' : ' · streaming…'}`), h('pre', { 'data-effect': id }, l.text))));
   }
 
+  // The list, slider and counters follow every frame; header, timeline and
+  // model text (whole redraws) at most every 250 ms, so a fast stream of
+  // events costs a few redraws a second, not one per event.
+  let heavyTimer = null; let lastHeavy = 0;
+  function renderHeavy() { heavyTimer = null; lastHeavy = performance.now(); renderHead(); renderTimeline(); renderLlm(); }
   function render() {
     dirty = false;
     const n = M.events.length;
@@ -249,7 +257,9 @@ export function runPage(runId) {
     slider.max = String(max);
     if (follow) { at = max; slider.value = String(max); }
     atLabel.textContent = n ? ` state after event ${at} of ${max}${follow ? ' (following the end)' : ''}` : '';
-    renderHead(); renderTimeline(); renderList(); renderLlm();
+    renderList();
+    const wait = 250 - (performance.now() - lastHeavy);
+    if (wait <= 0) renderHeavy(); else if (!heavyTimer) heavyTimer = setTimeout(renderHeavy, wait);
   }
   function schedule() { if (!dirty) { dirty = true; } requestAnimationFrame(() => { if (dirty) render(); }); }
 
@@ -308,10 +318,10 @@ export function runPage(runId) {
         apply(M, { type: i % 2 ? 'runstream.step.started' : 'runstream.step.completed', runseq: i, time: new Date(t + i).toISOString(),
           data: i % 2 ? { step_id: `s${k}`, attempt: 1, kind: 'transform' } : { step_id: `s${k}`, attempt: 1, output: { i }, duration_ms: 1 } });
       }
-      follow = true; render();
+      follow = true; render(); renderHeavy();
       return performance.now() - t0;
     },
   };
   render();
-  return () => { follower.stop(); clearInterval(tick); clearTimeout(stateTimer); };
+  return () => { follower.stop(); clearInterval(tick); clearTimeout(stateTimer); clearTimeout(heavyTimer); };
 }
