@@ -339,7 +339,9 @@ test('in a browser: sign in, a run appears, live to the end across a network dro
   if (shots) await page.screenshot({ path: path.join(shots, 'viewer-run.png'), fullPage: true });
 
   // Phone width: still one readable column.
-  await page.setViewport({ width: 390, height: 844, isMobile: true });
+  await page.setViewport({ width: 390, height: 844, isMobile: true });   // reloads the page
+  await until(() => window.__rsRun && document.querySelector('#conn')?.textContent === 'finished' && window.__rsRun.model.events.length > 5, 'the run page again at phone width');
+  await page.evaluate(() => window.scrollTo(0, 0));
   const wide = await page.evaluate(() => document.documentElement.scrollWidth);
   assert.ok(wide <= 400, `no horizontal scroll at 390 px (page is ${wide} px wide)`);
   if (shots) await page.screenshot({ path: path.join(shots, 'viewer-phone.png') });
