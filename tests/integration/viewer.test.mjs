@@ -242,6 +242,20 @@ test('stream token, state at an event (= runctl replay --at), re-check (= replay
   assert.equal(r.status, 400);
 });
 
+// A click on an element of a live page: the page may redraw it between
+// puppeteer finding it and clicking it ("detached"); find it again.
+async function click(sel) {
+  for (let i = 0; ; i++) {
+    try {
+      await page.waitForSelector(sel, { timeout: 10000 });
+      await page.click(sel);
+      return;
+    } catch (e) {
+      if (i >= 5 || !/detached|not clickable|no node/i.test(e.message)) throw e;
+    }
+  }
+}
+
 async function until(fn, what, ms = 20000, ...args) {
   try {
     return await page.waitForFunction(fn, { timeout: ms, polling: 50 }, ...args);
@@ -262,7 +276,7 @@ test('in a browser: sign in, a run appears, live to the end across a network dro
   await page.goto(`${proxy.url}/ui/`);
   await page.waitForSelector('#apikey');
   await page.type('#apikey', key);
-  await page.click('#signin button[type=submit]');
+  await click('#signin button[type=submit]');
   await page.waitForSelector('#runs');
   assert.equal(await page.evaluate(() => sessionStorage.getItem('runstream.apiKey')), key);
   assert.ok(!(await page.url()).includes(key), 'the key is never in the URL');
@@ -282,7 +296,7 @@ test('in a browser: sign in, a run appears, live to the end across a network dro
   const runId = await startRun('view-wait', { name: 'Grace' });
   await until((id) => !!document.querySelector(`#runs tr[data-run="${id}"]`), 'the new run in the list', 20000, runId);
   if (shots) await page.screenshot({ path: path.join(shots, 'viewer-list.png') });
-  await page.click(`#runs tr[data-run="${runId}"] a`);
+  await click(`#runs tr[data-run="${runId}"] a`);
   await until(() => window.__rsRun && document.querySelector('#conn'), 'the run page');
   await until(() => /waiting/.test(document.querySelector('#run-head .badge').textContent), 'the run waiting for its signal');
   assert.match(await page.$eval('#run-head', (e) => e.textContent), /view-wait/);
@@ -305,7 +319,7 @@ test('in a browser: sign in, a run appears, live to the end across a network dro
   assert.match(await page.$eval('#run-output', (e) => e.textContent), /Hi Grace/);
 
   // Open a step: its output and the device that ran its tool.
-  await page.click('#timeline .bar[data-step="greet#1"]');
+  await click('#timeline .bar[data-step="greet#1"]');
   await page.waitForSelector('dialog[open] #step-calls');
   const step = await page.$eval('dialog[open]', (e) => e.textContent);
   assert.match(step, /echo/);
@@ -314,7 +328,7 @@ test('in a browser: sign in, a run appears, live to the end across a network dro
   await until(() => !document.querySelector('dialog[open]'), 'the dialog closed');
 
   // An event's CloudEvent, one click away.
-  await page.click('#events .ev-row[data-seq="1"]');
+  await click('#events .ev-row[data-seq="1"]');
   await page.waitForSelector('dialog[open] #cloudevent');
   const ce = JSON.parse(await page.$eval('#cloudevent', (e) => e.textContent));
   assert.equal(ce.type, 'runstream.run.created');
@@ -334,7 +348,7 @@ test('in a browser: sign in, a run appears, live to the end across a network dro
   await until(() => document.querySelector('#state').dataset.at === '4', 'the state at event 4 (keyboard)');
 
   // Re-check against today's code.
-  await page.click('#recheck-btn');
+  await click('#recheck-btn');
   await until(() => /Check ok/.test(document.querySelector('#banner').textContent), 'the re-check result');
   if (shots) await page.screenshot({ path: path.join(shots, 'viewer-run.png'), fullPage: true });
 
@@ -353,16 +367,16 @@ test('in a browser: cancel a waiting run, with confirmation; agents diff; device
   const runId = await startRun('view-hold');
   await page.goto(`${proxy.url}/ui/#/runs/${runId}`);
   await until(() => /waiting/.test(document.querySelector('#run-head .badge')?.textContent || ''), 'the run waiting');
-  await page.click('#cancel-btn');
+  await click('#cancel-btn');
   await page.waitForSelector('dialog[open] #cancel-reason');
-  await page.click('#dlg-ok');
+  await click('#dlg-ok');
   await until(() => document.querySelector('#run-head .badge').textContent === 'cancelled', 'the run cancelled', 30000);
   const ended = await call('GET', `/v1/runs/${runId}`);
   assert.equal(ended.json.status, 'cancelled');
 
   await page.goto(`${proxy.url}/ui/#/agents/view-wait`);
   await page.waitForSelector('#agent-def');
-  await page.click('#diff-btn');
+  await click('#diff-btn');
   await until(() => document.querySelectorAll('#agent-diff .add').length > 0, 'a diff of the two versions');
   const diff = await page.$eval('#agent-diff', (e) => e.textContent);
   assert.match(diff, /version two/);

@@ -83,7 +83,7 @@ function runsPage(params) {
     since: params.get('since') || '', until: params.get('until') || '', limit: params.get('limit') || '25',
   };
   const cursors = [];       // cursors of the pages before this one
-  let cursor = null; let next = null; let rows = []; let sel = 0;
+  let cursor = null; let next = null; let rows = []; let sel = 0; let shownSig = '';
   const known = new Map();
   const tbody = h('tbody');
   const info = h('span', { class: 'muted', role: 'status' });
@@ -149,6 +149,10 @@ function runsPage(params) {
       const fresh = new Set();
       if (poll) for (const r of b.runs) if (!known.has(r.run_id)) fresh.add(r.run_id);
       for (const r of b.runs) known.set(r.run_id, r.status);
+      // Redraw only what changed: rows replaced under a pointer lose clicks.
+      const sig = JSON.stringify([b.runs.map((r) => [r.run_id, r.status, r.current_step, r.finished_at]), b.next_after]);
+      if (poll && sig === shownSig) return;
+      shownSig = sig;
       rows = b.runs;
       next = b.next_after;
       if (sel >= rows.length) sel = Math.max(0, rows.length - 1);
