@@ -363,7 +363,20 @@ test('in a browser: sign in, a run appears, live to the end across a network dro
   assert.deepEqual(errors, []);
 });
 
-test('in a browser: cancel a waiting run, with confirmation; agents diff; devices', async () => {
+test('in a browser: signal and cancel waiting runs, with confirmation; agents diff; devices', async () => {
+  const sigRun = await startRun('view-wait', { name: 'Signal' });
+  await page.goto(`${proxy.url}/ui/#/runs/${sigRun}`);
+  await until(() => /waiting/.test(document.querySelector('#run-head .badge')?.textContent || ''), 'the run waiting for its signal');
+  await click('#signal-btn');
+  await page.waitForSelector('dialog[open] #signal-name');
+  await page.type('#signal-name', 'go');
+  await page.$eval('#signal-payload', (t) => { t.value = '{"from": "the viewer"}'; });
+  await click('#dlg-ok');
+  await until(() => document.querySelector('#run-head .badge').textContent === 'completed', 'the signalled run completed', 30000);
+  const got = await page.evaluate(() => window.__rsRun.model.events.find((e) => e.type === 'runstream.signal.received').data);
+  assert.equal(got.name, 'go');
+  assert.deepEqual(got.payload, { from: 'the viewer' });
+
   const runId = await startRun('view-hold');
   await page.goto(`${proxy.url}/ui/#/runs/${runId}`);
   await until(() => /waiting/.test(document.querySelector('#run-head .badge')?.textContent || ''), 'the run waiting');
