@@ -387,6 +387,22 @@ test('in a browser: signal and cancel waiting runs, with confirmation; agents di
   const ended = await call('GET', `/v1/runs/${runId}`);
   assert.equal(ended.json.status, 'cancelled');
 
+  // Keyboard: the events list (j, Enter, Escape), then the runs list (j / k, Enter).
+  await page.focus('#events');
+  await page.keyboard.press('j');
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('dialog[open] #cloudevent');
+  assert.equal(JSON.parse(await page.$eval('#cloudevent', (e) => e.textContent)).runseq, 1);
+  await page.keyboard.press('Escape');
+  await until(() => !document.querySelector('dialog[open]'), 'the dialog closed');
+  await page.goto(`${proxy.url}/ui/#/runs`);
+  await page.waitForSelector('#runs tbody tr');
+  await page.keyboard.press('j');
+  await page.keyboard.press('k');
+  const first = await page.$eval('#runs tbody tr', (tr) => tr.dataset.run);
+  await page.keyboard.press('Enter');
+  await until((id) => location.hash === `#/runs/${id}`, 'Enter opening the selected run', 10000, first);
+
   await page.goto(`${proxy.url}/ui/#/agents/view-wait`);
   await page.waitForSelector('#agent-def');
   await click('#diff-btn');

@@ -174,6 +174,7 @@ function runsPage(params) {
       render(new Set());
       tbody.children[sel]?.focus();
     } else if (e.key === 'Enter' && rows[sel] && !e.target.closest('a, button')) {
+      e.preventDefault();
       location.hash = `#/runs/${rows[sel].run_id}`;
     } else if (e.key === '/') {
       e.preventDefault();

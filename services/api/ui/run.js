@@ -290,7 +290,11 @@ export function runPage(runId) {
       if (sel * ROW < list.scrollTop) list.scrollTop = sel * ROW;
       else if ((sel + 1) * ROW > list.scrollTop + list.clientHeight) list.scrollTop = (sel + 1) * ROW - list.clientHeight;
       renderList();
-    } else if (e.key === 'Enter' && sel >= 0) showEvent(M.events[sel]);
+    } else if (e.key === 'Enter' && sel >= 0) {
+      // Else the same key press goes on to the dialog's first button and closes it.
+      e.preventDefault();
+      showEvent(M.events[sel]);
+    }
   });
 
   const follower = followRun(runId, {
