@@ -715,7 +715,9 @@ on_body(rs_api *app, rs_api_req *r, const void *in, size_t len)
 	rs_api_job *j = r->draft;
 	char *nb;
 
-	if (j == NULL || j->too_large)
+	/* lws reports an empty body as (NULL, 0): nothing to keep (and
+	 * memcpy from NULL is undefined even for 0 bytes). */
+	if (j == NULL || j->too_large || len == 0)
 		return 0;
 	if (r->auth_pending && j->body_len + len > PREAUTH_BODY_MAX)
 		return -1;      /* read past rx flow control: not ours to hold */
