@@ -4,9 +4,13 @@
  *
  * Every member is a copy, never a borrowed pointer, so a rebuilt command
  * is an ordinary rs_cmd: encoded, compared, freed like a received one.
+ * The check of a whole history against today's decide (rs_replay_check)
+ * lives here too, so runctl and the API report the same thing.
  */
 #include "rs_replay.h"
+#include "rs_run.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -212,4 +216,140 @@ rs_replay_cmd_from_event(const rs_event *ev, rs_cmd *out, int *is_cmd)
 	}
 	*is_cmd = 1;
 	return RS_OK;
+}
+
+/* ---- the check (runctl replay --check, GET /v1/runs/{id}/check) ---- */
+
+/* The orchestrator instance of a run.start group: run.started's (the
+ * head itself in a run.admit group). */
+static const char *
+instance_of(const rs_event *ev, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (ev[i].type == RS_EV_RUN_STARTED && ev[i].d.run_started.instance != NULL)
+			return ev[i].d.run_started.instance;
+	return "runctl-check";
+}
+
+json_t *
+rs_replay_comparable(const rs_event *ev)
+{
+	char *txt = NULL;
+	json_t *o = NULL;
+	size_t len;
+
+	/* When and where the decision ran are not part of it. */
+	if (ev == NULL || rs_event_encode(ev, &txt, &len) != RS_OK)
+		return NULL;
+	o = json_loadb(txt, len, 0, NULL);
+	free(txt);
+	if (o != NULL) {
+		json_object_del(o, "time");
+		json_object_del(o, "source");
+		json_object_del(o, "id");
+	}
+	return o;
+}
+
+static int
+same_event(const rs_event *a, const rs_event *b)
+{
+	json_t *x = rs_replay_comparable(a), *y = rs_replay_comparable(b);
+	int eq = x != NULL && y != NULL && json_equal(x, y);
+
+	json_decref(x);
+	json_decref(y);
+	return eq;
+}
+
+static void
+diverged(rs_replay_report *rep, const rs_event *head, const char *cmdname, uint64_t seq,
+         const rs_event *rec, const rs_event *dec, const char *why)
+{
+	rep->ok = 0;
+	rep->seq = seq;
+	rep->group_seq = head->runseq;
+	rep->group_type = head->type;
+	rep->command = cmdname;
+	snprintf(rep->reason, sizeof(rep->reason), "%s", why);
+	rep->recorded = rs_replay_comparable(rec);
+	rep->decided = rs_replay_comparable(dec);
+}
+
+rs_status
+rs_replay_check(const rs_event *ev, size_t n, const rs_agent *agent, rs_replay_report *rep,
+                char *err, size_t cap)
+{
+	rs_run *run = rs_run_new();
+	rs_decision dec;
+	char derr[512];
+	size_t i = 0;
+	rs_status st = RS_OK;
+
+	memset(rep, 0, sizeof(*rep));
+	memset(&dec, 0, sizeof(dec));
+	rep->ok = 1;
+	rep->events = n;
+	while (i < n && rep->ok && st == RS_OK) {
+		const rs_event *head = &ev[i];
+		int is_cmd;
+		rs_cmd c;
+		size_t j = i + 1, k, ng;
+
+		while (j < n && !rs_replay_opens_group(&ev[j]))
+			j++;
+		ng = j - i;
+		if (rs_replay_cmd_from_event(head, &c, &is_cmd) != RS_OK) {
+			snprintf(err, cap, "out of memory");
+			st = RS_ENOMEM;
+			break;
+		}
+		if (!is_cmd) {
+			diverged(rep, head, "(none)", head->runseq, head, NULL,
+			         "no command produces this event first: the history does not "
+			         "start with run.created or a group was cut");
+			break;
+		}
+		if (rs_run_decide(run, agent, &c, head->time_ms, instance_of(head, ng), &dec, derr,
+		                  sizeof(derr)) != RS_OK) {
+			char why[600];
+			snprintf(why, sizeof(why), "decide failed: %.500s", derr);
+			diverged(rep, head, rs_cmd_type_name(c.type), head->runseq, head, NULL, why);
+			rs_cmd_free(&c);
+			break;
+		}
+		for (k = 0; k < ng || k < dec.nevents; k++) {
+			const rs_event *r = k < ng ? &ev[i + k] : NULL;
+			const rs_event *d = k < dec.nevents ? &dec.events[k] : NULL;
+			if (r != NULL && d != NULL && same_event(r, d))
+				continue;
+			diverged(rep, head, rs_cmd_type_name(c.type), r ? r->runseq : d->runseq, r, d,
+			         r == NULL ? "today's code appends an event the history does not have"
+			         : d == NULL ? "the history has an event today's code does not append"
+			         : "the event differs");
+			break;
+		}
+		rs_decision_free(&dec);
+		rs_cmd_free(&c);
+		for (k = i; k < j && rep->ok && st == RS_OK; k++)
+			if (rs_run_evolve(run, &ev[k], derr, sizeof(derr)) != RS_OK) {
+				snprintf(err, cap, "event %" PRIu64 " does not apply: %s", ev[k].runseq, derr);
+				st = RS_EINVAL;
+			}
+		rep->groups++;
+		i = j;
+	}
+	rep->status = rs_run_status_name(rs_run_get_status(run));
+	rs_run_free(run);
+	if (st != RS_OK)
+		rs_replay_report_free(rep);
+	return st;
+}
+
+void
+rs_replay_report_free(rs_replay_report *rep)
+{
+	json_decref(rep->recorded);
+	json_decref(rep->decided);
+	rep->recorded = rep->decided = NULL;
 }

@@ -168,39 +168,7 @@ cleanup:
 	return rc;
 }
 
-/* ---- --check ---- */
-
-/* The orchestrator instance of a run.start group: run.started's (the
- * head itself in a run.admit group). */
-static const char *
-instance_of(const rs_event *ev, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (ev[i].type == RS_EV_RUN_STARTED && ev[i].d.run_started.instance != NULL)
-			return ev[i].d.run_started.instance;
-	return "runctl-check";
-}
-
-/* The comparable form of an event: the CloudEvent without time and
- * source (when and where the decision ran are not part of it). */
-static json_t *
-comparable(const rs_event *ev)
-{
-	char *txt = NULL;
-	json_t *o = NULL;
-	size_t len;
-
-	if (ev == NULL || rs_event_encode(ev, &txt, &len) != RS_OK)
-		return NULL;
-	o = json_loadb(txt, len, 0, NULL);
-	free(txt);
-	if (o != NULL) {
-		json_object_del(o, "time");
-		json_object_del(o, "source");
-		json_object_del(o, "id");
-	}
-	return o;
-}
+/* ---- --check (the check itself: rs_replay_check, common/rs_replay.c) ---- */
 
 /* v's canonical text as a JSON string value (new reference). */
 static json_t *
@@ -268,122 +236,55 @@ print_side_by_side(json_t *rec, json_t *dec)
 	json_decref(fd);
 }
 
-typedef struct {
-	const hist_buf *h;
-	const rs_agent *agent;
-	size_t groups;
-} check_ctx;
-
-/* Report a divergence: recorded event rec (NULL if the history has none)
- * against decided dec (NULL if decide produced none). */
+/* Report the first divergence of rep. */
 static int
-divergence(const rs_event *head, const char *cmdname, uint64_t seq, const rs_event *rec,
-           const rs_event *dec, const char *why)
+divergence(const rs_replay_report *rep)
 {
-	json_t *r = comparable(rec), *d = comparable(dec);
+	json_t *r = rep->recorded, *d = rep->decided;
 
 	if (out_json()) {
-		json_t *doc = json_pack("{s:b,s:I,s:I,s:s,s:s,s:o,s:o}", "ok", 0, "seq", (json_int_t)seq,
-		                        "group_seq", (json_int_t)head->runseq, "command", cmdname,
-		                        "reason", why, "recorded", r ? json_incref(r) : json_null(),
-		                        "decided", d ? json_incref(d) : json_null());
+		json_t *doc = json_pack("{s:b,s:I,s:I,s:s,s:s,s:O,s:O}", "ok", 0, "seq",
+		                        (json_int_t)rep->seq, "group_seq", (json_int_t)rep->group_seq,
+		                        "command", rep->command, "reason", rep->reason,
+		                        "recorded", r ? r : json_null(), "decided", d ? d : json_null());
 		out_json_value(stdout, doc, 0);
 		json_decref(doc);
 	} else {
-		printf("%sDIVERGENCE at event %" PRIu64 "%s: %s\n", out_on(OUT_RED), seq, out_off(), why);
+		printf("%sDIVERGENCE at event %" PRIu64 "%s: %s\n", out_on(OUT_RED), rep->seq, out_off(),
+		       rep->reason);
 		printf("  the %s command rebuilt from event %" PRIu64 " (%s) decides differently today\n",
-		       cmdname, head->runseq, rs_event_type_name(head->type));
+		       rep->command, rep->group_seq, rs_event_type_name(rep->group_type));
 		print_side_by_side(r, d);
 	}
-	json_decref(r);
-	json_decref(d);
 	return RC_FAIL;
-}
-
-static int
-same_event(const rs_event *a, const rs_event *b)
-{
-	json_t *x = comparable(a), *y = comparable(b);
-	int eq = x != NULL && y != NULL && json_equal(x, y);
-
-	json_decref(x);
-	json_decref(y);
-	return eq;
 }
 
 static int
 check_history(const hist_buf *h, const rs_agent *agent, const char *cmd)
 {
-	rs_run *run = rs_run_new();
-	rs_decision dec;
-	char err[512];
-	size_t i = 0, groups = 0;
-	int rc = RC_OK;
+	rs_replay_report rep;
+	char err[600];
+	int rc;
 
-	memset(&dec, 0, sizeof(dec));
-	while (i < h->n && rc == RC_OK) {
-		const rs_event *head = &h->ev[i];
-		int is_cmd;
-		rs_cmd c;
-		size_t j = i + 1, k, ng;
-
-		while (j < h->n && !rs_replay_opens_group(&h->ev[j]))
-			j++;
-		ng = j - i;
-		if (rs_replay_cmd_from_event(head, &c, &is_cmd) != RS_OK) {
-			rc = out_err(RC_FAIL, cmd, "out of memory");
-			break;
-		}
-		if (!is_cmd) {
-			rc = divergence(head, "(none)", head->runseq, head, NULL,
-			                "no command produces this event first: the history does not "
-			                "start with run.created or a group was cut");
-			break;
-		}
-		if (rs_run_decide(run, agent, &c, head->time_ms, instance_of(head, ng), &dec, err,
-		                  sizeof(err)) != RS_OK) {
-			char why[600];
-			snprintf(why, sizeof(why), "decide failed: %s", err);
-			rc = divergence(head, rs_cmd_type_name(c.type), head->runseq, head, NULL, why);
-			rs_cmd_free(&c);
-			break;
-		}
-		for (k = 0; k < ng || k < dec.nevents; k++) {
-			const rs_event *r = k < ng ? &h->ev[i + k] : NULL;
-			const rs_event *d = k < dec.nevents ? &dec.events[k] : NULL;
-			if (r != NULL && d != NULL && same_event(r, d))
-				continue;
-			rc = divergence(head, rs_cmd_type_name(c.type), r ? r->runseq : d->runseq, r, d,
-			                r == NULL ? "today's code appends an event the history does not have"
-			                : d == NULL ? "the history has an event today's code does not append"
-			                : "the event differs");
-			break;
-		}
-		rs_decision_free(&dec);
-		rs_cmd_free(&c);
-		for (k = i; k < j && rc == RC_OK; k++)
-			if (rs_run_evolve(run, &h->ev[k], err, sizeof(err)) != RS_OK)
-				rc = out_err(RC_FAIL, cmd, "event %" PRIu64 " does not apply: %s",
-				             h->ev[k].runseq, err);
-		groups++;
-		i = j;
+	if (rs_replay_check(h->ev, h->n, agent, &rep, err, sizeof(err)) != RS_OK)
+		return out_err(RC_FAIL, cmd, "%s", err);
+	if (!rep.ok) {
+		rc = divergence(&rep);
+		rs_replay_report_free(&rep);
+		return rc;
 	}
-	if (rc == RC_OK) {
-		if (out_json()) {
-			json_t *doc = json_pack("{s:b,s:I,s:I,s:s}", "ok", 1, "events", (json_int_t)h->n,
-			                        "groups", (json_int_t)groups, "status",
-			                        rs_run_status_name(rs_run_get_status(run)));
-			out_json_value(stdout, doc, 0);
-			json_decref(doc);
-		} else {
-			printf("%scheck ok%s: %zu events in %zu decisions are what this build decides "
-			       "(agent %s@%s, run %s)\n", out_on(OUT_GREEN), out_off(), h->n, groups,
-			       rs_agent_name(agent), rs_agent_version(agent),
-			       rs_run_status_name(rs_run_get_status(run)));
-		}
+	if (out_json()) {
+		json_t *doc = json_pack("{s:b,s:I,s:I,s:s}", "ok", 1, "events", (json_int_t)rep.events,
+		                        "groups", (json_int_t)rep.groups, "status", rep.status);
+		out_json_value(stdout, doc, 0);
+		json_decref(doc);
+	} else {
+		printf("%scheck ok%s: %zu events in %zu decisions are what this build decides "
+		       "(agent %s@%s, run %s)\n", out_on(OUT_GREEN), out_off(), rep.events, rep.groups,
+		       rs_agent_name(agent), rs_agent_version(agent), rep.status);
 	}
-	rs_run_free(run);
-	return rc;
+	rs_replay_report_free(&rep);
+	return RC_OK;
 }
 
 static int

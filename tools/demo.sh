@@ -95,3 +95,7 @@ cat <<EOF
   ./run status                                      # what is running
   ./run down                                        # stop everything
 EOF
+
+# The viewer (docs/viewer.md), served by rs-api: the demo run open.
+step "The run viewer: open it in a browser (sign in with RS_API_KEY from .run/env)"
+echo "  $RS_API_URL/ui/#/runs/$run_id"

@@ -169,6 +169,7 @@ struct rs_api_req {
 	char run_id[RS_API_RUNKEY];
 	rs_api_req *hub_prev, *hub_next;
 	rs_api_req *all_prev, *all_next; /* every watcher, for heartbeats */
+	char cors_origin[128];      /* CORS (ui.c): the Origin to allow, "" none */
 };
 
 /* ---- work.c: worker pool and the queue back to the service thread ---- */
@@ -344,6 +345,38 @@ void rs_api_wait_wake(rs_api *app, rs_api_req *r);
 /* Answer a parked waiter now with its 202 (timeout, shutdown). */
 void rs_api_wait_expire(rs_api *app, rs_api_req *r);
 
+/* ---- ui.c: the viewer's static files (/ui/) and CORS; service thread ---- */
+/* Load RS_API_UI_DIR, RS_API_CORS_ORIGINS and the stream token key. */
+rs_status rs_api_viewer_init(rs_api *app);
+void rs_api_viewer_free(rs_api *app);
+/* 1 if uri is not the viewer's ("/", "/ui", "/ui/..."); else 0 and j holds
+ * the answer (200 with a copy of the file, 304, 301, 404, 405). */
+int rs_api_ui_serve(rs_api *app, struct lws *wsi, const char *uri, rs_api_job *j);
+/* The request's Origin into out if RS_API_CORS_ORIGINS allows it, else "". */
+void rs_api_cors_origin(rs_api *app, struct lws *wsi, char *out, size_t cap);
+/* 1 if the request is not OPTIONS; else 0 and j holds the answer (204 to
+ * a preflight of an allowed origin, 403/400 otherwise). */
+int rs_api_cors_preflight(rs_api *app, struct lws *wsi, const char *origin, rs_api_job *j);
+/* Add the CORS response headers for origin ("" adds none). -1: no room. */
+int rs_api_cors_add(struct lws *wsi, const char *origin, unsigned char **p, unsigned char *end);
+
+/* ---- viewer.c: the viewer's routes (workers) ---- */
+rs_status rs_api_stream_token_init(rs_api *app);
+/* A ?token= of run_id's stream: RS_OK and its tenant, RS_ETIMEOUT
+ * expired, RS_EINVAL anything else. Any thread, no round trip. */
+rs_status rs_api_stream_token_check(const char *token, const char *run_id, char *tenant,
+                                    size_t cap);
+void rs_api_stream_token(rs_api *app, rs_api_job *job);
+void rs_api_run_state(rs_api *app, rs_api_job *job);
+void rs_api_run_check(rs_api *app, rs_api_job *job);
+void rs_api_devices_list(rs_api *app, rs_api_job *job);
+/* reads.c's Postgres access for other read routes: the query (NULL and a
+ * 503/500 problem on job when it fails) and its first column as a JSON
+ * array (new reference). */
+PGresult *rs_api_pg_query(rs_api *app, rs_api_job *job, const char *sql, int n,
+                          const char *const *params);
+json_t *rs_api_pg_json_column(PGresult *res);
+
 /* ---- metrics.c ---- */
 void rs_api_metrics_init(void);
 void rs_api_metric_request(int status, double seconds);
@@ -362,6 +395,7 @@ void rs_api_metric_views(double n, double bytes);
 typedef struct rs_api_hub rs_api_hub;
 typedef struct rs_api_work rs_api_work;
 typedef struct rs_api_pending rs_api_pending;
+typedef struct rs_api_viewer rs_api_viewer;
 typedef struct rs_api_authc rs_api_authc;
 typedef struct rs_api_agentc rs_api_agentc;
 typedef struct rs_api_views rs_api_views;
@@ -416,6 +450,7 @@ struct rs_api {
 	size_t nwatchers;
 	size_t nwaiters;            /* parked Prefer: wait requests */
 	lws_sorted_usec_list_t hb_sul;
+	rs_api_viewer *viewer;      /* ui.c: viewer files, CORS */
 };
 
 #endif

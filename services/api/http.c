@@ -32,6 +32,7 @@
 #include "request.h"
 #include "rs_config.h"
 #include "rs_id.h"
+#include "rs_json.h"
 #include "rs_log.h"
 #include "rs_time.h"
 
@@ -158,6 +159,18 @@ route_job(rs_api *app, rs_api_job *j)
 	case R_SECRETS:
 		rs_api_secrets_list(app, j);
 		break;
+	case R_RUN_STATE:
+		rs_api_run_state(app, j);
+		break;
+	case R_RUN_CHECK:
+		rs_api_run_check(app, j);
+		break;
+	case R_RUN_STREAM_TOKEN:
+		rs_api_stream_token(app, j);
+		break;
+	case R_DEVICES:
+		rs_api_devices_list(app, j);
+		break;
 	case R_SECRET:
 		if (j->method == RS_M_PUT)
 			rs_api_secrets_put(app, j, j->p1);
@@ -248,6 +261,8 @@ write_response(rs_api *app, rs_api_req *r, rs_api_job *j)
 		}
 		lines = nl + 1;
 	}
+	if (rs_api_cors_add(r->wsi, r->cors_origin, &p, end))
+		goto cleanup;
 	if ((atomic_load(&app->stopping) || r->close_after) &&
 	    lws_add_http_header_by_token(r->wsi, WSI_TOKEN_CONNECTION,
 	                                 (const unsigned char *)"close", 5, &p, end))
@@ -564,6 +579,12 @@ on_request(rs_api *app, rs_api_req *r, struct lws *wsi, const char *uri)
 		strcat(j->hdrs, "Retry-After: 1\n");
 		return respond_now(app, r, j);
 	}
+	/* Browsers (ui.c): CORS preflights and the viewer's static files are
+	 * answered here, with no key and no worker. */
+	rs_api_cors_origin(app, wsi, r->cors_origin, sizeof(r->cors_origin));
+	if (rs_api_cors_preflight(app, wsi, r->cors_origin, j) == 0 ||
+	    rs_api_ui_serve(app, wsi, uri, j) == 0)
+		return respond_now(app, r, j);
 	route = rs_api_route_of(uri, j, &allow);
 	if (route == R_NONE) {
 		rs_api_problem(j, 404, "no such resource: %s", uri);
@@ -616,6 +637,22 @@ on_request(rs_api *app, rs_api_req *r, struct lws *wsi, const char *uri)
 			if ((size_t)cl > app->max_body)
 				j->too_large = 1;
 		}
+	}
+	/* A stream opened with a run-scoped token (viewer.c) instead of the
+	 * key: for clients that cannot send a header (EventSource). */
+	if (route == R_RUN_STREAM && j->auth[0] == '\0' &&
+	    rs_api_qarg(j->query, "token", buf, sizeof(buf))) {
+		rs_status ts = rs_api_stream_token_check(buf, j->run_id, j->tenant, sizeof(j->tenant));
+		if (ts != RS_OK) {
+			rs_api_problem(j, 401, "stream token %s: ask POST /v1/runs/{id}/stream-token for "
+			               "a new one", ts == RS_ETIMEOUT ? "expired" : "invalid for this run");
+			strcat(j->hdrs, "WWW-Authenticate: Bearer realm=\"runstream\", error=\"invalid_token\"\n");
+			return respond_now(app, r, j);
+		}
+		rs_sha256_hex(buf, strlen(buf), j->keyid);   /* limits count per token */
+		j->authed = 1;
+		r->draft = j;
+		return body_or_dispatch(app, r, 1);
 	}
 	/* The key before the body. */
 	switch (rs_api_auth_cached(app, j)) {
@@ -704,7 +741,9 @@ on_body(rs_api *app, rs_api_req *r, const void *in, size_t len)
 	rs_api_job *j = r->draft;
 	char *nb;
 
-	if (j == NULL || j->too_large)
+	/* lws reports an empty body as (NULL, 0): nothing to keep (and
+	 * memcpy from NULL is undefined even for 0 bytes). */
+	if (j == NULL || j->too_large || len == 0)
 		return 0;
 	if (r->auth_pending && j->body_len + len > PREAUTH_BODY_MAX)
 		return -1;      /* read past rx flow control: not ours to hold */

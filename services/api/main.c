@@ -199,7 +199,7 @@ main(int argc, char **argv)
 	app.ops.arg = &app;
 	if (rs_api_auth_init(&app) != RS_OK || rs_api_agents_init(&app) != RS_OK ||
 	    rs_api_pending_init(&app) != RS_OK || rs_api_limits_init(&app) != RS_OK ||
-	    rs_api_secrets_init(&app) != RS_OK)
+	    rs_api_secrets_init(&app) != RS_OK || rs_api_viewer_init(&app) != RS_OK)
 		goto cleanup;
 
 	jsOptions_Init(&jo);
@@ -249,6 +249,7 @@ cleanup:
 	rs_api_agents_free(&app);
 	rs_api_auth_free(&app);
 	rs_api_limits_free(&app);
+	rs_api_viewer_free(&app);
 	rs_api_sse_free_static();
 	nats_Close();
 	rs_info("api: stopped (exit %d)", rc);

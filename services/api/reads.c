@@ -113,6 +113,18 @@ json_column(PGresult *res)
 	return arr;
 }
 
+PGresult *
+rs_api_pg_query(rs_api *app, rs_api_job *job, const char *sql, int n, const char *const *params)
+{
+	return query(app, job, sql, n, params);
+}
+
+json_t *
+rs_api_pg_json_column(PGresult *res)
+{
+	return json_column(res);
+}
+
 
 /* The registry entry of a run with no events yet: a "queued" view. */
 static json_t *
@@ -200,10 +212,12 @@ rs_api_runs_list(rs_api *app, rs_api_job *job)
 		"AND ($3::text IS NULL OR r.agent = $3) "
 		"AND ($4::bigint IS NULL OR (r.created_at, r.run_id) < "
 		"     ('epoch'::timestamptz + $4::bigint * interval '1 microsecond', $5::uuid)) "
+		"AND ($7::bigint IS NULL OR r.created_at >= 'epoch'::timestamptz + $7::bigint * interval '1 millisecond') "
+		"AND ($8::bigint IS NULL OR r.created_at < 'epoch'::timestamptz + $8::bigint * interval '1 millisecond') "
 		"ORDER BY r.created_at DESC, r.run_id DESC LIMIT $6";
 	char status[32] = "", agent[80] = "", after[200] = "", limit_s[16] = "20";
-	char cur_us[32] = "", cur_id[40] = "";
-	const char *params[6];
+	char cur_us[32] = "", cur_id[40] = "", tbuf[64], since_ms[24] = "", until_ms[24] = "";
+	const char *params[8];
 	int64_t limit;
 	PGresult *res;
 	json_t *arr, *next = json_null();
@@ -227,13 +241,27 @@ rs_api_runs_list(rs_api *app, rs_api_job *job)
 		rs_api_problem(job, 400, "after: not a cursor returned by this API");
 		return;
 	}
+	/* Time range (the viewer's filter): created_at in [since, until). */
+	for (int i = 0; i < 2; i++) {
+		int64_t ms;
+		if (!rs_api_qarg(job->query, i ? "until" : "since", tbuf, sizeof(tbuf)))
+			continue;
+		if (rs_time_parse_rfc3339(tbuf, &ms) != RS_OK) {
+			rs_api_problem(job, 400, "%s: must be an RFC 3339 time (2026-01-31T12:00:00Z)",
+			               i ? "until" : "since");
+			return;
+		}
+		snprintf(i ? until_ms : since_ms, sizeof(since_ms), "%lld", (long long)ms);
+	}
 	params[0] = job->tenant;
 	params[1] = have_status ? status : NULL;
 	params[2] = have_agent ? agent : NULL;
 	params[3] = cur_us[0] ? cur_us : NULL;
 	params[4] = cur_id[0] ? cur_id : NULL;
 	params[5] = limit_s;
-	res = query(app, job, sql, 6, params);
+	params[6] = since_ms[0] ? since_ms : NULL;
+	params[7] = until_ms[0] ? until_ms : NULL;
+	res = query(app, job, sql, 8, params);
 	if (res == NULL)
 		return;
 	arr = json_column(res);

@@ -69,6 +69,7 @@ rs_api_route_of(const char *path, rs_api_job *j, const char **allow)
 		if (n == 4 && strcmp(seg[3], "resume") == 0) { *allow = "POST"; return R_SCHEDULE_RESUME; }
 		return R_NONE;
 	}
+	if (strcmp(seg[1], "devices") == 0 && n == 2) { *allow = "GET"; return R_DEVICES; }
 	if (strcmp(seg[1], "runs") != 0)
 		return R_NONE;
 	if (n == 2) { *allow = "GET, POST"; return R_RUNS; }
@@ -82,6 +83,9 @@ rs_api_route_of(const char *path, rs_api_job *j, const char **allow)
 	if (n == 4 && strcmp(seg[3], "cancel") == 0) { *allow = "POST"; return R_RUN_CANCEL; }
 	if (n == 4 && strcmp(seg[3], "fork") == 0) { *allow = "POST"; return R_RUN_FORK; }
 	if (n == 4 && strcmp(seg[3], "retry") == 0) { *allow = "POST"; return R_RUN_RETRY; }
+	if (n == 4 && strcmp(seg[3], "state") == 0) { *allow = "GET"; return R_RUN_STATE; }
+	if (n == 4 && strcmp(seg[3], "check") == 0) { *allow = "GET"; return R_RUN_CHECK; }
+	if (n == 4 && strcmp(seg[3], "stream-token") == 0) { *allow = "POST"; return R_RUN_STREAM_TOKEN; }
 	if (n == 5 && strcmp(seg[3], "signals") == 0) {
 		snprintf(j->p2, sizeof(j->p2), "%s", seg[4]);
 		*allow = "POST";

@@ -18,11 +18,13 @@
 #include "api.h"
 #include "rs_status.h"
 
-/* Routes of /v1 (http.c switches on them). */
+/* Routes of /v1 (http.c switches on them). The last four are the
+ * viewer's (viewer.c, docs/viewer.md). */
 enum {
 	R_NONE = 0, R_AGENTS, R_AGENT, R_AGENT_VERSION, R_RUNS, R_RUN, R_RUN_EVENTS,
 	R_RUN_STREAM, R_RUN_CANCEL, R_RUN_SIGNAL, R_SECRETS, R_SECRET,
-	R_RUN_FORK, R_RUN_RETRY, R_SCHEDULES, R_SCHEDULE, R_SCHEDULE_PAUSE, R_SCHEDULE_RESUME
+	R_RUN_FORK, R_RUN_RETRY, R_SCHEDULES, R_SCHEDULE, R_SCHEDULE_PAUSE, R_SCHEDULE_RESUME,
+	R_RUN_STATE, R_RUN_CHECK, R_RUN_STREAM_TOKEN, R_DEVICES
 };
 
 /* Split path (no query string) into a route and its parameters (j->p1,

@@ -259,6 +259,7 @@ write_headers(rs_api_req *r)
 	                                (const unsigned char *)"no-cache", 8, &p, end) ||
 	    lws_add_http_header_by_name(r->wsi, (const unsigned char *)"x-accel-buffering:",
 	                                (const unsigned char *)"no", 2, &p, end) ||
+	    rs_api_cors_add(r->wsi, r->cors_origin, &p, end) ||
 	    lws_finalize_write_http_header(r->wsi, start, &p, end))
 		return -1;
 	/* lws streams the body from now on; the headers are no longer needed,

@@ -208,6 +208,10 @@ const ROUTE_PATHS = {
   R_RUN_SIGNAL: '/v1/runs/{run_id}/signals/{name}',
   R_SECRETS: '/v1/secrets',
   R_SECRET: '/v1/secrets/{name}',
+  R_RUN_STATE: '/v1/runs/{run_id}/state',
+  R_RUN_CHECK: '/v1/runs/{run_id}/check',
+  R_RUN_STREAM_TOKEN: '/v1/runs/{run_id}/stream-token',
+  R_DEVICES: '/v1/devices',
 };
 
 function routerTable() {
@@ -544,6 +548,37 @@ test('secrets: put, list, delete, and their errors', async () => {
   await expect('DELETE', tpl, '/v1/secrets/API_KEY', 404);
   await expect('DELETE', tpl, '/v1/secrets/bad.name', 400);
   await expect('GET', '/v1/secrets', '/v1/secrets', 401, { key: null });
+});
+
+test('viewer routes: state at an event, check, stream token, devices, runs by time', async () => {
+  const stpl = '/v1/runs/{run_id}/state';
+  let b = await expect('GET', stpl, `/v1/runs/${autoRun}/state?at=1`, 200);
+  assert.equal(b.at, 1);
+  b = await expect('GET', stpl, `/v1/runs/${autoRun}/state`, 200);
+  assert.equal(b.status, 'completed');
+  await expect('GET', stpl, `/v1/runs/${autoRun}/state?at=0`, 400);
+  await expect('GET', stpl, `/v1/runs/${autoRun}/state?at=100000`, 422);
+  await expect('GET', stpl, `/v1/runs/${autoRun}/state`, 404, { key: keyB });
+  await expect('GET', stpl, `/v1/runs/${autoRun}/state`, 401, { key: null });
+  const ctpl = '/v1/runs/{run_id}/check';
+  b = await expect('GET', ctpl, `/v1/runs/${autoRun}/check`, 200);
+  assert.equal(b.ok, true);
+  await expect('GET', ctpl, '/v1/runs/0190f5e4-7a3b-7c1d-8e2f-0123456789ab/check', 404);
+  const ttpl = '/v1/runs/{run_id}/stream-token';
+  b = await expect('POST', ttpl, `/v1/runs/${autoRun}/stream-token`, 200);
+  const r = await call('GET', b.stream_url, { key: null });
+  assert.equal(r.status, 200, r.text);
+  check('GET', '/v1/runs/{run_id}/stream', r);
+  await expect('GET', '/v1/runs/{run_id}/stream', `/v1/runs/${waitRun}/stream?token=${b.token}`, 401, { key: null });
+  await expect('POST', ttpl, `/v1/runs/${autoRun}/stream-token`, 404, { key: keyB });
+  b = await expect('GET', '/v1/devices', '/v1/devices', 200);
+  assert.deepEqual(b.devices, []);
+  await expect('GET', '/v1/devices', '/v1/devices?include_offline=yes', 400);
+  b = await expect('GET', '/v1/runs', `/v1/runs?since=${encodeURIComponent(new Date(Date.now() - 3600e3).toISOString())}`, 200);
+  assert.ok(b.runs.some((x) => x.run_id === autoRun));
+  b = await expect('GET', '/v1/runs', '/v1/runs?until=2000-01-01T00:00:00Z', 200);
+  assert.deepEqual(b.runs, []);
+  await expect('GET', '/v1/runs', '/v1/runs?since=soon', 400);
 });
 
 test('ops: /healthz, /readyz, /metrics', async () => {

@@ -33,6 +33,7 @@ typedef struct {
 	size_t ncmds;
 	rs_decision last;
 	char types[2048];
+	const char *def;           /* the agent's text (the re-check edits it) */
 } world;
 
 static json_t *
@@ -60,6 +61,7 @@ world_init(world *w, const char *def)
 	char err[512];
 
 	memset(w, 0, sizeof(*w));
+	w->def = def;
 	if (rs_agent_parse_text(def, strlen(def), &w->agent, err, sizeof(err)) != RS_OK) {
 		fprintf(stderr, "bad test agent: %s\n", err);
 		abort();
@@ -307,6 +309,53 @@ check_replay_mapping(world *w)
 	CHECK_INT(k, w->ncmds);
 }
 
+/* rs_replay_check (runctl replay --check, GET /v1/runs/{id}/check): the
+ * recorded history is what this build decides. A history whose
+ * http.requested says another timeout than this build decides (as if an
+ * older orchestrator had recorded it) diverges exactly there; an agent
+ * definition of another version is refused by decide at run.start. */
+static void
+check_recheck(world *w)
+{
+	rs_replay_report rep;
+	char err[256], *alt, *at;
+	rs_agent *other = NULL;
+	rs_event *ev = NULL;
+
+	CHECK(rs_replay_check(w->hist, w->nhist, w->agent, &rep, err, sizeof(err)) == RS_OK);
+	CHECK_INT(rep.ok, 1);
+	CHECK_INT(rep.events, w->nhist);
+	CHECK_STR(rep.status, rs_run_status_name(rs_run_get_status(w->r)));
+	rs_replay_report_free(&rep);
+
+	for (size_t i = 0; i < w->nhist && ev == NULL; i++)
+		if (w->hist[i].type == RS_EV_HTTP_REQUESTED)
+			ev = &w->hist[i];
+	if (ev != NULL) {
+		ev->d.http_requested.timeout_ms += 1;
+		CHECK(rs_replay_check(w->hist, w->nhist, w->agent, &rep, err, sizeof(err)) == RS_OK);
+		CHECK_INT(rep.ok, 0);
+		CHECK_INT(rep.seq, ev->runseq);
+		CHECK(rep.recorded != NULL && rep.decided != NULL);
+		CHECK_STR(rep.reason, "the event differs");
+		CHECK(rep.command != NULL && rep.command[0] != '\0');
+		rs_replay_report_free(&rep);
+		ev->d.http_requested.timeout_ms -= 1;
+	}
+	if ((at = strstr(w->def, "127.0.0.1:9/")) == NULL)
+		return;
+	alt = strdup(w->def);
+	alt[at - w->def + 10] = '8';        /* another definition, another version */
+	CHECK(rs_agent_parse_text(alt, strlen(alt), &other, err, sizeof(err)) == RS_OK);
+	CHECK(rs_replay_check(w->hist, w->nhist, other, &rep, err, sizeof(err)) == RS_OK);
+	CHECK_INT(rep.ok, 0);
+	CHECK_INT(rep.seq, 1);
+	CHECK(strncmp(rep.reason, "decide failed: ", 15) == 0);
+	rs_replay_report_free(&rep);
+	rs_agent_free(other);
+	free(alt);
+}
+
 static void
 finish(world *w, int check_mapping)
 {
@@ -331,6 +380,7 @@ finish(world *w, int check_mapping)
 	rs_run_free(fresh);
 	if (check_mapping)
 		check_replay_mapping(w);
+	check_recheck(w);
 	for (size_t i = 0; i < w->nhist; i++)
 		rs_event_free(&w->hist[i]);
 	for (size_t i = 0; i < w->ncmds; i++)
