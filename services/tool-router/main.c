@@ -1,6 +1,6 @@
 /*
  * main.c - rs-tool-router: wiring only. Configuration, NATS, KV handles,
- * workers, the call intake/watch threads and the lws service loop; then
+ * workers, the call intake (intake.c) and watch and the lws service loop; then
  * an orderly shutdown on SIGTERM/SIGINT. What each part does: router.h.
  */
 #include <signal.h>
@@ -79,6 +79,7 @@ main(void)
 {
 	rs_router *r = &router;
 	rs_config cfg;
+	jsOptions jo;
 	struct sigaction sa;
 	int rc = 1, workers = 0;
 
@@ -97,7 +98,14 @@ main(void)
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	if (rs_nats_connect(&r->nats, cfg.nats_url, r->instance, NULL, 10000) != RS_OK)
+	/* The router's NATS work is asynchronous publishes and acks on the
+	 * path of every call: write each at once rather than after nats.c's
+	 * ~1 ms flusher delay (docs/operations.md; RS_NATS_SEND_ASAP=0 turns it
+	 * off for this process too). */
+	setenv("RS_NATS_SEND_ASAP", "1", 0);
+	jsOptions_Init(&jo);
+	rs_router_calls_jsopts(r, &jo);
+	if (rs_nats_connect(&r->nats, cfg.nats_url, r->instance, &jo, 10000) != RS_OK)
 		goto cleanup;
 	if (open_kv(r) != RS_OK)
 		goto cleanup;
@@ -123,6 +131,14 @@ cleanup:
 		rs_router_ws_stop(r);   /* closes connections: releases their calls */
 	if (workers)
 		rs_router_workers_stop(r);
+	if (r->nats.js != NULL) {
+		/* Acks of our last asynchronous publishes (their jobs go to the
+		 * inbox drained below). */
+		jsPubOptions po;
+		jsPubOptions_Init(&po);
+		po.MaxWait = 2000;
+		js_PublishAsyncComplete(r->nats.js, &po);
+	}
 	{
 		/* What the workers answered last has no service loop left. */
 		rs_router_job *j = rs_router_queue_take_all(&r->inbox), *next;
