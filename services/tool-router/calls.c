@@ -39,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "router.h"
@@ -65,6 +66,7 @@ typedef struct {
 	/* intake create in flight (inflight set): the TOOLCALLS message to
 	 * settle and the connection (and its device) it was claimed for */
 	char *reply;
+	int64_t stored_ns;  /* when TOOLCALLS stored it (intake latency metric) */
 	uint64_t claim_conn;
 	char *claim_dev;
 } rs_router_call;
@@ -1046,6 +1048,7 @@ rs_router_calls_take(rs_router *r, natsMsg *m)
 	c->tc = tc;
 	c->key = strdup(key);
 	c->reply = strdup(reply);
+	c->stored_ns = rs_router_intake_stored_ns(reply);
 	if (c->key == NULL || c->reply == NULL)
 		abort();
 	if (rs_json_parse(data, (size_t)len, &c->callobj, err, sizeof(err)) != RS_OK) {
@@ -1179,9 +1182,15 @@ create_done(rs_router *r, rs_router_job *jj)
 	}
 	if (cid != 0 && conn != NULL && conn->dev != NULL && conn->state == RS_CONN_READY &&
 	    c->state == CALL_DELIVERED && c->conn == cid && c->router != NULL &&
-	    strcmp(c->router, r->instance) == 0)
+	    strcmp(c->router, r->instance) == 0) {
 		deliver(r, c, conn);
-	else
+		if (c->stored_ns > 0) {
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			rs_metric_observe(r->m.intake_latency,
+			                  (double)((int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec - c->stored_ns) / 1e9);
+		}
+	} else
 		evaluate(r, c);   /* the device left (release), or pending, or ended */
 cleanup:
 	free(j);

@@ -15,9 +15,10 @@
  * has expired (docs/architecture.md, "Why two threads"). A request that is
  * always alive avoids both.
  *
- * Each request has its own reply subject (<inbox>.<n>) so its messages and
- * its status messages (100 idle heartbeat, 404/408 over, 409 refused) are
- * counted against it. A request the server stopped answering (no message
+ * Each request has its own reply subject (<inbox>.<n>) so its status
+ * messages (100 idle heartbeat, 404/408 over, 409 refused) name it; the
+ * messages themselves carry their stream subject and are counted against
+ * the oldest live request. A request the server stopped answering (no message
  * and no heartbeat for 2 heartbeat intervals: a reconnect, a restarted
  * server) is forgotten and replaced. At most RS_INTAKE_MAX_REQS are
  * outstanding per router; many routers share `max_waiting` (512).
@@ -33,10 +34,12 @@
 #include "rs_log.h"
 #include "rs_time.h"
 
+/* A request asks for RS_INTAKE_BATCH messages and lives
+ * RS_ROUTER_PULL_EXPIRES_MS (r->pull_expires_ms, 30 s); the server sends an
+ * idle heartbeat every min(5 s, expires/4); a new request goes out when
+ * the live ones have less than half their batch or a third of their life
+ * left. */
 #define RS_INTAKE_BATCH 256
-#define RS_INTAKE_EXPIRES_MS 30000
-#define RS_INTAKE_HEARTBEAT_MS 5000
-#define RS_INTAKE_RENEW_MS 10000   /* renew a request with less time than this left */
 #define RS_INTAKE_MAX_REQS 3
 #define RS_INTAKE_NEXT_SUBJ "$JS.API.CONSUMER.MSG.NEXT.TOOLCALLS.routers"
 
@@ -58,6 +61,7 @@ struct rs_router_intake {
 	uint64_t next_id;
 	intake_req reqs[RS_INTAKE_MAX_REQS];
 	int64_t refused_until;  /* mono ms: a 409 backs off */
+	int64_t expires_ms, heartbeat_ms, renew_ms;
 };
 
 /* Called with mu held. */
@@ -77,7 +81,7 @@ covered(struct rs_router_intake *in, int64_t now)
 {
 	for (int i = 0; i < RS_INTAKE_MAX_REQS; i++) {
 		intake_req *q = &in->reqs[i];
-		if (q->live && q->remaining > RS_INTAKE_BATCH / 2 && q->expires - now > RS_INTAKE_RENEW_MS)
+		if (q->live && q->remaining > RS_INTAKE_BATCH / 2 && q->expires - now > in->renew_ms)
 			return 1;
 	}
 	return 0;
@@ -100,15 +104,26 @@ on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
 	user = !(natsMsg_GetDataLength(m) == 0 &&
 	         natsMsgHeader_Get(m, "Status", &status) == NATS_OK && status != NULL);
 	pthread_mutex_lock(&in->mu);
-	q = find_req(in, id);
-	if (q != NULL) {
-		q->seen = now;
-		if (user) {
+	if (user) {
+		/* A message carries its stream subject, not the request's reply
+		 * subject: count it against the oldest live request (the server
+		 * serves a consumer's waiting requests in order). */
+		q = NULL;
+		for (int i = 0; i < RS_INTAKE_MAX_REQS; i++)
+			if (in->reqs[i].live && (q == NULL || in->reqs[i].id < q->id))
+				q = &in->reqs[i];
+		if (q != NULL) {
+			q->seen = now;
 			if (--q->remaining <= 0)
 				q->live = 0;
-		} else if (strncmp(status, "100", 3) != 0) {
+		}
+	} else if ((q = find_req(in, id)) != NULL) {
+		q->seen = now;
+		if (strncmp(status, "100", 3) != 0) {
 			/* 404/408: the request is over; 409: refused (max_waiting,
 			 * a consumer that changed). */
+			rs_debug("router: TOOLCALLS pull request %llu over: %s (%d left)",
+			         (unsigned long long)id, status, q->remaining);
 			q->live = 0;
 			if (strncmp(status, "409", 3) == 0) {
 				const char *desc = NULL;
@@ -146,15 +161,17 @@ send_request(rs_router *r, struct rs_router_intake *in, int64_t now)
 				q = &in->reqs[i];
 	}
 	q->id = ++in->next_id;
-	q->expires = now + RS_INTAKE_EXPIRES_MS - 500;  /* the server's clock started a little later */
+	/* The server's clock starts a little later: stop counting on it first. */
+	q->expires = now + in->expires_ms - in->expires_ms / 60;
 	q->seen = now;
 	q->remaining = RS_INTAKE_BATCH;
 	snprintf(subj, sizeof(subj), "%s.%llu", in->inbox, (unsigned long long)q->id);
 	snprintf(body, sizeof(body), "{\"batch\":%d,\"expires\":%lld,\"idle_heartbeat\":%lld}",
-	         RS_INTAKE_BATCH, (long long)RS_INTAKE_EXPIRES_MS * 1000000LL,
-	         (long long)RS_INTAKE_HEARTBEAT_MS * 1000000LL);
+	         RS_INTAKE_BATCH, (long long)in->expires_ms * 1000000LL,
+	         (long long)in->heartbeat_ms * 1000000LL);
 	s = natsConnection_PublishRequestString(r->nats.nc, RS_INTAKE_NEXT_SUBJ, subj, body);
 	q->live = s == NATS_OK;
+	rs_debug("router: TOOLCALLS pull request %llu sent", (unsigned long long)q->id);
 	if (s != NATS_OK)
 		rs_debug("router: TOOLCALLS pull request not sent: %s", natsStatus_GetText(s));
 }
@@ -172,8 +189,12 @@ keeper_main(void *arg)
 
 		for (int i = 0; i < RS_INTAKE_MAX_REQS; i++) {
 			intake_req *q = &in->reqs[i];
-			if (q->live && (now >= q->expires || now - q->seen > 2 * RS_INTAKE_HEARTBEAT_MS + 1000))
+			if (q->live && (now >= q->expires || now - q->seen > 2 * in->heartbeat_ms + 1000))
+			{
+				rs_debug("router: TOOLCALLS pull request %llu %s (%d left)", (unsigned long long)q->id,
+				         now >= q->expires ? "expired" : "silent: lost", q->remaining);
 				q->live = 0;   /* expired, or lost (reconnect, server restart) */
+			}
 		}
 		if (!covered(in, now) && now >= in->refused_until && rs_nats_connected(&r->nats))
 			send_request(r, in, now);
@@ -201,6 +222,9 @@ rs_router_intake_start(rs_router *r)
 		abort();
 	pthread_mutex_init(&in->mu, NULL);
 	pthread_cond_init(&in->cv, NULL);
+	in->expires_ms = r->pull_expires_ms;
+	in->heartbeat_ms = in->expires_ms / 4 < 5000 ? in->expires_ms / 4 : 5000;
+	in->renew_ms = in->expires_ms / 3;
 	r->intake = in;
 	if (rs_nats_new_inbox(&r->nats, in->inbox, sizeof(in->inbox)) != RS_OK)
 		return RS_ERR;
@@ -259,12 +283,13 @@ rs_router_intake_settle(rs_router *r, const char *reply, rs_router_settle how)
 		         body[how]);
 }
 
-uint64_t
-rs_router_intake_stream_seq(const char *reply)
+/* Token of a JetStream ack subject:
+ * $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
+ * or, with a domain and account hash, two more tokens in front and one at
+ * the end (12 tokens). idx counts in the 9-token form. */
+static uint64_t
+ack_token(const char *reply, int idx)
 {
-	/* $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
-	 * or, with a domain and account hash, two more tokens in front and one
-	 * at the end (12 tokens). */
 	const char *tok[16];
 	int n = 0;
 	const char *p = reply;
@@ -276,8 +301,20 @@ rs_router_intake_stream_seq(const char *reply)
 		if (*p == '.')
 			tok[n++] = p + 1;
 	if (n == 9)
-		return strtoull(tok[5], NULL, 10);
+		return strtoull(tok[idx], NULL, 10);
 	if (n >= 11)
-		return strtoull(tok[7], NULL, 10);
+		return strtoull(tok[idx + 2], NULL, 10);
 	return 0;
+}
+
+uint64_t
+rs_router_intake_stream_seq(const char *reply)
+{
+	return ack_token(reply, 5);
+}
+
+int64_t
+rs_router_intake_stored_ns(const char *reply)
+{
+	return (int64_t)ack_token(reply, 7);
 }

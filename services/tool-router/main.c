@@ -27,7 +27,7 @@ on_signal(int sig)
 static rs_status
 load_config(rs_router *r, rs_config *cfg)
 {
-	int64_t hb, maxf, bad, nw, preh, helloto, maxdev;
+	int64_t hb, maxf, bad, nw, preh, helloto, maxdev, pullexp;
 
 	if (rs_config_load(cfg, "tool-router", "RS_ROUTER_PORT", 8081) != RS_OK ||
 	    rs_env_int("RS_ROUTER_HEARTBEAT_S", 15, 1, 3600, &hb) != RS_OK ||
@@ -36,7 +36,8 @@ load_config(rs_router *r, rs_config *cfg)
 	    rs_env_int("RS_ROUTER_WORKERS", 4, 1, RS_ROUTER_MAX_WORKERS, &nw) != RS_OK ||
 	    rs_env_int("RS_ROUTER_MAX_PREHELLO_BYTES", 16384, 1024, 1048576, &preh) != RS_OK ||
 	    rs_env_int("RS_ROUTER_HELLO_TIMEOUT_S", 10, 1, 300, &helloto) != RS_OK ||
-	    rs_env_int("RS_ROUTER_MAX_DEVICES_PER_TENANT", 10000, 0, 10000000, &maxdev) != RS_OK)
+	    rs_env_int("RS_ROUTER_MAX_DEVICES_PER_TENANT", 10000, 0, 10000000, &maxdev) != RS_OK ||
+	    rs_env_int("RS_ROUTER_PULL_EXPIRES_MS", 30000, 1000, 600000, &pullexp) != RS_OK)
 		return RS_EINVAL;
 	r->instance = cfg->instance_id;
 	r->listen_addr = cfg->listen_addr;
@@ -48,6 +49,7 @@ load_config(rs_router *r, rs_config *cfg)
 	r->max_prehello = (size_t)preh;
 	r->hello_timeout_s = (int)helloto;
 	r->max_devices_tenant = (int)maxdev;
+	r->pull_expires_ms = pullexp;
 	r->ops.service = "tool-router";
 	r->ops.ready = rs_router_ready;
 	r->ops.arg = r;

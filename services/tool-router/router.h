@@ -164,6 +164,7 @@ struct rs_router {
 	int hello_timeout_s;         /* RS_ROUTER_HELLO_TIMEOUT_S */
 	int max_devices_tenant;      /* RS_ROUTER_MAX_DEVICES_PER_TENANT (0: off) */
 	int nworkers;
+	int64_t pull_expires_ms;     /* RS_ROUTER_PULL_EXPIRES_MS (intake.c) */
 	rs_ops ops;
 
 	rs_nats nats;
@@ -203,7 +204,8 @@ struct rs_router {
 		rs_metric *devices, *connections, *frames_in, *frames_out, *bad_frames,
 		          *auth_ok, *auth_fail, *calls_seen, *calls_delivered,
 		          *results, *results_ignored, *claim_conflicts, *dropped_heartbeat,
-		          *oversize, *deliver_latency, *prehello_refused, *tenant_refused;
+		          *oversize, *deliver_latency, *prehello_refused, *tenant_refused,
+		          *intake_latency;
 	} m;
 };
 
@@ -239,6 +241,8 @@ void rs_router_intake_stop(rs_router *r);       /* call with r->stopping set */
 void rs_router_intake_settle(rs_router *r, const char *reply, rs_router_settle how);
 /* The stream sequence named by a JetStream ack subject (0 if unreadable). */
 uint64_t rs_router_intake_stream_seq(const char *reply);
+/* When the message was stored (Unix ns, the server's clock; 0 if unreadable). */
+int64_t rs_router_intake_stored_ns(const char *reply);
 
 /* calls.c */
 /* jsOptions for the router's connection: async publishes (KV creates of the
