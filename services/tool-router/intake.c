@@ -171,6 +171,8 @@ send_request(rs_router *r, struct rs_router_intake *in, int64_t now)
 	         (long long)in->heartbeat_ms * 1000000LL);
 	s = natsConnection_PublishRequestString(r->nats.nc, RS_INTAKE_NEXT_SUBJ, subj, body);
 	q->live = s == NATS_OK;
+	if (q->live)
+		rs_metric_inc(r->m.pull_requests);
 	rs_debug("router: TOOLCALLS pull request %llu sent", (unsigned long long)q->id);
 	if (s != NATS_OK)
 		rs_debug("router: TOOLCALLS pull request not sent: %s", natsStatus_GetText(s));

@@ -205,7 +205,7 @@ struct rs_router {
 		          *auth_ok, *auth_fail, *calls_seen, *calls_delivered,
 		          *results, *results_ignored, *claim_conflicts, *dropped_heartbeat,
 		          *oversize, *deliver_latency, *prehello_refused, *tenant_refused,
-		          *intake_latency;
+		          *intake_latency, *pull_requests;
 	} m;
 };
 
