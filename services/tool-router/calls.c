@@ -1096,6 +1096,12 @@ take_apply(rs_router *r, rs_router_job *jj)
 	char *rec;
 
 	free(tj);
+	if (atomic_load(&r->stopping)) {
+		/* No device will get it from us now: to another router. */
+		rs_router_intake_settle(r, n->reply, RS_SETTLE_NAK);
+		call_free(n);
+		return;
+	}
 	if (c != NULL) {
 		/* Known: its record exists (the watch showed it: ack), or our
 		 * create for an earlier delivery of this message is still in

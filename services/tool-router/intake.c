@@ -136,7 +136,9 @@ on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
 	if (!covered(in, now))
 		pthread_cond_signal(&in->cv);
 	pthread_mutex_unlock(&in->mu);
-	if (user && natsMsg_GetReply(m) != NULL)
+	/* Stopping: left unacked, the message goes to another router after
+	 * AckWait. */
+	if (user && natsMsg_GetReply(m) != NULL && !atomic_load(&r->stopping))
 		rs_router_calls_take(r, m);   /* takes m */
 	else
 		natsMsg_Destroy(m);
@@ -258,11 +260,21 @@ rs_router_intake_stop(rs_router *r)
 		pthread_join(in->keeper, NULL);
 	}
 	/* Messages the server sends to a request after this are not acked
-	 * and come back to another router after AckWait. */
-	if (in->sub != NULL) {
+	 * and come back to another router after AckWait. on_msg may still be
+	 * running on the subscription's thread: `in` lives until
+	 * rs_router_intake_free, after the connection is closed. */
+	if (in->sub != NULL)
 		natsSubscription_Unsubscribe(in->sub);
-		natsSubscription_Destroy(in->sub);
-	}
+}
+
+void
+rs_router_intake_free(rs_router *r)
+{
+	struct rs_router_intake *in = r->intake;
+
+	if (in == NULL)
+		return;
+	natsSubscription_Destroy(in->sub);
 	pthread_mutex_destroy(&in->mu);
 	pthread_cond_destroy(&in->cv);
 	free(in);

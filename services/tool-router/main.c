@@ -158,6 +158,7 @@ cleanup:
 	kvStore_Destroy(r->kv_presence);
 	kvStore_Destroy(r->kv_tokens);
 	rs_nats_close(&r->nats, cfg.shutdown_grace_ms);
+	rs_router_intake_free(r);
 	rs_router_queue_destroy(&r->inbox);
 	for (int i = 0; i < RS_ROUTER_MAX_WORKERS; i++)
 		rs_router_queue_destroy(&r->workq[i]);

@@ -236,6 +236,7 @@ void rs_router_presence_refresh(rs_router *r); /* every device, periodically */
 typedef enum { RS_SETTLE_ACK = 0, RS_SETTLE_NAK, RS_SETTLE_TERM } rs_router_settle;
 rs_status rs_router_intake_start(rs_router *r);
 void rs_router_intake_stop(rs_router *r);       /* call with r->stopping set */
+void rs_router_intake_free(rs_router *r);       /* after the NATS connection is closed */
 /* Ack, nak (redelivered in 500 ms) or term a TOOLCALLS message by its reply
  * subject (any thread; a lost settle means a redelivery after AckWait). */
 void rs_router_intake_settle(rs_router *r, const char *reply, rs_router_settle how);
