@@ -122,7 +122,7 @@ before(async () => {
   cmds = await cmdReader();
 });
 
-test('a call after the router idled past several pull-request lifetimes reaches the device at once', async () => {
+test('a call after the router idled past several pull-request lifetimes reaches the device at once', async (t) => {
   // Pull requests that live 1.5 s: the router must renew them while idle.
   const r = await startRouter({ RS_ROUTER_PULL_EXPIRES_MS: '1500' });
   const d = new Dev(r.url, 'idle-dev', [{ name: 'echo' }]);
@@ -137,9 +137,10 @@ test('a call after the router idled past several pull-request lifetimes reaches 
   await publishCall(call);
   const got = await d.got(call.call_id, 5000);
   const ms = got.at - t0;
+  t.diagnostic(`delivered ${ms.toFixed(1)} ms after its publish started`);
   // Before this intake a fetch loop re-armed only every 500 ms, and an
   // expired request on nats-server 2.9.10 cost a second or more.
-  assert.ok(ms < 400, `delivered ${ms.toFixed(1)} ms after it was stored`);
+  assert.ok(ms < 400, `delivered ${ms.toFixed(1)} ms after its publish started`);
   // Claimed and delivered by the intake's own KV create: no claim CAS.
   await waitFor('intake latency observed', async () => (await metric(r, 'rs_router_intake_seconds_count')) === intake0 + 1, 5000);
   assert.equal(await metric(r, 'rs_router_claim_conflicts_total'), conflicts0);
