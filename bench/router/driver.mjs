@@ -43,7 +43,7 @@ try {
   const tok = runctl(['devices', 'token', '--tenant', T, '--device', 'bench-dev'], stack.env).stdout.trim();
   startProcess('bench-device', bin('device'), [], { RS_ROUTER_URL: url, RS_DEVICE_ID: 'bench-dev', RS_DEVICE_TOKEN: tok, RS_DEVICE_WORKERS: '8', RS_LOG_LEVEL: 'warn' });
 
-  const nc = await connect({ servers: stack.nats.url });
+  const nc = await connect({ servers: stack.nats.url, ...stack.nats.creds });
   const js = nc.jetstream();
   const kvp = await js.views.kv('presence');
   await waitFor('bench device online', async () => (await kvp.get(`${T}.bench-dev`))?.operation === 'PUT', 10000);

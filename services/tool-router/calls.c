@@ -10,11 +10,19 @@
  * (kvStore_Update). Whoever wins the CAS may write to the device; a loser
  * learns the new state from the watch.
  *
- *   intake thread: shared durable consumer `routers` on TOOLCALLS. A
- *     tool.call becomes a pending record (kvStore_Create: a redelivered
- *     message changes nothing); a tool.cancel moves the record to
- *     cancelled. Acked once the KV write is durable, so a router dying
- *     mid-intake leaves the message to another instance.
+ *   intake (intake.c keeps a pull request on the shared durable consumer
+ *     `routers` of TOOLCALLS outstanding; its subscription thread decodes
+ *     here and posts to the service thread): a tool.call is claimed and
+ *     delivered in one step. The service thread picks a local device and
+ *     creates the record directly as delivered to it (an asynchronous
+ *     publish with Nats-Expected-Last-Subject-Sequence 0, i.e. a KV
+ *     create: a redelivered message or another router's copy changes
+ *     nothing); when no device here fits, the record is created pending
+ *     and the watch lets any router claim it. The frame goes to the device
+ *     and tool.delivered to CMDS (asynchronously) as soon as the create's
+ *     ack says the record is durable; the TOOLCALLS message is acked then,
+ *     so a router dying mid-intake leaves the message to another instance.
+ *     A tool.cancel moves the record to cancelled (on a worker).
  *   watch thread: follows every record of KV `calls` and posts updates to
  *     the service thread, which keeps the index of live calls and claims
  *     those its devices can take.
@@ -31,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "router.h"
@@ -54,6 +63,12 @@ typedef struct {
 	uint8_t inflight;   /* a CAS of ours is under way */
 	uint8_t stale;      /* our CAS lost: wait for the watch before retrying */
 	uint8_t answered;   /* a result arrived here: ignore further ones */
+	/* intake create in flight (inflight set): the TOOLCALLS message to
+	 * settle and the connection (and its device) it was claimed for */
+	char *reply;
+	int64_t stored_ns;  /* when TOOLCALLS stored it (intake latency metric) */
+	uint64_t claim_conn;
+	char *claim_dev;
 } rs_router_call;
 
 /* ---- records -------------------------------------------------------- */
@@ -148,6 +163,8 @@ call_free(rs_router_call *c)
 	rs_toolcall_free(&c->tc);
 	free(c->device);
 	free(c->router);
+	free(c->reply);
+	free(c->claim_dev);
 	free(c);
 }
 
@@ -162,37 +179,105 @@ sleep_retry(rs_router *r, int attempt)
 	return attempt < 8;
 }
 
-/* Synchronous, de-duplicated publish to CMDS: durable before we return. */
+#define KV_CALLS_PREFIX "$KV.calls."
+#define ASYNC_MAX_WAIT_MS 5000
+
+/* Synchronous, de-duplicated publish to CMDS with retries: durable before
+ * we return. Only the fallback when an asynchronous publish failed. */
 static rs_status
-publish_cmd(rs_router *r, const rs_cmd *c)
+publish_sync(rs_router *r, const char *subj, const char *body, int len, const char *type,
+             const char *msgid)
 {
-	char subj[160], msgid[300];
-	char *body = NULL;
-	size_t len = 0;
 	natsMsg *m = NULL;
 	rs_status st;
 
-	st = rs_cmd_encode(c, &body, &len);
-	if (st != RS_OK) {
-		rs_error("router: cannot encode %s for call %s", rs_cmd_type_name(c->type), c->call_id);
-		return st;
-	}
-	rs_cmd_subject(c->tenant, c->run_id, subj, sizeof(subj));
-	rs_cmd_msg_id(c, msgid, sizeof(msgid));
 	for (int attempt = 0;; attempt++) {
-		st = rs_nats_msg(&m, subj, body, (int)len, "Runstream-Type", rs_cmd_type_name(c->type), NULL);
+		st = rs_nats_msg(&m, subj, body, len, "Runstream-Type", type, NULL);
 		if (st == RS_OK) {
-			st = rs_js_publish(r->nats.js, m, msgid, -1, 5000, NULL, NULL);
+			st = rs_js_publish(r->nats.js, m, msgid, -1, ASYNC_MAX_WAIT_MS, NULL, NULL);
 			natsMsg_Destroy(m);
 		}
 		if (st == RS_OK || !sleep_retry(r, attempt))
 			break;
 	}
 	if (st != RS_OK)
-		rs_log(RS_LOG_ERROR, c->run_id, NULL, "router: cannot publish %s for call %s: %s",
-		       rs_cmd_type_name(c->type), c->call_id, rs_status_str(st));
-	free(body);
+		rs_error("router: cannot publish %s (%s) to %s: %s", type, msgid, subj, rs_status_str(st));
 	return st;
+}
+
+/* A command whose asynchronous publish failed, published again (same
+ * Nats-Msg-Id: the server drops it if the first one landed after all). */
+typedef struct {
+	rs_router_job j;
+	int len;
+	char *subj, *type, *msgid, *body;
+	char data[];
+} repub_job;
+
+static void
+repub_work(rs_router *r, rs_router_job *jj)
+{
+	repub_job *j = (repub_job *)jj;
+
+	publish_sync(r, j->subj, j->body, j->len, j->type, j->msgid);
+	free(j);
+}
+
+static void
+repub(rs_router *r, const char *subj, const char *body, int len, const char *type,
+      const char *msgid)
+{
+	size_t sl = strlen(subj) + 1, tl = strlen(type) + 1, ml = strlen(msgid) + 1;
+	repub_job *j = malloc(sizeof(*j) + sl + tl + ml + (size_t)len + 1);
+
+	if (j == NULL)
+		abort();
+	j->j.fn = repub_work;
+	j->len = len;
+	j->subj = j->data;
+	j->type = j->subj + sl;
+	j->msgid = j->type + tl;
+	j->body = j->msgid + ml;
+	memcpy(j->subj, subj, sl);
+	memcpy(j->type, type, tl);
+	memcpy(j->msgid, msgid, ml);
+	memcpy(j->body, body, (size_t)len);
+	j->body[len] = '\0';
+	rs_router_work(r, msgid, &j->j);
+}
+
+/* Asynchronous, de-duplicated publish of a command to CMDS: nothing waits
+ * for its ack. on_puback hands a failure to a worker that publishes it
+ * again synchronously. Commands of one call keep their order on the wire
+ * (one connection): tool.delivered goes before the frame that lets the
+ * device answer, so before tool.result. Only a failed tool.delivered
+ * (rare, republished) can land after its tool.result, and the orchestrator
+ * ignores a delivered for a call already finished. */
+static void
+publish_cmd(rs_router *r, const rs_cmd *c)
+{
+	char subj[160], msgid[300];
+	const char *type = rs_cmd_type_name(c->type);
+	char *body = NULL;
+	size_t len = 0;
+	natsMsg *m = NULL;
+	jsPubOptions po;
+
+	if (rs_cmd_encode(c, &body, &len) != RS_OK) {
+		rs_error("router: cannot encode %s for call %s", type, c->call_id);
+		return;
+	}
+	rs_cmd_subject(c->tenant, c->run_id, subj, sizeof(subj));
+	rs_cmd_msg_id(c, msgid, sizeof(msgid));
+	jsPubOptions_Init(&po);
+	po.MsgId = msgid;
+	po.MaxWait = ASYNC_MAX_WAIT_MS;
+	if (rs_nats_msg(&m, subj, body, (int)len, "Runstream-Type", type, NULL) != RS_OK ||
+	    js_PublishMsgAsync(r->nats.js, &m, &po) != NATS_OK) {
+		natsMsg_Destroy(m);
+		repub(r, subj, body, (int)len, type, msgid);
+	}
+	free(body);
 }
 
 /* ---- jobs ----------------------------------------------------------- */
@@ -255,29 +340,8 @@ claim_work(rs_router *r, rs_router_job *jj)
 	}
 	if (j->ok)
 		j->rev = rev;
-	/* The delivered command is published after the service thread has
-	 * the go-ahead: writing to the device does not wait for it. */
-	if (j->ok && !j->release) {
-		cas_job *back = cas_job_new(claim_done, j->key, NULL, NULL, NULL, NULL, j->device);
-		rs_cmd c;
-
-		if (back != NULL) {
-			back->ok = 1;
-			back->rev = rev;
-			back->conn = j->conn;
-			rs_router_post(r, &back->j);
-		}
-		memset(&c, 0, sizeof(c));
-		c.type = RS_CMD_TOOL_DELIVERED;
-		snprintf(c.run_id, sizeof(c.run_id), "%s", j->run_id);
-		snprintf(c.tenant, sizeof(c.tenant), "%s", j->tenant);
-		c.call_id = j->call_id;
-		c.device_id = j->device;
-		c.router = (char *)r->instance;
-		publish_cmd(r, &c);
-		free(j);
-		return;
-	}
+	/* The service thread writes the call to the device and publishes
+	 * tool.delivered (deliver()). */
 	j->j.fn = claim_done;
 	rs_router_post(r, &j->j);
 }
@@ -320,6 +384,31 @@ set_delivered(rs_router *r, rs_router_call *c, int state, const char *device,
 		dc->dev->pending++;
 }
 
+/* The record says c is ours on conn: tool.delivered to CMDS (not awaited),
+ * then the call to the device. */
+static void
+deliver(rs_router *r, rs_router_call *c, rs_router_conn *conn)
+{
+	rs_cmd cmd;
+	char *frame;
+
+	memset(&cmd, 0, sizeof(cmd));
+	cmd.type = RS_CMD_TOOL_DELIVERED;
+	snprintf(cmd.run_id, sizeof(cmd.run_id), "%s", c->tc.run_id);
+	snprintf(cmd.tenant, sizeof(cmd.tenant), "%s", c->tc.tenant);
+	cmd.call_id = c->tc.call_id;
+	cmd.device_id = conn->dev->device_id;
+	cmd.router = (char *)r->instance;
+	publish_cmd(r, &cmd);
+	frame = rs_router_frame_call(&c->tc);
+	if (frame != NULL) {
+		rs_router_conn_send(r, conn, frame, strlen(frame));
+		free(frame);
+		c->sent_us = rs_mono_us();
+		rs_metric_inc(r->m.calls_delivered);
+	}
+}
+
 static void
 remove_call(rs_router *r, rs_router_call *c)
 {
@@ -335,7 +424,6 @@ claim_done(rs_router *r, rs_router_job *jj)
 	cas_job *j = (cas_job *)jj;
 	rs_router_call *c = find_call(r, j->key);
 	rs_router_conn *conn = j->release ? NULL : rs_router_conn_find(r, j->conn);
-	char *frame;
 
 	if (conn != NULL && conn->dev != NULL && conn->dev->claiming > 0)
 		conn->dev->claiming--;
@@ -358,18 +446,14 @@ claim_done(rs_router *r, rs_router_job *jj)
 		evaluate(r, c);
 		goto cleanup;
 	}
-	if (conn == NULL || conn->dev == NULL || conn->state != RS_CONN_READY) {
-		/* The device left while we claimed: give the call back. */
+	if (conn == NULL || conn->dev == NULL || conn->state != RS_CONN_READY ||
+	    c->state != CALL_DELIVERED || c->conn != j->conn) {
+		/* The device left while we claimed (give the call back), or the
+		 * call ended meanwhile (drop it). */
 		evaluate(r, c);
 		goto cleanup;
 	}
-	frame = rs_router_frame_call(&c->tc);
-	if (frame != NULL) {
-		rs_router_conn_send(r, conn, frame, strlen(frame));
-		free(frame);
-		c->sent_us = rs_mono_us();
-		rs_metric_inc(r->m.calls_delivered);
-	}
+	deliver(r, c, conn);
 cleanup:
 	free(j);
 }
@@ -620,8 +704,8 @@ result_work(rs_router *r, rs_router_job *jj)
 	} else {
 		c.output = body;
 	}
-	if (publish_cmd(r, &c) == RS_OK)
-		rs_metric_inc(r->m.results);
+	publish_cmd(r, &c);
+	rs_metric_inc(r->m.results);
 cleanup:
 	json_decref(body);
 	kvEntry_Destroy(e);
@@ -722,8 +806,14 @@ watch_apply(rs_router *r, rs_router_job *jj)
 	rs_router_call *c = find_call(r, j->key), *n;
 
 	if (j->deleted) {
-		if (c != NULL)
+		if (c != NULL && c->inflight) {
+			/* A CAS or create of ours is under way: its completion
+			 * finds the call ended and drops it. */
+			c->rev = j->rev;
+			set_delivered(r, c, CALL_DONE, NULL, NULL, 0);
+		} else if (c != NULL) {
 			remove_call(r, c);
+		}
 		goto cleanup;
 	}
 	if (c != NULL && j->rev <= c->rev)
@@ -759,6 +849,14 @@ watch_apply(rs_router *r, rs_router_job *jj)
 			free(rt);
 		}
 		rs_metric_inc(r->m.calls_seen);
+		if (n->state == CALL_DELIVERED && n->router != NULL &&
+		    strcmp(n->router, r->instance) == 0) {
+			/* Recorded as ours, yet not in the index: an intake create
+			 * whose ack was lost (we gave it up and never wrote the
+			 * call to the device). Back to pending, claimed again. */
+			start_cas(r, n, 1, NULL);
+			goto cleanup;
+		}
 		evaluate(r, n);
 		goto cleanup;
 	}
@@ -881,105 +979,277 @@ intake_cancel(rs_router *r, const char *key, const char *payload, int len)
 	return RS_ECONFLICT;
 }
 
-/* 0: ack, 1: retry later (nak), 2: poison (dead-lettered, term). */
-static int
-intake_one(rs_router *r, natsMsg *m)
+/* A tool.cancel, on a worker: the record to cancelled, then settle. */
+typedef struct {
+	rs_router_job j;
+	int len;
+	char *key, *reply, *payload;
+	char data[];
+} cancel_job;
+
+static void
+cancel_work(rs_router *r, rs_router_job *jj)
 {
-	const char *data = natsMsg_GetData(m);
+	cancel_job *j = (cancel_job *)jj;
+
+	rs_router_intake_settle(r, j->reply, intake_cancel(r, j->key, j->payload, j->len) == RS_OK
+	                                             ? RS_SETTLE_ACK : RS_SETTLE_NAK);
+	free(j);
+}
+
+/* A tool.call decoded on the subscription thread, for the service thread. */
+typedef struct {
+	rs_router_job j;
+	rs_router_call *c;
+} take_job;
+
+static void take_apply(rs_router *r, rs_router_job *jj);
+
+void
+rs_router_calls_take(rs_router *r, natsMsg *m)
+{
+	const char *data = natsMsg_GetData(m), *reply = natsMsg_GetReply(m);
 	int len = natsMsg_GetDataLength(m);
 	rs_toolcall tc;
-	char err[256], key[200], *rec = NULL;
-	json_t *obj = NULL;
-	rs_status st;
-	int rc = 1;
+	char err[256], key[200];
+	rs_router_call *c;
+	take_job *tj;
 
 	if (rs_toolcall_decode(data, (size_t)len, &tc, err, sizeof(err)) != RS_OK) {
-		jsMsgMetaData *md = NULL;
-		uint64_t seq = 0;
-
-		if (natsMsg_GetMetaData(&md, m) == NATS_OK) {
-			seq = md->Sequence.Stream;
-			jsMsgMetaData_Destroy(md);
-		}
-		rs_dlq_publish(r->nats.js, "tool-router", natsMsg_GetSubject(m), seq, data, len, err);
-		return 2;
+		rs_dlq_publish(r->nats.js, "tool-router", natsMsg_GetSubject(m),
+		               rs_router_intake_stream_seq(reply), data, len, err);
+		rs_router_intake_settle(r, reply, RS_SETTLE_TERM);
+		goto cleanup;
 	}
 	rs_router_call_key(tc.tenant, tc.call_id, key, sizeof(key));
 	if (tc.cancel) {
-		st = intake_cancel(r, key, data, len);
-		rc = st == RS_OK ? 0 : 1;
+		size_t kl = strlen(key) + 1, rl = strlen(reply) + 1;
+		cancel_job *j = malloc(sizeof(*j) + kl + rl + (size_t)len + 1);
+
+		if (j == NULL)
+			abort();
+		j->j.fn = cancel_work;
+		j->len = len;
+		j->key = j->data;
+		j->reply = j->key + kl;
+		j->payload = j->reply + rl;
+		memcpy(j->key, key, kl);
+		memcpy(j->reply, reply, rl);
+		memcpy(j->payload, data, (size_t)len);
+		j->payload[len] = '\0';
+		rs_toolcall_free(&tc);
+		rs_router_work(r, key, &j->j);
 		goto cleanup;
 	}
-	if (rs_json_parse(data, (size_t)len, &obj, err, sizeof(err)) != RS_OK)
+	c = calloc(1, sizeof(*c));
+	tj = malloc(sizeof(*tj));
+	if (c == NULL || tj == NULL)
+		abort();
+	c->tc = tc;
+	c->key = strdup(key);
+	c->reply = strdup(reply);
+	c->stored_ns = rs_router_intake_stored_ns(reply);
+	if (c->key == NULL || c->reply == NULL)
+		abort();
+	if (rs_json_parse(data, (size_t)len, &c->callobj, err, sizeof(err)) != RS_OK) {
+		/* rs_toolcall_decode read it: cannot happen. */
+		rs_router_intake_settle(r, reply, RS_SETTLE_TERM);
+		call_free(c);
+		free(tj);
 		goto cleanup;
-	rec = record_encode(obj, CALL_PENDING, NULL, NULL, 0);
-	if (rec == NULL)
-		goto cleanup;
-	if (kvStore_Create(NULL, r->kv_calls, key, rec, (int)strlen(rec)) == NATS_OK) {
-		rc = 0;
-	} else {
-		/* Already there (a redelivered message, or a cancel that came
-		 * first): nothing to do. Anything else: try again later. */
-		kvEntry *e = NULL;
-		if (kvStore_Get(&e, r->kv_calls, key) == NATS_OK)
-			rc = 0;
-		kvEntry_Destroy(e);
 	}
+	tj->j.fn = take_apply;
+	tj->c = c;
+	rs_router_post(r, &tj->j);
 cleanup:
-	json_decref(obj);
-	free(rec);
-	rs_toolcall_free(&tc);
-	return rc;
+	natsMsg_Destroy(m);
 }
 
-static void *
-intake_main(void *arg)
+/* KV create without waiting: the ack comes to on_puback. */
+static rs_status
+create_async(rs_router *r, const char *key, const char *rec)
 {
-	rs_router *r = arg;
-	natsMsgList list;
+	char subj[256];
+	natsMsg *m = NULL;
+	jsPubOptions po;
 	natsStatus s;
 
-	while (!atomic_load(&r->stopping)) {
-		memset(&list, 0, sizeof(list));
-		s = natsSubscription_Fetch(&list, r->intake_sub, 64, 500, NULL);
-		if (s == NATS_TIMEOUT || (s == NATS_OK && list.Count == 0)) {
-			natsMsgList_Destroy(&list);
-			continue;
-		}
-		if (s != NATS_OK) {
-			natsMsgList_Destroy(&list);
-			if (!atomic_load(&r->stopping))
-				usleep(200 * 1000);  /* NATS reconnecting */
-			continue;
-		}
-		for (int i = 0; i < list.Count; i++) {
-			switch (intake_one(r, list.Msgs[i])) {
-			case 0: natsMsg_Ack(list.Msgs[i], NULL); break;
-			case 2: natsMsg_Term(list.Msgs[i], NULL); break;
-			default: natsMsg_NakWithDelay(list.Msgs[i], 500, NULL); break;
-			}
-		}
-		natsMsgList_Destroy(&list);
+	snprintf(subj, sizeof(subj), KV_CALLS_PREFIX "%s", key);
+	jsPubOptions_Init(&po);
+	po.ExpectNoMessage = 1;   /* Nats-Expected-Last-Subject-Sequence: 0 */
+	po.MaxWait = ASYNC_MAX_WAIT_MS;
+	s = natsMsg_Create(&m, subj, NULL, rec, (int)strlen(rec));
+	if (s == NATS_OK)
+		s = js_PublishMsgAsync(r->nats.js, &m, &po);
+	natsMsg_Destroy(m);
+	return s == NATS_OK ? RS_OK : rs_nats_status(s, 0);
+}
+
+/* Service thread: a new tool.call. Claim it for a local device in the
+ * same write that creates its record, or create it pending. */
+static void
+take_apply(rs_router *r, rs_router_job *jj)
+{
+	take_job *tj = (take_job *)jj;
+	rs_router_call *n = tj->c, *c = find_call(r, n->key);
+	rs_router_conn *conn = NULL;
+	char *rec;
+
+	free(tj);
+	if (atomic_load(&r->stopping)) {
+		/* No device will get it from us now: to another router. */
+		rs_router_intake_settle(r, n->reply, RS_SETTLE_NAK);
+		call_free(n);
+		return;
 	}
-	return NULL;
+	if (c != NULL) {
+		/* Known: its record exists (the watch showed it: ack), or our
+		 * create for an earlier delivery of this message is still in
+		 * flight (that one settles; this copy comes back later). */
+		rs_router_intake_settle(r, n->reply, c->rev > 0 ? RS_SETTLE_ACK : RS_SETTLE_NAK);
+		call_free(n);
+		return;
+	}
+	if (n->tc.deadline > rs_now_ms())
+		conn = pick_device(r, n);
+	rec = conn != NULL ? record_encode(n->callobj, CALL_DELIVERED, conn->dev->device_id,
+	                                   r->instance, conn->id)
+	                   : record_encode(n->callobj, CALL_PENDING, NULL, NULL, 0);
+	if (rec == NULL || rs_router_map_put(&r->calls, n->key, n) != RS_OK)
+		abort();
+	rs_metric_inc(r->m.calls_seen);
+	n->state = CALL_PENDING;
+	n->inflight = 1;
+	if (conn != NULL) {
+		n->claim_conn = conn->id;
+		n->claim_dev = strdup(conn->dev->device_id);
+		if (n->claim_dev == NULL)
+			abort();
+		conn->dev->claiming++;
+	}
+	if (create_async(r, n->key, rec) != RS_OK) {
+		rs_warn("router: cannot write KV calls %s now; the call comes back in 500 ms", n->key);
+		rs_router_intake_settle(r, n->reply, RS_SETTLE_NAK);
+		if (conn != NULL && conn->dev->claiming > 0)
+			conn->dev->claiming--;
+		rs_router_map_del(&r->calls, n->key);
+		call_free(n);
+	}
+	free(rec);
+}
+
+/* The ack of a KV create (ok, or exists: the key was there already). */
+typedef struct {
+	rs_router_job j;
+	uint64_t rev;
+	int ok, exists;
+	char key[];
+} create_job;
+
+/* Service thread: our intake create came back. */
+static void
+create_done(rs_router *r, rs_router_job *jj)
+{
+	create_job *j = (create_job *)jj;
+	rs_router_call *c = find_call(r, j->key);
+	rs_router_conn *conn;
+	uint64_t cid;
+
+	if (c == NULL || c->reply == NULL) {
+		free(j);
+		return;   /* cannot happen: an intake create keeps its call in the index */
+	}
+	rs_router_intake_settle(r, c->reply, j->ok || j->exists ? RS_SETTLE_ACK : RS_SETTLE_NAK);
+	free(c->reply);
+	c->reply = NULL;
+	c->inflight = 0;
+	cid = c->claim_conn;
+	c->claim_conn = 0;
+	conn = cid != 0 ? rs_router_conn_find(r, cid) : NULL;
+	if (conn != NULL && conn->dev != NULL && conn->dev->claiming > 0)
+		conn->dev->claiming--;
+	if (!j->ok) {
+		if (!j->exists)
+			rs_warn("router: KV calls create of %s failed; the call comes back in 500 ms", j->key);
+		/* Known to the watch (rev > 0): follow the record. Else forget
+		 * it: the watch brings it if it is live. */
+		if (c->rev == 0)
+			remove_call(r, c);
+		else
+			evaluate(r, c);
+		goto cleanup;
+	}
+	if (j->rev > c->rev) {
+		/* Before the watch's echo of it. */
+		c->rev = j->rev;
+		c->stale = 0;
+		if (cid != 0)
+			set_delivered(r, c, CALL_DELIVERED, c->claim_dev, r->instance, cid);
+	}
+	if (cid != 0 && conn != NULL && conn->dev != NULL && conn->state == RS_CONN_READY &&
+	    c->state == CALL_DELIVERED && c->conn == cid && c->router != NULL &&
+	    strcmp(c->router, r->instance) == 0) {
+		deliver(r, c, conn);
+		if (c->stored_ns > 0) {
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			rs_metric_observe(r->m.intake_latency,
+			                  (double)((int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec - c->stored_ns) / 1e9);
+		}
+	} else
+		evaluate(r, c);   /* the device left (release), or pending, or ended */
+cleanup:
+	free(j);
+}
+
+/* nats.c's async-publish ack thread: every js_PublishMsgAsync of ours. */
+static void
+on_puback(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+{
+	rs_router *r = closure;
+	const char *subj = natsMsg_GetSubject(m);
+
+	(void)js;
+	if (strncmp(subj, KV_CALLS_PREFIX, strlen(KV_CALLS_PREFIX)) == 0) {
+		const char *key = subj + strlen(KV_CALLS_PREFIX);
+		size_t kl = strlen(key) + 1;
+		create_job *j = malloc(sizeof(*j) + kl);
+
+		if (j == NULL)
+			abort();
+		j->j.fn = create_done;
+		j->ok = pa != NULL;
+		j->rev = pa != NULL ? pa->Sequence : 0;
+		j->exists = pae != NULL && pae->ErrCode == JSStreamWrongLastSequenceErr;
+		memcpy(j->key, key, kl);
+		rs_router_post(r, &j->j);
+	} else if (pae != NULL) {
+		const char *type = NULL, *msgid = NULL;
+
+		natsMsgHeader_Get(m, "Runstream-Type", &type);
+		natsMsgHeader_Get(m, "Nats-Msg-Id", &msgid);
+		rs_warn("router: async publish of %s to %s failed (%s): publishing it again",
+		        type ? type : "?", subj, pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err));
+		if (type != NULL && msgid != NULL)
+			repub(r, subj, natsMsg_GetData(m), natsMsg_GetDataLength(m), type, msgid);
+	}
+	natsMsg_Destroy(m);
+}
+
+void
+rs_router_calls_jsopts(rs_router *r, jsOptions *jo)
+{
+	jo->PublishAsync.AckHandler = on_puback;
+	jo->PublishAsync.AckHandlerClosure = r;
+	jo->PublishAsync.MaxPending = 65536;
+	jo->PublishAsync.StallWait = 1000;
 }
 
 rs_status
 rs_router_calls_start(rs_router *r)
 {
-	jsSubOptions so;
-	jsErrCode jerr = 0;
 	natsStatus s;
 
-	jsSubOptions_Init(&so);
-	so.Stream = "TOOLCALLS";
-	so.Consumer = "routers";
-	s = js_PullSubscribe(&r->intake_sub, r->nats.js, "toolcalls.>", "routers", NULL, &so, &jerr);
-	if (s != NATS_OK) {
-		rs_error("router: cannot bind consumer TOOLCALLS/routers: %s (jetstream error %d); run `runctl streams apply`",
-		         natsStatus_GetText(s), (int)jerr);
-		return rs_nats_status(s, jerr);
-	}
 	s = kvStore_WatchAll(&r->watcher, r->kv_calls, NULL);
 	if (s != NATS_OK) {
 		rs_error("router: cannot watch KV calls: %s", natsStatus_GetText(s));
@@ -988,27 +1258,21 @@ rs_router_calls_start(rs_router *r)
 	if (pthread_create(&r->watch_thread, NULL, watch_main, r) != 0)
 		return RS_ERR;
 	r->watch_started = 1;
-	if (pthread_create(&r->intake_thread, NULL, intake_main, r) != 0)
-		return RS_ERR;
-	r->intake_started = 1;
-	return RS_OK;
+	return rs_router_intake_start(r);
 }
 
 /* Call with r->stopping set. */
 void
 rs_router_calls_stop(rs_router *r)
 {
-	if (r->intake_started)
-		pthread_join(r->intake_thread, NULL);
+	rs_router_intake_stop(r);
 	if (r->watcher != NULL)
 		kvWatcher_Stop(r->watcher);
 	if (r->watch_started)
 		pthread_join(r->watch_thread, NULL);
 	kvWatcher_Destroy(r->watcher);
 	r->watcher = NULL;
-	natsSubscription_Destroy(r->intake_sub);
-	r->intake_sub = NULL;
-	r->intake_started = r->watch_started = 0;
+	r->watch_started = 0;
 }
 
 void

@@ -1,6 +1,6 @@
 /*
  * main.c - rs-tool-router: wiring only. Configuration, NATS, KV handles,
- * workers, the call intake/watch threads and the lws service loop; then
+ * workers, the call intake (intake.c) and watch and the lws service loop; then
  * an orderly shutdown on SIGTERM/SIGINT. What each part does: router.h.
  */
 #include <signal.h>
@@ -27,7 +27,7 @@ on_signal(int sig)
 static rs_status
 load_config(rs_router *r, rs_config *cfg)
 {
-	int64_t hb, maxf, bad, nw, preh, helloto, maxdev;
+	int64_t hb, maxf, bad, nw, preh, helloto, maxdev, pullexp;
 
 	if (rs_config_load(cfg, "tool-router", "RS_ROUTER_PORT", 8081) != RS_OK ||
 	    rs_env_int("RS_ROUTER_HEARTBEAT_S", 15, 1, 3600, &hb) != RS_OK ||
@@ -36,7 +36,8 @@ load_config(rs_router *r, rs_config *cfg)
 	    rs_env_int("RS_ROUTER_WORKERS", 4, 1, RS_ROUTER_MAX_WORKERS, &nw) != RS_OK ||
 	    rs_env_int("RS_ROUTER_MAX_PREHELLO_BYTES", 16384, 1024, 1048576, &preh) != RS_OK ||
 	    rs_env_int("RS_ROUTER_HELLO_TIMEOUT_S", 10, 1, 300, &helloto) != RS_OK ||
-	    rs_env_int("RS_ROUTER_MAX_DEVICES_PER_TENANT", 10000, 0, 10000000, &maxdev) != RS_OK)
+	    rs_env_int("RS_ROUTER_MAX_DEVICES_PER_TENANT", 10000, 0, 10000000, &maxdev) != RS_OK ||
+	    rs_env_int("RS_ROUTER_PULL_EXPIRES_MS", 30000, 1000, 600000, &pullexp) != RS_OK)
 		return RS_EINVAL;
 	r->instance = cfg->instance_id;
 	r->listen_addr = cfg->listen_addr;
@@ -48,6 +49,7 @@ load_config(rs_router *r, rs_config *cfg)
 	r->max_prehello = (size_t)preh;
 	r->hello_timeout_s = (int)helloto;
 	r->max_devices_tenant = (int)maxdev;
+	r->pull_expires_ms = pullexp;
 	r->ops.service = "tool-router";
 	r->ops.ready = rs_router_ready;
 	r->ops.arg = r;
@@ -79,6 +81,7 @@ main(void)
 {
 	rs_router *r = &router;
 	rs_config cfg;
+	jsOptions jo;
 	struct sigaction sa;
 	int rc = 1, workers = 0;
 
@@ -97,7 +100,14 @@ main(void)
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	if (rs_nats_connect(&r->nats, cfg.nats_url, r->instance, NULL, 10000) != RS_OK)
+	/* The router's NATS work is asynchronous publishes and acks on the
+	 * path of every call: write each at once rather than after nats.c's
+	 * ~1 ms flusher delay (docs/operations.md; RS_NATS_SEND_ASAP=0 turns it
+	 * off for this process too). */
+	setenv("RS_NATS_SEND_ASAP", "1", 0);
+	jsOptions_Init(&jo);
+	rs_router_calls_jsopts(r, &jo);
+	if (rs_nats_connect(&r->nats, cfg.nats_url, r->instance, &jo, 10000) != RS_OK)
 		goto cleanup;
 	if (open_kv(r) != RS_OK)
 		goto cleanup;
@@ -123,6 +133,14 @@ cleanup:
 		rs_router_ws_stop(r);   /* closes connections: releases their calls */
 	if (workers)
 		rs_router_workers_stop(r);
+	if (r->nats.js != NULL) {
+		/* Acks of our last asynchronous publishes (their jobs go to the
+		 * inbox drained below). */
+		jsPubOptions po;
+		jsPubOptions_Init(&po);
+		po.MaxWait = 2000;
+		js_PublishAsyncComplete(r->nats.js, &po);
+	}
 	{
 		/* What the workers answered last has no service loop left. */
 		rs_router_job *j = rs_router_queue_take_all(&r->inbox), *next;
@@ -140,6 +158,7 @@ cleanup:
 	kvStore_Destroy(r->kv_presence);
 	kvStore_Destroy(r->kv_tokens);
 	rs_nats_close(&r->nats, cfg.shutdown_grace_ms);
+	rs_router_intake_free(r);
 	rs_router_queue_destroy(&r->inbox);
 	for (int i = 0; i < RS_ROUTER_MAX_WORKERS; i++)
 		rs_router_queue_destroy(&r->workq[i]);

@@ -49,4 +49,9 @@ rs_router_metrics_init(rs_router *r)
 	                                 "Hellos refused by RS_ROUTER_MAX_DEVICES_PER_TENANT", NULL);
 	r->m.deliver_latency = rs_histogram("rs_router_device_seconds",
 	                                    "From tool.call written to tool.result received", NULL);
+	r->m.intake_latency = rs_histogram("rs_router_intake_seconds",
+	                                   "From a tool.call stored in TOOLCALLS to its frame queued to a "
+	                                   "device (calls taken by a device already here)", NULL);
+	r->m.pull_requests = rs_counter("rs_router_pull_requests_total",
+	                                "Pull requests sent to TOOLCALLS/routers (kept outstanding)", NULL);
 }

@@ -10,7 +10,11 @@
  *     compare-and-set, synchronous JetStream publishes, token look-ups. They
  *     receive self-contained jobs (copies, never pointers into lws state)
  *     and report back by posting a job to the inbox.
- *   - the intake thread (calls.c) pulls TOOLCALLS and writes KV `calls`.
+ *   - intake.c keeps a pull request on TOOLCALLS outstanding (its keeper
+ *     thread) and receives the messages on a NATS subscription thread,
+ *     which decodes them (calls.c) and posts them to the service thread.
+ *   - nats.c's async-publish ack thread reports KV creates and CMDS
+ *     publishes (calls.c) by posting to the inbox.
  *   - the watch thread (calls.c) follows KV `calls` and posts updates.
  * The inbox is drained on the service thread in
  * LWS_CALLBACK_EVENT_WAIT_CANCELLED (posting calls lws_cancel_service).
@@ -160,6 +164,7 @@ struct rs_router {
 	int hello_timeout_s;         /* RS_ROUTER_HELLO_TIMEOUT_S */
 	int max_devices_tenant;      /* RS_ROUTER_MAX_DEVICES_PER_TENANT (0: off) */
 	int nworkers;
+	int64_t pull_expires_ms;     /* RS_ROUTER_PULL_EXPIRES_MS (intake.c) */
 	rs_ops ops;
 
 	rs_nats nats;
@@ -183,10 +188,10 @@ struct rs_router {
 	rs_router_map tenant_conns;  /* tenant -> connections with a device (count) */
 	lws_sorted_usec_list_t sul_heartbeat, sul_sweep, sul_presence;
 
-	/* calls.c threads */
-	pthread_t intake_thread, watch_thread;
-	int intake_started, watch_started;
-	natsSubscription *intake_sub;
+	/* calls.c / intake.c threads */
+	struct rs_router_intake *intake;  /* intake.c */
+	pthread_t watch_thread;
+	int watch_started;
 	kvWatcher *watcher;
 	atomic_int watch_synced;     /* initial values of KV calls loaded */
 
@@ -199,7 +204,8 @@ struct rs_router {
 		rs_metric *devices, *connections, *frames_in, *frames_out, *bad_frames,
 		          *auth_ok, *auth_fail, *calls_seen, *calls_delivered,
 		          *results, *results_ignored, *claim_conflicts, *dropped_heartbeat,
-		          *oversize, *deliver_latency, *prehello_refused, *tenant_refused;
+		          *oversize, *deliver_latency, *prehello_refused, *tenant_refused,
+		          *intake_latency, *pull_requests;
 	} m;
 };
 
@@ -225,8 +231,27 @@ void rs_router_presence_put(rs_router *r, const rs_router_device *d, uint64_t co
 void rs_router_presence_del(rs_router *r, const rs_router_device *d, uint64_t conn_id);
 void rs_router_presence_refresh(rs_router *r); /* every device, periodically */
 
+/* intake.c: the kept-alive pull consumer TOOLCALLS/routers. Every message
+ * goes to rs_router_calls_take on the subscription's thread. */
+typedef enum { RS_SETTLE_ACK = 0, RS_SETTLE_NAK, RS_SETTLE_TERM } rs_router_settle;
+rs_status rs_router_intake_start(rs_router *r);
+void rs_router_intake_stop(rs_router *r);       /* call with r->stopping set */
+void rs_router_intake_free(rs_router *r);       /* after the NATS connection is closed */
+/* Ack, nak (redelivered in 500 ms) or term a TOOLCALLS message by its reply
+ * subject (any thread; a lost settle means a redelivery after AckWait). */
+void rs_router_intake_settle(rs_router *r, const char *reply, rs_router_settle how);
+/* The stream sequence named by a JetStream ack subject (0 if unreadable). */
+uint64_t rs_router_intake_stream_seq(const char *reply);
+/* When the message was stored (Unix ns, the server's clock; 0 if unreadable). */
+int64_t rs_router_intake_stored_ns(const char *reply);
+
 /* calls.c */
-rs_status rs_router_calls_start(rs_router *r);   /* intake + watch threads */
+/* jsOptions for the router's connection: async publishes (KV creates of the
+ * intake, tool.delivered and tool.result commands) report to calls.c. */
+void rs_router_calls_jsopts(rs_router *r, jsOptions *jo);
+rs_status rs_router_calls_start(rs_router *r);   /* intake + watch */
+/* Intake (subscription thread): a TOOLCALLS message; takes m. */
+void rs_router_calls_take(rs_router *r, natsMsg *m);
 void rs_router_calls_stop(rs_router *r);
 void rs_router_calls_device_up(rs_router *r, rs_router_conn *c);
 void rs_router_calls_device_down(rs_router *r, rs_router_conn *c);
