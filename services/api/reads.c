@@ -225,9 +225,24 @@ rs_api_run_view(rs_api *app, rs_api_job *job, int log_fallback)
 		return;
 	}
 	if (st == RS_OK && log_last == 0) {
-		/* Created, no event yet: the registry is the truth. */
-		json_t *v = registry_view(app, job->tenant, job->run_id);
+		/* Created, no event yet: the registry is the truth. Or every
+		 * event was archived and purged from RUNS (runctl archive): the
+		 * read model keeps the run, and says more than the registry. */
+		PGresult *res = query(app, job, sql_run, 2, params);
+		json_t *v = NULL;
+		char err[128];
+		if (res != NULL && PQntuples(res) == 1 &&
+		    rs_json_parse(PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0), &v, err,
+		                  sizeof(err)) == RS_OK) {
+			PQclear(res);
+			job->hdrs[0] = '\0';
+			rs_api_json(job, 200, v);
+			return;
+		}
+		PQclear(res);
+		v = registry_view(app, job->tenant, job->run_id);
 		if (v != NULL) {
+			job->hdrs[0] = '\0';
 			rs_api_json(job, 200, v);
 			return;
 		}
