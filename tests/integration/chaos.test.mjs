@@ -15,7 +15,7 @@ import { chaos, table } from '../../bench/chaos/chaos.mjs';
 after(async () => { await stopAll(); });
 
 test('two minutes of faults under load: nothing lost, stuck, forked or duplicated', async () => {
-  const res = await chaos({ seconds: Number(process.env.RS_CHAOS_SECONDS || 75), rate: 3, log: () => {} });
+  const res = await chaos({ seconds: Number(process.env.RS_CHAOS_SECONDS || 80), rate: 3, log: () => {} });
   process.stderr.write(`${table(res)}\n`);
   assert.ok(res.accepted > 50, `only ${res.accepted} runs accepted`);
   assert.ok(res.faults.length >= 6, `only ${res.faults.length} faults applied`);
