@@ -56,8 +56,16 @@ before(async () => {
 
 after(async () => { closeAllClients(); if (nc) await nc.close(); await stopAll(); });
 
+// Start a run as a client should: a 503 (the API could not store it, e.g.
+// while a stream elects a leader) is retried with the same Idempotency-Key.
 async function runToEnd(n) {
-  const r = await api('POST', '/v1/runs', { agent: 'clustered', input: { n } });
+  const key = `cluster-${n}-${Date.now()}`;
+  let r;
+  await waitFor(`run ${n} accepted`, async () => {
+    r = await api('POST', '/v1/runs', { agent: 'clustered', input: { n } }, { 'Idempotency-Key': key });
+    if (r.status === 503) return false;
+    return true;
+  }, 30000, 250);
   assert.equal(r.status, 202, r.text);
   const w = watch(apiUrl, apiKey, r.json.run_id);
   const events = await w.done;
