@@ -277,6 +277,25 @@ export async function chaos(opts = {}) {
     await sleep(1000);
     await s.start();
   });
+  // SIGTERM: the service drains; /readyz must say so while it does.
+  const termRestart = (id) => fault(`SIGTERM ${id} (drain)`, async () => {
+    const s = byId(id);
+    const exited = s.p.exited;
+    process.kill(s.p.pid, 'SIGTERM');
+    // Within 200 ms of the signal, /readyz answers 503 (or nothing: gone).
+    let readyz = '200';
+    for (let i = 0; i < 10 && readyz === '200'; i++) {
+      try {
+        const r = await fetch(`http://127.0.0.1:${s.port}/readyz`, { signal: AbortSignal.timeout(1000) });
+        readyz = String(r.status);
+      } catch { readyz = 'gone'; }
+      if (readyz === '200') await sleep(20);
+    }
+    s.readyzAfterTerm = readyz;
+    const how = await Promise.race([exited, sleep(15000).then(() => null)]);
+    if (how === null) { s.termTimeout = true; await s.p.kill('SIGKILL'); }
+    await s.start();
+  });
   const natsNode = async (pick) => {
     const leader = await cluster.leaderOf('RUNS');
     return pick === 'leader' ? leader : cluster.nodes.find((n) => n !== leader);
@@ -306,10 +325,11 @@ export async function chaos(opts = {}) {
       await sleep(8000); process.kill(n.pid, 'SIGCONT'); n.stopped = false;
     }),
     () => fault('Postgres stopped 30 s', async () => { await pg.stop('fast'); await sleep(30000); await pg.start(); }),
-    () => killRestart('orchestrator-2'),
-    () => killRestart('api-2'),
-    () => killRestart('router-2'),
-    () => killRestart('executor-2'),
+    () => termRestart('orchestrator-2'),
+    () => termRestart('api-2'),
+    () => termRestart('router-2'),
+    () => termRestart('executor-2'),
+    () => termRestart('projector-1'),
   ];
 
   // ---- load + faults ----
@@ -447,6 +467,10 @@ export async function chaos(opts = {}) {
   if (before !== after) violations.push(`read model checksum ${before} != fresh rebuild ${after}`);
 
   const lat = (pred) => [...runs.values()].filter((r) => terminalAt.has(r.id) && pred(r)).map((r) => terminalAt.get(r.id) - r.started);
+  for (const sv of svcs) {
+    if (sv.readyzAfterTerm === '200') violations.push(`${sv.id}: /readyz still 200 after SIGTERM`);
+    if (sv.termTimeout) violations.push(`${sv.id}: did not exit within 15 s of SIGTERM`);
+  }
   const recovery = faults.map((f) => {
     const after = [...runs.values()].filter((r) => r.started >= f.t && terminalAt.has(r.id)).map((r) => terminalAt.get(r.id));
     return { fault: f.name, at_s: Math.round(f.at / 1000), recovery_ms: after.length ? Math.min(...after) - f.t : null };
