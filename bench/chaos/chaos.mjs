@@ -168,13 +168,18 @@ export async function chaos(opts = {}) {
 
   // The log: a client of the cluster like any other. Completion times are
   // read from the log afterwards (the terminal event's time), so this
-  // observer's own failovers do not colour the figures.
+  // observer's own failovers do not colour the figures. Reads go to the
+  // stream's leader (STREAM.MSG.GET), not direct get: with allow_direct an
+  // R3 stream's followers answer direct gets too, and one that is behind
+  // (just restarted, or resumed after SIGSTOP) answers with a stale or
+  // short history - which the first version of this check took for stuck
+  // runs.
   const nc = await connect({ servers: cluster.servers, ...cluster.creds, maxReconnectAttempts: -1 });
   const jsm = await nc.jetstreamManager();
   const terminalAt = new Map();  // run_id -> ms of its terminal event (CloudEvent time)
   const lastOf = async (id) => {
     try {
-      const m = await jsm.direct.getMessage('RUNS', { last_by_subj: `runs.${TENANT}.${id}` });
+      const m = await jsm.streams.getMessage('RUNS', { last_by_subj: `runs.${TENANT}.${id}` });
       return JSON.parse(new TextDecoder().decode(m.data));
     } catch { return null; }
   };
@@ -378,8 +383,8 @@ export async function chaos(opts = {}) {
     let seq = 0;
     for (;;) {
       let m;
-      try { m = await jsm.direct.getMessage('RUNS', { seq: seq + 1, next_by_subj: `runs.${TENANT}.${id}` }); } catch (e) {
-        if (e.code === '404' || /not found/i.test(e.message)) break;
+      try { m = await jsm.streams.getMessage('RUNS', { seq: seq + 1, next_by_subj: `runs.${TENANT}.${id}` }); } catch (e) {
+        if (e.code === '404' || /not found|no message/i.test(e.message)) break;
         throw e;
       }
       seq = m.seq;

@@ -79,9 +79,10 @@ async function history(runId) {
   for (;;) {
     let m;
     try {
-      m = await jsm.direct.getMessage('RUNS', { seq: seq + 1, next_by_subj: `runs.acme.${runId}` });
+      // From the leader: a follower answering a direct get may be behind.
+      m = await jsm.streams.getMessage('RUNS', { seq: seq + 1, next_by_subj: `runs.acme.${runId}` });
     } catch (e) {
-      if (e.code === '404' || /not found/i.test(e.message)) break;
+      if (e.code === '404' || /not found|no message/i.test(e.message)) break;
       throw e;
     }
     seq = m.seq;
