@@ -28,7 +28,7 @@
 // during faults vs. outside, and the recovery time of each fault (from the
 // fault to the first completion of a run started after it).
 //
-// CLI: node bench/chaos/chaos.mjs [--seconds=S] [--rate=R] [--json=FILE]
+// CLI: node bench/chaos/chaos.mjs [--seconds=S] [--rate=R] [--json=FILE] [--faults=I,J]
 //   (S default 600, R runs per second default 4); exit 1 on any violation.
 // tests/integration/chaos.test.mjs runs the ~2-minute version.
 import crypto from 'node:crypto';
@@ -336,7 +336,7 @@ export async function chaos(opts = {}) {
     () => termRestart('router-2'),
     () => termRestart('executor-2'),
     () => termRestart('projector-1'),
-  ];
+  ].filter((_, i) => !opts.faults || opts.faults.includes(i));
 
   // ---- load + faults ----
   log(`stack up in ${now() - t0} ms; load ${RATE} runs/s for ${SECONDS} s`);
@@ -404,8 +404,15 @@ export async function chaos(opts = {}) {
     const terms = h.filter((e) => TERMINAL.has(e.type.replace(/^runstream\./, '')));
     if (terms.length === 0) {
       stuck++;
+      // What is still waiting in CMDS for it (a work queue: acked = gone).
+      let cmd = 'none';
+      try {
+        const m = await jsm.streams.getMessage('CMDS', { last_by_subj: `cmd.${TENANT}.${id}` });
+        cmd = `${m.headers?.get('Runstream-Type') || '?'} at seq ${m.seq}`;
+      } catch { /* none */ }
       violations.push(`run ${id} (${run.kind}): stuck after ${h.at(-1).type}` +
-        (run.sent ? ` (the driver's ${run.kind === 'c-cancel' ? 'cancel' : 'signal'} got ${run.sent.join(',')})` : ''));
+        (run.sent ? ` (the driver's ${run.kind === 'c-cancel' ? 'cancel' : 'signal'} got ${run.sent.join(',')})` : '') +
+        `; history ${h.map((e) => e.type.replace(/^runstream\./, '')).join(',')}; left in CMDS: ${cmd}`);
       continue;
     }
     if (terms.length > 1) violations.push(`run ${id}: ${terms.length} terminal events`);
@@ -527,7 +534,9 @@ if (process.argv[1] && fs.realpathSync(process.argv[1]) === fs.realpathSync(file
   const arg = (k, d) => { const a = process.argv.find((x) => x.startsWith(`--${k}=`)); return a ? a.split('=')[1] : d; };
   let res;
   try {
-    res = await chaos({ seconds: Number(arg('seconds', 600)), rate: Number(arg('rate', 4)) });
+    const only = arg('faults', null);   // e.g. --faults=10,11,12 (schedule indexes) to try a few
+    res = await chaos({ seconds: Number(arg('seconds', 600)), rate: Number(arg('rate', 4)),
+      faults: only ? only.split(',').map(Number) : undefined });
   } finally {
     await stopAll();
   }
