@@ -5,6 +5,7 @@
 #include "rs_log.h"
 #include "rs_nats.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -40,6 +41,22 @@ replicas(json_t *d)
 	return r;
 }
 
+/* A stream's limits: the definition's max_msgs / max_bytes / max_age_s
+ * unless RS_STREAM_<NAME>_MAX_MSGS / _MAX_BYTES / _MAX_AGE_S override them
+ * (docs/operations.md "Storage bounds"). A malformed value keeps the
+ * definition's and says so. */
+static int64_t
+limit(json_t *d, const char *name, const char *key, const char *suffix, int64_t def)
+{
+	char var[96];
+	int64_t v = jint(d, key, def);
+
+	snprintf(var, sizeof(var), "RS_STREAM_%s_%s", name ? name : "", suffix);
+	if (rs_env_int(var, v, -1, INT64_MAX / NS_PER_S, &v) != RS_OK)
+		v = jint(d, key, def);
+	return v;
+}
+
 static const char *
 jstr(json_t *o, const char *k)
 {
@@ -66,6 +83,7 @@ static int
 stream_differs(const jsStreamConfig *a, const jsStreamConfig *b)
 {
 	if (a->SubjectsLen != b->SubjectsLen || a->MaxAge != b->MaxAge ||
+	    a->MaxBytes != b->MaxBytes || a->MaxMsgs != b->MaxMsgs || a->Discard != b->Discard ||
 	    a->MaxMsgSize != b->MaxMsgSize || a->Duplicates != b->Duplicates ||
 	    a->AllowDirect != b->AllowDirect || republish_differs(a->RePublish, b->RePublish) ||
 	    str_differs(a->Description, b->Description))
@@ -104,7 +122,30 @@ apply_stream(jsCtx *js, json_t *d, char *report, size_t cap)
 	              : js_LimitsPolicy;
 	cfg.Storage = (jstr(d, "storage") && strcmp(jstr(d, "storage"), "memory") == 0)
 	              ? js_MemoryStorage : js_FileStorage;
-	cfg.MaxAge = jint(d, "max_age_s", 0) * NS_PER_S;
+	cfg.MaxAge = limit(d, cfg.Name, "max_age_s", "MAX_AGE_S", 0) * NS_PER_S;
+	if (cfg.MaxAge < 0)
+		cfg.MaxAge = 0;
+	cfg.MaxBytes = limit(d, cfg.Name, "max_bytes", "MAX_BYTES", -1);
+	if (cfg.MaxBytes == 0)
+		cfg.MaxBytes = -1;
+	cfg.MaxMsgs = limit(d, cfg.Name, "max_msgs", "MAX_MSGS", -1);
+	if (cfg.MaxMsgs == 0)
+		cfg.MaxMsgs = -1;
+	/* discard "new": a full stream refuses appends instead of deleting
+	 * its oldest messages (RUNS: never cut a run in flight). Bounded by
+	 * messages only: with max_bytes, nats-server 2.9 under-counts a new
+	 * message's stored size, admits it, then deletes the oldest to get
+	 * back under the limit (nats-io/nats-server#4771, seen here on
+	 * 2.9.10: acked commands gone from CMDS). max_msgs is exact. */
+	cfg.Discard = (jstr(d, "discard") && strcmp(jstr(d, "discard"), "new") == 0)
+	              ? js_DiscardNew : js_DiscardOld;
+	if (cfg.Discard == js_DiscardNew && cfg.MaxBytes > 0) {
+		rs_error("streams: stream %s discards new messages: bound it by messages "
+		         "(RS_STREAM_%s_MAX_MSGS), not bytes: with max_bytes nats-server 2.9 can "
+		         "delete its oldest messages instead (nats-io/nats-server#4771)",
+		         cfg.Name, cfg.Name);
+		return RS_EINVAL;
+	}
 	cfg.MaxMsgSize = (int32_t)jint(d, "max_msg_size", -1);
 	cfg.Duplicates = jint(d, "duplicate_window_s", 120) * NS_PER_S;
 	cfg.Replicas = replicas(d);

@@ -15,7 +15,7 @@
 
 static const char *const bare_flags[] = {
 	"json", "no-color", "help", "check", "from-pg", "watch", "all", "follow",
-	"raw", "quiet", "env-passwords", NULL
+	"raw", "quiet", "env-passwords", "purge", NULL
 };
 
 static const char *const global_flags[] = { "json", "no-color", "help", "nats", NULL };

@@ -22,6 +22,7 @@ typedef struct {
 	FILE *out;
 	json_t *embedded;   /* agent from an export file being re-exported */
 	size_t events;
+	int terminal;       /* the last event written is terminal */
 	int rc;
 } export_ctx;
 
@@ -78,7 +79,28 @@ export_event(void *ctx, rs_event *ev, const char *raw, size_t len)
 	}
 	fwrite(raw, 1, len, x->out);
 	fputc('\n', x->out);
+	x->terminal = rs_event_type_terminal(ev->type);
 	return ferror(x->out) ? RC_FAIL : RC_OK;
+}
+
+int
+runctl_export_run(rs_nats *n, const hist_src *src, FILE *out, size_t *events, int *terminal,
+                  char *err, size_t cap)
+{
+	static char *noargs[] = { "archive", NULL };
+	export_ctx x;
+	int rc;
+
+	memset(&x, 0, sizeof(x));
+	x.argc = 1;
+	x.argv = noargs;
+	x.n = n;
+	x.out = out;
+	rc = hist_read(src, export_event, &x, &x.embedded, err, cap);
+	json_decref(x.embedded);
+	*events = x.events;
+	*terminal = x.terminal;
+	return rc;
 }
 
 int

@@ -209,7 +209,9 @@ read_js(const hist_src *src, hist_fn fn, void *ctx, char *err, size_t cap)
 	 * the run does not exist (no waiting for a timeout). */
 	s = natsSubscription_GetConsumerInfo(&ci, sub, NULL, &jerr);
 	if (s == NATS_OK && ci->NumPending + ci->Delivered.Consumer == 0) {
-		snprintf(err, cap, "run %s not found in stream RUNS%s%s", src->run_id,
+		snprintf(err, cap, "run %s not found in stream RUNS%s%s (if `runctl archive --purge` "
+		         "removed it, its file is listed in the archive's archive.ndjson and the read "
+		         "model keeps its events: --from-pg)", src->run_id,
 		         src->tenant ? " for tenant " : "", src->tenant ? src->tenant : "");
 		rc = RC_NOTFOUND;
 		goto cleanup;

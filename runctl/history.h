@@ -10,6 +10,7 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "rs_event.h"
 #include "rs_nats.h"
@@ -64,4 +65,11 @@ void hist_buf_free(hist_buf *b);
  * what to do on failure. */
 int hist_src_from_args(int argc, char **argv, const char *cmd, const char *run_id,
                        hist_src *src, rs_nats *n);
+/* cmd_export.c: write src's history to out in the `runctl export` format
+ * (header line with the agent definition, then every event as stored).
+ * *events counts them; *terminal says whether the last one is terminal.
+ * Returns an RC_* code as hist_read does. */
+int runctl_export_run(rs_nats *n, const hist_src *src, FILE *out, size_t *events, int *terminal,
+                      char *err, size_t cap);
+
 #endif

@@ -19,6 +19,9 @@ static const runctl_cmd commands[] = {
 	  SRC " [--at SEQ | --check [--agent-file def.json]] [--json]" },
 	{ "export", NULL, "write a run's history (agent definition first) as ndjson on stdout",
 	  cmd_export, SRC " [--agent-file def.json] > run.ndjson" },
+	{ "archive", NULL, "export finished runs older than S seconds, one export file each, to DIR "
+	  "(and DIR/archive.ndjson); --purge then removes them from RUNS", cmd_archive,
+	  "--out DIR [--older-than S (86400)] [--tenant T] [--limit N (1000)] [--purge] [--pg URL]" },
 	{ "diff", NULL, "where two runs of the same agent went different ways (exit 1 if they did)",
 	  cmd_diff, "RUN_A RUN_B (run ids, or exported .ndjson files) [--tenant T] [--from-pg]" },
 	{ "tail", NULL, "follow run events live", cmd_tail,

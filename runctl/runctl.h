@@ -101,6 +101,7 @@ int cmd_secrets_rm(int argc, char **argv);
 int cmd_secrets_ls(int argc, char **argv);
 int cmd_replay(int argc, char **argv);
 int cmd_export(int argc, char **argv);
+int cmd_archive(int argc, char **argv);
 int cmd_diff(int argc, char **argv);
 int cmd_tail(int argc, char **argv);
 int cmd_agents_validate(int argc, char **argv);

@@ -422,6 +422,7 @@ struct rs_api {
 	int replay_page;            /* events per history job (RS_API_SSE_REPLAY_PAGE) */
 	int64_t view_cache_runs;    /* RS_API_VIEW_CACHE_RUNS (views.c) */
 	int64_t view_cache_mb;      /* RS_API_VIEW_CACHE_MB */
+	int storage_high_water_pct; /* RS_API_STORAGE_HIGH_WATER_PCT (storage.c) */
 	/* dependencies */
 	rs_nats nats;
 	kvStore *kv_apikeys, *kv_agents, *kv_idem, *kv_runs;
@@ -452,5 +453,11 @@ struct rs_api {
 	lws_sorted_usec_list_t hb_sul;
 	rs_api_viewer *viewer;      /* ui.c: viewer files, CORS */
 };
+
+/* storage.c: 1 (and detail) if RUNS or CMDS is above the high-water mark
+ * of its max_bytes, so a new run must be refused with 507. Any thread. */
+int rs_api_storage_full(rs_api *app, char *detail, size_t cap);
+/* storage.c: 1 if a publish was refused because its stream is full. */
+int rs_api_storage_refused(const jsPubAckErr *pae);
 
 #endif

@@ -192,6 +192,15 @@ rs_api_runs_fork(rs_api *app, rs_api_job *job, int retry)
 	cmd.forked_from = srcid;
 	cmd.from_seq = from_seq;
 	cmd.reuse = reuse;
+	{
+		char full[256];
+		if (rs_api_storage_full(app, full, sizeof(full))) {
+			rs_api_problem(job, 507, "%s", full);
+			strcat(job->hdrs, "Retry-After: 30\n");
+			snprintf(job->run_id, sizeof(job->run_id), "%s", srcid);
+			goto cleanup;
+		}
+	}
 	handed = rs_api_runs_start(app, job, &cmd,
 	                           json_pack("{s:s, s:I, s:I}", "forked_from", srcid, "from_seq",
 	                                     (json_int_t)from_seq, "reused_steps",

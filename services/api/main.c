@@ -75,6 +75,7 @@ load_config(rs_api *app, rs_config *cfg)
 	INT_ENV("RS_API_AUTH_TTL_MS", 10000, 0, 3600000, app->auth_ttl_ms);
 	INT_ENV("RS_API_RYW_MS", 2000, 0, 60000, app->ryw_ms);
 	INT_ENV("RS_API_PUBLISH_TIMEOUT_MS", 5000, 100, 60000, app->pub_timeout_ms);
+	INT_ENV("RS_API_STORAGE_HIGH_WATER_PCT", 90, 1, 100, app->storage_high_water_pct);
 	/* Limits (docs/operations.md, "Limits"); 0 turns a per-* one off. */
 	INT_ENV("RS_API_MAX_WATCHERS_PER_KEY", 100, 0, 1000000, app->max_watchers_key);
 	INT_ENV("RS_API_MAX_WATCHERS_PER_TENANT", 1000, 0, 1000000, app->max_watchers_tenant);

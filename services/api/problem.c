@@ -34,6 +34,7 @@ rs_api_reason(int status)
 	case 500: return "Internal Server Error";
 	case 503: return "Service Unavailable";
 	case 504: return "Gateway Timeout";
+	case 507: return "Insufficient Storage";
 	default: return "Error";
 	}
 }
@@ -51,6 +52,7 @@ problem_slug(int status)
 	case 422: return "invalid-definition";
 	case 429: return "too-many-requests";
 	case 503: return "unavailable";
+	case 507: return "insufficient-storage";
 	default: return "error";
 	}
 }

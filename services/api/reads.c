@@ -126,6 +126,26 @@ rs_api_pg_json_column(PGresult *res)
 }
 
 
+/* A run whose events were archived and purged from RUNS: its read-model
+ * row (runctl archive keeps the row; docs/operations.md). */
+static const char *sql_archived_run =
+	"SELECT json_build_object(" RUN_FIELDS ", 'input', r.input, 'output', r.output, "
+	"'error', r.error, 'idempotency_key', r.idempotency_key, 'cancel_reason', r.cancel_reason, "
+	"'timeout_s', r.timeout_s, "
+	"'steps', COALESCE((SELECT json_agg(json_build_object('step_id', s.step_id, "
+	"  'attempt', s.attempt, 'kind', s.kind, 'status', s.status, 'latest', s.latest, "
+	"  'input', s.input, 'output', s.output, 'error', s.error, 'next_step', s.next_step, "
+	"  'started_at', s.started_at, 'finished_at', s.finished_at, 'duration_ms', s.duration_ms) "
+	"  ORDER BY s.started_at, s.step_id, s.attempt) FROM steps s WHERE s.run_id = r.run_id), '[]'), "
+	"'tool_calls', COALESCE((SELECT json_agg(json_build_object('call_id', t.call_id, "
+	"  'step_id', t.step_id, 'attempt', t.attempt, 'tool', t.tool, 'device_id', t.device_id, "
+	"  'capability', t.capability, 'router', t.router, 'status', t.status, 'args', t.args, "
+	"  'output', t.output, 'error', t.error, 'requested_at', t.requested_at, "
+	"  'dispatched_at', t.dispatched_at, 'finished_at', t.finished_at, "
+	"  'deadline_at', t.deadline_at, 'attempts', t.attempts) "
+	"  ORDER BY t.requested_at, t.call_id) FROM tool_calls t WHERE t.run_id = r.run_id), '[]')"
+	")::text, r.last_seq FROM runs r WHERE r.run_id = $1::uuid AND r.tenant = $2";
+
 /* The registry entry of a run with no events yet: a "queued" view. */
 static json_t *
 registry_view(rs_api *app, const char *tenant, const char *run_id)
@@ -165,9 +185,26 @@ rs_api_run_view(rs_api *app, rs_api_job *job)
 	if (st != RS_OK)
 		goto unavailable;
 	if (log_last == 0) {
-		/* Created, no event yet: the registry is the truth. */
-		json_t *v = registry_view(app, job->tenant, job->run_id);
+		/* Created, no event yet: the registry is the truth. Or every
+		 * event was archived and purged from RUNS (runctl archive): the
+		 * read model keeps the run, and says more than the registry.
+		 * Not the hot path: a run has events within milliseconds. */
+		const char *params[2] = { job->run_id, job->tenant };
+		PGresult *res = query(app, job, sql_archived_run, 2, params);
+		json_t *v = NULL;
+		char err[128];
+		if (res != NULL && PQntuples(res) == 1 &&
+		    rs_json_parse(PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0), &v, err,
+		                  sizeof(err)) == RS_OK) {
+			PQclear(res);
+			job->hdrs[0] = '\0';
+			rs_api_json(job, 200, v);
+			return;
+		}
+		PQclear(res);
+		v = registry_view(app, job->tenant, job->run_id);
 		if (v != NULL) {
+			job->hdrs[0] = '\0';
 			rs_api_json(job, 200, v);
 			return;
 		}

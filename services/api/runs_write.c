@@ -119,14 +119,26 @@ pending_take(rs_api *app, const char *msgid)
 
 /* One of the two acks of a creation is in (or failed). The last one hands
  * the job back to the service thread. */
+#define ACK_FAILED 1
+#define ACK_FULL 2      /* the stream refused it as full (storage.c) */
+
 static void
 ack_one(rs_api *app, rs_api_job *job, int failed)
 {
+	int f;
+
 	if (failed)
-		atomic_store(&job->ack_failed, 1);
+		atomic_fetch_or(&job->ack_failed, failed);
 	if (atomic_fetch_sub(&job->acks_left, 1) != 1)
 		return;
-	if (atomic_load(&job->ack_failed)) {
+	f = atomic_load(&job->ack_failed);
+	if (f & ACK_FULL) {
+		job->hdrs[0] = '\0';
+		rs_api_problem(job, 507, "the run was not accepted: the event log is full (a stream "
+		               "refused it with \"maximum messages exceeded\"); archive and purge finished "
+		               "runs (runctl archive --purge) and retry with the same Idempotency-Key");
+		strcat(job->hdrs, "Retry-After: 30\n");
+	} else if (f) {
 		job->hdrs[0] = '\0';
 		rs_api_problem(job, 503, "the run could not be stored durably in JetStream; retry "
 		               "(with the same Idempotency-Key to get the same run)");
@@ -149,9 +161,11 @@ rs_api_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *cl
 	if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &id) == NATS_OK && id != NULL &&
 	    (job = pending_take(app, id)) != NULL) {
 		if (pae != NULL)
-			rs_warn("api: async publish of %s failed: %s (%d)", id,
-			        natsStatus_GetText(pae->Err), (int)pae->ErrCode);
-		ack_one(app, job, pae != NULL);
+			rs_warn("api: async publish of %s failed: %s (%d %s)", id,
+			        natsStatus_GetText(pae->Err), (int)pae->ErrCode,
+			        pae->ErrText != NULL ? pae->ErrText : "");
+		ack_one(app, job, pae == NULL ? 0
+		                  : rs_api_storage_refused(pae) ? ACK_FAILED | ACK_FULL : ACK_FAILED);
 	}
 	natsMsg_Destroy(msg);
 }
@@ -246,7 +260,7 @@ rs_api_runs_start(rs_api *app, rs_api_job *job, const rs_cmd *cmd, json_t *extra
 	failed = publish_async(app, job, msgs);
 	handed = 1;
 	for (int i = 0; i < failed; i++)
-		ack_one(app, job, 1);
+		ack_one(app, job, ACK_FAILED);
 	/* Drop our own hold last: the job cannot complete under our feet. */
 	ack_one(app, job, 0);
 	goto cleanup;
@@ -277,6 +291,12 @@ rs_api_runs_create(rs_api *app, rs_api_job *job)
 	if ((bad = rs_api_run_body(job->body, job->body_len, &body, &agent, &version, &input, err,
 	                           sizeof(err))) != 0) {
 		rs_api_problem(job, bad, "%s", err);
+		goto cleanup;
+	}
+	/* Before anything is recorded (the Idempotency-Key included). */
+	if (rs_api_storage_full(app, err, sizeof(err))) {
+		rs_api_problem(job, 507, "%s", err);
+		strcat(job->hdrs, "Retry-After: 30\n");
 		goto cleanup;
 	}
 	st = rs_api_agent_resolve(app, job->tenant, agent, version, ver);

@@ -50,6 +50,20 @@ rebuild(const proj_cfg *c)
 	return 0;
 }
 
+/* /readyz: not ready from SIGTERM on (a balancer or the chaos run sees the
+ * drain), else the lag check's answer. */
+static atomic_int stopping;
+
+static int
+ready(void *arg, char *why, size_t cap)
+{
+	if (atomic_load(&stopping)) {
+		snprintf(why, cap, "shutting down");
+		return 0;
+	}
+	return rs_proj_lag_ready(arg, why, cap);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -59,7 +73,7 @@ main(int argc, char **argv)
 	static rs_proj_consumer pcs[3];
 	rs_proj_lag *lag = NULL;
 	rs_proj_leader *leader = NULL;
-	rs_ops ops = { "projector", rs_proj_lag_ready, NULL };
+	rs_ops ops = { "projector", ready, NULL };
 	rs_ops_server *srv = NULL;
 	sigset_t sigs;
 	int sig = 0, rc = 1, started = 0;
@@ -115,6 +129,7 @@ main(int argc, char **argv)
 	rs_info("projector %s started (batch %lld, max lag %lld s)", cfg.base.instance_id,
 	        (long long)cfg.batch, (long long)cfg.max_lag_s);
 	sigwait(&sigs, &sig);
+	atomic_store(&stopping, 1);
 	rs_info("signal %d: finishing the current batches", sig);
 	rc = 0;
 out:

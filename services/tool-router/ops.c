@@ -13,6 +13,12 @@ rs_router_ready(void *arg, char *why, size_t cap)
 {
 	rs_router *r = arg;
 
+	/* From SIGTERM on: balancers stop sending devices here while the
+	 * open connections are closed and their calls handed back. */
+	if (atomic_load(&r->stopping)) {
+		snprintf(why, cap, "shutting down");
+		return 0;
+	}
 	if (!rs_nats_connected(&r->nats)) {
 		snprintf(why, cap, "NATS disconnected");
 		return 0;

@@ -297,3 +297,112 @@ process.on('exit', () => {
   for (const d of tmpDirs) try { fs.rmSync(d, { recursive: true, force: true }); } catch { /* best effort */ }
 });
 for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => process.exit(1));
+
+// A 3-node JetStream cluster on loopback (issue 21): three nats-server
+// processes with routes to each other, a store each, the same users (one
+// `runctl nats config` directory). Resolves once the nodes have elected a
+// meta leader. Returns { nodes, url (all three, comma-separated: what
+// RS_NATS_URL takes), servers (an array, for Node clients), creds, env,
+// dir, authDir, leaderOf(stream), node(name) }. Each node: { name, port,
+// monPort, pid, kill(sig), restart() (same ports, same store) }.
+export async function startCluster(opts = {}) {
+  const dir = opts.dir || tmpDir('cluster');
+  const authDir = path.join(dir, 'auth');
+  const r = spawnSync(bin('runctl'), ['nats', 'config', '--dir', authDir], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`runctl nats config failed: ${r.stderr}`);
+  const pw = readEnvFile(path.join(authDir, 'users.env'));
+  const users = {};
+  for (const [k, v] of Object.entries(pw)) users[k.replace('RS_NATS_PASSWORD_', '').toLowerCase().replace(/_/g, '-')] = v;
+  const ports = [];
+  for (let i = 0; i < 3; i++) ports.push({ client: await freePort(), route: await freePort(), mon: await freePort() });
+  const routes = ports.map((p) => `    nats-route://127.0.0.1:${p.route}`).join('\n');
+  const nodes = ports.map((p, i) => {
+    const name = `rs-node-${i + 1}`;
+    const store = path.join(dir, `node-${i + 1}`);
+    fs.mkdirSync(store, { recursive: true });
+    const conf = path.join(dir, `${name}.conf`);
+    fs.writeFileSync(conf, [`listen: 127.0.0.1:${p.client}`, `http: 127.0.0.1:${p.mon}`,
+      `server_name: ${name}`, `jetstream { store_dir: "${store}" }`,
+      'cluster {', '  name: rs-test', `  listen: 127.0.0.1:${p.route}`, '  routes: [', routes, '  ]', '}',
+      `pid_file: "${path.join(authDir, `${name}.pid`)}"`, 'include "auth/auth.conf"', ''].join('\n'));
+    return { name, port: p.client, monPort: p.mon, conf, url: `nats://127.0.0.1:${p.client}` };
+  });
+  const launch = (n) => {
+    const p = startProcess(n.name, 'nats-server', ['-c', n.conf], {}, { logDir: dir });
+    n.proc = p.proc; n.pid = p.pid; n.log = p.log; n.exited = p.exited; n.kill = p.kill;
+    return n;
+  };
+  for (const n of nodes) {
+    launch(n);
+    n.restart = async () => {
+      await n.kill('SIGKILL');
+      launch(n);
+      await waitFor(`${n.name} back on ${n.port}`, () => canConnect(n.port));
+      return n;
+    };
+    natsUsers.set(n.url, users);
+  }
+  const url = nodes.map((n) => n.url).join(',');
+  natsUsers.set(url, users);
+  for (const n of nodes) await waitFor(`${n.name} on ${n.port}`, () => canConnect(n.port));
+  // /jsz of a node that answers (one may be killed or stopped by a test).
+  const jsz = async (query = '', except = null, only = null) => {
+    let last;
+    for (const n of nodes) {
+      if (n.proc.exitCode !== null || n.proc.signalCode !== null || n.stopped || n === except) continue;
+      if (only && n !== only) continue;
+      try {
+        const res = await fetch(`http://127.0.0.1:${n.monPort}/jsz${query}`, { signal: AbortSignal.timeout(2000) });
+        if (res.ok) return await res.json();
+      } catch (e) { last = e; }
+    }
+    throw new Error(`no node answers /jsz${last ? ': ' + last.message : ''}`);
+  };
+  await waitFor('a JetStream meta leader', async () => (await jsz()).meta_cluster?.leader, 30000, 100);
+  const cluster = {
+    nodes, url, servers: nodes.map((n) => n.url), dir, authDir,
+    creds: { user: 'admin', pass: users.admin },
+    env: { RS_NATS_URL: url, RS_NATS_USER: 'admin', RS_NATS_PASSWORD: users.admin },
+    jsz,
+    node: (name) => nodes.find((n) => n.name === name),
+    // `stream` as a node sees it (/jsz stream_detail), or undefined.
+    async streamInfo(stream, except = null, only = null) {
+      const j = await jsz('?accounts=true&streams=true', except, only);
+      for (const a of j.account_details || []) {
+        for (const s of a.stream_detail || []) if (s.name === stream) return s;
+      }
+      return undefined;
+    },
+    // The node leading `stream` now (undefined while it has none).
+    async leaderOf(stream) {
+      const s = await cluster.streamInfo(stream);
+      return s?.cluster?.leader ? cluster.node(s.cluster.leader) : undefined;
+    },
+    // Whether node n holds a current copy of `stream`: asked of the
+    // stream's leader (on 2.9 only the leader's /jsz lists the replicas).
+    async isCurrent(stream, n) {
+      const leader = await cluster.leaderOf(stream);
+      if (!leader) return false;
+      if (leader === n) return true;
+      const s = await cluster.streamInfo(stream, null, leader);
+      return (s?.cluster?.replicas || []).some((r) => r.name === n.name && r.current);
+    },
+  };
+  return cluster;
+}
+
+// startStack on a 3-node cluster: every stream and bucket with 3 replicas.
+export async function startClusterStack({ pg = true, replicas = 3 } = {}) {
+  const cluster = await startCluster();
+  const env = { ...cluster.env, RS_LOG_LEVEL: 'info' };
+  let r = runctl(['streams', 'apply'], { ...env, RS_STREAM_REPLICAS: String(replicas) }, { timeout: 60000 });
+  if (r.code !== 0) throw new Error(`streams apply failed: ${r.stderr}`);
+  let postgres = null;
+  if (pg) {
+    postgres = await startPostgres();
+    env.RS_PG_URL = postgres.url;
+    r = runctl(['migrate'], env);
+    if (r.code !== 0) throw new Error(`migrate failed: ${r.stderr}`);
+  }
+  return { cluster, nats: cluster, pg: postgres, env };
+}
