@@ -294,7 +294,7 @@ rs_replay_check(const rs_event *ev, size_t n, const rs_agent *agent, rs_replay_r
 		const rs_event *head = &ev[i];
 		int is_cmd;
 		rs_cmd c;
-		size_t j = i + 1, k, ng;
+		size_t j = i + 1, k, ng, off;
 
 		while (j < n && !rs_replay_opens_group(&ev[j]))
 			j++;
@@ -310,28 +310,51 @@ rs_replay_check(const rs_event *ev, size_t n, const rs_agent *agent, rs_replay_r
 			         "start with run.created or a group was cut");
 			break;
 		}
-		if (rs_run_decide(run, agent, &c, head->time_ms, instance_of(head, ng), &dec, derr,
-		                  sizeof(derr)) != RS_OK) {
-			char why[600];
-			snprintf(why, sizeof(why), "decide failed: %.500s", derr);
-			diverged(rep, head, rs_cmd_type_name(c.type), head->runseq, head, NULL, why);
-			rs_cmd_free(&c);
-			break;
+		/* A decision stopped at its bound (rs_decision.more) is followed,
+		 * in the orchestrator, by another decision of the same command on
+		 * the state its events left (engine.c, effects_done): the group's
+		 * events are those decisions one after the other, with no event
+		 * opening the next. So decide, compare, apply, and decide again. */
+		off = 0;
+		for (;;) {
+			const rs_event *at = &ev[i + (off < ng ? off : ng - 1)];
+			int more;
+			if (rs_run_decide(run, agent, &c, at->time_ms, instance_of(head, ng), &dec, derr,
+			                  sizeof(derr)) != RS_OK) {
+				char why[600];
+				snprintf(why, sizeof(why), "decide failed: %.500s", derr);
+				diverged(rep, head, rs_cmd_type_name(c.type), at->runseq, head, NULL, why);
+				break;
+			}
+			more = dec.more && dec.nevents > 0 && off + dec.nevents < ng;
+			for (k = 0; (!more && k < ng - off) || k < dec.nevents; k++) {
+				const rs_event *r = off + k < ng ? &ev[i + off + k] : NULL;
+				const rs_event *d = k < dec.nevents ? &dec.events[k] : NULL;
+				if (r != NULL && d != NULL && same_event(r, d))
+					continue;
+				diverged(rep, head, rs_cmd_type_name(c.type), r ? r->runseq : d->runseq, r,
+				         d, r == NULL ? "today's code appends an event the history does not have"
+				         : d == NULL ? "the history has an event today's code does not append"
+				         : "the event differs");
+				break;
+			}
+			if (!rep->ok || !more) {
+				rs_decision_free(&dec);
+				break;
+			}
+			for (k = off; k < off + dec.nevents && st == RS_OK; k++)
+				if (rs_run_evolve(run, &ev[i + k], derr, sizeof(derr)) != RS_OK) {
+					snprintf(err, cap, "event %" PRIu64 " does not apply: %s",
+					         ev[i + k].runseq, derr);
+					st = RS_EINVAL;
+				}
+			off += dec.nevents;
+			rs_decision_free(&dec);
+			if (st != RS_OK)
+				break;
 		}
-		for (k = 0; k < ng || k < dec.nevents; k++) {
-			const rs_event *r = k < ng ? &ev[i + k] : NULL;
-			const rs_event *d = k < dec.nevents ? &dec.events[k] : NULL;
-			if (r != NULL && d != NULL && same_event(r, d))
-				continue;
-			diverged(rep, head, rs_cmd_type_name(c.type), r ? r->runseq : d->runseq, r, d,
-			         r == NULL ? "today's code appends an event the history does not have"
-			         : d == NULL ? "the history has an event today's code does not append"
-			         : "the event differs");
-			break;
-		}
-		rs_decision_free(&dec);
 		rs_cmd_free(&c);
-		for (k = i; k < j && rep->ok && st == RS_OK; k++)
+		for (k = i + off; k < j && rep->ok && st == RS_OK; k++)
 			if (rs_run_evolve(run, &ev[k], derr, sizeof(derr)) != RS_OK) {
 				snprintf(err, cap, "event %" PRIu64 " does not apply: %s", ev[k].runseq, derr);
 				st = RS_EINVAL;

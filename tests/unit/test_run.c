@@ -13,6 +13,7 @@
 #include "rs_json.h"
 #include "rs_run.h"
 #include "rs_fork.h"
+#include "rs_replay.h"
 #include "check.h"
 
 #include <stdlib.h>
@@ -1535,6 +1536,42 @@ test_hostile_loop(void)
 	}
 	CHECK_INT(rounds, 2);   /* 100 + 100 + 50 steps begun, then max_steps */
 	CHECK_JSON(view_get(&w, "error.code"), "\"max_steps_exceeded\"");
+	finish(&w);
+	/* The orchestrator continues a decision stopped at its bound by
+	 * deciding the same command again (engine.c, effects_done): no event
+	 * opens the next part, and replay --check must see the parts as the
+	 * continuation they are, not as a divergence. */
+	world_init(&w, "{\"name\":\"spin\",\"max_steps\":250,\"steps\":[{\"id\":\"t\","
+	           "\"kind\":\"transform\",\"next\":\"t\",\"value\":1}]}");
+	step(&w, c_start("{}"));
+	rounds = 0;
+	while (w.last.more && rounds++ < 10)
+		step(&w, c_start("{}"));
+	CHECK_INT(rounds, 2);
+	CHECK_JSON(view_get(&w, "error.code"), "\"max_steps_exceeded\"");
+	{
+		rs_replay_report rep;
+		char err[256];
+		CHECK(rs_replay_check(w.hist, w.nhist, w.agent, &rep, err, sizeof(err)) == RS_OK);
+		CHECK_INT(rep.ok, 1);
+		CHECK_INT((int)rep.groups, 1);
+		rs_replay_report_free(&rep);
+		/* and a tampered event inside the second part is still found */
+		for (size_t i = 0; i < w.nhist; i++)
+			if (w.hist[i].runseq == 250 && w.hist[i].type == RS_EV_STEP_COMPLETED) {
+				json_decref(w.hist[i].d.step_completed.output);
+				w.hist[i].d.step_completed.output = json_integer(2);
+			}
+		CHECK(rs_replay_check(w.hist, w.nhist, w.agent, &rep, err, sizeof(err)) == RS_OK);
+		CHECK_INT(rep.ok, 0);
+		CHECK_INT((int)rep.seq, 250);
+		rs_replay_report_free(&rep);
+		for (size_t i = 0; i < w.nhist; i++)   /* as it was, for finish() */
+			if (w.hist[i].runseq == 250 && w.hist[i].type == RS_EV_STEP_COMPLETED) {
+				json_decref(w.hist[i].d.step_completed.output);
+				w.hist[i].d.step_completed.output = json_integer(1);
+			}
+	}
 	finish(&w);
 }
 
