@@ -43,6 +43,10 @@ static const rs_field c_run_start[] = {
 	OPT(rs_cmd, version, RS_F_STR, 1),   /* NULL: the API resolves "latest" */
 	REQ(rs_cmd, input, RS_F_OBJECT, 0),
 	OPT(rs_cmd, idempotency_key, RS_F_STR, 1),
+	OPT(rs_cmd, parent_run_id, RS_F_UUID, 0),
+	OPT(rs_cmd, root_run_id, RS_F_UUID, 0),
+	OPT(rs_cmd, scope, RS_F_STR, 1),
+	OPT(rs_cmd, parent_step_id, RS_F_STR, 1),
 };
 /* output / error are handled by tool_result_*(): exactly one of them. */
 static const rs_field c_tool_result[] = {
@@ -83,6 +87,12 @@ static const rs_field c_llm_chunk[] = {
 	REQ(rs_cmd, index, RS_F_INT, 0),
 	REQ(rs_cmd, text, RS_F_STR, 0),
 };
+static const rs_field c_child_done[] = {
+	REQ(rs_cmd, child_run_id, RS_F_UUID, 0),
+	REQ(rs_cmd, child_status, RS_F_STR, 1),
+	REQ(rs_cmd, output, RS_F_JSON, 0),
+	OPT(rs_cmd, child_error, RS_F_OBJECT, 0),
+};
 
 /* Indexed by rs_cmd_type. */
 static const struct {
@@ -99,6 +109,7 @@ static const struct {
 	{ "effect.result", c_effect_result, NELEM(c_effect_result) },
 	{ "llm.chunk", c_llm_chunk, NELEM(c_llm_chunk) },
 	{ "run.continue", c_run_continue, NELEM(c_run_continue) },
+	{ "child.done", c_child_done, NELEM(c_child_done) },
 };
 
 /* Commands that carry exactly one of output / error. */
@@ -166,6 +177,9 @@ rs_cmd_msg_id(const rs_cmd *c, char *buf, size_t cap)
 		break;
 	case RS_CMD_RUN_CONTINUE:
 		snprintf(buf, cap, "continue-%s-%lld", c->run_id, (long long)c->after_seq);
+		break;
+	case RS_CMD_CHILD_DONE:
+		snprintf(buf, cap, "childdone-%s", c->child_run_id ? c->child_run_id : "");
 		break;
 	default:
 		snprintf(buf, cap, "unknown");
@@ -342,6 +356,13 @@ rs_cmd_free(rs_cmd *c)
 	free(c->step_id);
 	free(c->effect_id);
 	free(c->text);
+	free(c->parent_run_id);
+	free(c->root_run_id);
+	free(c->scope);
+	free(c->parent_step_id);
+	free(c->child_run_id);
+	free(c->child_status);
+	json_decref(c->child_error);
 	memset(c, 0, sizeof(*c));
 }
 

@@ -474,6 +474,8 @@ replay_check(int argc, char **argv, const hist_src *src, rs_nats *n, const char 
 	hist_buf h = { 0 };
 	json_t *embedded = NULL;
 	rs_agent *agent = NULL;
+	const rs_agent *scoped = NULL;
+	const char *scope;
 	char err[512];
 	int rc;
 
@@ -484,7 +486,15 @@ replay_check(int argc, char **argv, const hist_src *src, rs_nats *n, const char 
 	}
 	if ((rc = resolve_agent(argc, argv, cmd, &h, embedded, n, &agent)) != RC_OK)
 		goto cleanup;
-	rc = check_history(&h, agent, cmd);
+	/* A child run of a parallel or foreach step walks one of the agent's
+	 * step lists (run.created.scope). */
+	scope = h.ev[0].d.run_created.scope;
+	if (scope != NULL && (scoped = rs_agent_scope(agent, scope)) == NULL) {
+		rc = out_err(RC_FAIL, cmd, "the agent has no step list \"%s\" (run.created.scope)",
+		             scope);
+		goto cleanup;
+	}
+	rc = check_history(&h, scoped ? scoped : agent, cmd);
 cleanup:
 	rs_agent_free(agent);
 	json_decref(embedded);
