@@ -125,7 +125,13 @@ static const char *sql_run =
 	"  'output', t.output, 'error', t.error, 'requested_at', t.requested_at, "
 	"  'dispatched_at', t.dispatched_at, 'finished_at', t.finished_at, "
 	"  'deadline_at', t.deadline_at, 'attempts', t.attempts) "
-	"  ORDER BY t.requested_at, t.call_id) FROM tool_calls t WHERE t.run_id = r.run_id), '[]')"
+	"  ORDER BY t.requested_at, t.call_id) FROM tool_calls t WHERE t.run_id = r.run_id), '[]'), "
+	/* child runs (parallel, foreach, run steps): the partial index runs_parent */
+	"'parent_run_id', r.parent_run_id, 'root_run_id', r.root_run_id, "
+	"'children', COALESCE((SELECT json_agg(json_build_object('run_id', c.run_id, "
+	"  'agent', c.agent, 'status', c.status, 'created_at', c.created_at, "
+	"  'finished_at', c.finished_at) ORDER BY c.created_at, c.run_id) FROM runs c "
+	"  WHERE c.parent_run_id = r.run_id AND c.tenant = r.tenant), '[]')"
 	")::text, r.last_seq FROM runs r WHERE r.run_id = $1::uuid AND r.tenant = $2";
 
 /* Fetch the newest event and run.created from the log for the summary. */

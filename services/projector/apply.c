@@ -277,7 +277,7 @@ typedef struct {
 
 enum { R_ID, R_TENANT, R_AGENT, R_VERSION, R_STATUS, R_INPUT, R_OUTPUT, R_ERROR, R_IDEM,
        R_CUR, R_TIMEOUT, R_CANCEL, R_CREATED, R_STARTED, R_FINISHED, R_UPDATED, R_LASTSEQ,
-       R__N };
+       R_PARENT, R_ROOT, R_TAGS, R__N };
 static const pcol runs_cols[R__N] = {
 	{ "run_id", "uuid", PU_NONE }, { "tenant", "text", PU_NONE },
 	{ "agent", "text", PU_NONE }, { "version", "text", PU_NONE },
@@ -288,6 +288,9 @@ static const pcol runs_cols[R__N] = {
 	{ "created_at", "timestamptz", PU_NONE }, { "started_at", "timestamptz", PU_KEEP },
 	{ "finished_at", "timestamptz", PU_KEEP }, { "updated_at", "timestamptz", PU_KEEP },
 	{ "last_seq", "bigint", PU_KEEP },
+	/* 0004: child runs, tags (set by run.created only) */
+	{ "parent_run_id", "uuid", PU_NONE }, { "root_run_id", "uuid", PU_NONE },
+	{ "tags", "jsonb", PU_NONE },
 };
 
 enum { S_RUN, S_STEP, S_ATT, S_KIND, S_STATUS, S_LATEST, S_INPUT, S_OUTPUT, S_ERROR, S_NEXT,
@@ -746,6 +749,8 @@ fold(batch *b, const rs_event *ev)
 		if (d->timeout_s > 0)
 			set_int(run, R_TIMEOUT, d->timeout_s);
 		set_time(run, R_CREATED, tm);
+		set_str(run, R_PARENT, d->parent_run_id);
+		set_str(run, R_ROOT, d->root_run_id);
 	} else if ((run = run_row(b, ev)) == NULL) {
 		return RS_ENOMEM;
 	}
