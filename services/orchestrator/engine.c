@@ -102,6 +102,8 @@ end_cmd(orch *o, orun *r, int how, int64_t nak_delay_ms)
 static void
 poison_cur(orch *o, orun *r, const char *reason)
 {
+	if (rs_run_get_status(r->state) == RS_RUN_NONE)
+		poison_tell_parent(o, &r->cur->cmd, reason);
 	poison(o, r->cur->msg, r->run_id, reason);
 	end_cmd(o, r, END_TERMED, 0);
 }

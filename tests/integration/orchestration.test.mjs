@@ -185,6 +185,14 @@ test('run: a child run of another agent; a failing branch fails the parent and c
   assert.equal(events.at(-1).data.error.code, 'bad_input');
   checked.push(...childIds(events));
 
+  // a child whose agent does not exist: its run.start is dead-lettered and
+  // the parent is told (it never waits for a run that cannot start)
+  await push({ name: 'orphan', steps: [{ id: 'call', kind: 'run', agent: 'no-such-agent' }] });
+  runId = await start('orphan', {});
+  events = await finish(runId);
+  assert.equal(events.at(-1).type, 'run.failed');
+  assert.equal(events.at(-1).data.error.code, 'child_not_started');
+
   // parallel: one branch fails, the other (waiting on a device) is cancelled
   await push({
     name: 'half',
