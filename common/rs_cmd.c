@@ -47,6 +47,7 @@ static const rs_field c_run_start[] = {
 	OPT(rs_cmd, root_run_id, RS_F_UUID, 0),
 	OPT(rs_cmd, scope, RS_F_STR, 1),
 	OPT(rs_cmd, parent_step_id, RS_F_STR, 1),
+	OPT(rs_cmd, tags, RS_F_OBJECT, 0),
 };
 /* output / error are handled by tool_result_*(): exactly one of them. */
 static const rs_field c_tool_result[] = {
@@ -363,6 +364,7 @@ rs_cmd_free(rs_cmd *c)
 	free(c->child_run_id);
 	free(c->child_status);
 	json_decref(c->child_error);
+	json_decref(c->tags);
 	memset(c, 0, sizeof(*c));
 }
 

@@ -20,7 +20,8 @@
  *                  (from the orchestrator's reconciliation: the run's last
  *                  event, runseq after_seq, is not a resting state; decide
  *                  finishes the decision a crash cut short, see rs_run.c)
- *   run.start may also carry parent_run_id, root_run_id, scope,
+ *   run.start may also carry tags (a string map, recorded on run.created)
+ *                  and parent_run_id, root_run_id, scope,
  *                  parent_step_id (a child run, started by its parent's
  *                  orchestrator as an effect; recorded on run.created)
  *   child.done     {run_id, tenant, child_run_id, status, output, error?}
@@ -93,6 +94,7 @@ typedef struct {
 	int64_t after_seq;          /* the run's last runseq when it was found not at rest */
 	/* run.start of a child run */
 	char *parent_run_id, *root_run_id, *scope, *parent_step_id;
+	json_t *tags;               /* run.start: string map (POST /v1/runs tags) or NULL */
 	/* child.done (output above) */
 	char *child_run_id, *child_status;
 	json_t *child_error;        /* object or NULL */

@@ -476,6 +476,7 @@ static const rs_field f_run_created[] = {
 	OPT(rs_ev_run_created, root_run_id, RS_F_UUID, 0),
 	OPT(rs_ev_run_created, scope, RS_F_STR, 1),
 	OPT(rs_ev_run_created, parent_step_id, RS_F_STR, 1),
+	OPT(rs_ev_run_created, tags, RS_F_OBJECT, 0),
 };
 static const rs_field f_run_started[] = {
 	OPT(rs_ev_run_started, instance, RS_F_STR, 1),

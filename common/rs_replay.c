@@ -149,6 +149,7 @@ from_step_failed(const rs_ev_step_failed *e, rs_cmd *c)
 static int
 from_run_created_child(const rs_ev_run_created *e, rs_cmd *c)
 {
+	c->tags = ref(e->tags);
 	return dup_str(&c->parent_run_id, e->parent_run_id) ||
 	       dup_str(&c->root_run_id, e->root_run_id) || dup_str(&c->scope, e->scope) ||
 	       dup_str(&c->parent_step_id, e->parent_step_id) ? -1 : 0;

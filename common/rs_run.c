@@ -2646,6 +2646,7 @@ decide_start(dctx *d)
 	ev.d.run_created.root_run_id = xstrdup(c->root_run_id);
 	ev.d.run_created.scope = xstrdup(c->scope);
 	ev.d.run_created.parent_step_id = xstrdup(c->parent_step_id);
+	ev.d.run_created.tags = json_incref(c->tags);
 	return emit(d, &ev);
 }
 

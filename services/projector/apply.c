@@ -751,6 +751,7 @@ fold(batch *b, const rs_event *ev)
 		set_time(run, R_CREATED, tm);
 		set_str(run, R_PARENT, d->parent_run_id);
 		set_str(run, R_ROOT, d->root_run_id);
+		set_json(run, R_TAGS, d->tags);
 	} else if ((run = run_row(b, ev)) == NULL) {
 		return RS_ENOMEM;
 	}

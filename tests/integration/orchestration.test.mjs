@@ -241,6 +241,59 @@ test('cancelling the parent cancels its children', async () => {
   await dev.close();
 });
 
+test('tags: recorded on run.created, filtered by GET /v1/runs?tag= and created_after/before, runctl runs ls --tag', async () => {
+  await push({ name: 'tagged', steps: [{ id: 'x', kind: 'transform', value: '{{input.n}}' }] });
+  const t0 = new Date(Date.now() - 1000).toISOString();
+  const mk = async (tags, n) => {
+    const r = await api('POST', '/v1/runs', { agent: 'tagged', input: { n }, tags });
+    assert.equal(r.status, 202, r.text);
+    checked.push(r.json.run_id);
+    return r.json.run_id;
+  };
+  const blue1 = await mk({ team: 'blue', 'cust.id': 'c 1' }, 1);
+  const blue2 = await mk({ team: 'blue' }, 2);
+  const red = await mk({ team: 'red' }, 3);
+  const events = await finish(blue1);
+  assert.deepEqual(events[0].data.tags, { team: 'blue', 'cust.id': 'c 1' });
+  await finish(blue2);
+  await finish(red);
+  await waitFor('the tagged runs to be projected', async () => {
+    const r = await api('GET', `/v1/runs?tag=${encodeURIComponent('team:blue')}`);
+    return r.status === 200 && r.json.runs.length === 2;
+  });
+  let r = await api('GET', `/v1/runs?tag=${encodeURIComponent('team:blue')}`);
+  assert.deepEqual(r.json.runs.map((x) => x.run_id), [blue2, blue1]);
+  assert.deepEqual(r.json.runs[1].tags, { team: 'blue', 'cust.id': 'c 1' });
+  r = await api('GET', `/v1/runs?tag=${encodeURIComponent('cust.id:c 1')}`);
+  assert.deepEqual(r.json.runs.map((x) => x.run_id), [blue1]);
+  r = await api('GET', `/v1/runs?tag=team:red&created_after=${encodeURIComponent(t0)}`);
+  assert.deepEqual(r.json.runs.map((x) => x.run_id), [red]);
+  r = await api('GET', `/v1/runs?tag=team:red&created_before=${encodeURIComponent(t0)}`);
+  assert.deepEqual(r.json.runs, []);
+  const got = await api('GET', `/v1/runs/${blue2}`);
+  assert.deepEqual(got.json.tags, { team: 'blue' });
+  // bounded and validated
+  for (const [tags, want] of [
+    ['x', /tags: must be an object of strings/],
+    [{ a: 1 }, /tags.a: must be a string of at most 256 bytes/],
+    [{ 'a:b': 'x' }, /tags: key .*a:b.* must match/],
+    [{ a: 'x'.repeat(257) }, /at most 256 bytes/],
+    [Object.fromEntries([...Array(17).keys()].map((i) => [`k${i}`, 'v'])), /at most 16 tags/],
+  ]) {
+    const bad = await api('POST', '/v1/runs', { agent: 'tagged', input: {}, tags });
+    assert.equal(bad.status, 422, bad.text);
+    assert.match(bad.text, want);
+  }
+  for (const q of ['tag=nocolon', 'created_after=yesterday', `tag=${encodeURIComponent('a b:x')}`]) {
+    const bad = await api('GET', `/v1/runs?${q}`);
+    assert.equal(bad.status, 400, `${q}: ${bad.text}`);
+  }
+  // runctl runs ls --tag
+  const ls = runctl(['runs', 'ls', '--tag', 'team:blue'], { ...env, RS_API_URL: apiUrl, RS_API_KEY: apiKey });
+  assert.equal(ls.code, 0, ls.stderr);
+  assert.ok(ls.stdout.includes(blue1) && ls.stdout.includes(blue2) && !ls.stdout.includes(red), ls.stdout);
+});
+
 test('runctl replay --check passes on every parent and child run', async () => {
   assert.ok(checked.length >= 15, `${checked.length} runs`);
   for (const id of checked) {

@@ -52,6 +52,7 @@ fx_runs(rs_event *ev, int full)
 			ev->d.run_created.root_run_id = s("0190f5d2-7c4e-7a3b-8c1d-bbbbbbbbbbbb");
 			ev->d.run_created.scope = s("fan/a");
 			ev->d.run_created.parent_step_id = s("fan");
+			ev->d.run_created.tags = j("{\"team\":\"blue\"}");
 		}
 		break;
 	case RS_EV_RUN_STARTED:

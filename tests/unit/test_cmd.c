@@ -41,6 +41,7 @@ fx_cmd(rs_cmd_type t, int full, rs_cmd *c)
 			c->root_run_id = s("0190f5d2-7c4e-7a3b-8c1d-bbbbbbbbbbbb");
 			c->scope = s("fan/a");
 			c->parent_step_id = s("fan");
+			c->tags = json_pack("{s:s}", "team", "blue");
 		}
 		break;
 	case RS_CMD_TOOL_RESULT:
