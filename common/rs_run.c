@@ -2185,9 +2185,26 @@ start_child(dctx *d, const rs_step *st, size_t k, json_t *base, json_t *items)
 {
 	rs_event ev = new_event(RS_EV_CHILD_STARTED);
 	rs_ev_child_started *c = &ev.d.child_started;
-	char key[72], id[RS_UUID_LEN + 1];
+	char key[72], id[RS_UUID_LEN + 1], msg[128];
+	json_t *input;
 	rs_status rc;
 
+	/* The child's input: bounded like every recorded value (a foreach's
+	 * base input and element could add up past an event's size). */
+	if (st->kind == RS_STEP_FOREACH) {
+		input = json_copy(base);
+		json_object_set(input, "item", json_array_get(items, k));
+		json_object_set_new(input, "index", json_integer((json_int_t)k));
+	} else {
+		input = json_incref(base);
+	}
+	if (too_large(input)) {
+		json_decref(input);
+		snprintf(msg, sizeof(msg), "a child's input is larger than %d bytes",
+		         RS_RUN_MAX_VALUE_BYTES);
+		return fail_step_code(d, st, "too_large", RS_ERRCLASS_PERMANENT, msg);
+	}
+	c->input = input;
 	if (st->kind == RS_STEP_PARALLEL)
 		snprintf(key, sizeof(key), "%s", st->subs[k].name);
 	else if (st->kind == RS_STEP_FOREACH)
@@ -2202,19 +2219,11 @@ start_child(dctx *d, const rs_step *st, size_t k, json_t *base, json_t *items)
 	if (st->kind == RS_STEP_RUN) {
 		c->agent = xstrdup(st->child_agent);
 		c->version = xstrdup(st->child_version);
-		c->input = json_incref(base);
 	} else {
 		c->agent = xstrdup(d->s->agent);
 		c->version = xstrdup(d->s->version);
 		c->scope = child_scope(d->s, st, st->kind == RS_STEP_PARALLEL ? st->subs[k].name
 		                                                              : st->subs[0].name);
-		if (st->kind == RS_STEP_FOREACH) {
-			c->input = json_copy(base);
-			json_object_set(c->input, "item", json_array_get(items, k));
-			json_object_set_new(c->input, "index", json_integer((json_int_t)k));
-		} else {
-			c->input = json_incref(base);
-		}
 	}
 	if ((rc = emit(d, &ev)) != RS_OK)
 		return rc;

@@ -1796,6 +1796,24 @@ test_foreach(void)
 		finish(&w);
 		free(big);
 	}
+	/* a child's input (base + element) is bounded like any value */
+	{
+		size_t n = 300 * 1024, o;
+		char *big = malloc(2 * n + 64);
+		o = (size_t)sprintf(big, "{\"k\":\"");
+		memset(big + o, 'a', n);
+		o += n;
+		o += (size_t)sprintf(big + o, "\",\"xs\":[\"");
+		memset(big + o, 'b', n);
+		o += n;
+		sprintf(big + o, "\"]}");
+		world_init(&w, A_EACH);
+		CHECK_STR(step(&w, c_start(big)),
+		          "run.created run.started step.started step.failed run.failed");
+		CHECK_STR(ev(&w, RS_EV_STEP_FAILED, 0)->d.step_failed.error.code, "too_large");
+		finish(&w);
+		free(big);
+	}
 }
 
 static void
