@@ -241,6 +241,62 @@ test('cancelling the parent cancels its children', async () => {
   await dev.close();
 });
 
+test('kill -9 the orchestrator while foreach runs fan out: every run ends once, no child started twice', async () => {
+  const { dev } = incDevice(30);
+  await dev.welcomed;
+  await push({
+    name: 'fanout-crash',
+    steps: [
+      { id: 'loop', kind: 'foreach', items: '{{input.xs}}', max_concurrency: 2,
+        steps: [{ id: 'inc', kind: 'tool', tool: 'inc', capability: 'inc', args: { n: '{{input.item}}' } }] },
+      { id: 'both', kind: 'parallel', input: { v: '{{steps.loop.output}}' }, branches: {
+        a: [{ id: 'x', kind: 'transform', value: '{{input.v}}' }],
+        b: [{ id: 'y', kind: 'tool', tool: 'inc', capability: 'inc', args: { n: 100 } }] } },
+    ],
+    output: { loop: '{{steps.loop.output}}', b: '{{steps.both.output.b.n}}' },
+  });
+  const RUNS = 12;
+  const xs = [1, 2, 3, 4, 5];
+  const ids = [];
+  for (let i = 0; i < RUNS; i++) ids.push(await start('fanout-crash', { xs }));
+  const watchers = ids.map((id) => watch(apiUrl, apiKey, id));
+  // kill at points read from the log: while children are being started,
+  // then while they finish, then in the parallel step
+  const kill = async () => {
+    await procs.orch.kill('SIGKILL');
+    const port = await freePort();
+    procs.orch = await startService('orchestrator', { ...env, RS_ORCHESTRATOR_OPS_PORT: String(port), RS_INSTANCE_ID: 'orch' }, port);
+  };
+  await watchers[RUNS - 1].until((e) => e.type === 'child.started');
+  await kill();
+  await watchers[RUNS - 1].until((e) => e.type === 'child.finished');
+  await kill();
+  await watchers[0].until((e) => e.type === 'child.started' && e.data.step_id === 'both', 60000);
+  await kill();
+  const all = await Promise.all(watchers.map((w) => w.done));
+  const want = xs.map((x) => ({ n: x + 1 }));
+  for (const [i, events] of all.entries()) {
+    assertSeqs(events);
+    assert.equal(events.at(-1).type, 'run.completed', `${ids[i]}: ${JSON.stringify(events.at(-1))}`);
+    assert.deepEqual(events.at(-1).data.output, { loop: want, b: 101 });
+    const started = events.filter((e) => e.type === 'child.started');
+    assert.equal(started.length, xs.length + 2, `${ids[i]}: one child.started per element and branch`);
+    assert.equal(new Set(started.map((e) => e.data.child_run_id)).size, started.length);
+    assert.equal(events.filter((e) => e.type === 'child.finished').length, started.length);
+    checked.push(...started.map((e) => e.data.child_run_id));
+  }
+  // every child ran once: one history each, completed
+  for (const kid of checked.slice(-RUNS * (xs.length + 2))) {
+    const ce = await finish(kid);
+    assertSeqs(ce);
+    assert.equal(ce.at(-1).type, 'run.completed', kid);
+  }
+  // every tool call of every child reached the device (a redelivery keeps its call_id)
+  const callIds = new Set(dev.calls.map((c) => c.call_id));
+  assert.equal(callIds.size, RUNS * (xs.length + 1));
+  await dev.close();
+});
+
 test('tags: recorded on run.created, filtered by GET /v1/runs?tag= and created_after/before, runctl runs ls --tag', async () => {
   await push({ name: 'tagged', steps: [{ id: 'x', kind: 'transform', value: '{{input.n}}' }] });
   const t0 = new Date(Date.now() - 1000).toISOString();
