@@ -7,7 +7,8 @@
  *    "steps": [ {"id", "kind", "next"?, ...kind fields}, ... ],
  *    "output"?: <template>}
  * Kinds: tool, sleep, signal, branch, transform, http, llm (server-side
- * effects carried out by the executor, docs/agents.md). Validation is complete:
+ * effects carried out by the executor), parallel, foreach, run (work done
+ * by child runs, rs_run.c) - docs/agents.md. Validation is complete:
  * the first problem found is reported with the field path, e.g.
  *   steps[2].retry.max_backoff_ms: must be >= initial_backoff_ms (500)
  *
@@ -177,7 +178,9 @@ const rs_step *rs_agent_step_find(const rs_agent *a, const char *id, int *idx);
  * "<step id>/<branch>" segments joined by "/" (a branch of a parallel
  * step, "each" for the body of a foreach), nested up to
  * RS_AGENT_MAX_DEPTH. NULL if the scope names nothing. Borrowed: lives as
- * long as a. */
+ * long as a. A scoped list has the definition's name and version but no
+ * JSON of its own (rs_agent_json: NULL), no timeout_s and no output
+ * template (a child's output is its last step's). */
 const rs_agent *rs_agent_scope(const rs_agent *a, const char *scope);
 
 /* Evaluate a branch step against a template context ({"input", "steps"}):

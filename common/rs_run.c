@@ -13,6 +13,10 @@
  *     construction. The engine part is run_from(): start steps one after the
  *     other until one has to wait (tool, timer, signal) or the run ends.
  *  4. Effects (timers, tool calls/cancels) and the JSON view.
+ *  Child runs (parallel, foreach and run steps) have their own sections in
+ *  2 and 3: the step records child.started / child.finished; the child's
+ *  run.start and cancel, and a child's child.done to its parent, are
+ *  commands to other runs (rs_decision.cmds), see docs/architecture.md.
  *  Server-side effects (http and llm steps) have their own sections in
  *  2 and 3: the state machine only records requests (http.requested,
  *  llm.requested) and results (effect.result / llm.chunk commands from the
@@ -29,6 +33,9 @@
  *               "<run_id>-<step_id>-<exec>-<attempt>-llm<turn>"
  *   llm tool calls: call_id "<run_id>-<step_id>-<exec>-<attempt>-t<turn>-<i>",
  *   per-turn timers "<timer_id>.<turn>"
+ *   child runs (parallel, foreach, run steps): a UUIDv7 with the decision's
+ *   time and a hash of "<run_id>/<step_id>/<exec>/<attempt>/<key>"
+ *   (child_run_id(), section 3)
  *
  * Allocation failure aborts (Redis-style): every status returned here means
  * something about the run, not about memory.
