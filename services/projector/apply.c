@@ -783,7 +783,11 @@ fold(batch *b, const rs_event *ev)
 				return RS_ENOMEM;
 			set_str(s, S_LATEST, "f");
 		}
-		run_status(run, strcmp(d->kind, "signal") == 0 ? "waiting" : "running");
+		/* A signal step, and a step whose work is child runs, wait from
+		 * the start (the state machine's "waiting"). */
+		run_status(run, strcmp(d->kind, "signal") == 0 || strcmp(d->kind, "parallel") == 0 ||
+		           strcmp(d->kind, "foreach") == 0 || strcmp(d->kind, "run") == 0 ?
+		           "waiting" : "running");
 		set_str(run, R_CUR, d->step_id);
 		break;
 	}

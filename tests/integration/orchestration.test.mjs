@@ -227,6 +227,8 @@ test('cancelling the parent cancels its children', async () => {
   const w = watch(apiUrl, apiKey, runId);
   await w.until((e) => e.type === 'child.started' && e.data.key === 'b');
   const kids = childIds(w.events);
+  // the parent waits for its children (the read model says so too)
+  await waitFor('the parent to read as waiting', async () => (await api('GET', `/v1/runs/${runId}`)).json?.status === 'waiting');
   // wait until both children hold a call on the device
   await waitFor('both children to call the device', () => dev.calls.filter((c) => c.tool === 'hold').length >= 2);
   const c = await api('POST', `/v1/runs/${runId}/cancel`, { reason: 'enough' });
