@@ -39,7 +39,7 @@ struct rs_agent {
 };
 
 static const char *kind_names[] = { "tool", "sleep", "signal", "branch", "transform",
-                                    "http", "llm" };
+                                    "http", "llm", "parallel", "foreach", "run" };
 
 /* Fields allowed on every step and per kind (NULL-terminated). */
 static const char *common_fields[] = { "id", "kind", "next", NULL };
@@ -53,6 +53,9 @@ static const char *kind_fields[][13] = {
 	                   "expect_status", "hmac", "max_response_bytes", "max_redirects", NULL },
 	[RS_STEP_LLM] = { "model", "system", "prompt", "tools", "max_turns", "max_tokens",
 	                  "temperature", "timeout_s", "tool_timeout_s", "retry", NULL },
+	[RS_STEP_PARALLEL] = { "branches", "join", "on_failure", "input", NULL },
+	[RS_STEP_FOREACH] = { "items", "steps", "max_concurrency", "on_failure", "input", NULL },
+	[RS_STEP_RUN] = { "agent", "version", "input", NULL },
 };
 static const char *http_methods[] = { "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", NULL };
 static const char *top_fields[] = { "name", "description", "timeout_s", "max_steps",
@@ -219,6 +222,9 @@ is_name(const char *s)
 typedef struct {
 	json_t *steps;      /* the "steps" array of the definition */
 	size_t n;
+	const char *prefix; /* field path of that array: "steps", "steps[2].branches.a" */
+	const char *name;   /* the agent's name (children's lists share it) */
+	int depth;          /* 0 for the definition, +1 per parallel/foreach */
 } idset;
 
 /* Index of step id in the definition, -1 if none. */
@@ -845,28 +851,215 @@ rs_http_status_expected(const rs_step *s, int64_t status)
 	return 0;
 }
 
+
+/* --- orchestration: parallel, foreach, run (children runs) --- */
+
+static rs_status parse_steps(rs_agent *a, const idset *ids, char *err, size_t cap);
+
+static int
+cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* A list of steps that runs as a child run: parsed like a definition of
+ * its own (its templates see the child's input and its own steps), with
+ * the parent's name; the version is the parent's, set once it is known. */
+static rs_status
+parse_sub(json_t *steps, const char *path, const char *name, const idset *ids, rs_sub *sub,
+          char *err, size_t cap)
+{
+	idset sids;
+	rs_agent *a;
+
+	if (ids->depth + 1 > RS_AGENT_MAX_DEPTH)
+		return fail(err, cap, path, "parallel and foreach nest at most %d deep",
+		            RS_AGENT_MAX_DEPTH);
+	if (!json_is_array(steps) || json_array_size(steps) == 0)
+		return fail(err, cap, path, "must be a non-empty array of steps");
+	if (json_array_size(steps) > RS_AGENT_MAX_STEP_COUNT)
+		return fail(err, cap, path, "must have at most %d steps", RS_AGENT_MAX_STEP_COUNT);
+	if ((a = calloc(1, sizeof(*a))) == NULL)
+		abort();
+	a->name = xstrdup(ids->name);
+	a->max_steps = RS_AGENT_MAX_STEPS_DEFAULT;
+	sub->name = xstrdup(name);
+	sub->agent = a;
+	sids.steps = steps;
+	sids.n = json_array_size(steps);
+	sids.prefix = path;
+	sids.name = ids->name;
+	sids.depth = ids->depth + 1;
+	return parse_steps(a, &sids, err, cap);
+}
+
+/* input: a template of the children's input (an object once rendered;
+ * checked against the parent's steps, where it is rendered). */
+static rs_status
+parse_child_input(json_t *js, const char *path, rs_step *s, const idset *ids,
+                  char *err, size_t cap)
+{
+	json_t *v = json_object_get(js, "input");
+	char p[320];
+
+	if (v == NULL)
+		return RS_OK;
+	subpath(p, sizeof(p), path, "input");
+	if (!json_is_object(v) && !json_is_string(v))
+		return fail(err, cap, p, "must be an object or a template string");
+	if (check_template(v, p, ids, err, cap) != RS_OK)
+		return RS_EINVAL;
+	s->child_input = json_deep_copy(v);
+	return RS_OK;
+}
+
+static rs_status
+parse_on_failure(json_t *js, const char *path, rs_step *s, char *err, size_t cap)
+{
+	const char *v;
+	char p[320];
+
+	if (get_str(js, "on_failure", path, 0, &v, err, cap) != RS_OK)
+		return RS_EINVAL;
+	if (v == NULL || strcmp(v, "fail") == 0)
+		return RS_OK;
+	if (strcmp(v, "collect") == 0) {
+		s->collect = 1;
+		return RS_OK;
+	}
+	subpath(p, sizeof(p), path, "on_failure");
+	return fail(err, cap, p, "must be \"fail\" or \"collect\"");
+}
+
+static rs_status
+parse_parallel(json_t *js, const char *path, rs_step *s, const idset *ids,
+               char *err, size_t cap)
+{
+	json_t *br = json_object_get(js, "branches"), *v, *join;
+	const char *k, *keys[RS_AGENT_MAX_BRANCHES];
+	char p[320], q[400];
+	size_t n, i = 0;
+
+	subpath(p, sizeof(p), path, "branches");
+	if (br == NULL)
+		return fail(err, cap, p, "required");
+	if (!json_is_object(br) || (n = json_object_size(br)) == 0)
+		return fail(err, cap, p, "must be a non-empty object of named step lists");
+	if (n > RS_AGENT_MAX_BRANCHES)
+		return fail(err, cap, p, "must have at most %d branches", RS_AGENT_MAX_BRANCHES);
+	if ((s->subs = calloc(n, sizeof(*s->subs))) == NULL)
+		abort();
+	/* Sorted names: the canonical order (the definition's key order is not
+	 * part of its version, so it must not decide anything). */
+	json_object_foreach(br, k, v)
+		keys[i++] = k;
+	qsort(keys, n, sizeof(keys[0]), cmp_str);
+	for (i = 0; i < n; i++) {
+		pathf(q, sizeof(q), "%s.%s", p, keys[i]);
+		if (!rs_id_is_token(keys[i], 64))
+			return fail(err, cap, q, "branch names must match [a-z0-9_-]{1,64}");
+		s->nsubs = i + 1;
+		if (parse_sub(json_object_get(br, keys[i]), q, keys[i], ids, &s->subs[i], err,
+		              cap) != RS_OK)
+			return RS_EINVAL;
+	}
+	s->join_n = (int64_t)n;
+	join = json_object_get(js, "join");
+	subpath(p, sizeof(p), path, "join");
+	if (join == NULL || (json_is_string(join) && strcmp(json_string_value(join), "all") == 0))
+		;
+	else if (json_is_string(join) && strcmp(json_string_value(join), "any") == 0)
+		s->join_n = 1;
+	else if (json_is_integer(join) && json_integer_value(join) >= 1 &&
+	         json_integer_value(join) <= (json_int_t)n)
+		s->join_n = json_integer_value(join);
+	else
+		return fail(err, cap, p, "must be \"all\", \"any\" or an integer 1..%zu", n);
+	if (parse_on_failure(js, path, s, err, cap) != RS_OK)
+		return RS_EINVAL;
+	return parse_child_input(js, path, s, ids, err, cap);
+}
+
+static rs_status
+parse_foreach(json_t *js, const char *path, rs_step *s, const idset *ids,
+              char *err, size_t cap)
+{
+	json_t *items = json_object_get(js, "items"), *mc;
+	char p[320];
+
+	subpath(p, sizeof(p), path, "items");
+	if (items == NULL)
+		return fail(err, cap, p, "required");
+	if (!json_is_array(items) && !json_is_string(items))
+		return fail(err, cap, p, "must be an array or a template string");
+	if (check_template(items, p, ids, err, cap) != RS_OK)
+		return RS_EINVAL;
+	s->items = json_deep_copy(items);
+	s->max_concurrency = RS_FOREACH_CONCURRENCY_DEFAULT;
+	mc = json_object_get(js, "max_concurrency");
+	subpath(p, sizeof(p), path, "max_concurrency");
+	if (mc != NULL && (!json_is_integer(mc) || json_integer_value(mc) < 1 ||
+	                   json_integer_value(mc) > RS_FOREACH_MAX_CONCURRENCY))
+		return fail(err, cap, p, "must be an integer 1..%d", RS_FOREACH_MAX_CONCURRENCY);
+	if (mc != NULL)
+		s->max_concurrency = json_integer_value(mc);
+	if ((s->subs = calloc(1, sizeof(*s->subs))) == NULL)
+		abort();
+	s->nsubs = 1;
+	subpath(p, sizeof(p), path, "steps");
+	if (json_object_get(js, "steps") == NULL)
+		return fail(err, cap, p, "required");
+	if (parse_sub(json_object_get(js, "steps"), p, "each", ids, &s->subs[0], err, cap) != RS_OK)
+		return RS_EINVAL;
+	if (parse_on_failure(js, path, s, err, cap) != RS_OK)
+		return RS_EINVAL;
+	return parse_child_input(js, path, s, ids, err, cap);
+}
+
+static rs_status
+parse_run(json_t *js, const char *path, rs_step *s, const idset *ids, char *err, size_t cap)
+{
+	const char *agent, *version;
+	char p[320];
+
+	if (get_str(js, "agent", path, 1, &agent, err, cap) != RS_OK ||
+	    get_str(js, "version", path, 0, &version, err, cap) != RS_OK)
+		return RS_EINVAL;
+	subpath(p, sizeof(p), path, "agent");
+	if (!rs_id_is_token(agent, 64))
+		return fail(err, cap, p, "must match [a-z0-9_-]{1,64}");
+	subpath(p, sizeof(p), path, "version");
+	if (version != NULL && strcmp(version, "latest") != 0 && !rs_id_is_token(version, 64))
+		return fail(err, cap, p, "must be a version (16 hex chars) or \"latest\"");
+	s->child_agent = xstrdup(agent);
+	s->child_version = version != NULL && strcmp(version, "latest") != 0 ? xstrdup(version)
+	                                                                    : NULL;
+	return parse_child_input(js, path, s, ids, err, cap);
+}
+
 /* Pass 1: shape, id and kind of step i (so pass 2 can resolve ids). */
 static rs_status
 check_step_id(const idset *ids, size_t i, char *err, size_t cap)
 {
 	json_t *js = json_array_get(ids->steps, i);
 	const char *id;
-	char path[64];
+	char path[256];
 	int first;
 
-	pathf(path, sizeof(path), "steps[%zu]", i);
+	pathf(path, sizeof(path), "%s[%zu]", ids->prefix, i);
 	if (!json_is_object(js))
 		return fail(err, cap, path, "must be an object");
 	if (get_str(js, "id", path, 1, &id, err, cap) != RS_OK)
 		return RS_EINVAL;
-	pathf(path, sizeof(path), "steps[%zu].id", i);
+	pathf(path, sizeof(path), "%s[%zu].id", ids->prefix, i);
 	if (!rs_id_is_token(id, 64))
 		return fail(err, cap, path, "must match [a-z0-9_-]{1,64}");
 	if (strcmp(id, "end") == 0)
 		return fail(err, cap, path, "\"end\" is reserved");
 	first = find_id(ids, id);
 	if (first >= 0 && (size_t)first < i)
-		return fail(err, cap, path, "duplicate id \"%s\" (also steps[%d])", id, first);
+		return fail(err, cap, path, "duplicate id \"%s\" (also %s[%d])", id, ids->prefix,
+		            first);
 	return RS_OK;
 }
 
@@ -876,10 +1069,10 @@ parse_step(const idset *ids, size_t i, rs_step *s, char *err, size_t cap)
 {
 	json_t *js = json_array_get(ids->steps, i);
 	const char *kind;
-	char path[64], p[96];
+	char path[256], p[288];
 	int k;
 
-	pathf(path, sizeof(path), "steps[%zu]", i);
+	pathf(path, sizeof(path), "%s[%zu]", ids->prefix, i);
 	s->id = xstrdup(json_string_value(json_object_get(js, "id")));
 	if (get_str(js, "kind", path, 1, &kind, err, cap) != RS_OK)
 		return RS_EINVAL;
@@ -889,7 +1082,7 @@ parse_step(const idset *ids, size_t i, rs_step *s, char *err, size_t cap)
 	if (k > RS_STEP_KIND_LAST) {
 		pathf(p, sizeof(p), "%s.kind", path);
 		return fail(err, cap, p, "unknown step kind \"%s\" (expected tool, sleep, "
-		            "signal, branch, transform, http or llm)", kind);
+		            "signal, branch, transform, http, llm, parallel, foreach or run)", kind);
 	}
 	s->kind = (rs_step_kind)k;
 	if (check_fields(js, path, common_fields, kind_fields[k], err, cap) != RS_OK)
@@ -905,6 +1098,9 @@ parse_step(const idset *ids, size_t i, rs_step *s, char *err, size_t cap)
 	case RS_STEP_TRANSFORM: return parse_transform(js, path, s, ids, err, cap);
 	case RS_STEP_HTTP:      return parse_http(js, path, s, ids, err, cap);
 	case RS_STEP_LLM:       return parse_llm(js, path, s, ids, err, cap);
+	case RS_STEP_PARALLEL:  return parse_parallel(js, path, s, ids, err, cap);
+	case RS_STEP_FOREACH:   return parse_foreach(js, path, s, ids, err, cap);
+	case RS_STEP_RUN:       return parse_run(js, path, s, ids, err, cap);
 	}
 	return RS_EINVAL;
 }
@@ -965,6 +1161,37 @@ parse_concurrency(json_t *def, rs_agent *a, const idset *ids, char *err, size_t 
 	return RS_OK;
 }
 
+/* Both passes over one list of steps into a (the definition's, or a
+ * child's list). */
+static rs_status
+parse_steps(rs_agent *a, const idset *ids, char *err, size_t cap)
+{
+	size_t i;
+
+	for (i = 0; i < ids->n; i++)
+		if (check_step_id(ids, i, err, cap) != RS_OK)
+			return RS_EINVAL;
+	if ((a->steps = calloc(ids->n, sizeof(*a->steps))) == NULL)
+		abort();
+	a->nsteps = ids->n;
+	for (i = 0; i < ids->n; i++)
+		if (parse_step(ids, i, &a->steps[i], err, cap) != RS_OK)
+			return RS_EINVAL;
+	return RS_OK;
+}
+
+/* Children's lists carry the definition's version (a child run is pinned
+ * to it like its parent). */
+static void
+set_sub_versions(rs_agent *a)
+{
+	for (size_t i = 0; i < a->nsteps; i++)
+		for (size_t j = 0; j < a->steps[i].nsubs; j++) {
+			memcpy(a->steps[i].subs[j].agent->version, a->version, sizeof(a->version));
+			set_sub_versions(a->steps[i].subs[j].agent);
+		}
+}
+
 rs_status
 rs_agent_parse(json_t *def, rs_agent **out, char *err, size_t cap)
 {
@@ -972,7 +1199,6 @@ rs_agent_parse(json_t *def, rs_agent **out, char *err, size_t cap)
 	idset ids;
 	json_t *steps, *output;
 	rs_status st = RS_EINVAL;
-	size_t i;
 
 	*out = NULL;
 	if ((a = calloc(1, sizeof(*a))) == NULL)
@@ -994,15 +1220,11 @@ rs_agent_parse(json_t *def, rs_agent **out, char *err, size_t cap)
 	}
 	ids.steps = steps;
 	ids.n = json_array_size(steps);
-	for (i = 0; i < ids.n; i++)
-		if (check_step_id(&ids, i, err, cap) != RS_OK)
-			goto cleanup;
-	if ((a->steps = calloc(ids.n, sizeof(*a->steps))) == NULL)
-		abort();
-	a->nsteps = ids.n;
-	for (i = 0; i < ids.n; i++)
-		if (parse_step(&ids, i, &a->steps[i], err, cap) != RS_OK)
-			goto cleanup;
+	ids.prefix = "steps";
+	ids.name = a->name;
+	ids.depth = 0;
+	if (parse_steps(a, &ids, err, cap) != RS_OK)
+		goto cleanup;
 	if ((output = json_object_get(def, "output")) != NULL) {
 		if (check_template(output, "output", &ids, err, cap) != RS_OK)
 			goto cleanup;
@@ -1012,6 +1234,7 @@ rs_agent_parse(json_t *def, rs_agent **out, char *err, size_t cap)
 		goto cleanup;
 	if ((st = rs_agent_version_of(def, a->version)) != RS_OK)
 		goto cleanup;
+	set_sub_versions(a);
 	a->def = json_deep_copy(def);
 	*out = a;
 	return RS_OK;
@@ -1080,6 +1303,15 @@ step_free(rs_step *s)
 	json_decref(s->prompt);
 	json_decref(s->llm_tools);
 	json_decref(s->temperature);
+	for (size_t i = 0; i < s->nsubs; i++) {
+		free(s->subs[i].name);
+		rs_agent_free(s->subs[i].agent);
+	}
+	free(s->subs);
+	json_decref(s->items);
+	json_decref(s->child_input);
+	free(s->child_agent);
+	free(s->child_version);
 }
 
 void
@@ -1131,6 +1363,36 @@ rs_agent_step_find(const rs_agent *a, const char *id, int *idx)
 		}
 	}
 	return NULL;
+}
+
+const rs_agent *
+rs_agent_scope(const rs_agent *a, const char *scope)
+{
+	const char *p = scope, *slash, *name;
+	char id[72];
+	size_t n;
+
+	for (int depth = 0; p != NULL && *p != '\0'; depth++) {
+		const rs_step *st;
+		const rs_agent *next = NULL;
+		if (depth >= RS_AGENT_MAX_DEPTH || (slash = strchr(p, '/')) == NULL ||
+		    (n = (size_t)(slash - p)) >= sizeof(id))
+			return NULL;
+		memcpy(id, p, n);
+		id[n] = '\0';
+		name = slash + 1;
+		n = strcspn(name, "/");
+		if ((st = rs_agent_step_find(a, id, NULL)) == NULL)
+			return NULL;
+		for (size_t i = 0; i < st->nsubs; i++)
+			if (strlen(st->subs[i].name) == n && strncmp(st->subs[i].name, name, n) == 0)
+				next = st->subs[i].agent;
+		if (next == NULL)
+			return NULL;
+		a = next;
+		p = name[n] == '/' ? name + n + 1 : name + n;
+	}
+	return a;
 }
 
 /* --- branch evaluation --- */

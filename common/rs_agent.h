@@ -7,7 +7,8 @@
  *    "steps": [ {"id", "kind", "next"?, ...kind fields}, ... ],
  *    "output"?: <template>, "concurrency"?: {"key": <template>, "limit": n}}
  * Kinds: tool, sleep, signal, branch, transform, http, llm (server-side
- * effects carried out by the executor, docs/agents.md). Validation is complete:
+ * effects carried out by the executor), parallel, foreach, run (work done
+ * by child runs, rs_run.c) - docs/agents.md. Validation is complete:
  * the first problem found is reported with the field path, e.g.
  *   steps[2].retry.max_backoff_ms: must be >= initial_backoff_ms (500)
  *
@@ -45,12 +46,29 @@
 #define RS_AGENT_MAX_BACKOFF_MS    86400000      /* retry backoffs: one day */
 #define RS_AGENT_MAX_TURNS         64            /* llm max_turns */
 #define RS_AGENT_MAX_TOKENS        1000000       /* llm max_tokens */
+#define RS_AGENT_MAX_BRANCHES      32            /* parallel branches */
+#define RS_AGENT_MAX_DEPTH         4             /* nesting of parallel/foreach */
+#define RS_FOREACH_MAX_ITEMS       1000          /* elements of a foreach */
+#define RS_FOREACH_MAX_CONCURRENCY 100           /* foreach max_concurrency */
+#define RS_FOREACH_CONCURRENCY_DEFAULT 10
+
+typedef struct rs_agent rs_agent;
+
+/* A list of steps run as a child run (a parallel branch, a foreach body):
+ * name is the branch name ("each" for foreach); agent is built from the
+ * list like a definition of its own, with the parent's name and version. */
+typedef struct {
+	char *name;
+	rs_agent *agent;
+} rs_sub;
 
 typedef enum {
 	RS_STEP_TOOL = 0, RS_STEP_SLEEP, RS_STEP_SIGNAL, RS_STEP_BRANCH, RS_STEP_TRANSFORM,
-	RS_STEP_HTTP, RS_STEP_LLM
+	RS_STEP_HTTP, RS_STEP_LLM,
+	/* orchestration: the work runs in child runs (docs/agents.md) */
+	RS_STEP_PARALLEL, RS_STEP_FOREACH, RS_STEP_RUN
 } rs_step_kind;
-#define RS_STEP_KIND_LAST RS_STEP_LLM
+#define RS_STEP_KIND_LAST RS_STEP_RUN
 
 const char *rs_step_kind_name(rs_step_kind k);   /* "tool", ... */
 
@@ -115,9 +133,19 @@ typedef struct {
 	int64_t max_turns, max_tokens; /* max_tokens 0: not sent */
 	json_t *temperature;         /* number or NULL */
 	int64_t tool_timeout_s;      /* per tool call the model makes */
+	/* parallel / foreach / run: children */
+	rs_sub *subs;                /* parallel: branches in definition order;
+	                              * foreach: one, "each" */
+	size_t nsubs;
+	int64_t join_n;              /* parallel: branches to wait for (all = nsubs) */
+	int collect;                 /* on_failure "collect": a failed child is
+	                              * recorded in the output, not fatal */
+	json_t *items;               /* foreach: template of the array */
+	int64_t max_concurrency;     /* foreach: children running at once */
+	json_t *child_input;         /* template of the children's input or NULL */
+	char *child_agent;           /* run: the agent to start */
+	char *child_version;         /* run: pinned version, NULL = latest */
 } rs_step;
-
-typedef struct rs_agent rs_agent;
 
 /* Validate def and build the agent. On success *out is owned by the caller
  * (rs_agent_free). On failure returns RS_EINVAL and err holds
@@ -150,6 +178,15 @@ size_t rs_agent_step_count(const rs_agent *a);
 const rs_step *rs_agent_step(const rs_agent *a, size_t idx); /* NULL if out of range */
 /* Step by id; *idx (optional) receives its index. NULL if unknown. */
 const rs_step *rs_agent_step_find(const rs_agent *a, const char *id, int *idx);
+
+/* The agent a child run walks: scope is "" (the agent itself) or
+ * "<step id>/<branch>" segments joined by "/" (a branch of a parallel
+ * step, "each" for the body of a foreach), nested up to
+ * RS_AGENT_MAX_DEPTH. NULL if the scope names nothing. Borrowed: lives as
+ * long as a. A scoped list has the definition's name and version but no
+ * JSON of its own (rs_agent_json: NULL), no timeout_s and no output
+ * template (a child's output is its last step's). */
+const rs_agent *rs_agent_scope(const rs_agent *a, const char *scope);
 
 /* Evaluate a branch step against a template context ({"input", "steps"}):
  * the index of the step to go to (or RS_STEP_END). *case_idx receives the

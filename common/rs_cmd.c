@@ -49,6 +49,11 @@ static const rs_field c_run_start[] = {
 	OPT(rs_cmd, tenant_limit, RS_F_INT, 1),
 	OPT(rs_cmd, schedule_id, RS_F_TOKEN, 0),
 	OPT(rs_cmd, schedule_tick, RS_F_TIME, 0),
+	OPT(rs_cmd, parent_run_id, RS_F_UUID, 0),
+	OPT(rs_cmd, root_run_id, RS_F_UUID, 0),
+	OPT(rs_cmd, scope, RS_F_STR, 1),
+	OPT(rs_cmd, parent_step_id, RS_F_STR, 1),
+	OPT(rs_cmd, tags, RS_F_OBJECT, 0),
 };
 /* output / error are handled by tool_result_*(): exactly one of them. */
 static const rs_field c_tool_result[] = {
@@ -89,6 +94,12 @@ static const rs_field c_llm_chunk[] = {
 	REQ(rs_cmd, index, RS_F_INT, 0),
 	REQ(rs_cmd, text, RS_F_STR, 0),
 };
+static const rs_field c_child_done[] = {
+	REQ(rs_cmd, child_run_id, RS_F_UUID, 0),
+	REQ(rs_cmd, child_status, RS_F_STR, 1),
+	REQ(rs_cmd, output, RS_F_JSON, 0),
+	OPT(rs_cmd, child_error, RS_F_OBJECT, 0),
+};
 
 /* Indexed by rs_cmd_type. */
 static const struct {
@@ -106,6 +117,7 @@ static const struct {
 	{ "llm.chunk", c_llm_chunk, NELEM(c_llm_chunk) },
 	{ "run.continue", c_run_continue, NELEM(c_run_continue) },
 	{ "run.admit", NULL, 0 },   /* run_id and tenant only */
+	{ "child.done", c_child_done, NELEM(c_child_done) },
 };
 
 /* Commands that carry exactly one of output / error. */
@@ -176,6 +188,9 @@ rs_cmd_msg_id(const rs_cmd *c, char *buf, size_t cap)
 		break;
 	case RS_CMD_RUN_ADMIT:
 		snprintf(buf, cap, "admit-%s", c->run_id);
+		break;
+	case RS_CMD_CHILD_DONE:
+		snprintf(buf, cap, "childdone-%s", c->child_run_id ? c->child_run_id : "");
 		break;
 	default:
 		snprintf(buf, cap, "unknown");
@@ -355,6 +370,14 @@ rs_cmd_free(rs_cmd *c)
 	free(c->step_id);
 	free(c->effect_id);
 	free(c->text);
+	free(c->parent_run_id);
+	free(c->root_run_id);
+	free(c->scope);
+	free(c->parent_step_id);
+	free(c->child_run_id);
+	free(c->child_status);
+	json_decref(c->child_error);
+	json_decref(c->tags);
 	memset(c, 0, sizeof(*c));
 }
 

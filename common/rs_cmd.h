@@ -25,6 +25,13 @@
  *   run.admit      {run_id, tenant}
  *                  (from the orchestrator's admission gate: a queued run that
  *                  waited for a concurrency slot has one now; decide starts it)
+ *   run.start may also carry tags (a string map, recorded on run.created)
+ *                  and parent_run_id, root_run_id, scope,
+ *                  parent_step_id (a child run, started by its parent's
+ *                  orchestrator as an effect; recorded on run.created)
+ *   child.done     {run_id, tenant, child_run_id, status, output, error?}
+ *                  (to a parent: its child run ended; sent by the child's
+ *                  orchestrator as an effect of the terminal event)
  * Headers: Runstream-Type = type; Nats-Msg-Id = rs_cmd_msg_id().
  *
  * Tool calls: stream TOOLCALLS, subject toolcalls.<tenant>.<call_id>:
@@ -56,6 +63,7 @@ typedef enum {
 	RS_CMD_LLM_CHUNK,
 	RS_CMD_RUN_CONTINUE,
 	RS_CMD_RUN_ADMIT,
+	RS_CMD_CHILD_DONE,
 	RS_CMD__COUNT
 } rs_cmd_type;
 
@@ -97,6 +105,12 @@ typedef struct {
 	int64_t retry_after_ms;     /* effect.result error: 0 = none */
 	/* run.continue */
 	int64_t after_seq;          /* the run's last runseq when it was found not at rest */
+	/* run.start of a child run */
+	char *parent_run_id, *root_run_id, *scope, *parent_step_id;
+	json_t *tags;               /* run.start: string map (POST /v1/runs tags) or NULL */
+	/* child.done (output above) */
+	char *child_run_id, *child_status;
+	json_t *child_error;        /* object or NULL */
 } rs_cmd;
 
 /* Encode (compact, sorted keys); *out malloc'd, caller frees. */
@@ -113,7 +127,7 @@ void rs_cmd_subject(const char *tenant, const char *run_id, char *buf, size_t ca
 /* Deterministic de-duplication id: start-<run_id>, result-<call_id>,
  * delivered-<call_id>-<device_id>, signal-<signal_id>, cancel-<run_id>,
  * timer-<timer_id>, result-<effect_id>, chunk-<effect_id>-<index>,
- * continue-<run_id>-<after_seq>, admit-<run_id>. */
+ * continue-<run_id>-<after_seq>, admit-<run_id>, childdone-<child_run_id>. */
 void rs_cmd_msg_id(const rs_cmd *c, char *buf, size_t cap);
 
 typedef struct {

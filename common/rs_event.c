@@ -37,7 +37,7 @@ static const char *const purpose_names[] = {
 };
 
 static const char *const step_kinds[] = { "tool", "sleep", "signal", "branch", "transform",
-                                           "http", "llm" };
+                                           "http", "llm", "parallel", "foreach", "run" };
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -229,7 +229,8 @@ string_rule(const rs_field *f)
 	case RS_F_CALLID:   return "must be a non-empty string without '.', '*', '>' or whitespace";
 	case RS_F_UUID:     return "must be a canonical lowercase UUID";
 	case RS_F_TOKEN:    return "must match [a-z0-9_-]{1,64}";
-	case RS_F_STEPKIND: return "must be one of tool, sleep, signal, branch, transform, http, llm";
+	case RS_F_STEPKIND: return "must be one of tool, sleep, signal, branch, transform, http, "
+	                           "llm, parallel, foreach, run";
 	default:            return "invalid";
 	}
 }
@@ -479,6 +480,11 @@ static const rs_field f_run_created[] = {
 	OPT(rs_ev_run_created, tenant_limit, RS_F_INT, 1),
 	OPT(rs_ev_run_created, schedule_id, RS_F_TOKEN, 0),
 	OPT(rs_ev_run_created, schedule_tick, RS_F_TIME, 0),
+	OPT(rs_ev_run_created, parent_run_id, RS_F_UUID, 0),
+	OPT(rs_ev_run_created, root_run_id, RS_F_UUID, 0),
+	OPT(rs_ev_run_created, scope, RS_F_STR, 1),
+	OPT(rs_ev_run_created, parent_step_id, RS_F_STR, 1),
+	OPT(rs_ev_run_created, tags, RS_F_OBJECT, 0),
 };
 static const rs_field f_run_started[] = {
 	OPT(rs_ev_run_started, instance, RS_F_STR, 1),
@@ -632,6 +638,25 @@ static const rs_field f_llm_message[] = {
 	OPT(rs_ev_llm_message, usage, RS_F_OBJECT, 0),
 	OPT(rs_ev_llm_message, finish_reason, RS_F_STR, 1),
 };
+static const rs_field f_child_started[] = {
+	REQ(rs_ev_child_started, step_id, RS_F_STR, 1),
+	REQ(rs_ev_child_started, attempt, RS_F_INT, 1),
+	REQ(rs_ev_child_started, child_run_id, RS_F_UUID, 0),
+	REQ(rs_ev_child_started, key, RS_F_STR, 1),
+	REQ(rs_ev_child_started, agent, RS_F_TOKEN, 0),
+	OPT(rs_ev_child_started, version, RS_F_STR, 1),
+	OPT(rs_ev_child_started, scope, RS_F_STR, 1),
+	REQ(rs_ev_child_started, input, RS_F_OBJECT, 0),
+};
+static const rs_field f_child_finished[] = {
+	REQ(rs_ev_child_finished, step_id, RS_F_STR, 1),
+	REQ(rs_ev_child_finished, attempt, RS_F_INT, 1),
+	REQ(rs_ev_child_finished, child_run_id, RS_F_UUID, 0),
+	REQ(rs_ev_child_finished, key, RS_F_STR, 1),
+	REQ(rs_ev_child_finished, status, RS_F_STR, 1),
+	REQ(rs_ev_child_finished, output, RS_F_JSON, 0),
+	OPT(rs_ev_child_finished, error, RS_F_OBJECT, 0),
+};
 
 /* Indexed by rs_event_type; the order must follow the enum. */
 static const struct {
@@ -664,6 +689,8 @@ static const struct {
 	T("llm.requested", f_llm_requested),
 	T("llm.delta", f_llm_delta),
 	T("llm.message", f_llm_message),
+	T("child.started", f_child_started),
+	T("child.finished", f_child_finished),
 #undef T
 };
 
@@ -744,6 +771,8 @@ EV_CODEC(http_completed, RS_EV_HTTP_COMPLETED)
 EV_CODEC(llm_requested, RS_EV_LLM_REQUESTED)
 EV_CODEC(llm_delta, RS_EV_LLM_DELTA)
 EV_CODEC(llm_message, RS_EV_LLM_MESSAGE)
+EV_CODEC(child_started, RS_EV_CHILD_STARTED)
+EV_CODEC(child_finished, RS_EV_CHILD_FINISHED)
 
 /* ---- event types ---------------------------------------------------- */
 

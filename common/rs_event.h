@@ -49,6 +49,9 @@ typedef enum {
 	RS_EV_LLM_REQUESTED,
 	RS_EV_LLM_DELTA,
 	RS_EV_LLM_MESSAGE,
+	/* children runs (v1.3): parallel, foreach and run steps */
+	RS_EV_CHILD_STARTED,
+	RS_EV_CHILD_FINISHED,
 	RS_EV__COUNT
 } rs_event_type;
 
@@ -85,7 +88,12 @@ rs_status rs_timer_purpose_parse(const char *s, rs_timer_purpose *p);
 /* forked_from / from_seq / reuse: a fork of another run (POST
  * /v1/runs/{id}/fork): reuse is [{step_id, output, seq}], the outputs of
  * the source's effect steps completed within its first from_seq events, in
- * order (rs_fork.h). */
+ * order (rs_fork.h).
+ * parent_run_id / root_run_id / scope / parent_step_id: set on a child run
+ * (v1.3): its parent, the run at the top of the tree, the list of steps
+ * it walks ("" or absent: the agent's own steps; "<step>/<branch>": a
+ * branch of a parallel step or "<step>/each" a foreach body, see
+ * rs_agent_scope). */
 typedef struct { char *agent; char *version; json_t *input; char *idempotency_key;
                  int64_t timeout_s; int64_t max_steps;
                  char *forked_from; int64_t from_seq; json_t *reuse;
@@ -96,6 +104,9 @@ typedef struct { char *agent; char *version; json_t *input; char *idempotency_ke
                  char *concurrency_key; int64_t concurrency_limit; int64_t tenant_limit;
                  /* a run started by a schedule: its id and tick (Unix ms) */
                  char *schedule_id; int64_t schedule_tick;
+                 char *parent_run_id; char *root_run_id; char *scope;
+                 char *parent_step_id;
+                 json_t *tags; /* v1.3: string map given at start, or NULL */
                } rs_ev_run_created;
 /* admission: "granted" when a run.admit started a gated run (so replay
  * knows that run.started records a command). */
@@ -153,6 +164,17 @@ typedef struct { char *effect_id; char *step_id; int64_t turn; int64_t index;
                  char *text; } rs_ev_llm_delta;
 typedef struct { char *effect_id; char *step_id; int64_t turn; json_t *message;
                  json_t *usage; char *finish_reason; } rs_ev_llm_message;
+/* A child run the step starts (its run.start is the effect): key is the
+ * branch name (parallel), the element's index (foreach) or "run"; agent /
+ * version / scope / input are exactly what the child is started with
+ * (version NULL: the latest, resolved when the child is created). */
+typedef struct { char *step_id; int64_t attempt; char *child_run_id; char *key;
+                 char *agent; char *version; char *scope; json_t *input; } rs_ev_child_started;
+/* The child's terminal event, reported back as a child.done command:
+ * status completed | failed | cancelled | timed_out; output (null unless
+ * completed); error (the child's run error, absent when completed). */
+typedef struct { char *step_id; int64_t attempt; char *child_run_id; char *key;
+                 char *status; json_t *output; json_t *error; } rs_ev_child_finished;
 
 /* One encode (struct -> new json_t data object) and one decode (data
  * object -> struct, with a precise error naming the field) per type.
@@ -189,6 +211,8 @@ RS_EVENT_CODEC(http_completed)
 RS_EVENT_CODEC(llm_requested)
 RS_EVENT_CODEC(llm_delta)
 RS_EVENT_CODEC(llm_message)
+RS_EVENT_CODEC(child_started)
+RS_EVENT_CODEC(child_finished)
 #undef RS_EVENT_CODEC
 
 /* A whole event: envelope + typed data. */
@@ -225,6 +249,8 @@ typedef struct {
 		rs_ev_llm_requested llm_requested;
 		rs_ev_llm_delta llm_delta;
 		rs_ev_llm_message llm_message;
+		rs_ev_child_started child_started;
+		rs_ev_child_finished child_finished;
 	} d;
 } rs_event;
 
@@ -260,7 +286,7 @@ typedef enum {
 	RS_F_CALLID,   /* char *, usable as a NATS subject token (no . * > space) */
 	RS_F_UUID,     /* char *, canonical lowercase UUID */
 	RS_F_TOKEN,    /* char *, [a-z0-9_-]{1,64} (rs_id_is_token) */
-	RS_F_STEPKIND, /* char *, one of tool|sleep|signal|branch|transform|http|llm */
+	RS_F_STEPKIND, /* char *, one of tool|sleep|signal|branch|transform|http|llm|parallel|foreach|run */
 	RS_F_INT,      /* int64_t >= min; optional: 0 = absent */
 	RS_F_TIME,     /* int64_t Unix ms >= 0 <-> RFC 3339; optional: 0 = absent */
 	RS_F_BOOL,     /* int 0/1 <-> true/false */

@@ -156,6 +156,26 @@ from_step_failed(const rs_ev_step_failed *e, rs_cmd *c)
 	return dup_str(&c->effect_id, e->effect_id) || dup_err(&c->error, &e->error) ? -1 : 0;
 }
 
+static int
+from_run_created_child(const rs_ev_run_created *e, rs_cmd *c)
+{
+	c->tags = ref(e->tags);
+	return dup_str(&c->parent_run_id, e->parent_run_id) ||
+	       dup_str(&c->root_run_id, e->root_run_id) || dup_str(&c->scope, e->scope) ||
+	       dup_str(&c->parent_step_id, e->parent_step_id) ? -1 : 0;
+}
+
+/* output as recorded (null unless completed), error if any. */
+static int
+from_child_finished(const rs_ev_child_finished *e, rs_cmd *c)
+{
+	c->type = RS_CMD_CHILD_DONE;
+	c->output = e->output != NULL ? json_incref(e->output) : json_null();
+	c->child_error = ref(e->error);
+	return dup_str(&c->child_run_id, e->child_run_id) ||
+	       dup_str(&c->child_status, e->status) ? -1 : 0;
+}
+
 int
 rs_replay_opens_group(const rs_event *ev)
 {
@@ -170,6 +190,7 @@ rs_replay_opens_group(const rs_event *ev)
 	case RS_EV_LLM_DELTA:
 	case RS_EV_LLM_MESSAGE:
 	case RS_EV_HTTP_COMPLETED:
+	case RS_EV_CHILD_FINISHED:
 		return 1;
 	case RS_EV_RUN_STARTED:
 		return ev->d.run_started.admission != NULL;   /* a run.admit */
@@ -184,7 +205,9 @@ static int
 fill(const rs_event *ev, rs_cmd *c)
 {
 	switch (ev->type) {
-	case RS_EV_RUN_CREATED: return from_run_created(&ev->d.run_created, c);
+	case RS_EV_RUN_CREATED:
+		return from_run_created(&ev->d.run_created, c) ||
+		       from_run_created_child(&ev->d.run_created, c) ? -1 : 0;
 	case RS_EV_RUN_STARTED: c->type = RS_CMD_RUN_ADMIT; return 0;
 	case RS_EV_TOOL_DISPATCHED: return from_tool_dispatched(&ev->d.tool_dispatched, c);
 	case RS_EV_TOOL_COMPLETED: return from_tool_completed(&ev->d.tool_completed, c);
@@ -196,6 +219,7 @@ fill(const rs_event *ev, rs_cmd *c)
 	case RS_EV_LLM_MESSAGE: return from_llm_message(&ev->d.llm_message, c);
 	case RS_EV_HTTP_COMPLETED: return from_http_completed(&ev->d.http_completed, c);
 	case RS_EV_STEP_FAILED: return from_step_failed(&ev->d.step_failed, c);
+	case RS_EV_CHILD_FINISHED: return from_child_finished(&ev->d.child_finished, c);
 	default: return -1;   /* not reached: rs_replay_opens_group said no */
 	}
 }

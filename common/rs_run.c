@@ -13,6 +13,10 @@
  *     construction. The engine part is run_from(): start steps one after the
  *     other until one has to wait (tool, timer, signal) or the run ends.
  *  4. Effects (timers, tool calls/cancels) and the JSON view.
+ *  Child runs (parallel, foreach and run steps) have their own sections in
+ *  2 and 3: the step records child.started / child.finished; the child's
+ *  run.start and cancel, and a child's child.done to its parent, are
+ *  commands to other runs (rs_decision.cmds), see docs/architecture.md.
  *  Server-side effects (http and llm steps) have their own sections in
  *  2 and 3: the state machine only records requests (http.requested,
  *  llm.requested) and results (effect.result / llm.chunk commands from the
@@ -29,6 +33,9 @@
  *               "<run_id>-<step_id>-<exec>-<attempt>-llm<turn>"
  *   llm tool calls: call_id "<run_id>-<step_id>-<exec>-<attempt>-t<turn>-<i>",
  *   per-turn timers "<timer_id>.<turn>"
+ *   child runs (parallel, foreach, run steps): a UUIDv7 with the decision's
+ *   time and a hash of "<run_id>/<step_id>/<exec>/<attempt>/<key>"
+ *   (child_run_id(), section 3)
  *
  * Allocation failure aborts (Redis-style): every status returned here means
  * something about the run, not about memory.
@@ -39,6 +46,7 @@
 #include "rs_template.h"
 #include "rs_json.h"
 #include "rs_config.h"
+#include "rs_id.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -89,6 +97,17 @@ typedef struct {
 	int64_t received_at;
 } run_signal;
 
+/* A child run started by a parallel, foreach or run step (child.started). */
+typedef struct {
+	char *child_run_id, *step_id, *key, *agent, *version, *scope;
+	json_t *input;
+	json_t *output, *error;     /* child.finished */
+	char *status;               /* child.finished: the child's terminal status */
+	int64_t attempt, exec, index;  /* index: order of start within the attempt */
+	int done;                   /* child.finished recorded */
+	int cancel_owed;            /* the parent stopped waiting: owes a cancel */
+} run_child;
+
 struct rs_run {
 	rs_run_status status;
 	uint64_t last_seq;
@@ -125,6 +144,10 @@ struct rs_run {
 	size_t ntimers;
 	run_signal *signals;
 	size_t nsignals;
+	run_child *children;
+	size_t nchildren;
+	/* a child run: where it reports its end (run.created) */
+	char *parent_run_id, *root_run_id, *scope, *parent_step_id;
 
 	/* What the last event leaves to do, as far as the continuation reads
 	 * it (settle(), section 3): a decision is a chain of events each of
@@ -258,6 +281,14 @@ rs_run_free(rs_run *r)
 		free(s->signal_id); free(s->name); free(s->consumed_by);
 		json_decref(s->payload);
 	}
+	for (i = 0; i < r->nchildren; i++) {
+		run_child *c = &r->children[i];
+		free(c->child_run_id); free(c->step_id); free(c->key); free(c->agent);
+		free(c->version); free(c->scope); free(c->status);
+		json_decref(c->input); json_decref(c->output); json_decref(c->error);
+	}
+	free(r->children);
+	free(r->parent_run_id); free(r->root_run_id); free(r->scope); free(r->parent_step_id);
 	free(r->calls); free(r->timers); free(r->signals);
 	free(r->agent); free(r->version); free(r->idempotency_key); free(r->instance);
 	free(r->cancel_reason); free(r->cur_step); free(r->cur_signal); free(r->eff_id);
@@ -327,6 +358,22 @@ rs_run_clone(const rs_run *r)
 		c->timers[i].timer_id = xstrdup(r->timers[i].timer_id);
 		c->timers[i].step_id = xstrdup(r->timers[i].step_id);
 	}
+	c->parent_run_id = xstrdup(r->parent_run_id);
+	c->root_run_id = xstrdup(r->root_run_id);
+	c->scope = xstrdup(r->scope);
+	c->parent_step_id = xstrdup(r->parent_step_id);
+	c->children = r->nchildren ? xgrow(NULL, r->nchildren, sizeof(*c->children)) : NULL;
+	for (i = 0; i < r->nchildren; i++) {
+		run_child *d = &c->children[i];
+		*d = r->children[i];
+		d->child_run_id = xstrdup(d->child_run_id); d->step_id = xstrdup(d->step_id);
+		d->key = xstrdup(d->key); d->agent = xstrdup(d->agent);
+		d->version = xstrdup(d->version); d->scope = xstrdup(d->scope);
+		d->status = xstrdup(d->status);
+		d->input = json_incref(d->input);
+		d->output = json_incref(d->output);
+		d->error = json_incref(d->error);
+	}
 	c->signals = r->nsignals ? xgrow(NULL, r->nsignals, sizeof(*c->signals)) : NULL;
 	for (i = 0; i < r->nsignals; i++) {
 		run_signal *d = &c->signals[i];
@@ -344,6 +391,8 @@ const char *rs_run_get_agent(const rs_run *r) { return r->agent; }
 const char *rs_run_get_version(const rs_run *r) { return r->version; }
 const char *rs_run_get_tenant(const rs_run *r) { return r->status ? r->tenant : NULL; }
 const char *rs_run_get_id(const rs_run *r) { return r->status ? r->run_id : NULL; }
+const char *rs_run_get_scope(const rs_run *r) { return r->scope; }
+const char *rs_run_get_parent(const rs_run *r) { return r->parent_run_id; }
 
 const char *
 rs_run_current_step(const rs_run *r)
@@ -393,6 +442,34 @@ find_signal(const rs_run *r, const char *signal_id)
 		if (strcmp(r->signals[i].signal_id, signal_id) == 0)
 			return &r->signals[i];
 	return NULL;
+}
+
+static run_child *
+find_child(const rs_run *r, const char *child_run_id)
+{
+	for (size_t i = 0; child_run_id != NULL && i < r->nchildren; i++)
+		if (strcmp(r->children[i].child_run_id, child_run_id) == 0)
+			return &r->children[i];
+	return NULL;
+}
+
+/* Children of the current step attempt (started by it). */
+static int
+child_current(const rs_run *r, const run_child *c)
+{
+	return r->cur_step != NULL && strcmp(c->step_id, r->cur_step) == 0 &&
+	       c->attempt == r->cur_attempt && c->exec == r->cur_exec;
+}
+
+/* The attempt (or the run) ended: children still running are no longer
+ * awaited and owe a cancel (an effect: rs_run_decide and
+ * rs_run_pending_effects send it). */
+static void
+release_children(rs_run *r, int all)
+{
+	for (size_t i = 0; i < r->nchildren; i++)
+		if (!r->children[i].done && (all || child_current(r, &r->children[i])))
+			r->children[i].cancel_owed = 1;
 }
 
 /* The oldest signal of that name nobody consumed yet. */
@@ -514,6 +591,10 @@ ev_run_created(rs_run *r, const rs_event *ev, char *err, size_t cap)
 	set_str(&r->conc_key, d->concurrency_limit > 0 ? d->concurrency_key : NULL);
 	r->conc_limit = d->concurrency_limit;
 	r->tenant_limit = d->tenant_limit;
+	set_str(&r->parent_run_id, d->parent_run_id);
+	set_str(&r->root_run_id, d->root_run_id);
+	set_str(&r->scope, d->scope);
+	set_str(&r->parent_step_id, d->parent_step_id);
 	r->created_at = ev->time_ms;
 	r->ctx = json_pack("{s:O, s:{}}", "input", r->input, "steps");
 	r->steps = json_object();
@@ -569,7 +650,9 @@ ev_step_started(rs_run *r, const rs_event *ev, char *err, size_t cap)
 	/* Steps that wait for something outside put the run in "waiting". */
 	r->status = (r->cur_kind == RS_STEP_TOOL || r->cur_kind == RS_STEP_SLEEP ||
 	             r->cur_kind == RS_STEP_SIGNAL || r->cur_kind == RS_STEP_HTTP ||
-	             r->cur_kind == RS_STEP_LLM) ? RS_RUN_WAITING : RS_RUN_RUNNING;
+	             r->cur_kind == RS_STEP_LLM || r->cur_kind == RS_STEP_PARALLEL ||
+	             r->cur_kind == RS_STEP_FOREACH || r->cur_kind == RS_STEP_RUN)
+	            ? RS_RUN_WAITING : RS_RUN_RUNNING;
 	att = json_pack("{s:I, s:O?, s:n, s:n, s:I, s:n}", "attempt", (json_int_t)d->attempt,
 	                "input", d->input, "output", "error", "started_at",
 	                (json_int_t)ev->time_ms, "finished_at");
@@ -612,6 +695,7 @@ ev_step_completed(rs_run *r, const rs_event *ev, char *err, size_t cap)
 	set_json(&r->last_output, out);
 	set_str(&r->last_next, d->next_step);
 	cancel_step_timers(r, d->step_id, d->attempt);
+	release_children(r, 0);
 	set_str(&r->eff_id, NULL);
 	r->cur_done = 1;
 	r->status = RS_RUN_RUNNING;
@@ -638,6 +722,7 @@ ev_step_failed(rs_run *r, const rs_event *ev, char *err, size_t cap)
 	r->last_final = d->final;
 	r->last_retry_after = d->retry_after_ms;
 	cancel_step_timers(r, d->step_id, d->attempt);
+	release_children(r, 0);
 	set_str(&r->eff_id, NULL);
 	r->cur_done = 1;
 	r->status = RS_RUN_RUNNING;
@@ -1003,6 +1088,7 @@ finish_run_state(rs_run *r, const rs_event *ev, rs_run_status st)
 	for (i = 0; i < r->ncalls; i++)
 		if (call_outstanding(&r->calls[i]))
 			r->calls[i].status = CALL_CANCELLED;
+	release_children(r, 1);
 	if (r->cur_step != NULL && !r->cur_done)
 		view_set_status(r, r->cur_step, rs_run_status_name(st));
 }
@@ -1045,6 +1131,57 @@ ev_run_timed_out(rs_run *r, const rs_event *ev, char *err, size_t cap)
 	return RS_OK;
 }
 
+/* --- evolve: children runs (parallel, foreach, run) --- */
+
+static rs_status
+ev_child_started(rs_run *r, const rs_event *ev, char *err, size_t cap)
+{
+	const rs_ev_child_started *d = &ev->d.child_started;
+	run_child *c;
+	int64_t n = 0;
+
+	if (check_current(r, "child.started", d->step_id, d->attempt, err, cap) != RS_OK)
+		return RS_EINVAL;
+	if (r->cur_done)
+		return fail(err, cap, "child.started: step %s already finished", d->step_id);
+	if (find_child(r, d->child_run_id) != NULL)
+		return fail(err, cap, "child.started: duplicate child_run_id %s", d->child_run_id);
+	for (size_t i = 0; i < r->nchildren; i++)
+		n += child_current(r, &r->children[i]);
+	r->children = xgrow(r->children, r->nchildren + 1, sizeof(*r->children));
+	c = &r->children[r->nchildren++];
+	memset(c, 0, sizeof(*c));
+	c->child_run_id = xstrdup(d->child_run_id);
+	c->step_id = xstrdup(d->step_id);
+	c->key = xstrdup(d->key);
+	c->agent = xstrdup(d->agent);
+	c->version = xstrdup(d->version);
+	c->scope = xstrdup(d->scope);
+	c->input = d->input ? json_incref(d->input) : json_object();
+	c->attempt = d->attempt;
+	c->exec = r->cur_exec;
+	c->index = n;
+	r->status = RS_RUN_WAITING;
+	return RS_OK;
+}
+
+static rs_status
+ev_child_finished(rs_run *r, const rs_event *ev, char *err, size_t cap)
+{
+	const rs_ev_child_finished *d = &ev->d.child_finished;
+	run_child *c = find_child(r, d->child_run_id);
+
+	if (check_current(r, "child.finished", d->step_id, d->attempt, err, cap) != RS_OK)
+		return RS_EINVAL;
+	if (c == NULL || !child_current(r, c) || c->done || r->cur_done)
+		return fail(err, cap, "child.finished: child %s is not awaited", d->child_run_id);
+	c->done = 1;
+	set_str(&c->status, d->status);
+	set_json(&c->output, d->output ? d->output : json_null());
+	set_json(&c->error, d->error);
+	return RS_OK;
+}
+
 static const evolve_fn evolve_table[RS_EV__COUNT] = {
 	[RS_EV_RUN_CREATED] = ev_run_created,
 	[RS_EV_RUN_STARTED] = ev_run_started,
@@ -1070,6 +1207,8 @@ static const evolve_fn evolve_table[RS_EV__COUNT] = {
 	[RS_EV_LLM_REQUESTED] = ev_llm_requested,
 	[RS_EV_LLM_DELTA] = ev_llm_delta,
 	[RS_EV_LLM_MESSAGE] = ev_llm_message,
+	[RS_EV_CHILD_STARTED] = ev_child_started,
+	[RS_EV_CHILD_FINISHED] = ev_child_finished,
 };
 
 rs_status
@@ -1290,6 +1429,68 @@ cancel_outstanding(dctx *d)
 	for (size_t i = 0; i < d->s->ncalls; i++)
 		if (call_outstanding(&d->s->calls[i]))
 			add_call_effect(d->s, d->out, &d->s->calls[i], 1);
+}
+
+/* Commands to other runs (children and parents): run.start of a child,
+ * cancel of a child, child.done to the parent. De-duplicated downstream
+ * by rs_cmd_msg_id like every effect. */
+static rs_cmd *
+add_cmd_effect(const rs_run *r, rs_decision *o, rs_cmd_type t, const char *run_id)
+{
+	rs_cmd *c;
+
+	for (size_t i = 0; i < o->ncmds; i++)
+		if (o->cmds[i].type == t && strcmp(o->cmds[i].run_id, run_id) == 0)
+			return NULL;   /* already there */
+	o->cmds = xgrow(o->cmds, o->ncmds + 1, sizeof(*o->cmds));
+	c = &o->cmds[o->ncmds++];
+	memset(c, 0, sizeof(*c));
+	c->type = t;
+	snprintf(c->run_id, sizeof(c->run_id), "%s", run_id);
+	snprintf(c->tenant, sizeof(c->tenant), "%s", r->tenant);
+	snprintf(c->traceparent, sizeof(c->traceparent), "%s", r->traceparent);
+	return c;
+}
+
+static void
+add_child_start(const rs_run *r, rs_decision *o, const run_child *ch)
+{
+	rs_cmd *c = add_cmd_effect(r, o, RS_CMD_RUN_START, ch->child_run_id);
+
+	if (c == NULL)
+		return;
+	c->agent = xstrdup(ch->agent);
+	c->version = xstrdup(ch->version);
+	c->input = json_incref(ch->input);
+	c->parent_run_id = xstrdup(r->run_id);
+	c->root_run_id = xstrdup(r->root_run_id ? r->root_run_id : r->run_id);
+	c->scope = xstrdup(ch->scope);
+	c->parent_step_id = xstrdup(ch->step_id);
+}
+
+static void
+add_child_cancel(const rs_run *r, rs_decision *o, const run_child *ch)
+{
+	rs_cmd *c = add_cmd_effect(r, o, RS_CMD_CANCEL, ch->child_run_id);
+
+	if (c != NULL)
+		c->reason = xstrdup("the parent run no longer waits for it");
+}
+
+/* A finished child run tells its parent (the parent records child.finished). */
+static void
+add_child_done(const rs_run *r, rs_decision *o)
+{
+	rs_cmd *c;
+
+	if (r->parent_run_id == NULL || !rs_run_status_terminal(r->status))
+		return;
+	if ((c = add_cmd_effect(r, o, RS_CMD_CHILD_DONE, r->parent_run_id)) == NULL)
+		return;
+	c->child_run_id = xstrdup(r->run_id);
+	c->child_status = xstrdup(rs_run_status_name(r->status));
+	c->output = json_incref(r->status == RS_RUN_COMPLETED && r->output ? r->output : json_null());
+	c->child_error = json_incref(r->error);
 }
 
 /* --- single events (each with its effect) --- */
@@ -1583,6 +1784,26 @@ step_input(dctx *d, const rs_step *st)
 			json_object_set_new(in, "system", json_string(t));
 			free(t);
 			json_decref(v);
+		}
+		return in;
+	case RS_STEP_PARALLEL:
+	case RS_STEP_FOREACH:
+	case RS_STEP_RUN:
+		/* The children's input (default: the run's input for parallel and
+		 * foreach, {} for run) and a foreach's items, rendered once. */
+		in = json_object();
+		if (st->child_input == NULL)
+			json_object_set_new(in, "input", st->kind == RS_STEP_RUN ? json_object()
+			                                 : json_incref(d->s->input));
+		else if (render(d, st->child_input, &v, msg, sizeof(msg), &code) == RS_OK)
+			json_object_set_new(in, "input", v);
+		if (st->kind == RS_STEP_FOREACH &&
+		    render(d, st->items, &v, msg, sizeof(msg), &code) == RS_OK)
+			json_object_set_new(in, "items", v);
+		if (st->kind == RS_STEP_RUN) {
+			json_object_set_new(in, "agent", json_string(st->child_agent));
+			if (st->child_version != NULL)
+				json_object_set_new(in, "version", json_string(st->child_version));
 		}
 		return in;
 	case RS_STEP_BRANCH:
@@ -2004,6 +2225,223 @@ err_of_json(json_t *j)
 	return e;
 }
 
+/* --- children runs: parallel, foreach, run --- */
+
+/*
+ * A child's run id: a UUIDv7 whose time is the decision's (group_at) and
+ * whose other bits are a hash of (run, step, execution, attempt, key), so
+ * that whoever (re)decides the start derives the same id, and run.start's
+ * Nats-Msg-Id (start-<id>) de-duplicates a start sent twice.
+ */
+static void
+child_run_id(const dctx *d, const char *key, char out[RS_UUID_LEN + 1])
+{
+	const rs_run *s = d->s;
+	char src[512], hex[65];
+	uint64_t ms = (uint64_t)AT(d);
+	static const char variant[] = "89ab";
+
+	snprintf(src, sizeof(src), "%s/%s/%lld/%lld/%s", s->run_id, s->cur_step,
+	         (long long)s->cur_exec, (long long)s->cur_attempt, key);
+	rs_sha256_hex(src, strlen(src), hex);
+	snprintf(out, RS_UUID_LEN + 1, "%08llx-%04llx-7%.3s-%c%.3s-%.12s",
+	         (unsigned long long)((ms >> 16) & 0xffffffffULL),
+	         (unsigned long long)(ms & 0xffffULL), hex,
+	         variant[(hex[3] >= 'a' ? hex[3] - 'a' + 10 : hex[3] - '0') & 3], hex + 4, hex + 7);
+}
+
+/* The scope (rs_agent_scope) of sub-list `sub` of step st in this run. */
+static char *
+child_scope(const rs_run *s, const rs_step *st, const char *sub)
+{
+	char buf[512];
+
+	snprintf(buf, sizeof(buf), "%s%s%s/%s", s->scope ? s->scope : "", s->scope ? "/" : "",
+	         st->id, sub);
+	return xstrdup(buf);
+}
+
+/* child.started for the k-th child of the current attempt, with its
+ * run.start as the effect. */
+static rs_status
+start_child(dctx *d, const rs_step *st, size_t k, json_t *base, json_t *items)
+{
+	rs_event ev = new_event(RS_EV_CHILD_STARTED);
+	rs_ev_child_started *c = &ev.d.child_started;
+	char key[72], id[RS_UUID_LEN + 1], msg[128];
+	json_t *input;
+	rs_status rc;
+
+	/* The child's input: bounded like every recorded value (a foreach's
+	 * base input and element could add up past an event's size). */
+	if (st->kind == RS_STEP_FOREACH) {
+		input = json_copy(base);
+		json_object_set(input, "item", json_array_get(items, k));
+		json_object_set_new(input, "index", json_integer((json_int_t)k));
+	} else {
+		input = json_incref(base);
+	}
+	if (too_large(input)) {
+		json_decref(input);
+		snprintf(msg, sizeof(msg), "a child's input is larger than %d bytes",
+		         RS_RUN_MAX_VALUE_BYTES);
+		return fail_step_code(d, st, "too_large", RS_ERRCLASS_PERMANENT, msg);
+	}
+	c->input = input;
+	if (st->kind == RS_STEP_PARALLEL)
+		snprintf(key, sizeof(key), "%s", st->subs[k].name);
+	else if (st->kind == RS_STEP_FOREACH)
+		snprintf(key, sizeof(key), "%zu", k);
+	else
+		snprintf(key, sizeof(key), "run");
+	child_run_id(d, key, id);
+	c->step_id = xstrdup(st->id);
+	c->attempt = d->s->cur_attempt;
+	c->child_run_id = xstrdup(id);
+	c->key = xstrdup(key);
+	if (st->kind == RS_STEP_RUN) {
+		c->agent = xstrdup(st->child_agent);
+		c->version = xstrdup(st->child_version);
+	} else {
+		c->agent = xstrdup(d->s->agent);
+		c->version = xstrdup(d->s->version);
+		c->scope = child_scope(d->s, st, st->kind == RS_STEP_PARALLEL ? st->subs[k].name
+		                                                              : st->subs[0].name);
+	}
+	if ((rc = emit(d, &ev)) != RS_OK)
+		return rc;
+	add_child_start(d->s, d->out, find_child(d->s, id));
+	return RS_OK;
+}
+
+/* What a finished child contributes to the step's output. */
+static json_t *
+child_result(const run_child *c)
+{
+	if (c->status != NULL && strcmp(c->status, "completed") == 0)
+		return json_incref(c->output ? c->output : json_null());
+	return json_pack("{s:s, s:O?}", "status", c->status ? c->status : "unknown", "error",
+	                 c->error);
+}
+
+/* The step's output once its join is met: by branch name (parallel), in
+ * input order (foreach), the child's output (run). */
+static json_t *
+children_output(const rs_run *s, const rs_step *st, size_t total)
+{
+	json_t *out = st->kind == RS_STEP_PARALLEL ? json_object() : NULL;
+
+	if (st->kind == RS_STEP_FOREACH) {
+		out = json_array();
+		for (size_t i = 0; i < total; i++)
+			json_array_append(out, json_null());
+	}
+	for (size_t i = 0; i < s->nchildren; i++) {
+		const run_child *c = &s->children[i];
+		if (!child_current(s, c) || !c->done)
+			continue;
+		if (st->kind == RS_STEP_PARALLEL)
+			json_object_set_new(out, c->key, child_result(c));
+		else if (st->kind == RS_STEP_FOREACH && (size_t)c->index < total)
+			json_array_set_new(out, (size_t)c->index, child_result(c));
+		else if (st->kind == RS_STEP_RUN)
+			return child_result(c);
+	}
+	return out ? out : json_null();
+}
+
+/* A child that failed, as the step's error. */
+static rs_status
+fail_by_child(dctx *d, const rs_step *st, const run_child *c)
+{
+	const char *code = json_string_value(json_object_get(c->error, "code"));
+	const char *m = json_string_value(json_object_get(c->error, "message"));
+	char msg[320];
+
+	snprintf(msg, sizeof(msg), "child run %s (%s) %s: %s: %s", c->key, c->child_run_id,
+	         c->status ? c->status : "failed", code ? code : (c->status ? c->status : "error"),
+	         m ? m : "");
+	return fail_step_code(d, st, st->kind == RS_STEP_RUN && code ? code : "child_failed",
+	                      RS_ERRCLASS_PERMANENT, msg);
+}
+
+/*
+ * After step.started, child.started or child.finished of a parallel,
+ * foreach or run step: the next event follows from the children recorded
+ * so far (so a cut chain is finished from the state, like every step):
+ * fail on a failed child (unless on_failure is "collect"), complete once
+ * the join is met, else start the next child while under the limit
+ * (parallel: all branches at once; foreach: max_concurrency), else wait.
+ */
+static rs_status
+owe_children(dctx *d, const rs_step *st)
+{
+	rs_run *s = d->s;
+	json_t *in = attempt_input(d), *base = json_object_get(in, "input"), *items = NULL, *out;
+	size_t total = 1, need = 1, limit = 1, started = 0, running = 0, ok = 0, finished = 0;
+	const run_child *failed = NULL;
+	char msg[160];
+
+	if (base == NULL)
+		return fail_unrendered(d, st, st->child_input, "the children's input");
+	if (!json_is_object(base))
+		return fail_step_code(d, st, "template_error", RS_ERRCLASS_PERMANENT,
+		                      "input must render to an object");
+	if (st->kind == RS_STEP_PARALLEL) {
+		total = st->nsubs;
+		need = (size_t)st->join_n;
+		limit = total;
+	} else if (st->kind == RS_STEP_FOREACH) {
+		if ((items = json_object_get(in, "items")) == NULL)
+			return fail_unrendered(d, st, st->items, "items");
+		if (!json_is_array(items))
+			return fail_step_code(d, st, "invalid_items", RS_ERRCLASS_PERMANENT,
+			                      "items must render to an array");
+		if (json_array_size(items) > RS_FOREACH_MAX_ITEMS) {
+			snprintf(msg, sizeof(msg), "items has %zu elements, more than %d",
+			         json_array_size(items), RS_FOREACH_MAX_ITEMS);
+			return fail_step_code(d, st, "too_many_items", RS_ERRCLASS_PERMANENT, msg);
+		}
+		total = need = json_array_size(items);
+		limit = (size_t)st->max_concurrency;
+	}
+	for (size_t i = 0; i < s->nchildren; i++) {
+		const run_child *c = &s->children[i];
+		if (!child_current(s, c))
+			continue;
+		started++;
+		if (!c->done) {
+			running++;
+			continue;
+		}
+		finished++;
+		if (c->status != NULL && strcmp(c->status, "completed") == 0)
+			ok++;
+		else if (failed == NULL)
+			failed = c;
+	}
+	if (failed != NULL && !st->collect)
+		return fail_by_child(d, st, failed);
+	if (ok >= need || finished == total) {
+		if (ok < need && need < total) {
+			snprintf(msg, sizeof(msg), "%zu of %zu children completed, %zu needed", ok,
+			         total, need);
+			return fail_step_code(d, st, "join_unmet", RS_ERRCLASS_PERMANENT, msg);
+		}
+		out = children_output(s, st, total);
+		if (too_large(out)) {
+			json_decref(out);
+			snprintf(msg, sizeof(msg), "the children's outputs are larger than %d bytes",
+			         RS_RUN_MAX_VALUE_BYTES);
+			return fail_step_code(d, st, "too_large", RS_ERRCLASS_PERMANENT, msg);
+		}
+		return emit_step_completed(d, out, st->next_idx);
+	}
+	if (started < total && running < limit)
+		return start_child(d, st, started, base, items);
+	return RS_OK;   /* waits for a child.done */
+}
+
 /* step.started: what the attempt does first, by kind. */
 static rs_status
 owe_started(dctx *d, const rs_step *st)
@@ -2044,6 +2482,10 @@ owe_started(dctx *d, const rs_step *st)
 		return owe_http_requested(d, st);
 	case RS_STEP_LLM:
 		return owe_llm_first_turn(d, st);
+	case RS_STEP_PARALLEL:
+	case RS_STEP_FOREACH:
+	case RS_STEP_RUN:
+		return owe_children(d, st);
 	}
 	return RS_ERR;
 }
@@ -2236,6 +2678,11 @@ owe(dctx *d)
 		return owe_http_completed(d, st);
 	case RS_EV_LLM_MESSAGE:
 		return owe_llm_message(d, st);
+	case RS_EV_CHILD_STARTED:
+	case RS_EV_CHILD_FINISHED:
+		if (st == NULL || s->cur_done)
+			return RS_OK;
+		return owe_children(d, st);
 	case RS_EV_TOOL_DISPATCHED:
 	case RS_EV_LLM_DELTA:
 	default:
@@ -2315,6 +2762,12 @@ decide_start(dctx *d)
 			json_decref(ctx);
 		}
 	}
+	/* A child run: started by its parent's orchestrator (rs_run.c, children). */
+	ev.d.run_created.parent_run_id = xstrdup(c->parent_run_id);
+	ev.d.run_created.root_run_id = xstrdup(c->root_run_id);
+	ev.d.run_created.scope = xstrdup(c->scope);
+	ev.d.run_created.parent_step_id = xstrdup(c->parent_step_id);
+	ev.d.run_created.tags = json_incref(c->tags);
 	return emit(d, &ev);
 }
 
@@ -2587,6 +3040,36 @@ decide_llm_chunk(dctx *d)
 	return emit(d, &ev);
 }
 
+/* child.done: a child of the current attempt ended. A child no longer
+ * awaited (the step went on, the run ended) decides nothing. */
+static rs_status
+decide_child_done(dctx *d)
+{
+	const rs_cmd *cmd = d->cmd;
+	run_child *c = find_child(d->s, cmd->child_run_id);
+	static const char *ends[] = { "completed", "failed", "cancelled", "timed_out" };
+	rs_event ev;
+	size_t i;
+
+	if (c == NULL || c->done || c->cancel_owed || d->s->cur_done || !child_current(d->s, c))
+		return RS_OK;
+	for (i = 0; i < 4; i++)
+		if (cmd->child_status != NULL && strcmp(cmd->child_status, ends[i]) == 0)
+			break;
+	if (i == 4)
+		return fail(d->err, d->cap, "child.done: status must be completed, failed, "
+		            "cancelled or timed_out");
+	ev = new_event(RS_EV_CHILD_FINISHED);
+	ev.d.child_finished.step_id = xstrdup(c->step_id);
+	ev.d.child_finished.attempt = c->attempt;
+	ev.d.child_finished.child_run_id = xstrdup(c->child_run_id);
+	ev.d.child_finished.key = xstrdup(c->key);
+	ev.d.child_finished.status = xstrdup(cmd->child_status);
+	ev.d.child_finished.output = json_incref(i == 0 && cmd->output ? cmd->output : json_null());
+	ev.d.child_finished.error = i == 0 ? NULL : json_incref(cmd->child_error);
+	return emit(d, &ev);
+}
+
 /* run.continue: nothing to record; settle() finishes what is owed. */
 static rs_status
 decide_continue(dctx *d)
@@ -2623,6 +3106,32 @@ add_pending_effects(const rs_run *r, rs_decision *out)
 		if (j == out->ntimers)
 			add_timer_effect(r, out, t->timer_id, t->purpose, t->step_id, t->attempt, t->due_at);
 	}
+	for (i = 0; i < r->nchildren; i++) {
+		const run_child *c = &r->children[i];
+		if (c->done)
+			continue;
+		if (c->cancel_owed)
+			add_child_cancel(r, out, c);
+		else if (!rs_run_status_terminal(r->status))
+			add_child_start(r, out, c);
+	}
+	add_child_done(r, out);
+}
+
+/* Effects a decision owes to other runs besides those emitted with its
+ * events: cancels of the children it stopped waiting for, and child.done
+ * to the parent when it ended the run. */
+static void
+add_decision_effects(const rs_run *before, const rs_run *after, rs_decision *out)
+{
+	for (size_t i = 0; i < after->nchildren; i++) {
+		const run_child *c = &after->children[i];
+		if (c->cancel_owed && !c->done &&
+		    (i >= before->nchildren || !before->children[i].cancel_owed))
+			add_child_cancel(after, out, c);
+	}
+	if (!rs_run_status_terminal(before->status))
+		add_child_done(after, out);
 }
 
 typedef rs_status (*decide_fn)(dctx *d);
@@ -2641,6 +3150,7 @@ static const struct {
 	[RS_CMD_LLM_CHUNK] = { decide_llm_chunk, 1 },
 	[RS_CMD_RUN_CONTINUE] = { decide_continue, 1 },
 	[RS_CMD_RUN_ADMIT] = { decide_admit, 1 },
+	[RS_CMD_CHILD_DONE] = { decide_child_done, 1 },
 };
 
 rs_status
@@ -2697,6 +3207,8 @@ rs_run_decide(const rs_run *r, const rs_agent *agent, const rs_cmd *cmd, int64_t
 	}
 	/* A cut decision's effects died with it (effects go out after the
 	 * events): what the finished state owes is owed now. */
+	if (rc == RS_OK && out->nevents > 0)
+		add_decision_effects(r, d.s, out);
 	if (rc == RS_OK && cont)
 		add_pending_effects(d.s, out);
 	if (rc == RS_OK && out->nevents > 0)
@@ -2758,6 +3270,9 @@ rs_decision_free(rs_decision *d)
 		rs_cmd_free(&d->timers[i]);
 	for (i = 0; i < d->ncalls; i++)
 		rs_toolcall_free(&d->calls[i]);
+	for (i = 0; i < d->ncmds; i++)
+		rs_cmd_free(&d->cmds[i]);
+	free(d->cmds);
 	free(d->events);
 	free(d->timers);
 	free(d->calls);
@@ -2809,6 +3324,22 @@ view_timers(const rs_run *r)
 }
 
 static json_t *
+view_children(const rs_run *r)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; i < r->nchildren; i++) {
+		const run_child *c = &r->children[i];
+		json_array_append_new(a, json_pack("{s:s, s:s, s:I, s:s, s:s, s:s?, s:s?, s:s}",
+		    "child_run_id", c->child_run_id, "step_id", c->step_id,
+		    "attempt", (json_int_t)c->attempt, "key", c->key, "agent", c->agent,
+		    "version", c->version, "scope", c->scope,
+		    "status", c->done ? c->status : c->cancel_owed ? "cancelling" : "running"));
+	}
+	return a;
+}
+
+static json_t *
 view_signals(const rs_run *r)
 {
 	json_t *a = json_array();
@@ -2846,6 +3377,15 @@ rs_run_view(const rs_run *r)
 	json_object_set_new(v, "tool_calls", view_calls(r));
 	json_object_set_new(v, "pending_timers", view_timers(r));
 	json_object_set_new(v, "signals", view_signals(r));
+	if (r->nchildren > 0)   /* only runs with children show the key */
+		json_object_set_new(v, "children", view_children(r));
+	if (r->parent_run_id != NULL) {
+		json_object_set_new(v, "parent_run_id", json_string(r->parent_run_id));
+		json_object_set_new(v, "root_run_id", json_string(r->root_run_id ? r->root_run_id
+		                                                                 : r->parent_run_id));
+		if (r->scope != NULL)
+			json_object_set_new(v, "scope", json_string(r->scope));
+	}
 	if (r->cancel_reason != NULL)
 		json_object_set_new(v, "cancel_reason", json_string(r->cancel_reason));
 	if (r->forked_from != NULL) {

@@ -52,6 +52,10 @@ const char *rs_run_get_agent(const rs_run *r);    /* NULL before run.created */
 const char *rs_run_get_version(const rs_run *r);
 const char *rs_run_get_tenant(const rs_run *r);
 const char *rs_run_get_id(const rs_run *r);
+/* A child run's scope (run.created.scope: the list of steps of its agent
+ * it walks, rs_agent_scope) and parent; NULL for a top-level run. */
+const char *rs_run_get_scope(const rs_run *r);
+const char *rs_run_get_parent(const rs_run *r);
 
 /* A JSON snapshot of the state (status, input, step outputs, attempts,
  * pending tool calls and timers, output/error). New reference.
@@ -62,7 +66,10 @@ const char *rs_run_get_id(const rs_run *r);
  * step_id, attempt, tool, device, capability, device_id, status,
  * requested_at, dispatched_at, finished_at}], pending_timers [{timer_id,
  * purpose, step_id, attempt, due_at}], signals [{signal_id, name, payload,
- * consumed_by, received_at}], cancel_reason (if any). Times are Unix ms
+ * consumed_by, received_at}], children [{child_run_id, step_id, attempt,
+ * key, agent, version, scope, status}] (when it has any), parent_run_id /
+ * root_run_id /
+ * scope (child runs only), cancel_reason (if any). Times are Unix ms
  * (null when not yet). Dump with rs_json_dump for deterministic bytes. */
 json_t *rs_run_view(const rs_run *r);
 
@@ -73,6 +80,10 @@ typedef struct {
 	size_t ntimers;
 	rs_toolcall *calls;   /* tool.call / tool.cancel to put on TOOLCALLS */
 	size_t ncalls;
+	rs_cmd *cmds;         /* commands to other runs, for CMDS: run.start of a
+	                       * child, cancel of a child, child.done to the
+	                       * parent (each with its rs_cmd_msg_id) */
+	size_t ncmds;
 	rs_run *after;        /* the state with every event applied (decide's
 	                       * scratch); NULL when there are no events. Owned:
 	                       * take it (and set NULL) to skip evolving the

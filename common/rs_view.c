@@ -94,8 +94,13 @@ rs_view_status_next(const char *cur, const rs_event *ev)
 	switch (ev->type) {
 	case RS_EV_RUN_CREATED:
 		return "queued";
-	case RS_EV_STEP_STARTED:
-		return strcmp(ev->d.step_started.kind, "signal") == 0 ? "waiting" : "running";
+	case RS_EV_STEP_STARTED: {
+		/* A signal step, and a step whose work is child runs, wait from
+		 * the start (the state machine's "waiting"). */
+		const char *k = ev->d.step_started.kind;
+		return strcmp(k, "signal") == 0 || strcmp(k, "parallel") == 0 ||
+		       strcmp(k, "foreach") == 0 || strcmp(k, "run") == 0 ? "waiting" : "running";
+	}
 	case RS_EV_RUN_STARTED:
 	case RS_EV_STEP_COMPLETED:
 	case RS_EV_STEP_FAILED:
@@ -157,6 +162,19 @@ rs_view_free(rs_view *v)
 		free(v->timers[i].timer_id);
 		free(v->timers[i].step_id);
 	}
+	for (size_t i = 0; i < v->nchildren; i++) {
+		free(v->children[i].run_id);
+		free(v->children[i].agent);
+		free(v->children[i].key);
+		free(v->children[i].step_id);
+		free(v->children[i].status);
+	}
+	free(v->children);
+	free(v->parent_run_id);
+	free(v->root_run_id);
+	free(v->forked_from);
+	free(v->schedule_id);
+	json_decref(v->tags);
 	free(v->steps);
 	free(v->calls);
 	free(v->timers);
@@ -364,11 +382,53 @@ rs_view_apply(rs_view *v, const rs_event *ev)
 		set_json(&v->input, d->input);
 		v->timeout_s = d->timeout_s > 0 ? d->timeout_s : 0;
 		v->created_ms = tm;
+		set_str(&v->parent_run_id, d->parent_run_id);
+		set_str(&v->root_run_id, d->root_run_id);
+		set_str(&v->forked_from, d->forked_from);
+		set_str(&v->schedule_id, d->schedule_id);
+		v->from_seq = d->forked_from != NULL ? d->from_seq : 0;
+		set_json(&v->tags, d->tags);
 		break;
 	}
 	case RS_EV_RUN_STARTED:
 		v->started_ms = tm;
 		break;
+	case RS_EV_CHILD_STARTED: {
+		const rs_ev_child_started *d = &ev->d.child_started;
+		rs_view_child *ch;
+		if (v->nchildren == RS_VIEW_MAX_CHILDREN) {
+			v->children_truncated = 1;
+			v->children_running++;
+			break;
+		}
+		if (v->nchildren == v->capchildren) {
+			v->capchildren = v->capchildren ? 2 * v->capchildren : 8;
+			if ((v->children = realloc(v->children, v->capchildren * sizeof(*ch))) == NULL)
+				abort();
+		}
+		ch = &v->children[v->nchildren++];
+		memset(ch, 0, sizeof(*ch));
+		set_str(&ch->run_id, d->child_run_id);
+		set_str(&ch->agent, d->agent);
+		set_str(&ch->key, d->key);
+		set_str(&ch->step_id, d->step_id);
+		set_str(&ch->status, "running");
+		ch->started_ms = tm;
+		v->children_running++;
+		break;
+	}
+	case RS_EV_CHILD_FINISHED: {
+		const rs_ev_child_finished *d = &ev->d.child_finished;
+		if (v->children_running > 0)
+			v->children_running--;
+		for (size_t i = v->nchildren; i-- > 0;)
+			if (d->child_run_id != NULL && strcmp(v->children[i].run_id, d->child_run_id) == 0) {
+				set_str(&v->children[i].status, d->status);
+				v->children[i].finished_ms = tm;
+				break;
+			}
+		break;
+	}
 	case RS_EV_STEP_STARTED:
 		step_started(v, ev);
 		break;
@@ -544,7 +604,9 @@ rs_view_waits_on(const rs_view *v)
 		return "timer";
 	if (v->wait_signal_step != NULL)
 		return "signal";
-	return v->effect_kind;
+	if (v->effect_kind != NULL)
+		return v->effect_kind;
+	return v->children_running > 0 ? "children" : NULL;
 }
 
 /* RFC 3339 text of ms, or JSON null for 0. */
@@ -602,6 +664,9 @@ waiting_json(const rs_view *v)
 	} else if (strcmp(on, "signal") == 0) {
 		put(w, "signal", jstr(v->wait_signal_name));
 		put(w, "step_id", jstr(v->wait_signal_step));
+	} else if (strcmp(on, "children") == 0) {
+		put(w, "running", json_integer((json_int_t)v->children_running));
+		put(w, "step_id", jstr(v->current_step));
 	} else {
 		put(w, "effect_id", jstr(v->effect_id));
 		put(w, "step_id", jstr(v->current_step));
@@ -675,11 +740,38 @@ rs_view_json(const rs_view *v)
 	put(o, "waiting_on", waiting_json(v));
 	put(o, "steps", steps);
 	put(o, "tool_calls", calls);
-	if (v->steps_truncated || v->calls_truncated || v->timers_truncated) {
+	{
+		json_t *kids = json_array();
+		for (size_t i = 0; i < v->nchildren; i++) {
+			const rs_view_child *c = &v->children[i];
+			json_t *j = json_object();
+			put(j, "run_id", jstr(c->run_id));
+			put(j, "agent", jstr(c->agent));
+			put(j, "key", jstr(c->key));
+			put(j, "step_id", jstr(c->step_id));
+			put(j, "status", jstr(c->status));
+			put(j, "created_at", jtime(c->started_ms));
+			put(j, "finished_at", jtime(c->finished_ms));
+			json_array_append_new(kids, j);
+		}
+		put(o, "children", kids);
+	}
+	put(o, "tags", jval(v->tags));
+	put(o, "parent_run_id", jstr(v->parent_run_id));
+	put(o, "root_run_id", jstr(v->root_run_id));
+	if (v->forked_from != NULL) {
+		put(o, "forked_from", jstr(v->forked_from));
+		put(o, "from_seq", json_integer(v->from_seq));
+	}
+	if (v->schedule_id != NULL)
+		put(o, "schedule_id", jstr(v->schedule_id));
+	if (v->steps_truncated || v->calls_truncated || v->timers_truncated ||
+	    v->children_truncated) {
 		json_t *t = json_object();
 		put(t, "steps", json_boolean(v->steps_truncated));
 		put(t, "tool_calls", json_boolean(v->calls_truncated));
 		put(t, "timers", json_boolean(v->timers_truncated));
+		put(t, "children", json_boolean(v->children_truncated));
 		put(o, "truncated", t);
 	}
 	return o;

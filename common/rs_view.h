@@ -43,6 +43,7 @@
 #define RS_VIEW_MAX_STEPS  1000
 #define RS_VIEW_MAX_CALLS  1000
 #define RS_VIEW_MAX_TIMERS 256
+#define RS_VIEW_MAX_CHILDREN 1000
 
 typedef struct {
 	char *step_id;
@@ -72,6 +73,14 @@ typedef struct {
 	int fired;
 } rs_view_timer;
 
+/* A child run started by a parallel / foreach / run step (child.started),
+ * and how it ended (child.finished). */
+typedef struct {
+	char *run_id, *agent, *key, *step_id;
+	char *status;           /* running, or the child's terminal status */
+	int64_t started_ms, finished_ms;   /* 0: not yet */
+} rs_view_child;
+
 typedef struct {
 	char run_id[40];
 	char tenant[72];
@@ -95,7 +104,14 @@ typedef struct {
 	size_t ncalls, capcalls;
 	rs_view_timer *timers;
 	size_t ntimers, captimers;
-	int steps_truncated, calls_truncated, timers_truncated;
+	rs_view_child *children;
+	size_t nchildren, capchildren, children_running;
+	/* where the run comes from (run.created, v1.3): a child's parent and
+	 * the top of its tree, a fork's source, a schedule; its tags */
+	char *parent_run_id, *root_run_id, *forked_from, *schedule_id;
+	int64_t from_seq;
+	json_t *tags;
+	int steps_truncated, calls_truncated, timers_truncated, children_truncated;
 } rs_view;
 
 void rs_view_init(rs_view *v);
@@ -114,7 +130,8 @@ int rs_view_terminal(const rs_view *v);
  * that keep no view (runctl's timeline summary). */
 const char *rs_view_status_next(const char *cur, const rs_event *ev);
 
-/* What the run waits on: "tool", "timer", "signal", "http", "llm" or NULL
+/* What the run waits on: "tool", "timer", "signal", "http", "llm",
+ * "children" (child runs of a parallel / foreach / run step) or NULL
  * (nothing: running, finished, or not started). */
 const char *rs_view_waits_on(const rs_view *v);
 

@@ -36,11 +36,87 @@ static const char *const replay_flags[] = {
 
 /* ---- timeline ---- */
 
+/* A child run seen in a history (child.started, child.finished). */
+typedef struct {
+	char id[40], key[72], status[16];
+} tl_child;
+
+#define TREE_MAX_CHILDREN 256   /* shown per run; the rest is counted */
+#define TREE_MAX_DEPTH    4     /* RS_AGENT_MAX_DEPTH levels below the root */
+
+typedef struct {
+	tl_child kids[TREE_MAX_CHILDREN];
+	size_t n, more;
+	char status[16];     /* the run's own terminal status, "" while running */
+} tl_kids;
+
 typedef struct {
 	tl_summary sum;
 	json_t *rows;        /* --json: collected rows */
 	int64_t start_ms;
+	tl_kids *kids;
 } tl_ctx;
+
+static void
+kids_add(tl_kids *k, const rs_event *ev)
+{
+	if (ev->type == RS_EV_CHILD_STARTED) {
+		if (k->n == TREE_MAX_CHILDREN) {
+			k->more++;
+			return;
+		}
+		snprintf(k->kids[k->n].id, sizeof(k->kids[0].id), "%s", ev->d.child_started.child_run_id);
+		snprintf(k->kids[k->n].key, sizeof(k->kids[0].key), "%s", ev->d.child_started.key);
+		snprintf(k->kids[k->n].status, sizeof(k->kids[0].status), "running");
+		k->n++;
+	} else if (ev->type == RS_EV_CHILD_FINISHED) {
+		for (size_t i = 0; i < k->n; i++)
+			if (strcmp(k->kids[i].id, ev->d.child_finished.child_run_id) == 0)
+				snprintf(k->kids[i].status, sizeof(k->kids[0].status), "%s",
+				         ev->d.child_finished.status);
+	} else if (rs_event_type_terminal(ev->type)) {
+		snprintf(k->status, sizeof(k->status), "%s", rs_event_type_name(ev->type) + 4);
+	}
+}
+
+static int
+kids_event(void *ctx, rs_event *ev, const char *raw, size_t len)
+{
+	kids_add(ctx, ev);
+	return RC_OK;
+}
+
+/* The tree of child runs below a run: each child with its key and status,
+ * its own children read from the same source (not from a --file export,
+ * which holds one run). JSON: [{run_id, key, status, children}]. */
+static json_t *
+tree(const hist_src *src, const tl_kids *k, int depth, int print)
+{
+	json_t *arr = json_array();
+
+	for (size_t i = 0; i < k->n; i++) {
+		const tl_child *c = &k->kids[i];
+		tl_kids *sub = calloc(1, sizeof(*sub));
+		hist_src s2 = *src;
+		char err[256];
+		json_t *o;
+
+		if (sub == NULL)
+			break;
+		if (print)
+			printf("%*s%s %s  %s\n", 2 * depth, "", c->key, c->id, c->status);
+		o = json_pack("{s:s, s:s, s:s}", "run_id", c->id, "key", c->key, "status", c->status);
+		s2.run_id = c->id;
+		if (src->file == NULL && depth < TREE_MAX_DEPTH &&
+		    hist_read(&s2, kids_event, sub, NULL, err, sizeof(err)) == RC_OK && sub->n > 0)
+			json_object_set_new(o, "children", tree(src, sub, depth + 1, print));
+		json_array_append_new(arr, o);
+		free(sub);
+	}
+	if (k->more > 0 && print)
+		printf("%*s... and %zu more\n", 2 * depth, "", k->more);
+	return arr;
+}
 
 static int
 timeline_event(void *ctx, rs_event *ev, const char *raw, size_t len)
@@ -57,6 +133,7 @@ timeline_event(void *ctx, rs_event *ev, const char *raw, size_t len)
 		}
 	}
 	tl_summary_add(&t->sum, ev);
+	kids_add(t->kids, ev);
 	tl_row_of(ev, t->start_ms, &row);
 	if (out_json()) {
 		json_array_append_new(t->rows, tl_row_json(&row));
@@ -81,21 +158,31 @@ replay_timeline(const hist_src *src, const char *cmd)
 	memset(&t, 0, sizeof(t));
 	tl_summary_init(&t.sum);
 	t.rows = json_array();
+	if ((t.kids = calloc(1, sizeof(*t.kids))) == NULL)
+		abort();
 	rc = hist_read(src, timeline_event, &t, NULL, err, sizeof(err));
 	if (rc != RC_OK) {
 		json_decref(t.rows);
+		free(t.kids);
 		return out_err(rc, cmd, "%s", err);
 	}
 	if (out_json()) {
 		json_t *doc = json_pack("{s:o,s:O}", "summary", tl_summary_json(&t.sum), "events", t.rows);
+		if (t.kids->n > 0)
+			json_object_set_new(doc, "children", tree(src, t.kids, 1, 0));
 		out_json_value(stdout, doc, 0);
 		json_decref(doc);
 	} else {
 		tl_summary_format(&t.sum, sum, sizeof(sum));
 		printf("%s%s (agent %s@%s)%s\n", out_on(OUT_BOLD), sum, t.sum.agent, t.sum.version,
 		       out_off());
+		if (t.kids->n > 0) {
+			printf("children (key, run, status):\n");
+			json_decref(tree(src, t.kids, 1, 1));
+		}
 	}
 	json_decref(t.rows);
+	free(t.kids);
 	return RC_OK;
 }
 
@@ -376,6 +463,8 @@ replay_check(int argc, char **argv, const hist_src *src, rs_nats *n, const char 
 	hist_buf h = { 0 };
 	json_t *embedded = NULL;
 	rs_agent *agent = NULL;
+	const rs_agent *scoped = NULL;
+	const char *scope;
 	char err[512];
 	int rc;
 
@@ -386,7 +475,15 @@ replay_check(int argc, char **argv, const hist_src *src, rs_nats *n, const char 
 	}
 	if ((rc = resolve_agent(argc, argv, cmd, &h, embedded, n, &agent)) != RC_OK)
 		goto cleanup;
-	rc = check_history(&h, agent, cmd);
+	/* A child run of a parallel or foreach step walks one of the agent's
+	 * step lists (run.created.scope). */
+	scope = h.ev[0].d.run_created.scope;
+	if (scope != NULL && (scoped = rs_agent_scope(agent, scope)) == NULL) {
+		rc = out_err(RC_FAIL, cmd, "the agent has no step list \"%s\" (run.created.scope)",
+		             scope);
+		goto cleanup;
+	}
+	rc = check_history(&h, scoped ? scoped : agent, cmd);
 cleanup:
 	rs_agent_free(agent);
 	json_decref(embedded);

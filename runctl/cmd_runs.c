@@ -15,12 +15,14 @@
 #include "rs_config.h"
 #include "rs_id.h"
 #include "rs_json.h"
+#include "rs_time.h"
 #include "timeline.h"
 #include "runctl.h"
 
 static const char *const runs_flags[] = {
 	"api", "api-key", "input", "idempotency-key", "version", "watch", "status", "agent",
-	"limit", "after", "reason", "payload", "tenant", "from-seq", NULL
+	"limit", "after", "reason", "payload", "tenant", "from-seq", "tag", "created-after",
+	"created-before", NULL
 };
 static const char *const sched_flags[] = {
 	"api", "api-key", "input", "version", "id", "cron", "tz", "interval", "catch-up",
@@ -243,6 +245,24 @@ is_cursor(const char *c)
  * the page's next_after cursor is printed (with the command that fetches
  * the next page), or "no more runs" on the last page.
  */
+/* key=value for a query string: prefix, then value percent-encoded (all
+ * but unreserved characters). */
+static void
+query_escape(const char *prefix, const char *v, char *out, size_t cap)
+{
+	size_t o = (size_t)snprintf(out, cap, "%s", prefix);
+
+	for (; *v && o + 4 < cap; v++) {
+		unsigned char c = (unsigned char)*v;
+		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		    c == '-' || c == '_' || c == '.' || c == '~')
+			out[o++] = (char)c;
+		else
+			o += (size_t)snprintf(out + o, cap - o, "%%%02X", c);
+	}
+	out[o] = '\0';
+}
+
 int
 cmd_runs_ls(int argc, char **argv)
 {
@@ -250,7 +270,11 @@ cmd_runs_ls(int argc, char **argv)
 	const char *status = runctl_flag(argc, argv, "status", NULL), *agent = runctl_flag(argc, argv, "agent", NULL);
 	const char *limit = runctl_flag(argc, argv, "limit", "20");
 	const char *after = runctl_flag(argc, argv, "after", NULL);
-	char path[768];
+	const char *tag = runctl_flag(argc, argv, "tag", NULL);
+	const char *cafter = runctl_flag(argc, argv, "created-after", NULL);
+	const char *cbefore = runctl_flag(argc, argv, "created-before", NULL);
+	char path[1400], qtag[700] = "", qca[120] = "", qcb[120] = "";
+	int64_t ms;
 	json_t *res = NULL, *runs, *r;
 	const char *next;
 	int64_t lim;
@@ -267,11 +291,23 @@ cmd_runs_ls(int argc, char **argv)
 		return out_err(RC_USAGE, cmd, "bad --status or --agent");
 	if (after != NULL && !is_cursor(after))
 		return out_err(RC_USAGE, cmd, "--after must be a next_after cursor printed by runs ls");
+	if (tag != NULL && (strchr(tag, ':') == NULL || strlen(tag) > 300))
+		return out_err(RC_USAGE, cmd, "--tag must be key:value");
+	if ((cafter && rs_time_parse_rfc3339(cafter, &ms) != RS_OK) ||
+	    (cbefore && rs_time_parse_rfc3339(cbefore, &ms) != RS_OK))
+		return out_err(RC_USAGE, cmd, "--created-after / --created-before take an RFC 3339 time "
+		               "(2026-01-02T03:04:05Z)");
+	if (tag != NULL)
+		query_escape("&tag=", tag, qtag, sizeof(qtag));
+	if (cafter != NULL)
+		query_escape("&created_after=", cafter, qca, sizeof(qca));
+	if (cbefore != NULL)
+		query_escape("&created_before=", cbefore, qcb, sizeof(qcb));
 	if ((rc = api_init(argc, argv, &a, cmd)) != RC_OK)
 		return rc;
-	snprintf(path, sizeof(path), "/v1/runs?limit=%" PRId64 "%s%s%s%s%s%s", lim,
+	snprintf(path, sizeof(path), "/v1/runs?limit=%" PRId64 "%s%s%s%s%s%s%s%s%s", lim,
 	         status ? "&status=" : "", status ? status : "", agent ? "&agent=" : "",
-	         agent ? agent : "", after ? "&after=" : "", after ? after : "");
+	         agent ? agent : "", after ? "&after=" : "", after ? after : "", qtag, qca, qcb);
 	if ((rc = api_call(&a, cmd, "GET", path, NULL, NULL, &res)) != RC_OK)
 		return rc;
 	runs = json_object_get(res, "runs");

@@ -35,7 +35,7 @@ static const runctl_cmd commands[] = {
 	{ "runs", "start", "start a run through the API; --watch follows it and exits with its outcome",
 	  cmd_runs_start, "AGENT --input JSON [--version V] [--idempotency-key K] [--watch]" },
 	{ "runs", "ls", "list runs, newest first, one page (API); prints the cursor of the next page",
-	  cmd_runs_ls, "[--status S] [--agent A] [--limit N (1-100)] [--after CURSOR]" },
+	  cmd_runs_ls, "[--status S] [--agent A] [--tag K:V] [--created-after T] [--created-before T] [--limit N (1-100)] [--after CURSOR]" },
 	{ "runs", "show", "show a run (API)", cmd_runs_show, "RUN_ID" },
 	{ "runs", "cancel", "cancel a run (API)", cmd_runs_cancel, "RUN_ID [--reason TEXT]" },
 	{ "runs", "signal", "send a signal to a run (API)", cmd_runs_signal, "RUN_ID NAME [--payload JSON]" },

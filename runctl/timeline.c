@@ -114,6 +114,8 @@ step_of(const rs_event *ev, const char **step, int64_t *attempt)
 	case RS_EV_LLM_REQUESTED: *step = ev->d.llm_requested.step_id; *attempt = ev->d.llm_requested.attempt; break;
 	case RS_EV_LLM_DELTA: *step = ev->d.llm_delta.step_id; break;
 	case RS_EV_LLM_MESSAGE: *step = ev->d.llm_message.step_id; break;
+	case RS_EV_CHILD_STARTED: *step = ev->d.child_started.step_id; *attempt = ev->d.child_started.attempt; break;
+	case RS_EV_CHILD_FINISHED: *step = ev->d.child_finished.step_id; *attempt = ev->d.child_finished.attempt; break;
 	default: break;
 	}
 }
@@ -360,6 +362,17 @@ summarize(const rs_event *ev, char *b, size_t cap)
 	case RS_EV_LLM_REQUESTED: sum_llm_requested(&ev->d.llm_requested, b, cap, &o); break;
 	case RS_EV_LLM_DELTA: sum_llm_delta(&ev->d.llm_delta, b, cap, &o); break;
 	case RS_EV_LLM_MESSAGE: sum_llm_message(&ev->d.llm_message, b, cap, &o); break;
+	case RS_EV_CHILD_STARTED:
+		cat(b, cap, &o, "%s -> run %s (%s%s%s)", ev->d.child_started.key,
+		    ev->d.child_started.child_run_id, ev->d.child_started.agent,
+		    ev->d.child_started.scope ? " " : "",
+		    ev->d.child_started.scope ? ev->d.child_started.scope : "");
+		break;
+	case RS_EV_CHILD_FINISHED:
+		cat(b, cap, &o, "%s %s ", ev->d.child_finished.key, ev->d.child_finished.status);
+		cat_json(b, cap, &o, ev->d.child_finished.error ? ev->d.child_finished.error
+		                                                : ev->d.child_finished.output);
+		break;
 	default:
 		cat(b, cap, &o, "(event type unknown to this runctl)");
 		break;

@@ -143,7 +143,13 @@ static const char *sql_archived_run =
 	"  'output', t.output, 'error', t.error, 'requested_at', t.requested_at, "
 	"  'dispatched_at', t.dispatched_at, 'finished_at', t.finished_at, "
 	"  'deadline_at', t.deadline_at, 'attempts', t.attempts) "
-	"  ORDER BY t.requested_at, t.call_id) FROM tool_calls t WHERE t.run_id = r.run_id), '[]')"
+	"  ORDER BY t.requested_at, t.call_id) FROM tool_calls t WHERE t.run_id = r.run_id), '[]'), "
+	/* child runs (parallel, foreach, run steps): the partial index runs_parent */
+	"'parent_run_id', r.parent_run_id, 'root_run_id', r.root_run_id, 'tags', r.tags, "
+	"'children', COALESCE((SELECT json_agg(json_build_object('run_id', c.run_id, "
+	"  'agent', c.agent, 'status', c.status, 'created_at', c.created_at, "
+	"  'finished_at', c.finished_at) ORDER BY c.created_at, c.run_id) FROM runs c "
+	"  WHERE c.parent_run_id = r.run_id AND c.tenant = r.tenant), '[]')"
 	")::text, r.last_seq FROM runs r WHERE r.run_id = $1::uuid AND r.tenant = $2";
 
 /* The registry entry of a run with no events yet: a "queued" view. */
@@ -243,18 +249,22 @@ void
 rs_api_runs_list(rs_api *app, rs_api_job *job)
 {
 	static const char *sql =
-		"SELECT json_build_object(" RUN_FIELDS ", 'output', r.output, 'error', r.error)::text, "
+		"SELECT json_build_object(" RUN_FIELDS ", 'output', r.output, 'error', r.error, "
+		"  'tags', r.tags)::text, "
 		"  ((extract(epoch from r.created_at) * 1000000)::bigint)::text, r.run_id::text "
 		"FROM runs r WHERE r.tenant = $1 AND ($2::text IS NULL OR r.status = $2) "
 		"AND ($3::text IS NULL OR r.agent = $3) "
 		"AND ($4::bigint IS NULL OR (r.created_at, r.run_id) < "
 		"     ('epoch'::timestamptz + $4::bigint * interval '1 microsecond', $5::uuid)) "
-		"AND ($7::bigint IS NULL OR r.created_at >= 'epoch'::timestamptz + $7::bigint * interval '1 millisecond') "
-		"AND ($8::bigint IS NULL OR r.created_at < 'epoch'::timestamptz + $8::bigint * interval '1 millisecond') "
+		/* tag=k:v: containment, served by the GIN index runs_tags (0004) */
+		"AND ($7::jsonb IS NULL OR r.tags @> $7::jsonb) "
+		"AND ($8::bigint IS NULL OR r.created_at >= 'epoch'::timestamptz + $8::bigint * interval '1 millisecond') "
+		"AND ($9::bigint IS NULL OR r.created_at < 'epoch'::timestamptz + $9::bigint * interval '1 millisecond') "
 		"ORDER BY r.created_at DESC, r.run_id DESC LIMIT $6";
 	char status[32] = "", agent[80] = "", after[200] = "", limit_s[16] = "20";
-	char cur_us[32] = "", cur_id[40] = "", tbuf[64], since_ms[24] = "", until_ms[24] = "";
-	const char *params[8];
+	char cur_us[32] = "", cur_id[40] = "", tag[RS_API_HDR_MAX] = "", ca[64] = "", cb[64] = "";
+	char ca_ms[24] = "", cb_ms[24] = "", *tagjson = NULL;
+	const char *params[9];
 	int64_t limit;
 	PGresult *res;
 	json_t *arr, *next = json_null();
@@ -278,17 +288,42 @@ rs_api_runs_list(rs_api *app, rs_api_job *job)
 		rs_api_problem(job, 400, "after: not a cursor returned by this API");
 		return;
 	}
-	/* Time range (the viewer's filter): created_at in [since, until). */
-	for (int i = 0; i < 2; i++) {
-		int64_t ms;
-		if (!rs_api_qarg(job->query, i ? "until" : "since", tbuf, sizeof(tbuf)))
-			continue;
-		if (rs_time_parse_rfc3339(tbuf, &ms) != RS_OK) {
-			rs_api_problem(job, 400, "%s: must be an RFC 3339 time (2026-01-31T12:00:00Z)",
-			               i ? "until" : "since");
+	/* tag=k:v (one), created_after / created_before (RFC 3339), already
+	 * url-decoded (http.c): checked here so Postgres never sees a bad
+	 * value. */
+	if (rs_api_qarg(job->query, "tag", tag, sizeof(tag))) {
+		char *colon, e[160];
+		json_t *t;
+		if ((colon = strchr(tag, ':')) == NULL) {
+			rs_api_problem(job, 400, "tag: must be key:value");
 			return;
 		}
-		snprintf(i ? until_ms : since_ms, sizeof(since_ms), "%lld", (long long)ms);
+		*colon = '\0';
+		t = json_object();
+		snprintf(e, sizeof(e), "tags: must be key:value in UTF-8");
+		if (json_object_set_new(t, tag, json_string(colon + 1)) != 0 ||
+		    rs_api_tags_check(t, e, sizeof(e)) != 0) {
+			json_decref(t);
+			rs_api_problem(job, 400, "tag=: %s", e);
+			return;
+		}
+		tagjson = rs_json_dump(t);
+		json_decref(t);
+	}
+	for (int i = 0; i < 2; i++) {
+		const char *k = i ? "created_before" : "created_after";
+		char *v = i ? cb : ca, *out = i ? cb_ms : ca_ms;
+		int64_t ms;
+		/* since / until: the same, by the names the viewer first used */
+		if (!rs_api_qarg(job->query, k, v, 64) &&
+		    !rs_api_qarg(job->query, i ? "until" : "since", v, 64))
+			continue;
+		if (rs_time_parse_rfc3339(v, &ms) != RS_OK) {
+			free(tagjson);
+			rs_api_problem(job, 400, "%s: must be an RFC 3339 time", k);
+			return;
+		}
+		snprintf(out, 24, "%lld", (long long)ms);
 	}
 	params[0] = job->tenant;
 	params[1] = have_status ? status : NULL;
@@ -296,9 +331,11 @@ rs_api_runs_list(rs_api *app, rs_api_job *job)
 	params[3] = cur_us[0] ? cur_us : NULL;
 	params[4] = cur_id[0] ? cur_id : NULL;
 	params[5] = limit_s;
-	params[6] = since_ms[0] ? since_ms : NULL;
-	params[7] = until_ms[0] ? until_ms : NULL;
-	res = query(app, job, sql, 8, params);
+	params[6] = tagjson;
+	params[7] = ca_ms[0] ? ca_ms : NULL;
+	params[8] = cb_ms[0] ? cb_ms : NULL;
+	res = query(app, job, sql, 9, params);
+	free(tagjson);
 	if (res == NULL)
 		return;
 	arr = json_column(res);

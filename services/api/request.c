@@ -245,6 +245,53 @@ rs_api_cursor_decode(const char *cursor, char us[32], char id[RS_API_RUNKEY])
 	return RS_OK;
 }
 
+/* A tag key: [A-Za-z0-9_.-]{1,RS_API_TAG_KEY_MAX} (no ':', which separates
+ * key and value in ?tag=k:v). */
+static int
+tag_key_ok(const char *k)
+{
+	size_t n = strlen(k);
+
+	if (n == 0 || n > RS_API_TAG_KEY_MAX)
+		return 0;
+	for (; *k; k++)
+		if (!((*k >= 'a' && *k <= 'z') || (*k >= 'A' && *k <= 'Z') ||
+		      (*k >= '0' && *k <= '9') || *k == '_' || *k == '.' || *k == '-'))
+			return 0;
+	return 1;
+}
+
+int
+rs_api_tags_check(json_t *tags, char *err, size_t cap)
+{
+	const char *k;
+	json_t *v;
+
+	if (tags == NULL)
+		return 0;
+	if (!json_is_object(tags)) {
+		snprintf(err, cap, "tags: must be an object of strings");
+		return -1;
+	}
+	if (json_object_size(tags) > RS_API_MAX_TAGS) {
+		snprintf(err, cap, "tags: at most %d tags", RS_API_MAX_TAGS);
+		return -1;
+	}
+	json_object_foreach(tags, k, v) {
+		if (!tag_key_ok(k)) {
+			snprintf(err, cap, "tags: key \"%.80s\" must match [A-Za-z0-9_.-]{1,%d}", k,
+			         RS_API_TAG_KEY_MAX);
+			return -1;
+		}
+		if (!json_is_string(v) || json_string_length(v) > RS_API_TAG_VALUE_MAX) {
+			snprintf(err, cap, "tags.%s: must be a string of at most %d bytes", k,
+			         RS_API_TAG_VALUE_MAX);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 int
 rs_api_run_body(const char *body, size_t len, json_t **root, const char **agent,
                 const char **version, json_t **input, char *err, size_t cap)
@@ -264,10 +311,13 @@ rs_api_run_body(const char *body, size_t len, json_t **root, const char **agent,
 		goto fail;
 	}
 	json_object_foreach(b, k, v)
-		if (strcmp(k, "agent") != 0 && strcmp(k, "version") != 0 && strcmp(k, "input") != 0) {
+		if (strcmp(k, "agent") != 0 && strcmp(k, "version") != 0 && strcmp(k, "input") != 0 &&
+		    strcmp(k, "tags") != 0) {
 			snprintf(err, cap, "%s: unknown field", k);
 			goto fail;
 		}
+	if (rs_api_tags_check(json_object_get(b, "tags"), err, cap) != 0)
+		goto fail;
 	if ((*agent = json_string_value(json_object_get(b, "agent"))) == NULL) {
 		snprintf(err, cap, "agent: required, a string");
 		goto fail;

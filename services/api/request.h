@@ -64,7 +64,16 @@ int rs_api_qarg(const char *q, const char *k, char *out, size_t cap);
 void rs_api_cursor_encode(const char *created_us, const char *run_id, char *out, size_t cap);
 rs_status rs_api_cursor_decode(const char *cursor, char us[32], char id[RS_API_RUNKEY]);
 
-/* Body of POST /v1/runs: {"agent", "version"?, "input"?}. On success
+/* Tags of a run (POST /v1/runs "tags"): an object of at most
+ * RS_API_MAX_TAGS string values of at most RS_API_TAG_VALUE_MAX bytes,
+ * keys [A-Za-z0-9_.-]{1,RS_API_TAG_KEY_MAX}. NULL is fine. 0 if valid,
+ * else -1 with the problem in err. */
+#define RS_API_MAX_TAGS      16
+#define RS_API_TAG_KEY_MAX   64
+#define RS_API_TAG_VALUE_MAX 256
+int rs_api_tags_check(json_t *tags, char *err, size_t cap);
+
+/* Body of POST /v1/runs: {"agent", "version"?, "input"?, "tags"?}. On success
  * *root is the parsed body (caller decrefs) and agent / version (NULL if
  * absent) / input (NULL if absent, else an object) are borrowed from it.
  * On failure returns the HTTP status to answer (400 unreadable JSON, 422

@@ -360,6 +360,7 @@ rs_api_runs_create(rs_api *app, rs_api_job *job)
 	cmd.version = ver;
 	cmd.input = input != NULL ? input : json_object();
 	cmd.idempotency_key = job->idem[0] != '\0' ? job->idem : NULL;
+	cmd.tags = json_object_get(body, "tags");   /* checked by rs_api_run_body */
 	handed = rs_api_runs_start(app, job, &cmd, NULL);
 	if (input == NULL)
 		json_decref(cmd.input);

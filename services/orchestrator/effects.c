@@ -3,7 +3,9 @@
  * the effects (timers for TIMERS, tool calls and cancels for TOOLCALLS).
  *
  * Effects carry deterministic Nats-Msg-Ids (timer-<timer_id>,
- * call-<call_id>, cancel-<call_id>), so publishing them again after a
+ * call-<call_id>, cancel-<call_id>, and rs_cmd_msg_id() for commands to
+ * other runs: a child's run.start or cancel, a parent's child.done), so
+ * publishing them again after a
  * crash is harmless: that is what lets a redelivered command heal a run
  * whose events were appended but whose effects were lost.
  */
@@ -69,6 +71,24 @@ send_call(orch *o, orun *r, const rs_toolcall *c)
 	return st;
 }
 
+/* A command to another run (a child's run.start or cancel, child.done to
+ * the parent): on CMDS like any command, de-duplicated by its msg id. */
+static rs_status
+send_cmd(orch *o, orun *r, const rs_cmd *c)
+{
+	char subj[160], id[160], *buf = NULL;
+	size_t len = 0;
+	rs_status st;
+
+	if ((st = rs_cmd_encode(c, &buf, &len)) != RS_OK)
+		return st;
+	rs_cmd_subject(c->tenant, c->run_id, subj, sizeof(subj));
+	rs_cmd_msg_id(c, id, sizeof(id));
+	st = appender_send(o, r, PUB_EFFECT, subj, buf, len, rs_cmd_type_name(c->type), 0, id, -1);
+	free(buf);
+	return st;
+}
+
 rs_status
 effects_send(orch *o, orun *r, const rs_decision *d, int *nsent)
 {
@@ -80,6 +100,9 @@ effects_send(orch *o, orun *r, const rs_decision *d, int *nsent)
 			(*nsent)++;
 	for (size_t i = 0; i < d->ncalls && st == RS_OK; i++)
 		if ((st = send_call(o, r, &d->calls[i])) == RS_OK)
+			(*nsent)++;
+	for (size_t i = 0; i < d->ncmds && st == RS_OK; i++)
+		if ((st = send_cmd(o, r, &d->cmds[i])) == RS_OK)
 			(*nsent)++;
 	if (st != RS_OK)
 		rs_log(RS_LOG_WARN, r->run_id, NULL, "effects: %s", rs_status_str(st));

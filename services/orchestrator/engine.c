@@ -102,6 +102,8 @@ end_cmd(orch *o, orun *r, int how, int64_t nak_delay_ms)
 static void
 poison_cur(orch *o, orun *r, const char *reason)
 {
+	if (rs_run_get_status(r->state) == RS_RUN_NONE)
+		poison_tell_parent(o, &r->cur->cmd, reason);
 	poison(o, r->cur->msg, r->run_id, reason);
 	end_cmd(o, r, END_TERMED, 0);
 }
@@ -193,6 +195,7 @@ static int
 resolve_agent(orch *o, orun *r)
 {
 	const rs_cmd *c = &r->cur->cmd;
+	const char *scope;
 	char err[300], why[360];
 	rs_status st;
 
@@ -203,6 +206,14 @@ resolve_agent(orch *o, orun *r)
 	else
 		st = agents_get(o, r->tenant, rs_run_get_agent(r->state),
 		                rs_run_get_version(r->state), &r->agent, err, sizeof(err));
+	/* A child run of a parallel or foreach step walks one of its agent's
+	 * step lists (borrowed from the cached agent, like the agent). */
+	scope = rs_run_get_status(r->state) == RS_RUN_NONE ? c->scope : rs_run_get_scope(r->state);
+	if (st == RS_OK && scope != NULL && *scope != '\0' &&
+	    (r->agent = rs_agent_scope(r->agent, scope)) == NULL) {
+		snprintf(err, sizeof(err), "agent has no step list \"%.200s\"", scope);
+		st = RS_ENOTFOUND;
+	}
 	if (st == RS_OK)
 		return 0;
 	if (st == RS_ENOTFOUND) {

@@ -238,6 +238,10 @@ rs_status event_send(orch *o, orun *r, const rs_event *ev);
 /* ---- dlq.c: poison handling ---- */
 /* Dead-letter the command message with a reason and terminate it. */
 void poison(orch *o, natsMsg *msg, const char *run_id, const char *reason);
+/* A child's run.start that is dead-lettered: tell its parent (child.done
+ * "failed", child_not_started) so the parent's step does not wait for ever.
+ * Nothing for any other command. */
+void poison_tell_parent(orch *o, const rs_cmd *c, const char *reason);
 /* The trace id (32 hex) of a traceparent into out[33], "" if none. */
 void trace_id_of(const char *traceparent, char out[33]);
 

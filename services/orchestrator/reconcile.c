@@ -15,6 +15,9 @@
  * event types a run rests on (timer.scheduled, tool.dispatched,
  * llm.delta). Any orchestrator instance takes the command; the decision
  * on a run at rest is empty, so a needless continue costs one run load.
+ * child.started and child.finished are not resting types: more may be
+ * owed after either (the next branch, the step's end), so a parent that
+ * rests on one (waiting for its children) costs that one load per event.
  *
  * Why by time and not over every run: a pass costs what was appended since
  * the last one (headers only, ~100 bytes per event), not what the stream

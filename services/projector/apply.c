@@ -277,7 +277,7 @@ typedef struct {
 
 enum { R_ID, R_TENANT, R_AGENT, R_VERSION, R_STATUS, R_INPUT, R_OUTPUT, R_ERROR, R_IDEM,
        R_CUR, R_TIMEOUT, R_CANCEL, R_CREATED, R_STARTED, R_FINISHED, R_UPDATED, R_LASTSEQ,
-       R__N };
+       R_PARENT, R_ROOT, R_TAGS, R__N };
 static const pcol runs_cols[R__N] = {
 	{ "run_id", "uuid", PU_NONE }, { "tenant", "text", PU_NONE },
 	{ "agent", "text", PU_NONE }, { "version", "text", PU_NONE },
@@ -288,6 +288,9 @@ static const pcol runs_cols[R__N] = {
 	{ "created_at", "timestamptz", PU_NONE }, { "started_at", "timestamptz", PU_KEEP },
 	{ "finished_at", "timestamptz", PU_KEEP }, { "updated_at", "timestamptz", PU_KEEP },
 	{ "last_seq", "bigint", PU_KEEP },
+	/* 0004: child runs, tags (set by run.created only) */
+	{ "parent_run_id", "uuid", PU_NONE }, { "root_run_id", "uuid", PU_NONE },
+	{ "tags", "jsonb", PU_NONE },
 };
 
 enum { S_RUN, S_STEP, S_ATT, S_KIND, S_STATUS, S_LATEST, S_INPUT, S_OUTPUT, S_ERROR, S_NEXT,
@@ -746,6 +749,9 @@ fold(batch *b, const rs_event *ev)
 		if (d->timeout_s > 0)
 			set_int(run, R_TIMEOUT, d->timeout_s);
 		set_time(run, R_CREATED, tm);
+		set_str(run, R_PARENT, d->parent_run_id);
+		set_str(run, R_ROOT, d->root_run_id);
+		set_json(run, R_TAGS, d->tags);
 	} else if ((run = run_row(b, ev)) == NULL) {
 		return RS_ENOMEM;
 	}
@@ -777,7 +783,11 @@ fold(batch *b, const rs_event *ev)
 				return RS_ENOMEM;
 			set_str(s, S_LATEST, "f");
 		}
-		run_status(run, strcmp(d->kind, "signal") == 0 ? "waiting" : "running");
+		/* A signal step, and a step whose work is child runs, wait from
+		 * the start (the state machine's "waiting"). */
+		run_status(run, strcmp(d->kind, "signal") == 0 || strcmp(d->kind, "parallel") == 0 ||
+		           strcmp(d->kind, "foreach") == 0 || strcmp(d->kind, "run") == 0 ?
+		           "waiting" : "running");
 		set_str(run, R_CUR, d->step_id);
 		break;
 	}

@@ -67,7 +67,7 @@ test('docs/agents.md has valid and invalid examples of every step kind', () => {
   assert.ok(invalid.length >= 20, `only ${invalid.length} invalid examples`);
   const kinds = new Set();
   for (const b of valid) for (const s of JSON.parse(b.body).steps) kinds.add(s.kind);
-  assert.deepEqual([...kinds].sort(), ['branch', 'http', 'llm', 'signal', 'sleep', 'tool', 'transform']);
+  assert.deepEqual([...kinds].sort(), ['branch', 'foreach', 'http', 'llm', 'parallel', 'run', 'signal', 'sleep', 'tool', 'transform']);
 });
 
 test('every valid example is accepted by the API and by runctl agents validate', async () => {

@@ -60,7 +60,8 @@ export function watch(baseUrl, apiKey, runId, { lastEventId } = {}) {
   const types = ['run.created', 'run.started', 'step.started', 'step.completed', 'step.failed',
     'step.retry_scheduled', 'tool.requested', 'tool.dispatched', 'tool.completed', 'tool.failed',
     'tool.timed_out', 'timer.scheduled', 'timer.fired', 'signal.received', 'run.cancel_requested',
-    'run.completed', 'run.failed', 'run.cancelled', 'run.timed_out', 'llm.delta', 'llm.message'];
+    'run.completed', 'run.failed', 'run.cancelled', 'run.timed_out', 'llm.delta', 'llm.message',
+    'child.started', 'child.finished'];
   for (const t of types) {
     es.addEventListener(t, (e) => {
       const ce = JSON.parse(e.data); // the CloudEvent, on one line

@@ -57,6 +57,11 @@ fx_runs(rs_event *ev, int full)
 			ev->d.run_created.tenant_limit = 100;
 			ev->d.run_created.schedule_id = s("nightly-report");
 			ev->d.run_created.schedule_tick = 1767323040000LL;
+			ev->d.run_created.parent_run_id = s("0190f5d2-7c4e-7a3b-8c1d-aaaaaaaaaaaa");
+			ev->d.run_created.root_run_id = s("0190f5d2-7c4e-7a3b-8c1d-bbbbbbbbbbbb");
+			ev->d.run_created.scope = s("fan/a");
+			ev->d.run_created.parent_step_id = s("fan");
+			ev->d.run_created.tags = j("{\"team\":\"blue\"}");
 		}
 		break;
 	case RS_EV_RUN_STARTED:
@@ -235,6 +240,25 @@ fx_effects(rs_event *ev, int full)
 		ev->d.llm_message.message = j("{\"role\":\"assistant\",\"content\":\"Hello\"}");
 		ev->d.llm_message.usage = full ? j("{\"completion_tokens\":2,\"prompt_tokens\":9}") : NULL;
 		ev->d.llm_message.finish_reason = full ? s("stop") : NULL;
+		break;
+	case RS_EV_CHILD_STARTED:
+		ev->d.child_started.step_id = s("fan");
+		ev->d.child_started.attempt = 1;
+		ev->d.child_started.child_run_id = s("0190f5d2-7c4e-7a3b-8c1d-cccccccccccc");
+		ev->d.child_started.key = s("a");
+		ev->d.child_started.agent = s("summarize");
+		ev->d.child_started.version = full ? s("3") : NULL;
+		ev->d.child_started.scope = full ? s("fan/a") : NULL;
+		ev->d.child_started.input = j("{\"n\":1}");
+		break;
+	case RS_EV_CHILD_FINISHED:
+		ev->d.child_finished.step_id = s("fan");
+		ev->d.child_finished.attempt = 1;
+		ev->d.child_finished.child_run_id = s("0190f5d2-7c4e-7a3b-8c1d-cccccccccccc");
+		ev->d.child_finished.key = s("a");
+		ev->d.child_finished.status = s(full ? "failed" : "completed");
+		ev->d.child_finished.output = full ? json_null() : j("{\"n\":2}");
+		ev->d.child_finished.error = full ? j("{\"code\":\"boom\",\"message\":\"x\"}") : NULL;
 		break;
 	default:
 		break;

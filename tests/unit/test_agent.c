@@ -206,7 +206,8 @@ static const struct {
 	{ TWO(SLEEP, SLEEP), "steps[1].id: duplicate id \"z\" (also steps[0])" },
 	{ ONE("{\"id\":\"s\",\"duration_ms\":1}"), "steps[0].kind: required" },
 	{ ONE("{\"id\":\"s\",\"kind\":\"ftp\"}"), "steps[0].kind: unknown step kind \"ftp\" "
-	  "(expected tool, sleep, signal, branch, transform, http or llm)" },
+	  "(expected tool, sleep, signal, branch, transform, http, llm, parallel, foreach "
+	  "or run)" },
 	{ ONE("{\"id\":\"s\",\"kind\":\"sleep\",\"duration_ms\":1,\"tool\":\"x\"}"),
 	  "steps[0].tool: unknown field" },
 	{ ONE("{\"id\":\"s\",\"kind\":\"sleep\",\"duration_ms\":1,\"next\":\"zz\"}"),
@@ -427,6 +428,50 @@ static const struct {
 	{ ONE("{\"id\":\"l\",\"kind\":\"llm\",\"prompt\":\"p\",\"max_turns\":65,"
 	      "\"model\":{\"base_url\":\"http://m\",\"model\":\"m\"}}"),
 	  "steps[0].max_turns: must be at most 64" },
+	/* parallel / foreach / run: children runs */
+	{ ONE("{\"id\":\"p\",\"kind\":\"parallel\"}"), "steps[0].branches: required" },
+	{ ONE("{\"id\":\"p\",\"kind\":\"parallel\",\"branches\":{}}"),
+	  "steps[0].branches: must be a non-empty object of named step lists" },
+	{ ONE("{\"id\":\"p\",\"kind\":\"parallel\",\"branches\":{\"A\":[" SLEEP "]}}"),
+	  "steps[0].branches.A: branch names must match [a-z0-9_-]{1,64}" },
+	{ ONE("{\"id\":\"p\",\"kind\":\"parallel\",\"branches\":{\"a\":[]}}"),
+	  "steps[0].branches.a: must be a non-empty array of steps" },
+	{ ONE("{\"id\":\"p\",\"kind\":\"parallel\",\"branches\":{\"a\":[{\"id\":\"z\","
+	      "\"kind\":\"sleep\"}]}}"),
+	  "steps[0].branches.a[0].duration_ms: required" },
+	{ ONE("{\"id\":\"p\",\"kind\":\"parallel\",\"join\":3,\"branches\":{\"a\":[" SLEEP "],"
+	      "\"b\":[" SLEEP "]}}"),
+	  "steps[0].join: must be \"all\", \"any\" or an integer 1..2" },
+	{ ONE("{\"id\":\"p\",\"kind\":\"parallel\",\"on_failure\":\"skip\",\"branches\":{\"a\":["
+	      SLEEP "]}}"),
+	  "steps[0].on_failure: must be \"fail\" or \"collect\"" },
+	/* a branch's templates see its own steps, not the parent's */
+	{ TWO(SLEEP, "{\"id\":\"p\",\"kind\":\"parallel\",\"branches\":{\"a\":[{\"id\":\"t\","
+	      "\"kind\":\"transform\",\"value\":\"{{steps.z.output}}\"}]}}"),
+	  "steps[1].branches.a[0].value: unknown step \"z\" in template \"{{steps.z.output}}\"" },
+	{ ONE("{\"id\":\"p\",\"kind\":\"parallel\",\"branches\":{\"a\":[{\"id\":\"q\","
+	      "\"kind\":\"parallel\",\"branches\":{\"a\":[{\"id\":\"r\",\"kind\":\"parallel\","
+	      "\"branches\":{\"a\":[{\"id\":\"s\",\"kind\":\"parallel\",\"branches\":{\"a\":["
+	      "{\"id\":\"u\",\"kind\":\"parallel\",\"branches\":{\"a\":[" SLEEP "]}}]}}]}}]}}]}}"),
+	  "steps[0].branches.a[0].branches.a[0].branches.a[0].branches.a[0].branches.a: "
+	  "parallel and foreach nest at most 4 deep" },
+	{ ONE("{\"id\":\"f\",\"kind\":\"foreach\",\"steps\":[" SLEEP "]}"),
+	  "steps[0].items: required" },
+	{ ONE("{\"id\":\"f\",\"kind\":\"foreach\",\"items\":\"{{input.xs}}\"}"),
+	  "steps[0].steps: required" },
+	{ ONE("{\"id\":\"f\",\"kind\":\"foreach\",\"items\":5,\"steps\":[" SLEEP "]}"),
+	  "steps[0].items: must be an array or a template string" },
+	{ ONE("{\"id\":\"f\",\"kind\":\"foreach\",\"items\":[],\"max_concurrency\":101,"
+	      "\"steps\":[" SLEEP "]}"),
+	  "steps[0].max_concurrency: must be an integer 1..100" },
+	{ ONE("{\"id\":\"f\",\"kind\":\"foreach\",\"items\":[],\"input\":3,\"steps\":[" SLEEP
+	      "]}"),
+	  "steps[0].input: must be an object or a template string" },
+	{ ONE("{\"id\":\"r\",\"kind\":\"run\"}"), "steps[0].agent: required" },
+	{ ONE("{\"id\":\"r\",\"kind\":\"run\",\"agent\":\"A B\"}"),
+	  "steps[0].agent: must match [a-z0-9_-]{1,64}" },
+	{ ONE("{\"id\":\"r\",\"kind\":\"run\",\"agent\":\"x\",\"retry\":{}}"),
+	  "steps[0].retry: unknown field" },
 	/* text-level: duplicate keys rejected by the strict parser */
 	{ "{\"name\":\"a\",\"name\":\"b\",\"steps\":[" SLEEP "]}", "invalid JSON at line 1, "
 	  "column 18 (position 18): duplicate object key near '\"name\"'" },

@@ -43,6 +43,11 @@ fx_cmd(rs_cmd_type t, int full, rs_cmd *c)
 			c->tenant_limit = 20;
 			c->schedule_id = s("nightly");
 			c->schedule_tick = 1767323040000LL;
+			c->parent_run_id = s("0190f5d2-7c4e-7a3b-8c1d-aaaaaaaaaaaa");
+			c->root_run_id = s("0190f5d2-7c4e-7a3b-8c1d-bbbbbbbbbbbb");
+			c->scope = s("fan/a");
+			c->parent_step_id = s("fan");
+			c->tags = json_pack("{s:s}", "team", "blue");
 		}
 		break;
 	case RS_CMD_TOOL_RESULT:
@@ -99,6 +104,12 @@ fx_cmd(rs_cmd_type t, int full, rs_cmd *c)
 		break;
 	case RS_CMD_RUN_CONTINUE:
 		c->after_seq = full ? 12 : 0;
+		break;
+	case RS_CMD_CHILD_DONE:
+		c->child_run_id = s("0190f5d2-7c4e-7a3b-8c1d-aaaaaaaaaaaa");
+		c->child_status = s(full ? "failed" : "completed");
+		c->output = full ? json_null() : json_pack("{s:i}", "n", 2);
+		c->child_error = full ? json_pack("{s:s, s:s}", "code", "boom", "message", "x") : NULL;
 		break;
 	default:
 		break;
@@ -216,7 +227,7 @@ test_msg_ids(void)
 		"start-" RUN_ID, "result-" RUN_ID "-fetch-1",
 		"delivered-" RUN_ID "-fetch-1-laptop-7", "signal-sig-1", "cancel-" RUN_ID, "timer-t-1",
 		"result-" RUN_ID "-ask-1-1-llm1", "chunk-" RUN_ID "-ask-1-1-llm1-7",
-		"continue-" RUN_ID "-12", "admit-" RUN_ID,
+		"continue-" RUN_ID "-12", "admit-" RUN_ID, "childdone-0190f5d2-7c4e-7a3b-8c1d-aaaaaaaaaaaa",
 	};
 	char buf[160];
 	rs_cmd c;

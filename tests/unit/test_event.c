@@ -277,7 +277,8 @@ test_data_errors(void)
 	EXPECT(with_data(RS_EV_STEP_COMPLETED, "next_step", json_null()), RS_EINVAL,
 	       "data.next_step: must be a non-empty string");
 	EXPECT(with_data(RS_EV_STEP_STARTED, "kind", json_string("loop")), RS_EINVAL,
-	       "data.kind: must be one of tool, sleep, signal, branch, transform, http, llm");
+	       "data.kind: must be one of tool, sleep, signal, branch, transform, http, llm, "
+	       "parallel, foreach, run");
 	EXPECT(with_data(RS_EV_LLM_REQUESTED, "messages", json_object()), RS_EINVAL,
 	       "data.messages: must be an array");
 	EXPECT(with_data(RS_EV_LLM_REQUESTED, "temperature", json_string("hot")), RS_EINVAL,

@@ -52,6 +52,18 @@ static const char approval_def[] =
 	"{\"id\":\"record\",\"kind\":\"transform\",\"value\":{\"approved\":\"{{steps.ask.output.ok}}\","
 	"\"by\":\"{{steps.ask.output.by}}\"}}]}";
 
+/* Fan-out: two branches as child runs, then a join (issue 17). */
+static const char fanout_def[] =
+	"{\"name\":\"price-check\",\"steps\":["
+	"{\"id\":\"quote\",\"kind\":\"parallel\",\"input\":{\"sku\":\"{{input.sku}}\"},"
+	"\"branches\":{"
+	"\"shop-a\":[{\"id\":\"ask\",\"kind\":\"tool\",\"tool\":\"price.get\","
+	"\"device\":\"laptop-1\",\"args\":{\"sku\":\"{{input.sku}}\",\"shop\":\"a\"}}],"
+	"\"shop-b\":[{\"id\":\"ask\",\"kind\":\"tool\",\"tool\":\"price.get\","
+	"\"device\":\"laptop-1\",\"args\":{\"sku\":\"{{input.sku}}\",\"shop\":\"b\"}}]}},"
+	"{\"id\":\"pick\",\"kind\":\"transform\",\"value\":{\"a\":\"{{steps.quote.output.shop-a.cents}}\","
+	"\"b\":\"{{steps.quote.output.shop-b.cents}}\"}}]}";
+
 static const char slow_def[] =
 	"{\"name\":\"slow-report\",\"timeout_s\":60,\"steps\":["
 	"{\"id\":\"render\",\"kind\":\"tool\",\"tool\":\"report.render\",\"device\":\"printer-7\","
@@ -218,6 +230,34 @@ gen_http(const char *dir)
 	fclose(f);
 }
 
+/* A parent with two child runs, and one of the children (its history is
+ * checked in its scope, with the parent's definition). */
+static void
+gen_children(const char *dir)
+{
+	const char *parent = "0190f5e4-7a3b-7c1d-8e2f-000000000030";
+	FILE *f = open_out(dir, "parallel.ndjson");
+	sim s;
+	char child[40];
+
+	sim_init(&s, fanout_def, parent, "acme", T0, f, 1);
+	sim_start(&s, "{\"sku\":\"X-12\"}", "orch-1");
+	snprintf(child, sizeof(child), "%s", s.children[0]);
+	sim_child_done(&s, 640, 1, "completed", "{\"cents\":2150}");
+	sim_child_done(&s, 85, 0, "completed", "{\"cents\":1990}");
+	sim_free(&s);
+	fclose(f);
+
+	f = open_out(dir, "parallel-child.ndjson");
+	sim_init(&s, fanout_def, child, "acme", T0 + 3, f, 1);
+	sim_start_child(&s, "{\"sku\":\"X-12\"}", parent, parent, "quote/shop-a", "quote",
+	                "orch-2");
+	sim_delivered(&s, 14);
+	sim_result_ok(&s, 700, "{\"cents\":1990}");
+	sim_free(&s);
+	fclose(f);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -322,5 +362,6 @@ main(int argc, char **argv)
 
 	gen_llm(dir);
 	gen_http(dir);
+	gen_children(dir);
 	return 0;
 }

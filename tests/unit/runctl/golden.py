@@ -91,6 +91,12 @@ CASES = [
     ('check-cancelled', ['replay', '--file', fx('cancelled.ndjson'), '--check'], 0, True, None),
     ('check-timed-out', ['replay', '--file', fx('timed-out.ndjson'), '--check'], 0, True, None),
     ('check-signal', ['replay', '--file', fx('signal.ndjson'), '--check'], 0, True, None),
+    # children runs (issue 17): a parent with two branches, and a child
+    # checked in its scope (run.created.scope) with the parent's definition
+    ('timeline-parallel', ['replay', '--file', fx('parallel.ndjson')], 0, True, None),
+    ('check-parallel', ['replay', '--file', fx('parallel.ndjson'), '--check'], 0, True, None),
+    ('check-parallel-child', ['replay', '--file', fx('parallel-child.ndjson'), '--check'], 0, True, None),
+    ('at-parallel-6', ['replay', '--file', fx('parallel.ndjson'), '--at', '6'], 0, True, None),
     ('check-llm-tools', ['replay', '--file', fx('llm-tools.ndjson'), '--check'], 0, True, None),
     ('check-http-retry', ['replay', '--file', fx('http-retry.ndjson'), '--check'], 0, True, None),
     ('check-http-effect-error', ['replay', '--file', fx('http-effect-error.ndjson'), '--check'], 0, True, None),

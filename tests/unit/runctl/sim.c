@@ -78,6 +78,9 @@ cmd_init(sim *s, rs_cmd *c, rs_cmd_type t)
 static void
 note_effect(sim *s, const rs_event *ev)
 {
+	if (ev->type == RS_EV_CHILD_STARTED && s->nchildren < 32)
+		snprintf(s->children[s->nchildren++], sizeof(s->children[0]), "%s",
+		         ev->d.child_started.child_run_id);
 	if (ev->type == RS_EV_HTTP_REQUESTED)
 		snprintf(s->effect_id, sizeof(s->effect_id), "%s", ev->d.http_requested.effect_id);
 	else if (ev->type == RS_EV_LLM_REQUESTED)
@@ -92,8 +95,8 @@ apply(sim *s, const rs_cmd *c, const char *instance)
 	rs_decision d;
 	size_t len;
 
-	if (rs_run_decide(s->run, s->agent, c, s->now, instance ? instance : "orch-1", &d, err,
-	                  sizeof(err)) != RS_OK)
+	if (rs_run_decide(s->run, s->walk ? s->walk : s->agent, c, s->now,
+	                  instance ? instance : "orch-1", &d, err, sizeof(err)) != RS_OK)
 		die("decide", err);
 	for (size_t i = 0; i < d.nevents; i++) {
 		if (rs_event_encode(&d.events[i], &txt, &len) != RS_OK)
@@ -330,4 +333,38 @@ sim_chunk(sim *s, int64_t after_ms, int64_t index, const char *text)
 	c.index = index;
 	c.text = (char *)text;
 	apply_effect(s, &c);
+}
+
+void
+sim_start_child(sim *s, const char *input_json, const char *parent, const char *root,
+                const char *scope, const char *parent_step, const char *instance)
+{
+	rs_cmd c;
+
+	if ((s->walk = rs_agent_scope(s->agent, scope)) == NULL)
+		die("scope", scope);
+	cmd_init(s, &c, RS_CMD_RUN_START);
+	c.agent = (char *)rs_agent_name(s->agent);
+	c.version = (char *)rs_agent_version(s->agent);
+	c.input = parse(input_json);
+	c.parent_run_id = (char *)parent;
+	c.root_run_id = (char *)root;
+	c.scope = (char *)scope;
+	c.parent_step_id = (char *)parent_step;
+	apply(s, &c, instance);
+	json_decref(c.input);
+}
+
+void
+sim_child_done(sim *s, int64_t after_ms, int i, const char *status, const char *output_json)
+{
+	rs_cmd c;
+
+	s->now += after_ms;
+	cmd_init(s, &c, RS_CMD_CHILD_DONE);
+	c.child_run_id = s->children[i];
+	c.child_status = (char *)status;
+	c.output = parse(output_json);
+	apply(s, &c, NULL);
+	json_decref(c.output);
 }

@@ -25,6 +25,9 @@ typedef struct {
 	char device[80];
 	char route[80];       /* device a router picks for capability calls ("" = laptop-1) */
 	char effect_id[200];  /* the last http/llm effect requested */
+	char children[32][40]; /* child runs started (child.started order) */
+	int nchildren;
+	const rs_agent *walk; /* the step list decided with (a child's scope) */
 	uint64_t events;
 } sim;
 
@@ -61,5 +64,12 @@ void sim_effect_ok(sim *s, int64_t after_ms, const char *output_json);
 void sim_effect_err(sim *s, int64_t after_ms, const char *code, const char *msg,
                     rs_errclass cls, int64_t retry_after_ms);
 void sim_chunk(sim *s, int64_t after_ms, int64_t index, const char *text);
+
+/* Children runs: start this run as a child (of parent, in scope), and
+ * report the end of child i (child.started order) to this run. */
+void sim_start_child(sim *s, const char *input_json, const char *parent, const char *root,
+                     const char *scope, const char *parent_step, const char *instance);
+void sim_child_done(sim *s, int64_t after_ms, int i, const char *status,
+                    const char *output_json);
 
 #endif
