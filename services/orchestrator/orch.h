@@ -87,7 +87,6 @@ typedef struct {
 typedef struct orch {
 	orch_cfg cfg;
 	rs_nats nats;
-	rs_nats sweep_nats;        /* reconciliation's own connection (reconcile.c) */
 	kvStore *agents_kv;
 	pthread_mutex_t engine_mu; /* see the top of this file */
 	pthread_cond_t idle_cv;    /* signalled when inflight drops to 0 */
