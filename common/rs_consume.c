@@ -59,22 +59,25 @@ struct rs_consume {
 	rs_metric *m_delivered, *m_batches, *m_requests, *m_errors;
 };
 
-static int64_t
-env_ms(const char *name, int64_t def)
+/* A duration setting in ms; malformed stops the owner's start-up, as every
+ * setting does (docs/operations.md, "Configuration"). */
+static rs_status
+env_ms(const char *name, int64_t def, int64_t *out)
 {
 	const char *v = getenv(name);
 	char *end = NULL;
 	long long x;
 
+	*out = def;
 	if (v == NULL || *v == '\0')
-		return def;
+		return RS_OK;
 	x = strtoll(v, &end, 10);
 	if (end == v || *end != '\0' || x < 1 || x > 3600000) {
-		rs_warn("%s=%s is not a duration in ms (1..3600000): using %lld", name, v,
-		        (long long)def);
-		return def;
+		rs_error("%s=%s: not a duration in ms (1..3600000)", name, v);
+		return RS_EINVAL;
 	}
-	return (int64_t)x;
+	*out = (int64_t)x;
+	return RS_OK;
 }
 
 /* Sleep up to ms, woken early by stop. */
@@ -288,13 +291,19 @@ rs_consume_start(rs_consume **out, natsConnection *nc, jsCtx *js, const rs_consu
 	c->nc = nc;
 	if (c->cfg.batch <= 0)
 		c->cfg.batch = DEFAULT_BATCH;
-	if (c->cfg.expires_ms <= 0)
-		c->cfg.expires_ms = env_ms("RS_CONSUME_EXPIRES_MS", DEFAULT_EXPIRES_MS);
-	if (c->cfg.heartbeat_ms <= 0)
-		c->cfg.heartbeat_ms = env_ms("RS_CONSUME_HEARTBEAT_MS", DEFAULT_HEARTBEAT_MS);
-	/* The server refuses a heartbeat above half the expiry. */
-	if (c->cfg.heartbeat_ms * 2 > c->cfg.expires_ms)
-		c->cfg.heartbeat_ms = c->cfg.expires_ms / 2;
+	if ((c->cfg.expires_ms <= 0 &&
+	     env_ms("RS_CONSUME_EXPIRES_MS", DEFAULT_EXPIRES_MS, &c->cfg.expires_ms) != RS_OK) ||
+	    (c->cfg.heartbeat_ms <= 0 &&
+	     env_ms("RS_CONSUME_HEARTBEAT_MS", DEFAULT_HEARTBEAT_MS, &c->cfg.heartbeat_ms) != RS_OK)) {
+		free(c);
+		return RS_EINVAL;
+	}
+	/* The server refuses a heartbeat above half the expiry it is sent, and
+	 * nats.c sends the expiry 10 ms short. */
+	if (c->cfg.heartbeat_ms * 2 > c->cfg.expires_ms - 20)
+		c->cfg.heartbeat_ms = (c->cfg.expires_ms - 20) / 2;
+	if (c->cfg.heartbeat_ms < 1)
+		c->cfg.heartbeat_ms = 0;   /* too short a life to beat in: none */
 	pthread_mutex_init(&c->mu, NULL);
 	{
 		pthread_condattr_t ca;
