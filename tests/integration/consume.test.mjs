@@ -131,3 +131,16 @@ test('SIGTERM inside a 30 s pull request stops the loop at once', async () => {
   again.p.proc.kill('SIGTERM');
   await again.next('stopped', (e) => e.stopped);
 });
+
+test('a malformed RS_CONSUME_EXPIRES_MS stops start-up, naming the variable', async () => {
+  const proc = spawn(path.join(BUILD, 'tests/consume/rs-consume-probe'), ['PROBE', 'probe', 'probe.>'], {
+    env: { ...process.env, RS_NATS_URL: nats.url, RS_CONSUME_EXPIRES_MS: '30s' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  probes.push(proc);
+  let err = '';
+  proc.stderr.on('data', (d) => { err += d; });
+  const code = await new Promise((r) => proc.on('exit', r));
+  assert.equal(code, 1);
+  assert.match(err, /RS_CONSUME_EXPIRES_MS=30s/);
+});
