@@ -8,7 +8,7 @@
  * outstanding that returns as soon as anything is delivered ("no_wait"
  * with an expiry: nats-server 2.9 treats it as a one-shot that ends right
  * after delivering) and lives RS_CONSUME_EXPIRES_MS (30 s) when nothing
- * comes; the server's idle heartbeat (RS_CONSUME_HEARTBEAT_MS, 5 s) tells
+ * comes; the server's idle heartbeat (RS_CONSUME_HEARTBEAT_MS, 2 s) tells
  * a request lost to a reconnect from a quiet stream. A new request is sent
  * the moment the previous one ends, so a message stored after ten idle
  * minutes reaches the callback in one server hop, and an idle consumer

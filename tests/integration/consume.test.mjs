@@ -17,9 +17,10 @@ after(() => { for (const p of probes) if (p.exitCode === null) { try { process.k
 after(stopAll);
 
 let nats, nc, js;
+const natsOpts = { auth: false };
 before(async () => {
-  nats = await startNats({ auth: false });
-  nc = await connect({ servers: nats.url });
+  nats = await startNats(natsOpts);
+  nc = await connect({ servers: nats.url, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
   const jsm = await nc.jetstreamManager();
   await jsm.streams.add({ name: 'PROBE', subjects: ['probe.>'], storage: 'file' });
   // A short AckWait: 2.9 re-checks nak delays on the AckWait timer.
@@ -143,4 +144,25 @@ test('a malformed RS_CONSUME_EXPIRES_MS stops start-up, naming the variable', as
   const code = await new Promise((r) => proc.on('exit', r));
   assert.equal(code, 1);
   assert.match(err, /RS_CONSUME_EXPIRES_MS=30s/);
+});
+
+test('a pull request lost to a nats-server restart is replaced after two missed heartbeats, not after its 30 s', async () => {
+  const probe = startProbe();   // production settings: 30 s request, 2 s heartbeat
+  await probe.next('ready', (e) => e.ready);
+  await new Promise((r) => setTimeout(r, 500));
+  nats = await nats.restart();   // SIGKILL, same port and store: the request is gone
+  const t0 = Date.now();
+  let seq;
+  for (;;) {
+    try { seq = await pub('after-restart'); break; } catch { await new Promise((r) => setTimeout(r, 100)); }
+    assert.ok(Date.now() - t0 < 15000, 'JetStream back within 15 s');
+  }
+  const stored = Date.now();
+  const ev = await probe.next('delivery after the restart', (e) => e.seq === seq, 15000);
+  console.log(`stored -> callback after a server restart: ${ev.at - stored} ms`);
+  // 2 missed heartbeats (4 s) plus the client's reconnect; a lost 30 s
+  // request would take up to 30 s.
+  assert.ok(ev.at - stored < 9000, `${ev.at - stored} ms`);
+  probe.p.proc.kill('SIGTERM');
+  await probe.next('stopped', (e) => e.stopped);
 });
