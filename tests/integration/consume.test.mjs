@@ -61,27 +61,30 @@ function startProbe(env = {}) {
 const pub = async (body) => (await js.publish(`probe.t.${body.replace(/[^a-z0-9]/g, '_')}`, new TextEncoder().encode(body))).seq;
 
 test('after several idle request lifetimes a message reaches the callback at once; idle costs one request per lifetime', async () => {
-  // Request lifetime 1 s (30 s in production): 4 s idle is 4 lifetimes.
-  const probe = startProbe({ RS_CONSUME_EXPIRES_MS: '1000', RS_CONSUME_HEARTBEAT_MS: '400' });
+  // Request lifetime 2 s (30 s in production): 6 s idle is 3 lifetimes.
+  const probe = startProbe({ RS_CONSUME_EXPIRES_MS: '2000', RS_CONSUME_HEARTBEAT_MS: '500' });
   await probe.next('ready', (e) => e.ready);
   const first = await probe.next('status', (e) => e.requests !== undefined);
-  await new Promise((r) => setTimeout(r, 4000));
-  const idle = await probe.next('status', (e) => e.requests !== undefined && e.at > first.at + 3900);
-  // ~1 request per second of idleness; a Fetch loop of 500 ms would be 8+.
+  await new Promise((r) => setTimeout(r, 6000));
+  const idle = await probe.next('status', (e) => e.requests !== undefined && e.at > first.at + 5900);
+  // ~1 request per lifetime (0.5/s); a Fetch loop of 500 ms sends 2/s.
   const perSecond = (idle.requests - first.requests) / ((idle.at - first.at) / 1000);
   console.log(`idle pull requests per second: ${perSecond.toFixed(2)}`);
-  assert.ok(perSecond <= 1.6, `idle pull requests per second: ${perSecond}`);
+  assert.ok(perSecond <= 1.0, `idle pull requests per second: ${perSecond}`);
   const lat = [];
   for (let i = 0; i < 5; i++) {
     // Each after an idle lifetime and a half: never inside a fresh request.
-    await new Promise((r) => setTimeout(r, 1500));
+    await new Promise((r) => setTimeout(r, 3000));
     const seq = await pub(`ack-${i}`);
     const ev = await probe.next(`message ${seq}`, (e) => e.seq === seq, 5000);
     lat.push(ev.lat_ms);
   }
   // Stored -> callback, by the server's store time (same host clock).
   console.log(`stored -> callback after idleness, ms: ${lat}`);
-  assert.ok(Math.max(...lat) < 50, `latencies after idleness: ${lat}`);
+  // A lapsed request or a fetch wait costs hundreds of ms (or the 2 s
+  // lifetime); scheduling on a loaded 2-core host costs tens at worst.
+  const sorted = [...lat].sort((x, y) => x - y);
+  assert.ok(sorted[2] < 25 && sorted[4] < 250, `latencies after idleness: ${lat}`);
   probe.p.proc.kill('SIGTERM');
   await probe.next('stopped', (e) => e.stopped);
 });
