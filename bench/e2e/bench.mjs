@@ -495,10 +495,16 @@ async function main() {
   const coldCpu0 = treeTicks(roots);
   await sleep(COLD_S * 1000);
   const coldCpu1 = treeTicks(roots);
+  const coldSent = performance.timeOrigin + performance.now();
   const cold = await postRun(new http.Agent({ keepAlive: true }), 7, true);
+  const warmSent = performance.timeOrigin + performance.now();
   const warmAfter = await postRun(new http.Agent({ keepAlive: true }), 8, true);
+  // Where the cold run's time went, beside the warm run right after it.
+  const segs = async (r, sent) => (r.error || !r.run ? null
+    : timeline(js, [{ run: r.run.run_id, sent, answered: sent + r.ms }], 1));
   result.cold = {
     idle_s: COLD_S, ms: r2(cold.ms), error: cold.error, next_run_ms: r2(warmAfter.ms),
+    timeline: await segs(cold, coldSent), next_run_timeline: await segs(warmAfter, warmSent),
     // What the stack burns doing nothing (fetch loops, heartbeats), per second.
     idle_cpu_ms_per_s: Object.fromEntries(Object.keys(roots).map((k) => [k, COLD_S ? r2(((coldCpu1[k] - coldCpu0[k]) / HZ) * 1000 / COLD_S) : null])),
   };
@@ -521,6 +527,10 @@ function table(res) {
   }
   L.push(`| cold start (after ${res.cold.idle_s} s idle) | 1 | | ${res.cold.ms} | | | | | ${res.cold.error ? 1 : 0} | | | |`);
   L.push('');
+  if (res.cold.timeline) {
+    L.push(`Where the cold run's time went (ms; the warm run right after it in brackets): ${Object.entries(res.cold.timeline).map(([k, v]) => `${k.replace(/ \(.*/, '')} ${v} [${res.cold.next_run_timeline?.[k] ?? '?'}]`).join('; ')}.`);
+    L.push('');
+  }
   L.push(`The run right after the cold one: ${res.cold.next_run_ms} ms. Tool-timeout timers fired (30 s after each step, of earlier runs) during the phases: ${p.map((x) => `C=${x.concurrency} ${x.timers_fired}`).join(', ')}; events appended per run: ${p.map((x) => x.events_appended_per_run).join(', ')}; redelivered commands: ${p.map((x) => x.redeliveries).join(', ')}.`);
   L.push('');
   if (res.cold.idle_s) {

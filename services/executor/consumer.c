@@ -10,6 +10,9 @@
  * request and the effect is re-issued with the same ids (at-least-once);
  * the state machine ignores an answer for an effect no longer pending.
  * A request of a run that already ended is acked without being performed.
+ * The loop is common/rs_consume.h: a request reaches a worker as soon as it
+ * is stored; a batch is asked for only when a worker is free; the ticker
+ * marks running effects in progress every 15 s (AckWait 60 s).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,41 +22,9 @@
 #include "rs_log.h"
 #include "rs_time.h"
 
-#define FETCH_BATCH 128
-#define FETCH_WAIT_MS 500
+#define BATCH 128
 #define TOUCH_EVERY_MS 15000
 #define NAK_DELAY_MS 1000
-
-static rs_status
-bind(executor *x)
-{
-	jsSubOptions so;
-	jsConsumerInfo *ci = NULL;
-	jsErrCode jerr = 0;
-	natsStatus s;
-
-	s = js_GetConsumerInfo(&ci, x->nats.js, "RUNS", "executor", NULL, &jerr);
-	jsConsumerInfo_Destroy(ci);
-	if (s != NATS_OK) {
-		rs_error("consumer RUNS/executor missing (run `runctl streams apply`): %s",
-		         natsStatus_GetText(s));
-		return RS_ENOTFOUND;
-	}
-	jsSubOptions_Init(&so);
-	so.Stream = "RUNS";
-	so.Consumer = "executor";
-	/* nats.c checks what we bind to against these. */
-	so.Config.HeadersOnly = true;
-	so.Config.DeliverPolicy = js_DeliverNew;
-	s = js_PullSubscribe(&x->sub, x->nats.js, "runs.>", "executor", NULL, &so, &jerr);
-	if (s != NATS_OK) {
-		rs_error("cannot bind to RUNS/executor: %s (%d): %s", natsStatus_GetText(s), (int)jerr,
-		         nats_GetLastError(NULL));
-		return rs_nats_status(s, jerr);
-	}
-	atomic_store(&x->bound, 1);
-	return RS_OK;
-}
 
 /* 1 if the run's last event is terminal (its requests need no effect). */
 static int
@@ -108,8 +79,9 @@ load_request(executor *x, uint64_t seq, rs_event *ev, char *err, size_t cap)
 	return st;
 }
 
-/* One delivered event header: ack it, or turn it into a job. */
-static void
+/* One delivered event header: ack it, or turn it into a job (TAKEN: the
+ * worker settles it). */
+static rs_consume_disp
 on_msg(executor *x, natsMsg *msg)
 {
 	const char *type = NULL;
@@ -121,18 +93,12 @@ on_msg(executor *x, natsMsg *msg)
 	rs_metric_inc(em.events_seen);
 	natsMsgHeader_Get(msg, "Runstream-Type", &type);
 	if (type == NULL || (strcmp(type, "llm.requested") != 0 &&
-	                     strcmp(type, "http.requested") != 0)) {
-		natsMsg_Ack(msg, NULL);
-		natsMsg_Destroy(msg);
-		return;
-	}
+	                     strcmp(type, "http.requested") != 0))
+		return RS_CONSUME_ACK;
 	if ((j = calloc(1, sizeof(*j))) == NULL || natsMsg_GetMetaData(&meta, msg) != NATS_OK) {
 		free(j);
-		natsMsg_NakWithDelay(msg, NAK_DELAY_MS, NULL);
-		natsMsg_Destroy(msg);
-		return;
+		return RS_CONSUME_NAK_DELAY;
 	}
-	j->req = msg;
 	j->ndelivered = meta->NumDelivered;
 	st = load_request(x, meta->Sequence.Stream, &j->ev, err, sizeof(err));
 	jsMsgMetaData_Destroy(meta);
@@ -140,24 +106,23 @@ on_msg(executor *x, natsMsg *msg)
 		rs_metric_inc(em.redeliveries);
 	if (st == RS_EUNAVAIL) {
 		rs_warn("%s", err);
-		natsMsg_NakWithDelay(msg, NAK_DELAY_MS, NULL);
 		job_free(j);
-		return;
+		return RS_CONSUME_NAK_DELAY;
 	}
 	if (st != RS_OK) {
 		/* A request we cannot read will never become readable. */
 		rs_error("undecodable %s: %s", type, err);
-		natsMsg_Ack(msg, NULL);
 		job_free(j);
-		return;
+		return RS_CONSUME_ACK;
 	}
 	if (run_finished(x, &j->ev)) {
 		rs_metric_inc(em.skipped);
-		natsMsg_Ack(msg, NULL);
 		job_free(j);
-		return;
+		return RS_CONSUME_ACK;
 	}
+	j->req = msg;
 	pool_submit(x->pool, j);
+	return RS_CONSUME_TAKEN;
 }
 
 void
@@ -178,53 +143,77 @@ job_run(executor *x, job *j)
 	natsMsg_NakWithDelay(j->req, NAK_DELAY_MS, NULL);
 }
 
-static void *
-fetch_main(void *arg)
+static void
+on_batch(void *arg, natsMsg **msgs, int n, rs_consume_out *out)
+{
+	for (int i = 0; i < n; i++) {
+		out[i].disp = on_msg(arg, msgs[i]);
+		out[i].delay_ms = NAK_DELAY_MS;
+	}
+}
+
+/* A batch only when a worker is free: a request then never waits in our
+ * memory while its AckWait runs. */
+static int
+room(void *arg, int64_t wait_ms)
 {
 	executor *x = arg;
-	natsMsgList list;
-	int64_t touched = rs_mono_ms();
-	natsStatus s;
-	int nfree;
 
-	while (!atomic_load(&x->stopping)) {
-		if (rs_mono_ms() - touched > TOUCH_EVERY_MS) {
-			pool_touch(x->pool);
-			touched = rs_mono_ms();
-		}
-		if ((nfree = pool_wait_free(x->pool, FETCH_WAIT_MS)) == 0)
-			continue;
-		memset(&list, 0, sizeof(list));
-		s = natsSubscription_Fetch(&list, x->sub, FETCH_BATCH, FETCH_WAIT_MS, NULL);
-		if (s != NATS_OK && s != NATS_TIMEOUT) {
-			if (!atomic_load(&x->stopping))
-				rs_warn("fetch: %s", natsStatus_GetText(s));
-			nats_Sleep(200);
-		}
-		for (int i = 0; i < list.Count; i++) {
-			on_msg(x, list.Msgs[i]);
-			list.Msgs[i] = NULL;   /* on_msg took it */
-		}
-		natsMsgList_Destroy(&list);
-	}
-	return NULL;
+	return pool_wait_free(x->pool, wait_ms) > 0 ? BATCH : 0;
+}
+
+/* Long effects: JetStream is told they are still in progress. */
+static void
+on_tick(void *arg)
+{
+	executor *x = arg;
+
+	pool_touch(x->pool);
 }
 
 rs_status
 consumer_start(executor *x)
 {
+	rs_consume_cfg cfg = {
+		.name = "executor",
+		.stream = "RUNS",
+		.durable = "executor",
+		.filter = "runs.>",
+		.headers_only = true,
+		.batch = BATCH,
+		.on_batch = on_batch,
+		.room = room,
+		.on_tick = on_tick,
+		.tick_ms = TOUCH_EVERY_MS,
+		.arg = x,
+	};
+	jsConsumerInfo *ci = NULL;
+	jsErrCode jerr = 0;
+	natsStatus s;
 	rs_status st;
 
-	if ((st = bind(x)) != RS_OK)
+	s = js_GetConsumerInfo(&ci, x->nats.js, "RUNS", "executor", NULL, &jerr);
+	jsConsumerInfo_Destroy(ci);
+	if (s != NATS_OK) {
+		rs_error("consumer RUNS/executor missing (run `runctl streams apply`): %s",
+		         natsStatus_GetText(s));
+		return RS_ENOTFOUND;
+	}
+	if ((st = rs_consume_start(&x->consumer, x->nats.nc, x->nats.js, &cfg)) != RS_OK)
 		return st;
-	if (pthread_create(&x->fetch_thread, NULL, fetch_main, x) != 0)
-		return RS_ERR;
+	atomic_store(&x->bound, 1);
 	return RS_OK;
 }
 
 void
 consumer_join(executor *x)
 {
-	if (x->fetch_thread)
-		pthread_join(x->fetch_thread, NULL);
+	rs_consume_join(x->consumer);
+}
+
+void
+consumer_free(executor *x)
+{
+	rs_consume_free(x->consumer);
+	x->consumer = NULL;
 }

@@ -30,6 +30,7 @@
 
 #include "rs_cmd.h"
 #include "rs_config.h"
+#include "rs_consume.h"
 #include "rs_event.h"
 #include "rs_metrics.h"
 #include "rs_nats.h"
@@ -101,16 +102,17 @@ typedef struct executor {
 	rs_nats nats;
 	kvStore *presence;        /* device tools, for llm tool schemas */
 	secrets *secrets;         /* tenant secrets (KV secrets, RS_SECRETS_KEY) */
-	natsSubscription *sub;
+	struct rs_consume *consumer; /* RUNS/executor (consumer.c) */
 	atomic_int stopping;
 	atomic_int bound;         /* consumer bound: ready */
 	struct pool *pool;
-	pthread_t fetch_thread;
 } executor;
 
-/* ---- consumer.c: the fetch loop ---- */
+/* ---- consumer.c: RUNS/executor through rs_consume ---- */
 rs_status consumer_start(executor *x);
+/* Stop taking requests, wait for the loop; free after the pool stopped. */
 void consumer_join(executor *x);
+void consumer_free(executor *x);
 
 /* ---- pool.c: bounded workers ---- */
 struct pool *pool_new(executor *x, int nworkers);

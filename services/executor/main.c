@@ -187,7 +187,7 @@ out:
 	/* Effects in flight get the grace period to answer; what is left is
 	 * not acked and goes to another instance. */
 	pool_stop(x.pool, x.cfg.base.shutdown_grace_ms * 3 / 4);
-	natsSubscription_Destroy(x.sub);
+	consumer_free(&x);
 	kvStore_Destroy(x.presence);
 	secrets_free(x.secrets);
 	rs_nats_close(&x.nats, x.cfg.base.shutdown_grace_ms / 4);

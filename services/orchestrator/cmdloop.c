@@ -1,9 +1,13 @@
 /*
- * cmdloop.c - the CMDS fetcher: binds to the durable pull consumer
+ * cmdloop.c - CMDS into the engine: the durable pull consumer
  * `orchestrator` (shared by every instance, so commands are spread across
- * them) and carries each batch out (engine_commands). It stops fetching when too many
- * commands are in flight, so a slow engine never holds more messages than
- * it can finish within AckWait, and on SIGTERM.
+ * them) through the common consumer loop (common/rs_consume.h), which hands
+ * each delivery over the moment the server sends it. Every command is
+ * TAKEN by the engine (it acks once the decision and its effects are
+ * durable). The loop asks for no more than RS_ORCH_MAX_INFLIGHT un-acked
+ * commands, so a slow engine never holds more than it can finish within
+ * AckWait, and stops on SIGTERM. Its ticker expires lost publish acks
+ * every 250 ms, traffic or not.
  */
 #include <unistd.h>
 
@@ -11,71 +15,68 @@
 #include "rs_log.h"
 #include "rs_time.h"
 
-static void *
-fetch_main(void *arg)
+static int
+room(void *arg, int64_t wait_ms)
 {
 	orch *o = arg;
-	natsMsgList list;
-	jsErrCode jerr;
-	natsStatus s;
-	int64_t room, last_warn = 0, last_expire = 0;
+	int64_t until = rs_mono_ms() + wait_ms;
+	long r;
 
-	while (!atomic_load(&o->stopping)) {
-		if (rs_mono_ms() - last_expire >= 250) {
-			engine_expire(o);   /* lost pub acks */
-			last_expire = rs_mono_ms();
-		}
-		room = o->cfg.max_inflight - atomic_load(&o->inflight);
-		if (room <= 0) {
-			usleep(500);
-			continue;
-		}
-		if (room > o->cfg.fetch_batch)
-			room = o->cfg.fetch_batch;
-		jerr = 0;
-		s = natsSubscription_Fetch(&list, o->cmd_sub, (int)room, 500, &jerr);
-		if (s == NATS_TIMEOUT)
-			continue;
-		if (s != NATS_OK) {
-			if (rs_mono_ms() - last_warn > 5000) {
-				rs_warn("fetch from CMDS failed: %s (%d)", natsStatus_GetText(s), (int)jerr);
-				last_warn = rs_mono_ms();
-			}
-			usleep(100 * 1000);
-			continue;
-		}
-		atomic_fetch_add(&o->inflight, list.Count);
-		engine_commands(o, list.Msgs, list.Count);
-		for (int i = 0; i < list.Count; i++)
-			list.Msgs[i] = NULL;   /* the engine took them */
-		natsMsgList_Destroy(&list);
+	/* The engine frees room as publish acks come back (no condition to
+	 * wait on): look again every half millisecond, as long as allowed. */
+	while ((r = o->cfg.max_inflight - atomic_load(&o->inflight)) <= 0) {
+		if (atomic_load(&o->stopping) || rs_mono_ms() >= until)
+			return 0;
+		usleep(500);
 	}
-	return NULL;
+	return r > o->cfg.fetch_batch ? (int)o->cfg.fetch_batch : (int)r;
+}
+
+static void
+on_batch(void *arg, natsMsg **msgs, int n, rs_consume_out *out)
+{
+	orch *o = arg;
+
+	atomic_fetch_add(&o->inflight, n);
+	engine_commands(o, msgs, n);
+	for (int i = 0; i < n; i++)
+		out[i].disp = RS_CONSUME_TAKEN;   /* the engine settles each one */
+}
+
+static void
+on_tick(void *arg)
+{
+	engine_expire(arg);   /* lost pub acks */
 }
 
 rs_status
 cmdloop_start(orch *o)
 {
-	jsSubOptions so;
-	jsErrCode jerr = 0;
-	natsStatus s;
+	rs_consume_cfg cfg = {
+		.name = "orchestrator",
+		.stream = "CMDS",
+		.durable = "orchestrator",
+		.filter = "cmd.>",
+		.batch = (int)o->cfg.fetch_batch,
+		.on_batch = on_batch,
+		.room = room,
+		.on_tick = on_tick,
+		.tick_ms = 250,
+		.arg = o,
+	};
 
-	jsSubOptions_Init(&so);
-	so.Stream = "CMDS";
-	so.Consumer = "orchestrator";
-	s = js_PullSubscribe(&o->cmd_sub, o->nats.js, "cmd.>", "orchestrator", NULL, &so, &jerr);
-	if (s != NATS_OK) {
-		rs_error("cannot bind to consumer CMDS/orchestrator: %s (%d)", natsStatus_GetText(s),
-		         (int)jerr);
-		return rs_nats_status(s, jerr);
-	}
-	if (pthread_create(&o->fetch_thread, NULL, fetch_main, o) != 0)
-		return RS_ERR;
-	return RS_OK;
+	return rs_consume_start(&o->cmds, o->nats.nc, o->nats.js, &cfg);
 }
 
 void
 cmdloop_join(orch *o)
 {
-	pthread_join(o->fetch_thread, NULL);
+	rs_consume_join(o->cmds);
+}
+
+void
+cmdloop_free(orch *o)
+{
+	rs_consume_free(o->cmds);
+	o->cmds = NULL;
 }

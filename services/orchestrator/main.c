@@ -167,8 +167,8 @@ main(int argc, char **argv)
 	rc = 0;
 out:
 	atomic_store(&o.stopping, 1);
-	if (o.fetch_thread) cmdloop_join(&o);
-	if (o.timer_thread) timers_join(&o);
+	cmdloop_join(&o);
+	timers_join(&o);
 	reconcile_join(&o);
 	scheduler_join(&o);
 	if (engine_ok)
@@ -176,8 +176,7 @@ out:
 	if (o.nats.js != NULL)
 		js_PublishAsyncComplete(o.nats.js, NULL);
 	timers_free(&o);
-	natsSubscription_Destroy(o.cmd_sub);
-	natsSubscription_Destroy(o.timer_sub);
+	cmdloop_free(&o);
 	kvStore_Destroy(o.agents_kv);
 	gate_stop(&o);
 	rs_nats_close(&o.nats, o.cfg.base.shutdown_grace_ms / 4);

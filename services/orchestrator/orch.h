@@ -26,6 +26,7 @@
 #include "rs_agent.h"
 #include "rs_cmd.h"
 #include "rs_config.h"
+#include "rs_consume.h"
 #include "rs_metrics.h"
 #include "rs_nats.h"
 #include "rs_run.h"
@@ -92,7 +93,6 @@ typedef struct {
 typedef struct orch {
 	orch_cfg cfg;
 	rs_nats nats;
-	rs_nats sweep_nats;        /* reconciliation's own connection (reconcile.c) */
 	kvStore *agents_kv;
 	rs_nats gate_nats;         /* admission gate's own connection (gate.c) */
 	kvStore *gates_kv;
@@ -106,12 +106,12 @@ typedef struct orch {
 	struct runcache *cache;
 	struct agentcache *agents;
 	struct pubmap *pubs;
-	natsSubscription *cmd_sub;
-	natsSubscription *timer_sub;
+	struct rs_consume *cmds;    /* CMDS/orchestrator (cmdloop.c) */
+	struct rs_consume *timer_in; /* TIMERS/timers (timers.c) */
 	jsCtx *timer_js;           /* async publishes of due timers (timers.c) */
 	struct timerfly *timer_fly; /* timers forwarded, awaiting their ack */
 	struct timerheld *timer_held; /* timers due soon, held in memory (timers.c) */
-	pthread_t fetch_thread, timer_thread, timer_fire_thread, sweep_thread, sched_thread;
+	pthread_t timer_fire_thread, sweep_thread, sched_thread;
 } orch;
 
 /* ---- gate.c: admission (concurrency keys, tenant limit) ---- */
@@ -134,7 +134,10 @@ void reconcile_join(orch *o);
 
 /* ---- cmdloop.c: the CMDS fetcher ---- */
 rs_status cmdloop_start(orch *o);
+/* Stop taking commands and wait for the loop (SIGTERM); free after the
+ * engine has drained. */
 void cmdloop_join(orch *o);
+void cmdloop_free(orch *o);
 
 /* ---- engine.c: decide, append, effects, ack ---- */
 rs_status engine_init(orch *o);
@@ -145,7 +148,7 @@ void engine_commands(orch *o, natsMsg **msgs, int n);
 /* What a publish ack means. Takes engine_mu (the _locked one: held). */
 void engine_puback(orch *o, puback *pa);
 void engine_puback_locked(orch *o, puback *pa);
-/* Expire lost pub acks (appender_expire); called by the fetcher. */
+/* Expire lost pub acks (appender_expire); called by cmdloop's ticker. */
 void engine_expire(orch *o);
 /* Shutdown: wait until every fetched command is finished or 3/4 of the
  * grace period passed, then nak what is left. */

@@ -40,6 +40,7 @@
 #include "rs_time.h"
 
 #define SWEEP_IDLE_WAIT_MS 10000  /* no message for this long: the pass failed */
+#define SWEEP_BATCH 1024          /* headers per pull request */
 
 typedef struct {
 	int64_t interval_ms, lookback_s, quiet_ms;
@@ -99,8 +100,7 @@ reconcile_continue(orch *o, const char *tenant, const char *run_id, int64_t runs
 	free(body);
 	if (st != RS_OK)
 		return st;
-	st = rs_js_publish(o->sweep_nats.js != NULL ? o->sweep_nats.js : o->nats.js, m, msg_id,
-	                   -1, 5000, NULL, NULL);
+	st = rs_js_publish(o->nats.js, m, msg_id, -1, 5000, NULL, NULL);
 	natsMsg_Destroy(m);
 	return st;
 }
@@ -135,7 +135,7 @@ sweep_pass(orch *o, const sweep_cfg *sc, int64_t start_ns, int64_t *events_read)
 	natsStatus s;
 
 	*events_read = 0;
-	if ((s = js_GetStreamInfo(&si, o->sweep_nats.js, "RUNS", NULL, &jerr)) != NATS_OK) {
+	if ((s = js_GetStreamInfo(&si, o->nats.js, "RUNS", NULL, &jerr)) != NATS_OK) {
 		rs_warn("reconcile: cannot read RUNS' state: %s (%d)", natsStatus_GetText(s), (int)jerr);
 		json_decref(last);
 		return -1;
@@ -146,15 +146,20 @@ sweep_pass(orch *o, const sweep_cfg *sc, int64_t start_ns, int64_t *events_read)
 		json_decref(last);
 		return 0;
 	}
+	/* An ephemeral pull consumer, headers only, no acks: we ask for each
+	 * batch, so nothing arrives that the pass did not request (a push
+	 * consumer floods the connection; see reconcile_start). The server
+	 * removes it if we die mid-pass (InactiveThreshold); nats.c deletes it
+	 * when the subscription is destroyed. */
 	jsSubOptions_Init(&so);
 	so.Stream = "RUNS";
-	so.Ordered = true;
 	so.Config.HeadersOnly = true;
+	so.Config.AckPolicy = js_AckNone;
 	so.Config.DeliverPolicy = js_DeliverByStartTime;
 	so.Config.OptStartTime = start_ns;
-	so.Config.Heartbeat = 1000000000LL;
-	if ((s = js_SubscribeSync(&sub, o->sweep_nats.js, "runs.>", NULL, &so, &jerr)) != NATS_OK) {
-		rs_warn("reconcile: cannot follow RUNS: %s (%d)", natsStatus_GetText(s), (int)jerr);
+	so.Config.InactiveThreshold = 30LL * 1000000000LL;
+	if ((s = js_PullSubscribe(&sub, o->nats.js, "runs.>", NULL, NULL, &so, &jerr)) != NATS_OK) {
+		rs_warn("reconcile: cannot read RUNS: %s (%d)", natsStatus_GetText(s), (int)jerr);
 		json_decref(last);
 		return -1;
 	}
@@ -170,12 +175,15 @@ sweep_pass(orch *o, const sweep_cfg *sc, int64_t start_ns, int64_t *events_read)
 		}
 	}
 	while (!complete && !atomic_load(&o->stopping)) {
-		natsMsg *m = NULL;
-		jsMsgMetaData *md = NULL;
-		const char *type = NULL, *id = NULL, *dash;
-		uint64_t seq;
+		natsMsgList list;
+		jsFetchRequest req;
 
-		s = natsSubscription_NextMsg(&m, sub, SWEEP_IDLE_WAIT_MS);
+		jsFetchRequest_Init(&req);
+		req.Batch = SWEEP_BATCH;
+		req.NoWait = true;   /* with Expires: returns with what is there */
+		req.Expires = SWEEP_IDLE_WAIT_MS * 1000000LL;
+		memset(&list, 0, sizeof(list));
+		s = natsSubscription_FetchRequest(&list, sub, &req);
 		if (s == NATS_TIMEOUT) {
 			rs_warn("reconcile: RUNS' headers stopped coming after %lld event(s): pass "
 			        "incomplete", (long long)*events_read);
@@ -185,23 +193,30 @@ sweep_pass(orch *o, const sweep_cfg *sc, int64_t start_ns, int64_t *events_read)
 			rs_warn("reconcile: reading RUNS: %s", natsStatus_GetText(s));
 			break;
 		}
-		if (natsMsg_GetMetaData(&md, m) != NATS_OK) {
-			natsMsg_Destroy(m);
-			continue;
+		for (int i = 0; i < list.Count; i++) {
+			natsMsg *m = list.Msgs[i];
+			jsMsgMetaData *md = NULL;
+			const char *type = NULL, *id = NULL, *dash;
+			uint64_t seq;
+
+			if (natsMsg_GetMetaData(&md, m) != NATS_OK)
+				continue;
+			seq = md->Sequence.Stream;
+			(*events_read)++;
+			if (natsMsgHeader_Get(m, "Runstream-Type", &type) == NATS_OK &&
+			    natsMsgHeader_Get(m, "Nats-Msg-Id", &id) == NATS_OK &&
+			    (dash = strrchr(id, '-')) != NULL)
+				json_object_set_new(last, natsMsg_GetSubject(m),
+				                    json_pack("{s:s, s:I, s:I}", "type", type, "runseq",
+				                              (json_int_t)strtoll(dash + 1, NULL, 10), "ts",
+				                              (json_int_t)md->Timestamp));
+			if (seq >= stop_seq || md->NumPending == 0)
+				complete = 1;
+			jsMsgMetaData_Destroy(md);
 		}
-		seq = md->Sequence.Stream;
-		(*events_read)++;
-		if (natsMsgHeader_Get(m, "Runstream-Type", &type) == NATS_OK &&
-		    natsMsgHeader_Get(m, "Nats-Msg-Id", &id) == NATS_OK &&
-		    (dash = strrchr(id, '-')) != NULL)
-			json_object_set_new(last, natsMsg_GetSubject(m),
-			                    json_pack("{s:s, s:I, s:I}", "type", type, "runseq",
-			                              (json_int_t)strtoll(dash + 1, NULL, 10), "ts",
-			                              (json_int_t)md->Timestamp));
-		complete = seq >= stop_seq || md->NumPending == 0;
-		jsMsgMetaData_Destroy(md);
-		natsMsg_Destroy(m);
+		natsMsgList_Destroy(&list);
 	}
+	natsSubscription_Unsubscribe(sub);   /* deletes the ephemeral consumer */
 	natsSubscription_Destroy(sub);
 	json_object_foreach(last, key, v) {
 		const char *type = json_string_value(json_object_get(v, "type"));
@@ -247,24 +262,19 @@ sweep_main(void *arg)
 }
 
 /*
- * The sweep has its own NATS connection. On the engine's connection, a pass
- * (an ordered push consumer reading thousands of headers while the engine
- * appends) stalled a decision part-way about one test run in four: the
- * engine's next append was never sent and no error was logged; with the
- * sweep off, or on a connection of its own, never (orchestrator.test.mjs,
- * repeated). The cause inside nats.c 3.4.1 is not found yet; a separate
- * connection also keeps the sweep's reads out of the engine's flow.
+ * The sweep reads on the engine's connection with a pull consumer. It had a
+ * connection of its own while it read with an ordered push consumer: on
+ * the engine's connection that stalled a decision part-way about one test
+ * run in four (the engine's next append was never sent, no error logged;
+ * cause inside nats.c 3.4.1 not found). A pull consumer only receives the
+ * batches it asks for, one at a time, with no flow-control replies or
+ * heartbeat resets published from a delivery thread.
  */
 rs_status
 reconcile_start(orch *o)
 {
-	char name[160];
-
 	if (o->cfg.sweep_interval_ms == 0)
 		return RS_OK;
-	snprintf(name, sizeof(name), "%s-sweep", o->cfg.base.instance_id);
-	if (rs_nats_connect(&o->sweep_nats, o->cfg.base.nats_url, name, NULL, 10000) != RS_OK)
-		return RS_ERR;
 	if (pthread_create(&o->sweep_thread, NULL, sweep_main, o) != 0)
 		return RS_ERR;
 	return RS_OK;
@@ -275,6 +285,4 @@ reconcile_join(orch *o)
 {
 	if (o->sweep_thread)
 		pthread_join(o->sweep_thread, NULL);
-	if (o->sweep_nats.nc != NULL)
-		rs_nats_close(&o->sweep_nats, 1000);
 }

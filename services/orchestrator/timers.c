@@ -28,17 +28,18 @@
  *     every AckWait while we hold it: the heap keeps the newest delivery
  *     of a stream sequence and drops the older one (never acked twice).
  *
- * Two threads: the fetcher takes timers from the server, the firer sleeps
- * until the earliest held one is due. They are apart because of a
- * nats-server 2.9.10 bug (consumer.go, loopAndGatherMsgs): a redelivery
- * the server takes out of its queue while every pull request it holds has
- * expired is counted as delivered but sent to no one, and comes back only
- * an AckWait later. When one thread did both, its fetches expired at every
- * due time (short waits), and a nak'd timer now and then came back twice
- * too late: fired up to a second late (bench/orchestrator: one timer of
- * 10,000 in about one run of four).
- * The fetcher's pull request now lives FETCH_WAIT_MS, so a lapsed one is
- * rare (an idle second), and the lead time absorbs one such loss.
+ * Two threads: the consumer loop (common/rs_consume.h) takes timers from
+ * the server, the firer sleeps until the earliest held one is due. They
+ * are apart because of a nats-server 2.9.10 bug (consumer.go,
+ * loopAndGatherMsgs): a redelivery the server takes out of its queue while
+ * every pull request it holds has expired is counted as delivered but sent
+ * to no one, and comes back only an AckWait later. When one thread did
+ * both, its fetches expired at every due time (short waits), and a nak'd
+ * timer now and then came back twice too late: fired up to a second late
+ * (bench/orchestrator: one timer of 10,000 in about one run of four).
+ * The consumer loop keeps a pull request outstanding for 30 s at a time
+ * and renews it the moment it ends, so a lapsed one is left only for a
+ * round trip per 30 idle seconds, and the lead time absorbs one such loss.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -148,9 +149,6 @@ struct timerheld {
 	pthread_cond_t cv;         /* a new earliest timer, or stopping */
 	heap h;
 };
-
-/* How long one pull request of the fetcher lives (see the top). */
-#define FETCH_WAIT_MS 1000
 
 static void
 heap_swap(heap *h, size_t a, size_t b)
@@ -365,51 +363,22 @@ fire_main(void *arg)
 	return NULL;
 }
 
-/* The fetcher: timers from the server, one long-lived pull at a time. */
-static void *
-fetch_main(void *arg)
+/* Timers from the server: each is fired, held or handed back (accept
+ * takes the message). */
+static void
+on_batch(void *arg, natsMsg **msgs, int n, rs_consume_out *out)
 {
-	orch *o = arg;
-	natsMsgList list;
-	jsErrCode jerr;
-	natsStatus s;
-	int64_t last_warn = 0;
-
-	while (!atomic_load(&o->stopping)) {
-		jerr = 0;
-		s = natsSubscription_Fetch(&list, o->timer_sub, (int)o->cfg.timer_batch,
-		                           FETCH_WAIT_MS, &jerr);
-		if (s == NATS_TIMEOUT)
-			continue;
-		if (s != NATS_OK) {
-			if (rs_mono_ms() - last_warn > 5000) {
-				rs_warn("fetch from TIMERS failed: %s (%d)", natsStatus_GetText(s), (int)jerr);
-				last_warn = rs_mono_ms();
-			}
-			usleep(50 * 1000);
-			continue;
-		}
-		for (int i = 0; i < list.Count; i++) {
-			accept(o, list.Msgs[i]);
-			list.Msgs[i] = NULL;
-		}
-		natsMsgList_Destroy(&list);
+	for (int i = 0; i < n; i++) {
+		accept(arg, msgs[i]);
+		out[i].disp = RS_CONSUME_TAKEN;
 	}
-	/* Wake the firer now rather than at its next check. */
-	pthread_mutex_lock(&o->timer_held->mu);
-	pthread_cond_signal(&o->timer_held->cv);
-	pthread_mutex_unlock(&o->timer_held->mu);
-	return NULL;
 }
 
 rs_status
 timers_start(orch *o)
 {
-	jsSubOptions so;
-	jsErrCode jerr = 0;
-	natsStatus s;
-
 	jsOptions jo;
+	rs_status st;
 
 	o->timer_fly = calloc(1, sizeof(*o->timer_fly));
 	o->timer_held = calloc(1, sizeof(*o->timer_held));
@@ -430,20 +399,22 @@ timers_start(orch *o)
 	jo.PublishAsync.AckHandlerClosure = o;
 	if (natsConnection_JetStream(&o->timer_js, o->nats.nc, &jo) != NATS_OK)
 		return RS_ERR;
-	jsSubOptions_Init(&so);
-	so.Stream = "TIMERS";
-	so.Consumer = "timers";
-	s = js_PullSubscribe(&o->timer_sub, o->nats.js, "timers.>", "timers", NULL, &so, &jerr);
-	if (s != NATS_OK) {
-		rs_error("cannot bind to consumer TIMERS/timers: %s (%d)", natsStatus_GetText(s), (int)jerr);
-		return rs_nats_status(s, jerr);
+	{
+		rs_consume_cfg cfg = {
+			.name = "timers",
+			.stream = "TIMERS",
+			.durable = "timers",
+			.filter = "timers.>",
+			.batch = (int)o->cfg.timer_batch,
+			.on_batch = on_batch,
+			.arg = o,
+		};
+		if ((st = rs_consume_start(&o->timer_in, o->nats.nc, o->nats.js, &cfg)) != RS_OK)
+			return st;
 	}
-	if (pthread_create(&o->timer_thread, NULL, fetch_main, o) != 0)
-		return RS_ERR;
 	if (pthread_create(&o->timer_fire_thread, NULL, fire_main, o) != 0) {
-		atomic_store(&o->stopping, 1);
-		pthread_join(o->timer_thread, NULL);
-		o->timer_thread = 0;
+		rs_consume_free(o->timer_in);
+		o->timer_in = NULL;
 		return RS_ERR;
 	}
 	return RS_OK;
@@ -452,7 +423,13 @@ timers_start(orch *o)
 void
 timers_join(orch *o)
 {
-	pthread_join(o->timer_thread, NULL);
+	if (o->timer_in == NULL)
+		return;   /* never started */
+	rs_consume_join(o->timer_in);
+	/* Wake the firer now rather than at its next check. */
+	pthread_mutex_lock(&o->timer_held->mu);
+	pthread_cond_signal(&o->timer_held->cv);
+	pthread_mutex_unlock(&o->timer_held->mu);
 	pthread_join(o->timer_fire_thread, NULL);   /* hands held timers back */
 	/* Forwards still in flight are acked (or nak'd) by their handler. */
 	if (o->timer_js != NULL)
@@ -486,4 +463,7 @@ timers_free(orch *o)
 		free(o->timer_held);
 		o->timer_held = NULL;
 	}
+	/* Last: the messages handed back above belong to its subscription. */
+	rs_consume_free(o->timer_in);
+	o->timer_in = NULL;
 }

@@ -18,6 +18,7 @@
  * the checkpoint row lock (the fence) before it writes anything.
  */
 #include "service.h"
+#include "rs_consume.h"
 #include "rs_log.h"
 #include "rs_time.h"
 
@@ -29,7 +30,7 @@
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 3000
-#define FETCH_WAIT_MS 250
+#define COMMIT_POLL_MS 100
 #define ACK_WAIT_NS (60LL * 1000000000LL)
 
 static void
@@ -132,13 +133,162 @@ fail:
 	return st == RS_OK ? RS_EUNAVAIL : st;
 }
 
-/* (Re)create the durable at checkpoint + 1 and bind a pull subscription. */
+/* ---- the handover between the consumer loop and the commit thread ----
+ * The loop (common/rs_consume.h) pulls a batch the moment the server has
+ * one and decodes it here (no Postgres); the commit thread applies it in
+ * one transaction and acks it. room() lets the loop ask for the next batch
+ * only when the one-batch slot is free: batch N+1 is pulled and decoded
+ * while batch N is in Postgres, never more. Every message is TAKEN: acks
+ * stay on the commit thread, after the commit. */
+
+static void
+fetched_free(rs_proj_fetched *f)
+{
+	rs_proj_runs_dec_free(f->dec);
+	free(f->msgs);
+	natsMsgList_Destroy(&f->list);
+	memset(f, 0, sizeof(*f));
+}
+
+/* The rs_proj_msg views (and, for runs, the decoded events) of a batch. */
+static void
+decode_batch(rs_proj_consumer *pc, rs_proj_fetched *f)
+{
+	if ((f->msgs = calloc((size_t)f->list.Count, sizeof(*f->msgs))) == NULL)
+		return; /* the commit thread reports RS_ENOMEM */
+	for (int i = 0; i < f->list.Count; i++) {
+		natsMsg *m = f->list.Msgs[i];
+		rs_proj_msg *pm = &f->msgs[f->n];
+		jsMsgMetaData *md = NULL;
+		const char *op = NULL;
+
+		if (natsMsg_GetMetaData(&md, m) != NATS_OK)
+			continue; /* not a JetStream message (a status): nothing to ack */
+		pm->seq = md->Sequence.Stream;
+		pm->ts_ms = md->Timestamp / 1000000;
+		pm->subject = natsMsg_GetSubject(m);
+		pm->data = natsMsg_GetData(m) ? natsMsg_GetData(m) : "";
+		pm->len = natsMsg_GetDataLength(m);
+		if (natsMsgHeader_Get(m, "KV-Operation", &op) == NATS_OK)
+			pm->kv_op = op;
+		jsMsgMetaData_Destroy(md);
+		f->n++;
+	}
+	/* A failed decode (memory) leaves dec NULL: apply then decodes itself. */
+	if (pc->decode_runs && f->n > 0 && rs_proj_runs_decode(f->msgs, f->n, &f->dec) != RS_OK)
+		f->dec = NULL;
+}
+
+static void
+on_batch(void *arg, natsMsg **msgs, int n, rs_consume_out *out)
+{
+	rs_proj_consumer *pc = arg;
+	rs_proj_fetched f;
+
+	memset(&f, 0, sizeof(f));
+	if ((f.list.Msgs = calloc((size_t)n, sizeof(*f.list.Msgs))) == NULL)
+		abort();   /* out of memory: the tree's policy */
+	for (int i = 0; i < n; i++) {
+		f.list.Msgs[i] = msgs[i];
+		out[i].disp = RS_CONSUME_TAKEN;
+	}
+	f.list.Count = n;
+	f.s = NATS_OK;
+	decode_batch(pc, &f);
+	pthread_mutex_lock(&pc->fmu);
+	while (pc->f_ready && !pc->f_quit)
+		pthread_cond_wait(&pc->fcv, &pc->fmu);
+	if (pc->f_quit) {
+		/* Standing down: the batch stays unacked for whoever leads next. */
+		pthread_mutex_unlock(&pc->fmu);
+		fetched_free(&f);
+		return;
+	}
+	pc->f_slot = f;
+	pc->f_ready = 1;
+	pthread_cond_broadcast(&pc->fcv);
+	pthread_mutex_unlock(&pc->fmu);
+}
+
+static int
+room(void *arg, int64_t wait_ms)
+{
+	rs_proj_consumer *pc = arg;
+	struct timespec ts;
+	int r;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += (time_t)(wait_ms / 1000);
+	ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&pc->fmu);
+	while (pc->f_ready && !pc->f_quit)
+		if (pthread_cond_timedwait(&pc->fcv, &pc->fmu, &ts) != 0)
+			break;
+	r = (!pc->f_ready && !pc->f_quit) ? pc->batch : 0;
+	pthread_mutex_unlock(&pc->fmu);
+	return r;
+}
+
+/* The commit thread: the next decoded batch, waiting up to wait_ms. */
+static int
+take_batch(rs_proj_consumer *pc, rs_proj_fetched *out, int64_t wait_ms)
+{
+	struct timespec ts;
+	int got = 0;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += (time_t)(wait_ms / 1000);
+	ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&pc->fmu);
+	while (!pc->f_ready)
+		if (pthread_cond_timedwait(&pc->fcv, &pc->fmu, &ts) != 0)
+			break;
+	if (pc->f_ready) {
+		*out = pc->f_slot;
+		memset(&pc->f_slot, 0, sizeof(pc->f_slot));
+		pc->f_ready = 0;
+		got = 1;
+		pthread_cond_broadcast(&pc->fcv);   /* room for the next one */
+	}
+	pthread_mutex_unlock(&pc->fmu);
+	return got;
+}
+
+/* Stop the loop and forget its subscription and any batch it decoded,
+ * unacked (the next setup starts again from the checkpoint). */
+static void
+consumer_drop(rs_proj_consumer *pc)
+{
+	if (pc->cons == NULL)
+		return;
+	pthread_mutex_lock(&pc->fmu);
+	pc->f_quit = 1;
+	pthread_cond_broadcast(&pc->fcv);
+	pthread_mutex_unlock(&pc->fmu);
+	rs_consume_join(pc->cons);
+	pthread_mutex_lock(&pc->fmu);
+	if (pc->f_ready)
+		fetched_free(&pc->f_slot);
+	pc->f_ready = 0;
+	pthread_mutex_unlock(&pc->fmu);
+	rs_consume_free(pc->cons);
+	pc->cons = NULL;
+}
+
+/* (Re)create the durable at checkpoint + 1 and start its consumer loop. */
 static rs_status
 consumer_setup(rs_proj_consumer *pc)
 {
 	jsConsumerConfig cc;
 	jsConsumerInfo *ci = NULL;
-	jsSubOptions so;
 	jsErrCode jerr = 0;
 	natsStatus s;
 
@@ -165,14 +315,23 @@ consumer_setup(rs_proj_consumer *pc)
 		        natsStatus_GetText(s), (int)jerr);
 		return RS_EUNAVAIL;
 	}
-	jsSubOptions_Init(&so);
-	so.Stream = pc->stream;
-	so.Consumer = pc->durable;
-	s = js_PullSubscribe(&pc->sub, pc->nats->js, pc->filter, pc->durable, NULL, &so, &jerr);
-	if (s != NATS_OK) {
-		rs_warn("projector %s: pull subscribe: %s", pc->name, natsStatus_GetText(s));
-		pc->sub = NULL;
-		return RS_EUNAVAIL;
+	{
+		rs_consume_cfg rc = {
+			.name = pc->durable,
+			.stream = pc->stream,
+			.durable = pc->durable,
+			.filter = pc->filter,
+			.batch = pc->batch,
+			.on_batch = on_batch,
+			.room = room,
+			.arg = pc,
+		};
+		pc->f_quit = 0;
+		if (rs_consume_start(&pc->cons, pc->nats->nc, pc->nats->js, &rc) != RS_OK) {
+			rs_warn("projector %s: cannot bind to %s/%s", pc->name, pc->stream, pc->durable);
+			pc->cons = NULL;
+			return RS_EUNAVAIL;
+		}
 	}
 	rs_info("projector %s: consuming %s from seq %" PRIu64, pc->name, pc->stream,
 	        (uint64_t)cc.OptStartSeq);
@@ -438,116 +597,6 @@ process(rs_proj_consumer *pc, rs_proj_fetched *f)
 	return st;
 }
 
-/* ---- the fetch thread ----
- * Fetching and decoding need no Postgres, so they run one batch ahead:
- * while batch N is in its transaction, the fetch thread pulls batch N+1
- * and decodes it. Acks stay on the consumer thread, after the commit. The
- * consumer thread owns the subscription: before it destroys it, it waits
- * for the outstanding fetch (fetch_drain) and drops that batch unacked. */
-
-static void
-fetched_free(rs_proj_fetched *f)
-{
-	rs_proj_runs_dec_free(f->dec);
-	free(f->msgs);
-	natsMsgList_Destroy(&f->list);
-	memset(f, 0, sizeof(*f));
-}
-
-static void
-fetch_into(rs_proj_consumer *pc, natsSubscription *sub, rs_proj_fetched *f)
-{
-	memset(f, 0, sizeof(*f));
-	f->s = natsSubscription_Fetch(&f->list, sub, pc->batch, FETCH_WAIT_MS, &f->jerr);
-	if (f->s != NATS_OK || f->list.Count == 0)
-		return;
-	if ((f->msgs = calloc((size_t)f->list.Count, sizeof(*f->msgs))) == NULL)
-		return; /* the consumer thread reports RS_ENOMEM */
-	for (int i = 0; i < f->list.Count; i++) {
-		natsMsg *m = f->list.Msgs[i];
-		rs_proj_msg *pm = &f->msgs[f->n];
-		jsMsgMetaData *md = NULL;
-		const char *op = NULL;
-
-		if (natsMsg_GetMetaData(&md, m) != NATS_OK)
-			continue; /* not a JetStream message (a status): nothing to ack */
-		pm->seq = md->Sequence.Stream;
-		pm->ts_ms = md->Timestamp / 1000000;
-		pm->subject = natsMsg_GetSubject(m);
-		pm->data = natsMsg_GetData(m) ? natsMsg_GetData(m) : "";
-		pm->len = natsMsg_GetDataLength(m);
-		if (natsMsgHeader_Get(m, "KV-Operation", &op) == NATS_OK)
-			pm->kv_op = op;
-		jsMsgMetaData_Destroy(md);
-		f->n++;
-	}
-	/* A failed decode (memory) leaves dec NULL: apply then decodes itself. */
-	if (pc->decode_runs && f->n > 0 && rs_proj_runs_decode(f->msgs, f->n, &f->dec) != RS_OK)
-		f->dec = NULL;
-}
-
-static void *
-fetch_main(void *arg)
-{
-	rs_proj_consumer *pc = arg;
-	rs_proj_fetched f;
-	natsSubscription *sub;
-
-	pthread_mutex_lock(&pc->fmu);
-	for (;;) {
-		while (!pc->f_req && !pc->f_quit)
-			pthread_cond_wait(&pc->fcv, &pc->fmu);
-		if (pc->f_quit)
-			break;
-		sub = pc->f_sub;
-		pc->f_req = 0;
-		pthread_mutex_unlock(&pc->fmu);
-		fetch_into(pc, sub, &f);
-		pthread_mutex_lock(&pc->fmu);
-		pc->f_slot = f;
-		pc->f_ready = 1;
-		pthread_cond_broadcast(&pc->fcv);
-	}
-	pthread_mutex_unlock(&pc->fmu);
-	return NULL;
-}
-
-static void
-fetch_request(rs_proj_consumer *pc)
-{
-	pthread_mutex_lock(&pc->fmu);
-	pc->f_sub = pc->sub;
-	pc->f_req = 1;
-	pc->f_pending = 1;
-	pthread_cond_broadcast(&pc->fcv);
-	pthread_mutex_unlock(&pc->fmu);
-}
-
-static void
-fetch_wait(rs_proj_consumer *pc, rs_proj_fetched *out)
-{
-	pthread_mutex_lock(&pc->fmu);
-	while (!pc->f_ready)
-		pthread_cond_wait(&pc->fcv, &pc->fmu);
-	*out = pc->f_slot;
-	memset(&pc->f_slot, 0, sizeof(pc->f_slot));
-	pc->f_ready = 0;
-	pc->f_pending = 0;
-	pthread_mutex_unlock(&pc->fmu);
-}
-
-/* Wait for the outstanding fetch, if any, and drop its batch unacked. */
-static void
-fetch_drain(rs_proj_consumer *pc)
-{
-	rs_proj_fetched f;
-
-	if (!pc->f_pending)
-		return;
-	fetch_wait(pc, &f);
-	fetched_free(&f);
-}
-
 /* Where the consumer starts: the checkpoint as committed now (another
  * instance may have moved it while this one stood by). */
 static rs_status
@@ -563,19 +612,26 @@ restart_point(rs_proj_consumer *pc)
 	return st;
 }
 
-/* Leadership changed: forget the subscription (the durable is the
- * leader's to recreate) and any batch it delivered, unacked. */
+/* Leadership changed: forget the consumer (the durable is the leader's to
+ * recreate) and any batch it delivered, unacked. */
 static void
 stand_down(rs_proj_consumer *pc)
 {
-	fetch_drain(pc);
-	if (pc->sub != NULL) {
+	if (pc->cons != NULL)
 		rs_info("projector %s: not the leader; consumer stopped", pc->name);
-		natsSubscription_Destroy(pc->sub);
-		pc->sub = NULL;
-	}
+	consumer_drop(pc);
 	pc->gen = 0;
 	atomic_store(&pc->running, 0);
+}
+
+/* The durable is gone or the connection closed: set it up again. */
+static int
+consumer_lost(rs_proj_consumer *pc)
+{
+	natsStatus s = rs_consume_status(pc->cons);
+
+	return s == NATS_NO_RESPONDERS || s == NATS_NOT_FOUND || s == NATS_INVALID_SUBSCRIPTION ||
+	       s == NATS_CONNECTION_CLOSED;
 }
 
 static void *
@@ -595,7 +651,7 @@ consumer_main(void *arg)
 			sleep_ms(100);
 			continue;
 		}
-		if (pc->sub == NULL) {
+		if (pc->cons == NULL) {
 			/* Set up under this generation: the fence checks its pid. */
 			pc->gen = gen;
 			if (pg_ensure(pc) != RS_OK || restart_point(pc) != RS_OK ||
@@ -611,50 +667,32 @@ consumer_main(void *arg)
 			sweep_presence(pc);
 			last_sweep = rs_mono_ms();
 		}
-		if (!pc->f_pending)
-			fetch_request(pc);
-		fetch_wait(pc, &f);
-		if (f.s == NATS_TIMEOUT || (f.s == NATS_OK && f.list.Count == 0)) {
-			fetched_free(&f);
-			continue;
-		}
-		if (f.s != NATS_OK) {
-			rs_warn("projector %s: fetch: %s (%d)", pc->name, natsStatus_GetText(f.s),
-			        (int)f.jerr);
-			if (f.s == NATS_INVALID_SUBSCRIPTION || f.s == NATS_CONNECTION_CLOSED ||
-			    f.jerr == JSConsumerNotFoundErr) {
-				natsSubscription_Destroy(pc->sub);
-				pc->sub = NULL;
+		/* The wait bounds how soon a leadership change or a stop is seen;
+		 * a batch is taken the moment the loop hands it over. */
+		if (!take_batch(pc, &f, COMMIT_POLL_MS)) {
+			if (consumer_lost(pc)) {
+				rs_warn("projector %s: consumer lost (%s); setting it up again", pc->name,
+				        natsStatus_GetText(rs_consume_status(pc->cons)));
+				consumer_drop(pc);
 				atomic_store(&pc->running, 0);
+				backoff(pc, &wait);
 			}
-			fetched_free(&f);
-			backoff(pc, &wait);
 			continue;
 		}
 		wait = BACKOFF_MIN_MS;
-		if (f.msgs == NULL) {
-			st = RS_ENOMEM;
-		} else {
-			/* Fetch and decode the next batch while this one is in
-			 * Postgres; it is acked only after its own commit. */
-			if (!atomic_load(pc->stop))
-				fetch_request(pc);
-			st = process(pc, &f);
-		}
+		st = f.msgs == NULL ? RS_ENOMEM : process(pc, &f);
 		fetched_free(&f);
 		if (st == RS_ECONFLICT) {
 			stand_down(pc);
 		} else if (st == RS_ENOMEM) {
 			rs_error("projector %s: out of memory applying a batch; retrying", pc->name);
-			fetch_drain(pc);
-			natsSubscription_Destroy(pc->sub);
-			pc->sub = NULL; /* recreate at the checkpoint: nothing is lost */
+			consumer_drop(pc); /* recreate at the checkpoint: nothing is lost */
 			backoff(pc, &wait);
 		}
 	}
-	/* A batch fetched ahead stays unacked: the next start resumes from the
+	/* A batch decoded ahead stays unacked: the next start resumes from the
 	 * checkpoint. */
-	fetch_drain(pc);
+	consumer_drop(pc);
 	return NULL;
 }
 
@@ -662,6 +700,7 @@ rs_status
 rs_proj_consumer_start(rs_proj_consumer *pc)
 {
 	const char *labels = pc->labels;
+	pthread_condattr_t ca;
 
 	pc->m_applied = rs_counter("rs_projector_events_applied_total",
 	                           "Messages applied to the read models", labels);
@@ -673,18 +712,14 @@ rs_proj_consumer_start(rs_proj_consumer *pc)
 	pc->m_pg_retries = rs_counter("rs_projector_pg_retries_total",
 	                              "Batch attempts that found Postgres unavailable", labels);
 	pthread_mutex_init(&pc->fmu, NULL);
-	pthread_cond_init(&pc->fcv, NULL);
-	pc->f_req = pc->f_ready = pc->f_quit = pc->f_pending = 0;
-	if (pthread_create(&pc->fth, NULL, fetch_main, pc) != 0)
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&pc->fcv, &ca);
+	pthread_condattr_destroy(&ca);
+	pc->f_ready = pc->f_quit = 0;
+	pc->cons = NULL;
+	if (pthread_create(&pc->th, NULL, consumer_main, pc) != 0)
 		return RS_ERR;
-	if (pthread_create(&pc->th, NULL, consumer_main, pc) != 0) {
-		pthread_mutex_lock(&pc->fmu);
-		pc->f_quit = 1;
-		pthread_cond_broadcast(&pc->fcv);
-		pthread_mutex_unlock(&pc->fmu);
-		pthread_join(pc->fth, NULL);
-		return RS_ERR;
-	}
 	return RS_OK;
 }
 
@@ -692,16 +727,6 @@ void
 rs_proj_consumer_join(rs_proj_consumer *pc)
 {
 	pthread_join(pc->th, NULL);
-	pthread_mutex_lock(&pc->fmu);
-	pc->f_quit = 1;
-	pthread_cond_broadcast(&pc->fcv);
-	pthread_mutex_unlock(&pc->fmu);
-	pthread_join(pc->fth, NULL);
-	if (pc->sub != NULL) {
-		natsSubscription_Unsubscribe(pc->sub);
-		natsSubscription_Destroy(pc->sub);
-		pc->sub = NULL;
-	}
 	if (pc->pg != NULL)
 		pg_drop(pc);
 }

@@ -74,15 +74,13 @@ typedef struct {
 	/* private to the consumer thread */
 	pthread_t th;
 	PGconn *pg;
-	natsSubscription *sub;
+	struct rs_consume *cons; /* the loop on the durable (common/rs_consume.h) */
 	uint64_t gen;            /* leadership generation the consumer was set up under */
-	/* the fetch thread: fetches (and decodes) batch N+1 while batch N is
-	 * in Postgres; one request at a time, handed over under fmu */
-	pthread_t fth;
+	/* the handover: the loop decodes batch N+1 while batch N is in
+	 * Postgres; one batch in the slot at most, under fmu */
 	pthread_mutex_t fmu;
-	pthread_cond_t fcv;
-	int f_req, f_ready, f_quit, f_pending;
-	natsSubscription *f_sub;
+	pthread_cond_t fcv;      /* CLOCK_MONOTONIC */
+	int f_ready, f_quit;
 	rs_proj_fetched f_slot;
 	rs_metric *m_applied, *m_dead, *m_batches, *m_batch_s, *m_pg_retries;
 } rs_proj_consumer;
