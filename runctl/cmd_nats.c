@@ -211,6 +211,9 @@ role_publish(const char *user, subjects *p)
 		stream_info(p, "TOOLCALLS");
 		stream_info(p, "DLQ");
 		ephemeral(p, "RUNS");      /* cold rebuild of a run */
+		/* the reconciliation sweep reads RUNS' headers through an
+		 * ephemeral pull consumer (reconcile.c) */
+		add(p, "$JS.API.CONSUMER.MSG.NEXT.RUNS.*");
 		direct_get(p, "RUNS");
 		kv_read(p, "agents");
 		kv_write(p, "gates");      /* admission gates (gate.c), compare-and-set */
@@ -506,8 +509,12 @@ render_auth(char pw[][65], const team *teams, size_t nteams)
 		role_publish(roles[r].user, &p);
 		if (strcmp(roles[r].user, "admin") == 0)
 			add(&s, ">");
-		else
+		else {
 			add(&s, "_INBOX_%s.>", roles[r].user);
+			/* its own inboxes only: rs_consume_stop ends a pull request
+			 * in progress with a status message to the request's inbox */
+			add(&p, "_INBOX_%s.>", roles[r].user);
+		}
 		print_user(m, roles[r].user, pw ? pw[r] : NULL, roles[r].what, &p, &s);
 		subjects_free(&p);
 		subjects_free(&s);
