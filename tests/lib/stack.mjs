@@ -359,6 +359,14 @@ export async function startCluster(opts = {}) {
     throw new Error(`no node answers /jsz${last ? ': ' + last.message : ''}`);
   };
   await waitFor('a JetStream meta leader', async () => (await jsz()).meta_cluster?.leader, 30000, 100);
+  // A leader alone is not enough to place R3 streams: until every peer has
+  // joined the meta group and is current, creating one fails with 10005
+  // ("no suitable peers"; seen on a busy CI machine).
+  await waitFor('every node current in the meta group', async () => {
+    const m = (await jsz()).meta_cluster;
+    return m?.leader && m.cluster_size === nodes.length &&
+      (m.replicas || []).length === nodes.length - 1 && m.replicas.every((r) => r.current);
+  }, 30000, 100);
   const cluster = {
     nodes, url, servers: nodes.map((n) => n.url), dir, authDir,
     creds: { user: 'admin', pass: users.admin },
@@ -395,8 +403,13 @@ export async function startCluster(opts = {}) {
 export async function startClusterStack({ pg = true, replicas = 3 } = {}) {
   const cluster = await startCluster();
   const env = { ...cluster.env, RS_LOG_LEVEL: 'info' };
-  let r = runctl(['streams', 'apply'], { ...env, RS_STREAM_REPLICAS: String(replicas) }, { timeout: 60000 });
-  if (r.code !== 0) throw new Error(`streams apply failed: ${r.stderr}`);
+  // Each stream elects its own leader after the meta group: an apply that
+  // finds one still electing fails and is tried again (as ./run up does).
+  let r;
+  await waitFor('streams applied with their replicas', () => {
+    r = runctl(['streams', 'apply'], { ...env, RS_STREAM_REPLICAS: String(replicas) }, { timeout: 60000 });
+    return r.code === 0;
+  }, 60000, 500).catch(() => { throw new Error(`streams apply failed: ${r.stderr}`); });
   let postgres = null;
   if (pg) {
     postgres = await startPostgres();
