@@ -3,7 +3,7 @@
  * (stream CMDS), tool calls to the routers (stream TOOLCALLS) and timer
  * bodies (stream TIMERS, a timer.fire command). Contract in rs_cmd.h.
  *
- * The per-type fields are field tables (rs_field, rs_event.h) over rs_cmd
+ * The per-type fields are field tables (rs_field.h) over rs_cmd
  * and rs_toolcall, so the validation rules and error messages are the same
  * as for events. Members common to every message (type, run_id, tenant,
  * traceparent) are handled here. Unknown members are ignored, like event

@@ -3,8 +3,9 @@
  * data struct per event type (contract in rs_event.h, docs/events.md).
  *
  * Every data struct is described once by a field table (rs_field); encode,
- * decode and free walk that table, so the three cannot drift apart and a
- * new event type is a struct, a table and one line in ev_types[].
+ * decode and free walk that table (the engine is rs_field.c), so the three
+ * cannot drift apart and a new event type is a struct, a table and one
+ * line in ev_types[].
  *
  * Strictness: the envelope is checked attribute by attribute and data
  * fields are checked for presence, type and range, with errors naming the
@@ -35,9 +36,6 @@ static const char *const errclass_names[] = { "transient", "permanent", "timeout
 static const char *const purpose_names[] = {
 	"sleep", "retry", "step_timeout", "tool_timeout", "signal_timeout", "run_timeout"
 };
-
-static const char *const step_kinds[] = { "tool", "sleep", "signal", "branch", "transform",
-                                           "http", "llm", "parallel", "foreach", "run" };
 
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -82,15 +80,6 @@ rs_timer_purpose_parse(const char *s, rs_timer_purpose *p)
 }
 
 static int
-is_step_kind(const char *s)
-{
-	for (size_t i = 0; i < NELEM(step_kinds); i++)
-		if (strcmp(s, step_kinds[i]) == 0)
-			return 1;
-	return 0;
-}
-
-static int
 is_lower_hex(const char *s, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
@@ -109,27 +98,6 @@ rs_traceparent_valid(const char *s)
 	    !is_lower_hex(s + 36, 16) || !is_lower_hex(s + 53, 2))
 		return 0;
 	return strncmp(s, "ff", 2) != 0;
-}
-
-/* ---- errors --------------------------------------------------------- */
-
-/* "<prefix>.<name>: <problem>", or "<name>: <problem>" without prefix. */
-static rs_status
-fail(char *err, size_t cap, const char *prefix, const char *name, const char *fmt, ...)
-{
-	char what[192];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(what, sizeof(what), fmt, ap);
-	va_end(ap);
-	if (err == NULL || cap == 0)
-		return RS_EINVAL;
-	if (prefix != NULL && *prefix != '\0')
-		snprintf(err, cap, "%s.%s: %s", prefix, name, what);
-	else
-		snprintf(err, cap, "%s: %s", name, what);
-	return RS_EINVAL;
 }
 
 /* ---- rs_err --------------------------------------------------------- */
@@ -183,281 +151,18 @@ rs_err_decode(json_t *v, rs_err *e, const char *prefix, char *err, size_t cap)
 	/* class is an enum the field kinds do not cover; checked here. */
 	cls = json_object_get(v, "class");
 	if (cls == NULL) {
-		st = fail(err, cap, prefix, "class", "missing");
+		st = rs_field_fail(err, cap, prefix, "class", "missing");
 		goto cleanup;
 	}
 	if (!json_is_string(cls) || rs_errclass_parse(json_string_value(cls), &e->cls) != RS_OK) {
-		st = fail(err, cap, prefix, "class", "must be one of transient, permanent, timeout");
+		st = rs_field_fail(err, cap, prefix, "class",
+		                   "must be one of transient, permanent, timeout");
 		goto cleanup;
 	}
 	return RS_OK;
 cleanup:
 	rs_err_free(e);
 	return st;
-}
-
-/* ---- field tables --------------------------------------------------- */
-
-#define MEMBER(s, f, type) ((type *)(void *)((char *)(s) + (f)->off))
-#define CMEMBER(s, f, type) ((type const *)(const void *)((const char *)(s) + (f)->off))
-
-static int
-field_is_string(rs_field_kind k)
-{
-	return k == RS_F_STR || k == RS_F_CALLID || k == RS_F_UUID || k == RS_F_TOKEN ||
-	       k == RS_F_STEPKIND;
-}
-
-int
-rs_field_string_ok(const rs_field *f, const char *s, size_t n)
-{
-	switch (f->kind) {
-	case RS_F_STR:      return (int64_t)n >= f->min;
-	case RS_F_CALLID:   return rs_id_is_subject_token(s);
-	case RS_F_UUID:     return rs_id_is_uuid(s);
-	case RS_F_TOKEN:    return rs_id_is_token(s, 64);
-	case RS_F_STEPKIND: return is_step_kind(s);
-	default:            return 0;
-	}
-}
-
-static const char *
-string_rule(const rs_field *f)
-{
-	switch (f->kind) {
-	case RS_F_STR:      return f->min > 0 ? "must be a non-empty string" : "must be a string";
-	case RS_F_CALLID:   return "must be a non-empty string without '.', '*', '>' or whitespace";
-	case RS_F_UUID:     return "must be a canonical lowercase UUID";
-	case RS_F_TOKEN:    return "must match [a-z0-9_-]{1,64}";
-	case RS_F_STEPKIND: return "must be one of tool, sleep, signal, branch, transform, http, "
-	                           "llm, parallel, foreach, run";
-	default:            return "invalid";
-	}
-}
-
-/* Is the member absent (only meaningful for optional fields)? */
-static int
-field_absent(const rs_field *f, const void *s)
-{
-	if (field_is_string(f->kind))
-		return *CMEMBER(s, f, char *) == NULL;
-	switch (f->kind) {
-	case RS_F_INT:
-	case RS_F_TIME:   return *CMEMBER(s, f, int64_t) == 0;
-	case RS_F_JSON:
-	case RS_F_OBJECT:
-	case RS_F_ARRAY:
-	case RS_F_NUMBER: return *CMEMBER(s, f, json_t *) == NULL;
-	default:          return 0;
-	}
-}
-
-/* The JSON value of one member, or NULL if it breaks the table. */
-static json_t *
-field_value(const rs_field *f, const void *s)
-{
-	char tbuf[40];
-	const char *str;
-	int64_t i;
-	json_t *j;
-
-	if (field_is_string(f->kind)) {
-		str = *CMEMBER(s, f, char *);
-		return str != NULL && rs_field_string_ok(f, str, strlen(str)) ? json_string(str) : NULL;
-	}
-	switch (f->kind) {
-	case RS_F_INT:
-		i = *CMEMBER(s, f, int64_t);
-		return i >= f->min ? json_integer(i) : NULL;
-	case RS_F_TIME:
-		i = *CMEMBER(s, f, int64_t);
-		if (i < 0)
-			return NULL;
-		rs_time_rfc3339(i, tbuf, sizeof(tbuf));
-		return json_string(tbuf);
-	case RS_F_BOOL:
-		return json_boolean(*CMEMBER(s, f, int) != 0);
-	case RS_F_JSON:
-		j = *CMEMBER(s, f, json_t *);
-		return j != NULL ? json_incref(j) : json_null();
-	case RS_F_OBJECT:
-		j = *CMEMBER(s, f, json_t *);
-		return json_is_object(j) ? json_incref(j) : NULL;
-	case RS_F_ARRAY:
-		j = *CMEMBER(s, f, json_t *);
-		return json_is_array(j) ? json_incref(j) : NULL;
-	case RS_F_NUMBER:
-		j = *CMEMBER(s, f, json_t *);
-		return json_is_number(j) ? json_incref(j) : NULL;
-	case RS_F_ERR:
-		return rs_err_encode(CMEMBER(s, f, rs_err));
-	case RS_F_PURPOSE:
-		i = *CMEMBER(s, f, rs_timer_purpose);
-		return i >= 0 && i < (int64_t)NELEM(purpose_names) ? json_string(purpose_names[i]) : NULL;
-	default:
-		return NULL;
-	}
-}
-
-rs_status
-rs_fields_encode(const rs_field *f, size_t n, const void *s, json_t *obj)
-{
-	json_t *v;
-
-	for (size_t k = 0; k < n; k++) {
-		if (f[k].optional && field_absent(&f[k], s))
-			continue;
-		v = field_value(&f[k], s);
-		if (v == NULL)
-			return RS_EINVAL;
-		if (json_object_set_new(obj, f[k].name, v) != 0)
-			return RS_ENOMEM;
-	}
-	return RS_OK;
-}
-
-static rs_status
-decode_string(const rs_field *f, json_t *v, void *s, const char *prefix, char *err, size_t cap)
-{
-	char *copy;
-
-	if (!json_is_string(v) || !rs_field_string_ok(f, json_string_value(v), json_string_length(v)))
-		return fail(err, cap, prefix, f->name, "%s", string_rule(f));
-	copy = strdup(json_string_value(v));
-	if (copy == NULL)
-		return RS_ENOMEM;
-	*MEMBER(s, f, char *) = copy;
-	return RS_OK;
-}
-
-static rs_status
-decode_int(const rs_field *f, json_t *v, void *s, const char *prefix, char *err, size_t cap)
-{
-	json_int_t i;
-
-	if (!json_is_integer(v) || (i = json_integer_value(v)) < f->min)
-		return fail(err, cap, prefix, f->name, "must be an integer >= %lld",
-		            (long long)f->min);
-	*MEMBER(s, f, int64_t) = (int64_t)i;
-	return RS_OK;
-}
-
-static rs_status
-decode_time(const rs_field *f, json_t *v, void *s, const char *prefix, char *err, size_t cap)
-{
-	int64_t ms;
-
-	if (!json_is_string(v) || rs_time_parse_rfc3339(json_string_value(v), &ms) != RS_OK ||
-	    ms < 0)
-		return fail(err, cap, prefix, f->name,
-		            "must be an RFC 3339 timestamp such as \"2026-01-02T03:04:05.678Z\"");
-	*MEMBER(s, f, int64_t) = ms;
-	return RS_OK;
-}
-
-static rs_status
-decode_field(const rs_field *f, json_t *v, void *s, const char *prefix, char *err, size_t cap)
-{
-	char sub[160];
-
-	if (field_is_string(f->kind))
-		return decode_string(f, v, s, prefix, err, cap);
-	switch (f->kind) {
-	case RS_F_INT:
-		return decode_int(f, v, s, prefix, err, cap);
-	case RS_F_TIME:
-		return decode_time(f, v, s, prefix, err, cap);
-	case RS_F_BOOL:
-		if (!json_is_boolean(v))
-			return fail(err, cap, prefix, f->name, "must be a boolean");
-		*MEMBER(s, f, int) = json_is_true(v);
-		return RS_OK;
-	case RS_F_JSON:
-		*MEMBER(s, f, json_t *) = json_incref(v);
-		return RS_OK;
-	case RS_F_OBJECT:
-		if (!json_is_object(v))
-			return fail(err, cap, prefix, f->name, "must be an object");
-		*MEMBER(s, f, json_t *) = json_incref(v);
-		return RS_OK;
-	case RS_F_ARRAY:
-		if (!json_is_array(v))
-			return fail(err, cap, prefix, f->name, "must be an array");
-		*MEMBER(s, f, json_t *) = json_incref(v);
-		return RS_OK;
-	case RS_F_NUMBER:
-		if (!json_is_number(v))
-			return fail(err, cap, prefix, f->name, "must be a number");
-		*MEMBER(s, f, json_t *) = json_incref(v);
-		return RS_OK;
-	case RS_F_ERR:
-		if (!json_is_object(v))
-			return fail(err, cap, prefix, f->name, "must be an object");
-		if (prefix != NULL && *prefix != '\0')
-			snprintf(sub, sizeof(sub), "%s.%s", prefix, f->name);
-		else
-			snprintf(sub, sizeof(sub), "%s", f->name);
-		return rs_err_decode(v, MEMBER(s, f, rs_err), sub, err, cap);
-	case RS_F_PURPOSE:
-		if (!json_is_string(v) ||
-		    rs_timer_purpose_parse(json_string_value(v), MEMBER(s, f, rs_timer_purpose)) != RS_OK)
-			return fail(err, cap, prefix, f->name, "must be one of sleep, retry, "
-			            "step_timeout, tool_timeout, signal_timeout, run_timeout");
-		return RS_OK;
-	default:
-		return fail(err, cap, prefix, f->name, "unsupported field kind");
-	}
-}
-
-rs_status
-rs_fields_decode(const rs_field *f, size_t n, json_t *obj, void *s,
-                 const char *prefix, char *err, size_t cap)
-{
-	rs_status st = RS_OK;
-	json_t *v;
-
-	if (!json_is_object(obj))
-		return fail(err, cap, NULL, prefix != NULL && *prefix ? prefix : "value",
-		            "must be an object");
-	for (size_t k = 0; k < n; k++) {
-		v = json_object_get(obj, f[k].name);
-		if (v == NULL) {
-			if (f[k].optional)
-				continue;
-			st = fail(err, cap, prefix, f[k].name, "missing");
-			goto cleanup;
-		}
-		st = decode_field(&f[k], v, s, prefix, err, cap);
-		if (st != RS_OK)
-			goto cleanup;
-	}
-	return RS_OK;
-cleanup:
-	rs_fields_free(f, n, s);
-	return st;
-}
-
-void
-rs_fields_free(const rs_field *f, size_t n, void *s)
-{
-	for (size_t k = 0; k < n; k++) {
-		if (field_is_string(f[k].kind)) {
-			free(*MEMBER(s, &f[k], char *));
-			*MEMBER(s, &f[k], char *) = NULL;
-		} else if (f[k].kind == RS_F_JSON || f[k].kind == RS_F_OBJECT ||
-		           f[k].kind == RS_F_ARRAY || f[k].kind == RS_F_NUMBER) {
-			json_decref(*MEMBER(s, &f[k], json_t *));
-			*MEMBER(s, &f[k], json_t *) = NULL;
-		} else if (f[k].kind == RS_F_ERR) {
-			rs_err_free(MEMBER(s, &f[k], rs_err));
-		} else if (f[k].kind == RS_F_BOOL) {
-			*MEMBER(s, &f[k], int) = 0;
-		} else if (f[k].kind == RS_F_PURPOSE) {
-			*MEMBER(s, &f[k], rs_timer_purpose) = RS_TIMER_SLEEP;
-		} else {
-			*MEMBER(s, &f[k], int64_t) = 0;
-		}
-	}
 }
 
 /* ---- per-type tables ------------------------------------------------ */
@@ -1148,28 +853,28 @@ jw_field(const rs_field *f, const void *s, ev_out *w)
 	const json_t *j;
 	int64_t i;
 
-	if (field_is_string(f->kind)) {
-		str = *CMEMBER(s, f, char *);
+	if (rs_field_is_string(f->kind)) {
+		str = *RS_FIELD_CMEMBER(s, f, char *);
 		if (str == NULL || !rs_field_string_ok(f, str, strlen(str)))
 			return -1;
 		return jw_cstr(str, strlen(str), w);
 	}
 	switch (f->kind) {
 	case RS_F_INT:
-		if ((i = *CMEMBER(s, f, int64_t)) < f->min)
+		if ((i = *RS_FIELD_CMEMBER(s, f, int64_t)) < f->min)
 			return -1;
 		jw_int(i, w);
 		return 0;
 	case RS_F_TIME:
-		if ((i = *CMEMBER(s, f, int64_t)) < 0)
+		if ((i = *RS_FIELD_CMEMBER(s, f, int64_t)) < 0)
 			return -1;
 		rs_time_rfc3339(i, tbuf, sizeof(tbuf));
 		return jw_cstr(tbuf, strlen(tbuf), w);
 	case RS_F_BOOL:
-		out_str(w, *CMEMBER(s, f, int) != 0 ? "true" : "false");
+		out_str(w, *RS_FIELD_CMEMBER(s, f, int) != 0 ? "true" : "false");
 		return 0;
 	case RS_F_JSON:
-		j = *CMEMBER(s, f, json_t *);
+		j = *RS_FIELD_CMEMBER(s, f, json_t *);
 		if (j == NULL) {
 			out_str(w, "null");
 			return 0;
@@ -1178,15 +883,15 @@ jw_field(const rs_field *f, const void *s, ev_out *w)
 	case RS_F_OBJECT:
 	case RS_F_ARRAY:
 	case RS_F_NUMBER:
-		j = *CMEMBER(s, f, json_t *);
+		j = *RS_FIELD_CMEMBER(s, f, json_t *);
 		if (!(f->kind == RS_F_OBJECT ? json_is_object(j) :
 		      f->kind == RS_F_ARRAY ? json_is_array(j) : json_is_number(j)))
 			return -1;
 		return jw_value(j, w, 0);
 	case RS_F_ERR:
-		return jw_err(CMEMBER(s, f, rs_err), w);
+		return jw_err(RS_FIELD_CMEMBER(s, f, rs_err), w);
 	case RS_F_PURPOSE:
-		i = *CMEMBER(s, f, rs_timer_purpose);
+		i = *RS_FIELD_CMEMBER(s, f, rs_timer_purpose);
 		if (i < 0 || i >= (int64_t)NELEM(purpose_names))
 			return -1;
 		return jw_cstr(purpose_names[i], strlen(purpose_names[i]), w);
@@ -1206,7 +911,7 @@ data_write(rs_event_type t, const void *s, ev_out *w)
 	if (n > NELEM(order))
 		return RS_EINVAL;
 	for (i = 0; i < n; i++)
-		if (!(f[i].optional && field_absent(&f[i], s)))
+		if (!(f[i].optional && rs_field_absent(&f[i], s)))
 			order[k++] = &f[i];
 	for (i = 1; i < k; i++)
 		for (j = i; j > 0 && strcmp(order[j]->name, order[j - 1]->name) < 0; j--) {
@@ -1392,8 +1097,8 @@ check_attr_names(json_t *o, char *err, size_t cap)
 			if (strcmp(k, envelope_attrs[i]) == 0)
 				break;
 		if (i == NELEM(envelope_attrs) && !attr_name_ok(k))
-			return fail(err, cap, NULL, k, "not a valid CloudEvents attribute name "
-			            "(lowercase a-z, 0-9)");
+			return rs_field_fail(err, cap, NULL, k, "not a valid CloudEvents attribute name "
+			                     "(lowercase a-z, 0-9)");
 	}
 	return RS_OK;
 }
@@ -1405,11 +1110,11 @@ attr_str(json_t *o, const char *name, char *err, size_t cap)
 	json_t *v = json_object_get(o, name);
 
 	if (v == NULL) {
-		fail(err, cap, NULL, name, "missing");
+		rs_field_fail(err, cap, NULL, name, "missing");
 		return NULL;
 	}
 	if (!json_is_string(v) || json_string_length(v) == 0) {
-		fail(err, cap, NULL, name, "must be a non-empty string");
+		rs_field_fail(err, cap, NULL, name, "must be a non-empty string");
 		return NULL;
 	}
 	return json_string_value(v);
@@ -1424,7 +1129,7 @@ attr_fixed(json_t *o, const char *name, const char *want, char *err, size_t cap)
 	if (s == NULL)
 		return RS_EINVAL;
 	if (strcmp(s, want) != 0)
-		return fail(err, cap, NULL, name, "must be \"%s\"", want);
+		return rs_field_fail(err, cap, NULL, name, "must be \"%s\"", want);
 	return RS_OK;
 }
 
@@ -1445,49 +1150,51 @@ envelope_decode(json_t *o, rs_event *ev, const char **type_name, char *err, size
 		return RS_EINVAL;
 	if (strncmp(type, EV_TYPE_PREFIX, strlen(EV_TYPE_PREFIX)) != 0 ||
 	    !type_shape_ok(type + strlen(EV_TYPE_PREFIX)))
-		return fail(err, cap, NULL, "type", "must be \"runstream.<noun>.<verb>\"");
+		return rs_field_fail(err, cap, NULL, "type", "must be \"runstream.<noun>.<verb>\"");
 	*type_name = type + strlen(EV_TYPE_PREFIX);
 	if ((s = attr_str(o, "subject", err, cap)) == NULL)
 		return RS_EINVAL;
 	if (!rs_id_is_uuid(s))
-		return fail(err, cap, NULL, "subject", "must be a canonical lowercase UUID (the run id)");
+		return rs_field_fail(err, cap, NULL, "subject",
+		                     "must be a canonical lowercase UUID (the run id)");
 	memcpy(ev->run_id, s, RS_UUID_LEN + 1);
 	v = json_object_get(o, "runseq");
 	if (v == NULL)
-		return fail(err, cap, NULL, "runseq", "missing");
+		return rs_field_fail(err, cap, NULL, "runseq", "missing");
 	if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > EV_RUNSEQ_MAX)
-		return fail(err, cap, NULL, "runseq", "must be an integer between 1 and %lld",
-		            EV_RUNSEQ_MAX);
+		return rs_field_fail(err, cap, NULL, "runseq", "must be an integer between 1 and %lld",
+		                     EV_RUNSEQ_MAX);
 	ev->runseq = (uint64_t)json_integer_value(v);
 	if ((s = attr_str(o, "id", err, cap)) == NULL)
 		return RS_EINVAL;
 	rs_event_id(ev->run_id, ev->runseq, want, sizeof(want));
 	if (strcmp(s, want) != 0)
-		return fail(err, cap, NULL, "id", "must be \"<subject>-<runseq>\" (\"%s\")", want);
+		return rs_field_fail(err, cap, NULL, "id", "must be \"<subject>-<runseq>\" (\"%s\")",
+		                     want);
 	if ((s = attr_str(o, "source", err, cap)) == NULL)
 		return RS_EINVAL;
 	if ((s = attr_str(o, "time", err, cap)) == NULL)
 		return RS_EINVAL;
 	if (rs_time_parse_rfc3339(s, &ev->time_ms) != RS_OK || ev->time_ms < 0)
-		return fail(err, cap, NULL, "time", "must be an RFC 3339 timestamp");
+		return rs_field_fail(err, cap, NULL, "time", "must be an RFC 3339 timestamp");
 	if ((st = attr_fixed(o, "datacontenttype", "application/json", err, cap)) != RS_OK)
 		return st;
 	if ((s = attr_str(o, "tenant", err, cap)) == NULL)
 		return RS_EINVAL;
 	if (!rs_id_is_token(s, 64))
-		return fail(err, cap, NULL, "tenant", "must match [a-z0-9_-]{1,64}");
+		return rs_field_fail(err, cap, NULL, "tenant", "must match [a-z0-9_-]{1,64}");
 	snprintf(ev->tenant, sizeof(ev->tenant), "%s", s);
 	if ((v = json_object_get(o, "traceparent")) != NULL) {
 		if (!json_is_string(v) || !rs_traceparent_valid(json_string_value(v)))
-			return fail(err, cap, NULL, "traceparent",
-			            "must be a W3C traceparent \"00-<32 hex>-<16 hex>-<2 hex>\"");
+			return rs_field_fail(err, cap, NULL, "traceparent",
+			                     "must be a W3C traceparent \"00-<32 hex>-<16 hex>-<2 hex>\"");
 		snprintf(ev->traceparent, sizeof(ev->traceparent), "%s", json_string_value(v));
 	}
 	v = json_object_get(o, "data");
 	if (v == NULL)
-		return fail(err, cap, NULL, "data", "missing");
+		return rs_field_fail(err, cap, NULL, "data", "missing");
 	if (!json_is_object(v))
-		return fail(err, cap, NULL, "data", "must be an object");
+		return rs_field_fail(err, cap, NULL, "data", "must be an object");
 	return RS_OK;
 }
 
@@ -1503,7 +1210,7 @@ rs_event_decode(const char *buf, size_t len, rs_event *ev, char *err, size_t cap
 	if (st != RS_OK)
 		goto cleanup;
 	if (!json_is_object(o)) {
-		st = fail(err, cap, NULL, "event", "must be a JSON object");
+		st = rs_field_fail(err, cap, NULL, "event", "must be a JSON object");
 		goto cleanup;
 	}
 	st = envelope_decode(o, ev, &type_name, err, cap);
@@ -1512,7 +1219,7 @@ rs_event_decode(const char *buf, size_t len, rs_event *ev, char *err, size_t cap
 	if (rs_event_type_parse(type_name, &ev->type) != RS_OK) {
 		/* Valid envelope, newer type: keep the envelope for the caller. */
 		ev->type = RS_EV__COUNT;
-		fail(err, cap, NULL, "type", "unknown event type \"runstream.%s\"", type_name);
+		rs_field_fail(err, cap, NULL, "type", "unknown event type \"runstream.%s\"", type_name);
 		st = RS_ENOTFOUND;
 		goto out;
 	}

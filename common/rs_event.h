@@ -20,6 +20,7 @@
 #include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "rs_field.h"
 #include "rs_status.h"
 
 typedef enum {
@@ -277,55 +278,12 @@ rs_status rs_event_decode(const char *buf, size_t len, rs_event *ev, char *err, 
  * references following the same rules). Leaves ev zeroed. */
 void rs_event_free(rs_event *ev);
 
-/* ---- Field tables, shared by rs_event.c and rs_cmd.c ----
- * A flat JSON object is described once by an array of rs_field, and the
- * encode, decode and free of that object all walk the same table, so they
- * cannot disagree about a field. Offsets are into the C struct. */
-typedef enum {
-	RS_F_STR,      /* char *; min = minimum length; optional: NULL = absent */
-	RS_F_CALLID,   /* char *, usable as a NATS subject token (no . * > space) */
-	RS_F_UUID,     /* char *, canonical lowercase UUID */
-	RS_F_TOKEN,    /* char *, [a-z0-9_-]{1,64} (rs_id_is_token) */
-	RS_F_STEPKIND, /* char *, one of tool|sleep|signal|branch|transform|http|llm|parallel|foreach|run */
-	RS_F_INT,      /* int64_t >= min; optional: 0 = absent */
-	RS_F_TIME,     /* int64_t Unix ms >= 0 <-> RFC 3339; optional: 0 = absent */
-	RS_F_BOOL,     /* int 0/1 <-> true/false */
-	RS_F_JSON,     /* json_t *, any value; required: NULL encodes as null */
-	RS_F_OBJECT,   /* json_t *, a JSON object */
-	RS_F_ERR,      /* rs_err, embedded; always required */
-	RS_F_PURPOSE,  /* rs_timer_purpose <-> its name */
-	RS_F_ARRAY,    /* json_t *, a JSON array */
-	RS_F_NUMBER,   /* json_t *, a JSON number (so 0 stays distinct from absent) */
-} rs_field_kind;
-
-typedef struct {
-	const char *name;   /* JSON member name */
-	rs_field_kind kind;
-	int optional;
-	size_t off;         /* offsetof() the member in the struct */
-	int64_t min;        /* RS_F_INT: smallest value; RS_F_STR: min length */
-} rs_field;
-
 /* The field table of an event type's data, and of rs_err. rs_event.c owns
  * them: the one definition of each type's data; the fast decoder
  * (rs_event_fast.c) builds its name-sorted views from these. Static
  * storage. rs_event_fields returns NULL for a type out of range. */
 const rs_field *rs_event_fields(rs_event_type t, size_t *n);
 const rs_field *rs_err_fields(size_t *n);
-
-/* Add the fields of struct s to obj. RS_EINVAL if s breaks the table
- * (required member missing, value out of range), RS_ENOMEM. */
-rs_status rs_fields_encode(const rs_field *f, size_t n, const void *s, json_t *obj);
-/* Fill struct s from obj (members not in the table are ignored). Errors
- * read "<prefix>.<name>: <problem>" (no prefix: "<name>: <problem>"). On
- * failure the members of the table are released again. */
-rs_status rs_fields_decode(const rs_field *f, size_t n, json_t *obj, void *s,
-                           const char *prefix, char *err, size_t cap);
-/* Release the table's members of s and set them to zero. */
-void rs_fields_free(const rs_field *f, size_t n, void *s);
-/* 1 if s (n bytes, NUL-terminated) meets the shape rule of a string field
- * (f->kind one of the string kinds); shared by both decoders. */
-int rs_field_string_ok(const rs_field *f, const char *s, size_t n);
 
 /* rs_err <-> {"code","message","class","retryable"[,"step_id"]}. encode
  * returns NULL if e is incomplete; decode allocates (rs_err_free). */

@@ -1,7 +1,10 @@
 /*
- * rs_hash.c - 64-bit FNV-1a (see rs_hash.h).
+ * rs_hash.c - 64-bit FNV-1a and SHA-256 as hex (see rs_hash.h).
  */
 #include "rs_hash.h"
+
+#include <openssl/evp.h>
+#include <stdio.h>
 
 uint64_t
 rs_hash_str(const char *s)
@@ -11,4 +14,16 @@ rs_hash_str(const char *s)
 	while (*s)
 		h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
 	return h;
+}
+
+void
+rs_sha256_hex(const void *data, size_t len, char out[65])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+
+	EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL);
+	for (unsigned int i = 0; i < mdlen && i < 32; i++)
+		snprintf(out + 2 * i, 3, "%02x", md[i]);
+	out[64] = '\0';
 }

@@ -1,7 +1,6 @@
-/* rs_json.c - strict parse, canonical dump, paths, hashing (see rs_json.h). */
+/* rs_json.c - strict parse, canonical dump, paths (see rs_json.h). */
 #include "rs_json.h"
 
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,16 +161,4 @@ rs_json_path(json_t *v, const char *path)
 		}
 	}
 	return v;
-}
-
-void
-rs_sha256_hex(const void *data, size_t len, char out[65])
-{
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int mdlen = 0;
-
-	EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL);
-	for (unsigned int i = 0; i < mdlen && i < 32; i++)
-		snprintf(out + 2 * i, 3, "%02x", md[i]);
-	out[64] = '\0';
 }

@@ -38,7 +38,8 @@ char *rs_json_dump(const json_t *v);
  * Borrowed reference or NULL. */
 json_t *rs_json_path(json_t *v, const char *path);
 
-/* SHA-256 of data as 64 lowercase hex chars + NUL into out[65]. */
-void rs_sha256_hex(const void *data, size_t len, char out[65]);
+/* rs_sha256_hex lives in rs_hash.h; included here for the callers that
+ * found it in this header. */
+#include "rs_hash.h"
 
 #endif

@@ -8,20 +8,24 @@
  *     that an event fits (sequence, run, step, call) and records it.
  *  3. decide: one handler per command type, in decide_table[]. Decide works
  *     on a private clone of the state and *evolves every event it emits into
- *     that clone at once* (emit()). So later logic in the same decision sees
- *     the effect of earlier events, and a decision is evolvable by
- *     construction. The engine part is run_from(): start steps one after the
- *     other until one has to wait (tool, timer, signal) or the run ends.
+ *     that clone at once* (rs_run_emit()). So later logic in the same
+ *     decision sees the effect of earlier events, and a decision is
+ *     evolvable by construction. The engine part is settle(): start steps
+ *     one after the other until one has to wait (tool, timer, signal) or the
+ *     run ends.
  *  4. Effects (timers, tool calls/cancels) and the JSON view.
- *  Child runs (parallel, foreach and run steps) have their own sections in
- *  2 and 3: the step records child.started / child.finished; the child's
- *  run.start and cancel, and a child's child.done to its parent, are
- *  commands to other runs (rs_decision.cmds), see docs/architecture.md.
- *  Server-side effects (http and llm steps) have their own sections in
- *  2 and 3: the state machine only records requests (http.requested,
- *  llm.requested) and results (effect.result / llm.chunk commands from the
- *  executor); the executor finds the requests in the log itself, so they
- *  are not effects of a decision.
+ *  Two families of steps live in their own files, with their evolve
+ *  handlers and what they owe (owe() here calls them):
+ *  - rs_run_children.c: child runs (parallel, foreach and run steps). The
+ *    step records child.started / child.finished; the child's run.start and
+ *    cancel, and a child's child.done to its parent, are commands to other
+ *    runs (rs_decision.cmds), see docs/architecture.md.
+ *  - rs_run_effects.c: server-side effects (http and llm steps). The state
+ *    machine only records requests (http.requested, llm.requested) and
+ *    results (effect.result / llm.chunk commands from the executor); the
+ *    executor finds the requests in the log itself, so they are not effects
+ *    of a decision.
+ *  rs_run_int.h holds the state's definition and what the three share.
  *
  * Determinism: no clock (now_ms is a parameter), no randomness. Ids are
  * derived from the state: every step.started increments an execution
@@ -35,12 +39,12 @@
  *   per-turn timers "<timer_id>.<turn>"
  *   child runs (parallel, foreach, run steps): a UUIDv7 with the decision's
  *   time and a hash of "<run_id>/<step_id>/<exec>/<attempt>/<key>"
- *   (child_run_id(), section 3)
+ *   (child_run_id() in rs_run_children.c)
  *
  * Allocation failure aborts (Redis-style): every status returned here means
  * something about the run, not about memory.
  */
-#include "rs_run.h"
+#include "rs_run_int.h"
 #include "rs_fork.h"
 #include "rs_replay.h"
 #include "rs_template.h"
@@ -54,181 +58,13 @@
 #include <string.h>
 #include <strings.h>
 
-#define ID_CAP 192
-/* The executor enforces an effect's deadline itself and reports a timeout;
- * the state machine's own timer is the backstop (executor down or lost),
- * so it fires a little later and normally finds the result already in. */
-#define EFFECT_GRACE_MS 5000
-#define RETRY_AFTER_MAX_MS 3600000
-
 /* ------------------------------------------------------------------ */
 /* 1. State                                                            */
 /* ------------------------------------------------------------------ */
 
-typedef enum {
-	CALL_REQUESTED = 0, CALL_DISPATCHED, CALL_COMPLETED, CALL_FAILED,
-	CALL_TIMED_OUT, CALL_CANCELLED  /* outstanding when the run ended: owes a tool.cancel */
-} call_status;
 static const char *call_status_names[] = {
 	"requested", "dispatched", "completed", "failed", "timed_out", "cancelled"
 };
-
-typedef struct {
-	char *call_id, *step_id, *tool, *device, *capability, *device_id;
-	json_t *args;
-	json_t *output, *error;     /* the result (llm steps feed it to the model) */
-	int64_t attempt, deadline, requested_at, dispatched_at, finished_at;
-	call_status status;
-} run_call;
-
-typedef enum { TIMER_PENDING = 0, TIMER_FIRED, TIMER_CANCELLED } timer_state;
-
-typedef struct {
-	char *timer_id, *step_id;
-	rs_timer_purpose purpose;
-	int64_t attempt, due_at;
-	timer_state state;
-} run_timer;
-
-typedef struct {
-	char *signal_id, *name;
-	char *consumed_by;       /* step id; NULL while buffered */
-	json_t *payload;
-	int64_t received_at;
-} run_signal;
-
-/* A child run started by a parallel, foreach or run step (child.started). */
-typedef struct {
-	char *child_run_id, *step_id, *key, *agent, *version, *scope;
-	json_t *input;
-	json_t *output, *error;     /* child.finished */
-	char *status;               /* child.finished: the child's terminal status */
-	int64_t attempt, exec, index;  /* index: order of start within the attempt */
-	int done;                   /* child.finished recorded */
-	int cancel_owed;            /* the parent stopped waiting: owes a cancel */
-} run_child;
-
-struct rs_run {
-	rs_run_status status;
-	uint64_t last_seq;
-	char run_id[40], tenant[72], traceparent[64];
-	char *agent, *version, *idempotency_key, *instance, *cancel_reason;
-	json_t *input, *output, *error;
-	int64_t timeout_s, max_steps;
-	int64_t created_at, started_at, finished_at;
-	int64_t execs;              /* step.started count (max_steps) */
-
-	/* The step attempt in progress (or last finished: see cur_done). */
-	char *cur_step;
-	int cur_kind;               /* rs_step_kind, -1 if none */
-	char *cur_signal;           /* signal steps: the name waited for */
-	int cur_signal_taken;       /* a signal was consumed at receipt */
-	int64_t cur_attempt, cur_exec, cur_started_at;
-	int cur_done;
-
-	/* http / llm step attempt in progress (server-side effects) */
-	char *eff_id;               /* the effect awaited; NULL if none */
-	int64_t eff_turn;           /* llm: turn of the last llm.requested */
-	int64_t eff_last_index;     /* llm: last llm.delta index of eff_id, -1 */
-	json_t *llm_messages;       /* llm: chat as last sent (+ the answer); immutable */
-	json_t *llm_calls;          /* llm: tool_calls of the last answer, or NULL */
-	json_t *llm_usage;          /* llm: tokens summed over the step's turns */
-
-	json_t *last_output;        /* default run output */
-	json_t *ctx;                /* template context {"input","steps"} */
-	json_t *steps;              /* view: {id: {status, attempts, output}} */
-
-	run_call *calls;
-	size_t ncalls;
-	run_timer *timers;
-	size_t ntimers;
-	run_signal *signals;
-	size_t nsignals;
-	run_child *children;
-	size_t nchildren;
-	/* a child run: where it reports its end (run.created) */
-	char *parent_run_id, *root_run_id, *scope, *parent_step_id;
-
-	/* What the last event leaves to do, as far as the continuation reads
-	 * it (settle(), section 3): a decision is a chain of events each of
-	 * which follows from the state the previous one left, so a chain cut
-	 * by a crash is finished from here alone. */
-	int last_type;              /* rs_event_type of the last event, -1 if none */
-	int64_t group_at;           /* time of the event that opened the last decision */
-	char *last_timer;           /* timer.scheduled / timer.fired / step.retry_scheduled */
-	char *last_next;            /* step.completed: next_step */
-	rs_err last_err;            /* step.failed: its error (run.failed copies it) */
-	int last_final;             /* step.failed: final */
-	int64_t last_retry_after;   /* step.failed: retry_after_ms */
-	int64_t last_attempt, last_due; /* step.retry_scheduled: next attempt, due */
-	json_t *last_http;          /* http.completed: {status, headers, body} */
-	char *last_finish;          /* llm.message: finish_reason */
-	int64_t eff_deadline;       /* http.requested / llm.requested: deadline */
-
-	/* A fork (run.created forked_from): the source's effect-step outputs
-	 * to reuse, in order (rs_fork.h), how many were reused, and how many
-	 * effect steps (not branch/transform) this run has begun. While every
-	 * effect step begun so far was reused, the next one whose id matches
-	 * the next entry is reused too; the first that is not ends reuse. */
-	char *forked_from;
-	int64_t from_seq;
-	json_t *reuse;
-	int64_t reuse_next, effect_steps;
-
-	/* Admission (run.created): a run with a concurrency limit or a tenant
-	 * limit waits queued for run.admit (the orchestrator's gate, gate.c). */
-	char *conc_key;
-	int64_t conc_limit, tenant_limit;
-};
-
-static char *
-xstrdup(const char *s)
-{
-	char *d;
-
-	if (s == NULL)
-		return NULL;
-	if ((d = strdup(s)) == NULL)
-		abort();
-	return d;
-}
-
-static void *
-xgrow(void *p, size_t n, size_t size)
-{
-	if ((p = realloc(p, n * size)) == NULL)
-		abort();
-	return p;
-}
-
-static void
-set_str(char **dst, const char *src)
-{
-	free(*dst);
-	*dst = xstrdup(src);
-}
-
-static void
-set_json(json_t **dst, json_t *src)
-{
-	json_t *old = *dst;
-
-	*dst = src ? json_incref(src) : NULL;
-	json_decref(old);
-}
-
-static rs_status __attribute__((format(printf, 3, 4)))
-fail(char *err, size_t cap, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err != NULL && cap > 0) {
-		va_start(ap, fmt);
-		vsnprintf(err, cap, fmt, ap);
-		va_end(ap);
-	}
-	return RS_EINVAL;
-}
 
 static const char *status_names[] = {
 	"none", "queued", "running", "waiting", "completed", "failed", "cancelled", "timed_out"
@@ -400,8 +236,8 @@ rs_run_current_step(const rs_run *r)
 	return rs_run_status_terminal(r->status) ? NULL : r->cur_step;
 }
 
-static run_call *
-find_call(const rs_run *r, const char *call_id)
+run_call *
+rs_run_find_call(const rs_run *r, const char *call_id)
 {
 	for (size_t i = 0; call_id != NULL && i < r->ncalls; i++)
 		if (strcmp(r->calls[i].call_id, call_id) == 0)
@@ -409,14 +245,8 @@ find_call(const rs_run *r, const char *call_id)
 	return NULL;
 }
 
-static int
-call_outstanding(const run_call *c)
-{
-	return c->status == CALL_REQUESTED || c->status == CALL_DISPATCHED;
-}
-
-static run_timer *
-find_timer(const rs_run *r, const char *timer_id)
+run_timer *
+rs_run_find_timer(const rs_run *r, const char *timer_id)
 {
 	for (size_t i = 0; timer_id != NULL && i < r->ntimers; i++)
 		if (strcmp(r->timers[i].timer_id, timer_id) == 0)
@@ -427,7 +257,7 @@ find_timer(const rs_run *r, const char *timer_id)
 rs_status
 rs_run_timer_due(const rs_run *r, const char *timer_id, int64_t *due)
 {
-	run_timer *t = find_timer(r, timer_id);
+	run_timer *t = rs_run_find_timer(r, timer_id);
 
 	if (t == NULL || t->state != TIMER_PENDING)
 		return RS_ENOTFOUND;
@@ -444,8 +274,8 @@ find_signal(const rs_run *r, const char *signal_id)
 	return NULL;
 }
 
-static run_child *
-find_child(const rs_run *r, const char *child_run_id)
+run_child *
+rs_run_find_child(const rs_run *r, const char *child_run_id)
 {
 	for (size_t i = 0; child_run_id != NULL && i < r->nchildren; i++)
 		if (strcmp(r->children[i].child_run_id, child_run_id) == 0)
@@ -454,8 +284,8 @@ find_child(const rs_run *r, const char *child_run_id)
 }
 
 /* Children of the current step attempt (started by it). */
-static int
-child_current(const rs_run *r, const run_child *c)
+int
+rs_run_child_current(const rs_run *r, const run_child *c)
 {
 	return r->cur_step != NULL && strcmp(c->step_id, r->cur_step) == 0 &&
 	       c->attempt == r->cur_attempt && c->exec == r->cur_exec;
@@ -468,7 +298,7 @@ static void
 release_children(rs_run *r, int all)
 {
 	for (size_t i = 0; i < r->nchildren; i++)
-		if (!r->children[i].done && (all || child_current(r, &r->children[i])))
+		if (!r->children[i].done && (all || rs_run_child_current(r, &r->children[i])))
 			r->children[i].cancel_owed = 1;
 }
 
@@ -554,10 +384,26 @@ kind_of(const char *name)
 }
 
 /* Server-side effect bookkeeping (defined with the effect events below). */
-static int calls_outstanding(const rs_run *r, const char *step_id, int64_t attempt);
-static void cancel_timers_of(rs_run *r, const char *step_id, int64_t attempt,
-                             rs_timer_purpose p);
-static void effect_step_started(rs_run *r, int64_t attempt);
+int
+rs_run_calls_outstanding(const rs_run *r, const char *step_id, int64_t attempt)
+{
+	for (size_t i = 0; i < r->ncalls; i++)
+		if (call_outstanding(&r->calls[i]) && strcmp(r->calls[i].step_id, step_id) == 0 &&
+		    r->calls[i].attempt == attempt)
+			return 1;
+	return 0;
+}
+
+void
+rs_run_cancel_timers_of(rs_run *r, const char *step_id, int64_t attempt, rs_timer_purpose p)
+{
+	for (size_t i = 0; i < r->ntimers; i++) {
+		run_timer *t = &r->timers[i];
+		if (t->state == TIMER_PENDING && t->purpose == p && t->step_id != NULL &&
+		    strcmp(t->step_id, step_id) == 0 && t->attempt == attempt)
+			t->state = TIMER_CANCELLED;
+	}
+}
 
 /* ------------------------------------------------------------------ */
 /* 2. Evolve                                                           */
@@ -615,9 +461,9 @@ ev_run_started(rs_run *r, const rs_event *ev, char *err, size_t cap)
 }
 
 /* Step events other than step.started must be about the current attempt. */
-static rs_status
-check_current(const rs_run *r, const char *what, const char *step_id, int64_t attempt,
-              char *err, size_t cap)
+rs_status
+rs_run_check_current(const rs_run *r, const char *what, const char *step_id, int64_t attempt,
+                     char *err, size_t cap)
 {
 	if (r->cur_step == NULL || step_id == NULL || strcmp(r->cur_step, step_id) != 0 ||
 	    attempt != r->cur_attempt)
@@ -646,7 +492,7 @@ ev_step_started(rs_run *r, const rs_event *ev, char *err, size_t cap)
 	r->cur_signal_taken = 0;
 	sig = json_object_get(d->input, "signal");
 	set_str(&r->cur_signal, r->cur_kind == RS_STEP_SIGNAL ? json_string_value(sig) : NULL);
-	effect_step_started(r, d->attempt);
+	rs_run_effect_step_started(r, d->attempt);
 	/* Steps that wait for something outside put the run in "waiting". */
 	r->status = (r->cur_kind == RS_STEP_TOOL || r->cur_kind == RS_STEP_SLEEP ||
 	             r->cur_kind == RS_STEP_SIGNAL || r->cur_kind == RS_STEP_HTTP ||
@@ -668,7 +514,7 @@ ev_step_completed(rs_run *r, const rs_event *ev, char *err, size_t cap)
 	json_t *out = d->output ? d->output : json_null(), *att;  /* null: no decref needed */
 	run_signal *s;
 
-	if (check_current(r, "step.completed", d->step_id, d->attempt, err, cap) != RS_OK)
+	if (rs_run_check_current(r, "step.completed", d->step_id, d->attempt, err, cap) != RS_OK)
 		return RS_EINVAL;
 	if (r->cur_done)
 		return fail(err, cap, "step.completed: step %s already finished", d->step_id);
@@ -708,7 +554,7 @@ ev_step_failed(rs_run *r, const rs_event *ev, char *err, size_t cap)
 	const rs_ev_step_failed *d = &ev->d.step_failed;
 	json_t *att;
 
-	if (check_current(r, "step.failed", d->step_id, d->attempt, err, cap) != RS_OK)
+	if (rs_run_check_current(r, "step.failed", d->step_id, d->attempt, err, cap) != RS_OK)
 		return RS_EINVAL;
 	if (r->cur_done)
 		return fail(err, cap, "step.failed: step %s already finished", d->step_id);
@@ -734,7 +580,8 @@ ev_step_retry_scheduled(rs_run *r, const rs_event *ev, char *err, size_t cap)
 {
 	const rs_ev_step_retry_scheduled *d = &ev->d.step_retry_scheduled;
 
-	if (check_current(r, "step.retry_scheduled", d->step_id, d->attempt - 1, err, cap) != RS_OK)
+	if (rs_run_check_current(r, "step.retry_scheduled", d->step_id, d->attempt - 1, err,
+	                         cap) != RS_OK)
 		return RS_EINVAL;
 	r->last_attempt = d->attempt;
 	r->last_due = d->due_at;
@@ -749,9 +596,9 @@ ev_tool_requested(rs_run *r, const rs_event *ev, char *err, size_t cap)
 	const rs_ev_tool_requested *d = &ev->d.tool_requested;
 	run_call *c;
 
-	if (check_current(r, "tool.requested", d->step_id, d->attempt, err, cap) != RS_OK)
+	if (rs_run_check_current(r, "tool.requested", d->step_id, d->attempt, err, cap) != RS_OK)
 		return RS_EINVAL;
-	if (find_call(r, d->call_id) != NULL)
+	if (rs_run_find_call(r, d->call_id) != NULL)
 		return fail(err, cap, "tool.requested: duplicate call_id %s", d->call_id);
 	r->calls = xgrow(r->calls, r->ncalls + 1, sizeof(*r->calls));
 	c = &r->calls[r->ncalls++];
@@ -775,7 +622,7 @@ static rs_status
 known_call(rs_run *r, const char *what, const char *call_id, run_call **out,
            char *err, size_t cap)
 {
-	if ((*out = find_call(r, call_id)) == NULL)
+	if ((*out = rs_run_find_call(r, call_id)) == NULL)
 		return fail(err, cap, "%s: unknown call_id %s", what, call_id ? call_id : "(null)");
 	return RS_OK;
 }
@@ -809,8 +656,8 @@ finish_call(rs_run *r, const rs_event *ev, const char *what, const char *call_id
 	if (device_id != NULL)
 		set_str(&c->device_id, device_id);
 	/* An llm turn's tool timer is done once all its calls are. */
-	if (r->cur_kind == RS_STEP_LLM && !calls_outstanding(r, c->step_id, c->attempt))
-		cancel_timers_of(r, c->step_id, c->attempt, RS_TIMER_TOOL_TIMEOUT);
+	if (r->cur_kind == RS_STEP_LLM && !rs_run_calls_outstanding(r, c->step_id, c->attempt))
+		rs_run_cancel_timers_of(r, c->step_id, c->attempt, RS_TIMER_TOOL_TIMEOUT);
 	return RS_OK;
 }
 
@@ -823,7 +670,7 @@ ev_tool_completed(rs_run *r, const rs_event *ev, char *err, size_t cap)
 	if (finish_call(r, ev, "tool.completed", d->call_id, CALL_COMPLETED, d->device_id,
 	                err, cap) != RS_OK)
 		return RS_EINVAL;
-	c = find_call(r, d->call_id);
+	c = rs_run_find_call(r, d->call_id);
 	set_json(&c->output, d->output ? d->output : json_null());
 	return RS_OK;
 }
@@ -837,7 +684,7 @@ ev_tool_failed(rs_run *r, const rs_event *ev, char *err, size_t cap)
 	if (finish_call(r, ev, "tool.failed", d->call_id, CALL_FAILED, d->device_id, err,
 	                cap) != RS_OK)
 		return RS_EINVAL;
-	c = find_call(r, d->call_id);
+	c = rs_run_find_call(r, d->call_id);
 	json_decref(c->error);
 	c->error = err_json(&d->error);
 	return RS_OK;
@@ -856,7 +703,7 @@ ev_timer_scheduled(rs_run *r, const rs_event *ev, char *err, size_t cap)
 	const rs_ev_timer_scheduled *d = &ev->d.timer_scheduled;
 	run_timer *t;
 
-	if (find_timer(r, d->timer_id) != NULL)
+	if (rs_run_find_timer(r, d->timer_id) != NULL)
 		return fail(err, cap, "timer.scheduled: duplicate timer_id %s", d->timer_id);
 	r->timers = xgrow(r->timers, r->ntimers + 1, sizeof(*r->timers));
 	t = &r->timers[r->ntimers++];
@@ -876,7 +723,7 @@ ev_timer_scheduled(rs_run *r, const rs_event *ev, char *err, size_t cap)
 static rs_status
 ev_timer_fired(rs_run *r, const rs_event *ev, char *err, size_t cap)
 {
-	run_timer *t = find_timer(r, ev->d.timer_fired.timer_id);
+	run_timer *t = rs_run_find_timer(r, ev->d.timer_fired.timer_id);
 
 	if (t == NULL || t->state != TIMER_PENDING)
 		return fail(err, cap, "timer.fired: timer %s is not pending",
@@ -906,163 +753,6 @@ ev_signal_received(rs_run *r, const rs_event *ev, char *err, size_t cap)
 		s->consumed_by = xstrdup(d->step_id);
 		r->cur_signal_taken = 1;
 	}
-	return RS_OK;
-}
-
-/* --- evolve: server-side effects (http, llm) --- */
-
-static int
-calls_outstanding(const rs_run *r, const char *step_id, int64_t attempt)
-{
-	for (size_t i = 0; i < r->ncalls; i++)
-		if (call_outstanding(&r->calls[i]) && strcmp(r->calls[i].step_id, step_id) == 0 &&
-		    r->calls[i].attempt == attempt)
-			return 1;
-	return 0;
-}
-
-static void
-cancel_timers_of(rs_run *r, const char *step_id, int64_t attempt, rs_timer_purpose p)
-{
-	for (size_t i = 0; i < r->ntimers; i++) {
-		run_timer *t = &r->timers[i];
-		if (t->state == TIMER_PENDING && t->purpose == p && t->step_id != NULL &&
-		    strcmp(t->step_id, step_id) == 0 && t->attempt == attempt)
-			t->state = TIMER_CANCELLED;
-	}
-}
-
-/* A new step attempt: no effect awaited. An llm conversation lives across
- * the attempts of one execution (a retry resumes the turn that failed) and
- * starts afresh with attempt 1. */
-static void
-effect_step_started(rs_run *r, int64_t attempt)
-{
-	set_str(&r->eff_id, NULL);
-	r->eff_last_index = -1;
-	if (attempt > 1 && r->cur_kind == RS_STEP_LLM)
-		return;
-	set_json(&r->llm_messages, NULL);
-	set_json(&r->llm_calls, NULL);
-	set_json(&r->llm_usage, NULL);
-	r->eff_turn = 0;
-}
-
-static rs_status
-effect_requested(rs_run *r, const char *what, const char *step_id, int64_t attempt,
-                 const char *effect_id, char *err, size_t cap)
-{
-	if (check_current(r, what, step_id, attempt, err, cap) != RS_OK)
-		return RS_EINVAL;
-	if (r->cur_done || r->eff_id != NULL)
-		return fail(err, cap, "%s: step %s is not ready for a new effect", what, step_id);
-	set_str(&r->eff_id, effect_id);
-	r->eff_last_index = -1;
-	r->status = RS_RUN_WAITING;
-	return RS_OK;
-}
-
-/* Results must be for the effect awaited. */
-static rs_status
-check_effect(const rs_run *r, const char *what, const char *effect_id, char *err, size_t cap)
-{
-	if (r->eff_id == NULL || strcmp(r->eff_id, effect_id) != 0)
-		return fail(err, cap, "%s: effect %s is not pending", what, effect_id);
-	return RS_OK;
-}
-
-static rs_status
-ev_http_requested(rs_run *r, const rs_event *ev, char *err, size_t cap)
-{
-	const rs_ev_http_requested *d = &ev->d.http_requested;
-
-	if (effect_requested(r, "http.requested", d->step_id, d->attempt, d->effect_id, err,
-	                     cap) != RS_OK)
-		return RS_EINVAL;
-	r->eff_deadline = d->deadline;
-	return RS_OK;
-}
-
-static rs_status
-ev_http_completed(rs_run *r, const rs_event *ev, char *err, size_t cap)
-{
-	const rs_ev_http_completed *d = &ev->d.http_completed;
-
-	if (check_effect(r, "http.completed", d->effect_id, err, cap) != RS_OK)
-		return RS_EINVAL;
-	set_str(&r->eff_id, NULL);
-	cancel_timers_of(r, r->cur_step, r->cur_attempt, RS_TIMER_STEP_TIMEOUT);
-	json_decref(r->last_http);
-	r->last_http = json_pack("{s:I, s:O, s:O}", "status", (json_int_t)d->status, "headers",
-	                         d->headers ? d->headers : json_null(), "body",
-	                         d->body ? d->body : json_null());
-	return RS_OK;
-}
-
-static rs_status
-ev_llm_requested(rs_run *r, const rs_event *ev, char *err, size_t cap)
-{
-	const rs_ev_llm_requested *d = &ev->d.llm_requested;
-
-	if (effect_requested(r, "llm.requested", d->step_id, d->attempt, d->effect_id, err,
-	                     cap) != RS_OK)
-		return RS_EINVAL;
-	r->eff_turn = d->turn;
-	r->eff_deadline = d->deadline;
-	set_json(&r->llm_messages, d->messages);
-	set_json(&r->llm_calls, NULL);
-	return RS_OK;
-}
-
-static rs_status
-ev_llm_delta(rs_run *r, const rs_event *ev, char *err, size_t cap)
-{
-	const rs_ev_llm_delta *d = &ev->d.llm_delta;
-
-	if (check_effect(r, "llm.delta", d->effect_id, err, cap) != RS_OK)
-		return RS_EINVAL;
-	if (d->index <= r->eff_last_index)
-		return fail(err, cap, "llm.delta: index %lld after %lld", (long long)d->index,
-		            (long long)r->eff_last_index);
-	r->eff_last_index = d->index;
-	return RS_OK;
-}
-
-static void
-usage_add(rs_run *r, json_t *usage)
-{
-	static const char *keys[] = { "prompt_tokens", "completion_tokens" };
-	json_t *v;
-
-	if (r->llm_usage == NULL)
-		r->llm_usage = json_pack("{s:i, s:i}", keys[0], 0, keys[1], 0);
-	for (size_t i = 0; i < 2; i++) {
-		v = json_object_get(usage, keys[i]);
-		if (json_is_integer(v))
-			json_object_set_new(r->llm_usage, keys[i], json_integer(
-			    json_integer_value(json_object_get(r->llm_usage, keys[i])) +
-			    json_integer_value(v)));
-	}
-}
-
-static rs_status
-ev_llm_message(rs_run *r, const rs_event *ev, char *err, size_t cap)
-{
-	const rs_ev_llm_message *d = &ev->d.llm_message;
-	json_t *msgs, *calls;
-
-	if (check_effect(r, "llm.message", d->effect_id, err, cap) != RS_OK)
-		return RS_EINVAL;
-	set_str(&r->eff_id, NULL);
-	msgs = r->llm_messages ? json_copy(r->llm_messages) : json_array();
-	json_array_append(msgs, d->message);
-	json_decref(r->llm_messages);
-	r->llm_messages = msgs;
-	calls = json_object_get(d->message, "tool_calls");
-	set_json(&r->llm_calls, json_array_size(calls) > 0 ? calls : NULL);
-	usage_add(r, d->usage);
-	set_str(&r->last_finish, d->finish_reason);
-	cancel_timers_of(r, r->cur_step, r->cur_attempt, RS_TIMER_STEP_TIMEOUT);
 	return RS_OK;
 }
 
@@ -1131,57 +821,6 @@ ev_run_timed_out(rs_run *r, const rs_event *ev, char *err, size_t cap)
 	return RS_OK;
 }
 
-/* --- evolve: children runs (parallel, foreach, run) --- */
-
-static rs_status
-ev_child_started(rs_run *r, const rs_event *ev, char *err, size_t cap)
-{
-	const rs_ev_child_started *d = &ev->d.child_started;
-	run_child *c;
-	int64_t n = 0;
-
-	if (check_current(r, "child.started", d->step_id, d->attempt, err, cap) != RS_OK)
-		return RS_EINVAL;
-	if (r->cur_done)
-		return fail(err, cap, "child.started: step %s already finished", d->step_id);
-	if (find_child(r, d->child_run_id) != NULL)
-		return fail(err, cap, "child.started: duplicate child_run_id %s", d->child_run_id);
-	for (size_t i = 0; i < r->nchildren; i++)
-		n += child_current(r, &r->children[i]);
-	r->children = xgrow(r->children, r->nchildren + 1, sizeof(*r->children));
-	c = &r->children[r->nchildren++];
-	memset(c, 0, sizeof(*c));
-	c->child_run_id = xstrdup(d->child_run_id);
-	c->step_id = xstrdup(d->step_id);
-	c->key = xstrdup(d->key);
-	c->agent = xstrdup(d->agent);
-	c->version = xstrdup(d->version);
-	c->scope = xstrdup(d->scope);
-	c->input = d->input ? json_incref(d->input) : json_object();
-	c->attempt = d->attempt;
-	c->exec = r->cur_exec;
-	c->index = n;
-	r->status = RS_RUN_WAITING;
-	return RS_OK;
-}
-
-static rs_status
-ev_child_finished(rs_run *r, const rs_event *ev, char *err, size_t cap)
-{
-	const rs_ev_child_finished *d = &ev->d.child_finished;
-	run_child *c = find_child(r, d->child_run_id);
-
-	if (check_current(r, "child.finished", d->step_id, d->attempt, err, cap) != RS_OK)
-		return RS_EINVAL;
-	if (c == NULL || !child_current(r, c) || c->done || r->cur_done)
-		return fail(err, cap, "child.finished: child %s is not awaited", d->child_run_id);
-	c->done = 1;
-	set_str(&c->status, d->status);
-	set_json(&c->output, d->output ? d->output : json_null());
-	set_json(&c->error, d->error);
-	return RS_OK;
-}
-
 static const evolve_fn evolve_table[RS_EV__COUNT] = {
 	[RS_EV_RUN_CREATED] = ev_run_created,
 	[RS_EV_RUN_STARTED] = ev_run_started,
@@ -1202,13 +841,13 @@ static const evolve_fn evolve_table[RS_EV__COUNT] = {
 	[RS_EV_RUN_FAILED] = ev_run_failed,
 	[RS_EV_RUN_CANCELLED] = ev_run_cancelled,
 	[RS_EV_RUN_TIMED_OUT] = ev_run_timed_out,
-	[RS_EV_HTTP_REQUESTED] = ev_http_requested,
-	[RS_EV_HTTP_COMPLETED] = ev_http_completed,
-	[RS_EV_LLM_REQUESTED] = ev_llm_requested,
-	[RS_EV_LLM_DELTA] = ev_llm_delta,
-	[RS_EV_LLM_MESSAGE] = ev_llm_message,
-	[RS_EV_CHILD_STARTED] = ev_child_started,
-	[RS_EV_CHILD_FINISHED] = ev_child_finished,
+	[RS_EV_HTTP_REQUESTED] = rs_run_ev_http_requested,
+	[RS_EV_HTTP_COMPLETED] = rs_run_ev_http_completed,
+	[RS_EV_LLM_REQUESTED] = rs_run_ev_llm_requested,
+	[RS_EV_LLM_DELTA] = rs_run_ev_llm_delta,
+	[RS_EV_LLM_MESSAGE] = rs_run_ev_llm_message,
+	[RS_EV_CHILD_STARTED] = rs_run_ev_child_started,
+	[RS_EV_CHILD_FINISHED] = rs_run_ev_child_finished,
 };
 
 rs_status
@@ -1243,51 +882,16 @@ rs_run_evolve(rs_run *r, const rs_event *ev, char *err, size_t cap)
 /* 3. Decide                                                           */
 /* ------------------------------------------------------------------ */
 
-/*
- * How a decision is built, and why a crash cannot leave one half-written.
- *
- * A decision is one command's chain of events. It is built in two parts:
- *  - the handler of the command (decide_table[]) emits the event that
- *    records the command (run.created, tool.completed, timer.fired, ...:
- *    the events rs_replay_opens_group() names) after checking that the
- *    command still means something;
- *  - settle() then emits, one event at a time, what the state owes: each
- *    next event is a function of the state the previous one left (owe()
- *    reads the state and the last event it recorded, nothing else).
- * So any prefix of a decision is itself a state from which settle()
- * produces exactly the rest of that decision. Every decision begins with
- * settle() too: a chain cut by a crash (k of n events appended) is
- * finished, with the same events in the same order, by whatever decision
- * comes next for the run: the redelivered command, a timer, a cold load,
- * or the reconciliation's run.continue. Values that depend on the clock
- * (deadlines, due times, durations) are computed from group_at, the time
- * of the event that opened the decision, not from the clock of whoever
- * finishes it: the finished chain is the one the first decider would have
- * written, and `runctl replay --check` holds it to that.
- */
-
-typedef struct {
-	rs_run *s;                 /* scratch state: every emitted event is applied */
-	const rs_agent *agent;
-	const rs_cmd *cmd;
-	int64_t now;               /* envelope time of the events */
-	const char *instance;
-	rs_decision *out;
-	char *err;
-	size_t cap;
-	int begun;                 /* steps begun by this decision */
-} dctx;
-
-/* The decision time: what clock-derived data is computed from. */
-#define AT(d) ((d)->s->group_at)
+/* How a decision is built, and why a crash cannot leave one half-written:
+ * see the comment above dctx in rs_run_int.h. */
 
 /*
  * Append ev (whose members it takes over) to the decision with the next
  * runseq and the envelope of the run, then apply it to the scratch state.
  * An evolve failure here is a bug in decide: report it, never hide it.
  */
-static rs_status
-emit(dctx *d, rs_event *ev)
+rs_status
+rs_run_emit(dctx *d, rs_event *ev)
 {
 	rs_decision *o = d->out;
 	const char *run_id = d->s->status ? d->s->run_id : d->cmd->run_id;
@@ -1307,16 +911,6 @@ emit(dctx *d, rs_event *ev)
 		return RS_ERR;
 	}
 	return RS_OK;
-}
-
-static rs_event
-new_event(rs_event_type t)
-{
-	rs_event ev;
-
-	memset(&ev, 0, sizeof(ev));
-	ev.type = t;
-	return ev;
 }
 
 static void
@@ -1345,8 +939,8 @@ count_bytes(const char *buf, size_t len, void *ud)
 
 /* 1 if v's JSON text is longer than RS_RUN_MAX_VALUE_BYTES (stops counting
  * there: a huge value costs no more than the limit to reject). */
-static int
-too_large(json_t *v)
+int
+rs_run_too_large(json_t *v)
 {
 	size_budget b = { 0, RS_RUN_MAX_VALUE_BYTES };
 
@@ -1355,8 +949,8 @@ too_large(json_t *v)
 
 /* Render a template against the run's context, bounded. A failure is the
  * step's (permanent), never the decision's: msg receives why. */
-static rs_status
-render(dctx *d, json_t *tmpl, json_t **out, char *msg, size_t cap, const char **code)
+rs_status
+rs_run_render(dctx *d, json_t *tmpl, json_t **out, char *msg, size_t cap, const char **code)
 {
 	*out = NULL;
 	if (tmpl == NULL)
@@ -1365,7 +959,7 @@ render(dctx *d, json_t *tmpl, json_t **out, char *msg, size_t cap, const char **
 		*code = "template_error";
 		return RS_EINVAL;
 	}
-	if (too_large(*out)) {
+	if (rs_run_too_large(*out)) {
 		json_decref(*out);
 		*out = NULL;
 		*code = "too_large";
@@ -1398,8 +992,8 @@ add_timer_effect(const rs_run *r, rs_decision *o, const char *timer_id, rs_timer
 	c->due_at = due_at;
 }
 
-static void
-add_call_effect(const rs_run *r, rs_decision *o, const run_call *call, int cancel)
+void
+rs_run_add_call_effect(const rs_run *r, rs_decision *o, const run_call *call, int cancel)
 {
 	rs_toolcall *t;
 
@@ -1428,14 +1022,14 @@ cancel_outstanding(dctx *d)
 {
 	for (size_t i = 0; i < d->s->ncalls; i++)
 		if (call_outstanding(&d->s->calls[i]))
-			add_call_effect(d->s, d->out, &d->s->calls[i], 1);
+			rs_run_add_call_effect(d->s, d->out, &d->s->calls[i], 1);
 }
 
 /* Commands to other runs (children and parents): run.start of a child,
  * cancel of a child, child.done to the parent. De-duplicated downstream
  * by rs_cmd_msg_id like every effect. */
-static rs_cmd *
-add_cmd_effect(const rs_run *r, rs_decision *o, rs_cmd_type t, const char *run_id)
+rs_cmd *
+rs_run_add_cmd_effect(const rs_run *r, rs_decision *o, rs_cmd_type t, const char *run_id)
 {
 	rs_cmd *c;
 
@@ -1452,47 +1046,6 @@ add_cmd_effect(const rs_run *r, rs_decision *o, rs_cmd_type t, const char *run_i
 	return c;
 }
 
-static void
-add_child_start(const rs_run *r, rs_decision *o, const run_child *ch)
-{
-	rs_cmd *c = add_cmd_effect(r, o, RS_CMD_RUN_START, ch->child_run_id);
-
-	if (c == NULL)
-		return;
-	c->agent = xstrdup(ch->agent);
-	c->version = xstrdup(ch->version);
-	c->input = json_incref(ch->input);
-	c->parent_run_id = xstrdup(r->run_id);
-	c->root_run_id = xstrdup(r->root_run_id ? r->root_run_id : r->run_id);
-	c->scope = xstrdup(ch->scope);
-	c->parent_step_id = xstrdup(ch->step_id);
-}
-
-static void
-add_child_cancel(const rs_run *r, rs_decision *o, const run_child *ch)
-{
-	rs_cmd *c = add_cmd_effect(r, o, RS_CMD_CANCEL, ch->child_run_id);
-
-	if (c != NULL)
-		c->reason = xstrdup("the parent run no longer waits for it");
-}
-
-/* A finished child run tells its parent (the parent records child.finished). */
-static void
-add_child_done(const rs_run *r, rs_decision *o)
-{
-	rs_cmd *c;
-
-	if (r->parent_run_id == NULL || !rs_run_status_terminal(r->status))
-		return;
-	if ((c = add_cmd_effect(r, o, RS_CMD_CHILD_DONE, r->parent_run_id)) == NULL)
-		return;
-	c->child_run_id = xstrdup(r->run_id);
-	c->child_status = xstrdup(rs_run_status_name(r->status));
-	c->output = json_incref(r->status == RS_RUN_COMPLETED && r->output ? r->output : json_null());
-	c->child_error = json_incref(r->error);
-}
-
 /* --- single events (each with its effect) --- */
 
 static void
@@ -1507,8 +1060,8 @@ make_timer_id(const rs_run *s, char *buf, size_t cap, rs_timer_purpose p,
 }
 
 /* A per-turn timer id: the step timer id plus ".<turn>". */
-static void
-turn_timer_id(const rs_run *s, char *buf, size_t cap, rs_timer_purpose p, int64_t turn)
+void
+rs_run_turn_timer_id(const rs_run *s, char *buf, size_t cap, rs_timer_purpose p, int64_t turn)
 {
 	size_t n;
 
@@ -1518,9 +1071,9 @@ turn_timer_id(const rs_run *s, char *buf, size_t cap, rs_timer_purpose p, int64_
 }
 
 /* timer.scheduled + the timer effect. */
-static rs_status
-schedule_timer(dctx *d, rs_timer_purpose p, const char *step_id, int64_t attempt,
-               int64_t due_at, const char *timer_id)
+rs_status
+rs_run_schedule_timer(dctx *d, rs_timer_purpose p, const char *step_id, int64_t attempt,
+                      int64_t due_at, const char *timer_id)
 {
 	rs_event ev = new_event(RS_EV_TIMER_SCHEDULED);
 
@@ -1530,7 +1083,7 @@ schedule_timer(dctx *d, rs_timer_purpose p, const char *step_id, int64_t attempt
 	ev.d.timer_scheduled.attempt = attempt;
 	ev.d.timer_scheduled.due_at = due_at;
 	add_timer_effect(d->s, d->out, timer_id, p, step_id, attempt, due_at);
-	return emit(d, &ev);
+	return rs_run_emit(d, &ev);
 }
 
 static rs_status
@@ -1539,7 +1092,7 @@ schedule_step_timer(dctx *d, rs_timer_purpose p, int64_t due_at)
 	char id[ID_CAP];
 
 	make_timer_id(d->s, id, sizeof(id), p, d->s->cur_step, d->s->cur_exec, d->s->cur_attempt);
-	return schedule_timer(d, p, d->s->cur_step, d->s->cur_attempt, due_at, id);
+	return rs_run_schedule_timer(d, p, d->s->cur_step, d->s->cur_attempt, due_at, id);
 }
 
 static rs_status
@@ -1550,7 +1103,7 @@ emit_run_failed(dctx *d, const char *code, const char *message, rs_errclass cls,
 	rs_err e = { (char *)code, (char *)message, cls, 0, NULL };
 
 	err_copy(&ev.d.run_failed.error, &e, step_id);
-	return emit(d, &ev);
+	return rs_run_emit(d, &ev);
 }
 
 static rs_status
@@ -1562,12 +1115,12 @@ emit_step_started(dctx *d, const rs_step *st, int64_t attempt, json_t *input)
 	ev.d.step_started.kind = xstrdup(rs_step_kind_name(st->kind));
 	ev.d.step_started.attempt = attempt;
 	ev.d.step_started.input = input;   /* taken */
-	return emit(d, &ev);
+	return rs_run_emit(d, &ev);
 }
 
 /* step.completed for the current attempt; output is taken. */
-static rs_status
-emit_step_completed(dctx *d, json_t *output, int next_idx)
+rs_status
+rs_run_emit_step_completed(dctx *d, json_t *output, int next_idx)
 {
 	rs_event ev = new_event(RS_EV_STEP_COMPLETED);
 	const rs_step *next = next_idx >= 0 ? rs_agent_step(d->agent, (size_t)next_idx) : NULL;
@@ -1579,7 +1132,7 @@ emit_step_completed(dctx *d, json_t *output, int next_idx)
 	ev.d.step_completed.duration_ms = AT(d) > d->s->cur_started_at ?
 	                                  AT(d) - d->s->cur_started_at : 0;
 	ev.d.step_completed.next_step = xstrdup(next ? next->id : "end");
-	return emit(d, &ev);
+	return rs_run_emit(d, &ev);
 }
 
 /* A fork's reuse entry for the step just begun, or NULL: the step is the
@@ -1617,11 +1170,11 @@ emit_step_reused(dctx *d, const rs_step *st)
 	ev.d.step_completed.duration_ms = 0;
 	ev.d.step_completed.next_step = xstrdup(next ? next->id : "end");
 	ev.d.step_completed.reused_seq = (int64_t)json_integer_value(json_object_get(e, "seq"));
-	return emit(d, &ev);
+	return rs_run_emit(d, &ev);
 }
 
-static const rs_step *
-current_step(dctx *d, int *idx)
+const rs_step *
+rs_run_step_of(dctx *d, int *idx)
 {
 	return d->s->cur_step ? rs_agent_step_find(d->agent, d->s->cur_step, idx) : NULL;
 }
@@ -1658,9 +1211,9 @@ non_retryable(const rs_step *st, const char *code)
  * error (recorded so replay can rebuild that command); a server's
  * Retry-After stretches the backoff.
  */
-static rs_status
-fail_step_effect(dctx *d, const rs_step *st, const rs_err *e, const char *effect_id,
-                 int64_t retry_after_ms)
+rs_status
+rs_run_fail_step_effect(dctx *d, const rs_step *st, const rs_err *e, const char *effect_id,
+                        int64_t retry_after_ms)
 {
 	rs_event ev = new_event(RS_EV_STEP_FAILED);
 	int64_t attempt = d->s->cur_attempt;
@@ -1674,17 +1227,18 @@ fail_step_effect(dctx *d, const rs_step *st, const rs_err *e, const char *effect
 	ev.d.step_failed.final = !again;
 	ev.d.step_failed.effect_id = xstrdup(effect_id);
 	ev.d.step_failed.retry_after_ms = retry_after_ms > 0 ? retry_after_ms : 0;
-	return emit(d, &ev);
+	return rs_run_emit(d, &ev);
 }
 
 static rs_status
 fail_step(dctx *d, const rs_step *st, const rs_err *e)
 {
-	return fail_step_effect(d, st, e, NULL, 0);
+	return rs_run_fail_step_effect(d, st, e, NULL, 0);
 }
 
-static rs_status
-fail_step_code(dctx *d, const rs_step *st, const char *code, rs_errclass cls, const char *msg)
+rs_status
+rs_run_fail_step_code(dctx *d, const rs_step *st, const char *code, rs_errclass cls,
+                      const char *msg)
 {
 	rs_err e = { (char *)code, (char *)msg, cls, cls != RS_ERRCLASS_PERMANENT, NULL };
 
@@ -1694,14 +1248,14 @@ fail_step_code(dctx *d, const rs_step *st, const char *code, rs_errclass cls, co
 static rs_status
 fail_step_timeout(dctx *d, const rs_step *st, const char *message)
 {
-	return fail_step_code(d, st, "timeout", RS_ERRCLASS_TIMEOUT, message);
+	return rs_run_fail_step_code(d, st, "timeout", RS_ERRCLASS_TIMEOUT, message);
 }
 
 /* --- beginning a step: run.failed (max_steps) or step.started --- */
 
 /* The recorded input of the current attempt (what step.started said). */
-static json_t *
-attempt_input(dctx *d)
+json_t *
+rs_run_attempt_input(dctx *d)
 {
 	return json_object_get(view_attempt(d->s, d->s->cur_step), "input");
 }
@@ -1749,7 +1303,7 @@ step_input(dctx *d, const rs_step *st)
 	case RS_STEP_TOOL:
 		in = json_pack("{s:s, s:s*, s:s*}", "tool", st->tool, "device", st->device,
 		               "capability", st->capability);
-		if (render(d, st->args, &v, msg, sizeof(msg), &code) == RS_OK)
+		if (rs_run_render(d, st->args, &v, msg, sizeof(msg), &code) == RS_OK)
 			json_object_set_new(in, "args", v);
 		return in;
 	case RS_STEP_SLEEP:
@@ -1759,27 +1313,28 @@ step_input(dctx *d, const rs_step *st)
 		                 (json_int_t)st->timeout_s);
 	case RS_STEP_HTTP:
 		in = json_pack("{s:s}", "method", st->method);
-		if (render(d, st->url, &v, msg, sizeof(msg), &code) == RS_OK) {
+		if (rs_run_render(d, st->url, &v, msg, sizeof(msg), &code) == RS_OK) {
 			char *u = text_of_value(v);
 			json_object_set_new(in, "url", json_string(u));
 			free(u);
 			json_decref(v);
 		}
-		if (render(d, st->headers, &v, msg, sizeof(msg), &code) == RS_OK)
+		if (rs_run_render(d, st->headers, &v, msg, sizeof(msg), &code) == RS_OK)
 			json_object_set_new(in, "headers", v ? v : json_object());
-		if (st->body != NULL && render(d, st->body, &v, msg, sizeof(msg), &code) == RS_OK)
+		if (st->body != NULL && rs_run_render(d, st->body, &v, msg, sizeof(msg), &code) == RS_OK)
 			json_object_set_new(in, "body", v);
 		return in;
 	case RS_STEP_LLM:
 		in = json_pack("{s:{s:s, s:s}, s:o}", "model", "base_url", st->base_url, "model",
 		               st->model, "tools", tool_names(st));
-		if (render(d, st->prompt, &v, msg, sizeof(msg), &code) == RS_OK) {
+		if (rs_run_render(d, st->prompt, &v, msg, sizeof(msg), &code) == RS_OK) {
 			char *t = text_of_value(v);
 			json_object_set_new(in, "prompt", json_string(t ? t : ""));
 			free(t);
 			json_decref(v);
 		}
-		if (st->system != NULL && render(d, st->system, &v, msg, sizeof(msg), &code) == RS_OK) {
+		if (st->system != NULL &&
+		    rs_run_render(d, st->system, &v, msg, sizeof(msg), &code) == RS_OK) {
 			char *t = text_of_value(v);
 			json_object_set_new(in, "system", json_string(t));
 			free(t);
@@ -1795,10 +1350,10 @@ step_input(dctx *d, const rs_step *st)
 		if (st->child_input == NULL)
 			json_object_set_new(in, "input", st->kind == RS_STEP_RUN ? json_object()
 			                                 : json_incref(d->s->input));
-		else if (render(d, st->child_input, &v, msg, sizeof(msg), &code) == RS_OK)
+		else if (rs_run_render(d, st->child_input, &v, msg, sizeof(msg), &code) == RS_OK)
 			json_object_set_new(in, "input", v);
 		if (st->kind == RS_STEP_FOREACH &&
-		    render(d, st->items, &v, msg, sizeof(msg), &code) == RS_OK)
+		    rs_run_render(d, st->items, &v, msg, sizeof(msg), &code) == RS_OK)
 			json_object_set_new(in, "items", v);
 		if (st->kind == RS_STEP_RUN) {
 			json_object_set_new(in, "agent", json_string(st->child_agent));
@@ -1827,13 +1382,13 @@ begin_step(dctx *d, int idx, int64_t attempt)
 		ev = new_event(RS_EV_RUN_COMPLETED);
 		tmpl = rs_agent_output(d->agent);
 		if (tmpl != NULL) {
-			if (render(d, tmpl, &out, msg, sizeof(msg), &code) != RS_OK)
+			if (rs_run_render(d, tmpl, &out, msg, sizeof(msg), &code) != RS_OK)
 				return emit_run_failed(d, code, msg, RS_ERRCLASS_PERMANENT, NULL);
 		} else {
 			out = d->s->last_output ? json_incref(d->s->last_output) : json_null();
 		}
 		ev.d.run_completed.output = out;
-		return emit(d, &ev);
+		return rs_run_emit(d, &ev);
 	}
 	st = rs_agent_step(d->agent, (size_t)idx);
 	if (d->s->execs >= d->s->max_steps) {
@@ -1850,8 +1405,8 @@ begin_step(dctx *d, int idx, int64_t attempt)
 /* The current attempt's id, "<run_id>-<step_id>-<exec>-<attempt>", then
  * suffix: the tool step's call_id (no suffix) and the prefix of every
  * effect and llm call id (see the top of this file). */
-static void
-attempt_id(const rs_run *s, char *buf, size_t cap, const char *suffix)
+void
+rs_run_attempt_id(const rs_run *s, char *buf, size_t cap, const char *suffix)
 {
 	snprintf(buf, cap, "%s-%s-%lld-%lld%s", s->run_id, s->cur_step, (long long)s->cur_exec,
 	         (long long)s->cur_attempt, suffix);
@@ -1860,31 +1415,31 @@ attempt_id(const rs_run *s, char *buf, size_t cap, const char *suffix)
 /* A template of the attempt's input did not render when step.started was
  * written (its field is missing from the input): the attempt fails,
  * permanently, with the renderer's reason (rendering again gives it). */
-static rs_status
-fail_unrendered(dctx *d, const rs_step *st, json_t *tmpl, const char *what)
+rs_status
+rs_run_fail_unrendered(dctx *d, const rs_step *st, json_t *tmpl, const char *what)
 {
 	char msg[256];
 	const char *code = "template_error";
 	json_t *v = NULL;
 
-	if (render(d, tmpl, &v, msg, sizeof(msg), &code) == RS_OK) {
+	if (rs_run_render(d, tmpl, &v, msg, sizeof(msg), &code) == RS_OK) {
 		json_decref(v);
 		snprintf(msg, sizeof(msg), "%s did not render", what);
 	}
-	return fail_step_code(d, st, code, RS_ERRCLASS_PERMANENT, msg);
+	return rs_run_fail_step_code(d, st, code, RS_ERRCLASS_PERMANENT, msg);
 }
 
 static rs_status
 owe_tool_requested(dctx *d, const rs_step *st)
 {
-	json_t *in = attempt_input(d), *args = json_object_get(in, "args");
+	json_t *in = rs_run_attempt_input(d), *args = json_object_get(in, "args");
 	rs_event ev = new_event(RS_EV_TOOL_REQUESTED);
 	char call_id[ID_CAP];
 	rs_status rc;
 
 	if (args == NULL)
-		return fail_unrendered(d, st, st->args, "the tool arguments");
-	attempt_id(d->s, call_id, sizeof(call_id), "");
+		return rs_run_fail_unrendered(d, st, st->args, "the tool arguments");
+	rs_run_attempt_id(d->s, call_id, sizeof(call_id), "");
 	ev.d.tool_requested.call_id = xstrdup(call_id);
 	ev.d.tool_requested.step_id = xstrdup(st->id);
 	ev.d.tool_requested.attempt = d->s->cur_attempt;
@@ -1893,312 +1448,10 @@ owe_tool_requested(dctx *d, const rs_step *st)
 	ev.d.tool_requested.device = xstrdup(st->device);
 	ev.d.tool_requested.capability = xstrdup(st->capability);
 	ev.d.tool_requested.deadline = AT(d) + st->timeout_s * 1000;
-	if ((rc = emit(d, &ev)) != RS_OK)
+	if ((rc = rs_run_emit(d, &ev)) != RS_OK)
 		return rc;
-	add_call_effect(d->s, d->out, find_call(d->s, call_id), 0);
+	rs_run_add_call_effect(d->s, d->out, rs_run_find_call(d->s, call_id), 0);
 	return RS_OK;
-}
-
-static rs_status
-owe_http_requested(dctx *d, const rs_step *st)
-{
-	json_t *in = attempt_input(d), *headers = json_object_get(in, "headers");
-	const char *url = json_string_value(json_object_get(in, "url"));
-	rs_event ev = new_event(RS_EV_HTTP_REQUESTED);
-	char id[ID_CAP];
-
-	if (url == NULL || headers == NULL ||
-	    (st->body != NULL && json_object_get(in, "body") == NULL)) {
-		return fail_unrendered(d, st, url == NULL ? st->url : headers == NULL ? st->headers
-		                                                   : st->body, "the request");
-	}
-	/* A templated URL is only known now: refuse what no client can call. */
-	if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
-		return fail_step_code(d, st, "invalid_url", RS_ERRCLASS_PERMANENT,
-		                      "the rendered url is not an http:// or https:// URL");
-	attempt_id(d->s, id, sizeof(id), "-http");
-	ev.d.http_requested.effect_id = xstrdup(id);
-	ev.d.http_requested.step_id = xstrdup(st->id);
-	ev.d.http_requested.attempt = d->s->cur_attempt;
-	ev.d.http_requested.method = xstrdup(st->method);
-	ev.d.http_requested.url = xstrdup(url);
-	ev.d.http_requested.headers = json_incref(headers);
-	ev.d.http_requested.body = json_incref(json_object_get(in, "body"));
-	ev.d.http_requested.timeout_ms = st->timeout_s * 1000;
-	ev.d.http_requested.deadline = AT(d) + st->timeout_s * 1000;
-	ev.d.http_requested.max_response_bytes = st->max_response_bytes;
-	ev.d.http_requested.max_redirects = st->max_redirects;
-	if (st->hmac_secret != NULL)
-		ev.d.http_requested.hmac = json_pack("{s:s, s:s}", "secret", st->hmac_secret,
-		                                     "header", st->hmac_header);
-	return emit(d, &ev);
-}
-
-/* llm.requested for `turn` with the chat `msgs` (taken). Its backstop
- * timer follows (owe: llm.requested). */
-static rs_status
-request_turn(dctx *d, const rs_step *st, int64_t turn, json_t *msgs)
-{
-	rs_event ev = new_event(RS_EV_LLM_REQUESTED);
-	char id[ID_CAP], suffix[32];
-
-	snprintf(suffix, sizeof(suffix), "-llm%lld", (long long)turn);
-	attempt_id(d->s, id, sizeof(id), suffix);
-	ev.d.llm_requested.effect_id = xstrdup(id);
-	ev.d.llm_requested.step_id = xstrdup(st->id);
-	ev.d.llm_requested.attempt = d->s->cur_attempt;
-	ev.d.llm_requested.turn = turn;
-	ev.d.llm_requested.messages = msgs;
-	ev.d.llm_requested.model = json_pack("{s:s, s:s, s:s*}", "base_url", st->base_url,
-	                                     "model", st->model, "api_key_secret", st->api_key_secret);
-	ev.d.llm_requested.tools = json_array_size(st->llm_tools) ? json_incref(st->llm_tools)
-	                                                          : NULL;
-	ev.d.llm_requested.max_tokens = st->max_tokens;
-	ev.d.llm_requested.temperature = json_incref(st->temperature);
-	ev.d.llm_requested.deadline = AT(d) + st->timeout_s * 1000;
-	return emit(d, &ev);
-}
-
-/* The first model turn of an attempt (or, on a retry, the turn that
- * failed, resumed with the conversation so far). */
-static rs_status
-owe_llm_first_turn(dctx *d, const rs_step *st)
-{
-	json_t *in = attempt_input(d), *msgs;
-	const char *prompt = json_string_value(json_object_get(in, "prompt"));
-	const char *system = json_string_value(json_object_get(in, "system"));
-
-	if (d->s->cur_attempt > 1 && d->s->llm_messages != NULL && d->s->eff_turn > 0)
-		return request_turn(d, st, d->s->eff_turn, json_incref(d->s->llm_messages));
-	if (prompt == NULL || (st->system != NULL && system == NULL)) {
-		return fail_unrendered(d, st, prompt == NULL ? st->prompt : st->system, "the prompt");
-	}
-	msgs = json_array();
-	if (system != NULL)
-		json_array_append_new(msgs, json_pack("{s:s, s:s}", "role", "system",
-		                                      "content", system));
-	json_array_append_new(msgs, json_pack("{s:s, s:s}", "role", "user", "content", prompt));
-	return request_turn(d, st, 1, msgs);
-}
-
-static int
-llm_has_tool(const rs_step *st, const char *name)
-{
-	size_t i;
-	json_t *t;
-
-	json_array_foreach(st->llm_tools, i, t)
-		if (name != NULL && strcmp(json_string_value(json_object_get(t, "name")), name) == 0)
-			return 1;
-	return 0;
-}
-
-static void
-llm_call_id(const rs_run *s, size_t i, char *buf, size_t cap)
-{
-	char suffix[48];
-
-	snprintf(suffix, sizeof(suffix), "-t%lld-%zu", (long long)s->eff_turn, i);
-	attempt_id(s, buf, cap, suffix);
-}
-
-/* The arguments of a model tool call: a JSON object in a string, or NULL. */
-static json_t *
-call_args(json_t *tc)
-{
-	json_t *fn = json_object_get(tc, "function"), *v = NULL;
-	const char *a = json_string_value(json_object_get(fn, "arguments"));
-	char err[64];
-
-	if (a == NULL || *a == '\0')
-		return json_object();
-	if (rs_json_parse(a, strlen(a), &v, err, sizeof(err)) != RS_OK || !json_is_object(v)) {
-		json_decref(v);
-		return NULL;
-	}
-	return v;
-}
-
-/* What the model is told about tool call i of the last answer. */
-static json_t *
-tool_message(const rs_run *s, const rs_step *st, size_t i, json_t *tc)
-{
-	const char *name = json_string_value(json_object_get(json_object_get(tc, "function"),
-	                                                      "name"));
-	char call_id[ID_CAP], *text;
-	run_call *c;
-	json_t *content, *m;
-
-	llm_call_id(s, i, call_id, sizeof(call_id));
-	c = find_call(s, call_id);
-	if (c == NULL && !llm_has_tool(st, name))
-		content = json_pack("{s:{s:s, s:s}}", "error", "code", "unknown_tool", "message",
-		                    "no such tool in this step");
-	else if (c == NULL)
-		content = json_pack("{s:{s:s, s:s}}", "error", "code", "bad_arguments", "message",
-		                    "arguments must be a JSON object");
-	else if (c->status == CALL_COMPLETED)
-		content = json_incref(c->output ? c->output : json_null());
-	else if (c->status == CALL_TIMED_OUT)
-		content = json_pack("{s:{s:s, s:s}}", "error", "code", "timeout", "message",
-		                    "the tool did not answer in time");
-	else
-		content = json_pack("{s:O}", "error", c->error ? c->error : json_null());
-	text = json_is_string(content) ? xstrdup(json_string_value(content)) : rs_json_dump(content);
-	m = json_pack("{s:s, s:s, s:s}", "role", "tool", "tool_call_id",
-	              json_string_value(json_object_get(tc, "id")) ?
-	              json_string_value(json_object_get(tc, "id")) : "", "content", text);
-	free(text);
-	json_decref(content);
-	return m;
-}
-
-/* Every tool call of the turn answered: the next turn carries them. */
-static rs_status
-llm_next_turn(dctx *d, const rs_step *st)
-{
-	json_t *msgs = json_copy(d->s->llm_messages), *tc;
-	size_t i;
-
-	json_array_foreach(d->s->llm_calls, i, tc)
-		json_array_append_new(msgs, tool_message(d->s, st, i, tc));
-	return request_turn(d, st, d->s->eff_turn + 1, msgs);
-}
-
-/*
- * The model asked for tools: one tool.requested per valid call (in the
- * order of the answer), through the routers exactly like a tool step
- * (capability = the tool's name), then the turn's tool timer. No valid
- * call at all: the next turn tells the model why.
- */
-static rs_status
-owe_llm_calls(dctx *d, const rs_step *st)
-{
-	json_t *tc, *args;
-	const char *name;
-	char call_id[ID_CAP];
-	run_call *first = NULL;
-	rs_event ev;
-	size_t i;
-
-	json_array_foreach(d->s->llm_calls, i, tc) {
-		run_call *c;
-		name = json_string_value(json_object_get(json_object_get(tc, "function"), "name"));
-		if (!llm_has_tool(st, name))
-			continue;   /* answered with an error in the next turn */
-		llm_call_id(d->s, i, call_id, sizeof(call_id));
-		if ((c = find_call(d->s, call_id)) != NULL) {
-			if (first == NULL)
-				first = c;
-			continue;
-		}
-		if ((args = call_args(tc)) == NULL)
-			continue;
-		ev = new_event(RS_EV_TOOL_REQUESTED);
-		ev.d.tool_requested.call_id = xstrdup(call_id);
-		ev.d.tool_requested.step_id = xstrdup(st->id);
-		ev.d.tool_requested.attempt = d->s->cur_attempt;
-		ev.d.tool_requested.tool = xstrdup(name);
-		ev.d.tool_requested.args = args;
-		ev.d.tool_requested.capability = xstrdup(name);
-		ev.d.tool_requested.deadline = first ? first->deadline
-		                                     : AT(d) + st->tool_timeout_s * 1000;
-		if (emit(d, &ev) != RS_OK)
-			return RS_ERR;
-		add_call_effect(d->s, d->out, find_call(d->s, call_id), 0);
-		return RS_OK;
-	}
-	if (first == NULL)
-		return llm_next_turn(d, st);
-	turn_timer_id(d->s, call_id, sizeof(call_id), RS_TIMER_TOOL_TIMEOUT, d->s->eff_turn);
-	if (find_timer(d->s, call_id) != NULL)
-		return RS_OK;
-	return schedule_timer(d, RS_TIMER_TOOL_TIMEOUT, st->id, d->s->cur_attempt, first->deadline,
-	                      call_id);
-}
-
-/* An llm.message: the final answer, max_turns, or tools. */
-static rs_status
-owe_llm_message(dctx *d, const rs_step *st)
-{
-	json_t *last = json_array_get(d->s->llm_messages, json_array_size(d->s->llm_messages) - 1);
-	const char *text = json_string_value(json_object_get(last, "content"));
-	char why[160];
-
-	if (d->s->llm_calls == NULL)
-		return emit_step_completed(d, json_pack("{s:s, s:o, s:I, s:s}", "text",
-		                           text ? text : "", "usage", d->s->llm_usage ?
-		                           json_deep_copy(d->s->llm_usage) : json_object(), "turns",
-		                           (json_int_t)d->s->eff_turn, "finish_reason",
-		                           d->s->last_finish ? d->s->last_finish : "stop"), st->next_idx);
-	if (d->s->eff_turn >= st->max_turns) {
-		snprintf(why, sizeof(why), "the model still wanted tools after %lld turn(s) "
-		         "(max_turns %lld)", (long long)d->s->eff_turn, (long long)st->max_turns);
-		return fail_step_code(d, st, "max_turns_exceeded", RS_ERRCLASS_PERMANENT, why);
-	}
-	return owe_llm_calls(d, st);
-}
-
-/* The llm turn's tool timer fired (or a call of it was just timed out):
- * time out the next call still out, then give the model what there is. */
-static rs_status
-owe_llm_timeouts(dctx *d, const rs_step *st)
-{
-	rs_event ev;
-
-	for (size_t i = 0; i < d->s->ncalls; i++) {
-		run_call *call = &d->s->calls[i];
-		if (!call_outstanding(call) || strcmp(call->step_id, st->id) != 0 ||
-		    call->attempt != d->s->cur_attempt)
-			continue;
-		add_call_effect(d->s, d->out, call, 1);
-		ev = new_event(RS_EV_TOOL_TIMED_OUT);
-		ev.d.tool_timed_out.call_id = xstrdup(call->call_id);
-		ev.d.tool_timed_out.step_id = xstrdup(st->id);
-		ev.d.tool_timed_out.attempt = d->s->cur_attempt;
-		return emit(d, &ev);
-	}
-	return llm_next_turn(d, st);
-}
-
-/* Retry-After of an http.completed's headers, in ms (seconds form). */
-static int64_t
-retry_after_header(json_t *headers)
-{
-	const char *k;
-	json_t *v;
-	int64_t secs;
-
-	json_object_foreach(headers, k, v) {
-		if (strcasecmp(k, "retry-after") == 0 && json_is_string(v) &&
-		    rs_parse_int(json_string_value(v), 0, 86400, &secs) == RS_OK)
-			return secs * 1000;
-	}
-	return 0;
-}
-
-static rs_status
-owe_http_completed(dctx *d, const rs_step *st)
-{
-	json_t *h = d->s->last_http;
-	int64_t status = json_integer_value(json_object_get(h, "status"));
-	rs_err e = { NULL, NULL, RS_ERRCLASS_PERMANENT, 0, NULL };
-	char code[32], why[96];
-
-	if (rs_http_status_expected(st, status))
-		return emit_step_completed(d, json_pack("{s:I, s:O, s:O}", "status",
-		                           (json_int_t)status, "headers",
-		                           json_object_get(h, "headers"), "body",
-		                           json_object_get(h, "body")), st->next_idx);
-	/* Overload and server trouble pass; a client error will not. */
-	snprintf(code, sizeof(code), "http_%lld", (long long)status);
-	snprintf(why, sizeof(why), "unexpected HTTP status %lld", (long long)status);
-	e.code = code;
-	e.message = why;
-	if (status == 429 || status == 408 || status >= 500)
-		e.cls = RS_ERRCLASS_TRANSIENT;
-	return fail_step_effect(d, st, &e, NULL,
-	                        retry_after_header(json_object_get(h, "headers")));
 }
 
 /* The call of the current tool-step attempt. */
@@ -2207,8 +1460,8 @@ step_call(dctx *d)
 {
 	char call_id[ID_CAP];
 
-	attempt_id(d->s, call_id, sizeof(call_id), "");
-	return find_call(d->s, call_id);
+	rs_run_attempt_id(d->s, call_id, sizeof(call_id), "");
+	return rs_run_find_call(d->s, call_id);
 }
 
 /* An rs_err from its JSON form (a call's recorded error). Borrowed strings. */
@@ -2223,223 +1476,6 @@ err_of_json(json_t *j)
 		e.cls = RS_ERRCLASS_PERMANENT;
 	e.retryable = json_is_true(json_object_get(j, "retryable"));
 	return e;
-}
-
-/* --- children runs: parallel, foreach, run --- */
-
-/*
- * A child's run id: a UUIDv7 whose time is the decision's (group_at) and
- * whose other bits are a hash of (run, step, execution, attempt, key), so
- * that whoever (re)decides the start derives the same id, and run.start's
- * Nats-Msg-Id (start-<id>) de-duplicates a start sent twice.
- */
-static void
-child_run_id(const dctx *d, const char *key, char out[RS_UUID_LEN + 1])
-{
-	const rs_run *s = d->s;
-	char src[512], hex[65];
-	uint64_t ms = (uint64_t)AT(d);
-	static const char variant[] = "89ab";
-
-	snprintf(src, sizeof(src), "%s/%s/%lld/%lld/%s", s->run_id, s->cur_step,
-	         (long long)s->cur_exec, (long long)s->cur_attempt, key);
-	rs_sha256_hex(src, strlen(src), hex);
-	snprintf(out, RS_UUID_LEN + 1, "%08llx-%04llx-7%.3s-%c%.3s-%.12s",
-	         (unsigned long long)((ms >> 16) & 0xffffffffULL),
-	         (unsigned long long)(ms & 0xffffULL), hex,
-	         variant[(hex[3] >= 'a' ? hex[3] - 'a' + 10 : hex[3] - '0') & 3], hex + 4, hex + 7);
-}
-
-/* The scope (rs_agent_scope) of sub-list `sub` of step st in this run. */
-static char *
-child_scope(const rs_run *s, const rs_step *st, const char *sub)
-{
-	char buf[512];
-
-	snprintf(buf, sizeof(buf), "%s%s%s/%s", s->scope ? s->scope : "", s->scope ? "/" : "",
-	         st->id, sub);
-	return xstrdup(buf);
-}
-
-/* child.started for the k-th child of the current attempt, with its
- * run.start as the effect. */
-static rs_status
-start_child(dctx *d, const rs_step *st, size_t k, json_t *base, json_t *items)
-{
-	rs_event ev = new_event(RS_EV_CHILD_STARTED);
-	rs_ev_child_started *c = &ev.d.child_started;
-	char key[72], id[RS_UUID_LEN + 1], msg[128];
-	json_t *input;
-	rs_status rc;
-
-	/* The child's input: bounded like every recorded value (a foreach's
-	 * base input and element could add up past an event's size). */
-	if (st->kind == RS_STEP_FOREACH) {
-		input = json_copy(base);
-		json_object_set(input, "item", json_array_get(items, k));
-		json_object_set_new(input, "index", json_integer((json_int_t)k));
-	} else {
-		input = json_incref(base);
-	}
-	if (too_large(input)) {
-		json_decref(input);
-		snprintf(msg, sizeof(msg), "a child's input is larger than %d bytes",
-		         RS_RUN_MAX_VALUE_BYTES);
-		return fail_step_code(d, st, "too_large", RS_ERRCLASS_PERMANENT, msg);
-	}
-	c->input = input;
-	if (st->kind == RS_STEP_PARALLEL)
-		snprintf(key, sizeof(key), "%s", st->subs[k].name);
-	else if (st->kind == RS_STEP_FOREACH)
-		snprintf(key, sizeof(key), "%zu", k);
-	else
-		snprintf(key, sizeof(key), "run");
-	child_run_id(d, key, id);
-	c->step_id = xstrdup(st->id);
-	c->attempt = d->s->cur_attempt;
-	c->child_run_id = xstrdup(id);
-	c->key = xstrdup(key);
-	if (st->kind == RS_STEP_RUN) {
-		c->agent = xstrdup(st->child_agent);
-		c->version = xstrdup(st->child_version);
-	} else {
-		c->agent = xstrdup(d->s->agent);
-		c->version = xstrdup(d->s->version);
-		c->scope = child_scope(d->s, st, st->kind == RS_STEP_PARALLEL ? st->subs[k].name
-		                                                              : st->subs[0].name);
-	}
-	if ((rc = emit(d, &ev)) != RS_OK)
-		return rc;
-	add_child_start(d->s, d->out, find_child(d->s, id));
-	return RS_OK;
-}
-
-/* What a finished child contributes to the step's output. */
-static json_t *
-child_result(const run_child *c)
-{
-	if (c->status != NULL && strcmp(c->status, "completed") == 0)
-		return json_incref(c->output ? c->output : json_null());
-	return json_pack("{s:s, s:O?}", "status", c->status ? c->status : "unknown", "error",
-	                 c->error);
-}
-
-/* The step's output once its join is met: by branch name (parallel), in
- * input order (foreach), the child's output (run). */
-static json_t *
-children_output(const rs_run *s, const rs_step *st, size_t total)
-{
-	json_t *out = st->kind == RS_STEP_PARALLEL ? json_object() : NULL;
-
-	if (st->kind == RS_STEP_FOREACH) {
-		out = json_array();
-		for (size_t i = 0; i < total; i++)
-			json_array_append(out, json_null());
-	}
-	for (size_t i = 0; i < s->nchildren; i++) {
-		const run_child *c = &s->children[i];
-		if (!child_current(s, c) || !c->done)
-			continue;
-		if (st->kind == RS_STEP_PARALLEL)
-			json_object_set_new(out, c->key, child_result(c));
-		else if (st->kind == RS_STEP_FOREACH && (size_t)c->index < total)
-			json_array_set_new(out, (size_t)c->index, child_result(c));
-		else if (st->kind == RS_STEP_RUN)
-			return child_result(c);
-	}
-	return out ? out : json_null();
-}
-
-/* A child that failed, as the step's error. */
-static rs_status
-fail_by_child(dctx *d, const rs_step *st, const run_child *c)
-{
-	const char *code = json_string_value(json_object_get(c->error, "code"));
-	const char *m = json_string_value(json_object_get(c->error, "message"));
-	char msg[320];
-
-	snprintf(msg, sizeof(msg), "child run %s (%s) %s: %s: %s", c->key, c->child_run_id,
-	         c->status ? c->status : "failed", code ? code : (c->status ? c->status : "error"),
-	         m ? m : "");
-	return fail_step_code(d, st, st->kind == RS_STEP_RUN && code ? code : "child_failed",
-	                      RS_ERRCLASS_PERMANENT, msg);
-}
-
-/*
- * After step.started, child.started or child.finished of a parallel,
- * foreach or run step: the next event follows from the children recorded
- * so far (so a cut chain is finished from the state, like every step):
- * fail on a failed child (unless on_failure is "collect"), complete once
- * the join is met, else start the next child while under the limit
- * (parallel: all branches at once; foreach: max_concurrency), else wait.
- */
-static rs_status
-owe_children(dctx *d, const rs_step *st)
-{
-	rs_run *s = d->s;
-	json_t *in = attempt_input(d), *base = json_object_get(in, "input"), *items = NULL, *out;
-	size_t total = 1, need = 1, limit = 1, started = 0, running = 0, ok = 0, finished = 0;
-	const run_child *failed = NULL;
-	char msg[160];
-
-	if (base == NULL)
-		return fail_unrendered(d, st, st->child_input, "the children's input");
-	if (!json_is_object(base))
-		return fail_step_code(d, st, "template_error", RS_ERRCLASS_PERMANENT,
-		                      "input must render to an object");
-	if (st->kind == RS_STEP_PARALLEL) {
-		total = st->nsubs;
-		need = (size_t)st->join_n;
-		limit = total;
-	} else if (st->kind == RS_STEP_FOREACH) {
-		if ((items = json_object_get(in, "items")) == NULL)
-			return fail_unrendered(d, st, st->items, "items");
-		if (!json_is_array(items))
-			return fail_step_code(d, st, "invalid_items", RS_ERRCLASS_PERMANENT,
-			                      "items must render to an array");
-		if (json_array_size(items) > RS_FOREACH_MAX_ITEMS) {
-			snprintf(msg, sizeof(msg), "items has %zu elements, more than %d",
-			         json_array_size(items), RS_FOREACH_MAX_ITEMS);
-			return fail_step_code(d, st, "too_many_items", RS_ERRCLASS_PERMANENT, msg);
-		}
-		total = need = json_array_size(items);
-		limit = (size_t)st->max_concurrency;
-	}
-	for (size_t i = 0; i < s->nchildren; i++) {
-		const run_child *c = &s->children[i];
-		if (!child_current(s, c))
-			continue;
-		started++;
-		if (!c->done) {
-			running++;
-			continue;
-		}
-		finished++;
-		if (c->status != NULL && strcmp(c->status, "completed") == 0)
-			ok++;
-		else if (failed == NULL)
-			failed = c;
-	}
-	if (failed != NULL && !st->collect)
-		return fail_by_child(d, st, failed);
-	if (ok >= need || finished == total) {
-		if (ok < need && need < total) {
-			snprintf(msg, sizeof(msg), "%zu of %zu children completed, %zu needed", ok,
-			         total, need);
-			return fail_step_code(d, st, "join_unmet", RS_ERRCLASS_PERMANENT, msg);
-		}
-		out = children_output(s, st, total);
-		if (too_large(out)) {
-			json_decref(out);
-			snprintf(msg, sizeof(msg), "the children's outputs are larger than %d bytes",
-			         RS_RUN_MAX_VALUE_BYTES);
-			return fail_step_code(d, st, "too_large", RS_ERRCLASS_PERMANENT, msg);
-		}
-		return emit_step_completed(d, out, st->next_idx);
-	}
-	if (started < total && running < limit)
-		return start_child(d, st, started, base, items);
-	return RS_OK;   /* waits for a child.done */
 }
 
 /* step.started: what the attempt does first, by kind. */
@@ -2463,29 +1499,29 @@ owe_started(dctx *d, const rs_step *st)
 	case RS_STEP_SIGNAL:
 		/* A signal that arrived before the step is waiting in the buffer. */
 		if ((buf = buffered_signal(d->s, st->signal)) != NULL)
-			return emit_step_completed(d, json_incref(buf->payload), st->next_idx);
+			return rs_run_emit_step_completed(d, json_incref(buf->payload), st->next_idx);
 		if (st->timeout_s > 0)
 			return schedule_step_timer(d, RS_TIMER_SIGNAL_TIMEOUT,
 			                           AT(d) + st->timeout_s * 1000);
 		return RS_OK;   /* waits for the signal, however long */
 	case RS_STEP_BRANCH:
 		target = rs_branch_target(st, d->s->ctx, &ci);
-		return emit_step_completed(d, json_pack("{s:o, s:s}", "case",
-		                           ci >= 0 ? json_integer(ci) : json_null(), "goto",
-		                           target >= 0 ? rs_agent_step(d->agent, (size_t)target)->id
+		return rs_run_emit_step_completed(d, json_pack("{s:o, s:s}", "case",
+		                                  ci >= 0 ? json_integer(ci) : json_null(), "goto",
+		                                  target >= 0 ? rs_agent_step(d->agent, (size_t)target)->id
 		                                       : "end"), target);
 	case RS_STEP_TRANSFORM:
-		if (render(d, st->value, &v, msg, sizeof(msg), &code) != RS_OK)
-			return fail_step_code(d, st, code, RS_ERRCLASS_PERMANENT, msg);
-		return emit_step_completed(d, v, st->next_idx);
+		if (rs_run_render(d, st->value, &v, msg, sizeof(msg), &code) != RS_OK)
+			return rs_run_fail_step_code(d, st, code, RS_ERRCLASS_PERMANENT, msg);
+		return rs_run_emit_step_completed(d, v, st->next_idx);
 	case RS_STEP_HTTP:
-		return owe_http_requested(d, st);
+		return rs_run_owe_http_requested(d, st);
 	case RS_STEP_LLM:
-		return owe_llm_first_turn(d, st);
+		return rs_run_owe_llm_first_turn(d, st);
 	case RS_STEP_PARALLEL:
 	case RS_STEP_FOREACH:
 	case RS_STEP_RUN:
-		return owe_children(d, st);
+		return rs_run_owe_children(d, st);
 	}
 	return RS_ERR;
 }
@@ -2505,25 +1541,25 @@ owe_fired(dctx *d, const run_timer *t)
 		cancel_outstanding(d);
 		ev = new_event(RS_EV_RUN_TIMED_OUT);
 		ev.d.run_timed_out.timeout_s = d->s->timeout_s > 0 ? d->s->timeout_s : 1;
-		return emit(d, &ev);
+		return rs_run_emit(d, &ev);
 	}
 	if ((st = rs_agent_step_find(d->agent, t->step_id, &idx)) == NULL)
 		return fail(d->err, d->cap, "timer %s: step %s not in agent", t->timer_id, t->step_id);
 	switch (t->purpose) {
 	case RS_TIMER_SLEEP:
-		return emit_step_completed(d, NULL, st->next_idx);
+		return rs_run_emit_step_completed(d, NULL, st->next_idx);
 	case RS_TIMER_RETRY:
 		return begin_step(d, idx, t->attempt);
 	case RS_TIMER_TOOL_TIMEOUT:
 		if (st->kind == RS_STEP_LLM)
-			return owe_llm_timeouts(d, st);
+			return rs_run_owe_llm_timeouts(d, st);
 		if ((call = step_call(d)) != NULL && call_outstanding(call)) {
-			add_call_effect(d->s, d->out, call, 1);
+			rs_run_add_call_effect(d->s, d->out, call, 1);
 			ev = new_event(RS_EV_TOOL_TIMED_OUT);
 			ev.d.tool_timed_out.call_id = xstrdup(call->call_id);
 			ev.d.tool_timed_out.step_id = xstrdup(st->id);
 			ev.d.tool_timed_out.attempt = t->attempt;
-			return emit(d, &ev);
+			return rs_run_emit(d, &ev);
 		}
 		return RS_OK;
 	case RS_TIMER_SIGNAL_TIMEOUT:
@@ -2569,17 +1605,17 @@ owe(dctx *d)
 			return RS_OK;   /* queued until the gate admits it (run.admit) */
 		ev = new_event(RS_EV_RUN_STARTED);
 		ev.d.run_started.instance = xstrdup(d->instance);
-		return emit(d, &ev);
+		return rs_run_emit(d, &ev);
 	case RS_EV_RUN_STARTED:
 		if (s->timeout_s > 0) {
 			char id[ID_CAP];
 			make_timer_id(s, id, sizeof(id), RS_TIMER_RUN_TIMEOUT, NULL, 0, 0);
-			return schedule_timer(d, RS_TIMER_RUN_TIMEOUT, NULL, 0,
-			                      AT(d) + s->timeout_s * 1000, id);
+			return rs_run_schedule_timer(d, RS_TIMER_RUN_TIMEOUT, NULL, 0,
+			                             AT(d) + s->timeout_s * 1000, id);
 		}
 		return begin_step(d, 0, 1);
 	case RS_EV_TIMER_SCHEDULED:
-		t = find_timer(s, s->last_timer);
+		t = rs_run_find_timer(s, s->last_timer);
 		if (t != NULL && t->purpose == RS_TIMER_RUN_TIMEOUT && s->cur_step == NULL)
 			return begin_step(d, 0, 1);
 		return RS_OK;
@@ -2596,7 +1632,7 @@ owe(dctx *d)
 			ev = new_event(RS_EV_RUN_FAILED);
 			err_copy(&ev.d.run_failed.error, &s->last_err, st->id);
 			ev.d.run_failed.error.retryable = 0;
-			return emit(d, &ev);
+			return rs_run_emit(d, &ev);
 		} else {
 			int64_t backoff = rs_run_backoff_ms(&st->retry, s->cur_attempt);
 			char id[ID_CAP];
@@ -2611,16 +1647,16 @@ owe(dctx *d)
 			ev.d.step_retry_scheduled.backoff_ms = backoff;
 			ev.d.step_retry_scheduled.due_at = AT(d) + backoff;
 			ev.d.step_retry_scheduled.timer_id = xstrdup(id);
-			return emit(d, &ev);
+			return rs_run_emit(d, &ev);
 		}
 	case RS_EV_STEP_RETRY_SCHEDULED:
-		if (find_timer(s, s->last_timer) != NULL)
+		if (rs_run_find_timer(s, s->last_timer) != NULL)
 			return RS_OK;
-		return schedule_timer(d, RS_TIMER_RETRY, st->id, s->last_attempt, s->last_due,
-		                      s->last_timer);
+		return rs_run_schedule_timer(d, RS_TIMER_RETRY, st->id, s->last_attempt, s->last_due,
+		                             s->last_timer);
 	case RS_EV_TOOL_REQUESTED:
 		if (st->kind == RS_STEP_LLM)
-			return owe_llm_calls(d, st);
+			return rs_run_owe_llm_calls(d, st);
 		if ((call = step_call(d)) == NULL)
 			return RS_OK;
 		return schedule_step_timer(d, RS_TIMER_TOOL_TIMEOUT, call->deadline);
@@ -2631,16 +1667,16 @@ owe(dctx *d)
 			return RS_OK;
 		if (st->kind == RS_STEP_LLM) {
 			if (s->last_type == RS_EV_TOOL_TIMED_OUT)
-				return owe_llm_timeouts(d, st);
-			return calls_outstanding(s, st->id, s->cur_attempt) ? RS_OK
-			       : llm_next_turn(d, st);
+				return rs_run_owe_llm_timeouts(d, st);
+			return rs_run_calls_outstanding(s, st->id, s->cur_attempt) ? RS_OK
+			       : rs_run_llm_next_turn(d, st);
 		}
 		if ((call = step_call(d)) == NULL || call_outstanding(call))
 			return RS_OK;
 		if (call->status == CALL_COMPLETED)
-			return emit_step_completed(d, json_incref(call->output ? call->output
+			return rs_run_emit_step_completed(d, json_incref(call->output ? call->output
 			                                                       : json_null()),
-			                           st->next_idx);
+			                                  st->next_idx);
 		if (call->status == CALL_FAILED) {
 			rs_err e = err_of_json(call->error);
 			return fail_step(d, st, &e);
@@ -2649,7 +1685,7 @@ owe(dctx *d)
 		         (long long)st->timeout_s);
 		return fail_step_timeout(d, st, msg);
 	case RS_EV_TIMER_FIRED:
-		if ((t = find_timer(s, s->last_timer)) == NULL)
+		if ((t = rs_run_find_timer(s, s->last_timer)) == NULL)
 			return RS_OK;
 		return owe_fired(d, t);
 	case RS_EV_SIGNAL_RECEIVED:
@@ -2657,32 +1693,32 @@ owe(dctx *d)
 		if (st == NULL || s->cur_done || sig == NULL || sig->consumed_by == NULL ||
 		    strcmp(sig->consumed_by, st->id) != 0)
 			return RS_OK;   /* buffered for a later signal step */
-		return emit_step_completed(d, json_incref(sig->payload), st->next_idx);
+		return rs_run_emit_step_completed(d, json_incref(sig->payload), st->next_idx);
 	case RS_EV_RUN_CANCEL_REQUESTED:
 		cancel_outstanding(d);
 		ev = new_event(RS_EV_RUN_CANCELLED);
 		ev.d.run_cancelled.reason = xstrdup(s->cancel_reason);
-		return emit(d, &ev);
+		return rs_run_emit(d, &ev);
 	case RS_EV_HTTP_REQUESTED:
 	case RS_EV_LLM_REQUESTED: {
 		char id[ID_CAP];
 		if (s->last_type == RS_EV_LLM_REQUESTED)
-			turn_timer_id(s, id, sizeof(id), RS_TIMER_STEP_TIMEOUT, s->eff_turn);
+			rs_run_turn_timer_id(s, id, sizeof(id), RS_TIMER_STEP_TIMEOUT, s->eff_turn);
 		else
 			make_timer_id(s, id, sizeof(id), RS_TIMER_STEP_TIMEOUT, s->cur_step, s->cur_exec,
 			              s->cur_attempt);
-		return schedule_timer(d, RS_TIMER_STEP_TIMEOUT, st->id, s->cur_attempt,
-		                      s->eff_deadline + EFFECT_GRACE_MS, id);
+		return rs_run_schedule_timer(d, RS_TIMER_STEP_TIMEOUT, st->id, s->cur_attempt,
+		                             s->eff_deadline + EFFECT_GRACE_MS, id);
 	}
 	case RS_EV_HTTP_COMPLETED:
-		return owe_http_completed(d, st);
+		return rs_run_owe_http_completed(d, st);
 	case RS_EV_LLM_MESSAGE:
-		return owe_llm_message(d, st);
+		return rs_run_owe_llm_message(d, st);
 	case RS_EV_CHILD_STARTED:
 	case RS_EV_CHILD_FINISHED:
 		if (st == NULL || s->cur_done)
 			return RS_OK;
-		return owe_children(d, st);
+		return rs_run_owe_children(d, st);
 	case RS_EV_TOOL_DISPATCHED:
 	case RS_EV_LLM_DELTA:
 	default:
@@ -2768,7 +1804,7 @@ decide_start(dctx *d)
 	ev.d.run_created.scope = xstrdup(c->scope);
 	ev.d.run_created.parent_step_id = xstrdup(c->parent_step_id);
 	ev.d.run_created.tags = json_incref(c->tags);
-	return emit(d, &ev);
+	return rs_run_emit(d, &ev);
 }
 
 /* run.admit: the gate gave a queued run its slot. Anything else (a run
@@ -2784,14 +1820,14 @@ decide_admit(dctx *d)
 	ev = new_event(RS_EV_RUN_STARTED);
 	ev.d.run_started.instance = xstrdup(d->instance);
 	ev.d.run_started.admission = xstrdup("granted");
-	return emit(d, &ev);
+	return rs_run_emit(d, &ev);
 }
 
 /* The call a tool.result / tool.delivered may act on, or NULL (stale). */
 static run_call *
 live_call(dctx *d)
 {
-	run_call *c = find_call(d->s, d->cmd->call_id);
+	run_call *c = rs_run_find_call(d->s, d->cmd->call_id);
 
 	if (c == NULL || !call_outstanding(c) || d->s->cur_done ||
 	    strcmp(c->step_id, d->s->cur_step) != 0 || c->attempt != d->s->cur_attempt)
@@ -2811,7 +1847,7 @@ decide_tool_delivered(dctx *d)
 	ev.d.tool_dispatched.call_id = xstrdup(c->call_id);
 	ev.d.tool_dispatched.device_id = xstrdup(d->cmd->device_id ? d->cmd->device_id : "unknown");
 	ev.d.tool_dispatched.router = xstrdup(d->cmd->router);
-	return emit(d, &ev);
+	return rs_run_emit(d, &ev);
 }
 
 static rs_status
@@ -2824,9 +1860,9 @@ decide_tool_result(dctx *d)
 	char msg[128];
 	rs_event ev;
 
-	if (c == NULL || (st = current_step(d, NULL)) == NULL)
+	if (c == NULL || (st = rs_run_step_of(d, NULL)) == NULL)
 		return RS_OK;   /* unknown, old or cancelled call */
-	if (cmd->has_error || too_large(cmd->output)) {
+	if (cmd->has_error || rs_run_too_large(cmd->output)) {
 		const rs_err *e = &cmd->error;
 		if (!cmd->has_error) {
 			snprintf(msg, sizeof(msg), "the tool's output is larger than %d bytes",
@@ -2840,7 +1876,7 @@ decide_tool_result(dctx *d)
 		ev.d.tool_failed.attempt = d->s->cur_attempt;
 		err_copy(&ev.d.tool_failed.error, e, NULL);
 		ev.d.tool_failed.device_id = xstrdup(cmd->device_id);
-		return emit(d, &ev);
+		return rs_run_emit(d, &ev);
 	}
 	ev = new_event(RS_EV_TOOL_COMPLETED);
 	ev.d.tool_completed.call_id = xstrdup(c->call_id);
@@ -2848,7 +1884,7 @@ decide_tool_result(dctx *d)
 	ev.d.tool_completed.attempt = d->s->cur_attempt;
 	ev.d.tool_completed.output = cmd->output ? json_incref(cmd->output) : json_null();
 	ev.d.tool_completed.device_id = xstrdup(cmd->device_id);
-	return emit(d, &ev);
+	return rs_run_emit(d, &ev);
 }
 
 static rs_status
@@ -2856,7 +1892,7 @@ decide_signal(dctx *d)
 {
 	const rs_cmd *cmd = d->cmd;
 	rs_run *s = d->s;
-	const rs_step *st = current_step(d, NULL);
+	const rs_step *st = rs_run_step_of(d, NULL);
 	int waiting = st != NULL && !s->cur_done && s->cur_kind == RS_STEP_SIGNAL &&
 	              s->cur_signal != NULL && cmd->name != NULL &&
 	              strcmp(s->cur_signal, cmd->name) == 0;
@@ -2871,7 +1907,7 @@ decide_signal(dctx *d)
 	ev.d.signal_received.name = xstrdup(cmd->name);
 	ev.d.signal_received.payload = cmd->payload ? json_incref(cmd->payload) : json_null();
 	ev.d.signal_received.step_id = waiting ? xstrdup(st->id) : NULL;
-	return emit(d, &ev);
+	return rs_run_emit(d, &ev);
 }
 
 static rs_status
@@ -2880,7 +1916,7 @@ decide_cancel(dctx *d)
 	rs_event ev = new_event(RS_EV_RUN_CANCEL_REQUESTED);
 
 	ev.d.run_cancel_requested.reason = xstrdup(d->cmd->reason);
-	return emit(d, &ev);
+	return rs_run_emit(d, &ev);
 }
 
 /*
@@ -2909,7 +1945,7 @@ timer_open(const rs_run *s, const run_timer *t)
 		       s->cur_kind == RS_STEP_SIGNAL && !s->cur_signal_taken;
 	case RS_TIMER_TOOL_TIMEOUT:
 		return current && !s->cur_done && s->cur_attempt == t->attempt &&
-		       calls_outstanding(s, t->step_id, t->attempt);
+		       rs_run_calls_outstanding(s, t->step_id, t->attempt);
 	case RS_TIMER_STEP_TIMEOUT:
 		return current && !s->cur_done && s->cur_attempt == t->attempt && s->eff_id != NULL;
 	default:
@@ -2920,7 +1956,7 @@ timer_open(const rs_run *s, const run_timer *t)
 static rs_status
 decide_timer_fire(dctx *d)
 {
-	run_timer *t = find_timer(d->s, d->cmd->timer_id);
+	run_timer *t = rs_run_find_timer(d->s, d->cmd->timer_id);
 	rs_event ev;
 
 	/* Fire once, never early, never for a purpose already met: such a
@@ -2934,140 +1970,7 @@ decide_timer_fire(dctx *d)
 	ev.d.timer_fired.step_id = xstrdup(t->step_id);
 	ev.d.timer_fired.attempt = t->attempt;
 	ev.d.timer_fired.due_at = t->due_at;
-	return emit(d, &ev);
-}
-
-/* The effect a result may act on: the current step's pending one. */
-static const rs_step *
-effect_step(dctx *d, const char *effect_id)
-{
-	const rs_step *st = current_step(d, NULL);
-
-	if (st == NULL || d->s->cur_done || d->s->eff_id == NULL || effect_id == NULL ||
-	    strcmp(d->s->eff_id, effect_id) != 0)
-		return NULL;
-	return st;
-}
-
-static rs_status
-llm_message(dctx *d, const rs_step *st, json_t *output)
-{
-	rs_event ev = new_event(RS_EV_LLM_MESSAGE);
-	rs_ev_llm_message *m = &ev.d.llm_message;
-	json_t *msg = json_object_get(output, "message");
-
-	if (!json_is_object(msg))
-		return fail(d->err, d->cap, "effect.result: llm output.message must be an object");
-	m->effect_id = xstrdup(d->s->eff_id);
-	m->step_id = xstrdup(st->id);
-	m->turn = d->s->eff_turn;
-	m->message = json_incref(msg);
-	if (json_is_object(json_object_get(output, "usage")))
-		m->usage = json_incref(json_object_get(output, "usage"));
-	if (json_string_length(json_object_get(output, "finish_reason")) > 0)
-		m->finish_reason = xstrdup(json_string_value(json_object_get(output, "finish_reason")));
-	return emit(d, &ev);
-}
-
-static rs_status
-http_completed(dctx *d, const rs_step *st, json_t *output)
-{
-	rs_event ev = new_event(RS_EV_HTTP_COMPLETED);
-	rs_ev_http_completed *h = &ev.d.http_completed;
-	json_t *status = json_object_get(output, "status"), *headers;
-
-	headers = json_object_get(output, "headers");
-	if (!json_is_integer(status) || json_integer_value(status) < 100 ||
-	    (headers != NULL && !json_is_object(headers)))
-		return fail(d->err, d->cap, "effect.result: http output needs status and headers");
-	h->effect_id = xstrdup(d->s->eff_id);
-	h->step_id = xstrdup(st->id);
-	h->attempt = d->s->cur_attempt;
-	h->status = json_integer_value(status);
-	h->headers = headers ? json_incref(headers) : json_object();
-	h->body = json_incref(json_object_get(output, "body"));
-	if (h->body == NULL)
-		h->body = json_null();
-	h->duration_ms = json_integer_value(json_object_get(output, "duration_ms"));
-	if (h->duration_ms < 0)
-		h->duration_ms = 0;
-	return emit(d, &ev);
-}
-
-static rs_status
-decide_effect_result(dctx *d)
-{
-	const rs_cmd *c = d->cmd;
-	const rs_step *st = effect_step(d, c->effect_id);
-	rs_err big = { "too_large", NULL, RS_ERRCLASS_PERMANENT, 0, NULL };
-	char id[ID_CAP], msg[128];
-
-	if (st == NULL)
-		return RS_OK;   /* stale: a re-issued effect, a timed-out one, a finished run */
-	snprintf(id, sizeof(id), "%s", c->effect_id);
-	if (c->has_error)
-		return fail_step_effect(d, st, &c->error, id, c->retry_after_ms);
-	if (too_large(c->output)) {
-		snprintf(msg, sizeof(msg), "the result is larger than %d bytes",
-		         RS_RUN_MAX_VALUE_BYTES);
-		big.message = msg;
-		return fail_step_effect(d, st, &big, id, 0);
-	}
-	if (st->kind == RS_STEP_LLM)
-		return llm_message(d, st, c->output);
-	if (st->kind == RS_STEP_HTTP)
-		return http_completed(d, st, c->output);
-	return RS_OK;
-}
-
-static rs_status
-decide_llm_chunk(dctx *d)
-{
-	const rs_cmd *c = d->cmd;
-	rs_event ev;
-
-	/* Duplicates and chunks overtaken by a later one are dropped: the
-	 * deltas are for watchers, llm.message has the whole answer. */
-	if (d->s->cur_kind != RS_STEP_LLM || effect_step(d, c->effect_id) == NULL ||
-	    c->index <= d->s->eff_last_index || c->text == NULL || *c->text == '\0')
-		return RS_OK;
-	ev = new_event(RS_EV_LLM_DELTA);
-	ev.d.llm_delta.effect_id = xstrdup(c->effect_id);
-	ev.d.llm_delta.step_id = xstrdup(d->s->cur_step);
-	ev.d.llm_delta.turn = d->s->eff_turn;
-	ev.d.llm_delta.index = c->index;
-	ev.d.llm_delta.text = xstrdup(c->text);
-	return emit(d, &ev);
-}
-
-/* child.done: a child of the current attempt ended. A child no longer
- * awaited (the step went on, the run ended) decides nothing. */
-static rs_status
-decide_child_done(dctx *d)
-{
-	const rs_cmd *cmd = d->cmd;
-	run_child *c = find_child(d->s, cmd->child_run_id);
-	static const char *ends[] = { "completed", "failed", "cancelled", "timed_out" };
-	rs_event ev;
-	size_t i;
-
-	if (c == NULL || c->done || c->cancel_owed || d->s->cur_done || !child_current(d->s, c))
-		return RS_OK;
-	for (i = 0; i < 4; i++)
-		if (cmd->child_status != NULL && strcmp(cmd->child_status, ends[i]) == 0)
-			break;
-	if (i == 4)
-		return fail(d->err, d->cap, "child.done: status must be completed, failed, "
-		            "cancelled or timed_out");
-	ev = new_event(RS_EV_CHILD_FINISHED);
-	ev.d.child_finished.step_id = xstrdup(c->step_id);
-	ev.d.child_finished.attempt = c->attempt;
-	ev.d.child_finished.child_run_id = xstrdup(c->child_run_id);
-	ev.d.child_finished.key = xstrdup(c->key);
-	ev.d.child_finished.status = xstrdup(cmd->child_status);
-	ev.d.child_finished.output = json_incref(i == 0 && cmd->output ? cmd->output : json_null());
-	ev.d.child_finished.error = i == 0 ? NULL : json_incref(cmd->child_error);
-	return emit(d, &ev);
+	return rs_run_emit(d, &ev);
 }
 
 /* run.continue: nothing to record; settle() finishes what is owed. */
@@ -3094,7 +1997,7 @@ add_pending_effects(const rs_run *r, rs_decision *out)
 			if (out->calls[j].cancel == cancel && strcmp(out->calls[j].call_id, c->call_id) == 0)
 				break;
 		if (j == out->ncalls)
-			add_call_effect(r, out, c, cancel);
+			rs_run_add_call_effect(r, out, c, cancel);
 	}
 	for (i = 0; i < r->ntimers; i++) {
 		const run_timer *t = &r->timers[i];
@@ -3111,11 +2014,11 @@ add_pending_effects(const rs_run *r, rs_decision *out)
 		if (c->done)
 			continue;
 		if (c->cancel_owed)
-			add_child_cancel(r, out, c);
+			rs_run_add_child_cancel(r, out, c);
 		else if (!rs_run_status_terminal(r->status))
-			add_child_start(r, out, c);
+			rs_run_add_child_start(r, out, c);
 	}
-	add_child_done(r, out);
+	rs_run_add_child_done(r, out);
 }
 
 /* Effects a decision owes to other runs besides those emitted with its
@@ -3128,10 +2031,10 @@ add_decision_effects(const rs_run *before, const rs_run *after, rs_decision *out
 		const run_child *c = &after->children[i];
 		if (c->cancel_owed && !c->done &&
 		    (i >= before->nchildren || !before->children[i].cancel_owed))
-			add_child_cancel(after, out, c);
+			rs_run_add_child_cancel(after, out, c);
 	}
 	if (!rs_run_status_terminal(before->status))
-		add_child_done(after, out);
+		rs_run_add_child_done(after, out);
 }
 
 typedef rs_status (*decide_fn)(dctx *d);
@@ -3146,11 +2049,11 @@ static const struct {
 	[RS_CMD_SIGNAL] = { decide_signal, 1 },
 	[RS_CMD_CANCEL] = { decide_cancel, 1 },
 	[RS_CMD_TIMER_FIRE] = { decide_timer_fire, 1 },
-	[RS_CMD_EFFECT_RESULT] = { decide_effect_result, 1 },
-	[RS_CMD_LLM_CHUNK] = { decide_llm_chunk, 1 },
+	[RS_CMD_EFFECT_RESULT] = { rs_run_decide_effect_result, 1 },
+	[RS_CMD_LLM_CHUNK] = { rs_run_decide_llm_chunk, 1 },
 	[RS_CMD_RUN_CONTINUE] = { decide_continue, 1 },
 	[RS_CMD_RUN_ADMIT] = { decide_admit, 1 },
-	[RS_CMD_CHILD_DONE] = { decide_child_done, 1 },
+	[RS_CMD_CHILD_DONE] = { rs_run_decide_child_done, 1 },
 };
 
 rs_status

@@ -1,6 +1,6 @@
 /*
  * test_effects.c - unit tests of the server-side effect steps of the run
- * state machine (http and llm steps, common/rs_run.c): which events each
+ * state machine (http and llm steps, common/rs_run_effects.c): which events each
  * command yields, ids, retries and Retry-After, turns with tool calls,
  * max_turns, deltas and their dedupe, stale results, timeouts.
  *
