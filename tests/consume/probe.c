@@ -135,8 +135,12 @@ main(int argc, char **argv)
 	if (rs_nats_connect(&n, getenv("RS_NATS_URL") ? getenv("RS_NATS_URL") : "nats://127.0.0.1:4222",
 	                    "consume-probe", NULL, 5000) != RS_OK)
 		return 1;
-	if (rs_consume_start(&c, n.nc, n.js, &cfg) != RS_OK)
+	if (rs_consume_start(&c, n.nc, n.js, &cfg) != RS_OK) {
+		/* one exit path that frees what it made: LeakSanitizer checks it */
+		rs_nats_close(&n, 0);
+		nats_Close();
 		return 1;
+	}
 	say("{\"ready\":true}");
 	while (sigtimedwait(&sigs, NULL, &ts) < 0)
 		say("{\"requests\":%.0f,\"delivered\":%llu}",
