@@ -234,6 +234,8 @@ rs_api_live_start(rs_api *app)
 		return RS_ENOMEM;
 	if ((st = rs_api_views_init(app)) != RS_OK)
 		return st;
+	if ((st = rs_api_log_init(app)) != RS_OK)
+		return st;
 	st = rs_js_follow(&app->live_sub, app->nats.js, "RUNS", "runs.>", 0,
 	                  on_live, app, &app->live_floor);
 	if (st != RS_OK) {
@@ -382,7 +384,7 @@ rs_api_replay(rs_api *app, const char *tenant, const char *run_id, uint64_t afte
 		jsDirectGetMsgOptions_Init(&o);
 		o.Sequence = seq;
 		o.NextBySubject = subj;
-		s = js_DirectGetMsg(&m, app->nats.js, "RUNS", NULL, &o);
+		s = rs_api_log_get(app, &m, &o);
 		if (s == NATS_NOT_FOUND)
 			return RS_OK;
 		if (s != NATS_OK)
