@@ -157,6 +157,8 @@ struct rs_api_req {
 	rs_api_frame **held;        /* live frames that came during a replay */
 	uint32_t nheld, heldcap;
 	int64_t next_hb_ms;
+	int64_t sse_active_ms;      /* last frame queued, or last recheck (sse.c) */
+	int sse_rechecking;         /* the replay running is a recheck */
 	/* Prefer: wait */
 	int waiting;
 	int wait_done;
@@ -432,6 +434,7 @@ struct rs_api {
 	int limit_retry_after_s;
 	int replay_page;            /* events per history job (RS_API_SSE_REPLAY_PAGE) */
 	int runs_leader_reads;      /* RS_API_RUNS_READS (logread.c) */
+	int sse_recheck_s;          /* RS_API_SSE_RECHECK_S (sse.c); -1 = auto until logread.c */
 	int64_t view_cache_runs;    /* RS_API_VIEW_CACHE_RUNS (views.c) */
 	int64_t view_cache_mb;      /* RS_API_VIEW_CACHE_MB */
 	int storage_high_water_pct; /* RS_API_STORAGE_HIGH_WATER_PCT (storage.c) */

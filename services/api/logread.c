@@ -61,8 +61,14 @@ rs_api_log_init(rs_api *app)
 		rs_error("RS_API_RUNS_READS: must be auto, direct or leader (got \"%s\")", mode);
 		return RS_EINVAL;
 	}
-	rs_info("RUNS reads that must be current: %s",
-	        app->runs_leader_reads ? "the stream leader (STREAM.MSG.GET)" : "direct get");
+	/* The SSE recheck (sse.c) is for node faults: on by default on a
+	 * cluster only. */
+	if (app->sse_recheck_s < 0)
+		app->sse_recheck_s = app->runs_leader_reads ? 30 : 0;
+	rs_info("RUNS reads that must be current: %s; idle SSE watchers checked against the "
+	        "log every %d s (0 = never)",
+	        app->runs_leader_reads ? "the stream leader (STREAM.MSG.GET)" : "direct get",
+	        app->sse_recheck_s);
 	return RS_OK;
 }
 
