@@ -36,7 +36,9 @@
  * waiters are answered from the log without Postgres.
  *
  * History: direct gets on the literal subject runs.<tenant>.<run_id>
- * (next-by-subject from sequence 1), on a worker, at most
+ * (next-by-subject from sequence 1; through the stream leader on a
+ * cluster, logread.c, as a lagging replica would end it early), on a
+ * worker, at most
  * RS_API_SSE_REPLAY_PAGE events per job: a watcher of a 100k-event run
  * holds one page of frames and a worker for one page at a time; sse.c asks
  * for the next page once the watcher's queue has drained. The watcher is in the

@@ -42,7 +42,10 @@ before(async () => {
   const port = await freePort();
   await startService('api', { ...env, RS_API_PORT: String(port), RS_INSTANCE_ID: 'api-cr',
     // 'direct' shows what this test catches without the leader reads
-    RS_API_RUNS_READS: process.env.RS_API_RUNS_READS || 'auto' }, port);
+    RS_API_RUNS_READS: process.env.RS_API_RUNS_READS || 'auto',
+    // the recheck (sse.c) every second: it races live frames here and must
+    // cause no gap and no duplicate
+    RS_API_SSE_RECHECK_S: '1' }, port);
   apiUrl = `http://127.0.0.1:${port}`;
   api = apiClient(apiUrl, apiKey);
   nc = await connect({ servers: stack.cluster.servers, ...stack.cluster.creds });
