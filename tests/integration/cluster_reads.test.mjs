@@ -3,15 +3,22 @@
 //
 // What bench/chaos saw: SSE watchers opened during a pause of the RUNS
 // leader that stayed open and delivered nothing, and a `Prefer: wait`
-// answered 200 with a non-terminal status. Here, while the leader is
-// stopped (past the election timeout, so the other two elect a new one
-// and go on appending), runs are started with `Prefer: wait` and watched
-// over SSE as soon as they are accepted; then the old leader is resumed
-// (it answers direct gets from its older state until it has caught up)
-// and more runs are started and watched. Every watcher must get exactly
+// answered 200 with a non-terminal status. Here the other streams' leaders
+// are moved off the RUNS leader's node first (so only RUNS loses its
+// leader); six runs are started that sleep 4 s first; the node is stopped
+// for 8 s (past the election timeout: the other two elect a new leader and
+// go on appending). During the pause the six runs in flight are watched
+// over SSE and waited for (`Prefer: wait` by their Idempotency-Key, and
+// `GET ?wait=`), and four more runs are started and followed the same way;
+// right after SIGCONT (the old leader answers direct gets from its older
+// state until it has caught up) six more. Every watcher must get exactly
 // runseq 1..N of the run's log (read from the leader), every wait must
-// answer 200 with the terminal status the log has, and a GET must never
-// show less than the log had before it was asked.
+// answer 200 with the terminal status and last_seq the log has, and a GET
+// afterwards the same. The API runs the SSE recheck every second here, so
+// the recheck racing live frames is covered too.
+// RS_API_RUNS_READS=direct in the environment runs it without the leader
+// reads (it then found the 200-while-running waits, before http.c/reads.c
+// were fixed).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'nats';
