@@ -157,6 +157,8 @@ struct rs_api_req {
 	rs_api_frame **held;        /* live frames that came during a replay */
 	uint32_t nheld, heldcap;
 	int64_t next_hb_ms;
+	int64_t sse_active_ms;      /* last frame queued, or last recheck (sse.c) */
+	int sse_rechecking;         /* the replay running is a recheck */
 	/* Prefer: wait */
 	int waiting;
 	int wait_done;
@@ -245,6 +247,17 @@ void rs_api_pending_free(rs_api *app);
  * Fills *last_seq / *terminal from the newest event (0 / 0 if none). */
 rs_status rs_api_run_lookup(rs_api *app, const char *tenant, const char *run_id,
                             uint64_t *last_seq, int *terminal);
+
+/* ---- logread.c: reads of RUNS that must be current ---- */
+/* Decide how (RS_API_RUNS_READS: auto = the leader when RUNS has replicas
+ * > 1, else direct get). Before any read. */
+rs_status rs_api_log_init(rs_api *app);
+/* One message of RUNS, options as for js_DirectGetMsg (Sequence,
+ * NextBySubject, LastBySubject): a direct get on one node, the stream
+ * leader (STREAM.MSG.GET) on a cluster. *m (caller destroys) carries the
+ * data, the stored headers and Nats-Sequence either way; NATS_NOT_FOUND
+ * when there is no such message. */
+natsStatus rs_api_log_get(rs_api *app, natsMsg **m, const jsDirectGetMsgOptions *o);
 
 /* ---- secrets.c: PUT/DELETE /v1/secrets/{name}, GET /v1/secrets ---- */
 rs_status rs_api_secrets_init(rs_api *app);
@@ -420,6 +433,8 @@ struct rs_api {
 	int max_waits_key, max_waits_tenant;
 	int limit_retry_after_s;
 	int replay_page;            /* events per history job (RS_API_SSE_REPLAY_PAGE) */
+	int runs_leader_reads;      /* RS_API_RUNS_READS (logread.c) */
+	int sse_recheck_s;          /* RS_API_SSE_RECHECK_S (sse.c); -1 = auto until logread.c */
 	int64_t view_cache_runs;    /* RS_API_VIEW_CACHE_RUNS (views.c) */
 	int64_t view_cache_mb;      /* RS_API_VIEW_CACHE_MB */
 	int storage_high_water_pct; /* RS_API_STORAGE_HIGH_WATER_PCT (storage.c) */

@@ -73,7 +73,7 @@ read_history(rs_api *app, const char *tenant, const char *run_id, history *h, ch
 		jsDirectGetMsgOptions_Init(&o);
 		o.Sequence = seq;
 		o.NextBySubject = subj;
-		s = js_DirectGetMsg(&m, app->nats.js, "RUNS", NULL, &o);
+		s = rs_api_log_get(app, &m, &o);
 		if (s == NATS_NOT_FOUND)
 			break;
 		if (s != NATS_OK)

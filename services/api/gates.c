@@ -68,7 +68,7 @@ rs_api_gate_annotate(rs_api *app, const char *tenant, const char *run_id, json_t
 	jsDirectGetMsgOptions_Init(&o);
 	o.Sequence = 1;
 	o.NextBySubject = subj;
-	if (js_DirectGetMsg(&m, app->nats.js, "RUNS", NULL, &o) != NATS_OK)
+	if (rs_api_log_get(app, &m, &o) != NATS_OK)
 		return;
 	if (rs_event_decode(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), &ev, err,
 	                    sizeof(err)) != RS_OK) {

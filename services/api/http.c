@@ -84,6 +84,20 @@ auth_job(rs_api *app, rs_api_job *j)
 	return 0;
 }
 
+/* GET ?wait= on a run in flight: park; this 202 answers a timeout. */
+static void
+park_reply(rs_api_job *j, uint64_t last)
+{
+	char url[128];
+
+	j->hdrs[0] = '\0';
+	snprintf(url, sizeof(url), "/v1/runs/%s/stream", j->run_id);
+	rs_api_json(j, 202, json_pack("{s:s, s:s, s:I, s:s}", "run_id", j->run_id,
+	                              "status", last == 0 ? "queued" : "running",
+	                              "last_seq", (json_int_t)last, "stream_url", url));
+	j->action = RS_ACT_PARK;
+}
+
 static int
 route_job(rs_api *app, rs_api_job *j)
 {
@@ -112,18 +126,22 @@ route_job(rs_api *app, rs_api_job *j)
 			uint64_t last = 0;
 			int term = 0;
 			rs_status st = rs_api_run_lookup(app, j->tenant, j->run_id, &last, &term);
+			if (st != RS_OK && st != RS_ENOTFOUND) {
+				/* Unknown (no RUNS leader now?): never the plain GET,
+				 * which may answer 200 with a run still in flight. */
+				rs_api_problem(j, 503, "cannot read run %s from JetStream: %s", j->run_id,
+				               rs_status_str(st));
+				strcat(j->hdrs, "Retry-After: 1\n");
+				break;
+			}
 			if (st == RS_OK && !term) {
-				/* In flight: park; the 202 below answers a timeout. */
-				char url[128];
-				snprintf(url, sizeof(url), "/v1/runs/%s/stream", j->run_id);
-				rs_api_json(j, 202, json_pack("{s:s, s:s, s:I, s:s}", "run_id", j->run_id,
-				                              "status", last == 0 ? "queued" : "running",
-				                              "last_seq", (json_int_t)last, "stream_url", url));
-				j->action = RS_ACT_PARK;
+				park_reply(j, last);
 				break;
 			}
 		}
 		rs_api_runs_get(app, j);
+		if (j->wait_s > 0 && j->status == 0)
+			park_reply(j, 0);   /* the view was not terminal after all: wait */
 		break;
 	case R_RUN_EVENTS:
 		rs_api_runs_events(app, j);
@@ -307,6 +325,7 @@ same_target(const rs_api_job *j)
 	memcpy(n->tenant, j->tenant, sizeof(n->tenant));
 	memcpy(n->run_id, j->run_id, sizeof(n->run_id));
 	n->t0_us = j->t0_us;
+	n->wait_s = j->wait_s;  /* a waiter's view must be terminal (rs_api_run_view) */
 	return n;
 }
 
@@ -428,6 +447,19 @@ rs_api_http_complete(rs_api *app, rs_api_req *r, rs_api_job *j)
 		respond_later(app, r, j);
 		return;
 	default:
+		if (r->waiting && j->status == 0) {
+			/* Woken, but the log (read from the RUNS leader) does not
+			 * have the run finished: keep waiting, never a 200 with a
+			 * run in flight. */
+			rs_api_job_free(j);
+			if (r->wait_wake_pending) {
+				r->wait_wake_pending = 0;
+				rs_api_wait_wake(app, r);
+			} else if (r->wait_expired) {
+				wait_timeout(&r->wait_sul);
+			}
+			return;
+		}
 		if (r->waiting && j->status != 200 && r->wait_job != NULL) {
 			/* The view failed (e.g. log unreadable): the 202 is the
 			 * honest answer. */

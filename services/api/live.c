@@ -36,7 +36,9 @@
  * waiters are answered from the log without Postgres.
  *
  * History: direct gets on the literal subject runs.<tenant>.<run_id>
- * (next-by-subject from sequence 1), on a worker, at most
+ * (next-by-subject from sequence 1; through the stream leader on a
+ * cluster, logread.c, as a lagging replica would end it early), on a
+ * worker, at most
  * RS_API_SSE_REPLAY_PAGE events per job: a watcher of a 100k-event run
  * holds one page of frames and a worker for one page at a time; sse.c asks
  * for the next page once the watcher's queue has drained. The watcher is in the
@@ -234,6 +236,8 @@ rs_api_live_start(rs_api *app)
 		return RS_ENOMEM;
 	if ((st = rs_api_views_init(app)) != RS_OK)
 		return st;
+	if ((st = rs_api_log_init(app)) != RS_OK)
+		return st;
 	st = rs_js_follow(&app->live_sub, app->nats.js, "RUNS", "runs.>", 0,
 	                  on_live, app, &app->live_floor);
 	if (st != RS_OK) {
@@ -382,7 +386,7 @@ rs_api_replay(rs_api *app, const char *tenant, const char *run_id, uint64_t afte
 		jsDirectGetMsgOptions_Init(&o);
 		o.Sequence = seq;
 		o.NextBySubject = subj;
-		s = js_DirectGetMsg(&m, app->nats.js, "RUNS", NULL, &o);
+		s = rs_api_log_get(app, &m, &o);
 		if (s == NATS_NOT_FOUND)
 			return RS_OK;
 		if (s != NATS_OK)

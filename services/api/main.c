@@ -83,6 +83,7 @@ load_config(rs_api *app, rs_config *cfg)
 	INT_ENV("RS_API_MAX_WAITS_PER_TENANT", 1000, 0, 1000000, app->max_waits_tenant);
 	INT_ENV("RS_API_LIMIT_RETRY_AFTER_S", 5, 1, 3600, app->limit_retry_after_s);
 	INT_ENV("RS_API_SSE_REPLAY_PAGE", 256, 16, 65536, app->replay_page);
+	INT_ENV("RS_API_SSE_RECHECK_S", -1, -1, 3600, app->sse_recheck_s);
 	/* Run views for single-run reads and waits (views.c); 0 runs: no cache. */
 	INT_ENV("RS_API_VIEW_CACHE_RUNS", 10000, 0, 10000000, app->view_cache_runs);
 	INT_ENV("RS_API_VIEW_CACHE_MB", 64, 1, 65536, app->view_cache_mb);

@@ -190,6 +190,12 @@ rs_api_run_view(rs_api *app, rs_api_job *job)
 	}
 	if (st != RS_OK)
 		goto unavailable;
+	if (job->wait_s > 0 && !term) {
+		/* A waiter's answer (GET ?wait=, Prefer: wait) is the finished
+		 * run or nothing: status 0 tells http.c to keep waiting. */
+		job->status = 0;
+		return;
+	}
 	if (log_last == 0) {
 		/* Created, no event yet: the registry is the truth. Or every
 		 * event was archived and purged from RUNS (runctl archive): the

@@ -392,7 +392,7 @@ rs_api_run_lookup(rs_api *app, const char *tenant, const char *run_id, uint64_t 
 	rs_event_subject(tenant, run_id, subj, sizeof(subj));
 	jsDirectGetMsgOptions_Init(&o);
 	o.LastBySubject = subj;
-	s = js_DirectGetMsg(&m, app->nats.js, "RUNS", NULL, &o);
+	s = rs_api_log_get(app, &m, &o);
 	if (s == NATS_OK) {
 		rs_status st = rs_api_msg_meta(m, last_seq, type, terminal);
 		natsMsg_Destroy(m);

@@ -22,6 +22,17 @@
  * again from replay_sseq, brings them back. The queue stops taking live
  * frames at QUEUE_MAX and the watcher falls behind the same way. So no
  * gap, no duplicate, still: the log fills whatever was not queued.
+ *
+ * The recheck (RS_API_SSE_RECHECK_S; by default every 30 s on a cluster,
+ * never on one node): a watcher that has queued nothing for that long
+ * reads the log from where it is (one read when there is nothing new).
+ * Every rule above needs a live frame to notice a gap; a watcher whose
+ * live frames never come at all (the chaos run's silent streams, opened
+ * around a RUNS leader fault: the process-wide consumer stalled or
+ * re-created, a replay answered by a replica that was behind) would stay
+ * silent forever. The recheck bounds that to one interval, and logs it,
+ * whatever the cause. On a cluster the read goes to the stream leader
+ * (logread.c), so it cannot be answered from the same stale state.
  */
 #include "api.h"
 #include "rs_log.h"
@@ -135,6 +146,7 @@ offer(rs_api *app, rs_api_req *r, rs_api_frame *f)
 		return 1;
 	if (q_push(r, f) != 0)
 		return 1;
+	r->sse_active_ms = (int64_t)(f->t_us / 1000);
 	r->sse_last = f->runseq;
 	if (f->sseq >= r->replay_sseq)
 		r->replay_sseq = f->sseq + 1;
@@ -189,6 +201,8 @@ rs_api_sse_begin(rs_api *app, rs_api_req *r, rs_api_job *job)
 	r->sse_replaying = 0;
 	r->sse_last = job->after;
 	r->next_hb_ms = rs_mono_ms() + (int64_t)app->hb_s * 1000;
+	r->sse_active_ms = rs_mono_ms();
+	r->sse_rechecking = 0;
 	snprintf(r->sse_tenant, sizeof(r->sse_tenant), "%s", job->tenant);
 	lws_set_timeout(r->wsi, NO_PENDING_TIMEOUT, 0);
 	rs_api_sse_replayed(app, r, job);
@@ -209,6 +223,13 @@ rs_api_sse_replayed(rs_api *app, rs_api_req *r, rs_api_job *job)
 	int gap = 0;
 
 	r->sse_replaying = 0;
+	if (r->sse_rechecking) {
+		r->sse_rechecking = 0;
+		if (job->status == 200 && job->nframes > 0)
+			rs_warn("sse: a watcher of run %s was behind the log (%zu events after runseq "
+			        "%llu came from the recheck, not live)", r->run_id, job->nframes,
+			        (unsigned long long)r->sse_last);
+	}
 	if (job->status != 200) {
 		/* The refill failed (NATS down?): end the stream; the client
 		 * reconnects with Last-Event-ID and resumes exactly. */
@@ -359,6 +380,15 @@ rs_api_sse_heartbeat(rs_api *app)
 		memcpy(hb_frame->buf + LWS_PRE, ": hb\n\n", 6);
 	}
 	for (rs_api_req *r = app->all_watchers; r != NULL; r = r->all_next) {
+		if (app->sse_recheck_s > 0 && !r->sse_done && !r->sse_replaying && r->ticket == NULL &&
+		    r->qlen == 0 && now - r->sse_active_ms >= (int64_t)app->sse_recheck_s * 1000) {
+			/* Idle this long: ask the log whether it has more than this
+			 * watcher got (the recheck, see the top of the file). */
+			r->sse_active_ms = now;
+			r->sse_rechecking = 1;
+			r->sse_behind = 1;
+			start_replay(app, r);
+		}
 		if (r->next_hb_ms > now || r->sse_done)
 			continue;
 		r->next_hb_ms = now + (int64_t)app->hb_s * 1000;

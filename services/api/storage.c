@@ -34,10 +34,11 @@ typedef struct {
 	const char *name;
 	int64_t msgs, max_msgs, bytes;
 	int64_t checked_ms;
+	int refreshing;     /* one worker asks; the others use the last answer */
 } fill;
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static fill streams[] = { { "RUNS", 0, -1, 0, 0 }, { "CMDS", 0, -1, 0, 0 } };
+static fill streams[] = { { "RUNS", 0, -1, 0, 0, 0 }, { "CMDS", 0, -1, 0, 0, 0 } };
 
 static int64_t
 now_ms(void)
@@ -48,7 +49,12 @@ now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Refresh f from the server if it is older than STORAGE_REFRESH_MS. */
+/* Refresh f from the server if it is older than STORAGE_REFRESH_MS.
+ * Called with mu held; the request is made without it, by one worker at a
+ * time: while a stream has no leader (an election) STREAM.INFO waits its
+ * full second, and holding mu across it made every POST queue behind it,
+ * one per second (seen on a cluster with the RUNS leader paused:
+ * tests/integration/cluster_reads.test.mjs). */
 static void
 refresh(rs_api *app, fill *f)
 {
@@ -58,12 +64,17 @@ refresh(rs_api *app, fill *f)
 	natsStatus s;
 	int64_t t = now_ms();
 
-	if (t - f->checked_ms < STORAGE_REFRESH_MS)
+	if (f->refreshing || t - f->checked_ms < STORAGE_REFRESH_MS)
 		return;
 	f->checked_ms = t;
+	f->refreshing = 1;
+	pthread_mutex_unlock(&mu);
 	jsOptions_Init(&o);
 	o.Wait = 1000;
-	if ((s = js_GetStreamInfo(&si, app->nats.js, f->name, &o, &jerr)) != NATS_OK) {
+	s = js_GetStreamInfo(&si, app->nats.js, f->name, &o, &jerr);
+	pthread_mutex_lock(&mu);
+	f->refreshing = 0;
+	if (s != NATS_OK) {
 		rs_warn("api: storage: no info on stream %s: %s (%d); keeping the last", f->name,
 		        natsStatus_GetText(s), (int)jerr);
 		return;

@@ -258,7 +258,7 @@ read_history(rs_api *app, rs_api_job *job, uint64_t upto, view_hist *h)
 	rs_event_subject(job->tenant, job->run_id, subj, sizeof(subj));
 	jsDirectGetMsgOptions_Init(&o);
 	o.LastBySubject = subj;
-	s = js_DirectGetMsg(&m, app->nats.js, "RUNS", NULL, &o);
+	s = rs_api_log_get(app, &m, &o);
 	if (s == NATS_NOT_FOUND)
 		return RS_OK;
 	if (s != NATS_OK || natsMsgHeader_Get(m, "Nats-Sequence", &sq) != NATS_OK || sq == NULL) {
@@ -281,7 +281,7 @@ read_history(rs_api *app, rs_api_job *job, uint64_t upto, view_hist *h)
 			jsDirectGetMsgOptions_Init(&o);
 			o.Sequence = seq;
 			o.NextBySubject = subj;
-			s = js_DirectGetMsg(&m, app->nats.js, "RUNS", NULL, &o);
+			s = rs_api_log_get(app, &m, &o);
 			if (s == NATS_NOT_FOUND)
 				break;
 			sq = NULL;

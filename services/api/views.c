@@ -310,7 +310,7 @@ read_after(rs_api *app, const char *subj, uint64_t from, uint64_t want, rs_event
 		jsDirectGetMsgOptions_Init(&o);
 		o.Sequence = from + 1;
 		o.NextBySubject = subj;
-		s = js_DirectGetMsg(&m, app->nats.js, "RUNS", NULL, &o);
+		s = rs_api_log_get(app, &m, &o);
 		if (s == NATS_NOT_FOUND)
 			break;
 		if (s != NATS_OK) {
@@ -453,7 +453,7 @@ load_by_gets(rs_api *app, const char *subj, const char *tenant, const char *run_
 		jsDirectGetMsgOptions_Init(&o);
 		o.Sequence = seq;
 		o.NextBySubject = subj;
-		s = js_DirectGetMsg(&m, app->nats.js, "RUNS", NULL, &o);
+		s = rs_api_log_get(app, &m, &o);
 		if (s == NATS_NOT_FOUND)
 			return RS_OK;
 		if (s != NATS_OK)
