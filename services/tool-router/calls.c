@@ -328,6 +328,25 @@ cas_job_new(rs_router_job_fn fn, const char *key, const char *record, const char
 static void claim_done(rs_router *r, rs_router_job *jj);
 static void evaluate(rs_router *r, rs_router_call *c);
 
+/* A compare-and-set of a call's record at revision rev (what
+ * kvStore_Update sends), telling a lost race (RS_ECONFLICT: another write
+ * won) from no answer (RS_ETIMEOUT, RS_EUNAVAIL...: during a JetStream
+ * leader election the write may or may not have landed). */
+static rs_status
+cas_put(rs_router *r, const char *key, const char *record, uint64_t rev, uint64_t *newrev)
+{
+	char subj[256];
+	natsMsg *m = NULL;
+	rs_status st;
+
+	snprintf(subj, sizeof(subj), KV_CALLS_PREFIX "%s", key);
+	st = rs_nats_msg(&m, subj, record, (int)strlen(record), NULL);
+	if (st == RS_OK)
+		st = rs_js_publish(r->nats.js, m, NULL, (int64_t)rev, ASYNC_MAX_WAIT_MS, newrev, NULL);
+	natsMsg_Destroy(m);
+	return st;
+}
+
 /* Worker: CAS the record to delivered (or back to pending for a release).
  * A publish with Nats-Expected-Last-Subject-Sequence (what kvStore_Update
  * sends) so that a lost race (10071) is told apart from no answer: during
@@ -338,16 +357,9 @@ static void
 claim_work(rs_router *r, rs_router_job *jj)
 {
 	cas_job *j = (cas_job *)jj;
-	char subj[256];
-	natsMsg *m = NULL;
 	uint64_t rev = 0;
-	rs_status st;
+	rs_status st = cas_put(r, j->key, j->record, j->rev, &rev);
 
-	snprintf(subj, sizeof(subj), KV_CALLS_PREFIX "%s", j->key);
-	st = rs_nats_msg(&m, subj, j->record, (int)strlen(j->record), NULL);
-	if (st == RS_OK)
-		st = rs_js_publish(r->nats.js, m, NULL, (int64_t)j->rev, ASYNC_MAX_WAIT_MS, &rev, NULL);
-	natsMsg_Destroy(m);
 	j->ok = st == RS_OK;
 	j->conflict = st == RS_ECONFLICT;
 	if (!j->ok) {
@@ -673,7 +685,7 @@ result_work(rs_router *r, rs_router_job *jj)
 	char run_id[40];
 	uint64_t rev = j->rev;
 	kvEntry *e = NULL;
-	int won = 0;
+	int won = 0, unanswered = 0;
 	json_t *body = NULL;
 	rs_cmd c;
 	char err[200];
@@ -684,11 +696,32 @@ result_work(rs_router *r, rs_router_job *jj)
 			rs_router_call cur;
 			natsStatus s = kvStore_Get(&e, r->kv_calls, j->key);
 
+			if (s != NATS_OK && s != NATS_NOT_FOUND && sleep_retry(r, attempt))
+				continue;   /* no answer (a leader election): read again */
 			if (s != NATS_OK) {
 				rs_debug("router: result for unknown call %s ignored", j->call_id);
 				goto cleanup;
 			}
 			memset(&cur, 0, sizeof(cur));
+			if (unanswered && record_decode(kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), &cur) == RS_OK &&
+			    cur.state == CALL_DONE && cur.device != NULL && strcmp(cur.device, j->device) == 0 &&
+			    cur.router != NULL && strcmp(cur.router, r->instance) == 0) {
+				/* Our own write of this job, whose answer was lost:
+				 * won. (Or a second result of the device taken here
+				 * that won meanwhile: its tool.result has the same
+				 * Nats-Msg-Id, result-<call_id>, and is de-duplicated.) */
+				won = 1;
+				snprintf(run_id, sizeof(run_id), "%s", cur.tc.run_id);
+			}
+			if (won || unanswered) {
+				rs_toolcall_free(&cur.tc);
+				json_decref(cur.callobj);
+				free(cur.device);
+				free(cur.router);
+				memset(&cur, 0, sizeof(cur));
+			}
+			if (won)
+				break;
 			if (record_decode(kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), &cur) != RS_OK ||
 			    cur.state == CALL_DONE || cur.state == CALL_CANCELLED ||
 			    !((cur.device && strcmp(cur.device, j->device) == 0) ||
@@ -714,11 +747,24 @@ result_work(rs_router *r, rs_router_job *jj)
 			if (record == NULL)
 				goto cleanup;
 		}
-		if (kvStore_Update(NULL, r->kv_calls, j->key, record, (int)strlen(record), rev) == NATS_OK) {
-			won = 1;
-		} else {
-			free(record);
-			record = NULL;
+		{
+			rs_status st = cas_put(r, j->key, record, rev, NULL);
+
+			if (st == RS_OK) {
+				won = 1;
+			} else {
+				/* Read it again: a newer revision (lost race, or our
+				 * own write whose answer was lost), or a retry. */
+				if (st != RS_ECONFLICT) {
+					/* Sticky: a follower answering the read
+					 * below may not show our write yet. */
+					unanswered = 1;
+					if (!sleep_retry(r, attempt))
+						attempt = 6;   /* stopping: give up */
+				}
+				free(record);
+				record = NULL;
+			}
 		}
 	}
 	if (!won)
