@@ -10,9 +10,9 @@
  * (kvStore_Update). Whoever wins the CAS may write to the device; a loser
  * learns the new state from the watch.
  *
- *   intake (intake.c reads the shared durable consumer `routers` of
- *     TOOLCALLS through common/rs_consume.c; its loop thread decodes here
- *     and posts to the service thread): a tool.call is claimed and
+ *   intake (intake.c keeps a pull request on the shared durable consumer
+ *     `routers` of TOOLCALLS outstanding; its subscription thread decodes
+ *     here and posts to the service thread): a tool.call is claimed and
  *     delivered in one step. The service thread picks a local device and
  *     creates the record directly as delivered to it (an asynchronous
  *     publish with Nats-Expected-Last-Subject-Sequence 0, i.e. a KV

@@ -10,9 +10,9 @@
  *     compare-and-set, synchronous JetStream publishes, token look-ups. They
  *     receive self-contained jobs (copies, never pointers into lws state)
  *     and report back by posting a job to the inbox.
- *   - intake.c reads TOOLCALLS through common/rs_consume.c (one loop
- *     thread keeping a pull request outstanding), which decodes each call
- *     (calls.c) and posts it to the service thread.
+ *   - intake.c keeps a pull request on TOOLCALLS outstanding (its keeper
+ *     thread) and receives the messages on a NATS subscription thread,
+ *     which decodes them (calls.c) and posts them to the service thread.
  *   - nats.c's async-publish ack thread reports KV creates and CMDS
  *     publishes (calls.c) by posting to the inbox.
  *   - the watch thread (calls.c) follows KV `calls` and posts updates.
@@ -205,7 +205,7 @@ struct rs_router {
 		          *auth_ok, *auth_fail, *calls_seen, *calls_delivered,
 		          *results, *results_ignored, *claim_conflicts, *dropped_heartbeat,
 		          *oversize, *deliver_latency, *prehello_refused, *tenant_refused,
-		          *intake_latency;
+		          *intake_latency, *pull_requests;
 	} m;
 };
 
@@ -231,9 +231,8 @@ void rs_router_presence_put(rs_router *r, const rs_router_device *d, uint64_t co
 void rs_router_presence_del(rs_router *r, const rs_router_device *d, uint64_t conn_id);
 void rs_router_presence_refresh(rs_router *r); /* every device, periodically */
 
-/* intake.c: the durable pull consumer TOOLCALLS/routers through
- * common/rs_consume.c. Every message goes to rs_router_calls_take on the
- * consumer loop's thread. */
+/* intake.c: the kept-alive pull consumer TOOLCALLS/routers. Every message
+ * goes to rs_router_calls_take on the subscription's thread. */
 typedef enum { RS_SETTLE_ACK = 0, RS_SETTLE_NAK, RS_SETTLE_TERM } rs_router_settle;
 rs_status rs_router_intake_start(rs_router *r);
 void rs_router_intake_stop(rs_router *r);       /* call with r->stopping set */
