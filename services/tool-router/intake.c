@@ -14,8 +14,8 @@
  * ~1.6 ms, the server ends such a request after the first burst), but
  * because nats.c allows one fetch per subscription, so after every burst
  * no request is outstanding for a round trip while the next is sent. Under
- * load that cost the router 7-16 % of its C=64 round trip (bench/router,
- * 4 of 4 pairs; docs/benchmarks.md, "Router"). Here up to three requests
+ * load that cost the router 7-21 % of its C=64 round trip p50 (bench/router,
+ * 6 of 6 pairs; docs/benchmarks.md, "Router"). Here up to three requests
  * overlap, so one is waiting while another ends.
  *
  * Each request has its own reply subject (<inbox>.<n>) so its status
