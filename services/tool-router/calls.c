@@ -63,6 +63,9 @@ typedef struct {
 	uint8_t inflight;   /* a CAS of ours is under way */
 	uint8_t stale;      /* our CAS lost: wait for the watch before retrying */
 	uint8_t answered;   /* a result arrived here: ignore further ones */
+	uint64_t sent_conn; /* the connection we wrote the call to (0: none yet) */
+	int64_t retry_at;   /* mono ms: a CAS of ours ended without an answer
+	                     * (timeout, no JetStream leader): evaluate again then */
 	/* intake create in flight (inflight set): the TOOLCALLS message to
 	 * settle and the connection (and its device) it was claimed for */
 	char *reply;
@@ -181,6 +184,7 @@ sleep_retry(rs_router *r, int attempt)
 
 #define KV_CALLS_PREFIX "$KV.calls."
 #define ASYNC_MAX_WAIT_MS 5000
+#define RETRY_MS 500   /* an unanswered CAS is tried again after this */
 
 /* Synchronous, de-duplicated publish to CMDS with retries: durable before
  * we return. Only the fallback when an asynchronous publish failed. */
@@ -288,6 +292,7 @@ typedef struct {
 	rs_router_job j;
 	uint64_t rev, conn;
 	int ok, release;          /* claim: CAS won; release: this is a release */
+	int conflict;             /* lost to a newer revision (not a timeout) */
 	char *key, *record, *run_id, *tenant, *call_id, *device;
 	char data[];
 } cas_job;
@@ -323,20 +328,45 @@ cas_job_new(rs_router_job_fn fn, const char *key, const char *record, const char
 static void claim_done(rs_router *r, rs_router_job *jj);
 static void evaluate(rs_router *r, rs_router_call *c);
 
-/* Worker: CAS the record to delivered (or back to pending for a release). */
+/* A compare-and-set of a call's record at revision rev (what
+ * kvStore_Update sends), telling a lost race (RS_ECONFLICT: another write
+ * won) from no answer (RS_ETIMEOUT, RS_EUNAVAIL...: during a JetStream
+ * leader election the write may or may not have landed). */
+static rs_status
+cas_put(rs_router *r, const char *key, const char *record, uint64_t rev, uint64_t *newrev)
+{
+	char subj[256];
+	natsMsg *m = NULL;
+	rs_status st;
+
+	snprintf(subj, sizeof(subj), KV_CALLS_PREFIX "%s", key);
+	st = rs_nats_msg(&m, subj, record, (int)strlen(record), NULL);
+	if (st == RS_OK)
+		st = rs_js_publish(r->nats.js, m, NULL, (int64_t)rev, ASYNC_MAX_WAIT_MS, newrev, NULL);
+	natsMsg_Destroy(m);
+	return st;
+}
+
+/* Worker: CAS the record to delivered (or back to pending for a release).
+ * A publish with Nats-Expected-Last-Subject-Sequence (what kvStore_Update
+ * sends) so that a lost race (10071) is told apart from no answer: during
+ * a JetStream leader election the write times out or finds no responder,
+ * and may or may not have landed. Only a lost race has a winner whose
+ * record the watch will bring; the other case is tried again (claim_done). */
 static void
 claim_work(rs_router *r, rs_router_job *jj)
 {
 	cas_job *j = (cas_job *)jj;
 	uint64_t rev = 0;
-	natsStatus s;
+	rs_status st = cas_put(r, j->key, j->record, j->rev, &rev);
 
-	s = kvStore_Update(&rev, r->kv_calls, j->key, j->record, (int)strlen(j->record), j->rev);
-	j->ok = s == NATS_OK;
+	j->ok = st == RS_OK;
+	j->conflict = st == RS_ECONFLICT;
 	if (!j->ok) {
-		rs_metric_inc(r->m.claim_conflicts);
-		rs_debug("router: CAS on %s at rev %llu lost: %s", j->key,
-		         (unsigned long long)j->rev, natsStatus_GetText(s));
+		if (j->conflict)
+			rs_metric_inc(r->m.claim_conflicts);
+		rs_debug("router: CAS on %s at rev %llu %s: %s", j->key, (unsigned long long)j->rev,
+		         j->conflict ? "lost" : "unanswered", rs_status_str(st));
 	}
 	if (j->ok)
 		j->rev = rev;
@@ -405,6 +435,7 @@ deliver(rs_router *r, rs_router_call *c, rs_router_conn *conn)
 		rs_router_conn_send(r, conn, frame, strlen(frame));
 		free(frame);
 		c->sent_us = rs_mono_us();
+		c->sent_conn = conn->id;
 		rs_metric_inc(r->m.calls_delivered);
 	}
 }
@@ -430,8 +461,18 @@ claim_done(rs_router *r, rs_router_job *jj)
 	if (c == NULL)
 		goto cleanup;  /* finished or expired meanwhile */
 	c->inflight = 0;
-	if (!j->ok) {
+	if (!j->ok && j->conflict) {
 		c->stale = 1;  /* the watch brings the winner's state */
+		goto cleanup;
+	}
+	if (!j->ok) {
+		/* No answer: the write may have landed or not. Waiting for the
+		 * watch would wait forever in the second case; so evaluate again
+		 * shortly (the sweep): a CAS at the same revision then either
+		 * wins or loses to our own first write, whose record the watch
+		 * brings (and evaluate delivers). */
+		rs_warn("router: CAS on %s unanswered; trying again in %d ms", j->key, RETRY_MS);
+		c->retry_at = rs_mono_ms() + RETRY_MS;
 		goto cleanup;
 	}
 	if (j->rev > c->rev) {
@@ -523,18 +564,26 @@ evaluate(rs_router *r, rs_router_call *c)
 {
 	rs_router_conn *conn;
 
-	if (c->inflight || c->stale)
+	if (c->inflight || c->stale || c->retry_at > rs_mono_ms())
 		return;
+	c->retry_at = 0;
 	if (c->state == CALL_DONE || c->state == CALL_CANCELLED ||
 	    c->tc.deadline <= rs_now_ms()) {
 		remove_call(r, c);
 		return;
 	}
 	if (c->state == CALL_DELIVERED) {
+		if (c->router == NULL || strcmp(c->router, r->instance) != 0)
+			return;
 		/* Ours, but its connection is gone: back to pending. */
-		if (c->router != NULL && strcmp(c->router, r->instance) == 0 &&
-		    ((conn = rs_router_conn_find(r, c->conn)) == NULL || conn->state != RS_CONN_READY))
+		if ((conn = rs_router_conn_find(r, c->conn)) == NULL || conn->state != RS_CONN_READY)
 			start_cas(r, c, 1, NULL);
+		/* Ours on a live connection, yet never written to it: a write
+		 * of ours that landed though its answer was lost (a timed-out
+		 * CAS or create, learnt from the watch). The record is the
+		 * ownership, so the call is this connection's: deliver it. */
+		else if (c->sent_conn != c->conn && !c->answered)
+			deliver(r, c, conn);
 		return;
 	}
 	if (c->answered)
@@ -636,7 +685,7 @@ result_work(rs_router *r, rs_router_job *jj)
 	char run_id[40];
 	uint64_t rev = j->rev;
 	kvEntry *e = NULL;
-	int won = 0;
+	int won = 0, unanswered = 0;
 	json_t *body = NULL;
 	rs_cmd c;
 	char err[200];
@@ -647,11 +696,32 @@ result_work(rs_router *r, rs_router_job *jj)
 			rs_router_call cur;
 			natsStatus s = kvStore_Get(&e, r->kv_calls, j->key);
 
+			if (s != NATS_OK && s != NATS_NOT_FOUND && sleep_retry(r, attempt))
+				continue;   /* no answer (a leader election): read again */
 			if (s != NATS_OK) {
 				rs_debug("router: result for unknown call %s ignored", j->call_id);
 				goto cleanup;
 			}
 			memset(&cur, 0, sizeof(cur));
+			if (unanswered && record_decode(kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), &cur) == RS_OK &&
+			    cur.state == CALL_DONE && cur.device != NULL && strcmp(cur.device, j->device) == 0 &&
+			    cur.router != NULL && strcmp(cur.router, r->instance) == 0) {
+				/* Our own write of this job, whose answer was lost:
+				 * won. (Or a second result of the device taken here
+				 * that won meanwhile: its tool.result has the same
+				 * Nats-Msg-Id, result-<call_id>, and is de-duplicated.) */
+				won = 1;
+				snprintf(run_id, sizeof(run_id), "%s", cur.tc.run_id);
+			}
+			if (won || unanswered) {
+				rs_toolcall_free(&cur.tc);
+				json_decref(cur.callobj);
+				free(cur.device);
+				free(cur.router);
+				memset(&cur, 0, sizeof(cur));
+			}
+			if (won)
+				break;
 			if (record_decode(kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), &cur) != RS_OK ||
 			    cur.state == CALL_DONE || cur.state == CALL_CANCELLED ||
 			    !((cur.device && strcmp(cur.device, j->device) == 0) ||
@@ -677,11 +747,24 @@ result_work(rs_router *r, rs_router_job *jj)
 			if (record == NULL)
 				goto cleanup;
 		}
-		if (kvStore_Update(NULL, r->kv_calls, j->key, record, (int)strlen(record), rev) == NATS_OK) {
-			won = 1;
-		} else {
-			free(record);
-			record = NULL;
+		{
+			rs_status st = cas_put(r, j->key, record, rev, NULL);
+
+			if (st == RS_OK) {
+				won = 1;
+			} else {
+				/* Read it again: a newer revision (lost race, or our
+				 * own write whose answer was lost), or a retry. */
+				if (st != RS_ECONFLICT) {
+					/* Sticky: a follower answering the read
+					 * below may not show our write yet. */
+					unanswered = 1;
+					if (!sleep_retry(r, attempt))
+						attempt = 6;   /* stopping: give up */
+				}
+				free(record);
+				record = NULL;
+			}
 		}
 	}
 	if (!won)
@@ -1289,6 +1372,8 @@ rs_router_calls_sweep(rs_router *r)
 		next = rs_router_map_next(&r->calls, &ni, e);
 		if (!c->inflight && c->tc.deadline <= now)
 			remove_call(r, c);
+		else if (c->retry_at != 0 && c->retry_at <= rs_mono_ms())
+			evaluate(r, c);   /* a CAS that went unanswered */
 	}
 }
 

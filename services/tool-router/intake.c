@@ -8,12 +8,15 @@
  * the requests' reply subjects. A stored message therefore goes out to a
  * waiting request at once, warm or after hours of idleness.
  *
- * Why not natsSubscription_Fetch: nats.c 3.4.1's Fetch(batch, wait) keeps
- * collecting until the batch is full or the wait is over, and between two
- * fetches no request is outstanding; nats-server 2.9.10 also loses a
- * redelivery taken off its queue while every pull request of the consumer
- * has expired (docs/architecture.md, "Why two threads"). A request that is
- * always alive avoids both.
+ * Why not common/rs_consume.c (nats.c's FetchRequest, no_wait + expires):
+ * not because a fetch waits for its batch to fill (measured in session 5
+ * with the intake on rs_consume: a request of 256 delivered a lone call in
+ * ~1.6 ms, the server ends such a request after the first burst), but
+ * because nats.c allows one fetch per subscription, so after every burst
+ * no request is outstanding for a round trip while the next is sent. Under
+ * load that cost the router 7-21 % of its C=64 round trip p50 (bench/router,
+ * 6 of 6 pairs; docs/benchmarks.md, "Router"). Here up to three requests
+ * overlap, so one is waiting while another ends.
  *
  * Each request has its own reply subject (<inbox>.<n>) so its status
  * messages (100 idle heartbeat, 404/408 over, 409 refused) name it; the
