@@ -43,17 +43,30 @@ function deviceToken(device) {
 }
 
 // Connects, says hello, records every tool.call frame (never answers).
-function device(url, id, token) {
-  const d = { calls: [], ws: new WebSocket(url, SUB) };
-  d.ws.on('error', () => {});
+// An `unavailable` answer to the hello (the router could not verify the
+// token while the cluster elects: "retry later") is what a real device
+// retries: so does this one, on a new connection, until the deadline.
+function device(url, id, token, deadlineMs = 30000) {
+  const d = { calls: [], ws: null, hellos: 0 };
+  const until = Date.now() + deadlineMs;
   d.welcome = new Promise((resolve, reject) => {
-    d.ws.once('open', () => d.ws.send(JSON.stringify({ type: 'hello', device_id: id, token, tools: [{ name: 'echo' }] })));
-    d.ws.on('message', (data) => {
-      const f = JSON.parse(data.toString());
-      if (f.type === 'welcome') resolve(f);
-      else if (f.type === 'error') reject(new Error(JSON.stringify(f)));
-      else if (f.type === 'tool.call') d.calls.push(f);
-    });
+    const connect = () => {
+      const ws = new WebSocket(url, SUB);
+      d.ws = ws;
+      d.hellos++;
+      ws.on('error', () => {});
+      ws.once('open', () => ws.send(JSON.stringify({ type: 'hello', device_id: id, token, tools: [{ name: 'echo' }] })));
+      ws.on('message', (data) => {
+        const f = JSON.parse(data.toString());
+        if (f.type === 'welcome') resolve(f);
+        else if (f.type === 'error' && f.code === 'unavailable' && Date.now() < until) {
+          ws.terminate();
+          setTimeout(connect, 200);
+        } else if (f.type === 'error') reject(new Error(JSON.stringify(f)));
+        else if (f.type === 'tool.call') d.calls.push(f);
+      });
+    };
+    connect();
   });
   return d;
 }
