@@ -18,4 +18,7 @@ uint64_t rs_hash_str(const char *s);
  * ids, key hashes, idempotency hashes: anything that must not collide). */
 void rs_sha256_hex(const void *data, size_t len, char out[65]);
 
+/* The value of one hex digit (either case), or -1. */
+int rs_hex_digit(char c);
+
 #endif

@@ -9,6 +9,7 @@
  */
 #include "rs_secret.h"
 #include "rs_id.h"
+#include "rs_hash.h"
 #include "rs_time.h"
 
 #include <openssl/crypto.h>
@@ -57,18 +58,6 @@ rs_secret_value_ok(const char *value, size_t len, const char **why)
 	return 1;
 }
 
-static int
-hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 rs_status
 rs_secret_key_parse(const char *hex, rs_secret_key *out, char *err, size_t cap)
 {
@@ -78,7 +67,7 @@ rs_secret_key_parse(const char *hex, rs_secret_key *out, char *err, size_t cap)
 		return RS_EINVAL;
 	}
 	for (int i = 0; i < RS_SECRET_KEY_LEN; i++) {
-		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+		int hi = rs_hex_digit(hex[2 * i]), lo = rs_hex_digit(hex[2 * i + 1]);
 		if (hi < 0 || lo < 0) {
 			rs_secret_key_wipe(out);
 			snprintf(err, cap, "must be hex characters only");

@@ -40,6 +40,7 @@
 #include "rs_run.h"
 #include "rs_time.h"
 
+#include "rs_hash.h"
 #include <inttypes.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -52,18 +53,6 @@
 static unsigned char token_key[32];
 static int64_t token_ttl_s = 60;
 static int64_t view_max_events = 100000;
-
-static int
-hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
 
 rs_status
 rs_api_stream_token_init(rs_api *app)
@@ -84,7 +73,7 @@ rs_api_stream_token_init(rs_api *app)
 		return RS_EINVAL;
 	}
 	for (size_t i = 0; i < sizeof(token_key); i++) {
-		int hi = hexval(k[2 * i]), lo = hexval(k[2 * i + 1]);
+		int hi = rs_hex_digit(k[2 * i]), lo = rs_hex_digit(k[2 * i + 1]);
 		if (hi < 0 || lo < 0) {
 			rs_error("RS_API_STREAM_TOKEN_KEY: must be 64 hex characters (32 bytes)");
 			return RS_EINVAL;
