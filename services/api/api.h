@@ -293,7 +293,9 @@ rs_status rs_api_views_catch_up(rs_api *app, const char *tenant, const char *run
 /* Worker: fold the run's whole history from the log, answer job with it
  * (200) and keep it in the cache. nevents: the runseq of its newest event
  * (how it is read: direct gets for a few, an ordered consumer beyond).
- * RS_ENOTFOUND: no events; else a log error. */
+ * RS_ENOTFOUND: no events; RS_EUNAVAIL: the history read ends short of
+ * nevents (answered from older state: never less than the log has);
+ * else a log error. Nothing is answered unless RS_OK. */
 rs_status rs_api_views_load(rs_api *app, const char *tenant, const char *run_id,
                             uint64_t nevents, rs_api_job *job);
 /* (Query arguments, routing, body shapes: request.h.) */

@@ -224,7 +224,15 @@ rs_api_run_view(rs_api *app, rs_api_job *job)
 	if (rs_api_views_render(app, job->tenant, job->run_id, log_last, 0, job) == RS_OK ||
 	    rs_api_views_catch_up(app, job->tenant, job->run_id, log_last, job) == RS_OK)
 		return;
-	st = rs_api_views_load(app, job->tenant, job->run_id, log_last, job);
+	/* A history read short of log_last came from older state (a resumed
+	 * RUNS leader answers for a moment after SIGCONT): read again a few
+	 * times before giving the client a 503. */
+	for (int tries = 0; tries < 5; tries++) {
+		st = rs_api_views_load(app, job->tenant, job->run_id, log_last, job);
+		if (st != RS_EUNAVAIL)
+			break;
+		usleep(100000);
+	}
 	if (st == RS_OK)
 		return;
 	if (st == RS_ENOTFOUND) {

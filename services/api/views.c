@@ -540,6 +540,14 @@ rs_api_views_load(rs_api *app, const char *tenant, const char *run_id, uint64_t 
 		st = RS_ENOTFOUND;
 		goto cleanup;
 	}
+	if (v.last_seq < nevents) {
+		/* Short of the floor the look-up set: the read was answered
+		 * from older state (a resumed RUNS leader that has not yet
+		 * heard it was replaced answers STREAM.MSG.GET for a moment).
+		 * Never answer less than the log has: the caller retries. */
+		st = RS_EUNAVAIL;
+		goto cleanup;
+	}
 	reply(app, tenant, run_id, rs_view_json(&v), job);
 	rs_api_metric_view_read(1);
 	if (app->views != NULL && app->views->max_runs > 0 &&

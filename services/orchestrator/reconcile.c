@@ -41,6 +41,7 @@
 
 #define SWEEP_IDLE_WAIT_MS 10000  /* no message for this long: the pass failed */
 #define SWEEP_BATCH 1024          /* headers per pull request */
+#define SWEEP_FETCH_MS 1000       /* the life of one pull request */
 
 typedef struct {
 	int64_t interval_ms, lookback_s, quiet_ms;
@@ -132,6 +133,7 @@ sweep_pass(orch *o, const sweep_cfg *sc, int64_t start_ns, int64_t *events_read)
 	int64_t quiet_before = (rs_now_ms() - sc->quiet_ms) * 1000000LL;
 	long sent = 0;
 	int complete = 0;
+	int64_t idle_ms = 0;
 	natsStatus s;
 
 	*events_read = 0;
@@ -181,14 +183,20 @@ sweep_pass(orch *o, const sweep_cfg *sc, int64_t start_ns, int64_t *events_read)
 		jsFetchRequest_Init(&req);
 		req.Batch = SWEEP_BATCH;
 		req.NoWait = true;   /* with Expires: returns with what is there */
-		req.Expires = SWEEP_IDLE_WAIT_MS * 1000000LL;
+		/* Short requests, so that SIGTERM never waits for a pass (the
+		 * drain must end within the grace period): the pass fails only
+		 * after SWEEP_IDLE_WAIT_MS of them with nothing. */
+		req.Expires = SWEEP_FETCH_MS * 1000000LL;
 		memset(&list, 0, sizeof(list));
 		s = natsSubscription_FetchRequest(&list, sub, &req);
+		if (s == NATS_TIMEOUT && (idle_ms += SWEEP_FETCH_MS) < SWEEP_IDLE_WAIT_MS)
+			continue;
 		if (s == NATS_TIMEOUT) {
 			rs_warn("reconcile: RUNS' headers stopped coming after %lld event(s): pass "
 			        "incomplete", (long long)*events_read);
 			break;
 		}
+		idle_ms = 0;
 		if (s != NATS_OK) {
 			rs_warn("reconcile: reading RUNS: %s", natsStatus_GetText(s));
 			break;
@@ -220,6 +228,11 @@ sweep_pass(orch *o, const sweep_cfg *sc, int64_t start_ns, int64_t *events_read)
 	natsSubscription_Destroy(sub);
 	json_object_foreach(last, key, v) {
 		const char *type = json_string_value(json_object_get(v, "type"));
+
+		if (atomic_load(&o->stopping)) {
+			complete = 0;   /* the next start's pass covers the rest */
+			break;
+		}
 		if (resting_type(type) || json_integer_value(json_object_get(v, "ts")) > quiet_before)
 			continue;
 		if (send_continue(o, key, json_integer_value(json_object_get(v, "runseq"))) == RS_OK) {
