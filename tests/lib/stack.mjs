@@ -313,12 +313,29 @@ export async function startCluster(opts = {}) {
   const pw = readEnvFile(path.join(authDir, 'users.env'));
   const users = {};
   for (const [k, v] of Object.entries(pw)) users[k.replace('RS_NATS_PASSWORD_', '').toLowerCase().replace(/_/g, '-')] = v;
+  // A free port can be taken by another process between freePort() and
+  // nats-server's listen (tests run two at a time): a node that exits
+  // before it is reachable is started again, all three on new ports.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startClusterOn(dir, authDir, users);
+    } catch (e) {
+      if (!(e instanceof NodeExited) || attempt === 3) throw e;
+      process.stderr.write(`startCluster: ${e.message}; again on new ports\n`);
+    }
+  }
+}
+
+class NodeExited extends Error {}
+
+async function startClusterOn(dir, authDir, users) {
   const ports = [];
   for (let i = 0; i < 3; i++) ports.push({ client: await freePort(), route: await freePort(), mon: await freePort() });
   const routes = ports.map((p) => `    nats-route://127.0.0.1:${p.route}`).join('\n');
   const nodes = ports.map((p, i) => {
     const name = `rs-node-${i + 1}`;
     const store = path.join(dir, `node-${i + 1}`);
+    fs.rmSync(store, { recursive: true, force: true });   // a failed start's
     fs.mkdirSync(store, { recursive: true });
     const conf = path.join(dir, `${name}.conf`);
     fs.writeFileSync(conf, [`listen: 127.0.0.1:${p.client}`, `http: 127.0.0.1:${p.mon}`,
@@ -344,7 +361,17 @@ export async function startCluster(opts = {}) {
   }
   const url = nodes.map((n) => n.url).join(',');
   natsUsers.set(url, users);
-  for (const n of nodes) await waitFor(`${n.name} on ${n.port}`, () => canConnect(n.port));
+  for (const n of nodes) {
+    const deadline = Date.now() + 15000;
+    while (!(await canConnect(n.port))) {
+      if (n.proc.exitCode !== null || n.proc.signalCode !== null) {
+        await Promise.all(nodes.map((o) => o.kill('SIGKILL')));
+        throw new NodeExited(`${n.name} exited at start: ${logTail(n, 5)}`);
+      }
+      if (Date.now() > deadline) throw new Error(`timed out after 15000 ms waiting for ${n.name} on ${n.port}: ${logTail(n, 10)}`);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
   // /jsz of a node that answers (one may be killed or stopped by a test).
   const jsz = async (query = '', except = null, only = null) => {
     let last;
