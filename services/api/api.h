@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "rs_cmd.h"
+#include "rs_logread.h"
 #include "rs_nats.h"
 #include "rs_ops.h"
 #include "rs_secret.h"
@@ -436,6 +437,7 @@ struct rs_api {
 	int limit_retry_after_s;
 	int replay_page;            /* events per history job (RS_API_SSE_REPLAY_PAGE) */
 	int runs_leader_reads;      /* RS_API_RUNS_READS (logread.c) */
+	rs_logread runs_reads;      /* how (logread.c) */
 	int sse_recheck_s;          /* RS_API_SSE_RECHECK_S (sse.c); -1 = auto until logread.c */
 	int64_t view_cache_runs;    /* RS_API_VIEW_CACHE_RUNS (views.c) */
 	int64_t view_cache_mb;      /* RS_API_VIEW_CACHE_MB */

@@ -28,6 +28,7 @@
 #include "rs_config.h"
 #include "rs_consume.h"
 #include "rs_metrics.h"
+#include "rs_logread.h"
 #include "rs_nats.h"
 #include "rs_run.h"
 
@@ -104,6 +105,8 @@ typedef struct orch {
 	atomic_int streams_ok;
 	atomic_long inflight;      /* commands fetched and not yet acked/naked */
 	struct runcache *cache;
+	rs_logread runs_reads;     /* how runcache.c reads RUNS (engine_mu) */
+	int runs_reads_ready;
 	struct agentcache *agents;
 	struct pubmap *pubs;
 	struct rs_consume *cmds;    /* CMDS/orchestrator (cmdloop.c) */

@@ -7,10 +7,16 @@
  * above capacity the least recently used idle entries are dropped (they
  * can always be rebuilt from the log). Engine thread only.
  *
- * Rebuild reads the run's literal subject runs.<tenant>.<run_id>: a direct
- * get of the last message tells how many events there are; short runs are
- * then read with direct gets (next by subject, one round trip each), long
- * ones with an ordered consumer (one set-up round trip, then streamed).
+ * Rebuild reads the run's literal subject runs.<tenant>.<run_id>: a get
+ * of the last message tells how many events there are; short runs are
+ * then read with gets (next by subject, one round trip each), long ones
+ * with an ordered consumer (one set-up round trip, then streamed) that
+ * must reach that last message. The gets go through common/rs_logread.c:
+ * on a cluster to the RUNS leader, because a replica that has just
+ * restarted answers direct gets from its older store (seen in bench/chaos:
+ * runs taken for unknown and their commands dead-lettered, one history
+ * walk reading an event twice from two replicas). RS_ORCH_RUNS_READS:
+ * auto (default), direct, leader; decided at the first read.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +25,30 @@
 #include "orch.h"
 #include "rs_hash.h"
 #include "rs_log.h"
+
+/* The first read decides how RUNS is read (one stream-info request). */
+static natsStatus
+log_get(orch *o, natsMsg **m, const jsDirectGetMsgOptions *dg)
+{
+	if (!o->runs_reads_ready) {
+		const char *mode = getenv("RS_ORCH_RUNS_READS");
+		rs_status st = rs_logread_init(&o->runs_reads, o->nats.nc, o->nats.js, "RUNS", mode,
+		                               5000);
+
+		if (st == RS_EINVAL) {
+			rs_error("RS_ORCH_RUNS_READS: must be auto, direct or leader (got \"%s\"): "
+			         "reading from the leader", mode);
+			rs_logread_init(&o->runs_reads, o->nats.nc, o->nats.js, "RUNS", "leader", 5000);
+		} else if (st != RS_OK) {
+			*m = NULL;
+			return NATS_TIMEOUT;   /* stream unreadable now: the caller naks */
+		}
+		o->runs_reads_ready = 1;
+		rs_info("RUNS reads of the engine: %s", o->runs_reads.leader
+		        ? "the stream leader (STREAM.MSG.GET)" : "direct get");
+	}
+	return rs_logread_get(&o->runs_reads, m, dg);
+}
 
 /* Above this many events an ordered consumer beats successive gets. */
 #define DIRECT_GET_MAX 6
@@ -222,6 +252,18 @@ apply_msg(rs_run *st, natsMsg *m, uint64_t *seq, const char *run_id)
 		       (unsigned long long)*seq, err);
 		return RS_EINVAL;
 	}
+	if (ev.runseq != 0 && ev.runseq <= rs_run_last_seq(st)) {
+		/* A runseq already folded: a replica that replayed its raft log
+		 * after a kill -9 stored an append twice (nats-server 2.9.10,
+		 * seen in bench/chaos: same Nats-Msg-Id, same stored time). The
+		 * first one is the run's; the copy is skipped, not an error
+		 * that would leave the run unreadable forever. */
+		rs_log(RS_LOG_WARN, run_id, NULL, "rebuild: event %llu at RUNS %llu repeats runseq %llu: "
+		       "skipped", (unsigned long long)ev.runseq, (unsigned long long)*seq,
+		       (unsigned long long)ev.runseq);
+		rs_event_free(&ev);
+		return RS_OK;
+	}
 	rc = rs_run_evolve(st, &ev, err, sizeof(err));
 	if (rc != RS_OK)
 		rs_log(RS_LOG_ERROR, run_id, NULL, "rebuild: event %llu does not apply: %s",
@@ -243,7 +285,7 @@ read_by_gets(orch *o, rs_run *st, const char *subj, uint64_t last, const char *r
 		jsDirectGetMsgOptions_Init(&dg);
 		dg.Sequence = seq + 1;
 		dg.NextBySubject = subj;
-		if ((s = js_DirectGetMsg(&m, o->nats.js, "RUNS", NULL, &dg)) != NATS_OK)
+		if ((s = log_get(o, &m, &dg)) != NATS_OK)
 			return rs_nats_status(s, 0);
 		rc = apply_msg(st, m, &seq, run_id);
 		natsMsg_Destroy(m);
@@ -303,7 +345,7 @@ runcache_reload(orch *o, orun *r)
 		return RS_ENOMEM;
 	jsDirectGetMsgOptions_Init(&dg);
 	dg.LastBySubject = subj;
-	s = js_DirectGetMsg(&m, o->nats.js, "RUNS", NULL, &dg);
+	s = log_get(o, &m, &dg);
 	if (s == NATS_NOT_FOUND) {
 		rc = RS_ENOTFOUND;
 		goto done;
@@ -356,7 +398,7 @@ runcache_check_current(orch *o, orun *r, int *current)
 	rs_event_subject(r->tenant, r->run_id, subj, sizeof(subj));
 	jsDirectGetMsgOptions_Init(&dg);
 	dg.LastBySubject = subj;
-	s = js_DirectGetMsg(&m, o->nats.js, "RUNS", NULL, &dg);
+	s = log_get(o, &m, &dg);
 	if (s != NATS_OK && s != NATS_NOT_FOUND)
 		return rs_nats_status(s, 0);
 	if (s == NATS_OK) {
