@@ -248,6 +248,46 @@ apply_consumer(jsCtx *js, json_t *d, char *report, size_t cap)
 	return RS_OK;
 }
 
+/*
+ * A replicated bucket is read from its leader: direct gets off. nats.c
+ * creates every bucket with allow_direct, and then any replica answers a
+ * kvStore_Get, one just restarted from its older store at once
+ * (nats-server 2.9.10): bench/chaos saw a tool-router drop a device's
+ * result as "for an unknown call" that way (the run failed on its tool
+ * timeout). Without allow_direct nats.c reads with STREAM.MSG.GET, which
+ * the stream leader answers. Services bind after this and see it. 1 if
+ * changed, 0 if already off, -1 on error.
+ */
+static int
+kv_no_direct(jsCtx *js, const char *bucket)
+{
+	char name[96];
+	jsStreamInfo *si = NULL, *up = NULL;
+	jsErrCode jerr = 0;
+	natsStatus s;
+	int rc = 0;
+
+	snprintf(name, sizeof(name), "KV_%s", bucket);
+	if ((s = js_GetStreamInfo(&si, js, name, NULL, &jerr)) != NATS_OK) {
+		rs_error("streams: kv %s: cannot read its stream: %s (%d)", bucket, natsStatus_GetText(s),
+		         (int)jerr);
+		return -1;
+	}
+	if (si->Config->AllowDirect) {
+		si->Config->AllowDirect = false;
+		if ((s = js_UpdateStream(&up, js, si->Config, NULL, &jerr)) != NATS_OK) {
+			rs_error("streams: kv %s: cannot turn direct gets off: %s (%d)", bucket,
+			         natsStatus_GetText(s), (int)jerr);
+			rc = -1;
+		} else {
+			rc = 1;
+		}
+		jsStreamInfo_Destroy(up);
+	}
+	jsStreamInfo_Destroy(si);
+	return rc;
+}
+
 static rs_status
 apply_kv(jsCtx *js, json_t *d, char *report, size_t cap)
 {
@@ -271,6 +311,10 @@ apply_kv(jsCtx *js, json_t *d, char *report, size_t cap)
 	s = js_KeyValue(&kv, js, cfg.Bucket);
 	if (s == NATS_OK) {
 		kvStore_Destroy(kv);
+		if (cfg.Replicas > 1 && kv_no_direct(js, cfg.Bucket) == 1) {
+			say(report, cap, "updated kv %s%s\n", cfg.Bucket, " (direct gets off: replicated)");
+			return RS_OK;
+		}
 		say(report, cap, "unchanged kv %s%s\n", cfg.Bucket, "");
 		return RS_OK;
 	}
@@ -280,6 +324,8 @@ apply_kv(jsCtx *js, json_t *d, char *report, size_t cap)
 		return rs_nats_status(s, 0);
 	}
 	kvStore_Destroy(kv);
+	if (cfg.Replicas > 1 && kv_no_direct(js, cfg.Bucket) < 0)
+		return RS_EUNAVAIL;
 	say(report, cap, "created kv %s%s\n", cfg.Bucket, "");
 	return RS_OK;
 }

@@ -182,6 +182,18 @@ sleep_retry(rs_router *r, int attempt)
 	return attempt < 8;
 }
 
+/* A result's record: tries, 50 ms doubling to 1 s apart (about a minute). */
+#define RESULT_ATTEMPTS 64
+
+static int
+result_retry(rs_router *r, int attempt)
+{
+	if (atomic_load(&r->stopping) && attempt > 2)
+		return 0;
+	usleep((useconds_t)(attempt < 4 ? 50000 << attempt : 1000000));
+	return 1;
+}
+
 #define KV_CALLS_PREFIX "$KV.calls."
 #define ASYNC_MAX_WAIT_MS 5000
 #define RETRY_MS 500   /* an unanswered CAS is tried again after this */
@@ -691,12 +703,15 @@ result_work(rs_router *r, rs_router_job *jj)
 	char err[200];
 
 	snprintf(run_id, sizeof(run_id), "%s", j->run_id);
-	for (int attempt = 0; attempt < 6 && !won; attempt++) {
+	/* The device is not told whether its result was taken, and does not
+	 * send it again: keep at it through a leader election or a node
+	 * restart (about a minute), never drop it after a few tries. */
+	for (int attempt = 0; attempt < RESULT_ATTEMPTS && !won; attempt++) {
 		if (record == NULL) {
 			rs_router_call cur;
 			natsStatus s = kvStore_Get(&e, r->kv_calls, j->key);
 
-			if (s != NATS_OK && s != NATS_NOT_FOUND && sleep_retry(r, attempt))
+			if (s != NATS_OK && s != NATS_NOT_FOUND && result_retry(r, attempt))
 				continue;   /* no answer (a leader election): read again */
 			if (s != NATS_OK) {
 				rs_debug("router: result for unknown call %s ignored", j->call_id);
@@ -759,16 +774,19 @@ result_work(rs_router *r, rs_router_job *jj)
 					/* Sticky: a follower answering the read
 					 * below may not show our write yet. */
 					unanswered = 1;
-					if (!sleep_retry(r, attempt))
-						attempt = 6;   /* stopping: give up */
+					if (!result_retry(r, attempt))
+						attempt = RESULT_ATTEMPTS;   /* stopping: give up */
 				}
 				free(record);
 				record = NULL;
 			}
 		}
 	}
-	if (!won)
+	if (!won) {
+		rs_log(RS_LOG_ERROR, run_id, NULL, "router: the result of call %s could not be recorded "
+		       "(KV calls unavailable): left to the step's timeout", j->call_id);
 		goto cleanup;
+	}
 	memset(&c, 0, sizeof(c));
 	c.type = RS_CMD_TOOL_RESULT;
 	snprintf(c.run_id, sizeof(c.run_id), "%s", run_id);
