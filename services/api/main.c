@@ -236,8 +236,15 @@ cleanup:
 	g_app = NULL;
 	rs_api_http_stop(&app);
 	rs_api_live_stop(&app);
-	if (app.nats.js != NULL)
-		js_PublishAsyncComplete(app.nats.js, NULL);
+	if (app.nats.js != NULL) {
+		/* Bounded: an ack lost to a leader change must not hold the
+		 * stop forever (nats.c waits without limit given no options). */
+		jsPubOptions po;
+
+		jsPubOptions_Init(&po);
+		po.MaxWait = 2000;
+		js_PublishAsyncComplete(app.nats.js, &po);
+	}
 	kvStore_Destroy(app.kv_apikeys);
 	kvStore_Destroy(app.kv_agents);
 	kvStore_Destroy(app.kv_idem);

@@ -263,6 +263,10 @@ begin(orch *o, orun *r)
 	char err[300], why[360];
 	rs_status st;
 
+	if (r->stale && atomic_load(&o->stopping)) {
+		end_cmd(o, r, END_NAK, 0);   /* draining: no rebuild, back it goes */
+		return;
+	}
 	if (r->stale) {
 		st = runcache_reload(o, r);
 		if (st != RS_OK && st != RS_ENOTFOUND) {
@@ -397,6 +401,13 @@ on_cmd(orch *o, natsMsg *msg)
 	}
 	p->msg = msg;
 	p->t0_us = rs_mono_us();
+	if (atomic_load(&o->stopping)) {
+		/* Draining: a command not yet begun goes back at once (another
+		 * instance takes it), before any round trip to the log. */
+		natsMsg_Nak(msg, NULL);
+		drop_pending(o, p, 0);
+		return;
+	}
 	if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
 		p->ndelivered = meta->NumDelivered;
 		jsMsgMetaData_Destroy(meta);

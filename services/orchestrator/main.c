@@ -173,8 +173,14 @@ out:
 	scheduler_join(&o);
 	if (engine_ok)
 		engine_drain(&o);
-	if (o.nats.js != NULL)
-		js_PublishAsyncComplete(o.nats.js, NULL);
+	if (o.nats.js != NULL) {
+		/* Bounded, as in timers_join. */
+		jsPubOptions po;
+
+		jsPubOptions_Init(&po);
+		po.MaxWait = o.cfg.base.shutdown_grace_ms / 4 > 500 ? o.cfg.base.shutdown_grace_ms / 4 : 500;
+		js_PublishAsyncComplete(o.nats.js, &po);
+	}
 	timers_free(&o);
 	cmdloop_free(&o);
 	kvStore_Destroy(o.agents_kv);

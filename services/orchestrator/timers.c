@@ -432,8 +432,16 @@ timers_join(orch *o)
 	pthread_mutex_unlock(&o->timer_held->mu);
 	pthread_join(o->timer_fire_thread, NULL);   /* hands held timers back */
 	/* Forwards still in flight are acked (or nak'd) by their handler. */
-	if (o->timer_js != NULL)
-		js_PublishAsyncComplete(o->timer_js, NULL);
+	if (o->timer_js != NULL) {
+		/* Bounded: an ack lost to a leader change would otherwise hold
+		 * the stop forever (nats.c waits without limit given no
+		 * options); an unacked forward's timer comes back anyway. */
+		jsPubOptions po;
+
+		jsPubOptions_Init(&po);
+		po.MaxWait = o->cfg.base.shutdown_grace_ms / 4 > 500 ? o->cfg.base.shutdown_grace_ms / 4 : 500;
+		js_PublishAsyncComplete(o->timer_js, &po);
+	}
 }
 
 void
