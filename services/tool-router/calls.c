@@ -379,7 +379,7 @@ claim_work(rs_router *r, rs_router_job *jj)
 static rs_router_call *
 find_call(rs_router *r, const char *key)
 {
-	return rs_router_map_get(&r->calls, key);
+	return rs_map_get(&r->calls, key);
 }
 
 static rs_router_conn *
@@ -388,7 +388,7 @@ device_conn(rs_router *r, const char *tenant, const char *device)
 	char key[160];
 
 	snprintf(key, sizeof(key), "%s.%s", tenant, device);
-	return rs_router_map_get(&r->devices, key);
+	return rs_map_get(&r->devices, key);
 }
 
 /* Keep the per-device count of delivered calls (capability spread). */
@@ -444,7 +444,7 @@ static void
 remove_call(rs_router *r, rs_router_call *c)
 {
 	set_delivered(r, c, CALL_DONE, NULL, NULL, 0);
-	rs_router_map_del(&r->calls, c->key);
+	rs_map_take(&r->calls, c->key);
 	call_free(c);
 }
 
@@ -535,7 +535,7 @@ static rs_router_conn *
 pick_device(rs_router *r, rs_router_call *c)
 {
 	rs_router_conn *best = NULL, *conn;
-	rs_router_map_ent *e;
+	rs_map_ent *e;
 	size_t i;
 	const char *need = c->tc.capability ? c->tc.capability : c->tc.tool;
 
@@ -543,7 +543,7 @@ pick_device(rs_router *r, rs_router_call *c)
 		conn = device_conn(r, c->tc.tenant, c->tc.device);
 		return conn != NULL && conn->state == RS_CONN_READY ? conn : NULL;
 	}
-	for (i = 0, e = NULL; (e = rs_router_map_next(&r->devices, &i, e)) != NULL;) {
+	for (i = 0, e = NULL; (e = rs_map_next(&r->devices, &i, e)) != NULL;) {
 		conn = e->val;
 		if (conn->state != RS_CONN_READY || strcmp(conn->dev->tenant, c->tc.tenant) != 0 ||
 		    !rs_router_has_tool(conn->dev->names, need) ||
@@ -596,13 +596,13 @@ evaluate(rs_router *r, rs_router_call *c)
 void
 rs_router_calls_device_up(rs_router *r, rs_router_conn *conn)
 {
-	rs_router_map_ent *e;
+	rs_map_ent *e;
 	rs_router_call *c, **todo = NULL;
 	size_t i, n = 0, cap = 0;
 	const rs_router_device *d = conn->dev;
 
 	/* Collect first: claims do not change the map, but keep it simple. */
-	for (i = 0, e = NULL; (e = rs_router_map_next(&r->calls, &i, e)) != NULL;) {
+	for (i = 0, e = NULL; (e = rs_map_next(&r->calls, &i, e)) != NULL;) {
 		c = e->val;
 		if (c->inflight || strcmp(c->tc.tenant, d->tenant) != 0 || c->answered)
 			continue;
@@ -642,11 +642,11 @@ rs_router_calls_device_up(rs_router *r, rs_router_conn *conn)
 void
 rs_router_calls_device_down(rs_router *r, rs_router_conn *conn)
 {
-	rs_router_map_ent *e;
+	rs_map_ent *e;
 	rs_router_call *c, **todo = NULL;
 	size_t i, n = 0, cap = 0;
 
-	for (i = 0, e = NULL; (e = rs_router_map_next(&r->calls, &i, e)) != NULL;) {
+	for (i = 0, e = NULL; (e = rs_map_next(&r->calls, &i, e)) != NULL;) {
 		c = e->val;
 		if (c->state != CALL_DELIVERED || c->conn != conn->id || c->router == NULL ||
 		    strcmp(c->router, r->instance) != 0)
@@ -916,7 +916,7 @@ watch_apply(rs_router *r, rs_router_job *jj)
 		}
 		n->key = strdup(j->key);
 		n->rev = j->rev;
-		if (n->key == NULL || rs_router_map_put(&r->calls, n->key, n) != RS_OK) {
+		if (n->key == NULL || rs_map_put(&r->calls, n->key, n) != RS_OK) {
 			call_free(n);
 			goto cleanup;
 		}
@@ -1198,7 +1198,7 @@ take_apply(rs_router *r, rs_router_job *jj)
 	rec = conn != NULL ? record_encode(n->callobj, CALL_DELIVERED, conn->dev->device_id,
 	                                   r->instance, conn->id)
 	                   : record_encode(n->callobj, CALL_PENDING, NULL, NULL, 0);
-	if (rec == NULL || rs_router_map_put(&r->calls, n->key, n) != RS_OK)
+	if (rec == NULL || rs_map_put(&r->calls, n->key, n) != RS_OK)
 		abort();
 	rs_metric_inc(r->m.calls_seen);
 	n->state = CALL_PENDING;
@@ -1215,7 +1215,7 @@ take_apply(rs_router *r, rs_router_job *jj)
 		rs_router_intake_settle(r, n->reply, RS_SETTLE_NAK);
 		if (conn != NULL && conn->dev->claiming > 0)
 			conn->dev->claiming--;
-		rs_router_map_del(&r->calls, n->key);
+		rs_map_take(&r->calls, n->key);
 		call_free(n);
 	}
 	free(rec);
@@ -1361,15 +1361,15 @@ rs_router_calls_stop(rs_router *r)
 void
 rs_router_calls_sweep(rs_router *r)
 {
-	rs_router_map_ent *e, *next;
+	rs_map_ent *e, *next;
 	size_t i, ni;
 	int64_t now = rs_now_ms();
 
-	for (i = 0, e = rs_router_map_next(&r->calls, &i, NULL); e != NULL; e = next, i = ni) {
+	for (i = 0, e = rs_map_next(&r->calls, &i, NULL); e != NULL; e = next, i = ni) {
 		rs_router_call *c = e->val;
 
 		ni = i;
-		next = rs_router_map_next(&r->calls, &ni, e);
+		next = rs_map_next(&r->calls, &ni, e);
 		if (!c->inflight && c->tc.deadline <= now)
 			remove_call(r, c);
 		else if (c->retry_at != 0 && c->retry_at <= rs_mono_ms())
@@ -1380,10 +1380,10 @@ rs_router_calls_sweep(rs_router *r)
 void
 rs_router_calls_free(rs_router *r)
 {
-	rs_router_map_ent *e;
+	rs_map_ent *e;
 	size_t i;
 
-	for (i = 0, e = NULL; (e = rs_router_map_next(&r->calls, &i, e)) != NULL;)
+	for (i = 0, e = NULL; (e = rs_map_next(&r->calls, &i, e)) != NULL;)
 		call_free(e->val);
-	rs_router_map_free(&r->calls);
+	rs_map_free(&r->calls);
 }
