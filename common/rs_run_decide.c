@@ -30,7 +30,7 @@ decide_start(dctx *d)
 	rs_event ev;
 
 	if (d->s->status != RS_RUN_NONE)
-		return RS_OK;   /* duplicate run.start (a queued run was started by rs_run_settle) */
+		return RS_OK;   /* duplicate run.start (a queued run was started by settle) */
 	if (c->agent != NULL && strcmp(c->agent, rs_agent_name(d->agent)) != 0)
 		return fail(d->err, d->cap, "run.start: agent %s does not match definition %s",
 		            c->agent, rs_agent_name(d->agent));

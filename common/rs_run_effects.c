@@ -194,7 +194,7 @@ rs_run_owe_http_requested(dctx *d, const rs_step *st)
 }
 
 /* llm.requested for `turn` with the chat `msgs` (taken). Its backstop
- * timer follows (rs_run_owe: llm.requested). */
+ * timer follows (owe: llm.requested). */
 static rs_status
 request_turn(dctx *d, const rs_step *st, int64_t turn, json_t *msgs)
 {
