@@ -7,7 +7,7 @@
  * executor finds the requests in the log itself, so they are not effects
  * of a decision. Here are their evolve handlers (recording what fits) and
  * their decide side: what a step.started, a result or a timeout of an
- * http or llm step owes (rs_run_owe_*, called from owe() in rs_run.c) and
+ * http or llm step owes (rs_run_owe_*, called from rs_run_owe() in rs_run_settle.c) and
  * the two command handlers.
  *
  * Ids: effect_id "<run_id>-<step_id>-<exec>-<attempt>-http" or

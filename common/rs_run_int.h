@@ -1,14 +1,16 @@
 /*
  * rs_run_int.h - private to the run state machine's files: rs_run.c (the
- * state, evolve and decide of every step kind, the view), rs_run_effects.c
+ * state, its look-ups, pending effects and the view), rs_run_evolve.c (the
+ * fold of events), rs_run_emit.c (what a decision writes), rs_run_settle.c
+ * (the step engine), rs_run_decide.c (command handlers), rs_run_effects.c
  * (server-side effects: http and llm steps) and rs_run_children.c (child
- * runs of parallel, foreach and run steps). Nothing outside these three
- * files includes it: the public interface is rs_run.h.
+ * runs of parallel, foreach and run steps). Nothing outside these files
+ * includes it: the public interface is rs_run.h.
  *
- * It holds what the three share: the state (struct rs_run and its
- * records), the decision context (dctx), a few inline helpers, and the
- * functions one file calls in another. Those carry the rs_run_ prefix
- * like the public ones, and are declared here only.
+ * It holds what they share: the state (struct rs_run and its records),
+ * the decision context (dctx), a few inline helpers, and the functions one
+ * file calls in another. Those carry the rs_run_ prefix like the public
+ * ones, and are declared here only.
  *
  * Allocation failure aborts (Redis-style), as everywhere in rs_run*.c.
  */
@@ -115,7 +117,7 @@ struct rs_run {
 	char *parent_run_id, *root_run_id, *scope, *parent_step_id;
 
 	/* What the last event leaves to do, as far as the continuation reads
-	 * it (settle() in rs_run.c): a decision is a chain of events each of
+	 * it (rs_run_settle() in rs_run_settle.c): a decision is a chain of events each of
 	 * which follows from the state the previous one left, so a chain cut
 	 * by a crash is finished from here alone. */
 	int last_type;              /* rs_event_type of the last event, -1 if none */
@@ -218,12 +220,12 @@ call_outstanding(const run_call *c)
  *    records the command (run.created, tool.completed, timer.fired, ...:
  *    the events rs_replay_opens_group() names) after checking that the
  *    command still means something;
- *  - settle() then emits, one event at a time, what the state owes: each
- *    next event is a function of the state the previous one left (owe()
+ *  - rs_run_settle() then emits, one event at a time, what the state owes: each
+ *    next event is a function of the state the previous one left (rs_run_owe()
  *    reads the state and the last event it recorded, nothing else).
- * So any prefix of a decision is itself a state from which settle()
+ * So any prefix of a decision is itself a state from which rs_run_settle()
  * produces exactly the rest of that decision. Every decision begins with
- * settle() too: a chain cut by a crash (k of n events appended) is
+ * rs_run_settle() too: a chain cut by a crash (k of n events appended) is
  * finished, with the same events in the same order, by whatever decision
  * comes next for the run: the redelivered command, a timer, a cold load,
  * or the reconciliation's run.continue. Values that depend on the clock
@@ -259,10 +261,10 @@ new_event(rs_event_type t)
 }
 
 /* ------------------------------------------------------------------ */
-/* Shared by the three files                                           */
+/* Shared by the rs_run*.c files                                       */
 /* ------------------------------------------------------------------ */
 
-/* rs_run.c: state lookups and helpers (section 1) */
+/* state look-ups, rendering, effects and step ends (rs_run.c, rs_run_emit.c, rs_run_settle.c) */
 void rs_run_add_call_effect(const rs_run *r, rs_decision *o, const run_call *call, int cancel);
 rs_cmd *rs_run_add_cmd_effect(const rs_run *r, rs_decision *o, rs_cmd_type t, const char *run_id);
 void rs_run_attempt_id(const rs_run *s, char *buf, size_t cap, const char *suffix);
@@ -290,6 +292,43 @@ void rs_run_turn_timer_id(const rs_run *s, char *buf, size_t cap, rs_timer_purpo
                           int64_t turn);
 int rs_run_calls_outstanding(const rs_run *r, const char *step_id, int64_t attempt);
 void rs_run_cancel_timers_of(rs_run *r, const char *step_id, int64_t attempt, rs_timer_purpose p);
+
+/* rs_run.c: the state's records, the view's step and attempt objects, errors */
+run_signal *rs_run_find_signal(const rs_run *r, const char *signal_id);
+void rs_run_release_children(rs_run *r, int all);
+run_signal *rs_run_buffered_signal(const rs_run *r, const char *name);
+void rs_run_cancel_step_timers(rs_run *r, const char *step_id, int64_t attempt);
+json_t *rs_run_view_step(rs_run *r, const char *id);
+json_t *rs_run_view_attempt(rs_run *r, const char *id);
+void rs_run_view_set_status(rs_run *r, const char *id, const char *status);
+void rs_run_err_copy_plain(rs_err *dst, const rs_err *src);
+json_t *rs_run_err_json(const rs_err *e);
+int rs_run_kind_of(const char *name);
+extern const char *rs_run_call_status_names[];
+
+/* rs_run_emit.c: events and effects a decision writes, ending steps */
+void rs_run_err_copy(rs_err *dst, const rs_err *src, const char *step_id);
+void rs_run_add_timer_effect(const rs_run *r, rs_decision *o, const char *timer_id, rs_timer_purpose p,
+                             const char *step_id, int64_t attempt, int64_t due_at);
+void rs_run_cancel_outstanding(dctx *d);
+void rs_run_make_timer_id(const rs_run *s, char *buf, size_t cap, rs_timer_purpose p,
+                          const char *step_id, int64_t exec, int64_t attempt);
+rs_status rs_run_schedule_step_timer(dctx *d, rs_timer_purpose p, int64_t due_at);
+rs_status rs_run_emit_run_failed(dctx *d, const char *code, const char *message, rs_errclass cls,
+                                 const char *step_id);
+rs_status rs_run_emit_step_started(dctx *d, const rs_step *st, int64_t attempt, json_t *input);
+json_t *rs_run_reused_output(const rs_run *s, const rs_step *st);
+rs_status rs_run_emit_step_reused(dctx *d, const rs_step *st);
+rs_status rs_run_fail_step(dctx *d, const rs_step *st, const rs_err *e);
+rs_status rs_run_fail_step_timeout(dctx *d, const rs_step *st, const char *message);
+
+/* rs_run_settle.c: the step engine */
+char *rs_run_text_of_value(json_t *v);
+rs_status rs_run_owe(dctx *d);
+rs_status rs_run_settle(dctx *d);
+
+/* rs_run_decide.c: command handlers */
+void rs_run_add_pending_effects(const rs_run *r, rs_decision *out);
 
 /* rs_run_effects.c: http and llm steps */
 void rs_run_effect_step_started(rs_run *r, int64_t attempt);

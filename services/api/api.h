@@ -34,6 +34,11 @@
 #define RS_API_QUERY_MAX 512
 #define RS_API_HDR_MAX   256
 #define RS_API_RUNKEY    40     /* a run id (UUID) + NUL */
+/* "<tenant>.<run_id>", a run's key in the api's maps (live.c's hub, views.c):
+ * tenants are tokens (no '.'), so the key is unambiguous. */
+#define RS_API_RUN_MAPKEY (72 + RS_API_RUNKEY + 2)
+#define rs_api_run_mapkey(key, tenant, run_id) \
+	snprintf((key), RS_API_RUN_MAPKEY, "%s.%s", (tenant), (run_id))
 
 typedef struct rs_api rs_api;
 typedef struct rs_api_req rs_api_req;

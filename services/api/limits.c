@@ -17,30 +17,30 @@
  * 0 disables that limit.
  */
 #include "api.h"
-#include "rs_hash.h"
 #include "rs_log.h"
+#include "rs_map.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define LIM_SLOTS 4096
-
-typedef struct lim_ent {
-	struct lim_ent *next;
+typedef struct {
 	int n[3];                   /* by kind: [RS_API_LIM_WATCH], [RS_API_LIM_WAIT] */
-	char name[76];              /* "k:<keyid>" or "t:<tenant>" */
 } lim_ent;
 
+/* "k:<keyid>" or "t:<tenant>" -> lim_ent (owned by the map). */
 struct rs_api_limits {
-	lim_ent *slots[LIM_SLOTS];
+	rs_map by_name;
 };
 
 rs_status
 rs_api_limits_init(rs_api *app)
 {
 	app->limits = calloc(1, sizeof(*app->limits));
-	return app->limits != NULL ? RS_OK : RS_ENOMEM;
+	if (app->limits == NULL)
+		return RS_ENOMEM;
+	rs_map_init(&app->limits->by_name, free);
+	return RS_OK;
 }
 
 void
@@ -48,12 +48,7 @@ rs_api_limits_free(rs_api *app)
 {
 	if (app->limits == NULL)
 		return;
-	for (int i = 0; i < LIM_SLOTS; i++)
-		while (app->limits->slots[i] != NULL) {
-			lim_ent *e = app->limits->slots[i];
-			app->limits->slots[i] = e->next;
-			free(e);
-		}
+	rs_map_free(&app->limits->by_name);
 	free(app->limits);
 	app->limits = NULL;
 }
@@ -62,17 +57,14 @@ rs_api_limits_free(rs_api *app)
 static lim_ent *
 ent(rs_api *app, const char *name, int create)
 {
-	unsigned i = (unsigned)(rs_hash_str(name) % LIM_SLOTS);
-	lim_ent *e;
+	lim_ent *e = rs_map_get(&app->limits->by_name, name);
 
-	for (e = app->limits->slots[i]; e != NULL; e = e->next)
-		if (strcmp(e->name, name) == 0)
-			return e;
-	if (!create || (e = calloc(1, sizeof(*e))) == NULL)
+	if (e != NULL || !create || (e = calloc(1, sizeof(*e))) == NULL)
+		return e;
+	if (rs_map_put(&app->limits->by_name, name, e) != RS_OK) {
+		free(e);
 		return NULL;
-	snprintf(e->name, sizeof(e->name), "%s", name);
-	e->next = app->limits->slots[i];
-	app->limits->slots[i] = e;
+	}
 	return e;
 }
 
@@ -80,17 +72,10 @@ ent(rs_api *app, const char *name, int create)
 static void
 ent_gc(rs_api *app, const char *name)
 {
-	unsigned i = (unsigned)(rs_hash_str(name) % LIM_SLOTS);
-	lim_ent *e, **ep;
+	lim_ent *e = rs_map_get(&app->limits->by_name, name);
 
-	for (ep = &app->limits->slots[i]; (e = *ep) != NULL; ep = &e->next)
-		if (strcmp(e->name, name) == 0) {
-			if (e->n[RS_API_LIM_WATCH] == 0 && e->n[RS_API_LIM_WAIT] == 0) {
-				*ep = e->next;
-				free(e);
-			}
-			return;
-		}
+	if (e != NULL && e->n[RS_API_LIM_WATCH] == 0 && e->n[RS_API_LIM_WAIT] == 0)
+		rs_map_del(&app->limits->by_name, name);
 }
 
 int

@@ -50,38 +50,26 @@
  * ~0.2 ms).
  */
 #include "api.h"
-#include "rs_hash.h"
 #include "rs_event.h"
 #include "rs_id.h"
 #include "rs_log.h"
+#include "rs_map.h"
 #include "rs_time.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define HUB_SLOTS 65536
-
-typedef struct hub_run {
-	struct hub_run *next;
-	char tenant[72];
-	char run_id[RS_API_RUNKEY];
+/* The watchers and waiters of one run, linked through their requests. */
+typedef struct {
 	rs_api_req *head;
 	size_t n;
 } hub_run;
 
+/* rs_api_run_mapkey -> hub_run (owned by the map); service thread only. */
 struct rs_api_hub {
-	hub_run *slots[HUB_SLOTS];
-	size_t nruns;
+	rs_map runs;
 };
-
-/* The slot of (tenant, run_id): run ids are random, so they alone
- * spread the slots; the tenant is compared, not hashed. */
-static unsigned
-hash_str(const char *s)
-{
-	return (unsigned)(rs_hash_str(s) % HUB_SLOTS);
-}
 
 #define TYPE_MAX 64     /* longer than any event type name */
 
@@ -234,6 +222,7 @@ rs_api_live_start(rs_api *app)
 	app->hub = calloc(1, sizeof(*app->hub));
 	if (app->hub == NULL)
 		return RS_ENOMEM;
+	rs_map_init(&app->hub->runs, free);
 	if ((st = rs_api_views_init(app)) != RS_OK)
 		return st;
 	if ((st = rs_api_log_init(app)) != RS_OK)
@@ -265,12 +254,7 @@ rs_api_live_stop(rs_api *app)
 {
 	rs_api_live_unsubscribe(app);
 	if (app->hub != NULL) {
-		for (int i = 0; i < HUB_SLOTS; i++)
-			while (app->hub->slots[i] != NULL) {
-				hub_run *h = app->hub->slots[i];
-				app->hub->slots[i] = h->next;
-				free(h);
-			}
+		rs_map_free(&app->hub->runs);
 		free(app->hub);
 		app->hub = NULL;
 	}
@@ -280,19 +264,18 @@ rs_api_live_stop(rs_api *app)
 static hub_run *
 hub_find(rs_api *app, const char *tenant, const char *run_id, int create)
 {
-	unsigned i = hash_str(run_id);
+	char key[RS_API_RUN_MAPKEY];
 	hub_run *h;
 
-	for (h = app->hub->slots[i]; h != NULL; h = h->next)
-		if (strcmp(h->run_id, run_id) == 0 && strcmp(h->tenant, tenant) == 0)
-			return h;
-	if (!create || (h = calloc(1, sizeof(*h))) == NULL)
+	rs_api_run_mapkey(key, tenant, run_id);
+	if ((h = rs_map_get(&app->hub->runs, key)) != NULL || !create)
+		return h;
+	if ((h = calloc(1, sizeof(*h))) == NULL)
 		return NULL;
-	snprintf(h->tenant, sizeof(h->tenant), "%s", tenant);
-	snprintf(h->run_id, sizeof(h->run_id), "%s", run_id);
-	h->next = app->hub->slots[i];
-	app->hub->slots[i] = h;
-	app->hub->nruns++;
+	if (rs_map_put(&app->hub->runs, key, h) != RS_OK) {
+		free(h);
+		return NULL;
+	}
 	return h;
 }
 
@@ -314,13 +297,11 @@ rs_api_hub_add(rs_api *app, rs_api_req *r)
 void
 rs_api_hub_del(rs_api *app, rs_api_req *r)
 {
-	unsigned i = hash_str(r->run_id);
-	hub_run *h, **hp;
+	char key[RS_API_RUN_MAPKEY];
+	hub_run *h;
 
-	for (hp = &app->hub->slots[i]; (h = *hp) != NULL; hp = &h->next)
-		if (strcmp(h->run_id, r->run_id) == 0 && strcmp(h->tenant, r->hub_tenant) == 0)
-			break;
-	if (h == NULL)
+	rs_api_run_mapkey(key, r->hub_tenant, r->run_id);
+	if ((h = rs_map_get(&app->hub->runs, key)) == NULL)
 		return;
 	if (r->hub_prev != NULL)
 		r->hub_prev->hub_next = r->hub_next;
@@ -331,11 +312,8 @@ rs_api_hub_del(rs_api *app, rs_api_req *r)
 	if (r->hub_next != NULL)
 		r->hub_next->hub_prev = r->hub_prev;
 	r->hub_prev = r->hub_next = NULL;
-	if (--h->n == 0) {
-		*hp = h->next;
-		free(h);
-		app->hub->nruns--;
-	}
+	if (--h->n == 0)
+		rs_map_del(&app->hub->runs, key);
 }
 
 void
@@ -429,16 +407,19 @@ rs_api_hub_expire_waiters(rs_api *app)
 {
 	if (app->hub == NULL)
 		return;
-	for (int i = 0; i < HUB_SLOTS; i++) {
-		hub_run *h = app->hub->slots[i], *hn;
-		for (; h != NULL; h = hn) {
-			rs_api_req *r, *next;
-			hn = h->next;   /* the entry may be freed when its last req leaves */
-			for (r = h->head; r != NULL; r = next) {
-				next = r->hub_next;
-				if (r->waiting)
-					rs_api_wait_expire(app, r);
-			}
+	size_t i = 0;
+	rs_map_ent *e, *en;
+
+	for (e = rs_map_next(&app->hub->runs, &i, NULL); e != NULL; e = en) {
+		hub_run *h = e->val;
+		rs_api_req *r, *next;
+
+		/* the entry may be freed when its last req leaves */
+		en = rs_map_next(&app->hub->runs, &i, e);
+		for (r = h->head; r != NULL; r = next) {
+			next = r->hub_next;
+			if (r->waiting)
+				rs_api_wait_expire(app, r);
 		}
 	}
 }

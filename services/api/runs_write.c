@@ -27,31 +27,19 @@
 #include "rs_id.h"
 #include "rs_json.h"
 #include "rs_log.h"
+#include "rs_map.h"
 #include "rs_time.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define PENDING_SLOTS 8192
-
-/* msg id -> job, for the ack handler. Chained hash under one mutex. */
-typedef struct pend {
-	struct pend *next;
-	char msgid[64];
-	rs_api_job *job;
-} pend;
-
+/* msg id -> job (not owned), for the ack handler; under one mutex (the
+ * ack handler runs on a nats.c thread). */
 struct rs_api_pending {
 	pthread_mutex_t mu;
-	pend *slots[PENDING_SLOTS];
+	rs_map by_msgid;
 };
-
-static unsigned
-hash_str(const char *s)
-{
-	return (unsigned)(rs_hash_str(s) % PENDING_SLOTS);
-}
 
 rs_status
 rs_api_pending_init(rs_api *app)
@@ -70,49 +58,34 @@ rs_api_pending_free(rs_api *app)
 
 	if (p == NULL)
 		return;
-	for (int i = 0; i < PENDING_SLOTS; i++)
-		while (p->slots[i] != NULL) {
-			pend *n = p->slots[i];
-			p->slots[i] = n->next;
-			free(n);
-		}
+	rs_map_free(&p->by_msgid);
 	pthread_mutex_destroy(&p->mu);
 	free(p);
 	app->pending = NULL;
 }
 
+/* -1 when out of memory, or when msgid already waits for its ack (ids are
+ * per run, and run ids are new: another job's entry is never replaced). */
 static int
 pending_put(rs_api *app, const char *msgid, rs_api_job *job)
 {
-	pend *n = calloc(1, sizeof(*n));
-	unsigned h = hash_str(msgid);
+	int rc = -1;
 
-	if (n == NULL)
-		return -1;
-	snprintf(n->msgid, sizeof(n->msgid), "%s", msgid);
-	n->job = job;
 	pthread_mutex_lock(&app->pending->mu);
-	n->next = app->pending->slots[h];
-	app->pending->slots[h] = n;
+	if (rs_map_get(&app->pending->by_msgid, msgid) == NULL &&
+	    rs_map_put(&app->pending->by_msgid, msgid, job) == RS_OK)
+		rc = 0;
 	pthread_mutex_unlock(&app->pending->mu);
-	return 0;
+	return rc;
 }
 
 static rs_api_job *
 pending_take(rs_api *app, const char *msgid)
 {
-	unsigned h = hash_str(msgid);
-	pend **pp, *n;
-	rs_api_job *job = NULL;
+	rs_api_job *job;
 
 	pthread_mutex_lock(&app->pending->mu);
-	for (pp = &app->pending->slots[h]; (n = *pp) != NULL; pp = &n->next)
-		if (strcmp(n->msgid, msgid) == 0) {
-			*pp = n->next;
-			job = n->job;
-			free(n);
-			break;
-		}
+	job = rs_map_take(&app->pending->by_msgid, msgid);
 	pthread_mutex_unlock(&app->pending->mu);
 	return job;
 }

@@ -36,8 +36,8 @@
 #include "api.h"
 #include "rs_event.h"
 #include "rs_event_fast.h"
-#include "rs_hash.h"
 #include "rs_log.h"
+#include "rs_map.h"
 #include "rs_view.h"
 
 #include <stdio.h>
@@ -45,7 +45,6 @@
 #include <string.h>
 
 typedef struct vent {
-	struct vent *hnext;             /* hash chain */
 	struct vent *newer, *older;     /* LRU list */
 	char tenant[72];
 	char run_id[RS_API_RUNKEY];
@@ -56,26 +55,19 @@ typedef struct vent {
 
 struct rs_api_views {
 	pthread_mutex_t mu;
-	vent **slots;
-	size_t nslots;
+	rs_map by_run;                  /* rs_api_run_mapkey -> vent (not owned) */
 	vent *newest, *oldest;
 	size_t n, bytes;
 	size_t max_runs, max_bytes;
 };
 
-static size_t
-slot_of(rs_api_views *c, const char *run_id)
-{
-	return (size_t)(rs_hash_str(run_id) & (c->nslots - 1));
-}
-
 static vent *
 find(rs_api_views *c, const char *tenant, const char *run_id)
 {
-	for (vent *e = c->slots[slot_of(c, run_id)]; e != NULL; e = e->hnext)
-		if (strcmp(e->run_id, run_id) == 0 && strcmp(e->tenant, tenant) == 0)
-			return e;
-	return NULL;
+	char key[RS_API_RUN_MAPKEY];
+
+	rs_api_run_mapkey(key, tenant, run_id);
+	return rs_map_get(&c->by_run, key);
 }
 
 static void
@@ -107,11 +99,10 @@ lru_front(rs_api_views *c, vent *e)
 static void
 drop(rs_api_views *c, vent *e)
 {
-	vent **pp = &c->slots[slot_of(c, e->run_id)];
+	char key[RS_API_RUN_MAPKEY];
 
-	while (*pp != e)
-		pp = &(*pp)->hnext;
-	*pp = e->hnext;
+	rs_api_run_mapkey(key, e->tenant, e->run_id);
+	rs_map_take(&c->by_run, key);
 	lru_unlink(c, e);
 	c->n--;
 	c->bytes -= e->bytes;
@@ -132,7 +123,7 @@ static vent *
 insert(rs_api_views *c, const char *tenant, const char *run_id)
 {
 	vent *e = calloc(1, sizeof(*e));
-	size_t s;
+	char key[RS_API_RUN_MAPKEY];
 
 	if (e == NULL)
 		abort();
@@ -140,9 +131,9 @@ insert(rs_api_views *c, const char *tenant, const char *run_id)
 	snprintf(e->run_id, sizeof(e->run_id), "%s", run_id);
 	rs_view_init(&e->v);
 	e->bytes = sizeof(*e);
-	s = slot_of(c, run_id);
-	e->hnext = c->slots[s];
-	c->slots[s] = e;
+	rs_api_run_mapkey(key, tenant, run_id);
+	if (rs_map_put(&c->by_run, key, e) != RS_OK)
+		abort();
 	lru_front(c, e);
 	c->n++;
 	c->bytes += e->bytes;
@@ -153,20 +144,11 @@ rs_status
 rs_api_views_init(rs_api *app)
 {
 	rs_api_views *c = calloc(1, sizeof(*c));
-	size_t want;
 
 	if (c == NULL)
 		return RS_ENOMEM;
 	c->max_runs = (size_t)app->view_cache_runs;
 	c->max_bytes = (size_t)app->view_cache_mb * 1048576u;
-	/* about two entries per slot at the bound */
-	for (want = 1024; want < c->max_runs / 2; want *= 2)
-		;
-	c->nslots = want;
-	if ((c->slots = calloc(c->nslots, sizeof(*c->slots))) == NULL) {
-		free(c);
-		return RS_ENOMEM;
-	}
 	pthread_mutex_init(&c->mu, NULL);
 	app->views = c;
 	return RS_OK;
@@ -182,7 +164,7 @@ rs_api_views_free(rs_api *app)
 	while (c->oldest != NULL)
 		drop(c, c->oldest);
 	pthread_mutex_destroy(&c->mu);
-	free(c->slots);
+	rs_map_free(&c->by_run);
 	free(c);
 	app->views = NULL;
 }

@@ -12,26 +12,29 @@
 #include <string.h>
 
 #include "orch.h"
-#include "rs_hash.h"
 #include "rs_json.h"
 #include "rs_log.h"
+#include "rs_map.h"
 
-#define AGENT_BUCKETS 4096
-
-typedef struct agent_ent {
-	char *key;
-	rs_agent *agent;
-	struct agent_ent *next;
-} agent_ent;
-
+/* <tenant>.<name>.<version> -> parsed rs_agent (owned by the map). */
 struct agentcache {
-	agent_ent *b[AGENT_BUCKETS];
+	rs_map by_key;
 };
+
+static void
+free_agent(void *ag)
+{
+	rs_agent_free(ag);
+}
 
 struct agentcache *
 agentcache_new(void)
 {
-	return calloc(1, sizeof(struct agentcache));
+	struct agentcache *a = calloc(1, sizeof(*a));
+
+	if (a != NULL)
+		rs_map_init(&a->by_key, free_agent);
+	return a;
 }
 
 void
@@ -39,15 +42,7 @@ agentcache_free(struct agentcache *a)
 {
 	if (a == NULL)
 		return;
-	for (int i = 0; i < AGENT_BUCKETS; i++) {
-		agent_ent *e = a->b[i], *n;
-		for (; e != NULL; e = n) {
-			n = e->next;
-			rs_agent_free(e->agent);
-			free(e->key);
-			free(e);
-		}
-	}
+	rs_map_free(&a->by_key);
 	free(a);
 }
 
@@ -117,8 +112,6 @@ agents_get(orch *o, const char *tenant, const char *name, const char *version,
 {
 	struct agentcache *a = o->agents;
 	char key[256], ver[17];
-	agent_ent *e;
-	unsigned h;
 	rs_agent *ag = NULL;
 	rs_status st;
 
@@ -132,23 +125,14 @@ agents_get(orch *o, const char *tenant, const char *name, const char *version,
 		version = ver;
 	}
 	snprintf(key, sizeof(key), "%s.%s.%s", tenant, name, version);
-	h = rs_hash_str(key) % AGENT_BUCKETS;
-	for (e = a->b[h]; e != NULL; e = e->next) {
-		if (strcmp(e->key, key) == 0) {
-			*out = e->agent;
-			return RS_OK;
-		}
-	}
+	if ((*out = rs_map_get(&a->by_key, key)) != NULL)
+		return RS_OK;
 	if ((st = load_version(o, key, &ag, err, cap)) != RS_OK)
 		return st;
-	if ((e = calloc(1, sizeof(*e))) == NULL || (e->key = strdup(key)) == NULL) {
-		free(e);
+	if (rs_map_put(&a->by_key, key, ag) != RS_OK) {
 		rs_agent_free(ag);
 		return RS_ENOMEM;
 	}
-	e->agent = ag;
-	e->next = a->b[h];
-	a->b[h] = e;
 	*out = ag;
 	return RS_OK;
 }

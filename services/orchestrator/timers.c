@@ -48,7 +48,7 @@
 #include <unistd.h>
 
 #include "orch.h"
-#include "rs_hash.h"
+#include "rs_map.h"
 #include "rs_log.h"
 #include "rs_time.h"
 
@@ -65,50 +65,40 @@ typedef struct {
  * by the Nats-Msg-Id of the forward (the ack handler gets the published
  * message back, not a closure of ours). Touched by the timer thread and
  * the nats.c ack thread: a mutex. */
-#define FLY_BUCKETS 4096
 typedef struct fly {
-	struct fly *next;
+	struct fly *next;      /* an older forward of the same timer id */
 	char id[96];
 	natsMsg *timer;        /* the TIMERS delivery to ack */
 	int64_t due;
 } fly;
 
+/* id -> the newest fly of that id (not owned: freed by who takes it). The
+ * same timer can be forwarded twice (redelivered while its first forward
+ * awaits its ack): each forward keeps its entry, newest first. */
 struct timerfly {
 	pthread_mutex_t mu;
-	fly *b[FLY_BUCKETS];
+	rs_map by_id;
 };
-
-static unsigned
-fly_hash(const char *s)
-{
-	return (unsigned)(rs_hash_str(s) % FLY_BUCKETS);
-}
 
 static void
 fly_put(struct timerfly *tf, fly *f)
 {
-	unsigned h = fly_hash(f->id);
-
 	pthread_mutex_lock(&tf->mu);
-	f->next = tf->b[h];
-	tf->b[h] = f;
+	f->next = rs_map_get(&tf->by_id, f->id);
+	if (rs_map_put(&tf->by_id, f->id, f) != RS_OK)
+		abort();   /* the forward would never be acked */
 	pthread_mutex_unlock(&tf->mu);
 }
 
 static fly *
 fly_take(struct timerfly *tf, const char *id)
 {
-	unsigned h = fly_hash(id);
-	fly **pp, *f = NULL;
+	fly *f;
 
 	pthread_mutex_lock(&tf->mu);
-	for (pp = &tf->b[h]; *pp != NULL; pp = &(*pp)->next) {
-		if (strcmp((*pp)->id, id) == 0) {
-			f = *pp;
-			*pp = f->next;
-			break;
-		}
-	}
+	f = rs_map_take(&tf->by_id, id);
+	if (f != NULL && f->next != NULL && rs_map_put(&tf->by_id, id, f->next) != RS_OK)
+		abort();
 	pthread_mutex_unlock(&tf->mu);
 	return f;
 }
@@ -450,14 +440,18 @@ timers_free(orch *o)
 	jsCtx_Destroy(o->timer_js);
 	o->timer_js = NULL;
 	if (o->timer_fly != NULL) {
-		for (int i = 0; i < FLY_BUCKETS; i++) {
-			fly *f = o->timer_fly->b[i], *next;
+		size_t i = 0;
+		rs_map_ent *e = NULL;
+
+		while ((e = rs_map_next(&o->timer_fly->by_id, &i, e)) != NULL) {
+			fly *f = e->val, *next;
 			for (; f != NULL; f = next) {
 				next = f->next;
 				natsMsg_Destroy(f->timer);
 				free(f);
 			}
 		}
+		rs_map_free(&o->timer_fly->by_id);
 		pthread_mutex_destroy(&o->timer_fly->mu);
 		free(o->timer_fly);
 		o->timer_fly = NULL;

@@ -73,7 +73,7 @@ finish(rs_router *r, auth_job *j, rs_router_conn *c)
 static int
 recently_revoked(rs_router *r, const char *sum)
 {
-	int64_t *at = rs_router_map_get(&r->revoked, sum);
+	int64_t *at = rs_map_get(&r->revoked, sum);
 
 	return at != NULL && rs_mono_ms() - *at < REVOKED_TTL_MS;
 }
@@ -82,29 +82,29 @@ int
 rs_router_auth_revoke(rs_router *r, const char *sum)
 {
 	rs_router_conn *c, *next;
-	rs_router_map_ent *e;
+	rs_map_ent *e;
 	int64_t *at, now = rs_mono_ms();
 	size_t i;
 	int closed = 0;
 
-	free(rs_router_map_del(&r->tokens, sum));
+	free(rs_map_take(&r->tokens, sum));
 	/* Forget old revocations first: the map stays small. */
-	for (i = 0, e = NULL; (e = rs_router_map_next(&r->revoked, &i, e)) != NULL;) {
+	for (i = 0, e = NULL; (e = rs_map_next(&r->revoked, &i, e)) != NULL;) {
 		at = e->val;
 		if (now - *at >= REVOKED_TTL_MS) {
 			char *k = strdup(e->key);
 			if (k == NULL)
 				abort();
-			free(rs_router_map_del(&r->revoked, k));
+			free(rs_map_take(&r->revoked, k));
 			free(k);
 			i = 0;   /* the map changed: start over (rare, small) */
 			e = NULL;
 		}
 	}
-	if ((at = rs_router_map_get(&r->revoked, sum)) == NULL) {
+	if ((at = rs_map_get(&r->revoked, sum)) == NULL) {
 		if ((at = malloc(sizeof(*at))) == NULL)
 			abort();
-		if (rs_router_map_put(&r->revoked, sum, at) != RS_OK)
+		if (rs_map_put(&r->revoked, sum, at) != RS_OK)
 			abort();
 	}
 	*at = now;
@@ -123,12 +123,12 @@ rs_router_auth_revoke(rs_router *r, const char *sum)
 static void
 tokens_free(rs_router *r)
 {
-	rs_router_map_ent *e;
+	rs_map_ent *e;
 	size_t i;
 
-	for (i = 0, e = NULL; (e = rs_router_map_next(&r->tokens, &i, e)) != NULL;)
+	for (i = 0, e = NULL; (e = rs_map_next(&r->tokens, &i, e)) != NULL;)
 		free(e->val);
-	rs_router_map_free(&r->tokens);
+	rs_map_free(&r->tokens);
 }
 
 /* Service thread: the worker's answer. */
@@ -141,12 +141,12 @@ auth_done(rs_router *r, rs_router_job *jj)
 	if (j->result == AUTH_OK && recently_revoked(r, j->sum))
 		j->result = AUTH_UNKNOWN;   /* read just before its deletion */
 	if (j->result == AUTH_OK) {
-		token_ent *t = rs_router_map_get(&r->tokens, j->sum);
+		token_ent *t = rs_map_get(&r->tokens, j->sum);
 
 		if (t == NULL && r->tokens.n >= TOKEN_CACHE_MAX)
 			tokens_free(r);  /* crude bound; refills on demand */
 		if (t == NULL && (t = calloc(1, sizeof(*t))) != NULL &&
-		    rs_router_map_put(&r->tokens, j->sum, t) != RS_OK) {
+		    rs_map_put(&r->tokens, j->sum, t) != RS_OK) {
 			free(t);
 			t = NULL;
 		}
@@ -215,7 +215,7 @@ rs_router_auth_hello(rs_router *r, rs_router_conn *c, const rs_router_frame *f)
 	memcpy(j->data, tools, j->tools_len + 1);
 	memcpy(j->data + j->tools_len + 1, names, names_len);
 	c->state = RS_CONN_AUTH;
-	t = rs_router_map_get(&r->tokens, j->sum);
+	t = rs_map_get(&r->tokens, j->sum);
 	if (t != NULL && t->expires > rs_mono_ms()) {
 		j->result = AUTH_OK;
 		snprintf(j->tenant, sizeof(j->tenant), "%s", t->tenant);
@@ -237,11 +237,11 @@ cleanup:
 void
 rs_router_auth_free(rs_router *r)
 {
-	rs_router_map_ent *e;
+	rs_map_ent *e;
 	size_t i;
 
 	tokens_free(r);
-	for (i = 0, e = NULL; (e = rs_router_map_next(&r->revoked, &i, e)) != NULL;)
+	for (i = 0, e = NULL; (e = rs_map_next(&r->revoked, &i, e)) != NULL;)
 		free(e->val);
-	rs_router_map_free(&r->revoked);
+	rs_map_free(&r->revoked);
 }

@@ -151,9 +151,9 @@ cleanup:
 	}
 	rs_router_calls_free(r);
 	rs_router_auth_free(r);
-	rs_router_map_free(&r->devices);
-	rs_router_map_free(&r->tenant_conns);
-	rs_router_map_free(&r->conns_by_id);
+	rs_map_free(&r->devices);
+	rs_map_free(&r->tenant_conns);
+	rs_map_free(&r->conns_by_id);
 	kvStore_Destroy(r->kv_calls);
 	kvStore_Destroy(r->kv_presence);
 	kvStore_Destroy(r->kv_tokens);

@@ -115,10 +115,10 @@ rs_router_presence_del(rs_router *r, const rs_router_device *d, uint64_t conn_id
 void
 rs_router_presence_refresh(rs_router *r)
 {
-	rs_router_map_ent *e;
+	rs_map_ent *e;
 	size_t i;
 
-	for (i = 0, e = NULL; (e = rs_router_map_next(&r->devices, &i, e)) != NULL;) {
+	for (i = 0, e = NULL; (e = rs_map_next(&r->devices, &i, e)) != NULL;) {
 		rs_router_conn *c = e->val;
 
 		if (c->dev != NULL && c->state == RS_CONN_READY)

@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "rs_cmd.h"
+#include "rs_map.h"
 #include "rs_metrics.h"
 #include "rs_nats.h"
 #include "rs_ops.h"
@@ -40,7 +41,7 @@
 
 typedef struct rs_router rs_router;
 
-/* ---- jobs (map.c holds the queue too) ------------------------------- */
+/* ---- jobs (queue.c) ------------------------------------------------- */
 
 /* A unit of work posted to a worker or to the inbox. Concrete jobs embed
  * this as their first member; fn owns the job and frees (or re-posts) it. */
@@ -72,27 +73,6 @@ void rs_router_post(rs_router *r, rs_router_job *j);
 /* Post a job to a worker chosen by key: jobs with the same key run in
  * order on the same worker (delivered before result, put before delete). */
 void rs_router_work(rs_router *r, const char *key, rs_router_job *j);
-
-/* ---- a small string-keyed hash map (map.c) -------------------------- */
-
-typedef struct rs_router_map_ent {
-	struct rs_router_map_ent *next;
-	char *key;  /* owned by the map */
-	void *val;  /* not owned */
-} rs_router_map_ent;
-
-typedef struct {
-	rs_router_map_ent **b;
-	size_t nb, n;
-} rs_router_map;
-
-void *rs_router_map_get(const rs_router_map *m, const char *key);
-rs_status rs_router_map_put(rs_router_map *m, const char *key, void *val);
-void *rs_router_map_del(rs_router_map *m, const char *key); /* old value */
-void rs_router_map_free(rs_router_map *m);                 /* values untouched */
-/* Iterate: for (i = 0, e = NULL; (e = rs_router_map_next(m, &i, e)); ) */
-rs_router_map_ent *rs_router_map_next(const rs_router_map *m, size_t *i,
-                                      rs_router_map_ent *e);
 
 /* ---- devices and connections (ws.c) --------------------------------- */
 
@@ -180,12 +160,12 @@ struct rs_router {
 	/* service-thread state */
 	uint64_t next_conn_id;
 	rs_router_conn *conns;       /* list head */
-	rs_router_map conns_by_id;   /* decimal id -> conn */
-	rs_router_map devices;       /* device key -> conn */
-	rs_router_map calls;         /* KV key -> rs_router_call (calls.c) */
-	rs_router_map tokens;        /* sha256 hex -> cached token (auth.c) */
-	rs_router_map revoked;       /* sha256 hex -> revoked at (mono ms), recent (auth.c) */
-	rs_router_map tenant_conns;  /* tenant -> connections with a device (count) */
+	rs_map conns_by_id;   /* decimal id -> conn */
+	rs_map devices;       /* device key -> conn */
+	rs_map calls;         /* KV key -> rs_router_call (calls.c) */
+	rs_map tokens;        /* sha256 hex -> cached token (auth.c) */
+	rs_map revoked;       /* sha256 hex -> revoked at (mono ms), recent (auth.c) */
+	rs_map tenant_conns;  /* tenant -> connections with a device (count) */
 	lws_sorted_usec_list_t sul_heartbeat, sul_sweep, sul_presence;
 
 	/* calls.c / intake.c threads */

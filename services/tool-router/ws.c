@@ -47,7 +47,7 @@ rs_router_conn_find(rs_router *r, uint64_t id)
 	char k[24];
 
 	snprintf(k, sizeof(k), "%llu", (unsigned long long)id);
-	return rs_router_map_get(&r->conns_by_id, k);
+	return rs_map_get(&r->conns_by_id, k);
 }
 
 void
@@ -104,11 +104,11 @@ device_free(rs_router_device *d)
 static int
 tenant_count(rs_router *r, const char *tenant, int delta)
 {
-	intptr_t n = (intptr_t)rs_router_map_get(&r->tenant_conns, tenant) + delta;
+	intptr_t n = (intptr_t)rs_map_get(&r->tenant_conns, tenant) + delta;
 
 	if (n <= 0)
-		rs_router_map_del(&r->tenant_conns, tenant);
-	else if (rs_router_map_put(&r->tenant_conns, tenant, (void *)n) != RS_OK)
+		rs_map_take(&r->tenant_conns, tenant);
+	else if (rs_map_put(&r->tenant_conns, tenant, (void *)n) != RS_OK)
 		return -1;
 	return 0;
 }
@@ -125,8 +125,8 @@ rs_router_conn_accept(rs_router *r, rs_router_conn *c, const char *tenant,
 
 	/* A reconnecting device replaces itself: not one more connection. */
 	snprintf(key, sizeof(key), "%s.%s", tenant, device_id);
-	if (r->max_devices_tenant > 0 && rs_router_map_get(&r->devices, key) == NULL &&
-	    (intptr_t)rs_router_map_get(&r->tenant_conns, tenant) >= r->max_devices_tenant) {
+	if (r->max_devices_tenant > 0 && rs_map_get(&r->devices, key) == NULL &&
+	    (intptr_t)rs_map_get(&r->tenant_conns, tenant) >= r->max_devices_tenant) {
 		char msg[160];
 		rs_metric_inc(r->m.tenant_refused);
 		snprintf(msg, sizeof(msg), "tenant already has %d devices connected to this router "
@@ -153,19 +153,19 @@ rs_router_conn_accept(rs_router *r, rs_router_conn *c, const char *tenant,
 
 	/* One live connection per device on this router: the newest wins
 	 * (the old one is probably half-open after a network change). */
-	old = rs_router_map_get(&r->devices, d->key);
+	old = rs_map_get(&r->devices, d->key);
 	if (old != NULL && old != c) {
 		rs_info("router: device %s reconnected: closing its previous connection", d->key);
 		rs_router_conn_error(r, old, "replaced", "a newer connection of this device took over",
 		                     CLOSE_REPLACED);
 	}
-	if (rs_router_map_put(&r->devices, d->key, c) != RS_OK) {
+	if (rs_map_put(&r->devices, d->key, c) != RS_OK) {
 		device_free(d);
 		rs_router_conn_error(r, c, "internal", "out of memory", 1011);
 		return;
 	}
 	if (tenant_count(r, d->tenant, 1) != 0) {
-		rs_router_map_del(&r->devices, d->key);
+		rs_map_take(&r->devices, d->key);
 		device_free(d);
 		rs_router_conn_error(r, c, "internal", "out of memory", 1011);
 		return;
@@ -193,7 +193,7 @@ conn_closed(rs_router *r, rs_router_conn *c)
 	if (c->id == 0)
 		return;  /* never established */
 	snprintf(k, sizeof(k), "%llu", (unsigned long long)c->id);
-	rs_router_map_del(&r->conns_by_id, k);
+	rs_map_take(&r->conns_by_id, k);
 	if (c->prev != NULL)
 		c->prev->next = c->next;
 	else
@@ -201,8 +201,8 @@ conn_closed(rs_router *r, rs_router_conn *c)
 	if (c->next != NULL)
 		c->next->prev = c->prev;
 	if (c->dev != NULL) {
-		if (rs_router_map_get(&r->devices, c->dev->key) == c) {
-			rs_router_map_del(&r->devices, c->dev->key);
+		if (rs_map_get(&r->devices, c->dev->key) == c) {
+			rs_map_take(&r->devices, c->dev->key);
 			rs_router_presence_del(r, c->dev, c->id);
 		}
 		rs_info("router: device %s disconnected (conn %llu)", c->dev->key,
@@ -395,7 +395,7 @@ device_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *i
 		c->wsi = wsi;
 		c->id = ++r->next_conn_id;
 		snprintf(k, sizeof(k), "%llu", (unsigned long long)c->id);
-		if (rs_router_map_put(&r->conns_by_id, k, c) != RS_OK)
+		if (rs_map_put(&r->conns_by_id, k, c) != RS_OK)
 			return -1;
 		c->next = r->conns;
 		if (r->conns != NULL)
