@@ -194,6 +194,11 @@ int rs_api_work_inflight(rs_api *app);
 /* Set job's response to a problem+json with `detail` (printf-style). */
 void rs_api_problem(rs_api_job *job, int status, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* The same with a "Retry-After: retry_s" header added to job's: every
+ * answer that asks the client to come back (503 unavailable, 507 full,
+ * 429 over a limit). */
+void rs_api_problem_retry(rs_api_job *job, int status, int retry_s, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 /* Set job's response to JSON v (steals the reference). */
 void rs_api_json(rs_api_job *job, int status, json_t *v);
 const char *rs_api_reason(int status);
@@ -243,10 +248,22 @@ void rs_api_runs_signal(rs_api *app, rs_api_job *job, const char *name);
 void rs_api_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure);
 rs_status rs_api_pending_init(rs_api *app);
 void rs_api_pending_free(rs_api *app);
+
+/* ---- registry.c: does a run exist, its KV `runs` entry (any thread) ---- */
 /* Does run_id exist for tenant (registry KV or an event on the log)?
  * Fills *last_seq / *terminal from the newest event (0 / 0 if none). */
 rs_status rs_api_run_lookup(rs_api *app, const char *tenant, const char *run_id,
                             uint64_t *last_seq, int *terminal);
+/* runseq, type ("step.completed") and terminal flag of an event message.
+ * RS_EINVAL if it is not a usable run event. */
+rs_status rs_api_msg_meta(natsMsg *m, uint64_t *runseq, char type[64], int *terminal);
+/* The registry entry of a new run as a message for KV `runs` (*out,
+ * caller owns), de-duplicated by msgid ("reg-<run_id>", written here). */
+rs_status rs_api_registry_msg(natsMsg **out, const char *tenant, const char *run_id,
+                              const char *agent, const char *version, char msgid[64]);
+/* The "queued" view of a run with no events yet, from its registry entry;
+ * NULL if there is none (new reference). */
+json_t *rs_api_registry_view(rs_api *app, const char *tenant, const char *run_id);
 
 /* ---- logread.c: reads of RUNS that must be current ---- */
 /* Decide how (RS_API_RUNS_READS: auto = the leader when RUNS has replicas
@@ -258,6 +275,18 @@ rs_status rs_api_log_init(rs_api *app);
  * data, the stored headers and Nats-Sequence either way; NATS_NOT_FOUND
  * when there is no such message. */
 natsStatus rs_api_log_get(rs_api *app, natsMsg **m, const jsDirectGetMsgOptions *o);
+/* One stored event of a history being read (sseq: its RUNS sequence; m
+ * is the reader's). 0: go on; 1: stop, done; -1: stop, failed (the
+ * callback keeps why in arg). */
+typedef int (*rs_api_log_each)(void *arg, natsMsg *m, uint64_t sseq);
+/* Worker: the events of (tenant, run_id) stored after RUNS sequence
+ * `after` (0: all), ascending, into fn. by_consumer: one ordered consumer
+ * until nothing is pending, for a long history (only for a run known to
+ * have events past `after`: else it waits 5 s for the first); else direct
+ * gets until there is none. RS_OK at the end or when fn said 1; RS_ERR
+ * when it said -1; else the log's error. */
+rs_status rs_api_log_history(rs_api *app, const char *tenant, const char *run_id,
+                             uint64_t after, int by_consumer, rs_api_log_each fn, void *arg);
 
 /* ---- secrets.c: PUT/DELETE /v1/secrets/{name}, GET /v1/secrets ---- */
 rs_status rs_api_secrets_init(rs_api *app);
@@ -316,9 +345,6 @@ void rs_api_live_unsubscribe(rs_api *app);
 void rs_api_live_stop(rs_api *app);
 /* Build a frame for a stored/live event message. NULL if unusable. */
 rs_api_frame *rs_api_frame_from_msg(natsMsg *m, const char *tenant, const char *run_id);
-/* runseq, type ("step.completed") and terminal flag of an event message.
- * RS_EINVAL if it is not a usable run event. */
-rs_status rs_api_msg_meta(natsMsg *m, uint64_t *runseq, char type[64], int *terminal);
 void rs_api_frame_unref(rs_api_frame *f);
 /* Replay (worker): frames of run with runseq > after, ascending, at most
  * app->replay_page of them (job->more set when it stopped there). */
@@ -351,8 +377,25 @@ void rs_api_http_stop(rs_api *app);
 /* Turn the event loop once (poll or libev); nowait: do not block.
  * <0: the server is gone. */
 int rs_api_http_service(rs_api *app, int nowait);
-/* A finished job for r: act on it. */
+/* A finished job for r (from work.c): header-time auth here, the rest
+ * to rs_api_reply_complete. Takes job. */
 void rs_api_http_complete(rs_api *app, rs_api_req *r, rs_api_job *job);
+
+/* ---- reply.c: answers, and waiters (service thread) ---- */
+/* Hand j to a worker running fn for r (takes j; r's ticket follows it). */
+void rs_api_submit(rs_api *app, rs_api_req *r, rs_api_job *j, rs_api_job_fn fn);
+/* Answer r with j on the next WRITEABLE (takes j; unparks r). */
+void rs_api_respond_later(rs_api *app, rs_api_req *r, rs_api_job *j);
+/* Answer r with j now, inside r's own lws callback (takes j). Returns
+ * the value for lws (-1: close). */
+int rs_api_respond_now(rs_api *app, rs_api_req *r, rs_api_job *j);
+/* Act on a finished job: answer, start streaming, park or keep waiting. */
+void rs_api_reply_complete(rs_api *app, rs_api_req *r, rs_api_job *j);
+/* Worker: j (GET ?wait= on a run in flight, last its newest runseq)
+ * becomes the 202 a timeout sends, and asks to be parked. */
+void rs_api_park_reply(rs_api_job *j, uint64_t last);
+/* Take r out of the waiters if it is one (idempotent). */
+void rs_api_unpark(rs_api *app, rs_api_req *r);
 /* Terminal event for a parked waiter: fetch the run view and answer. */
 void rs_api_wait_wake(rs_api *app, rs_api_req *r);
 /* Answer a parked waiter now with its 202 (timeout, shutdown). */

@@ -83,53 +83,11 @@ hash_str(const char *s)
 	return (unsigned)(rs_hash_str(s) % HUB_SLOTS);
 }
 
-#define TYPE_MAX 64     /* longer than any event type name */
-
-
 void
 rs_api_frame_unref(rs_api_frame *f)
 {
 	if (f != NULL && f->refs >= 0 && --f->refs == 0)
 		free(f);
-}
-
-rs_status
-rs_api_msg_meta(natsMsg *m, uint64_t *runseq, char type[64], int *terminal)
-{
-	const char *h = NULL, *t;
-	json_t *v = NULL, *rs;
-	json_error_t jerr;
-	rs_event_type et, et2;
-	rs_status st = RS_EINVAL;
-
-	v = json_loadb(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), 0, &jerr);
-	if (v == NULL)
-		return RS_EINVAL;
-	rs = json_object_get(v, "runseq");
-	if (!json_is_integer(rs) || json_integer_value(rs) < 1)
-		goto cleanup;
-	*runseq = (uint64_t)json_integer_value(rs);
-	/* The type goes into the SSE event: line: only a known event type
-	 * name (so no CR/LF, bounded). Header and CloudEvent must agree. */
-	if (natsMsgHeader_Get(m, "Runstream-Type", &h) != NATS_OK)
-		h = NULL;
-	t = json_string_value(json_object_get(v, "type"));
-	if (h != NULL && (strlen(h) >= TYPE_MAX || rs_event_type_parse(h, &et) != RS_OK))
-		goto cleanup;
-	if (t != NULL && (strlen(t) >= TYPE_MAX || rs_event_type_parse(t, &et2) != RS_OK))
-		goto cleanup;
-	if (h == NULL && t == NULL)
-		goto cleanup;
-	if (h == NULL)
-		et = et2;
-	else if (t != NULL && et != et2)
-		goto cleanup;
-	snprintf(type, 64, "%s", rs_event_type_name(et));
-	*terminal = rs_event_type_terminal(et);
-	st = RS_OK;
-cleanup:
-	json_decref(v);
-	return st;
 }
 
 rs_api_frame *
@@ -361,67 +319,67 @@ rs_api_hub_watchers(rs_api *app)
 	return app->nwatchers;
 }
 
+/* rs_api_replay's reader state: one page of frames into job. */
+typedef struct {
+	rs_api *app;
+	rs_api_job *job;
+	const char *tenant, *run_id;
+	uint64_t after;
+	int reads;
+	rs_status st;
+} replay_page;
+
+static int
+replay_one(void *arg, natsMsg *m, uint64_t sseq)
+{
+	replay_page *p = arg;
+	rs_api_job *job = p->job;
+	rs_api_frame *f;
+
+	job->next_sseq = sseq + 1;
+	/* At most one page of reads, skipped ones included: a Last-Event-ID
+	 * deep into a long run costs several bounded jobs, not one long one. */
+	if (++p->reads >= p->app->replay_page)
+		job->more = 1;
+	f = rs_api_frame_from_msg(m, p->tenant, p->run_id);
+	if (f == NULL) {
+		rs_warn("live: skipping an undecodable event of run %s", p->run_id);
+		return job->more;
+	}
+	f->sseq = sseq;
+	if (f->runseq <= p->after) {
+		rs_api_frame_unref(f);
+		return job->more;
+	}
+	if (job->nframes % 16 == 0) {
+		rs_api_frame **nf = realloc(job->frames, (job->nframes + 16) * sizeof(*nf));
+		if (nf == NULL) {
+			rs_api_frame_unref(f);
+			p->st = RS_ENOMEM;
+			return -1;
+		}
+		job->frames = nf;
+	}
+	job->frames[job->nframes++] = f;
+	if (f->terminal) {
+		job->terminal_seen = 1;
+		job->more = 0;
+		return 1;
+	}
+	return job->more;
+}
+
 rs_status
 rs_api_replay(rs_api *app, const char *tenant, const char *run_id, uint64_t after,
               rs_api_job *job)
 {
-	jsDirectGetMsgOptions o;
-	char subj[160];
-	uint64_t seq = job->start_sseq > 0 ? job->start_sseq : 1;
-	natsStatus s;
+	replay_page p = { app, job, tenant, run_id, after, 0, RS_OK };
+	uint64_t from = job->start_sseq > 0 ? job->start_sseq : 1;
+	rs_status st;
 
-	rs_event_subject(tenant, run_id, subj, sizeof(subj));
-	/* At most one page of reads, skipped ones included: a Last-Event-ID
-	 * deep into a long run costs several bounded jobs, not one long one. */
-	for (int reads = 0; ; reads++) {
-		natsMsg *m = NULL;
-		const char *sq = NULL;
-		rs_api_frame *f;
-
-		job->next_sseq = seq;
-		if (reads >= app->replay_page) {
-			job->more = 1;
-			return RS_OK;
-		}
-		jsDirectGetMsgOptions_Init(&o);
-		o.Sequence = seq;
-		o.NextBySubject = subj;
-		s = rs_api_log_get(app, &m, &o);
-		if (s == NATS_NOT_FOUND)
-			return RS_OK;
-		if (s != NATS_OK)
-			return rs_nats_status(s, 0);
-		if (natsMsgHeader_Get(m, "Nats-Sequence", &sq) != NATS_OK || sq == NULL) {
-			natsMsg_Destroy(m);
-			return RS_EIO;
-		}
-		seq = strtoull(sq, NULL, 10) + 1;
-		job->next_sseq = seq;
-		f = rs_api_frame_from_msg(m, tenant, run_id);
-		natsMsg_Destroy(m);
-		if (f == NULL) {
-			rs_warn("live: skipping an undecodable event of run %s", run_id);
-			continue;
-		}
-		f->sseq = seq - 1;
-		if (f->runseq <= after) {
-			rs_api_frame_unref(f);
-			continue;
-		}
-		if (job->nframes % 16 == 0) {
-			rs_api_frame **nf = realloc(job->frames, (job->nframes + 16) * sizeof(*nf));
-			if (nf == NULL) {
-				rs_api_frame_unref(f);
-				return RS_ENOMEM;
-			}
-			job->frames = nf;
-		}
-		job->frames[job->nframes++] = f;
-		if (f->terminal) {
-			job->terminal_seen = 1;
-			return RS_OK;
-		}
-	}
+	job->next_sseq = from;
+	st = rs_api_log_history(app, tenant, run_id, from - 1, 0, replay_one, &p);
+	return st == RS_ERR ? p.st : st;
 }
 
 void
