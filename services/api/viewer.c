@@ -32,6 +32,7 @@
 #include "request.h"
 #include "rs_agent.h"
 #include "rs_config.h"
+#include "rs_effects.h"
 #include "rs_event.h"
 #include "rs_id.h"
 #include "rs_json.h"
@@ -291,8 +292,10 @@ rs_api_run_state(rs_api *app, rs_api_job *job)
 	int64_t at = 0;
 	uint64_t last = 0;
 	rs_run *run = NULL;
+	rs_eff_track eff;
 	json_t *view;
 
+	rs_eff_init(&eff);
 	if (rs_api_qarg(job->query, "at", at_s, sizeof(at_s)) &&
 	    rs_parse_int(at_s, 1, INT64_MAX, &at) != RS_OK) {
 		rs_api_problem(job, 400, "at: must be an event runseq >= 1");
@@ -308,16 +311,23 @@ rs_api_run_state(rs_api *app, rs_api_job *job)
 		goto cleanup;
 	}
 	run = rs_run_new();
-	for (size_t i = 0; i < h.n && h.ev[i].runseq <= (uint64_t)at; i++)
+	for (size_t i = 0; i < h.n && h.ev[i].runseq <= (uint64_t)at; i++) {
 		if (rs_run_evolve(run, &h.ev[i], err, sizeof(err)) != RS_OK) {
 			rs_api_problem(job, 500, "the state machine rejects the history: %s", err);
 			goto cleanup;
 		}
+		rs_eff_add(&eff, &h.ev[i]);
+	}
 	view = rs_run_view(run);
+	/* As `runctl replay --at` shows it: the http requests and model
+	 * turns, for a run that has any (rs_effects.h). */
+	if (json_array_size(rs_eff_list(&eff)) > 0)
+		json_object_set(view, "effects", rs_eff_list(&eff));
 	rs_api_json(job, 200, json_pack("{s:I, s:I, s:s, s:o}", "at", (json_int_t)at, "last_seq",
 	                                (json_int_t)last, "status",
 	                                rs_run_status_name(rs_run_get_status(run)), "state", view));
 cleanup:
+	rs_eff_free(&eff);
 	rs_run_free(run);
 	hist_free(&h);
 }
