@@ -510,6 +510,11 @@ struct rs_api {
 	size_t nwaiters;            /* parked Prefer: wait requests */
 	lws_sorted_usec_list_t hb_sul;
 	rs_api_viewer *viewer;      /* ui.c: viewer files, CORS */
+	/* Where rs_api_work_drain hands what comes back to the service
+	 * thread: set by rs_api_http_start (before any drain can run), so
+	 * the queue does not depend on the files that use it. */
+	void (*on_job_done)(rs_api *app, rs_api_req *r, rs_api_job *job); /* takes job */
+	void (*on_frame)(rs_api *app, rs_api_frame *f);
 };
 
 /* storage.c: 1 (and detail) if RUNS or CMDS is above the high-water mark

@@ -572,6 +572,8 @@ rs_api_http_start(rs_api *app)
 {
 	struct lws_context_creation_info info;
 
+	app->on_job_done = rs_api_http_complete;
+	app->on_frame = rs_api_hub_frame;
 	memset(&info, 0, sizeof(info));
 	info.port = app->port;
 	info.iface = app->listen_addr;

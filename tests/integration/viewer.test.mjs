@@ -11,7 +11,8 @@
 // proxy between browser and API drops every connection and refuses new
 // ones) while the run goes on, and the stream resumes with Last-Event-ID
 // without a gap; a step opened, the slider moved, the re-check, a waiting
-// run cancelled, agents and devices pages. Every wait awaits a page
+// run cancelled, a finished run forked (the new run opens), the list
+// filtered by tag, agents and devices pages. Every wait awaits a page
 // condition or an event, with bounds; nothing sleeps to synchronise.
 //
 // Measured and printed, not asserted: first paint of the runs list, and a
@@ -413,6 +414,53 @@ test('in a browser: signal and cancel waiting runs, with confirmation; agents di
   await page.goto(`${proxy.url}/ui/#/devices`);
   await page.waitForSelector('#devices tr[data-device="laptop-1"]');
   assert.match(await page.$eval('#devices tr[data-device="laptop-1"]', (e) => e.textContent), /echo/);
+});
+
+test('in a browser: fork a finished run from its page, the new run opens and finishes; filter the list by tag', async () => {
+  const src = await startRun('view-wait', { name: 'Fork' });
+  await page.goto(`${proxy.url}/ui/#/runs/${src}`);
+  await until(() => /waiting/.test(document.querySelector('#run-head .badge')?.textContent || ''), 'the source waiting for its signal');
+  assert.equal((await call('POST', `/v1/runs/${src}/signals/go`, { body: { n: 1 } })).status, 202);
+  await until(() => document.querySelector('#run-head .badge').textContent === 'completed', 'the source completed', 30000);
+  assert.ok(await page.$eval('#retry-btn', (b) => b.disabled), 'no retry for a run that did not fail');
+  const last = await page.evaluate(() => window.__rsRun.model.events.at(-1).runseq);
+  await click('#fork-btn');
+  await page.waitForSelector('dialog[open] #fork-from');
+  assert.equal(Number(await page.$eval('#fork-from', (e) => e.value)), last, 'the fork starts at the slider (the end)');
+  await click('#dlg-ok');
+  // The new run's page opens by itself; every effect step of the source
+  // (the tool call, the signal) was within the fork point: reused, so the
+  // fork completes without a device call or a signal.
+  await until((id) => /^#\/runs\/[0-9a-f-]{36}$/.test(location.hash) && location.hash !== `#/runs/${id}` &&
+    window.__rsRun && window.__rsRun.runId !== id, 'the fork\'s page', 20000, src);
+  const forkId = await page.evaluate(() => window.__rsRun.runId);
+  await until(() => document.querySelector('#run-head .badge')?.textContent === 'completed', 'the fork completed', 30000);
+  assert.match(await page.$eval('#forked-from', (e) => e.textContent), new RegExp(`after event ${last}`));
+  const created = await page.evaluate(() => window.__rsRun.model.events[0].data);
+  assert.equal(created.forked_from, src);
+  assert.equal(created.from_seq, last);
+  const fv = await call('GET', `/v1/runs/${forkId}?wait=20`);
+  assert.equal(fv.json.status, 'completed');
+  assert.deepEqual(fv.json.output, (await call('GET', `/v1/runs/${src}`)).json.output);
+
+  // Tags: two runs, one filter.
+  const tagged = {};
+  for (const team of ['blue', 'red']) {
+    const r = await call('POST', '/v1/runs', { body: { agent: 'view-hold', tags: { team } } });
+    assert.equal(r.status, 202, r.text);
+    tagged[team] = r.json.run_id;
+  }
+  await page.goto(`${proxy.url}/ui/#/runs`);
+  await page.waitForSelector('#filters input[name=tag]');
+  await page.type('#filters input[name=tag]', 'team:blue');
+  await click('#filters button[type=submit]');
+  await until(() => location.hash.includes('tag=team%3Ablue'), 'the filter in the URL');
+  // The projector may not have the runs yet: the list polls until it does.
+  await until((id) => !!document.querySelector(`#runs tr[data-run="${id}"]`), 'the blue run in the filtered list', 20000, tagged.blue);
+  const shown = await page.$$eval('#runs tbody tr', (trs) => trs.map((tr) => tr.dataset.run));
+  assert.deepEqual(shown, [tagged.blue], 'only the run tagged team:blue');
+  assert.match(await page.$eval(`#runs tr[data-run="${tagged.blue}"]`, (tr) => tr.textContent), /team:blue/);
+  for (const id of Object.values(tagged)) await call('POST', `/v1/runs/${id}/cancel`, { body: {} });
 });
 
 test('a run page of 10,000 events stays responsive (virtualised list; measured, not asserted)', async () => {
