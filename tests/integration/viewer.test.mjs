@@ -1,11 +1,12 @@
 // viewer.test.mjs - the run viewer (services/api/ui, docs/viewer.md) in a
 // real browser, against a real stack: nats-server, Postgres, orchestrator,
-// projector, tool-router, the C example device and rs-api.
+// projector, tool-router, the C example device, rs-executor and rs-api.
 //
 // First the API support the viewer needs, over plain HTTP: /ui/ static
 // files (content types, ETag / 304, no way out of the directory), CORS
 // (RS_API_CORS_ORIGINS), run-scoped stream tokens, the state at an event
-// (compared with `runctl replay --at`), the re-check, the devices list.
+// (compared with `runctl replay --at`, the effects of an http step too),
+// the re-check, the devices list.
 // Then Debian's chromium through puppeteer-core: sign in, a run appears in
 // the list, its page follows it live, the network to the API is cut (a TCP
 // proxy between browser and API drops every connection and refuses new
@@ -21,6 +22,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import puppeteer from 'puppeteer-core';
@@ -78,6 +80,9 @@ const waitAgent = {
   ],
 };
 const holdAgent = { name: 'view-hold', steps: [{ id: 'hold', kind: 'signal', signal: 'never', timeout_s: 240 }] };
+// An http step (carried out by rs-executor) against this loopback server:
+// the run has an effect for /state to list.
+const target = http.createServer((req, res) => { res.writeHead(200, { 'Content-Type': 'application/json' }); res.end('{"pong":true}'); });
 
 async function startRun(agent, input = {}) {
   const r = await call('POST', '/v1/runs', { body: { agent, input } });
@@ -113,11 +118,15 @@ before(async () => {
   startProcess('device', bin('device'), [], {
     RS_ROUTER_URL: `ws://127.0.0.1:${port}/v1/devices/connect`, RS_DEVICE_ID: 'laptop-1', RS_DEVICE_TOKEN: devToken,
   });
+  await new Promise((ok) => target.listen(0, '127.0.0.1', ok));
+  port = await freePort();
+  await startService('executor', { ...env, RS_EXECUTOR_OPS_PORT: String(port), RS_EXECUTOR_EGRESS_ALLOW: '127.0.0.1/32' }, port);
   port = await freePort();
   await startService('api', { ...env, RS_API_PORT: String(port), RS_API_CORS_ORIGINS: 'https://viewer.example', RS_API_STREAM_TOKEN_TTL_S: '30' }, port);
   apiUrl = `http://127.0.0.1:${port}`;
   proxy = await startProxy(port);
-  for (const a of [waitAgent, holdAgent, { ...waitAgent, description: 'version two: another description', timeout_s: 301 }]) {
+  const httpAgent = { name: 'view-http', steps: [{ id: 'ping', kind: 'http', method: 'GET', url: `http://127.0.0.1:${target.address().port}/ping`, timeout_s: 10 }] };
+  for (const a of [waitAgent, holdAgent, httpAgent, { ...waitAgent, description: 'version two: another description', timeout_s: 301 }]) {
     const r = await call('POST', '/v1/agents', { body: a });
     assert.ok(r.status === 201 || r.status === 200, r.text);
   }
@@ -131,6 +140,7 @@ before(async () => {
 after(async () => {
   if (browser) await browser.close().catch(() => {});
   if (proxy) proxy.close();
+  target.close();
   await stopAll();
   if (Object.keys(measured).length) process.stdout.write(`# viewer measurements: ${JSON.stringify(measured)}\n`);
 });
@@ -241,6 +251,26 @@ test('stream token, state at an event (= runctl replay --at), re-check (= replay
   assert.deepEqual(r.json.runs, []);
   r = await call('GET', '/v1/runs?since=yesterday');
   assert.equal(r.status, 400);
+});
+
+test('state of a run with an http step lists its effects, as runctl replay --at does', async () => {
+  const id = await startRun('view-http');
+  let r = await call('GET', `/v1/runs/${id}?wait=30`);
+  assert.equal(r.json.status, 'completed', r.text);
+  r = await call('GET', `/v1/runs/${id}/state`);
+  assert.equal(r.status, 200, r.text);
+  const eff = r.json.state.effects;
+  assert.equal(eff.length, 1, r.text);
+  assert.equal(eff[0].kind, 'http');
+  assert.equal(eff[0].step_id, 'ping');
+  assert.equal(eff[0].status, 'done');
+  assert.equal(eff[0].http_status, 200);
+  const cli = runctl(['replay', id, '--at', String(r.json.at), '--tenant', T, '--json'], env);
+  assert.equal(cli.code, 0, cli.stderr);
+  assert.deepEqual(r.json.state, JSON.parse(cli.stdout));
+  // Before the request: none yet.
+  r = await call('GET', `/v1/runs/${id}/state?at=1`);
+  assert.equal(r.json.state.effects, undefined);
 });
 
 // A click on an element of a live page: the page may redraw it between
