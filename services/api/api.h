@@ -2,7 +2,7 @@
  * api.h - internal types shared by the files of rs-api (services/api).
  *
  * Threads and ownership, the one rule that keeps this service simple:
- *   - The lws service thread (http.c, sse.c, live.c hub) owns every lws
+ *   - The lws service thread (http.c, reply.c and its hub, sse.c) owns every lws
  *     object, every rs_api_req and the hub. Nothing else touches them.
  *   - Worker threads (work.c) run rs_api_job functions: auth, KV, Postgres,
  *     JetStream round trips. A job owns copies of everything it reads; it
@@ -337,26 +337,19 @@ int rs_api_limit_take(rs_api *app, rs_api_req *r, rs_api_job *job, int kind);
 /* Give back what r holds (idempotent). */
 void rs_api_limit_release(rs_api *app, rs_api_req *r);
 
-/* ---- live.c: the hub, the one live consumer, history replay ---- */
+/* ---- live.c: the one live consumer, history replay ---- */
 rs_status rs_api_live_start(rs_api *app);
 /* Shutdown, step 1: end the live consumer (no new frames). */
 void rs_api_live_unsubscribe(rs_api *app);
-/* Step 2 (after the service thread is gone): also frees the hub. */
+/* Step 2 (after the service thread is gone): also frees the views. */
 void rs_api_live_stop(rs_api *app);
-/* Build a frame for a stored/live event message. NULL if unusable. */
+/* frame.c: a frame for a stored/live event message. NULL if unusable. */
 rs_api_frame *rs_api_frame_from_msg(natsMsg *m, const char *tenant, const char *run_id);
 void rs_api_frame_unref(rs_api_frame *f);
 /* Replay (worker): frames of run with runseq > after, ascending, at most
  * app->replay_page of them (job->more set when it stopped there). */
 rs_status rs_api_replay(rs_api *app, const char *tenant, const char *run_id,
                         uint64_t after, rs_api_job *job);
-/* Hub (service thread). */
-void rs_api_hub_add(rs_api *app, rs_api_req *r);
-void rs_api_hub_del(rs_api *app, rs_api_req *r);
-void rs_api_hub_frame(rs_api *app, rs_api_frame *f);
-size_t rs_api_hub_watchers(rs_api *app);
-/* Shutdown: every parked waiter gets its 202 now. */
-void rs_api_hub_expire_waiters(rs_api *app);
 
 /* ---- sse.c (service thread) ---- */
 void rs_api_sse_begin(rs_api *app, rs_api_req *r, rs_api_job *job);
@@ -400,6 +393,18 @@ void rs_api_unpark(rs_api *app, rs_api_req *r);
 void rs_api_wait_wake(rs_api *app, rs_api_req *r);
 /* Answer a parked waiter now with its 202 (timeout, shutdown). */
 void rs_api_wait_expire(rs_api *app, rs_api_req *r);
+/* The hub: (tenant, run_id) -> the run's watchers and waiters. Made and
+ * freed by rs_api_http_start / _stop (after its last connection closed). */
+rs_status rs_api_hub_init(rs_api *app);
+void rs_api_hub_free(rs_api *app);
+void rs_api_hub_add(rs_api *app, rs_api_req *r);
+void rs_api_hub_del(rs_api *app, rs_api_req *r);
+/* A live frame (taken): pushed to the run's watchers, wakes its waiters
+ * if terminal. */
+void rs_api_hub_frame(rs_api *app, rs_api_frame *f);
+size_t rs_api_hub_watchers(rs_api *app);
+/* Shutdown: every parked waiter gets its 202 now. */
+void rs_api_hub_expire_waiters(rs_api *app);
 
 /* ---- ui.c: the viewer's static files (/ui/) and CORS; service thread ---- */
 /* Load RS_API_UI_DIR, RS_API_CORS_ORIGINS and the stream token key. */

@@ -572,6 +572,8 @@ rs_api_http_start(rs_api *app)
 {
 	struct lws_context_creation_info info;
 
+	if (rs_api_hub_init(app) != RS_OK)
+		return RS_ENOMEM;
 	app->on_job_done = rs_api_http_complete;
 	app->on_frame = rs_api_hub_frame;
 	memset(&info, 0, sizeof(info));
@@ -626,6 +628,7 @@ rs_api_http_stop(rs_api *app)
 	if (app->ctx != NULL)
 		lws_context_destroy(app->ctx);
 	app->ctx = NULL;
+	rs_api_hub_free(app);       /* every connection has left it */
 	if (app->evloop != NULL) {
 		/* lws stops its watchers in destroy; let libev settle them. */
 		ev_run(app->evloop, EVRUN_NOWAIT);

@@ -7,9 +7,9 @@
  * re-creates it from the next stream sequence on a reconnect, a gap or
  * missed heartbeats, so live delivery is gap-free by itself; the seam rule
  * in sse.c stays as the safety net. Its callback formats the SSE frame once
- * and queues it to the service thread, which fans it out through the hub:
- * a hash of (tenant, run_id) -> the requests (watchers and waiters) of
- * that run. Both come from the message's subject runs.<tenant>.<run_id>,
+ * (frame.c) and queues it to the service thread, which fans it out through
+ * the hub (reply.c): a hash of (tenant, run_id) -> the requests (watchers
+ * and waiters) of that run. Both come from the message's subject runs.<tenant>.<run_id>,
  * never from its body: run ids are unique, but anyone who can publish to
  * runs.> could reuse tenant A's run id under tenant B, and B's events must
  * not reach A's watchers. Whatever of a message goes into SSE framing
@@ -59,72 +59,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define HUB_SLOTS 65536
-
-typedef struct hub_run {
-	struct hub_run *next;
-	char tenant[72];
-	char run_id[RS_API_RUNKEY];
-	rs_api_req *head;
-	size_t n;
-} hub_run;
-
-struct rs_api_hub {
-	hub_run *slots[HUB_SLOTS];
-	size_t nruns;
-};
-
-/* The slot of (tenant, run_id): run ids are random, so they alone
- * spread the slots; the tenant is compared, not hashed. */
-static unsigned
-hash_str(const char *s)
-{
-	return (unsigned)(rs_hash_str(s) % HUB_SLOTS);
-}
-
-void
-rs_api_frame_unref(rs_api_frame *f)
-{
-	if (f != NULL && f->refs >= 0 && --f->refs == 0)
-		free(f);
-}
-
-rs_api_frame *
-rs_api_frame_from_msg(natsMsg *m, const char *tenant, const char *run_id)
-{
-	uint64_t seq = 0;
-	char type[64];
-	int term = 0, n;
-	size_t dlen = (size_t)natsMsg_GetDataLength(m), cap;
-	rs_api_frame *f;
-
-	if (rs_api_msg_meta(m, &seq, type, &term) != RS_OK)
-		return NULL;
-	/* The CloudEvent is compact JSON: no raw line break can end the
-	 * one-line data: field early (JSON escapes them inside strings;
-	 * between tokens a CR or LF would be legal JSON: refused). */
-	if (memchr(natsMsg_GetData(m), '\n', dlen) != NULL ||
-	    memchr(natsMsg_GetData(m), '\r', dlen) != NULL)
-		return NULL;
-	cap = dlen + 128;
-	f = malloc(sizeof(*f) + LWS_PRE + cap);
-	if (f == NULL)
-		return NULL;
-	memset(f, 0, sizeof(*f));
-	f->refs = 1;
-	f->runseq = seq;
-	f->t_us = rs_mono_us();
-	f->terminal = term;
-	snprintf(f->tenant, sizeof(f->tenant), "%s", tenant);
-	snprintf(f->run_id, sizeof(f->run_id), "%s", run_id);
-	n = snprintf((char *)f->buf + LWS_PRE, cap, "id: %llu\nevent: %s\ndata: ",
-	             (unsigned long long)seq, type);
-	memcpy(f->buf + LWS_PRE + n, natsMsg_GetData(m), dlen);
-	memcpy(f->buf + LWS_PRE + n + dlen, "\n\n", 3);
-	f->len = (size_t)n + dlen + 2;
-	return f;
-}
 
 /* Split runs.<tenant>.<run_id> into its two checked tokens; 0 if the
  * subject is anything else. */
@@ -189,9 +123,6 @@ rs_api_live_start(rs_api *app)
 {
 	rs_status st;
 
-	app->hub = calloc(1, sizeof(*app->hub));
-	if (app->hub == NULL)
-		return RS_ENOMEM;
 	if ((st = rs_api_views_init(app)) != RS_OK)
 		return st;
 	if ((st = rs_api_log_init(app)) != RS_OK)
@@ -222,101 +153,7 @@ void
 rs_api_live_stop(rs_api *app)
 {
 	rs_api_live_unsubscribe(app);
-	if (app->hub != NULL) {
-		for (int i = 0; i < HUB_SLOTS; i++)
-			while (app->hub->slots[i] != NULL) {
-				hub_run *h = app->hub->slots[i];
-				app->hub->slots[i] = h->next;
-				free(h);
-			}
-		free(app->hub);
-		app->hub = NULL;
-	}
 	rs_api_views_free(app);
-}
-
-static hub_run *
-hub_find(rs_api *app, const char *tenant, const char *run_id, int create)
-{
-	unsigned i = hash_str(run_id);
-	hub_run *h;
-
-	for (h = app->hub->slots[i]; h != NULL; h = h->next)
-		if (strcmp(h->run_id, run_id) == 0 && strcmp(h->tenant, tenant) == 0)
-			return h;
-	if (!create || (h = calloc(1, sizeof(*h))) == NULL)
-		return NULL;
-	snprintf(h->tenant, sizeof(h->tenant), "%s", tenant);
-	snprintf(h->run_id, sizeof(h->run_id), "%s", run_id);
-	h->next = app->hub->slots[i];
-	app->hub->slots[i] = h;
-	app->hub->nruns++;
-	return h;
-}
-
-void
-rs_api_hub_add(rs_api *app, rs_api_req *r)
-{
-	hub_run *h = hub_find(app, r->hub_tenant, r->run_id, 1);
-
-	if (h == NULL)
-		return;
-	r->hub_prev = NULL;
-	r->hub_next = h->head;
-	if (h->head != NULL)
-		h->head->hub_prev = r;
-	h->head = r;
-	h->n++;
-}
-
-void
-rs_api_hub_del(rs_api *app, rs_api_req *r)
-{
-	unsigned i = hash_str(r->run_id);
-	hub_run *h, **hp;
-
-	for (hp = &app->hub->slots[i]; (h = *hp) != NULL; hp = &h->next)
-		if (strcmp(h->run_id, r->run_id) == 0 && strcmp(h->tenant, r->hub_tenant) == 0)
-			break;
-	if (h == NULL)
-		return;
-	if (r->hub_prev != NULL)
-		r->hub_prev->hub_next = r->hub_next;
-	else if (h->head == r)
-		h->head = r->hub_next;
-	else
-		return;     /* not a member */
-	if (r->hub_next != NULL)
-		r->hub_next->hub_prev = r->hub_prev;
-	r->hub_prev = r->hub_next = NULL;
-	if (--h->n == 0) {
-		*hp = h->next;
-		free(h);
-		app->hub->nruns--;
-	}
-}
-
-void
-rs_api_hub_frame(rs_api *app, rs_api_frame *f)
-{
-	hub_run *h = hub_find(app, f->tenant, f->run_id, 0);
-	rs_api_req *r, *next;
-
-	if (h != NULL)
-		for (r = h->head; r != NULL; r = next) {
-			next = r->hub_next;
-			if (r->sse)
-				rs_api_sse_push(app, r, f);
-			else if (r->waiting && f->terminal)
-				rs_api_wait_wake(app, r);
-		}
-	rs_api_frame_unref(f);
-}
-
-size_t
-rs_api_hub_watchers(rs_api *app)
-{
-	return app->nwatchers;
 }
 
 /* rs_api_replay's reader state: one page of frames into job. */
@@ -380,23 +217,4 @@ rs_api_replay(rs_api *app, const char *tenant, const char *run_id, uint64_t afte
 	job->next_sseq = from;
 	st = rs_api_log_history(app, tenant, run_id, from - 1, 0, replay_one, &p);
 	return st == RS_ERR ? p.st : st;
-}
-
-void
-rs_api_hub_expire_waiters(rs_api *app)
-{
-	if (app->hub == NULL)
-		return;
-	for (int i = 0; i < HUB_SLOTS; i++) {
-		hub_run *h = app->hub->slots[i], *hn;
-		for (; h != NULL; h = hn) {
-			rs_api_req *r, *next;
-			hn = h->next;   /* the entry may be freed when its last req leaves */
-			for (r = h->head; r != NULL; r = next) {
-				next = r->hub_next;
-				if (r->waiting)
-					rs_api_wait_expire(app, r);
-			}
-		}
-	}
 }

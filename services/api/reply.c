@@ -2,7 +2,9 @@
  * reply.c - how a request gets its answer: a job submitted to a worker,
  * an answer written now or on the next WRITEABLE, and waiters (Prefer:
  * wait) parked in the hub, woken by a terminal event or expired by their
- * timer.
+ * timer. The hub itself is here too: (tenant, run_id) -> the requests of
+ * that run, SSE watchers (sse.c streams them) and parked waiters, fed with
+ * each live frame (rs_api_hub_frame).
  *
  * Service thread only (the two worker-side jobs below run on workers and
  * touch no lws object). http.c turns the client's bytes into a job and
@@ -11,6 +13,7 @@
  * rs_api_reply_complete. Nothing here calls back into http.c.
  */
 #include "api.h"
+#include "rs_hash.h"
 #include "rs_time.h"
 
 #include <ctype.h>
@@ -330,3 +333,152 @@ rs_api_reply_complete(rs_api *app, rs_api_req *r, rs_api_job *j)
 	}
 }
 
+/* ---- the hub: (tenant, run_id) -> its watchers and waiters ---- */
+
+#define HUB_SLOTS 65536
+
+typedef struct hub_run {
+	struct hub_run *next;
+	char tenant[72];
+	char run_id[RS_API_RUNKEY];
+	rs_api_req *head;
+	size_t n;
+} hub_run;
+
+struct rs_api_hub {
+	hub_run *slots[HUB_SLOTS];
+	size_t nruns;
+};
+
+/* The slot of (tenant, run_id): run ids are random, so they alone
+ * spread the slots; the tenant is compared, not hashed. */
+static unsigned
+hash_str(const char *s)
+{
+	return (unsigned)(rs_hash_str(s) % HUB_SLOTS);
+}
+
+rs_status
+rs_api_hub_init(rs_api *app)
+{
+	app->hub = calloc(1, sizeof(*app->hub));
+	return app->hub != NULL ? RS_OK : RS_ENOMEM;
+}
+
+void
+rs_api_hub_free(rs_api *app)
+{
+	if (app->hub == NULL)
+		return;
+	for (int i = 0; i < HUB_SLOTS; i++)
+		while (app->hub->slots[i] != NULL) {
+			hub_run *h = app->hub->slots[i];
+			app->hub->slots[i] = h->next;
+			free(h);
+		}
+	free(app->hub);
+	app->hub = NULL;
+}
+
+static hub_run *
+hub_find(rs_api *app, const char *tenant, const char *run_id, int create)
+{
+	unsigned i = hash_str(run_id);
+	hub_run *h;
+
+	for (h = app->hub->slots[i]; h != NULL; h = h->next)
+		if (strcmp(h->run_id, run_id) == 0 && strcmp(h->tenant, tenant) == 0)
+			return h;
+	if (!create || (h = calloc(1, sizeof(*h))) == NULL)
+		return NULL;
+	snprintf(h->tenant, sizeof(h->tenant), "%s", tenant);
+	snprintf(h->run_id, sizeof(h->run_id), "%s", run_id);
+	h->next = app->hub->slots[i];
+	app->hub->slots[i] = h;
+	app->hub->nruns++;
+	return h;
+}
+
+void
+rs_api_hub_add(rs_api *app, rs_api_req *r)
+{
+	hub_run *h = hub_find(app, r->hub_tenant, r->run_id, 1);
+
+	if (h == NULL)
+		return;
+	r->hub_prev = NULL;
+	r->hub_next = h->head;
+	if (h->head != NULL)
+		h->head->hub_prev = r;
+	h->head = r;
+	h->n++;
+}
+
+void
+rs_api_hub_del(rs_api *app, rs_api_req *r)
+{
+	unsigned i = hash_str(r->run_id);
+	hub_run *h, **hp;
+
+	for (hp = &app->hub->slots[i]; (h = *hp) != NULL; hp = &h->next)
+		if (strcmp(h->run_id, r->run_id) == 0 && strcmp(h->tenant, r->hub_tenant) == 0)
+			break;
+	if (h == NULL)
+		return;
+	if (r->hub_prev != NULL)
+		r->hub_prev->hub_next = r->hub_next;
+	else if (h->head == r)
+		h->head = r->hub_next;
+	else
+		return;     /* not a member */
+	if (r->hub_next != NULL)
+		r->hub_next->hub_prev = r->hub_prev;
+	r->hub_prev = r->hub_next = NULL;
+	if (--h->n == 0) {
+		*hp = h->next;
+		free(h);
+		app->hub->nruns--;
+	}
+}
+
+void
+rs_api_hub_frame(rs_api *app, rs_api_frame *f)
+{
+	hub_run *h = hub_find(app, f->tenant, f->run_id, 0);
+	rs_api_req *r, *next;
+
+	if (h != NULL)
+		for (r = h->head; r != NULL; r = next) {
+			next = r->hub_next;
+			if (r->sse)
+				rs_api_sse_push(app, r, f);
+			else if (r->waiting && f->terminal)
+				rs_api_wait_wake(app, r);
+		}
+	rs_api_frame_unref(f);
+}
+
+size_t
+rs_api_hub_watchers(rs_api *app)
+{
+	return app->nwatchers;
+}
+
+void
+rs_api_hub_expire_waiters(rs_api *app)
+{
+	if (app->hub == NULL)
+		return;
+	for (int i = 0; i < HUB_SLOTS; i++) {
+		hub_run *h = app->hub->slots[i], *hn;
+		for (; h != NULL; h = hn) {
+			rs_api_req *r, *next;
+			hn = h->next;   /* the entry may be freed when its last req leaves */
+			for (r = h->head; r != NULL; r = next) {
+				next = r->hub_next;
+				if (r->waiting)
+					rs_api_wait_expire(app, r);
+			}
+		}
+	}
+}
