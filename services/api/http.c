@@ -34,9 +34,7 @@
 #include "rs_id.h"
 #include "rs_json.h"
 #include "rs_log.h"
-#include "rs_time.h"
 
-#include <ctype.h>
 #include <ev.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -50,11 +50,9 @@
  * ~0.2 ms).
  */
 #include "api.h"
-#include "rs_hash.h"
 #include "rs_event.h"
 #include "rs_id.h"
 #include "rs_log.h"
-#include "rs_time.h"
 
 #include <stdio.h>
 #include <stdlib.h>
