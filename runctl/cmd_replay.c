@@ -4,7 +4,7 @@
  * machine (--check).
  *
  * --at adds to rs_run_view the run's http requests and model turns
- * (effects.h), when it has any.
+ * (rs_effects.h), when it has any.
  *
  * --check is how an orchestrator upgrade is proven safe for runs in
  * flight: every group of events in the log was appended by one decision
@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "effects.h"
+#include "rs_effects.h"
 #include "history.h"
 #include "rs_agent.h"
 #include "rs_config.h"
@@ -190,7 +190,7 @@ replay_timeline(const hist_src *src, const char *cmd)
 
 typedef struct {
 	rs_run *run;
-	eff_track effects;   /* http requests and model turns (effects.h) */
+	rs_eff_track effects;   /* http requests and model turns (rs_effects.h) */
 	uint64_t at;
 	int reached;
 	char err[300];
@@ -205,7 +205,7 @@ at_event(void *ctx, rs_event *ev, const char *raw, size_t len)
 		return RC_OK;   /* keep reading: a stream source ends by itself */
 	if (rs_run_evolve(a->run, ev, a->err, sizeof(a->err)) != RS_OK)
 		return RC_FAIL;
-	eff_add(&a->effects, ev);
+	rs_eff_add(&a->effects, ev);
 	if (ev->runseq == a->at)
 		a->reached = 1;
 	return RC_OK;
@@ -224,7 +224,7 @@ replay_at(const hist_src *src, const char *cmd, const char *at_s)
 		return out_err(RC_USAGE, cmd, "--at needs an event sequence number >= 1, not '%s'", at_s);
 	memset(&a, 0, sizeof(a));
 	a.run = rs_run_new();
-	eff_init(&a.effects);
+	rs_eff_init(&a.effects);
 	a.at = (uint64_t)at;
 	rc = hist_read(src, at_event, &a, NULL, err, sizeof(err));
 	if (rc == RC_FAIL && a.err[0] != '\0') {
@@ -242,15 +242,15 @@ replay_at(const hist_src *src, const char *cmd, const char *at_s)
 	}
 	view = rs_run_view(a.run);
 	/* Only a run with http/llm steps has them: other views stay as is. */
-	if (json_array_size(eff_list(&a.effects)) > 0)
-		json_object_set(view, "effects", eff_list(&a.effects));
+	if (json_array_size(rs_eff_list(&a.effects)) > 0)
+		json_object_set(view, "effects", rs_eff_list(&a.effects));
 	if (!out_json())
 		printf("%sstate after event %" PRId64 " (%s)%s\n", out_on(OUT_BOLD), at,
 		       rs_run_status_name(rs_run_get_status(a.run)), out_off());
 	out_json_value(stdout, view, !out_json());
 	json_decref(view);
 cleanup:
-	eff_free(&a.effects);
+	rs_eff_free(&a.effects);
 	rs_run_free(a.run);
 	return rc;
 }

@@ -195,8 +195,7 @@ rs_api_agents_post(rs_api *app, rs_api_job *job)
 		 * bytes anyway: a hash collision must not pass silently. */
 		s = kvStore_Get(&e, app->kv_agents, key);
 		if (s != NATS_OK) {
-			rs_api_problem(job, 503, "cannot store the definition: NATS %s", natsStatus_GetText(s));
-			strcat(job->hdrs, "Retry-After: 1\n");
+			rs_api_problem_retry(job, 503, 1, "cannot store the definition: NATS %s", natsStatus_GetText(s));
 			goto cleanup;
 		}
 		if ((size_t)kvEntry_ValueLen(e) != strlen(canon) ||
@@ -211,8 +210,7 @@ rs_api_agents_post(rs_api *app, rs_api_job *job)
 	snprintf(key, sizeof(key), "%s.%s.latest", job->tenant, name);
 	s = kvStore_PutString(NULL, app->kv_agents, key, latest);
 	if (s != NATS_OK) {
-		rs_api_problem(job, 503, "cannot update the latest version: NATS %s", natsStatus_GetText(s));
-		strcat(job->hdrs, "Retry-After: 1\n");
+		rs_api_problem_retry(job, 503, 1, "cannot update the latest version: NATS %s", natsStatus_GetText(s));
 		goto cleanup;
 	}
 	cache_put(app, key, ver, LATEST_TTL_MS);
@@ -281,8 +279,7 @@ rs_api_agents_get(rs_api *app, rs_api_job *job, const char *name, const char *ve
 		list = json_array();
 		snprintf(key, sizeof(key), "%s.*.latest", job->tenant);
 		if (list_keys(app, key, list, 1) != RS_OK) {
-			rs_api_problem(job, 503, "cannot list agents: NATS unavailable");
-			strcat(job->hdrs, "Retry-After: 1\n");
+			rs_api_problem_retry(job, 503, 1, "cannot list agents: NATS unavailable");
 			goto cleanup;
 		}
 		rs_api_json(job, 200, json_pack("{s:O}", "agents", list));
@@ -297,16 +294,14 @@ rs_api_agents_get(rs_api *app, rs_api_job *job, const char *name, const char *ve
 		goto cleanup;
 	}
 	if (st != RS_OK) {
-		rs_api_problem(job, 503, "cannot read agent %s: NATS %s", name, rs_status_str(st));
-		strcat(job->hdrs, "Retry-After: 1\n");
+		rs_api_problem_retry(job, 503, 1, "cannot read agent %s: NATS %s", name, rs_status_str(st));
 		goto cleanup;
 	}
 	snprintf(key, sizeof(key), "%s.%s.%s", job->tenant, name, ver);
 	s = kvStore_Get(&e, app->kv_agents, key);
 	if (s != NATS_OK || rs_json_parse(kvEntry_ValueString(e), (size_t)kvEntry_ValueLen(e), &def,
 	                                  err, sizeof(err)) != RS_OK) {
-		rs_api_problem(job, 503, "cannot read agent %s version %s", name, ver);
-		strcat(job->hdrs, "Retry-After: 1\n");
+		rs_api_problem_retry(job, 503, 1, "cannot read agent %s version %s", name, ver);
 		goto cleanup;
 	}
 	if (version != NULL) {

@@ -2,7 +2,7 @@
  * api.h - internal types shared by the files of rs-api (services/api).
  *
  * Threads and ownership, the one rule that keeps this service simple:
- *   - The lws service thread (http.c, sse.c, live.c hub) owns every lws
+ *   - The lws service thread (http.c, reply.c and its hub, sse.c) owns every lws
  *     object, every rs_api_req and the hub. Nothing else touches them.
  *   - Worker threads (work.c) run rs_api_job functions: auth, KV, Postgres,
  *     JetStream round trips. A job owns copies of everything it reads; it
@@ -34,7 +34,7 @@
 #define RS_API_QUERY_MAX 512
 #define RS_API_HDR_MAX   256
 #define RS_API_RUNKEY    40     /* a run id (UUID) + NUL */
-/* "<tenant>.<run_id>", a run's key in the api's maps (live.c's hub, views.c):
+/* "<tenant>.<run_id>", a run's key in the api's maps (reply.c's hub, views.c):
  * tenants are tokens (no '.'), so the key is unambiguous. */
 #define RS_API_RUN_MAPKEY (72 + RS_API_RUNKEY + 2)
 #define rs_api_run_mapkey(key, tenant, run_id) \
@@ -200,6 +200,11 @@ int rs_api_work_inflight(rs_api *app);
 /* Set job's response to a problem+json with `detail` (printf-style). */
 void rs_api_problem(rs_api_job *job, int status, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* The same with a "Retry-After: retry_s" header added to job's: every
+ * answer that asks the client to come back (503 unavailable, 507 full,
+ * 429 over a limit). */
+void rs_api_problem_retry(rs_api_job *job, int status, int retry_s, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 /* Set job's response to JSON v (steals the reference). */
 void rs_api_json(rs_api_job *job, int status, json_t *v);
 const char *rs_api_reason(int status);
@@ -249,10 +254,22 @@ void rs_api_runs_signal(rs_api *app, rs_api_job *job, const char *name);
 void rs_api_pub_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure);
 rs_status rs_api_pending_init(rs_api *app);
 void rs_api_pending_free(rs_api *app);
+
+/* ---- registry.c: does a run exist, its KV `runs` entry (any thread) ---- */
 /* Does run_id exist for tenant (registry KV or an event on the log)?
  * Fills *last_seq / *terminal from the newest event (0 / 0 if none). */
 rs_status rs_api_run_lookup(rs_api *app, const char *tenant, const char *run_id,
                             uint64_t *last_seq, int *terminal);
+/* runseq, type ("step.completed") and terminal flag of an event message.
+ * RS_EINVAL if it is not a usable run event. */
+rs_status rs_api_msg_meta(natsMsg *m, uint64_t *runseq, char type[64], int *terminal);
+/* The registry entry of a new run as a message for KV `runs` (*out,
+ * caller owns), de-duplicated by msgid ("reg-<run_id>", written here). */
+rs_status rs_api_registry_msg(natsMsg **out, const char *tenant, const char *run_id,
+                              const char *agent, const char *version, char msgid[64]);
+/* The "queued" view of a run with no events yet, from its registry entry;
+ * NULL if there is none (new reference). */
+json_t *rs_api_registry_view(rs_api *app, const char *tenant, const char *run_id);
 
 /* ---- logread.c: reads of RUNS that must be current ---- */
 /* Decide how (RS_API_RUNS_READS: auto = the leader when RUNS has replicas
@@ -264,6 +281,18 @@ rs_status rs_api_log_init(rs_api *app);
  * data, the stored headers and Nats-Sequence either way; NATS_NOT_FOUND
  * when there is no such message. */
 natsStatus rs_api_log_get(rs_api *app, natsMsg **m, const jsDirectGetMsgOptions *o);
+/* One stored event of a history being read (sseq: its RUNS sequence; m
+ * is the reader's). 0: go on; 1: stop, done; -1: stop, failed (the
+ * callback keeps why in arg). */
+typedef int (*rs_api_log_each)(void *arg, natsMsg *m, uint64_t sseq);
+/* Worker: the events of (tenant, run_id) stored after RUNS sequence
+ * `after` (0: all), ascending, into fn. by_consumer: one ordered consumer
+ * until nothing is pending, for a long history (only for a run known to
+ * have events past `after`: else it waits 5 s for the first); else direct
+ * gets until there is none. RS_OK at the end or when fn said 1; RS_ERR
+ * when it said -1; else the log's error. */
+rs_status rs_api_log_history(rs_api *app, const char *tenant, const char *run_id,
+                             uint64_t after, int by_consumer, rs_api_log_each fn, void *arg);
 
 /* ---- secrets.c: PUT/DELETE /v1/secrets/{name}, GET /v1/secrets ---- */
 rs_status rs_api_secrets_init(rs_api *app);
@@ -316,29 +345,19 @@ int rs_api_limit_take(rs_api *app, rs_api_req *r, rs_api_job *job, int kind);
 /* Give back what r holds (idempotent). */
 void rs_api_limit_release(rs_api *app, rs_api_req *r);
 
-/* ---- live.c: the hub, the one live consumer, history replay ---- */
+/* ---- live.c: the one live consumer, history replay ---- */
 rs_status rs_api_live_start(rs_api *app);
 /* Shutdown, step 1: end the live consumer (no new frames). */
 void rs_api_live_unsubscribe(rs_api *app);
-/* Step 2 (after the service thread is gone): also frees the hub. */
+/* Step 2 (after the service thread is gone): also frees the views. */
 void rs_api_live_stop(rs_api *app);
-/* Build a frame for a stored/live event message. NULL if unusable. */
+/* frame.c: a frame for a stored/live event message. NULL if unusable. */
 rs_api_frame *rs_api_frame_from_msg(natsMsg *m, const char *tenant, const char *run_id);
-/* runseq, type ("step.completed") and terminal flag of an event message.
- * RS_EINVAL if it is not a usable run event. */
-rs_status rs_api_msg_meta(natsMsg *m, uint64_t *runseq, char type[64], int *terminal);
 void rs_api_frame_unref(rs_api_frame *f);
 /* Replay (worker): frames of run with runseq > after, ascending, at most
  * app->replay_page of them (job->more set when it stopped there). */
 rs_status rs_api_replay(rs_api *app, const char *tenant, const char *run_id,
                         uint64_t after, rs_api_job *job);
-/* Hub (service thread). */
-void rs_api_hub_add(rs_api *app, rs_api_req *r);
-void rs_api_hub_del(rs_api *app, rs_api_req *r);
-void rs_api_hub_frame(rs_api *app, rs_api_frame *f);
-size_t rs_api_hub_watchers(rs_api *app);
-/* Shutdown: every parked waiter gets its 202 now. */
-void rs_api_hub_expire_waiters(rs_api *app);
 
 /* ---- sse.c (service thread) ---- */
 void rs_api_sse_begin(rs_api *app, rs_api_req *r, rs_api_job *job);
@@ -359,12 +378,41 @@ void rs_api_http_stop(rs_api *app);
 /* Turn the event loop once (poll or libev); nowait: do not block.
  * <0: the server is gone. */
 int rs_api_http_service(rs_api *app, int nowait);
-/* A finished job for r: act on it. */
+/* A finished job for r (from work.c): header-time auth here, the rest
+ * to rs_api_reply_complete. Takes job. */
 void rs_api_http_complete(rs_api *app, rs_api_req *r, rs_api_job *job);
+
+/* ---- reply.c: answers, and waiters (service thread) ---- */
+/* Hand j to a worker running fn for r (takes j; r's ticket follows it). */
+void rs_api_submit(rs_api *app, rs_api_req *r, rs_api_job *j, rs_api_job_fn fn);
+/* Answer r with j on the next WRITEABLE (takes j; unparks r). */
+void rs_api_respond_later(rs_api *app, rs_api_req *r, rs_api_job *j);
+/* Answer r with j now, inside r's own lws callback (takes j). Returns
+ * the value for lws (-1: close). */
+int rs_api_respond_now(rs_api *app, rs_api_req *r, rs_api_job *j);
+/* Act on a finished job: answer, start streaming, park or keep waiting. */
+void rs_api_reply_complete(rs_api *app, rs_api_req *r, rs_api_job *j);
+/* Worker: j (GET ?wait= on a run in flight, last its newest runseq)
+ * becomes the 202 a timeout sends, and asks to be parked. */
+void rs_api_park_reply(rs_api_job *j, uint64_t last);
+/* Take r out of the waiters if it is one (idempotent). */
+void rs_api_unpark(rs_api *app, rs_api_req *r);
 /* Terminal event for a parked waiter: fetch the run view and answer. */
 void rs_api_wait_wake(rs_api *app, rs_api_req *r);
 /* Answer a parked waiter now with its 202 (timeout, shutdown). */
 void rs_api_wait_expire(rs_api *app, rs_api_req *r);
+/* The hub: (tenant, run_id) -> the run's watchers and waiters. Made and
+ * freed by rs_api_http_start / _stop (after its last connection closed). */
+rs_status rs_api_hub_init(rs_api *app);
+void rs_api_hub_free(rs_api *app);
+void rs_api_hub_add(rs_api *app, rs_api_req *r);
+void rs_api_hub_del(rs_api *app, rs_api_req *r);
+/* A live frame (taken): pushed to the run's watchers, wakes its waiters
+ * if terminal. */
+void rs_api_hub_frame(rs_api *app, rs_api_frame *f);
+size_t rs_api_hub_watchers(rs_api *app);
+/* Shutdown: every parked waiter gets its 202 now. */
+void rs_api_hub_expire_waiters(rs_api *app);
 
 /* ---- ui.c: the viewer's static files (/ui/) and CORS; service thread ---- */
 /* Load RS_API_UI_DIR, RS_API_CORS_ORIGINS and the stream token key. */
@@ -476,6 +524,11 @@ struct rs_api {
 	size_t nwaiters;            /* parked Prefer: wait requests */
 	lws_sorted_usec_list_t hb_sul;
 	rs_api_viewer *viewer;      /* ui.c: viewer files, CORS */
+	/* Where rs_api_work_drain hands what comes back to the service
+	 * thread: set by rs_api_http_start (before any drain can run), so
+	 * the queue does not depend on the files that use it. */
+	void (*on_job_done)(rs_api *app, rs_api_req *r, rs_api_job *job); /* takes job */
+	void (*on_frame)(rs_api *app, rs_api_frame *f);
 };
 
 /* storage.c: 1 (and detail) if RUNS or CMDS is above the high-water mark

@@ -120,8 +120,7 @@ rs_api_auth(rs_api *app, rs_api_job *job)
 		goto cleanup;
 	}
 	if (s != NATS_OK) {
-		rs_api_problem(job, 503, "cannot check the API key: NATS %s", natsStatus_GetText(s));
-		strcat(job->hdrs, "Retry-After: 1\n");
+		rs_api_problem_retry(job, 503, 1, "cannot check the API key: NATS %s", natsStatus_GetText(s));
 		st = RS_EUNAVAIL;
 		goto cleanup;
 	}

@@ -49,6 +49,45 @@ history_free(history *h)
 	h->n = 0;
 }
 
+/* read_history's reader state. */
+typedef struct {
+	history *h;
+	size_t cap;         /* of h->ev */
+	char *err;
+	size_t errcap;
+	rs_status st;
+} fork_read;
+
+static int
+fork_each(void *arg, natsMsg *m, uint64_t sseq)
+{
+	fork_read *r = arg;
+	history *h = r->h;
+	rs_event ev;
+	char why[256];
+
+	if (h->n >= FORK_MAX_EVENTS) {
+		snprintf(r->err, r->errcap, "the source run has more than %d events", FORK_MAX_EVENTS);
+		r->st = RS_EINVAL;
+		return -1;
+	}
+	if (rs_event_decode(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), &ev, why,
+	                    sizeof(why)) != RS_OK) {
+		snprintf(r->err, r->errcap, "event %zu of the source does not decode: %s", h->n + 1,
+		         why);
+		r->st = RS_EIO;
+		return -1;
+	}
+	if (h->n == r->cap) {
+		r->cap = r->cap ? r->cap * 2 : 64;
+		h->ev = realloc(h->ev, r->cap * sizeof(*h->ev));
+		if (h->ev == NULL)
+			abort();
+	}
+	h->ev[h->n++] = ev;
+	return 0;
+}
+
 /* Every event of the run, in order, by direct gets on its literal
  * subject. RS_ENOTFOUND: no events (unknown here, or not started yet);
  * RS_ETOOBIG-like refusal is reported as RS_EINVAL with err set. */
@@ -56,53 +95,15 @@ static rs_status
 read_history(rs_api *app, const char *tenant, const char *run_id, history *h, char *err,
              size_t cap)
 {
-	jsDirectGetMsgOptions o;
-	char subj[160];
-	uint64_t seq = 1;
-	size_t ncap = 0;
-	natsStatus s;
+	fork_read r = { h, 0, err, cap, RS_OK };
+	rs_status st;
 
 	memset(h, 0, sizeof(*h));
-	rs_event_subject(tenant, run_id, subj, sizeof(subj));
-	for (;;) {
-		natsMsg *m = NULL;
-		const char *sq = NULL;
-		rs_event ev;
-		char why[256];
-
-		jsDirectGetMsgOptions_Init(&o);
-		o.Sequence = seq;
-		o.NextBySubject = subj;
-		s = rs_api_log_get(app, &m, &o);
-		if (s == NATS_NOT_FOUND)
-			break;
-		if (s != NATS_OK)
-			return rs_nats_status(s, 0);
-		if (natsMsgHeader_Get(m, "Nats-Sequence", &sq) != NATS_OK || sq == NULL) {
-			natsMsg_Destroy(m);
-			return RS_EIO;
-		}
-		seq = strtoull(sq, NULL, 10) + 1;
-		if (h->n >= FORK_MAX_EVENTS) {
-			natsMsg_Destroy(m);
-			snprintf(err, cap, "the source run has more than %d events", FORK_MAX_EVENTS);
-			return RS_EINVAL;
-		}
-		if (rs_event_decode(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), &ev, why,
-		                    sizeof(why)) != RS_OK) {
-			natsMsg_Destroy(m);
-			snprintf(err, cap, "event %zu of the source does not decode: %s", h->n + 1, why);
-			return RS_EIO;
-		}
-		natsMsg_Destroy(m);
-		if (h->n == ncap) {
-			ncap = ncap ? ncap * 2 : 64;
-			h->ev = realloc(h->ev, ncap * sizeof(*h->ev));
-			if (h->ev == NULL)
-				abort();
-		}
-		h->ev[h->n++] = ev;
-	}
+	st = rs_api_log_history(app, tenant, run_id, 0, 0, fork_each, &r);
+	if (st == RS_ERR)
+		return r.st;
+	if (st != RS_OK)
+		return st;
 	return h->n > 0 ? RS_OK : RS_ENOTFOUND;
 }
 
@@ -137,9 +138,8 @@ rs_api_runs_fork(rs_api *app, rs_api_job *job, int retry)
 		goto cleanup;
 	}
 	if (st != RS_OK) {
-		rs_api_problem(job, 503, "cannot read run %s from JetStream: %s", srcid,
+		rs_api_problem_retry(job, 503, 1, "cannot read run %s from JetStream: %s", srcid,
 		               err[0] ? err : rs_status_str(st));
-		strcat(job->hdrs, "Retry-After: 1\n");
 		goto cleanup;
 	}
 	if (h.ev[0].type != RS_EV_RUN_CREATED) {
@@ -172,9 +172,8 @@ rs_api_runs_fork(rs_api *app, rs_api_job *job, int retry)
 		goto cleanup;
 	}
 	if (st != RS_OK) {
-		rs_api_problem(job, 503, "cannot resolve agent %s: %s", src->agent,
+		rs_api_problem_retry(job, 503, 1, "cannot resolve agent %s: %s", src->agent,
 		               rs_status_str(st));
-		strcat(job->hdrs, "Retry-After: 1\n");
 		goto cleanup;
 	}
 
@@ -195,8 +194,7 @@ rs_api_runs_fork(rs_api *app, rs_api_job *job, int retry)
 	{
 		char full[256];
 		if (rs_api_storage_full(app, full, sizeof(full))) {
-			rs_api_problem(job, 507, "%s", full);
-			strcat(job->hdrs, "Retry-After: 30\n");
+			rs_api_problem_retry(job, 507, 30, "%s", full);
 			snprintf(job->run_id, sizeof(job->run_id), "%s", srcid);
 			goto cleanup;
 		}

@@ -1,11 +1,11 @@
 /*
- * http.c - the libwebsockets HTTP server: routing, headers, body
- * collection and limits, deferred responses, waiters (Prefer: wait).
+ * http.c - the libwebsockets HTTP server: the lws callbacks, routing,
+ * headers, body collection and limits.
  *
  * Service thread only. Every /v1 request becomes an rs_api_job: headers
  * and body are copied into it here, a worker runs it (auth first), and the
- * result comes back through rs_api_work_drain -> rs_api_http_complete,
- * which either answers (on WRITEABLE), starts an SSE stream, or parks the
+ * result comes back through rs_api_work_drain -> rs_api_http_complete;
+ * reply.c then answers (on WRITEABLE), starts an SSE stream, or parks the
  * request as a waiter in the hub. A parked request costs no thread and no
  * consumer: a hub entry and an lws timer.
  * What the client's bytes mean (route, query arguments, Prefer,
@@ -34,9 +34,7 @@
 #include "rs_id.h"
 #include "rs_json.h"
 #include "rs_log.h"
-#include "rs_time.h"
 
-#include <ctype.h>
 #include <ev.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,31 +46,9 @@
  * more means the socket was read despite rx flow control: close. */
 #define PREAUTH_BODY_MAX 4096
 
-static void auth_done(rs_api *app, rs_api_req *r, rs_api_job *a);
 static int body_or_dispatch(rs_api *app, rs_api_req *r, int in_cb);
 
 /* ---- worker side: auth, then the handler of the route ---- */
-
-static int
-wait_check_job(rs_api *app, rs_api_job *j)
-{
-	uint64_t last = 0;
-	int term = 0;
-
-	if (rs_api_run_lookup(app, j->tenant, j->run_id, &last, &term) == RS_OK && term) {
-		rs_api_run_view(app, j);
-		return 0;
-	}
-	j->status = 0;      /* not finished: keep waiting */
-	return 0;
-}
-
-static int
-view_job(rs_api *app, rs_api_job *j)
-{
-	rs_api_run_view(app, j);
-	return 0;
-}
 
 /* Header-time auth on a cache miss: the KV look-up, nothing else. */
 static int
@@ -82,20 +58,6 @@ auth_job(rs_api *app, rs_api_job *j)
 		j->status = 0;
 	j->action = RS_ACT_AUTH;    /* a refusal's problem set RESPOND */
 	return 0;
-}
-
-/* GET ?wait= on a run in flight: park; this 202 answers a timeout. */
-static void
-park_reply(rs_api_job *j, uint64_t last)
-{
-	char url[128];
-
-	j->hdrs[0] = '\0';
-	snprintf(url, sizeof(url), "/v1/runs/%s/stream", j->run_id);
-	rs_api_json(j, 202, json_pack("{s:s, s:s, s:I, s:s}", "run_id", j->run_id,
-	                              "status", last == 0 ? "queued" : "running",
-	                              "last_seq", (json_int_t)last, "stream_url", url));
-	j->action = RS_ACT_PARK;
 }
 
 static int
@@ -129,19 +91,18 @@ route_job(rs_api *app, rs_api_job *j)
 			if (st != RS_OK && st != RS_ENOTFOUND) {
 				/* Unknown (no RUNS leader now?): never the plain GET,
 				 * which may answer 200 with a run still in flight. */
-				rs_api_problem(j, 503, "cannot read run %s from JetStream: %s", j->run_id,
+				rs_api_problem_retry(j, 503, 1, "cannot read run %s from JetStream: %s", j->run_id,
 				               rs_status_str(st));
-				strcat(j->hdrs, "Retry-After: 1\n");
 				break;
 			}
 			if (st == RS_OK && !term) {
-				park_reply(j, last);
+				rs_api_park_reply(j, last);
 				break;
 			}
 		}
 		rs_api_runs_get(app, j);
 		if (j->wait_s > 0 && j->status == 0)
-			park_reply(j, 0);   /* the view was not terminal after all: wait */
+			rs_api_park_reply(j, 0);   /* the view was not terminal after all: wait */
 		break;
 	case R_RUN_EVENTS:
 		rs_api_runs_events(app, j);
@@ -203,275 +164,6 @@ route_job(rs_api *app, rs_api_job *j)
 
 /* ---- service thread ---- */
 
-static void
-submit(rs_api *app, rs_api_req *r, rs_api_job *j, rs_api_job_fn fn)
-{
-	rs_api_ticket *t = calloc(1, sizeof(*t));
-
-	if (t == NULL) {
-		rs_api_job_free(j);
-		lws_set_timeout(r->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
-		return;
-	}
-	t->req = r;
-	r->ticket = t;
-	j->ticket = t;
-	j->fn = fn;
-	rs_api_work_submit(app, j);
-}
-
-/* Answer r with job (on the next WRITEABLE). Takes job. */
-static void
-respond_later(rs_api *app, rs_api_req *r, rs_api_job *j)
-{
-	if (r->waiting) {
-		rs_api_hub_del(app, r);
-		lws_sul_cancel(&r->wait_sul);
-		r->waiting = 0;
-		app->nwaiters--;
-		rs_api_metric_waiters((double)app->nwaiters);
-	}
-	rs_api_job_free(r->wait_job);
-	r->wait_job = NULL;
-	rs_api_job_free(r->resp_job);
-	r->resp_job = j;
-	r->have_resp = 1;
-	lws_callback_on_writable(r->wsi);
-}
-
-/* Send j's response now (from WRITEABLE or HTTP). Returns the lws value. */
-static int
-write_response(rs_api *app, rs_api_req *r, rs_api_job *j)
-{
-	size_t hdrcap = 2048, blen = j->status == 204 ? 0 : j->resp_len;
-	unsigned char *buf = malloc(LWS_PRE + hdrcap + blen), *start, *p, *end;
-	char *lines = j->hdrs, *nl;
-	int rc = -1;
-
-	/* The answer is going out: whatever limit slot the request held is
-	 * free again (a streaming watcher keeps its slot: it never gets
-	 * here while it streams). */
-	rs_api_limit_release(app, r);
-	if (buf == NULL)
-		return -1;
-	start = p = buf + LWS_PRE;
-	end = start + hdrcap - 1;
-	if (lws_add_http_common_headers(r->wsi, (unsigned)j->status,
-	                                j->ctype != NULL ? j->ctype : "application/json",
-	                                (lws_filepos_t)blen, &p, end))
-		goto cleanup;
-	/* extra "Name: value\n" lines */
-	while (*lines && (nl = strchr(lines, '\n')) != NULL) {
-		char name[64];
-		const char *colon = memchr(lines, ':', (size_t)(nl - lines));
-		size_t nlen;
-		if (colon != NULL && (nlen = (size_t)(colon - lines)) < sizeof(name) - 2) {
-			const char *v = colon + 1;
-			for (size_t i = 0; i < nlen; i++)
-				name[i] = (char)tolower((unsigned char)lines[i]);
-			name[nlen] = ':';
-			name[nlen + 1] = '\0';
-			while (*v == ' ')
-				v++;
-			if (lws_add_http_header_by_name(r->wsi, (const unsigned char *)name,
-			                                (const unsigned char *)v, (int)(nl - v), &p, end))
-				goto cleanup;
-		}
-		lines = nl + 1;
-	}
-	if (rs_api_cors_add(r->wsi, r->cors_origin, &p, end))
-		goto cleanup;
-	if ((atomic_load(&app->stopping) || r->close_after) &&
-	    lws_add_http_header_by_token(r->wsi, WSI_TOKEN_CONNECTION,
-	                                 (const unsigned char *)"close", 5, &p, end))
-		goto cleanup;
-	if (lws_finalize_http_header(r->wsi, &p, end))
-		goto cleanup;
-	if (blen > 0) {
-		memcpy(p, j->resp, blen);
-		p += blen;
-	}
-	if (lws_write(r->wsi, start, (size_t)(p - start), LWS_WRITE_HTTP_FINAL) < 0)
-		goto cleanup;
-	rs_api_metric_request(j->status, (double)(rs_mono_us() - j->t0_us) / 1e6);
-	if (atomic_load(&app->stopping) || r->close_after)
-		goto cleanup;      /* rc -1: close after this answer */
-	rc = lws_http_transaction_completed(r->wsi) ? -1 : 0;
-cleanup:
-	free(buf);
-	return rc;
-}
-
-/* Answer immediately from the HTTP callback (no worker involved). */
-static int
-respond_now(rs_api *app, rs_api_req *r, rs_api_job *j)
-{
-	int rc = write_response(app, r, j);
-
-	rs_api_job_free(j);
-	return rc;
-}
-
-/* A new job on the same request target as j (path, tenant, run, start
- * time), or NULL. */
-static rs_api_job *
-same_target(const rs_api_job *j)
-{
-	rs_api_job *n = rs_api_job_new();
-
-	if (n == NULL)
-		return NULL;
-	memcpy(n->path, j->path, sizeof(n->path));
-	memcpy(n->tenant, j->tenant, sizeof(n->tenant));
-	memcpy(n->run_id, j->run_id, sizeof(n->run_id));
-	n->t0_us = j->t0_us;
-	n->wait_s = j->wait_s;  /* a waiter's view must be terminal (rs_api_run_view) */
-	return n;
-}
-
-static void
-wait_timeout(lws_sorted_usec_list_t *sul)
-{
-	rs_api_req *r = lws_container_of(sul, rs_api_req, wait_sul);
-	rs_api_job *j;
-
-	if (!r->waiting)
-		return;
-	if (r->ticket != NULL) {
-		/* A job is in flight: a view answers itself; a check that
-		 * finds the run still open sends the 202 then. */
-		r->wait_expired = 1;
-		return;
-	}
-	j = r->wait_job;
-	r->wait_job = NULL;
-	respond_later(r->app, r, j);
-}
-
-void
-rs_api_wait_expire(rs_api *app, rs_api_req *r)
-{
-	wait_timeout(&r->wait_sul);
-}
-
-void
-rs_api_wait_wake(rs_api *app, rs_api_req *r)
-{
-	rs_api_job *j;
-
-	if (!r->waiting)
-		return;
-	if (r->ticket != NULL) {
-		r->wait_wake_pending = 1;
-		return;
-	}
-	if ((j = same_target(r->wait_job)) == NULL)
-		return;
-	/* The live consumer folded the terminal event into the run's view
-	 * before its frame got here (views.c): answer now, no round trip.
-	 * A view we do not hold (a gap, evicted) is read by a worker. */
-	if (rs_api_views_render(app, j->tenant, j->run_id, 0, 1, j) == RS_OK) {
-		respond_later(app, r, j);
-		return;
-	}
-	submit(app, r, j, view_job);
-}
-
-static void
-park(rs_api *app, rs_api_req *r, rs_api_job *j)
-{
-	rs_api_job *chk = same_target(j);
-
-	if (chk == NULL) {
-		respond_later(app, r, j);
-		return;
-	}
-	r->wait_job = j;           /* the 202 for a timeout */
-	r->waiting = 1;
-	app->nwaiters++;
-	rs_api_metric_waiters((double)app->nwaiters);
-	r->wait_wake_pending = 0;
-	r->wait_expired = 0;
-	snprintf(r->run_id, sizeof(r->run_id), "%s", j->run_id);
-	snprintf(r->hub_tenant, sizeof(r->hub_tenant), "%s", j->tenant);
-	rs_api_hub_add(app, r);
-	/* The request may sit here for up to 60 s: no lws timeout meanwhile. */
-	lws_set_timeout(r->wsi, NO_PENDING_TIMEOUT, 0);
-	lws_sul_schedule(app->ctx, 0, &r->wait_sul, wait_timeout,
-	                 (lws_usec_t)j->wait_s * LWS_US_PER_SEC);
-	/* Registered first, then check: a terminal event appended before the
-	 * registration is seen by the check, one after it by the hub. */
-	chk->action = RS_ACT_WAITCHECK;
-	submit(app, r, chk, wait_check_job);
-}
-
-void
-rs_api_http_complete(rs_api *app, rs_api_req *r, rs_api_job *j)
-{
-	switch (j->action) {
-	case RS_ACT_AUTH:
-		auth_done(app, r, j);
-		return;
-	case RS_ACT_SSE:
-		if (j->status == 200) {
-			rs_api_sse_begin(app, r, j);
-			rs_api_job_free(j);
-			return;
-		}
-		rs_api_hub_del(app, r);
-		rs_api_sse_release(app, r);
-		respond_later(app, r, j);
-		return;
-	case RS_ACT_REPLAY:
-		rs_api_sse_replayed(app, r, j);
-		rs_api_job_free(j);
-		return;
-	case RS_ACT_PARK:
-		if (atomic_load(&app->stopping)) {
-			respond_later(app, r, j);
-			return;
-		}
-		park(app, r, j);
-		return;
-	case RS_ACT_WAITCHECK:
-		if (j->status == 0) {
-			rs_api_job_free(j);
-			if (r->wait_wake_pending) {
-				r->wait_wake_pending = 0;
-				rs_api_wait_wake(app, r);
-			} else if (r->waiting && r->wait_expired) {
-				wait_timeout(&r->wait_sul);  /* timed out meanwhile */
-			}
-			return;
-		}
-		respond_later(app, r, j);
-		return;
-	default:
-		if (r->waiting && j->status == 0) {
-			/* Woken, but the log (read from the RUNS leader) does not
-			 * have the run finished: keep waiting, never a 200 with a
-			 * run in flight. */
-			rs_api_job_free(j);
-			if (r->wait_wake_pending) {
-				r->wait_wake_pending = 0;
-				rs_api_wait_wake(app, r);
-			} else if (r->wait_expired) {
-				wait_timeout(&r->wait_sul);
-			}
-			return;
-		}
-		if (r->waiting && j->status != 200 && r->wait_job != NULL) {
-			/* The view failed (e.g. log unreadable): the 202 is the
-			 * honest answer. */
-			rs_api_job_free(j);
-			j = r->wait_job;
-			r->wait_job = NULL;
-		}
-		respond_later(app, r, j);
-		return;
-	}
-}
-
 static rs_api_method
 method_of(struct lws *wsi)
 {
@@ -510,13 +202,7 @@ reset_transaction(rs_api *app, rs_api_req *r)
 		r->ticket->req = NULL;   /* the job's result will be dropped */
 		r->ticket = NULL;
 	}
-	if (r->waiting) {
-		rs_api_hub_del(app, r);
-		lws_sul_cancel(&r->wait_sul);
-		r->waiting = 0;
-		app->nwaiters--;
-		rs_api_metric_waiters((double)app->nwaiters);
-	}
+	rs_api_unpark(app, r);
 	if (r->sse) {
 		rs_api_hub_del(app, r);
 		rs_api_sse_release(app, r);
@@ -565,14 +251,14 @@ dispatch(rs_api *app, rs_api_req *r, int in_cb)
 		/* A job (maybe a Postgres read) should not take forever. */
 		lws_set_timeout(r->wsi, PENDING_TIMEOUT_HTTP_CONTENT, 30 + j->wait_s);
 	}
-	submit(app, r, j, route_job);
+	rs_api_submit(app, r, j, route_job);
 	return 0;
 answer:
 	/* Inside this connection's own lws callback we may write now;
 	 * from anywhere else (auth_done) only on WRITEABLE. */
 	if (in_cb)
-		return respond_now(app, r, j);
-	respond_later(app, r, j);
+		return rs_api_respond_now(app, r, j);
+	rs_api_respond_later(app, r, j);
 	return 0;
 }
 
@@ -607,25 +293,24 @@ on_request(rs_api *app, rs_api_req *r, struct lws *wsi, const char *uri)
 		snprintf(j->query + have, sizeof(j->query) - have, "%s%s", have ? "&" : "", buf);
 	}
 	if (atomic_load(&app->stopping)) {
-		rs_api_problem(j, 503, "shutting down");
-		strcat(j->hdrs, "Retry-After: 1\n");
-		return respond_now(app, r, j);
+		rs_api_problem_retry(j, 503, 1, "shutting down");
+		return rs_api_respond_now(app, r, j);
 	}
 	/* Browsers (ui.c): CORS preflights and the viewer's static files are
 	 * answered here, with no key and no worker. */
 	rs_api_cors_origin(app, wsi, r->cors_origin, sizeof(r->cors_origin));
 	if (rs_api_cors_preflight(app, wsi, r->cors_origin, j) == 0 ||
 	    rs_api_ui_serve(app, wsi, uri, j) == 0)
-		return respond_now(app, r, j);
+		return rs_api_respond_now(app, r, j);
 	route = rs_api_route_of(uri, j, &allow);
 	if (route == R_NONE) {
 		rs_api_problem(j, 404, "no such resource: %s", uri);
-		return respond_now(app, r, j);
+		return rs_api_respond_now(app, r, j);
 	}
 	if (!rs_api_method_allowed(j->method, allow)) {
 		rs_api_problem(j, 405, "%s allows %s", uri, allow);
 		snprintf(j->hdrs, sizeof(j->hdrs), "Allow: %s\n", allow);
-		return respond_now(app, r, j);
+		return rs_api_respond_now(app, r, j);
 	}
 	j->route = route;
 	if (lws_hdr_copy(wsi, j->auth, sizeof(j->auth), WSI_TOKEN_HTTP_AUTHORIZATION) < 0)
@@ -638,7 +323,7 @@ on_request(rs_api *app, rs_api_req *r, struct lws *wsi, const char *uri)
 	    !rs_api_idem_key_ok(j->idem)) {
 		rs_api_problem(j, 400, "Idempotency-Key: must be %s", RS_API_IDEM_RULE);
 		r->close_after = 1;   /* the body (if any) is not read */
-		return respond_now(app, r, j);
+		return rs_api_respond_now(app, r, j);
 	}
 	custom_hdr(wsi, "traceparent:", j->traceparent, sizeof(j->traceparent));
 	custom_hdr(wsi, "prefer:", buf, sizeof(buf));
@@ -657,7 +342,7 @@ on_request(rs_api *app, rs_api_req *r, struct lws *wsi, const char *uri)
 			rs_api_qarg(j->query, "after", buf, sizeof(buf));
 		if (buf[0] != '\0' && rs_api_parse_runseq(buf, &after) != RS_OK) {
 			rs_api_problem(j, 400, "Last-Event-ID / after: must be an event runseq (integer >= 0)");
-			return respond_now(app, r, j);
+			return rs_api_respond_now(app, r, j);
 		}
 		j->after = after;
 	}
@@ -679,7 +364,7 @@ on_request(rs_api *app, rs_api_req *r, struct lws *wsi, const char *uri)
 			rs_api_problem(j, 401, "stream token %s: ask POST /v1/runs/{id}/stream-token for "
 			               "a new one", ts == RS_ETIMEOUT ? "expired" : "invalid for this run");
 			strcat(j->hdrs, "WWW-Authenticate: Bearer realm=\"runstream\", error=\"invalid_token\"\n");
-			return respond_now(app, r, j);
+			return rs_api_respond_now(app, r, j);
 		}
 		rs_sha256_hex(buf, strlen(buf), j->keyid);   /* limits count per token */
 		j->authed = 1;
@@ -707,7 +392,7 @@ on_request(rs_api *app, rs_api_req *r, struct lws *wsi, const char *uri)
 		if (r->has_body)
 			lws_rx_flow_control(wsi, 0);
 		lws_set_timeout(wsi, PENDING_TIMEOUT_HTTP_CONTENT, BODY_TIMEOUT_S);
-		submit(app, r, a, auth_job);
+		rs_api_submit(app, r, a, auth_job);
 		return 0;
 	}
 	default:
@@ -715,7 +400,7 @@ on_request(rs_api *app, rs_api_req *r, struct lws *wsi, const char *uri)
 		 * close that follows (close_after) frees it again. */
 		r->draft = NULL;
 		r->close_after = r->has_body;
-		return respond_now(app, r, j);
+		return rs_api_respond_now(app, r, j);
 	}
 	r->draft = j;
 	return body_or_dispatch(app, r, 1);
@@ -756,7 +441,7 @@ auth_done(rs_api *app, rs_api_req *r, rs_api_job *a)
 		r->draft = NULL;
 		rs_api_job_free(j);
 		r->close_after = 1;
-		respond_later(app, r, a);
+		rs_api_respond_later(app, r, a);
 		return;
 	}
 	memcpy(j->tenant, a->tenant, sizeof(j->tenant));
@@ -765,6 +450,17 @@ auth_done(rs_api *app, rs_api_req *r, rs_api_job *a)
 	rs_api_job_free(a);
 	if (body_or_dispatch(app, r, 0) != 0)
 		lws_set_timeout(r->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+}
+
+/* A finished job: header-time auth is this file's; everything else is
+ * an answer, a stream or a waiter (reply.c). */
+void
+rs_api_http_complete(rs_api *app, rs_api_req *r, rs_api_job *j)
+{
+	if (j->action == RS_ACT_AUTH)
+		auth_done(app, r, j);
+	else
+		rs_api_reply_complete(app, r, j);
 }
 
 static int
@@ -851,7 +547,7 @@ cb_http(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
 			rs_api_job *j = r->resp_job;
 			r->resp_job = NULL;
 			r->have_resp = 0;
-			return respond_now(app, r, j);
+			return rs_api_respond_now(app, r, j);
 		}
 		return 0;
 	case LWS_CALLBACK_CLOSED_HTTP:
@@ -874,6 +570,10 @@ rs_api_http_start(rs_api *app)
 {
 	struct lws_context_creation_info info;
 
+	if (rs_api_hub_init(app) != RS_OK)
+		return RS_ENOMEM;
+	app->on_job_done = rs_api_http_complete;
+	app->on_frame = rs_api_hub_frame;
 	memset(&info, 0, sizeof(info));
 	info.port = app->port;
 	info.iface = app->listen_addr;
@@ -926,6 +626,7 @@ rs_api_http_stop(rs_api *app)
 	if (app->ctx != NULL)
 		lws_context_destroy(app->ctx);
 	app->ctx = NULL;
+	rs_api_hub_free(app);       /* every connection has left it */
 	if (app->evloop != NULL) {
 		/* lws stops its watchers in destroy; let libev settle them. */
 		ev_run(app->evloop, EVRUN_NOWAIT);

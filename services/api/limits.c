@@ -97,8 +97,7 @@ rs_api_limit_take(rs_api *app, rs_api_req *r, rs_api_job *job, int kind)
 	if (k == NULL || t == NULL) {
 		ent_gc(app, kname);
 		ent_gc(app, tname);
-		rs_api_problem(job, 503, "out of memory");
-		strcat(job->hdrs, "Retry-After: 1\n");
+		rs_api_problem_retry(job, 503, 1, "out of memory");
 		return -1;
 	}
 	if (kmax > 0 && k->n[kind] >= kmax) {
@@ -113,10 +112,10 @@ rs_api_limit_take(rs_api *app, rs_api_req *r, rs_api_job *job, int kind)
 		ent_gc(app, kname);
 		ent_gc(app, tname);
 		rs_api_metric_limited(kind);
-		rs_api_problem(job, 429, "too many %s: this %s already holds %d (%s); close one or retry later",
-		               what, strstr(setting, "_KEY") != NULL ? "API key" : "tenant", limit, setting);
-		snprintf(job->hdrs + strlen(job->hdrs), sizeof(job->hdrs) - strlen(job->hdrs),
-		         "Retry-After: %d\n", app->limit_retry_after_s);
+		rs_api_problem_retry(job, 429, app->limit_retry_after_s,
+		                     "too many %s: this %s already holds %d (%s); close one or retry later",
+		                     what, strstr(setting, "_KEY") != NULL ? "API key" : "tenant", limit,
+		                     setting);
 		return -1;
 	}
 	k->n[kind]++;

@@ -7,9 +7,9 @@
  * re-creates it from the next stream sequence on a reconnect, a gap or
  * missed heartbeats, so live delivery is gap-free by itself; the seam rule
  * in sse.c stays as the safety net. Its callback formats the SSE frame once
- * and queues it to the service thread, which fans it out through the hub:
- * a hash of (tenant, run_id) -> the requests (watchers and waiters) of
- * that run. Both come from the message's subject runs.<tenant>.<run_id>,
+ * (frame.c) and queues it to the service thread, which fans it out through
+ * the hub (reply.c): a hash of (tenant, run_id) -> the requests (watchers
+ * and waiters) of that run. Both come from the message's subject runs.<tenant>.<run_id>,
  * never from its body: run ids are unique, but anyone who can publish to
  * runs.> could reuse tenant A's run id under tenant B, and B's events must
  * not reach A's watchers. Whatever of a message goes into SSE framing
@@ -53,108 +53,10 @@
 #include "rs_event.h"
 #include "rs_id.h"
 #include "rs_log.h"
-#include "rs_map.h"
-#include "rs_time.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* The watchers and waiters of one run, linked through their requests. */
-typedef struct {
-	rs_api_req *head;
-	size_t n;
-} hub_run;
-
-/* rs_api_run_mapkey -> hub_run (owned by the map); service thread only. */
-struct rs_api_hub {
-	rs_map runs;
-};
-
-#define TYPE_MAX 64     /* longer than any event type name */
-
-
-void
-rs_api_frame_unref(rs_api_frame *f)
-{
-	if (f != NULL && f->refs >= 0 && --f->refs == 0)
-		free(f);
-}
-
-rs_status
-rs_api_msg_meta(natsMsg *m, uint64_t *runseq, char type[64], int *terminal)
-{
-	const char *h = NULL, *t;
-	json_t *v = NULL, *rs;
-	json_error_t jerr;
-	rs_event_type et, et2;
-	rs_status st = RS_EINVAL;
-
-	v = json_loadb(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), 0, &jerr);
-	if (v == NULL)
-		return RS_EINVAL;
-	rs = json_object_get(v, "runseq");
-	if (!json_is_integer(rs) || json_integer_value(rs) < 1)
-		goto cleanup;
-	*runseq = (uint64_t)json_integer_value(rs);
-	/* The type goes into the SSE event: line: only a known event type
-	 * name (so no CR/LF, bounded). Header and CloudEvent must agree. */
-	if (natsMsgHeader_Get(m, "Runstream-Type", &h) != NATS_OK)
-		h = NULL;
-	t = json_string_value(json_object_get(v, "type"));
-	if (h != NULL && (strlen(h) >= TYPE_MAX || rs_event_type_parse(h, &et) != RS_OK))
-		goto cleanup;
-	if (t != NULL && (strlen(t) >= TYPE_MAX || rs_event_type_parse(t, &et2) != RS_OK))
-		goto cleanup;
-	if (h == NULL && t == NULL)
-		goto cleanup;
-	if (h == NULL)
-		et = et2;
-	else if (t != NULL && et != et2)
-		goto cleanup;
-	snprintf(type, 64, "%s", rs_event_type_name(et));
-	*terminal = rs_event_type_terminal(et);
-	st = RS_OK;
-cleanup:
-	json_decref(v);
-	return st;
-}
-
-rs_api_frame *
-rs_api_frame_from_msg(natsMsg *m, const char *tenant, const char *run_id)
-{
-	uint64_t seq = 0;
-	char type[64];
-	int term = 0, n;
-	size_t dlen = (size_t)natsMsg_GetDataLength(m), cap;
-	rs_api_frame *f;
-
-	if (rs_api_msg_meta(m, &seq, type, &term) != RS_OK)
-		return NULL;
-	/* The CloudEvent is compact JSON: no raw line break can end the
-	 * one-line data: field early (JSON escapes them inside strings;
-	 * between tokens a CR or LF would be legal JSON: refused). */
-	if (memchr(natsMsg_GetData(m), '\n', dlen) != NULL ||
-	    memchr(natsMsg_GetData(m), '\r', dlen) != NULL)
-		return NULL;
-	cap = dlen + 128;
-	f = malloc(sizeof(*f) + LWS_PRE + cap);
-	if (f == NULL)
-		return NULL;
-	memset(f, 0, sizeof(*f));
-	f->refs = 1;
-	f->runseq = seq;
-	f->t_us = rs_mono_us();
-	f->terminal = term;
-	snprintf(f->tenant, sizeof(f->tenant), "%s", tenant);
-	snprintf(f->run_id, sizeof(f->run_id), "%s", run_id);
-	n = snprintf((char *)f->buf + LWS_PRE, cap, "id: %llu\nevent: %s\ndata: ",
-	             (unsigned long long)seq, type);
-	memcpy(f->buf + LWS_PRE + n, natsMsg_GetData(m), dlen);
-	memcpy(f->buf + LWS_PRE + n + dlen, "\n\n", 3);
-	f->len = (size_t)n + dlen + 2;
-	return f;
-}
 
 /* Split runs.<tenant>.<run_id> into its two checked tokens; 0 if the
  * subject is anything else. */
@@ -219,10 +121,6 @@ rs_api_live_start(rs_api *app)
 {
 	rs_status st;
 
-	app->hub = calloc(1, sizeof(*app->hub));
-	if (app->hub == NULL)
-		return RS_ENOMEM;
-	rs_map_init(&app->hub->runs, free);
 	if ((st = rs_api_views_init(app)) != RS_OK)
 		return st;
 	if ((st = rs_api_log_init(app)) != RS_OK)
@@ -253,173 +151,68 @@ void
 rs_api_live_stop(rs_api *app)
 {
 	rs_api_live_unsubscribe(app);
-	if (app->hub != NULL) {
-		rs_map_free(&app->hub->runs);
-		free(app->hub);
-		app->hub = NULL;
-	}
 	rs_api_views_free(app);
 }
 
-static hub_run *
-hub_find(rs_api *app, const char *tenant, const char *run_id, int create)
-{
-	char key[RS_API_RUN_MAPKEY];
-	hub_run *h;
+/* rs_api_replay's reader state: one page of frames into job. */
+typedef struct {
+	rs_api *app;
+	rs_api_job *job;
+	const char *tenant, *run_id;
+	uint64_t after;
+	int reads;
+	rs_status st;
+} replay_page;
 
-	rs_api_run_mapkey(key, tenant, run_id);
-	if ((h = rs_map_get(&app->hub->runs, key)) != NULL || !create)
-		return h;
-	if ((h = calloc(1, sizeof(*h))) == NULL)
-		return NULL;
-	if (rs_map_put(&app->hub->runs, key, h) != RS_OK) {
-		free(h);
-		return NULL;
+static int
+replay_one(void *arg, natsMsg *m, uint64_t sseq)
+{
+	replay_page *p = arg;
+	rs_api_job *job = p->job;
+	rs_api_frame *f;
+
+	job->next_sseq = sseq + 1;
+	/* At most one page of reads, skipped ones included: a Last-Event-ID
+	 * deep into a long run costs several bounded jobs, not one long one. */
+	if (++p->reads >= p->app->replay_page)
+		job->more = 1;
+	f = rs_api_frame_from_msg(m, p->tenant, p->run_id);
+	if (f == NULL) {
+		rs_warn("live: skipping an undecodable event of run %s", p->run_id);
+		return job->more;
 	}
-	return h;
-}
-
-void
-rs_api_hub_add(rs_api *app, rs_api_req *r)
-{
-	hub_run *h = hub_find(app, r->hub_tenant, r->run_id, 1);
-
-	if (h == NULL)
-		return;
-	r->hub_prev = NULL;
-	r->hub_next = h->head;
-	if (h->head != NULL)
-		h->head->hub_prev = r;
-	h->head = r;
-	h->n++;
-}
-
-void
-rs_api_hub_del(rs_api *app, rs_api_req *r)
-{
-	char key[RS_API_RUN_MAPKEY];
-	hub_run *h;
-
-	rs_api_run_mapkey(key, r->hub_tenant, r->run_id);
-	if ((h = rs_map_get(&app->hub->runs, key)) == NULL)
-		return;
-	if (r->hub_prev != NULL)
-		r->hub_prev->hub_next = r->hub_next;
-	else if (h->head == r)
-		h->head = r->hub_next;
-	else
-		return;     /* not a member */
-	if (r->hub_next != NULL)
-		r->hub_next->hub_prev = r->hub_prev;
-	r->hub_prev = r->hub_next = NULL;
-	if (--h->n == 0)
-		rs_map_del(&app->hub->runs, key);
-}
-
-void
-rs_api_hub_frame(rs_api *app, rs_api_frame *f)
-{
-	hub_run *h = hub_find(app, f->tenant, f->run_id, 0);
-	rs_api_req *r, *next;
-
-	if (h != NULL)
-		for (r = h->head; r != NULL; r = next) {
-			next = r->hub_next;
-			if (r->sse)
-				rs_api_sse_push(app, r, f);
-			else if (r->waiting && f->terminal)
-				rs_api_wait_wake(app, r);
+	f->sseq = sseq;
+	if (f->runseq <= p->after) {
+		rs_api_frame_unref(f);
+		return job->more;
+	}
+	if (job->nframes % 16 == 0) {
+		rs_api_frame **nf = realloc(job->frames, (job->nframes + 16) * sizeof(*nf));
+		if (nf == NULL) {
+			rs_api_frame_unref(f);
+			p->st = RS_ENOMEM;
+			return -1;
 		}
-	rs_api_frame_unref(f);
-}
-
-size_t
-rs_api_hub_watchers(rs_api *app)
-{
-	return app->nwatchers;
+		job->frames = nf;
+	}
+	job->frames[job->nframes++] = f;
+	if (f->terminal) {
+		job->terminal_seen = 1;
+		job->more = 0;
+		return 1;
+	}
+	return job->more;
 }
 
 rs_status
 rs_api_replay(rs_api *app, const char *tenant, const char *run_id, uint64_t after,
               rs_api_job *job)
 {
-	jsDirectGetMsgOptions o;
-	char subj[160];
-	uint64_t seq = job->start_sseq > 0 ? job->start_sseq : 1;
-	natsStatus s;
+	replay_page p = { app, job, tenant, run_id, after, 0, RS_OK };
+	uint64_t from = job->start_sseq > 0 ? job->start_sseq : 1;
+	rs_status st;
 
-	rs_event_subject(tenant, run_id, subj, sizeof(subj));
-	/* At most one page of reads, skipped ones included: a Last-Event-ID
-	 * deep into a long run costs several bounded jobs, not one long one. */
-	for (int reads = 0; ; reads++) {
-		natsMsg *m = NULL;
-		const char *sq = NULL;
-		rs_api_frame *f;
-
-		job->next_sseq = seq;
-		if (reads >= app->replay_page) {
-			job->more = 1;
-			return RS_OK;
-		}
-		jsDirectGetMsgOptions_Init(&o);
-		o.Sequence = seq;
-		o.NextBySubject = subj;
-		s = rs_api_log_get(app, &m, &o);
-		if (s == NATS_NOT_FOUND)
-			return RS_OK;
-		if (s != NATS_OK)
-			return rs_nats_status(s, 0);
-		if (natsMsgHeader_Get(m, "Nats-Sequence", &sq) != NATS_OK || sq == NULL) {
-			natsMsg_Destroy(m);
-			return RS_EIO;
-		}
-		seq = strtoull(sq, NULL, 10) + 1;
-		job->next_sseq = seq;
-		f = rs_api_frame_from_msg(m, tenant, run_id);
-		natsMsg_Destroy(m);
-		if (f == NULL) {
-			rs_warn("live: skipping an undecodable event of run %s", run_id);
-			continue;
-		}
-		f->sseq = seq - 1;
-		if (f->runseq <= after) {
-			rs_api_frame_unref(f);
-			continue;
-		}
-		if (job->nframes % 16 == 0) {
-			rs_api_frame **nf = realloc(job->frames, (job->nframes + 16) * sizeof(*nf));
-			if (nf == NULL) {
-				rs_api_frame_unref(f);
-				return RS_ENOMEM;
-			}
-			job->frames = nf;
-		}
-		job->frames[job->nframes++] = f;
-		if (f->terminal) {
-			job->terminal_seen = 1;
-			return RS_OK;
-		}
-	}
-}
-
-void
-rs_api_hub_expire_waiters(rs_api *app)
-{
-	if (app->hub == NULL)
-		return;
-	size_t i = 0;
-	rs_map_ent *e, *en;
-
-	for (e = rs_map_next(&app->hub->runs, &i, NULL); e != NULL; e = en) {
-		hub_run *h = e->val;
-		rs_api_req *r, *next;
-
-		/* the entry may be freed when its last req leaves */
-		en = rs_map_next(&app->hub->runs, &i, e);
-		for (r = h->head; r != NULL; r = next) {
-			next = r->hub_next;
-			if (r->waiting)
-				rs_api_wait_expire(app, r);
-		}
-	}
+	job->next_sseq = from;
+	st = rs_api_log_history(app, tenant, run_id, from - 1, 0, replay_one, &p);
+	return st == RS_ERR ? p.st : st;
 }

@@ -98,3 +98,17 @@ rs_api_problem(rs_api_job *job, int status, const char *fmt, ...)
 	if (job->status == status)
 		job->ctype = "application/problem+json";
 }
+
+void
+rs_api_problem_retry(rs_api_job *job, int status, int retry_s, const char *fmt, ...)
+{
+	char detail[1024];
+	size_t have = strlen(job->hdrs);
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(detail, sizeof(detail), fmt, ap);
+	va_end(ap);
+	rs_api_problem(job, status, "%s", detail);
+	snprintf(job->hdrs + have, sizeof(job->hdrs) - have, "Retry-After: %d\n", retry_s);
+}

@@ -85,9 +85,8 @@ query(rs_api *app, rs_api_job *job, const char *sql, int n, const char *const *p
 		}
 		rs_api_reads_close_thread();
 	}
-	rs_api_problem(job, 503, "the read models (Postgres) are unavailable; run creation, "
-	               "cancel, signals and SSE still work");
-	strcat(job->hdrs, "Retry-After: 2\n");
+	rs_api_problem_retry(job, 503, 2, "the read models (Postgres) are unavailable; run "
+	                     "creation, cancel, signals and SSE still work");
 	return NULL;
 }
 
@@ -152,28 +151,6 @@ static const char *sql_archived_run =
 	"  WHERE c.parent_run_id = r.run_id AND c.tenant = r.tenant), '[]')"
 	")::text, r.last_seq FROM runs r WHERE r.run_id = $1::uuid AND r.tenant = $2";
 
-/* The registry entry of a run with no events yet: a "queued" view. */
-static json_t *
-registry_view(rs_api *app, const char *tenant, const char *run_id)
-{
-	char key[160], err[128];
-	kvEntry *e = NULL;
-	json_t *reg = NULL, *v = NULL;
-
-	snprintf(key, sizeof(key), "%s.%s", tenant, run_id);
-	if (kvStore_Get(&e, app->kv_runs, key) == NATS_OK &&
-	    rs_json_parse(kvEntry_ValueString(e), (size_t)kvEntry_ValueLen(e), &reg, err,
-	                  sizeof(err)) == RS_OK)
-		v = json_pack("{s:s, s:s, s:O?, s:O?, s:O?, s:i, s:[], s:[]}", "run_id", run_id,
-		              "status", "queued", "agent", json_object_get(reg, "agent"),
-		              "version", json_object_get(reg, "version"),
-		              "created_at", json_object_get(reg, "created_at"), "last_seq", 0,
-		              "steps", "tool_calls");
-	json_decref(reg);
-	kvEntry_Destroy(e);
-	return v;
-}
-
 void
 rs_api_run_view(rs_api *app, rs_api_job *job)
 {
@@ -214,7 +191,7 @@ rs_api_run_view(rs_api *app, rs_api_job *job)
 			return;
 		}
 		PQclear(res);
-		v = registry_view(app, job->tenant, job->run_id);
+		v = rs_api_registry_view(app, job->tenant, job->run_id);
 		if (v != NULL) {
 			job->hdrs[0] = '\0';
 			rs_api_json(job, 200, v);
@@ -238,7 +215,7 @@ rs_api_run_view(rs_api *app, rs_api_job *job)
 	if (st == RS_ENOTFOUND) {
 		/* The run's events are gone (stream limits) while its registry
 		 * entry stays: queued, as GET shows a run without events. */
-		json_t *v = registry_view(app, job->tenant, job->run_id);
+		json_t *v = rs_api_registry_view(app, job->tenant, job->run_id);
 		if (v != NULL) {
 			rs_api_json(job, 200, v);
 			return;
@@ -248,9 +225,8 @@ rs_api_run_view(rs_api *app, rs_api_job *job)
 	}
 unavailable:
 	job->hdrs[0] = '\0';
-	rs_api_problem(job, 503, "cannot read run %s from JetStream: %s", job->run_id,
+	rs_api_problem_retry(job, 503, 1, "cannot read run %s from JetStream: %s", job->run_id,
 	               rs_status_str(st));
-	strcat(job->hdrs, "Retry-After: 1\n");
 }
 
 void

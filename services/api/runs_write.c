@@ -107,15 +107,14 @@ ack_one(rs_api *app, rs_api_job *job, int failed)
 	f = atomic_load(&job->ack_failed);
 	if (f & ACK_FULL) {
 		job->hdrs[0] = '\0';
-		rs_api_problem(job, 507, "the run was not accepted: the event log is full (a stream "
-		               "refused it with \"maximum messages exceeded\"); archive and purge finished "
-		               "runs (runctl archive --purge) and retry with the same Idempotency-Key");
-		strcat(job->hdrs, "Retry-After: 30\n");
+		rs_api_problem_retry(job, 507, 30, "the run was not accepted: the event log is full "
+		                     "(a stream refused it with \"maximum messages exceeded\"); archive "
+		                     "and purge finished runs (runctl archive --purge) and retry with the "
+		                     "same Idempotency-Key");
 	} else if (f) {
 		job->hdrs[0] = '\0';
-		rs_api_problem(job, 503, "the run could not be stored durably in JetStream; retry "
-		               "(with the same Idempotency-Key to get the same run)");
-		strcat(job->hdrs, "Retry-After: 1\n");
+		rs_api_problem_retry(job, 503, 1, "the run could not be stored durably in JetStream; "
+		                     "retry (with the same Idempotency-Key to get the same run)");
 	} else {
 		rs_api_metric_created();
 		if (job->wait_s > 0)
@@ -181,8 +180,8 @@ publish_async(rs_api *app, rs_api_job *job, natsMsg **msgs)
 int
 rs_api_runs_start(rs_api *app, rs_api_job *job, const rs_cmd *cmd, json_t *extra)
 {
-	char subj[160], created[40];
-	char *cmdbuf = NULL, *regbuf = NULL;
+	char subj[160];
+	char *cmdbuf = NULL;
 	size_t cmdlen = 0;
 	natsMsg *msgs[2] = { NULL, NULL };
 	rs_status st;
@@ -193,20 +192,9 @@ rs_api_runs_start(rs_api *app, rs_api_job *job, const rs_cmd *cmd, json_t *extra
 		rs_api_problem(job, 500, "cannot encode run.start: %s", rs_status_str(st));
 		goto cleanup;
 	}
-	rs_time_rfc3339(rs_id_uuidv7_ms(job->run_id), created, sizeof(created));
-	{
-		json_t *reg = json_pack("{s:s, s:s, s:s}", "agent", cmd->agent, "version",
-		                        cmd->version, "created_at", created);
-		regbuf = reg != NULL ? rs_json_dump(reg) : NULL;
-		json_decref(reg);
-		if (regbuf == NULL)
-			goto oom;
-	}
 	rs_cmd_msg_id(cmd, job->msgid[1], sizeof(job->msgid[1]));
-	snprintf(job->msgid[0], sizeof(job->msgid[0]), "reg-%s", job->run_id);
-	snprintf(subj, sizeof(subj), "$KV.runs.%s.%s", job->tenant, job->run_id);
-	if (rs_nats_msg(&msgs[0], subj, regbuf, (int)strlen(regbuf), "Nats-Msg-Id", job->msgid[0],
-	                NULL) != RS_OK)
+	if (rs_api_registry_msg(&msgs[0], job->tenant, job->run_id, cmd->agent, cmd->version,
+	                        job->msgid[0]) != RS_OK)
 		goto oom;
 	rs_cmd_subject(job->tenant, job->run_id, subj, sizeof(subj));
 	if (rs_nats_msg(&msgs[1], subj, cmdbuf, (int)cmdlen, "Nats-Msg-Id", job->msgid[1],
@@ -244,7 +232,6 @@ cleanup:
 	for (int i = 0; i < 2; i++)
 		natsMsg_Destroy(msgs[i]);   /* NULL once handed to publish_async */
 	free(cmdbuf);
-	free(regbuf);
 	return handed;
 }
 
@@ -268,8 +255,7 @@ rs_api_runs_create(rs_api *app, rs_api_job *job)
 	}
 	/* Before anything is recorded (the Idempotency-Key included). */
 	if (rs_api_storage_full(app, err, sizeof(err))) {
-		rs_api_problem(job, 507, "%s", err);
-		strcat(job->hdrs, "Retry-After: 30\n");
+		rs_api_problem_retry(job, 507, 30, "%s", err);
 		goto cleanup;
 	}
 	st = rs_api_agent_resolve(app, job->tenant, agent, version, ver);
@@ -281,8 +267,7 @@ rs_api_runs_create(rs_api *app, rs_api_job *job)
 		goto cleanup;
 	}
 	if (st != RS_OK) {
-		rs_api_problem(job, 503, "cannot resolve agent %s: %s", agent, rs_status_str(st));
-		strcat(job->hdrs, "Retry-After: 1\n");
+		rs_api_problem_retry(job, 503, 1, "cannot resolve agent %s: %s", agent, rs_status_str(st));
 		goto cleanup;
 	}
 
@@ -307,9 +292,8 @@ rs_api_runs_create(rs_api *app, rs_api_job *job)
 			    (rid = json_string_value(json_object_get(idrec, "run_id"))) == NULL ||
 			    (bsha = json_string_value(json_object_get(idrec, "body_sha256"))) == NULL ||
 			    !rs_id_is_uuid(rid)) {
-				rs_api_problem(job, 503, "cannot record the Idempotency-Key: NATS %s",
+				rs_api_problem_retry(job, 503, 1, "cannot record the Idempotency-Key: NATS %s",
 				               natsStatus_GetText(s));
-				strcat(job->hdrs, "Retry-After: 1\n");
 				goto cleanup;
 			}
 			if (strcmp(bsha, body_sha) != 0) {
@@ -348,39 +332,6 @@ cleanup:
 	return handed;
 }
 
-rs_status
-rs_api_run_lookup(rs_api *app, const char *tenant, const char *run_id, uint64_t *last_seq,
-                  int *terminal)
-{
-	jsDirectGetMsgOptions o;
-	natsMsg *m = NULL;
-	kvEntry *e = NULL;
-	char subj[160], key[160], type[64];
-	natsStatus s;
-
-	*last_seq = 0;
-	*terminal = 0;
-	if (!rs_id_is_uuid(run_id))
-		return RS_ENOTFOUND;
-	rs_event_subject(tenant, run_id, subj, sizeof(subj));
-	jsDirectGetMsgOptions_Init(&o);
-	o.LastBySubject = subj;
-	s = rs_api_log_get(app, &m, &o);
-	if (s == NATS_OK) {
-		rs_status st = rs_api_msg_meta(m, last_seq, type, terminal);
-		natsMsg_Destroy(m);
-		return st == RS_OK ? RS_OK : RS_EIO;
-	}
-	if (s != NATS_NOT_FOUND)
-		return rs_nats_status(s, 0);
-	snprintf(key, sizeof(key), "%s.%s", tenant, run_id);
-	s = kvStore_Get(&e, app->kv_runs, key);
-	kvEntry_Destroy(e);
-	if (s == NATS_OK)
-		return RS_OK;
-	return s == NATS_NOT_FOUND ? RS_ENOTFOUND : rs_nats_status(s, 0);
-}
-
 /* Shared by cancel and signal: the run must exist for this tenant and not
  * be finished. Returns 0 and sets a problem on job otherwise. */
 static int
@@ -395,9 +346,8 @@ check_open(rs_api *app, rs_api_job *job)
 		return 0;
 	}
 	if (st != RS_OK) {
-		rs_api_problem(job, 503, "cannot read run %s from JetStream: %s", job->run_id,
+		rs_api_problem_retry(job, 503, 1, "cannot read run %s from JetStream: %s", job->run_id,
 		               rs_status_str(st));
-		strcat(job->hdrs, "Retry-After: 1\n");
 		return 0;
 	}
 	if (term) {
@@ -432,9 +382,8 @@ publish_cmd(rs_api *app, rs_api_job *job, rs_cmd *cmd, json_t *ok_body)
 	free(buf);
 	if (st != RS_OK) {
 		json_decref(ok_body);
-		rs_api_problem(job, 503, "cannot publish %s to JetStream: %s",
+		rs_api_problem_retry(job, 503, 1, "cannot publish %s to JetStream: %s",
 		               rs_cmd_type_name(cmd->type), rs_status_str(st));
-		strcat(job->hdrs, "Retry-After: 1\n");
 		return;
 	}
 	rs_api_json(job, 202, ok_body);

@@ -26,8 +26,7 @@
 static void
 unavailable(rs_api_job *job, const char *what)
 {
-	rs_api_problem(job, 503, "cannot %s now: KV schedules unavailable", what);
-	strcat(job->hdrs, "Retry-After: 1\n");
+	rs_api_problem_retry(job, 503, 1, "cannot %s now: KV schedules unavailable", what);
 }
 
 static int

@@ -92,8 +92,7 @@ rs_api_secrets_put(rs_api *app, rs_api_job *job, const char *name)
 	st = rs_secret_put(app->kv_secrets, &app->secret_key, job->tenant, name,
 	                   json_string_value(v), json_string_length(v), &created);
 	if (st != RS_OK) {
-		rs_api_problem(job, 503, "cannot store the secret now");
-		strcat(job->hdrs, "Retry-After: 1\n");
+		rs_api_problem_retry(job, 503, 1, "cannot store the secret now");
 		goto cleanup;
 	}
 	rs_info("api: tenant %s %s secret %s", job->tenant, created ? "created" : "replaced", name);
@@ -124,8 +123,7 @@ rs_api_secrets_delete(rs_api *app, rs_api_job *job, const char *name)
 		return;
 	}
 	if (st != RS_OK) {
-		rs_api_problem(job, 503, "cannot delete the secret now");
-		strcat(job->hdrs, "Retry-After: 1\n");
+		rs_api_problem_retry(job, 503, 1, "cannot delete the secret now");
 		return;
 	}
 	rs_info("api: tenant %s deleted secret %s", job->tenant, name);
@@ -144,8 +142,7 @@ rs_api_secrets_list(rs_api *app, rs_api_job *job)
 	if (!available(app, job, 0))
 		return;
 	if (rs_secret_list(app->nats.js, app->kv_secrets, job->tenant, &items) != RS_OK) {
-		rs_api_problem(job, 503, "cannot list secrets now");
-		strcat(job->hdrs, "Retry-After: 1\n");
+		rs_api_problem_retry(job, 503, 1, "cannot list secrets now");
 		return;
 	}
 	rs_api_json(job, 200, json_pack("{s:o}", "secrets", items));

@@ -437,9 +437,8 @@ rs_api_sse_open(rs_api *app, rs_api_job *job)
 		return;
 	}
 	if (st != RS_OK) {
-		rs_api_problem(job, 503, "cannot read run %s from JetStream: %s", job->run_id,
+		rs_api_problem_retry(job, 503, 1, "cannot read run %s from JetStream: %s", job->run_id,
 		               rs_status_str(st));
-		strcat(job->hdrs, "Retry-After: 1\n");
 		return;
 	}
 	if (term && job->after >= last) {
@@ -454,8 +453,7 @@ rs_api_sse_open(rs_api *app, rs_api_job *job)
 	if (last > job->after) {
 		st = rs_api_replay(app, job->tenant, job->run_id, job->after, job);
 		if (st != RS_OK) {
-			rs_api_problem(job, 503, "cannot replay run %s: %s", job->run_id, rs_status_str(st));
-			strcat(job->hdrs, "Retry-After: 1\n");
+			rs_api_problem_retry(job, 503, 1, "cannot replay run %s: %s", job->run_id, rs_status_str(st));
 			return;
 		}
 	}

@@ -32,6 +32,7 @@
 #include "request.h"
 #include "rs_agent.h"
 #include "rs_config.h"
+#include "rs_effects.h"
 #include "rs_event.h"
 #include "rs_id.h"
 #include "rs_json.h"
@@ -142,9 +143,8 @@ need_run(rs_api *app, rs_api_job *job, uint64_t *last)
 	if (st == RS_ENOTFOUND)
 		rs_api_problem(job, 404, "no run %s", job->run_id);
 	else if (st != RS_OK) {
-		rs_api_problem(job, 503, "cannot read run %s from JetStream: %s", job->run_id,
+		rs_api_problem_retry(job, 503, 1, "cannot read run %s from JetStream: %s", job->run_id,
 		               rs_status_str(st));
-		strcat(job->hdrs, "Retry-After: 1\n");
 	}
 	return st;
 }
@@ -216,33 +216,45 @@ hist_add(rs_api_job *job, view_hist *h, natsMsg *m, uint64_t sseq)
 static rs_status
 unavailable(rs_api_job *job)
 {
-	rs_api_problem(job, 503, "cannot read run %s from JetStream", job->run_id);
-	strcat(job->hdrs, "Retry-After: 1\n");
+	rs_api_problem_retry(job, 503, 1, "cannot read run %s from JetStream", job->run_id);
 	return RS_EUNAVAIL;
 }
 
 #define DIRECT_GET_MAX 64
 
+/* read_history's reader state. */
+typedef struct {
+	rs_api_job *job;
+	view_hist *h;
+	uint64_t upto;
+} hist_read;
+
+static int
+hist_each(void *arg, natsMsg *m, uint64_t sseq)
+{
+	hist_read *r = arg;
+
+	if (hist_add(r->job, r->h, m, sseq) != RS_OK)
+		return -1;
+	return r->h->ev[r->h->n - 1].runseq >= r->upto;
+}
+
 /* Events 1..upto (0: all) of the run into h, as they are now (up to the
  * run's newest event at the time of the call). Like the orchestrator's
- * cold rebuild: a short run by direct gets (no consumer to create), a long
- * one by an ordered consumer on its literal subject (~0.2-0.4 ms per
- * direct get would be seconds for 10,000 events). On failure a problem is
- * set on job. */
+ * cold rebuild: a short run by direct gets, a long one by an ordered
+ * consumer (rs_api_log_history). On failure a problem is set on job. */
 static rs_status
 read_history(rs_api *app, rs_api_job *job, uint64_t upto, view_hist *h)
 {
 	jsDirectGetMsgOptions o;
-	jsSubOptions so;
-	natsSubscription *sub = NULL;
 	char subj[160], err[256];
 	const char *sq = NULL;
-	uint64_t last_sseq = 0, last_runseq = 0, seq = 1;
+	uint64_t last_runseq = 0;
 	natsMsg *m = NULL;
-	jsErrCode jerr = 0;
 	natsStatus s;
-	rs_status st = RS_OK;
+	rs_status st;
 	rs_event ev;
+	hist_read r = { job, h, 0 };
 
 	rs_event_subject(job->tenant, job->run_id, subj, sizeof(subj));
 	jsDirectGetMsgOptions_Init(&o);
@@ -254,64 +266,22 @@ read_history(rs_api *app, rs_api_job *job, uint64_t upto, view_hist *h)
 		natsMsg_Destroy(m);
 		return unavailable(job);
 	}
-	last_sseq = strtoull(sq, NULL, 10);
 	memset(&ev, 0, sizeof(ev));
 	if (rs_event_decode(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), &ev, err,
 	                    sizeof(err)) == RS_OK)
 		last_runseq = ev.runseq;
 	rs_event_free(&ev);
 	natsMsg_Destroy(m);
-	m = NULL;
 	if (upto == 0 || upto > last_runseq)
 		upto = last_runseq;
-
-	if (upto <= DIRECT_GET_MAX) {
-		while (st == RS_OK && (h->n == 0 || h->ev[h->n - 1].runseq < upto)) {
-			jsDirectGetMsgOptions_Init(&o);
-			o.Sequence = seq;
-			o.NextBySubject = subj;
-			s = rs_api_log_get(app, &m, &o);
-			if (s == NATS_NOT_FOUND)
-				break;
-			sq = NULL;
-			if (s != NATS_OK || natsMsgHeader_Get(m, "Nats-Sequence", &sq) != NATS_OK ||
-			    sq == NULL) {
-				natsMsg_Destroy(m);
-				return unavailable(job);
-			}
-			seq = strtoull(sq, NULL, 10) + 1;
-			st = hist_add(job, h, m, seq - 1);
-			natsMsg_Destroy(m);
-			m = NULL;
-		}
-		return st;
-	}
-	jsSubOptions_Init(&so);
-	so.Stream = "RUNS";
-	so.Ordered = true;
-	if (js_SubscribeSync(&sub, app->nats.js, subj, NULL, &so, &jerr) != NATS_OK)
-		return unavailable(job);
-	while (st == RS_OK && (h->n == 0 || h->ev[h->n - 1].runseq < upto)) {
-		jsMsgMetaData *meta = NULL;
-		uint64_t sseq;
-
-		if (natsSubscription_NextMsg(&m, sub, 5000) != NATS_OK ||
-		    natsMsg_GetMetaData(&meta, m) != NATS_OK) {
-			natsMsg_Destroy(m);
-			st = unavailable(job);
-			break;
-		}
-		sseq = meta->Sequence.Stream;
-		jsMsgMetaData_Destroy(meta);
-		st = hist_add(job, h, m, sseq);
-		natsMsg_Destroy(m);
-		m = NULL;
-		if (sseq >= last_sseq)
-			break;
-	}
-	natsSubscription_Unsubscribe(sub);
-	natsSubscription_Destroy(sub);
-	return st;
+	if (upto == 0)
+		return RS_OK;
+	r.upto = upto;
+	st = rs_api_log_history(app, job->tenant, job->run_id, 0, upto > DIRECT_GET_MAX,
+	                        hist_each, &r);
+	if (st == RS_ERR)
+		return RS_EINVAL;       /* hist_add set the problem */
+	return st == RS_OK ? RS_OK : unavailable(job);
 }
 
 void
@@ -322,8 +292,10 @@ rs_api_run_state(rs_api *app, rs_api_job *job)
 	int64_t at = 0;
 	uint64_t last = 0;
 	rs_run *run = NULL;
+	rs_eff_track eff;
 	json_t *view;
 
+	rs_eff_init(&eff);
 	if (rs_api_qarg(job->query, "at", at_s, sizeof(at_s)) &&
 	    rs_parse_int(at_s, 1, INT64_MAX, &at) != RS_OK) {
 		rs_api_problem(job, 400, "at: must be an event runseq >= 1");
@@ -339,16 +311,23 @@ rs_api_run_state(rs_api *app, rs_api_job *job)
 		goto cleanup;
 	}
 	run = rs_run_new();
-	for (size_t i = 0; i < h.n && h.ev[i].runseq <= (uint64_t)at; i++)
+	for (size_t i = 0; i < h.n && h.ev[i].runseq <= (uint64_t)at; i++) {
 		if (rs_run_evolve(run, &h.ev[i], err, sizeof(err)) != RS_OK) {
 			rs_api_problem(job, 500, "the state machine rejects the history: %s", err);
 			goto cleanup;
 		}
+		rs_eff_add(&eff, &h.ev[i]);
+	}
 	view = rs_run_view(run);
+	/* As `runctl replay --at` shows it: the http requests and model
+	 * turns, for a run that has any (rs_effects.h). */
+	if (json_array_size(rs_eff_list(&eff)) > 0)
+		json_object_set(view, "effects", rs_eff_list(&eff));
 	rs_api_json(job, 200, json_pack("{s:I, s:I, s:s, s:o}", "at", (json_int_t)at, "last_seq",
 	                                (json_int_t)last, "status",
 	                                rs_run_status_name(rs_run_get_status(run)), "state", view));
 cleanup:
+	rs_eff_free(&eff);
 	rs_run_free(run);
 	hist_free(&h);
 }
@@ -377,8 +356,7 @@ rs_api_run_check(rs_api *app, rs_api_job *job)
 	if (kvStore_Get(&e, app->kv_agents, key) != NATS_OK ||
 	    rs_json_parse(kvEntry_ValueString(e), (size_t)kvEntry_ValueLen(e), &def, err,
 	                  sizeof(err)) != RS_OK) {
-		rs_api_problem(job, 503, "cannot read agent %s version %s", rc0->agent, rc0->version);
-		strcat(job->hdrs, "Retry-After: 1\n");
+		rs_api_problem_retry(job, 503, 1, "cannot read agent %s version %s", rc0->agent, rc0->version);
 		goto cleanup;
 	}
 	if (rs_agent_parse(def, &agent, err, sizeof(err)) != RS_OK) {

@@ -272,48 +272,42 @@ rs_api_views_render(rs_api *app, const char *tenant, const char *run_id, uint64_
 	return st;
 }
 
+/* read_after's reader state. */
+typedef struct {
+	rs_event *evs;
+	size_t *lens;
+	uint64_t *sseqs;
+	size_t n, max;
+	uint64_t want;
+} after_read;
+
+static int
+after_one(void *arg, natsMsg *m, uint64_t sseq)
+{
+	after_read *a = arg;
+	char err[128];
+
+	if (rs_event_decode_fast(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m),
+	                         &a->evs[a->n], err, sizeof(err)) != RS_OK)
+		return -1;
+	a->lens[a->n] = (size_t)natsMsg_GetDataLength(m);
+	a->sseqs[a->n] = sseq;
+	return a->evs[a->n++].runseq >= a->want || a->n >= a->max;
+}
+
 /* The events of the run after RUNS sequence from, up to runseq want (at
  * most max of them), read by direct gets. Returns how many; *st set on a
  * log error. */
 static size_t
-read_after(rs_api *app, const char *subj, uint64_t from, uint64_t want, rs_event *evs,
-           size_t *lens, uint64_t *sseqs, size_t max, rs_status *st)
+read_after(rs_api *app, const char *tenant, const char *run_id, uint64_t from, uint64_t want,
+           rs_event *evs, size_t *lens, uint64_t *sseqs, size_t max, rs_status *st)
 {
-	jsDirectGetMsgOptions o;
-	size_t n = 0;
-	char err[128];
+	after_read a = { evs, lens, sseqs, 0, max, want };
 
-	*st = RS_OK;
-	while (n < max) {
-		natsMsg *m = NULL;
-		const char *sq = NULL;
-		natsStatus s;
-
-		jsDirectGetMsgOptions_Init(&o);
-		o.Sequence = from + 1;
-		o.NextBySubject = subj;
-		s = rs_api_log_get(app, &m, &o);
-		if (s == NATS_NOT_FOUND)
-			break;
-		if (s != NATS_OK) {
-			*st = rs_nats_status(s, 0);
-			break;
-		}
-		if (natsMsgHeader_Get(m, "Nats-Sequence", &sq) != NATS_OK || sq == NULL ||
-		    rs_event_decode_fast(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m),
-		                         &evs[n], err, sizeof(err)) != RS_OK) {
-			natsMsg_Destroy(m);
-			*st = RS_EINVAL;
-			break;
-		}
-		from = strtoull(sq, NULL, 10);
-		lens[n] = (size_t)natsMsg_GetDataLength(m);
-		sseqs[n] = from;
-		natsMsg_Destroy(m);
-		if (evs[n++].runseq >= want)
-			break;
-	}
-	return n;
+	*st = rs_api_log_history(app, tenant, run_id, from, 0, after_one, &a);
+	if (*st == RS_ERR)
+		*st = RS_EINVAL;
+	return a.n;
 }
 
 /* Up to this many events a history is read by direct gets, beyond it by
@@ -334,7 +328,6 @@ catch_up(rs_api *app, const char *tenant, const char *run_id, uint64_t min_seq,
 	size_t lens[CATCH_UP_MAX];
 	uint64_t sseqs[CATCH_UP_MAX], from, have;
 	size_t n;
-	char subj[160];
 	rs_status st = RS_ENOTFOUND, rst;
 	json_t *out = NULL;
 	vent *e;
@@ -356,8 +349,7 @@ catch_up(rs_api *app, const char *tenant, const char *run_id, uint64_t min_seq,
 	}
 	if (e == NULL || from == 0 || have == 0 || min_seq - have > CATCH_UP_MAX)
 		return RS_ENOTFOUND;
-	rs_event_subject(tenant, run_id, subj, sizeof(subj));
-	n = read_after(app, subj, from, min_seq, evs, lens, sseqs, CATCH_UP_MAX, &rst);
+	n = read_after(app, tenant, run_id, from, min_seq, evs, lens, sseqs, CATCH_UP_MAX, &rst);
 	pthread_mutex_lock(&c->mu);
 	if ((e = find(c, tenant, run_id)) != NULL) {
 		for (size_t i = 0; i < n && e != NULL; i++) {
@@ -418,104 +410,43 @@ load_one(natsMsg *m, uint64_t sseq, const char *tenant, const char *run_id, rs_v
 	return RS_OK;
 }
 
-/* Direct gets, next by subject from sequence 1, until there is none. */
-static rs_status
-load_by_gets(rs_api *app, const char *subj, const char *tenant, const char *run_id,
-             rs_view *v, size_t *bytes, uint64_t *last_sseq)
+/* rs_api_views_load's reader state. */
+typedef struct {
+	const char *tenant, *run_id;
+	rs_view *v;
+	size_t bytes;
+	uint64_t last_sseq;
+	rs_status st;
+} view_load;
+
+static int
+load_each(void *arg, natsMsg *m, uint64_t sseq)
 {
-	jsDirectGetMsgOptions o;
-	uint64_t seq = 1;
+	view_load *l = arg;
 
-	for (;;) {
-		natsMsg *m = NULL;
-		const char *sq = NULL;
-		natsStatus s;
-		rs_status st;
-
-		jsDirectGetMsgOptions_Init(&o);
-		o.Sequence = seq;
-		o.NextBySubject = subj;
-		s = rs_api_log_get(app, &m, &o);
-		if (s == NATS_NOT_FOUND)
-			return RS_OK;
-		if (s != NATS_OK)
-			return rs_nats_status(s, 0);
-		if (natsMsgHeader_Get(m, "Nats-Sequence", &sq) != NATS_OK || sq == NULL) {
-			natsMsg_Destroy(m);
-			return RS_EIO;
-		}
-		*last_sseq = strtoull(sq, NULL, 10);
-		seq = *last_sseq + 1;
-		st = load_one(m, *last_sseq, tenant, run_id, v, bytes);
-		natsMsg_Destroy(m);
-		if (st != RS_OK)
-			return st;
-	}
-}
-
-/* An ordered consumer on the literal subject, until the server says
- * nothing is pending. Only for a run known to have events (else the first
- * NextMsg would wait for its timeout). */
-static rs_status
-load_by_consumer(rs_api *app, const char *subj, const char *tenant, const char *run_id,
-                 rs_view *v, size_t *bytes, uint64_t *last_sseq)
-{
-	jsSubOptions so;
-	natsSubscription *sub = NULL;
-	jsErrCode jerr = 0;
-	natsStatus s;
-	rs_status st = RS_OK;
-
-	jsSubOptions_Init(&so);
-	so.Stream = "RUNS";          /* skip the stream-by-subject lookup */
-	so.Ordered = true;
-	if ((s = js_SubscribeSync(&sub, app->nats.js, subj, NULL, &so, &jerr)) != NATS_OK)
-		return rs_nats_status(s, jerr);
-	for (;;) {
-		natsMsg *m = NULL;
-		jsMsgMetaData *md = NULL;
-		uint64_t pending;
-
-		if ((s = natsSubscription_NextMsg(&m, sub, 5000)) != NATS_OK) {
-			st = rs_nats_status(s, 0);
-			break;
-		}
-		if (natsMsg_GetMetaData(&md, m) != NATS_OK) {
-			natsMsg_Destroy(m);
-			st = RS_EIO;
-			break;
-		}
-		*last_sseq = md->Sequence.Stream;
-		pending = md->NumPending;
-		jsMsgMetaData_Destroy(md);
-		st = load_one(m, *last_sseq, tenant, run_id, v, bytes);
-		natsMsg_Destroy(m);
-		if (st != RS_OK || pending == 0)
-			break;
-	}
-	natsSubscription_Unsubscribe(sub);
-	natsSubscription_Destroy(sub);
-	return st;
+	l->last_sseq = sseq;
+	l->st = load_one(m, sseq, l->tenant, l->run_id, l->v, &l->bytes);
+	return l->st == RS_OK ? 0 : -1;
 }
 
 rs_status
 rs_api_views_load(rs_api *app, const char *tenant, const char *run_id, uint64_t nevents,
                   rs_api_job *job)
 {
-	char subj[160];
-	uint64_t last_sseq = 0;
-	size_t bytes = 0;
+	uint64_t last_sseq;
+	size_t bytes;
 	rs_view v;
+	view_load l = { tenant, run_id, &v, 0, 0, RS_OK };
 	rs_status st;
 
 	rs_view_init(&v);
-	rs_event_subject(tenant, run_id, subj, sizeof(subj));
 	/* Measured (services/orchestrator/runcache.c, the same choice): past
 	 * a handful of events one ordered consumer beats successive gets. */
-	if (nevents > LOAD_GETS_MAX)
-		st = load_by_consumer(app, subj, tenant, run_id, &v, &bytes, &last_sseq);
-	else
-		st = load_by_gets(app, subj, tenant, run_id, &v, &bytes, &last_sseq);
+	st = rs_api_log_history(app, tenant, run_id, 0, nevents > LOAD_GETS_MAX, load_each, &l);
+	if (st == RS_ERR)
+		st = l.st;
+	last_sseq = l.last_sseq;
+	bytes = l.bytes;
 	if (st != RS_OK)
 		goto cleanup;
 	if (v.last_seq == 0) {

@@ -6,7 +6,8 @@
  * Workers pop jobs, run them, and push them onto the done queue; live
  * frames from the NATS subscription use the same queue. One
  * lws_cancel_service() per push wakes the service thread, which drains
- * everything in LWS_CALLBACK_EVENT_WAIT_CANCELLED (rs_api_work_drain).
+ * everything in LWS_CALLBACK_EVENT_WAIT_CANCELLED (rs_api_work_drain),
+ * handing each to app->on_job_done / app->on_frame (http.c sets them).
  */
 #include "api.h"
 #include "rs_log.h"
@@ -228,7 +229,7 @@ rs_api_work_drain(rs_api *app)
 	while ((f = frames) != NULL) {
 		frames = f->next;
 		f->next = NULL;
-		rs_api_hub_frame(app, f);
+		app->on_frame(app, f);
 	}
 	while ((j = jobs) != NULL) {
 		rs_api_ticket *t = j->ticket;
@@ -244,7 +245,7 @@ rs_api_work_drain(rs_api *app)
 			r->ticket = NULL;
 		free(t);
 		if (r != NULL)
-			rs_api_http_complete(app, r, j);   /* takes j */
+			app->on_job_done(app, r, j);   /* takes j */
 		else
 			rs_api_job_free(j);
 	}

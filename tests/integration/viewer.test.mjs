@@ -1,17 +1,19 @@
 // viewer.test.mjs - the run viewer (services/api/ui, docs/viewer.md) in a
 // real browser, against a real stack: nats-server, Postgres, orchestrator,
-// projector, tool-router, the C example device and rs-api.
+// projector, tool-router, the C example device, rs-executor and rs-api.
 //
 // First the API support the viewer needs, over plain HTTP: /ui/ static
 // files (content types, ETag / 304, no way out of the directory), CORS
 // (RS_API_CORS_ORIGINS), run-scoped stream tokens, the state at an event
-// (compared with `runctl replay --at`), the re-check, the devices list.
+// (compared with `runctl replay --at`, the effects of an http step too),
+// the re-check, the devices list.
 // Then Debian's chromium through puppeteer-core: sign in, a run appears in
 // the list, its page follows it live, the network to the API is cut (a TCP
 // proxy between browser and API drops every connection and refuses new
 // ones) while the run goes on, and the stream resumes with Last-Event-ID
 // without a gap; a step opened, the slider moved, the re-check, a waiting
-// run cancelled, agents and devices pages. Every wait awaits a page
+// run cancelled, a finished run forked (the new run opens), the list
+// filtered by tag, agents and devices pages. Every wait awaits a page
 // condition or an event, with bounds; nothing sleeps to synchronise.
 //
 // Measured and printed, not asserted: first paint of the runs list, and a
@@ -20,6 +22,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import puppeteer from 'puppeteer-core';
@@ -77,6 +80,9 @@ const waitAgent = {
   ],
 };
 const holdAgent = { name: 'view-hold', steps: [{ id: 'hold', kind: 'signal', signal: 'never', timeout_s: 240 }] };
+// An http step (carried out by rs-executor) against this loopback server:
+// the run has an effect for /state to list.
+const target = http.createServer((req, res) => { res.writeHead(200, { 'Content-Type': 'application/json' }); res.end('{"pong":true}'); });
 
 async function startRun(agent, input = {}) {
   const r = await call('POST', '/v1/runs', { body: { agent, input } });
@@ -112,11 +118,15 @@ before(async () => {
   startProcess('device', bin('device'), [], {
     RS_ROUTER_URL: `ws://127.0.0.1:${port}/v1/devices/connect`, RS_DEVICE_ID: 'laptop-1', RS_DEVICE_TOKEN: devToken,
   });
+  await new Promise((ok) => target.listen(0, '127.0.0.1', ok));
+  port = await freePort();
+  await startService('executor', { ...env, RS_EXECUTOR_OPS_PORT: String(port), RS_EXECUTOR_EGRESS_ALLOW: '127.0.0.1/32' }, port);
   port = await freePort();
   await startService('api', { ...env, RS_API_PORT: String(port), RS_API_CORS_ORIGINS: 'https://viewer.example', RS_API_STREAM_TOKEN_TTL_S: '30' }, port);
   apiUrl = `http://127.0.0.1:${port}`;
   proxy = await startProxy(port);
-  for (const a of [waitAgent, holdAgent, { ...waitAgent, description: 'version two: another description', timeout_s: 301 }]) {
+  const httpAgent = { name: 'view-http', steps: [{ id: 'ping', kind: 'http', method: 'GET', url: `http://127.0.0.1:${target.address().port}/ping`, timeout_s: 10 }] };
+  for (const a of [waitAgent, holdAgent, httpAgent, { ...waitAgent, description: 'version two: another description', timeout_s: 301 }]) {
     const r = await call('POST', '/v1/agents', { body: a });
     assert.ok(r.status === 201 || r.status === 200, r.text);
   }
@@ -130,6 +140,7 @@ before(async () => {
 after(async () => {
   if (browser) await browser.close().catch(() => {});
   if (proxy) proxy.close();
+  target.close();
   await stopAll();
   if (Object.keys(measured).length) process.stdout.write(`# viewer measurements: ${JSON.stringify(measured)}\n`);
 });
@@ -240,6 +251,26 @@ test('stream token, state at an event (= runctl replay --at), re-check (= replay
   assert.deepEqual(r.json.runs, []);
   r = await call('GET', '/v1/runs?since=yesterday');
   assert.equal(r.status, 400);
+});
+
+test('state of a run with an http step lists its effects, as runctl replay --at does', async () => {
+  const id = await startRun('view-http');
+  let r = await call('GET', `/v1/runs/${id}?wait=30`);
+  assert.equal(r.json.status, 'completed', r.text);
+  r = await call('GET', `/v1/runs/${id}/state`);
+  assert.equal(r.status, 200, r.text);
+  const eff = r.json.state.effects;
+  assert.equal(eff.length, 1, r.text);
+  assert.equal(eff[0].kind, 'http');
+  assert.equal(eff[0].step_id, 'ping');
+  assert.equal(eff[0].status, 'done');
+  assert.equal(eff[0].http_status, 200);
+  const cli = runctl(['replay', id, '--at', String(r.json.at), '--tenant', T, '--json'], env);
+  assert.equal(cli.code, 0, cli.stderr);
+  assert.deepEqual(r.json.state, JSON.parse(cli.stdout));
+  // Before the request: none yet.
+  r = await call('GET', `/v1/runs/${id}/state?at=1`);
+  assert.equal(r.json.state.effects, undefined);
 });
 
 // A click on an element of a live page: the page may redraw it between
@@ -413,6 +444,53 @@ test('in a browser: signal and cancel waiting runs, with confirmation; agents di
   await page.goto(`${proxy.url}/ui/#/devices`);
   await page.waitForSelector('#devices tr[data-device="laptop-1"]');
   assert.match(await page.$eval('#devices tr[data-device="laptop-1"]', (e) => e.textContent), /echo/);
+});
+
+test('in a browser: fork a finished run from its page, the new run opens and finishes; filter the list by tag', async () => {
+  const src = await startRun('view-wait', { name: 'Fork' });
+  await page.goto(`${proxy.url}/ui/#/runs/${src}`);
+  await until(() => /waiting/.test(document.querySelector('#run-head .badge')?.textContent || ''), 'the source waiting for its signal');
+  assert.equal((await call('POST', `/v1/runs/${src}/signals/go`, { body: { n: 1 } })).status, 202);
+  await until(() => document.querySelector('#run-head .badge').textContent === 'completed', 'the source completed', 30000);
+  assert.ok(await page.$eval('#retry-btn', (b) => b.disabled), 'no retry for a run that did not fail');
+  const last = await page.evaluate(() => window.__rsRun.model.events.at(-1).runseq);
+  await click('#fork-btn');
+  await page.waitForSelector('dialog[open] #fork-from');
+  assert.equal(Number(await page.$eval('#fork-from', (e) => e.value)), last, 'the fork starts at the slider (the end)');
+  await click('#dlg-ok');
+  // The new run's page opens by itself; every effect step of the source
+  // (the tool call, the signal) was within the fork point: reused, so the
+  // fork completes without a device call or a signal.
+  await until((id) => /^#\/runs\/[0-9a-f-]{36}$/.test(location.hash) && location.hash !== `#/runs/${id}` &&
+    window.__rsRun && window.__rsRun.runId !== id, 'the fork\'s page', 20000, src);
+  const forkId = await page.evaluate(() => window.__rsRun.runId);
+  await until(() => document.querySelector('#run-head .badge')?.textContent === 'completed', 'the fork completed', 30000);
+  assert.match(await page.$eval('#forked-from', (e) => e.textContent), new RegExp(`after event ${last}`));
+  const created = await page.evaluate(() => window.__rsRun.model.events[0].data);
+  assert.equal(created.forked_from, src);
+  assert.equal(created.from_seq, last);
+  const fv = await call('GET', `/v1/runs/${forkId}?wait=20`);
+  assert.equal(fv.json.status, 'completed');
+  assert.deepEqual(fv.json.output, (await call('GET', `/v1/runs/${src}`)).json.output);
+
+  // Tags: two runs, one filter.
+  const tagged = {};
+  for (const team of ['blue', 'red']) {
+    const r = await call('POST', '/v1/runs', { body: { agent: 'view-hold', tags: { team } } });
+    assert.equal(r.status, 202, r.text);
+    tagged[team] = r.json.run_id;
+  }
+  await page.goto(`${proxy.url}/ui/#/runs`);
+  await page.waitForSelector('#filters input[name=tag]');
+  await page.type('#filters input[name=tag]', 'team:blue');
+  await click('#filters button[type=submit]');
+  await until(() => location.hash.includes('tag=team%3Ablue'), 'the filter in the URL');
+  // The projector may not have the runs yet: the list polls until it does.
+  await until((id) => !!document.querySelector(`#runs tr[data-run="${id}"]`), 'the blue run in the filtered list', 20000, tagged.blue);
+  const shown = await page.$$eval('#runs tbody tr', (trs) => trs.map((tr) => tr.dataset.run));
+  assert.deepEqual(shown, [tagged.blue], 'only the run tagged team:blue');
+  assert.match(await page.$eval(`#runs tr[data-run="${tagged.blue}"]`, (tr) => tr.textContent), /team:blue/);
+  for (const id of Object.values(tagged)) await call('POST', `/v1/runs/${id}/cancel`, { body: {} });
 });
 
 test('a run page of 10,000 events stays responsive (virtualised list; measured, not asserted)', async () => {

@@ -79,7 +79,7 @@ let listTimer = null;
 
 function runsPage(params) {
   const f = {
-    status: params.get('status') || '', agent: params.get('agent') || '',
+    status: params.get('status') || '', agent: params.get('agent') || '', tag: params.get('tag') || '',
     since: params.get('since') || '', until: params.get('until') || '', limit: params.get('limit') || '25',
   };
   const cursors = [];       // cursors of the pages before this one
@@ -94,6 +94,8 @@ function runsPage(params) {
   const form = h('form', { class: 'row filters card', id: 'filters' },
     ctl('status', h('select', {}, ...STATUSES.map((s) => h('option', { value: s }, s || 'any')))),
     ctl('agent', h('input', { list: 'agent-names', placeholder: 'any', size: 16 })),
+    // One tag, key:value (split at the first ':'), as GET /v1/runs?tag= takes it.
+    ctl('tag', h('input', { placeholder: 'key:value', size: 16, pattern: '[^:]+:.*', title: 'key:value' })),
     ctl('since', h('input', { type: 'datetime-local' })),
     ctl('until', h('input', { type: 'datetime-local' })),
     ctl('limit', h('select', {}, ...['10', '25', '50', '100'].map((s) => h('option', { value: s }, s)))),
@@ -106,7 +108,8 @@ function runsPage(params) {
   });
   const table = h('table', { id: 'runs' },
     h('thead', {}, h('tr', {}, h('th', {}, 'run'), h('th', {}, 'status'), h('th', {}, 'agent'),
-      h('th', { class: 'hide-sm' }, 'version'), h('th', {}, 'created'), h('th', { class: 'hide-sm' }, 'duration'), h('th', { class: 'hide-sm' }, 'step'))),
+      h('th', { class: 'hide-sm' }, 'version'), h('th', {}, 'created'), h('th', { class: 'hide-sm' }, 'duration'), h('th', { class: 'hide-sm' }, 'step'),
+      h('th', { class: 'hide-sm' }, 'tags'))),
     tbody);
   main().replaceChildren(h('h1', {}, 'Runs'), form,
     h('div', { class: 'row' }, prev, nextb, info), table,
@@ -117,6 +120,7 @@ function runsPage(params) {
     const q = new URLSearchParams({ limit: f.limit });
     if (f.status) q.set('status', f.status);
     if (f.agent) q.set('agent', f.agent);
+    if (f.tag) q.set('tag', f.tag);
     if (f.since) q.set('since', new Date(f.since).toISOString());
     if (f.until) q.set('until', new Date(f.until).toISOString());
     if (cursor) q.set('after', cursor);
@@ -132,7 +136,10 @@ function runsPage(params) {
       h('td', { class: 'mono hide-sm' }, (r.version || '').slice(0, 10)),
       h('td', {}, fmtTime(r.created_at)),
       h('td', { class: 'hide-sm' }, end ? fmtDur(end - Date.parse(r.created_at)) : ''),
-      h('td', { class: 'hide-sm mono' }, r.current_step || ''));
+      h('td', { class: 'hide-sm mono' }, r.current_step || ''),
+      h('td', { class: 'hide-sm tags' }, ...Object.entries(r.tags || {}).map(([k, v]) => h('a', {
+        class: 'tag', href: `#/runs?tag=${encodeURIComponent(`${k}:${v}`)}`, onclick: (e) => e.stopPropagation(),
+      }, `${k}:${v}`))));
       return tr;
     }));
     info.textContent = rows.length ? `${rows.length} run${rows.length > 1 ? 's' : ''}${cursor ? ' (older page)' : ''}` : 'No runs match.';

@@ -2,7 +2,8 @@
 // attempts and waits on a time axis, tool calls with their device, llm
 // text as it streams, every event (a virtualised list: only the rows in
 // view exist, so 10,000 events stay quick) with its CloudEvent one click
-// away, the time-travel slider and the re-check, and the actions.
+// away, the time-travel slider and the re-check, and the actions (cancel,
+// signal, fork, retry).
 //
 // The page folds nothing itself for time travel: the slider asks
 // GET /v1/runs/{id}/state?at=N, the state machine's own fold (what
@@ -51,7 +52,7 @@ function apply(M, ev) {
     return s;
   };
   switch (ty) {
-    case 'run.created': M.agent = d.agent; M.version = d.version; M.input = d.input; break;
+    case 'run.created': M.agent = d.agent; M.version = d.version; M.input = d.input; M.forkedFrom = d.forked_from; M.fromSeq = d.from_seq; break;
     case 'run.started': M.status = 'running'; break;
     case 'step.started': { const s = step(); s.kind = d.kind; s.input = d.input; s.seqs.push(ev.runseq); M.waiting = d.kind === 'signal' ? 'signal' : d.kind === 'sleep' ? 'timer' : ''; break; }
     case 'step.completed': { const s = step(); s.end = t; s.status = 'done'; s.output = d.output; s.seqs.push(ev.runseq); M.waiting = ''; break; }
@@ -134,11 +135,49 @@ export function runPage(runId) {
       dirty = true; schedule();
     } catch (e) { say('bad', `Check failed: ${e.message}`); } finally { checkB.disabled = false; }
   }, '', 'recheck-btn');
-  // FORK/RETRY (issue 17): when the orchestration issue lands its routes
-  // (fork a run at an event / retry a failed run), their buttons go in this
-  // slot: the same confirm-then-POST pattern as cancel, then open the new run.
-  const forkSlot = h('span', { id: 'fork-retry-slot', hidden: true });
-  actions.append(cancelB, signalB, checkB, forkSlot);
+  // Fork and retry (docs/api.md "Fork and retry"): confirm, POST, then open
+  // the new run. A fork starts from the event the slider shows (the newest
+  // one while it follows the end): the source's effect steps completed by
+  // then are reused, everything after runs again under the chosen version.
+  const startFrom = async (what, path, body) => {
+    try {
+      const r = await api(`/v1/runs/${runId}/${path}`, { method: 'POST', body });
+      location.hash = `#/runs/${r.run_id}`;
+    } catch (e) { say('bad', `${what} failed: ${e.message}`); }
+  };
+  const versionField = () => h('input', { id: 'fork-version', placeholder: 'latest', size: 20, pattern: '[0-9a-f]{16}', title: 'a version id; empty: the agent\'s latest' });
+  const inputField = () => h('textarea', { id: 'fork-input', placeholder: 'empty: the source run\'s input' });
+  // {version?, input?} of the dialog's fields, or null after saying why not.
+  const forkBody = (version, input) => {
+    const body = {};
+    if (version.value.trim()) body.version = version.value.trim();
+    if (input.value.trim()) {
+      try { body.input = JSON.parse(input.value); } catch (e) { say('bad', `The input is not JSON: ${e.message}`); return null; }
+    }
+    return body;
+  };
+  const forkB = btn('Fork…', async () => {
+    const last = M.events.length ? M.events[M.events.length - 1].runseq : 1;
+    const from = h('input', { id: 'fork-from', type: 'number', min: 1, max: last, value: at || last, required: true });
+    const version = versionField(); const input = inputField();
+    if (!await modal(`Fork run ${shortId(runId)}?`, [
+      h('p', {}, 'A new run of the same agent. The tool calls, sleeps, signals, requests and model turns this run completed within its first N events are reused, not done again; the rest runs anew.'),
+      h('label', { for: 'fork-from' }, `From event (1–${last})`), from,
+      h('label', { for: 'fork-version' }, 'Version'), version,
+      h('label', { for: 'fork-input' }, 'Input (JSON)'), input], { ok: 'Fork' })) return;
+    const body = forkBody(version, input);
+    if (body) await startFrom('Fork', 'fork', { from_seq: Number(from.value), ...body });
+  }, '', 'fork-btn');
+  const retryB = btn('Retry…', async () => {
+    const version = versionField(); const input = inputField();
+    if (!await modal(`Retry run ${shortId(runId)}?`, [
+      h('p', {}, 'A new run forked from just before the step that failed: what went right before it is reused.'),
+      h('label', { for: 'fork-version' }, 'Version (e.g. the fixed one)'), version,
+      h('label', { for: 'fork-input' }, 'Input (JSON)'), input], { ok: 'Retry' })) return;
+    const body = forkBody(version, input);
+    if (body) await startFrom('Retry', 'retry', body);
+  }, '', 'retry-btn');
+  actions.append(cancelB, signalB, checkB, forkB, retryB);
   const say = (kind, text, extra) => banner.replaceChildren(h('div', { class: `banner ${kind}` }, text, extra || ''));
 
   main().replaceChildren(
@@ -153,11 +192,14 @@ export function runPage(runId) {
     const end = M.tEnd ?? (TERMINAL.has(M.status) ? null : Date.now());
     const acts = !TERMINAL.has(M.status);
     cancelB.disabled = !acts; signalB.disabled = !acts;
+    forkB.disabled = !M.events.length;
+    retryB.disabled = M.status !== 'failed' && M.status !== 'timed_out';
     headInfo.replaceChildren(
       h('div', { class: 'row' }, h('h1', { class: 'mono' }, `Run ${runId}`), badge(M.status), M.waiting ? h('span', { class: 'muted' }, `waiting for a ${M.waiting}`) : ''),
       h('dl', { class: 'kv' },
         h('dt', {}, 'agent'), h('dd', {}, h('a', { href: `#/agents/${encodeURIComponent(M.agent)}` }, M.agent), ' ', h('span', { class: 'mono muted' }, M.version)),
         h('dt', {}, 'created'), h('dd', {}, M.t0 ? fmtTime(M.t0) : ''),
+        M.forkedFrom ? [h('dt', {}, 'forked from'), h('dd', { id: 'forked-from' }, h('a', { class: 'mono', href: `#/runs/${M.forkedFrom}` }, shortId(M.forkedFrom)), ` after event ${M.fromSeq}`)] : '',
         h('dt', {}, 'duration'), h('dd', {}, M.t0 && end ? fmtDur(end - M.t0) : ''),
         h('dt', {}, 'events'), h('dd', { id: 'nevents' }, String(M.events.length))),
       h('div', { class: 'grid2' },

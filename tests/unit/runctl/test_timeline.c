@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "effects.h"
+#include "rs_effects.h"
 #include "history.h"
 #include "rs_json.h"
 #include "timeline.h"
@@ -215,9 +215,9 @@ test_effect_rows(void)
 }
 
 static char *
-effects_text(eff_track *t)
+effects_text(rs_eff_track *t)
 {
-	return rs_json_dump(eff_list(t));
+	return rs_json_dump(rs_eff_list(t));
 }
 
 /* --at's effects: streamed text, abandoned on a timeout, replaced by the
@@ -226,25 +226,25 @@ static void
 test_effects_fold(void)
 {
 	rs_event ev;
-	eff_track t;
+	rs_eff_track t;
 	json_t *msg = json_pack("{s:s,s:s}", "role", "assistant", "content", "Hello there");
 	json_t *usage = json_pack("{s:i,s:i}", "prompt_tokens", 3, "completion_tokens", 2);
 	char *txt;
 
-	eff_init(&t);
+	rs_eff_init(&t);
 	base(&ev, RS_EV_LLM_REQUESTED, 1, 100);
 	ev.d.llm_requested.effect_id = "l1";
 	ev.d.llm_requested.step_id = "ask";
 	ev.d.llm_requested.attempt = 1;
 	ev.d.llm_requested.turn = 1;
 	ev.d.llm_requested.deadline = 900;
-	eff_add(&t, &ev);
+	rs_eff_add(&t, &ev);
 	base(&ev, RS_EV_LLM_DELTA, 2, 110);
 	ev.d.llm_delta.effect_id = "l1";
 	ev.d.llm_delta.text = "Hel";
-	eff_add(&t, &ev);
+	rs_eff_add(&t, &ev);
 	ev.d.llm_delta.text = "lo";
-	eff_add(&t, &ev);
+	rs_eff_add(&t, &ev);
 	txt = effects_text(&t);
 	CHECK(strstr(txt, "\"deltas\":2") && strstr(txt, "\"status\":\"streaming\"") &&
 	      strstr(txt, "\"text\":\"Hello\""));
@@ -253,42 +253,42 @@ test_effects_fold(void)
 	base(&ev, RS_EV_STEP_FAILED, 3, 950);
 	ev.d.step_failed.step_id = "ask";
 	ev.d.step_failed.attempt = 1;
-	eff_add(&t, &ev);
+	rs_eff_add(&t, &ev);
 	base(&ev, RS_EV_LLM_REQUESTED, 4, 1000);
 	ev.d.llm_requested.effect_id = "l2";
 	ev.d.llm_requested.step_id = "ask";
 	ev.d.llm_requested.attempt = 2;
 	ev.d.llm_requested.turn = 1;
-	eff_add(&t, &ev);
+	rs_eff_add(&t, &ev);
 	base(&ev, RS_EV_LLM_MESSAGE, 5, 1200);
 	ev.d.llm_message.effect_id = "l2";
 	ev.d.llm_message.message = msg;
 	ev.d.llm_message.usage = usage;
 	ev.d.llm_message.finish_reason = "stop";
-	eff_add(&t, &ev);
+	rs_eff_add(&t, &ev);
 	base(&ev, RS_EV_HTTP_REQUESTED, 6, 1300);
 	ev.d.http_requested.effect_id = "h1";
 	ev.d.http_requested.step_id = "hook";
 	ev.d.http_requested.attempt = 1;
 	ev.d.http_requested.method = "POST";
 	ev.d.http_requested.url = "https://x.example/";
-	eff_add(&t, &ev);
+	rs_eff_add(&t, &ev);
 	base(&ev, RS_EV_STEP_FAILED, 7, 1400);
 	ev.d.step_failed.step_id = "hook";
 	ev.d.step_failed.attempt = 1;
 	ev.d.step_failed.effect_id = "h1";
 	ev.d.step_failed.error.code = "tls";
 	ev.d.step_failed.error.message = "bad cert";
-	eff_add(&t, &ev);
+	rs_eff_add(&t, &ev);
 	base(&ev, RS_EV_HTTP_REQUESTED, 8, 1500);
 	ev.d.http_requested.effect_id = "h2";
 	ev.d.http_requested.step_id = "hook";
 	ev.d.http_requested.attempt = 2;
 	ev.d.http_requested.method = "POST";
 	ev.d.http_requested.url = "https://x.example/";
-	eff_add(&t, &ev);
+	rs_eff_add(&t, &ev);
 	base(&ev, RS_EV_RUN_CANCELLED, 9, 1600);
-	eff_add(&t, &ev);
+	rs_eff_add(&t, &ev);
 	txt = effects_text(&t);
 	CHECK_STR(txt,
 	          "[{\"attempt\":1,\"deadline\":900,\"deltas\":2,\"effect_id\":\"l1\",\"error\":null,"
@@ -310,7 +310,7 @@ test_effects_fold(void)
 	          "\"method\":\"POST\",\"requested_at\":1500,\"status\":\"abandoned\","
 	          "\"step_id\":\"hook\",\"url\":\"https://x.example/\"}]");
 	free(txt);
-	eff_free(&t);
+	rs_eff_free(&t);
 	json_decref(msg);
 	json_decref(usage);
 }

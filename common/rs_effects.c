@@ -1,22 +1,22 @@
 /*
- * effects.c - a run's http requests and model turns, folded from its
- * events (see effects.h).
+ * rs_effects.c - a run's http requests and model turns, folded from its
+ * events (see rs_effects.h). Shared by runctl replay and rs-api's /state.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "effects.h"
+#include "rs_effects.h"
 
 void
-eff_init(eff_track *t)
+rs_eff_init(rs_eff_track *t)
 {
 	t->list = json_array();
 	t->by_id = json_object();
 }
 
 void
-eff_free(eff_track *t)
+rs_eff_free(rs_eff_track *t)
 {
 	json_decref(t->list);
 	json_decref(t->by_id);
@@ -24,13 +24,13 @@ eff_free(eff_track *t)
 }
 
 json_t *
-eff_list(const eff_track *t)
+rs_eff_list(const rs_eff_track *t)
 {
 	return t->list;
 }
 
 static json_t *
-find(const eff_track *t, const char *effect_id)
+find(const rs_eff_track *t, const char *effect_id)
 {
 	return effect_id != NULL ? json_object_get(t->by_id, effect_id) : NULL;
 }
@@ -43,7 +43,7 @@ str_or_null(const char *s)
 
 /* The members every entry has, the effect still pending. */
 static json_t *
-entry_new(eff_track *t, const char *kind, const char *effect_id, const char *step_id,
+entry_new(rs_eff_track *t, const char *kind, const char *effect_id, const char *step_id,
           int64_t attempt, int64_t requested_at, int64_t deadline)
 {
 	json_t *e = json_pack("{s:s,s:s,s:o,s:I,s:I,s:I,s:s,s:n,s:n}", "effect_id", effect_id,
@@ -75,7 +75,7 @@ finish(json_t *e, const char *status, int64_t at)
 }
 
 static void
-http_requested(eff_track *t, const rs_event *ev)
+http_requested(rs_eff_track *t, const rs_event *ev)
 {
 	const rs_ev_http_requested *x = &ev->d.http_requested;
 	json_t *e = entry_new(t, "http", x->effect_id, x->step_id, x->attempt, ev->time_ms,
@@ -90,7 +90,7 @@ http_requested(eff_track *t, const rs_event *ev)
 }
 
 static void
-http_completed(eff_track *t, const rs_event *ev)
+http_completed(rs_eff_track *t, const rs_event *ev)
 {
 	const rs_ev_http_completed *x = &ev->d.http_completed;
 	json_t *e = find(t, x->effect_id);
@@ -103,7 +103,7 @@ http_completed(eff_track *t, const rs_event *ev)
 }
 
 static void
-llm_requested(eff_track *t, const rs_event *ev)
+llm_requested(rs_eff_track *t, const rs_event *ev)
 {
 	const rs_ev_llm_requested *x = &ev->d.llm_requested;
 	json_t *e = entry_new(t, "llm", x->effect_id, x->step_id, x->attempt, ev->time_ms,
@@ -124,7 +124,7 @@ llm_requested(eff_track *t, const rs_event *ev)
 
 /* Watchers append the deltas of a turn: so does the view. */
 static void
-llm_delta(eff_track *t, const rs_event *ev)
+llm_delta(rs_eff_track *t, const rs_event *ev)
 {
 	const rs_ev_llm_delta *x = &ev->d.llm_delta;
 	json_t *e = find(t, x->effect_id);
@@ -163,7 +163,7 @@ call_names(json_t *calls)
 
 /* The whole message replaces the streamed text. */
 static void
-llm_message(eff_track *t, const rs_event *ev)
+llm_message(rs_eff_track *t, const rs_event *ev)
 {
 	const rs_ev_llm_message *x = &ev->d.llm_message;
 	json_t *e = find(t, x->effect_id), *content, *calls;
@@ -184,7 +184,7 @@ llm_message(eff_track *t, const rs_event *ev)
 
 /* Effects left open when their step attempt failed (step_id NULL: any). */
 static void
-abandon_open(eff_track *t, const char *step_id, int64_t attempt, int64_t at)
+abandon_open(rs_eff_track *t, const char *step_id, int64_t attempt, int64_t at)
 {
 	const char *sid;
 	json_t *e;
@@ -202,7 +202,7 @@ abandon_open(eff_track *t, const char *step_id, int64_t attempt, int64_t at)
 }
 
 static void
-step_failed(eff_track *t, const rs_event *ev)
+step_failed(rs_eff_track *t, const rs_event *ev)
 {
 	const rs_ev_step_failed *x = &ev->d.step_failed;
 	json_t *e = find(t, x->effect_id);
@@ -218,7 +218,7 @@ step_failed(eff_track *t, const rs_event *ev)
 }
 
 void
-eff_add(eff_track *t, const rs_event *ev)
+rs_eff_add(rs_eff_track *t, const rs_event *ev)
 {
 	switch (ev->type) {
 	case RS_EV_HTTP_REQUESTED: http_requested(t, ev); break;

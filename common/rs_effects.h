@@ -1,10 +1,11 @@
 /*
- * effects.h - the server-side effects of a run (http requests and model
- * turns), as `runctl replay --at` shows them next to the state machine's
- * view. rs_run_view keeps only what decide needs (the step's attempts and
- * output); a reader debugging an llm or http step also wants each request,
- * what came back, the text streamed so far and how each one ended, so
- * this module folds the events into that. Pure, like timeline.c.
+ * rs_effects.h - the server-side effects of a run (http requests and model
+ * turns), as `runctl replay --at` and the viewer's GET /v1/runs/{id}/state
+ * show them next to the state machine's view. rs_run_view keeps only what
+ * decide needs (the step's attempts and output); a reader debugging an llm
+ * or http step also wants each request, what came back, the text streamed
+ * so far and how each one ended, so this module folds the events into
+ * that. Pure, like runctl/timeline.c.
  *
  * One entry per effect, in request order:
  *   {effect_id, kind: "http"|"llm", step_id, attempt, requested_at,
@@ -19,8 +20,8 @@
  * e.g. a step_timeout). Times are Unix ms, null until known; members
  * that do not apply yet are null.
  */
-#ifndef RUNCTL_EFFECTS_H
-#define RUNCTL_EFFECTS_H
+#ifndef RS_EFFECTS_H
+#define RS_EFFECTS_H
 
 #include <jansson.h>
 
@@ -29,13 +30,13 @@
 typedef struct {
 	json_t *list;     /* the entries, in order */
 	json_t *by_id;    /* effect_id -> the entry (borrowed from list) */
-} eff_track;
+} rs_eff_track;
 
-void eff_init(eff_track *t);
+void rs_eff_init(rs_eff_track *t);
 /* Fold one event in (any type: the others are ignored or end effects). */
-void eff_add(eff_track *t, const rs_event *ev);
+void rs_eff_add(rs_eff_track *t, const rs_event *ev);
 /* The entries (borrowed; an empty array for a run without effects). */
-json_t *eff_list(const eff_track *t);
-void eff_free(eff_track *t);
+json_t *rs_eff_list(const rs_eff_track *t);
+void rs_eff_free(rs_eff_track *t);
 
 #endif
