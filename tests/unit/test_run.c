@@ -1759,7 +1759,7 @@ test_child_side(void)
 		CHECK_INT(d.cmds[0].type, RS_CMD_CHILD_DONE);
 		rs_decision_free(&d);
 	}
-	rs_run_free(w.r);
+	world_free(&w);      /* its agent is NULL: par is freed here */
 	rs_agent_free(par);
 }
 
