@@ -23,9 +23,11 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'nats';
 import { startClusterStack, startService, stopAll, runctl, freePort, waitFor } from '../lib/stack.mjs';
+import { runHistory } from '../lib/cluster.mjs';
 import { apiClient, watch, closeAllClients } from '../lib/clients.mjs';
 
 let stack; let env; let api; let apiUrl; let apiKey; let nc; let jsm;
+const history = (runId) => runHistory(jsm, runId);
 
 const agent = {
   name: 'paused',
@@ -68,24 +70,6 @@ after(async () => {
   if (nc) await nc.close();
   await stopAll();
 });
-
-// Every event of a run from the RUNS leader (STREAM.MSG.GET).
-async function history(runId) {
-  const out = [];
-  let seq = 0;
-  for (;;) {
-    let m;
-    try {
-      m = await jsm.streams.getMessage('RUNS', { seq: seq + 1, next_by_subj: `runs.acme.${runId}` });
-    } catch (e) {
-      if (e.code === '404' || /not found|no message/i.test(e.message)) break;
-      throw e;
-    }
-    seq = m.seq;
-    out.push(JSON.parse(new TextDecoder().decode(m.data)));
-  }
-  return out;
-}
 
 // Start a run (POST retried with its Idempotency-Key on a 503 or a dropped
 // connection, as a client should) and, as soon as its id is known, watch

@@ -166,9 +166,5 @@ main(void)
 	test_result();
 	test_garbage();
 	test_builders();
-	if (failures)
-		fprintf(stderr, "%d failure(s)\n", failures);
-	else
-		printf("router protocol: ok\n");
-	return failures ? 1 : 0;
+	return check_report("test_router_protocol");
 }

@@ -338,7 +338,5 @@ main(void)
 	test_effect_rows();
 	test_effects_fold();
 	test_scan();
-	if (failures)
-		fprintf(stderr, "%d failure(s)\n", failures);
-	return failures ? 1 : 0;
+	return check_report("test_timeline");
 }
