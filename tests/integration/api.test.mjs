@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { connect, headers as natsHeaders, StringCodec } from 'nats';
 import { startStack, startNats, startService, runctl, stopAll, freePort, logTail, waitFor } from '../lib/stack.mjs';
-import { followRuns } from '../lib/clients.mjs';
+import { followRuns, parseSse, readSse } from '../lib/clients.mjs';
 
 const require = createRequire(import.meta.url);
 const EventSource = require('eventsource');
@@ -96,54 +96,9 @@ async function startOrchestrator() {
   return orch;
 }
 
-// ---- SSE over fetch: precise control of headers and of the raw bytes ----
-function parseSse(text) {
-  const out = { events: [], comments: 0 };
-  for (const block of text.split('\n\n')) {
-    if (!block) continue;
-    const ev = {};
-    for (const line of block.split('\n')) {
-      if (line.startsWith(':')) { out.comments++; continue; }
-      const i = line.indexOf(': ');
-      if (i > 0) ev[line.slice(0, i)] = line.slice(i + 2);
-    }
-    if (ev.id) out.events.push({ id: Number(ev.id), event: ev.event, data: JSON.parse(ev.data) });
-  }
-  return out;
-}
-
-// Open a stream; onEvent(ev, all) may return true to stop reading early.
-async function sse(path, { key = keyA, headers = {}, onEvent, onOpen, origin = base } = {}) {
-  const ac = new AbortController();
-  const res = await fetch(origin + path, { headers: { ...auth(key), ...headers }, signal: ac.signal });
-  const result = { status: res.status, headers: res.headers, events: [], comments: 0, closedByServer: false, raw: '' };
-  if (res.status !== 200) { result.text = await res.text(); return result; }
-  if (onOpen) onOpen();
-  const dec = new TextDecoder();
-  let buf = '';
-  try {
-    for await (const chunk of res.body) {
-      buf += dec.decode(chunk, { stream: true });
-      let cut;
-      while ((cut = buf.indexOf('\n\n')) >= 0) {
-        const block = buf.slice(0, cut + 2);
-        buf = buf.slice(cut + 2);
-        result.raw += block;
-        const p = parseSse(block);
-        result.comments += p.comments;
-        for (const ev of p.events) {
-          result.events.push(ev);
-          if (onEvent && onEvent(ev, result.events, result)) { ac.abort(); return result; }
-        }
-        if (p.comments && onEvent && onEvent(null, result.events, result)) { ac.abort(); return result; }
-      }
-    }
-    result.closedByServer = true;
-  } catch (e) {
-    if (e.name !== 'AbortError') throw e;
-  }
-  return result;
-}
+// SSE over fetch (clients.mjs readSse), as tenant acme unless key says.
+const sse = (path, { key = keyA, headers = {}, origin = base, ...opts } = {}) =>
+  readSse(origin + path, { headers: { ...auth(key), ...headers }, ...opts });
 
 const AGENT = (name, extra = {}) => ({
   name, steps: [{ id: 's1', kind: 'transform', value: { x: 1 } }], ...extra,
