@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { connect, headers as natsHeaders } from 'nats';
 import { startStack, startService, runctl, stopAll, freePort, waitFor } from '../lib/stack.mjs';
+import { parseSse } from '../lib/clients.mjs';
 
 let stack, base, port, nc, js;
 let k1, k2, kB;   // k1, k2: tenant acme; kB: tenant globex
@@ -56,12 +57,7 @@ function stream(runId, { key = k1, headers = {} } = {}) {
             while ((cut = buf.indexOf('\n\n')) >= 0) {
               const block = buf.slice(0, cut);
               buf = buf.slice(cut + 2);
-              const ev = {};
-              for (const line of block.split('\n')) {
-                const i = line.indexOf(': ');
-                if (!line.startsWith(':') && i > 0) ev[line.slice(0, i)] = line.slice(i + 2);
-              }
-              if (ev.id) { events.push({ id: Number(ev.id), event: ev.event, data: JSON.parse(ev.data) }); }
+              events.push(...parseSse(block).events);
               for (const w of waiters.splice(0)) w();
             }
           }
