@@ -172,17 +172,18 @@ export function parseSse(text) {
   return out;
 }
 
-// Read the stream at url until the server closes it. onOpen() is called
-// once the answer is 200; onEvent(ev, events, result) after each event
-// (and with ev null after comments) may return true to stop reading.
-// Resolves { status, headers, events, comments, closedByServer, raw }
-// (text instead of events when the status is not 200).
-export async function readSse(url, { headers = {}, onEvent, onOpen } = {}) {
+// Read the stream at url until the server closes it or signal aborts it.
+// onOpen(response) is called once the answer is 200; onEvent(ev, events,
+// result) after each event (and with ev null after comments) may return
+// true to stop reading. Resolves { status, headers, events, comments,
+// closedByServer, raw } (text instead of events when the status is not 200).
+export async function readSse(url, { headers = {}, onEvent, onOpen, signal } = {}) {
   const ac = new AbortController();
+  signal?.addEventListener('abort', () => ac.abort());
   const res = await fetch(url, { headers, signal: ac.signal });
   const result = { status: res.status, headers: res.headers, events: [], comments: 0, closedByServer: false, raw: '' };
   if (res.status !== 200) { result.text = await res.text(); return result; }
-  if (onOpen) onOpen();
+  if (onOpen) onOpen(res);
   const dec = new TextDecoder();
   let buf = '';
   try {
