@@ -1,22 +1,24 @@
-// api.test.mjs - rs-api from outside: real nats-server + Postgres, real
-// clients (fetch, EventSource, nats). Until the orchestrator is wired in
-// here, a small simulator consumes CMDS (durable `orchestrator`) and appends
-// CloudEvents to RUNS exactly as common/rs_event.h specifies; agents named
-// `auto-*` finish at once, `manual-*` runs are driven step by step by the
-// test. No sleeps as synchronisation: every wait awaits an event/response.
+// api.test.mjs - rs-api from outside: real nats-server, Postgres and
+// orchestrator, real clients (fetch, EventSource, nats). Agents named
+// `auto-*` finish at once (one transform step); `manual-*` runs wait at two
+// signal steps (`go`), so a test moves them on by signalling through the
+// API. What the API serves is compared with the run's log, followed live
+// on RUNS (tests/lib/clients.mjs followRuns). No sleeps as
+// synchronisation: every wait awaits an event/response.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
-import { connect, headers as natsHeaders, JSONCodec } from 'nats';
+import { connect, headers as natsHeaders, StringCodec } from 'nats';
 import { startStack, startNats, startService, runctl, stopAll, freePort, logTail, waitFor } from '../lib/stack.mjs';
+import { followRuns, parseSse, readSse } from '../lib/clients.mjs';
 
 const require = createRequire(import.meta.url);
 const EventSource = require('eventsource');
 
-let stack, api, apiEnv, base, nc, js, sim;
+let stack, api, apiEnv, base, nc, js, orch, orchEnv;
 let keyA, keyB;
 const MAX_BODY = 65536;
-
+const sc = StringCodec();
 const auth = (k) => ({ Authorization: `Bearer ${k}` });
 
 async function call(method, path, { key = keyA, body, headers = {} } = {}) {
@@ -39,143 +41,72 @@ function assertProblem(r, status, detailRe) {
   if (detailRe) assert.match(r.json.detail, detailRe);
 }
 
-// ---- the orchestrator simulator ----
-function makeSim() {
-  const seqs = new Map();      // run_id -> last runseq
-  const tenants = new Map();   // run_id -> tenant
-  const started = new Map();   // run_id -> resolve fns awaiting the start
-  const startDone = new Set(); // run_ids whose start events are all stored
-  const waiters = [];
-  const jc = JSONCodec();
-  let stopped = false;
-  let gate = null;
-  let iter;
+// ---- the run log, followed live ----
+const logs = new Map();        // run_id -> [CloudEvent], in runseq order
+let logWaiters = [];           // () => true once satisfied
+const TERMINAL = new Set(['run.completed', 'run.failed', 'run.cancelled', 'run.timed_out']);
+const typeOf = (ce) => ce.type.replace(/^runstream\./, '');
 
-  async function append(runId, type, data) {
-    const tenant = tenants.get(runId);
-    const runseq = (seqs.get(runId) || 0) + 1;
-    seqs.set(runId, runseq);
-    const ev = {
-      data, datacontenttype: 'application/json', id: `${runId}-${runseq}`, runseq,
-      source: 'runstream/orchestrator', specversion: '1.0', subject: runId, tenant,
-      time: new Date().toISOString(), type: `runstream.${type}`,
+function onRunEvent(m) {
+  const ce = JSON.parse(sc.decode(m.data));
+  if (!logs.has(ce.subject)) logs.set(ce.subject, []);
+  logs.get(ce.subject).push(ce);
+  logWaiters = logWaiters.filter((w) => !w());
+}
+
+// Resolves with the run's events once pred(events) holds.
+function untilLog(runId, pred, what, timeoutMs = 20000) {
+  return new Promise((resolve, reject) => {
+    const check = () => {
+      const evs = logs.get(runId) || [];
+      if (!pred(evs)) return false;
+      clearTimeout(t);
+      resolve(evs);
+      return true;
     };
-    const h = natsHeaders();
-    h.set('Nats-Msg-Id', ev.id);
-    h.set('Content-Type', 'application/cloudevents+json');
-    h.set('Runstream-Type', type);
-    await js.publish(`runs.${tenant}.${runId}`, JSON.stringify(ev), { headers: h, msgID: ev.id });
-    return runseq;
-  }
+    const t = setTimeout(() => reject(new Error(`run ${runId}: timed out waiting for ${what}; ` +
+      `log has ${(logs.get(runId) || []).map(typeOf).join(',')}\n${logTail(orch)}`)), timeoutMs);
+    if (!check()) logWaiters.push(check);
+  });
+}
+const count = (evs, type) => evs.filter((e) => typeOf(e) === type).length;
+const ids = (n, from = 1) => Array.from({ length: n - from + 1 }, (_, i) => from + i);
+// The run's start decision is on the log (a manual run waits at step s1).
+const started = (runId) => untilLog(runId, (evs) => count(evs, 'step.started') >= 1, 'its start');
+const finished = (runId) => untilLog(runId, (evs) => evs.some((e) => TERMINAL.has(typeOf(e))), 'its end');
 
-  async function onCmd(c) {
-    if (c.type === 'run.start') {
-      if (seqs.has(c.run_id)) return;            // duplicate start: no-op
-      tenants.set(c.run_id, c.tenant);
-      await append(c.run_id, 'run.created', { agent: c.agent, version: c.version, input: c.input });
-      await append(c.run_id, 'run.started', { instance: 'sim' });
-      if (c.agent.startsWith('auto')) {
-        await append(c.run_id, 'step.started', { step_id: 's1', kind: 'transform', attempt: 1, input: {} });
-        await append(c.run_id, 'step.completed', { step_id: 's1', attempt: 1, output: { x: 1 }, duration_ms: 1 });
-        await append(c.run_id, 'run.completed', { output: { x: 1 } });
-      }
-      startDone.add(c.run_id);
-      const w = started.get(c.run_id);
-      if (w) { started.delete(c.run_id); w(); }
-    } else if (c.type === 'cancel') {
-      if (!seqs.has(c.run_id)) return;
-      await append(c.run_id, 'run.cancel_requested', { reason: c.reason || 'cancelled' });
-      await append(c.run_id, 'run.cancelled', { reason: c.reason || 'cancelled' });
-    } else if (c.type === 'signal') {
-      if (!seqs.has(c.run_id)) return;
-      await append(c.run_id, 'signal.received', { signal_id: c.signal_id, name: c.name, payload: c.payload });
-    }
-    for (const w of waiters.splice(0)) w(c);
-  }
-
-  return {
-    append,
-    lastSeq: (runId) => seqs.get(runId) || 0,
-    // resolves when the run's start command was processed (events 1-2 on the log)
-    whenStarted(runId) {
-      // Not seqs: that is set when the first append begins, before it is stored.
-      if (startDone.has(runId)) return Promise.resolve();
-      return new Promise((resolve) => started.set(runId, resolve));
-    },
-    // Pause command processing until the returned function is called.
-    hold() {
-      let open;
-      gate = new Promise((r) => { open = r; });
-      return () => { gate = null; open(); };
-    },
-    nextCommand() { return new Promise((resolve) => waiters.push(resolve)); },
-    async start() {
-      const consumer = await js.consumers.get('CMDS', 'orchestrator');
-      iter = await consumer.consume({ max_messages: 100 });
-      (async () => {
-        for await (const m of iter) {
-          if (gate) await gate;
-          try { await onCmd(jc.decode(m.data)); } catch (e) { console.error('sim:', e); }
-          m.ack();
-          if (stopped) break;
-        }
-      })();
-    },
-    async stop() { stopped = true; if (iter) await iter.close().catch(() => {}); },
-  };
+async function signal(runId, payload) {
+  const r = await call('POST', `/v1/runs/${runId}/signals/go`, { body: payload });
+  assert.equal(r.status, 202, r.text);
+}
+// A manual run: from waiting at s1 to waiting at s2.
+async function advance(runId, payload = { step: 1 }) {
+  await signal(runId, payload);
+  return untilLog(runId, (evs) => count(evs, 'step.started') >= 2, 's2 to start');
+}
+// A manual run waiting at s2: to its end; its output is payload.
+async function complete(runId, payload = { step: 2 }) {
+  await signal(runId, payload);
+  return finished(runId);
 }
 
-// ---- SSE over fetch: precise control of headers and of the raw bytes ----
-function parseSse(text) {
-  const out = { events: [], comments: 0 };
-  for (const block of text.split('\n\n')) {
-    if (!block) continue;
-    const ev = {};
-    for (const line of block.split('\n')) {
-      if (line.startsWith(':')) { out.comments++; continue; }
-      const i = line.indexOf(': ');
-      if (i > 0) ev[line.slice(0, i)] = line.slice(i + 2);
-    }
-    if (ev.id) out.events.push({ id: Number(ev.id), event: ev.event, data: JSON.parse(ev.data) });
-  }
-  return out;
+async function startOrchestrator() {
+  const port = Number(orchEnv.RS_ORCHESTRATOR_OPS_PORT);
+  orch = await startService('orchestrator', orchEnv, port);
+  return orch;
 }
 
-// Open a stream; onEvent(ev, all) may return true to stop reading early.
-async function sse(path, { key = keyA, headers = {}, onEvent, onOpen, origin = base } = {}) {
-  const ac = new AbortController();
-  const res = await fetch(origin + path, { headers: { ...auth(key), ...headers }, signal: ac.signal });
-  const result = { status: res.status, headers: res.headers, events: [], comments: 0, closedByServer: false, raw: '' };
-  if (res.status !== 200) { result.text = await res.text(); return result; }
-  if (onOpen) onOpen();
-  const dec = new TextDecoder();
-  let buf = '';
-  try {
-    for await (const chunk of res.body) {
-      buf += dec.decode(chunk, { stream: true });
-      let cut;
-      while ((cut = buf.indexOf('\n\n')) >= 0) {
-        const block = buf.slice(0, cut + 2);
-        buf = buf.slice(cut + 2);
-        result.raw += block;
-        const p = parseSse(block);
-        result.comments += p.comments;
-        for (const ev of p.events) {
-          result.events.push(ev);
-          if (onEvent && onEvent(ev, result.events, result)) { ac.abort(); return result; }
-        }
-        if (p.comments && onEvent && onEvent(null, result.events, result)) { ac.abort(); return result; }
-      }
-    }
-    result.closedByServer = true;
-  } catch (e) {
-    if (e.name !== 'AbortError') throw e;
-  }
-  return result;
-}
+// SSE over fetch (clients.mjs readSse), as tenant acme unless key says.
+const sse = (path, { key = keyA, headers = {}, origin = base, ...opts } = {}) =>
+  readSse(origin + path, { headers: { ...auth(key), ...headers }, ...opts });
 
 const AGENT = (name, extra = {}) => ({
   name, steps: [{ id: 's1', kind: 'transform', value: { x: 1 } }], ...extra,
+});
+const AUTO = (name) => AGENT(name, { output: '{{steps.s1.output}}' });
+const MANUAL = (name) => ({
+  name, output: '{{steps.s2.output}}',
+  steps: [{ id: 's1', kind: 'signal', signal: 'go' }, { id: 's2', kind: 'signal', signal: 'go' }],
 });
 
 async function startApi(extraEnv = {}) {
@@ -201,16 +132,16 @@ before(async () => {
   api = await startApi();
   nc = await connect({ servers: stack.nats.url, ...stack.nats.creds });
   js = nc.jetstream();
-  sim = makeSim();
-  await sim.start();
-  for (const name of ['auto-a', 'manual-a']) {
-    const res = await call('POST', '/v1/agents', { body: AGENT(name) });
+  await followRuns(js, 'runs.>', onRunEvent);
+  orchEnv = { ...stack.env, RS_ORCHESTRATOR_OPS_PORT: String(await freePort()), RS_LOG_LEVEL: 'warn' };
+  await startOrchestrator();
+  for (const def of [AUTO('auto-a'), MANUAL('manual-a')]) {
+    const res = await call('POST', '/v1/agents', { body: def });
     assert.ok(res.status === 201 || res.status === 200, res.text);
   }
 });
 
 after(async () => {
-  if (sim) await sim.stop();
   if (nc) await nc.close();
   await stopAll();
 });
@@ -313,20 +244,19 @@ test('error paths: 400 position, 401, 404, 405, 409, 413, 422', async () => {
 
 test('create -> watch (EventSource) -> completion; reconnect after the end gets 204', async () => {
   const runId = await createRun('manual-a');
-  await sim.whenStarted(runId);
+  const history = (await started(runId)).length;
   const es = new EventSource(`${base}/v1/runs/${runId}/stream`, { headers: auth(keyA) });
   const got = [];
-  const types = ['step.started', 'step.completed', 'run.completed'];
   const done = new Promise((resolve, reject) => {
-    for (const t of ['run.created', 'run.started', ...types]) {
+    for (const t of ['run.created', 'run.started', 'step.started', 'step.completed',
+      'signal.received', 'run.completed']) {
       es.addEventListener(t, (e) => {
         got.push({ id: Number(e.lastEventId), type: e.type, data: JSON.parse(e.data) });
-        if (got.length === 2) {
+        if (got.length === history) {
           // History delivered: now the run continues live.
           (async () => {
-            await sim.append(runId, 'step.started', { step_id: 's1', kind: 'transform', attempt: 1, input: {} });
-            await sim.append(runId, 'step.completed', { step_id: 's1', attempt: 1, output: { y: 2 }, duration_ms: 1 });
-            await sim.append(runId, 'run.completed', { output: { y: 2 } });
+            await advance(runId);
+            await complete(runId, { y: 2 });
           })().catch(reject);
         }
       });
@@ -338,27 +268,32 @@ test('create -> watch (EventSource) -> completion; reconnect after the end gets 
   assert.equal(await done, 204);
   assert.equal(es.readyState, EventSource.CLOSED);
   es.close();
-  assert.deepEqual(got.map((e) => e.id), [1, 2, 3, 4, 5]);
-  assert.deepEqual(got.map((e) => e.type), ['run.created', 'run.started', ...types]);
-  assert.equal(got[4].data.type, 'runstream.run.completed');
-  assert.equal(got[4].data.id, `${runId}-5`);
+  // Every event of the log, in order, each the log's CloudEvent.
+  const log = logs.get(runId);
+  const n = log.length;
+  assert.ok(n > history, 'events arrived live after the history');
+  assert.deepEqual(got.map((e) => e.id), ids(n));
+  assert.deepEqual(got.map((e) => e.type), log.map(typeOf));
+  assert.deepEqual(got.map((e) => e.data), log);
+  assert.equal(got[n - 1].data.type, 'runstream.run.completed');
+  assert.equal(got[n - 1].data.id, `${runId}-${n}`);
   // Read-your-writes: right after the terminal event the run reads as completed.
   const r = await call('GET', `/v1/runs/${runId}`);
   assert.equal(r.status, 200, r.text);
   assert.equal(r.json.status, 'completed');
-  assert.equal(r.json.last_seq, 5);
+  assert.equal(r.json.last_seq, n);
   assert.deepEqual(r.json.output, { y: 2 });
   // A new watcher of the finished run gets the whole history, then the end.
   const again = await sse(`/v1/runs/${runId}/stream`);
   assert.equal(again.status, 200);
   assert.equal(again.headers.get('content-type'), 'text/event-stream');
-  assert.deepEqual(again.events.map((e) => e.id), [1, 2, 3, 4, 5]);
+  assert.deepEqual(again.events.map((e) => e.id), ids(n));
   assert.ok(again.closedByServer);
   // Exact wire format of one event.
   assert.match(again.raw, new RegExp(`^id: 1\nevent: run.created\ndata: \\{[^\n]*"id":"${runId}-1"[^\n]*\\}\n\n`));
   // 204 for Last-Event-ID = last, via header and via ?after=
-  assert.equal((await sse(`/v1/runs/${runId}/stream`, { headers: { 'Last-Event-ID': '5' } })).status, 204);
-  assert.equal((await sse(`/v1/runs/${runId}/stream?after=5`)).status, 204);
+  assert.equal((await sse(`/v1/runs/${runId}/stream`, { headers: { 'Last-Event-ID': String(n) } })).status, 204);
+  assert.equal((await sse(`/v1/runs/${runId}/stream?after=${n}`)).status, 204);
   // Events endpoint (from the read model when projected, log otherwise)
   const evs = await call('GET', `/v1/runs/${runId}/events?after=0&limit=100`);
   assert.ok(evs.status === 200 || evs.status === 503, evs.text);
@@ -366,14 +301,14 @@ test('create -> watch (EventSource) -> completion; reconnect after the end gets 
 
 test('reconnect with Last-Event-ID mid-run gets exactly the missing events; two watchers agree', async () => {
   const runId = await createRun('manual-a');
-  await sim.whenStarted(runId);
-  await sim.append(runId, 'step.started', { step_id: 's1', kind: 'transform', attempt: 1, input: {} });
+  assert.ok((await started(runId)).length >= 3);
   // Watcher 1 reads up to event 3 and disconnects.
   const first = await sse(`/v1/runs/${runId}/stream`, { onEvent: (ev) => ev.id === 3 });
   assert.deepEqual(first.events.map((e) => e.id), [1, 2, 3]);
   // Meanwhile the run moves on.
-  await sim.append(runId, 'step.completed', { step_id: 's1', attempt: 1, output: {}, duration_ms: 1 });
-  // Resume from 3 (history 4, then live 5..7), with a second independent watcher.
+  const mid = (await advance(runId)).length;
+  assert.ok(mid > 3);
+  // Resume from 3 (history 4..mid, then live), with a second independent watcher.
   let opened = 0;
   let releaseLive;
   const bothOpen = new Promise((r) => { releaseLive = r; });
@@ -381,33 +316,35 @@ test('reconnect with Last-Event-ID mid-run gets exactly the missing events; two 
   const resumed = sse(`/v1/runs/${runId}/stream`, { headers: { 'Last-Event-ID': '3' }, onOpen });
   const other = sse(`/v1/runs/${runId}/stream`, { onOpen });
   await bothOpen;
-  await sim.append(runId, 'step.started', { step_id: 's2', kind: 'transform', attempt: 1, input: {} });
-  await sim.append(runId, 'step.completed', { step_id: 's2', attempt: 1, output: {}, duration_ms: 1 });
-  await sim.append(runId, 'run.completed', { output: { ok: true } });
+  const n = (await complete(runId, { ok: true })).length;
+  assert.ok(n > mid);
   const [a, b] = await Promise.all([resumed, other]);
-  assert.deepEqual(a.events.map((e) => e.id), [4, 5, 6, 7]);
+  assert.deepEqual(a.events.map((e) => e.id), ids(n, 4));
   assert.ok(a.closedByServer && b.closedByServer);
-  assert.deepEqual(b.events.map((e) => e.id), [1, 2, 3, 4, 5, 6, 7]);
+  assert.deepEqual(b.events.map((e) => e.id), ids(n));
   assert.deepEqual(a.events, b.events.slice(3));
+  assert.deepEqual(b.events.map((e) => e.data), logs.get(runId));
 });
 
 test('a watcher of a run with no events yet waits for them; heartbeats while idle', async () => {
-  // Hold the simulator so the run exists (registry) but has no event yet.
-  const release = sim.hold();
+  // The orchestrator stopped: the run exists (registry) but has no event yet.
+  assert.equal((await orch.kill('SIGTERM')).code, 0, logTail(orch));
   const runId = await createRun('manual-a');
   let opened;
   const isOpen = new Promise((r) => { opened = r; });
   const stream = sse(`/v1/runs/${runId}/stream`, { onOpen: () => opened() });
   await isOpen;                      // 200 + headers: registered, nothing to replay
-  release();
-  await sim.whenStarted(runId);
+  assert.equal(logs.get(runId), undefined);
+  await startOrchestrator();         // takes the run.start still in CMDS
+  const history = (await started(runId)).length;
   // An idle stream gets ": hb" comments (RS_API_SSE_HEARTBEAT_S=1): awaited, not slept.
-  const hb = await sse(`/v1/runs/${runId}/stream?after=2`, { onEvent: (ev, all, res) => res.comments > 0 });
+  const hb = await sse(`/v1/runs/${runId}/stream?after=${history}`, { onEvent: (ev, all, res) => res.comments > 0 });
   assert.ok(hb.comments > 0);
   assert.equal(hb.events.length, 0);
-  await sim.append(runId, 'run.completed', { output: null });
+  await advance(runId);
+  const n = (await complete(runId)).length;
   const res = await stream;
-  assert.deepEqual(res.events.map((e) => e.id), [1, 2, 3]);
+  assert.deepEqual(res.events.map((e) => e.id), ids(n));
   assert.ok(res.closedByServer);
 });
 
@@ -419,7 +356,7 @@ test('Prefer: wait=N -> 200 with the finished run, or 202 on timeout; GET ?wait=
   const t = await call('POST', '/v1/runs', { body: { agent: 'manual-a', input: {} }, headers: { Prefer: 'wait=1' } });
   assert.equal(t.status, 202, t.text);
   const runId = t.json.run_id;
-  await sim.whenStarted(runId);
+  await started(runId);
   // GET ?wait: parked, answered by the terminal event we append once it is parked.
   const pending = call('GET', `/v1/runs/${runId}?wait=10`);
   const cancel = await call('POST', `/v1/runs/${runId}/cancel`, { body: { reason: 'test' } });
@@ -435,23 +372,23 @@ test('Prefer: wait=N -> 200 with the finished run, or 202 on timeout; GET ?wait=
   assert.equal(done.status, 200);
   // GET ?wait on a run in flight that does not finish: 202 after N
   const open = await createRun('manual-a');
-  await sim.whenStarted(open);
+  await started(open);
   const slow = await call('GET', `/v1/runs/${open}?wait=1`);
   assert.equal(slow.status, 202, slow.text);
   assert.equal(slow.json.run_id, open);
-  // signals reach the orchestrator as commands
-  const cmd = sim.nextCommand();
-  const s = await call('POST', `/v1/runs/${open}/signals/approve`, { body: { ok: true } });
+  // signals reach the orchestrator, which records them on the run
+  const s = await call('POST', `/v1/runs/${open}/signals/go`, { body: { ok: true } });
   assert.equal(s.status, 202, s.text);
-  const c = await cmd;
-  assert.equal(c.type, 'signal');
-  assert.equal(c.name, 'approve');
-  assert.deepEqual(c.payload, { ok: true });
+  const evs = await untilLog(open, (e) => count(e, 'signal.received') === 1, 'signal.received');
+  const got = evs.find((e) => typeOf(e) === 'signal.received').data;
+  assert.equal(got.name, 'go');
+  assert.deepEqual(got.payload, { ok: true });
+  assert.equal(got.step_id, 's1');
 });
 
 test('cross-tenant access is 404 everywhere', async () => {
   const runId = await createRun('auto-a');
-  await sim.whenStarted(runId);
+  await finished(runId);
   for (const [m, p] of [['GET', `/v1/runs/${runId}`], ['GET', `/v1/runs/${runId}/events`],
     ['GET', `/v1/runs/${runId}/stream`], ['POST', `/v1/runs/${runId}/cancel`],
     ['POST', `/v1/runs/${runId}/signals/go`]]) {
@@ -470,7 +407,7 @@ test('idempotency: same key+body -> same run across an API restart; different bo
   // Graceful restart: SIGTERM while a stream is open and a request is
   // parked: the stream ends cleanly, the waiter gets its 202, exit 0.
   const open = await createRun('manual-a');
-  await sim.whenStarted(open);
+  const history = (await started(open)).length;
   let streamOpen;
   const opened = new Promise((r) => { streamOpen = r; });
   const stream = sse(`/v1/runs/${open}/stream`, { onOpen: () => streamOpen() });
@@ -482,7 +419,7 @@ test('idempotency: same key+body -> same run across an API restart; different bo
   assert.equal(exit.code, 0, logTail(api));
   const [st, pw] = await Promise.all([stream, parked]);
   assert.ok(st.closedByServer);
-  assert.deepEqual(st.events.map((e) => e.id), [1, 2]);
+  assert.deepEqual(st.events.map((e) => e.id), ids(history));
   assert.equal(pw.status, 202, pw.text);
   assert.equal(pw.json.run_id, open);
   api = await startApi();
@@ -504,14 +441,14 @@ test('Postgres down: lists 503 with Retry-After; creation, SSE, one run and wait
     assert.ok(Number(list.headers.get('retry-after')) > 0);
     const created = await call('POST', '/v1/runs', { body: { agent: 'auto-a', input: {} } });
     assert.equal(created.status, 202, created.text);
-    await sim.whenStarted(created.json.run_id);
+    const n = (await finished(created.json.run_id)).length;
     // One run is read from the log (its view), never from Postgres.
     const one = await call('GET', `/v1/runs/${created.json.run_id}`);
     assert.equal(one.status, 200, one.text);
     assert.equal(one.json.status, 'completed');
-    assert.equal(one.json.last_seq, 5);
+    assert.equal(one.json.last_seq, n);
     const s = await sse(`/v1/runs/${created.json.run_id}/stream`);
-    assert.deepEqual(s.events.map((e) => e.id), [1, 2, 3, 4, 5]);
+    assert.deepEqual(s.events.map((e) => e.id), ids(n));
     // Waiting still answers (from the log) while the read models are down.
     const w = await call('POST', '/v1/runs', { body: { agent: 'auto-a', input: {} }, headers: { Prefer: 'wait=10' } });
     assert.equal(w.status, 200, w.text);
@@ -525,7 +462,7 @@ test('Postgres down: lists 503 with Retry-After; creation, SSE, one run and wait
 });
 
 test('with the real orchestrator and projector: wait=N, steps from the log, lists from Postgres, events = stream', async () => {
-  // A separate world: the simulator above must not compete for CMDS.
+  // A separate world with a projector, so its lists hold only this test's runs.
   const world = await startStack({ pg: true });
   const r = runctl(['keys', 'create', '--tenant', 'acme'], world.env);
   assert.equal(r.code, 0, r.stderr);

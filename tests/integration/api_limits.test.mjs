@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { connect, headers as natsHeaders } from 'nats';
 import { startStack, startService, runctl, stopAll, freePort, waitFor } from '../lib/stack.mjs';
+import { readSse } from '../lib/clients.mjs';
 
 let stack, base, port, nc, js;
 let k1, k2, kB;   // k1, k2: tenant acme; kB: tenant globex
@@ -41,36 +42,23 @@ function stream(runId, { key = k1, headers = {} } = {}) {
   const events = [];
   let waiters = [];
   const s = { events, status: null, headers: null, ended: false, close: () => ac.abort() };
-  s.opened = fetch(`${base}/v1/runs/${runId}/stream`, { headers: { ...auth(key), ...headers }, signal: ac.signal })
-    .then(async (res) => {
-      s.status = res.status;
-      s.headers = res.headers;
-      if (res.status !== 200) { s.text = await res.text(); s.json = JSON.parse(s.text || 'null'); return s; }
-      (async () => {
-        const dec = new TextDecoder();
-        let buf = '';
-        try {
-          for await (const chunk of res.body) {
-            buf += dec.decode(chunk, { stream: true });
-            let cut;
-            while ((cut = buf.indexOf('\n\n')) >= 0) {
-              const block = buf.slice(0, cut);
-              buf = buf.slice(cut + 2);
-              const ev = {};
-              for (const line of block.split('\n')) {
-                const i = line.indexOf(': ');
-                if (!line.startsWith(':') && i > 0) ev[line.slice(0, i)] = line.slice(i + 2);
-              }
-              if (ev.id) { events.push({ id: Number(ev.id), event: ev.event, data: JSON.parse(ev.data) }); }
-              for (const w of waiters.splice(0)) w();
-            }
-          }
-        } catch { /* aborted */ }
-        s.ended = true;
-        for (const w of waiters.splice(0)) w();
-      })();
-      return s;
-    });
+  const wake = () => { for (const w of waiters.splice(0)) w(); };
+  s.opened = new Promise((opened) => {
+    readSse(`${base}/v1/runs/${runId}/stream`, {
+      headers: { ...auth(key), ...headers },
+      signal: ac.signal,
+      onOpen: (res) => { s.status = res.status; s.headers = res.headers; opened(s); },
+      onEvent: (ev) => { if (ev) { events.push(ev); wake(); } return false; },
+    }).then((r) => {
+      if (r.status !== 200) {
+        s.status = r.status;
+        s.headers = r.headers;
+        s.text = r.text;
+        s.json = JSON.parse(r.text || 'null');
+        opened(s);
+      }
+    }, () => { /* aborted */ }).finally(() => { s.ended = true; opened(s); wake(); });
+  });
   s.until = (pred, ms = 15000) => new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`SSE: timed out; have ids ${events.map((e) => e.id).join(',')}`)), ms);
     const check = () => {

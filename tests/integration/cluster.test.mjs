@@ -12,9 +12,11 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'nats';
 import { startClusterStack, startService, stopAll, runctl, freePort, waitFor } from '../lib/stack.mjs';
+import { runHistory } from '../lib/cluster.mjs';
 import { apiClient, watch, device, closeAllClients } from '../lib/clients.mjs';
 
 let stack; let env; let api; let apiUrl; let apiKey; let nc; let jsm;
+const history = (runId) => runHistory(jsm, runId);
 const executions = new Map();   // call_id -> times the device ran it
 
 const agent = {
@@ -70,25 +72,6 @@ async function runToEnd(n) {
   const w = watch(apiUrl, apiKey, r.json.run_id);
   const events = await w.done;
   return { runId: r.json.run_id, events };
-}
-
-// Every event of a run, straight from RUNS (whichever node leads it now).
-async function history(runId) {
-  const out = [];
-  let seq = 0;
-  for (;;) {
-    let m;
-    try {
-      // From the leader: a follower answering a direct get may be behind.
-      m = await jsm.streams.getMessage('RUNS', { seq: seq + 1, next_by_subj: `runs.acme.${runId}` });
-    } catch (e) {
-      if (e.code === '404' || /not found|no message/i.test(e.message)) break;
-      throw e;
-    }
-    seq = m.seq;
-    out.push(JSON.parse(new TextDecoder().decode(m.data)));
-  }
-  return out;
 }
 
 function assertHistory(h, runId) {

@@ -23,9 +23,11 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'nats';
 import { startClusterStack, startService, stopAll, runctl, freePort, waitFor } from '../lib/stack.mjs';
+import { runHistory } from '../lib/cluster.mjs';
 import { apiClient, watch, closeAllClients } from '../lib/clients.mjs';
 
 let stack; let env; let api; let apiUrl; let apiKey; let nc; let jsm;
+const history = (runId) => runHistory(jsm, runId);
 
 const agent = {
   name: 'paused',
@@ -68,31 +70,6 @@ after(async () => {
   if (nc) await nc.close();
   await stopAll();
 });
-
-// Every event of a run from the RUNS leader (STREAM.MSG.GET). A 503
-// ("JetStream system temporarily unavailable": the resumed node's return
-// can start another election) is asked again, as any client would.
-async function history(runId) {
-  const out = [];
-  let seq = 0;
-  const deadline = Date.now() + 30000;
-  for (;;) {
-    let m;
-    try {
-      m = await jsm.streams.getMessage('RUNS', { seq: seq + 1, next_by_subj: `runs.acme.${runId}` });
-    } catch (e) {
-      if (e.code === '404' || /not found|no message/i.test(e.message)) break;
-      if (e.code === '503' && Date.now() < deadline) {
-        await new Promise((res) => setTimeout(res, 200));
-        continue;
-      }
-      throw e;
-    }
-    seq = m.seq;
-    out.push(JSON.parse(new TextDecoder().decode(m.data)));
-  }
-  return out;
-}
 
 // Start a run (POST retried with its Idempotency-Key on a 503 or a dropped
 // connection, as a client should) and, as soon as its id is known, watch

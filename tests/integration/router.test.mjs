@@ -9,7 +9,8 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import WebSocket from 'ws';
 import { connect } from 'nats';
-import { startStack, startService, startProcess, runctl, stopAll, freePort, bin, waitFor, logTail } from '../lib/stack.mjs';
+import { startStack, startProcess, stopAll, bin, waitFor, logTail } from '../lib/stack.mjs';
+import { withTimeout, startRouter as startRouterOn, deviceToken, routerMetric as metric, cmdReader } from '../lib/router.mjs';
 
 const T = 'acme';
 const SUB = 'runstream.device.v1';
@@ -23,35 +24,8 @@ after(async () => {
 
 // ---- helpers ------------------------------------------------------------
 
-function withTimeout(p, ms, what) {
-  let t;
-  return Promise.race([p, new Promise((_, rej) => { t = setTimeout(() => rej(new Error(`timed out after ${ms} ms: ${what}`)), ms); })])
-    .finally(() => clearTimeout(t));
-}
-
-async function startRouter(extra = {}) {
-  const port = await freePort();
-  const r = await startService('router', {
-    ...stack.env, RS_ROUTER_PORT: String(port), RS_INSTANCE_ID: `router-${port}`,
-    RS_ROUTER_HEARTBEAT_S: '1', RS_LOG_LEVEL: 'debug', ...extra,
-  }, port);
-  r.url = `ws://127.0.0.1:${port}/v1/devices/connect`;
-  r.instance = `router-${port}`;
-  return r;
-}
-
-function token(device, tenant = T) {
-  const r = runctl(['devices', 'token', '--tenant', tenant, '--device', device], stack.env);
-  assert.equal(r.code, 0, r.stderr);
-  return r.stdout.trim();
-}
-
-async function metric(router, name) {
-  const res = await fetch(`http://127.0.0.1:${router.port}/metrics`);
-  const text = await res.text();
-  const m = text.match(new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, 'm'));
-  return m ? Number(m[1]) : 0;
-}
+const startRouter = (extra = {}) => startRouterOn(stack.env, { RS_ROUTER_HEARTBEAT_S: '1', ...extra });
+const token = (device, tenant = T) => deviceToken(stack.env, device, tenant);
 
 // A device speaking the protocol by hand: every frame is kept, expect()
 // awaits the first not-yet-consumed frame matching a predicate.
@@ -96,38 +70,6 @@ class Dev {
   close() { this.ws.terminate(); return this.closed; }
 }
 
-// Commands the router sent, read through the orchestrator's durable
-// consumer (CMDS is a work queue: it admits no second consumer).
-async function cmdReader() {
-  const c = await js.consumers.get('CMDS', 'orchestrator');
-  const seen = [];
-  let waiters = [];
-  const iter = await c.consume({ max_messages: 256 });
-  (async () => {
-    for await (const m of iter) {
-      seen.push({ type: m.headers?.get('Runstream-Type'), body: JSON.parse(m.string()) });
-      m.ack();
-      for (const w of [...waiters]) w();
-    }
-  })().catch(() => {});
-  return {
-    seen,
-    expect(pred, ms = 8000, what = 'command') {
-      return withTimeout(new Promise((resolve) => {
-        const check = () => {
-          const f = seen.find((x) => pred(x.body));
-          if (!f) return false;
-          waiters = waiters.filter((w) => w !== check);
-          resolve(f);
-          return true;
-        };
-        if (!check()) waiters.push(check);
-      }), ms, `${what}; commands so far: ${JSON.stringify(seen.map((x) => x.body))}`);
-    },
-    stop() { iter.stop(); },
-  };
-}
-
 let seq = 0;
 function newCall(fields) {
   seq += 1;
@@ -156,7 +98,7 @@ before(async () => {
   stack = await startStack({ pg: false });
   nc = await connect({ servers: stack.nats.url, ...stack.nats.creds });
   js = nc.jetstream();
-  cmds = await cmdReader();
+  cmds = await cmdReader(js);
   routerA = await startRouter();
 });
 

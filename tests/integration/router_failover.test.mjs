@@ -17,12 +17,14 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import WebSocket from 'ws';
 import { connect } from 'nats';
-import { startClusterStack, startService, runctl, stopAll, freePort, waitFor } from '../lib/stack.mjs';
+import { startClusterStack, startService, stopAll, freePort, waitFor } from '../lib/stack.mjs';
+import { deviceToken as tokenOf } from '../lib/router.mjs';
 
 const T = 'failover';
 const SUB = 'runstream.device.v1';
 let stack, nc, js;
 const stopped = new Set();
+const deviceToken = (device) => tokenOf(stack.env, device, T);
 
 after(async () => {
   for (const n of stopped) try { process.kill(n.pid, 'SIGCONT'); } catch { /* gone */ }
@@ -35,12 +37,6 @@ before(async () => {
   nc = await connect({ servers: stack.cluster.servers, ...stack.cluster.creds });
   js = nc.jetstream();
 });
-
-function deviceToken(device) {
-  const r = runctl(['devices', 'token', '--tenant', T, '--device', device], stack.env);
-  assert.equal(r.code, 0, r.stderr);
-  return r.stdout.trim();
-}
 
 // Connects, says hello, records every tool.call frame (never answers).
 // An `unavailable` answer to the hello (the router could not verify the

@@ -11,45 +11,21 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import WebSocket from 'ws';
 import { connect } from 'nats';
-import { startStack, startService, runctl, stopAll, freePort, waitFor } from '../lib/stack.mjs';
+import { startStack, stopAll, waitFor } from '../lib/stack.mjs';
+import { withTimeout, startRouter as startRouterOn, deviceToken, routerMetric as metric, cmdReader } from '../lib/router.mjs';
 
 const T = 'intake';
 const SUB = 'runstream.device.v1';
 let stack, nc, js, cmds;
+
+const startRouter = (extra = {}) => startRouterOn(stack.env, extra);
+const token = (device) => deviceToken(stack.env, device, T);
 
 after(async () => {
   cmds?.stop();
   await nc?.close();
   await stopAll();
 });
-
-function withTimeout(p, ms, what) {
-  let t;
-  return Promise.race([p, new Promise((_, rej) => { t = setTimeout(() => rej(new Error(`timed out after ${ms} ms: ${what}`)), ms); })])
-    .finally(() => clearTimeout(t));
-}
-
-async function startRouter(extra = {}) {
-  const port = await freePort();
-  const r = await startService('router', {
-    ...stack.env, RS_ROUTER_PORT: String(port), RS_INSTANCE_ID: `router-${port}`, RS_LOG_LEVEL: 'debug', ...extra,
-  }, port);
-  r.url = `ws://127.0.0.1:${port}/v1/devices/connect`;
-  r.instance = `router-${port}`;
-  return r;
-}
-
-async function metric(router, name) {
-  const text = await (await fetch(`http://127.0.0.1:${router.port}/metrics`)).text();
-  const m = text.match(new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, 'm'));
-  return m ? Number(m[1]) : 0;
-}
-
-function token(device) {
-  const r = runctl(['devices', 'token', '--tenant', T, '--device', device], stack.env);
-  assert.equal(r.code, 0, r.stderr);
-  return r.stdout.trim();
-}
 
 // A device by hand: connects, says hello, records every tool.call frame
 // and (when answer is set) answers each at once with its call_id.
@@ -89,20 +65,6 @@ class Dev {
   close() { this.ws.terminate(); }
 }
 
-// Commands on CMDS, read through the orchestrator's durable consumer.
-async function cmdReader() {
-  const c = await js.consumers.get('CMDS', 'orchestrator');
-  const seen = [];
-  const iter = await c.consume({ max_messages: 1024 });
-  (async () => {
-    for await (const m of iter) {
-      seen.push({ type: m.headers?.get('Runstream-Type'), body: JSON.parse(m.string()) });
-      m.ack();
-    }
-  })().catch(() => {});
-  return { seen, stop() { iter.stop(); } };
-}
-
 let seq = 0;
 function newCall(fields) {
   seq += 1;
@@ -119,7 +81,7 @@ before(async () => {
   stack = await startStack({ pg: false });
   nc = await connect({ servers: stack.nats.url, ...stack.nats.creds });
   js = nc.jetstream();
-  cmds = await cmdReader();
+  cmds = await cmdReader(js);
 });
 
 test('a call after the router idled past several pull-request lifetimes reaches the device at once', async (t) => {

@@ -5,28 +5,14 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
-import { startStack, startService, runctl, stopAll, freePort } from '../lib/stack.mjs';
+import { startStack, startService, stopAll, freePort } from '../lib/stack.mjs';
+import { withTimeout, deviceToken, routerMetric } from '../lib/router.mjs';
 
 const SUB = 'runstream.device.v1';
 let stack, router;
 
-function withTimeout(p, ms, what) {
-  let t;
-  return Promise.race([p, new Promise((_, rej) => { t = setTimeout(() => rej(new Error(`timed out after ${ms} ms: ${what}`)), ms); })])
-    .finally(() => clearTimeout(t));
-}
-
-function token(device, tenant) {
-  const r = runctl(['devices', 'token', '--tenant', tenant, '--device', device], stack.env);
-  assert.equal(r.code, 0, r.stderr);
-  return r.stdout.trim();
-}
-
-async function metric(name) {
-  const text = await (await fetch(`http://127.0.0.1:${router.port}/metrics`)).text();
-  const m = text.match(new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, 'm'));
-  return m ? Number(m[1]) : 0;
-}
+const token = (device, tenant) => deviceToken(stack.env, device, tenant);
+const metric = (name) => routerMetric(router, name);
 
 // A raw connection: frames kept, close code awaited.
 function open() {

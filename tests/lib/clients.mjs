@@ -151,3 +151,61 @@ export function device(url, { deviceId, token, tools, handlers = {}, autoAnswer 
     },
   };
 }
+
+// ---- SSE over fetch: exact control of the request headers, and the raw
+// bytes kept (EventSource hides both) ----
+
+// Parse complete SSE blocks: { events: [{ id, event, data (parsed JSON) }],
+// comments: count of comment lines such as ": hb" }.
+export function parseSse(text) {
+  const out = { events: [], comments: 0 };
+  for (const block of text.split('\n\n')) {
+    if (!block) continue;
+    const ev = {};
+    for (const line of block.split('\n')) {
+      if (line.startsWith(':')) { out.comments++; continue; }
+      const i = line.indexOf(': ');
+      if (i > 0) ev[line.slice(0, i)] = line.slice(i + 2);
+    }
+    if (ev.id) out.events.push({ id: Number(ev.id), event: ev.event, data: JSON.parse(ev.data) });
+  }
+  return out;
+}
+
+// Read the stream at url until the server closes it or signal aborts it.
+// onOpen(response) is called once the answer is 200; onEvent(ev, events,
+// result) after each event (and with ev null after comments) may return
+// true to stop reading. Resolves { status, headers, events, comments,
+// closedByServer, raw } (text instead of events when the status is not 200).
+export async function readSse(url, { headers = {}, onEvent, onOpen, signal } = {}) {
+  const ac = new AbortController();
+  signal?.addEventListener('abort', () => ac.abort());
+  const res = await fetch(url, { headers, signal: ac.signal });
+  const result = { status: res.status, headers: res.headers, events: [], comments: 0, closedByServer: false, raw: '' };
+  if (res.status !== 200) { result.text = await res.text(); return result; }
+  if (onOpen) onOpen(res);
+  const dec = new TextDecoder();
+  let buf = '';
+  try {
+    for await (const chunk of res.body) {
+      buf += dec.decode(chunk, { stream: true });
+      let cut;
+      while ((cut = buf.indexOf('\n\n')) >= 0) {
+        const block = buf.slice(0, cut + 2);
+        buf = buf.slice(cut + 2);
+        result.raw += block;
+        const p = parseSse(block);
+        result.comments += p.comments;
+        for (const ev of p.events) {
+          result.events.push(ev);
+          if (onEvent && onEvent(ev, result.events, result)) { ac.abort(); return result; }
+        }
+        if (p.comments && onEvent && onEvent(null, result.events, result)) { ac.abort(); return result; }
+      }
+    }
+    result.closedByServer = true;
+  } catch (e) {
+    if (e.name !== 'AbortError') throw e;
+  }
+  return result;
+}

@@ -1,7 +1,9 @@
 /*
- * check.h - the tiny assertion kit of the C unit tests. A failed CHECK
+ * check.h - the tiny assertion kit of every C unit test. A failed CHECK
  * prints where and why, counts, and lets the test go on; main() returns
- * check_report(). One test program = one translation unit including this.
+ * check_report(). The counters live in check.c (linked into every unit
+ * test through `check_dep`), so shared harnesses such as world.c count
+ * into the same totals as the test that uses them.
  */
 #ifndef RS_TEST_CHECK_H
 #define RS_TEST_CHECK_H
@@ -9,13 +11,24 @@
 #include <stdio.h>
 #include <string.h>
 
-static int checks, failures;
+extern int checks, failures;
 
 #define CHECK(cond) do { \
 	checks++; \
 	if (!(cond)) { \
 		failures++; \
 		fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+	} \
+} while (0)
+
+/* CHECK with a printf-style explanation printed when it fails. */
+#define CHECKF(cond, ...) do { \
+	checks++; \
+	if (!(cond)) { \
+		failures++; \
+		fprintf(stderr, "%s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #cond); \
+		fprintf(stderr, __VA_ARGS__); \
+		fputc('\n', stderr); \
 	} \
 } while (0)
 
@@ -39,11 +52,7 @@ static int checks, failures;
 	} \
 } while (0)
 
-static int
-check_report(const char *name)
-{
-	printf("%s: %d checks, %d failures\n", name, checks, failures);
-	return failures ? 1 : 0;
-}
+/* Print "<name>: N checks, M failures"; the exit status main() returns. */
+int check_report(const char *name);
 
 #endif

@@ -5,7 +5,7 @@
  */
 #include "rs_agent.h"
 #include "rs_json.h"
-#include "check.h"
+#include "world.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -29,19 +29,6 @@ static const char *full_def =
 	"  {\"id\":\"shape\",\"kind\":\"transform\",\"value\":{\"c\":\"{{steps.fetch.output.code}}\"},"
 	"   \"next\":\"end\"}],"
 	" \"output\":{\"result\":\"{{steps.shape.output}}\"}}";
-
-static json_t *
-parse(const char *s)
-{
-	char err[256];
-	json_t *v = NULL;
-
-	if (rs_json_parse(s, strlen(s), &v, err, sizeof(err)) != RS_OK) {
-		fprintf(stderr, "bad test JSON: %s\n%s\n", err, s);
-		abort();
-	}
-	return v;
-}
 
 static rs_status
 parse_agent(const char *text, rs_agent **a)

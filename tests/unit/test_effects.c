@@ -4,9 +4,9 @@
  * command yields, ids, retries and Retry-After, turns with tool calls,
  * max_turns, deltas and their dedupe, stale results, timeouts.
  *
- * Same approach as test_run.c, smaller harness: every decided event goes
- * through the codec before it is evolved, deciding twice gives the same
- * events, and at the end the recorded history replays into the same view.
+ * The world is test_run.c's (world.h): every decided event goes through
+ * the codec before it is evolved, deciding twice gives the same events,
+ * and at the end the recorded history replays into the same view.
  * The executor commands and tool results are checked to be recoverable
  * from the events (rs_replay_cmd_from_event, the mapping runctl replay
  * --check uses).
@@ -14,241 +14,12 @@
 #include "rs_json.h"
 #include "rs_replay.h"
 #include "rs_run.h"
-#include "check.h"
+#include "world.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#define RUN_ID "0190f5d2-7c4e-7a3b-8c1d-2e3f4a5b6c7d"
-#define TENANT "acme"
-
-typedef struct {
-	rs_agent *agent;
-	rs_run *r;
-	int64_t now;
-	rs_event *hist;
-	size_t nhist;
-	rs_cmd *cmds;              /* every command given, for replay by commands */
-	int64_t *cmd_at;
-	size_t ncmds;
-	rs_decision last;
-	char types[2048];
-	const char *def;           /* the agent's text (the re-check edits it) */
-} world;
-
-static json_t *
-parse(const char *s)
-{
-	char err[256];
-	json_t *v = NULL;
-
-	if (rs_json_parse(s, strlen(s), &v, err, sizeof(err)) != RS_OK) {
-		fprintf(stderr, "bad test JSON: %s\n%s\n", err, s);
-		abort();
-	}
-	return v;
-}
-
-#define CHECK_JSON(v, want) do { \
-	char *d_ = (v) ? rs_json_dump(v) : strdup("(null)"); \
-	CHECK_STR(d_, want); \
-	free(d_); \
-} while (0)
-
-static void
-world_init(world *w, const char *def)
-{
-	char err[512];
-
-	memset(w, 0, sizeof(*w));
-	w->def = def;
-	if (rs_agent_parse_text(def, strlen(def), &w->agent, err, sizeof(err)) != RS_OK) {
-		fprintf(stderr, "bad test agent: %s\n", err);
-		abort();
-	}
-	w->r = rs_run_new();
-	w->now = 1000;
-}
-
-static rs_cmd
-mk(rs_cmd_type t)
-{
-	rs_cmd c;
-
-	memset(&c, 0, sizeof(c));
-	c.type = t;
-	snprintf(c.run_id, sizeof(c.run_id), "%s", RUN_ID);
-	snprintf(c.tenant, sizeof(c.tenant), "%s", TENANT);
-	return c;
-}
-
-static rs_cmd
-c_start(const char *input)
-{
-	rs_cmd c = mk(RS_CMD_RUN_START);
-
-	c.input = parse(input);
-	return c;
-}
-
-static rs_cmd
-c_output(const char *effect_id, const char *output)
-{
-	rs_cmd c = mk(RS_CMD_EFFECT_RESULT);
-
-	c.effect_id = strdup(effect_id);
-	c.output = parse(output);
-	return c;
-}
-
-static rs_cmd
-c_error(const char *effect_id, const char *code, rs_errclass cls, int64_t retry_after_ms)
-{
-	rs_cmd c = mk(RS_CMD_EFFECT_RESULT);
-
-	c.effect_id = strdup(effect_id);
-	c.has_error = 1;
-	c.error.code = strdup(code);
-	c.error.message = strdup("it broke");
-	c.error.cls = cls;
-	c.error.retryable = cls != RS_ERRCLASS_PERMANENT;
-	c.retry_after_ms = retry_after_ms;
-	return c;
-}
-
-static rs_cmd
-c_chunk(const char *effect_id, int64_t index, const char *text)
-{
-	rs_cmd c = mk(RS_CMD_LLM_CHUNK);
-
-	c.effect_id = strdup(effect_id);
-	c.index = index;
-	c.text = strdup(text);
-	return c;
-}
-
-static rs_cmd
-c_tool(const char *call_id, const char *output)
-{
-	rs_cmd c = mk(RS_CMD_TOOL_RESULT);
-
-	c.call_id = strdup(call_id);
-	c.device_id = strdup("dev-1");
-	c.output = parse(output);
-	return c;
-}
-
-static rs_cmd
-c_fire(const char *timer_id)
-{
-	rs_cmd c = mk(RS_CMD_TIMER_FIRE);
-
-	c.timer_id = strdup(timer_id);
-	return c;
-}
-
-/* Encode + decode: what is stored is what replays. */
-static int
-roundtrip(const rs_event *ev, rs_event *out)
-{
-	char err[256], *bytes = NULL;
-	size_t len;
-	int ok;
-
-	if (rs_event_encode(ev, &bytes, &len) != RS_OK) {
-		fprintf(stderr, "encode %s failed\n", rs_event_type_name(ev->type));
-		return 0;
-	}
-	ok = rs_event_decode(bytes, len, out, err, sizeof(err)) == RS_OK;
-	if (!ok)
-		fprintf(stderr, "decode %s: %s\n%s\n", rs_event_type_name(ev->type), err, bytes);
-	free(bytes);
-	return ok;
-}
-
-static void
-check_deterministic(world *w, const rs_cmd *c)
-{
-	rs_decision again;
-	char err[256], *a, *b;
-
-	CHECK(rs_run_decide(w->r, w->agent, c, w->now, "orch-1", &again, err, sizeof(err)) == RS_OK);
-	CHECK_INT(again.nevents, w->last.nevents);
-	for (size_t i = 0; i < again.nevents && i < w->last.nevents; i++) {
-		a = b = NULL;
-		rs_event_encode(&again.events[i], &a, NULL);
-		rs_event_encode(&w->last.events[i], &b, NULL);
-		CHECK_STR(a, b);
-		free(a);
-		free(b);
-	}
-	rs_decision_free(&again);
-}
-
-/* Decide c (kept for the replay), evolve every event, return the types. */
-static const char *
-step(world *w, rs_cmd c)
-{
-	char err[256] = "";
-	size_t off = 0;
-	rs_event dec;
-
-	rs_decision_free(&w->last);
-	w->types[0] = '\0';
-	if (rs_run_decide(w->r, w->agent, &c, w->now, "orch-1", &w->last, err,
-	                  sizeof(err)) != RS_OK) {
-		snprintf(w->types, sizeof(w->types), "ERROR %s", err);
-		rs_cmd_free(&c);
-		return w->types;
-	}
-	check_deterministic(w, &c);
-	for (size_t i = 0; i < w->last.nevents; i++) {
-		off += (size_t)snprintf(w->types + off, sizeof(w->types) - off, "%s%s", i ? " " : "",
-		                        rs_event_type_name(w->last.events[i].type));
-		if (!roundtrip(&w->last.events[i], &dec)) {
-			CHECK(0);
-			continue;
-		}
-		if (rs_run_evolve(w->r, &dec, err, sizeof(err)) != RS_OK) {
-			fprintf(stderr, "evolve %s: %s\n", rs_event_type_name(dec.type), err);
-			CHECK(0);
-			rs_event_free(&dec);
-			continue;
-		}
-		w->hist = realloc(w->hist, (w->nhist + 1) * sizeof(*w->hist));
-		w->hist[w->nhist++] = dec;
-	}
-	/* Only commands that changed something are recoverable from events. */
-	if (w->last.nevents == 0) {
-		rs_cmd_free(&c);
-		return w->types;
-	}
-	w->cmds = realloc(w->cmds, (w->ncmds + 1) * sizeof(*w->cmds));
-	w->cmd_at = realloc(w->cmd_at, (w->ncmds + 1) * sizeof(*w->cmd_at));
-	w->cmd_at[w->ncmds] = w->now;
-	w->cmds[w->ncmds++] = c;
-	return w->types;
-}
-
-static const rs_event *
-ev(world *w, rs_event_type t, int nth)
-{
-	for (size_t i = 0; i < w->last.nevents; i++)
-		if (w->last.events[i].type == t && nth-- == 0)
-			return &w->last.events[i];
-	return NULL;
-}
-
-/* The event of type t most recently evolved (any decision). */
-static const rs_event *
-hist_last(world *w, rs_event_type t)
-{
-	for (size_t i = w->nhist; i > 0; i--)
-		if (w->hist[i - 1].type == t)
-			return &w->hist[i - 1];
-	return NULL;
-}
-
+/* The effect id of the latest http.requested or llm.requested. */
 static char *
 effect_id(world *w)
 {
@@ -356,41 +127,15 @@ check_recheck(world *w)
 	free(alt);
 }
 
+/* The replay checks, then release w. */
 static void
-finish(world *w, int check_mapping)
+finish_effects(world *w, int check_mapping)
 {
-	rs_run *fresh = rs_run_new();
-	json_t *va, *vb;
-	char err[256], *a, *b;
-
-	for (size_t i = 0; i < w->nhist; i++)
-		if (rs_run_evolve(fresh, &w->hist[i], err, sizeof(err)) != RS_OK) {
-			fprintf(stderr, "replay: %s\n", err);
-			CHECK(0);
-		}
-	va = rs_run_view(fresh);
-	vb = rs_run_view(w->r);
-	a = rs_json_dump(va);
-	b = rs_json_dump(vb);
-	CHECK_STR(a, b);
-	free(a);
-	free(b);
-	json_decref(va);
-	json_decref(vb);
-	rs_run_free(fresh);
+	world_check_replay(w);
 	if (check_mapping)
 		check_replay_mapping(w);
 	check_recheck(w);
-	for (size_t i = 0; i < w->nhist; i++)
-		rs_event_free(&w->hist[i]);
-	for (size_t i = 0; i < w->ncmds; i++)
-		rs_cmd_free(&w->cmds[i]);
-	free(w->hist);
-	free(w->cmds);
-	free(w->cmd_at);
-	rs_decision_free(&w->last);
-	rs_run_free(w->r);
-	rs_agent_free(w->agent);
+	world_free(w);
 }
 
 /* --- agents --- */
@@ -430,7 +175,7 @@ test_http_happy(void)
 	const rs_event *e;
 
 	world_init(&w, A_HTTP);
-	CHECK_STR(step(&w, c_start("{\"id\":\"a7\",\"n\":3}")),
+	CHECK_STR(step(&w, c_start_untraced("{\"id\":\"a7\",\"n\":3}")),
 	          "run.created run.started step.started http.requested timer.scheduled");
 	e = ev(&w, RS_EV_HTTP_REQUESTED, 0);
 	CHECK_STR(e->d.http_requested.effect_id, RUN_ID "-hook-1-1-http");
@@ -464,7 +209,7 @@ test_http_happy(void)
 	CHECK_JSON(ev(&w, RS_EV_RUN_COMPLETED, 0)->d.run_completed.output, "1");
 	/* a re-issued effect's second result changes nothing */
 	CHECK_STR(step(&w, c_output(RUN_ID "-hook-1-1-http", "{\"status\":200}")), "");
-	finish(&w, 1);
+	finish_effects(&w, 1);
 }
 
 static void
@@ -474,7 +219,7 @@ test_http_retry(void)
 	const rs_event *e;
 
 	world_init(&w, A_HTTP);
-	step(&w, c_start("{\"id\":\"a\",\"n\":1}"));
+	step(&w, c_start_untraced("{\"id\":\"a\",\"n\":1}"));
 	/* 503 with Retry-After: 2 -> transient, backoff stretched to 2 s */
 	CHECK_STR(step(&w, c_output(effect_id(&w), "{\"status\":503,\"headers\":"
 	                            "{\"retry-after\":\"2\"},\"body\":null,\"duration_ms\":1}")),
@@ -489,7 +234,7 @@ test_http_retry(void)
 	          "timer.fired step.started http.requested timer.scheduled");
 	CHECK_STR(effect_id(&w), RUN_ID "-hook-2-2-http");
 	/* a connection error reported by the executor, with its Retry-After */
-	CHECK_STR(step(&w, c_error(effect_id(&w), "connect_failed", RS_ERRCLASS_TRANSIENT, 700)),
+	CHECK_STR(step(&w, c_effect_error(effect_id(&w), "connect_failed", RS_ERRCLASS_TRANSIENT, 700)),
 	          "step.failed step.retry_scheduled timer.scheduled");
 	e = ev(&w, RS_EV_STEP_FAILED, 0);
 	CHECK_STR(e->d.step_failed.effect_id, RUN_ID "-hook-2-2-http");
@@ -502,7 +247,7 @@ test_http_retry(void)
 	          "http.completed step.failed run.failed");
 	CHECK_INT(ev(&w, RS_EV_STEP_FAILED, 0)->d.step_failed.final, 1);
 	CHECK_INT(rs_run_get_status(w.r), RS_RUN_FAILED);
-	finish(&w, 1);
+	finish_effects(&w, 1);
 }
 
 static void
@@ -512,7 +257,7 @@ test_http_timeout(void)
 	char timer[192], eff[192];
 
 	world_init(&w, A_HTTP);
-	step(&w, c_start("{\"id\":\"a\",\"n\":1}"));
+	step(&w, c_start_untraced("{\"id\":\"a\",\"n\":1}"));
 	snprintf(timer, sizeof(timer), "%s", ev(&w, RS_EV_TIMER_SCHEDULED, 0)->d.timer_scheduled.timer_id);
 	snprintf(eff, sizeof(eff), "%s", effect_id(&w));
 	w.now = 15999;
@@ -525,14 +270,14 @@ test_http_timeout(void)
 	/* the executor's late answer is stale */
 	CHECK_STR(step(&w, c_output(eff, "{\"status\":200}")), "");
 	/* templated url that is not http(s): permanent failure at once */
-	finish(&w, 0);
+	finish_effects(&w, 0);
 
 	world_init(&w, "{\"name\":\"u\",\"steps\":[{\"id\":\"h\",\"kind\":\"http\","
 	           "\"url\":\"{{input.u}}\",\"retry\":{\"max_attempts\":5}}]}");
-	CHECK_STR(step(&w, c_start("{\"u\":\"file:///etc/passwd\"}")),
+	CHECK_STR(step(&w, c_start_untraced("{\"u\":\"file:///etc/passwd\"}")),
 	          "run.created run.started step.started step.failed run.failed");
 	CHECK_STR(ev(&w, RS_EV_RUN_FAILED, 0)->d.run_failed.error.code, "invalid_url");
-	finish(&w, 0);
+	finish_effects(&w, 0);
 }
 
 static void
@@ -543,7 +288,7 @@ test_llm_text(void)
 	char eff[192];
 
 	world_init(&w, A_LLM);
-	CHECK_STR(step(&w, c_start("{\"city\":\"Oslo\"}")),
+	CHECK_STR(step(&w, c_start_untraced("{\"city\":\"Oslo\"}")),
 	          "run.created run.started step.started llm.requested timer.scheduled");
 	e = ev(&w, RS_EV_LLM_REQUESTED, 0);
 	CHECK_STR(e->d.llm_requested.effect_id, RUN_ID "-ask-1-1-llm1");
@@ -572,7 +317,7 @@ test_llm_text(void)
 	CHECK_JSON(e->d.step_completed.output, "{\"finish_reason\":\"stop\",\"text\":\"It is sunny\","
 	           "\"turns\":1,\"usage\":{\"completion_tokens\":5,\"prompt_tokens\":10}}");
 	CHECK_STR(step(&w, c_chunk(eff, 9, "late")), "");
-	finish(&w, 1);
+	finish_effects(&w, 1);
 }
 
 static void
@@ -583,7 +328,7 @@ test_llm_tools(void)
 	char c0[192], c1[192], eff[192];
 
 	world_init(&w, A_LLM);
-	step(&w, c_start("{\"city\":\"Oslo\"}"));
+	step(&w, c_start_untraced("{\"city\":\"Oslo\"}"));
 	w.now = 2000;
 	CHECK_STR(step(&w, c_output(effect_id(&w), CALLS2)),
 	          "llm.message tool.requested tool.requested timer.scheduled");
@@ -599,10 +344,10 @@ test_llm_tools(void)
 	          RUN_ID ".tool_timeout.ask.1.1.1");
 	CHECK_INT(w.last.ncalls, 2);
 	CHECK_STR(w.last.calls[1].tool, "get_time");
-	CHECK_STR(step(&w, c_tool(c1, "\"12:00\"")), "tool.completed");
-	CHECK_STR(step(&w, c_tool(c1, "\"12:00\"")), "");               /* duplicate */
+	CHECK_STR(step(&w, c_result(c1, "\"12:00\"")), "tool.completed");
+	CHECK_STR(step(&w, c_result(c1, "\"12:00\"")), "");               /* duplicate */
 	w.now = 2500;
-	CHECK_STR(step(&w, c_tool(c0, "{\"sky\":\"clear\"}")),
+	CHECK_STR(step(&w, c_result(c0, "{\"sky\":\"clear\"}")),
 	          "tool.completed llm.requested timer.scheduled");
 	e = ev(&w, RS_EV_LLM_REQUESTED, 0);
 	CHECK_INT(e->d.llm_requested.turn, 2);
@@ -627,7 +372,7 @@ test_llm_tools(void)
 	CHECK_JSON(ev(&w, RS_EV_STEP_COMPLETED, 0)->d.step_completed.output,
 	           "{\"finish_reason\":\"stop\",\"text\":\"Clear at noon\",\"turns\":2,"
 	           "\"usage\":{\"completion_tokens\":8,\"prompt_tokens\":17}}");
-	finish(&w, 1);
+	finish_effects(&w, 1);
 }
 
 static void
@@ -638,7 +383,7 @@ test_llm_bad_calls_and_timeout(void)
 	char timer[192];
 
 	world_init(&w, A_LLM);
-	step(&w, c_start("{\"city\":\"Oslo\"}"));
+	step(&w, c_start_untraced("{\"city\":\"Oslo\"}"));
 	/* an unknown tool and bad arguments: no device call, errors told */
 	CHECK_STR(step(&w, c_output(effect_id(&w),
 	          "{\"message\":{\"role\":\"assistant\",\"tool_calls\":["
@@ -662,7 +407,7 @@ test_llm_bad_calls_and_timeout(void)
 	CHECK_JSON(json_object_get(json_array_get(e->d.llm_requested.messages, 5), "content"),
 	           "\"{\\\"error\\\":{\\\"code\\\":\\\"timeout\\\",\\\"message\\\":"
 	           "\\\"the tool did not answer in time\\\"}}\"");
-	finish(&w, 1);
+	finish_effects(&w, 1);
 }
 
 static void
@@ -671,7 +416,7 @@ test_llm_max_turns(void)
 	world w;
 
 	world_init(&w, A_LLM);
-	step(&w, c_start("{\"city\":\"Oslo\"}"));
+	step(&w, c_start_untraced("{\"city\":\"Oslo\"}"));
 	for (int turn = 1; turn <= 3; turn++) {
 		const char *t = step(&w, c_output(effect_id(&w),
 		    "{\"message\":{\"role\":\"assistant\",\"tool_calls\":[{\"id\":\"q\",\"type\":"
@@ -685,7 +430,7 @@ test_llm_max_turns(void)
 	CHECK_STR(ev(&w, RS_EV_RUN_FAILED, 0)->d.run_failed.error.message,
 	          "the model still wanted tools after 3 turn(s) (max_turns 3)");
 	CHECK_INT(rs_run_get_status(w.r), RS_RUN_FAILED);
-	finish(&w, 1);
+	finish_effects(&w, 1);
 }
 
 static void
@@ -696,14 +441,14 @@ test_llm_retry_resumes_turn(void)
 	char c0[192], c1[192];
 
 	world_init(&w, A_LLM);
-	step(&w, c_start("{\"city\":\"Oslo\"}"));
+	step(&w, c_start_untraced("{\"city\":\"Oslo\"}"));
 	step(&w, c_output(effect_id(&w), CALLS2));
 	snprintf(c0, sizeof(c0), "%s", ev(&w, RS_EV_TOOL_REQUESTED, 0)->d.tool_requested.call_id);
 	snprintf(c1, sizeof(c1), "%s", ev(&w, RS_EV_TOOL_REQUESTED, 1)->d.tool_requested.call_id);
-	step(&w, c_tool(c0, "1"));
-	step(&w, c_tool(c1, "2"));
+	step(&w, c_result(c0, "1"));
+	step(&w, c_result(c1, "2"));
 	/* turn 2 is rate limited: retry after the server's delay, same turn */
-	CHECK_STR(step(&w, c_error(effect_id(&w), "http_429", RS_ERRCLASS_TRANSIENT, 1500)),
+	CHECK_STR(step(&w, c_effect_error(effect_id(&w), "http_429", RS_ERRCLASS_TRANSIENT, 1500)),
 	          "step.failed step.retry_scheduled timer.scheduled");
 	CHECK_INT(ev(&w, RS_EV_STEP_RETRY_SCHEDULED, 0)->d.step_retry_scheduled.backoff_ms, 1500);
 	w.now = 2500;
@@ -716,7 +461,7 @@ test_llm_retry_resumes_turn(void)
 	CHECK_INT(json_array_size(e->d.llm_requested.messages), 5);
 	/* a stream cut is transient too; the third attempt answers */
 	CHECK_STR(step(&w, c_chunk(effect_id(&w), 0, "partial")), "llm.delta");
-	CHECK_STR(step(&w, c_error(effect_id(&w), "stream_cut", RS_ERRCLASS_TRANSIENT, 0)),
+	CHECK_STR(step(&w, c_effect_error(effect_id(&w), "stream_cut", RS_ERRCLASS_TRANSIENT, 0)),
 	          "step.failed step.retry_scheduled timer.scheduled");
 	CHECK_INT(ev(&w, RS_EV_STEP_RETRY_SCHEDULED, 0)->d.step_retry_scheduled.backoff_ms, 200);
 	w.now = 3000;
@@ -726,14 +471,14 @@ test_llm_retry_resumes_turn(void)
 	CHECK_JSON(ev(&w, RS_EV_STEP_COMPLETED, 0)->d.step_completed.output,
 	           "{\"finish_reason\":\"stop\",\"text\":\"done\",\"turns\":2,"
 	           "\"usage\":{\"completion_tokens\":8,\"prompt_tokens\":17}}");
-	finish(&w, 1);
+	finish_effects(&w, 1);
 
 	/* a permanent model error (401) fails the run at once */
 	world_init(&w, A_LLM);
-	step(&w, c_start("{\"city\":\"Oslo\"}"));
-	CHECK_STR(step(&w, c_error(effect_id(&w), "http_401", RS_ERRCLASS_PERMANENT, 0)),
+	step(&w, c_start_untraced("{\"city\":\"Oslo\"}"));
+	CHECK_STR(step(&w, c_effect_error(effect_id(&w), "http_401", RS_ERRCLASS_PERMANENT, 0)),
 	          "step.failed run.failed");
-	finish(&w, 1);
+	finish_effects(&w, 1);
 }
 
 static void
@@ -744,7 +489,7 @@ test_llm_turn_timeout_and_cancel(void)
 	rs_cmd cancel;
 
 	world_init(&w, A_LLM);
-	step(&w, c_start("{\"city\":\"Oslo\"}"));
+	step(&w, c_start_untraced("{\"city\":\"Oslo\"}"));
 	snprintf(timer, sizeof(timer), "%s", ev(&w, RS_EV_TIMER_SCHEDULED, 0)->d.timer_scheduled.timer_id);
 	snprintf(eff, sizeof(eff), "%s", effect_id(&w));
 	w.now = 1000 + 60000 + 5000;
@@ -753,7 +498,7 @@ test_llm_turn_timeout_and_cancel(void)
 	CHECK_STR(step(&w, c_output(eff, ASSISTANT_TEXT("late"))), "");    /* stale */
 	cancel = mk(RS_CMD_CANCEL);
 	CHECK_STR(step(&w, cancel), "run.cancel_requested run.cancelled");
-	finish(&w, 0);
+	finish_effects(&w, 0);
 }
 
 int

@@ -17,20 +17,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "event_fixtures.h"
 #include "rs_event.h"
 #include "rs_event_fast.h"
 
-static int checks, failures;
 static unsigned long long cases;
-
-#define CHECK(cond) do { \
-	checks++; \
-	if (!(cond)) { \
-		failures++; \
-		fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond); \
-	} \
-} while (0)
 
 /* ---- the comparison ------------------------------------------------- */
 

@@ -15,410 +15,10 @@
 #include "rs_run.h"
 #include "rs_fork.h"
 #include "rs_replay.h"
-#include "check.h"
+#include "world.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-#define RUN_ID "0190f5d2-7c4e-7a3b-8c1d-2e3f4a5b6c7d"
-#define TENANT "acme"
-#define TRACE  "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-
-typedef struct {
-	rs_agent *agent;
-	rs_run *r;
-	int64_t now;
-	rs_event *hist;              /* every evolved event, for replay */
-	size_t nhist;
-	rs_decision last;            /* the last decision, for inspection */
-	char types[8192];            /* its event types (truncated) */
-	char call_id[192];           /* of the last tool.requested */
-	char timer[RS_TIMER_RUN_TIMEOUT + 1][192]; /* last timer id by purpose */
-	char child[64][40];          /* child run ids, in child.started order */
-	int nchild;
-} world;
-
-static json_t *
-parse(const char *s)
-{
-	char err[256];
-	json_t *v = NULL;
-
-	if (rs_json_parse(s, strlen(s), &v, err, sizeof(err)) != RS_OK) {
-		fprintf(stderr, "bad test JSON: %s\n%s\n", err, s);
-		abort();
-	}
-	return v;
-}
-
-static char *
-dump(json_t *v)
-{
-	return v ? rs_json_dump(v) : strdup("(null)");
-}
-
-/* CHECK that v dumps canonically to want. */
-#define CHECK_JSON(v, want) do { \
-	char *d_ = dump(v); \
-	CHECK_STR(d_, want); \
-	free(d_); \
-} while (0)
-
-static void
-world_init(world *w, const char *agent_def)
-{
-	char err[512];
-
-	memset(w, 0, sizeof(*w));
-	if (rs_agent_parse_text(agent_def, strlen(agent_def), &w->agent, err, sizeof(err)) != RS_OK) {
-		fprintf(stderr, "bad test agent: %s\n", err);
-		abort();
-	}
-	w->r = rs_run_new();
-	w->now = 1000;
-}
-
-/* CHECK that two states show the same view. */
-static void
-check_same_view(const rs_run *x, const rs_run *y)
-{
-	json_t *va = rs_run_view(x), *vb = rs_run_view(y);
-	char *a = dump(va), *b = dump(vb);
-
-	CHECK_STR(a, b);
-	free(a);
-	free(b);
-	json_decref(va);
-	json_decref(vb);
-}
-
-/* Replay the history into a fresh state: same view as the live one. */
-static void
-finish(world *w)
-{
-	rs_run *fresh = rs_run_new();
-	char err[256];
-
-	for (size_t i = 0; i < w->nhist; i++)
-		if (rs_run_evolve(fresh, &w->hist[i], err, sizeof(err)) != RS_OK) {
-			fprintf(stderr, "replay: %s\n", err);
-			CHECK(0);
-		}
-	check_same_view(fresh, w->r);
-	rs_run_free(fresh);
-	for (size_t i = 0; i < w->nhist; i++)
-		rs_event_free(&w->hist[i]);
-	free(w->hist);
-	rs_decision_free(&w->last);
-	rs_run_free(w->r);
-	rs_agent_free(w->agent);
-}
-
-/* --- commands --- */
-
-static rs_cmd
-mk(rs_cmd_type t)
-{
-	rs_cmd c;
-
-	memset(&c, 0, sizeof(c));
-	c.type = t;
-	snprintf(c.run_id, sizeof(c.run_id), "%s", RUN_ID);
-	snprintf(c.tenant, sizeof(c.tenant), "%s", TENANT);
-	return c;
-}
-
-static rs_cmd
-c_start(const char *input)
-{
-	rs_cmd c = mk(RS_CMD_RUN_START);
-
-	snprintf(c.traceparent, sizeof(c.traceparent), "%s", TRACE);
-	c.input = parse(input);
-	c.idempotency_key = strdup("k1");
-	return c;
-}
-
-static rs_cmd
-c_result(const char *call_id, const char *output)
-{
-	rs_cmd c = mk(RS_CMD_TOOL_RESULT);
-
-	c.call_id = strdup(call_id);
-	c.device_id = strdup("dev-1");
-	c.output = parse(output);
-	return c;
-}
-
-static rs_cmd
-c_error(const char *call_id, const char *code, rs_errclass cls)
-{
-	rs_cmd c = mk(RS_CMD_TOOL_RESULT);
-
-	c.call_id = strdup(call_id);
-	c.has_error = 1;
-	c.error.code = strdup(code);
-	c.error.message = strdup("it broke");
-	c.error.cls = cls;
-	c.error.retryable = cls != RS_ERRCLASS_PERMANENT;
-	return c;
-}
-
-static rs_cmd
-c_delivered(const char *call_id)
-{
-	rs_cmd c = mk(RS_CMD_TOOL_DELIVERED);
-
-	c.call_id = strdup(call_id);
-	c.device_id = strdup("dev-1");
-	c.router = strdup("router-a");
-	return c;
-}
-
-static rs_cmd
-c_signal(const char *id, const char *name, const char *payload)
-{
-	rs_cmd c = mk(RS_CMD_SIGNAL);
-
-	c.signal_id = strdup(id);
-	c.name = strdup(name);
-	c.payload = parse(payload);
-	return c;
-}
-
-static rs_cmd
-c_cancel(void)
-{
-	rs_cmd c = mk(RS_CMD_CANCEL);
-
-	c.reason = strdup("user asked");
-	return c;
-}
-
-static rs_cmd
-c_fire(const char *timer_id)
-{
-	rs_cmd c = mk(RS_CMD_TIMER_FIRE);
-
-	c.timer_id = strdup(timer_id);
-	return c;
-}
-
-/* child.done from child run `child`: output for completed, else an error
- * code. */
-static rs_cmd
-c_child(const char *child, const char *status, const char *a)
-{
-	rs_cmd c = mk(RS_CMD_CHILD_DONE);
-
-	c.child_run_id = strdup(child);
-	c.child_status = strdup(status);
-	if (strcmp(status, "completed") == 0) {
-		c.output = parse(a);
-	} else {
-		c.output = json_null();
-		c.child_error = json_pack("{s:s, s:s, s:s, s:b}", "code", a, "message", "it broke",
-		                          "class", "permanent", "retryable", 0);
-	}
-	return c;
-}
-
-/* --- the harness --- */
-
-/* Encode + decode ev: what the orchestrator stores is what replays. */
-static int
-roundtrip(const rs_event *ev, rs_event *out, char **bytes)
-{
-	char err[256];
-	size_t len;
-
-	memset(out, 0, sizeof(*out));
-	if (rs_event_encode(ev, bytes, &len) != RS_OK) {
-		fprintf(stderr, "encode %s failed\n", rs_event_type_name(ev->type));
-		return 0;
-	}
-	if (rs_event_decode(*bytes, len, out, err, sizeof(err)) != RS_OK) {
-		fprintf(stderr, "decode %s failed: %s\n%s\n", rs_event_type_name(ev->type), err, *bytes);
-		return 0;
-	}
-	return 1;
-}
-
-/* Deciding again on the same state and command gives the same bytes. */
-static void
-check_deterministic(world *w, const rs_cmd *c)
-{
-	rs_decision again;
-	char err[256];
-	size_t len;
-
-	if (rs_run_decide(w->r, w->agent, c, w->now, "orch-1", &again, err, sizeof(err)) != RS_OK) {
-		CHECK(0);
-		return;
-	}
-	CHECK_INT(again.nevents, w->last.nevents);
-	for (size_t i = 0; i < again.nevents && i < w->last.nevents; i++) {
-		char *a = NULL, *b = NULL;
-		if (rs_event_encode(&again.events[i], &a, &len) == RS_OK &&
-		    rs_event_encode(&w->last.events[i], &b, &len) == RS_OK)
-			CHECK_STR(a, b);
-		free(a);
-		free(b);
-	}
-	rs_decision_free(&again);
-}
-
-static void
-note_ids(world *w, const rs_event *ev)
-{
-	if (ev->type == RS_EV_TOOL_REQUESTED)
-		snprintf(w->call_id, sizeof(w->call_id), "%s", ev->d.tool_requested.call_id);
-	if (ev->type == RS_EV_TIMER_SCHEDULED)
-		snprintf(w->timer[ev->d.timer_scheduled.purpose], sizeof(w->timer[0]), "%s",
-		         ev->d.timer_scheduled.timer_id);
-	if (ev->type == RS_EV_CHILD_STARTED && w->nchild < 64)
-		snprintf(w->child[w->nchild++], sizeof(w->child[0]), "%s",
-		         ev->d.child_started.child_run_id);
-}
-
-/* Every effect of the last decision is encodable (what goes on TIMERS and
- * TOOLCALLS). */
-static void
-check_effects(world *w)
-{
-	char *buf;
-	size_t len;
-
-	for (size_t i = 0; i < w->last.ntimers; i++) {
-		buf = NULL;
-		CHECK(rs_cmd_encode(&w->last.timers[i], &buf, &len) == RS_OK);
-		free(buf);
-	}
-	for (size_t i = 0; i < w->last.ncalls; i++) {
-		buf = NULL;
-		CHECK(rs_toolcall_encode(&w->last.calls[i], &buf, &len) == RS_OK);
-		free(buf);
-	}
-	for (size_t i = 0; i < w->last.ncmds; i++) {
-		buf = NULL;
-		CHECK(rs_cmd_encode(&w->last.cmds[i], &buf, &len) == RS_OK);
-		free(buf);
-	}
-}
-
-/* Evolve the first n events of the last decision (all: n = nevents). */
-static void
-apply(world *w, size_t n)
-{
-	char err[256];
-	uint64_t seq0 = rs_run_last_seq(w->r);
-
-	for (size_t i = 0; i < n; i++) {
-		const rs_event *ev = &w->last.events[i];
-		rs_event dec;
-		char *bytes = NULL;
-
-		CHECK_INT(ev->runseq, seq0 + 1 + i);
-		CHECK_INT(ev->time_ms, w->now);
-		CHECK_STR(ev->run_id, RUN_ID);
-		CHECK_STR(ev->tenant, TENANT);
-		CHECK_STR(ev->traceparent, TRACE);
-		note_ids(w, ev);
-		if (!roundtrip(ev, &dec, &bytes)) {
-			CHECK(0);
-			free(bytes);
-			rs_event_free(&dec);
-			/* fall back to the struct so the test can go on */
-			if (rs_run_evolve(w->r, ev, err, sizeof(err)) != RS_OK)
-				fprintf(stderr, "evolve: %s\n", err);
-			continue;
-		}
-		free(bytes);
-		if (rs_run_evolve(w->r, &dec, err, sizeof(err)) != RS_OK) {
-			fprintf(stderr, "evolve %s: %s\n", rs_event_type_name(dec.type), err);
-			CHECK(0);
-			rs_event_free(&dec);
-			continue;
-		}
-		w->hist = realloc(w->hist, (w->nhist + 1) * sizeof(*w->hist));
-		w->hist[w->nhist++] = dec;
-	}
-}
-
-/* The decision's own end state (what the orchestrator keeps instead of
- * evolving the events again) is the state the events evolve to. */
-static void
-check_after(world *w)
-{
-	CHECK((w->last.nevents > 0) == (w->last.after != NULL));
-	if (w->last.after != NULL)
-		check_same_view(w->last.after, w->r);
-}
-
-/* Decide c at w->now (c is consumed), apply, return the event types. */
-static const char *
-step_n(world *w, rs_cmd c, int apply_all)
-{
-	char err[256] = "";
-	size_t off = 0;
-	rs_status st;
-
-	rs_decision_free(&w->last);
-	st = rs_run_decide(w->r, w->agent, &c, w->now, "orch-1", &w->last, err, sizeof(err));
-	w->types[0] = '\0';
-	if (st != RS_OK) {
-		snprintf(w->types, sizeof(w->types), "ERROR %s: %s", rs_status_str(st), err);
-		rs_cmd_free(&c);
-		return w->types;
-	}
-	for (size_t i = 0; i < w->last.nevents && off < sizeof(w->types) - 1; i++)
-		off += (size_t)snprintf(w->types + off, sizeof(w->types) - off, "%s%s",
-		                        i ? " " : "", rs_event_type_name(w->last.events[i].type));
-	check_deterministic(w, &c);
-	check_effects(w);
-	apply(w, apply_all ? w->last.nevents : 1);
-	if (apply_all)
-		check_after(w);
-	rs_cmd_free(&c);
-	return w->types;
-}
-
-static const char *
-step(world *w, rs_cmd c)
-{
-	return step_n(w, c, 1);
-}
-
-/* The nth event of type t in the last decision. */
-static const rs_event *
-ev(world *w, rs_event_type t, int nth)
-{
-	for (size_t i = 0; i < w->last.nevents; i++)
-		if (w->last.events[i].type == t && nth-- == 0)
-			return &w->last.events[i];
-	return NULL;
-}
-
-/* A path into the run's view; valid until the next call. */
-static json_t *last_view;
-
-static json_t *
-view_get(world *w, const char *path)
-{
-	json_decref(last_view);
-	last_view = rs_run_view(w->r);
-	return path ? rs_json_path(last_view, path) : last_view;
-}
-
-static int
-count_type(world *w, rs_event_type t)
-{
-	int n = 0;
-
-	for (size_t i = 0; i < w->last.nevents; i++)
-		n += w->last.events[i].type == t;
-	return n;
-}
 
 /* --- agents --- */
 
@@ -559,7 +159,7 @@ test_retry_backoff(void)
 	CHECK_STR(ev(&w, RS_EV_TOOL_REQUESTED, 0)->d.tool_requested.device, "dev-1");
 	CHECK(ev(&w, RS_EV_TOOL_REQUESTED, 0)->d.tool_requested.capability == NULL);
 	snprintf(first_call, sizeof(first_call), "%s", w.call_id);
-	CHECK_STR(step(&w, c_error(w.call_id, "boom", RS_ERRCLASS_TRANSIENT)),
+	CHECK_STR(step(&w, c_tool_error(w.call_id, "boom", RS_ERRCLASS_TRANSIENT)),
 	          "tool.failed step.failed step.retry_scheduled timer.scheduled");
 	e = ev(&w, RS_EV_STEP_FAILED, 0);
 	CHECK_INT(e->d.step_failed.final, 0);
@@ -587,15 +187,15 @@ test_retry_backoff(void)
 	CHECK(rs_run_timer_due(w.r, w.timer[RS_TIMER_RETRY], &due) == RS_ENOTFOUND);
 	CHECK_STR(step(&w, c_fire(w.timer[RS_TIMER_RETRY])), "");          /* fire once */
 	CHECK_STR(step(&w, c_result(first_call, "{}")), "");               /* old call */
-	CHECK_STR(step(&w, c_error(first_call, "boom", RS_ERRCLASS_TRANSIENT)), "");
+	CHECK_STR(step(&w, c_tool_error(first_call, "boom", RS_ERRCLASS_TRANSIENT)), "");
 
-	CHECK_STR(step(&w, c_error(w.call_id, "boom", RS_ERRCLASS_TRANSIENT)),
+	CHECK_STR(step(&w, c_tool_error(w.call_id, "boom", RS_ERRCLASS_TRANSIENT)),
 	          "tool.failed step.failed step.retry_scheduled timer.scheduled");
 	CHECK_INT(ev(&w, RS_EV_STEP_RETRY_SCHEDULED, 0)->d.step_retry_scheduled.backoff_ms, 150);
 	w.now += 150;
 	CHECK_STR(step(&w, c_fire(w.timer[RS_TIMER_RETRY])),
 	          "timer.fired step.started tool.requested timer.scheduled");
-	CHECK_STR(step(&w, c_error(w.call_id, "boom", RS_ERRCLASS_TRANSIENT)),
+	CHECK_STR(step(&w, c_tool_error(w.call_id, "boom", RS_ERRCLASS_TRANSIENT)),
 	          "tool.failed step.failed run.failed");
 	e = ev(&w, RS_EV_STEP_FAILED, 0);
 	CHECK_INT(e->d.step_failed.final, 1);
@@ -637,7 +237,7 @@ test_no_retry(void)
 	/* permanent errors do not retry */
 	world_init(&w, A_RETRY);
 	step(&w, c_start("{}"));
-	CHECK_STR(step(&w, c_error(w.call_id, "denied", RS_ERRCLASS_PERMANENT)),
+	CHECK_STR(step(&w, c_tool_error(w.call_id, "denied", RS_ERRCLASS_PERMANENT)),
 	          "tool.failed step.failed run.failed");
 	CHECK_INT(ev(&w, RS_EV_STEP_FAILED, 0)->d.step_failed.error.retryable, 0);
 	CHECK_INT(ev(&w, RS_EV_STEP_FAILED, 0)->d.step_failed.final, 1);
@@ -647,14 +247,14 @@ test_no_retry(void)
 	/* non_retryable codes do not either, even when transient */
 	world_init(&w, A_RETRY);
 	step(&w, c_start("{}"));
-	CHECK_STR(step(&w, c_error(w.call_id, "bad_input", RS_ERRCLASS_TRANSIENT)),
+	CHECK_STR(step(&w, c_tool_error(w.call_id, "bad_input", RS_ERRCLASS_TRANSIENT)),
 	          "tool.failed step.failed run.failed");
 	finish(&w);
 
 	/* no retry policy: the first transient failure is final */
 	world_init(&w, A_TOOL);
 	step(&w, c_start("{}"));
-	CHECK_STR(step(&w, c_error(w.call_id, "boom", RS_ERRCLASS_TRANSIENT)),
+	CHECK_STR(step(&w, c_tool_error(w.call_id, "boom", RS_ERRCLASS_TRANSIENT)),
 	          "tool.failed step.failed run.failed");
 	finish(&w);
 }
@@ -894,7 +494,7 @@ test_cancel(void)
 	/* waiting for a retry */
 	world_init(&w, A_RETRY);
 	step(&w, c_start("{}"));
-	step(&w, c_error(w.call_id, "boom", RS_ERRCLASS_TRANSIENT));
+	step(&w, c_tool_error(w.call_id, "boom", RS_ERRCLASS_TRANSIENT));
 	CHECK_STR(step(&w, c_cancel()), "run.cancel_requested run.cancelled");
 	CHECK_INT(w.last.ncalls, 0);
 	w.now += 1000;
@@ -1100,8 +700,8 @@ test_view_deterministic(void)
 	world_init(&b, A_TOOL);
 	step(&a, c_start("{\"url\":\"u\"}"));
 	step(&b, c_start("{\"url\":\"u\"}"));
-	step(&a, c_error(a.call_id, "boom", RS_ERRCLASS_TRANSIENT));
-	step(&b, c_error(b.call_id, "boom", RS_ERRCLASS_TRANSIENT));
+	step(&a, c_tool_error(a.call_id, "boom", RS_ERRCLASS_TRANSIENT));
+	step(&b, c_tool_error(b.call_id, "boom", RS_ERRCLASS_TRANSIENT));
 	va = dump(view_get(&a, NULL));
 	vb = dump(view_get(&b, NULL));
 	CHECK_STR(va, vb);
@@ -1151,7 +751,7 @@ script_cmd(world *w, const s_step *s)
 	case S_START: return c_start(s->a);
 	case S_DELIVER: return c_delivered(w->call_id);
 	case S_RESULT: return c_result(w->call_id, s->a);
-	case S_ERROR: return c_error(w->call_id, s->a, RS_ERRCLASS_TRANSIENT);
+	case S_ERROR: return c_tool_error(w->call_id, s->a, RS_ERRCLASS_TRANSIENT);
 	case S_FIRE: return c_fire(w->timer[s->purpose]);
 	case S_SIGNAL: return c_signal("sig-1", "go", s->a);
 	case S_CANCEL: return c_cancel();
@@ -1502,7 +1102,7 @@ test_stale_timers(void)
 	/* a retry already begun: its timer's second fire decides nothing */
 	world_init(&w, A_RETRY);
 	step(&w, c_start("{}"));
-	step(&w, c_error(w.call_id, "flaky", RS_ERRCLASS_TRANSIENT));
+	step(&w, c_tool_error(w.call_id, "flaky", RS_ERRCLASS_TRANSIENT));
 	snprintf(t, sizeof(t), "%s", w.timer[RS_TIMER_RETRY]);
 	w.now += 1000;
 	CHECK_STR(step(&w, c_fire(t)), "timer.fired step.started tool.requested timer.scheduled");
@@ -1659,7 +1259,7 @@ test_fork(void)
 	CHECK_STR(step(&src, c_fire(src.timer[RS_TIMER_SLEEP])),
 	          "timer.fired step.completed step.started step.completed step.started "
 	          "tool.requested timer.scheduled");
-	CHECK_STR(step(&src, c_error(src.call_id, "boom", RS_ERRCLASS_PERMANENT)),
+	CHECK_STR(step(&src, c_tool_error(src.call_id, "boom", RS_ERRCLASS_PERMANENT)),
 	          "tool.failed step.failed run.failed");
 
 	/* retry: from just before b began; plan: a's and nap's outputs */
@@ -2159,7 +1759,7 @@ test_child_side(void)
 		CHECK_INT(d.cmds[0].type, RS_CMD_CHILD_DONE);
 		rs_decision_free(&d);
 	}
-	rs_run_free(w.r);
+	world_free(&w);      /* its agent is NULL: par is freed here */
 	rs_agent_free(par);
 }
 
@@ -2222,6 +1822,5 @@ main(void)
 	test_run_step();
 	test_child_side();
 	test_children_cut_everywhere();
-	json_decref(last_view);
 	return check_report("test_run");
 }

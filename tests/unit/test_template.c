@@ -5,25 +5,12 @@
  */
 #include "rs_json.h"
 #include "rs_template.h"
-#include "check.h"
+#include "world.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 static json_t *ctx;
-
-static json_t *
-parse(const char *s)
-{
-	char err[256];
-	json_t *v = NULL;
-
-	if (rs_json_parse(s, strlen(s), &v, err, sizeof(err)) != RS_OK) {
-		fprintf(stderr, "bad test JSON %s: %s\n", s, err);
-		abort();
-	}
-	return v;
-}
 
 /* Render template text tmpl (JSON) and compare with want (canonical JSON). */
 static void

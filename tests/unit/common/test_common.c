@@ -19,8 +19,6 @@
 #include "rs_time.h"
 #include "rs_gate.h"
 
-static int failures, checks;
-
 static void
 test_parse_int(void)
 {

@@ -7,13 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../check.h"
 #include "protocol.h"
 
-static int failures;
-
-#define CHECK(cond, ...) do { if (!(cond)) { failures++; \
-	fprintf(stderr, "%s:%d: FAIL %s: ", __FILE__, __LINE__, #cond); \
-	fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); } } while (0)
 
 static void
 refused(const char *frame, const char *want_code, const char *want_msg)
@@ -23,12 +19,12 @@ refused(const char *frame, const char *want_code, const char *want_msg)
 	rs_status st = rs_router_frame_parse(frame, strlen(frame), &f, code, sizeof(code), msg,
 	                                     sizeof(msg));
 
-	CHECK(st == RS_EINVAL, "%s: accepted", frame);
+	CHECKF(st == RS_EINVAL, "%s: accepted", frame);
 	if (st != RS_EINVAL)
 		return;
-	CHECK(strcmp(code, want_code) == 0, "%s: code %s, want %s", frame, code, want_code);
-	CHECK(strstr(msg, want_msg) != NULL, "%s: message \"%s\" lacks \"%s\"", frame, msg, want_msg);
-	CHECK(f.root == NULL, "frame not cleared on failure");
+	CHECKF(strcmp(code, want_code) == 0, "%s: code %s, want %s", frame, code, want_code);
+	CHECKF(strstr(msg, want_msg) != NULL, "%s: message \"%s\" lacks \"%s\"", frame, msg, want_msg);
+	CHECKF(f.root == NULL, "frame not cleared on failure");
 }
 
 static void
@@ -40,23 +36,23 @@ test_hello(void)
 	rs_router_frame f;
 	char code[32], msg[300], *names;
 
-	CHECK(rs_router_frame_parse(ok, strlen(ok), &f, code, sizeof(code), msg, sizeof(msg)) == RS_OK,
+	CHECKF(rs_router_frame_parse(ok, strlen(ok), &f, code, sizeof(code), msg, sizeof(msg)) == RS_OK,
 	      "%s", msg);
-	CHECK(f.type == RS_FRAME_HELLO, "type");
-	CHECK(strcmp(f.device_id, "dev-1") == 0 && strcmp(f.token, "dt_x") == 0, "fields");
+	CHECKF(f.type == RS_FRAME_HELLO, "type");
+	CHECKF(strcmp(f.device_id, "dev-1") == 0 && strcmp(f.token, "dt_x") == 0, "fields");
 	names = rs_router_tool_names(f.tools);
-	CHECK(names != NULL && rs_router_has_tool(names, "echo") && rs_router_has_tool(names, "fail") &&
+	CHECKF(names != NULL && rs_router_has_tool(names, "echo") && rs_router_has_tool(names, "fail") &&
 	      !rs_router_has_tool(names, "ech") && !rs_router_has_tool(names, "sleep_ms"), "names");
 	free(names);
 	rs_router_frame_free(&f);
 
 	/* tools may be omitted: a device with nothing to offer yet. */
 	ok = "{\"type\":\"hello\",\"device_id\":\"d\",\"token\":\"t\"}";
-	CHECK(rs_router_frame_parse(ok, strlen(ok), &f, code, sizeof(code), msg, sizeof(msg)) == RS_OK,
+	CHECKF(rs_router_frame_parse(ok, strlen(ok), &f, code, sizeof(code), msg, sizeof(msg)) == RS_OK,
 	      "%s", msg);
-	CHECK(json_array_size(f.tools) == 0, "empty tools");
+	CHECKF(json_array_size(f.tools) == 0, "empty tools");
 	names = rs_router_tool_names(f.tools);
-	CHECK(names != NULL && names[0] == '\0' && !rs_router_has_tool(names, "x"), "empty names");
+	CHECKF(names != NULL && names[0] == '\0' && !rs_router_has_tool(names, "x"), "empty names");
 	free(names);
 	rs_router_frame_free(&f);
 
@@ -84,22 +80,22 @@ test_result(void)
 	rs_router_frame f;
 	char code[32], msg[300];
 
-	CHECK(rs_router_frame_parse(ok, strlen(ok), &f, code, sizeof(code), msg, sizeof(msg)) == RS_OK,
+	CHECKF(rs_router_frame_parse(ok, strlen(ok), &f, code, sizeof(code), msg, sizeof(msg)) == RS_OK,
 	      "%s", msg);
-	CHECK(f.type == RS_FRAME_RESULT && strcmp(f.call_id, "c-1") == 0 && json_is_object(f.output) &&
+	CHECKF(f.type == RS_FRAME_RESULT && strcmp(f.call_id, "c-1") == 0 && json_is_object(f.output) &&
 	      f.error == NULL, "result fields");
 	rs_router_frame_free(&f);
 
 	/* A null output is an output. */
 	ok = "{\"type\":\"tool.result\",\"call_id\":\"c\",\"output\":null}";
-	CHECK(rs_router_frame_parse(ok, strlen(ok), &f, code, sizeof(code), msg, sizeof(msg)) == RS_OK,
+	CHECKF(rs_router_frame_parse(ok, strlen(ok), &f, code, sizeof(code), msg, sizeof(msg)) == RS_OK,
 	      "%s", msg);
 	rs_router_frame_free(&f);
 
 	ok = "{\"type\":\"tool.result\",\"call_id\":\"c\",\"error\":{\"code\":\"x\",\"message\":\"m\",\"retryable\":true}}";
-	CHECK(rs_router_frame_parse(ok, strlen(ok), &f, code, sizeof(code), msg, sizeof(msg)) == RS_OK,
+	CHECKF(rs_router_frame_parse(ok, strlen(ok), &f, code, sizeof(code), msg, sizeof(msg)) == RS_OK,
 	      "%s", msg);
-	CHECK(f.error != NULL && f.output == NULL, "error result");
+	CHECKF(f.error != NULL && f.output == NULL, "error result");
 	rs_router_frame_free(&f);
 
 	refused("{\"type\":\"tool.result\",\"output\":1}", "invalid_frame", "tool.result: call_id: missing");
@@ -136,15 +132,15 @@ test_builders(void)
 	rs_toolcall tc;
 
 	s = rs_router_frame_welcome("dev-1", "acme", 15);
-	CHECK(s && strcmp(s, "{\"device_id\":\"dev-1\",\"heartbeat_s\":15,\"tenant\":\"acme\",\"type\":\"welcome\"}") == 0,
+	CHECKF(s && strcmp(s, "{\"device_id\":\"dev-1\",\"heartbeat_s\":15,\"tenant\":\"acme\",\"type\":\"welcome\"}") == 0,
 	      "%s", s);
 	free(s);
 	s = rs_router_frame_error("unauthorized", "no \"such\" token");
-	CHECK(s && strcmp(s, "{\"code\":\"unauthorized\",\"message\":\"no \\\"such\\\" token\",\"type\":\"error\"}") == 0,
+	CHECKF(s && strcmp(s, "{\"code\":\"unauthorized\",\"message\":\"no \\\"such\\\" token\",\"type\":\"error\"}") == 0,
 	      "%s", s);
 	free(s);
 	s = rs_router_frame_cancel("c-1");
-	CHECK(s && strcmp(s, "{\"call_id\":\"c-1\",\"type\":\"tool.cancel\"}") == 0, "%s", s);
+	CHECKF(s && strcmp(s, "{\"call_id\":\"c-1\",\"type\":\"tool.cancel\"}") == 0, "%s", s);
 	free(s);
 
 	memset(&tc, 0, sizeof(tc));
@@ -156,7 +152,7 @@ test_builders(void)
 	tc.attempt = 2;
 	tc.deadline = 1767225600000; /* 2026-01-01T00:00:00Z */
 	s = rs_router_frame_call(&tc);
-	CHECK(s && strcmp(s, "{\"args\":{\"x\":1},\"attempt\":2,\"call_id\":\"c-1\","
+	CHECKF(s && strcmp(s, "{\"args\":{\"x\":1},\"attempt\":2,\"call_id\":\"c-1\","
 	                     "\"deadline\":\"2026-01-01T00:00:00.000Z\",\"run_id\":\"0190f1b2-0000-7000-8000-000000000001\","
 	                     "\"step_id\":\"s1\",\"tool\":\"echo\",\"type\":\"tool.call\"}") == 0, "%s", s);
 	free(s);
@@ -170,9 +166,5 @@ main(void)
 	test_result();
 	test_garbage();
 	test_builders();
-	if (failures)
-		fprintf(stderr, "%d failure(s)\n", failures);
-	else
-		printf("router protocol: ok\n");
-	return failures ? 1 : 0;
+	return check_report("test_router_protocol");
 }

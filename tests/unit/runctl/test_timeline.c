@@ -8,22 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../check.h"
 #include "rs_effects.h"
 #include "history.h"
 #include "rs_json.h"
 #include "timeline.h"
 #include "runctl.h"
 
-static int failures;
-
-#define CHECK_STR(got, want) do { \
-	if (strcmp((got), (want)) != 0) { \
-		fprintf(stderr, "%s:%d: got  \"%s\"\n%*swant \"%s\"\n", __FILE__, __LINE__, (got), \
-		        (int)strlen(__FILE__) + 6, "", (want)); \
-		failures++; \
-	} \
-} while (0)
-#define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, #c); failures++; } } while (0)
 
 static void
 test_delta(void)
@@ -347,7 +338,5 @@ main(void)
 	test_effect_rows();
 	test_effects_fold();
 	test_scan();
-	if (failures)
-		fprintf(stderr, "%d failure(s)\n", failures);
-	return failures ? 1 : 0;
+	return check_report("test_timeline");
 }

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "event_fixtures.h"
 #include "rs_event.h"
 #include "rs_json.h"
@@ -25,9 +26,6 @@
 #include "sim.h"
 #include "timeline.h"
 
-static int failures;
-#define CHECK(c, ...) do { if (!(c)) { fprintf(stderr, "%s:%d: %s: ", __FILE__, __LINE__, #c); \
-	fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); failures++; } } while (0)
 
 typedef struct {
 	rs_event *ev;
@@ -48,8 +46,7 @@ load_file(FILE *f, const char *path, evs *out)
 		if (strstr(line, "\"runstream_export\"") != NULL)
 			continue;   /* the export header: the agent */
 		if (rs_event_decode(line, (size_t)len, &ev, err, sizeof(err)) != RS_OK) {
-			fprintf(stderr, "%s: undecodable line: %s\n", path, err);
-			failures++;
+			CHECKF(0, "%s: undecodable line: %s", path, err);
 			continue;
 		}
 		if (out->n == out->cap) {
@@ -92,14 +89,14 @@ check_history(const char *name, evs *h)
 	tl_summary_init(&s);
 	for (size_t i = 0; i < h->n; i++) {
 		rs_status st = rs_view_apply(&v, &h->ev[i]);
-		CHECK(st == RS_OK, "%s: event %zu refused (%s)", name, i + 1, rs_status_str(st));
+		CHECKF(st == RS_OK, "%s: event %zu refused (%s)", name, i + 1, rs_status_str(st));
 		tl_summary_add(&s, &h->ev[i]);
 		/* A repeat is recognised, not folded twice. */
-		CHECK(rs_view_apply(&v, &h->ev[i]) == RS_EEXISTS, "%s: repeat of %zu", name, i + 1);
+		CHECKF(rs_view_apply(&v, &h->ev[i]) == RS_EEXISTS, "%s: repeat of %zu", name, i + 1);
 	}
-	CHECK(strcmp(v.status, s.status) == 0, "%s: view %s, timeline %s", name, v.status, s.status);
-	CHECK(v.last_seq == s.last_seq, "%s: last_seq", name);
-	CHECK(rs_view_terminal(&v) && rs_view_waits_on(&v) == NULL, "%s: ends terminal", name);
+	CHECKF(strcmp(v.status, s.status) == 0, "%s: view %s, timeline %s", name, v.status, s.status);
+	CHECKF(v.last_seq == s.last_seq, "%s: last_seq", name);
+	CHECKF(rs_view_terminal(&v) && rs_view_waits_on(&v) == NULL, "%s: ends terminal", name);
 	np = tl_step_path(h->ev, h->n, path, sizeof(path) / sizeof(path[0]));
 	/* The view's attempts that ended (completed/failed), in the order
 	 * they ended, are the timeline's step path. */
@@ -109,35 +106,35 @@ check_history(const char *name, evs *h)
 		else if (strcmp(v.steps[i].status, "failed") == 0)
 			failed++;
 	}
-	CHECK(ok == s.steps_completed && failed == s.steps_failed,
+	CHECKF(ok == s.steps_completed && failed == s.steps_failed,
 	      "%s: attempts ok %u/%u failed %u/%u", name, ok, s.steps_completed, failed,
 	      s.steps_failed);
-	CHECK(ok + failed == np, "%s: %u outcomes vs path %zu", name, ok + failed, np);
-	CHECK(v.ncalls == s.tool_calls, "%s: tool calls %zu vs %u", name, v.ncalls, s.tool_calls);
+	CHECKF(ok + failed == np, "%s: %u outcomes vs path %zu", name, ok + failed, np);
+	CHECKF(v.ncalls == s.tool_calls, "%s: tool calls %zu vs %u", name, v.ncalls, s.tool_calls);
 	for (size_t p = 0; p < np; p++) {
 		const rs_view_step *vs = NULL;
 		for (k = 0; k < v.nsteps; k++)
 			if (strcmp(v.steps[k].step_id, path[p].step) == 0 &&
 			    v.steps[k].attempt == path[p].attempt)
 				vs = &v.steps[k];
-		CHECK(vs != NULL, "%s: step %s/%lld missing", name, path[p].step,
+		CHECKF(vs != NULL, "%s: step %s/%lld missing", name, path[p].step,
 		      (long long)path[p].attempt);
 		if (vs == NULL)
 			continue;
-		CHECK(strcmp(vs->status, path[p].failed ? "failed" : "completed") == 0,
+		CHECKF(strcmp(vs->status, path[p].failed ? "failed" : "completed") == 0,
 		      "%s: step %s status %s", name, vs->step_id, vs->status);
 		if (!path[p].failed)
-			CHECK(json_equal(vs->output ? vs->output : json_null(),
+			CHECKF(json_equal(vs->output ? vs->output : json_null(),
 			                 path[p].output ? path[p].output : json_null()),
 			      "%s: step %s output", name, vs->step_id);
 		else
-			CHECK(strcmp(json_string_value(json_object_get(vs->error, "code")),
+			CHECKF(strcmp(json_string_value(json_object_get(vs->error, "code")),
 			             path[p].error->code) == 0, "%s: step %s error", name, vs->step_id);
 	}
 	j = rs_view_json(&v);
 	for (size_t f = 0; f < sizeof(fields) / sizeof(fields[0]); f++)
-		CHECK(json_object_get(j, fields[f]) != NULL, "%s: JSON lacks %s", name, fields[f]);
-	CHECK(strcmp(json_string_value(json_object_get(j, "status")), s.status) == 0, "%s", name);
+		CHECKF(json_object_get(j, fields[f]) != NULL, "%s: JSON lacks %s", name, fields[f]);
+	CHECKF(strcmp(json_string_value(json_object_get(j, "status")), s.status) == 0, "%s", name);
 	json_decref(j);
 	rs_view_free(&v);
 
@@ -149,12 +146,12 @@ check_history(const char *name, evs *h)
 		for (size_t i = 0; i < cut; i++)
 			rs_view_apply(&p, &h->ev[i]);
 		if (!rs_event_type_terminal(h->ev[cut - 1].type) && cut + 1 < h->n) {
-			CHECK(rs_view_apply(&p, &h->ev[cut + 1]) == RS_EINVAL, "%s: gap at %zu", name, cut);
-			CHECK(p.last_seq == cut, "%s: gap changed the view", name);
+			CHECKF(rs_view_apply(&p, &h->ev[cut + 1]) == RS_EINVAL, "%s: gap at %zu", name, cut);
+			CHECKF(p.last_seq == cut, "%s: gap changed the view", name);
 		}
 		j = rs_view_json(&p);
 		char *text = rs_json_dump(j);
-		CHECK(text != NULL, "%s: prefix %zu renders", name, cut);
+		CHECKF(text != NULL, "%s: prefix %zu renders", name, cut);
 		free(text);
 		json_decref(j);
 		rs_view_free(&p);
@@ -214,9 +211,9 @@ bench_histories(void)
 			rs_view_init(&v);
 			for (size_t k = 0; k < h.n; k++)
 				rs_view_apply(&v, &h.ev[k]);
-			CHECK(v.ncalls == 2 && strcmp(v.calls[0].status, "failed") == 0 &&
+			CHECKF(v.ncalls == 2 && strcmp(v.calls[0].status, "failed") == 0 &&
 			      strcmp(v.calls[1].status, "completed") == 0, "%s: calls", name);
-			CHECK(v.nsteps >= 2 && v.steps[0].attempt == 1 && !v.steps[0].latest &&
+			CHECKF(v.nsteps >= 2 && v.steps[0].attempt == 1 && !v.steps[0].latest &&
 			      strcmp(v.steps[0].status, "failed") == 0 && v.steps[1].attempt == 2,
 			      "%s: attempts", name);
 			rs_view_free(&v);
@@ -249,13 +246,13 @@ fixture_events(void)
 			c.runseq = 1;
 			ev.runseq = 2;
 			rs_view_init(&v);
-			CHECK(rs_view_apply(&v, &c) == RS_OK, "fixture run.created");
+			CHECKF(rs_view_apply(&v, &c) == RS_OK, "fixture run.created");
 			want = rs_view_status_next(v.status, &ev);
-			CHECK(rs_view_apply(&v, &ev) == RS_OK, "fixture %s", rs_event_type_name(ev.type));
-			CHECK(strcmp(v.status, want) == 0, "fixture %s: status", rs_event_type_name(ev.type));
-			CHECK(v.last_seq == 2, "fixture %s", rs_event_type_name(ev.type));
+			CHECKF(rs_view_apply(&v, &ev) == RS_OK, "fixture %s", rs_event_type_name(ev.type));
+			CHECKF(strcmp(v.status, want) == 0, "fixture %s: status", rs_event_type_name(ev.type));
+			CHECKF(v.last_seq == 2, "fixture %s", rs_event_type_name(ev.type));
 			j = rs_view_json(&v);
-			CHECK(json_object_get(j, "waiting_on") != NULL, "fixture %s", rs_event_type_name(ev.type));
+			CHECKF(json_object_get(j, "waiting_on") != NULL, "fixture %s", rs_event_type_name(ev.type));
 			json_decref(j);
 			rs_view_free(&v);
 			rs_event_free(&c);
@@ -293,10 +290,7 @@ main(int argc, char **argv)
 	closedir(d);
 	n += bench_histories();
 	fixture_events();
-	if (n < 5) {
-		fprintf(stderr, "only %d histories found in %s\n", n, dir);
-		failures++;
-	}
-	printf("%d histories, %d failures\n", n, failures);
-	return failures ? 1 : 0;
+	CHECKF(n >= 5, "only %d histories found in %s", n, dir);
+	printf("%d histories\n", n);
+	return check_report("test_view");
 }
