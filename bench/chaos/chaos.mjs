@@ -457,7 +457,18 @@ export async function chaos(opts = {}) {
     else {
       otherEnd++;
       const why = h.filter((e) => /failed|timed_out/.test(e.type)).map((e) => `${e.type.replace(/^runstream\./, '')} ${JSON.stringify(e.data.error || e.data.reason || '')}`);
-      violations.push(`run ${id} (${run.kind}): ended ${end}, expected ${want}: ${why.join('; ').slice(0, 400)}`);
+      // The evidence: the run's events (ms after the start of the load,
+      // router and device of each dispatch), when the device got each of
+      // its calls, and the faults applied meanwhile.
+      const rel = (t) => Math.round(t - t0);
+      const evs = h.map((e) => `${e.type.replace(/^runstream\./, '')}@${rel(Date.parse(e.time))}` +
+        (e.data?.router ? `(${e.data.router})` : '')).join(',');
+      const calls = [...new Set(h.filter((e) => e.data?.call_id).map((e) => e.data.call_id))]
+        .map((c) => `${c.slice(-8)} got ${(dev.frameAt.get(c) || []).map(rel).join('/') || 'never'}`).join('; ');
+      const t1 = Date.parse(h[0].time), t2 = Date.parse(h.at(-1).time);
+      const near = faults.filter((f) => f.t >= t1 - 10000 && f.t <= t2).map((f) => `${f.name}@${rel(f.t)}`).join(', ');
+      violations.push(`run ${id} (${run.kind}): ended ${end}, expected ${want}: ${why.join('; ').slice(0, 400)}` +
+        ` | events ${evs} | device: ${calls} | faults: ${near || 'none'}`);
     }
     for (const ev of h) if (ev.type.endsWith('tool.dispatched')) dispatched.set(ev.data.call_id, (dispatched.get(ev.data.call_id) || 0) + 1);
     if (run.waited) {
