@@ -8,6 +8,7 @@
  * problem found is reported; each message names the field path.
  */
 #include "rs_agent.h"
+#include "rs_mem.h"
 #include "rs_id.h"
 #include "rs_json.h"
 #include "rs_secret.h"
@@ -71,17 +72,7 @@ rs_step_kind_name(rs_step_kind k)
 	return (k >= RS_STEP_TOOL && k <= RS_STEP_KIND_LAST) ? kind_names[k] : "unknown";
 }
 
-static char *
-xstrdup(const char *s)
-{
-	char *d;
-
-	if (s == NULL)
-		return NULL;
-	if ((d = strdup(s)) == NULL)
-		abort();
-	return d;
-}
+#define xstrdup rs_xstrdup
 
 /* Write "<path>: <message>" into err and return RS_EINVAL. */
 static rs_status __attribute__((format(printf, 4, 5)))
@@ -471,9 +462,7 @@ parse_branch(json_t *js, const char *path, rs_step *s, const idset *ids, char *e
 	if (!json_is_array(when))
 		return fail(err, cap, p, "must be an array");
 	s->ncases = json_array_size(when);
-	s->cases = calloc(s->ncases ? s->ncases : 1, sizeof(*s->cases));
-	if (s->cases == NULL)
-		abort();
+	s->cases = rs_xcalloc(s->ncases ? s->ncases : 1, sizeof(*s->cases));
 	json_array_foreach(when, i, jc) {
 		pathf(q, sizeof(q), "%s[%zu]", p, i);
 		if (parse_case(jc, q, &s->cases[i], ids, err, cap) != RS_OK)
@@ -879,8 +868,7 @@ parse_sub(json_t *steps, const char *path, const char *name, const idset *ids, r
 		return fail(err, cap, path, "must be a non-empty array of steps");
 	if (json_array_size(steps) > RS_AGENT_MAX_STEP_COUNT)
 		return fail(err, cap, path, "must have at most %d steps", RS_AGENT_MAX_STEP_COUNT);
-	if ((a = calloc(1, sizeof(*a))) == NULL)
-		abort();
+	a = rs_xcalloc(1, sizeof(*a));
 	a->name = xstrdup(ids->name);
 	a->max_steps = RS_AGENT_MAX_STEPS_DEFAULT;
 	sub->name = xstrdup(name);
@@ -947,8 +935,7 @@ parse_parallel(json_t *js, const char *path, rs_step *s, const idset *ids,
 		return fail(err, cap, p, "must be a non-empty object of named step lists");
 	if (n > RS_AGENT_MAX_BRANCHES)
 		return fail(err, cap, p, "must have at most %d branches", RS_AGENT_MAX_BRANCHES);
-	if ((s->subs = calloc(n, sizeof(*s->subs))) == NULL)
-		abort();
+	s->subs = rs_xcalloc(n, sizeof(*s->subs));
 	/* Sorted names: the canonical order (the definition's key order is not
 	 * part of its version, so it must not decide anything). */
 	json_object_foreach(br, k, v)
@@ -1003,8 +990,7 @@ parse_foreach(json_t *js, const char *path, rs_step *s, const idset *ids,
 		return fail(err, cap, p, "must be an integer 1..%d", RS_FOREACH_MAX_CONCURRENCY);
 	if (mc != NULL)
 		s->max_concurrency = json_integer_value(mc);
-	if ((s->subs = calloc(1, sizeof(*s->subs))) == NULL)
-		abort();
+	s->subs = rs_xcalloc(1, sizeof(*s->subs));
 	s->nsubs = 1;
 	subpath(p, sizeof(p), path, "steps");
 	if (json_object_get(js, "steps") == NULL)
@@ -1171,8 +1157,7 @@ parse_steps(rs_agent *a, const idset *ids, char *err, size_t cap)
 	for (i = 0; i < ids->n; i++)
 		if (check_step_id(ids, i, err, cap) != RS_OK)
 			return RS_EINVAL;
-	if ((a->steps = calloc(ids->n, sizeof(*a->steps))) == NULL)
-		abort();
+	a->steps = rs_xcalloc(ids->n, sizeof(*a->steps));
 	a->nsteps = ids->n;
 	for (i = 0; i < ids->n; i++)
 		if (parse_step(ids, i, &a->steps[i], err, cap) != RS_OK)
@@ -1201,8 +1186,7 @@ rs_agent_parse(json_t *def, rs_agent **out, char *err, size_t cap)
 	rs_status st = RS_EINVAL;
 
 	*out = NULL;
-	if ((a = calloc(1, sizeof(*a))) == NULL)
-		abort();
+	a = rs_xcalloc(1, sizeof(*a));
 	if (parse_top(def, a, err, cap) != RS_OK)
 		goto cleanup;
 	steps = json_object_get(def, "steps");
