@@ -3,7 +3,7 @@
  * Its settings, KV handles, workers, the call intake and the lws service
  * loop are service.c (what each part does: router.h); the lifecycle
  * (signals, NATS, the streams check, readiness, drain, exit codes) is
- * common/rs_service.c. Settings: docs/operations.md, "Tool router".
+ * common/rs_service.c. Settings: docs/operations.md, "Tool-router".
  */
 #include "router.h"
 
