@@ -50,6 +50,15 @@ rs_env_int(const char *name, int64_t def, int64_t min, int64_t max, int64_t *out
 }
 
 rs_status
+rs_env_ints(const rs_env_spec *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (rs_env_int(v[i].name, v[i].def, v[i].min, v[i].max, v[i].out) != RS_OK)
+			return RS_EINVAL;
+	return RS_OK;
+}
+
+rs_status
 rs_config_load(rs_config *cfg, const char *svc, const char *ops_port_var,
                int64_t ops_port_def)
 {

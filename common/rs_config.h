@@ -7,6 +7,7 @@
 #ifndef RS_CONFIG_H
 #define RS_CONFIG_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include "rs_status.h"
 
@@ -17,6 +18,16 @@ const char *rs_env_str(const char *name, const char *def);
  * RS_EINVAL (and a log line naming the variable) when malformed. */
 rs_status rs_env_int(const char *name, int64_t def, int64_t min, int64_t max,
                      int64_t *out);
+
+/* One integer setting of a table read by rs_env_ints. */
+typedef struct {
+	const char *name;
+	int64_t def, min, max;
+	int64_t *out;
+} rs_env_spec;
+
+/* rs_env_int for each of the n entries; stops at the first bad one. */
+rs_status rs_env_ints(const rs_env_spec *v, size_t n);
 
 /* Parse a decimal integer string strictly. Used by rs_env_int and tests. */
 rs_status rs_parse_int(const char *s, int64_t min, int64_t max, int64_t *out);

@@ -1,5 +1,6 @@
 /* rs_metrics.c - lock-free metric registry and text rendering (rs_metrics.h). */
 #include "rs_metrics.h"
+#include "rs_mem.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
@@ -113,9 +114,7 @@ sb_printf(sbuf *sb, const char *fmt, ...)
 			return;
 		}
 		sb->cap = sb->cap * 2 + (size_t)n;
-		sb->buf = realloc(sb->buf, sb->cap);
-		if (sb->buf == NULL)
-			abort();
+		sb->buf = rs_xrealloc(sb->buf, sb->cap);
 	}
 }
 

@@ -3,6 +3,7 @@
  * catch-up, tick run ids (rs_sched.h). Pure except rs_tz_load's read.
  */
 #include "rs_sched.h"
+#include "rs_mem.h"
 #include "rs_json.h"
 
 #include <ctype.h>
@@ -281,11 +282,9 @@ parse_tzif(const unsigned char *b, size_t len, rs_tz *z)
 		return RS_EINVAL;
 	z->ntrans = cnt[3];
 	z->ntypes = cnt[4];
-	z->trans = calloc(z->ntrans + 1, sizeof(*z->trans));
-	z->idx = calloc(z->ntrans + 1, 1);
-	z->offs = calloc(z->ntypes, sizeof(*z->offs));
-	if (z->trans == NULL || z->idx == NULL || z->offs == NULL)
-		abort();
+	z->trans = rs_xcalloc(z->ntrans + 1, sizeof(*z->trans));
+	z->idx = rs_xcalloc(z->ntrans + 1, 1);
+	z->offs = rs_xcalloc(z->ntypes, sizeof(*z->offs));
 	for (size_t i = 0; i < z->ntrans; i++)
 		z->trans[i] = be64(b + off + 8 * i);
 	off += z->ntrans * 8;
@@ -345,15 +344,13 @@ rs_tz_load(const char *name, const char *dir, rs_tz **out, char *err, size_t cap
 				snprintf(err, cap, "timezone: %s is not a TZif file", name);
 				return RS_EINVAL;
 			}
-			if ((buf = realloc(buf, bufcap)) == NULL)
-				abort();
+			buf = rs_xrealloc(buf, bufcap);
 		}
 		got = fread(buf + len, 1, bufcap - len, f);
 		len += got;
 	} while (got > 0);
 	fclose(f);
-	if ((z = calloc(1, sizeof(*z))) == NULL)
-		abort();
+	z = rs_xcalloc(1, sizeof(*z));
 	st = parse_tzif(buf, len, z);
 	free(buf);
 	if (st != RS_OK) {

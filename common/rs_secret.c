@@ -8,6 +8,7 @@
  * errors name the key ("<tenant>.<name>"), never the value.
  */
 #include "rs_secret.h"
+#include "rs_mem.h"
 #include "rs_id.h"
 #include "rs_hash.h"
 #include "rs_time.h"
@@ -133,8 +134,7 @@ rs_secret_seal(const rs_secret_key *key, const char *kvkey, const char *value, s
 	*outlen = 0;
 	if (len > RS_SECRET_VALUE_MAX)
 		return RS_EINVAL;
-	if ((b = malloc(OVERHEAD + len)) == NULL)
-		abort();
+	b = rs_xmalloc(OVERHEAD + len);
 	b[0] = VERSION_BYTE;
 	if (RAND_bytes(b + 1, NONCE_LEN) != 1 || (c = EVP_CIPHER_CTX_new()) == NULL)
 		goto cleanup;
@@ -173,8 +173,7 @@ rs_secret_open(const rs_secret_key *key, const char *kvkey, const void *blob, si
 	    b[0] != VERSION_BYTE)
 		return RS_EINVAL;
 	clen = bloblen - OVERHEAD;
-	if ((p = malloc(clen + 1)) == NULL)
-		abort();
+	p = rs_xmalloc(clen + 1);
 	if ((c = EVP_CIPHER_CTX_new()) == NULL)
 		goto cleanup;
 	/* The tag is checked by EVP_DecryptFinal_ex: until it succeeds the
@@ -350,8 +349,7 @@ rs_secret_list(jsCtx *js, kvStore *kv, const char *tenant, json_t **out)
 		if (kvEntry_Operation(e) == kvOp_Put && strlen(kvEntry_Key(e)) > plen) {
 			if (n == capn) {
 				capn = capn ? 2 * capn : 16;
-				if ((items = realloc(items, capn * sizeof(*items))) == NULL)
-					abort();
+				items = rs_xrealloc(items, capn * sizeof(*items));
 			}
 			rs_time_rfc3339(kvEntry_Created(e) / 1000000, when, sizeof(when));
 			items[n++] = json_pack("{s:s, s:s}", "name", kvEntry_Key(e) + plen,

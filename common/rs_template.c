@@ -4,6 +4,7 @@
  * rendering so that what validation accepts is exactly what renders.
  */
 #include "rs_template.h"
+#include "rs_mem.h"
 #include "rs_json.h"
 
 #include <stdio.h>
@@ -26,9 +27,7 @@ sbuf_add(sbuf *b, const char *p, size_t n)
 		size_t ncap = b->cap ? b->cap : 64;
 		while (ncap < b->len + n + 1)
 			ncap *= 2;
-		b->s = realloc(b->s, ncap);
-		if (b->s == NULL)
-			abort();
+		b->s = rs_xrealloc(b->s, ncap);
 		b->cap = ncap;
 	}
 	memcpy(b->s + b->len, p, n);
@@ -345,7 +344,7 @@ render_piece(const char *p, size_t n, int is_expr, void *ud, char *err, size_t c
 	}
 	dump = rs_json_dump(v);
 	if (dump == NULL)
-		abort();
+		rs_oom(0);   /* jansson could not allocate */
 	sbuf_add(&r->out, dump, strlen(dump));
 	free(dump);
 	return RS_OK;
@@ -387,7 +386,7 @@ render_string(json_t *str, json_t *ctx, json_t **out, char *err, size_t cap)
 		*out = json_stringn(r.out.s ? r.out.s : "", r.out.len);
 	}
 	if (*out == NULL)
-		abort();
+		rs_oom(0);   /* jansson could not allocate */
 cleanup:
 	free(r.out.s);
 	return st;

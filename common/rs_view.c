@@ -11,23 +11,14 @@
  * practice and O(cap) at worst.
  */
 #include "rs_view.h"
+#include "rs_mem.h"
 #include "rs_time.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static char *
-xstrdup(const char *s)
-{
-	char *d;
-
-	if (s == NULL)
-		return NULL;
-	if ((d = strdup(s)) == NULL)
-		abort();
-	return d;
-}
+#define xstrdup rs_xstrdup
 
 static void
 set_str(char **dst, const char *s)
@@ -65,8 +56,7 @@ grow(void *p, size_t *cap, size_t want, size_t size)
 		return p;
 	while (n < want)
 		n *= 2;
-	if ((p = realloc(p, n * size)) == NULL)
-		abort();
+	p = rs_xrealloc(p, n * size);
 	*cap = n;
 	return p;
 }
@@ -403,8 +393,7 @@ rs_view_apply(rs_view *v, const rs_event *ev)
 		}
 		if (v->nchildren == v->capchildren) {
 			v->capchildren = v->capchildren ? 2 * v->capchildren : 8;
-			if ((v->children = realloc(v->children, v->capchildren * sizeof(*ch))) == NULL)
-				abort();
+			v->children = rs_xrealloc(v->children, v->capchildren * sizeof(*ch));
 		}
 		ch = &v->children[v->nchildren++];
 		memset(ch, 0, sizeof(*ch));
@@ -637,7 +626,7 @@ static void
 put(json_t *o, const char *k, json_t *v)
 {
 	if (v == NULL || json_object_set_new(o, k, v) != 0)
-		abort();
+		rs_oom(0);   /* jansson could not allocate */
 }
 
 static json_t *
@@ -680,7 +669,7 @@ rs_view_json(const rs_view *v)
 	json_t *o = json_object(), *steps = json_array(), *calls = json_array();
 
 	if (o == NULL || steps == NULL || calls == NULL)
-		abort();
+		rs_oom(0);   /* jansson could not allocate */
 	for (size_t i = 0; i < v->nsteps; i++) {
 		const rs_view_step *s = &v->steps[i];
 		json_t *j = json_object();

@@ -27,6 +27,7 @@
 #include "rs_logread.h"
 #include "rs_nats.h"
 #include "rs_ops.h"
+#include "rs_service.h"
 #include "rs_secret.h"
 #include "rs_status.h"
 
@@ -448,6 +449,17 @@ json_t *rs_api_pg_json_column(PGresult *res);
 
 /* ---- metrics.c ---- */
 void rs_api_metrics_init(void);
+
+/* ---- service.c: settings and the hooks of common/rs_service.c ---- */
+extern const char *const rs_api_required[];   /* streams and buckets needed */
+rs_status rs_api_service_configure(rs_service *s);
+rs_status rs_api_service_init(rs_service *s);
+void rs_api_service_js_options(rs_service *s, jsOptions *jo);
+rs_status rs_api_service_start(rs_service *s);
+void rs_api_service_run(rs_service *s);
+void rs_api_service_wake(rs_service *s);
+void rs_api_service_drain(rs_service *s, int64_t grace_ms);
+int rs_api_service_stop(rs_service *s);
 void rs_api_metric_request(int status, double seconds);
 void rs_api_metric_created(void);
 void rs_api_metric_watchers(double n);

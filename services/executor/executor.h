@@ -34,6 +34,7 @@
 #include "rs_event.h"
 #include "rs_metrics.h"
 #include "rs_nats.h"
+#include "rs_service.h"
 #include "rs_status.h"
 #include "sse.h"
 
@@ -69,6 +70,7 @@ typedef struct {
 	rs_metric *redeliveries;
 } exec_metrics;
 extern exec_metrics em;
+void rs_exec_metrics_init(void);
 enum { EK_HTTP = 0, EK_LLM = 1 };
 
 /* ---- one effect to perform ---- */
@@ -109,6 +111,13 @@ typedef struct executor {
 } executor;
 
 /* ---- consumer.c: RUNS/executor through rs_consume ---- */
+/* service.c: the hooks of common/rs_service.c (main.c's table) */
+int rs_exec_ready(void *arg, char *why, size_t cap);
+rs_status rs_exec_service_init(rs_service *s);
+rs_status rs_exec_service_start(rs_service *s);
+void rs_exec_service_drain(rs_service *s, int64_t grace_ms);
+int rs_exec_service_stop(rs_service *s);
+
 rs_status consumer_start(executor *x);
 /* Stop taking requests, wait for the loop; free after the pool stopped. */
 void consumer_join(executor *x);

@@ -31,6 +31,7 @@
 #include "rs_logread.h"
 #include "rs_nats.h"
 #include "rs_run.h"
+#include "rs_service.h"
 
 /* ---- settings (main.c) ---- */
 typedef struct {
@@ -78,6 +79,12 @@ typedef struct {
 
 extern orch_metrics om;
 void orch_metrics_init(void);
+
+/* ---- service.c: the hooks of common/rs_service.c (main.c's table) ---- */
+rs_status rs_orch_service_init(rs_service *s);
+rs_status rs_orch_service_start(rs_service *s);
+void rs_orch_service_drain(rs_service *s, int64_t grace_ms);
+int rs_orch_service_stop(rs_service *s);
 /* Account for an event that became durable (runs started/finished, steps). */
 void orch_metrics_event(const rs_event *ev);
 

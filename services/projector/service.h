@@ -11,6 +11,7 @@
 #include <stdatomic.h>
 #include "projector.h"
 #include "rs_metrics.h"
+#include "rs_service.h"
 
 /* The session advisory lock that makes one rs-projector the active one
  * (leader.c). Distinct from RS_PROJ_LOCK_RUNS (per batch) and the
@@ -98,5 +99,16 @@ rs_status rs_proj_lag_start(rs_proj_lag **out, rs_nats *n, rs_proj_consumer *pcs
                             int64_t max_lag_s, rs_proj_leader *leader);
 int rs_proj_lag_ready(void *arg, char *why, size_t cap);   /* rs_ready_fn */
 void rs_proj_lag_stop(rs_proj_lag *l);
+
+/* ---- service.c: the hooks of common/rs_service.c (main.c's table) ---- */
+typedef struct {
+	rs_config base;
+	int64_t batch, max_lag_s, presence_ttl_s;
+	rs_nats nats;
+} rs_proj_service;   /* the app of the def: settings and the connection */
+
+rs_status rs_proj_service_start(rs_service *s);
+int rs_proj_service_ready(void *arg, char *why, size_t cap);   /* the lag's answer */
+void rs_proj_service_drain(rs_service *s, int64_t grace_ms);
 
 #endif

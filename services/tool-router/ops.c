@@ -6,23 +6,15 @@
 
 #include "router.h"
 
-/* Ready: NATS up and the call index loaded (before that, a device that
- * connects would miss the calls waiting for it until the watch catches up). */
+/* Ready (beyond common/rs_service.c's NATS, streams and shutdown checks,
+ * which turn it 503 from SIGTERM on while connections are closed and their
+ * calls handed back): the call index loaded - before that, a device that
+ * connects would miss the calls waiting for it until the watch catches up. */
 int
 rs_router_ready(void *arg, char *why, size_t cap)
 {
 	rs_router *r = arg;
 
-	/* From SIGTERM on: balancers stop sending devices here while the
-	 * open connections are closed and their calls handed back. */
-	if (atomic_load(&r->stopping)) {
-		snprintf(why, cap, "shutting down");
-		return 0;
-	}
-	if (!rs_nats_connected(&r->nats)) {
-		snprintf(why, cap, "NATS disconnected");
-		return 0;
-	}
 	if (!atomic_load(&r->watch_synced)) {
 		snprintf(why, cap, "loading pending calls");
 		return 0;

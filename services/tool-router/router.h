@@ -32,6 +32,7 @@
 #include "rs_metrics.h"
 #include "rs_nats.h"
 #include "rs_ops.h"
+#include "rs_service.h"
 #include "rs_status.h"
 #include "protocol.h"
 
@@ -251,5 +252,15 @@ void rs_router_ws_stop(rs_router *r);  /* closes every connection */
 /* queue.c: worker threads (main.c starts them) */
 rs_status rs_router_workers_start(rs_router *r);
 void rs_router_workers_stop(rs_router *r);
+
+/* ---- service.c: settings and the hooks of common/rs_service.c ---- */
+extern const char *const rs_router_required[];   /* streams and buckets needed */
+rs_status rs_router_service_configure(rs_service *s);
+void rs_router_service_js_options(rs_service *s, jsOptions *jo);
+rs_status rs_router_service_start(rs_service *s);
+void rs_router_service_run(rs_service *s);
+void rs_router_service_wake(rs_service *s);
+void rs_router_service_drain(rs_service *s, int64_t grace_ms);
+int rs_router_service_stop(rs_service *s);
 
 #endif
