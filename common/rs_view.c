@@ -1,9 +1,9 @@
 /*
  * rs_view.c - the one fold of a run's events into its view (rs_view.h).
  *
- * Rules are those of the projector's row fold (services/projector/apply.c,
- * documented in docs/projector.md), so GET /v1/runs/{id} answered from a
- * view shows what it showed from the Postgres rows: same status rule, same
+ * The projector's rows are folded by this code too (services/projector/
+ * fold.c, documented in docs/projector.md), so GET /v1/runs/{id} answered
+ * from a view shows what the Postgres rows show: same status rule, same
  * step and tool-call columns, the same closing of attempts and calls still
  * open when the run ends (cancelled, or timed_out when the run timed out).
  * Rows are looked up from the newest backwards: the event being folded is

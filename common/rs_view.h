@@ -5,9 +5,9 @@
  * Pure: no I/O, no clock, no globals. rs_view_apply() takes decoded events
  * (rs_event.h) in runseq order and keeps the view a reader needs; the API
  * answers GET /v1/runs/{id} and Prefer: wait from it (services/api/views.c),
- * runctl's timeline reads its status from it, and the projector's row fold
- * (services/projector/apply.c) is meant to move onto it (same rules, taken
- * from there and documented in docs/projector.md).
+ * runctl's timeline reads its status from it, and the projector folds its
+ * rows with it (services/projector/fold.c, a view resumed per batch from
+ * the stored row: rs_view_resume below; docs/projector.md).
  *
  * The status rule is the one docs/projector.md documents (the one
  * GET /v1/runs/{id} has always shown): run.created -> queued; run.started,

@@ -124,28 +124,6 @@ rs_proj_exec_ok(PGconn *c, PGresult *r, const char *what)
 	return st;
 }
 
-rs_status
-rs_proj_copy_in(PGconn *c, const char *sql, const rs_proj_buf *data)
-{
-	PGresult *r = PQexec(c, sql);
-	rs_status st = RS_OK;
-
-	if (PQresultStatus(r) != PGRES_COPY_IN) {
-		st = rs_proj_pg_fail(c, r, sql);
-		PQclear(r);
-		return st;
-	}
-	PQclear(r);
-	if (PQputCopyData(c, data->p, (int)data->len) != 1 || PQputCopyEnd(c, NULL) != 1)
-		return rs_proj_pg_fail(c, NULL, "copy data");
-	while ((r = PQgetResult(c)) != NULL) {
-		if (st == RS_OK && PQresultStatus(r) != PGRES_COMMAND_OK)
-			st = rs_proj_pg_fail(c, r, sql);
-		PQclear(r);
-	}
-	return st;
-}
-
 /* Start a COPY and queue all its data without waiting for the server
  * (non-blocking connection): the caller folds the batch while Postgres
  * ingests run_events, calling rs_proj_copy_pump() now and then, then rs_proj_copy_finish().
@@ -205,6 +183,15 @@ rs_proj_copy_finish(PGconn *c, const char *what)
 		PQclear(r);
 	}
 	return st;
+}
+
+/* A COPY waited for: the queued one (above), finished at once. */
+rs_status
+rs_proj_copy_in(PGconn *c, const char *sql, const rs_proj_buf *data)
+{
+	rs_status st = rs_proj_copy_start(c, sql, data);
+
+	return st != RS_OK ? st : rs_proj_copy_finish(c, sql);
 }
 
 /* COPY the new rows into the table and the changed ones into its stage,
