@@ -147,6 +147,7 @@ rs_view_resume(rs_view *v, const char *run_id, const char *tenant, uint64_t last
 	v->last_seq = last_seq;
 	v->complete = 0;
 	v->resumed = 1;
+	v->unbounded = 1;
 	v->status = "running";
 	for (size_t i = 0; status != NULL && i < sizeof(known) / sizeof(known[0]); i++)
 		if (strcmp(status, known[i]) == 0)
@@ -297,7 +298,7 @@ step_started(rs_view *v, const rs_event *ev)
 	}
 	if (find_step(v, d->step_id, d->attempt) != NULL)
 		return;     /* the same attempt twice: keep the first */
-	if (!v->resumed && v->nsteps >= RS_VIEW_MAX_STEPS) {
+	if (!v->unbounded && v->nsteps >= RS_VIEW_MAX_STEPS) {
 		v->steps_truncated = 1;
 		return;
 	}
@@ -334,7 +335,7 @@ tool_requested(rs_view *v, const rs_event *ev)
 
 	if (find_call(v, d->call_id) != NULL)
 		return;
-	if (!v->resumed && v->ncalls >= RS_VIEW_MAX_CALLS) {
+	if (!v->unbounded && v->ncalls >= RS_VIEW_MAX_CALLS) {
 		v->calls_truncated = 1;
 		return;
 	}
@@ -662,6 +663,36 @@ rs_view_apply(rs_view *v, const rs_event *ev)
 	}
 	v->status = next;
 	return RS_OK;
+}
+
+/* rs_view_event_step (rs_view.h). */
+void
+rs_view_event_step(const rs_event *ev, const char **step, int64_t *attempt)
+{
+	*step = NULL;
+	*attempt = 0;
+	switch (ev->type) {
+	case RS_EV_STEP_STARTED: *step = ev->d.step_started.step_id; *attempt = ev->d.step_started.attempt; break;
+	case RS_EV_STEP_COMPLETED: *step = ev->d.step_completed.step_id; *attempt = ev->d.step_completed.attempt; break;
+	case RS_EV_STEP_FAILED: *step = ev->d.step_failed.step_id; *attempt = ev->d.step_failed.attempt; break;
+	case RS_EV_STEP_RETRY_SCHEDULED: *step = ev->d.step_retry_scheduled.step_id; *attempt = ev->d.step_retry_scheduled.attempt; break;
+	case RS_EV_TOOL_REQUESTED: *step = ev->d.tool_requested.step_id; *attempt = ev->d.tool_requested.attempt; break;
+	case RS_EV_TOOL_COMPLETED: *step = ev->d.tool_completed.step_id; *attempt = ev->d.tool_completed.attempt; break;
+	case RS_EV_TOOL_FAILED: *step = ev->d.tool_failed.step_id; *attempt = ev->d.tool_failed.attempt; break;
+	case RS_EV_TOOL_TIMED_OUT: *step = ev->d.tool_timed_out.step_id; *attempt = ev->d.tool_timed_out.attempt; break;
+	case RS_EV_TIMER_SCHEDULED: *step = ev->d.timer_scheduled.step_id; *attempt = ev->d.timer_scheduled.attempt; break;
+	case RS_EV_TIMER_FIRED: *step = ev->d.timer_fired.step_id; *attempt = ev->d.timer_fired.attempt; break;
+	case RS_EV_SIGNAL_RECEIVED: *step = ev->d.signal_received.step_id; break;
+	case RS_EV_RUN_FAILED: *step = ev->d.run_failed.error.step_id; break;
+	case RS_EV_HTTP_REQUESTED: *step = ev->d.http_requested.step_id; *attempt = ev->d.http_requested.attempt; break;
+	case RS_EV_HTTP_COMPLETED: *step = ev->d.http_completed.step_id; *attempt = ev->d.http_completed.attempt; break;
+	case RS_EV_LLM_REQUESTED: *step = ev->d.llm_requested.step_id; *attempt = ev->d.llm_requested.attempt; break;
+	case RS_EV_LLM_DELTA: *step = ev->d.llm_delta.step_id; break;
+	case RS_EV_LLM_MESSAGE: *step = ev->d.llm_message.step_id; break;
+	case RS_EV_CHILD_STARTED: *step = ev->d.child_started.step_id; *attempt = ev->d.child_started.attempt; break;
+	case RS_EV_CHILD_FINISHED: *step = ev->d.child_finished.step_id; *attempt = ev->d.child_finished.attempt; break;
+	default: break;
+	}
 }
 
 int

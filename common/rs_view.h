@@ -135,6 +135,9 @@ typedef struct {
 	json_t *tags;
 	int steps_truncated, calls_truncated, timers_truncated, children_truncated;
 	int resumed;            /* started by rs_view_resume */
+	int unbounded;          /* no RS_VIEW_MAX_STEPS / _CALLS caps: set by a
+	                         * reader whose input is bounded (the projector's
+	                         * batch), and by rs_view_resume */
 	unsigned set;           /* RS_VIEW_SET_* of the run's own members */
 } rs_view;
 
@@ -157,13 +160,19 @@ rs_status rs_view_apply(rs_view *v, const rs_event *ev);
  * Everything else follows the same rules as a view from runseq 1, so
  * folding a log in pieces and merging what each piece wrote gives what
  * folding it whole gives (tests/unit/projector/test_fold.c). A resumed
- * view keeps no caps (its reader bounds the events it folds) and may hold
+ * view is unbounded (its reader bounds the events it folds) and may hold
  * stubs: rs_view_json() is not meant for it. status: as stored ("queued",
  * "running", ...; anything else is taken as "running"). */
 void rs_view_resume(rs_view *v, const char *run_id, const char *tenant, uint64_t last_seq,
                     const char *status);
 
 int rs_view_terminal(const rs_view *v);
+
+/* The step (NULL: none) and attempt (0: none) an event is about, as the
+ * fold reads them: step, tool, timer, signal, http, llm and child events,
+ * and run.failed (its error's step). For readers that show events one by
+ * one (runctl's timeline rows). */
+void rs_view_event_step(const rs_event *ev, const char **step, int64_t *attempt);
 
 /* The status rule alone (above): the status after ev given cur ("" or
  * "none" before run.created). Returns a static string or cur. For readers

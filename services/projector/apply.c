@@ -438,6 +438,9 @@ rs_proj_runs_apply_dec(PGconn *c, const rs_proj_runs_dec *d, size_t from, size_t
 
 			snprintf(ri->run_id, sizeof(ri->run_id), "%s", d->evs[i].run_id);
 			rs_view_init(&ri->view);
+			/* Every row of the batch is written: no caps (the batch
+			 * bounds the events, RS_PROJECTOR_BATCH). */
+			ri->view.unbounded = 1;
 			if (ptab_put(&b.info_idx, ri->run_id, (int)b.ninfo) != 0) {
 				st = RS_ENOMEM;
 				goto cleanup;

@@ -73,9 +73,10 @@ static void
 fold_piece(const hist *h, size_t from, size_t to, const char *status, rs_proj_rows *out,
            rs_view *v)
 {
-	if (from == 0)
+	if (from == 0) {
 		rs_view_init(v);
-	else
+		v->unbounded = 1;
+	} else
 		rs_view_resume(v, h->ev[0].run_id, h->ev[0].tenant, h->ev[from - 1].runseq, status);
 	for (size_t i = from; i < to; i++)
 		CHECK_INT(rs_view_apply(v, &h->ev[i]), RS_OK);
