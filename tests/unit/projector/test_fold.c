@@ -13,6 +13,10 @@
  *    column rules and apply.c's sweep, emulated below) equal the whole
  *    fold's rows. This is what makes a batch's fold correct without
  *    reading step and call rows back.
+ * 3. The stored rows of every history equal what GET /v1/runs/{id} shows
+ *    from the API's view of the same events (rs_view_json: every column
+ *    whose name the JSON has, with the JSON's value): the projector's rows
+ *    and the API's answer cannot drift apart.
  */
 #include <dirent.h>
 #include <inttypes.h>
@@ -426,6 +430,66 @@ same_table(stab *a, stab *b, const char *where)
 	return !bad;
 }
 
+/* One stored row against the member of the API's JSON of the same name. */
+static void
+same_as_json(const stab *t, const srow *r, const json_t *o, const char *where)
+{
+	for (int k = 0; k < t->def->ncols; k++) {
+		const rs_proj_col *c = &t->def->cols[k];
+		const json_t *j = json_object_get(o, c->name);
+		const char *x = r->v[k];
+		int ok;
+
+		if (j == NULL)
+			continue;       /* a column the API does not show */
+		if (strcmp(c->type, "jsonb") == 0) {
+			json_t *p = x ? json_loads(x, JSON_DECODE_ANY, NULL) : NULL;
+			ok = x == NULL ? json_is_null(j) : p != NULL && json_equal(p, (json_t *)j);
+			json_decref(p);
+		} else if (x == NULL) {
+			ok = json_is_null(j);
+		} else if (strcmp(c->type, "boolean") == 0) {
+			ok = json_is_boolean(j) && json_is_true(j) == (strcmp(x, "t") == 0);
+		} else if (strcmp(c->type, "bigint") == 0 || strcmp(c->type, "integer") == 0) {
+			ok = json_is_integer(j) && json_integer_value(j) == atoll(x);
+		} else {
+			ok = json_is_string(j) && strcmp(json_string_value(j), x) == 0;
+		}
+		CHECK(ok);
+		if (!ok) {
+			char *js = json_dumps(j, JSON_ENCODE_ANY);
+			fprintf(stderr, "  %s: %s.%s: row %s, API %s\n", where, t->def->table, c->name,
+			        x ? x : "NULL", js ? js : "?");
+			free(js);
+		}
+	}
+}
+
+/* Every stored row against rs_view_json of the whole history's view. */
+static void
+rows_vs_api(const store *db, const hist *h, const char *where)
+{
+	rs_view v;
+	json_t *o, *list;
+	size_t i;
+
+	rs_view_init(&v);
+	for (i = 0; i < h->n; i++)
+		rs_view_apply(&v, &h->ev[i]);
+	o = rs_view_json(&v);
+	same_as_json(&db->runs, &db->runs.rows[0], o, where);
+	list = json_object_get(o, "steps");
+	CHECK_INT(json_array_size(list), db->steps.n);
+	for (i = 0; i < db->steps.n && i < json_array_size(list); i++)
+		same_as_json(&db->steps, &db->steps.rows[i], json_array_get(list, i), where);
+	list = json_object_get(o, "tool_calls");
+	CHECK_INT(json_array_size(list), db->tools.n);
+	for (i = 0; i < db->tools.n && i < json_array_size(list); i++)
+		same_as_json(&db->tools, &db->tools.rows[i], json_array_get(list, i), where);
+	json_decref(o);
+	rs_view_free(&v);
+}
+
 static void
 store_free(store *s)
 {
@@ -449,6 +513,8 @@ check_splits(const char *name, const hist *h)
 	whole.tools.def = &defs.tools;
 	fold_into(&whole, h, NULL, 0, name);
 	CHECK_INT(whole.runs.n, 1);
+	if (whole.runs.n == 1)
+		rows_vs_api(&whole, h, name);
 	for (size_t k = 0; k <= h->n; k++) {
 		store part = { 0 };
 		char where[300];
