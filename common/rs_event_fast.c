@@ -408,6 +408,53 @@ skip_container(cur *c)
 	return 0;
 }
 
+/* rs_event_raw_member (rs_event_fast.h): the same scanning as the decoder,
+ * member by member at the top level of an object; any doubt is "not found". */
+int
+rs_event_raw_member(const char *buf, size_t len, const char *key, const char **vs, size_t *vn)
+{
+	cur c = { buf, buf + len };
+	size_t kl = strlen(key);
+	slice k, sv;
+
+	if (!expect(&c, '{'))
+		return 0;
+	if (peek(&c) == '}')
+		return 0;
+	for (;;) {
+		const char *v;
+
+		if (peek(&c) != '"' || !scan_string(&c, &k) || !expect(&c, ':'))
+			return 0;
+		v = c.p;
+		switch (peek(&c)) {
+		case '{':
+		case '[':
+			if (!skip_container(&c))
+				return 0;
+			break;
+		case '"':
+			if (!scan_string(&c, &sv))
+				return 0;
+			break;
+		default:        /* number, true, false, null */
+			while (c.p < c.end && *c.p != ',' && *c.p != '}' && *c.p != ' ' &&
+			       *c.p != '\t' && *c.p != '\n' && *c.p != '\r')
+				c.p++;
+			if (c.p == v)
+				return 0;
+			break;
+		}
+		if (!k.esc && k.n == kl && memcmp(k.s, key, kl) == 0) {
+			*vs = v;
+			*vn = (size_t)(c.p - v);
+			return 1;
+		}
+		if (list_next(&c, '}') != 1)
+			return 0;
+	}
+}
+
 /* The top-level object: every key a known attribute, once; string
  * attributes must be plain strings, runseq an integer, data an object.
  * data is decoded on the spot with the table of the type guessed from the

@@ -22,6 +22,15 @@
 
 rs_status rs_event_decode_fast(const char *buf, size_t len, rs_event *ev, char *err, size_t cap);
 
+/* The bytes of the top-level member key of the JSON object text
+ * buf[0..len), scanned as the fast decoder scans (text it or rs_event_decode
+ * has already validated). 1 with *vs and *vn set if found; 0 if not found or in
+ * any doubt (an escaped key or string, malformed text): the caller then
+ * takes the slow way. For writing a member through as it was sent (the
+ * projector's run_events.data) instead of parsing and printing it again. */
+int rs_event_raw_member(const char *buf, size_t len, const char *key, const char **vs,
+                        size_t *vn);
+
 /* Counters of how many decodes the fast path finished itself and how many
  * it handed to rs_event_decode (per thread; for tests and benchmarks). */
 typedef struct {

@@ -1,9 +1,9 @@
 /*
  * rs_view.c - the one fold of a run's events into its view (rs_view.h).
  *
- * Rules are those of the projector's row fold (services/projector/apply.c,
- * documented in docs/projector.md), so GET /v1/runs/{id} answered from a
- * view shows what it showed from the Postgres rows: same status rule, same
+ * The projector's rows are folded by this code too (services/projector/
+ * fold.c, documented in docs/projector.md), so GET /v1/runs/{id} answered
+ * from a view shows what the Postgres rows show: same status rule, same
  * step and tool-call columns, the same closing of attempts and calls still
  * open when the run ends (cancelled, or timed_out when the run timed out).
  * Rows are looked up from the newest backwards: the event being folded is
@@ -125,6 +125,26 @@ rs_view_init(rs_view *v)
 }
 
 void
+rs_view_resume(rs_view *v, const char *run_id, const char *tenant, uint64_t last_seq,
+               const char *status)
+{
+	static const char *const known[] = { "queued", "running", "waiting", "completed",
+	                                     "failed", "cancelled", "timed_out" };
+
+	rs_view_init(v);
+	snprintf(v->run_id, sizeof(v->run_id), "%s", run_id);
+	snprintf(v->tenant, sizeof(v->tenant), "%s", tenant);
+	v->last_seq = last_seq;
+	v->complete = 0;
+	v->resumed = 1;
+	v->unbounded = 1;
+	v->status = "running";
+	for (size_t i = 0; status != NULL && i < sizeof(known) / sizeof(known[0]); i++)
+		if (strcmp(status, known[i]) == 0)
+			v->status = known[i];
+}
+
+void
 rs_view_free(rs_view *v)
 {
 	for (size_t i = 0; i < v->nsteps; i++) {
@@ -201,6 +221,40 @@ find_call(rs_view *v, const char *call_id)
 	return NULL;
 }
 
+/* The row of a step attempt to change: the one in v, else (a resumed view
+ * only) a new stub for an attempt started before the resume point. */
+static rs_view_step *
+step_row(rs_view *v, const char *step_id, int64_t attempt)
+{
+	rs_view_step *s = find_step(v, step_id, attempt);
+
+	if (s != NULL || !v->resumed)
+		return s;
+	v->steps = grow(v->steps, &v->capsteps, v->nsteps + 1, sizeof(*v->steps));
+	s = &v->steps[v->nsteps++];
+	memset(s, 0, sizeof(*s));
+	s->step_id = xstrdup(step_id);
+	s->attempt = attempt;
+	s->duration_ms = -1;
+	s->stub = 1;
+	return s;
+}
+
+static rs_view_call *
+call_row(rs_view *v, const char *call_id)
+{
+	rs_view_call *c = find_call(v, call_id);
+
+	if (c != NULL || !v->resumed)
+		return c;
+	v->calls = grow(v->calls, &v->capcalls, v->ncalls + 1, sizeof(*v->calls));
+	c = &v->calls[v->ncalls++];
+	memset(c, 0, sizeof(*c));
+	c->call_id = xstrdup(call_id);
+	c->stub = 1;
+	return c;
+}
+
 static rs_view_timer *
 find_timer(rs_view *v, const char *timer_id)
 {
@@ -216,9 +270,12 @@ step_started(rs_view *v, const rs_event *ev)
 	const rs_ev_step_started *d = &ev->d.step_started;
 	rs_view_step *s, *prev;
 
-	if ((prev = find_step(v, d->step_id, d->attempt - 1)) != NULL)
+	if (d->attempt > 1 && (prev = step_row(v, d->step_id, d->attempt - 1)) != NULL) {
 		prev->latest = 0;
+		prev->set |= RS_VIEW_SET_LATEST;
+	}
 	set_str(&v->current_step, d->step_id);
+	v->set |= RS_VIEW_SET_CURRENT;
 	/* A new step ends the previous one's effects and signal wait. */
 	set_str(&v->effect_kind, NULL);
 	set_str(&v->effect_id, NULL);
@@ -231,7 +288,7 @@ step_started(rs_view *v, const rs_event *ev)
 	}
 	if (find_step(v, d->step_id, d->attempt) != NULL)
 		return;     /* the same attempt twice: keep the first */
-	if (v->nsteps >= RS_VIEW_MAX_STEPS) {
+	if (!v->unbounded && v->nsteps >= RS_VIEW_MAX_STEPS) {
 		v->steps_truncated = 1;
 		return;
 	}
@@ -245,6 +302,7 @@ step_started(rs_view *v, const rs_event *ev)
 	s->latest = 1;
 	set_json(&s->input, d->input);
 	s->started_ms = ev->time_ms;
+	s->updated_ms = ev->time_ms;
 	s->duration_ms = -1;
 }
 
@@ -267,7 +325,7 @@ tool_requested(rs_view *v, const rs_event *ev)
 
 	if (find_call(v, d->call_id) != NULL)
 		return;
-	if (v->ncalls >= RS_VIEW_MAX_CALLS) {
+	if (!v->unbounded && v->ncalls >= RS_VIEW_MAX_CALLS) {
 		v->calls_truncated = 1;
 		return;
 	}
@@ -283,6 +341,7 @@ tool_requested(rs_view *v, const rs_event *ev)
 	c->status = "requested";
 	set_json(&c->args, d->args);
 	c->requested_ms = ev->time_ms;
+	c->updated_ms = ev->time_ms;
 	c->deadline_ms = d->deadline > 0 ? d->deadline : 0;
 }
 
@@ -314,16 +373,24 @@ timer_scheduled(rs_view *v, const rs_event *ev)
 static void
 close_open(rs_view *v, const char *how, int64_t ms)
 {
+	const unsigned set = RS_VIEW_SET_STATUS | RS_VIEW_SET_FINISHED;
+
+	/* A stub whose status this fold does not know is closed by its reader
+	 * (the projector's sweep of the stored rows). */
 	for (size_t i = 0; i < v->nsteps; i++)
-		if (strcmp(v->steps[i].status, "running") == 0) {
+		if (v->steps[i].status != NULL && strcmp(v->steps[i].status, "running") == 0) {
 			v->steps[i].status = how;
 			v->steps[i].finished_ms = ms;
+			v->steps[i].updated_ms = ms;
+			v->steps[i].set |= set;
 		}
 	for (size_t i = 0; i < v->ncalls; i++)
-		if (strcmp(v->calls[i].status, "requested") == 0 ||
-		    strcmp(v->calls[i].status, "dispatched") == 0) {
+		if (v->calls[i].status != NULL && (strcmp(v->calls[i].status, "requested") == 0 ||
+		                                   strcmp(v->calls[i].status, "dispatched") == 0)) {
 			v->calls[i].status = how;
 			v->calls[i].finished_ms = ms;
+			v->calls[i].updated_ms = ms;
+			v->calls[i].set |= set;
 		}
 }
 
@@ -332,6 +399,7 @@ static void
 run_ended(rs_view *v, const char *status, int64_t ms)
 {
 	v->finished_ms = ms;
+	v->set |= RS_VIEW_SET_FINISHED;
 	close_open(v, strcmp(status, "timed_out") == 0 ? "timed_out" : "cancelled", ms);
 	set_str(&v->effect_kind, NULL);
 	set_str(&v->effect_id, NULL);
@@ -382,6 +450,7 @@ rs_view_apply(rs_view *v, const rs_event *ev)
 	}
 	case RS_EV_RUN_STARTED:
 		v->started_ms = tm;
+		v->set |= RS_VIEW_SET_STARTED;
 		break;
 	case RS_EV_CHILD_STARTED: {
 		const rs_ev_child_started *d = &ev->d.child_started;
@@ -424,25 +493,32 @@ rs_view_apply(rs_view *v, const rs_event *ev)
 	case RS_EV_STEP_COMPLETED: {
 		const rs_ev_step_completed *d = &ev->d.step_completed;
 
-		if ((s = find_step(v, d->step_id, d->attempt)) != NULL) {
+		if ((s = step_row(v, d->step_id, d->attempt)) != NULL) {
 			s->status = "completed";
 			set_json(&s->output, d->output);
 			set_str(&s->next_step, d->next_step);
 			s->duration_ms = d->duration_ms;
 			s->finished_ms = tm;
+			s->updated_ms = tm;
+			s->set |= RS_VIEW_SET_STATUS | RS_VIEW_SET_OUTPUT | RS_VIEW_SET_NEXT |
+			          RS_VIEW_SET_DURATION | RS_VIEW_SET_FINISHED;
 		}
 		step_ended(v, d->step_id);
-		if (d->next_step != NULL)
+		if (d->next_step != NULL) {
 			set_str(&v->current_step, d->next_step);
+			v->set |= RS_VIEW_SET_CURRENT;
+		}
 		break;
 	}
 	case RS_EV_STEP_FAILED: {
 		const rs_ev_step_failed *d = &ev->d.step_failed;
 
-		if ((s = find_step(v, d->step_id, d->attempt)) != NULL) {
+		if ((s = step_row(v, d->step_id, d->attempt)) != NULL) {
 			s->status = "failed";
 			set_err(&s->error, &d->error);
 			s->finished_ms = tm;
+			s->updated_ms = tm;
+			s->set |= RS_VIEW_SET_STATUS | RS_VIEW_SET_ERROR | RS_VIEW_SET_FINISHED;
 		}
 		step_ended(v, d->step_id);
 		break;
@@ -455,43 +531,56 @@ rs_view_apply(rs_view *v, const rs_event *ev)
 	case RS_EV_TOOL_DISPATCHED: {
 		const rs_ev_tool_dispatched *d = &ev->d.tool_dispatched;
 
-		if ((c = find_call(v, d->call_id)) != NULL) {
+		if ((c = call_row(v, d->call_id)) != NULL) {
 			c->status = "dispatched";
 			set_str(&c->device_id, d->device_id);
 			set_str(&c->router, d->router);
 			c->dispatched_ms = tm;
 			c->attempts++;
+			c->updated_ms = tm;
+			c->set |= RS_VIEW_SET_STATUS | RS_VIEW_SET_DEVICE | RS_VIEW_SET_ROUTER |
+			          RS_VIEW_SET_DISPATCHED | RS_VIEW_SET_ATTEMPTS;
 		}
 		break;
 	}
 	case RS_EV_TOOL_COMPLETED: {
 		const rs_ev_tool_completed *d = &ev->d.tool_completed;
 
-		if ((c = find_call(v, d->call_id)) != NULL) {
+		if ((c = call_row(v, d->call_id)) != NULL) {
 			c->status = "completed";
 			set_json(&c->output, d->output);
-			if (d->device_id != NULL)
+			if (d->device_id != NULL) {
 				set_str(&c->device_id, d->device_id);
+				c->set |= RS_VIEW_SET_DEVICE;
+			}
 			c->finished_ms = tm;
+			c->updated_ms = tm;
+			c->set |= RS_VIEW_SET_STATUS | RS_VIEW_SET_OUTPUT | RS_VIEW_SET_FINISHED;
 		}
 		break;
 	}
 	case RS_EV_TOOL_FAILED: {
 		const rs_ev_tool_failed *d = &ev->d.tool_failed;
 
-		if ((c = find_call(v, d->call_id)) != NULL) {
+		if ((c = call_row(v, d->call_id)) != NULL) {
 			c->status = "failed";
 			set_err(&c->error, &d->error);
-			if (d->device_id != NULL)
+			if (d->device_id != NULL) {
 				set_str(&c->device_id, d->device_id);
+				c->set |= RS_VIEW_SET_DEVICE;
+			}
 			c->finished_ms = tm;
+			c->updated_ms = tm;
+			c->set |= RS_VIEW_SET_STATUS | RS_VIEW_SET_ERROR | RS_VIEW_SET_FINISHED;
 		}
 		break;
 	}
 	case RS_EV_TOOL_TIMED_OUT:
-		if ((c = find_call(v, ev->d.tool_timed_out.call_id)) != NULL) {
+		if ((c = call_row(v, ev->d.tool_timed_out.call_id)) != NULL) {
 			c->status = "timed_out";
 			c->finished_ms = tm;
+			c->updated_ms = tm;
+			c->set |= RS_VIEW_SET_STATUS | RS_VIEW_SET_FINISHED;
 		}
 		break;
 	case RS_EV_TIMER_SCHEDULED:
@@ -507,6 +596,7 @@ rs_view_apply(rs_view *v, const rs_event *ev)
 		break;
 	case RS_EV_RUN_CANCEL_REQUESTED:
 		set_str(&v->cancel_reason, ev->d.run_cancel_requested.reason);
+		v->set |= RS_VIEW_SET_CANCEL;
 		break;
 	case RS_EV_HTTP_REQUESTED:
 		set_str(&v->effect_kind, "http");
@@ -525,26 +615,34 @@ rs_view_apply(rs_view *v, const rs_event *ev)
 		set_str(&v->effect_id, NULL);
 		break;
 	case RS_EV_RUN_COMPLETED:
-		if (!was_term)
+		if (!was_term) {
 			set_json(&v->output, ev->d.run_completed.output);
+			v->set |= RS_VIEW_SET_OUTPUT;
+		}
 		if (!was_term)
 			run_ended(v, "completed", tm);
 		break;
 	case RS_EV_RUN_FAILED:
-		if (!was_term)
+		if (!was_term) {
 			set_err(&v->error, &ev->d.run_failed.error);
+			v->set |= RS_VIEW_SET_ERROR;
+		}
 		if (!was_term)
 			run_ended(v, "failed", tm);
 		break;
 	case RS_EV_RUN_CANCELLED:
-		if (!was_term && ev->d.run_cancelled.reason != NULL)
+		if (!was_term && ev->d.run_cancelled.reason != NULL) {
 			set_str(&v->cancel_reason, ev->d.run_cancelled.reason);
+			v->set |= RS_VIEW_SET_CANCEL;
+		}
 		if (!was_term)
 			run_ended(v, "cancelled", tm);
 		break;
 	case RS_EV_RUN_TIMED_OUT:
-		if (!was_term && ev->d.run_timed_out.timeout_s > 0)
+		if (!was_term && ev->d.run_timed_out.timeout_s > 0) {
 			v->timeout_s = ev->d.run_timed_out.timeout_s;
+			v->set |= RS_VIEW_SET_TIMEOUT;
+		}
 		if (!was_term)
 			run_ended(v, "timed_out", tm);
 		break;
@@ -554,6 +652,36 @@ rs_view_apply(rs_view *v, const rs_event *ev)
 	}
 	v->status = next;
 	return RS_OK;
+}
+
+/* rs_view_event_step (rs_view.h). */
+void
+rs_view_event_step(const rs_event *ev, const char **step, int64_t *attempt)
+{
+	*step = NULL;
+	*attempt = 0;
+	switch (ev->type) {
+	case RS_EV_STEP_STARTED: *step = ev->d.step_started.step_id; *attempt = ev->d.step_started.attempt; break;
+	case RS_EV_STEP_COMPLETED: *step = ev->d.step_completed.step_id; *attempt = ev->d.step_completed.attempt; break;
+	case RS_EV_STEP_FAILED: *step = ev->d.step_failed.step_id; *attempt = ev->d.step_failed.attempt; break;
+	case RS_EV_STEP_RETRY_SCHEDULED: *step = ev->d.step_retry_scheduled.step_id; *attempt = ev->d.step_retry_scheduled.attempt; break;
+	case RS_EV_TOOL_REQUESTED: *step = ev->d.tool_requested.step_id; *attempt = ev->d.tool_requested.attempt; break;
+	case RS_EV_TOOL_COMPLETED: *step = ev->d.tool_completed.step_id; *attempt = ev->d.tool_completed.attempt; break;
+	case RS_EV_TOOL_FAILED: *step = ev->d.tool_failed.step_id; *attempt = ev->d.tool_failed.attempt; break;
+	case RS_EV_TOOL_TIMED_OUT: *step = ev->d.tool_timed_out.step_id; *attempt = ev->d.tool_timed_out.attempt; break;
+	case RS_EV_TIMER_SCHEDULED: *step = ev->d.timer_scheduled.step_id; *attempt = ev->d.timer_scheduled.attempt; break;
+	case RS_EV_TIMER_FIRED: *step = ev->d.timer_fired.step_id; *attempt = ev->d.timer_fired.attempt; break;
+	case RS_EV_SIGNAL_RECEIVED: *step = ev->d.signal_received.step_id; break;
+	case RS_EV_RUN_FAILED: *step = ev->d.run_failed.error.step_id; break;
+	case RS_EV_HTTP_REQUESTED: *step = ev->d.http_requested.step_id; *attempt = ev->d.http_requested.attempt; break;
+	case RS_EV_HTTP_COMPLETED: *step = ev->d.http_completed.step_id; *attempt = ev->d.http_completed.attempt; break;
+	case RS_EV_LLM_REQUESTED: *step = ev->d.llm_requested.step_id; *attempt = ev->d.llm_requested.attempt; break;
+	case RS_EV_LLM_DELTA: *step = ev->d.llm_delta.step_id; break;
+	case RS_EV_LLM_MESSAGE: *step = ev->d.llm_message.step_id; break;
+	case RS_EV_CHILD_STARTED: *step = ev->d.child_started.step_id; *attempt = ev->d.child_started.attempt; break;
+	case RS_EV_CHILD_FINISHED: *step = ev->d.child_finished.step_id; *attempt = ev->d.child_finished.attempt; break;
+	default: break;
+	}
 }
 
 int
@@ -567,8 +695,8 @@ static const rs_view_call *
 open_call(const rs_view *v)
 {
 	for (size_t i = v->ncalls; i-- > 0;)
-		if (strcmp(v->calls[i].status, "requested") == 0 ||
-		    strcmp(v->calls[i].status, "dispatched") == 0)
+		if (v->calls[i].status != NULL && (strcmp(v->calls[i].status, "requested") == 0 ||
+		                                   strcmp(v->calls[i].status, "dispatched") == 0))
 			return &v->calls[i];
 	return NULL;
 }

@@ -5,9 +5,9 @@
  * Pure: no I/O, no clock, no globals. rs_view_apply() takes decoded events
  * (rs_event.h) in runseq order and keeps the view a reader needs; the API
  * answers GET /v1/runs/{id} and Prefer: wait from it (services/api/views.c),
- * runctl's timeline reads its status from it, and the projector's row fold
- * (services/projector/apply.c) is meant to move onto it (same rules, taken
- * from there and documented in docs/projector.md).
+ * runctl's timeline reads its status from it, and the projector folds its
+ * rows with it (services/projector/fold.c, a view resumed per batch from
+ * the stored row: rs_view_resume below; docs/projector.md).
  *
  * The status rule is the one docs/projector.md documents (the one
  * GET /v1/runs/{id} has always shown): run.created -> queued; run.started,
@@ -45,16 +45,34 @@
 #define RS_VIEW_MAX_TIMERS 256
 #define RS_VIEW_MAX_CHILDREN 1000
 
+/* Which members of a row or of the run the fold wrote (bits of `set`):
+ * a resumed view (rs_view_resume) tells its reader what changed. */
+enum {
+	RS_VIEW_SET_STATUS = 1u << 0, RS_VIEW_SET_LATEST = 1u << 1,
+	RS_VIEW_SET_OUTPUT = 1u << 2, RS_VIEW_SET_ERROR = 1u << 3,
+	RS_VIEW_SET_NEXT = 1u << 4, RS_VIEW_SET_FINISHED = 1u << 5,
+	RS_VIEW_SET_DURATION = 1u << 6, RS_VIEW_SET_DEVICE = 1u << 7,
+	RS_VIEW_SET_ROUTER = 1u << 8, RS_VIEW_SET_DISPATCHED = 1u << 9,
+	RS_VIEW_SET_ATTEMPTS = 1u << 10, RS_VIEW_SET_CURRENT = 1u << 11,
+	RS_VIEW_SET_TIMEOUT = 1u << 12, RS_VIEW_SET_CANCEL = 1u << 13,
+	RS_VIEW_SET_STARTED = 1u << 14,
+};
+
 typedef struct {
 	char *step_id;
 	char *kind;
 	int64_t attempt;
-	const char *status;     /* running completed failed cancelled timed_out */
+	const char *status;     /* running completed failed cancelled timed_out;
+	                         * NULL in a stub (not known) */
 	int latest;             /* the highest attempt of its step */
 	json_t *input, *output, *error;
 	char *next_step;
 	int64_t started_ms, finished_ms;   /* 0: not yet */
 	int64_t duration_ms;               /* -1: none */
+	int64_t updated_ms;                /* last event that changed it */
+	int stub;               /* resumed views only: started before the resume
+	                         * point; only the members in `set` are known */
+	unsigned set;           /* RS_VIEW_SET_* written by this fold */
 } rs_view_step;
 
 typedef struct {
@@ -63,7 +81,11 @@ typedef struct {
 	const char *status;     /* requested dispatched completed failed timed_out cancelled */
 	json_t *args, *output, *error;
 	int64_t requested_ms, dispatched_ms, finished_ms, deadline_ms;  /* 0: none */
-	int64_t attempts;       /* number of tool.dispatched */
+	int64_t attempts;       /* number of tool.dispatched (in a stub: since
+	                         * the resume point) */
+	int64_t updated_ms;     /* last event that changed it */
+	int stub;               /* as rs_view_step's */
+	unsigned set;
 } rs_view_call;
 
 typedef struct {
@@ -112,6 +134,11 @@ typedef struct {
 	int64_t from_seq;
 	json_t *tags;
 	int steps_truncated, calls_truncated, timers_truncated, children_truncated;
+	int resumed;            /* started by rs_view_resume */
+	int unbounded;          /* no RS_VIEW_MAX_STEPS / _CALLS caps: set by a
+	                         * reader whose input is bounded (the projector's
+	                         * batch), and by rs_view_resume */
+	unsigned set;           /* RS_VIEW_SET_* of the run's own members */
 } rs_view;
 
 void rs_view_init(rs_view *v);
@@ -123,7 +150,29 @@ void rs_view_free(rs_view *v);
  * RS_EEXIST and ignored) so a caller can tell a gap from a repeat. */
 rs_status rs_view_apply(rs_view *v, const rs_event *ev);
 
+/* Start v in the middle of a run's log, for a reader that keeps what the
+ * events up to last_seq made (the projector's rows, docs/projector.md):
+ * v knows the run's id, tenant, status and last_seq, nothing else
+ * (complete = 0). The next event must be last_seq + 1. An event about a
+ * step attempt or tool call that is not in v (it began before the resume
+ * point) makes a stub row: its key, and only the members the event wrote
+ * (marked in `set`); the run's members written are marked in v->set.
+ * Everything else follows the same rules as a view from runseq 1, so
+ * folding a log in pieces and merging what each piece wrote gives what
+ * folding it whole gives (tests/unit/projector/test_fold.c). A resumed
+ * view is unbounded (its reader bounds the events it folds) and may hold
+ * stubs: rs_view_json() is not meant for it. status: as stored ("queued",
+ * "running", ...; anything else is taken as "running"). */
+void rs_view_resume(rs_view *v, const char *run_id, const char *tenant, uint64_t last_seq,
+                    const char *status);
+
 int rs_view_terminal(const rs_view *v);
+
+/* The step (NULL: none) and attempt (0: none) an event is about, as the
+ * fold reads them: step, tool, timer, signal, http, llm and child events,
+ * and run.failed (its error's step). For readers that show events one by
+ * one (runctl's timeline rows). */
+void rs_view_event_step(const rs_event *ev, const char **step, int64_t *attempt);
 
 /* The status rule alone (above): the status after ev given cur ("" or
  * "none" before run.created). Returns a static string or cur. For readers

@@ -90,36 +90,6 @@ tl_format_delta(int64_t ms, char *buf, size_t cap)
 		snprintf(buf, cap, "%s%" PRIu64 "h%02" PRIu64 "m%02" PRIu64 "s", sign, h, m, s);
 }
 
-/* The step and attempt an event is about, if any. */
-static void
-step_of(const rs_event *ev, const char **step, int64_t *attempt)
-{
-	*step = NULL;
-	*attempt = 0;
-	switch (ev->type) {
-	case RS_EV_STEP_STARTED: *step = ev->d.step_started.step_id; *attempt = ev->d.step_started.attempt; break;
-	case RS_EV_STEP_COMPLETED: *step = ev->d.step_completed.step_id; *attempt = ev->d.step_completed.attempt; break;
-	case RS_EV_STEP_FAILED: *step = ev->d.step_failed.step_id; *attempt = ev->d.step_failed.attempt; break;
-	case RS_EV_STEP_RETRY_SCHEDULED: *step = ev->d.step_retry_scheduled.step_id; *attempt = ev->d.step_retry_scheduled.attempt; break;
-	case RS_EV_TOOL_REQUESTED: *step = ev->d.tool_requested.step_id; *attempt = ev->d.tool_requested.attempt; break;
-	case RS_EV_TOOL_COMPLETED: *step = ev->d.tool_completed.step_id; *attempt = ev->d.tool_completed.attempt; break;
-	case RS_EV_TOOL_FAILED: *step = ev->d.tool_failed.step_id; *attempt = ev->d.tool_failed.attempt; break;
-	case RS_EV_TOOL_TIMED_OUT: *step = ev->d.tool_timed_out.step_id; *attempt = ev->d.tool_timed_out.attempt; break;
-	case RS_EV_TIMER_SCHEDULED: *step = ev->d.timer_scheduled.step_id; *attempt = ev->d.timer_scheduled.attempt; break;
-	case RS_EV_TIMER_FIRED: *step = ev->d.timer_fired.step_id; *attempt = ev->d.timer_fired.attempt; break;
-	case RS_EV_SIGNAL_RECEIVED: *step = ev->d.signal_received.step_id; break;
-	case RS_EV_RUN_FAILED: *step = ev->d.run_failed.error.step_id; break;
-	case RS_EV_HTTP_REQUESTED: *step = ev->d.http_requested.step_id; *attempt = ev->d.http_requested.attempt; break;
-	case RS_EV_HTTP_COMPLETED: *step = ev->d.http_completed.step_id; *attempt = ev->d.http_completed.attempt; break;
-	case RS_EV_LLM_REQUESTED: *step = ev->d.llm_requested.step_id; *attempt = ev->d.llm_requested.attempt; break;
-	case RS_EV_LLM_DELTA: *step = ev->d.llm_delta.step_id; break;
-	case RS_EV_LLM_MESSAGE: *step = ev->d.llm_message.step_id; break;
-	case RS_EV_CHILD_STARTED: *step = ev->d.child_started.step_id; *attempt = ev->d.child_started.attempt; break;
-	case RS_EV_CHILD_FINISHED: *step = ev->d.child_finished.step_id; *attempt = ev->d.child_finished.attempt; break;
-	default: break;
-	}
-}
-
 static tl_mark
 mark_of(const rs_event *ev)
 {
@@ -387,7 +357,7 @@ tl_row_of(const rs_event *ev, int64_t start_ms, tl_row *row)
 	row->time_ms = ev->time_ms;
 	row->delta_ms = ev->time_ms - start_ms;
 	row->type = ev->type;
-	step_of(ev, &row->step, &row->attempt);
+	rs_view_event_step(ev, &row->step, &row->attempt);
 	row->mark = mark_of(ev);
 	summarize(ev, row->summary, sizeof(row->summary));
 }

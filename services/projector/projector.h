@@ -1,13 +1,16 @@
 /*
  * projector.h - the projector's pieces (docs/projector.md):
  *   apply.c     a batch of RUNS messages -> rows (runs, run_events, steps,
- *               tool_calls) inside the caller's transaction
+ *               tool_calls) inside the caller's transaction: the batch
+ *   fold.c      a run's view (common/rs_view.c) -> row images (fold.h)
+ *   pgcopy.c    COPY text, COPY in, row images -> tables (pgcopy.h)
+ *   dead.c      dead letters of every projection
  *   kv.c        KV_agents / KV_presence messages -> agents, devices
  *   consumer.c  one durable pull consumer per projection: fetch, one
  *               transaction per batch with the checkpoint, commit, ack
  *   rebuild.c   replay RUNS into a fresh schema and swap it in
  *   lag.c       lag metrics and readiness
- * rebuild.c and apply.c form the library `rsprojector` that runctl links
+ * rebuild.c, kv.c and the run projection's files form the library `rsprojector` that runctl links
  * too (`runctl projector rebuild` calls rs_projector_rebuild()).
  */
 #ifndef RS_PROJECTOR_H

@@ -529,6 +529,34 @@ fixtures_dir(int argc, char **argv, char *buf, size_t cap)
 	return buf;
 }
 
+/* rs_event_raw_member: on every event of the corpus, "data" is found and
+ * its bytes are the value jansson reads there; so are the other top-level
+ * members; a member that is not there is not found. */
+static void
+raw_members(const char *text)
+{
+	static const char *keys[] = { "data", "id", "runseq", "time", "type", "specversion",
+	                              "absent", "dat" };
+	size_t len = strlen(text);
+	json_t *o = json_loadb(text, len, 0, NULL);
+
+	CHECK(o != NULL);
+	for (size_t k = 0; o != NULL && k < sizeof(keys) / sizeof(keys[0]); k++) {
+		json_t *want = json_object_get(o, keys[k]), *got;
+		const char *vs = NULL;
+		size_t vn = 0;
+		int found = rs_event_raw_member(text, len, keys[k], &vs, &vn);
+
+		CHECK(found == (want != NULL) || (!found && want != NULL && strcmp(keys[k], "data") != 0));
+		if (!found || want == NULL)
+			continue;
+		got = json_loadb(vs, vn, JSON_DECODE_ANY, NULL);
+		CHECK(got != NULL && json_equal(got, want));
+		json_decref(got);
+	}
+	json_decref(o);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -563,6 +591,8 @@ main(int argc, char **argv)
 			CHECK(0);
 		}
 	}
+	for (size_t i = 0; i < c.n; i++)
+		raw_members(c.text[i]);
 	for (size_t i = 0; i < c.n; i++)
 		mutate(c.text[i], i < nfx || i % 5 == 0);
 	rs_event_fast_get_stats(&st);
