@@ -29,6 +29,12 @@
  *                  orchestrator's appends have: msg/s and so runs/s
  * into a scratch stream E2EFLOOR (file storage, like RUNS), deleted at the
  * end. Output: one "key value" line per figure (latencies in us).
+ *
+ * On a cluster (bench/e2e --cluster) RS_NATS_URL is the list of every
+ * node, as the services are given it, and E2EFLOOR_REPLICAS=3 makes the
+ * scratch stream R3 like RUNS there; the two connections of the core
+ * figures land on whichever nodes nats.c picks from the list, as the
+ * services' do, so a core hop may cross a route.
  */
 #include <stdatomic.h>
 #include <stdio.h>
@@ -186,6 +192,7 @@ main(int argc, char **argv)
 	char *payload = NULL;
 	int64_t *v = NULL, t0, dt;
 	long events, bytes, runs, samples = 2000, total;
+	int64_t replicas = 1;
 	const char *url = rs_env_str("RS_NATS_URL", "nats://127.0.0.1:4222");
 
 	if (argc < 4 || argc > 5) {
@@ -204,10 +211,14 @@ main(int argc, char **argv)
 		        "samples 10..%d\n", MAX_EVENT_BYTES, MAX_SAMPLES);
 		return 2;
 	}
+	if (rs_env_int("E2EFLOOR_REPLICAS", 1, 1, 5, &replicas) != RS_OK) {
+		fprintf(stderr, "bench-e2e-floor: E2EFLOOR_REPLICAS must be 1..5\n");
+		return 2;
+	}
 	total = events * runs;
 	/* Messages freed where they are destroyed, as in the services
 	 * (common/rs_natsgc.c); referencing it also links it in. */
-	printf("natsgc_ours %d\n", rs_natsgc_active());
+	printf("natsgc_ours %d\nreplicas %lld\n", rs_natsgc_active(), (long long)replicas);
 	jsOptions_Init(&jo);
 	jo.PublishAsync.MaxPending = 16384;
 	jo.PublishAsync.AckHandler = on_ack;
@@ -228,6 +239,7 @@ main(int argc, char **argv)
 	sc.Subjects = subjects;
 	sc.SubjectsLen = 1;
 	sc.Storage = js_FileStorage;
+	sc.Replicas = replicas;
 	js_DeleteStream(js, STREAM, NULL, NULL);   /* a leftover of an aborted run */
 	if (js_AddStream(NULL, js, &sc, NULL, NULL) != NATS_OK)
 		die("create stream " STREAM);

@@ -1,0 +1,77 @@
+// run.mjs - bench/append: bench-appendk on one nats-server, then on a
+// 3-node cluster with an R3 stream (see appendk.c for the modes and
+// run.sh for how to start it). The servers come from tests/lib/stack.mjs
+// (a user per service, the admin user here) and are stopped by pid at exit.
+import { execFileSync } from 'node:child_process';
+import os from 'node:os';
+import path from 'node:path';
+import { startNats, startCluster, stopAll, BUILD, SRC } from '../../tests/lib/stack.mjs';
+
+const flags = Object.fromEntries(process.argv.slice(2).map((a) => {
+  const m = /^--([a-z0-9-]+)(?:=(.*))?$/.exec(a);
+  if (!m) { console.error(`bench/append: unknown argument ${a} (flags are --name=value)`); process.exit(2); }
+  return [m[1].toUpperCase().replace(/-/g, '_'), m[2] ?? '1'];
+}));
+const QUICK = (flags.QUICK ?? process.env.QUICK) === '1';
+const ROUNDS = Number(flags.ROUNDS ?? process.env.ROUNDS ?? (QUICK ? 100 : 300));
+const FIXTURE = path.resolve(SRC, flags.FIXTURE ?? process.env.FIXTURE ?? 'tests/fixtures/completed.ndjson');
+const ONLY = flags.ONLY ?? process.env.ONLY ?? 'both';
+if (!Number.isInteger(ROUNDS) || ROUNDS < 10 || ROUNDS > 100000) { console.error('bench/append: ROUNDS must be 10..100000'); process.exit(2); }
+if (!['both', 'single', 'cluster'].includes(ONLY)) { console.error('bench/append: ONLY is single, cluster or both'); process.exit(2); }
+const MODES = ['seq', 'pipe1', 'pipechain', 'batch'];
+const la = () => os.loadavg().map((x) => x.toFixed(2)).join(' ');
+
+function appendk(env) {
+  const out = execFileSync(path.join(BUILD, 'bench/append/bench-appendk'), [FIXTURE, String(ROUNDS)],
+    { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 900000 });
+  const f = {};
+  for (const line of out.trim().split('\n')) {
+    const i = line.indexOf(' ');
+    const v = line.slice(i + 1);
+    f[line.slice(0, i)] = /^-?[0-9.]+$/.test(v) ? Number(v) : v;
+  }
+  return f;
+}
+
+function table(label, f, load0, load1) {
+  const L = [];
+  const ks = Object.keys(f).map((k) => /^seq_k(\d+)_p50_us$/.exec(k)?.[1]).filter(Boolean).map(Number);
+  const sizes = Object.keys(f).filter((k) => k.startsWith('event_bytes_')).map((k) => f[k]);
+  L.push(`### ${label} (replicas ${f.replicas}; connected to ${f.connected}, stream leader ${f.leader}; load average before ${load0}, after ${load1})`);
+  L.push('');
+  L.push(`${ROUNDS} decisions per cell, interleaved; event sizes (bytes, in order) ${sizes.join(', ')}; ms p50 / p99.`);
+  L.push('');
+  L.push(`| K events | ${MODES.join(' | ')} | pipechain refused | batch vs seq (p50) |`);
+  L.push(`| --- | ${MODES.map(() => '---').join(' | ')} | --- | --- |`);
+  const ms = (us) => (us / 1000).toFixed(2);
+  for (const k of ks) {
+    const cell = (m) => `${ms(f[`${m}_k${k}_p50_us`])} / ${ms(f[`${m}_k${k}_p99_us`])}`;
+    L.push(`| ${k} | ${MODES.map(cell).join(' | ')} | ${f[`pipechain_k${k}_refused`]} of ${f[`pipechain_k${k}_events`]} | ${(f[`seq_k${k}_p50_us`] / f[`batch_k${k}_p50_us`]).toFixed(1)}x |`);
+  }
+  return L.join('\n');
+}
+
+let code = 0;
+try {
+  const out = [];
+  if (ONLY !== 'cluster') {
+    const nats = await startNats();
+    const l0 = la();
+    const f = appendk({ ...nats.env, APPENDK_REPLICAS: '1' });
+    out.push(table('single nats-server', f, l0, la()));
+    await nats.kill('SIGKILL');
+  }
+  if (ONLY !== 'single') {
+    const cluster = await startCluster();
+    const l0 = la();
+    const f = appendk({ ...cluster.env, APPENDK_REPLICAS: '3' });
+    out.push(table('3-node cluster, R3', f, l0, la()));
+  }
+  console.log(out.join('\n\n'));
+} catch (e) {
+  console.error(`bench/append failed: ${e.stack || e}`);
+  code = 1;
+} finally {
+  await stopAll();
+}
+process.exit(code);
