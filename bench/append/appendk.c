@@ -8,7 +8,7 @@
  * of the run's previous event, and waits for each pub ack before sending
  * the next (services/orchestrator/engine.c). This measures, for K = KMIN..
  * KMAX events of real sizes (the events of a recorded run, a
- * tests/fixtures/*.ndjson export), the time from the first publish to the
+ * tests/fixtures ndjson export), the time from the first publish to the
  * last ack of one decision:
  *   seq        today: K publishes, each awaited, each expecting the
  *              sequence the previous ack returned;
@@ -16,7 +16,9 @@
  *              first carries the expectation (the client cannot know the
  *              sequences the others will get: other runs share the stream);
  *   pipechain  K publishes sent at once, each expecting the sequence the
- *              previous one will get, predicted as last + i. Valid here
+ *              previous one will get: the first the run's last, event i
+ *              the stream's last + i (the stream sequence is global, so
+ *              this prediction holds only with no other writer). Valid here
  *              only because this program is the stream's only writer; it
  *              shows what the server does with a chain of expectations in
  *              flight (single node: taken in order; 2.9.10 clustered: the
@@ -48,6 +50,7 @@
 #include <nats/nats.h>
 
 #include "rs_config.h"
+#include "rs_nats.h"
 #include "rs_time.h"
 
 #define STREAM "APPENDK"
@@ -78,8 +81,9 @@ typedef struct {
 
 static natsConnection *nc;
 static natsSubscription *acks;
-static char inbox[128];
+static char inbox[192];
 static uint64_t token;
+static uint64_t stream_last;   /* the highest sequence any ack gave: we are the only writer */
 static event ev[MAX_EVENTS];
 static int n_ev;
 
@@ -88,6 +92,23 @@ die(const char *what)
 {
 	fprintf(stderr, "bench-appendk: %s: %s\n", what, nats_GetLastError(NULL));
 	exit(1);
+}
+
+/* The server list as the services take it (rs_nats_split_urls): nats.c
+ * 3.4.1's natsOptions_SetURL takes one URL only, and a cluster's list
+ * ("nats://a,nats://b,nats://c") never connects through it. */
+static natsStatus
+set_servers(natsOptions *o, const char *list)
+{
+	char buf[1024];
+	const char *urls[RS_NATS_MAX_SERVERS];
+	int n = 0;
+
+	if (rs_nats_split_urls(list, buf, sizeof(buf), urls, RS_NATS_MAX_SERVERS, &n) != RS_OK) {
+		fprintf(stderr, "RS_NATS_URL is not a list of server URLs: %s\n", list);
+		exit(2);
+	}
+	return natsOptions_SetServers(o, urls, n);
 }
 
 static void *
@@ -146,7 +167,7 @@ static void
 publish(const char *subj, const char *data, int len, const char *type, int64_t expect)
 {
 	natsMsg *m = NULL;
-	char reply[160], id[64], num[24];
+	char reply[224], id[64], num[24];
 
 	snprintf(reply, sizeof(reply), "%s.%llu", inbox, (unsigned long long)++token);
 	snprintf(id, sizeof(id), "ak-%d-%llu", (int)getpid(), (unsigned long long)token);
@@ -192,6 +213,8 @@ await_ack(void)
 	} else if (json_unpack(j, "{s:I}", "seq", &seq) != 0 || seq <= 0) {
 		fprintf(stderr, "bench-appendk: pub ack without a sequence\n");
 		exit(1);
+	} else if ((uint64_t)seq > stream_last) {
+		stream_last = (uint64_t)seq;
 	}
 	json_decref(j);
 	natsMsg_Destroy(m);
@@ -239,8 +262,8 @@ decision(series *s, int mode, int k)
 	case M_PIPECHAIN:
 		for (int i = 0; i < k; i++) {
 			const event *e = &ev[(i + 1) % n_ev];
-			int64_t expect = mode == M_PIPE1 ? (i == 0 ? (int64_t)s->last : -1)
-			                                 : (int64_t)s->last + i;
+			int64_t expect = i == 0 ? (int64_t)s->last
+			                 : mode == M_PIPE1 ? -1 : (int64_t)(stream_last + (uint64_t)i);
 
 			publish(s->subj, e->data, e->len, e->type, expect);
 		}
@@ -296,7 +319,7 @@ main(int argc, char **argv)
 	int64_t replicas = 1, kmin = 2, kmax = 6;
 	long rounds;
 	series s[N_MODES][KCAP + 1];
-	char sub[160];
+	char sub[224];
 	size_t batch_cap = 2;
 	int created = 0;
 
@@ -318,7 +341,7 @@ main(int argc, char **argv)
 		batch_cap += (size_t)ev[i % n_ev].len + 1;
 	batch_buf = xmalloc(batch_cap);
 
-	if (natsOptions_Create(&o) != NATS_OK || natsOptions_SetURL(o, url) != NATS_OK ||
+	if (natsOptions_Create(&o) != NATS_OK || set_servers(o, url) != NATS_OK ||
 	    natsOptions_SetName(o, "bench-appendk") != NATS_OK ||
 	    natsOptions_SetSendAsap(o, true) != NATS_OK)
 		die("options");

@@ -60,6 +60,23 @@ die(const char *what)
 	exit(1);
 }
 
+/* The server list as the services take it (rs_nats_split_urls): nats.c
+ * 3.4.1's natsOptions_SetURL takes one URL only, and a cluster's list
+ * ("nats://a,nats://b,nats://c") never connects through it. */
+static natsStatus
+set_servers(natsOptions *o, const char *list)
+{
+	char buf[1024];
+	const char *urls[RS_NATS_MAX_SERVERS];
+	int n = 0;
+
+	if (rs_nats_split_urls(list, buf, sizeof(buf), urls, RS_NATS_MAX_SERVERS, &n) != RS_OK) {
+		fprintf(stderr, "RS_NATS_URL is not a list of server URLs: %s\n", list);
+		exit(2);
+	}
+	return natsOptions_SetServers(o, urls, n);
+}
+
 /* A connection as the services make one (user and password from the
  * environment), but with the send-asap choice rs_nats_connect does not
  * offer. js may be NULL. */
@@ -70,7 +87,7 @@ floor_connect(const char *url, const char *name, int asap, jsOptions *jo, jsCtx 
 	natsConnection *nc = NULL;
 	const char *user = rs_env_str("RS_NATS_USER", NULL), *pass = rs_env_str("RS_NATS_PASSWORD", NULL);
 
-	if (natsOptions_Create(&o) != NATS_OK || natsOptions_SetURL(o, url) != NATS_OK ||
+	if (natsOptions_Create(&o) != NATS_OK || set_servers(o, url) != NATS_OK ||
 	    natsOptions_SetName(o, name) != NATS_OK || natsOptions_SetSendAsap(o, asap) != NATS_OK)
 		die("options");
 	if (user != NULL && pass != NULL) {
