@@ -26,6 +26,9 @@
  *              link but the first is refused, counted as "refused");
  *   batch      one message carrying the K events (a JSON array), one
  *              expectation, one ack.
+ * Then "two writers": rounds x two events sent back to back with the same
+ * expectation (what two orchestrators deciding the same run at once would
+ * send); the guard must refuse the second. Counted: both accepted.
  * Decisions are interleaved (one of each mode and K per round) so a load
  * change on a shared machine falls on every mode alike. Each run subject
  * takes 4 decisions, after one untimed seed event (so every timed
@@ -162,15 +165,19 @@ load_events(const char *file)
 }
 
 /* Publish one message with a reply subject on our ack inbox; expect < 0:
- * no expectation header. */
+ * no expectation header; msg_id NULL: a new unique one. */
 static void
-publish(const char *subj, const char *data, int len, const char *type, int64_t expect)
+publish_id(const char *subj, const char *data, int len, const char *type, int64_t expect,
+           const char *msg_id)
 {
 	natsMsg *m = NULL;
-	char reply[224], id[64], num[24];
+	char reply[224], id[160], num[24];
 
 	snprintf(reply, sizeof(reply), "%s.%llu", inbox, (unsigned long long)++token);
-	snprintf(id, sizeof(id), "ak-%d-%llu", (int)getpid(), (unsigned long long)token);
+	if (msg_id != NULL)
+		snprintf(id, sizeof(id), "%s", msg_id);
+	else
+		snprintf(id, sizeof(id), "ak-%d-%llu", (int)getpid(), (unsigned long long)token);
 	if (natsMsg_Create(&m, subj, reply, data, len) != NATS_OK ||
 	    natsMsgHeader_Set(m, "Content-Type", "application/cloudevents+json") != NATS_OK ||
 	    natsMsgHeader_Set(m, "Runstream-Type", type) != NATS_OK ||
@@ -186,6 +193,14 @@ publish(const char *subj, const char *data, int len, const char *type, int64_t e
 	natsMsg_Destroy(m);
 }
 
+static void
+publish(const char *subj, const char *data, int len, const char *type, int64_t expect)
+{
+	publish_id(subj, data, len, type, expect, NULL);
+}
+
+static int last_duplicate;   /* the last ack said "duplicate": true */
+
 /* Wait for one pub ack: its sequence, or 0 when the server refused the
  * message (wrong last sequence, or anything else: then we stop). */
 static uint64_t
@@ -194,6 +209,8 @@ await_ack(void)
 	natsMsg *m = NULL;
 	json_t *j, *err;
 	json_int_t seq = 0, code = 0;
+
+	last_duplicate = 0;
 
 	if (natsSubscription_NextMsg(&m, acks, ACK_WAIT_MS) != NATS_OK)
 		die("waiting for a pub ack");
@@ -216,6 +233,7 @@ await_ack(void)
 	} else if ((uint64_t)seq > stream_last) {
 		stream_last = (uint64_t)seq;
 	}
+	last_duplicate = json_is_true(json_object_get(j, "duplicate"));
 	json_decref(j);
 	natsMsg_Destroy(m);
 	return (uint64_t)seq;
@@ -223,11 +241,11 @@ await_ack(void)
 
 /* A new run subject for a series, seeded with one event (untimed). */
 static void
-new_run(series *s, int mode, int k)
+new_run(series *s, const char *mode, int k)
 {
 	s->run++;
 	s->in_run = 0;
-	snprintf(s->subj, sizeof(s->subj), "appendk.%s.k%d.r%ld", mode_name[mode], k, s->run);
+	snprintf(s->subj, sizeof(s->subj), "appendk.%s.k%d.r%ld", mode, k, s->run);
 	publish(s->subj, ev[0].data, ev[0].len, ev[0].type, 0);
 	if ((s->last = await_ack()) == 0)
 		die("seeding a run");
@@ -244,7 +262,7 @@ decision(series *s, int mode, int k)
 	int off = 0;
 
 	if (s->in_run == RUN_DECISIONS || s->run == 0)
-		new_run(s, mode, k);
+		new_run(s, mode_name[mode], k);
 	s->in_run++;
 	t0 = rs_mono_us();
 	switch (mode) {
@@ -423,6 +441,41 @@ main(int argc, char **argv)
 			       mode_name[m], k, x->refused, mode_name[m], k, (long)x->n * k);
 			free(x->lat);
 		}
+	/* Two writers with the same expectation, in flight together: with
+	 * distinct message ids (the expectation is the only guard), then with
+	 * the same one (what two orchestrators send: <run_id>-<runseq>). */
+	for (int same_id = 0; same_id <= 1; same_id++) {
+		series tw;
+		long both = 0, dup = 0;
+
+		memset(&tw, 0, sizeof(tw));
+		for (long r = 0; r < rounds; r++) {
+			uint64_t a, b;
+			int da, db;
+			char id[160];
+
+			if (tw.in_run == RUN_DECISIONS || tw.run == 0)
+				new_run(&tw, same_id ? "twosameid" : "two", 0);
+			tw.in_run++;
+			snprintf(id, sizeof(id), "%s-%ld", tw.subj, tw.in_run);
+			publish_id(tw.subj, ev[1 % n_ev].data, ev[1 % n_ev].len, ev[1 % n_ev].type,
+			           (int64_t)tw.last, same_id ? id : NULL);
+			publish_id(tw.subj, ev[2 % n_ev].data, ev[2 % n_ev].len, ev[2 % n_ev].type,
+			           (int64_t)tw.last, same_id ? id : NULL);
+			a = await_ack();
+			da = last_duplicate;
+			b = await_ack();
+			db = last_duplicate;
+			if (a != 0 && b != 0 && !da && !db)
+				both++;
+			if (da || db)
+				dup++;
+			tw.last = a > b ? a : b;
+		}
+		printf("twowriters%s_rounds %ld\ntwowriters%s_both_stored %ld\n"
+		       "twowriters%s_duplicate %ld\n", same_id ? "_sameid" : "", rounds,
+		       same_id ? "_sameid" : "", both, same_id ? "_sameid" : "", dup);
+	}
 	js_DeleteStream(js, STREAM, NULL, NULL);
 	for (int i = 0; i < n_ev; i++)
 		free(ev[i].data);

@@ -48,6 +48,8 @@ function table(label, f, load0, load1) {
     const cell = (m) => `${ms(f[`${m}_k${k}_p50_us`])} / ${ms(f[`${m}_k${k}_p99_us`])}`;
     L.push(`| ${k} | ${MODES.map(cell).join(' | ')} | ${f[`pipechain_k${k}_refused`]} of ${f[`pipechain_k${k}_events`]} | ${(f[`seq_k${k}_p50_us`] / f[`batch_k${k}_p50_us`]).toFixed(1)}x |`);
   }
+  L.push('');
+  L.push(`Two writers (two events sent back to back with the same expected last subject sequence, ${f.twowriters_rounds} times): with distinct \`Nats-Msg-Id\`s both stored **${f.twowriters_both_stored}** times; with the same id (as two orchestrators would send, \`<run_id>-<runseq>\`) both stored ${f.twowriters_sameid_both_stored} times, the second answered as a duplicate ${f.twowriters_sameid_duplicate} times.`);
   return L.join('\n');
 }
 
