@@ -19,6 +19,12 @@ const ONLY = flags.ONLY ?? process.env.ONLY ?? 'both';
 if (!Number.isInteger(ROUNDS) || ROUNDS < 10 || ROUNDS > 100000) { console.error('bench/append: ROUNDS must be 10..100000'); process.exit(2); }
 if (!['both', 'single', 'cluster'].includes(ONLY)) { console.error('bench/append: ONLY is single, cluster or both'); process.exit(2); }
 const MODES = ['seq', 'pipe1', 'pipechain', 'batch'];
+// Throughput side: the raw async publish of one run's appends, as today
+// (21 messages of the measured 404-byte mean, bench/e2e) and batched (the
+// 7 decisions of a 3-step run, K = 5,1,1,1,5,5,3: 7 messages carrying the
+// same bytes), with bench-e2e-floor on the same server.
+const FLOOR_RUNS = Number(flags.FLOOR_RUNS ?? process.env.FLOOR_RUNS ?? (QUICK ? 1000 : 5000));
+const SHAPES = [{ label: '21 events, one message each', msgs: 21, bytes: 404 }, { label: '7 batch messages (same events)', msgs: 7, bytes: 1213 }];
 const la = () => os.loadavg().map((x) => x.toFixed(2)).join(' ');
 
 function appendk(env) {
@@ -33,7 +39,16 @@ function appendk(env) {
   return f;
 }
 
-function table(label, f, load0, load1) {
+function floorRuns(env, replicas) {
+  return SHAPES.map((sh) => {
+    const out = execFileSync(path.join(BUILD, 'bench/e2e/bench-e2e-floor'), [String(sh.msgs), String(sh.bytes), String(FLOOR_RUNS), '200'],
+      { env: { ...process.env, ...env, E2EFLOOR_REPLICAS: String(replicas) }, encoding: 'utf8', timeout: 600000 });
+    const f = Object.fromEntries(out.trim().split('\n').map((l) => l.split(' ')).map(([k, v]) => [k, Number(v)]));
+    return `${sh.label} (${sh.msgs} x ${sh.bytes} bytes): ${f.async_msgs_per_s} msg/s = **${f.async_runs_per_s} runs/s**`;
+  }).join('; ');
+}
+
+function table(label, f, load0, load1, thr) {
   const L = [];
   const ks = Object.keys(f).map((k) => /^seq_k(\d+)_p50_us$/.exec(k)?.[1]).filter(Boolean).map(Number);
   const sizes = Object.keys(f).filter((k) => k.startsWith('event_bytes_')).map((k) => f[k]);
@@ -50,6 +65,8 @@ function table(label, f, load0, load1) {
   }
   L.push('');
   L.push(`Two writers (two events sent back to back with the same expected last subject sequence, ${f.twowriters_rounds} times): with distinct \`Nats-Msg-Id\`s both stored **${f.twowriters_both_stored}** times; with the same id (as two orchestrators would send, \`<run_id>-<runseq>\`) both stored ${f.twowriters_sameid_both_stored} times, the second answered as a duplicate ${f.twowriters_sameid_duplicate} times.`);
+  L.push('');
+  L.push(`Raw async publish of a 3-step run's appends (${FLOOR_RUNS} runs, window 16,384): ${thr}.`);
   return L.join('\n');
 }
 
@@ -60,14 +77,16 @@ try {
     const nats = await startNats();
     const l0 = la();
     const f = appendk({ ...nats.env, APPENDK_REPLICAS: '1' });
-    out.push(table('single nats-server', f, l0, la()));
+    const thr = floorRuns(nats.env, 1);
+    out.push(table('single nats-server', f, l0, la(), thr));
     await nats.kill('SIGKILL');
   }
   if (ONLY !== 'single') {
     const cluster = await startCluster();
     const l0 = la();
     const f = appendk({ ...cluster.env, APPENDK_REPLICAS: '3' });
-    out.push(table('3-node cluster, R3', f, l0, la()));
+    const thr = floorRuns(cluster.env, 3);
+    out.push(table('3-node cluster, R3', f, l0, la(), thr));
   }
   console.log(out.join('\n\n'));
 } catch (e) {

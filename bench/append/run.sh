@@ -5,9 +5,10 @@
 # tests/lib/stack.mjs. Prints a Markdown table (see docs/benchmarks.md,
 # "Fewer hops per run").
 #
-# Usage: bench/append/run.sh [BUILD_DIR] [--rounds=N] [--fixture=FILE] [--only=single|cluster]
+# Usage: bench/append/run.sh [BUILD_DIR] [--quick] [--rounds=N] [--fixture=FILE] [--only=single|cluster] [--floor-runs=N]
 # Environment: ROUNDS (300; QUICK=1: 100), FIXTURE (tests/fixtures/completed.ndjson),
-# ONLY (both), APPENDK_KMIN (2), APPENDK_KMAX (6).
+# ONLY (both), APPENDK_KMIN (2), APPENDK_KMAX (6), FLOOR_RUNS (5000; QUICK=1: 1000):
+# the raw async publish of a run's appends, 21 messages against 7 batches.
 # Not a test.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
@@ -18,7 +19,7 @@ case ${1:-} in
 *) build=$1; shift ;;
 esac
 case $build in /*) ;; *) build=$(pwd)/$build ;; esac
-ninja -C "$build" runctl/runctl bench/append/bench-appendk >/dev/null
+ninja -C "$build" runctl/runctl bench/append/bench-appendk bench/e2e/bench-e2e-floor >/dev/null
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/bench-append.XXXXXX")
 trap '[ "${RS_KEEP_TMP:-0}" = 1 ] || rm -rf "$tmp"' EXIT
 trap 'exit 1' INT TERM

@@ -40,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <nats/nats.h>
 
@@ -167,10 +168,25 @@ core_latencies(const char *url, int asap, int64_t *v, int samples)
 	const char *ping = "0123456789abcdef";
 
 	snprintf(subj, sizeof(subj), "e2efloor.rtt");
-	if (natsConnection_Subscribe(&resp, b, subj, on_request, NULL) != NATS_OK ||
-	    natsConnection_SubscribeSync(&sink, b, "e2efloor.oneway") != NATS_OK ||
+	/* The sink first: a node forwards interest over its routes in order,
+	 * so once a request reaches the responder the sink's is known too. */
+	if (natsConnection_SubscribeSync(&sink, b, "e2efloor.oneway") != NATS_OK ||
+	    natsConnection_Subscribe(&resp, b, subj, on_request, NULL) != NATS_OK ||
 	    natsConnection_FlushTimeout(b, 5000) != NATS_OK)
 		die("subscribe");
+	/* On a cluster a and b may be on different nodes: b's flush says its
+	 * node has the subscriptions, not that a's node heard of them yet
+	 * (until then a request gets "no responders"). */
+	for (int tries = 0;; tries++) {
+		natsStatus st = natsConnection_RequestString(&m, a, subj, ping, 200);
+
+		if (st == NATS_OK)
+			break;
+		if ((st != NATS_NO_RESPONDERS && st != NATS_TIMEOUT) || tries == 50)
+			die("request (waiting for the responder's interest)");
+		nanosleep(&(struct timespec){ .tv_nsec = 100000000 }, NULL);
+	}
+	natsMsg_Destroy(m);
 	for (int i = -200; i < samples; i++) {
 		int64_t t0 = rs_mono_us();
 
