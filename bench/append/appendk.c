@@ -1,6 +1,6 @@
 /*
  * appendk.c - bench-appendk: what one decision's K events cost to append,
- * three ways, on the real nats-server (issue 22: "if events per step turn
+ * four ways, on the real nats-server (issue 22: "if events per step turn
  * out to be the limit, propose a leaner encoding with numbers").
  *
  * Today the orchestrator appends a decision's events one after another,
@@ -22,13 +22,19 @@
  *              only because this program is the stream's only writer; it
  *              shows what the server does with a chain of expectations in
  *              flight (single node: taken in order; 2.9.10 clustered: the
- *              leader's precheck compares with its applied store, so every
- *              link but the first is refused, counted as "refused");
+ *              leader's precheck compares with its applied store, so a link
+ *              is refused unless the event before it happened to be
+ *              applied already; counted as "refused");
  *   batch      one message carrying the K events (a JSON array), one
  *              expectation, one ack.
  * Then "two writers": rounds x two events sent back to back with the same
  * expectation (what two orchestrators deciding the same run at once would
- * send); the guard must refuse the second. Counted: both accepted.
+ * send), first with distinct Nats-Msg-Ids, then with the same one (the
+ * orchestrator's <run_id>-<runseq>); the guards must keep the second out.
+ * Counted: both stored, and the second answered as a duplicate. On a
+ * 2.9.10 cluster the expectation is only prechecked (not re-checked on
+ * apply), so with distinct ids both are stored; de-duplication is checked
+ * on apply and refuses the second with the same id.
  * Decisions are interleaved (one of each mode and K per round) so a load
  * change on a shared machine falls on every mode alike. Each run subject
  * takes 4 decisions, after one untimed seed event (so every timed
