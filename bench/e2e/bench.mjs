@@ -17,6 +17,10 @@
 //   - the raw floor of the same path on the same server (bench-e2e-floor,
 //     and a WebSocket echo for the device hops);
 //   - cold start: one run after COLD_S seconds without traffic.
+// --cluster (CLUSTER=1): the same on a 3-node JetStream cluster
+// (tests/lib/stack.mjs startClusterStack: three nats-server processes on
+// loopback, every stream and bucket R3, the services given all three
+// URLs); the floor is measured on the cluster too, into an R3 stream.
 // Prints a Markdown table and writes the same figures as JSON (OUT).
 import crypto from 'node:crypto';
 import { execFileSync } from 'node:child_process';
@@ -27,7 +31,7 @@ import path from 'node:path';
 import { createRequire } from 'node:module';
 import { performance } from 'node:perf_hooks';
 import {
-  startStack, startService, startProcess, stopAll, runctl, freePort, bin, logTail, BUILD, SRC,
+  startStack, startClusterStack, startService, startProcess, stopAll, runctl, freePort, bin, logTail, BUILD, SRC,
 } from '../../tests/lib/stack.mjs';
 
 const require = createRequire(path.join(SRC, 'tests', 'package.json'));
@@ -42,6 +46,8 @@ const flags = Object.fromEntries(process.argv.slice(2).map((a) => {
 }));
 const setting = (name, full, quick) => flags[name] ?? process.env[name] ?? (QUICK ? quick : full);
 const QUICK = (flags.QUICK ?? process.env.QUICK) === '1';
+const CLUSTER = (flags.CLUSTER ?? process.env.CLUSTER) === '1';   // 3 nodes, R3
+const TOPOLOGY = CLUSTER ? 'cluster' : 'single';
 function intSetting(name, full, quick, min, max) {
   const v = Number(setting(name, full, quick));
   if (!Number.isInteger(v) || v < min || v > max) {
@@ -58,7 +64,8 @@ const COLD_S = intSetting('COLD_S', '60', '2', 0, 3600);        // idle seconds 
 const FLOOR_RUNS = intSetting('FLOOR_RUNS', '10000', '1000', 10, 1e6);
 const PG_SAMPLE_MS = intSetting('PG_SAMPLE_MS', '20', '20', 0, 10000);  // Postgres sampler period
 const WAIT_S = 30;                                              // Prefer: wait=30
-const OUT = setting('OUT', path.join(SRC, 'bench/e2e/last.json'), path.join(SRC, 'bench/e2e/last.json'));
+const OUT_DEFAULT = path.join(SRC, CLUSTER ? 'bench/e2e/last-cluster.json' : 'bench/e2e/last.json');
+const OUT = setting('OUT', OUT_DEFAULT, OUT_DEFAULT);
 const TENANT = 'bench';
 const DEVICE = 'e2e-dev';
 
@@ -82,9 +89,11 @@ function procTable() {
   }
   return t;
 }
-// Sum of ticks over the tree rooted at each root pid. A child that exits
-// between two snapshots moves from its own entry to its parent's reaped
-// counters, so deltas stay right (Postgres backends come and go).
+// Sum of ticks over the tree rooted at each root pid (or at each pid of an
+// array: the three nodes of a cluster count as one "nats-server"). A child
+// that exits between two snapshots moves from its own entry to its
+// parent's reaped counters, so deltas stay right (Postgres backends come
+// and go).
 function treeTicks(roots) {
   const t = procTable();
   const kids = new Map();
@@ -92,7 +101,7 @@ function treeTicks(roots) {
   const out = {};
   for (const [name, root] of Object.entries(roots)) {
     let sum = 0;
-    const todo = [root];
+    const todo = [].concat(root);
     while (todo.length) {
       const pid = todo.pop();
       const p = t.get(pid);
@@ -347,13 +356,14 @@ const roots = {};
 const load0 = os.loadavg();
 const result = {
   started: new Date().toISOString(), quick: QUICK, host: { cpus: os.cpus().length, model: os.cpus()[0]?.model.trim(), hz: HZ },
+  topology: TOPOLOGY,
   settings: { warmup: WARMUP, n1: N1, n_high: N64, c_high: C_HIGH, cold_s: COLD_S, floor_runs: FLOOR_RUNS, pg_sample_ms: PG_SAMPLE_MS, build: BUILD },
   load_before: load0.map(r2),
 };
 
 async function main() {
-  const stack = await startStack({ pg: true });
-  roots['nats-server'] = stack.nats.pid;
+  const stack = CLUSTER ? await startClusterStack({ pg: true, replicas: 3 }) : await startStack({ pg: true });
+  roots['nats-server'] = CLUSTER ? stack.nats.nodes.map((n) => n.pid) : stack.nats.pid;
   roots.postgres = stack.pg.pid;
   // Logs at warn: a log line per command would be part of what we measure.
   const env = { ...stack.env, RS_LOG_LEVEL: 'warn', RS_SECRETS_KEY: crypto.randomBytes(32).toString('hex') };
@@ -373,7 +383,7 @@ async function main() {
   }
   apiPort = ports.api;
 
-  const nc = await connect({ servers: stack.nats.url, ...stack.nats.creds });
+  const nc = await connect({ servers: stack.nats.servers ?? stack.nats.url, ...stack.nats.creds });
   const js = nc.jetstream();
   const jsm = await nc.jetstreamManager();
 
@@ -428,7 +438,7 @@ async function main() {
     const r = await closedLoop(c, n);
     const h1 = hostTicks();
     // A process that died explains errors better than their count.
-    const died = Object.entries(roots).filter(([, pid]) => { try { process.kill(pid, 0); return false; } catch { return true; } }).map(([k]) => k);
+    const died = Object.entries(roots).filter(([, pids]) => [].concat(pids).some((pid) => { try { process.kill(pid, 0); return false; } catch { return true; } })).map(([k]) => k);
     const cl1 = clientTicks();
     const cpuW = treeTicks(roots);
     await settle(jsm);
@@ -468,7 +478,7 @@ async function main() {
   result.phases = phases;
 
   // The raw floor, same server, while the stack idles.
-  const f = runFloor(stack.nats.env, evs.length, evBytes);
+  const f = runFloor({ ...stack.nats.env, E2EFLOOR_REPLICAS: CLUSTER ? '3' : '1' }, evs.length, evBytes);
   const ws = await wsEchoRtt(2000);
   const h = hops(3);
   result.floor = {
@@ -516,16 +526,17 @@ async function main() {
 function table(res) {
   const L = [];
   const p = res.phases;
-  L.push(`## Whole stack: a 3-step run, start -> result (${res.started.slice(0, 10)}, ${res.host.cpus} cores, ${res.host.model})`);
+  const where = res.topology === 'cluster' ? 'cluster: 3 nats-server nodes, every stream R3' : 'single nats-server';
+  L.push(`## Whole stack: a 3-step run, start -> result (${where}; ${res.started.slice(0, 10)}, ${res.host.cpus} cores, ${res.host.model})`);
   L.push('');
   L.push(`load average before ${res.load_before.join(' ')}, after ${res.load_after.join(' ')}; run shape: ${res.run_shape.events} events, ${res.run_shape.mean_event_bytes} bytes mean payload`);
   L.push('');
-  L.push('| phase | runs | runs/s | p50 ms | p95 ms | p99 ms | max ms | in log p50 ms | errors | CPU ms/run (stack) | host busy % | other processes % |');
-  L.push('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+  L.push('| phase | topology | runs | runs/s | p50 ms | p95 ms | p99 ms | max ms | in log p50 ms | errors | CPU ms/run (stack) | host busy % | other processes % |');
+  L.push('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const x of p) {
-    L.push(`| C=${x.concurrency} | ${x.runs} | ${x.runs_per_s} | ${x.p50_ms} | ${x.p95_ms} | ${x.p99_ms} | ${x.max_ms} | ${x.in_log_p50_ms} | ${x.errors}${x.errors ? ' ' + JSON.stringify(x.error_kinds) : ''} | ${x.cpu_ms_per_run_total} | ${x.host_busy_pct} | ${x.other_busy_pct} |`);
+    L.push(`| C=${x.concurrency} | ${res.topology} | ${x.runs} | ${x.runs_per_s} | ${x.p50_ms} | ${x.p95_ms} | ${x.p99_ms} | ${x.max_ms} | ${x.in_log_p50_ms} | ${x.errors}${x.errors ? ' ' + JSON.stringify(x.error_kinds) : ''} | ${x.cpu_ms_per_run_total} | ${x.host_busy_pct} | ${x.other_busy_pct} |`);
   }
-  L.push(`| cold start (after ${res.cold.idle_s} s idle) | 1 | | ${res.cold.ms} | | | | | ${res.cold.error ? 1 : 0} | | | |`);
+  L.push(`| cold start (after ${res.cold.idle_s} s idle) | ${res.topology} | 1 | | ${res.cold.ms} | | | | | ${res.cold.error ? 1 : 0} | | | |`);
   L.push('');
   if (res.cold.timeline) {
     L.push(`Where the cold run's time went (ms; the warm run right after it in brackets): ${Object.entries(res.cold.timeline).map(([k, v]) => `${k.replace(/ \(.*/, '')} ${v} [${res.cold.next_run_timeline?.[k] ?? '?'}]`).join('; ')}.`);
@@ -556,7 +567,7 @@ function table(res) {
   for (const x of p) L.push(`| C=${x.concurrency} | ${names.map((n) => x.cpu_ms_per_run[n]).join(' | ')} | ${x.cpu_ms_per_run_total} | ${x.client_cpu_ms_per_run} |`);
   L.push('');
   const f = res.floor;
-  L.push(`Raw floor, same server (C, send-asap): core request-reply p50 ${f.core_rtt_p50_ms} ms, one-way ${f.oneway_p50_ms} ms; JetStream publish+ack p50 ${f.js_sync_p50_ms} ms; WebSocket echo (Node) p50 ${f.ws_rtt_p50_ms} ms.`);
+  L.push(`Raw floor, same ${res.topology === 'cluster' ? 'cluster (R3 stream)' : 'server'} (C, send-asap): core request-reply p50 ${f.core_rtt_p50_ms} ms, one-way ${f.oneway_p50_ms} ms; JetStream publish+ack p50 ${f.js_sync_p50_ms} ms; WebSocket echo (Node) p50 ${f.ws_rtt_p50_ms} ms.`);
   L.push(`With nats.c's default buffering (how the services connect): request-reply p50 ${f.core_rtt_buffered_p50_ms} ms, one-way ${f.oneway_buffered_p50_ms} ms.`);
   L.push(`Hops of one run: ${f.hops.round_trips} awaited round trips + ${f.hops.one_way} one-way deliveries + ${f.hops.websocket} WebSocket round trips:`);
   L.push(`floor latency = core RTT x ${f.hops.round_trips + f.hops.one_way + f.hops.websocket} hops = **${f.latency_core_rtt_x_hops_ms} ms**; priced per kind of hop = **${f.latency_priced_ms} ms**.`);

@@ -29,11 +29,18 @@
  *                  orchestrator's appends have: msg/s and so runs/s
  * into a scratch stream E2EFLOOR (file storage, like RUNS), deleted at the
  * end. Output: one "key value" line per figure (latencies in us).
+ *
+ * On a cluster (bench/e2e --cluster) RS_NATS_URL is the list of every
+ * node, as the services are given it, and E2EFLOOR_REPLICAS=3 makes the
+ * scratch stream R3 like RUNS there; the two connections of the core
+ * figures land on whichever nodes nats.c picks from the list, as the
+ * services' do, so a core hop may cross a route.
  */
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <nats/nats.h>
 
@@ -54,6 +61,23 @@ die(const char *what)
 	exit(1);
 }
 
+/* The server list as the services take it (rs_nats_split_urls): nats.c
+ * 3.4.1's natsOptions_SetURL takes one URL only, and a cluster's list
+ * ("nats://a,nats://b,nats://c") never connects through it. */
+static natsStatus
+set_servers(natsOptions *o, const char *list)
+{
+	char buf[1024];
+	const char *urls[RS_NATS_MAX_SERVERS];
+	int n = 0;
+
+	if (rs_nats_split_urls(list, buf, sizeof(buf), urls, RS_NATS_MAX_SERVERS, &n) != RS_OK) {
+		fprintf(stderr, "RS_NATS_URL is not a list of server URLs: %s\n", list);
+		exit(2);
+	}
+	return natsOptions_SetServers(o, urls, n);
+}
+
 /* A connection as the services make one (user and password from the
  * environment), but with the send-asap choice rs_nats_connect does not
  * offer. js may be NULL. */
@@ -64,7 +88,7 @@ floor_connect(const char *url, const char *name, int asap, jsOptions *jo, jsCtx 
 	natsConnection *nc = NULL;
 	const char *user = rs_env_str("RS_NATS_USER", NULL), *pass = rs_env_str("RS_NATS_PASSWORD", NULL);
 
-	if (natsOptions_Create(&o) != NATS_OK || natsOptions_SetURL(o, url) != NATS_OK ||
+	if (natsOptions_Create(&o) != NATS_OK || set_servers(o, url) != NATS_OK ||
 	    natsOptions_SetName(o, name) != NATS_OK || natsOptions_SetSendAsap(o, asap) != NATS_OK)
 		die("options");
 	if (user != NULL && pass != NULL) {
@@ -144,10 +168,25 @@ core_latencies(const char *url, int asap, int64_t *v, int samples)
 	const char *ping = "0123456789abcdef";
 
 	snprintf(subj, sizeof(subj), "e2efloor.rtt");
-	if (natsConnection_Subscribe(&resp, b, subj, on_request, NULL) != NATS_OK ||
-	    natsConnection_SubscribeSync(&sink, b, "e2efloor.oneway") != NATS_OK ||
+	/* The sink first: a node forwards interest over its routes in order,
+	 * so once a request reaches the responder the sink's is known too. */
+	if (natsConnection_SubscribeSync(&sink, b, "e2efloor.oneway") != NATS_OK ||
+	    natsConnection_Subscribe(&resp, b, subj, on_request, NULL) != NATS_OK ||
 	    natsConnection_FlushTimeout(b, 5000) != NATS_OK)
 		die("subscribe");
+	/* On a cluster a and b may be on different nodes: b's flush says its
+	 * node has the subscriptions, not that a's node heard of them yet
+	 * (until then a request gets "no responders"). */
+	for (int tries = 0;; tries++) {
+		natsStatus st = natsConnection_RequestString(&m, a, subj, ping, 200);
+
+		if (st == NATS_OK)
+			break;
+		if ((st != NATS_NO_RESPONDERS && st != NATS_TIMEOUT) || tries == 50)
+			die("request (waiting for the responder's interest)");
+		nanosleep(&(struct timespec){ .tv_nsec = 100000000 }, NULL);
+	}
+	natsMsg_Destroy(m);
 	for (int i = -200; i < samples; i++) {
 		int64_t t0 = rs_mono_us();
 
@@ -186,6 +225,7 @@ main(int argc, char **argv)
 	char *payload = NULL;
 	int64_t *v = NULL, t0, dt;
 	long events, bytes, runs, samples = 2000, total;
+	int64_t replicas = 1;
 	const char *url = rs_env_str("RS_NATS_URL", "nats://127.0.0.1:4222");
 
 	if (argc < 4 || argc > 5) {
@@ -204,10 +244,14 @@ main(int argc, char **argv)
 		        "samples 10..%d\n", MAX_EVENT_BYTES, MAX_SAMPLES);
 		return 2;
 	}
+	if (rs_env_int("E2EFLOOR_REPLICAS", 1, 1, 5, &replicas) != RS_OK) {
+		fprintf(stderr, "bench-e2e-floor: E2EFLOOR_REPLICAS must be 1..5\n");
+		return 2;
+	}
 	total = events * runs;
 	/* Messages freed where they are destroyed, as in the services
 	 * (common/rs_natsgc.c); referencing it also links it in. */
-	printf("natsgc_ours %d\n", rs_natsgc_active());
+	printf("natsgc_ours %d\nreplicas %lld\n", rs_natsgc_active(), (long long)replicas);
 	jsOptions_Init(&jo);
 	jo.PublishAsync.MaxPending = 16384;
 	jo.PublishAsync.AckHandler = on_ack;
@@ -228,6 +272,7 @@ main(int argc, char **argv)
 	sc.Subjects = subjects;
 	sc.SubjectsLen = 1;
 	sc.Storage = js_FileStorage;
+	sc.Replicas = replicas;
 	js_DeleteStream(js, STREAM, NULL, NULL);   /* a leftover of an aborted run */
 	if (js_AddStream(NULL, js, &sc, NULL, NULL) != NATS_OK)
 		die("create stream " STREAM);

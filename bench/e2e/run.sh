@@ -9,11 +9,13 @@
 # Markdown table and writes JSON (bench/e2e/last.json). Everything it
 # starts is stopped by pid at exit (tests/lib/stack.mjs).
 #
-# Usage: bench/e2e/run.sh [BUILD_DIR] [--quick] [--n1=N] [--n64=N] [--warmup=N]
+# Usage: bench/e2e/run.sh [BUILD_DIR] [--quick] [--cluster] [--n1=N] [--n64=N] [--warmup=N]
 #                         [--cold-s=S] [--c-high=C] [--floor-runs=N] [--pg-sample-ms=MS] [--out=FILE]
-# The same settings as environment variables: QUICK=1, N1 (300), N64 (3000),
+# The same settings as environment variables: QUICK=1, CLUSTER=1, N1 (300), N64 (3000),
 # WARMUP (200), COLD_S (60), C_HIGH (64), FLOOR_RUNS (10000), PG_SAMPLE_MS (20;
-# 0 = no sampling of Postgres backends), OUT.
+# 0 = no sampling of Postgres backends), OUT (bench/e2e/last.json; last-cluster.json).
+# --cluster: a 3-node JetStream cluster on loopback, every stream and bucket
+# R3, the services given all three URLs; the floor is measured on it too.
 # QUICK=1: N1=30, N64=300, WARMUP=20, COLD_S=2, FLOOR_RUNS=1000 (< 1 minute).
 # Not a test: it fails (exit 1) only when the stack cannot be brought up or
 # the first run is wrong; errors under load are counted and reported.
