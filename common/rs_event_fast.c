@@ -424,7 +424,7 @@ rs_event_raw_member(const char *buf, size_t len, const char *key, const char **v
 	for (;;) {
 		const char *v;
 
-		if (peek(&c) != '"' || !scan_string(&c, &k) || !expect(&c, ':'))
+		if (peek(&c) != '"' || !rs_efast_scan_string(&c, &k) || !expect(&c, ':'))
 			return 0;
 		v = c.p;
 		switch (peek(&c)) {
@@ -434,7 +434,7 @@ rs_event_raw_member(const char *buf, size_t len, const char *key, const char **v
 				return 0;
 			break;
 		case '"':
-			if (!scan_string(&c, &sv))
+			if (!rs_efast_scan_string(&c, &sv))
 				return 0;
 			break;
 		default:        /* number, true, false, null */
