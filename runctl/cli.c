@@ -45,7 +45,7 @@ is_opt(const char *a)
 }
 
 const char *
-runctl_flag(int argc, char **argv, const char *name, const char *def)
+rs_ctl_flag(int argc, char **argv, const char *name, const char *def)
 {
 	size_t n = strlen(name);
 
@@ -61,7 +61,7 @@ runctl_flag(int argc, char **argv, const char *name, const char *def)
 }
 
 int
-runctl_has(int argc, char **argv, const char *name)
+rs_ctl_has(int argc, char **argv, const char *name)
 {
 	for (int i = 1; i < argc; i++)
 		if (strncmp(argv[i], "--", 2) == 0 && strcmp(argv[i] + 2, name) == 0)
@@ -70,7 +70,7 @@ runctl_has(int argc, char **argv, const char *name)
 }
 
 const char *
-runctl_arg(int argc, char **argv, int want)
+rs_ctl_arg(int argc, char **argv, int want)
 {
 	int seen = 0;
 
@@ -95,17 +95,17 @@ runctl_arg(int argc, char **argv, int want)
 }
 
 int
-runctl_nargs(int argc, char **argv)
+rs_ctl_nargs(int argc, char **argv)
 {
 	int n = 0;
 
-	while (runctl_arg(argc, argv, n) != NULL)
+	while (rs_ctl_arg(argc, argv, n) != NULL)
 		n++;
 	return n;
 }
 
 int
-runctl_check_flags(int argc, char **argv, const char *cmd, const char *const *known)
+rs_ctl_check_flags(int argc, char **argv, const char *cmd, const char *const *known)
 {
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--") == 0)
@@ -114,13 +114,13 @@ runctl_check_flags(int argc, char **argv, const char *cmd, const char *const *kn
 			continue;
 		size_t n = opt_len(argv[i]);
 		if (!in_list(global_flags, argv[i] + 2, n) && (known == NULL || !in_list(known, argv[i] + 2, n)))
-			return out_err(RC_USAGE, cmd, "unknown option '%.*s' (see runctl %s --help)",
+			return rs_ctl_out_err(RC_USAGE, cmd, "unknown option '%.*s' (see runctl %s --help)",
 			               (int)n + 2, argv[i], cmd);
 		if (in_list(bare_flags, argv[i] + 2, n))
 			continue;
 		if (argv[i][2 + n] != '=') {
 			if (i + 1 >= argc)
-				return out_err(RC_USAGE, cmd, "option '%s' needs a value", argv[i]);
+				return rs_ctl_out_err(RC_USAGE, cmd, "option '%s' needs a value", argv[i]);
 			i++;
 		}
 	}
@@ -128,22 +128,22 @@ runctl_check_flags(int argc, char **argv, const char *cmd, const char *const *kn
 }
 
 int
-runctl_nats(rs_nats *n, int argc, char **argv)
+rs_ctl_nats(rs_nats *n, int argc, char **argv)
 {
-	const char *url = runctl_flag(argc, argv, "nats",
+	const char *url = rs_ctl_flag(argc, argv, "nats",
 	                              rs_env_str("RS_NATS_URL", "nats://127.0.0.1:4222"));
 
 	memset(n, 0, sizeof(*n));
 	if (rs_nats_connect(n, url, "runctl", NULL, 2000) != RS_OK)
-		return out_err(RC_DOWN, NULL, "cannot reach NATS at %s: is the stack up? (./run up, or set "
+		return rs_ctl_out_err(RC_DOWN, NULL, "cannot reach NATS at %s: is the stack up? (./run up, or set "
 		               "RS_NATS_URL / --nats)", url);
 	return RC_OK;
 }
 
 const char *
-runctl_tenant(int argc, char **argv)
+rs_ctl_tenant(int argc, char **argv)
 {
-	const char *t = runctl_flag(argc, argv, "tenant", rs_env_str("RS_TENANT", NULL));
+	const char *t = rs_ctl_flag(argc, argv, "tenant", rs_env_str("RS_TENANT", NULL));
 
 	return (t != NULL && rs_id_is_token(t, 64)) ? t : NULL;
 }
@@ -185,9 +185,9 @@ group_usage(const runctl_cmd *cmds, const char *group)
 static int
 print_version(const char *version)
 {
-	if (out_json()) {
+	if (rs_ctl_out_json()) {
 		json_t *v = json_pack("{s:s, s:s}", "name", "runctl", "version", version);
-		out_json_value(stdout, v, 0);
+		rs_ctl_out_json_value(stdout, v, 0);
 		json_decref(v);
 	} else {
 		printf("runctl %s\n", version);
@@ -196,13 +196,13 @@ print_version(const char *version)
 }
 
 int
-runctl_dispatch(const runctl_cmd *cmds, const char *version, int argc, char **argv)
+rs_ctl_dispatch(const runctl_cmd *cmds, const char *version, int argc, char **argv)
 {
 	int group_known = 0;
 
 	rs_log_init("runctl");
 	/* Before a command is found, --json anywhere decides how errors read. */
-	out_init(argc, argv);
+	rs_ctl_out_init(argc, argv);
 	if (argc >= 2 && (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0))
 		return print_version(version);
 	if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
@@ -215,15 +215,15 @@ runctl_dispatch(const runctl_cmd *cmds, const char *version, int argc, char **ar
 			continue;
 		group_known = 1;
 		if (c->name == NULL) {
-			if (runctl_has(argc, argv, "help") || (argc >= 3 && strcmp(argv[2], "-h") == 0))
+			if (rs_ctl_has(argc, argv, "help") || (argc >= 3 && strcmp(argv[2], "-h") == 0))
 				return help(c);
-			out_init(argc - 1, argv + 1);
+			rs_ctl_out_init(argc - 1, argv + 1);
 			return c->fn(argc - 1, argv + 1);
 		}
 		if (argc >= 3 && strcmp(c->name, argv[2]) == 0) {
-			if (runctl_has(argc, argv, "help") || (argc >= 4 && strcmp(argv[3], "-h") == 0))
+			if (rs_ctl_has(argc, argv, "help") || (argc >= 4 && strcmp(argv[3], "-h") == 0))
 				return help(c);
-			out_init(argc - 2, argv + 2);
+			rs_ctl_out_init(argc - 2, argv + 2);
 			return c->fn(argc - 2, argv + 2);
 		}
 	}
@@ -231,8 +231,8 @@ runctl_dispatch(const runctl_cmd *cmds, const char *version, int argc, char **ar
 		int rc = group_usage(cmds, argv[1]);
 		return argc >= 3 ? RC_OK : rc;   /* asked for help: not an error */
 	}
-	if (out_json())
-		return out_err(RC_USAGE, NULL, "unknown command '%s%s%s' (runctl --help lists them)",
+	if (rs_ctl_out_json())
+		return rs_ctl_out_err(RC_USAGE, NULL, "unknown command '%s%s%s' (runctl --help lists them)",
 		               argv[1], argc > 2 ? " " : "", argc > 2 ? argv[2] : "");
 	fprintf(stderr, "runctl: unknown command '%s%s%s'\n\n", argv[1], argc > 2 ? " " : "",
 	        argc > 2 ? argv[2] : "");

@@ -28,11 +28,11 @@
 #define SECRET_ID_LEN 12   /* hex chars of sha256 shown as a key/token id */
 
 int
-cmd_streams_apply(int argc, char **argv)
+rs_ctl_cmd_streams_apply(int argc, char **argv)
 {
 	char report[8192];
 	rs_nats n;
-	int rc = runctl_nats(&n, argc, argv);
+	int rc = rs_ctl_nats(&n, argc, argv);
 
 	if (rc != RC_OK)
 		return rc;
@@ -48,9 +48,9 @@ cmd_streams_apply(int argc, char **argv)
 }
 
 int
-cmd_migrate(int argc, char **argv)
+rs_ctl_cmd_migrate(int argc, char **argv)
 {
-	const char *url = runctl_flag(argc, argv, "pg", rs_env_str("RS_PG_URL",
+	const char *url = rs_ctl_flag(argc, argv, "pg", rs_env_str("RS_PG_URL",
 	                  "postgresql://127.0.0.1:5432/runstream"));
 	char report[8192];
 	PGconn *c = NULL;
@@ -79,7 +79,7 @@ issue_secret(int argc, char **argv, const char *bucket, const char *prefix, json
 	uint64_t rev = 0;
 	char *body = NULL;
 	rs_nats n;
-	int rc = runctl_nats(&n, argc, argv);
+	int rc = rs_ctl_nats(&n, argc, argv);
 
 	if (rc != RC_OK)
 		return rc;
@@ -89,13 +89,13 @@ issue_secret(int argc, char **argv, const char *bucket, const char *prefix, json
 	rs_sha256_hex(secret, strlen(secret), sum);
 	body = rs_json_dump(value);
 	if (js_KeyValue(&kv, n.js, bucket) != NATS_OK) {
-		rc = out_err(RC_FAIL, NULL, "KV bucket %s missing: run `runctl streams apply` first", bucket);
+		rc = rs_ctl_out_err(RC_FAIL, NULL, "KV bucket %s missing: run `runctl streams apply` first", bucket);
 	} else if (kvStore_PutString(&rev, kv, sum, body) != NATS_OK) {
-		rc = out_err(RC_FAIL, NULL, "cannot store the secret in %s", bucket);
-	} else if (out_json()) {
+		rc = rs_ctl_out_err(RC_FAIL, NULL, "cannot store the secret in %s", bucket);
+	} else if (rs_ctl_out_json()) {
 		json_t *doc = json_pack("{s:s, s:s%}", "secret", secret, "id", sum, (size_t)SECRET_ID_LEN);
 		json_object_update(doc, value);
-		out_json_value(stdout, doc, 0);
+		rs_ctl_out_json_value(stdout, doc, 0);
 		json_decref(doc);
 	} else {
 		printf("%s\n", secret);
@@ -107,14 +107,14 @@ issue_secret(int argc, char **argv, const char *bucket, const char *prefix, json
 }
 
 int
-cmd_keys_create(int argc, char **argv)
+rs_ctl_cmd_keys_create(int argc, char **argv)
 {
-	const char *tenant = runctl_flag(argc, argv, "tenant", NULL);
+	const char *tenant = rs_ctl_flag(argc, argv, "tenant", NULL);
 	json_t *v;
 	int rc;
 
 	if (!rs_id_is_token(tenant, 64))
-		return out_err(RC_USAGE, "keys create", "--tenant must match [a-z0-9_-]{1,64}");
+		return rs_ctl_out_err(RC_USAGE, "keys create", "--tenant must match [a-z0-9_-]{1,64}");
 	v = json_pack("{s:s}", "tenant", tenant);
 	rc = issue_secret(argc, argv, "apikeys", "rk_", v);
 	json_decref(v);
@@ -122,15 +122,15 @@ cmd_keys_create(int argc, char **argv)
 }
 
 int
-cmd_devices_token(int argc, char **argv)
+rs_ctl_cmd_devices_token(int argc, char **argv)
 {
-	const char *tenant = runctl_flag(argc, argv, "tenant", NULL);
-	const char *device = runctl_flag(argc, argv, "device", NULL);
+	const char *tenant = rs_ctl_flag(argc, argv, "tenant", NULL);
+	const char *device = rs_ctl_flag(argc, argv, "device", NULL);
 	json_t *v;
 	int rc;
 
 	if (!rs_id_is_token(tenant, 64) || !rs_id_is_token(device, 64))
-		return out_err(RC_USAGE, "devices token", "--tenant and --device must match [a-z0-9_-]{1,64}");
+		return rs_ctl_out_err(RC_USAGE, "devices token", "--tenant and --device must match [a-z0-9_-]{1,64}");
 	v = json_pack("{s:s,s:s}", "tenant", tenant, "device_id", device);
 	rc = issue_secret(argc, argv, "devtokens", "dt_", v);
 	json_decref(v);
@@ -184,7 +184,7 @@ secrets_of(kvStore *kv, const char *cmd, const char *tenant, const char *device,
 	if (s == NATS_NOT_FOUND)
 		return RC_OK;
 	if (s != NATS_OK)
-		return out_err(rs_nats_status(s, 0) == RS_EUNAVAIL ? RC_DOWN : RC_FAIL, cmd,
+		return rs_ctl_out_err(rs_nats_status(s, 0) == RS_EUNAVAIL ? RC_DOWN : RC_FAIL, cmd,
 		               "listing keys: %s", natsStatus_GetText(s));
 	if ((out->v = calloc((size_t)keys.Count + 1, sizeof(*out->v))) == NULL)
 		abort();
@@ -232,21 +232,21 @@ admin_open(int argc, char **argv, const char *cmd, const char *const *flags, con
 
 	memset(n, 0, sizeof(*n));
 	*kv = NULL;
-	if ((rc = runctl_check_flags(argc, argv, cmd, flags)) != RC_OK)
+	if ((rc = rs_ctl_check_flags(argc, argv, cmd, flags)) != RC_OK)
 		return rc;
-	if ((*tenant = runctl_tenant(argc, argv)) == NULL)
-		return out_err(RC_USAGE, cmd, "--tenant T (or RS_TENANT) is required, [a-z0-9_-]{1,64}");
-	if ((rc = runctl_nats(n, argc, argv)) != RC_OK)
+	if ((*tenant = rs_ctl_tenant(argc, argv)) == NULL)
+		return rs_ctl_out_err(RC_USAGE, cmd, "--tenant T (or RS_TENANT) is required, [a-z0-9_-]{1,64}");
+	if ((rc = rs_ctl_nats(n, argc, argv)) != RC_OK)
 		return rc;
 	if (js_KeyValue(kv, n->js, bucket) != NATS_OK)
-		return out_err(RC_FAIL, cmd, "KV bucket %s missing: run `runctl streams apply` first", bucket);
+		return rs_ctl_out_err(RC_FAIL, cmd, "KV bucket %s missing: run `runctl streams apply` first", bucket);
 	return RC_OK;
 }
 
 static const char *const tenant_only[] = { "tenant", NULL };
 
 int
-cmd_keys_ls(int argc, char **argv)
+rs_ctl_cmd_keys_ls(int argc, char **argv)
 {
 	const char *cmd = "keys ls", *tenant;
 	secret_list l = { 0 };
@@ -264,9 +264,9 @@ cmd_keys_ls(int argc, char **argv)
 		                      (size_t)SECRET_ID_LEN, "tenant", tenant, "created_at",
 		                      json_object_get(l.v[i].value, "created_at") ?
 		                      json_object_get(l.v[i].value, "created_at") : json_null()));
-	if (out_json()) {
+	if (rs_ctl_out_json()) {
 		json_t *doc = json_pack("{s:O}", "keys", arr);
-		out_json_value(stdout, doc, 0);
+		rs_ctl_out_json_value(stdout, doc, 0);
 		json_decref(doc);
 	} else if (l.n == 0) {
 		printf("no API keys for tenant %s (create one with `runctl keys create --tenant %s`)\n",
@@ -294,15 +294,15 @@ purge(kvStore *kv, const char *cmd, const char *sum)
 	natsStatus s = kvStore_Purge(kv, sum, NULL);
 
 	if (s != NATS_OK)
-		return out_err(rs_nats_status(s, 0) == RS_EUNAVAIL ? RC_DOWN : RC_FAIL, cmd,
+		return rs_ctl_out_err(rs_nats_status(s, 0) == RS_EUNAVAIL ? RC_DOWN : RC_FAIL, cmd,
 		               "cannot revoke %.*s: %s", SECRET_ID_LEN, sum, natsStatus_GetText(s));
 	return RC_OK;
 }
 
 int
-cmd_keys_revoke(int argc, char **argv)
+rs_ctl_cmd_keys_revoke(int argc, char **argv)
 {
-	const char *cmd = "keys revoke", *tenant, *arg = runctl_arg(argc, argv, 0);
+	const char *cmd = "keys revoke", *tenant, *arg = rs_ctl_arg(argc, argv, 0);
 	secret_list l = { 0 };
 	kvStore *kv = NULL;
 	char sum[65];
@@ -310,8 +310,8 @@ cmd_keys_revoke(int argc, char **argv)
 	rs_nats n;
 	int rc;
 
-	if (arg == NULL || runctl_nargs(argc, argv) != 1)
-		return out_err(RC_USAGE, cmd, "usage: runctl keys revoke KEY_ID|KEY --tenant T");
+	if (arg == NULL || rs_ctl_nargs(argc, argv) != 1)
+		return rs_ctl_out_err(RC_USAGE, cmd, "usage: runctl keys revoke KEY_ID|KEY --tenant T");
 	memset(&n, 0, sizeof(n));
 	/* The key itself (rk_...) or its id: at least 8 hex chars of its hash. */
 	if (strncmp(arg, "rk_", 3) == 0) {
@@ -322,7 +322,7 @@ cmd_keys_revoke(int argc, char **argv)
 			if (!((arg[i] >= '0' && arg[i] <= '9') || (arg[i] >= 'a' && arg[i] <= 'f')))
 				break;
 		if (alen < 8 || alen > 64 || i != alen) {
-			rc = out_err(RC_USAGE, cmd, "give a key id (8 to 64 hex characters, from `runctl "
+			rc = rs_ctl_out_err(RC_USAGE, cmd, "give a key id (8 to 64 hex characters, from `runctl "
 			             "keys ls`) or the key itself (rk_...)");
 			goto cleanup;
 		}
@@ -337,19 +337,19 @@ cmd_keys_revoke(int argc, char **argv)
 			hit = i;
 		}
 	if (match == 0) {
-		rc = out_err(RC_NOTFOUND, cmd, "tenant %s has no API key %.*s", tenant, SECRET_ID_LEN, sum);
+		rc = rs_ctl_out_err(RC_NOTFOUND, cmd, "tenant %s has no API key %.*s", tenant, SECRET_ID_LEN, sum);
 		goto cleanup;
 	}
 	if (match > 1) {
-		rc = out_err(RC_USAGE, cmd, "%s matches %zu keys: give more of the id", arg, match);
+		rc = rs_ctl_out_err(RC_USAGE, cmd, "%s matches %zu keys: give more of the id", arg, match);
 		goto cleanup;
 	}
 	if ((rc = purge(kv, cmd, l.v[hit].sum)) != RC_OK)
 		goto cleanup;
-	if (out_json()) {
+	if (rs_ctl_out_json()) {
 		json_t *doc = json_pack("{s:s%, s:s, s:b}", "id", l.v[hit].sum, (size_t)SECRET_ID_LEN,
 		                        "tenant", tenant, "revoked", 1);
-		out_json_value(stdout, doc, 0);
+		rs_ctl_out_json_value(stdout, doc, 0);
 		json_decref(doc);
 	} else {
 		printf("revoked API key %.*s of tenant %s (the api stops accepting it within "
@@ -363,7 +363,7 @@ cleanup:
 }
 
 int
-cmd_devices_ls(int argc, char **argv)
+rs_ctl_cmd_devices_ls(int argc, char **argv)
 {
 	const char *cmd = "devices ls", *tenant;
 	secret_list l = { 0 };
@@ -396,9 +396,9 @@ cmd_devices_ls(int argc, char **argv)
 		                      json_object_get(l.v[i].value, "created_at") : json_null(),
 		                      "online", online));
 	}
-	if (out_json()) {
+	if (rs_ctl_out_json()) {
 		json_t *doc = json_pack("{s:O}", "devices", arr);
-		out_json_value(stdout, doc, 0);
+		rs_ctl_out_json_value(stdout, doc, 0);
 		json_decref(doc);
 	} else if (json_array_size(arr) == 0) {
 		printf("no device tokens for tenant %s (issue one with `runctl devices token`)\n", tenant);
@@ -422,32 +422,32 @@ cleanup:
 }
 
 int
-cmd_devices_revoke(int argc, char **argv)
+rs_ctl_cmd_devices_revoke(int argc, char **argv)
 {
-	const char *cmd = "devices revoke", *tenant, *dev = runctl_arg(argc, argv, 0);
+	const char *cmd = "devices revoke", *tenant, *dev = rs_ctl_arg(argc, argv, 0);
 	secret_list l = { 0 };
 	kvStore *kv = NULL;
 	rs_nats n;
 	size_t i;
 	int rc;
 
-	if (dev == NULL || runctl_nargs(argc, argv) != 1 || !rs_id_is_token(dev, 64))
-		return out_err(RC_USAGE, cmd, "usage: runctl devices revoke DEVICE --tenant T "
+	if (dev == NULL || rs_ctl_nargs(argc, argv) != 1 || !rs_id_is_token(dev, 64))
+		return rs_ctl_out_err(RC_USAGE, cmd, "usage: runctl devices revoke DEVICE --tenant T "
 		               "(DEVICE: [a-z0-9_-]{1,64})");
 	if ((rc = admin_open(argc, argv, cmd, tenant_only, "devtokens", &n, &kv, &tenant)) != RC_OK ||
 	    (rc = secrets_of(kv, cmd, tenant, dev, &l)) != RC_OK)
 		goto cleanup;
 	if (l.n == 0) {
-		rc = out_err(RC_NOTFOUND, cmd, "tenant %s has no token for device %s", tenant, dev);
+		rc = rs_ctl_out_err(RC_NOTFOUND, cmd, "tenant %s has no token for device %s", tenant, dev);
 		goto cleanup;
 	}
 	for (i = 0; i < l.n; i++)
 		if ((rc = purge(kv, cmd, l.v[i].sum)) != RC_OK)
 			goto cleanup;
-	if (out_json()) {
+	if (rs_ctl_out_json()) {
 		json_t *doc = json_pack("{s:s, s:s, s:I}", "tenant", tenant, "device_id", dev,
 		                        "revoked", (json_int_t)l.n);
-		out_json_value(stdout, doc, 0);
+		rs_ctl_out_json_value(stdout, doc, 0);
 		json_decref(doc);
 	} else {
 		printf("revoked %zu token%s of device %s (tenant %s); routers close its connections\n",
@@ -468,13 +468,13 @@ cleanup:
  * build tree (../services/projector/rs-projector), or on PATH.
  */
 int
-cmd_projector_rebuild(int argc, char **argv)
+rs_ctl_cmd_projector_rebuild(int argc, char **argv)
 {
 	const char *bin = rs_env_str("RS_PROJECTOR_BIN", NULL);
 	char self[4096], path[4200], *slash;
 	ssize_t n;
 
-	if (runctl_check_flags(argc, argv, "projector rebuild", (const char *const[]){ "pg", NULL }) != RC_OK)
+	if (rs_ctl_check_flags(argc, argv, "projector rebuild", (const char *const[]){ "pg", NULL }) != RC_OK)
 		return RC_USAGE;
 	if (bin == NULL && (n = readlink("/proc/self/exe", self, sizeof(self) - 1)) > 0) {
 		self[n] = '\0';

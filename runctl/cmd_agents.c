@@ -25,7 +25,7 @@ static int
 open_kv(rs_nats *n, kvStore **kv, const char *cmd)
 {
 	if (js_KeyValue(kv, n->js, "agents") != NATS_OK)
-		return out_err(RC_FAIL, cmd, "KV bucket agents missing: run `runctl streams apply` first");
+		return rs_ctl_out_err(RC_FAIL, cmd, "KV bucket agents missing: run `runctl streams apply` first");
 	return RC_OK;
 }
 
@@ -81,7 +81,7 @@ latest_version(kvStore *kv, const char *tenant, const char *name, char *ver, siz
 }
 
 int
-agents_fetch(rs_nats *n, const char *tenant, const char *name, const char *version,
+rs_ctl_agents_fetch(rs_nats *n, const char *tenant, const char *name, const char *version,
              json_t **def, char *err, size_t cap)
 {
 	char key[300], ver[80];
@@ -147,27 +147,27 @@ read_all(const char *path, size_t *len)
  * (the parser's "<field path>: <problem>"), 3 unreadable file.
  */
 int
-cmd_agents_validate(int argc, char **argv)
+rs_ctl_cmd_agents_validate(int argc, char **argv)
 {
-	const char *cmd = "agents validate", *file = runctl_arg(argc, argv, 0);
+	const char *cmd = "agents validate", *file = rs_ctl_arg(argc, argv, 0);
 	char err[512], *buf = NULL;
 	rs_agent *a = NULL;
 	size_t len = 0;
 	json_t *doc;
 	int rc;
 
-	if ((rc = runctl_check_flags(argc, argv, cmd, NULL)) != RC_OK)
+	if ((rc = rs_ctl_check_flags(argc, argv, cmd, NULL)) != RC_OK)
 		return rc;
-	if (file == NULL || runctl_nargs(argc, argv) != 1)
-		return out_err(RC_USAGE, cmd, "give one definition file: runctl agents validate FILE "
+	if (file == NULL || rs_ctl_nargs(argc, argv) != 1)
+		return rs_ctl_out_err(RC_USAGE, cmd, "give one definition file: runctl agents validate FILE "
 		               "(- for stdin)");
 	if ((buf = read_all(file, &len)) == NULL)
-		return out_err(RC_NOTFOUND, cmd, "cannot read %s", file);
+		return rs_ctl_out_err(RC_NOTFOUND, cmd, "cannot read %s", file);
 	if (rs_agent_parse_text(buf, len, &a, err, sizeof(err)) != RS_OK) {
-		if (out_json()) {
+		if (rs_ctl_out_json()) {
 			doc = json_pack("{s:b, s:s, s:{s:s, s:i, s:s}}", "valid", 0, "file", file,
 			                "error", "command", cmd, "exit", RC_USAGE, "message", err);
-			out_json_value(stdout, doc, 0);
+			rs_ctl_out_json_value(stdout, doc, 0);
 			json_decref(doc);
 		} else {
 			fprintf(stderr, "runctl %s: %s is not a valid agent: %s\n", cmd, file, err);
@@ -175,11 +175,11 @@ cmd_agents_validate(int argc, char **argv)
 		rc = RC_USAGE;
 		goto cleanup;
 	}
-	if (out_json()) {
+	if (rs_ctl_out_json()) {
 		doc = json_pack("{s:b, s:s, s:s, s:s, s:I}", "valid", 1, "file", file, "name",
 		                rs_agent_name(a), "version", rs_agent_version(a), "steps",
 		                (json_int_t)rs_agent_step_count(a));
-		out_json_value(stdout, doc, 0);
+		rs_ctl_out_json_value(stdout, doc, 0);
 		json_decref(doc);
 	} else {
 		printf("%s: valid, %s@%s (%zu step%s)\n", file, rs_agent_name(a), rs_agent_version(a),
@@ -193,10 +193,10 @@ cleanup:
 }
 
 int
-cmd_agents_push(int argc, char **argv)
+rs_ctl_cmd_agents_push(int argc, char **argv)
 {
-	const char *cmd = "agents push", *file = runctl_arg(argc, argv, 0);
-	const char *tenant = runctl_tenant(argc, argv);
+	const char *cmd = "agents push", *file = rs_ctl_arg(argc, argv, 0);
+	const char *tenant = rs_ctl_tenant(argc, argv);
 	char err[512], key[300], *buf = NULL, *canon = NULL, *latest = NULL;
 	rs_agent *a = NULL;
 	kvStore *kv = NULL;
@@ -207,19 +207,19 @@ cmd_agents_push(int argc, char **argv)
 	rs_nats n;
 
 	memset(&n, 0, sizeof(n));
-	if ((rc = runctl_check_flags(argc, argv, cmd, tenant_flags)) != RC_OK)
+	if ((rc = rs_ctl_check_flags(argc, argv, cmd, tenant_flags)) != RC_OK)
 		return rc;
 	if (file == NULL)
-		return out_err(RC_USAGE, cmd, "give the definition file: runctl agents push FILE --tenant T");
+		return rs_ctl_out_err(RC_USAGE, cmd, "give the definition file: runctl agents push FILE --tenant T");
 	if (tenant == NULL)
-		return out_err(RC_USAGE, cmd, "--tenant T (or RS_TENANT) is required, [a-z0-9_-]{1,64}");
+		return rs_ctl_out_err(RC_USAGE, cmd, "--tenant T (or RS_TENANT) is required, [a-z0-9_-]{1,64}");
 	if ((buf = read_all(file, &len)) == NULL)
-		return out_err(RC_NOTFOUND, cmd, "cannot read %s", file);
+		return rs_ctl_out_err(RC_NOTFOUND, cmd, "cannot read %s", file);
 	if (rs_agent_parse_text(buf, len, &a, err, sizeof(err)) != RS_OK) {
-		rc = out_err(RC_FAIL, cmd, "%s is not a valid agent: %s", file, err);
+		rc = rs_ctl_out_err(RC_FAIL, cmd, "%s is not a valid agent: %s", file, err);
 		goto cleanup;
 	}
-	if ((rc = runctl_nats(&n, argc, argv)) != RC_OK || (rc = open_kv(&n, &kv, cmd)) != RC_OK)
+	if ((rc = rs_ctl_nats(&n, argc, argv)) != RC_OK || (rc = open_kv(&n, &kv, cmd)) != RC_OK)
 		goto cleanup;
 	canon = rs_json_dump(rs_agent_json(a));
 	snprintf(key, sizeof(key), "%s.%s.%s", tenant, rs_agent_name(a), rs_agent_version(a));
@@ -237,11 +237,11 @@ cmd_agents_push(int argc, char **argv)
 		           memcmp(kvEntry_Value(e), canon, strlen(canon)) == 0;
 		kvEntry_Destroy(e);
 		if (g != NATS_OK) {
-			rc = out_err(RC_FAIL, cmd, "cannot store %s: %s", key, natsStatus_GetText(s));
+			rc = rs_ctl_out_err(RC_FAIL, cmd, "cannot store %s: %s", key, natsStatus_GetText(s));
 			goto cleanup;
 		}
 		if (!same) {
-			rc = out_err(RC_FAIL, cmd, "version %s of agent %s exists with a different "
+			rc = rs_ctl_out_err(RC_FAIL, cmd, "version %s of agent %s exists with a different "
 			             "definition", rs_agent_version(a), rs_agent_name(a));
 			goto cleanup;
 		}
@@ -253,16 +253,16 @@ cmd_agents_push(int argc, char **argv)
 		json_decref(l);
 		snprintf(key, sizeof(key), "%s.%s.latest", tenant, rs_agent_name(a));
 		if ((s = kvStore_PutString(&rev, kv, key, latest)) != NATS_OK) {
-			rc = out_err(RC_FAIL, cmd, "stored the version but not %s: %s (push again)", key,
+			rc = rs_ctl_out_err(RC_FAIL, cmd, "stored the version but not %s: %s (push again)", key,
 			             natsStatus_GetText(s));
 			goto cleanup;
 		}
 	}
-	if (out_json()) {
+	if (rs_ctl_out_json()) {
 		json_t *doc = json_pack("{s:s,s:s,s:s,s:b,s:s}", "tenant", tenant, "name",
 		                        rs_agent_name(a), "version", rs_agent_version(a), "created",
 		                        created, "latest", rs_agent_version(a));
-		out_json_value(stdout, doc, 0);
+		rs_ctl_out_json_value(stdout, doc, 0);
 		json_decref(doc);
 	} else {
 		printf("%s@%s %s; latest is now %s\n", rs_agent_name(a), rs_agent_version(a),
@@ -280,9 +280,9 @@ cleanup:
 }
 
 int
-cmd_agents_ls(int argc, char **argv)
+rs_ctl_cmd_agents_ls(int argc, char **argv)
 {
-	const char *cmd = "agents ls", *tenant = runctl_tenant(argc, argv);
+	const char *cmd = "agents ls", *tenant = rs_ctl_tenant(argc, argv);
 	kvKeysList keys = { 0 };
 	kvStore *kv = NULL;
 	json_t *list = json_array();
@@ -293,17 +293,17 @@ cmd_agents_ls(int argc, char **argv)
 	int rc;
 
 	memset(&n, 0, sizeof(n));
-	if ((rc = runctl_check_flags(argc, argv, cmd, tenant_flags)) != RC_OK)
+	if ((rc = rs_ctl_check_flags(argc, argv, cmd, tenant_flags)) != RC_OK)
 		goto cleanup;
 	if (tenant == NULL) {
-		rc = out_err(RC_USAGE, cmd, "--tenant T (or RS_TENANT) is required");
+		rc = rs_ctl_out_err(RC_USAGE, cmd, "--tenant T (or RS_TENANT) is required");
 		goto cleanup;
 	}
-	if ((rc = runctl_nats(&n, argc, argv)) != RC_OK || (rc = open_kv(&n, &kv, cmd)) != RC_OK)
+	if ((rc = rs_ctl_nats(&n, argc, argv)) != RC_OK || (rc = open_kv(&n, &kv, cmd)) != RC_OK)
 		goto cleanup;
 	s = kvStore_Keys(&keys, kv, NULL);
 	if (s != NATS_OK && s != NATS_NOT_FOUND) {
-		rc = out_err(RC_FAIL, cmd, "listing KV agents: %s", natsStatus_GetText(s));
+		rc = rs_ctl_out_err(RC_FAIL, cmd, "listing KV agents: %s", natsStatus_GetText(s));
 		goto cleanup;
 	}
 	plen = (size_t)snprintf(prefix, sizeof(prefix), "%s.", tenant);
@@ -318,8 +318,8 @@ cmd_agents_ls(int argc, char **argv)
 			continue;
 		json_array_append_new(list, json_pack("{s:s,s:s}", "name", name, "version", ver));
 	}
-	if (out_json()) {
-		out_json_value(stdout, list, 0);
+	if (rs_ctl_out_json()) {
+		rs_ctl_out_json_value(stdout, list, 0);
 	} else if (json_array_size(list) == 0) {
 		printf("no agents for tenant %s (push one with `runctl agents push FILE`)\n", tenant);
 	} else {
@@ -340,27 +340,27 @@ cleanup:
 }
 
 int
-cmd_agents_show(int argc, char **argv)
+rs_ctl_cmd_agents_show(int argc, char **argv)
 {
-	const char *cmd = "agents show", *tenant = runctl_tenant(argc, argv);
-	const char *name = runctl_arg(argc, argv, 0), *version = runctl_flag(argc, argv, "version", NULL);
+	const char *cmd = "agents show", *tenant = rs_ctl_tenant(argc, argv);
+	const char *name = rs_ctl_arg(argc, argv, 0), *version = rs_ctl_flag(argc, argv, "version", NULL);
 	json_t *def = NULL;
 	char err[512];
 	rs_nats n;
 	int rc;
 
 	memset(&n, 0, sizeof(n));
-	if ((rc = runctl_check_flags(argc, argv, cmd, tenant_flags)) != RC_OK)
+	if ((rc = rs_ctl_check_flags(argc, argv, cmd, tenant_flags)) != RC_OK)
 		return rc;
 	if (name == NULL || tenant == NULL)
-		return out_err(RC_USAGE, cmd, "usage: runctl agents show NAME --tenant T [--version V]");
-	if ((rc = runctl_nats(&n, argc, argv)) != RC_OK)
+		return rs_ctl_out_err(RC_USAGE, cmd, "usage: runctl agents show NAME --tenant T [--version V]");
+	if ((rc = rs_ctl_nats(&n, argc, argv)) != RC_OK)
 		return rc;
-	rc = agents_fetch(&n, tenant, name, version, &def, err, sizeof(err));
+	rc = rs_ctl_agents_fetch(&n, tenant, name, version, &def, err, sizeof(err));
 	if (rc != RC_OK)
-		out_err(rc, cmd, "%s", err);
+		rs_ctl_out_err(rc, cmd, "%s", err);
 	else
-		out_json_value(stdout, def, !out_json());
+		rs_ctl_out_json_value(stdout, def, !rs_ctl_out_json());
 	json_decref(def);
 	rs_nats_close(&n, 1000);
 	return rc;

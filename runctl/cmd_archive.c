@@ -66,7 +66,7 @@ mkdir_p(const char *dir)
 static long long
 num_flag(int argc, char **argv, const char *name, long long def, long long max)
 {
-	const char *v = runctl_flag(argc, argv, name, NULL);
+	const char *v = rs_ctl_flag(argc, argv, name, NULL);
 	int64_t out;
 
 	if (v == NULL)
@@ -106,7 +106,7 @@ archive_one(rs_nats *n, const char *out, const char *tenant, const char *run_id,
 	src.tenant = tenant;
 	src.nats = n;
 	err[0] = '\0';
-	rc = runctl_export_run(n, &src, f, &events, &terminal, err, sizeof(err));
+	rc = rs_ctl_export_run(n, &src, f, &events, &terminal, err, sizeof(err));
 	if (fflush(f) != 0 || fsync(fileno(f)) != 0)
 		rc = rc == RC_OK ? RC_FAIL : rc;
 	fclose(f);
@@ -162,16 +162,16 @@ archive_one(rs_nats *n, const char *out, const char *tenant, const char *run_id,
 }
 
 int
-cmd_archive(int argc, char **argv)
+rs_ctl_cmd_archive(int argc, char **argv)
 {
 	const char *cmd = "archive";
-	const char *out = runctl_flag(argc, argv, "out", NULL);
-	const char *tenant = runctl_flag(argc, argv, "tenant", "");
-	const char *url = runctl_flag(argc, argv, "pg", rs_env_str("RS_PG_URL",
+	const char *out = rs_ctl_flag(argc, argv, "out", NULL);
+	const char *tenant = rs_ctl_flag(argc, argv, "tenant", "");
+	const char *url = rs_ctl_flag(argc, argv, "pg", rs_env_str("RS_PG_URL",
 	                  "postgresql://127.0.0.1:5432/runstream"));
 	long long older = num_flag(argc, argv, "older-than", 86400, 100LL * 365 * 86400);
 	long long limit = num_flag(argc, argv, "limit", 1000, 1000000);
-	int purge = runctl_has(argc, argv, "purge"), rc;
+	int purge = rs_ctl_has(argc, argv, "purge"), rc;
 	char olds[32], lims[32], mpath[4200];
 	const char *params[3];
 	size_t events = 0;
@@ -182,25 +182,25 @@ cmd_archive(int argc, char **argv)
 	rs_nats n;
 
 	memset(&n, 0, sizeof(n));
-	if ((rc = runctl_check_flags(argc, argv, cmd, archive_flags)) != RC_OK)
+	if ((rc = rs_ctl_check_flags(argc, argv, cmd, archive_flags)) != RC_OK)
 		return rc;
 	if (out == NULL || out[0] == '\0')
-		return out_err(RC_USAGE, cmd, "--out DIR is required (where the run files go)");
+		return rs_ctl_out_err(RC_USAGE, cmd, "--out DIR is required (where the run files go)");
 	if (older < 0 || limit < 1)
-		return out_err(RC_USAGE, cmd, "--older-than takes seconds (0 or more), --limit 1 to 1000000");
+		return rs_ctl_out_err(RC_USAGE, cmd, "--older-than takes seconds (0 or more), --limit 1 to 1000000");
 	if (tenant[0] != '\0' && !rs_id_is_token(tenant, 64))
-		return out_err(RC_USAGE, cmd, "--tenant %s is not a valid tenant name", tenant);
+		return rs_ctl_out_err(RC_USAGE, cmd, "--tenant %s is not a valid tenant name", tenant);
 	if (mkdir_p(out) != 0)
-		return out_err(RC_FAIL, cmd, "cannot create %s: %s", out, strerror(errno));
+		return rs_ctl_out_err(RC_FAIL, cmd, "cannot create %s: %s", out, strerror(errno));
 	snprintf(mpath, sizeof(mpath), "%s/archive.ndjson", out);
 	if ((manifest = fopen(mpath, "a")) == NULL)
-		return out_err(RC_FAIL, cmd, "cannot write %s: %s", mpath, strerror(errno));
+		return rs_ctl_out_err(RC_FAIL, cmd, "cannot write %s: %s", mpath, strerror(errno));
 	if (rs_pg_connect(&c, url) != RS_OK) {
-		rc = out_err(RC_DOWN, cmd, "cannot reach Postgres at %s (the read model lists finished "
+		rc = rs_ctl_out_err(RC_DOWN, cmd, "cannot reach Postgres at %s (the read model lists finished "
 		             "runs; set RS_PG_URL / --pg)", url);
 		goto cleanup;
 	}
-	if ((rc = runctl_nats(&n, argc, argv)) != RC_OK)
+	if ((rc = rs_ctl_nats(&n, argc, argv)) != RC_OK)
 		goto cleanup;
 	snprintf(olds, sizeof(olds), "%lld", older);
 	snprintf(lims, sizeof(lims), "%lld", limit);
@@ -209,7 +209,7 @@ cmd_archive(int argc, char **argv)
 	params[2] = lims;
 	r = PQexecParams(c, candidates_sql, 3, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-		rc = out_err(RC_FAIL, cmd, "reading finished runs: %s", PQerrorMessage(c));
+		rc = rs_ctl_out_err(RC_FAIL, cmd, "reading finished runs: %s", PQerrorMessage(c));
 		goto cleanup;
 	}
 	for (int i = 0; i < PQntuples(r); i++) {
@@ -227,11 +227,11 @@ cmd_archive(int argc, char **argv)
 			failed++;
 		}
 	}
-	if (out_json()) {
+	if (rs_ctl_out_json()) {
 		json_t *o = json_pack("{s:i, s:i, s:i, s:i, s:I, s:s}", "archived", archived, "purged",
 		                      purged_n, "skipped", skipped, "failed", failed,
 		                      "events", (json_int_t)events, "out", out);
-		out_json_value(stdout, o, 0);
+		rs_ctl_out_json_value(stdout, o, 0);
 		json_decref(o);
 	} else {
 		printf("archived %d run(s), %zu event(s), to %s; purged %d from RUNS; skipped %d; failed %d\n",

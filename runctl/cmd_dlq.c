@@ -39,9 +39,9 @@ get_msg(rs_nats *n, uint64_t seq, natsMsg **m, const char *cmd)
 		return RC_OK;
 	if (rs_nats_status(s, jerr) == RS_ENOTFOUND)
 		return jerr == JSStreamNotFoundErr
-		       ? out_err(RC_FAIL, cmd, "stream DLQ missing: run `runctl streams apply`")
+		       ? rs_ctl_out_err(RC_FAIL, cmd, "stream DLQ missing: run `runctl streams apply`")
 		       : RC_NOTFOUND;
-	return out_err(rs_nats_status(s, jerr) == RS_EUNAVAIL ? RC_DOWN : RC_FAIL, cmd,
+	return rs_ctl_out_err(rs_nats_status(s, jerr) == RS_EUNAVAIL ? RC_DOWN : RC_FAIL, cmd,
 	               "reading DLQ seq %" PRIu64 ": %s", seq, natsStatus_GetText(s));
 }
 
@@ -74,8 +74,8 @@ stream_range(rs_nats *n, uint64_t *first, uint64_t *last, const char *cmd)
 
 	if (s != NATS_OK) {
 		if (rs_nats_status(s, jerr) == RS_ENOTFOUND)
-			return out_err(RC_FAIL, cmd, "stream DLQ missing: run `runctl streams apply`");
-		return out_err(RC_DOWN, cmd, "cannot read stream DLQ: %s", natsStatus_GetText(s));
+			return rs_ctl_out_err(RC_FAIL, cmd, "stream DLQ missing: run `runctl streams apply`");
+		return rs_ctl_out_err(RC_DOWN, cmd, "cannot read stream DLQ: %s", natsStatus_GetText(s));
 	}
 	*first = si->State.FirstSeq;
 	*last = si->State.Msgs ? si->State.LastSeq : 0;
@@ -84,9 +84,9 @@ stream_range(rs_nats *n, uint64_t *first, uint64_t *last, const char *cmd)
 }
 
 int
-cmd_dlq_ls(int argc, char **argv)
+rs_ctl_cmd_dlq_ls(int argc, char **argv)
 {
-	const char *cmd = "dlq ls", *source = runctl_flag(argc, argv, "source", NULL);
+	const char *cmd = "dlq ls", *source = rs_ctl_flag(argc, argv, "source", NULL);
 	json_t *list = json_array();
 	uint64_t first = 0, last = 0;
 	int64_t limit = 100;
@@ -95,13 +95,13 @@ cmd_dlq_ls(int argc, char **argv)
 	int rc;
 
 	memset(&n, 0, sizeof(n));
-	if ((rc = runctl_check_flags(argc, argv, cmd, dlq_flags)) != RC_OK)
+	if ((rc = rs_ctl_check_flags(argc, argv, cmd, dlq_flags)) != RC_OK)
 		goto cleanup;
-	if (rs_parse_int(runctl_flag(argc, argv, "limit", "100"), 1, 100000, &limit) != RS_OK) {
-		rc = out_err(RC_USAGE, cmd, "--limit must be a number between 1 and 100000");
+	if (rs_parse_int(rs_ctl_flag(argc, argv, "limit", "100"), 1, 100000, &limit) != RS_OK) {
+		rc = rs_ctl_out_err(RC_USAGE, cmd, "--limit must be a number between 1 and 100000");
 		goto cleanup;
 	}
-	if ((rc = runctl_nats(&n, argc, argv)) != RC_OK || (rc = stream_range(&n, &first, &last, cmd)) != RC_OK)
+	if ((rc = rs_ctl_nats(&n, argc, argv)) != RC_OK || (rc = stream_range(&n, &first, &last, cmd)) != RC_OK)
 		goto cleanup;
 	for (uint64_t seq = first; last > 0 && seq <= last && (int64_t)shown < limit; seq++) {
 		natsMsg *m = NULL;
@@ -116,8 +116,8 @@ cmd_dlq_ls(int argc, char **argv)
 		natsMsg_Destroy(m);
 	}
 	rc = RC_OK;
-	if (out_json()) {
-		out_json_value(stdout, list, 0);
+	if (rs_ctl_out_json()) {
+		rs_ctl_out_json_value(stdout, list, 0);
 	} else if (shown == 0) {
 		printf("the dead-letter queue is empty%s%s\n", source ? " for source " : "", source ? source : "");
 	} else {
@@ -141,17 +141,17 @@ cleanup:
 static int
 parse_seq(int argc, char **argv, const char *cmd, uint64_t *seq)
 {
-	const char *a = runctl_arg(argc, argv, 0);
+	const char *a = rs_ctl_arg(argc, argv, 0);
 	int64_t v;
 
 	if (a == NULL || rs_parse_int(a, 1, INT64_MAX, &v) != RS_OK)
-		return out_err(RC_USAGE, cmd, "give the DLQ sequence number shown by `runctl dlq ls`");
+		return rs_ctl_out_err(RC_USAGE, cmd, "give the DLQ sequence number shown by `runctl dlq ls`");
 	*seq = (uint64_t)v;
 	return RC_OK;
 }
 
 int
-cmd_dlq_show(int argc, char **argv)
+rs_ctl_cmd_dlq_show(int argc, char **argv)
 {
 	const char *cmd = "dlq show";
 	natsMsg *m = NULL;
@@ -161,16 +161,16 @@ cmd_dlq_show(int argc, char **argv)
 	int rc;
 
 	memset(&n, 0, sizeof(n));
-	if ((rc = runctl_check_flags(argc, argv, cmd, NULL)) != RC_OK ||
+	if ((rc = rs_ctl_check_flags(argc, argv, cmd, NULL)) != RC_OK ||
 	    (rc = parse_seq(argc, argv, cmd, &seq)) != RC_OK)
 		return rc;
-	if ((rc = runctl_nats(&n, argc, argv)) != RC_OK)
+	if ((rc = rs_ctl_nats(&n, argc, argv)) != RC_OK)
 		return rc;
 	if ((rc = get_msg(&n, seq, &m, cmd)) == RC_NOTFOUND)
-		rc = out_err(RC_NOTFOUND, cmd, "no dead letter with seq %" PRIu64 " (see `runctl dlq ls`)", seq);
+		rc = rs_ctl_out_err(RC_NOTFOUND, cmd, "no dead letter with seq %" PRIu64 " (see `runctl dlq ls`)", seq);
 	if (rc == RC_OK) {
 		o = msg_json(m, 1);
-		out_json_value(stdout, o, !out_json());
+		rs_ctl_out_json_value(stdout, o, !rs_ctl_out_json());
 		json_decref(o);
 	}
 	natsMsg_Destroy(m);
@@ -189,17 +189,17 @@ retry_one(rs_nats *n, uint64_t seq, const char *cmd, json_t *done)
 	natsStatus s;
 
 	if ((rc = get_msg(n, seq, &m, cmd)) == RC_NOTFOUND)
-		return out_err(RC_NOTFOUND, cmd, "no dead letter with seq %" PRIu64 " (see `runctl dlq ls`)", seq);
+		return rs_ctl_out_err(RC_NOTFOUND, cmd, "no dead letter with seq %" PRIu64 " (see `runctl dlq ls`)", seq);
 	if (rc != RC_OK)
 		return rc;
 	orig = hdr(m, "Runstream-Dlq-Subject");
 	if (orig[0] == '\0') {
-		rc = out_err(RC_FAIL, cmd, "dead letter %" PRIu64 " has no Runstream-Dlq-Subject header: "
+		rc = rs_ctl_out_err(RC_FAIL, cmd, "dead letter %" PRIu64 " has no Runstream-Dlq-Subject header: "
 		             "cannot tell where to send it", seq);
 		goto cleanup;
 	}
 	if (natsMsg_Create(&out, orig, NULL, natsMsg_GetData(m), natsMsg_GetDataLength(m)) != NATS_OK) {
-		rc = out_err(RC_FAIL, cmd, "out of memory");
+		rc = rs_ctl_out_err(RC_FAIL, cmd, "out of memory");
 		goto cleanup;
 	}
 	/* Keep the original's own headers (e.g. Runstream-Type), not ours or
@@ -213,18 +213,18 @@ retry_one(rs_nats *n, uint64_t seq, const char *cmd, json_t *done)
 		free((void *)keys);
 	}
 	if (rs_js_publish(n->js, out, NULL, -1, 5000, NULL, NULL) != RS_OK) {
-		rc = out_err(RC_FAIL, cmd, "republishing dead letter %" PRIu64 " to %s failed: no stream "
+		rc = rs_ctl_out_err(RC_FAIL, cmd, "republishing dead letter %" PRIu64 " to %s failed: no stream "
 		             "takes that subject, or the server is down; the dead letter is kept", seq, orig);
 		goto cleanup;
 	}
 	s = js_DeleteMsg(n->js, "DLQ", seq, NULL, &jerr);
 	if (s != NATS_OK) {
-		rc = out_err(RC_FAIL, cmd, "republished %" PRIu64 " to %s but could not delete it from DLQ: %s",
+		rc = rs_ctl_out_err(RC_FAIL, cmd, "republished %" PRIu64 " to %s but could not delete it from DLQ: %s",
 		             seq, orig, natsStatus_GetText(s));
 		goto cleanup;
 	}
 	json_array_append_new(done, json_pack("{s:I,s:s}", "seq", (json_int_t)seq, "subject", orig));
-	if (!out_json())
+	if (!rs_ctl_out_json())
 		printf("retried %" PRIu64 " -> %s\n", seq, orig);
 cleanup:
 	natsMsg_Destroy(out);
@@ -233,25 +233,25 @@ cleanup:
 }
 
 int
-cmd_dlq_retry(int argc, char **argv)
+rs_ctl_cmd_dlq_retry(int argc, char **argv)
 {
 	const char *cmd = "dlq retry";
 	json_t *done = json_array();
 	uint64_t seq = 0, first = 0, last = 0;
 	rs_nats n;
-	int rc, all = runctl_has(argc, argv, "all");
+	int rc, all = rs_ctl_has(argc, argv, "all");
 
 	memset(&n, 0, sizeof(n));
-	if ((rc = runctl_check_flags(argc, argv, cmd, dlq_flags)) != RC_OK)
+	if ((rc = rs_ctl_check_flags(argc, argv, cmd, dlq_flags)) != RC_OK)
 		goto cleanup;
 	if (!all && (rc = parse_seq(argc, argv, cmd, &seq)) != RC_OK)
 		goto cleanup;
-	if ((rc = runctl_nats(&n, argc, argv)) != RC_OK)
+	if ((rc = rs_ctl_nats(&n, argc, argv)) != RC_OK)
 		goto cleanup;
 	if (!all) {
 		rc = retry_one(&n, seq, cmd, done);
 	} else if ((rc = stream_range(&n, &first, &last, cmd)) == RC_OK) {
-		const char *source = runctl_flag(argc, argv, "source", NULL);
+		const char *source = rs_ctl_flag(argc, argv, "source", NULL);
 		for (seq = first; last > 0 && seq <= last && rc == RC_OK; seq++) {
 			natsMsg *m = NULL;
 			int g = get_msg(&n, seq, &m, cmd);
@@ -264,8 +264,8 @@ cmd_dlq_retry(int argc, char **argv)
 				rc = retry_one(&n, seq, cmd, done);
 		}
 	}
-	if (out_json())
-		out_json_value(stdout, done, 0);
+	if (rs_ctl_out_json())
+		rs_ctl_out_json_value(stdout, done, 0);
 	else if (all && json_array_size(done) == 0 && rc == RC_OK)
 		printf("nothing to retry\n");
 cleanup:

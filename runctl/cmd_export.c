@@ -30,7 +30,7 @@ typedef struct {
 static json_t *
 header_agent(export_ctx *x, const rs_event *ev)
 {
-	const char *file = runctl_flag(x->argc, x->argv, "agent-file", NULL);
+	const char *file = rs_ctl_flag(x->argc, x->argv, "agent-file", NULL);
 	json_t *def = NULL;
 	char err[512];
 	rs_nats local;
@@ -50,11 +50,11 @@ header_agent(export_ctx *x, const rs_event *ev)
 		return NULL;
 	}
 	own = x->n->nc == NULL;
-	if (own && runctl_nats(&local, x->argc, x->argv) != RC_OK) {
+	if (own && rs_ctl_nats(&local, x->argc, x->argv) != RC_OK) {
 		fprintf(stderr, "runctl export: warning: agent definition not embedded (give --agent-file)\n");
 		return NULL;
 	}
-	if (agents_fetch(own ? &local : x->n, ev->tenant, ev->d.run_created.agent,
+	if (rs_ctl_agents_fetch(own ? &local : x->n, ev->tenant, ev->d.run_created.agent,
 	                 ev->d.run_created.version, &def, err, sizeof(err)) != RC_OK)
 		fprintf(stderr, "runctl export: warning: %s; the file cannot be checked offline "
 		        "without --agent-file\n", err);
@@ -84,7 +84,7 @@ export_event(void *ctx, rs_event *ev, const char *raw, size_t len)
 }
 
 int
-runctl_export_run(rs_nats *n, const hist_src *src, FILE *out, size_t *events, int *terminal,
+rs_ctl_export_run(rs_nats *n, const hist_src *src, FILE *out, size_t *events, int *terminal,
                   char *err, size_t cap)
 {
 	static char *noargs[] = { "archive", NULL };
@@ -96,7 +96,7 @@ runctl_export_run(rs_nats *n, const hist_src *src, FILE *out, size_t *events, in
 	x.argv = noargs;
 	x.n = n;
 	x.out = out;
-	rc = hist_read(src, export_event, &x, &x.embedded, err, cap);
+	rc = rs_ctl_hist_read(src, export_event, &x, &x.embedded, err, cap);
 	json_decref(x.embedded);
 	*events = x.events;
 	*terminal = x.terminal;
@@ -104,7 +104,7 @@ runctl_export_run(rs_nats *n, const hist_src *src, FILE *out, size_t *events, in
 }
 
 int
-cmd_export(int argc, char **argv)
+rs_ctl_cmd_export(int argc, char **argv)
 {
 	const char *cmd = "export";
 	export_ctx x;
@@ -113,20 +113,20 @@ cmd_export(int argc, char **argv)
 	rs_nats n;
 	int rc;
 
-	if ((rc = runctl_check_flags(argc, argv, cmd, export_flags)) != RC_OK)
+	if ((rc = rs_ctl_check_flags(argc, argv, cmd, export_flags)) != RC_OK)
 		return rc;
-	if ((rc = hist_src_from_args(argc, argv, cmd, runctl_arg(argc, argv, 0), &src, &n)) != RC_OK)
+	if ((rc = rs_ctl_hist_src_from_args(argc, argv, cmd, rs_ctl_arg(argc, argv, 0), &src, &n)) != RC_OK)
 		return rc;
 	memset(&x, 0, sizeof(x));
 	x.argc = argc;
 	x.argv = argv;
 	x.n = &n;
 	x.out = stdout;
-	rc = hist_read(&src, export_event, &x, &x.embedded, err, sizeof(err));
+	rc = rs_ctl_hist_read(&src, export_event, &x, &x.embedded, err, sizeof(err));
 	if (rc != RC_OK)
-		out_err(rc, cmd, "%s", err[0] ? err : "cannot write the output");
+		rs_ctl_out_err(rc, cmd, "%s", err[0] ? err : "cannot write the output");
 	else if (fflush(stdout) != 0)
-		rc = out_err(RC_FAIL, cmd, "cannot write the output");
+		rc = rs_ctl_out_err(RC_FAIL, cmd, "cannot write the output");
 	else
 		fprintf(stderr, "runctl export: %zu events\n", x.events);
 	json_decref(x.embedded);

@@ -539,7 +539,7 @@ render_auth(char pw[][65], const team *teams, size_t nteams)
 static const char *
 auth_dir(int argc, char **argv)
 {
-	return runctl_flag(argc, argv, "dir", rs_env_str("RS_NATS_AUTH_DIR", ".run/nats-auth"));
+	return rs_ctl_flag(argc, argv, "dir", rs_env_str("RS_NATS_AUTH_DIR", ".run/nats-auth"));
 }
 
 static int
@@ -570,7 +570,7 @@ write_auth(const char *dir, char pw[][65], const team *teams, size_t nteams)
 }
 
 int
-cmd_nats_config(int argc, char **argv)
+rs_ctl_cmd_nats_config(int argc, char **argv)
 {
 	const char *dir = auth_dir(argc, argv);
 	char pw[NROLES][65];
@@ -578,10 +578,10 @@ cmd_nats_config(int argc, char **argv)
 	size_t nteams = 0;
 	int rc;
 
-	if (runctl_check_flags(argc, argv, "nats config",
+	if (rs_ctl_check_flags(argc, argv, "nats config",
 	                       (const char *const[]){ "dir", "env-passwords", NULL }) != RC_OK)
 		return RC_USAGE;
-	if (runctl_has(argc, argv, "env-passwords")) {
+	if (rs_ctl_has(argc, argv, "env-passwords")) {
 		/* For deployments that hand passwords to the server in its
 		 * environment (compose): no secrets written, no teams. */
 		char *conf = render_auth(NULL, NULL, 0);
@@ -621,7 +621,7 @@ server_pid(const char *dir)
 static void
 public_url(int argc, char **argv, char *out, size_t cap)
 {
-	const char *url = runctl_flag(argc, argv, "nats", rs_env_str("RS_NATS_URL", "nats://127.0.0.1:4222"));
+	const char *url = rs_ctl_flag(argc, argv, "nats", rs_env_str("RS_NATS_URL", "nats://127.0.0.1:4222"));
 	const char *at, *comma, *scheme = strstr(url, "://");
 	size_t head = scheme ? (size_t)(scheme - url) + 3 : 0;
 
@@ -668,7 +668,7 @@ ensure_team_consumer(int argc, char **argv, const char *user, const char *tenant
 	jsConsumerInfo *ci = NULL;
 	jsErrCode jerr = 0;
 	rs_nats n;
-	int rc = runctl_nats(&n, argc, argv);
+	int rc = rs_ctl_nats(&n, argc, argv);
 
 	if (rc != RC_OK)
 		return rc;
@@ -694,18 +694,18 @@ cleanup:
 }
 
 int
-cmd_consumers_grant(int argc, char **argv)
+rs_ctl_cmd_consumers_grant(int argc, char **argv)
 {
 	const char *dir = auth_dir(argc, argv);
-	const char *tenant = runctl_flag(argc, argv, "tenant", NULL);
-	const char *name = runctl_flag(argc, argv, "name", NULL);
+	const char *tenant = rs_ctl_flag(argc, argv, "tenant", NULL);
+	const char *name = rs_ctl_flag(argc, argv, "name", NULL);
 	char pw[NROLES][65], url[512], user[64];
 	team *teams = NULL, *t = NULL;
 	size_t nteams = 0;
 	pid_t pid;
 	int rc;
 
-	if (runctl_check_flags(argc, argv, "consumers grant",
+	if (rs_ctl_check_flags(argc, argv, "consumers grant",
 	                       (const char *const[]){ "tenant", "name", "dir", "nats", NULL }) != RC_OK)
 		return RC_USAGE;
 	if (!rs_id_is_token(tenant, 64) || !team_name_ok(name)) {
@@ -758,7 +758,7 @@ cmd_consumers_grant(int argc, char **argv)
 	} else {
 		rc = ensure_team_consumer(argc, argv, user, tenant);
 	}
-	if (out_json()) {
+	if (rs_ctl_out_json()) {
 		json_t *v = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "user", user, "password",
 		                      t->password, "url", url, "tenant", tenant, "consumer", user,
 		                      "filter", "", "inbox_prefix", "");
@@ -767,7 +767,7 @@ cmd_consumers_grant(int argc, char **argv)
 		snprintf(ib, sizeof(ib), "_INBOX_%s", user);
 		json_object_set_new(v, "filter", json_string(f));
 		json_object_set_new(v, "inbox_prefix", json_string(ib));
-		out_json_value(stdout, v, 0);
+		rs_ctl_out_json_value(stdout, v, 0);
 		json_decref(v);
 	} else {
 		printf("RS_NATS_URL=%s\nRS_NATS_USER=%s\nRS_NATS_PASSWORD=%s\n"

@@ -108,7 +108,7 @@ tree(const hist_src *src, const tl_kids *k, int depth, int print)
 		o = json_pack("{s:s, s:s, s:s}", "run_id", c->id, "key", c->key, "status", c->status);
 		s2.run_id = c->id;
 		if (src->file == NULL && depth < TREE_MAX_DEPTH &&
-		    hist_read(&s2, kids_event, sub, NULL, err, sizeof(err)) == RC_OK && sub->n > 0)
+		    rs_ctl_hist_read(&s2, kids_event, sub, NULL, err, sizeof(err)) == RC_OK && sub->n > 0)
 			json_object_set_new(o, "children", tree(src, sub, depth + 1, print));
 		json_array_append_new(arr, o);
 		free(sub);
@@ -127,23 +127,23 @@ timeline_event(void *ctx, rs_event *ev, const char *raw, size_t len)
 
 	if (t->sum.events == 0) {
 		t->start_ms = ev->time_ms;
-		if (!out_json()) {
-			printf("%srun %s  tenant %s%s\n", out_on(OUT_BOLD), ev->run_id, ev->tenant, out_off());
-			printf("%s\n", tl_header());
+		if (!rs_ctl_out_json()) {
+			printf("%srun %s  tenant %s%s\n", rs_ctl_out_on(OUT_BOLD), ev->run_id, ev->tenant, rs_ctl_out_off());
+			printf("%s\n", rs_ctl_tl_header());
 		}
 	}
-	tl_summary_add(&t->sum, ev);
+	rs_ctl_tl_summary_add(&t->sum, ev);
 	kids_add(t->kids, ev);
-	tl_row_of(ev, t->start_ms, &row);
-	if (out_json()) {
-		json_array_append_new(t->rows, tl_row_json(&row));
+	rs_ctl_tl_row_of(ev, t->start_ms, &row);
+	if (rs_ctl_out_json()) {
+		json_array_append_new(t->rows, rs_ctl_tl_row_json(&row));
 		return RC_OK;
 	}
 	static const out_color colors[] = {
 		[TL_NONE] = OUT_PLAIN, [TL_WAIT] = OUT_YELLOW, [TL_RETRY] = OUT_MAGENTA,
 		[TL_FAIL] = OUT_RED, [TL_DONE] = OUT_GREEN,
 	};
-	tl_format_row(&row, out_on(colors[row.mark]), out_off(), line, sizeof(line));
+	rs_ctl_tl_format_row(&row, rs_ctl_out_on(colors[row.mark]), rs_ctl_out_off(), line, sizeof(line));
 	puts(line);
 	return RC_OK;
 }
@@ -156,26 +156,26 @@ replay_timeline(const hist_src *src, const char *cmd)
 	int rc;
 
 	memset(&t, 0, sizeof(t));
-	tl_summary_init(&t.sum);
+	rs_ctl_tl_summary_init(&t.sum);
 	t.rows = json_array();
 	if ((t.kids = calloc(1, sizeof(*t.kids))) == NULL)
 		abort();
-	rc = hist_read(src, timeline_event, &t, NULL, err, sizeof(err));
+	rc = rs_ctl_hist_read(src, timeline_event, &t, NULL, err, sizeof(err));
 	if (rc != RC_OK) {
 		json_decref(t.rows);
 		free(t.kids);
-		return out_err(rc, cmd, "%s", err);
+		return rs_ctl_out_err(rc, cmd, "%s", err);
 	}
-	if (out_json()) {
-		json_t *doc = json_pack("{s:o,s:O}", "summary", tl_summary_json(&t.sum), "events", t.rows);
+	if (rs_ctl_out_json()) {
+		json_t *doc = json_pack("{s:o,s:O}", "summary", rs_ctl_tl_summary_json(&t.sum), "events", t.rows);
 		if (t.kids->n > 0)
 			json_object_set_new(doc, "children", tree(src, t.kids, 1, 0));
-		out_json_value(stdout, doc, 0);
+		rs_ctl_out_json_value(stdout, doc, 0);
 		json_decref(doc);
 	} else {
-		tl_summary_format(&t.sum, sum, sizeof(sum));
-		printf("%s%s (agent %s@%s)%s\n", out_on(OUT_BOLD), sum, t.sum.agent, t.sum.version,
-		       out_off());
+		rs_ctl_tl_summary_format(&t.sum, sum, sizeof(sum));
+		printf("%s%s (agent %s@%s)%s\n", rs_ctl_out_on(OUT_BOLD), sum, t.sum.agent, t.sum.version,
+		       rs_ctl_out_off());
 		if (t.kids->n > 0) {
 			printf("children (key, run, status):\n");
 			json_decref(tree(src, t.kids, 1, 1));
@@ -221,22 +221,22 @@ replay_at(const hist_src *src, const char *cmd, const char *at_s)
 	int rc;
 
 	if (rs_parse_int(at_s, 1, INT64_MAX, &at) != RS_OK)
-		return out_err(RC_USAGE, cmd, "--at needs an event sequence number >= 1, not '%s'", at_s);
+		return rs_ctl_out_err(RC_USAGE, cmd, "--at needs an event sequence number >= 1, not '%s'", at_s);
 	memset(&a, 0, sizeof(a));
 	a.run = rs_run_new();
 	rs_eff_init(&a.effects);
 	a.at = (uint64_t)at;
-	rc = hist_read(src, at_event, &a, NULL, err, sizeof(err));
+	rc = rs_ctl_hist_read(src, at_event, &a, NULL, err, sizeof(err));
 	if (rc == RC_FAIL && a.err[0] != '\0') {
-		rc = out_err(RC_FAIL, cmd, "the state machine rejects the history: %s", a.err);
+		rc = rs_ctl_out_err(RC_FAIL, cmd, "the state machine rejects the history: %s", a.err);
 		goto cleanup;
 	}
 	if (rc != RC_OK) {
-		rc = out_err(rc, cmd, "%s", err);
+		rc = rs_ctl_out_err(rc, cmd, "%s", err);
 		goto cleanup;
 	}
 	if (!a.reached) {
-		rc = out_err(RC_NOTFOUND, cmd, "the run has only %" PRIu64 " events; --at %" PRId64
+		rc = rs_ctl_out_err(RC_NOTFOUND, cmd, "the run has only %" PRIu64 " events; --at %" PRId64
 		             " is past its end", rs_run_last_seq(a.run), at);
 		goto cleanup;
 	}
@@ -244,10 +244,10 @@ replay_at(const hist_src *src, const char *cmd, const char *at_s)
 	/* Only a run with http/llm steps has them: other views stay as is. */
 	if (json_array_size(rs_eff_list(&a.effects)) > 0)
 		json_object_set(view, "effects", rs_eff_list(&a.effects));
-	if (!out_json())
-		printf("%sstate after event %" PRId64 " (%s)%s\n", out_on(OUT_BOLD), at,
-		       rs_run_status_name(rs_run_get_status(a.run)), out_off());
-	out_json_value(stdout, view, !out_json());
+	if (!rs_ctl_out_json())
+		printf("%sstate after event %" PRId64 " (%s)%s\n", rs_ctl_out_on(OUT_BOLD), at,
+		       rs_run_status_name(rs_run_get_status(a.run)), rs_ctl_out_off());
+	rs_ctl_out_json_value(stdout, view, !rs_ctl_out_json());
 	json_decref(view);
 cleanup:
 	rs_eff_free(&a.effects);
@@ -314,8 +314,8 @@ print_side_by_side(json_t *rec, json_t *dec)
 		const char *a = json_string_value(json_object_get(fr, k));
 		const char *b = json_string_value(json_object_get(fd, k));
 		int same = a && b && strcmp(a, b) == 0;
-		printf("%s%c %-22s %-44.44s %.60s%s\n", same ? "" : out_on(OUT_RED), same ? ' ' : '!', k,
-		       a ? a : "(absent)", b ? b : "(absent)", same ? "" : out_off());
+		printf("%s%c %-22s %-44.44s %.60s%s\n", same ? "" : rs_ctl_out_on(OUT_RED), same ? ' ' : '!', k,
+		       a ? a : "(absent)", b ? b : "(absent)", same ? "" : rs_ctl_out_off());
 	}
 	json_decref(sorted);
 	json_decref(keys);
@@ -329,15 +329,15 @@ divergence(const rs_replay_report *rep)
 {
 	json_t *r = rep->recorded, *d = rep->decided;
 
-	if (out_json()) {
+	if (rs_ctl_out_json()) {
 		json_t *doc = json_pack("{s:b,s:I,s:I,s:s,s:s,s:O,s:O}", "ok", 0, "seq",
 		                        (json_int_t)rep->seq, "group_seq", (json_int_t)rep->group_seq,
 		                        "command", rep->command, "reason", rep->reason,
 		                        "recorded", r ? r : json_null(), "decided", d ? d : json_null());
-		out_json_value(stdout, doc, 0);
+		rs_ctl_out_json_value(stdout, doc, 0);
 		json_decref(doc);
 	} else {
-		printf("%sDIVERGENCE at event %" PRIu64 "%s: %s\n", out_on(OUT_RED), rep->seq, out_off(),
+		printf("%sDIVERGENCE at event %" PRIu64 "%s: %s\n", rs_ctl_out_on(OUT_RED), rep->seq, rs_ctl_out_off(),
 		       rep->reason);
 		printf("  the %s command rebuilt from event %" PRIu64 " (%s) decides differently today\n",
 		       rep->command, rep->group_seq, rs_event_type_name(rep->group_type));
@@ -354,20 +354,20 @@ check_history(const hist_buf *h, const rs_agent *agent, const char *cmd)
 	int rc;
 
 	if (rs_replay_check(h->ev, h->n, agent, &rep, err, sizeof(err)) != RS_OK)
-		return out_err(RC_FAIL, cmd, "%s", err);
+		return rs_ctl_out_err(RC_FAIL, cmd, "%s", err);
 	if (!rep.ok) {
 		rc = divergence(&rep);
 		rs_replay_report_free(&rep);
 		return rc;
 	}
-	if (out_json()) {
+	if (rs_ctl_out_json()) {
 		json_t *doc = json_pack("{s:b,s:I,s:I,s:s}", "ok", 1, "events", (json_int_t)rep.events,
 		                        "groups", (json_int_t)rep.groups, "status", rep.status);
-		out_json_value(stdout, doc, 0);
+		rs_ctl_out_json_value(stdout, doc, 0);
 		json_decref(doc);
 	} else {
 		printf("%scheck ok%s: %zu events in %zu decisions are what this build decides "
-		       "(agent %s@%s, run %s)\n", out_on(OUT_GREEN), out_off(), rep.events, rep.groups,
+		       "(agent %s@%s, run %s)\n", rs_ctl_out_on(OUT_GREEN), rs_ctl_out_off(), rep.events, rep.groups,
 		       rs_agent_name(agent), rs_agent_version(agent), rep.status);
 	}
 	rs_replay_report_free(&rep);
@@ -414,7 +414,7 @@ static int
 resolve_agent(int argc, char **argv, const char *cmd, const hist_buf *h, json_t *embedded,
               rs_nats *n, rs_agent **out)
 {
-	const char *file = runctl_flag(argc, argv, "agent-file", NULL);
+	const char *file = rs_ctl_flag(argc, argv, "agent-file", NULL);
 	const rs_ev_run_created *rc0;
 	json_t *def = NULL;
 	char err[512];
@@ -422,32 +422,32 @@ resolve_agent(int argc, char **argv, const char *cmd, const hist_buf *h, json_t 
 
 	*out = NULL;
 	if (h->n == 0 || h->ev[0].type != RS_EV_RUN_CREATED)
-		return out_err(RC_FAIL, cmd, "the history does not start with run.created: cannot check it");
+		return rs_ctl_out_err(RC_FAIL, cmd, "the history does not start with run.created: cannot check it");
 	rc0 = &h->ev[0].d.run_created;
 	if (file != NULL) {
 		if ((rc = read_json_file(file, &def, err, sizeof(err))) != RC_OK)
-			return out_err(rc, cmd, "--agent-file: %s", err);
+			return rs_ctl_out_err(rc, cmd, "--agent-file: %s", err);
 	} else if (embedded != NULL) {
 		def = json_incref(embedded);
 	} else {
 		rs_nats local;
 		int own = n->nc == NULL;
-		if (own && (rc = runctl_nats(&local, argc, argv)) != RC_OK)
+		if (own && (rc = rs_ctl_nats(&local, argc, argv)) != RC_OK)
 			return rc;
-		rc = agents_fetch(own ? &local : n, h->ev[0].tenant, rc0->agent, rc0->version, &def,
+		rc = rs_ctl_agents_fetch(own ? &local : n, h->ev[0].tenant, rc0->agent, rc0->version, &def,
 		                  err, sizeof(err));
 		if (own)
 			rs_nats_close(&local, 1000);
 		if (rc != RC_OK)
-			return out_err(rc, cmd, "%s (offline: give --agent-file def.json)", err);
+			return rs_ctl_out_err(rc, cmd, "%s (offline: give --agent-file def.json)", err);
 	}
 	if (rs_agent_parse(def, out, err, sizeof(err)) != RS_OK) {
 		json_decref(def);
-		return out_err(RC_FAIL, cmd, "the agent definition is not valid today: %s", err);
+		return rs_ctl_out_err(RC_FAIL, cmd, "the agent definition is not valid today: %s", err);
 	}
 	json_decref(def);
 	if (strcmp(rs_agent_version(*out), rc0->version) != 0) {
-		rc = out_err(RC_FAIL, cmd, "the agent definition is version %s but the run is pinned to "
+		rc = rs_ctl_out_err(RC_FAIL, cmd, "the agent definition is version %s but the run is pinned to "
 		             "%s@%s: give the definition the run was created with", rs_agent_version(*out),
 		             rc0->agent, rc0->version);
 		rs_agent_free(*out);
@@ -468,9 +468,9 @@ replay_check(int argc, char **argv, const hist_src *src, rs_nats *n, const char 
 	char err[512];
 	int rc;
 
-	rc = hist_read(src, hist_collect, &h, &embedded, err, sizeof(err));
+	rc = rs_ctl_hist_read(src, rs_ctl_hist_collect, &h, &embedded, err, sizeof(err));
 	if (rc != RC_OK) {
-		rc = out_err(rc, cmd, "%s", err);
+		rc = rs_ctl_out_err(rc, cmd, "%s", err);
 		goto cleanup;
 	}
 	if ((rc = resolve_agent(argc, argv, cmd, &h, embedded, n, &agent)) != RC_OK)
@@ -479,7 +479,7 @@ replay_check(int argc, char **argv, const hist_src *src, rs_nats *n, const char 
 	 * step lists (run.created.scope). */
 	scope = h.ev[0].d.run_created.scope;
 	if (scope != NULL && (scoped = rs_agent_scope(agent, scope)) == NULL) {
-		rc = out_err(RC_FAIL, cmd, "the agent has no step list \"%s\" (run.created.scope)",
+		rc = rs_ctl_out_err(RC_FAIL, cmd, "the agent has no step list \"%s\" (run.created.scope)",
 		             scope);
 		goto cleanup;
 	}
@@ -487,27 +487,27 @@ replay_check(int argc, char **argv, const hist_src *src, rs_nats *n, const char 
 cleanup:
 	rs_agent_free(agent);
 	json_decref(embedded);
-	hist_buf_free(&h);
+	rs_ctl_hist_buf_free(&h);
 	return rc;
 }
 
 int
-cmd_replay(int argc, char **argv)
+rs_ctl_cmd_replay(int argc, char **argv)
 {
-	const char *cmd = "replay", *at = runctl_flag(argc, argv, "at", NULL);
+	const char *cmd = "replay", *at = rs_ctl_flag(argc, argv, "at", NULL);
 	hist_src src;
 	rs_nats n;
 	int rc;
 
-	if ((rc = runctl_check_flags(argc, argv, cmd, replay_flags)) != RC_OK)
+	if ((rc = rs_ctl_check_flags(argc, argv, cmd, replay_flags)) != RC_OK)
 		return rc;
-	if (runctl_nargs(argc, argv) > 1)
-		return out_err(RC_USAGE, cmd, "one run id at a time (see --help)");
-	if (at != NULL && runctl_has(argc, argv, "check"))
-		return out_err(RC_USAGE, cmd, "--at and --check do not go together");
-	if ((rc = hist_src_from_args(argc, argv, cmd, runctl_arg(argc, argv, 0), &src, &n)) != RC_OK)
+	if (rs_ctl_nargs(argc, argv) > 1)
+		return rs_ctl_out_err(RC_USAGE, cmd, "one run id at a time (see --help)");
+	if (at != NULL && rs_ctl_has(argc, argv, "check"))
+		return rs_ctl_out_err(RC_USAGE, cmd, "--at and --check do not go together");
+	if ((rc = rs_ctl_hist_src_from_args(argc, argv, cmd, rs_ctl_arg(argc, argv, 0), &src, &n)) != RC_OK)
 		return rc;
-	if (runctl_has(argc, argv, "check"))
+	if (rs_ctl_has(argc, argv, "check"))
 		rc = replay_check(argc, argv, &src, &n, cmd);
 	else if (at != NULL)
 		rc = replay_at(&src, cmd, at);

@@ -37,12 +37,12 @@ typedef struct {
 static int
 api_init(int argc, char **argv, api_cfg *a, const char *cmd)
 {
-	const char *base = runctl_flag(argc, argv, "api", rs_env_str("RS_API_URL", "http://127.0.0.1:8080"));
-	const char *key = runctl_flag(argc, argv, "api-key", rs_env_str("RS_API_KEY", NULL));
+	const char *base = rs_ctl_flag(argc, argv, "api", rs_env_str("RS_API_URL", "http://127.0.0.1:8080"));
+	const char *key = rs_ctl_flag(argc, argv, "api-key", rs_env_str("RS_API_KEY", NULL));
 	size_t n = strlen(base);
 
 	if (key == NULL)
-		return out_err(RC_USAGE, cmd, "RS_API_KEY (or --api-key) is required: create one with "
+		return rs_ctl_out_err(RC_USAGE, cmd, "RS_API_KEY (or --api-key) is required: create one with "
 		               "`runctl keys create --tenant T`");
 	snprintf(a->url, sizeof(a->url), "%.*s", (int)(n && base[n - 1] == '/' ? n - 1 : n), base);
 	snprintf(a->auth, sizeof(a->auth), "Authorization: Bearer %s", key);
@@ -66,13 +66,13 @@ api_call(const api_cfg *a, const char *cmd, const char *method, const char *path
 	if (out != NULL)
 		*out = NULL;
 	snprintf(url, sizeof(url), "%s%s", a->url, path);
-	st = http_request(method, url, headers, txt, txt ? strlen(txt) : 0, 15000, &r);
+	st = rs_ctl_http_request(method, url, headers, txt, txt ? strlen(txt) : 0, 15000, &r);
 	free(txt);
 	if (st == RS_EUNAVAIL)
-		return out_err(RC_DOWN, cmd, "cannot reach the API at %s: is the stack up? (set RS_API_URL / --api)",
+		return rs_ctl_out_err(RC_DOWN, cmd, "cannot reach the API at %s: is the stack up? (set RS_API_URL / --api)",
 		               a->url);
 	if (st != RS_OK)
-		return out_err(RC_FAIL, cmd, "the API at %s gave no usable answer (%s)", a->url, rs_status_str(st));
+		return rs_ctl_out_err(RC_FAIL, cmd, "the API at %s gave no usable answer (%s)", a->url, rs_status_str(st));
 	j = r.len ? json_loadb(r.body, r.len, 0, NULL) : NULL;
 	/* The API answers errors as problem+json (RFC 9457): "detail". */
 	msg = json_string_value(json_object_get(j, "detail"));
@@ -83,27 +83,27 @@ api_call(const api_cfg *a, const char *cmd, const char *method, const char *path
 	if (msg == NULL)
 		msg = json_string_value(json_object_get(j, "message"));
 	if (r.status == 401 || r.status == 403)
-		rc = out_err(RC_FAIL, cmd, "the API refused the key (HTTP %d): check RS_API_KEY", r.status);
+		rc = rs_ctl_out_err(RC_FAIL, cmd, "the API refused the key (HTTP %d): check RS_API_KEY", r.status);
 	else if (r.status == 404)
-		rc = out_err(RC_NOTFOUND, cmd, "not found: %s", msg ? msg : path);
+		rc = rs_ctl_out_err(RC_NOTFOUND, cmd, "not found: %s", msg ? msg : path);
 	else if (r.status >= 400 && r.status < 500)
-		rc = out_err(RC_FAIL, cmd, "the API rejected the request (HTTP %d): %s", r.status, msg ? msg : r.body);
+		rc = rs_ctl_out_err(RC_FAIL, cmd, "the API rejected the request (HTTP %d): %s", r.status, msg ? msg : r.body);
 	else if (r.status >= 500 || r.status < 200)
-		rc = out_err(r.status == 503 ? RC_DOWN : RC_FAIL, cmd, "API error (HTTP %d): %s", r.status,
+		rc = rs_ctl_out_err(r.status == 503 ? RC_DOWN : RC_FAIL, cmd, "API error (HTTP %d): %s", r.status,
 		             msg ? msg : "see the API log");
 	if (rc == RC_OK && out != NULL)
 		*out = json_incref(j);
 	json_decref(j);
-	http_resp_free(&r);
+	rs_ctl_http_resp_free(&r);
 	return rc;
 }
 
 static int
 run_id_arg(int argc, char **argv, const char *cmd, const char **id)
 {
-	*id = runctl_arg(argc, argv, 0);
+	*id = rs_ctl_arg(argc, argv, 0);
 	if (*id == NULL || !rs_id_is_uuid(*id))
-		return out_err(RC_USAGE, cmd, "give a run id (a UUID)");
+		return rs_ctl_out_err(RC_USAGE, cmd, "give a run id (a UUID)");
 	return RC_OK;
 }
 
@@ -111,7 +111,7 @@ run_id_arg(int argc, char **argv, const char *cmd, const char **id)
 static void
 show(json_t *v)
 {
-	out_json_value(stdout, v, !out_json());
+	rs_ctl_out_json_value(stdout, v, !rs_ctl_out_json());
 }
 
 /* Follow a run's events to its end; exit status from its outcome. */
@@ -126,14 +126,14 @@ watch(int argc, char **argv, const char *run_id, const char *cmd)
 	rs_nats n;
 	int rc;
 
-	if ((rc = runctl_nats(&n, argc, argv)) != RC_OK)
+	if ((rc = rs_ctl_nats(&n, argc, argv)) != RC_OK)
 		return rc;
 	snprintf(subject, sizeof(subject), "runs.*.%s", run_id);
 	jsSubOptions_Init(&so);
 	so.Stream = "RUNS";
 	so.Ordered = true;
 	if (js_SubscribeSync(&sub, n.js, subject, NULL, &so, &jerr) != NATS_OK) {
-		rc = out_err(RC_FAIL, cmd, "cannot follow %s", subject);
+		rc = rs_ctl_out_err(RC_FAIL, cmd, "cannot follow %s", subject);
 		goto cleanup;
 	}
 	rc = -1;
@@ -145,20 +145,20 @@ watch(int argc, char **argv, const char *run_id, const char *cmd)
 		if (s == NATS_TIMEOUT)
 			continue;
 		if (s != NATS_OK) {
-			rc = out_err(RC_DOWN, cmd, "lost NATS while following the run");
+			rc = rs_ctl_out_err(RC_DOWN, cmd, "lost NATS while following the run");
 			break;
 		}
 		if (rs_event_decode(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), &ev, err,
 		                    sizeof(err)) == RS_OK) {
 			if (start == 0)
 				start = ev.time_ms;
-			if (out_json()) {
+			if (rs_ctl_out_json()) {
 				fwrite(natsMsg_GetData(m), 1, (size_t)natsMsg_GetDataLength(m), stdout);
 				fputc('\n', stdout);
 			} else {
-				tl_row_of(&ev, start, &row);
-				tl_format_row(&row, out_on(row.mark == TL_FAIL ? OUT_RED : row.mark == TL_DONE
-				              ? OUT_GREEN : OUT_YELLOW), out_off(), line, sizeof(line));
+				rs_ctl_tl_row_of(&ev, start, &row);
+				rs_ctl_tl_format_row(&row, rs_ctl_out_on(row.mark == TL_FAIL ? OUT_RED : row.mark == TL_DONE
+				              ? OUT_GREEN : OUT_YELLOW), rs_ctl_out_off(), line, sizeof(line));
 				puts(line);
 			}
 			fflush(stdout);
@@ -175,25 +175,25 @@ cleanup:
 }
 
 int
-cmd_runs_start(int argc, char **argv)
+rs_ctl_cmd_runs_start(int argc, char **argv)
 {
-	const char *cmd = "runs start", *agent = runctl_arg(argc, argv, 0);
-	const char *input = runctl_flag(argc, argv, "input", "{}");
-	const char *key = runctl_flag(argc, argv, "idempotency-key", NULL);
-	const char *version = runctl_flag(argc, argv, "version", NULL);
+	const char *cmd = "runs start", *agent = rs_ctl_arg(argc, argv, 0);
+	const char *input = rs_ctl_flag(argc, argv, "input", "{}");
+	const char *key = rs_ctl_flag(argc, argv, "idempotency-key", NULL);
+	const char *version = rs_ctl_flag(argc, argv, "version", NULL);
 	char err[256], idem[300];
 	json_t *in = NULL, *body = NULL, *res = NULL;
 	const char *run_id;
 	api_cfg a;
 	int rc;
 
-	if ((rc = runctl_check_flags(argc, argv, cmd, runs_flags)) != RC_OK)
+	if ((rc = rs_ctl_check_flags(argc, argv, cmd, runs_flags)) != RC_OK)
 		return rc;
 	if (agent == NULL)
-		return out_err(RC_USAGE, cmd, "usage: runctl runs start AGENT --input JSON [--idempotency-key K] [--watch]");
+		return rs_ctl_out_err(RC_USAGE, cmd, "usage: runctl runs start AGENT --input JSON [--idempotency-key K] [--watch]");
 	if (rs_json_parse(input, strlen(input), &in, err, sizeof(err)) != RS_OK || !json_is_object(in)) {
 		json_decref(in);
-		return out_err(RC_USAGE, cmd, "--input must be a JSON object: %s", err);
+		return rs_ctl_out_err(RC_USAGE, cmd, "--input must be a JSON object: %s", err);
 	}
 	if ((rc = api_init(argc, argv, &a, cmd)) != RC_OK)
 		goto cleanup;
@@ -205,14 +205,14 @@ cmd_runs_start(int argc, char **argv)
 		goto cleanup;
 	run_id = json_string_value(json_object_get(res, "run_id"));
 	if (run_id == NULL) {
-		rc = out_err(RC_FAIL, cmd, "the API answer has no run_id");
+		rc = rs_ctl_out_err(RC_FAIL, cmd, "the API answer has no run_id");
 		goto cleanup;
 	}
-	if (out_json())
+	if (rs_ctl_out_json())
 		show(res);
 	else
 		printf("run %s started\n", run_id);
-	if (runctl_has(argc, argv, "watch"))
+	if (rs_ctl_has(argc, argv, "watch"))
 		rc = watch(argc, argv, run_id, cmd);
 cleanup:
 	json_decref(in);
@@ -264,15 +264,15 @@ query_escape(const char *prefix, const char *v, char *out, size_t cap)
 }
 
 int
-cmd_runs_ls(int argc, char **argv)
+rs_ctl_cmd_runs_ls(int argc, char **argv)
 {
 	const char *cmd = "runs ls";
-	const char *status = runctl_flag(argc, argv, "status", NULL), *agent = runctl_flag(argc, argv, "agent", NULL);
-	const char *limit = runctl_flag(argc, argv, "limit", "20");
-	const char *after = runctl_flag(argc, argv, "after", NULL);
-	const char *tag = runctl_flag(argc, argv, "tag", NULL);
-	const char *cafter = runctl_flag(argc, argv, "created-after", NULL);
-	const char *cbefore = runctl_flag(argc, argv, "created-before", NULL);
+	const char *status = rs_ctl_flag(argc, argv, "status", NULL), *agent = rs_ctl_flag(argc, argv, "agent", NULL);
+	const char *limit = rs_ctl_flag(argc, argv, "limit", "20");
+	const char *after = rs_ctl_flag(argc, argv, "after", NULL);
+	const char *tag = rs_ctl_flag(argc, argv, "tag", NULL);
+	const char *cafter = rs_ctl_flag(argc, argv, "created-after", NULL);
+	const char *cbefore = rs_ctl_flag(argc, argv, "created-before", NULL);
 	char path[1400], qtag[700] = "", qca[120] = "", qcb[120] = "";
 	int64_t ms;
 	json_t *res = NULL, *runs, *r;
@@ -282,20 +282,20 @@ cmd_runs_ls(int argc, char **argv)
 	size_t i;
 	int rc;
 
-	if ((rc = runctl_check_flags(argc, argv, cmd, runs_flags)) != RC_OK)
+	if ((rc = rs_ctl_check_flags(argc, argv, cmd, runs_flags)) != RC_OK)
 		return rc;
 	if (rs_parse_int(limit, 1, RUNS_PAGE_MAX, &lim) != RS_OK)
-		return out_err(RC_USAGE, cmd, "--limit must be between 1 and %d (the API's page size "
+		return rs_ctl_out_err(RC_USAGE, cmd, "--limit must be between 1 and %d (the API's page size "
 		               "bound; page with --after)", RUNS_PAGE_MAX);
 	if ((status && !rs_id_is_token(status, 32)) || (agent && !rs_id_is_token(agent, 64)))
-		return out_err(RC_USAGE, cmd, "bad --status or --agent");
+		return rs_ctl_out_err(RC_USAGE, cmd, "bad --status or --agent");
 	if (after != NULL && !is_cursor(after))
-		return out_err(RC_USAGE, cmd, "--after must be a next_after cursor printed by runs ls");
+		return rs_ctl_out_err(RC_USAGE, cmd, "--after must be a next_after cursor printed by runs ls");
 	if (tag != NULL && (strchr(tag, ':') == NULL || strlen(tag) > 300))
-		return out_err(RC_USAGE, cmd, "--tag must be key:value");
+		return rs_ctl_out_err(RC_USAGE, cmd, "--tag must be key:value");
 	if ((cafter && rs_time_parse_rfc3339(cafter, &ms) != RS_OK) ||
 	    (cbefore && rs_time_parse_rfc3339(cbefore, &ms) != RS_OK))
-		return out_err(RC_USAGE, cmd, "--created-after / --created-before take an RFC 3339 time "
+		return rs_ctl_out_err(RC_USAGE, cmd, "--created-after / --created-before take an RFC 3339 time "
 		               "(2026-01-02T03:04:05Z)");
 	if (tag != NULL)
 		query_escape("&tag=", tag, qtag, sizeof(qtag));
@@ -312,8 +312,8 @@ cmd_runs_ls(int argc, char **argv)
 		return rc;
 	runs = json_object_get(res, "runs");
 	next = json_string_value(json_object_get(res, "next_after"));
-	if (out_json() || !json_is_array(runs)) {
-		out_json_value(stdout, res, !out_json());
+	if (rs_ctl_out_json() || !json_is_array(runs)) {
+		rs_ctl_out_json_value(stdout, res, !rs_ctl_out_json());
 	} else {
 		if (json_array_size(runs) > 0)
 			printf("%-36s  %-20s  %-10s  %s\n", "RUN", "AGENT", "STATUS", "CREATED");
@@ -334,7 +334,7 @@ cmd_runs_ls(int argc, char **argv)
 }
 
 int
-cmd_runs_show(int argc, char **argv)
+rs_ctl_cmd_runs_show(int argc, char **argv)
 {
 	const char *cmd = "runs show", *id;
 	char path[128];
@@ -342,7 +342,7 @@ cmd_runs_show(int argc, char **argv)
 	api_cfg a;
 	int rc;
 
-	if ((rc = runctl_check_flags(argc, argv, cmd, runs_flags)) != RC_OK ||
+	if ((rc = rs_ctl_check_flags(argc, argv, cmd, runs_flags)) != RC_OK ||
 	    (rc = run_id_arg(argc, argv, cmd, &id)) != RC_OK || (rc = api_init(argc, argv, &a, cmd)) != RC_OK)
 		return rc;
 	snprintf(path, sizeof(path), "/v1/runs/%s", id);
@@ -353,21 +353,21 @@ cmd_runs_show(int argc, char **argv)
 }
 
 int
-cmd_runs_cancel(int argc, char **argv)
+rs_ctl_cmd_runs_cancel(int argc, char **argv)
 {
-	const char *cmd = "runs cancel", *id, *reason = runctl_flag(argc, argv, "reason", NULL);
+	const char *cmd = "runs cancel", *id, *reason = rs_ctl_flag(argc, argv, "reason", NULL);
 	char path[128];
 	json_t *res = NULL, *body;
 	api_cfg a;
 	int rc;
 
-	if ((rc = runctl_check_flags(argc, argv, cmd, runs_flags)) != RC_OK ||
+	if ((rc = rs_ctl_check_flags(argc, argv, cmd, runs_flags)) != RC_OK ||
 	    (rc = run_id_arg(argc, argv, cmd, &id)) != RC_OK || (rc = api_init(argc, argv, &a, cmd)) != RC_OK)
 		return rc;
 	snprintf(path, sizeof(path), "/v1/runs/%s/cancel", id);
 	body = reason ? json_pack("{s:s}", "reason", reason) : json_object();
 	if ((rc = api_call(&a, cmd, "POST", path, body, NULL, &res)) == RC_OK) {
-		if (out_json())
+		if (rs_ctl_out_json())
 			show(res);
 		else
 			printf("cancel requested for run %s\n", id);
@@ -378,29 +378,29 @@ cmd_runs_cancel(int argc, char **argv)
 }
 
 int
-cmd_runs_signal(int argc, char **argv)
+rs_ctl_cmd_runs_signal(int argc, char **argv)
 {
-	const char *cmd = "runs signal", *id, *name = runctl_arg(argc, argv, 1);
-	const char *payload = runctl_flag(argc, argv, "payload", "null");
+	const char *cmd = "runs signal", *id, *name = rs_ctl_arg(argc, argv, 1);
+	const char *payload = rs_ctl_flag(argc, argv, "payload", "null");
 	char path[128], err[256];
 	json_t *res = NULL, *p = NULL;
 	api_cfg a;
 	int rc;
 
-	if ((rc = runctl_check_flags(argc, argv, cmd, runs_flags)) != RC_OK ||
+	if ((rc = rs_ctl_check_flags(argc, argv, cmd, runs_flags)) != RC_OK ||
 	    (rc = run_id_arg(argc, argv, cmd, &id)) != RC_OK)
 		return rc;
 	if (name == NULL || !rs_id_is_token(name, 64))
-		return out_err(RC_USAGE, cmd, "usage: runctl runs signal RUN_ID NAME [--payload JSON] "
+		return rs_ctl_out_err(RC_USAGE, cmd, "usage: runctl runs signal RUN_ID NAME [--payload JSON] "
 		               "(NAME: [a-z0-9_-]{1,64})");
 	if (rs_json_parse(payload, strlen(payload), &p, err, sizeof(err)) != RS_OK)
-		return out_err(RC_USAGE, cmd, "--payload must be JSON: %s", err);
+		return rs_ctl_out_err(RC_USAGE, cmd, "--payload must be JSON: %s", err);
 	if ((rc = api_init(argc, argv, &a, cmd)) != RC_OK)
 		goto cleanup;
 	/* POST /v1/runs/{id}/signals/{name}, the body is the payload. */
 	snprintf(path, sizeof(path), "/v1/runs/%s/signals/%s", id, name);
 	if ((rc = api_call(&a, cmd, "POST", path, p, NULL, &res)) == RC_OK) {
-		if (out_json())
+		if (rs_ctl_out_json())
 			show(res);
 		else
 			printf("signal %s sent to run %s\n", name, id);
@@ -417,21 +417,21 @@ static int
 fork_or_retry(int argc, char **argv, int retry)
 {
 	const char *cmd = retry ? "runs retry" : "runs fork", *id;
-	const char *from = runctl_flag(argc, argv, "from-seq", NULL);
-	const char *version = runctl_flag(argc, argv, "version", NULL);
-	const char *input = runctl_flag(argc, argv, "input", NULL);
+	const char *from = rs_ctl_flag(argc, argv, "from-seq", NULL);
+	const char *version = rs_ctl_flag(argc, argv, "version", NULL);
+	const char *input = rs_ctl_flag(argc, argv, "input", NULL);
 	char path[128], err[256];
 	json_t *res = NULL, *body = json_object(), *in = NULL;
 	int64_t seq;
 	api_cfg a;
 	int rc;
 
-	if ((rc = runctl_check_flags(argc, argv, cmd, runs_flags)) != RC_OK ||
+	if ((rc = rs_ctl_check_flags(argc, argv, cmd, runs_flags)) != RC_OK ||
 	    (rc = run_id_arg(argc, argv, cmd, &id)) != RC_OK)
 		goto cleanup;
 	if (!retry) {
 		if (from == NULL || rs_parse_int(from, 1, INT64_MAX, &seq) != RS_OK) {
-			rc = out_err(RC_USAGE, cmd, "usage: runctl runs fork RUN_ID --from-seq N "
+			rc = rs_ctl_out_err(RC_USAGE, cmd, "usage: runctl runs fork RUN_ID --from-seq N "
 			             "[--version V] [--input JSON] (N: the source's events to keep, >= 1)");
 			goto cleanup;
 		}
@@ -442,7 +442,7 @@ fork_or_retry(int argc, char **argv, int retry)
 	if (input != NULL) {
 		if (rs_json_parse(input, strlen(input), &in, err, sizeof(err)) != RS_OK ||
 		    !json_is_object(in)) {
-			rc = out_err(RC_USAGE, cmd, "--input must be a JSON object%s%s", in ? "" : ": ",
+			rc = rs_ctl_out_err(RC_USAGE, cmd, "--input must be a JSON object%s%s", in ? "" : ": ",
 			             in ? "" : err);
 			goto cleanup;
 		}
@@ -452,7 +452,7 @@ fork_or_retry(int argc, char **argv, int retry)
 		goto cleanup;
 	snprintf(path, sizeof(path), "/v1/runs/%s/%s", id, retry ? "retry" : "fork");
 	if ((rc = api_call(&a, cmd, "POST", path, body, NULL, &res)) == RC_OK) {
-		if (out_json())
+		if (rs_ctl_out_json())
 			show(res);
 		else
 			printf("%s\nforked from %s after event %lld, version %s, %lld step(s) reused\n",
@@ -469,13 +469,13 @@ cleanup:
 }
 
 int
-cmd_runs_fork(int argc, char **argv)
+rs_ctl_cmd_runs_fork(int argc, char **argv)
 {
 	return fork_or_retry(argc, argv, 0);
 }
 
 int
-cmd_runs_retry(int argc, char **argv)
+rs_ctl_cmd_runs_retry(int argc, char **argv)
 {
 	return fork_or_retry(argc, argv, 1);
 }
@@ -485,9 +485,9 @@ cmd_runs_retry(int argc, char **argv)
 static int
 sched_id_arg(int argc, char **argv, const char *cmd, const char **id)
 {
-	*id = runctl_arg(argc, argv, 0);
+	*id = rs_ctl_arg(argc, argv, 0);
 	if (*id == NULL || !rs_id_is_token(*id, 64))
-		return out_err(RC_USAGE, cmd, "usage: runctl %s SCHEDULE_ID (ID: [a-z0-9_-]{1,64})", cmd);
+		return rs_ctl_out_err(RC_USAGE, cmd, "usage: runctl %s SCHEDULE_ID (ID: [a-z0-9_-]{1,64})", cmd);
 	return RC_OK;
 }
 
@@ -511,25 +511,25 @@ sched_line(json_t *s)
 }
 
 int
-cmd_schedules_create(int argc, char **argv)
+rs_ctl_cmd_schedules_create(int argc, char **argv)
 {
-	const char *cmd = "schedules create", *agent = runctl_arg(argc, argv, 0);
-	const char *cron = runctl_flag(argc, argv, "cron", NULL), *tz = runctl_flag(argc, argv, "tz", NULL);
-	const char *interval = runctl_flag(argc, argv, "interval", NULL);
-	const char *input = runctl_flag(argc, argv, "input", NULL);
+	const char *cmd = "schedules create", *agent = rs_ctl_arg(argc, argv, 0);
+	const char *cron = rs_ctl_flag(argc, argv, "cron", NULL), *tz = rs_ctl_flag(argc, argv, "tz", NULL);
+	const char *interval = rs_ctl_flag(argc, argv, "interval", NULL);
+	const char *input = rs_ctl_flag(argc, argv, "input", NULL);
 	const char *opt[4][2] = { { "id", "id" }, { "version", "version" },
 	                          { "catch-up", "catch_up" }, { NULL, NULL } };
-	const char *mcu = runctl_flag(argc, argv, "max-catch-up", NULL);
+	const char *mcu = rs_ctl_flag(argc, argv, "max-catch-up", NULL);
 	json_t *body = json_object(), *res = NULL, *in = NULL;
 	char err[256];
 	int64_t v;
 	api_cfg a;
 	int rc;
 
-	if ((rc = runctl_check_flags(argc, argv, cmd, sched_flags)) != RC_OK)
+	if ((rc = rs_ctl_check_flags(argc, argv, cmd, sched_flags)) != RC_OK)
 		goto cleanup;
 	if (agent == NULL || (cron == NULL) == (interval == NULL)) {
-		rc = out_err(RC_USAGE, cmd, "usage: runctl schedules create AGENT (--cron \"M H DOM MON DOW\" "
+		rc = rs_ctl_out_err(RC_USAGE, cmd, "usage: runctl schedules create AGENT (--cron \"M H DOM MON DOW\" "
 		             "[--tz ZONE] | --interval SECONDS) [--id ID] [--input JSON] [--version V] "
 		             "[--catch-up skip|one|all] [--max-catch-up N]");
 		goto cleanup;
@@ -541,19 +541,19 @@ cmd_schedules_create(int argc, char **argv)
 			json_object_set_new(body, "timezone", json_string(tz));
 	} else {
 		if (rs_parse_int(interval, 1, 366 * 86400, &v) != RS_OK) {
-			rc = out_err(RC_USAGE, cmd, "--interval: seconds, 1 to 31622400");
+			rc = rs_ctl_out_err(RC_USAGE, cmd, "--interval: seconds, 1 to 31622400");
 			goto cleanup;
 		}
 		json_object_set_new(body, "interval_s", json_integer(v));
 	}
 	for (int i = 0; opt[i][0]; i++) {
-		const char *x = runctl_flag(argc, argv, opt[i][0], NULL);
+		const char *x = rs_ctl_flag(argc, argv, opt[i][0], NULL);
 		if (x != NULL)
 			json_object_set_new(body, opt[i][1], json_string(x));
 	}
 	if (mcu != NULL) {
 		if (rs_parse_int(mcu, 1, 100, &v) != RS_OK) {
-			rc = out_err(RC_USAGE, cmd, "--max-catch-up: 1 to 100");
+			rc = rs_ctl_out_err(RC_USAGE, cmd, "--max-catch-up: 1 to 100");
 			goto cleanup;
 		}
 		json_object_set_new(body, "max_catch_up", json_integer(v));
@@ -561,7 +561,7 @@ cmd_schedules_create(int argc, char **argv)
 	if (input != NULL) {
 		if (rs_json_parse(input, strlen(input), &in, err, sizeof(err)) != RS_OK ||
 		    !json_is_object(in)) {
-			rc = out_err(RC_USAGE, cmd, "--input must be a JSON object");
+			rc = rs_ctl_out_err(RC_USAGE, cmd, "--input must be a JSON object");
 			goto cleanup;
 		}
 		json_object_set(body, "input", in);
@@ -569,7 +569,7 @@ cmd_schedules_create(int argc, char **argv)
 	if ((rc = api_init(argc, argv, &a, cmd)) != RC_OK)
 		goto cleanup;
 	if ((rc = api_call(&a, cmd, "POST", "/v1/schedules", body, NULL, &res)) == RC_OK) {
-		if (out_json())
+		if (rs_ctl_out_json())
 			show(res);
 		else
 			sched_line(res);
@@ -582,7 +582,7 @@ cleanup:
 }
 
 int
-cmd_schedules_ls(int argc, char **argv)
+rs_ctl_cmd_schedules_ls(int argc, char **argv)
 {
 	const char *cmd = "schedules ls";
 	json_t *res = NULL, *s;
@@ -590,11 +590,11 @@ cmd_schedules_ls(int argc, char **argv)
 	api_cfg a;
 	int rc;
 
-	if ((rc = runctl_check_flags(argc, argv, cmd, sched_flags)) != RC_OK ||
+	if ((rc = rs_ctl_check_flags(argc, argv, cmd, sched_flags)) != RC_OK ||
 	    (rc = api_init(argc, argv, &a, cmd)) != RC_OK)
 		return rc;
 	if ((rc = api_call(&a, cmd, "GET", "/v1/schedules", NULL, NULL, &res)) == RC_OK) {
-		if (out_json()) {
+		if (rs_ctl_out_json()) {
 			show(res);
 		} else {
 			json_array_foreach(json_object_get(res, "schedules"), i, s)
@@ -617,7 +617,7 @@ sched_one(int argc, char **argv, const char *cmd, const char *method, const char
 	api_cfg a;
 	int rc;
 
-	if ((rc = runctl_check_flags(argc, argv, cmd, sched_flags)) != RC_OK ||
+	if ((rc = rs_ctl_check_flags(argc, argv, cmd, sched_flags)) != RC_OK ||
 	    (rc = sched_id_arg(argc, argv, cmd, &id)) != RC_OK ||
 	    (rc = api_init(argc, argv, &a, cmd)) != RC_OK)
 		return rc;
@@ -630,7 +630,7 @@ sched_one(int argc, char **argv, const char *cmd, const char *method, const char
 	if (rc == RC_OK) {
 		if (res == NULL)
 			printf("schedule %s deleted\n", id);
-		else if (out_json())
+		else if (rs_ctl_out_json())
 			show(res);
 		else
 			sched_line(res);
@@ -639,7 +639,7 @@ sched_one(int argc, char **argv, const char *cmd, const char *method, const char
 	return rc;
 }
 
-int cmd_schedules_show(int argc, char **argv) { return sched_one(argc, argv, "schedules show", "GET", NULL); }
-int cmd_schedules_pause(int argc, char **argv) { return sched_one(argc, argv, "schedules pause", "POST", "pause"); }
-int cmd_schedules_resume(int argc, char **argv) { return sched_one(argc, argv, "schedules resume", "POST", "resume"); }
-int cmd_schedules_rm(int argc, char **argv) { return sched_one(argc, argv, "schedules rm", "DELETE", NULL); }
+int rs_ctl_cmd_schedules_show(int argc, char **argv) { return sched_one(argc, argv, "schedules show", "GET", NULL); }
+int rs_ctl_cmd_schedules_pause(int argc, char **argv) { return sched_one(argc, argv, "schedules pause", "POST", "pause"); }
+int rs_ctl_cmd_schedules_resume(int argc, char **argv) { return sched_one(argc, argv, "schedules resume", "POST", "resume"); }
+int rs_ctl_cmd_schedules_rm(int argc, char **argv) { return sched_one(argc, argv, "schedules rm", "DELETE", NULL); }

@@ -24,7 +24,7 @@ static int
 open_bucket(rs_nats *n, kvStore **kv, const char *cmd)
 {
 	if (js_KeyValue(kv, n->js, RS_SECRET_BUCKET) != NATS_OK)
-		return out_err(RC_FAIL, cmd, "KV bucket %s missing: run `runctl streams apply` first",
+		return rs_ctl_out_err(RC_FAIL, cmd, "KV bucket %s missing: run `runctl streams apply` first",
 		               RS_SECRET_BUCKET);
 	return RC_OK;
 }
@@ -33,7 +33,7 @@ open_bucket(rs_nats *n, kvStore **kv, const char *cmd)
 static int
 read_value(int argc, char **argv, const char *cmd, char **out, size_t *len)
 {
-	const char *v = runctl_flag(argc, argv, "value", NULL);
+	const char *v = rs_ctl_flag(argc, argv, "value", NULL);
 	size_t n = 0, cap = RS_SECRET_VALUE_MAX + 2;
 	char *buf;
 
@@ -61,10 +61,10 @@ read_value(int argc, char **argv, const char *cmd, char **out, size_t *len)
 }
 
 int
-cmd_secrets_set(int argc, char **argv)
+rs_ctl_cmd_secrets_set(int argc, char **argv)
 {
-	const char *cmd = "secrets set", *tenant = runctl_tenant(argc, argv);
-	const char *name = runctl_arg(argc, argv, 0), *why;
+	const char *cmd = "secrets set", *tenant = rs_ctl_tenant(argc, argv);
+	const char *name = rs_ctl_arg(argc, argv, 0), *why;
 	rs_secret_key key;
 	kvStore *kv = NULL;
 	char err[160], *value = NULL;
@@ -73,25 +73,25 @@ cmd_secrets_set(int argc, char **argv)
 	rs_nats n;
 
 	memset(&n, 0, sizeof(n));
-	if ((rc = runctl_check_flags(argc, argv, cmd, set_flags)) != RC_OK)
+	if ((rc = rs_ctl_check_flags(argc, argv, cmd, set_flags)) != RC_OK)
 		return rc;
 	if (tenant == NULL || !rs_secret_name_ok(name))
-		return out_err(RC_USAGE, cmd, "usage: runctl secrets set --tenant T NAME [--value V] "
+		return rs_ctl_out_err(RC_USAGE, cmd, "usage: runctl secrets set --tenant T NAME [--value V] "
 		               "(NAME [A-Za-z0-9_-]{1,64}; the value is read from stdin without --value)");
 	if (rs_secret_key_from_env(&key, err, sizeof(err)) != RS_OK)
-		return out_err(RC_USAGE, cmd, "%s (source .run/secrets.env, or set it to the key the "
+		return rs_ctl_out_err(RC_USAGE, cmd, "%s (source .run/secrets.env, or set it to the key the "
 		               "api and executor use)", err);
 	have_key = 1;
 	if ((rc = read_value(argc, argv, cmd, &value, &len)) != RC_OK)
 		goto cleanup;
 	if (!rs_secret_value_ok(value, len, &why)) {
-		rc = out_err(RC_USAGE, cmd, "value: %s", why);
+		rc = rs_ctl_out_err(RC_USAGE, cmd, "value: %s", why);
 		goto cleanup;
 	}
-	if ((rc = runctl_nats(&n, argc, argv)) != RC_OK || (rc = open_bucket(&n, &kv, cmd)) != RC_OK)
+	if ((rc = rs_ctl_nats(&n, argc, argv)) != RC_OK || (rc = open_bucket(&n, &kv, cmd)) != RC_OK)
 		goto cleanup;
 	if (rs_secret_put(kv, &key, tenant, name, value, len, &created) != RS_OK) {
-		rc = out_err(RC_FAIL, cmd, "cannot store secret %s for tenant %s (is the tenant "
+		rc = rs_ctl_out_err(RC_FAIL, cmd, "cannot store secret %s for tenant %s (is the tenant "
 		             "[a-z0-9_-]{1,64}?)", name, tenant);
 		goto cleanup;
 	}
@@ -110,27 +110,27 @@ cleanup:
 }
 
 int
-cmd_secrets_rm(int argc, char **argv)
+rs_ctl_cmd_secrets_rm(int argc, char **argv)
 {
-	const char *cmd = "secrets rm", *tenant = runctl_tenant(argc, argv);
-	const char *name = runctl_arg(argc, argv, 0);
+	const char *cmd = "secrets rm", *tenant = rs_ctl_tenant(argc, argv);
+	const char *name = rs_ctl_arg(argc, argv, 0);
 	kvStore *kv = NULL;
 	rs_status st;
 	rs_nats n;
 	int rc;
 
 	memset(&n, 0, sizeof(n));
-	if ((rc = runctl_check_flags(argc, argv, cmd, tenant_flags)) != RC_OK)
+	if ((rc = rs_ctl_check_flags(argc, argv, cmd, tenant_flags)) != RC_OK)
 		return rc;
 	if (tenant == NULL || !rs_secret_name_ok(name))
-		return out_err(RC_USAGE, cmd, "usage: runctl secrets rm --tenant T NAME");
-	if ((rc = runctl_nats(&n, argc, argv)) != RC_OK || (rc = open_bucket(&n, &kv, cmd)) != RC_OK)
+		return rs_ctl_out_err(RC_USAGE, cmd, "usage: runctl secrets rm --tenant T NAME");
+	if ((rc = rs_ctl_nats(&n, argc, argv)) != RC_OK || (rc = open_bucket(&n, &kv, cmd)) != RC_OK)
 		goto cleanup;
 	st = rs_secret_delete(kv, tenant, name);
 	if (st == RS_ENOTFOUND)
-		rc = out_err(RC_NOTFOUND, cmd, "tenant %s has no secret %s", tenant, name);
+		rc = rs_ctl_out_err(RC_NOTFOUND, cmd, "tenant %s has no secret %s", tenant, name);
 	else if (st != RS_OK)
-		rc = out_err(RC_FAIL, cmd, "cannot delete secret %s", name);
+		rc = rs_ctl_out_err(RC_FAIL, cmd, "cannot delete secret %s", name);
 	else
 		printf("deleted secret %s of tenant %s\n", name, tenant);
 cleanup:
@@ -141,9 +141,9 @@ cleanup:
 }
 
 int
-cmd_secrets_ls(int argc, char **argv)
+rs_ctl_cmd_secrets_ls(int argc, char **argv)
 {
-	const char *cmd = "secrets ls", *tenant = runctl_tenant(argc, argv);
+	const char *cmd = "secrets ls", *tenant = rs_ctl_tenant(argc, argv);
 	kvStore *kv = NULL;
 	json_t *list = NULL, *v;
 	size_t i;
@@ -151,18 +151,18 @@ cmd_secrets_ls(int argc, char **argv)
 	int rc;
 
 	memset(&n, 0, sizeof(n));
-	if ((rc = runctl_check_flags(argc, argv, cmd, tenant_flags)) != RC_OK)
+	if ((rc = rs_ctl_check_flags(argc, argv, cmd, tenant_flags)) != RC_OK)
 		return rc;
 	if (tenant == NULL)
-		return out_err(RC_USAGE, cmd, "--tenant T (or RS_TENANT) is required");
-	if ((rc = runctl_nats(&n, argc, argv)) != RC_OK || (rc = open_bucket(&n, &kv, cmd)) != RC_OK)
+		return rs_ctl_out_err(RC_USAGE, cmd, "--tenant T (or RS_TENANT) is required");
+	if ((rc = rs_ctl_nats(&n, argc, argv)) != RC_OK || (rc = open_bucket(&n, &kv, cmd)) != RC_OK)
 		goto cleanup;
 	if (rs_secret_list(n.js, kv, tenant, &list) != RS_OK) {
-		rc = out_err(RC_FAIL, cmd, "cannot list the secrets of tenant %s", tenant);
+		rc = rs_ctl_out_err(RC_FAIL, cmd, "cannot list the secrets of tenant %s", tenant);
 		goto cleanup;
 	}
-	if (out_json()) {
-		out_json_value(stdout, list, 0);
+	if (rs_ctl_out_json()) {
+		rs_ctl_out_json_value(stdout, list, 0);
 	} else if (json_array_size(list) == 0) {
 		printf("no secrets for tenant %s (add one with `runctl secrets set --tenant %s NAME`)\n",
 		       tenant, tenant);

@@ -38,7 +38,7 @@ print_event(natsMsg *m, int64_t *start)
 	rs_event ev;
 	tl_row row;
 
-	if (out_json()) {
+	if (rs_ctl_out_json()) {
 		fwrite(natsMsg_GetData(m), 1, (size_t)natsMsg_GetDataLength(m), stdout);
 		fputc('\n', stdout);
 		fflush(stdout);
@@ -51,9 +51,9 @@ print_event(natsMsg *m, int64_t *start)
 	}
 	if (*start == 0)
 		*start = ev.time_ms;
-	tl_row_of(&ev, *start, &row);
-	tl_format_row(&row, out_on(row.mark == TL_FAIL ? OUT_RED : row.mark == TL_DONE ? OUT_GREEN :
-	              row.mark == TL_RETRY ? OUT_MAGENTA : OUT_YELLOW), out_off(), line, sizeof(line));
+	rs_ctl_tl_row_of(&ev, *start, &row);
+	rs_ctl_tl_format_row(&row, rs_ctl_out_on(row.mark == TL_FAIL ? OUT_RED : row.mark == TL_DONE ? OUT_GREEN :
+	              row.mark == TL_RETRY ? OUT_MAGENTA : OUT_YELLOW), rs_ctl_out_off(), line, sizeof(line));
 	printf("%s %s %s\n", ev.tenant, ev.run_id, line);
 	fflush(stdout);
 	rs_event_free(&ev);
@@ -61,10 +61,10 @@ print_event(natsMsg *m, int64_t *start)
 }
 
 int
-cmd_tail(int argc, char **argv)
+rs_ctl_cmd_tail(int argc, char **argv)
 {
-	const char *cmd = "tail", *tenant = runctl_flag(argc, argv, "tenant", NULL);
-	const char *run = runctl_flag(argc, argv, "run", NULL), *type = runctl_flag(argc, argv, "type", NULL);
+	const char *cmd = "tail", *tenant = rs_ctl_flag(argc, argv, "tenant", NULL);
+	const char *run = rs_ctl_flag(argc, argv, "run", NULL), *type = rs_ctl_flag(argc, argv, "type", NULL);
 	natsSubscription *sub = NULL;
 	char subject[200];
 	int64_t count = 0, secs = 0, seen = 0, start = 0, deadline;
@@ -75,23 +75,23 @@ cmd_tail(int argc, char **argv)
 	int rc;
 
 	memset(&n, 0, sizeof(n));
-	if ((rc = runctl_check_flags(argc, argv, cmd, tail_flags)) != RC_OK)
+	if ((rc = rs_ctl_check_flags(argc, argv, cmd, tail_flags)) != RC_OK)
 		return rc;
 	if (tenant != NULL && !rs_id_is_token(tenant, 64))
-		return out_err(RC_USAGE, cmd, "--tenant must match [a-z0-9_-]{1,64}");
+		return rs_ctl_out_err(RC_USAGE, cmd, "--tenant must match [a-z0-9_-]{1,64}");
 	if (run != NULL && !rs_id_is_uuid(run))
-		return out_err(RC_USAGE, cmd, "--run must be a run id (a UUID)");
+		return rs_ctl_out_err(RC_USAGE, cmd, "--run must be a run id (a UUID)");
 	if (type != NULL && rs_event_type_parse(type, &t) != RS_OK)
-		return out_err(RC_USAGE, cmd, "--type %s is not an event type (e.g. run.completed, tool.failed)", type);
-	if (rs_parse_int(runctl_flag(argc, argv, "count", "0"), 0, INT64_MAX, &count) != RS_OK ||
-	    rs_parse_int(runctl_flag(argc, argv, "for", "0"), 0, 86400 * 365, &secs) != RS_OK)
-		return out_err(RC_USAGE, cmd, "--count and --for take whole numbers (events, seconds)");
-	if ((rc = runctl_nats(&n, argc, argv)) != RC_OK)
+		return rs_ctl_out_err(RC_USAGE, cmd, "--type %s is not an event type (e.g. run.completed, tool.failed)", type);
+	if (rs_parse_int(rs_ctl_flag(argc, argv, "count", "0"), 0, INT64_MAX, &count) != RS_OK ||
+	    rs_parse_int(rs_ctl_flag(argc, argv, "for", "0"), 0, 86400 * 365, &secs) != RS_OK)
+		return rs_ctl_out_err(RC_USAGE, cmd, "--count and --for take whole numbers (events, seconds)");
+	if ((rc = rs_ctl_nats(&n, argc, argv)) != RC_OK)
 		return rc;
 	snprintf(subject, sizeof(subject), "runs.%s.%s", tenant ? tenant : "*", run ? run : "*");
 	if ((st = rs_js_follow(&sub, n.js, "RUNS", subject, 0, NULL, NULL, &floor)) != RS_OK) {
-		rc = st == RS_ENOTFOUND ? out_err(RC_NOTFOUND, cmd, "no stream RUNS (run: runctl streams apply)")
-		   : out_err(st == RS_EUNAVAIL || st == RS_ETIMEOUT ? RC_DOWN : RC_FAIL, cmd,
+		rc = st == RS_ENOTFOUND ? rs_ctl_out_err(RC_NOTFOUND, cmd, "no stream RUNS (run: runctl streams apply)")
+		   : rs_ctl_out_err(st == RS_EUNAVAIL || st == RS_ETIMEOUT ? RC_DOWN : RC_FAIL, cmd,
 		             "cannot follow %s on stream RUNS: %s", subject,
 		             nats_GetLastError(NULL) ? nats_GetLastError(NULL) : rs_status_str(st));
 		goto cleanup;
@@ -113,7 +113,7 @@ cmd_tail(int argc, char **argv)
 		if (s != NATS_OK) {
 			if (!rs_nats_connected(&n))
 				continue;   /* reconnecting: keep following */
-			rc = out_err(RC_FAIL, cmd, "subscription failed: %s", natsStatus_GetText(s));
+			rc = rs_ctl_out_err(RC_FAIL, cmd, "subscription failed: %s", natsStatus_GetText(s));
 			break;
 		}
 		/* fresh: not from before we started (see rs_js_follow) */
@@ -124,7 +124,7 @@ cmd_tail(int argc, char **argv)
 		natsMsg_Destroy(m);
 	}
 	if (rc == RC_OK && count > 0 && seen < count)
-		rc = out_err(RC_FAIL, cmd, "only %" PRId64 " of %" PRId64 " events arrived within %" PRId64 "s",
+		rc = rs_ctl_out_err(RC_FAIL, cmd, "only %" PRId64 " of %" PRId64 " events arrived within %" PRId64 "s",
 		             seen, count, secs);
 cleanup:
 	rs_js_follow_stop(&sub);

@@ -81,7 +81,7 @@ header_line(const char *p, size_t n, json_t **agent, char *err, size_t cap)
 }
 
 int
-hist_scan(const char *buf, size_t len, const char *name, hist_fn fn, void *ctx,
+rs_ctl_hist_scan(const char *buf, size_t len, const char *name, hist_fn fn, void *ctx,
           json_t **agent, char *err, size_t cap)
 {
 	const char *p = buf, *end = buf + len, *nl;
@@ -149,7 +149,7 @@ read_file(const hist_src *src, hist_fn fn, void *ctx, json_t **agent, char *err,
 		snprintf(err, cap, "cannot read %s: %s", src->file, strerror(errno));
 		rc = RC_FAIL;
 	} else {
-		rc = hist_scan(buf, len, src->file, fn, ctx, agent, err, cap);
+		rc = rs_ctl_hist_scan(buf, len, src->file, fn, ctx, agent, err, cap);
 	}
 	if (fd != STDIN_FILENO)
 		close(fd);
@@ -312,7 +312,7 @@ cleanup:
 }
 
 int
-hist_read(const hist_src *src, hist_fn fn, void *ctx, json_t **agent, char *err, size_t cap)
+rs_ctl_hist_read(const hist_src *src, hist_fn fn, void *ctx, json_t **agent, char *err, size_t cap)
 {
 	if (agent != NULL)
 		*agent = NULL;
@@ -325,7 +325,7 @@ hist_read(const hist_src *src, hist_fn fn, void *ctx, json_t **agent, char *err,
 }
 
 int
-hist_collect(void *ctx, rs_event *ev, const char *raw, size_t len)
+rs_ctl_hist_collect(void *ctx, rs_event *ev, const char *raw, size_t len)
 {
 	hist_buf *b = ctx;
 
@@ -349,7 +349,7 @@ hist_collect(void *ctx, rs_event *ev, const char *raw, size_t len)
 }
 
 void
-hist_buf_free(hist_buf *b)
+rs_ctl_hist_buf_free(hist_buf *b)
 {
 	for (size_t i = 0; i < b->n; i++) {
 		rs_event_free(&b->ev[i]);
@@ -361,25 +361,25 @@ hist_buf_free(hist_buf *b)
 }
 
 int
-hist_src_from_args(int argc, char **argv, const char *cmd, const char *run_id, hist_src *src,
+rs_ctl_hist_src_from_args(int argc, char **argv, const char *cmd, const char *run_id, hist_src *src,
                    rs_nats *n)
 {
 	memset(src, 0, sizeof(*src));
 	memset(n, 0, sizeof(*n));
-	src->file = runctl_flag(argc, argv, "file", NULL);
+	src->file = rs_ctl_flag(argc, argv, "file", NULL);
 	src->run_id = run_id;
-	src->tenant = runctl_flag(argc, argv, "tenant", NULL);
+	src->tenant = rs_ctl_flag(argc, argv, "tenant", NULL);
 	if (src->tenant != NULL && !rs_id_is_token(src->tenant, 64))
-		return out_err(RC_USAGE, cmd, "--tenant must match [a-z0-9_-]{1,64}");
+		return rs_ctl_out_err(RC_USAGE, cmd, "--tenant must match [a-z0-9_-]{1,64}");
 	if (src->file != NULL)
 		return RC_OK;
 	if (run_id == NULL)
-		return out_err(RC_USAGE, cmd, "give a run id, or --file run.ndjson (see --help)");
-	if (runctl_has(argc, argv, "from-pg")) {
-		src->pg_url = runctl_flag(argc, argv, "pg", rs_env_str("RS_PG_URL",
+		return rs_ctl_out_err(RC_USAGE, cmd, "give a run id, or --file run.ndjson (see --help)");
+	if (rs_ctl_has(argc, argv, "from-pg")) {
+		src->pg_url = rs_ctl_flag(argc, argv, "pg", rs_env_str("RS_PG_URL",
 		              "postgresql://127.0.0.1:5432/runstream"));
 		return RC_OK;
 	}
 	src->nats = n;
-	return runctl_nats(n, argc, argv);
+	return rs_ctl_nats(n, argc, argv);
 }

@@ -37,13 +37,13 @@ typedef int (*hist_fn)(void *ctx, rs_event *ev, const char *raw, size_t len);
  * events, RC_DOWN if a server is unreachable, RC_FAIL for bad data (err
  * says which line/event and why). *agent (optional) receives the agent
  * definition embedded in an export file (new reference) or NULL. */
-int hist_read(const hist_src *src, hist_fn fn, void *ctx, json_t **agent,
+int rs_ctl_hist_read(const hist_src *src, hist_fn fn, void *ctx, json_t **agent,
               char *err, size_t cap);
 
 /* The same over a buffer in memory (the file path uses it after one big
  * read; the benchmark and the unit tests call it directly). name labels
  * errors ("run.ndjson:12: ..."). */
-int hist_scan(const char *buf, size_t len, const char *name, hist_fn fn, void *ctx,
+int rs_ctl_hist_scan(const char *buf, size_t len, const char *name, hist_fn fn, void *ctx,
               json_t **agent, char *err, size_t cap);
 
 /* A whole history in memory. */
@@ -54,8 +54,8 @@ typedef struct {
 } hist_buf;
 
 /* hist_fn that appends to a hist_buf (ctx), stealing the event. */
-int hist_collect(void *ctx, rs_event *ev, const char *raw, size_t len);
-void hist_buf_free(hist_buf *b);
+int rs_ctl_hist_collect(void *ctx, rs_event *ev, const char *raw, size_t len);
+void rs_ctl_hist_buf_free(hist_buf *b);
 
 
 
@@ -63,13 +63,13 @@ void hist_buf_free(hist_buf *b);
  * JetStream (connects *n; the caller closes it with rs_nats_close).
  * run_id may be NULL with --file. Returns an RC_* code, having printed
  * what to do on failure. */
-int hist_src_from_args(int argc, char **argv, const char *cmd, const char *run_id,
+int rs_ctl_hist_src_from_args(int argc, char **argv, const char *cmd, const char *run_id,
                        hist_src *src, rs_nats *n);
 /* cmd_export.c: write src's history to out in the `runctl export` format
  * (header line with the agent definition, then every event as stored).
  * *events counts them; *terminal says whether the last one is terminal.
- * Returns an RC_* code as hist_read does. */
-int runctl_export_run(rs_nats *n, const hist_src *src, FILE *out, size_t *events, int *terminal,
+ * Returns an RC_* code as rs_ctl_hist_read does. */
+int rs_ctl_export_run(rs_nats *n, const hist_src *src, FILE *out, size_t *events, int *terminal,
                       char *err, size_t cap);
 
 #endif

@@ -137,7 +137,7 @@ parse_response(char *buf, size_t n, http_resp *out)
 }
 
 rs_status
-http_request(const char *method, const char *url, const char *const *headers, const char *body,
+rs_ctl_http_request(const char *method, const char *url, const char *const *headers, const char *body,
              size_t blen, int timeout_ms, http_resp *out)
 {
 	http_url u;
@@ -199,7 +199,7 @@ cleanup:
 }
 
 void
-http_resp_free(http_resp *r)
+rs_ctl_http_resp_free(http_resp *r)
 {
 	free(r->body);
 	memset(r, 0, sizeof(*r));

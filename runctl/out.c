@@ -5,7 +5,7 @@
  * terminal and NO_COLOR is unset, so piped output and golden files are
  * byte-for-byte deterministic. --json switches every command to JSON on
  * stdout (one document, or one object per line for streams), errors
- * included (out_err).
+ * included (rs_ctl_out_err).
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -19,29 +19,29 @@ static int json_mode;
 static int color_mode;
 
 void
-out_init(int argc, char **argv)
+rs_ctl_out_init(int argc, char **argv)
 {
 	const char *nc = getenv("NO_COLOR");
 
-	json_mode = runctl_has(argc, argv, "json");
+	json_mode = rs_ctl_has(argc, argv, "json");
 	color_mode = !json_mode && isatty(STDOUT_FILENO) && (nc == NULL || nc[0] == '\0') &&
-	             !runctl_has(argc, argv, "no-color");
+	             !rs_ctl_has(argc, argv, "no-color");
 }
 
 int
-out_json(void)
+rs_ctl_out_json(void)
 {
 	return json_mode;
 }
 
 int
-out_tty(void)
+rs_ctl_out_tty(void)
 {
 	return color_mode;
 }
 
 const char *
-out_on(out_color c)
+rs_ctl_out_on(out_color c)
 {
 	static const char *const seq[] = {
 		[OUT_PLAIN] = "", [OUT_RED] = "\033[31m", [OUT_GREEN] = "\033[32m",
@@ -53,13 +53,13 @@ out_on(out_color c)
 }
 
 const char *
-out_off(void)
+rs_ctl_out_off(void)
 {
 	return color_mode ? "\033[0m" : "";
 }
 
 void
-out_json_value(FILE *f, json_t *v, int pretty)
+rs_ctl_out_json_value(FILE *f, json_t *v, int pretty)
 {
 	char *s = pretty ? json_dumps(v, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_ENCODE_ANY)
 	                 : json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
@@ -75,7 +75,7 @@ out_json_value(FILE *f, json_t *v, int pretty)
  * script reads (one line; nothing on stderr), so `out=$(runctl --json ...)`
  * always holds JSON: {"error": {"command", "exit", "message"}}. */
 int
-out_err(int rc, const char *cmd, const char *fmt, ...)
+rs_ctl_out_err(int rc, const char *cmd, const char *fmt, ...)
 {
 	char msg[2048];
 	va_list ap;
@@ -86,7 +86,7 @@ out_err(int rc, const char *cmd, const char *fmt, ...)
 	if (json_mode) {
 		json_t *doc = json_pack("{s:{s:s?, s:i, s:s}}", "error", "command", cmd, "exit", rc,
 		                        "message", msg);
-		out_json_value(stdout, doc, 0);
+		rs_ctl_out_json_value(stdout, doc, 0);
 		json_decref(doc);
 		fflush(stdout);
 		return rc;

@@ -24,46 +24,46 @@ typedef struct {
 
 /* Find and run the command named by argv[1] (and argv[2]); prints help.
  * `runctl --version [--json]` prints version (the build's, main.c). */
-int runctl_dispatch(const runctl_cmd *cmds, const char *version, int argc, char **argv);
+int rs_ctl_dispatch(const runctl_cmd *cmds, const char *version, int argc, char **argv);
 
 /* Value of --name in argv (also --name=value), else def. */
-const char *runctl_flag(int argc, char **argv, const char *name, const char *def);
+const char *rs_ctl_flag(int argc, char **argv, const char *name, const char *def);
 /* 1 if the bare flag --name is present. */
-int runctl_has(int argc, char **argv, const char *name);
+int rs_ctl_has(int argc, char **argv, const char *name);
 /* The i-th (0-based) positional argument after argv[0], skipping --flags
  * and their values (flags that take no value are known to cli.c). NULL if
  * there is none. */
-const char *runctl_arg(int argc, char **argv, int i);
+const char *rs_ctl_arg(int argc, char **argv, int i);
 /* Number of positional arguments after argv[0]. */
-int runctl_nargs(int argc, char **argv);
+int rs_ctl_nargs(int argc, char **argv);
 /* Usage check: every --flag must be in `known` (NULL-terminated names
  * without "--"; --json, --no-color, --nats, --help are always allowed),
  * and a value-taking flag must have a value. Prints the problem and
  * returns RC_USAGE, else RC_OK. */
-int runctl_check_flags(int argc, char **argv, const char *cmd, const char *const *known);
+int rs_ctl_check_flags(int argc, char **argv, const char *cmd, const char *const *known);
 
 /* Connect to NATS from RS_NATS_URL / --nats; prints a clear error. */
-int runctl_nats(rs_nats *n, int argc, char **argv);
+int rs_ctl_nats(rs_nats *n, int argc, char **argv);
 /* Tenant from --tenant or RS_TENANT; NULL if neither (or invalid). */
-const char *runctl_tenant(int argc, char **argv);
+const char *rs_ctl_tenant(int argc, char **argv);
 
 /* ---- out.c: human or JSON output ---- */
 typedef enum { OUT_PLAIN = 0, OUT_RED, OUT_GREEN, OUT_YELLOW, OUT_MAGENTA, OUT_DIM, OUT_BOLD } out_color;
 
 /* Decide the output mode once per command: --json, and colour only when
  * stdout is a terminal and NO_COLOR is unset (and --no-color absent). */
-void out_init(int argc, char **argv);
-int out_json(void);
-int out_tty(void);
+void rs_ctl_out_init(int argc, char **argv);
+int rs_ctl_out_json(void);
+int rs_ctl_out_tty(void);
 /* Escape sequences for c (empty strings when colour is off). */
-const char *out_on(out_color c);
-const char *out_off(void);
+const char *rs_ctl_out_on(out_color c);
+const char *rs_ctl_out_off(void);
 /* Print v on stdout: compact + newline in JSON mode, indented otherwise. */
-void out_json_value(FILE *f, json_t *v, int pretty);
+void rs_ctl_out_json_value(FILE *f, json_t *v, int pretty);
 /* Print an error "runctl <cmd>: <msg>" on stderr (cmd NULL: "runctl: <msg>")
  * and return rc. In --json mode print {"error": {"command", "exit": rc,
  * "message"}} on stdout instead. */
-int out_err(int rc, const char *cmd, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int rs_ctl_out_err(int rc, const char *cmd, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* ---- http.c: a minimal HTTP/1.1 client for the Runstream API ---- */
 typedef struct {
@@ -76,56 +76,56 @@ typedef struct {
  * headers: NULL-terminated "Name: value" strings. Returns RS_OK with a
  * response of any status; RS_EUNAVAIL if the server cannot be reached,
  * RS_ETIMEOUT, RS_EIO on a malformed answer. */
-rs_status http_request(const char *method, const char *url, const char *const *headers,
+rs_status rs_ctl_http_request(const char *method, const char *url, const char *const *headers,
                        const char *body, size_t blen, int timeout_ms, http_resp *out);
-void http_resp_free(http_resp *r);
+void rs_ctl_http_resp_free(http_resp *r);
 
 /* ---- cmd_agents.c: agent definitions in KV agents ---- */
 /* The definition <tenant>.<name>.<version> (version NULL: the latest) as
  * a new reference in *def. RC_OK, RC_NOTFOUND (err says what is missing),
  * RC_FAIL. */
-int agents_fetch(rs_nats *n, const char *tenant, const char *name, const char *version,
+int rs_ctl_agents_fetch(rs_nats *n, const char *tenant, const char *name, const char *version,
                  json_t **def, char *err, size_t cap);
 
 /* ---- commands ---- */
-int cmd_streams_apply(int argc, char **argv);
-int cmd_migrate(int argc, char **argv);
-int cmd_keys_create(int argc, char **argv);
-int cmd_devices_token(int argc, char **argv);
-int cmd_keys_ls(int argc, char **argv);
-int cmd_keys_revoke(int argc, char **argv);
-int cmd_devices_ls(int argc, char **argv);
-int cmd_devices_revoke(int argc, char **argv);
-int cmd_secrets_set(int argc, char **argv);
-int cmd_secrets_rm(int argc, char **argv);
-int cmd_secrets_ls(int argc, char **argv);
-int cmd_replay(int argc, char **argv);
-int cmd_export(int argc, char **argv);
-int cmd_archive(int argc, char **argv);
-int cmd_diff(int argc, char **argv);
-int cmd_tail(int argc, char **argv);
-int cmd_agents_validate(int argc, char **argv);
-int cmd_agents_push(int argc, char **argv);
-int cmd_agents_ls(int argc, char **argv);
-int cmd_agents_show(int argc, char **argv);
-int cmd_runs_start(int argc, char **argv);
-int cmd_runs_ls(int argc, char **argv);
-int cmd_runs_show(int argc, char **argv);
-int cmd_runs_cancel(int argc, char **argv);
-int cmd_runs_signal(int argc, char **argv);
-int cmd_runs_fork(int argc, char **argv);
-int cmd_runs_retry(int argc, char **argv);
-int cmd_schedules_create(int argc, char **argv);
-int cmd_schedules_ls(int argc, char **argv);
-int cmd_schedules_show(int argc, char **argv);
-int cmd_schedules_pause(int argc, char **argv);
-int cmd_schedules_resume(int argc, char **argv);
-int cmd_schedules_rm(int argc, char **argv);
-int cmd_dlq_ls(int argc, char **argv);
-int cmd_dlq_show(int argc, char **argv);
-int cmd_dlq_retry(int argc, char **argv);
-int cmd_projector_rebuild(int argc, char **argv);
-int cmd_nats_config(int argc, char **argv);
-int cmd_consumers_grant(int argc, char **argv);
+int rs_ctl_cmd_streams_apply(int argc, char **argv);
+int rs_ctl_cmd_migrate(int argc, char **argv);
+int rs_ctl_cmd_keys_create(int argc, char **argv);
+int rs_ctl_cmd_devices_token(int argc, char **argv);
+int rs_ctl_cmd_keys_ls(int argc, char **argv);
+int rs_ctl_cmd_keys_revoke(int argc, char **argv);
+int rs_ctl_cmd_devices_ls(int argc, char **argv);
+int rs_ctl_cmd_devices_revoke(int argc, char **argv);
+int rs_ctl_cmd_secrets_set(int argc, char **argv);
+int rs_ctl_cmd_secrets_rm(int argc, char **argv);
+int rs_ctl_cmd_secrets_ls(int argc, char **argv);
+int rs_ctl_cmd_replay(int argc, char **argv);
+int rs_ctl_cmd_export(int argc, char **argv);
+int rs_ctl_cmd_archive(int argc, char **argv);
+int rs_ctl_cmd_diff(int argc, char **argv);
+int rs_ctl_cmd_tail(int argc, char **argv);
+int rs_ctl_cmd_agents_validate(int argc, char **argv);
+int rs_ctl_cmd_agents_push(int argc, char **argv);
+int rs_ctl_cmd_agents_ls(int argc, char **argv);
+int rs_ctl_cmd_agents_show(int argc, char **argv);
+int rs_ctl_cmd_runs_start(int argc, char **argv);
+int rs_ctl_cmd_runs_ls(int argc, char **argv);
+int rs_ctl_cmd_runs_show(int argc, char **argv);
+int rs_ctl_cmd_runs_cancel(int argc, char **argv);
+int rs_ctl_cmd_runs_signal(int argc, char **argv);
+int rs_ctl_cmd_runs_fork(int argc, char **argv);
+int rs_ctl_cmd_runs_retry(int argc, char **argv);
+int rs_ctl_cmd_schedules_create(int argc, char **argv);
+int rs_ctl_cmd_schedules_ls(int argc, char **argv);
+int rs_ctl_cmd_schedules_show(int argc, char **argv);
+int rs_ctl_cmd_schedules_pause(int argc, char **argv);
+int rs_ctl_cmd_schedules_resume(int argc, char **argv);
+int rs_ctl_cmd_schedules_rm(int argc, char **argv);
+int rs_ctl_cmd_dlq_ls(int argc, char **argv);
+int rs_ctl_cmd_dlq_show(int argc, char **argv);
+int rs_ctl_cmd_dlq_retry(int argc, char **argv);
+int rs_ctl_cmd_projector_rebuild(int argc, char **argv);
+int rs_ctl_cmd_nats_config(int argc, char **argv);
+int rs_ctl_cmd_consumers_grant(int argc, char **argv);
 
 #endif

@@ -15,7 +15,7 @@
 #include "rs_view.h"
 
 char
-tl_mark_char(tl_mark m)
+rs_ctl_tl_mark_char(tl_mark m)
 {
 	static const char c[] = { ' ', 'W', 'R', '!', '*' };
 
@@ -23,7 +23,7 @@ tl_mark_char(tl_mark m)
 }
 
 const char *
-tl_mark_name(tl_mark m)
+rs_ctl_tl_mark_name(tl_mark m)
 {
 	static const char *const n[] = { "", "wait", "retry", "fail", "done" };
 
@@ -76,7 +76,7 @@ cat_err(char *buf, size_t cap, size_t *off, const rs_err *e)
 }
 
 void
-tl_format_delta(int64_t ms, char *buf, size_t cap)
+rs_ctl_tl_format_delta(int64_t ms, char *buf, size_t cap)
 {
 	const char *sign = ms < 0 ? "-" : "+";
 	uint64_t a = ms < 0 ? (uint64_t)(-(ms + 1)) + 1 : (uint64_t)ms;
@@ -142,7 +142,7 @@ cat_effect_failure(char *b, size_t cap, size_t *o, const rs_ev_step_failed *x)
 		return;
 	cat(b, cap, o, " [executor");
 	if (x->retry_after_ms > 0) {
-		tl_format_delta(x->retry_after_ms, d, sizeof(d));
+		rs_ctl_tl_format_delta(x->retry_after_ms, d, sizeof(d));
 		cat(b, cap, o, ", Retry-After %s", d + 1);
 	}
 	cat(b, cap, o, "]");
@@ -153,7 +153,7 @@ sum_http_requested(const rs_ev_http_requested *x, char *b, size_t cap, size_t *o
 {
 	char d[32];
 
-	tl_format_delta(x->timeout_ms, d, sizeof(d));
+	rs_ctl_tl_format_delta(x->timeout_ms, d, sizeof(d));
 	cat(b, cap, o, "%s %.80s timeout=%s", x->method, x->url, d + 1);
 	if (x->hmac != NULL)
 		cat(b, cap, o, " signed");
@@ -271,7 +271,7 @@ summarize(const rs_event *ev, char *b, size_t cap)
 			cat(b, cap, &o, " final");
 		break;
 	case RS_EV_STEP_RETRY_SCHEDULED:
-		tl_format_delta(ev->d.step_retry_scheduled.backoff_ms, d, sizeof(d));
+		rs_ctl_tl_format_delta(ev->d.step_retry_scheduled.backoff_ms, d, sizeof(d));
 		cat(b, cap, &o, "attempt %" PRId64 " in %s", ev->d.step_retry_scheduled.attempt, d + 1);
 		break;
 	case RS_EV_TOOL_REQUESTED: {
@@ -300,11 +300,11 @@ summarize(const rs_event *ev, char *b, size_t cap)
 		cat(b, cap, &o, "call=%s", ev->d.tool_timed_out.call_id);
 		break;
 	case RS_EV_TIMER_SCHEDULED:
-		tl_format_delta(ev->d.timer_scheduled.due_at - ev->time_ms, d, sizeof(d));
+		rs_ctl_tl_format_delta(ev->d.timer_scheduled.due_at - ev->time_ms, d, sizeof(d));
 		cat(b, cap, &o, "%s due in %s", rs_timer_purpose_name(ev->d.timer_scheduled.purpose), d + 1);
 		break;
 	case RS_EV_TIMER_FIRED:
-		tl_format_delta(ev->time_ms - ev->d.timer_fired.due_at, d, sizeof(d));
+		rs_ctl_tl_format_delta(ev->time_ms - ev->d.timer_fired.due_at, d, sizeof(d));
 		cat(b, cap, &o, "%s (late %s)", rs_timer_purpose_name(ev->d.timer_fired.purpose), d + 1);
 		break;
 	case RS_EV_SIGNAL_RECEIVED:
@@ -350,7 +350,7 @@ summarize(const rs_event *ev, char *b, size_t cap)
 }
 
 void
-tl_row_of(const rs_event *ev, int64_t start_ms, tl_row *row)
+rs_ctl_tl_row_of(const rs_event *ev, int64_t start_ms, tl_row *row)
 {
 	memset(row, 0, sizeof(*row));
 	row->seq = ev->runseq;
@@ -369,18 +369,18 @@ type_name(rs_event_type t)
 }
 
 const char *
-tl_header(void)
+rs_ctl_tl_header(void)
 {
 	return "  SEQ  TIME                      DELTA        TYPE                  STEP          ATT  DATA";
 }
 
 void
-tl_format_row(const tl_row *r, const char *on, const char *off, char *buf, size_t cap)
+rs_ctl_tl_format_row(const tl_row *r, const char *on, const char *off, char *buf, size_t cap)
 {
 	char when[32], delta[32], att[24];
 
 	rs_time_rfc3339(r->time_ms, when, sizeof(when));
-	tl_format_delta(r->delta_ms, delta, sizeof(delta));
+	rs_ctl_tl_format_delta(r->delta_ms, delta, sizeof(delta));
 	if (r->attempt > 0)
 		snprintf(att, sizeof(att), "%" PRId64, r->attempt);
 	else
@@ -388,12 +388,12 @@ tl_format_row(const tl_row *r, const char *on, const char *off, char *buf, size_
 	if (r->mark == TL_NONE)
 		on = off = "";
 	snprintf(buf, cap, "%s%c%4" PRIu64 "  %-24s  %-11s  %-20s  %-12s  %3s  %s%s", on,
-	         tl_mark_char(r->mark), r->seq, when, delta, type_name(r->type),
+	         rs_ctl_tl_mark_char(r->mark), r->seq, when, delta, type_name(r->type),
 	         r->step ? r->step : "-", att, r->summary, off);
 }
 
 json_t *
-tl_row_json(const tl_row *r)
+rs_ctl_tl_row_json(const tl_row *r)
 {
 	char when[32];
 	json_t *o;
@@ -401,7 +401,7 @@ tl_row_json(const tl_row *r)
 	rs_time_rfc3339(r->time_ms, when, sizeof(when));
 	o = json_pack("{s:I,s:s,s:I,s:s,s:s,s:s}", "seq", (json_int_t)r->seq, "time", when,
 	              "delta_ms", (json_int_t)r->delta_ms, "type", type_name(r->type),
-	              "summary", r->summary, "mark", tl_mark_name(r->mark));
+	              "summary", r->summary, "mark", rs_ctl_tl_mark_name(r->mark));
 	if (o == NULL)
 		return NULL;
 	if (r->step != NULL)
@@ -412,14 +412,14 @@ tl_row_json(const tl_row *r)
 }
 
 void
-tl_summary_init(tl_summary *s)
+rs_ctl_tl_summary_init(tl_summary *s)
 {
 	memset(s, 0, sizeof(*s));
 	s->status = "none";
 }
 
 void
-tl_summary_add(tl_summary *s, const rs_event *ev)
+rs_ctl_tl_summary_add(tl_summary *s, const rs_event *ev)
 {
 	if (s->events++ == 0) {
 		s->start_ms = ev->time_ms;
@@ -457,12 +457,12 @@ plural(unsigned n, const char *one, const char *many)
 }
 
 void
-tl_summary_format(const tl_summary *s, char *buf, size_t cap)
+rs_ctl_tl_summary_format(const tl_summary *s, char *buf, size_t cap)
 {
 	char d[32];
 	size_t o = 0;
 
-	tl_format_delta(s->end_ms - s->start_ms, d, sizeof(d));
+	rs_ctl_tl_format_delta(s->end_ms - s->start_ms, d, sizeof(d));
 	cat(buf, cap, &o, "%s after %s: %" PRIu64 " %s, %u %s completed", s->status, d + 1, s->events,
 	    s->events == 1 ? "event" : "events", s->steps_completed,
 	    plural(s->steps_completed, "step", "steps"));
@@ -486,7 +486,7 @@ tl_summary_format(const tl_summary *s, char *buf, size_t cap)
 }
 
 json_t *
-tl_summary_json(const tl_summary *s)
+rs_ctl_tl_summary_json(const tl_summary *s)
 {
 	json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:i,s:i,s:i,s:i,s:i,s:i,s:i}",
 	                      "run_id", s->run_id, "tenant", s->tenant, "agent", s->agent,
@@ -509,7 +509,7 @@ tl_summary_json(const tl_summary *s)
 }
 
 size_t
-tl_step_path(const rs_event *ev, size_t n, tl_step *steps, size_t cap)
+rs_ctl_tl_step_path(const rs_event *ev, size_t n, tl_step *steps, size_t cap)
 {
 	size_t k = 0;
 
@@ -548,7 +548,7 @@ same_step(const tl_step *a, const tl_step *b)
 }
 
 long
-tl_step_diverge(const tl_step *a, size_t na, const tl_step *b, size_t nb)
+rs_ctl_tl_step_diverge(const tl_step *a, size_t na, const tl_step *b, size_t nb)
 {
 	size_t n = na < nb ? na : nb;
 
@@ -559,7 +559,7 @@ tl_step_diverge(const tl_step *a, size_t na, const tl_step *b, size_t nb)
 }
 
 void
-tl_step_format(const tl_step *s, char *buf, size_t cap)
+rs_ctl_tl_step_format(const tl_step *s, char *buf, size_t cap)
 {
 	size_t o = 0;
 

@@ -26,8 +26,8 @@ typedef enum {
 	TL_DONE,    /* the run completed */
 } tl_mark;
 
-char tl_mark_char(tl_mark m);          /* ' ', 'W', 'R', '!', '*' */
-const char *tl_mark_name(tl_mark m);   /* "", "wait", "retry", "fail", "done" */
+char rs_ctl_tl_mark_char(tl_mark m);          /* ' ', 'W', 'R', '!', '*' */
+const char *rs_ctl_tl_mark_name(tl_mark m);   /* "", "wait", "retry", "fail", "done" */
 
 typedef struct {
 	uint64_t seq;
@@ -41,16 +41,16 @@ typedef struct {
 } tl_row;
 
 /* Build the row of ev; start_ms is the time of the run's first event. */
-void tl_row_of(const rs_event *ev, int64_t start_ms, tl_row *row);
+void rs_ctl_tl_row_of(const rs_event *ev, int64_t start_ms, tl_row *row);
 
 /* "+1.234s", "+2m03.456s", "+5h02m03s" (deterministic, no locale). */
-void tl_format_delta(int64_t ms, char *buf, size_t cap);
+void rs_ctl_tl_format_delta(int64_t ms, char *buf, size_t cap);
 
 /* The column header, and one aligned row (no newline). on/off wrap the
  * marked rows (colour escapes, or "" for plain text). */
-const char *tl_header(void);
-void tl_format_row(const tl_row *r, const char *on, const char *off, char *buf, size_t cap);
-json_t *tl_row_json(const tl_row *r);
+const char *rs_ctl_tl_header(void);
+void rs_ctl_tl_format_row(const tl_row *r, const char *on, const char *off, char *buf, size_t cap);
+json_t *rs_ctl_tl_row_json(const tl_row *r);
 
 /* A running summary of a run, fed event by event. */
 typedef struct {
@@ -67,11 +67,11 @@ typedef struct {
 	unsigned http_requests, llm_turns;   /* http.requested / llm.requested */
 } tl_summary;
 
-void tl_summary_init(tl_summary *s);
-void tl_summary_add(tl_summary *s, const rs_event *ev);
+void rs_ctl_tl_summary_init(tl_summary *s);
+void rs_ctl_tl_summary_add(tl_summary *s, const rs_event *ev);
 /* "completed in +1.234s: 12 events, 4 steps completed, 1 retry, ..." */
-void tl_summary_format(const tl_summary *s, char *buf, size_t cap);
-json_t *tl_summary_json(const tl_summary *s);
+void rs_ctl_tl_summary_format(const tl_summary *s, char *buf, size_t cap);
+json_t *rs_ctl_tl_summary_json(const tl_summary *s);
 
 /* ---- diff: the path a run took through its agent ----
  * One entry per step outcome (step.completed / step.failed, in order). */
@@ -86,14 +86,14 @@ typedef struct {
 
 /* Fill steps (capacity cap) from events; returns how many outcomes the
  * run has (may exceed cap: then only cap are stored). */
-size_t tl_step_path(const rs_event *ev, size_t n, tl_step *steps, size_t cap);
+size_t rs_ctl_tl_step_path(const rs_event *ev, size_t n, tl_step *steps, size_t cap);
 
 /* Index of the first outcome where a and b differ (step id, attempt,
  * success/failure, output or error code), or -1 if the paths agree up to
  * the shorter one and have the same length. */
-long tl_step_diverge(const tl_step *a, size_t na, const tl_step *b, size_t nb);
+long rs_ctl_tl_step_diverge(const tl_step *a, size_t na, const tl_step *b, size_t nb);
 
 /* Short text of an outcome: "ok {\"x\":1}" / "failed tool_error: boom". */
-void tl_step_format(const tl_step *s, char *buf, size_t cap);
+void rs_ctl_tl_step_format(const tl_step *s, char *buf, size_t cap);
 
 #endif

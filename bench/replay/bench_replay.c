@@ -1,13 +1,13 @@
 /*
  * bench_replay.c - how fast runctl's file replay path decodes and reduces
- * events: the same hist_scan() `runctl replay --file` uses (one read of
+ * events: the same rs_ctl_hist_scan() `runctl replay --file` uses (one read of
  * the whole file, lines split in place), measured in layers so a slow
  * result says where the time goes:
  *   split          line splitting only (runctl's own reading path)
  *   strict decode  + rs_event_decode of every line (the reference codec)
  *   strict reduce  + rs_run_evolve into one state per run
- *   fast decode    hist_scan: rs_event_decode_fast of every line
- *   fast reduce    hist_scan + rs_run_evolve  <- `runctl replay --file`
+ *   fast decode    rs_ctl_hist_scan: rs_event_decode_fast of every line
+ *   fast reduce    rs_ctl_hist_scan + rs_run_evolve  <- `runctl replay --file`
  *   evolve only    rs_run_evolve over events decoded beforehand
  *   2 thr. by run  fast decode + evolve, runs partitioned by run_id
  *                  (events of different runs are independent)
@@ -121,7 +121,7 @@ split(const char *buf, size_t len)
 	return n;
 }
 
-/* hist_scan's loop with a chosen decoder (for the strict reference). */
+/* rs_ctl_hist_scan's loop with a chosen decoder (for the strict reference). */
 static int
 scan_with(decode_fn dec, const char *buf, size_t len, hist_fn fn, void *ctx)
 {
@@ -461,14 +461,14 @@ main(int argc, char **argv)
 			memset(&c, 0, sizeof(c));
 		}
 		start(&tm);
-		if (hist_scan(buf, len, argv[1], count_only, &c, NULL, err, sizeof(err)) != RC_OK) {
+		if (rs_ctl_hist_scan(buf, len, argv[1], count_only, &c, NULL, err, sizeof(err)) != RC_OK) {
 			fprintf(stderr, "%s\n", err);
 			return 1;
 		}
 		stop(&tm, L_FAST_DEC);
 		memset(&c, 0, sizeof(c));
 		start(&tm);
-		if (hist_scan(buf, len, argv[1], reduce, &c, NULL, err, sizeof(err)) != RC_OK) {
+		if (rs_ctl_hist_scan(buf, len, argv[1], reduce, &c, NULL, err, sizeof(err)) != RC_OK) {
 			fprintf(stderr, "%s\n", err);
 			return 1;
 		}

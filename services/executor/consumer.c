@@ -90,7 +90,7 @@ on_msg(executor *x, natsMsg *msg)
 	job *j;
 	rs_status st;
 
-	rs_metric_inc(em.events_seen);
+	rs_metric_inc(rs_exec_em.events_seen);
 	natsMsgHeader_Get(msg, "Runstream-Type", &type);
 	if (type == NULL || (strcmp(type, "llm.requested") != 0 &&
 	                     strcmp(type, "http.requested") != 0))
@@ -103,37 +103,37 @@ on_msg(executor *x, natsMsg *msg)
 	st = load_request(x, meta->Sequence.Stream, &j->ev, err, sizeof(err));
 	jsMsgMetaData_Destroy(meta);
 	if (j->ndelivered > 1)
-		rs_metric_inc(em.redeliveries);
+		rs_metric_inc(rs_exec_em.redeliveries);
 	if (st == RS_EUNAVAIL) {
 		rs_warn("%s", err);
-		job_free(j);
+		rs_exec_job_free(j);
 		return RS_CONSUME_NAK_DELAY;
 	}
 	if (st != RS_OK) {
 		/* A request we cannot read will never become readable. */
 		rs_error("undecodable %s: %s", type, err);
-		job_free(j);
+		rs_exec_job_free(j);
 		return RS_CONSUME_ACK;
 	}
 	if (run_finished(x, &j->ev)) {
-		rs_metric_inc(em.skipped);
-		job_free(j);
+		rs_metric_inc(rs_exec_em.skipped);
+		rs_exec_job_free(j);
 		return RS_CONSUME_ACK;
 	}
 	j->req = msg;
-	pool_submit(x->pool, j);
+	rs_exec_pool_submit(x->pool, j);
 	return RS_CONSUME_TAKEN;
 }
 
 void
-job_run(executor *x, job *j)
+rs_exec_job_run(executor *x, job *j)
 {
 	int kind = j->ev.type == RS_EV_LLM_REQUESTED ? EK_LLM : EK_HTTP;
 	int64_t t0 = rs_mono_us();
 	rs_status st;
 
-	st = kind == EK_LLM ? llm_run(x, &j->ev) : webhook_run(x, &j->ev);
-	rs_metric_observe(em.effect_duration, (double)(rs_mono_us() - t0) / 1e6);
+	st = kind == EK_LLM ? rs_exec_llm_run(x, &j->ev) : rs_exec_webhook_run(x, &j->ev);
+	rs_metric_observe(rs_exec_em.effect_duration, (double)(rs_mono_us() - t0) / 1e6);
 	if (st == RS_OK) {
 		natsMsg_Ack(j->req, NULL);
 		return;
@@ -159,7 +159,7 @@ room(void *arg, int64_t wait_ms)
 {
 	executor *x = arg;
 
-	return pool_wait_free(x->pool, wait_ms) > 0 ? BATCH : 0;
+	return rs_exec_pool_wait_free(x->pool, wait_ms) > 0 ? BATCH : 0;
 }
 
 /* Long effects: JetStream is told they are still in progress. */
@@ -168,11 +168,11 @@ on_tick(void *arg)
 {
 	executor *x = arg;
 
-	pool_touch(x->pool);
+	rs_exec_pool_touch(x->pool);
 }
 
 rs_status
-consumer_start(executor *x)
+rs_exec_consumer_start(executor *x)
 {
 	rs_consume_cfg cfg = {
 		.name = "executor",
@@ -206,13 +206,13 @@ consumer_start(executor *x)
 }
 
 void
-consumer_join(executor *x)
+rs_exec_consumer_join(executor *x)
 {
 	rs_consume_join(x->consumer);
 }
 
 void
-consumer_free(executor *x)
+rs_exec_consumer_free(executor *x)
 {
 	rs_consume_free(x->consumer);
 	x->consumer = NULL;

@@ -114,7 +114,7 @@ classify6(const unsigned char *a)
 }
 
 const char *
-egress_classify(const struct sockaddr *sa)
+rs_exec_egress_classify(const struct sockaddr *sa)
 {
 	if (sa->sa_family == AF_INET)
 		return classify4((const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr);
@@ -171,7 +171,7 @@ host_ok(const char *s)
 }
 
 rs_status
-egress_parse(const char *allow, egress_policy **out, char *err, size_t cap)
+rs_exec_egress_parse(const char *allow, egress_policy **out, char *err, size_t cap)
 {
 	egress_policy *p = calloc(1, sizeof(*p));
 	char *copy = NULL, *tok, *save = NULL, *b, *e;
@@ -213,7 +213,7 @@ egress_parse(const char *allow, egress_policy **out, char *err, size_t cap)
 done:
 	free(copy);
 	if (st != RS_OK) {
-		egress_free(p);
+		rs_exec_egress_free(p);
 		return st;
 	}
 	*out = p;
@@ -221,7 +221,7 @@ done:
 }
 
 void
-egress_free(egress_policy *p)
+rs_exec_egress_free(egress_policy *p)
 {
 	if (p == NULL)
 		return;
@@ -231,7 +231,7 @@ egress_free(egress_policy *p)
 }
 
 size_t
-egress_rules(const egress_policy *p)
+rs_exec_egress_rules(const egress_policy *p)
 {
 	return p ? p->nnets + p->nhosts : 0;
 }
@@ -265,7 +265,7 @@ allowed_net(const egress_policy *p, const struct sockaddr *sa)
 }
 
 void
-egress_addr_text(const struct sockaddr *sa, char *out, size_t cap)
+rs_exec_egress_addr_text(const struct sockaddr *sa, char *out, size_t cap)
 {
 	char buf[INET6_ADDRSTRLEN] = "?";
 
@@ -277,9 +277,9 @@ egress_addr_text(const struct sockaddr *sa, char *out, size_t cap)
 }
 
 const char *
-egress_check(const egress_policy *p, const char *host, const struct sockaddr *sa)
+rs_exec_egress_check(const egress_policy *p, const char *host, const struct sockaddr *sa)
 {
-	const char *why = egress_classify(sa);
+	const char *why = rs_exec_egress_classify(sa);
 
 	if (why == NULL || p == NULL)
 		return why;

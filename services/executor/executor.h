@@ -39,7 +39,7 @@
 #include "sse.h"
 
 /* ---- settings (main.c) ---- */
-/* http.c's (http_global_init) */
+/* http.c's (rs_exec_http_global_init) */
 typedef struct {
 	const char *ca_file;        /* RS_EXECUTOR_CA_FILE (added to the system store), NULL: none */
 	const char *egress_allow;   /* RS_EXECUTOR_EGRESS_ALLOW */
@@ -69,7 +69,7 @@ typedef struct {
 	rs_metric *events_seen;
 	rs_metric *redeliveries;
 } exec_metrics;
-extern exec_metrics em;
+extern exec_metrics rs_exec_em;
 void rs_exec_metrics_init(void);
 enum { EK_HTTP = 0, EK_LLM = 1 };
 
@@ -85,17 +85,17 @@ typedef struct job {
 typedef struct secrets secrets;
 /* KV `secrets` and RS_SECRETS_KEY (both optional: without them every
  * lookup is missing). NULL only when RS_SECRETS_KEY is malformed. */
-secrets *secrets_new(jsCtx *js, int64_t ttl_ms);
-void secrets_free(secrets *s);
+secrets *rs_exec_secrets_new(jsCtx *js, int64_t ttl_ms);
+void rs_exec_secrets_free(secrets *s);
 /* The value of tenant's secret name (malloc'd, release with
  * rs_secret_free). RS_ENOTFOUND if it does not exist (or does not open);
  * RS_EUNAVAIL if the bucket cannot be read now. */
-rs_status secrets_get(secrets *s, const char *tenant, const char *name, char **value,
+rs_status rs_exec_secrets_get(secrets *s, const char *tenant, const char *name, char **value,
                       size_t *len);
 /* in with every "{{secrets.NAME}}" replaced by tenant's value, into *out
  * (malloc'd; wipe and free it with rs_secret_free). On RS_ENOTFOUND
  * missing names the first secret that does not exist. */
-rs_status secrets_render(secrets *s, const char *tenant, const char *in, char **out,
+rs_status rs_exec_secrets_render(secrets *s, const char *tenant, const char *in, char **out,
                          char *missing, size_t mcap);
 
 /* ---- the process ---- */
@@ -118,35 +118,35 @@ rs_status rs_exec_service_start(rs_service *s);
 void rs_exec_service_drain(rs_service *s, int64_t grace_ms);
 int rs_exec_service_stop(rs_service *s);
 
-rs_status consumer_start(executor *x);
+rs_status rs_exec_consumer_start(executor *x);
 /* Stop taking requests, wait for the loop; free after the pool stopped. */
-void consumer_join(executor *x);
-void consumer_free(executor *x);
+void rs_exec_consumer_join(executor *x);
+void rs_exec_consumer_free(executor *x);
 
 /* ---- pool.c: bounded workers ---- */
-struct pool *pool_new(executor *x, int nworkers);
+struct pool *rs_exec_pool_new(executor *x, int nworkers);
 /* Block until a worker is free (or stopping): how many jobs may be fetched. */
-int pool_wait_free(struct pool *p, int64_t timeout_ms);
+int rs_exec_pool_wait_free(struct pool *p, int64_t timeout_ms);
 /* Hand j over (the pool owns it). */
-void pool_submit(struct pool *p, job *j);
+void rs_exec_pool_submit(struct pool *p, job *j);
 /* Tell JetStream the running jobs are still in progress (AckWait). */
-void pool_touch(struct pool *p);
+void rs_exec_pool_touch(struct pool *p);
 /* Stop taking jobs, wait for the running ones up to grace_ms; jobs still
  * queued are naked so another instance takes them. */
-void pool_stop(struct pool *p, int64_t grace_ms);
-/* 1 once pool_stop has joined every worker (none is still in an effect). */
-int pool_stopped(const struct pool *p);
-void pool_free(struct pool *p);
-void job_free(job *j);
+void rs_exec_pool_stop(struct pool *p, int64_t grace_ms);
+/* 1 once rs_exec_pool_stop has joined every worker (none is still in an effect). */
+int rs_exec_pool_stopped(const struct pool *p);
+void rs_exec_pool_free(struct pool *p);
+void rs_exec_job_free(job *j);
 
 /* ---- worker entry (consumer.c): perform one job, answer, ack ---- */
-void job_run(executor *x, job *j);
+void rs_exec_job_run(executor *x, job *j);
 
 /* ---- publish.c: commands back to the orchestrator ---- */
 /* effect.result with output (taken) or error; durable when RS_OK. */
-rs_status publish_result(executor *x, const rs_event *req, json_t *output,
+rs_status rs_exec_publish_result(executor *x, const rs_event *req, json_t *output,
                          const rs_err *error, int64_t retry_after_ms);
-rs_status publish_chunk(executor *x, const rs_event *req, int64_t index,
+rs_status rs_exec_publish_chunk(executor *x, const rs_event *req, int64_t index,
                         const char *text, size_t len);
 
 /* ---- http.c: outbound HTTP on libcurl ----
@@ -162,7 +162,7 @@ typedef struct {
 typedef struct {
 	const char *method;         /* an RFC 7230 token, at most 16 bytes */
 	const char *url;            /* http:// or https:// */
-	const http_header *headers; /* nheaders entries (validated by http_do) */
+	const http_header *headers; /* nheaders entries (validated by rs_exec_http_do) */
 	size_t nheaders;
 	const char *body;           /* NULL: none */
 	size_t body_len;
@@ -170,7 +170,7 @@ typedef struct {
 	size_t max_body;            /* cap of the response body (both modes) */
 	long max_redirects;         /* 0: redirects are answers, not followed */
 	/* Streaming: body bytes as they arrive instead of being buffered;
-	 * return nonzero to stop (then http_do answers HF_STOPPED). */
+	 * return nonzero to stop (then rs_exec_http_do answers HF_STOPPED). */
 	int (*on_data)(void *ud, const char *buf, size_t n);
 	/* Called at least every tick_ms while waiting for bytes; return
 	 * nonzero to stop (HF_STOPPED). */
@@ -179,7 +179,7 @@ typedef struct {
 	void *ud;
 } http_req;
 
-/* Why a call failed; http_fail_code / _class name it for an effect.result. */
+/* Why a call failed; rs_exec_http_fail_code / _class name it for an effect.result. */
 typedef enum {
 	HF_OK = 0,
 	HF_INVALID,        /* invalid_request (permanent): refused before connecting */
@@ -201,32 +201,32 @@ typedef struct {
 	char err[320];              /* what failed, for the error message */
 } http_resp;
 
-/* Once, before any thread calls http_do. err says what is wrong. */
-rs_status http_global_init(const http_cfg *c, char *err, size_t cap);
-void http_global_cleanup(void);
+/* Once, before any thread calls rs_exec_http_do. err says what is wrong. */
+rs_status rs_exec_http_global_init(const http_cfg *c, char *err, size_t cap);
+void rs_exec_http_global_cleanup(void);
 /* Entries of the egress allow-list (for the start-up log). */
-size_t http_egress_rules(void);
+size_t rs_exec_http_egress_rules(void);
 /* Refuse what must not reach a socket: method not a short token, URL not
  * http(s) or with controls/spaces, header names not tokens, values with
  * CR/LF/NUL or other controls, hop-by-hop / framing headers. HF_INVALID
- * with why, or HF_OK. http_do checks the same first. */
-http_fail http_validate(const http_req *q, char *why, size_t cap);
+ * with why, or HF_OK. rs_exec_http_do checks the same first. */
+http_fail rs_exec_http_validate(const http_req *q, char *why, size_t cap);
 /* Perform q. The response (status, headers, body) is in *r as far as it
  * arrived, whatever the result. */
-http_fail http_do(const http_req *q, http_resp *r);
-const char *http_fail_code(http_fail f);
-rs_errclass http_fail_class(http_fail f);
-void http_resp_free(http_resp *r);
+http_fail rs_exec_http_do(const http_req *q, http_resp *r);
+const char *rs_exec_http_fail_code(http_fail f);
+rs_errclass rs_exec_http_fail_class(http_fail f);
+void rs_exec_http_resp_free(http_resp *r);
 /* Parse Retry-After (seconds) of a response, in ms; 0 if none. */
-int64_t http_retry_after_ms(const http_resp *r);
+int64_t rs_exec_http_retry_after_ms(const http_resp *r);
 
 /* ---- webhook.c: http steps ---- */
 /* Perform the request and publish its answer. RS_OK: the answer is
  * durable (ack the request); anything else: leave it for redelivery. */
-rs_status webhook_run(executor *x, const rs_event *req);
+rs_status rs_exec_webhook_run(executor *x, const rs_event *req);
 
 /* ---- llm.c: model turns (OpenAI Chat Completions, streaming) ---- */
-/* Same contract as webhook_run. */
-rs_status llm_run(executor *x, const rs_event *req);
+/* Same contract as rs_exec_webhook_run. */
+rs_status rs_exec_llm_run(executor *x, const rs_event *req);
 
 #endif

@@ -16,13 +16,13 @@
  *
  * Egress: CURLOPT_OPENSOCKETFUNCTION sees the address curl is about to
  * connect to, after DNS, for every new connection (redirect hops
- * included), and refuses it unless egress_check() allows it. Reused
+ * included), and refuses it unless rs_exec_egress_check() allows it. Reused
  * connections were vetted when opened (curl reuses a connection only for
  * the same host and port). With a proxy, the address vetted is the
  * proxy's: list it in RS_EXECUTOR_EGRESS_ALLOW if it is private, and
  * leave the policy for targets to the proxy.
  *
- * Before any connection, http_validate() refuses what could smuggle a
+ * Before any connection, rs_exec_http_validate() refuses what could smuggle a
  * second header or request: CR/LF/NUL and other controls in header values
  * and the URL, header names that are not RFC 7230 tokens, methods that are
  * not short tokens, framing and hop-by-hop headers.
@@ -72,7 +72,7 @@ share_unlock(CURL *h, curl_lock_data d, void *u)
 }
 
 rs_status
-http_global_init(const http_cfg *c, char *err, size_t cap)
+rs_exec_http_global_init(const http_cfg *c, char *err, size_t cap)
 {
 	char why[160] = "";
 
@@ -80,7 +80,7 @@ http_global_init(const http_cfg *c, char *err, size_t cap)
 		snprintf(err, cap, "curl_global_init failed");
 		return RS_ERR;
 	}
-	if (egress_parse(c->egress_allow, &policy, why, sizeof(why)) != RS_OK) {
+	if (rs_exec_egress_parse(c->egress_allow, &policy, why, sizeof(why)) != RS_OK) {
 		snprintf(err, cap, "RS_EXECUTOR_EGRESS_ALLOW: %s", why);
 		return RS_EINVAL;
 	}
@@ -101,12 +101,12 @@ http_global_init(const http_cfg *c, char *err, size_t cap)
 }
 
 void
-http_global_cleanup(void)
+rs_exec_http_global_cleanup(void)
 {
 	if (share != NULL)
 		curl_share_cleanup(share);
 	share = NULL;
-	egress_free(policy);
+	rs_exec_egress_free(policy);
 	policy = NULL;
 	free(ca_file);
 	ca_file = NULL;
@@ -114,9 +114,9 @@ http_global_cleanup(void)
 }
 
 size_t
-http_egress_rules(void)
+rs_exec_http_egress_rules(void)
 {
-	return egress_rules(policy);
+	return rs_exec_egress_rules(policy);
 }
 
 /* ---- validation ---- */
@@ -184,7 +184,7 @@ reserved_header(const char *name)
 }
 
 http_fail
-http_validate(const http_req *q, char *why, size_t cap)
+rs_exec_http_validate(const http_req *q, char *why, size_t cap)
 {
 	if (q->method == NULL || !is_token(q->method, MAX_METHOD)) {
 		snprintf(why, cap, "method must be a token of 1 to %d characters", MAX_METHOD);
@@ -377,9 +377,9 @@ on_open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
 	const char *why;
 
 	current_host(c->easy, host, sizeof(host));
-	why = egress_check(policy, host, &a->addr);
+	why = rs_exec_egress_check(policy, host, &a->addr);
 	if (why != NULL) {
-		egress_addr_text(&a->addr, addr, sizeof(addr));
+		rs_exec_egress_addr_text(&a->addr, addr, sizeof(addr));
 		snprintf(c->r->err, sizeof(c->r->err), "egress policy: %s address %s (host %.100s) is "
 		         "denied; allow it with RS_EXECUTOR_EGRESS_ALLOW", why, addr, host);
 		c->denied = 1;
@@ -430,7 +430,7 @@ left_ms(const http_req *q)
 }
 
 http_fail
-http_do(const http_req *q, http_resp *r)
+rs_exec_http_do(const http_req *q, http_resp *r)
 {
 	struct curl_slist *hdrs = NULL;
 	char line[MAX_HEADER_NAME + MAX_HEADER_VALUE + 4], errbuf[CURL_ERROR_SIZE] = "";
@@ -444,7 +444,7 @@ http_do(const http_req *q, http_resp *r)
 	memset(r, 0, sizeof(*r));
 	if ((r->headers = json_object()) == NULL)
 		abort();
-	if ((f = http_validate(q, r->err, sizeof(r->err))) != HF_OK)
+	if ((f = rs_exec_http_validate(q, r->err, sizeof(r->err))) != HF_OK)
 		return f;
 	if ((left = left_ms(q)) == 0) {
 		snprintf(r->err, sizeof(r->err), "the deadline passed before the request was sent");
@@ -539,7 +539,7 @@ http_do(const http_req *q, http_resp *r)
 }
 
 const char *
-http_fail_code(http_fail f)
+rs_exec_http_fail_code(http_fail f)
 {
 	switch (f) {
 	case HF_OK: return "ok";
@@ -557,7 +557,7 @@ http_fail_code(http_fail f)
 }
 
 rs_errclass
-http_fail_class(http_fail f)
+rs_exec_http_fail_class(http_fail f)
 {
 	switch (f) {
 	case HF_TIMEOUT: return RS_ERRCLASS_TIMEOUT;
@@ -568,7 +568,7 @@ http_fail_class(http_fail f)
 }
 
 void
-http_resp_free(http_resp *r)
+rs_exec_http_resp_free(http_resp *r)
 {
 	json_decref(r->headers);
 	free(r->body);
@@ -578,7 +578,7 @@ http_resp_free(http_resp *r)
 }
 
 int64_t
-http_retry_after_ms(const http_resp *r)
+rs_exec_http_retry_after_ms(const http_resp *r)
 {
 	const char *v = json_string_value(json_object_get(r->headers, "retry-after"));
 	int64_t s;

@@ -39,7 +39,7 @@
 typedef struct {
 	executor *x;
 	const rs_event *req;
-	http_resp *resp;          /* filled by http_do: status known before the body */
+	http_resp *resp;          /* filled by rs_exec_http_do: status known before the body */
 	sse_acc *acc;
 	int bad;                  /* SSE_MALFORMED / SSE_TOO_LARGE */
 	int64_t done_at;          /* [DONE] seen (rs_mono_ms), 0 before */
@@ -55,7 +55,7 @@ static void
 flush(turn *t, int force)
 {
 	int64_t now = rs_mono_ms();
-	size_t pending = sse_acc_pending_text(t->acc), len;
+	size_t pending = rs_exec_sse_acc_pending_text(t->acc), len;
 	char *text;
 
 	if (pending == 0 || t->publish_failed)
@@ -65,8 +65,8 @@ flush(turn *t, int force)
 		return;
 	/* At most chunk_bytes per command (cut on a character boundary): a
 	 * single huge delta never makes a command over the payload limit. */
-	while ((text = sse_acc_take_text(t->acc, (size_t)t->x->cfg.chunk_bytes, &len)) != NULL) {
-		if (publish_chunk(t->x, t->req, t->next_index++, text, len) != RS_OK)
+	while ((text = rs_exec_sse_acc_take_text(t->acc, (size_t)t->x->cfg.chunk_bytes, &len)) != NULL) {
+		if (rs_exec_publish_chunk(t->x, t->req, t->next_index++, text, len) != RS_OK)
 			t->publish_failed = 1;
 		free(text);
 		if (t->publish_failed)
@@ -89,7 +89,7 @@ on_data(void *ud, const char *buf, size_t n)
 		t->errbody[t->errlen] = '\0';
 		return 0;
 	}
-	rc = sse_acc_feed(t->acc, buf, n);
+	rc = rs_exec_sse_acc_feed(t->acc, buf, n);
 	if (rc < 0)
 		t->bad = rc;
 	flush(t, 0);
@@ -204,10 +204,10 @@ answer_error(executor *x, const rs_event *req, const char *code, const char *msg
 {
 	rs_err e = { (char *)code, (char *)msg, cls, cls != RS_ERRCLASS_PERMANENT, NULL };
 
-	rs_metric_inc(em.effects_err[EK_LLM]);
+	rs_metric_inc(rs_exec_em.effects_err[EK_LLM]);
 	rs_log(RS_LOG_INFO, req->run_id, NULL, "llm %s: %s: %s", req->d.llm_requested.effect_id,
 	       code, msg);
-	return publish_result(x, req, NULL, &e, retry_after_ms);
+	return rs_exec_publish_result(x, req, NULL, &e, retry_after_ms);
 }
 
 /* A non-2xx answer of the model API. */
@@ -221,25 +221,25 @@ answer_status(executor *x, const rs_event *req, const turn *t, const http_resp *
 	snprintf(code, sizeof(code), "http_%d", r->status);
 	snprintf(msg, sizeof(msg), "model API answered %d: %.200s", r->status,
 	         t->errlen ? t->errbody : "");
-	return answer_error(x, req, code, msg, cls, http_retry_after_ms(r));
+	return answer_error(x, req, code, msg, cls, rs_exec_http_retry_after_ms(r));
 }
 
 static rs_status
 answer_message(executor *x, const rs_event *req, turn *t)
 {
-	json_t *out = json_pack("{s:o}", "message", sse_acc_message(t->acc)), *u;
+	json_t *out = json_pack("{s:o}", "message", rs_exec_sse_acc_message(t->acc)), *u;
 
 	flush(t, 1);
 	if (t->publish_failed) {
 		json_decref(out);
 		return RS_EUNAVAIL;
 	}
-	if ((u = sse_acc_usage(t->acc)) != NULL)
+	if ((u = rs_exec_sse_acc_usage(t->acc)) != NULL)
 		json_object_set_new(out, "usage", u);
-	if (sse_acc_finish(t->acc) != NULL)
-		json_object_set_new(out, "finish_reason", json_string(sse_acc_finish(t->acc)));
-	rs_metric_inc(em.effects_ok[EK_LLM]);
-	return publish_result(x, req, out, NULL, 0);
+	if (rs_exec_sse_acc_finish(t->acc) != NULL)
+		json_object_set_new(out, "finish_reason", json_string(rs_exec_sse_acc_finish(t->acc)));
+	rs_metric_inc(rs_exec_em.effects_ok[EK_LLM]);
+	return rs_exec_publish_result(x, req, out, NULL, 0);
 }
 
 /* Build the request (URL, headers with the key, NULL: none) and run it. */
@@ -277,7 +277,7 @@ call_model(executor *x, const rs_event *req, turn *t, http_resp *r, const char *
 	q.tick_ms = x->cfg.chunk_ms / 4 > 0 ? x->cfg.chunk_ms / 4 : 1;
 	q.ud = t;
 	t->resp = r;
-	f = http_do(&q, r);
+	f = rs_exec_http_do(&q, r);
 	if (auth != NULL) {
 		memset(auth, 0, strlen(auth));   /* the key does not outlive the request */
 		free(auth);
@@ -288,7 +288,7 @@ call_model(executor *x, const rs_event *req, turn *t, http_resp *r, const char *
 }
 
 rs_status
-llm_run(executor *x, const rs_event *req)
+rs_exec_llm_run(executor *x, const rs_event *req)
 {
 	turn t;
 	http_resp r;
@@ -303,7 +303,7 @@ llm_run(executor *x, const rs_event *req)
 	memset(&r, 0, sizeof(r));
 	t.x = x;
 	t.req = req;
-	t.acc = sse_acc_new(&x->cfg.sse);
+	t.acc = rs_exec_sse_acc_new(&x->cfg.sse);
 	if (req->d.llm_requested.deadline <= rs_now_ms()) {
 		st = answer_error(x, req, "timeout", "the turn's deadline passed before it was sent",
 		                  RS_ERRCLASS_TIMEOUT, 0);
@@ -316,7 +316,7 @@ llm_run(executor *x, const rs_event *req)
 		goto cleanup;
 	}
 	if (name != NULL) {
-		st = secrets_get(x->secrets, req->tenant, name, &key, &klen);
+		st = rs_exec_secrets_get(x->secrets, req->tenant, name, &key, &klen);
 		if (st == RS_ENOTFOUND) {
 			snprintf(err, sizeof(err), "secret %s (model.api_key_secret) does not exist", name);
 			st = answer_error(x, req, "secret_missing", err, RS_ERRCLASS_PERMANENT, 0);
@@ -331,16 +331,16 @@ llm_run(executor *x, const rs_event *req)
 	} else if (f == HF_EGRESS || f == HF_INVALID || f == HF_TLS || f == HF_TOO_LARGE ||
 	           f == HF_REDIRECTS) {
 		/* Permanent whatever arrived: the policy, the request or the limits. */
-		st = answer_error(x, req, http_fail_code(f), r.err, http_fail_class(f), 0);
+		st = answer_error(x, req, rs_exec_http_fail_code(f), r.err, rs_exec_http_fail_class(f), 0);
 	} else if (r.status != 0 && (r.status < 200 || r.status > 299)) {
 		st = answer_status(x, req, &t, &r);
 	} else if (t.bad == SSE_TOO_LARGE) {
-		st = answer_error(x, req, "response_too_large", sse_acc_error(t.acc),
+		st = answer_error(x, req, "response_too_large", rs_exec_sse_acc_error(t.acc),
 		                  RS_ERRCLASS_PERMANENT, 0);
 	} else if (t.bad) {
-		st = answer_error(x, req, "bad_stream", sse_acc_error(t.acc),
+		st = answer_error(x, req, "bad_stream", rs_exec_sse_acc_error(t.acc),
 		                  RS_ERRCLASS_TRANSIENT, 0);
-	} else if (sse_acc_done(t.acc)) {
+	} else if (rs_exec_sse_acc_done(t.acc)) {
 		st = answer_message(x, req, &t);
 	} else if (f == HF_TIMEOUT) {
 		st = answer_error(x, req, "timeout", "the model did not finish before the deadline",
@@ -353,7 +353,7 @@ llm_run(executor *x, const rs_event *req)
 	}
 cleanup:
 	rs_secret_free(key);
-	http_resp_free(&r);
-	sse_acc_free(t.acc);
+	rs_exec_http_resp_free(&r);
+	rs_exec_sse_acc_free(t.acc);
 	return st;
 }

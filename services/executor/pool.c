@@ -29,7 +29,7 @@ typedef struct {
 } worker_arg;
 
 void
-job_free(job *j)
+rs_exec_job_free(job *j)
 {
 	if (j == NULL)
 		return;
@@ -62,23 +62,23 @@ worker_main(void *arg)
 		p->nqueued--;
 		p->nbusy++;
 		p->running[idx] = j;
-		rs_metric_set(em.busy, p->nbusy);
+		rs_metric_set(rs_exec_em.busy, p->nbusy);
 		pthread_mutex_unlock(&p->mu);
 
-		job_run(p->x, j);
+		rs_exec_job_run(p->x, j);
 
 		pthread_mutex_lock(&p->mu);
 		p->running[idx] = NULL;
 		p->nbusy--;
-		rs_metric_set(em.busy, p->nbusy);
+		rs_metric_set(rs_exec_em.busy, p->nbusy);
 		pthread_cond_broadcast(&p->freed);
 		pthread_mutex_unlock(&p->mu);
-		job_free(j);
+		rs_exec_job_free(j);
 	}
 }
 
 struct pool *
-pool_new(executor *x, int nworkers)
+rs_exec_pool_new(executor *x, int nworkers)
 {
 	struct pool *p = calloc(1, sizeof(*p));
 	worker_arg *wa;
@@ -107,13 +107,13 @@ pool_new(executor *x, int nworkers)
 	}
 	return p;
 fail:
-	pool_stop(p, 0);
-	pool_free(p);
+	rs_exec_pool_stop(p, 0);
+	rs_exec_pool_free(p);
 	return NULL;
 }
 
 int
-pool_wait_free(struct pool *p, int64_t timeout_ms)
+rs_exec_pool_wait_free(struct pool *p, int64_t timeout_ms)
 {
 	struct timespec ts;
 	int nfree;
@@ -135,7 +135,7 @@ pool_wait_free(struct pool *p, int64_t timeout_ms)
 }
 
 void
-pool_submit(struct pool *p, job *j)
+rs_exec_pool_submit(struct pool *p, job *j)
 {
 	j->next = NULL;
 	pthread_mutex_lock(&p->mu);
@@ -150,7 +150,7 @@ pool_submit(struct pool *p, job *j)
 }
 
 void
-pool_touch(struct pool *p)
+rs_exec_pool_touch(struct pool *p)
 {
 	pthread_mutex_lock(&p->mu);
 	for (int i = 0; i < p->nworkers; i++)
@@ -160,7 +160,7 @@ pool_touch(struct pool *p)
 }
 
 void
-pool_stop(struct pool *p, int64_t grace_ms)
+rs_exec_pool_stop(struct pool *p, int64_t grace_ms)
 {
 	int64_t deadline = rs_mono_ms() + grace_ms;
 	job *j, *next;
@@ -174,7 +174,7 @@ pool_stop(struct pool *p, int64_t grace_ms)
 	for (j = p->head; j != NULL; j = next) {
 		next = j->next;
 		natsMsg_Nak(j->req, NULL);
-		job_free(j);
+		rs_exec_job_free(j);
 	}
 	p->head = p->tail = NULL;
 	p->nqueued = 0;
@@ -198,13 +198,13 @@ pool_stop(struct pool *p, int64_t grace_ms)
 }
 
 int
-pool_stopped(const struct pool *p)
+rs_exec_pool_stopped(const struct pool *p)
 {
 	return p->nthreads == 0;
 }
 
 void
-pool_free(struct pool *p)
+rs_exec_pool_free(struct pool *p)
 {
 	if (p == NULL)
 		return;

@@ -1,7 +1,7 @@
 /*
  * publish.c - the executor's answers: commands on CMDS for the
  * orchestrator (common/rs_cmd.h). A result is published synchronously and
- * only then is the request acked (job_run), so "acked" implies "the answer
+ * only then is the request acked (rs_exec_job_run), so "acked" implies "the answer
  * is durable". Msg ids make a re-issued effect's answers duplicates the
  * server drops: result-<effect_id>, chunk-<effect_id>-<index>.
  * A result larger than the server's max payload becomes a permanent
@@ -85,7 +85,7 @@ send_cmd(executor *x, const rs_cmd *c)
 }
 
 rs_status
-publish_result(executor *x, const rs_event *req, json_t *output, const rs_err *error,
+rs_exec_publish_result(executor *x, const rs_event *req, json_t *output, const rs_err *error,
                int64_t retry_after_ms)
 {
 	rs_cmd c;
@@ -127,7 +127,7 @@ publish_result(executor *x, const rs_event *req, json_t *output, const rs_err *e
 }
 
 rs_status
-publish_chunk(executor *x, const rs_event *req, int64_t index, const char *text, size_t len)
+rs_exec_publish_chunk(executor *x, const rs_event *req, int64_t index, const char *text, size_t len)
 {
 	rs_cmd c;
 	rs_status st;
@@ -138,7 +138,7 @@ publish_chunk(executor *x, const rs_event *req, int64_t index, const char *text,
 	c.text = strndup(text, len);
 	st = send_cmd(x, &c);
 	if (st == RS_OK)
-		rs_metric_inc(em.chunks);
+		rs_metric_inc(rs_exec_em.chunks);
 	rs_cmd_free(&c);
 	return st;
 }

@@ -46,7 +46,7 @@ struct secrets {
 };
 
 secrets *
-secrets_new(jsCtx *js, int64_t ttl_ms)
+rs_exec_secrets_new(jsCtx *js, int64_t ttl_ms)
 {
 	secrets *s = calloc(1, sizeof(*s));
 	char err[160];
@@ -64,7 +64,7 @@ secrets_new(jsCtx *js, int64_t ttl_ms)
 		break;
 	default:
 		rs_error("%s", err);
-		secrets_free(s);
+		rs_exec_secrets_free(s);
 		return NULL;
 	}
 	if (js_KeyValue(&s->kv, js, RS_SECRET_BUCKET) != NATS_OK) {
@@ -83,7 +83,7 @@ slot_clear(slot *sl)
 }
 
 void
-secrets_free(secrets *s)
+rs_exec_secrets_free(secrets *s)
 {
 	if (s == NULL)
 		return;
@@ -96,7 +96,7 @@ secrets_free(secrets *s)
 }
 
 rs_status
-secrets_get(secrets *s, const char *tenant, const char *name, char **value, size_t *len)
+rs_exec_secrets_get(secrets *s, const char *tenant, const char *name, char **value, size_t *len)
 {
 	char k[RS_SECRET_KVKEY_MAX];
 	slot *sl;
@@ -140,7 +140,7 @@ secrets_get(secrets *s, const char *tenant, const char *name, char **value, size
 }
 
 rs_status
-secrets_render(secrets *s, const char *tenant, const char *in, char **out,
+rs_exec_secrets_render(secrets *s, const char *tenant, const char *in, char **out,
                char *missing, size_t mcap)
 {
 	const char *p = in, *open, *close;
@@ -165,7 +165,7 @@ secrets_render(secrets *s, const char *tenant, const char *in, char **out,
 		v = NULL;
 		vlen = 0;
 		if (open != NULL) {
-			st = secrets_get(s, tenant, name, &v, &vlen);
+			st = rs_exec_secrets_get(s, tenant, name, &v, &vlen);
 			if (st != RS_OK) {
 				snprintf(missing, mcap, "%s", name);
 				break;

@@ -81,7 +81,7 @@ fail(sse_acc *a, int err, const char *why)
 }
 
 sse_acc *
-sse_acc_new(const sse_limits *lim)
+rs_exec_sse_acc_new(const sse_limits *lim)
 {
 	sse_acc *a = calloc(1, sizeof(*a));
 
@@ -92,7 +92,7 @@ sse_acc_new(const sse_limits *lim)
 }
 
 void
-sse_acc_free(sse_acc *a)
+rs_exec_sse_acc_free(sse_acc *a)
 {
 	if (a == NULL)
 		return;
@@ -227,7 +227,7 @@ feed_line(sse_acc *a, char *line, size_t n)
 }
 
 int
-sse_acc_feed(sse_acc *a, const char *p, size_t n)
+rs_exec_sse_acc_feed(sse_acc *a, const char *p, size_t n)
 {
 	const char *nl;
 	size_t k;
@@ -258,13 +258,13 @@ sse_acc_feed(sse_acc *a, const char *p, size_t n)
 }
 
 const char *
-sse_acc_error(const sse_acc *a)
+rs_exec_sse_acc_error(const sse_acc *a)
 {
 	return a->why;
 }
 
 char *
-sse_acc_take_text(sse_acc *a, size_t max, size_t *len)
+rs_exec_sse_acc_take_text(sse_acc *a, size_t max, size_t *len)
 {
 	size_t n = a->text.len - a->taken;
 	char *s;
@@ -290,13 +290,13 @@ sse_acc_take_text(sse_acc *a, size_t max, size_t *len)
 }
 
 size_t
-sse_acc_pending_text(const sse_acc *a)
+rs_exec_sse_acc_pending_text(const sse_acc *a)
 {
 	return a->text.len - a->taken;
 }
 
 json_t *
-sse_acc_message(const sse_acc *a)
+rs_exec_sse_acc_message(const sse_acc *a)
 {
 	json_t *m = json_pack("{s:s}", "role", "assistant"), *calls, *c;
 
@@ -318,7 +318,7 @@ sse_acc_message(const sse_acc *a)
 }
 
 json_t *
-sse_acc_usage(const sse_acc *a)
+rs_exec_sse_acc_usage(const sse_acc *a)
 {
 	json_t *u;
 
@@ -334,7 +334,7 @@ sse_acc_usage(const sse_acc *a)
 }
 
 const char *
-sse_acc_finish(const sse_acc *a)
+rs_exec_sse_acc_finish(const sse_acc *a)
 {
 	return a->finish;
 }
@@ -342,7 +342,7 @@ sse_acc_finish(const sse_acc *a)
 /* Complete: "[DONE]" seen, or at least a finish_reason (some servers
  * close right after it). Anything less is a cut stream. */
 int
-sse_acc_done(const sse_acc *a)
+rs_exec_sse_acc_done(const sse_acc *a)
 {
 	return a->done || a->finish != NULL;
 }

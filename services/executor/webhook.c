@@ -95,21 +95,21 @@ answer_error(executor *x, const rs_event *req, const char *code, const char *msg
 {
 	rs_err e = { (char *)code, (char *)msg, cls, cls != RS_ERRCLASS_PERMANENT, NULL };
 
-	rs_metric_inc(em.effects_err[EK_HTTP]);
+	rs_metric_inc(rs_exec_em.effects_err[EK_HTTP]);
 	rs_log(RS_LOG_INFO, req->run_id, NULL, "http %s: %s: %s",
 	       req->d.http_requested.effect_id, code, msg);
-	return publish_result(x, req, NULL, &e, 0);
+	return rs_exec_publish_result(x, req, NULL, &e, 0);
 }
 
 /* A transport failure (http.c classified it). */
 static rs_status
 answer_transport(executor *x, const rs_event *req, http_fail f, const char *why)
 {
-	return answer_error(x, req, http_fail_code(f), why, http_fail_class(f));
+	return answer_error(x, req, rs_exec_http_fail_code(f), why, rs_exec_http_fail_class(f));
 }
 
 rs_status
-webhook_run(executor *x, const rs_event *req)
+rs_exec_webhook_run(executor *x, const rs_event *req)
 {
 	const rs_ev_http_requested *h = &req->d.http_requested;
 	http_header hdr[MAX_HEADERS + 3];
@@ -137,7 +137,7 @@ webhook_run(executor *x, const rs_event *req)
 		if (n == MAX_HEADERS)
 			break;
 		if (json_is_string(v) && strstr(json_string_value(v), "{{secrets.") != NULL) {
-			st = secrets_render(x->secrets, req->tenant, json_string_value(v), &vals[nv],
+			st = rs_exec_secrets_render(x->secrets, req->tenant, json_string_value(v), &vals[nv],
 			                    missing, sizeof(missing));
 			if (st == RS_ENOTFOUND) {
 				snprintf(err, sizeof(err), "secret %s (header %s) does not exist", missing, k);
@@ -174,7 +174,7 @@ webhook_run(executor *x, const rs_event *req)
 			goto cleanup;
 		}
 		k = json_string_value(json_object_get(h->hmac, "secret"));
-		st = secrets_get(x->secrets, req->tenant, k, &secret, &slen);
+		st = rs_exec_secrets_get(x->secrets, req->tenant, k, &secret, &slen);
 		if (st == RS_ENOTFOUND) {
 			snprintf(err, sizeof(err), "secret %s (hmac.secret) does not exist",
 			         k ? k : "(none)");
@@ -207,16 +207,16 @@ webhook_run(executor *x, const rs_event *req)
 		goto cleanup;
 	}
 	/* Refused before any connection: nothing of it reaches a socket. */
-	if ((f = http_do(&q, &r)) != HF_OK) {
+	if ((f = rs_exec_http_do(&q, &r)) != HF_OK) {
 		st = answer_transport(x, req, f, r.err);
 		goto cleanup;
 	}
 	out = json_pack("{s:i, s:O, s:o, s:I}", "status", r.status, "headers", r.headers,
 	                "body", body_value(&r), "duration_ms", (json_int_t)(rs_mono_ms() - t0));
-	rs_metric_inc(em.effects_ok[EK_HTTP]);
-	st = publish_result(x, req, out, NULL, 0);
+	rs_metric_inc(rs_exec_em.effects_ok[EK_HTTP]);
+	st = rs_exec_publish_result(x, req, out, NULL, 0);
 cleanup:
-	http_resp_free(&r);
+	rs_exec_http_resp_free(&r);
 	for (size_t i = 0; i < nv; i++)
 		rs_secret_free(vals[i]);   /* may hold substituted secrets: wiped */
 	rs_secret_free(secret);

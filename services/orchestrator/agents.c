@@ -28,7 +28,7 @@ free_agent(void *ag)
 }
 
 struct agentcache *
-agentcache_new(void)
+rs_orch_agentcache_new(void)
 {
 	struct agentcache *a = calloc(1, sizeof(*a));
 
@@ -38,7 +38,7 @@ agentcache_new(void)
 }
 
 void
-agentcache_free(struct agentcache *a)
+rs_orch_agentcache_free(struct agentcache *a)
 {
 	if (a == NULL)
 		return;
@@ -107,7 +107,7 @@ load_version(orch *o, const char *key, rs_agent **out, char *err, size_t cap)
 }
 
 rs_status
-agents_get(orch *o, const char *tenant, const char *name, const char *version,
+rs_orch_agents_get(orch *o, const char *tenant, const char *name, const char *version,
            const rs_agent **out, char *err, size_t cap)
 {
 	struct agentcache *a = o->agents;

@@ -6,7 +6,7 @@
  * would cap us at a few thousand events/s). Each publish carries a reply
  * subject <inbox>.<token>; JetStream answers there with its pub ack. One
  * subscription on <inbox>.* receives every answer on its delivery thread,
- * which carries it out (engine_puback) under the engine mutex.
+ * which carries it out (rs_orch_engine_puback) under the engine mutex.
  *
  * Why not js_PublishMsgAsync: nats.c keeps every pending message in a
  * string hash, and with a MaxWait it queues a synthetic "timeout" message
@@ -14,7 +14,7 @@
  * never unlinks acked ones): in a sustained load that is one more message
  * through the ack thread per event. Here the pubmap (token -> run) is the
  * only pending state, kept in send order, so expiring lost acks is a look
- * at its head (appender_expire).
+ * at its head (rs_orch_appender_expire).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,13 +46,13 @@ struct pubmap {
 };
 
 struct pubmap *
-pubmap_new(void)
+rs_orch_pubmap_new(void)
 {
 	return calloc(1, sizeof(struct pubmap));
 }
 
 void
-pubmap_free(struct pubmap *m)
+rs_orch_pubmap_free(struct pubmap *m)
 {
 	pub_ent *e, *n;
 
@@ -109,7 +109,7 @@ pubmap_drop(struct pubmap *m, pub_ent **pp, pub_ent *e)
 }
 
 orun *
-pubmap_take(struct pubmap *m, uint64_t token, pub_kind *kind)
+rs_orch_pubmap_take(struct pubmap *m, uint64_t token, pub_kind *kind)
 {
 	pub_ent **pp = &m->b[token & (PUB_BUCKETS - 1)], *e;
 	orun *r;
@@ -158,11 +158,11 @@ on_reply(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
 	}
 	natsMsg_Destroy(msg);
 	if (pa.token != 0)
-		engine_puback(o, &pa);
+		rs_orch_engine_puback(o, &pa);
 }
 
 rs_status
-appender_start(orch *o)
+rs_orch_appender_start(orch *o)
 {
 	char inbox[95], subj[128];      /* _INBOX_<user, 64>.<nuid, 22> */
 	natsStatus s;
@@ -187,7 +187,7 @@ appender_start(orch *o)
 }
 
 void
-appender_expire(orch *o, int64_t older_than_ms)
+rs_orch_appender_expire(orch *o, int64_t older_than_ms)
 {
 	struct pubmap *m = o->pubs;
 	int64_t limit = rs_mono_ms() - older_than_ms;
@@ -197,12 +197,12 @@ appender_expire(orch *o, int64_t older_than_ms)
 		memset(&pa, 0, sizeof(pa));
 		pa.token = m->oldest->token;
 		pa.err = NATS_TIMEOUT;
-		engine_puback_locked(o, &pa);
+		rs_orch_engine_puback_locked(o, &pa);
 	}
 }
 
 rs_status
-appender_send(orch *o, orun *r, pub_kind kind, const char *subj, const char *data, size_t len,
+rs_orch_appender_send(orch *o, orun *r, pub_kind kind, const char *subj, const char *data, size_t len,
               const char *type, int cloudevent, const char *msg_id, int64_t expect)
 {
 	char reply[128], num[24];
@@ -233,7 +233,7 @@ appender_send(orch *o, orun *r, pub_kind kind, const char *subj, const char *dat
 	natsMsg_Destroy(m);
 	if (s != NATS_OK) {
 		pub_kind k;
-		pubmap_take(o->pubs, e->token, &k);
+		rs_orch_pubmap_take(o->pubs, e->token, &k);
 		rs_log(RS_LOG_WARN, r->run_id, NULL, "publish failed: %s", natsStatus_GetText(s));
 		return rs_nats_status(s, 0);
 	}

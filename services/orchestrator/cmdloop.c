@@ -38,7 +38,7 @@ on_batch(void *arg, natsMsg **msgs, int n, rs_consume_out *out)
 	orch *o = arg;
 
 	atomic_fetch_add(&o->inflight, n);
-	engine_commands(o, msgs, n);
+	rs_orch_engine_commands(o, msgs, n);
 	for (int i = 0; i < n; i++)
 		out[i].disp = RS_CONSUME_TAKEN;   /* the engine settles each one */
 }
@@ -46,11 +46,11 @@ on_batch(void *arg, natsMsg **msgs, int n, rs_consume_out *out)
 static void
 on_tick(void *arg)
 {
-	engine_expire(arg);   /* lost pub acks */
+	rs_orch_engine_expire(arg);   /* lost pub acks */
 }
 
 rs_status
-cmdloop_start(orch *o)
+rs_orch_cmdloop_start(orch *o)
 {
 	rs_consume_cfg cfg = {
 		.name = "orchestrator",
@@ -69,13 +69,13 @@ cmdloop_start(orch *o)
 }
 
 void
-cmdloop_join(orch *o)
+rs_orch_cmdloop_join(orch *o)
 {
 	rs_consume_join(o->cmds);
 }
 
 void
-cmdloop_free(orch *o)
+rs_orch_cmdloop_free(orch *o)
 {
 	rs_consume_free(o->cmds);
 	o->cmds = NULL;

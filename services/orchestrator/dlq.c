@@ -17,7 +17,7 @@
 #include "rs_log.h"
 
 void
-trace_id_of(const char *tp, char out[33])
+rs_orch_trace_id_of(const char *tp, char out[33])
 {
 	out[0] = '\0';
 	if (tp != NULL && strlen(tp) >= 35 && tp[2] == '-') {
@@ -27,7 +27,7 @@ trace_id_of(const char *tp, char out[33])
 }
 
 void
-poison(orch *o, natsMsg *msg, const char *run_id, const char *reason)
+rs_orch_poison(orch *o, natsMsg *msg, const char *run_id, const char *reason)
 {
 	jsMsgMetaData *meta = NULL;
 	uint64_t seq = 0;
@@ -37,7 +37,7 @@ poison(orch *o, natsMsg *msg, const char *run_id, const char *reason)
 		jsMsgMetaData_Destroy(meta);
 	}
 	rs_log(RS_LOG_WARN, run_id, NULL, "poison command on %s: %s", natsMsg_GetSubject(msg), reason);
-	rs_metric_inc(om.dead_letters);
+	rs_metric_inc(rs_orch_om.dead_letters);
 	/* If the DLQ itself is down we still terminate: the alternative is a
 	 * hot loop redelivering the same bad message. */
 	rs_dlq_publish(o->nats.js, "orchestrator", natsMsg_GetSubject(msg), seq,
@@ -46,7 +46,7 @@ poison(orch *o, natsMsg *msg, const char *run_id, const char *reason)
 }
 
 void
-poison_tell_parent(orch *o, const rs_cmd *c, const char *reason)
+rs_orch_poison_tell_parent(orch *o, const rs_cmd *c, const char *reason)
 {
 	rs_cmd done;
 	char subj[160], id[160], *buf = NULL;

@@ -17,7 +17,7 @@
 #include "rs_time.h"
 
 rs_status
-event_send(orch *o, orun *r, const rs_event *ev)
+rs_orch_event_send(orch *o, orun *r, const rs_event *ev)
 {
 	/* Engine mutex held: one encode buffer reused for every event (the
 	 * publish copies the bytes). */
@@ -31,7 +31,7 @@ event_send(orch *o, orun *r, const rs_event *ev)
 		return st;
 	rs_event_subject(ev->tenant, ev->run_id, subj, sizeof(subj));
 	rs_event_id(ev->run_id, ev->runseq, id, sizeof(id));
-	return appender_send(o, r, PUB_EVENT, subj, buf, len, rs_event_type_name(ev->type), 1, id,
+	return rs_orch_appender_send(o, r, PUB_EVENT, subj, buf, len, rs_event_type_name(ev->type), 1, id,
 	                     (int64_t)r->last_seq);
 }
 
@@ -48,7 +48,7 @@ send_timer(orch *o, orun *r, const rs_cmd *t, const char *fixed_id)
 		return st;
 	snprintf(subj, sizeof(subj), "timers.%s.%s", r->tenant, r->run_id);
 	snprintf(id, sizeof(id), "timer-%s", t->timer_id);
-	st = appender_send(o, r, PUB_EFFECT, subj, buf, len, "timer.fire", 0,
+	st = rs_orch_appender_send(o, r, PUB_EFFECT, subj, buf, len, "timer.fire", 0,
 	                   fixed_id ? fixed_id : id, -1);
 	free(buf);
 	return st;
@@ -65,7 +65,7 @@ send_call(orch *o, orun *r, const rs_toolcall *c)
 		return st;
 	snprintf(subj, sizeof(subj), "toolcalls.%s.%s", r->tenant, c->call_id);
 	snprintf(id, sizeof(id), "%s-%s", c->cancel ? "cancel" : "call", c->call_id);
-	st = appender_send(o, r, PUB_EFFECT, subj, buf, len, c->cancel ? "tool.cancel" : "tool.call",
+	st = rs_orch_appender_send(o, r, PUB_EFFECT, subj, buf, len, c->cancel ? "tool.cancel" : "tool.call",
 	                   0, id, -1);
 	free(buf);
 	return st;
@@ -84,13 +84,13 @@ send_cmd(orch *o, orun *r, const rs_cmd *c)
 		return st;
 	rs_cmd_subject(c->tenant, c->run_id, subj, sizeof(subj));
 	rs_cmd_msg_id(c, id, sizeof(id));
-	st = appender_send(o, r, PUB_EFFECT, subj, buf, len, rs_cmd_type_name(c->type), 0, id, -1);
+	st = rs_orch_appender_send(o, r, PUB_EFFECT, subj, buf, len, rs_cmd_type_name(c->type), 0, id, -1);
 	free(buf);
 	return st;
 }
 
 rs_status
-effects_send(orch *o, orun *r, const rs_decision *d, int *nsent)
+rs_orch_effects_send(orch *o, orun *r, const rs_decision *d, int *nsent)
 {
 	rs_status st = RS_OK;
 
@@ -110,7 +110,7 @@ effects_send(orch *o, orun *r, const rs_decision *d, int *nsent)
 }
 
 rs_status
-effects_requeue_timer(orch *o, orun *r, const rs_cmd *fire)
+rs_orch_effects_requeue_timer(orch *o, orun *r, const rs_cmd *fire)
 {
 	char id[200];
 

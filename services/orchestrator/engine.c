@@ -11,8 +11,8 @@
  * their publishes pipelined through appender.c. See docs/architecture.md
  * ("Orchestrator") for why the history can never fork.
  *
- * There is no engine thread: the fetcher (engine_commands) and the ack
- * delivery thread (engine_puback) call in under o->engine_mu (orch.h).
+ * There is no engine thread: the fetcher (rs_orch_engine_commands) and the ack
+ * delivery thread (rs_orch_engine_puback) call in under o->engine_mu (orch.h).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,7 +35,7 @@ log_cmd(rs_log_level lvl, const pending_cmd *p, const char *fmt, const char *det
 {
 	char tid[33];
 
-	trace_id_of(p->cmd.traceparent, tid);
+	rs_orch_trace_id_of(p->cmd.traceparent, tid);
 	rs_log(lvl, p->cmd.run_id, tid[0] ? tid : NULL, fmt, rs_cmd_type_name(p->cmd.type), detail);
 }
 
@@ -48,7 +48,7 @@ drop_pending(orch *o, pending_cmd *p, int decoded)
 	free(p);
 	if (atomic_fetch_sub(&o->inflight, 1) == 1)
 		pthread_cond_broadcast(&o->idle_cv);
-	rs_metric_set(om.inflight, (double)atomic_load(&o->inflight));
+	rs_metric_set(rs_orch_om.inflight, (double)atomic_load(&o->inflight));
 }
 
 /* The run is idle again: start its next queued command, or let it go. */
@@ -71,11 +71,11 @@ run_idle(orch *o, orun *r)
 	st = rs_run_get_status(r->state);
 	/* Finished runs leave the cache: late commands for them rebuild. */
 	if (st == RS_RUN_NONE || rs_run_status_terminal(st) || r->stale) {
-		runcache_remove(o->cache, r);
+		rs_orch_runcache_remove(o->cache, r);
 		return;
 	}
-	runcache_touch(o->cache, r);
-	runcache_trim(o->cache);
+	rs_orch_runcache_touch(o->cache, r);
+	rs_orch_runcache_trim(o->cache);
 }
 
 static void
@@ -90,8 +90,8 @@ end_cmd(orch *o, orun *r, int how, int64_t nak_delay_ms)
 	memset(&r->dec, 0, sizeof(r->dec));
 	if (how == END_ACK) {
 		natsMsg_Ack(p->msg, NULL);
-		rs_metric_inc(om.commands[p->cmd.type]);
-		rs_metric_observe(om.command_duration, (double)(rs_mono_us() - p->t0_us) / 1e6);
+		rs_metric_inc(rs_orch_om.commands[p->cmd.type]);
+		rs_metric_observe(rs_orch_om.command_duration, (double)(rs_mono_us() - p->t0_us) / 1e6);
 	} else if (how == END_NAK) {
 		natsMsg_NakWithDelay(p->msg, nak_delay_ms, NULL);
 	}
@@ -103,8 +103,8 @@ static void
 poison_cur(orch *o, orun *r, const char *reason)
 {
 	if (rs_run_get_status(r->state) == RS_RUN_NONE)
-		poison_tell_parent(o, &r->cur->cmd, reason);
-	poison(o, r->cur->msg, r->run_id, reason);
+		rs_orch_poison_tell_parent(o, &r->cur->cmd, reason);
+	rs_orch_poison(o, r->cur->msg, r->run_id, reason);
 	end_cmd(o, r, END_TERMED, 0);
 }
 
@@ -138,12 +138,12 @@ finish_effects(orch *o, orun *r)
 	const rs_cmd *c = &r->cur->cmd;
 	int64_t due = 0;
 	int n = 0;
-	rs_status st = effects_send(o, r, &r->dec, &n);
+	rs_status st = rs_orch_effects_send(o, r, &r->dec, &n);
 
 	/* Admission: a queued gated run joins its gates, a finished one
 	 * leaves them, before the command is acked (gate.c). */
 	if (st == RS_OK && !r->dec.more &&
-	    gate_settle(o, r->state, r->cur->ndelivered > 1) != RS_OK)
+	    rs_orch_gate_settle(o, r->state, r->cur->ndelivered > 1) != RS_OK)
 		st = RS_ERR;
 
 	/* A timer.fire that came early (another instance's clock ran ahead)
@@ -152,7 +152,7 @@ finish_effects(orch *o, orun *r)
 	 * back on TIMERS for the rest of its time. The one place for it. */
 	if (st == RS_OK && !r->dec.more && c->type == RS_CMD_TIMER_FIRE &&
 	    rs_run_timer_due(r->state, c->timer_id, &due) == RS_OK && due > rs_now_ms()) {
-		if (effects_requeue_timer(o, r, c) == RS_OK)
+		if (rs_orch_effects_requeue_timer(o, r, c) == RS_OK)
 			n++;
 		else
 			st = RS_ERR;
@@ -170,7 +170,7 @@ send_event(orch *o, orun *r)
 	rs_status st;
 
 	r->sent_us = rs_mono_us();
-	st = event_send(o, r, &r->dec.events[r->next_ev]);
+	st = rs_orch_event_send(o, r, &r->dec.events[r->next_ev]);
 	if (st != RS_OK) {
 		/* Whether earlier events of this decision landed is known (they
 		 * were acked), but be plain: rebuild before the next command. */
@@ -202,9 +202,9 @@ resolve_agent(orch *o, orun *r)
 	if (r->agent != NULL)
 		return 0;
 	if (rs_run_get_status(r->state) == RS_RUN_NONE)
-		st = agents_get(o, r->tenant, c->agent, c->version, &r->agent, err, sizeof(err));
+		st = rs_orch_agents_get(o, r->tenant, c->agent, c->version, &r->agent, err, sizeof(err));
 	else
-		st = agents_get(o, r->tenant, rs_run_get_agent(r->state),
+		st = rs_orch_agents_get(o, r->tenant, rs_run_get_agent(r->state),
 		                rs_run_get_version(r->state), &r->agent, err, sizeof(err));
 	/* A child run of a parallel or foreach step walks one of its agent's
 	 * step lists (borrowed from the cached agent, like the agent). */
@@ -242,7 +242,7 @@ is_current(orch *o, orun *r)
 {
 	int current = 0;
 
-	if (runcache_check_current(o, r, &current) != RS_OK) {
+	if (rs_orch_runcache_check_current(o, r, &current) != RS_OK) {
 		r->stale = 1;
 		end_cmd(o, r, END_NAK, 200);
 		return 0;
@@ -268,7 +268,7 @@ begin(orch *o, orun *r)
 		return;
 	}
 	if (r->stale) {
-		st = runcache_reload(o, r);
+		st = rs_orch_runcache_reload(o, r);
 		if (st != RS_OK && st != RS_ENOTFOUND) {
 			r->stale = 1;
 			end_cmd(o, r, END_NAK, 500);
@@ -313,7 +313,7 @@ conflict(orch *o, orun *r)
 {
 	rs_status st;
 
-	rs_metric_inc(om.conflicts);
+	rs_metric_inc(rs_orch_om.conflicts);
 	rs_decision_free(&r->dec);
 	memset(&r->dec, 0, sizeof(r->dec));
 	if (++r->attempts > CONFLICT_RETRIES) {
@@ -321,7 +321,7 @@ conflict(orch *o, orun *r)
 		end_cmd(o, r, END_NAK, 100);
 		return;
 	}
-	st = runcache_reload(o, r);
+	st = rs_orch_runcache_reload(o, r);
 	if (st != RS_OK && st != RS_ENOTFOUND) {
 		r->stale = 1;
 		end_cmd(o, r, END_NAK, 200);
@@ -335,7 +335,7 @@ event_acked(orch *o, orun *r, const puback *it)
 {
 	rs_event *ev = &r->dec.events[r->next_ev];
 
-	rs_metric_observe(om.append_latency, (double)(rs_mono_us() - r->sent_us) / 1e6);
+	rs_metric_observe(rs_orch_om.append_latency, (double)(rs_mono_us() - r->sent_us) / 1e6);
 	if (it->err != NATS_OK || it->dup) {
 		/* A duplicate ack for an id we believed new means another writer
 		 * appended this very runseq: same as a refused expectation.
@@ -351,7 +351,7 @@ event_acked(orch *o, orun *r, const puback *it)
 		return;
 	}
 	r->last_seq = it->seq;
-	orch_metrics_event(ev);
+	rs_orch_metrics_event(ev);
 	if (++r->next_ev < r->dec.nevents) {
 		send_event(o, r);
 		return;
@@ -368,7 +368,7 @@ static void
 on_puback(orch *o, puback *it)
 {
 	pub_kind kind;
-	orun *r = pubmap_take(o->pubs, it->token, &kind);
+	orun *r = rs_orch_pubmap_take(o->pubs, it->token, &kind);
 
 	if (r == NULL)
 		return;   /* expired earlier, or not ours */
@@ -413,34 +413,34 @@ on_cmd(orch *o, natsMsg *msg)
 		jsMsgMetaData_Destroy(meta);
 	}
 	if (p->ndelivered > 1)
-		rs_metric_inc(om.redeliveries);
+		rs_metric_inc(rs_orch_om.redeliveries);
 	if (rs_cmd_decode(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg), &p->cmd, err,
 	                  sizeof(err)) != RS_OK) {
 		snprintf(why, sizeof(why), "undecodable command: %s", err);
-		poison(o, msg, NULL, why);
+		rs_orch_poison(o, msg, NULL, why);
 		drop_pending(o, p, 0);
 		return;
 	}
 	if ((int64_t)p->ndelivered > o->cfg.max_deliver) {
 		snprintf(why, sizeof(why), "redelivered %llu times (max %lld)",
 		         (unsigned long long)p->ndelivered, (long long)o->cfg.max_deliver);
-		poison(o, msg, p->cmd.run_id, why);
+		rs_orch_poison(o, msg, p->cmd.run_id, why);
 		/* Deliveries also count instances that died holding the command
 		 * (a batch is fetched at once): the run must not be left cut
 		 * short by it. run.continue finishes what the run owes. */
 		if (p->cmd.type != RS_CMD_RUN_CONTINUE)
-			reconcile_continue(o, p->cmd.tenant, p->cmd.run_id, -1);
+			rs_orch_reconcile_continue(o, p->cmd.tenant, p->cmd.run_id, -1);
 		drop_pending(o, p, 1);
 		return;
 	}
-	r = runcache_get(o->cache, p->cmd.tenant, p->cmd.run_id);
+	r = rs_orch_runcache_get(o->cache, p->cmd.tenant, p->cmd.run_id);
 	if (r != NULL && r->busy) {
 		if (r->waitq_tail) r->waitq_tail->next = p; else r->waitq = p;
 		r->waitq_tail = p;
 		return;
 	}
 	if (r == NULL) {
-		if ((r = runcache_add_empty(o->cache, p->cmd.tenant, p->cmd.run_id)) == NULL) {
+		if ((r = rs_orch_runcache_add_empty(o->cache, p->cmd.tenant, p->cmd.run_id)) == NULL) {
 			natsMsg_NakWithDelay(msg, 1000, NULL);
 			drop_pending(o, p, 1);
 			return;
@@ -448,7 +448,7 @@ on_cmd(orch *o, natsMsg *msg)
 		/* A run.start is assumed to be for a new run: the append with
 		 * expectation 0 checks that for free. Anything else is rebuilt. */
 		if (p->cmd.type != RS_CMD_RUN_START) {
-			st = runcache_reload(o, r);
+			st = rs_orch_runcache_reload(o, r);
 			if (st != RS_OK && st != RS_ENOTFOUND)
 				r->stale = 1;
 		}
@@ -460,7 +460,7 @@ on_cmd(orch *o, natsMsg *msg)
 }
 
 void
-engine_puback(orch *o, puback *it)
+rs_orch_engine_puback(orch *o, puback *it)
 {
 	pthread_mutex_lock(&o->engine_mu);
 	on_puback(o, it);
@@ -468,7 +468,7 @@ engine_puback(orch *o, puback *it)
 }
 
 void
-engine_puback_locked(orch *o, puback *it)
+rs_orch_engine_puback_locked(orch *o, puback *it)
 {
 	on_puback(o, it);
 }
@@ -478,15 +478,15 @@ engine_puback_locked(orch *o, puback *it)
 #define PUBACK_LOST_MS 10000
 
 void
-engine_expire(orch *o)
+rs_orch_engine_expire(orch *o)
 {
 	pthread_mutex_lock(&o->engine_mu);
-	appender_expire(o, PUBACK_LOST_MS);
+	rs_orch_appender_expire(o, PUBACK_LOST_MS);
 	pthread_mutex_unlock(&o->engine_mu);
 }
 
 void
-engine_commands(orch *o, natsMsg **msgs, int n)
+rs_orch_engine_commands(orch *o, natsMsg **msgs, int n)
 {
 	pthread_mutex_lock(&o->engine_mu);
 	for (int i = 0; i < n; i++)
@@ -495,7 +495,7 @@ engine_commands(orch *o, natsMsg **msgs, int n)
 }
 
 rs_status
-engine_init(orch *o)
+rs_orch_engine_init(orch *o)
 {
 	pthread_condattr_t ca;
 
@@ -513,14 +513,14 @@ engine_init(orch *o)
 }
 
 void
-engine_destroy(orch *o)
+rs_orch_engine_destroy(orch *o)
 {
 	pthread_cond_destroy(&o->idle_cv);
 	pthread_mutex_destroy(&o->engine_mu);
 }
 
 void
-engine_drain(orch *o)
+rs_orch_engine_drain(orch *o)
 {
 	int64_t deadline = rs_mono_ms() + o->cfg.base.shutdown_grace_ms * 3 / 4;
 	struct timespec ts;
@@ -534,7 +534,7 @@ engine_drain(orch *o)
 		/* Past the grace period: hand back what we still hold. */
 		rs_warn("shutdown grace passed with %ld command(s) in flight: naking them",
 		        (long)atomic_load(&o->inflight));
-		runcache_nak_all(o->cache);
+		rs_orch_runcache_nak_all(o->cache);
 	}
 	pthread_mutex_unlock(&o->engine_mu);
 }

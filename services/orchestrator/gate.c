@@ -3,11 +3,11 @@
  * runs (docs/agents.md "concurrency", docs/architecture.md "Admission").
  *
  * A gated run (rs_run_gate) is created queued and holds nothing. When its
- * run.created is durable the engine calls gate_settle(): the run joins its
+ * run.created is durable the engine calls rs_orch_gate_settle(): the run joins its
  * key's gate, then (once it holds a key slot) the tenant's gate; holding
  * every slot it needs, it is sent run.admit (Nats-Msg-Id admit-<run_id>),
  * which the state machine turns into run.started. When a gated run is
- * finished, gate_settle() makes it leave both gates; the runs that get the
+ * finished, rs_orch_gate_settle() makes it leave both gates; the runs that get the
  * freed slots (the head of the queue, FIFO) go on to the next gate or are
  * admitted.
  *
@@ -63,7 +63,7 @@ send_admit(orch *o, const char *tenant, const char *run_id)
 		st = rs_js_publish(o->gate_nats.js, m, msgid, -1, 5000, NULL, NULL);
 	natsMsg_Destroy(m);
 	free(buf);
-	rs_metric_inc(om.gate_admits);
+	rs_metric_inc(rs_orch_om.gate_admits);
 	return st;
 }
 
@@ -119,7 +119,7 @@ change(orch *o, const char *kvkey, gate_op op, int64_t limit, const char *run_id
 			return RS_OK;
 		/* Another instance changed it first (wrong last sequence, or the
 		 * key exists): read again. */
-		rs_metric_inc(om.gate_conflicts);
+		rs_metric_inc(rs_orch_om.gate_conflicts);
 		if (json_is_array(running))
 			json_array_clear(running);
 	}
@@ -212,7 +212,7 @@ leave(orch *o, const char *tenant, const char *run_id, const char *key, int64_t 
 }
 
 rs_status
-gate_settle(orch *o, const rs_run *r, int redelivered)
+rs_orch_gate_settle(orch *o, const rs_run *r, int redelivered)
 {
 	const char *key;
 	int64_t limit, tenant_limit;
@@ -231,7 +231,7 @@ gate_settle(orch *o, const rs_run *r, int redelivered)
 }
 
 rs_status
-gate_start(orch *o)
+rs_orch_gate_start(orch *o)
 {
 	char name[160];
 
@@ -246,7 +246,7 @@ gate_start(orch *o)
 }
 
 void
-gate_stop(orch *o)
+rs_orch_gate_stop(orch *o)
 {
 	if (o->gates_kv != NULL)
 		kvStore_Destroy(o->gates_kv);

@@ -53,7 +53,7 @@ static const char *const required[] = {
 static const rs_service_def def = {
 	.name = "orchestrator", .port_var = "RS_ORCHESTRATOR_OPS_PORT", .port_def = 9101,
 	.required = required, .app = &o, .cfg = &o.cfg.base, .nats = &o.nats,
-	.configure = configure, .metrics = orch_metrics_init, .init = rs_orch_service_init,
+	.configure = configure, .metrics = rs_orch_metrics_init, .init = rs_orch_service_init,
 	.start = rs_orch_service_start, .drain = rs_orch_service_drain,
 	.stop = rs_orch_service_stop,
 };

@@ -7,10 +7,10 @@
 
 #include "orch.h"
 
-orch_metrics om;
+orch_metrics rs_orch_om;
 
 void
-orch_metrics_init(void)
+rs_orch_metrics_init(void)
 {
 	static const char *fin[4] = {
 		"status=\"completed\"", "status=\"failed\"", "status=\"cancelled\"",
@@ -19,66 +19,66 @@ orch_metrics_init(void)
 	 * pointer: static storage). */
 	static char cmd[RS_CMD__COUNT][48];
 
-	om.runs_started = rs_counter("rs_orch_runs_started_total", "Runs started (run.started appended).", NULL);
+	rs_orch_om.runs_started = rs_counter("rs_orch_runs_started_total", "Runs started (run.started appended).", NULL);
 	for (int i = 0; i < 4; i++)
-		om.runs_finished[i] = rs_counter("rs_orch_runs_finished_total",
+		rs_orch_om.runs_finished[i] = rs_counter("rs_orch_runs_finished_total",
 		                                 "Runs finished, by terminal status.", fin[i]);
-	om.step_duration = rs_histogram("rs_orch_step_duration_seconds",
+	rs_orch_om.step_duration = rs_histogram("rs_orch_step_duration_seconds",
 	                                "Step durations (step.completed duration_ms).", NULL);
 	for (int i = 0; i < RS_CMD__COUNT; i++) {
 		snprintf(cmd[i], sizeof(cmd[i]), "type=\"%s\"", rs_cmd_type_name((rs_cmd_type)i));
-		om.commands[i] = rs_counter("rs_orch_commands_total", "Commands processed, by type.", cmd[i]);
+		rs_orch_om.commands[i] = rs_counter("rs_orch_commands_total", "Commands processed, by type.", cmd[i]);
 	}
-	om.gate_admits = rs_counter("rs_orch_gate_admits_total",
+	rs_orch_om.gate_admits = rs_counter("rs_orch_gate_admits_total",
 	                            "run.admit commands sent by the admission gate.", NULL);
-	om.gate_conflicts = rs_counter("rs_orch_gate_conflicts_total",
+	rs_orch_om.gate_conflicts = rs_counter("rs_orch_gate_conflicts_total",
 	                               "Admission gate compare-and-set conflicts (KV gates).", NULL);
-	om.schedule_runs = rs_counter("rs_orch_schedule_runs_total",
+	rs_orch_om.schedule_runs = rs_counter("rs_orch_schedule_runs_total",
 	                              "run.start commands published for schedule ticks.", NULL);
-	om.redeliveries = rs_counter("rs_orch_redeliveries_total", "Commands delivered more than once.", NULL);
-	om.dead_letters = rs_counter("rs_orch_dead_letters_total", "Messages sent to dlq.orchestrator.", NULL);
-	om.timer_lag = rs_histogram("rs_orch_timer_lag_seconds", "Timer fire time minus due time.", NULL);
-	om.timers_fired = rs_counter("rs_orch_timers_fired_total", "Timers forwarded to CMDS.", NULL);
-	om.append_latency = rs_histogram("rs_orch_append_latency_seconds",
+	rs_orch_om.redeliveries = rs_counter("rs_orch_redeliveries_total", "Commands delivered more than once.", NULL);
+	rs_orch_om.dead_letters = rs_counter("rs_orch_dead_letters_total", "Messages sent to dlq.orchestrator.", NULL);
+	rs_orch_om.timer_lag = rs_histogram("rs_orch_timer_lag_seconds", "Timer fire time minus due time.", NULL);
+	rs_orch_om.timers_fired = rs_counter("rs_orch_timers_fired_total", "Timers forwarded to CMDS.", NULL);
+	rs_orch_om.append_latency = rs_histogram("rs_orch_append_latency_seconds",
 	                                 "Event append: send to JetStream ack.", NULL);
-	om.events_appended = rs_counter("rs_orch_events_appended_total", "Run events appended.", NULL);
-	om.conflicts = rs_counter("rs_orch_conflicts_total",
+	rs_orch_om.events_appended = rs_counter("rs_orch_events_appended_total", "Run events appended.", NULL);
+	rs_orch_om.conflicts = rs_counter("rs_orch_conflicts_total",
 	                          "Appends refused: another writer got there first.", NULL);
-	om.command_duration = rs_histogram("rs_orch_command_duration_seconds",
+	rs_orch_om.command_duration = rs_histogram("rs_orch_command_duration_seconds",
 	                                   "Command fetched to acked.", NULL);
-	om.cache_runs = rs_gauge("rs_orch_cache_runs", "Runs in the hot cache.", NULL);
-	om.inflight = rs_gauge("rs_orch_inflight_commands", "Commands fetched, not yet acked.", NULL);
-	om.timers_held = rs_gauge("rs_orch_timers_held", "Timers held in memory until due.", NULL);
-	om.sweep_continued = rs_counter("rs_orch_sweep_continued_total",
+	rs_orch_om.cache_runs = rs_gauge("rs_orch_cache_runs", "Runs in the hot cache.", NULL);
+	rs_orch_om.inflight = rs_gauge("rs_orch_inflight_commands", "Commands fetched, not yet acked.", NULL);
+	rs_orch_om.timers_held = rs_gauge("rs_orch_timers_held", "Timers held in memory until due.", NULL);
+	rs_orch_om.sweep_continued = rs_counter("rs_orch_sweep_continued_total",
 	                                "Runs found not at rest by reconciliation: run.continue sent.", NULL);
-	om.sweep_events = rs_counter("rs_orch_sweep_events_read_total",
+	rs_orch_om.sweep_events = rs_counter("rs_orch_sweep_events_read_total",
 	                             "Event headers read by reconciliation passes.", NULL);
-	om.sweep_duration = rs_histogram("rs_orch_sweep_duration_seconds",
+	rs_orch_om.sweep_duration = rs_histogram("rs_orch_sweep_duration_seconds",
 	                                 "One reconciliation pass.", NULL);
 }
 
 void
-orch_metrics_event(const rs_event *ev)
+rs_orch_metrics_event(const rs_event *ev)
 {
-	rs_metric_inc(om.events_appended);
+	rs_metric_inc(rs_orch_om.events_appended);
 	switch (ev->type) {
 	case RS_EV_RUN_STARTED:
-		rs_metric_inc(om.runs_started);
+		rs_metric_inc(rs_orch_om.runs_started);
 		break;
 	case RS_EV_STEP_COMPLETED:
-		rs_metric_observe(om.step_duration, (double)ev->d.step_completed.duration_ms / 1000.0);
+		rs_metric_observe(rs_orch_om.step_duration, (double)ev->d.step_completed.duration_ms / 1000.0);
 		break;
 	case RS_EV_RUN_COMPLETED:
-		rs_metric_inc(om.runs_finished[0]);
+		rs_metric_inc(rs_orch_om.runs_finished[0]);
 		break;
 	case RS_EV_RUN_FAILED:
-		rs_metric_inc(om.runs_finished[1]);
+		rs_metric_inc(rs_orch_om.runs_finished[1]);
 		break;
 	case RS_EV_RUN_CANCELLED:
-		rs_metric_inc(om.runs_finished[2]);
+		rs_metric_inc(rs_orch_om.runs_finished[2]);
 		break;
 	case RS_EV_RUN_TIMED_OUT:
-		rs_metric_inc(om.runs_finished[3]);
+		rs_metric_inc(rs_orch_om.runs_finished[3]);
 		break;
 	default:
 		break;

@@ -3,9 +3,9 @@
  *
  * Threads and who owns what:
  *   - the command fetcher (cmdloop.c) pulls CMDS messages in batches and
- *     carries them out itself (engine_commands);
+ *     carries them out itself (rs_orch_engine_commands);
  *   - the nats.c thread that delivers publish acks carries out what each
- *     ack means (engine_puback, via appender.c): the next event, effects,
+ *     ack means (rs_orch_engine_puback, via appender.c): the next event, effects,
  *     the command's ack;
  *   - both do so under the one engine mutex, which guards run state, the
  *     run cache, the agent cache and the pubmap. Working where the message
@@ -77,8 +77,8 @@ typedef struct {
 	rs_metric *schedule_runs;
 } orch_metrics;
 
-extern orch_metrics om;
-void orch_metrics_init(void);
+extern orch_metrics rs_orch_om;
+void rs_orch_metrics_init(void);
 
 /* ---- service.c: the hooks of common/rs_service.c (main.c's table) ---- */
 rs_status rs_orch_service_init(rs_service *s);
@@ -86,7 +86,7 @@ rs_status rs_orch_service_start(rs_service *s);
 void rs_orch_service_drain(rs_service *s, int64_t grace_ms);
 int rs_orch_service_stop(rs_service *s);
 /* Account for an event that became durable (runs started/finished, steps). */
-void orch_metrics_event(const rs_event *ev);
+void rs_orch_metrics_event(const rs_event *ev);
 
 /* ---- a publish result (appender.c -> engine.c) ---- */
 typedef struct {
@@ -125,44 +125,44 @@ typedef struct orch {
 } orch;
 
 /* ---- gate.c: admission (concurrency keys, tenant limit) ---- */
-rs_status gate_start(orch *o);
-void gate_stop(orch *o);
+rs_status rs_orch_gate_start(orch *o);
+void rs_orch_gate_stop(orch *o);
 /* After a gated run's events are durable: a queued run joins its gates
  * (admitted: run.admit sent), a finished one leaves them (the next in line
  * admitted; redelivered: the command came again after a crash, so the
  * admits of the slot holders are re-sent too). No-op for other runs.
  * Synchronous; engine thread. */
-rs_status gate_settle(orch *o, const rs_run *r, int redelivered);
+rs_status rs_orch_gate_settle(orch *o, const rs_run *r, int redelivered);
 
 /* ---- scheduler.c: schedules fire runs ---- */
-rs_status scheduler_start(orch *o);   /* after gate_start (its connection) */
-void scheduler_join(orch *o);
+rs_status rs_orch_scheduler_start(orch *o);   /* after rs_orch_gate_start (its connection) */
+void rs_orch_scheduler_join(orch *o);
 
-rs_status reconcile_start(orch *o);
-rs_status reconcile_continue(orch *o, const char *tenant, const char *run_id, int64_t runseq);
-void reconcile_join(orch *o);
+rs_status rs_orch_reconcile_start(orch *o);
+rs_status rs_orch_reconcile_continue(orch *o, const char *tenant, const char *run_id, int64_t runseq);
+void rs_orch_reconcile_join(orch *o);
 
 /* ---- cmdloop.c: the CMDS fetcher ---- */
-rs_status cmdloop_start(orch *o);
+rs_status rs_orch_cmdloop_start(orch *o);
 /* Stop taking commands and wait for the loop (SIGTERM); free after the
  * engine has drained. */
-void cmdloop_join(orch *o);
-void cmdloop_free(orch *o);
+void rs_orch_cmdloop_join(orch *o);
+void rs_orch_cmdloop_free(orch *o);
 
 /* ---- engine.c: decide, append, effects, ack ---- */
-rs_status engine_init(orch *o);
-void engine_destroy(orch *o);
+rs_status rs_orch_engine_init(orch *o);
+void rs_orch_engine_destroy(orch *o);
 /* Carry out fetched commands (takes the messages; the fetcher counted
  * them in o->inflight). Takes engine_mu. */
-void engine_commands(orch *o, natsMsg **msgs, int n);
+void rs_orch_engine_commands(orch *o, natsMsg **msgs, int n);
 /* What a publish ack means. Takes engine_mu (the _locked one: held). */
-void engine_puback(orch *o, puback *pa);
-void engine_puback_locked(orch *o, puback *pa);
-/* Expire lost pub acks (appender_expire); called by cmdloop's ticker. */
-void engine_expire(orch *o);
+void rs_orch_engine_puback(orch *o, puback *pa);
+void rs_orch_engine_puback_locked(orch *o, puback *pa);
+/* Expire lost pub acks (rs_orch_appender_expire); called by cmdloop's ticker. */
+void rs_orch_engine_expire(orch *o);
 /* Shutdown: wait until every fetched command is finished or 3/4 of the
  * grace period passed, then nak what is left. */
-void engine_drain(orch *o);
+void rs_orch_engine_drain(orch *o);
 
 /* ---- runcache.c: hot runs in memory (LRU), cold runs rebuilt ---- */
 typedef struct pending_cmd {
@@ -193,75 +193,75 @@ typedef struct orun {
 	struct orun *hnext, *lprev, *lnext;
 } orun;
 
-struct runcache *runcache_new(size_t cap);
-void runcache_free(struct runcache *c);
-orun *runcache_get(struct runcache *c, const char *tenant, const char *run_id);
+struct runcache *rs_orch_runcache_new(size_t cap);
+void rs_orch_runcache_free(struct runcache *c);
+orun *rs_orch_runcache_get(struct runcache *c, const char *tenant, const char *run_id);
 /* A new, empty, uncached-in-log entry (a run.start assumed new). */
-orun *runcache_add_empty(struct runcache *c, const char *tenant, const char *run_id);
+orun *rs_orch_runcache_add_empty(struct runcache *c, const char *tenant, const char *run_id);
 /* Rebuild the entry's state from the log (runs.<tenant>.<run_id>).
  * RS_ENOTFOUND: the run has no events. */
-rs_status runcache_reload(orch *o, orun *r);
+rs_status rs_orch_runcache_reload(orch *o, orun *r);
 /* *current = 1 if the log has no event after r->last_seq (one direct get). */
-rs_status runcache_check_current(orch *o, orun *r, int *current);
-void runcache_touch(struct runcache *c, orun *r);
-void runcache_remove(struct runcache *c, orun *r);
+rs_status rs_orch_runcache_check_current(orch *o, orun *r, int *current);
+void rs_orch_runcache_touch(struct runcache *c, orun *r);
+void rs_orch_runcache_remove(struct runcache *c, orun *r);
 /* Evict least recently used idle entries above capacity. */
-void runcache_trim(struct runcache *c);
-size_t runcache_count(const struct runcache *c);
+void rs_orch_runcache_trim(struct runcache *c);
+size_t rs_orch_runcache_count(const struct runcache *c);
 /* Shutdown: nak every command still held (another instance takes them). */
-void runcache_nak_all(struct runcache *c);
+void rs_orch_runcache_nak_all(struct runcache *c);
 
 /* ---- agents.c: immutable agent versions, cached forever ---- */
-struct agentcache *agentcache_new(void);
-void agentcache_free(struct agentcache *a);
+struct agentcache *rs_orch_agentcache_new(void);
+void rs_orch_agentcache_free(struct agentcache *a);
 /* version NULL: resolve <tenant>.<name>.latest first (not cached: it moves). */
-rs_status agents_get(orch *o, const char *tenant, const char *name, const char *version,
+rs_status rs_orch_agents_get(orch *o, const char *tenant, const char *name, const char *version,
                      const rs_agent **out, char *err, size_t cap);
 
 /* ---- appender.c: JetStream publishes and their acks ---- */
 typedef enum { PUB_EVENT, PUB_EFFECT } pub_kind;
-struct pubmap *pubmap_new(void);
-void pubmap_free(struct pubmap *m);
+struct pubmap *rs_orch_pubmap_new(void);
+void rs_orch_pubmap_free(struct pubmap *m);
 /* Subscribe to the pub-ack inbox; after the connection is up. */
-rs_status appender_start(orch *o);
+rs_status rs_orch_appender_start(orch *o);
 /* Publish data on subj (Runstream-Type: type; Content-Type of a CloudEvent
  * if cloudevent; Nats-Msg-Id if msg_id; Nats-Expected-Last-Subject-
  * Sequence if expect >= 0, "0" meaning "none yet") for r; the pub ack
- * comes back as an engine_puback. data is copied. Engine mutex held.
+ * comes back as an rs_orch_engine_puback. data is copied. Engine mutex held.
  * RS_EUNAVAIL above RS_ORCH_MAX_PENDING_PUBLISH publishes in flight. */
-rs_status appender_send(orch *o, orun *r, pub_kind kind, const char *subj, const char *data,
+rs_status rs_orch_appender_send(orch *o, orun *r, pub_kind kind, const char *subj, const char *data,
                         size_t len, const char *type, int cloudevent, const char *msg_id,
                         int64_t expect);
 /* Who sent publish `token` (and what kind); removes it from the map. */
-orun *pubmap_take(struct pubmap *m, uint64_t token, pub_kind *kind);
+orun *rs_orch_pubmap_take(struct pubmap *m, uint64_t token, pub_kind *kind);
 /* Fail (NATS_TIMEOUT) every publish unanswered for older_than_ms: an ack
  * lost with a connection. Engine mutex held. */
-void appender_expire(orch *o, int64_t older_than_ms);
+void rs_orch_appender_expire(orch *o, int64_t older_than_ms);
 
 /* ---- effects.c: timers to TIMERS, tool calls to TOOLCALLS ---- */
 /* Publish every effect of d for r; returns how many were sent. */
-rs_status effects_send(orch *o, orun *r, const rs_decision *d, int *nsent);
+rs_status rs_orch_effects_send(orch *o, orun *r, const rs_decision *d, int *nsent);
 /* A timer.fire that arrived before its due time (clock skew between
  * instances): put it back on TIMERS. One effect publish. */
-rs_status effects_requeue_timer(orch *o, orun *r, const rs_cmd *fire);
+rs_status rs_orch_effects_requeue_timer(orch *o, orun *r, const rs_cmd *fire);
 /* Append ev for r: encode (one reused buffer: engine mutex held) and
  * publish with Nats-Expected-Last-Subject-Sequence = r->last_seq. */
-rs_status event_send(orch *o, orun *r, const rs_event *ev);
+rs_status rs_orch_event_send(orch *o, orun *r, const rs_event *ev);
 
 /* ---- dlq.c: poison handling ---- */
 /* Dead-letter the command message with a reason and terminate it. */
-void poison(orch *o, natsMsg *msg, const char *run_id, const char *reason);
+void rs_orch_poison(orch *o, natsMsg *msg, const char *run_id, const char *reason);
 /* A child's run.start that is dead-lettered: tell its parent (child.done
  * "failed", child_not_started) so the parent's step does not wait for ever.
  * Nothing for any other command. */
-void poison_tell_parent(orch *o, const rs_cmd *c, const char *reason);
+void rs_orch_poison_tell_parent(orch *o, const rs_cmd *c, const char *reason);
 /* The trace id (32 hex) of a traceparent into out[33], "" if none. */
-void trace_id_of(const char *traceparent, char out[33]);
+void rs_orch_trace_id_of(const char *traceparent, char out[33]);
 
 /* ---- timers.c ---- */
-rs_status timers_start(orch *o);
-void timers_join(orch *o);
-/* Free what timers_start made; after the connection is closed. */
-void timers_free(orch *o);
+rs_status rs_orch_timers_start(orch *o);
+void rs_orch_timers_join(orch *o);
+/* Free what rs_orch_timers_start made; after the connection is closed. */
+void rs_orch_timers_free(orch *o);
 
 #endif

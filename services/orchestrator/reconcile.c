@@ -80,7 +80,7 @@ split_subject(const char *subj, char *tenant, size_t tcap, char *run_id, size_t 
  * when unknown: the message id then carries the time, so it is not a
  * duplicate of an earlier one). */
 rs_status
-reconcile_continue(orch *o, const char *tenant, const char *run_id, int64_t runseq)
+rs_orch_reconcile_continue(orch *o, const char *tenant, const char *run_id, int64_t runseq)
 {
 	rs_cmd c;
 	char *body = NULL, msg_id[160], subject[160];
@@ -113,7 +113,7 @@ send_continue(orch *o, const char *subj, int64_t runseq)
 
 	if (!split_subject(subj, tenant, sizeof(tenant), run_id, sizeof(run_id)))
 		return RS_EINVAL;
-	return reconcile_continue(o, tenant, run_id, runseq);
+	return rs_orch_reconcile_continue(o, tenant, run_id, runseq);
 }
 
 /*
@@ -150,7 +150,7 @@ sweep_pass(orch *o, const sweep_cfg *sc, int64_t start_ns, int64_t *events_read)
 	}
 	/* An ephemeral pull consumer, headers only, no acks: we ask for each
 	 * batch, so nothing arrives that the pass did not request (a push
-	 * consumer floods the connection; see reconcile_start). The server
+	 * consumer floods the connection; see rs_orch_reconcile_start). The server
 	 * removes it if we die mid-pass (InactiveThreshold); nats.c deletes it
 	 * when the subscription is destroyed. */
 	jsSubOptions_Init(&so);
@@ -257,9 +257,9 @@ sweep_main(void *arg)
 		pass_start = rs_now_ms();
 		sent = sweep_pass(o, &sc, from_ms * 1000000LL, &events);
 		if (sent >= 0) {   /* a complete pass: the next one starts after it */
-			rs_metric_add(om.sweep_continued, (double)sent);
-			rs_metric_add(om.sweep_events, (double)events);
-			rs_metric_observe(om.sweep_duration, (double)(rs_now_ms() - pass_start) / 1e3);
+			rs_metric_add(rs_orch_om.sweep_continued, (double)sent);
+			rs_metric_add(rs_orch_om.sweep_events, (double)events);
+			rs_metric_observe(rs_orch_om.sweep_duration, (double)(rs_now_ms() - pass_start) / 1e3);
 			/* Next pass: what this one skipped as too recent, and on. */
 			from_ms = pass_start - sc.quiet_ms - 1000;
 			rs_info("reconcile: %lld event(s) read, %ld run(s) sent run.continue",
@@ -284,7 +284,7 @@ sweep_main(void *arg)
  * heartbeat resets published from a delivery thread.
  */
 rs_status
-reconcile_start(orch *o)
+rs_orch_reconcile_start(orch *o)
 {
 	if (o->cfg.sweep_interval_ms == 0)
 		return RS_OK;
@@ -294,7 +294,7 @@ reconcile_start(orch *o)
 }
 
 void
-reconcile_join(orch *o)
+rs_orch_reconcile_join(orch *o)
 {
 	if (o->sweep_thread)
 		pthread_join(o->sweep_thread, NULL);

@@ -66,7 +66,7 @@ hash_key(const char *s, size_t nb)
 }
 
 struct runcache *
-runcache_new(size_t cap)
+rs_orch_runcache_new(size_t cap)
 {
 	struct runcache *c = calloc(1, sizeof(*c));
 
@@ -99,7 +99,7 @@ pending_free(pending_cmd *p, int nak)
 }
 
 void
-runcache_nak_all(struct runcache *c)
+rs_orch_runcache_nak_all(struct runcache *c)
 {
 	for (orun *r = c->lru_head; r != NULL; r = r->lnext) {
 		pending_free(r->cur, 1);
@@ -119,7 +119,7 @@ orun_free(orun *r)
 }
 
 void
-runcache_free(struct runcache *c)
+rs_orch_runcache_free(struct runcache *c)
 {
 	orun *r, *n;
 
@@ -134,7 +134,7 @@ runcache_free(struct runcache *c)
 }
 
 size_t
-runcache_count(const struct runcache *c)
+rs_orch_runcache_count(const struct runcache *c)
 {
 	return c->n;
 }
@@ -157,7 +157,7 @@ lru_push(struct runcache *c, orun *r)
 }
 
 void
-runcache_touch(struct runcache *c, orun *r)
+rs_orch_runcache_touch(struct runcache *c, orun *r)
 {
 	if (c->lru_head == r)
 		return;
@@ -166,7 +166,7 @@ runcache_touch(struct runcache *c, orun *r)
 }
 
 orun *
-runcache_get(struct runcache *c, const char *tenant, const char *run_id)
+rs_orch_runcache_get(struct runcache *c, const char *tenant, const char *run_id)
 {
 	char key[120];
 	orun *r;
@@ -179,7 +179,7 @@ runcache_get(struct runcache *c, const char *tenant, const char *run_id)
 }
 
 orun *
-runcache_add_empty(struct runcache *c, const char *tenant, const char *run_id)
+rs_orch_runcache_add_empty(struct runcache *c, const char *tenant, const char *run_id)
 {
 	orun *r = calloc(1, sizeof(*r));
 	size_t h;
@@ -196,12 +196,12 @@ runcache_add_empty(struct runcache *c, const char *tenant, const char *run_id)
 	c->b[h] = r;
 	lru_push(c, r);
 	c->n++;
-	rs_metric_set(om.cache_runs, (double)c->n);
+	rs_metric_set(rs_orch_om.cache_runs, (double)c->n);
 	return r;
 }
 
 void
-runcache_remove(struct runcache *c, orun *r)
+rs_orch_runcache_remove(struct runcache *c, orun *r)
 {
 	orun **pp = &c->b[hash_key(r->key, c->nb)];
 
@@ -211,19 +211,19 @@ runcache_remove(struct runcache *c, orun *r)
 		*pp = r->hnext;
 	lru_unlink(c, r);
 	c->n--;
-	rs_metric_set(om.cache_runs, (double)c->n);
+	rs_metric_set(rs_orch_om.cache_runs, (double)c->n);
 	orun_free(r);
 }
 
 void
-runcache_trim(struct runcache *c)
+rs_orch_runcache_trim(struct runcache *c)
 {
 	orun *r = c->lru_tail, *p;
 
 	while (c->n > c->cap && r != NULL) {
 		p = r->lprev;
 		if (!r->busy && r->waitq == NULL)
-			runcache_remove(c, r);
+			rs_orch_runcache_remove(c, r);
 		r = p;
 	}
 }
@@ -327,7 +327,7 @@ read_by_consumer(orch *o, rs_run *st, const char *subj, uint64_t last, const cha
 }
 
 rs_status
-runcache_reload(orch *o, orun *r)
+rs_orch_runcache_reload(orch *o, orun *r)
 {
 	jsDirectGetMsgOptions dg;
 	char subj[160];
@@ -386,7 +386,7 @@ done:
 }
 
 rs_status
-runcache_check_current(orch *o, orun *r, int *current)
+rs_orch_runcache_check_current(orch *o, orun *r, int *current)
 {
 	jsDirectGetMsgOptions dg;
 	char subj[160];

@@ -131,7 +131,7 @@ start_tick(orch *o, const char *tenant, const char *id, json_t *s, int64_t tick)
 	free(buf);
 	free(reg);
 	if (st == RS_OK)
-		rs_metric_inc(om.schedule_runs);
+		rs_metric_inc(rs_orch_om.schedule_runs);
 	return st;
 }
 
@@ -223,7 +223,7 @@ sched_main(void *arg)
 }
 
 rs_status
-scheduler_start(orch *o)
+rs_orch_scheduler_start(orch *o)
 {
 	if (o->cfg.scheduler_tick_ms == 0)
 		return RS_OK;
@@ -237,7 +237,7 @@ scheduler_start(orch *o)
 }
 
 void
-scheduler_join(orch *o)
+rs_orch_scheduler_join(orch *o)
 {
 	if (o->sched_thread)
 		pthread_join(o->sched_thread, NULL);

@@ -116,8 +116,8 @@ timer_on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *clos
 	if (f != NULL) {
 		if (pae == NULL) {
 			natsMsg_Ack(f->timer, NULL);
-			rs_metric_inc(om.timers_fired);
-			rs_metric_observe(om.timer_lag, (double)(rs_now_ms() - f->due) / 1000.0);
+			rs_metric_inc(rs_orch_om.timers_fired);
+			rs_metric_observe(rs_orch_om.timer_lag, (double)(rs_now_ms() - f->due) / 1000.0);
 		} else {
 			rs_warn("timer %s: cannot forward to CMDS: %s", f->id, pae->ErrText ? pae->ErrText : "error");
 			natsMsg_NakWithDelay(f->timer, 200, NULL);
@@ -255,7 +255,7 @@ accept(orch *o, natsMsg *msg)
 	if (rs_cmd_decode(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg), &c, err,
 	                  sizeof(err)) != RS_OK || c.type != RS_CMD_TIMER_FIRE) {
 		snprintf(why, sizeof(why), "undecodable timer: %s", err);
-		poison(o, msg, NULL, why);
+		rs_orch_poison(o, msg, NULL, why);
 		natsMsg_Destroy(msg);
 		return;
 	}
@@ -305,7 +305,7 @@ fire_due(orch *o, struct timerheld *th)
 		fire(o, &t);
 		pthread_mutex_lock(&th->mu);
 	}
-	rs_metric_set(om.timers_held, (double)th->h.n);
+	rs_metric_set(rs_orch_om.timers_held, (double)th->h.n);
 }
 
 /* Shutdown: give held timers back so another instance need not wait
@@ -365,7 +365,7 @@ on_batch(void *arg, natsMsg **msgs, int n, rs_consume_out *out)
 }
 
 rs_status
-timers_start(orch *o)
+rs_orch_timers_start(orch *o)
 {
 	jsOptions jo;
 	rs_status st;
@@ -411,7 +411,7 @@ timers_start(orch *o)
 }
 
 void
-timers_join(orch *o)
+rs_orch_timers_join(orch *o)
 {
 	if (o->timer_in == NULL)
 		return;   /* never started */
@@ -435,7 +435,7 @@ timers_join(orch *o)
 }
 
 void
-timers_free(orch *o)
+rs_orch_timers_free(orch *o)
 {
 	jsCtx_Destroy(o->timer_js);
 	o->timer_js = NULL;

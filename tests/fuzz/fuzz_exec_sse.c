@@ -38,17 +38,17 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size == 0)
 		return 0;
 	step = (size_t)(data[0] % 64) + 1;
-	a = sse_acc_new(&lim);
+	a = rs_exec_sse_acc_new(&lim);
 	while (off < size) {
 		n = size - off < step ? size - off : step;
-		rc = sse_acc_feed(a, (const char *)data + off, n);
+		rc = rs_exec_sse_acc_feed(a, (const char *)data + off, n);
 		if (prev < 0 && rc != prev)
 			abort();                      /* errors are sticky */
 		prev = rc;
 		off += n;
-		if (sse_acc_pending_text(a) > lim.max_message)
+		if (rs_exec_sse_acc_pending_text(a) > lim.max_message)
 			abort();
-		t = sse_acc_take_text(a, (size_t)(data[0] % 7) + 1, &len);
+		t = rs_exec_sse_acc_take_text(a, (size_t)(data[0] % 7) + 1, &len);
 		if (t != NULL) {
 			json_t *s = json_stringn(t, len);
 			if (s == NULL)                /* split a UTF-8 character */
@@ -59,15 +59,15 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (rc == SSE_DONE)
 			break;
 	}
-	m = sse_acc_message(a);
+	m = rs_exec_sse_acc_message(a);
 	if (m == NULL)
 		abort();
-	u = sse_acc_usage(a);
+	u = rs_exec_sse_acc_usage(a);
 	json_decref(u);
 	json_decref(m);
-	(void)sse_acc_finish(a);
-	(void)sse_acc_done(a);
-	(void)sse_acc_error(a);
-	sse_acc_free(a);
+	(void)rs_exec_sse_acc_finish(a);
+	(void)rs_exec_sse_acc_done(a);
+	(void)rs_exec_sse_acc_error(a);
+	rs_exec_sse_acc_free(a);
 	return 0;
 }

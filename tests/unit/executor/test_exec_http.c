@@ -1,7 +1,7 @@
 /*
  * test_exec_http.c - the executor's outbound requests (services/executor/
  * http.c) against a one-connection HTTP server in this process: what
- * http_validate refuses before any socket (methods, URLs, header names,
+ * rs_exec_http_validate refuses before any socket (methods, URLs, header names,
  * reserved framing headers, values with controls, the bounds of each),
  * the request as it reaches the wire (method, path, headers, body bytes,
  * no stray Content-Type or Expect), the response as recorded (repeated
@@ -88,7 +88,7 @@ serve_one(void *arg)
 	return NULL;
 }
 
-/* http_do(q) while the server answers one connection with response. */
+/* rs_exec_http_do(q) while the server answers one connection with response. */
 static http_fail
 call(server *s, http_req *q, const char *response, http_resp *r)
 {
@@ -97,7 +97,7 @@ call(server *s, http_req *q, const char *response, http_resp *r)
 
 	s->response = response;
 	pthread_create(&t, NULL, serve_one, s);
-	f = http_do(q, r);
+	f = rs_exec_http_do(q, r);
 	pthread_join(t, NULL);
 	return f;
 }
@@ -115,7 +115,7 @@ validate(const char *method, const char *url, const http_header *h, size_t nh, c
 	q.headers = h;
 	q.nheaders = nh;
 	why[0] = '\0';
-	return http_validate(&q, why, 200);
+	return rs_exec_http_validate(&q, why, 200);
 }
 
 static void
@@ -208,20 +208,20 @@ test_validate(void)
 static void
 test_fail_names(void)
 {
-	CHECK_STR(http_fail_code(HF_INVALID), "invalid_request");
-	CHECK_STR(http_fail_code(HF_EGRESS), "egress_denied");
-	CHECK_STR(http_fail_code(HF_CONNECT), "connect_failed");
-	CHECK_STR(http_fail_code(HF_TLS), "tls_verify_failed");
-	CHECK_STR(http_fail_code(HF_TIMEOUT), "timeout");
-	CHECK_STR(http_fail_code(HF_IO), "connection_error");
-	CHECK_STR(http_fail_code(HF_TOO_LARGE), "response_too_large");
-	CHECK_STR(http_fail_code(HF_REDIRECTS), "too_many_redirects");
-	CHECK_INT(http_fail_class(HF_CONNECT), RS_ERRCLASS_TRANSIENT);
-	CHECK_INT(http_fail_class(HF_IO), RS_ERRCLASS_TRANSIENT);
-	CHECK_INT(http_fail_class(HF_TIMEOUT), RS_ERRCLASS_TIMEOUT);
-	CHECK_INT(http_fail_class(HF_EGRESS), RS_ERRCLASS_PERMANENT);
-	CHECK_INT(http_fail_class(HF_INVALID), RS_ERRCLASS_PERMANENT);
-	CHECK_INT(http_fail_class(HF_TOO_LARGE), RS_ERRCLASS_PERMANENT);
+	CHECK_STR(rs_exec_http_fail_code(HF_INVALID), "invalid_request");
+	CHECK_STR(rs_exec_http_fail_code(HF_EGRESS), "egress_denied");
+	CHECK_STR(rs_exec_http_fail_code(HF_CONNECT), "connect_failed");
+	CHECK_STR(rs_exec_http_fail_code(HF_TLS), "tls_verify_failed");
+	CHECK_STR(rs_exec_http_fail_code(HF_TIMEOUT), "timeout");
+	CHECK_STR(rs_exec_http_fail_code(HF_IO), "connection_error");
+	CHECK_STR(rs_exec_http_fail_code(HF_TOO_LARGE), "response_too_large");
+	CHECK_STR(rs_exec_http_fail_code(HF_REDIRECTS), "too_many_redirects");
+	CHECK_INT(rs_exec_http_fail_class(HF_CONNECT), RS_ERRCLASS_TRANSIENT);
+	CHECK_INT(rs_exec_http_fail_class(HF_IO), RS_ERRCLASS_TRANSIENT);
+	CHECK_INT(rs_exec_http_fail_class(HF_TIMEOUT), RS_ERRCLASS_TIMEOUT);
+	CHECK_INT(rs_exec_http_fail_class(HF_EGRESS), RS_ERRCLASS_PERMANENT);
+	CHECK_INT(rs_exec_http_fail_class(HF_INVALID), RS_ERRCLASS_PERMANENT);
+	CHECK_INT(rs_exec_http_fail_class(HF_TOO_LARGE), RS_ERRCLASS_PERMANENT);
 }
 
 static void
@@ -244,20 +244,20 @@ test_egress_denied(void)
 	http_resp r;
 	server s;
 
-	CHECK(http_global_init(&cfg, err, sizeof(err)) == RS_OK);
+	CHECK(rs_exec_http_global_init(&cfg, err, sizeof(err)) == RS_OK);
 	server_open(&s);
 	char url[64];
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/x", s.port);
 	req_init(&q, "GET", url);
-	CHECK_INT(http_do(&q, &r), HF_EGRESS);
+	CHECK_INT(rs_exec_http_do(&q, &r), HF_EGRESS);
 	CHECKF(strstr(r.err, "loopback address 127.0.0.1") != NULL, "%s", r.err);
 	CHECK_INT(r.status, 0);
-	http_resp_free(&r);
+	rs_exec_http_resp_free(&r);
 	close(s.fd);
-	http_global_cleanup();
+	rs_exec_http_global_cleanup();
 
 	cfg.egress_allow = "10.0.0.0/8,bad/99";
-	CHECK(http_global_init(&cfg, err, sizeof(err)) == RS_EINVAL);
+	CHECK(rs_exec_http_global_init(&cfg, err, sizeof(err)) == RS_EINVAL);
 	CHECKF(strstr(err, "RS_EXECUTOR_EGRESS_ALLOW") != NULL, "%s", err);
 }
 
@@ -273,7 +273,7 @@ test_wire(void)
 	http_resp r;
 	server s;
 
-	CHECK(http_global_init(&cfg, err, sizeof(err)) == RS_OK);
+	CHECK(rs_exec_http_global_init(&cfg, err, sizeof(err)) == RS_OK);
 	server_open(&s);
 	snprintf(url, sizeof(url), "http://127.0.0.1:%d/in/a7?x=1", s.port);
 
@@ -301,8 +301,8 @@ test_wire(void)
 	CHECK_INT(r.body_len, 11);
 	CHECK_STR(json_string_value(json_object_get(r.headers, "set-cookie")), "[redacted]");
 	CHECK_STR(json_string_value(json_object_get(r.headers, "x-thing")), "a, b");
-	CHECK_INT(http_retry_after_ms(&r), 0);
-	http_resp_free(&r);
+	CHECK_INT(rs_exec_http_retry_after_ms(&r), 0);
+	rs_exec_http_resp_free(&r);
 
 	/* a Content-Type the step gives is sent as given */
 	h[2] = (http_header){ "Content-Type", "text/plain" };
@@ -310,8 +310,8 @@ test_wire(void)
 	               "Connection: close\r\n\r\n", &r), HF_OK);
 	CHECK(strstr(s.req, "\r\nContent-Type: text/plain\r\n") != NULL);
 	CHECK_INT(r.status, 503);
-	CHECK_INT(http_retry_after_ms(&r), 7000);
-	http_resp_free(&r);
+	CHECK_INT(rs_exec_http_retry_after_ms(&r), 7000);
+	rs_exec_http_resp_free(&r);
 
 	/* the response body cap: exactly the cap passes, one byte more fails */
 	req_init(&q, "GET", url);
@@ -321,28 +321,28 @@ test_wire(void)
 	CHECK(strncmp(s.req, "GET /in/a7?x=1 HTTP/1.1\r\n", 25) == 0);
 	CHECK(strcasestr(s.req, "\r\nContent-Length:") == NULL);
 	CHECK_STR(r.body, "hello world");
-	http_resp_free(&r);
+	rs_exec_http_resp_free(&r);
 	q.max_body = 10;
 	CHECK_INT(call(&s, &q, "HTTP/1.1 200 OK\r\nContent-Length: 11\r\nConnection: close\r\n\r\n"
 	               "hello world", &r), HF_TOO_LARGE);
 	CHECK(strstr(r.err, "larger than 10 bytes") != NULL);
-	http_resp_free(&r);
+	rs_exec_http_resp_free(&r);
 
 	/* an invalid request never reaches a socket; nor does a late one */
 	req_init(&q, "GET", url);
 	h[0] = (http_header){ "X-Id", "a\r\nX-Smuggled: 1" };
 	q.headers = h;
 	q.nheaders = 1;
-	CHECK_INT(http_do(&q, &r), HF_INVALID);
-	http_resp_free(&r);
+	CHECK_INT(rs_exec_http_do(&q, &r), HF_INVALID);
+	rs_exec_http_resp_free(&r);
 	req_init(&q, "GET", url);
 	q.deadline_ms = rs_mono_ms() - 1;
-	CHECK_INT(http_do(&q, &r), HF_TIMEOUT);
+	CHECK_INT(rs_exec_http_do(&q, &r), HF_TIMEOUT);
 	CHECK_STR(r.err, "the deadline passed before the request was sent");
-	http_resp_free(&r);
+	rs_exec_http_resp_free(&r);
 
 	close(s.fd);
-	http_global_cleanup();
+	rs_exec_http_global_cleanup();
 }
 
 int

@@ -69,14 +69,14 @@ test_classes(void)
 {
 	for (size_t i = 0; i < sizeof(classes) / sizeof(classes[0]); i++) {
 		struct sockaddr_storage ss = addr(classes[i].a);
-		const char *got = egress_classify((struct sockaddr *)&ss);
+		const char *got = rs_exec_egress_classify((struct sockaddr *)&ss);
 		if (got == NULL ? classes[i].want != NULL
 		                : classes[i].want == NULL || strcmp(got, classes[i].want) != 0)
 			fprintf(stderr, "  %s -> %s, want %s\n", classes[i].a, got ? got : "public",
 			        classes[i].want ? classes[i].want : "public");
 		CHECK_STR(got ? got : "public", classes[i].want ? classes[i].want : "public");
 		/* with no allow-list, the verdict is the class */
-		got = egress_check(NULL, "example.com", (struct sockaddr *)&ss);
+		got = rs_exec_egress_check(NULL, "example.com", (struct sockaddr *)&ss);
 		CHECK_STR(got ? got : "public", classes[i].want ? classes[i].want : "public");
 	}
 }
@@ -88,40 +88,40 @@ test_allow(void)
 	char err[128] = "";
 	struct sockaddr_storage a;
 
-	CHECK(egress_parse("127.0.0.1/32, 10.1.0.0/16,fd00::/8 , Hooks.Internal,::1",
+	CHECK(rs_exec_egress_parse("127.0.0.1/32, 10.1.0.0/16,fd00::/8 , Hooks.Internal,::1",
 	                   &p, err, sizeof(err)) == RS_OK);
-	CHECK_INT(egress_rules(p), 5);
+	CHECK_INT(rs_exec_egress_rules(p), 5);
 	a = addr("127.0.0.1");
-	CHECK(egress_check(p, "x", (struct sockaddr *)&a) == NULL);
+	CHECK(rs_exec_egress_check(p, "x", (struct sockaddr *)&a) == NULL);
 	a = addr("127.0.0.2");
-	CHECK_STR(egress_check(p, "x", (struct sockaddr *)&a), "loopback");
+	CHECK_STR(rs_exec_egress_check(p, "x", (struct sockaddr *)&a), "loopback");
 	a = addr("::ffff:127.0.0.1");          /* mapped form of an allowed v4 */
-	CHECK(egress_check(p, "x", (struct sockaddr *)&a) == NULL);
+	CHECK(rs_exec_egress_check(p, "x", (struct sockaddr *)&a) == NULL);
 	a = addr("10.1.255.255");
-	CHECK(egress_check(p, "x", (struct sockaddr *)&a) == NULL);
+	CHECK(rs_exec_egress_check(p, "x", (struct sockaddr *)&a) == NULL);
 	a = addr("10.2.0.0");
-	CHECK_STR(egress_check(p, "x", (struct sockaddr *)&a), "private");
+	CHECK_STR(rs_exec_egress_check(p, "x", (struct sockaddr *)&a), "private");
 	a = addr("fd12::1");
-	CHECK(egress_check(p, "x", (struct sockaddr *)&a) == NULL);
+	CHECK(rs_exec_egress_check(p, "x", (struct sockaddr *)&a) == NULL);
 	a = addr("fe80::1");
-	CHECK_STR(egress_check(p, "x", (struct sockaddr *)&a), "link-local");
+	CHECK_STR(rs_exec_egress_check(p, "x", (struct sockaddr *)&a), "link-local");
 	a = addr("::1");
-	CHECK(egress_check(p, "x", (struct sockaddr *)&a) == NULL);
+	CHECK(rs_exec_egress_check(p, "x", (struct sockaddr *)&a) == NULL);
 	/* a host name opens whatever that URL host resolves to */
 	a = addr("192.168.1.1");
-	CHECK(egress_check(p, "hooks.internal", (struct sockaddr *)&a) == NULL);
-	CHECK_STR(egress_check(p, "other.internal", (struct sockaddr *)&a), "private");
-	egress_free(p);
+	CHECK(rs_exec_egress_check(p, "hooks.internal", (struct sockaddr *)&a) == NULL);
+	CHECK_STR(rs_exec_egress_check(p, "other.internal", (struct sockaddr *)&a), "private");
+	rs_exec_egress_free(p);
 
 	p = NULL;
-	CHECK(egress_parse("", &p, err, sizeof(err)) == RS_OK);
-	CHECK_INT(egress_rules(p), 0);
-	egress_free(p);
-	CHECK(egress_parse("10.0.0.0/33", &p, err, sizeof(err)) == RS_EINVAL);
+	CHECK(rs_exec_egress_parse("", &p, err, sizeof(err)) == RS_OK);
+	CHECK_INT(rs_exec_egress_rules(p), 0);
+	rs_exec_egress_free(p);
+	CHECK(rs_exec_egress_parse("10.0.0.0/33", &p, err, sizeof(err)) == RS_EINVAL);
 	CHECK(strstr(err, "10.0.0.0/33") != NULL);
-	CHECK(egress_parse("bad host!", &p, err, sizeof(err)) == RS_EINVAL);
-	CHECK(egress_parse("::1/129", &p, err, sizeof(err)) == RS_EINVAL);
-	CHECK(egress_parse("1.2.3.4/", &p, err, sizeof(err)) == RS_EINVAL);
+	CHECK(rs_exec_egress_parse("bad host!", &p, err, sizeof(err)) == RS_EINVAL);
+	CHECK(rs_exec_egress_parse("::1/129", &p, err, sizeof(err)) == RS_EINVAL);
+	CHECK(rs_exec_egress_parse("1.2.3.4/", &p, err, sizeof(err)) == RS_EINVAL);
 }
 
 static void
@@ -134,40 +134,40 @@ test_sse_limits(void)
 	char *t;
 
 	/* a line longer than max_line, even without its newline */
-	a = sse_acc_new(&lim);
+	a = rs_exec_sse_acc_new(&lim);
 	memset(big, 'x', sizeof(big));
-	CHECK_INT(sse_acc_feed(a, big, sizeof(big)), SSE_TOO_LARGE);
-	CHECK(strstr(sse_acc_error(a), "longer than 64") != NULL);
-	CHECK_INT(sse_acc_feed(a, "\n", 1), SSE_TOO_LARGE);   /* sticky */
-	sse_acc_free(a);
+	CHECK_INT(rs_exec_sse_acc_feed(a, big, sizeof(big)), SSE_TOO_LARGE);
+	CHECK(strstr(rs_exec_sse_acc_error(a), "longer than 64") != NULL);
+	CHECK_INT(rs_exec_sse_acc_feed(a, "\n", 1), SSE_TOO_LARGE);   /* sticky */
+	rs_exec_sse_acc_free(a);
 
 	/* text over max_message, accumulated over chunks */
-	a = sse_acc_new(&lim);
+	a = rs_exec_sse_acc_new(&lim);
 	for (int i = 0; i < 3; i++) {
 		const char *c = "data: {\"choices\":[{\"delta\":{\"content\":\"0123456789abcdef\"}}]}\n\n";
-		int rc = sse_acc_feed(a, c, strlen(c));
+		int rc = rs_exec_sse_acc_feed(a, c, strlen(c));
 		CHECK_INT(rc, i < 2 ? SSE_OK : SSE_TOO_LARGE);
 	}
-	CHECK(strstr(sse_acc_error(a), "larger than 40") != NULL);
+	CHECK(strstr(rs_exec_sse_acc_error(a), "larger than 40") != NULL);
 	/* take in pieces of at most 10 bytes */
-	t = sse_acc_take_text(a, 10, &len);
+	t = rs_exec_sse_acc_take_text(a, 10, &len);
 	CHECK_INT(len, 10);
 	free(t);
-	CHECK_INT(sse_acc_pending_text(a), 22);
-	sse_acc_free(a);
+	CHECK_INT(rs_exec_sse_acc_pending_text(a), 22);
+	rs_exec_sse_acc_free(a);
 
 	/* tool calls beyond max_tool_calls */
-	a = sse_acc_new(&lim);
+	a = rs_exec_sse_acc_new(&lim);
 	{
 		const char *c = "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":2}]}}]}\n";
-		CHECK_INT(sse_acc_feed(a, c, strlen(c)), SSE_TOO_LARGE);
-		CHECK(strstr(sse_acc_error(a), "more than 2 tool calls") != NULL);
+		CHECK_INT(rs_exec_sse_acc_feed(a, c, strlen(c)), SSE_TOO_LARGE);
+		CHECK(strstr(rs_exec_sse_acc_error(a), "more than 2 tool calls") != NULL);
 	}
-	sse_acc_free(a);
+	rs_exec_sse_acc_free(a);
 
 	/* arguments in pieces are joined; [DONE] ends */
 	lim.max_message = 1000;
-	a = sse_acc_new(&lim);
+	a = rs_exec_sse_acc_new(&lim);
 	{
 		const char *c = "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"c1\","
 		                "\"function\":{\"name\":\"get\",\"arguments\":\"{\\\"a\\\"\"}}]}}]}\n"
@@ -176,30 +176,30 @@ test_sse_limits(void)
 		                "data: [DONE]\n";
 		json_t *m;
 		lim.max_line = 1000;
-		sse_acc_free(a);
-		a = sse_acc_new(&lim);
-		CHECK_INT(sse_acc_feed(a, c, strlen(c)), SSE_DONE);
-		m = sse_acc_message(a);
+		rs_exec_sse_acc_free(a);
+		a = rs_exec_sse_acc_new(&lim);
+		CHECK_INT(rs_exec_sse_acc_feed(a, c, strlen(c)), SSE_DONE);
+		m = rs_exec_sse_acc_message(a);
 		CHECK_STR(json_string_value(json_object_get(json_object_get(json_array_get(
 		          json_object_get(m, "tool_calls"), 0), "function"), "arguments")), "{\"a\":1}");
-		CHECK_STR(sse_acc_finish(a), "tool_calls");
+		CHECK_STR(rs_exec_sse_acc_finish(a), "tool_calls");
 		json_decref(m);
 	}
-	sse_acc_free(a);
+	rs_exec_sse_acc_free(a);
 
 	/* a UTF-8 character is never split by a bounded take */
-	a = sse_acc_new(&lim);
+	a = rs_exec_sse_acc_new(&lim);
 	{
 		const char *c = "data: {\"choices\":[{\"delta\":{\"content\":\"a\\u00e9\"}}]}\n";
-		CHECK_INT(sse_acc_feed(a, c, strlen(c)), SSE_OK);
-		t = sse_acc_take_text(a, 2, &len);  /* "a" + half of é: only "a" */
+		CHECK_INT(rs_exec_sse_acc_feed(a, c, strlen(c)), SSE_OK);
+		t = rs_exec_sse_acc_take_text(a, 2, &len);  /* "a" + half of é: only "a" */
 		CHECK_INT(len, 1);
 		free(t);
-		t = sse_acc_take_text(a, 2, &len);
+		t = rs_exec_sse_acc_take_text(a, 2, &len);
 		CHECK_INT(len, 2);
 		free(t);
 	}
-	sse_acc_free(a);
+	rs_exec_sse_acc_free(a);
 }
 
 int

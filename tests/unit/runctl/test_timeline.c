@@ -21,15 +21,15 @@ test_delta(void)
 {
 	char b[32];
 
-	tl_format_delta(0, b, sizeof(b));
+	rs_ctl_tl_format_delta(0, b, sizeof(b));
 	CHECK_STR(b, "+0.000s");
-	tl_format_delta(1234, b, sizeof(b));
+	rs_ctl_tl_format_delta(1234, b, sizeof(b));
 	CHECK_STR(b, "+1.234s");
-	tl_format_delta(123456, b, sizeof(b));
+	rs_ctl_tl_format_delta(123456, b, sizeof(b));
 	CHECK_STR(b, "+2m03.456s");
-	tl_format_delta(5 * 3600000 + 2 * 60000 + 3000, b, sizeof(b));
+	rs_ctl_tl_format_delta(5 * 3600000 + 2 * 60000 + 3000, b, sizeof(b));
 	CHECK_STR(b, "+5h02m03s");
-	tl_format_delta(-1500, b, sizeof(b));
+	rs_ctl_tl_format_delta(-1500, b, sizeof(b));
 	CHECK_STR(b, "-1.500s");
 }
 
@@ -58,11 +58,11 @@ test_rows(void)
 	ev.d.step_failed.error.message = "CRM down";
 	ev.d.step_failed.error.cls = RS_ERRCLASS_TRANSIENT;
 	ev.d.step_failed.error.retryable = 1;
-	tl_row_of(&ev, 1767323045000LL, &r);
+	rs_ctl_tl_row_of(&ev, 1767323045000LL, &r);
 	CHECK(r.mark == TL_FAIL);
 	CHECK(r.attempt == 2);
 	CHECK_STR(r.summary, "upstream_503: CRM down (transient, retryable)");
-	tl_format_row(&r, "<", ">", line, sizeof(line));
+	rs_ctl_tl_format_row(&r, "<", ">", line, sizeof(line));
 	CHECK_STR(line, "<!   7  2026-01-02T03:04:06.500Z  +1.500s      step.failed           sync"
 	          "            2  upstream_503: CRM down (transient, retryable)>");
 
@@ -71,14 +71,14 @@ test_rows(void)
 	ev.d.timer_scheduled.step_id = "wait";
 	ev.d.timer_scheduled.attempt = 1;
 	ev.d.timer_scheduled.due_at = 1767323050000LL;
-	tl_row_of(&ev, 1767323045000LL, &r);
+	rs_ctl_tl_row_of(&ev, 1767323045000LL, &r);
 	CHECK(r.mark == TL_WAIT);
 	CHECK_STR(r.summary, "sleep due in 5.000s");
 
 	/* Long JSON is cut, deterministically. */
 	base(&ev, RS_EV_RUN_COMPLETED, 9, 1767323045000LL);
 	ev.d.run_completed.output = json_pack("{s:s}", "text", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
-	tl_row_of(&ev, 1767323045000LL, &r);
+	rs_ctl_tl_row_of(&ev, 1767323045000LL, &r);
 	CHECK(r.mark == TL_DONE);
 	CHECK(strlen(r.summary) == strlen("output=") + TL_JSON_MAX);
 	CHECK(strstr(r.summary, "...") != NULL);
@@ -103,20 +103,20 @@ test_summary_and_path(void)
 	ev[1].d.step_completed.output = o1;
 	base(&ev[2], RS_EV_STEP_RETRY_SCHEDULED, 3, 1600);
 	base(&ev[3], RS_EV_RUN_COMPLETED, 4, 3100);
-	tl_summary_init(&s);
+	rs_ctl_tl_summary_init(&s);
 	for (int i = 0; i < 4; i++)
-		tl_summary_add(&s, &ev[i]);
-	tl_summary_format(&s, buf, sizeof(buf));
+		rs_ctl_tl_summary_add(&s, &ev[i]);
+	rs_ctl_tl_summary_format(&s, buf, sizeof(buf));
 	CHECK_STR(buf, "completed after 2.100s: 4 events, 1 step completed, 1 retry");
 	CHECK_STR(s.agent, "demo");
 
-	CHECK(tl_step_path(ev, 4, a, 4) == 1);
-	CHECK(tl_step_diverge(a, 1, a, 1) == -1);
+	CHECK(rs_ctl_tl_step_path(ev, 4, a, 4) == 1);
+	CHECK(rs_ctl_tl_step_diverge(a, 1, a, 1) == -1);
 	memcpy(b, a, sizeof(a));
 	b[0].output = o2;
-	CHECK(tl_step_diverge(a, 1, b, 1) == 0);
-	CHECK(tl_step_diverge(a, 1, b, 0) == 0);
-	tl_step_format(&a[0], buf, sizeof(buf));
+	CHECK(rs_ctl_tl_step_diverge(a, 1, b, 1) == 0);
+	CHECK(rs_ctl_tl_step_diverge(a, 1, b, 0) == 0);
+	rs_ctl_tl_step_format(&a[0], buf, sizeof(buf));
 	CHECK_STR(buf, "x#1 ok 1");
 	json_decref(o1);
 	json_decref(o2);
@@ -133,15 +133,15 @@ test_effect_rows(void)
 	char buf[256];
 	json_t *msg;
 
-	tl_summary_init(&s);
+	rs_ctl_tl_summary_init(&s);
 	base(&ev, RS_EV_HTTP_REQUESTED, 4, 1000);
 	ev.d.http_requested.step_id = "hook";
 	ev.d.http_requested.attempt = 2;
 	ev.d.http_requested.method = "PUT";
 	ev.d.http_requested.url = "https://x.example/a";
 	ev.d.http_requested.timeout_ms = 2500;
-	tl_row_of(&ev, 0, &r);
-	tl_summary_add(&s, &ev);
+	rs_ctl_tl_row_of(&ev, 0, &r);
+	rs_ctl_tl_summary_add(&s, &ev);
 	CHECK(r.mark == TL_WAIT);
 	CHECK(r.attempt == 2 && strcmp(r.step, "hook") == 0);
 	CHECK_STR(r.summary, "PUT https://x.example/a timeout=2.500s");
@@ -151,7 +151,7 @@ test_effect_rows(void)
 	ev.d.http_completed.attempt = 2;
 	ev.d.http_completed.status = 503;
 	ev.d.http_completed.duration_ms = 7;
-	tl_row_of(&ev, 0, &r);
+	rs_ctl_tl_row_of(&ev, 0, &r);
 	CHECK(r.mark == TL_NONE);
 	CHECK_STR(r.summary, "HTTP 503 in 7ms body=null");
 
@@ -165,7 +165,7 @@ test_effect_rows(void)
 	ev.d.step_failed.effect_id = "e-1";
 	ev.d.step_failed.retry_after_ms = 1500;
 	ev.d.step_failed.final = 1;
-	tl_row_of(&ev, 0, &r);
+	rs_ctl_tl_row_of(&ev, 0, &r);
 	CHECK_STR(r.summary, "connect_failed: refused (transient, retryable) "
 	          "[executor, Retry-After 1.500s] final");
 
@@ -174,7 +174,7 @@ test_effect_rows(void)
 	ev.d.llm_delta.turn = 3;
 	ev.d.llm_delta.index = 4;
 	ev.d.llm_delta.text = "caf\xc3\xa9 \"ok\"";
-	tl_row_of(&ev, 0, &r);
+	rs_ctl_tl_row_of(&ev, 0, &r);
 	CHECK(r.attempt == 0 && strcmp(r.step, "ask") == 0);
 	CHECK_STR(r.summary, "turn 3 #4 +9 chars \"caf\xc3\xa9 \\\"ok\\\"\"");
 
@@ -184,7 +184,7 @@ test_effect_rows(void)
 	msg = json_pack("{s:s,s:n,s:[{s:{s:s}},{s:{s:s}}]}", "role", "assistant", "content",
 	                "tool_calls", "function", "name", "a", "function", "name", "b");
 	ev.d.llm_message.message = msg;
-	tl_row_of(&ev, 0, &r);
+	rs_ctl_tl_row_of(&ev, 0, &r);
 	CHECK_STR(r.summary, "turn 3: tool calls a,b");
 	json_decref(msg);
 
@@ -192,12 +192,12 @@ test_effect_rows(void)
 	ev.d.llm_requested.step_id = "ask";
 	ev.d.llm_requested.attempt = 1;
 	ev.d.llm_requested.turn = 1;
-	tl_row_of(&ev, 0, &r);
-	tl_summary_add(&s, &ev);
-	tl_summary_add(&s, &ev);
+	rs_ctl_tl_row_of(&ev, 0, &r);
+	rs_ctl_tl_summary_add(&s, &ev);
+	rs_ctl_tl_summary_add(&s, &ev);
 	CHECK(r.mark == TL_WAIT);
 	CHECK_STR(r.summary, "turn 1 ?: 0 messages, 0 tools");
-	tl_summary_format(&s, buf, sizeof(buf));
+	rs_ctl_tl_summary_format(&s, buf, sizeof(buf));
 	/* The status is the one fold's rule (common/rs_view.c, as the read
 	 * model): effects do not change it, and these events come without
 	 * run.created, so there is none yet. */
@@ -321,11 +321,11 @@ test_scan(void)
 	json_t *agent = NULL;
 	int n = 0;
 
-	CHECK(hist_scan(bad, sizeof(bad) - 1, "t.ndjson", count_fn, &n, &agent, err, sizeof(err)) == RC_FAIL);
+	CHECK(rs_ctl_hist_scan(bad, sizeof(bad) - 1, "t.ndjson", count_fn, &n, &agent, err, sizeof(err)) == RC_FAIL);
 	CHECK(strncmp(err, "t.ndjson:3: not a Runstream event", 33) == 0);
 	CHECK(json_is_object(agent));
 	json_decref(agent);
-	CHECK(hist_scan("\n\n", 2, "e", count_fn, &n, NULL, err, sizeof(err)) == RC_NOTFOUND);
+	CHECK(rs_ctl_hist_scan("\n\n", 2, "e", count_fn, &n, NULL, err, sizeof(err)) == RC_NOTFOUND);
 	CHECK(n == 0);
 }
 

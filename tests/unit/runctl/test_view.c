@@ -7,7 +7,7 @@
  * of an event is held in two places that must not drift (the status rule
  * itself is shared: the timeline takes it from rs_view_status_next). Checked per
  * history: the final status, step outcomes in order (step, attempt,
- * success/failure, output, error code) against tl_step_path, counts of
+ * success/failure, output, error code) against rs_ctl_tl_step_path, counts of
  * completed/failed attempts and tool calls against tl_summary, last_seq,
  * and the rendered JSON's shape (every field GET /v1/runs/{id} has).
  * Also: gaps and repeats are refused, and a prefix of a history ends
@@ -86,18 +86,18 @@ check_history(const char *name, evs *h)
 		"tool_calls", "waiting_on" };
 
 	rs_view_init(&v);
-	tl_summary_init(&s);
+	rs_ctl_tl_summary_init(&s);
 	for (size_t i = 0; i < h->n; i++) {
 		rs_status st = rs_view_apply(&v, &h->ev[i]);
 		CHECKF(st == RS_OK, "%s: event %zu refused (%s)", name, i + 1, rs_status_str(st));
-		tl_summary_add(&s, &h->ev[i]);
+		rs_ctl_tl_summary_add(&s, &h->ev[i]);
 		/* A repeat is recognised, not folded twice. */
 		CHECKF(rs_view_apply(&v, &h->ev[i]) == RS_EEXISTS, "%s: repeat of %zu", name, i + 1);
 	}
 	CHECKF(strcmp(v.status, s.status) == 0, "%s: view %s, timeline %s", name, v.status, s.status);
 	CHECKF(v.last_seq == s.last_seq, "%s: last_seq", name);
 	CHECKF(rs_view_terminal(&v) && rs_view_waits_on(&v) == NULL, "%s: ends terminal", name);
-	np = tl_step_path(h->ev, h->n, path, sizeof(path) / sizeof(path[0]));
+	np = rs_ctl_tl_step_path(h->ev, h->n, path, sizeof(path) / sizeof(path[0]));
 	/* The view's attempts that ended (completed/failed), in the order
 	 * they ended, are the timeline's step path. */
 	for (size_t i = 0; i < v.nsteps; i++) {
