@@ -190,7 +190,7 @@ typedef struct orun {
 	int effects_left;          /* effect publishes not yet acked */
 	int effects_failed;
 	int attempts;              /* decisions for this command (conflicts) */
-	struct orun *hnext, *lprev, *lnext;
+	struct orun *lprev, *lnext;
 } orun;
 
 struct runcache *rs_orch_runcache_new(size_t cap);

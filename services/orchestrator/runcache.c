@@ -3,7 +3,7 @@
  *
  * An entry holds a run's state as of its last durable event and that
  * event's stream sequence (the expectation for the next append). Entries
- * are found by "<tenant>.<run_id>" in a chained hash and kept in LRU order;
+ * are found by "<tenant>.<run_id>" (common/rs_map) and kept in LRU order;
  * above capacity the least recently used idle entries are dropped (they
  * can always be rebuilt from the log). Engine thread only.
  *
@@ -23,7 +23,7 @@
 #include <string.h>
 
 #include "orch.h"
-#include "rs_hash.h"
+#include "rs_map.h"
 #include "rs_log.h"
 
 /* The first read decides how RUNS is read (one stream-info request). */
@@ -54,16 +54,10 @@ log_get(orch *o, natsMsg **m, const jsDirectGetMsgOptions *dg)
 #define DIRECT_GET_MAX 6
 
 struct runcache {
-	orun **b;
-	size_t nb, n, cap;
+	rs_map map;                  /* "<tenant>.<run_id>" -> orun (not owned) */
+	size_t n, cap;
 	orun *lru_head, *lru_tail;   /* head: most recent */
 };
-
-static size_t
-hash_key(const char *s, size_t nb)
-{
-	return (size_t)rs_hash_str(s) & (nb - 1);
-}
 
 struct runcache *
 rs_orch_runcache_new(size_t cap)
@@ -73,13 +67,7 @@ rs_orch_runcache_new(size_t cap)
 	if (c == NULL)
 		return NULL;
 	c->cap = cap;
-	c->nb = 1024;
-	while (c->nb < cap * 2)
-		c->nb <<= 1;
-	if ((c->b = calloc(c->nb, sizeof(orun *))) == NULL) {
-		free(c);
-		return NULL;
-	}
+	rs_map_init(&c->map, NULL);
 	return c;
 }
 
@@ -129,7 +117,7 @@ rs_orch_runcache_free(struct runcache *c)
 		n = r->lnext;
 		orun_free(r);
 	}
-	free(c->b);
+	rs_map_free(&c->map);
 	free(c);
 }
 
@@ -169,20 +157,15 @@ orun *
 rs_orch_runcache_get(struct runcache *c, const char *tenant, const char *run_id)
 {
 	char key[120];
-	orun *r;
 
 	snprintf(key, sizeof(key), "%s.%s", tenant, run_id);
-	for (r = c->b[hash_key(key, c->nb)]; r != NULL; r = r->hnext)
-		if (strcmp(r->key, key) == 0)
-			return r;
-	return NULL;
+	return rs_map_get(&c->map, key);
 }
 
 orun *
 rs_orch_runcache_add_empty(struct runcache *c, const char *tenant, const char *run_id)
 {
 	orun *r = calloc(1, sizeof(*r));
-	size_t h;
 
 	if (r == NULL || (r->state = rs_run_new()) == NULL) {
 		free(r);
@@ -191,9 +174,11 @@ rs_orch_runcache_add_empty(struct runcache *c, const char *tenant, const char *r
 	snprintf(r->tenant, sizeof(r->tenant), "%s", tenant);
 	snprintf(r->run_id, sizeof(r->run_id), "%s", run_id);
 	snprintf(r->key, sizeof(r->key), "%s.%s", tenant, run_id);
-	h = hash_key(r->key, c->nb);
-	r->hnext = c->b[h];
-	c->b[h] = r;
+	if (rs_map_put(&c->map, r->key, r) != RS_OK) {
+		rs_run_free(r->state);
+		free(r);
+		return NULL;
+	}
 	lru_push(c, r);
 	c->n++;
 	rs_metric_set(rs_orch_om.cache_runs, (double)c->n);
@@ -203,12 +188,8 @@ rs_orch_runcache_add_empty(struct runcache *c, const char *tenant, const char *r
 void
 rs_orch_runcache_remove(struct runcache *c, orun *r)
 {
-	orun **pp = &c->b[hash_key(r->key, c->nb)];
-
-	while (*pp != NULL && *pp != r)
-		pp = &(*pp)->hnext;
-	if (*pp == r)
-		*pp = r->hnext;
+	if (rs_map_get(&c->map, r->key) == r)
+		rs_map_take(&c->map, r->key);
 	lru_unlink(c, r);
 	c->n--;
 	rs_metric_set(rs_orch_om.cache_runs, (double)c->n);

@@ -24,7 +24,7 @@
 #include "projector.h"
 #include "rs_event.h"
 #include "rs_event_fast.h"
-#include "rs_hash.h"
+#include "rs_map.h"
 #include "rs_id.h"
 #include "rs_log.h"
 #include "rs_time.h"
@@ -33,65 +33,24 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
-/* ---- string -> index hash (open addressing; keys owned by the caller) ---- */
-
-typedef struct {
-	const char **keys;
-	int *vals;
-	size_t cap, n;
-} ptab;
+/* ---- run id -> index into the batch's runs (common/rs_map; the map
+ * keeps index + 1, so that "absent" is NULL) ---- */
 
 static int
-ptab_get(const ptab *t, const char *k)
+idx_get(const rs_map *m, const char *k)
 {
-	size_t i;
+	void *v = rs_map_get(m, k);
 
-	if (t->cap == 0)
-		return -1;
-	for (i = rs_hash_str(k) & (t->cap - 1); t->keys[i] != NULL; i = (i + 1) & (t->cap - 1))
-		if (strcmp(t->keys[i], k) == 0)
-			return t->vals[i];
-	return -1;
+	return v == NULL ? -1 : (int)((intptr_t)v - 1);
 }
 
 static int
-ptab_put(ptab *t, const char *k, int v)
+idx_put(rs_map *m, const char *k, int v)
 {
-	size_t i;
-
-	if ((t->n + 1) * 2 > t->cap) {
-		ptab nt = { NULL, NULL, t->cap ? t->cap * 2 : 64, 0 };
-
-		nt.keys = calloc(nt.cap, sizeof(*nt.keys));
-		nt.vals = calloc(nt.cap, sizeof(*nt.vals));
-		if (nt.keys == NULL || nt.vals == NULL) {
-			free(nt.keys);
-			free(nt.vals);
-			return -1;
-		}
-		for (i = 0; i < t->cap; i++)
-			if (t->keys[i] != NULL)
-				ptab_put(&nt, t->keys[i], t->vals[i]);
-		free(t->keys);
-		free(t->vals);
-		*t = nt;
-	}
-	for (i = rs_hash_str(k) & (t->cap - 1); t->keys[i] != NULL; i = (i + 1) & (t->cap - 1))
-		;
-	t->keys[i] = k;
-	t->vals[i] = v;
-	t->n++;
-	return 0;
-}
-
-static void
-ptab_free(ptab *t)
-{
-	free(t->keys);
-	free(t->vals);
-	memset(t, 0, sizeof(*t));
+	return rs_map_put(m, k, (void *)(intptr_t)(v + 1)) == RS_OK ? 0 : -1;
 }
 
 /* ---- the batch ---- */
@@ -110,7 +69,7 @@ typedef struct {
 	rs_proj_result *res;
 	runinfo *info;
 	size_t ninfo;
-	ptab info_idx;
+	rs_map info_idx;           /* run_id -> index into info (not owned) */
 	rs_proj_buf events;   /* COPY text of new run_events rows */
 	rs_proj_rows rows;
 } batch;
@@ -143,7 +102,7 @@ load_runs(batch *b)
 		return st;
 	}
 	for (int i = 0; i < PQntuples(r); i++) {
-		int k = ptab_get(&b->info_idx, PQgetvalue(r, i, 0));
+		int k = idx_get(&b->info_idx, PQgetvalue(r, i, 0));
 
 		if (k < 0)
 			continue;
@@ -268,7 +227,7 @@ cleanup:
 static runinfo *
 info_of(batch *b, const char *run_id)
 {
-	int k = ptab_get(&b->info_idx, run_id);
+	int k = idx_get(&b->info_idx, run_id);
 
 	return k < 0 ? NULL : &b->info[k];
 }
@@ -441,7 +400,7 @@ rs_proj_runs_apply_dec(PGconn *c, const rs_proj_runs_dec *d, size_t from, size_t
 			/* Every row of the batch is written: no caps (the batch
 			 * bounds the events, RS_PROJECTOR_BATCH). */
 			ri->view.unbounded = 1;
-			if (ptab_put(&b.info_idx, ri->run_id, (int)b.ninfo) != 0) {
+			if (idx_put(&b.info_idx, ri->run_id, (int)b.ninfo) != 0) {
 				st = RS_ENOMEM;
 				goto cleanup;
 			}
@@ -501,7 +460,7 @@ cleanup:
 	for (size_t i = 0; i < b.ninfo; i++)
 		rs_view_free(&b.info[i].view);
 	free(b.info);
-	ptab_free(&b.info_idx);
+	rs_map_free(&b.info_idx);
 	free(b.events.p);
 	return st;
 }
