@@ -24,7 +24,7 @@
 #include "rs_time.h"
 
 #define CONFLICT_RETRIES 20
-#define UNKNOWN_RUN_RETRIES 3   /* deliveries before "unknown run" is poison */
+#define UNKNOWN_RUN_RETRIES 9   /* deliveries (~2 min) before "unknown run" is poison */
 
 enum { END_ACK, END_NAK, END_TERMED };
 
@@ -183,11 +183,20 @@ send_event(orch *o, orun *r)
 static void
 unknown_run(orch *o, orun *r)
 {
-	/* A command can overtake the run.start it follows when two instances
-	 * share the queue: give the start a moment before calling it poison. */
-	if (r->cur->ndelivered < UNKNOWN_RUN_RETRIES)
-		end_cmd(o, r, END_NAK, 1000);
-	else
+	/* A command can overtake the run.start it follows: two instances
+	 * share the queue, and under NATS faults a run.start can wait
+	 * seconds for its first append (bench/chaos saw a signal sent right
+	 * after a 202 dead-lettered after 3 s, and its run wait forever).
+	 * So back off, 1 s doubling to 30 s, for about two minutes before
+	 * calling it poison (fewer deliveries if RS_ORCH_MAX_DELIVER is
+	 * lower). */
+	int64_t tries = o->cfg.max_deliver < UNKNOWN_RUN_RETRIES ? o->cfg.max_deliver : UNKNOWN_RUN_RETRIES;
+
+	if ((int64_t)r->cur->ndelivered < tries) {
+		int64_t d = r->cur->ndelivered < 6 ? 1000LL << (r->cur->ndelivered > 0 ? r->cur->ndelivered - 1 : 0)
+		                                   : 30000;
+		end_cmd(o, r, END_NAK, d > 30000 ? 30000 : d);
+	} else
 		poison_cur(o, r, "unknown run: no events for a non-start command");
 }
 
