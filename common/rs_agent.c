@@ -12,6 +12,7 @@
  * rs_agent_int.h holds what the three share.
  */
 #include "rs_agent_int.h"
+#include "rs_mem.h"
 #include "rs_id.h"
 #include "rs_json.h"
 #include "rs_secret.h"
@@ -64,7 +65,7 @@ rs_agent_xstrdup(const char *s)
 	if (s == NULL)
 		return NULL;
 	if ((d = strdup(s)) == NULL)
-		abort();
+		rs_oom(0);
 	return d;
 }
 
@@ -450,7 +451,7 @@ parse_branch(json_t *js, const char *path, rs_step *s, const idset *ids, char *e
 	s->ncases = json_array_size(when);
 	s->cases = calloc(s->ncases ? s->ncases : 1, sizeof(*s->cases));
 	if (s->cases == NULL)
-		abort();
+		rs_oom(0);
 	json_array_foreach(when, i, jc) {
 		rs_agent_pathf(q, sizeof(q), "%s[%zu]", p, i);
 		if (parse_case(jc, q, &s->cases[i], ids, err, cap) != RS_OK)
@@ -610,7 +611,7 @@ rs_agent_parse_steps(rs_agent *a, const idset *ids, char *err, size_t cap)
 		if (check_step_id(ids, i, err, cap) != RS_OK)
 			return RS_EINVAL;
 	if ((a->steps = calloc(ids->n, sizeof(*a->steps))) == NULL)
-		abort();
+		rs_oom(0);
 	a->nsteps = ids->n;
 	for (i = 0; i < ids->n; i++)
 		if (parse_step(ids, i, &a->steps[i], err, cap) != RS_OK)
@@ -640,7 +641,7 @@ rs_agent_parse(json_t *def, rs_agent **out, char *err, size_t cap)
 
 	*out = NULL;
 	if ((a = calloc(1, sizeof(*a))) == NULL)
-		abort();
+		rs_oom(0);
 	if (parse_top(def, a, err, cap) != RS_OK)
 		goto cleanup;
 	steps = json_object_get(def, "steps");

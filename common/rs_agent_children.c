@@ -6,6 +6,7 @@
  * (rs_agent.c), so the same rules (ids, kinds, depth) hold at every level.
  */
 #include "rs_agent_int.h"
+#include "rs_mem.h"
 #include "rs_id.h"
 #include "rs_json.h"
 #include "rs_secret.h"
@@ -43,7 +44,7 @@ parse_sub(json_t *steps, const char *path, const char *name, const idset *ids, r
 	if (json_array_size(steps) > RS_AGENT_MAX_STEP_COUNT)
 		return rs_agent_fail(err, cap, path, "must have at most %d steps", RS_AGENT_MAX_STEP_COUNT);
 	if ((a = calloc(1, sizeof(*a))) == NULL)
-		abort();
+		rs_oom(0);
 	a->name = rs_agent_xstrdup(ids->name);
 	a->max_steps = RS_AGENT_MAX_STEPS_DEFAULT;
 	sub->name = rs_agent_xstrdup(name);
@@ -111,7 +112,7 @@ rs_agent_parse_parallel(json_t *js, const char *path, rs_step *s, const idset *i
 	if (n > RS_AGENT_MAX_BRANCHES)
 		return rs_agent_fail(err, cap, p, "must have at most %d branches", RS_AGENT_MAX_BRANCHES);
 	if ((s->subs = calloc(n, sizeof(*s->subs))) == NULL)
-		abort();
+		rs_oom(0);
 	/* Sorted names: the canonical order (the definition's key order is not
 	 * part of its version, so it must not decide anything). */
 	json_object_foreach(br, k, v)
@@ -167,7 +168,7 @@ rs_agent_parse_foreach(json_t *js, const char *path, rs_step *s, const idset *id
 	if (mc != NULL)
 		s->max_concurrency = json_integer_value(mc);
 	if ((s->subs = calloc(1, sizeof(*s->subs))) == NULL)
-		abort();
+		rs_oom(0);
 	s->nsubs = 1;
 	rs_agent_subpath(p, sizeof(p), path, "steps");
 	if (json_object_get(js, "steps") == NULL)

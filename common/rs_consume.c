@@ -32,6 +32,7 @@
 #include <time.h>
 
 #include "rs_consume.h"
+#include "rs_mem.h"
 #include "rs_log.h"
 #include "rs_metrics.h"
 #include "rs_nats.h"
@@ -147,7 +148,7 @@ deliver(rs_consume *c, natsMsgList *list)
 
 	if (n > (int)(sizeof(stack_out) / sizeof(stack_out[0])) &&
 	    (out = calloc((size_t)n, sizeof(*out))) == NULL)
-		abort();   /* out of memory: the tree's policy */
+		rs_oom(0);
 	for (int i = 0; i < n; i++) {
 		out[i].disp = RS_CONSUME_ACK;
 		out[i].delay_ms = 0;
@@ -286,7 +287,7 @@ rs_consume_start(rs_consume **out, natsConnection *nc, jsCtx *js, const rs_consu
 	    (cfg->on_tick != NULL && cfg->tick_ms <= 0))
 		return RS_EINVAL;
 	if ((c = calloc(1, sizeof(*c))) == NULL)
-		abort();   /* out of memory: the tree's policy */
+		rs_oom(0);
 	c->cfg = *cfg;
 	c->nc = nc;
 	if (c->cfg.batch <= 0)
@@ -318,7 +319,7 @@ rs_consume_start(rs_consume **out, natsConnection *nc, jsCtx *js, const rs_consu
 	 * the second start is then a few bytes never freed). */
 	snprintf(labels, sizeof(labels), "consumer=\"%s\"", cfg->name);
 	if ((lab = strdup(labels)) == NULL)
-		abort();
+		rs_oom(0);
 	c->m_delivered = rs_counter("rs_consume_delivered_total",
 	                            "Messages handed to a consumer's callback", lab);
 	c->m_batches = rs_counter("rs_consume_batches_total", "Batches handed to a consumer's callback",

@@ -4,6 +4,7 @@
  * (rs_logread.h says why).
  */
 #include "rs_logread.h"
+#include "rs_mem.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -44,7 +45,7 @@ b64_decode(const char *in, size_t len, size_t *outlen)
 	size_t n = 0;
 
 	if (out == NULL)
-		abort();
+		rs_oom(0);
 	while (len > 0 && in[len - 1] == '=')
 		len--;
 	for (size_t i = 0; i < len; i++) {
@@ -208,7 +209,7 @@ rs_logread_get(const rs_logread *lr, natsMsg **m, const jsDirectGetMsgOptions *o
 	body = json_dumps(req, JSON_COMPACT);
 	json_decref(req);
 	if (body == NULL)
-		abort();   /* out of memory: the tree's policy */
+		rs_oom(0);
 	snprintf(subj, sizeof(subj), "$JS.API.STREAM.MSG.GET.%s", lr->stream);
 	s = natsConnection_Request(&reply, lr->nc, subj, body, (int)strlen(body), lr->timeout_ms);
 	free(body);

@@ -45,6 +45,7 @@
  * something about the run, not about memory.
  */
 #include "rs_run_int.h"
+#include "rs_mem.h"
 #include "rs_fork.h"
 #include "rs_replay.h"
 #include "rs_template.h"
@@ -89,7 +90,7 @@ rs_run_new(void)
 	rs_run *r = calloc(1, sizeof(*r));
 
 	if (r == NULL)
-		abort();
+		rs_oom(0);
 	r->cur_kind = -1;
 	r->last_type = -1;
 	return r;

@@ -18,6 +18,7 @@
 #define RS_RUN_INT_H
 
 #include "rs_run.h"
+#include "rs_mem.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -161,7 +162,7 @@ xstrdup(const char *s)
 	if (s == NULL)
 		return NULL;
 	if ((d = strdup(s)) == NULL)
-		abort();
+		rs_oom(0);
 	return d;
 }
 
@@ -169,7 +170,7 @@ static inline void *
 xgrow(void *p, size_t n, size_t size)
 {
 	if ((p = realloc(p, n * size)) == NULL)
-		abort();
+		rs_oom(0);
 	return p;
 }
 

@@ -9,6 +9,7 @@
  * reads a command.
  */
 #include "rs_run_int.h"
+#include "rs_mem.h"
 #include "rs_fork.h"
 #include "rs_replay.h"
 #include "rs_template.h"
@@ -42,7 +43,7 @@ rs_run_text_of_value(json_t *v)
 		return NULL;
 	t = json_is_string(v) ? xstrdup(json_string_value(v)) : rs_json_dump(v);
 	if (t == NULL)
-		abort();
+		rs_oom(0);
 	return t;
 }
 

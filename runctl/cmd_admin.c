@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "rs_config.h"
+#include "rs_mem.h"
 #include "rs_id.h"
 #include "rs_json.h"
 #include "rs_pg.h"
@@ -187,7 +188,7 @@ secrets_of(kvStore *kv, const char *cmd, const char *tenant, const char *device,
 		return rs_ctl_out_err(rs_nats_status(s, 0) == RS_EUNAVAIL ? RC_DOWN : RC_FAIL, cmd,
 		               "listing keys: %s", natsStatus_GetText(s));
 	if ((out->v = calloc((size_t)keys.Count + 1, sizeof(*out->v))) == NULL)
-		abort();
+		rs_oom(0);
 	for (int i = 0; i < keys.Count; i++) {
 		kvEntry *e = NULL;
 		json_t *v = NULL;

@@ -63,6 +63,46 @@ mkdir_p(const char *dir)
 }
 
 /* Parse a non-negative integer flag; -1 if malformed. */
+/* The run's registry entry (KV runs, <tenant>.<run_id>) gains
+ * "archived_at" and "archive" before its events are purged: a reader that
+ * finds no events then knows the run is finished and where it went (the
+ * API answers waits from the read model and SSE with 410), instead of
+ * taking it for a run whose first event is still to come. 0 or -1. */
+static int
+mark_archived(rs_nats *n, const char *tenant, const char *run_id, const char *file)
+{
+	kvStore *kv = NULL;
+	kvEntry *e = NULL;
+	json_t *reg = NULL;
+	char key[160], at[40], err[128], *txt = NULL;
+	natsStatus s;
+	int rc = -1;
+
+	if (js_KeyValue(&kv, n->js, "runs") != NATS_OK)
+		return -1;
+	snprintf(key, sizeof(key), "%s.%s", tenant, run_id);
+	s = kvStore_Get(&e, kv, key);
+	if (s == NATS_OK)
+		rs_json_parse(kvEntry_ValueString(e), (size_t)kvEntry_ValueLen(e), &reg, err, sizeof(err));
+	else if (s != NATS_NOT_FOUND)
+		goto cleanup;
+	if (!json_is_object(reg)) {
+		json_decref(reg);
+		reg = json_object();
+	}
+	rs_time_rfc3339(rs_now_ms(), at, sizeof(at));
+	json_object_set_new(reg, "archived_at", json_string(at));
+	json_object_set_new(reg, "archive", json_string(file));
+	if ((txt = rs_json_dump(reg)) != NULL && kvStore_PutString(NULL, kv, key, txt) == NATS_OK)
+		rc = 0;
+cleanup:
+	free(txt);
+	json_decref(reg);
+	kvEntry_Destroy(e);
+	kvStore_Destroy(kv);
+	return rc;
+}
+
 static long long
 num_flag(int argc, char **argv, const char *name, long long def, long long max)
 {
@@ -130,7 +170,10 @@ archive_one(rs_nats *n, const char *out, const char *tenant, const char *run_id,
 	}
 	*events_total += events;
 	*purged = 0;
-	if (purge) {
+	if (purge && mark_archived(n, tenant, run_id, file) != 0) {
+		fprintf(stderr, "runctl archive: %s/%s archived but not purged: cannot mark its registry "
+		        "entry archived\n", tenant, run_id);
+	} else if (purge) {
 		jsOptions o;
 		jsErrCode jerr = 0;
 		natsStatus s;

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "rs_effects.h"
+#include "rs_mem.h"
 #include "history.h"
 #include "rs_agent.h"
 #include "rs_config.h"
@@ -159,7 +160,7 @@ replay_timeline(const hist_src *src, const char *cmd)
 	rs_ctl_tl_summary_init(&t.sum);
 	t.rows = json_array();
 	if ((t.kids = calloc(1, sizeof(*t.kids))) == NULL)
-		abort();
+		rs_oom(0);
 	rc = rs_ctl_hist_read(src, timeline_event, &t, NULL, err, sizeof(err));
 	if (rc != RC_OK) {
 		json_decref(t.rows);

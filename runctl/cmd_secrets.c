@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "rs_secret.h"
+#include "rs_mem.h"
 #include "runctl.h"
 
 static const char *const set_flags[] = { "tenant", "value", "nats", NULL };
@@ -38,7 +39,7 @@ read_value(int argc, char **argv, const char *cmd, char **out, size_t *len)
 	char *buf;
 
 	if ((buf = malloc(cap + 1)) == NULL)
-		abort();
+		rs_oom(0);
 	if (v != NULL) {
 		n = strlen(v);
 		if (n > RS_SECRET_VALUE_MAX)

@@ -18,6 +18,7 @@
  * rs_api_runs_start, the same path as POST /v1/runs.
  */
 #include "api.h"
+#include "rs_mem.h"
 #include "request.h"
 #include "rs_event.h"
 #include "rs_fork.h"
@@ -82,7 +83,7 @@ fork_each(void *arg, natsMsg *m, uint64_t sseq)
 		r->cap = r->cap ? r->cap * 2 : 64;
 		h->ev = realloc(h->ev, r->cap * sizeof(*h->ev));
 		if (h->ev == NULL)
-			abort();
+			rs_oom(0);
 	}
 	h->ev[h->n++] = ev;
 	return 0;

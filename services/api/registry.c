@@ -86,6 +86,15 @@ rs_api_run_lookup(rs_api *app, const char *tenant, const char *run_id, uint64_t 
 		return rs_nats_status(s, 0);
 	snprintf(key, sizeof(key), "%s.%s", tenant, run_id);
 	s = kvStore_Get(&e, app->kv_runs, key);
+	if (s == NATS_OK) {
+		/* No events, but registered: created and not yet started, or
+		 * archived and purged (runctl archive marks the entry first):
+		 * then it is finished, its history elsewhere. A plain search,
+		 * not a parse: the entry is ours and small. */
+		const char *v = kvEntry_ValueString(e);
+
+		*terminal = v != NULL && strstr(v, "\"archived_at\"") != NULL;
+	}
 	kvEntry_Destroy(e);
 	if (s == NATS_OK)
 		return RS_OK;

@@ -441,6 +441,13 @@ rs_api_sse_open(rs_api *app, rs_api_job *job)
 		               rs_status_str(st));
 		return;
 	}
+	if (term && last == 0) {
+		/* Archived and purged (runctl archive): no event will come. */
+		rs_api_problem(job, 410, "run %s was archived: its events are no longer in the log; "
+		               "read them from GET /v1/runs/%s/events (the read model) or the archive "
+		               "runctl archive wrote", job->run_id, job->run_id);
+		return;
+	}
 	if (term && job->after >= last) {
 		/* The client has everything, the run is over: 204 tells an
 		 * EventSource to stop reconnecting. */

@@ -25,6 +25,7 @@
  * Service thread only, after rs_api_viewer_init; the table is immutable.
  */
 #include "api.h"
+#include "rs_mem.h"
 #include "rs_config.h"
 #include "rs_log.h"
 
@@ -108,7 +109,7 @@ load_file(const char *dir, const char *name, ui_file *f)
 		return RS_EIO;
 	f->body = malloc((size_t)sb.st_size + 1);
 	if (f->body == NULL)
-		abort();
+		rs_oom(0);
 	f->len = fread(f->body, 1, (size_t)sb.st_size, fp);
 	fclose(fp);
 	if (f->len != (size_t)sb.st_size) {
@@ -189,7 +190,7 @@ rs_api_viewer_init(rs_api *app)
 	const char *dir = rs_env_str("RS_API_UI_DIR", "");
 
 	if (v == NULL)
-		abort();
+		rs_oom(0);
 	app->viewer = v;
 	if (load_cors(v) != RS_OK)
 		return RS_EINVAL;
@@ -269,7 +270,7 @@ rs_api_ui_serve(rs_api *app, struct lws *wsi, const char *uri, rs_api_job *j)
 		j->status = 200;
 		j->resp = malloc(f->len + 1);
 		if (j->resp == NULL)
-			abort();
+			rs_oom(0);
 		memcpy(j->resp, f->body, f->len);
 		j->resp_len = f->len;
 		return 0;

@@ -29,6 +29,7 @@
  * It is checked at header time without any round trip (http.c).
  */
 #include "api.h"
+#include "rs_mem.h"
 #include "request.h"
 #include "rs_agent.h"
 #include "rs_config.h"
@@ -205,7 +206,7 @@ hist_add(rs_api_job *job, view_hist *h, natsMsg *m, uint64_t sseq)
 		size_t ncap = h->cap ? h->cap * 2 : 64;
 		rs_event *ne = realloc(h->ev, ncap * sizeof(*ne));
 		if (ne == NULL)
-			abort();
+			rs_oom(0);
 		h->ev = ne;
 		h->cap = ncap;
 	}

@@ -34,6 +34,7 @@
  * shared outside it.
  */
 #include "api.h"
+#include "rs_mem.h"
 #include "rs_event.h"
 #include "rs_event_fast.h"
 #include "rs_log.h"
@@ -126,14 +127,14 @@ insert(rs_api_views *c, const char *tenant, const char *run_id)
 	char key[RS_API_RUN_MAPKEY];
 
 	if (e == NULL)
-		abort();
+		rs_oom(0);
 	snprintf(e->tenant, sizeof(e->tenant), "%s", tenant);
 	snprintf(e->run_id, sizeof(e->run_id), "%s", run_id);
 	rs_view_init(&e->v);
 	e->bytes = sizeof(*e);
 	rs_api_run_mapkey(key, tenant, run_id);
 	if (rs_map_put(&c->by_run, key, e) != RS_OK)
-		abort();
+		rs_oom(0);
 	lru_front(c, e);
 	c->n++;
 	c->bytes += e->bytes;

@@ -31,6 +31,7 @@
 #include <strings.h>
 
 #include "egress.h"
+#include "rs_mem.h"
 
 #define MAX_RULES 64
 #define MAX_HOST 253
@@ -179,12 +180,12 @@ rs_exec_egress_parse(const char *allow, egress_policy **out, char *err, size_t c
 	int rc;
 
 	if (p == NULL)
-		abort();
+		rs_oom(0);
 	*out = NULL;
 	if (allow == NULL || *allow == '\0')
 		goto done;
 	if ((copy = strdup(allow)) == NULL)
-		abort();
+		rs_oom(0);
 	for (tok = strtok_r(copy, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
 		for (b = tok; *b == ' ' || *b == '\t'; b++)
 			;
@@ -203,7 +204,7 @@ rs_exec_egress_parse(const char *allow, egress_policy **out, char *err, size_t c
 			p->nnets++;
 		} else if (rc == 1 && strchr(b, '/') == NULL && host_ok(b)) {
 			if ((p->hosts[p->nhosts++] = strdup(b)) == NULL)
-				abort();
+				rs_oom(0);
 		} else {
 			snprintf(err, cap, "\"%.64s\" is neither a CIDR nor a host name", b);
 			st = RS_EINVAL;

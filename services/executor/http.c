@@ -35,6 +35,7 @@
 #include <strings.h>
 
 #include "egress.h"
+#include "rs_mem.h"
 #include "executor.h"
 #include "rs_config.h"
 #include "rs_time.h"
@@ -85,13 +86,13 @@ rs_exec_http_global_init(const http_cfg *c, char *err, size_t cap)
 		return RS_EINVAL;
 	}
 	if (c->ca_file != NULL && *c->ca_file != '\0' && (ca_file = strdup(c->ca_file)) == NULL)
-		abort();
+		rs_oom(0);
 	connect_timeout_ms = c->connect_timeout_ms;
 	max_connections = (long)c->max_connections;
 	for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
 		pthread_mutex_init(&share_mu[i], NULL);
 	if ((share = curl_share_init()) == NULL)
-		abort();
+		rs_oom(0);
 	curl_share_setopt(share, CURLSHOPT_LOCKFUNC, share_lock);
 	curl_share_setopt(share, CURLSHOPT_UNLOCKFUNC, share_unlock);
 	curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
@@ -254,7 +255,7 @@ header_string(const char *v, size_t n)
 	if (s != NULL)
 		return s;
 	if ((copy = malloc(n + 1)) == NULL)
-		abort();
+		rs_oom(0);
 	for (size_t i = 0; i < n; i++)
 		copy[i] = (unsigned char)v[i] < 0x80 ? v[i] : '?';
 	s = json_stringn(copy, n);
@@ -307,7 +308,7 @@ on_header(char *p, size_t size, size_t nitems, void *ud)
 		size_t ol = strlen(old), vl = (size_t)(end - v);
 		char *joined = malloc(ol + 2 + vl);
 		if (joined == NULL)
-			abort();
+			rs_oom(0);
 		memcpy(joined, old, ol);
 		memcpy(joined + ol, ", ", 2);
 		memcpy(joined + ol + 2, v, vl);
@@ -344,7 +345,7 @@ on_body(char *p, size_t size, size_t nmemb, void *ud)
 		return n;
 	}
 	if ((r->body = realloc(r->body, r->body_len + n + 1)) == NULL)
-		abort();
+		rs_oom(0);
 	memcpy(r->body + r->body_len, p, n);
 	r->body_len += n;
 	r->body[r->body_len] = '\0';
@@ -443,7 +444,7 @@ rs_exec_http_do(const http_req *q, http_resp *r)
 
 	memset(r, 0, sizeof(*r));
 	if ((r->headers = json_object()) == NULL)
-		abort();
+		rs_oom(0);
 	if ((f = rs_exec_http_validate(q, r->err, sizeof(r->err))) != HF_OK)
 		return f;
 	if ((left = left_ms(q)) == 0) {
@@ -454,7 +455,7 @@ rs_exec_http_do(const http_req *q, http_resp *r)
 	c.q = q;
 	c.r = r;
 	if ((c.easy = curl_easy_init()) == NULL || (multi = curl_multi_init()) == NULL)
-		abort();
+		rs_oom(0);
 	for (size_t i = 0; i < q->nheaders; i++) {
 		snprintf(line, sizeof(line), "%s: %s", q->headers[i].name, q->headers[i].value);
 		if (*q->headers[i].value == '\0')   /* "Name;" sends an empty header in curl */
@@ -469,7 +470,7 @@ rs_exec_http_do(const http_req *q, http_resp *r)
 		hdrs = curl_slist_append(hdrs, "Content-Type:");
 	hdrs = curl_slist_append(hdrs, "Expect:");
 	if (hdrs == NULL)
-		abort();
+		rs_oom(0);
 
 	curl_easy_setopt(c.easy, CURLOPT_URL, q->url);
 	curl_easy_setopt(c.easy, CURLOPT_SHARE, share);

@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "executor.h"
+#include "rs_mem.h"
 #include "rs_json.h"
 #include "rs_log.h"
 #include "rs_secret.h"
@@ -257,11 +258,11 @@ call_model(executor *x, const rs_event *req, turn *t, http_resp *r, const char *
 
 	if (asprintf(&url, "%.*s/chat/completions",
 	             (int)(bl > 0 && base[bl - 1] == '/' ? bl - 1 : bl), base ? base : "") < 0)
-		abort();
+		rs_oom(0);
 	if ((body = request_body(x, req)) == NULL)
-		abort();
+		rs_oom(0);
 	if (key != NULL && asprintf(&auth, "Bearer %s", key) < 0)
-		abort();
+		rs_oom(0);
 	hdr[2].value = auth;
 	memset(&q, 0, sizeof(q));
 	q.method = "POST";

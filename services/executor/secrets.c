@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "executor.h"
+#include "rs_mem.h"
 #include "rs_hash.h"
 #include "rs_log.h"
 #include "rs_secret.h"
@@ -52,7 +53,7 @@ rs_exec_secrets_new(jsCtx *js, int64_t ttl_ms)
 	char err[160];
 
 	if (s == NULL)
-		abort();
+		rs_oom(0);
 	pthread_mutex_init(&s->mu, NULL);
 	s->ttl_ms = ttl_ms;
 	switch (rs_secret_key_from_env(&s->key, err, sizeof(err))) {
@@ -134,7 +135,7 @@ rs_exec_secrets_get(secrets *s, const char *tenant, const char *name, char **val
 	sl->len = *len;
 	sl->expires_ms = rs_mono_ms() + s->ttl_ms;
 	if (sl->value == NULL)
-		abort();
+		rs_oom(0);
 	pthread_mutex_unlock(&s->mu);
 	return RS_OK;
 }
@@ -175,7 +176,7 @@ rs_exec_secrets_render(secrets *s, const char *tenant, const char *in, char **ou
 		if (need > cap) {
 			char *nb = malloc(need * 2);
 			if (nb == NULL)
-				abort();
+				rs_oom(0);
 			if (buf != NULL) {
 				memcpy(nb, buf, n);
 				memset(buf, 0, cap);

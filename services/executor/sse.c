@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "rs_json.h"
+#include "rs_mem.h"
 #include "sse.h"
 
 typedef struct {
@@ -50,7 +51,7 @@ static void *
 xrealloc(void *p, size_t n)
 {
 	if ((p = realloc(p, n)) == NULL)
-		abort();
+		rs_oom(0);
 	return p;
 }
 
@@ -86,7 +87,7 @@ rs_exec_sse_acc_new(const sse_limits *lim)
 	sse_acc *a = calloc(1, sizeof(*a));
 
 	if (a == NULL)
-		abort();
+		rs_oom(0);
 	a->lim = *lim;
 	return a;
 }
@@ -202,7 +203,7 @@ feed_chunk(sse_acc *a, const char *data, size_t n)
 	if (json_is_string(fin) && json_string_length(fin) > 0 && json_string_length(fin) < 64) {
 		free(a->finish);
 		if ((a->finish = strdup(json_string_value(fin))) == NULL)
-			abort();
+			rs_oom(0);
 	}
 out:
 	json_decref(o);
@@ -281,7 +282,7 @@ rs_exec_sse_acc_take_text(sse_acc *a, size_t max, size_t *len)
 			return NULL;
 	}
 	if ((s = malloc(n + 1)) == NULL)
-		abort();
+		rs_oom(0);
 	memcpy(s, a->text.p + a->taken, n);
 	s[n] = '\0';
 	a->taken += n;

@@ -34,6 +34,7 @@
 #include <string.h>
 
 #include "orch.h"
+#include "rs_mem.h"
 #include "rs_gate.h"
 #include "rs_log.h"
 
@@ -111,7 +112,7 @@ change(orch *o, const char *kvkey, gate_op op, int64_t limit, const char *run_id
 		out = rs_gate_dump(&g);
 		rs_gate_free(&g);
 		if (out == NULL)
-			abort();
+			rs_oom(0);
 		s = rev ? kvStore_Update(NULL, o->gates_kv, kvkey, out, (int)strlen(out), rev)
 		        : kvStore_Create(NULL, o->gates_kv, kvkey, out, (int)strlen(out));
 		free(out);

@@ -48,6 +48,7 @@
 #include <unistd.h>
 
 #include "orch.h"
+#include "rs_mem.h"
 #include "rs_map.h"
 #include "rs_log.h"
 #include "rs_time.h"
@@ -86,7 +87,7 @@ fly_put(struct timerfly *tf, fly *f)
 	pthread_mutex_lock(&tf->mu);
 	f->next = rs_map_get(&tf->by_id, f->id);
 	if (rs_map_put(&tf->by_id, f->id, f) != RS_OK)
-		abort();   /* the forward would never be acked */
+		rs_oom(0);   /* the forward would never be acked */
 	pthread_mutex_unlock(&tf->mu);
 }
 
@@ -98,7 +99,7 @@ fly_take(struct timerfly *tf, const char *id)
 	pthread_mutex_lock(&tf->mu);
 	f = rs_map_take(&tf->by_id, id);
 	if (f != NULL && f->next != NULL && rs_map_put(&tf->by_id, id, f->next) != RS_OK)
-		abort();
+		rs_oom(0);
 	pthread_mutex_unlock(&tf->mu);
 	return f;
 }

@@ -18,6 +18,7 @@
  * the checkpoint row lock (the fence) before it writes anything.
  */
 #include "service.h"
+#include "rs_mem.h"
 #include "rs_consume.h"
 #include "rs_log.h"
 #include "rs_time.h"
@@ -187,7 +188,7 @@ on_batch(void *arg, natsMsg **msgs, int n, rs_consume_out *out)
 
 	memset(&f, 0, sizeof(f));
 	if ((f.list.Msgs = calloc((size_t)n, sizeof(*f.list.Msgs))) == NULL)
-		abort();   /* out of memory: the tree's policy */
+		rs_oom(0);
 	for (int i = 0; i < n; i++) {
 		f.list.Msgs[i] = msgs[i];
 		out[i].disp = RS_CONSUME_TAKEN;

@@ -19,6 +19,7 @@
  * split of a history against the fold in one piece).
  */
 #include "fold.h"
+#include "rs_mem.h"
 #include "rs_time.h"
 
 #include <inttypes.h>
@@ -100,7 +101,7 @@ add_row(rs_proj_table *t, int is_new)
 	if (t->n == t->cap) {
 		t->cap = t->cap ? t->cap * 2 : 64;
 		if ((t->rows = realloc(t->rows, t->cap * sizeof(*t->rows))) == NULL)
-			abort();
+			rs_oom(0);
 	}
 	r = &t->rows[t->n++];
 	memset(r, 0, sizeof(*r));
@@ -116,7 +117,7 @@ col_str(rs_proj_row *r, int col, const char *s, int on)
 	if (!on || s == NULL)
 		return;
 	if ((r->v[col] = strdup(s)) == NULL)
-		abort();
+		rs_oom(0);
 }
 
 static void
@@ -148,7 +149,7 @@ col_json(rs_proj_row *r, int col, const json_t *v, int on)
 		return;
 	if ((r->v[col] = v == NULL ? strdup("null") :
 	                 json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY)) == NULL)
-		abort();
+		rs_oom(0);
 }
 
 static void

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "router.h"
+#include "rs_mem.h"
 #include "rs_json.h"
 #include "rs_log.h"
 #include "rs_time.h"
@@ -94,7 +95,7 @@ rs_router_auth_revoke(rs_router *r, const char *sum)
 		if (now - *at >= REVOKED_TTL_MS) {
 			char *k = strdup(e->key);
 			if (k == NULL)
-				abort();
+				rs_oom(0);
 			free(rs_map_take(&r->revoked, k));
 			free(k);
 			i = 0;   /* the map changed: start over (rare, small) */
@@ -103,9 +104,9 @@ rs_router_auth_revoke(rs_router *r, const char *sum)
 	}
 	if ((at = rs_map_get(&r->revoked, sum)) == NULL) {
 		if ((at = malloc(sizeof(*at))) == NULL)
-			abort();
+			rs_oom(0);
 		if (rs_map_put(&r->revoked, sum, at) != RS_OK)
-			abort();
+			rs_oom(0);
 	}
 	*at = now;
 	for (c = r->conns; c != NULL; c = next) {

@@ -43,6 +43,7 @@
 #include <unistd.h>
 
 #include "calls_int.h"
+#include "rs_mem.h"
 #include "rs_json.h"
 #include "rs_log.h"
 #include "rs_time.h"
@@ -208,7 +209,7 @@ rs_router_calls_repub(rs_router *r, const char *subj, const char *body, int len,
 	repub_job *j = malloc(sizeof(*j) + sl + tl + ml + (size_t)len + 1);
 
 	if (j == NULL)
-		abort();
+		rs_oom(0);
 	j->j.fn = repub_work;
 	j->len = len;
 	j->subj = j->data;

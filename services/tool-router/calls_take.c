@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "calls_int.h"
+#include "rs_mem.h"
 #include "rs_json.h"
 #include "rs_log.h"
 #include "rs_time.h"
@@ -126,7 +127,7 @@ rs_router_calls_take(rs_router *r, natsMsg *m)
 		cancel_job *j = malloc(sizeof(*j) + kl + rl + (size_t)len + 1);
 
 		if (j == NULL)
-			abort();
+			rs_oom(0);
 		j->j.fn = cancel_work;
 		j->len = len;
 		j->key = j->data;
@@ -143,13 +144,13 @@ rs_router_calls_take(rs_router *r, natsMsg *m)
 	c = calloc(1, sizeof(*c));
 	tj = malloc(sizeof(*tj));
 	if (c == NULL || tj == NULL)
-		abort();
+		rs_oom(0);
 	c->tc = tc;
 	c->key = strdup(key);
 	c->reply = strdup(reply);
 	c->stored_ns = rs_router_intake_stored_ns(reply);
 	if (c->key == NULL || c->reply == NULL)
-		abort();
+		rs_oom(0);
 	if (rs_json_parse(data, (size_t)len, &c->callobj, err, sizeof(err)) != RS_OK) {
 		/* rs_toolcall_decode read it: cannot happen. */
 		rs_router_intake_settle(r, reply, RS_SETTLE_TERM);
@@ -215,7 +216,7 @@ take_apply(rs_router *r, rs_router_job *jj)
 	                                   r->instance, conn->id)
 	                   : rs_router_calls_record_encode(n->callobj, CALL_PENDING, NULL, NULL, 0);
 	if (rec == NULL || rs_map_put(&r->calls, n->key, n) != RS_OK)
-		abort();
+		rs_oom(0);
 	rs_metric_inc(r->m.calls_seen);
 	n->state = CALL_PENDING;
 	n->inflight = 1;
@@ -223,7 +224,7 @@ take_apply(rs_router *r, rs_router_job *jj)
 		n->claim_conn = conn->id;
 		n->claim_dev = strdup(conn->dev->device_id);
 		if (n->claim_dev == NULL)
-			abort();
+			rs_oom(0);
 		conn->dev->claiming++;
 	}
 	if (create_async(r, n->key, rec) != RS_OK) {
@@ -315,7 +316,7 @@ rs_router_calls_on_puback(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae,
 		create_job *j = malloc(sizeof(*j) + kl);
 
 		if (j == NULL)
-			abort();
+			rs_oom(0);
 		j->j.fn = create_done;
 		j->ok = pa != NULL;
 		j->rev = pa != NULL ? pa->Sequence : 0;

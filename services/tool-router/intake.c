@@ -34,6 +34,7 @@
 #include <string.h>
 
 #include "router.h"
+#include "rs_mem.h"
 #include "rs_log.h"
 #include "rs_time.h"
 
@@ -226,7 +227,7 @@ rs_router_intake_start(rs_router *r)
 	natsStatus s;
 
 	if (in == NULL)
-		abort();
+		rs_oom(0);
 	pthread_mutex_init(&in->mu, NULL);
 	pthread_cond_init(&in->cv, NULL);
 	in->expires_ms = r->pull_expires_ms;

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "router.h"
+#include "rs_mem.h"
 #include "rs_log.h"
 
 typedef struct {
@@ -60,7 +61,7 @@ revoke_main(void *arg)
 		    strlen(kvEntry_Key(e)) == 64) {
 			revoke_job *j = calloc(1, sizeof(*j));
 			if (j == NULL)
-				abort();
+				rs_oom(0);
 			memcpy(j->sum, kvEntry_Key(e), 64);
 			j->j.fn = revoke_apply;
 			rs_router_post(r, &j->j);

@@ -126,6 +126,17 @@ test('RUNS full: 507 before a run it cannot record; accepted runs all end; archi
   const shown = await w.api('GET', `/v1/runs/${accepted[0]}`);
   assert.equal(shown.status, 200, shown.text);
   assert.equal(shown.json.status, 'completed');
+  // A wait on it answers at once from the read model (runctl archive marked
+  // its registry entry before the purge), and a stream says it is gone
+  // instead of waiting for events that will not come.
+  const t0 = Date.now();
+  const waited = await w.api('GET', `/v1/runs/${accepted[0]}?wait=20`);
+  assert.equal(waited.status, 200, waited.text);
+  assert.equal(waited.json.status, 'completed');
+  assert.ok(Date.now() - t0 < 10000, `the wait took ${Date.now() - t0} ms`);
+  const sse = await w.api('GET', `/v1/runs/${accepted[0]}/stream`);
+  assert.equal(sse.status, 410, sse.text);
+  assert.match(sse.json.detail, /archived/);
   // Space is back: the API takes runs again (its view of RUNS is at most 100 ms old).
   let again;
   await waitFor('the API to accept runs again', async () => {
