@@ -101,6 +101,19 @@ user_ok(const char *u)
 }
 
 rs_status
+rs_nats_set_servers(natsOptions *o, const char *list)
+{
+	const char *servers[RS_NATS_MAX_SERVERS];
+	char buf[4096];
+	int n = 0;
+
+	if (rs_nats_split_urls(list, buf, sizeof(buf), servers, RS_NATS_MAX_SERVERS, &n) != RS_OK)
+		return RS_EINVAL;
+	/* nats.c copies the URLs: buf may go. */
+	return natsOptions_SetServers(o, servers, n) == NATS_OK ? RS_OK : RS_EINVAL;
+}
+
+rs_status
 rs_nats_connect(rs_nats *n, const char *urls, const char *name, jsOptions *jsopts,
                 int64_t connect_wait_ms)
 {

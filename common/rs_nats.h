@@ -49,6 +49,11 @@ rs_status rs_nats_connect(rs_nats *n, const char *urls, const char *name,
 rs_status rs_nats_split_urls(const char *list, char *buf, size_t cap,
                              const char **urls, int max, int *count);
 
+/* natsOptions_SetServers from a comma-separated list (rs_nats_split_urls):
+ * what rs_nats_connect does, for programs that build their own options
+ * (the benchmarks). RS_EINVAL for a list that does not split. */
+rs_status rs_nats_set_servers(natsOptions *o, const char *list);
+
 /* A new unique inbox subject "<n->inbox_prefix>.<nuid>" in buf, for
  * subscriptions that build their own reply subjects (nats.c's
  * natsInbox_Create always says "_INBOX", which a user restricted to its

@@ -103,21 +103,16 @@ die(const char *what)
 	exit(1);
 }
 
-/* The server list as the services take it (rs_nats_split_urls): nats.c
- * 3.4.1's natsOptions_SetURL takes one URL only, and a cluster's list
- * ("nats://a,nats://b,nats://c") never connects through it. */
+/* The server list as the services take it (a cluster's list never
+ * connects through natsOptions_SetURL in nats.c 3.4.1). */
 static natsStatus
 set_servers(natsOptions *o, const char *list)
 {
-	char buf[1024];
-	const char *urls[RS_NATS_MAX_SERVERS];
-	int n = 0;
-
-	if (rs_nats_split_urls(list, buf, sizeof(buf), urls, RS_NATS_MAX_SERVERS, &n) != RS_OK) {
+	if (rs_nats_set_servers(o, list) != RS_OK) {
 		fprintf(stderr, "RS_NATS_URL is not a list of server URLs: %s\n", list);
 		exit(2);
 	}
-	return natsOptions_SetServers(o, urls, n);
+	return NATS_OK;
 }
 
 static void *
