@@ -93,7 +93,17 @@ end_cmd(orch *o, orun *r, int how, int64_t nak_delay_ms)
 		rs_metric_inc(rs_orch_om.commands[p->cmd.type]);
 		rs_metric_observe(rs_orch_om.command_duration, (double)(rs_mono_us() - p->t0_us) / 1e6);
 	} else if (how == END_NAK) {
-		natsMsg_NakWithDelay(p->msg, nak_delay_ms, NULL);
+		/* Redeliveries back off: a NATS fault (no RUNS leader for a few
+		 * seconds) must not use up RS_ORCH_MAX_DELIVER in seconds and
+		 * dead-letter commands that would have succeeded a moment later
+		 * (bench/chaos dead-lettered 14 that way during one election).
+		 * 100 ms doubling per delivery, to 30 s: 25 deliveries span
+		 * about nine minutes. */
+		int64_t backoff = 100LL << (p->ndelivered < 9 ? p->ndelivered : 9);
+
+		if (backoff > 30000)
+			backoff = 30000;
+		natsMsg_NakWithDelay(p->msg, nak_delay_ms > backoff ? nak_delay_ms : backoff, NULL);
 	}
 	drop_pending(o, p, 1);
 	run_idle(o, r);
