@@ -63,7 +63,7 @@ async function main() {
   await waitFor('executor', async () => (await fetch(`http://127.0.0.1:${xport}/readyz`)).status === 200);
   const aport = await freePort();
   await startService('api', { ...env, RS_API_PORT: String(aport) }, aport);
-  const nc = await connect({ servers: stack.nats.url });
+  const nc = await connect({ servers: stack.nats.url, ...stack.nats.creds });
   const js = nc.jetstream();
   const kv = await js.views.kv('agents');
   const def = { name: 'bench-llm', steps: [{ id: 'ask', kind: 'llm', prompt: 'go {{input.i}}',

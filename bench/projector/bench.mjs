@@ -29,7 +29,7 @@ const shapes = ['tool_ok', 'retry_fail', 'signal_ok', 'timed_out'];
 async function main() {
   const stack = await startStack({ pg: true });
   const q = (sql) => stack.pg.psql(sql);
-  const nc = await connect({ servers: stack.nats.url });
+  const nc = await connect({ servers: stack.nats.url, ...stack.nats.creds });
   const js = nc.jetstream();
   const runs = [];
   for (let i = 0; i < N; i++) runs.push(runMessages('bench', shapes[i % shapes.length], Date.now() - 3600000 + i));
