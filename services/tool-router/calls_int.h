@@ -30,6 +30,7 @@ typedef struct {
 	char *device;       /* delivered: the device holding it */
 	char *router;       /* delivered: its router instance */
 	uint64_t conn;      /* delivered: the connection id on that router */
+	int64_t at;         /* the record's "at": when it was written (ms, realtime) */
 	uint64_t rev;       /* newest KV revision known */
 	int64_t sent_us;    /* when we wrote it to a device (latency metric) */
 	uint8_t inflight;   /* a CAS of ours is under way */

@@ -111,6 +111,7 @@ watch_apply(rs_router *r, rs_router_job *jj)
 	if (n->state == CALL_CANCELLED && c->state == CALL_DELIVERED)
 		send_cancel(r, c);  /* c still names the connection it went to */
 	rs_router_calls_set_delivered(r, c, n->state, n->device, n->router, n->conn);
+	c->at = n->at;
 	rs_router_calls_call_free(n);
 	rs_router_calls_evaluate(r, c);
 cleanup:
