@@ -165,9 +165,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	bounded(j->p2, sizeof(j->p2));
 	bounded(j->run_id, sizeof(j->run_id));
 	if (route != R_NONE) {
-		FUZZ_CHECK(allow != NULL && route <= R_SCHEDULE_RESUME);
+		/* R_DEVICES is the last route of request.h's enum (the viewer's
+		 * routes came after R_SCHEDULE_RESUME, the bound this check had
+		 * until the fuzzer found GET /v1/devices past it). */
+		FUZZ_CHECK(allow != NULL && route > R_NONE && route <= R_DEVICES);
 		if ((route >= R_RUN && route <= R_RUN_SIGNAL) || route == R_RUN_FORK ||
-		    route == R_RUN_RETRY)
+		    route == R_RUN_RETRY || route == R_RUN_STATE || route == R_RUN_CHECK ||
+		    route == R_RUN_STREAM_TOKEN)
 			FUZZ_CHECK(rs_id_is_uuid(j->run_id));
 		/* PUT and DELETE only on a secret; nothing else beyond GET/POST */
 		if (rs_api_method_allowed(j->method, allow))
