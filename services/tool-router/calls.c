@@ -161,6 +161,7 @@ rs_router_calls_sleep_retry(rs_router *r, int attempt)
 }
 
 #define RETRY_MS 500   /* an unanswered CAS is tried again after this */
+#define STALE_MS 2000  /* a lost CAS with no news from the watch: read back */
 
 /* Synchronous, de-duplicated publish to CMDS with retries: durable before
  * we return. Only the fallback when an asynchronous publish failed. */
@@ -437,7 +438,17 @@ claim_done(rs_router *r, rs_router_job *jj)
 		goto cleanup;  /* finished or expired meanwhile */
 	c->inflight = 0;
 	if (!j->ok && j->conflict) {
-		c->stale = 1;  /* the watch brings the winner's state */
+		if (c->rev > j->rev) {
+			/* The watch brought the winner's record while our CAS
+			 * was under way: decide on it now. */
+			rs_router_calls_evaluate(r, c);
+			goto cleanup;
+		}
+		/* The watch brings the winner's state; if it never does (a
+		 * new JetStream leader that refused our revision though the
+		 * record did not change), the sweep reads it back. */
+		c->stale = 1;
+		c->stale_at = rs_mono_ms();
 		goto cleanup;
 	}
 	if (!j->ok) {
@@ -699,22 +710,104 @@ rs_router_calls_stop(rs_router *r)
 	r->watch_started = 0;
 }
 
+/* ---- reading a record back (the sweep) ------------------------------ */
+
+typedef struct {
+	rs_router_job j;
+	uint64_t rev;
+	int found;      /* 1: a record; 0: none (deleted or purged); -1: no answer */
+	char *val;
+	size_t len;
+	char key[];
+} read_job;
+
+/* Service thread: the record as the stream leader has it. */
+static void
+read_done(rs_router *r, rs_router_job *jj)
+{
+	read_job *j = (read_job *)jj;
+	rs_router_call *c = rs_router_calls_find_call(r, j->key);
+
+	if (c == NULL)
+		goto cleanup;
+	c->inflight = 0;
+	if (j->found < 0) {
+		c->stale_at = rs_mono_ms();   /* no answer: read again later */
+		goto cleanup;
+	}
+	c->stale = 0;
+	if (j->found == 0)
+		rs_router_calls_apply_record(r, j->key, c->rev, 1, NULL, 0, 1);
+	else
+		rs_router_calls_apply_record(r, j->key, j->rev, 0, j->val, j->len, 1);
+cleanup:
+	free(j->val);
+	free(j);
+}
+
+/* Worker: KV calls buckets have allow_direct off on a cluster
+ * (common/rs_streams.c), so this get is answered by the stream leader. */
+static void
+read_work(rs_router *r, rs_router_job *jj)
+{
+	read_job *j = (read_job *)jj;
+	kvEntry *e = NULL;
+	natsStatus s = kvStore_Get(&e, r->kv_calls, j->key);
+
+	if (s == NATS_OK) {
+		j->found = 1;
+		j->rev = kvEntry_Revision(e);
+		j->len = (size_t)kvEntry_ValueLen(e);
+		j->val = rs_xmalloc(j->len + 1);
+		memcpy(j->val, kvEntry_Value(e), j->len);
+		j->val[j->len] = '\0';
+	} else {
+		j->found = s == NATS_NOT_FOUND ? 0 : -1;
+	}
+	kvEntry_Destroy(e);
+	j->j.fn = read_done;
+	rs_router_post(r, &j->j);
+}
+
+static void
+start_read(rs_router *r, rs_router_call *c)
+{
+	size_t kl = strlen(c->key) + 1;
+	read_job *j = rs_xcalloc(1, sizeof(*j) + kl);
+
+	j->j.fn = read_work;
+	memcpy(j->key, c->key, kl);
+	c->inflight = 1;
+	rs_warn("router: call %s: no news of the record since our CAS lost %lld ms ago; reading it back",
+	        c->key, (long long)(rs_mono_ms() - c->stale_at));
+	rs_router_work(r, c->key, &j->j);
+}
+
+/* Once a second. Level-triggered on purpose: every decision of this file
+ * is taken on an event (a watch update, a CAS result, a device), and an
+ * event lost to a NATS fault must not leave a call undelivered until its
+ * deadline. So each call is decided again here, and a call whose lost CAS
+ * never got its winner's record from the watch is read back. */
 void
 rs_router_calls_sweep(rs_router *r)
 {
 	rs_map_ent *e, *next;
 	size_t i, ni;
-	int64_t now = rs_now_ms();
+	int64_t now = rs_now_ms(), mono = rs_mono_ms();
 
 	for (i = 0, e = rs_map_next(&r->calls, &i, NULL); e != NULL; e = next, i = ni) {
 		rs_router_call *c = e->val;
 
 		ni = i;
 		next = rs_map_next(&r->calls, &ni, e);
-		if (!c->inflight && c->tc.deadline <= now)
+		if (c->inflight)
+			continue;
+		if (c->tc.deadline <= now)
 			rs_router_calls_remove_call(r, c);
-		else if (c->retry_at != 0 && c->retry_at <= rs_mono_ms())
-			rs_router_calls_evaluate(r, c);   /* a CAS that went unanswered */
+		else if (c->stale && mono - c->stale_at >= STALE_MS)
+			start_read(r, c);
+		else
+			rs_router_calls_evaluate(r, c);   /* may free c */
 	}
 }
 

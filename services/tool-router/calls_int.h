@@ -35,6 +35,7 @@ typedef struct {
 	int64_t sent_us;    /* when we wrote it to a device (latency metric) */
 	uint8_t inflight;   /* a CAS of ours is under way */
 	uint8_t stale;      /* our CAS lost: wait for the watch before retrying */
+	int64_t stale_at;   /* mono ms when it went stale: read back after STALE_MS */
 	uint8_t answered;   /* a result arrived here: ignore further ones */
 	uint64_t sent_conn; /* the connection we wrote the call to (0: none yet) */
 	int64_t retry_at;   /* mono ms: a CAS of ours ended without an answer
@@ -67,6 +68,8 @@ void rs_router_calls_start_cas(rs_router *r, rs_router_call *c, int release, rs_
 rs_router_conn *rs_router_calls_pick_device(rs_router *r, rs_router_call *c);
 void rs_router_calls_evaluate(rs_router *r, rs_router_call *c);
 void *rs_router_calls_watch_main(void *arg);
+void rs_router_calls_apply_record(rs_router *r, const char *key, uint64_t rev, int deleted,
+                                  const char *val, size_t len, int force);
 void rs_router_calls_on_puback(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae,
                                void *closure);
 

@@ -13,6 +13,7 @@
 
 #include "calls_int.h"
 #include "rs_json.h"
+#include "rs_mem.h"
 #include "rs_log.h"
 #include "rs_time.h"
 
@@ -49,39 +50,51 @@ static void
 watch_apply(rs_router *r, rs_router_job *jj)
 {
 	watch_job *j = (watch_job *)jj;
-	rs_router_call *c = rs_router_calls_find_call(r, j->key), *n;
 
-	if (j->deleted) {
+	rs_router_calls_apply_record(r, j->key, j->rev, j->deleted, j->key + strlen(j->key) + 1,
+	                             j->len, 0);
+	free(j);
+}
+
+/* A record of KV calls (from the watch, or read back from the stream
+ * leader when force is set: see rs_router_calls_sweep) into the index. */
+void
+rs_router_calls_apply_record(rs_router *r, const char *key, uint64_t rev, int deleted,
+                             const char *val, size_t len, int force)
+{
+	rs_router_call *c = rs_router_calls_find_call(r, key), *n;
+
+	if (deleted) {
 		if (c != NULL && c->inflight) {
 			/* A CAS or create of ours is under way: its completion
 			 * finds the call ended and drops it. */
-			c->rev = j->rev;
+			c->rev = rev;
 			rs_router_calls_set_delivered(r, c, CALL_DONE, NULL, NULL, 0);
 		} else if (c != NULL) {
 			rs_router_calls_remove_call(r, c);
 		}
-		goto cleanup;
+		return;
 	}
-	if (c != NULL && j->rev <= c->rev)
-		goto cleanup;  /* we already know better (our own CAS) */
+	if (c != NULL && rev <= c->rev && !force)
+		return;  /* we already know better (our own CAS) */
 	n = calloc(1, sizeof(*n));
 	if (n == NULL)
-		goto cleanup;
-	if (rs_router_calls_record_decode(j->key + strlen(j->key) + 1, j->len, n) != RS_OK) {
-		rs_warn("router: undecodable record %s in KV calls ignored", j->key);
+		rs_oom(sizeof(*n));
+	if (rs_router_calls_record_decode(val, len, n) != RS_OK) {
+		rs_warn("router: undecodable record %s in KV calls ignored", key);
 		rs_router_calls_call_free(n);
-		goto cleanup;
+		return;
 	}
 	if (c == NULL) {
 		if (n->state == CALL_DONE || n->state == CALL_CANCELLED || n->tc.deadline <= rs_now_ms()) {
 			rs_router_calls_call_free(n);
-			goto cleanup;
+			return;
 		}
-		n->key = strdup(j->key);
-		n->rev = j->rev;
+		n->key = strdup(key);
+		n->rev = rev;
 		if (n->key == NULL || rs_map_put(&r->calls, n->key, n) != RS_OK) {
 			rs_router_calls_call_free(n);
-			goto cleanup;
+			return;
 		}
 		{
 			/* Count it against our device if the record says so. */
@@ -101,12 +114,12 @@ watch_apply(rs_router *r, rs_router_job *jj)
 			 * whose ack was lost (we gave it up and never wrote the
 			 * call to the device). Back to pending, claimed again. */
 			rs_router_calls_start_cas(r, n, 1, NULL);
-			goto cleanup;
+			return;
 		}
 		rs_router_calls_evaluate(r, n);
-		goto cleanup;
+		return;
 	}
-	c->rev = j->rev;
+	c->rev = rev;
 	c->stale = 0;
 	if (n->state == CALL_CANCELLED && c->state == CALL_DELIVERED)
 		send_cancel(r, c);  /* c still names the connection it went to */
@@ -114,8 +127,6 @@ watch_apply(rs_router *r, rs_router_job *jj)
 	c->at = n->at;
 	rs_router_calls_call_free(n);
 	rs_router_calls_evaluate(r, c);
-cleanup:
-	free(j);
 }
 
 void *
