@@ -135,6 +135,13 @@ int rs_run_at_rest(const rs_run *r, const rs_agent *agent);
  * cancels owed for a finished run). */
 rs_status rs_run_pending_effects(const rs_run *r, rs_decision *out);
 
+/* The timers due and the tool calls requested more than grace ms before
+ * now that are still pending / undispatched (out: timers and calls only).
+ * The orchestrator publishes them again, under new message ids, when the
+ * reconcile sweep finds a run resting too long (services/orchestrator/
+ * reconcile.c): the safety net for a message the stream lost. */
+void rs_run_late_effects(const rs_run *r, int64_t now, int64_t grace, rs_decision *out);
+
 void rs_decision_free(rs_decision *d);
 
 /* --- additions (state machine implementation) --- */

@@ -293,6 +293,31 @@ rs_run_add_pending_effects(const rs_run *r, rs_decision *out)
 	rs_run_add_child_done(r, out);
 }
 
+/* Effects owed for longer than grace: a pending timer due more than grace
+ * ago, a tool call requested more than grace ago and never dispatched.
+ * Normally the timer or the call is on its stream and only late; but
+ * nats-server 2.9.10 can lose messages it acknowledged when a replica
+ * resets its stream state ("stream store EOF", docs/architecture.md,
+ * "Faults"), and then nothing else would ever fire or deliver them. */
+void
+rs_run_late_effects(const rs_run *r, int64_t now, int64_t grace, rs_decision *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (r->status == RS_RUN_NONE || rs_run_status_terminal(r->status))
+		return;
+	for (size_t i = 0; i < r->ncalls; i++) {
+		const run_call *c = &r->calls[i];
+		if (c->status == CALL_REQUESTED && c->requested_at > 0 && c->requested_at < now - grace)
+			rs_run_add_call_effect(r, out, c, 0);
+	}
+	for (size_t i = 0; i < r->ntimers; i++) {
+		const run_timer *t = &r->timers[i];
+		if (t->state == TIMER_PENDING && t->due_at < now - grace)
+			rs_run_add_timer_effect(r, out, t->timer_id, t->purpose, t->step_id, t->attempt,
+			                        t->due_at);
+	}
+}
+
 /* Effects a decision owes to other runs besides those emitted with its
  * events: cancels of the children it stopped waiting for, and child.done
  * to the parent when it ended the run. */

@@ -147,7 +147,9 @@ export async function chaos(opts = {}) {
       const s = { name, i, port, portVar, id: `${name}-${i}` };
       s.start = async () => {
         s.p = await startService(name, { ...env, [portVar]: String(port), RS_INSTANCE_ID: s.id,
-          ...(name === 'router' ? { RS_ROUTER_HEARTBEAT_S: '1' } : {}) }, port);
+          // Routers log each call's moves (debug): a call that never
+          // reached the device is then told apart in the kept logs.
+          ...(name === 'router' ? { RS_ROUTER_HEARTBEAT_S: '1', RS_LOG_LEVEL: 'debug' } : {}) }, port);
       };
       if (name === 'projector' && i === 2) {
         // The second projector is a standby: it may not be ready (lock) until the first dies.
@@ -427,6 +429,19 @@ export async function chaos(opts = {}) {
     }
     return out;
   };
+  // The evidence for a run that ended wrong or not at all: its events (ms
+  // after the start of the load, router of each dispatch), when the device
+  // got each of its calls, and the faults applied from 10 s before it.
+  const evidence = (h) => {
+    const rel = (t) => Math.round(t - t0);
+    const evs = h.map((e) => `${e.type.replace(/^runstream\./, '')}@${rel(Date.parse(e.time))}` +
+      (e.data?.router ? `(${e.data.router})` : '')).join(',');
+    const calls = [...new Set(h.filter((e) => e.data?.call_id).map((e) => e.data.call_id))]
+      .map((c) => `${c.slice(-8)} got ${(dev.frameAt.get(c) || []).map(rel).join('/') || 'never'}`).join('; ');
+    const t1 = Date.parse(h[0].time);
+    const near = faults.filter((f) => f.t >= t1 - 10000).map((f) => `${f.name}@${rel(f.t)}`).join(', ');
+    return `events ${evs} | device: ${calls || 'no calls'} | faults: ${near || 'none'}`;
+  };
   let completed = 0; let lost = 0; let stuck = 0; let otherEnd = 0;
   const dispatched = new Map();
   const histories = new Map();
@@ -436,6 +451,10 @@ export async function chaos(opts = {}) {
     if (h.length === 0) { lost++; violations.push(`run ${id} (${run.kind}): accepted, no events`); continue; }
     h.forEach((ev, i) => { if (ev.runseq !== i + 1) violations.push(`run ${id}: event ${i} has runseq ${ev.runseq}`); });
     const terms = h.filter((e) => TERMINAL.has(e.type.replace(/^runstream\./, '')));
+    // The device answers every call within 20 ms, so a tool call that timed
+    // out was lost on the way, even when a retry then completed the run.
+    const timedOut = h.filter((e) => e.type.endsWith('tool.timed_out')).map((e) => e.data.call_id);
+    if (timedOut.length > 0) violations.push(`run ${id} (${run.kind}): call ${timedOut.join(', ')} timed out | ${evidence(h)}`);
     if (terms.length === 0) {
       stuck++;
       // What is still waiting in CMDS for it (a work queue: acked = gone).
@@ -446,7 +465,7 @@ export async function chaos(opts = {}) {
       } catch { /* none */ }
       violations.push(`run ${id} (${run.kind}): stuck after ${h.at(-1).type}` +
         (run.sent ? ` (the driver's ${run.kind === 'c-cancel' ? 'cancel' : 'signal'} got ${run.sent.join(',')})` : '') +
-        `; history ${h.map((e) => e.type.replace(/^runstream\./, '')).join(',')}; left in CMDS: ${cmd}`);
+        `; left in CMDS: ${cmd} | ${evidence(h)}`);
       continue;
     }
     if (terms.length > 1) violations.push(`run ${id}: ${terms.length} terminal events`);
@@ -460,15 +479,8 @@ export async function chaos(opts = {}) {
       // The evidence: the run's events (ms after the start of the load,
       // router and device of each dispatch), when the device got each of
       // its calls, and the faults applied meanwhile.
-      const rel = (t) => Math.round(t - t0);
-      const evs = h.map((e) => `${e.type.replace(/^runstream\./, '')}@${rel(Date.parse(e.time))}` +
-        (e.data?.router ? `(${e.data.router})` : '')).join(',');
-      const calls = [...new Set(h.filter((e) => e.data?.call_id).map((e) => e.data.call_id))]
-        .map((c) => `${c.slice(-8)} got ${(dev.frameAt.get(c) || []).map(rel).join('/') || 'never'}`).join('; ');
-      const t1 = Date.parse(h[0].time), t2 = Date.parse(h.at(-1).time);
-      const near = faults.filter((f) => f.t >= t1 - 10000 && f.t <= t2).map((f) => `${f.name}@${rel(f.t)}`).join(', ');
       violations.push(`run ${id} (${run.kind}): ended ${end}, expected ${want}: ${why.join('; ').slice(0, 400)}` +
-        ` | events ${evs} | device: ${calls} | faults: ${near || 'none'}`);
+        ` | ${evidence(h)}`);
     }
     for (const ev of h) if (ev.type.endsWith('tool.dispatched')) dispatched.set(ev.data.call_id, (dispatched.get(ev.data.call_id) || 0) + 1);
     if (run.waited) {
@@ -553,6 +565,24 @@ export async function chaos(opts = {}) {
     p99_during_faults_ms: pct(lat((r) => r.during), 99), p99_outside_faults_ms: pct(lat((r) => !r.during), 99),
     faults: recovery, violations, gave_up_runs: answers.gaveUp,
   };
+  // Stuck runs: how each shared consumer stood at the end (a consumer that
+  // stopped delivering shows as pending messages with nothing ack-pending).
+  if (stuck > 0) {
+    for (const [st, dur] of [['CMDS', 'orchestrator'], ['TIMERS', 'timers'], ['TOOLCALLS', 'routers'], ['RUNS', 'executor']]) {
+      try {
+        const ci = await jsm.consumers.info(st, dur);
+        log(`consumer ${st}/${dur}: pending ${ci.num_pending}, ack pending ${ci.num_ack_pending}, redelivered ${ci.num_redelivered}, ` +
+          `waiting ${ci.num_waiting}, delivered ${ci.delivered.stream_seq}, ack floor ${ci.ack_floor.stream_seq}, ` +
+          `leader ${ci.cluster?.leader || '?'} replicas ${JSON.stringify((ci.cluster?.replicas || []).map((r) => [r.name, r.current, r.lag]))}`);
+      } catch (e) { log(`consumer ${st}/${dur}: ${e.message}`); }
+    }
+    for (const sv of svcs.filter((x) => x.id.startsWith('orchestrator') && x.p)) {
+      try {
+        const t = await (await fetch(`http://127.0.0.1:${sv.port}/metrics`, { signal: AbortSignal.timeout(2000) })).text();
+        log(`${sv.id}: ${t.split('\n').filter((l) => /^rs_(orch_inflight|consume_)/.test(l)).join('; ')}`);
+      } catch (e) { log(`${sv.id}: /metrics: ${e.message}`); }
+    }
+  }
   dev.stop();
   await nc.close().catch(() => {});
   if (res.violations.length) {

@@ -54,8 +54,9 @@ send_timer(orch *o, orun *r, const rs_cmd *t, const char *fixed_id)
 	return st;
 }
 
+/* id NULL: the call's own de-duplicated id. */
 static rs_status
-send_call(orch *o, orun *r, const rs_toolcall *c)
+send_call(orch *o, orun *r, const rs_toolcall *c, const char *fixed_id)
 {
 	char subj[200], id[160], *buf = NULL;
 	size_t len = 0;
@@ -66,7 +67,7 @@ send_call(orch *o, orun *r, const rs_toolcall *c)
 	snprintf(subj, sizeof(subj), "toolcalls.%s.%s", r->tenant, c->call_id);
 	snprintf(id, sizeof(id), "%s-%s", c->cancel ? "cancel" : "call", c->call_id);
 	st = rs_orch_appender_send(o, r, PUB_EFFECT, subj, buf, len, c->cancel ? "tool.cancel" : "tool.call",
-	                   0, id, -1);
+	                   0, fixed_id ? fixed_id : id, -1);
 	free(buf);
 	return st;
 }
@@ -99,7 +100,7 @@ rs_orch_effects_send(orch *o, orun *r, const rs_decision *d, int *nsent)
 		if ((st = send_timer(o, r, &d->timers[i], NULL)) == RS_OK)
 			(*nsent)++;
 	for (size_t i = 0; i < d->ncalls && st == RS_OK; i++)
-		if ((st = send_call(o, r, &d->calls[i])) == RS_OK)
+		if ((st = send_call(o, r, &d->calls[i], NULL)) == RS_OK)
 			(*nsent)++;
 	for (size_t i = 0; i < d->ncmds && st == RS_OK; i++)
 		if ((st = send_cmd(o, r, &d->cmds[i])) == RS_OK)
@@ -117,4 +118,48 @@ rs_orch_effects_requeue_timer(orch *o, orun *r, const rs_cmd *fire)
 	/* Unique per attempt, so the TIMERS de-duplication window keeps it. */
 	snprintf(id, sizeof(id), "timer-%s-again-%lld", fire->timer_id, (long long)rs_now_ms());
 	return send_timer(o, r, fire, id);
+}
+
+/*
+ * What the run owes for over half RS_ORCH_LATE_MS (rs_run_late_effects):
+ * published again under new message ids, since the old ones may still be
+ * in the streams' de-duplication windows though their messages are gone.
+ * A second copy of a timer or a call that was only late is harmless: the
+ * state machine ignores a fire for a timer no longer pending, and the
+ * router's intake finds the call's KV record already made. The ids carry
+ * the time in RS_ORCH_LATE_MS slices, so instances that find the same run
+ * in one slice publish one copy.
+ */
+rs_status
+rs_orch_effects_send_late(orch *o, orun *r, int *nsent)
+{
+	rs_decision late;
+	rs_status st = RS_OK;
+	char id[200];
+	long long slice;
+
+	*nsent = 0;
+	if (o->cfg.late_ms <= 0)
+		return RS_OK;
+	slice = (long long)(rs_now_ms() / o->cfg.late_ms);
+	/* Half the setting: the sweep sends the first continue RS_ORCH_LATE_MS
+	 * after the event the run rests on, by when a timer due just after it
+	 * is overdue by almost that much. */
+	rs_run_late_effects(r->state, rs_now_ms(), o->cfg.late_ms / 2, &late);
+	for (size_t i = 0; i < late.ntimers && st == RS_OK; i++) {
+		snprintf(id, sizeof(id), "timer-%s-late-%lld", late.timers[i].timer_id, slice);
+		if ((st = send_timer(o, r, &late.timers[i], id)) == RS_OK)
+			(*nsent)++;
+	}
+	for (size_t i = 0; i < late.ncalls && st == RS_OK; i++) {
+		snprintf(id, sizeof(id), "call-%s-late-%lld", late.calls[i].call_id, slice);
+		if ((st = send_call(o, r, &late.calls[i], id)) == RS_OK)
+			(*nsent)++;
+	}
+	if (late.ntimers + late.ncalls > 0)
+		rs_log(RS_LOG_WARN, r->run_id, NULL,
+		       "%zu timer(s) overdue and %zu call(s) undispatched for over %lld ms: published again",
+		       late.ntimers, late.ncalls, (long long)o->cfg.late_ms / 2);
+	rs_decision_free(&late);
+	return st;
 }

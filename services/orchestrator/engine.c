@@ -168,6 +168,14 @@ finish_effects(orch *o, orun *r)
 			st = RS_ERR;
 	}
 
+	/* A run.continue that decided nothing (the run rests): whatever it
+	 * owes for too long is published again (effects.c). */
+	if (st == RS_OK && c->type == RS_CMD_RUN_CONTINUE && r->dec.nevents == 0 && !r->dec.more) {
+		int late = 0;
+		st = rs_orch_effects_send_late(o, r, &late);
+		n += late;
+	}
+
 	r->effects_left = n;
 	r->effects_failed = st != RS_OK;
 	if (n == 0)

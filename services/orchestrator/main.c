@@ -31,6 +31,7 @@ configure(rs_service *s)
 		{ "RS_ORCH_SWEEP_INTERVAL_MS", 30000, 0, 86400000, &c->sweep_interval_ms },
 		{ "RS_ORCH_SWEEP_LOOKBACK_S", 3600, 0, 30 * 86400, &c->sweep_lookback_s },
 		{ "RS_ORCH_SWEEP_QUIET_MS", 5000, 0, 3600000, &c->sweep_quiet_ms },
+		{ "RS_ORCH_LATE_MS", 30000, 0, 86400000, &c->late_ms },
 		{ "RS_ORCH_TENANT_MAX_RUNNING", 0, 0, 1000000, &c->tenant_max_running },
 		{ "RS_ORCH_SCHEDULER_TICK_MS", 1000, 0, 60000, &c->scheduler_tick_ms },
 		{ "RS_ORCH_SCHEDULE_GRACE_MS", 60000, 0, 86400000, &c->schedule_grace_ms },

@@ -47,6 +47,8 @@ typedef struct {
 	int64_t sweep_interval_ms; /* RS_ORCH_SWEEP_INTERVAL_MS: reconcile.c, 0 = off */
 	int64_t sweep_lookback_s; /* RS_ORCH_SWEEP_LOOKBACK_S: first pass reads this far back */
 	int64_t sweep_quiet_ms;   /* RS_ORCH_SWEEP_QUIET_MS: runs quiet this long are checked */
+	int64_t late_ms;          /* RS_ORCH_LATE_MS: a run resting this long is checked for
+	                           * overdue timers and undispatched calls; 0 = off */
 	int64_t tenant_max_running; /* RS_ORCH_TENANT_MAX_RUNNING: 0 = no tenant limit */
 	int64_t scheduler_tick_ms;  /* RS_ORCH_SCHEDULER_TICK_MS: 0 = no scheduler */
 	int64_t schedule_grace_ms;  /* RS_ORCH_SCHEDULE_GRACE_MS: a tick this late is on time */
@@ -244,6 +246,8 @@ rs_status rs_orch_effects_send(orch *o, orun *r, const rs_decision *d, int *nsen
 /* A timer.fire that arrived before its due time (clock skew between
  * instances): put it back on TIMERS. One effect publish. */
 rs_status rs_orch_effects_requeue_timer(orch *o, orun *r, const rs_cmd *fire);
+/* run.continue on a run at rest: what it owes for over RS_ORCH_LATE_MS. */
+rs_status rs_orch_effects_send_late(orch *o, orun *r, int *nsent);
 /* Append ev for r: encode (one reused buffer: engine mutex held) and
  * publish with Nats-Expected-Last-Subject-Sequence = r->last_seq. */
 rs_status rs_orch_event_send(orch *o, orun *r, const rs_event *ev);

@@ -28,6 +28,19 @@
  *
  * The continue's Nats-Msg-Id is continue-<run_id>-<runseq>: instances and
  * overlapping passes that find the same run send one command.
+ *
+ * Runs that rest on timer.scheduled are also followed, because a resting
+ * run can still be owed something: its timer, or a tool call requested
+ * just before it (tool.requested is followed by the call's timeout timer).
+ * Both are messages on a stream, and nats-server 2.9.10 can lose messages
+ * it acknowledged when a replica resets its stream state (bench/chaos saw
+ * every timer stored on TIMERS during 22 s vanish after "stream store
+ * EOF"; docs/architecture.md, "Faults"). So a run still resting on the same
+ * event RS_ORCH_LATE_MS later is sent run.continue, then again after twice
+ * as long, and so on up to LATE_MAX_MS apart; the engine answers a
+ * continue that decides nothing by publishing again what the run owes for
+ * over RS_ORCH_LATE_MS (effects.c). A run sleeping an hour costs about
+ * ten such loads. At most LATE_TRACK_MAX runs are followed per instance.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,15 +50,89 @@
 #include "orch.h"
 #include "rs_id.h"
 #include "rs_log.h"
+#include "rs_map.h"
+#include "rs_mem.h"
 #include "rs_time.h"
 
 #define SWEEP_IDLE_WAIT_MS 10000  /* no message for this long: the pass failed */
 #define SWEEP_BATCH 1024          /* headers per pull request */
 #define SWEEP_FETCH_MS 1000       /* the life of one pull request */
+#define LATE_MAX_MS (15 * 60 * 1000)  /* a resting run is looked at least this often */
+#define LATE_TRACK_MAX 200000     /* resting runs followed per instance */
+
+/* A run resting on timer.scheduled, followed (see the top). */
+typedef struct {
+	int64_t runseq;       /* the event it rests on */
+	int64_t next_ms;      /* when to send the next continue (wall clock) */
+	int64_t interval_ms;  /* doubles after each one */
+} resting;
 
 typedef struct {
 	int64_t interval_ms, lookback_s, quiet_ms;
 } sweep_cfg;
+
+/* The runs of this pass in `last`: follow those resting on a timer,
+ * forget the others. */
+static void
+follow_resting(orch *o, rs_map *rest, json_t *last)
+{
+	const char *key;
+	json_t *v;
+	resting *e;
+	static int64_t warned;
+
+	json_object_foreach(last, key, v) {
+		int64_t runseq = json_integer_value(json_object_get(v, "runseq"));
+		if (strcmp(json_string_value(json_object_get(v, "type")), "timer.scheduled") != 0) {
+			rs_map_del(rest, key);
+			continue;
+		}
+		if ((e = rs_map_get(rest, key)) != NULL && e->runseq == runseq)
+			continue;
+		if (e == NULL && rs_map_count(rest) >= LATE_TRACK_MAX) {
+			if (rs_now_ms() - warned > 60000) {
+				warned = rs_now_ms();
+				rs_warn("reconcile: following %d resting runs already: more are not checked for "
+				        "lost timers", LATE_TRACK_MAX);
+			}
+			continue;
+		}
+		e = rs_xmalloc(sizeof(*e));
+		e->runseq = runseq;
+		e->interval_ms = o->cfg.late_ms;
+		e->next_ms = json_integer_value(json_object_get(v, "ts")) / 1000000 + e->interval_ms;
+		if (rs_map_put(rest, key, e) != RS_OK)
+			rs_oom(0);
+	}
+}
+
+static rs_status send_continue(orch *o, const char *subj, int64_t runseq);
+
+/* Runs resting on the same event for too long: a continue each. */
+static long
+check_resting(orch *o, rs_map *rest)
+{
+	rs_map_ent *e, *nx;
+	size_t i = 0;
+	int64_t now = rs_now_ms();
+	long sent = 0;
+
+	for (e = rs_map_next(rest, &i, NULL); e != NULL && !atomic_load(&o->stopping); e = nx) {
+		resting *r = e->val;
+
+		nx = rs_map_next(rest, &i, e);
+		if (r->next_ms > now)
+			continue;
+		if (send_continue(o, e->key, -1) != RS_OK)
+			continue;   /* the next pass tries again */
+		sent++;
+		rs_log(RS_LOG_INFO, NULL, NULL, "reconcile: %s rests on event %lld for %lld ms: sent run.continue",
+		       e->key, (long long)r->runseq, (long long)(now - r->next_ms + r->interval_ms));
+		r->interval_ms = r->interval_ms * 2 > LATE_MAX_MS ? LATE_MAX_MS : r->interval_ms * 2;
+		r->next_ms = now + r->interval_ms;
+	}
+	return sent;
+}
 
 static int
 resting_type(const char *t)
@@ -121,7 +208,7 @@ send_continue(orch *o, const char *subj, int64_t runseq)
  * sent a continue (or -1 when the stream could not be read).
  */
 static long
-sweep_pass(orch *o, const sweep_cfg *sc, int64_t start_ns, int64_t *events_read)
+sweep_pass(orch *o, const sweep_cfg *sc, int64_t start_ns, int64_t *events_read, rs_map *rest)
 {
 	natsSubscription *sub = NULL;
 	jsSubOptions so;
@@ -226,6 +313,8 @@ sweep_pass(orch *o, const sweep_cfg *sc, int64_t start_ns, int64_t *events_read)
 	}
 	natsSubscription_Unsubscribe(sub);   /* deletes the ephemeral consumer */
 	natsSubscription_Destroy(sub);
+	if (o->cfg.late_ms > 0)
+		follow_resting(o, rest, last);
 	json_object_foreach(last, key, v) {
 		const char *type = json_string_value(json_object_get(v, "type"));
 
@@ -252,10 +341,14 @@ sweep_main(void *arg)
 	sweep_cfg sc = { o->cfg.sweep_interval_ms, o->cfg.sweep_lookback_s, o->cfg.sweep_quiet_ms };
 	int64_t from_ms = rs_now_ms() - sc.lookback_s * 1000, pass_start, events;
 	long sent;
+	rs_map rest;
 
+	rs_map_init(&rest, free);
 	while (!atomic_load(&o->stopping)) {
 		pass_start = rs_now_ms();
-		sent = sweep_pass(o, &sc, from_ms * 1000000LL, &events);
+		sent = sweep_pass(o, &sc, from_ms * 1000000LL, &events, &rest);
+		if (o->cfg.late_ms > 0)
+			rs_metric_add(rs_orch_om.sweep_continued, (double)check_resting(o, &rest));
 		if (sent >= 0) {   /* a complete pass: the next one starts after it */
 			rs_metric_add(rs_orch_om.sweep_continued, (double)sent);
 			rs_metric_add(rs_orch_om.sweep_events, (double)events);
@@ -271,6 +364,7 @@ sweep_main(void *arg)
 			nanosleep(&ts, NULL);
 		}
 	}
+	rs_map_free(&rest);
 	return NULL;
 }
 

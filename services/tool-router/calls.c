@@ -406,6 +406,8 @@ rs_router_calls_deliver(rs_router *r, rs_router_call *c, rs_router_conn *conn)
 	cmd.device_id = conn->dev->device_id;
 	cmd.router = (char *)r->instance;
 	rs_router_calls_publish_cmd(r, &cmd);
+	rs_debug("router: call %s (rev %llu) to %s on conn %llu", c->key, (unsigned long long)c->rev,
+	         conn->dev->device_id, (unsigned long long)conn->id);
 	frame = rs_router_frame_call(&c->tc);
 	if (frame != NULL) {
 		rs_router_conn_send(r, conn, frame, strlen(frame));
@@ -578,8 +580,12 @@ rs_router_calls_evaluate(rs_router *r, rs_router_call *c)
 			snprintf(key, sizeof(key), "%s.%s", c->tc.tenant, c->device);
 			dc = rs_map_get(&r->devices, key);
 			if (dc != NULL && dc->state == RS_CONN_READY && dc->dev != NULL &&
-			    dc->dev->connected_at > c->at)
+			    dc->dev->connected_at > c->at) {
+				rs_debug("router: call %s delivered by %s at %lld; taken over (device here since %lld)",
+				         c->key, c->router ? c->router : "?", (long long)c->at,
+				         (long long)dc->dev->connected_at);
 				rs_router_calls_start_cas(r, c, 0, dc);
+			}
 			return;
 		}
 		/* Ours, but its connection is gone: back to pending. */
@@ -637,6 +643,8 @@ rs_router_calls_device_up(rs_router *r, rs_router_conn *conn)
 	}
 	for (i = 0; i < n; i++) {
 		c = todo[i];
+		rs_debug("router: call %s (%s) claimed for device %s at hello", c->key,
+		         c->state == CALL_PENDING ? "pending" : "delivered elsewhere", d->device_id);
 		c->stale = 0;
 		if (c->tc.deadline <= rs_now_ms())
 			rs_router_calls_remove_call(r, c);

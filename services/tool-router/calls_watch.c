@@ -75,6 +75,9 @@ rs_router_calls_apply_record(rs_router *r, const char *key, uint64_t rev, int de
 		}
 		return;
 	}
+	rs_debug("router: record %s rev %llu%s%s (index: %s rev %llu%s)", key, (unsigned long long)rev,
+	         deleted ? " deleted" : "", force ? " read back" : "", c ? "known" : "new",
+	         c ? (unsigned long long)c->rev : 0ULL, c && c->inflight ? ", CAS under way" : "");
 	if (c != NULL && rev <= c->rev && !force)
 		return;  /* we already know better (our own CAS) */
 	n = calloc(1, sizeof(*n));

@@ -11,6 +11,7 @@
 #include "router.h"
 #include "rs_config.h"
 #include "rs_log.h"
+#include "rs_time.h"
 
 const char *const rs_router_required[] = { "TOOLCALLS", "CMDS", "kv:calls", "kv:presence",
                                            "kv:devtokens", NULL };
@@ -32,6 +33,12 @@ load_config(rs_router *r, const rs_config *cfg)
 	    rs_env_int("RS_ROUTER_PULL_EXPIRES_MS", 30000, 1000, 600000, &pullexp) != RS_OK)
 		return RS_EINVAL;
 	r->instance = cfg->instance_id;
+	/* A connection id names a connection in KV calls records beside the
+	 * instance name, which a restarted instance keeps (RS_INSTANCE_ID):
+	 * start past every id an earlier run of this instance can have used
+	 * (one a microsecond at most), so no old record names a new
+	 * connection. */
+	r->next_conn_id = (uint64_t)rs_now_ms() * 1000;
 	r->listen_addr = cfg->listen_addr;
 	r->port = (int)cfg->ops_port;
 	r->heartbeat_s = (int)hb;

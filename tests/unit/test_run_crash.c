@@ -147,10 +147,61 @@ test_crash_report_cases(void)
  * A timer never acts on a purpose already met, even when its fire comes
  * first (table: timer purpose, what happened before the fire).
  */
+/* --- the safety net for a message the streams lost --- */
+
+static const char *A_LATE =
+	"{\"name\":\"late\",\"steps\":[{\"id\":\"call\",\"kind\":\"tool\",\"tool\":\"slow\","
+	"\"timeout_s\":100}]}";
+
+/* How many timers and calls rs_run_late_effects finds at now. */
+static void
+late_at(world *w, int64_t now, int64_t grace, size_t timers, size_t calls)
+{
+	rs_decision d;
+
+	rs_run_late_effects(w->r, now, grace, &d);
+	CHECK_INT(d.ntimers, timers);
+	CHECK_INT(d.ncalls, calls);
+	CHECK_INT(d.nevents + d.ncmds, 0);
+	if (d.ncalls > 0) {
+		CHECK_STR(d.calls[0].call_id, w->call_id);
+		CHECK_INT(d.calls[0].cancel, 0);
+	}
+	if (d.ntimers > 0)
+		CHECK_STR(d.timers[0].timer_id, w->timer[RS_TIMER_TOOL_TIMEOUT]);
+	rs_decision_free(&d);
+}
+
+/* Only what is owed for longer than the grace: a call never dispatched,
+ * a timer overdue; nothing once the run is finished. */
+static void
+test_late_effects(void)
+{
+	world w;
+
+	world_init(&w, A_LATE);
+	CHECK_STR(step(&w, c_start("{}")),
+	          "run.created run.started step.started tool.requested timer.scheduled");
+	late_at(&w, 1000, 15000, 0, 0);
+	late_at(&w, 16000, 15000, 0, 0);          /* undispatched 15 s: not yet */
+	late_at(&w, 16001, 15000, 0, 1);          /* the call, again */
+	w.now = 2000;
+	CHECK_STR(step(&w, c_delivered(w.call_id)), "tool.dispatched");
+	late_at(&w, 100000, 15000, 0, 0);         /* dispatched, timer not due */
+	late_at(&w, 116000, 15000, 0, 0);         /* due at 101000: 15 s over */
+	late_at(&w, 116001, 15000, 1, 0);         /* the timeout timer, again */
+	w.now = 116001;
+	CHECK_STR(step(&w, c_fire(w.timer[RS_TIMER_TOOL_TIMEOUT])),
+	          "timer.fired tool.timed_out step.failed run.failed");
+	late_at(&w, 999999, 15000, 0, 0);         /* finished: nothing owed */
+	world_free(&w);
+}
+
 int
 main(void)
 {
 	test_cut_everywhere();
 	test_crash_report_cases();
+	test_late_effects();
 	return check_report("test_run_crash");
 }
