@@ -35,7 +35,7 @@
  * Both are messages on a stream, and nats-server 2.9.10 can lose messages
  * it acknowledged when a replica resets its stream state (bench/chaos saw
  * every timer stored on TIMERS during 22 s vanish after "stream store
- * EOF"; docs/architecture.md, "Faults"). So a run still resting on the same
+ * EOF"; docs/architecture.md, "Streams"). So a run still resting on the same
  * event RS_ORCH_LATE_MS later is sent run.continue, then again after twice
  * as long, and so on up to LATE_MAX_MS apart; the engine answers a
  * continue that decides nothing by publishing again what the run owes for
