@@ -234,6 +234,7 @@ role_publish(const char *user, subjects *p)
 	} else if (strcmp(user, "projector") == 0) {
 		add(p, "dlq.projector");
 		durable_own(p, "RUNS", "projector-runs");
+		direct_get(p, "RUNS");     /* is a passed-over sequence still there? */
 		durable_own(p, "KV_agents", "projector-agents");
 		durable_own(p, "KV_presence", "projector-presence");
 		ephemeral(p, "RUNS");      /* rs-projector --rebuild */

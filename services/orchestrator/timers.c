@@ -13,9 +13,11 @@
  *     on the critical path). hold_ms is far below AckWait, so a held timer
  *     never needs natsMsg_InProgress; if we crash while holding it, the
  *     server redelivers it after AckWait (late, never lost, never early).
- * Firing = publishing the body to CMDS with Nats-Msg-Id timer-<timer_id>
- * (de-duplicated if we fire twice within the window, and the state
- * machine ignores a timer that is no longer pending), then acking it.
+ * Firing = publishing the body to CMDS with the timer message's own
+ * Nats-Msg-Id (timer-<timer_id> for the first copy: de-duplicated if we
+ * fire it twice within the window; a copy put back early or published again
+ * after a loss has its own id), then acking it. The state machine ignores
+ * a fire for a timer that is no longer pending.
  *
  * Two details keep lateness low with thousands of timers due together:
  *   - forwarding is asynchronous (its own JetStream context): the timer
@@ -58,7 +60,7 @@ typedef struct {
 	natsMsg *msg;
 	uint64_t sseq;         /* stream sequence: one timer, many deliveries */
 	char subj[128];
-	char id[96];
+	char id[256];
 	char run_id[40];
 } held;
 
@@ -68,7 +70,7 @@ typedef struct {
  * the nats.c ack thread: a mutex. */
 typedef struct fly {
 	struct fly *next;      /* an older forward of the same timer id */
-	char id[96];
+	char id[256];
 	natsMsg *timer;        /* the TIMERS delivery to ack */
 	int64_t due;
 } fly;
@@ -270,7 +272,17 @@ accept(orch *o, natsMsg *msg)
 		jsMsgMetaData_Destroy(md);
 	}
 	rs_cmd_subject(c.tenant, c.run_id, t.subj, sizeof(t.subj));
-	snprintf(t.id, sizeof(t.id), "timer-%s", c.timer_id);
+	/* The forward carries the timer message's own id: timer-<timer_id>
+	 * for the first copy, another for a copy put back early or published
+	 * again because the first was lost (effects.c). CMDS must not take
+	 * such a copy for a duplicate of a forward it lost. */
+	{
+		const char *mid = NULL;
+		if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &mid) == NATS_OK && mid != NULL && mid[0] != '\0')
+			snprintf(t.id, sizeof(t.id), "%s", mid);
+		else
+			snprintf(t.id, sizeof(t.id), "timer-%s", c.timer_id);
+	}
 	snprintf(t.run_id, sizeof(t.run_id), "%s", c.run_id);
 	rs_cmd_free(&c);
 	now = rs_now_ms();

@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include "projector.h"
+#include "rs_logread.h"
 #include "rs_metrics.h"
 #include "rs_service.h"
 
@@ -76,6 +77,8 @@ typedef struct {
 	pthread_t th;
 	PGconn *pg;
 	struct rs_consume *cons; /* the loop on the durable (common/rs_consume.h) */
+	rs_logread holes;        /* runs: is a skipped sequence still in RUNS? */
+	int holes_ready;
 	uint64_t gen;            /* leadership generation the consumer was set up under */
 	/* the handover: the loop decodes batch N+1 while batch N is in
 	 * Postgres; one batch in the slot at most, under fmu */
