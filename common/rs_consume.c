@@ -196,40 +196,33 @@ rs_consume_settle_reply(rs_consume *c, const char *reply, rs_consume_disp d, int
 	return RS_OK;
 }
 
-/* Token idx of a JetStream ack subject
+/* A JetStream ack subject is
  * $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
- * or, with a domain and account hash, two more tokens in front and one at
- * the end (12 tokens). idx counts in the 9-token form. */
-static uint64_t
-ack_token(const char *reply, int idx)
+ * or, with a domain and account hash, two more tokens after $JS.ACK and
+ * one at the end (12 tokens). */
+rs_status
+rs_consume_reply_meta(const char *reply, rs_consume_meta *out)
 {
 	const char *tok[16];
-	int n = 0;
-	const char *p = reply;
+	int n = 0, off;
 
-	if (p == NULL)
-		return 0;
-	tok[n++] = p;
-	for (; *p != '\0' && n < 16; p++)
+	memset(out, 0, sizeof(*out));
+	if (reply == NULL || strncmp(reply, "$JS.ACK.", 8) != 0)
+		return RS_EINVAL;
+	tok[n++] = reply;
+	for (const char *p = reply; *p != '\0' && n < 16; p++)
 		if (*p == '.')
 			tok[n++] = p + 1;
 	if (n == 9)
-		return strtoull(tok[idx], NULL, 10);
-	if (n >= 11)
-		return strtoull(tok[idx + 2], NULL, 10);
-	return 0;
-}
-
-uint64_t
-rs_consume_reply_seq(const char *reply)
-{
-	return ack_token(reply, 5);
-}
-
-int64_t
-rs_consume_reply_stored_ns(const char *reply)
-{
-	return (int64_t)ack_token(reply, 7);
+		off = 0;
+	else if (n == 11 || n == 12)
+		off = 2;
+	else
+		return RS_EINVAL;
+	out->delivered = strtoull(tok[4 + off], NULL, 10);
+	out->stream_seq = strtoull(tok[5 + off], NULL, 10);
+	out->stored_ns = (int64_t)strtoull(tok[7 + off], NULL, 10);
+	return RS_OK;
 }
 
 /* Hand one delivered batch to the owner, then settle what it did not take. */

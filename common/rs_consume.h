@@ -28,19 +28,22 @@
  * subscription, so one the owner TAKEs is settled by its ack subject with
  * rs_consume_settle_reply. room is not used in this mode.
  *
- * Threads: one loop thread per consumer calls room, on_batch; an optional
- * ticker thread calls on_tick every tick_ms (housekeeping that must not
- * depend on traffic, e.g. expiring lost publish acks). Callbacks never run
- * concurrently with themselves; on_tick may run beside on_batch.
+ * Threads: one loop thread per consumer calls room, on_batch (in the
+ * overlapping mode the loop thread sends requests and on_batch runs on the
+ * subscription's delivery thread); an optional ticker thread calls on_tick
+ * every tick_ms (housekeeping that must not depend on traffic, e.g.
+ * expiring lost publish acks). Callbacks never run concurrently with
+ * themselves; on_tick may run beside on_batch.
  *
  * Adopting it (a service with its own Fetch loop):
- *   rs_consume_cfg cfg = { .name = "router-calls", .stream = "TOOLCALLS",
- *       .durable = "routers", .filter = "toolcalls.>", .batch = 64,
- *       .on_batch = on_batch, .arg = r };
- *   rs_consume_start(&r->calls, r->nats.nc, r->nats.js, &cfg);
- *   ... on SIGTERM: rs_consume_stop(r->calls); rs_consume_join(r->calls);
- *   rs_consume_free(r->calls);   (after the last rs_consume_settle)
- * and in on_batch set out[i] for every message.
+ *   rs_consume_cfg cfg = { .name = "executor", .stream = "RUNS",
+ *       .durable = "executor", .filter = "runs.>", .batch = 64,
+ *       .on_batch = on_batch, .arg = x };
+ *   rs_consume_start(&x->consumer, x->nats.nc, x->nats.js, &cfg);
+ *   ... on SIGTERM: rs_consume_stop(x->consumer); rs_consume_join(x->consumer);
+ *   rs_consume_free(x->consumer);   (after the last rs_consume_settle)
+ * and in on_batch set out[i] for every message. The overlapping mode adds
+ * .overlap = 3, .inbox = <rs_nats_new_inbox> (services/tool-router/calls_take.c).
  */
 #ifndef RS_CONSUME_H
 #define RS_CONSUME_H
@@ -135,10 +138,16 @@ rs_status rs_consume_settle(natsMsg *m, rs_consume_disp d, int64_t delay_ms);
 rs_status rs_consume_settle_reply(rs_consume *c, const char *reply, rs_consume_disp d,
                                   int64_t delay_ms);
 
-/* From a JetStream ack subject: the stream sequence, and when the message
- * was stored (Unix ns, the server's clock); 0 if unreadable. */
-uint64_t rs_consume_reply_seq(const char *reply);
-int64_t rs_consume_reply_stored_ns(const char *reply);
+/* What a JetStream ack subject says of its message (natsMsg_GetMetaData
+ * for messages nats.c cannot read it from). */
+typedef struct rs_consume_meta {
+	uint64_t stream_seq;
+	uint64_t delivered;    /* delivery count, 1 the first time */
+	int64_t stored_ns;     /* Unix ns, the server's clock */
+} rs_consume_meta;
+
+/* RS_OK, or RS_EINVAL (all fields 0) if reply is not an ack subject. */
+rs_status rs_consume_reply_meta(const char *reply, rs_consume_meta *out);
 
 /* The status of the last pull request: NATS_OK after a delivery or a
  * normal expiry, else the error (NATS_NO_RESPONDERS: the durable is gone).

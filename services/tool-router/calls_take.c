@@ -123,13 +123,15 @@ rs_router_calls_take(rs_router *r, natsMsg *m)
 	const char *data = natsMsg_GetData(m), *reply = natsMsg_GetReply(m);
 	int len = natsMsg_GetDataLength(m);
 	rs_toolcall tc;
+	rs_consume_meta meta;
 	char err[256], key[200];
 	rs_router_call *c;
 	take_job *tj;
 
+	rs_consume_reply_meta(reply, &meta);
 	if (rs_toolcall_decode(data, (size_t)len, &tc, err, sizeof(err)) != RS_OK) {
 		rs_dlq_publish(r->nats.js, "tool-router", natsMsg_GetSubject(m),
-		               rs_consume_reply_seq(reply), data, len, err);
+		               meta.stream_seq, data, len, err);
 		settle(r, reply, RS_CONSUME_TERM);
 		goto cleanup;
 	}
@@ -160,7 +162,7 @@ rs_router_calls_take(rs_router *r, natsMsg *m)
 	c->tc = tc;
 	c->key = strdup(key);
 	c->reply = strdup(reply);
-	c->stored_ns = rs_consume_reply_stored_ns(reply);
+	c->stored_ns = meta.stored_ns;
 	if (c->key == NULL || c->reply == NULL)
 		rs_oom(0);
 	if (rs_json_parse(data, (size_t)len, &c->callobj, err, sizeof(err)) != RS_OK) {
