@@ -173,7 +173,6 @@ struct rs_router {
 
 	/* calls.c threads */
 	rs_consume *intake;          /* TOOLCALLS/routers (calls_take.c) */
-	char intake_inbox[128];      /* its requests' replies: <inbox>.<n> */
 	pthread_t watch_thread;
 	int watch_started;
 	kvWatcher *watcher;
@@ -191,6 +190,8 @@ struct rs_router {
 		          *oversize, *deliver_latency, *prehello_refused, *tenant_refused,
 		          *intake_latency;
 	} m;
+
+	char intake_inbox[128];      /* the intake's requests reply to <inbox>.<n> */
 };
 
 /* ops.c */
