@@ -19,6 +19,17 @@
  * heartbeat makes a request lost to a reconnect end after 2 heartbeats
  * (nats.c reports NATS_MISSED_HEARTBEAT), not after `expires`.
  *
+ * The overlapping mode (cfg.overlap >= 2; why: rs_consume.h) writes the
+ * pull protocol itself: a keeper thread (instead of the loop) sends raw
+ * requests {"batch","expires","idle_heartbeat"} to
+ * $JS.API.CONSUMER.MSG.NEXT.<stream>.<durable>, each with the reply
+ * subject <inbox>.<n> so its status messages (100 heartbeat, 404/408 over,
+ * 409 refused) name it; messages carry their stream subject and are
+ * counted against the oldest live request (the server serves a consumer's
+ * waiting requests in order). A request silent for two heartbeats (a
+ * reconnect, a restarted server) is forgotten and replaced. Many instances
+ * share the durable's max_waiting (512 for TOOLCALLS/routers).
+ *
  * Stop: the loop may be inside a 30 s request, so rs_consume_stop wakes it
  * by publishing a 408 status message to the subscription's own inbox:
  * nats.c ends the fetch exactly as on the server's 408 and returns what it
@@ -58,6 +69,18 @@ struct rs_consume {
 	pthread_cond_t cv;
 	int64_t last_warn;
 	rs_metric *m_delivered, *m_batches, *m_requests, *m_errors;
+	/* overlapping mode only; under mu */
+	pthread_cond_t kcv;        /* wakes the keeper */
+	char next_subj[256];
+	uint64_t next_id;
+	struct pull_req {
+		uint64_t id;
+		int64_t expires;       /* mono ms */
+		int64_t seen;          /* mono ms: sent, last message or heartbeat */
+		int remaining;
+		int live;
+	} reqs[RS_CONSUME_MAX_OVERLAP];
+	int64_t refused_until;     /* mono ms: a 409 backs off */
 };
 
 /* A duration setting in ms; malformed stops the owner's start-up, as every
@@ -137,6 +160,69 @@ rs_consume_settle(natsMsg *m, rs_consume_disp d, int64_t delay_ms)
 	}
 	natsMsg_Destroy(m);
 	return s == NATS_OK ? RS_OK : RS_EIO;
+}
+
+/* The wire form of a settlement (what natsMsg_Ack & co publish); 0: none. */
+static int
+settle_body(rs_consume_disp d, int64_t delay_ms, char *buf, size_t cap)
+{
+	static const char *const body[] = {
+		[RS_CONSUME_ACK] = "+ACK", [RS_CONSUME_NAK] = "-NAK", [RS_CONSUME_NAK_DELAY] = "-NAK",
+		[RS_CONSUME_TERM] = "+TERM", [RS_CONSUME_PROGRESS] = "+WPI",
+	};
+
+	if ((unsigned)d >= sizeof(body) / sizeof(body[0]) || body[d] == NULL)
+		return 0;   /* TAKEN, DROP */
+	if (d == RS_CONSUME_NAK_DELAY && delay_ms > 0)
+		snprintf(buf, cap, "-NAK {\"delay\":%lld}", (long long)delay_ms * 1000000LL);
+	else
+		snprintf(buf, cap, "%s", body[d]);
+	return 1;
+}
+
+rs_status
+rs_consume_settle_reply(rs_consume *c, const char *reply, rs_consume_disp d, int64_t delay_ms)
+{
+	char body[64];
+
+	if (c == NULL || d == RS_CONSUME_TAKEN)
+		return RS_EINVAL;
+	if (reply == NULL || reply[0] == '\0' || !settle_body(d, delay_ms, body, sizeof(body)))
+		return RS_OK;
+	if (natsConnection_PublishString(c->nc, reply, body) != NATS_OK) {
+		rs_debug("consumer %s: cannot settle (%s): redelivered after AckWait", c->cfg.name, body);
+		return RS_EIO;
+	}
+	return RS_OK;
+}
+
+/* A JetStream ack subject is
+ * $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
+ * or, with a domain and account hash, two more tokens after $JS.ACK and
+ * one at the end (12 tokens). */
+rs_status
+rs_consume_reply_meta(const char *reply, rs_consume_meta *out)
+{
+	const char *tok[16];
+	int n = 0, off;
+
+	memset(out, 0, sizeof(*out));
+	if (reply == NULL || strncmp(reply, "$JS.ACK.", 8) != 0)
+		return RS_EINVAL;
+	tok[n++] = reply;
+	for (const char *p = reply; *p != '\0' && n < 16; p++)
+		if (*p == '.')
+			tok[n++] = p + 1;
+	if (n == 9)
+		off = 0;
+	else if (n == 11 || n == 12)
+		off = 2;
+	else
+		return RS_EINVAL;
+	out->delivered = strtoull(tok[4 + off], NULL, 10);
+	out->stream_seq = strtoull(tok[5 + off], NULL, 10);
+	out->stored_ns = (int64_t)strtoull(tok[7 + off], NULL, 10);
+	return RS_OK;
 }
 
 /* Hand one delivered batch to the owner, then settle what it did not take. */
@@ -249,6 +335,195 @@ tick_main(void *arg)
 	return NULL;
 }
 
+/* ---- the overlapping mode ------------------------------------------- */
+
+/* With mu held: 1 if a live request will still take messages for a while
+ * (less than half its batch gone, more than a third of its life left). */
+static int
+covered(rs_consume *c, int64_t now)
+{
+	for (int i = 0; i < c->cfg.overlap; i++) {
+		struct pull_req *q = &c->reqs[i];
+		if (q->live && q->remaining > c->cfg.batch / 2 && q->expires - now > c->cfg.expires_ms / 3)
+			return 1;
+	}
+	return 0;
+}
+
+/* The subscription's thread: a message or a request's status. */
+static void
+overlap_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure)
+{
+	rs_consume *c = closure;
+	const char *subj = natsMsg_GetSubject(m), *dot = strrchr(subj, '.');
+	const char *status = NULL, *reply;
+	uint64_t id = dot != NULL ? strtoull(dot + 1, NULL, 10) : 0;
+	struct pull_req *q = NULL;
+	int64_t now = rs_mono_ms();
+	rs_consume_out out = { RS_CONSUME_ACK, 0 };
+	int user;
+
+	(void)nc;
+	(void)sub;
+	user = !(natsMsg_GetDataLength(m) == 0 &&
+	         natsMsgHeader_Get(m, "Status", &status) == NATS_OK && status != NULL);
+	pthread_mutex_lock(&c->mu);
+	if (user) {
+		for (int i = 0; i < c->cfg.overlap; i++)
+			if (c->reqs[i].live && (q == NULL || c->reqs[i].id < q->id))
+				q = &c->reqs[i];
+		if (q != NULL) {
+			q->seen = now;
+			if (--q->remaining <= 0)
+				q->live = 0;
+		}
+	} else {
+		for (int i = 0; i < c->cfg.overlap && q == NULL; i++)
+			if (c->reqs[i].live && c->reqs[i].id == id)
+				q = &c->reqs[i];
+		if (q != NULL) {
+			q->seen = now;
+			if (strncmp(status, "100", 3) != 0) {
+				/* 404/408: over; 409: refused (max_waiting, a changed
+				 * consumer); 503: no responders (the durable is gone). */
+				rs_debug("consumer %s: pull request %llu over: %s (%d left)", c->cfg.name,
+				         (unsigned long long)id, status, q->remaining);
+				q->live = 0;
+				if (strncmp(status, "409", 3) == 0) {
+					const char *desc = NULL;
+					natsMsgHeader_Get(m, "Description", &desc);
+					warn_limited(c, desc != NULL ? desc : "pull request refused", NATS_ERR);
+					c->refused_until = now + 1000;
+				}
+				atomic_store(&c->last_status,
+				             strncmp(status, "503", 3) == 0 ? NATS_NO_RESPONDERS : NATS_OK);
+			}
+		}
+	}
+	if (!covered(c, now))
+		pthread_cond_signal(&c->kcv);
+	pthread_mutex_unlock(&c->mu);
+	reply = natsMsg_GetReply(m);
+	/* Stopping: left unsettled, the message goes to another instance after
+	 * AckWait. */
+	if (!user || reply == NULL || atomic_load(&c->stopping)) {
+		natsMsg_Destroy(m);
+		return;
+	}
+	atomic_fetch_add(&c->delivered, 1ULL);
+	rs_metric_inc(c->m_delivered);
+	rs_metric_inc(c->m_batches);
+	c->cfg.on_batch(c->cfg.arg, &m, 1, &out);
+	if (out.disp == RS_CONSUME_TAKEN)
+		return;
+	rs_consume_settle_reply(c, reply, out.disp, out.delay_ms);
+	natsMsg_Destroy(m);
+}
+
+/* With mu held: a new request in a free slot (or the oldest one's). */
+static void
+send_request(rs_consume *c, int64_t now)
+{
+	char subj[192], body[160];
+	struct pull_req *q = NULL;
+	natsStatus s;
+
+	for (int i = 0; i < c->cfg.overlap && q == NULL; i++)
+		if (!c->reqs[i].live)
+			q = &c->reqs[i];
+	if (q == NULL) {
+		/* All slots taken by requests that are low: retire the oldest. */
+		q = &c->reqs[0];
+		for (int i = 1; i < c->cfg.overlap; i++)
+			if (c->reqs[i].expires < q->expires)
+				q = &c->reqs[i];
+	}
+	q->id = ++c->next_id;
+	/* The server's clock starts a little later: stop counting on it first. */
+	q->expires = now + c->cfg.expires_ms - c->cfg.expires_ms / 60;
+	q->seen = now;
+	q->remaining = c->cfg.batch;
+	snprintf(subj, sizeof(subj), "%s.%llu", c->cfg.inbox, (unsigned long long)q->id);
+	snprintf(body, sizeof(body), "{\"batch\":%d,\"expires\":%lld,\"idle_heartbeat\":%lld}",
+	         c->cfg.batch, (long long)c->cfg.expires_ms * 1000000LL,
+	         (long long)c->cfg.heartbeat_ms * 1000000LL);
+	s = natsConnection_PublishRequestString(c->nc, c->next_subj, subj, body);
+	q->live = s == NATS_OK;
+	if (q->live)
+		rs_metric_inc(c->m_requests);
+	else
+		rs_debug("consumer %s: pull request not sent: %s", c->cfg.name, natsStatus_GetText(s));
+}
+
+/* The keeper: the loop thread of the overlapping mode. */
+static void *
+keeper_main(void *arg)
+{
+	rs_consume *c = arg;
+
+	pthread_mutex_lock(&c->mu);
+	while (!atomic_load(&c->stopping)) {
+		int64_t now = rs_mono_ms(), until = now + 250;
+		struct timespec ts;
+
+		for (int i = 0; i < c->cfg.overlap; i++) {
+			struct pull_req *q = &c->reqs[i];
+			if (q->live && (now >= q->expires ||
+		                    (c->cfg.heartbeat_ms > 0 && now - q->seen > 2 * c->cfg.heartbeat_ms + 1000))) {
+				rs_debug("consumer %s: pull request %llu %s (%d left)", c->cfg.name,
+				         (unsigned long long)q->id, now >= q->expires ? "expired" : "silent: lost",
+				         q->remaining);
+				q->live = 0;
+			}
+		}
+		if (!covered(c, now) && now >= c->refused_until &&
+		    natsConnection_Status(c->nc) == NATS_CONN_STATUS_CONNECTED)
+			send_request(c, now);
+		/* Wake at least every 250 ms: expiries, a reconnect. */
+		ts.tv_sec = (time_t)(until / 1000);
+		ts.tv_nsec = (long)(until % 1000) * 1000000L;
+		pthread_cond_timedwait(&c->kcv, &c->mu, &ts);
+	}
+	pthread_mutex_unlock(&c->mu);
+	return NULL;
+}
+
+/* The overlapping mode's bind: the durable must exist (a lookup that
+ * cannot answer now is not fatal: the keeper keeps asking), then one
+ * subscription on <inbox>.* for every request's replies. */
+static rs_status
+bind_overlap(rs_consume *c, jsCtx *js)
+{
+	jsConsumerInfo *ci = NULL;
+	jsErrCode jerr = 0;
+	char wild[192];
+	natsStatus s;
+
+	s = js_GetConsumerInfo(&ci, js, c->cfg.stream, c->cfg.durable, NULL, &jerr);
+	jsConsumerInfo_Destroy(ci);
+	if (s != NATS_OK && (s == NATS_NOT_FOUND || jerr == JSConsumerNotFoundErr ||
+	                     jerr == JSStreamNotFoundErr)) {
+		rs_error("consumer %s: no durable %s/%s (run `runctl streams apply`)", c->cfg.name,
+		         c->cfg.stream, c->cfg.durable);
+		return RS_ENOTFOUND;
+	}
+	if (s != NATS_OK)
+		warn_limited(c, "cannot look up the durable now", s);
+	snprintf(c->next_subj, sizeof(c->next_subj), "$JS.API.CONSUMER.MSG.NEXT.%s.%s", c->cfg.stream,
+	         c->cfg.durable);
+	snprintf(wild, sizeof(wild), "%s.*", c->cfg.inbox);
+	s = natsConnection_Subscribe(&c->sub, c->nc, wild, overlap_msg, c);
+	if (s == NATS_OK)
+		s = natsSubscription_SetPendingLimits(c->sub, -1, -1);
+	if (s != NATS_OK) {
+		rs_error("consumer %s: cannot subscribe to %s: %s", c->cfg.name, wild, natsStatus_GetText(s));
+		natsSubscription_Destroy(c->sub);
+		c->sub = NULL;
+		return rs_nats_status(s, 0);
+	}
+	return RS_OK;
+}
+
 static rs_status
 bind(rs_consume *c, jsCtx *js)
 {
@@ -284,7 +559,9 @@ rs_consume_start(rs_consume **out, natsConnection *nc, jsCtx *js, const rs_consu
 	*out = NULL;
 	if (cfg == NULL || nc == NULL || js == NULL || cfg->name == NULL || cfg->stream == NULL ||
 	    cfg->durable == NULL || cfg->filter == NULL || cfg->on_batch == NULL ||
-	    (cfg->on_tick != NULL && cfg->tick_ms <= 0))
+	    (cfg->on_tick != NULL && cfg->tick_ms <= 0) || cfg->overlap > RS_CONSUME_MAX_OVERLAP ||
+	    (cfg->overlap >= 2 && (cfg->inbox == NULL || strlen(cfg->inbox) > 160 ||
+	                           strlen(cfg->stream) + strlen(cfg->durable) > 200)))
 		return RS_EINVAL;
 	if ((c = calloc(1, sizeof(*c))) == NULL)
 		rs_oom(0);
@@ -312,6 +589,7 @@ rs_consume_start(rs_consume **out, natsConnection *nc, jsCtx *js, const rs_consu
 		pthread_condattr_init(&ca);
 		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 		pthread_cond_init(&c->cv, &ca);
+		pthread_cond_init(&c->kcv, &ca);
 		pthread_condattr_destroy(&ca);
 	}
 	/* The metrics registry keeps the labels pointer for the life of the
@@ -327,13 +605,14 @@ rs_consume_start(rs_consume **out, natsConnection *nc, jsCtx *js, const rs_consu
 	c->m_requests = rs_counter("rs_consume_pull_requests_total",
 	                           "Pull requests sent (one per batch, or per idle expiry)", lab);
 	c->m_errors = rs_counter("rs_consume_errors_total", "Pull requests that failed", lab);
-	if ((st = bind(c, js)) != RS_OK) {
+	if ((st = c->cfg.overlap >= 2 ? bind_overlap(c, js) : bind(c, js)) != RS_OK) {
+		pthread_cond_destroy(&c->kcv);
 		pthread_cond_destroy(&c->cv);
 		pthread_mutex_destroy(&c->mu);
 		free(c);
 		return st;
 	}
-	if (pthread_create(&c->loop_th, NULL, loop_main, c) != 0)
+	if (pthread_create(&c->loop_th, NULL, c->cfg.overlap >= 2 ? keeper_main : loop_main, c) != 0)
 		goto fail;
 	c->loop_started = 1;
 	if (c->cfg.on_tick != NULL) {
@@ -341,9 +620,10 @@ rs_consume_start(rs_consume **out, natsConnection *nc, jsCtx *js, const rs_consu
 			goto fail;
 		c->tick_started = 1;
 	}
-	rs_info("consumer %s: bound to %s/%s (request life %lld ms, heartbeat %lld ms, batch %d)",
-	        c->cfg.name, c->cfg.stream, c->cfg.durable, (long long)c->cfg.expires_ms,
-	        (long long)c->cfg.heartbeat_ms, c->cfg.batch);
+	rs_info("consumer %s: bound to %s/%s (request life %lld ms, heartbeat %lld ms, batch %d, "
+	        "%d request(s) at once)", c->cfg.name, c->cfg.stream, c->cfg.durable,
+	        (long long)c->cfg.expires_ms, (long long)c->cfg.heartbeat_ms, c->cfg.batch,
+	        c->cfg.overlap >= 2 ? c->cfg.overlap : 1);
 	*out = c;
 	return RS_OK;
 fail:
@@ -377,8 +657,10 @@ rs_consume_stop(rs_consume *c)
 		return;
 	pthread_mutex_lock(&c->mu);
 	pthread_cond_broadcast(&c->cv);
+	pthread_cond_broadcast(&c->kcv);
 	pthread_mutex_unlock(&c->mu);
-	wake_fetch(c);
+	if (c->cfg.overlap < 2)
+		wake_fetch(c);
 }
 
 void
@@ -409,6 +691,7 @@ rs_consume_free(rs_consume *c)
 		return;
 	rs_consume_join(c);
 	natsSubscription_Destroy(c->sub);
+	pthread_cond_destroy(&c->kcv);
 	pthread_cond_destroy(&c->cv);
 	pthread_mutex_destroy(&c->mu);
 	free(c);

@@ -16,19 +16,34 @@
  * nats-server 2.9.10 does with expired requests: docs/architecture.md,
  * "Consuming JetStream".
  *
- * Threads: one loop thread per consumer calls room, on_batch; an optional
- * ticker thread calls on_tick every tick_ms (housekeeping that must not
- * depend on traffic, e.g. expiring lost publish acks). Callbacks never run
- * concurrently with themselves; on_tick may run beside on_batch.
+ * Overlapping mode (cfg.overlap >= 2, the tool-router's intake): nats.c
+ * allows one fetch per subscription, so after every burst the loop above
+ * has no request outstanding for a round trip; under load that cost the
+ * router 7-21 % of its C=64 round trip (docs/benchmarks.md, "Router"). In
+ * this mode the loop writes the pull protocol itself: up to cfg.overlap
+ * requests outstanding, each on its own reply subject <cfg.inbox>.<n>, the
+ * next sent while the live ones still have half their batch and a third of
+ * their life. Messages arrive on a subscription thread one at a time
+ * (on_batch gets n == 1); they are not bound to a nats.c JetStream
+ * subscription, so one the owner TAKEs is settled by its ack subject with
+ * rs_consume_settle_reply. room is not used in this mode.
+ *
+ * Threads: one loop thread per consumer calls room, on_batch (in the
+ * overlapping mode the loop thread sends requests and on_batch runs on the
+ * subscription's delivery thread); an optional ticker thread calls on_tick
+ * every tick_ms (housekeeping that must not depend on traffic, e.g.
+ * expiring lost publish acks). Callbacks never run concurrently with
+ * themselves; on_tick may run beside on_batch.
  *
  * Adopting it (a service with its own Fetch loop):
- *   rs_consume_cfg cfg = { .name = "router-calls", .stream = "TOOLCALLS",
- *       .durable = "routers", .filter = "toolcalls.>", .batch = 64,
- *       .on_batch = on_batch, .arg = r };
- *   rs_consume_start(&r->calls, r->nats.nc, r->nats.js, &cfg);
- *   ... on SIGTERM: rs_consume_stop(r->calls); rs_consume_join(r->calls);
- *   rs_consume_free(r->calls);   (after the last rs_consume_settle)
- * and in on_batch set out[i] for every message.
+ *   rs_consume_cfg cfg = { .name = "executor", .stream = "RUNS",
+ *       .durable = "executor", .filter = "runs.>", .batch = 64,
+ *       .on_batch = on_batch, .arg = x };
+ *   rs_consume_start(&x->consumer, x->nats.nc, x->nats.js, &cfg);
+ *   ... on SIGTERM: rs_consume_stop(x->consumer); rs_consume_join(x->consumer);
+ *   rs_consume_free(x->consumer);   (after the last rs_consume_settle)
+ * and in on_batch set out[i] for every message. The overlapping mode adds
+ * .overlap = 3, .inbox = <rs_nats_new_inbox> (services/tool-router/calls_take.c).
  */
 #ifndef RS_CONSUME_H
 #define RS_CONSUME_H
@@ -82,7 +97,13 @@ typedef struct rs_consume_cfg {
 	rs_consume_tick_fn on_tick;    /* optional, with tick_ms > 0 */
 	int64_t tick_ms;
 	void *arg;
+	int overlap;           /* >= 2: overlapping mode with that many requests
+	                        * (at most RS_CONSUME_MAX_OVERLAP); 0, 1: one fetch */
+	const char *inbox;     /* overlapping mode: a fresh inbox of the connection
+	                        * (rs_nats_new_inbox: it has the user's prefix) */
 } rs_consume_cfg;
+
+#define RS_CONSUME_MAX_OVERLAP 8
 
 typedef struct rs_consume rs_consume;
 
@@ -100,13 +121,33 @@ void rs_consume_stop(rs_consume *c);
  * finished and settled; then unsubscribe. Implies rs_consume_stop. */
 void rs_consume_join(rs_consume *c);
 
-/* Free it (after join; messages TAKEN before stay valid). NULL: no-op. */
+/* Free it (after join; messages TAKEN before stay valid). NULL: no-op.
+ * Overlapping mode: on_batch may still be running on the subscription's
+ * thread after join; free after the connection is closed. */
 void rs_consume_free(rs_consume *c);
 
 /* Settle a message the callback TAKEN: ACK, NAK, NAK_DELAY (delay_ms), TERM
  * destroy it; PROGRESS keeps it (restarts AckWait); DROP destroys it
  * unsettled. The one place the dispositions meet nats.c. */
 rs_status rs_consume_settle(natsMsg *m, rs_consume_disp d, int64_t delay_ms);
+
+/* The same for a message known by its ack subject (natsMsg_GetReply; the
+ * overlapping mode's messages, which nats.c cannot ack): publishes the
+ * settlement on c's connection. Any thread; DROP and a NULL reply do
+ * nothing. A lost settlement means a redelivery after AckWait. */
+rs_status rs_consume_settle_reply(rs_consume *c, const char *reply, rs_consume_disp d,
+                                  int64_t delay_ms);
+
+/* What a JetStream ack subject says of its message (natsMsg_GetMetaData
+ * for messages nats.c cannot read it from). */
+typedef struct rs_consume_meta {
+	uint64_t stream_seq;
+	uint64_t delivered;    /* delivery count, 1 the first time */
+	int64_t stored_ns;     /* Unix ns, the server's clock */
+} rs_consume_meta;
+
+/* RS_OK, or RS_EINVAL (all fields 0) if reply is not an ack subject. */
+rs_status rs_consume_reply_meta(const char *reply, rs_consume_meta *out);
 
 /* The status of the last pull request: NATS_OK after a delivery or a
  * normal expiry, else the error (NATS_NO_RESPONDERS: the durable is gone).

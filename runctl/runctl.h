@@ -26,6 +26,9 @@ typedef struct {
  * `runctl --version [--json]` prints version (the build's, main.c). */
 int rs_ctl_dispatch(const runctl_cmd *cmds, const char *version, int argc, char **argv);
 
+/* Every command (commands.c), ended by a row of NULLs. */
+extern const runctl_cmd rs_ctl_commands[];
+
 /* Value of --name in argv (also --name=value), else def. */
 const char *rs_ctl_flag(int argc, char **argv, const char *name, const char *def);
 /* 1 if the bare flag --name is present. */

@@ -312,7 +312,7 @@ rs_api_agents_get(rs_api *app, rs_api_job *job, const char *name, const char *ve
 	list = json_array();
 	snprintf(key, sizeof(key), "%s.%s.*", job->tenant, name);
 	if (list_keys(app, key, list, 0) != RS_OK) {
-		rs_api_problem(job, 503, "cannot list versions of %s", name);
+		rs_api_problem_retry(job, 503, 1, "cannot list versions of %s", name);
 		goto cleanup;
 	}
 	rs_api_json(job, 200, json_pack("{s:s, s:s, s:O, s:O}", "name", name, "latest", ver,

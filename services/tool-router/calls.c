@@ -10,9 +10,10 @@
  * (kvStore_Update). Whoever wins the CAS may write to the device; a loser
  * learns the new state from the watch.
  *
- *   intake (intake.c keeps a pull request on the shared durable consumer
- *     `routers` of TOOLCALLS outstanding; its subscription thread decodes
- *     here and posts to the service thread): a tool.call is claimed and
+ *   intake (calls_take.c: common/rs_consume.c keeps up to three pull
+ *     requests on the shared durable consumer `routers` of TOOLCALLS
+ *     outstanding; its subscription thread decodes there and posts to the
+ *     service thread): a tool.call is claimed and
  *     delivered in one step. The service thread picks a local device and
  *     creates the record directly as delivered to it (an asynchronous
  *     publish with Nats-Expected-Last-Subject-Sequence 0, i.e. a KV
@@ -708,7 +709,7 @@ rs_router_calls_start(rs_router *r)
 void
 rs_router_calls_stop(rs_router *r)
 {
-	rs_router_intake_stop(r);
+	rs_consume_join(r->intake);
 	if (r->watcher != NULL)
 		kvWatcher_Stop(r->watcher);
 	if (r->watch_started)

@@ -1,6 +1,10 @@
 /*
- * calls_take.c - TOOLCALLS into KV `calls`: intake.c's subscription thread
- * hands each message here; a tool.call is claimed and delivered in one
+ * calls_take.c - TOOLCALLS into KV `calls`. The intake reads the shared
+ * durable `routers` through common/rs_consume.c in its overlapping mode (up
+ * to three pull requests outstanding, so one is waiting while another
+ * ends: one fetch at a time cost 7-21 % of the C=64 round trip,
+ * docs/benchmarks.md, "Router"); its subscription thread hands each message
+ * here; a tool.call is claimed and delivered in one
  * step (the record created as delivered to a local device, or pending for
  * any router), a tool.cancel moves the record to cancelled. The TOOLCALLS
  * message is acked once the create's publish ack says the record is
@@ -19,6 +23,14 @@
 #include "rs_time.h"
 
 /* ---- intake: TOOLCALLS -> KV calls (intake thread) ------------------ */
+
+/* Settle a TOOLCALLS message by its ack subject (any thread); a nak comes
+ * back in 500 ms. */
+static void
+settle(rs_router *r, const char *reply, rs_consume_disp d)
+{
+	rs_consume_settle_reply(r->intake, reply, d, d == RS_CONSUME_NAK_DELAY ? 500 : 0);
+}
 
 static char *
 cancel_record(const char *payload, int len)
@@ -92,8 +104,8 @@ cancel_work(rs_router *r, rs_router_job *jj)
 {
 	cancel_job *j = (cancel_job *)jj;
 
-	rs_router_intake_settle(r, j->reply, intake_cancel(r, j->key, j->payload, j->len) == RS_OK
-	                                             ? RS_SETTLE_ACK : RS_SETTLE_NAK);
+	settle(r, j->reply, intake_cancel(r, j->key, j->payload, j->len) == RS_OK ? RS_CONSUME_ACK
+	                                                                         : RS_CONSUME_NAK_DELAY);
 	free(j);
 }
 
@@ -111,14 +123,16 @@ rs_router_calls_take(rs_router *r, natsMsg *m)
 	const char *data = natsMsg_GetData(m), *reply = natsMsg_GetReply(m);
 	int len = natsMsg_GetDataLength(m);
 	rs_toolcall tc;
+	rs_consume_meta meta;
 	char err[256], key[200];
 	rs_router_call *c;
 	take_job *tj;
 
+	rs_consume_reply_meta(reply, &meta);
 	if (rs_toolcall_decode(data, (size_t)len, &tc, err, sizeof(err)) != RS_OK) {
 		rs_dlq_publish(r->nats.js, "tool-router", natsMsg_GetSubject(m),
-		               rs_router_intake_stream_seq(reply), data, len, err);
-		rs_router_intake_settle(r, reply, RS_SETTLE_TERM);
+		               meta.stream_seq, data, len, err);
+		settle(r, reply, RS_CONSUME_TERM);
 		goto cleanup;
 	}
 	rs_router_call_key(tc.tenant, tc.call_id, key, sizeof(key));
@@ -148,12 +162,12 @@ rs_router_calls_take(rs_router *r, natsMsg *m)
 	c->tc = tc;
 	c->key = strdup(key);
 	c->reply = strdup(reply);
-	c->stored_ns = rs_router_intake_stored_ns(reply);
+	c->stored_ns = meta.stored_ns;
 	if (c->key == NULL || c->reply == NULL)
 		rs_oom(0);
 	if (rs_json_parse(data, (size_t)len, &c->callobj, err, sizeof(err)) != RS_OK) {
 		/* rs_toolcall_decode read it: cannot happen. */
-		rs_router_intake_settle(r, reply, RS_SETTLE_TERM);
+		settle(r, reply, RS_CONSUME_TERM);
 		rs_router_calls_call_free(c);
 		free(tj);
 		goto cleanup;
@@ -198,7 +212,7 @@ take_apply(rs_router *r, rs_router_job *jj)
 	free(tj);
 	if (atomic_load(&r->stopping)) {
 		/* No device will get it from us now: to another router. */
-		rs_router_intake_settle(r, n->reply, RS_SETTLE_NAK);
+		settle(r, n->reply, RS_CONSUME_NAK_DELAY);
 		rs_router_calls_call_free(n);
 		return;
 	}
@@ -206,7 +220,7 @@ take_apply(rs_router *r, rs_router_job *jj)
 		/* Known: its record exists (the watch showed it: ack), or our
 		 * create for an earlier delivery of this message is still in
 		 * flight (that one settles; this copy comes back later). */
-		rs_router_intake_settle(r, n->reply, c->rev > 0 ? RS_SETTLE_ACK : RS_SETTLE_NAK);
+		settle(r, n->reply, c->rev > 0 ? RS_CONSUME_ACK : RS_CONSUME_NAK_DELAY);
 		rs_router_calls_call_free(n);
 		return;
 	}
@@ -229,7 +243,7 @@ take_apply(rs_router *r, rs_router_job *jj)
 	}
 	if (create_async(r, n->key, rec) != RS_OK) {
 		rs_warn("router: cannot write KV calls %s now; the call comes back in 500 ms", n->key);
-		rs_router_intake_settle(r, n->reply, RS_SETTLE_NAK);
+		settle(r, n->reply, RS_CONSUME_NAK_DELAY);
 		if (conn != NULL && conn->dev->claiming > 0)
 			conn->dev->claiming--;
 		rs_map_take(&r->calls, n->key);
@@ -259,7 +273,7 @@ create_done(rs_router *r, rs_router_job *jj)
 		free(j);
 		return;   /* cannot happen: an intake create keeps its call in the index */
 	}
-	rs_router_intake_settle(r, c->reply, j->ok || j->exists ? RS_SETTLE_ACK : RS_SETTLE_NAK);
+	settle(r, c->reply, j->ok || j->exists ? RS_CONSUME_ACK : RS_CONSUME_NAK_DELAY);
 	free(c->reply);
 	c->reply = NULL;
 	c->inflight = 0;
@@ -334,4 +348,41 @@ rs_router_calls_on_puback(jsCtx *js, natsMsg *m, jsPubAck *pa, jsPubAckErr *pae,
 			rs_router_calls_repub(r, subj, natsMsg_GetData(m), natsMsg_GetDataLength(m), type, msgid);
 	}
 	natsMsg_Destroy(m);
+}
+
+/* ---- the consumer: TOOLCALLS/routers ---------------------------------- */
+
+/* rs_consume's callback, on the subscription's thread (n == 1 in the
+ * overlapping mode). Stopping: left unsettled, a message goes to another
+ * router after AckWait. */
+static void
+on_intake(void *arg, natsMsg **msgs, int n, rs_consume_out *out)
+{
+	rs_router *r = arg;
+
+	for (int i = 0; i < n; i++) {
+		if (atomic_load(&r->stopping)) {
+			out[i].disp = RS_CONSUME_DROP;
+			continue;
+		}
+		out[i].disp = RS_CONSUME_TAKEN;
+		rs_router_calls_take(r, msgs[i]);   /* takes it; settles it later */
+	}
+}
+
+rs_status
+rs_router_intake_start(rs_router *r)
+{
+	/* Requests of 256 living RS_ROUTER_PULL_EXPIRES_MS (30 s), an idle
+	 * heartbeat every min(5 s, expires/4), up to three at once. */
+	rs_consume_cfg cfg = {
+		.name = "router-calls", .stream = "TOOLCALLS", .durable = "routers",
+		.filter = "toolcalls.>", .batch = 256, .expires_ms = r->pull_expires_ms,
+		.heartbeat_ms = r->pull_expires_ms / 4 < 5000 ? r->pull_expires_ms / 4 : 5000,
+		.on_batch = on_intake, .arg = r, .overlap = 3, .inbox = r->intake_inbox,
+	};
+
+	if (rs_nats_new_inbox(&r->nats, r->intake_inbox, sizeof(r->intake_inbox)) != RS_OK)
+		return RS_ERR;
+	return rs_consume_start(&r->intake, r->nats.nc, r->nats.js, &cfg);
 }

@@ -50,6 +50,4 @@ rs_router_metrics_init(rs_router *r)
 	r->m.intake_latency = rs_histogram("rs_router_intake_seconds",
 	                                   "From a tool.call stored in TOOLCALLS to its frame queued to a "
 	                                   "device (calls taken by a device already here)", NULL);
-	r->m.pull_requests = rs_counter("rs_router_pull_requests_total",
-	                                "Pull requests sent to TOOLCALLS/routers (kept outstanding)", NULL);
 }

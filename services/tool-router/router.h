@@ -10,9 +10,10 @@
  *     compare-and-set, synchronous JetStream publishes, token look-ups. They
  *     receive self-contained jobs (copies, never pointers into lws state)
  *     and report back by posting a job to the inbox.
- *   - intake.c keeps a pull request on TOOLCALLS outstanding (its keeper
- *     thread) and receives the messages on a NATS subscription thread,
- *     which decodes them (calls.c) and posts them to the service thread.
+ *   - the intake (calls_take.c) reads TOOLCALLS through common/rs_consume.c
+ *     in its overlapping mode: a keeper thread keeps up to three pull
+ *     requests outstanding, the messages arrive on a NATS subscription
+ *     thread, which decodes them and posts them to the service thread.
  *   - nats.c's async-publish ack thread reports KV creates and CMDS
  *     publishes (calls.c) by posting to the inbox.
  *   - the watch thread (calls.c) follows KV `calls` and posts updates.
@@ -28,6 +29,7 @@
 #include <stdint.h>
 
 #include "rs_cmd.h"
+#include "rs_consume.h"
 #include "rs_map.h"
 #include "rs_metrics.h"
 #include "rs_nats.h"
@@ -145,7 +147,7 @@ struct rs_router {
 	int hello_timeout_s;         /* RS_ROUTER_HELLO_TIMEOUT_S */
 	int max_devices_tenant;      /* RS_ROUTER_MAX_DEVICES_PER_TENANT (0: off) */
 	int nworkers;
-	int64_t pull_expires_ms;     /* RS_ROUTER_PULL_EXPIRES_MS (intake.c) */
+	int64_t pull_expires_ms;     /* RS_ROUTER_PULL_EXPIRES_MS (the intake) */
 	rs_ops ops;
 
 	rs_nats nats;
@@ -169,8 +171,8 @@ struct rs_router {
 	rs_map tenant_conns;  /* tenant -> connections with a device (count) */
 	lws_sorted_usec_list_t sul_heartbeat, sul_sweep, sul_presence;
 
-	/* calls.c / intake.c threads */
-	struct rs_router_intake *intake;  /* intake.c */
+	/* calls.c threads */
+	rs_consume *intake;          /* TOOLCALLS/routers (calls_take.c) */
 	pthread_t watch_thread;
 	int watch_started;
 	kvWatcher *watcher;
@@ -186,8 +188,10 @@ struct rs_router {
 		          *auth_ok, *auth_fail, *calls_seen, *calls_delivered,
 		          *results, *results_ignored, *claim_conflicts, *dropped_heartbeat,
 		          *oversize, *deliver_latency, *prehello_refused, *tenant_refused,
-		          *intake_latency, *pull_requests;
+		          *intake_latency;
 	} m;
+
+	char intake_inbox[128];      /* the intake's requests reply to <inbox>.<n> */
 };
 
 /* ops.c */
@@ -212,19 +216,12 @@ void rs_router_presence_put(rs_router *r, const rs_router_device *d, uint64_t co
 void rs_router_presence_del(rs_router *r, const rs_router_device *d, uint64_t conn_id);
 void rs_router_presence_refresh(rs_router *r); /* every device, periodically */
 
-/* intake.c: the kept-alive pull consumer TOOLCALLS/routers. Every message
- * goes to rs_router_calls_take on the subscription's thread. */
-typedef enum { RS_SETTLE_ACK = 0, RS_SETTLE_NAK, RS_SETTLE_TERM } rs_router_settle;
-rs_status rs_router_intake_start(rs_router *r);
-void rs_router_intake_stop(rs_router *r);       /* call with r->stopping set */
-void rs_router_intake_free(rs_router *r);       /* after the NATS connection is closed */
-/* Ack, nak (redelivered in 500 ms) or term a TOOLCALLS message by its reply
- * subject (any thread; a lost settle means a redelivery after AckWait). */
-void rs_router_intake_settle(rs_router *r, const char *reply, rs_router_settle how);
-/* The stream sequence named by a JetStream ack subject (0 if unreadable). */
-uint64_t rs_router_intake_stream_seq(const char *reply);
-/* When the message was stored (Unix ns, the server's clock; 0 if unreadable). */
-int64_t rs_router_intake_stored_ns(const char *reply);
+/* calls_take.c: the pull consumer TOOLCALLS/routers (common/rs_consume.c,
+ * overlapping mode). Every message goes to rs_router_calls_take on the
+ * subscription's thread. */
+rs_status rs_router_intake_start(rs_router *r);   /* r->intake; rs_consume_join it with
+                                                  * r->stopping set, rs_consume_free it
+                                                  * after the NATS connection is closed */
 
 /* calls.c */
 /* jsOptions for the router's connection: async publishes (KV creates of the

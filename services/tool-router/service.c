@@ -159,7 +159,8 @@ rs_router_service_stop(rs_service *s)
 {
 	rs_router *r = s->app;
 
-	rs_router_intake_free(r);
+	rs_consume_free(r->intake);   /* after the connection closed: see rs_consume.h */
+	r->intake = NULL;
 	rs_router_queue_destroy(&r->inbox);
 	for (int i = 0; i < RS_ROUTER_MAX_WORKERS; i++)
 		rs_router_queue_destroy(&r->workq[i]);

@@ -4,7 +4,8 @@
  *
  * Usage: rs-consume-probe STREAM DURABLE FILTER (RS_NATS_URL and the
  * RS_NATS_USER/PASSWORD of rs_nats_connect; RS_CONSUME_EXPIRES_MS and
- * RS_CONSUME_HEARTBEAT_MS as in production).
+ * RS_CONSUME_HEARTBEAT_MS as in production; RS_PROBE_OVERLAP=N: the
+ * overlapping mode with N requests, as the tool-router's intake).
  * Prints one JSON line per event on stdout:
  *   {"ready":true}
  *   {"msg":"<body>","seq":S,"dc":D,"lat_ms":L}   L = now - the server's store time
@@ -17,6 +18,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +31,8 @@
 #include "rs_time.h"
 
 static pthread_mutex_t out_mu = PTHREAD_MUTEX_INITIALIZER;
+static rs_consume *_Atomic probe_c;   /* set before any "taken" message is acked */
+static int probe_overlap;
 
 static void
 say(const char *fmt, ...)
@@ -50,7 +54,13 @@ ack_later(void *arg)
 	natsMsg *m = arg;
 
 	usleep(200 * 1000);
-	rs_consume_settle(m, RS_CONSUME_ACK, 0);
+	if (probe_overlap) {
+		/* Not bound to a nats.c JetStream subscription: by its ack subject. */
+		rs_consume_settle_reply(probe_c, natsMsg_GetReply(m), RS_CONSUME_ACK, 0);
+		natsMsg_Destroy(m);
+	} else {
+		rs_consume_settle(m, RS_CONSUME_ACK, 0);
+	}
 	return NULL;
 }
 
@@ -61,16 +71,15 @@ on_batch(void *arg, natsMsg **msgs, int n, rs_consume_out *out)
 	for (int i = 0; i < n; i++) {
 		char body[64];
 		int len = natsMsg_GetDataLength(msgs[i]);
-		jsMsgMetaData *md = NULL;
+		rs_consume_meta md;
 		long long seq = 0, dc = 0, lat = -1;
 
 		snprintf(body, sizeof(body), "%.*s", len < 63 ? len : 63,
 		         natsMsg_GetData(msgs[i]) ? natsMsg_GetData(msgs[i]) : "");
-		if (natsMsg_GetMetaData(&md, msgs[i]) == NATS_OK) {
-			seq = (long long)md->Sequence.Stream;
-			dc = (long long)md->NumDelivered;
-			lat = (long long)(rs_now_ms() - md->Timestamp / 1000000);
-			jsMsgMetaData_Destroy(md);
+		if (rs_consume_reply_meta(natsMsg_GetReply(msgs[i]), &md) == RS_OK) {
+			seq = (long long)md.stream_seq;
+			dc = (long long)md.delivered;
+			lat = (long long)(rs_now_ms() - md.stored_ns / 1000000);
 		}
 		say("{\"msg\":\"%s\",\"seq\":%lld,\"dc\":%lld,\"lat_ms\":%lld}", body, seq, dc, lat);
 		if (strcmp(body, "nak") == 0) {
@@ -114,6 +123,7 @@ main(int argc, char **argv)
 	rs_consume_cfg cfg = { .name = "probe", .on_batch = on_batch, .batch = 16 };
 	rs_consume *c = NULL;
 	rs_nats n;
+	char inbox[128];
 	sigset_t sigs;
 	struct timespec ts = { 0, 500 * 1000000L };
 	int sig = 0;
@@ -135,12 +145,20 @@ main(int argc, char **argv)
 	if (rs_nats_connect(&n, getenv("RS_NATS_URL") ? getenv("RS_NATS_URL") : "nats://127.0.0.1:4222",
 	                    "consume-probe", NULL, 5000) != RS_OK)
 		return 1;
+	if (getenv("RS_PROBE_OVERLAP") != NULL) {
+		probe_overlap = atoi(getenv("RS_PROBE_OVERLAP"));
+		cfg.overlap = probe_overlap;
+		cfg.inbox = inbox;
+		if (rs_nats_new_inbox(&n, inbox, sizeof(inbox)) != RS_OK)
+			return 1;
+	}
 	if (rs_consume_start(&c, n.nc, n.js, &cfg) != RS_OK) {
 		/* one exit path that frees what it made: LeakSanitizer checks it */
 		rs_nats_close(&n, 0);
 		nats_Close();
 		return 1;
 	}
+	probe_c = c;
 	say("{\"ready\":true}");
 	while (sigtimedwait(&sigs, NULL, &ts) < 0)
 		say("{\"requests\":%.0f,\"delivered\":%llu}",
@@ -152,8 +170,11 @@ main(int argc, char **argv)
 	rs_consume_join(c);
 	say("{\"stopped\":true,\"stop_ms\":%lld}", (long long)(rs_mono_ms() - t0));
 	usleep(300 * 1000);   /* "taken" messages still being acked */
-	rs_consume_free(c);
+	if (!probe_overlap)
+		rs_consume_free(c);
 	rs_nats_close(&n, 1000);
+	if (probe_overlap)
+		rs_consume_free(c);   /* its subscription's thread is done now */
 	nats_Close();
 	return 0;
 }

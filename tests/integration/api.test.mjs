@@ -8,9 +8,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
-import { connect, headers as natsHeaders, StringCodec } from 'nats';
+import { connect, StringCodec } from 'nats';
 import { startStack, startNats, startService, runctl, stopAll, freePort, logTail, waitFor } from '../lib/stack.mjs';
-import { followRuns, parseSse, readSse } from '../lib/clients.mjs';
+import { apiClient, followRuns, parseSse, readSse } from '../lib/clients.mjs';
 
 const require = createRequire(import.meta.url);
 const EventSource = require('eventsource');
@@ -515,68 +515,79 @@ test('with the real orchestrator and projector: wait=N, steps from the log, list
   assert.deepEqual(none.runs, []);
 });
 
-test('live delivery survives a nats-server restart: no gap, no duplicate', async () => {
-  // A separate world: the restart must not disturb the other tests. No
-  // orchestrator: the test appends the run's events itself.
+test('live delivery survives a nats-server restart: no gap, no duplicate, Last-Event-ID resumes', async () => {
+  // A separate world, so the restart does not disturb the other tests: its
+  // own nats-server, Postgres, API and orchestrator. A manual run waits at
+  // its first signal step while nats-server restarts; the signals sent
+  // after the restart move it to its end.
   const world = await startStack({ pg: true });
   const k = runctl(['keys', 'create', '--tenant', 'acme'], world.env);
   assert.equal(k.code, 0, k.stderr);
   const key = k.stdout.trim().split('\n').pop().trim();
   const aport = await freePort();
   const wapi = await startService('api', { ...world.env, RS_API_PORT: String(aport), RS_API_SSE_HEARTBEAT_S: '1', RS_LOG_LEVEL: 'warn' }, aport);
+  const oport = await freePort();
+  const worch = await startService('orchestrator', { ...world.env, RS_ORCHESTRATOR_OPS_PORT: String(oport), RS_LOG_LEVEL: 'warn' }, oport);
   const origin = `http://127.0.0.1:${aport}`;
-  const post = async (path, body) => {
-    const res = await fetch(origin + path, { method: 'POST', headers: { ...auth(key), 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
-    return { status: res.status, json: await res.json() };
-  };
-  assert.equal((await post('/v1/agents', AGENT('manual-a'))).status, 201);
-  const created = await post('/v1/runs', { agent: 'manual-a', input: {} });
-  assert.equal(created.status, 202);
+  const wcall = apiClient(origin, key);
+  assert.equal((await wcall('POST', '/v1/agents', MANUAL('manual-a'))).status, 201);
+  const created = await wcall('POST', '/v1/runs', { agent: 'manual-a', input: {} });
+  assert.equal(created.status, 202, created.text);
   const runId = created.json.run_id;
-  const wnc = await connect({ servers: world.nats.url, ...world.nats.creds, maxReconnectAttempts: -1, reconnectTimeWait: 100 });
-  const wjs = wnc.jetstream();
-  let runseq = 0;
-  const append = async (type, data) => {
-    runseq++;
-    const ev = {
-      data, datacontenttype: 'application/json', id: `${runId}-${runseq}`, runseq,
-      source: 'runstream/orchestrator', specversion: '1.0', subject: runId, tenant: 'acme',
-      time: new Date().toISOString(), type: `runstream.${type}`,
-    };
-    const h = natsHeaders();
-    h.set('Content-Type', 'application/cloudevents+json');
-    h.set('Runstream-Type', type);
-    await wjs.publish(`runs.acme.${runId}`, JSON.stringify(ev), { headers: h, msgID: ev.id });
-  };
-  await append('run.created', { agent: 'manual-a', input: {} });
-  await append('run.started', { instance: 'test' });
-  // Watch: history 1-2, then 3 live before the restart.
-  let seen = 0;
-  const waiters = new Map();
-  const reached = (id) => (seen >= id ? Promise.resolve() : new Promise((r) => waiters.set(id, r)));
-  const stream = sse(`/v1/runs/${runId}/stream`, {
-    origin, key, onEvent: (ev) => { if (ev) { seen = ev.id; waiters.get(ev.id)?.(); } return false; },
+  const path = `/v1/runs/${runId}/stream`;
+  // One stream for the whole run, never reconnected.
+  const seen = [];
+  let waiters = [];
+  const until = (what, pred) => new Promise((resolve, reject) => {
+    const check = () => { const hit = seen.find(pred); if (hit) { clearTimeout(t); resolve(hit); } return !!hit; };
+    const t = setTimeout(() => reject(new Error(`timed out waiting for ${what}; stream has ${seen.map((e) => e.event)}\n${logTail(worch)}`)), 30000);
+    if (!check()) waiters.push(check);
   });
-  await reached(2);
-  await append('step.started', { step_id: 's1', kind: 'transform', attempt: 1, input: {} });
-  await reached(3);
-  // Restart nats-server (same port and store), then the run moves on.
-  const reconnected = (async () => {
-    for await (const st of wnc.status()) if (st.type === 'reconnect') return;
-  })();
+  const live = sse(path, {
+    origin, key, onEvent: (ev) => { if (ev) { seen.push(ev); waiters = waiters.filter((w) => !w()); } return false; },
+  });
+  const waiting = await until('step s1 started', (e) => e.event === 'step.started' && e.data.data.step_id === 's1');
+  const before = seen.length;
+  assert.deepEqual(seen.map((e) => e.id), ids(before));
+  // Restart nats-server (same port and store); the services reconnect.
   await world.nats.kill('SIGTERM');
   world.nats = await startNats({ port: world.nats.port, dir: world.nats.dir });
-  await reconnected;
-  await append('step.completed', { step_id: 's1', attempt: 1, output: {}, duration_ms: 1 });
-  await append('run.completed', { output: { ok: true } });
-  const res = await stream;
+  // A second watcher resumes from before the restart (Last-Event-ID): the
+  // history it missed, then live to the end, on a new connection.
+  const resumed = sse(path, { origin, key, headers: { 'Last-Event-ID': String(waiting.id - 1) } });
+  // Both signals through the API; a 503 (Retry-After) while the API is
+  // still reconnecting is a refusal to retry, not a lost signal.
+  const signal = async (step) => {
+    let r;
+    await waitFor(`signal ${step} accepted`, async () => {
+      r = await wcall('POST', `/v1/runs/${runId}/signals/go`, { step });
+      assert.ok(r.status === 202 || r.status === 503, `${r.status} ${r.text}`);
+      return r.status === 202;
+    }, 30000, 100);
+  };
+  await signal(1);
+  await until('step s2 started', (e) => e.event === 'step.started' && e.data.data.step_id === 's2');
+  await signal(2);
+  const res = await live;
   assert.ok(res.closedByServer, logTail(wapi));
-  assert.deepEqual(res.events.map((e) => e.id), [1, 2, 3, 4, 5]);
-  assert.deepEqual(res.events.map((e) => e.event),
-    ['run.created', 'run.started', 'step.started', 'step.completed', 'run.completed']);
-  // And the API still stops cleanly.
+  // No gap, no duplicate: 1..n on the one connection, across the restart,
+  // ending at the terminal event; and the same events as the run's log
+  // (read whole by a new watcher).
+  const n = res.events.length;
+  assert.ok(n > before, 'events after the restart');
+  assert.deepEqual(res.events.map((e) => e.id), ids(n));
+  assert.equal(res.events[n - 1].event, 'run.completed');
+  assert.deepEqual(res.events[n - 1].data.data.output, { step: 2 });
+  const history = await sse(path, { origin, key });
+  assert.deepEqual(history.events.map((e) => e.data), res.events.map((e) => e.data));
+  const again = await resumed;
+  assert.equal(again.status, 200, again.text);
+  assert.ok(again.closedByServer);
+  assert.deepEqual(again.events.map((e) => e.id), ids(n, waiting.id));
+  assert.deepEqual(again.events.map((e) => e.data), res.events.slice(waiting.id - 1).map((e) => e.data));
+  // And both services still stop cleanly.
+  assert.equal((await worch.kill('SIGTERM')).code, 0, logTail(worch));
   assert.equal((await wapi.kill('SIGTERM')).code, 0, logTail(wapi));
-  await wnc.close();
 });
 
 test('ops endpoints on the same port', async () => {

@@ -3,7 +3,7 @@
 // stored after several idle request lifetimes reaches the callback at once,
 // an idle consumer sends one pull request per lifetime (no fetch spinning),
 // every disposition does what it says, SIGTERM stops a loop that is inside
-// a long pull request at once.
+// a long pull request at once; the same in the overlapping mode.
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import readline from 'node:readline';
@@ -58,11 +58,16 @@ function startProbe(env = {}) {
   return { p, events, next };
 }
 
+// The loop's two modes: one fetch at a time, and the overlapping requests
+// of the tool-router's intake (rs_consume.h).
+const MODES = [['one fetch', {}], ['overlapping', { RS_PROBE_OVERLAP: '3' }]];
+
 const pub = async (body) => (await js.publish(`probe.t.${body.replace(/[^a-z0-9]/g, '_')}`, new TextEncoder().encode(body))).seq;
 
-test('after several idle request lifetimes a message reaches the callback at once; idle costs one request per lifetime', async () => {
+for (const [mode, modeEnv] of MODES) {
+test(`${mode}: after several idle request lifetimes a message reaches the callback at once; idle costs one request per lifetime`, async () => {
   // Request lifetime 2 s (30 s in production): 6 s idle is 3 lifetimes.
-  const probe = startProbe({ RS_CONSUME_EXPIRES_MS: '2000', RS_CONSUME_HEARTBEAT_MS: '500' });
+  const probe = startProbe({ RS_CONSUME_EXPIRES_MS: '2000', RS_CONSUME_HEARTBEAT_MS: '500', ...modeEnv });
   await probe.next('ready', (e) => e.ready);
   const first = await probe.next('status', (e) => e.requests !== undefined);
   await new Promise((r) => setTimeout(r, 6000));
@@ -89,8 +94,8 @@ test('after several idle request lifetimes a message reaches the callback at onc
   await probe.next('stopped', (e) => e.stopped);
 });
 
-test('dispositions: ack, nak, nak with delay, term, taken, drop', async () => {
-  const probe = startProbe();
+test(`${mode}: dispositions: ack, nak, nak with delay, term, taken, drop`, async () => {
+  const probe = startProbe(modeEnv);
   await probe.next('ready', (e) => e.ready);
   const ack = await pub('ack');
   const nak = await pub('nak');
@@ -118,6 +123,7 @@ test('dispositions: ack, nak, nak with delay, term, taken, drop', async () => {
   probe.p.proc.kill('SIGTERM');
   await probe.next('stopped', (e) => e.stopped);
 });
+}
 
 test('SIGTERM inside a 30 s pull request stops the loop at once', async () => {
   const probe = startProbe();   // production lifetime: 30 s
@@ -149,8 +155,9 @@ test('a malformed RS_CONSUME_EXPIRES_MS stops start-up, naming the variable', as
   assert.match(err, /RS_CONSUME_EXPIRES_MS=30s/);
 });
 
-test('a pull request lost to a nats-server restart is replaced after two missed heartbeats, not after its 30 s', async () => {
-  const probe = startProbe();   // production settings: 30 s request, 2 s heartbeat
+for (const [mode, modeEnv] of MODES) {
+test(`${mode}: a pull request lost to a nats-server restart is replaced after two missed heartbeats, not after its 30 s`, async () => {
+  const probe = startProbe(modeEnv);   // production settings: 30 s request, 2 s heartbeat
   await probe.next('ready', (e) => e.ready);
   await new Promise((r) => setTimeout(r, 500));
   nats = await nats.restart();   // SIGKILL, same port and store: the request is gone
@@ -169,3 +176,4 @@ test('a pull request lost to a nats-server restart is replaced after two missed 
   probe.p.proc.kill('SIGTERM');
   await probe.next('stopped', (e) => e.stopped);
 });
+}

@@ -91,7 +91,7 @@ test('a call after the router idled past several pull-request lifetimes reaches 
   await d.welcome;
   // Idle until the router has sent 4 pull requests (3 renewed on time,
   // the first ones expired on the server meanwhile): ~3-4 s.
-  await waitFor('pull requests renewed while idle', async () => (await metric(r, 'rs_router_pull_requests_total')) >= 4, 15000, 100);
+  await waitFor('pull requests renewed while idle', async () => (await metric(r, 'rs_consume_pull_requests_total')) >= 4, 15000, 100);
   const intake0 = await metric(r, 'rs_router_intake_seconds_count');
   const conflicts0 = await metric(r, 'rs_router_claim_conflicts_total');
   const call = newCall({ device: 'idle-dev' });
