@@ -153,13 +153,14 @@ export async function chaos(opts = {}) {
           // The repair of timers and calls a stream lost (reconcile.c) on
           // the time scale of this test: a sweep every 5 s, a resting run
           // looked at after 10 s (defaults: 30 s and 30 s).
-          ...(name === 'orchestrator' ? { RS_ORCH_SWEEP_INTERVAL_MS: '5000', RS_ORCH_LATE_MS: '10000' } : {}) }, port);
+          ...(name === 'orchestrator' ? { RS_ORCH_SWEEP_INTERVAL_MS: '5000', RS_ORCH_LATE_MS: '10000' } : {}),
+          ...(name === 'projector' ? { RS_LOG_LEVEL: 'info' } : {}) }, port);
       };
       if (name === 'projector' && i === 2) {
         // The second projector is a standby: it may not be ready (lock) until the first dies.
         s.start = async () => {
           s.p = stack.startProcess(`projector-2-${port}`, stack.bin('projector'), [],
-            stack.roleEnv({ ...env, [portVar]: String(port), RS_INSTANCE_ID: s.id }, 'projector'));
+            stack.roleEnv({ ...env, [portVar]: String(port), RS_INSTANCE_ID: s.id, RS_LOG_LEVEL: 'info' }, 'projector'));
           await sleep(300);
         };
       }

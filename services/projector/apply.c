@@ -321,6 +321,19 @@ rs_proj_runs_dec_free(rs_proj_runs_dec *d)
 	free(d);
 }
 
+int64_t
+rs_proj_runs_dec_runseq(const rs_proj_runs_dec *d, size_t i)
+{
+	if (i >= d->n)
+		return -1;
+	if (d->dst[i] == RS_OK)
+		return (int64_t)d->evs[i].runseq;
+	if (d->dst[i] == RS_ENOTFOUND && d->objs[i] != NULL &&
+	    json_is_integer(json_object_get(d->objs[i], "runseq")))
+		return (int64_t)json_integer_value(json_object_get(d->objs[i], "runseq"));
+	return -1;
+}
+
 rs_status
 rs_proj_runs_decode(const rs_proj_msg *msgs, size_t n, rs_proj_runs_dec **out)
 {

@@ -17,6 +17,8 @@
  * changes, and every batch transaction checks the lock in pg_locks under
  * the checkpoint row lock (the fence) before it writes anything.
  */
+#include <jansson.h>
+
 #include "service.h"
 #include "rs_mem.h"
 #include "rs_consume.h"
@@ -572,6 +574,187 @@ sweep_presence(rs_proj_consumer *pc)
 		pg_drop(pc);
 }
 
+#define HEAL_MAX_EVENTS 100000   /* a run's history read back at most */
+
+/* The reads of RUNS from the leader (batch_has_hole, heal_run). */
+static int
+holes_ready(rs_proj_consumer *pc)
+{
+	if (!pc->holes_ready &&
+	    rs_logread_init(&pc->holes, pc->nats->nc, pc->nats->js, pc->stream, NULL, 5000) == RS_OK)
+		pc->holes_ready = 1;
+	return pc->holes_ready;
+}
+
+/*
+ * A run whose next event came with a runseq gap: its history as the stream
+ * leader has it, applied from the run's row on, in a transaction of its
+ * own (the checkpoint does not move), and the gap's dead letters removed.
+ * Why: on a cluster, nats-server 2.9.10's replicas can disagree after
+ * repeated kill -9 (bench/chaos: one replica's RUNS 4 KB short, the same
+ * event at sequence 2659 on one replica and 2665 on the leader), and a
+ * durable consumer reads its own replica, so stream sequences and the
+ * checkpoint cannot always say what was missed. The run's subject and its
+ * runseq can: the leader's copy is the one every append was checked
+ * against. A gap the leader cannot fill stays dead-lettered.
+ */
+static rs_status
+heal_run(rs_proj_consumer *pc, const char *subject, int64_t upto)
+{
+	natsMsg **got = NULL;
+	rs_proj_msg *msgs = NULL;
+	rs_proj_runs_dec *dec = NULL;
+	rs_proj_result res = { 0 };
+	PGresult *r = NULL;
+	const char *run_id = strrchr(subject, '.'), *p[1];
+	size_t n = 0, ngot = 0, cap = 0, from;
+	uint64_t seq = 0, cp;
+	int64_t last = 0;
+	rs_status st = RS_OK;
+
+	if (run_id == NULL || !holes_ready(pc))
+		return RS_EUNAVAIL;
+	run_id++;
+	for (;;) {
+		jsDirectGetMsgOptions o;
+		natsMsg *m = NULL;
+		const char *hs = NULL;
+		natsStatus s;
+
+		jsDirectGetMsgOptions_Init(&o);
+		o.Sequence = seq + 1;
+		o.NextBySubject = subject;
+		if ((s = rs_logread_get(&pc->holes, &m, &o)) == NATS_NOT_FOUND)
+			break;
+		if (s != NATS_OK || natsMsgHeader_Get(m, "Nats-Sequence", &hs) != NATS_OK || hs == NULL ||
+		    n == HEAL_MAX_EVENTS) {
+			natsMsg_Destroy(m);
+			st = RS_EUNAVAIL;
+			goto cleanup;
+		}
+		seq = strtoull(hs, NULL, 10);
+		if (n == cap) {
+			cap = cap ? cap * 2 : 64;
+			got = rs_xrealloc(got, cap * sizeof(*got));
+		}
+		got[n++] = m;
+		ngot = n;
+	}
+	msgs = rs_xcalloc(n ? n : 1, sizeof(*msgs));
+	for (size_t i = 0; i < n; i++) {
+		const char *hs = NULL;
+		natsMsgHeader_Get(got[i], "Nats-Sequence", &hs);
+		msgs[i].seq = strtoull(hs, NULL, 10);
+		msgs[i].subject = subject;
+		msgs[i].data = natsMsg_GetData(got[i]) ? natsMsg_GetData(got[i]) : "";
+		msgs[i].len = natsMsg_GetDataLength(got[i]);
+	}
+	if (n == 0 || (st = rs_proj_runs_decode(msgs, n, &dec)) != RS_OK)
+		goto cleanup;
+	if ((st = exec1(pc->pg, "BEGIN", 0, NULL, NULL)) != RS_OK)
+		goto cleanup;
+	if ((st = lock_checkpoint(pc, &cp)) != RS_OK)
+		goto rollback;
+	p[0] = run_id;
+	if ((st = exec1(pc->pg, "SELECT last_seq FROM runs WHERE run_id = $1::uuid", 1, p, &r)) != RS_OK)
+		goto rollback;
+	if (PQntuples(r) == 1)
+		last = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+	PQclear(r);
+	/* From the first event after the row: the leader's copy has each
+	 * runseq once, in order (a repeated one is skipped by the fold). */
+	for (from = 0; from < n && rs_proj_runs_dec_runseq(dec, from) <= last; from++)
+		;
+	/* Up to the last event the batch had: the later ones come from the
+	 * consumer, in order, like any other. */
+	while (n > from && rs_proj_runs_dec_runseq(dec, n - 1) > upto)
+		n--;
+	if (from < n) {
+		int filled = 1;
+		char lastbuf[24];
+		const char *q[2] = { run_id, lastbuf };
+
+		/* The row is the run's truth: events recorded past it (a torn
+		 * earlier attempt) give way to the leader's. */
+		snprintf(lastbuf, sizeof(lastbuf), "%" PRId64, last);
+		if ((st = exec1(pc->pg, "DELETE FROM run_events WHERE run_id = $1::uuid AND seq > $2::bigint",
+		                2, q, NULL)) != RS_OK)
+			goto rollback;
+		if ((st = rs_proj_runs_apply_dec(pc->pg, dec, from, n, &res)) != RS_OK)
+			goto rollback;
+		for (size_t i = 0; i < res.ndead; i++)
+			if (strncmp(res.dead[i].reason, "runseq gap", 10) == 0)
+				filled = 0;   /* the log itself has the gap: keep the letters */
+		p[0] = subject;
+		if (filled && (st = exec1(pc->pg, "DELETE FROM dead_letters WHERE source = 'projector.runs' "
+		                                  "AND subject = $1 AND reason LIKE 'runseq gap%'",
+		                          1, p, NULL)) != RS_OK)
+			goto rollback;
+	}
+	if ((st = exec1(pc->pg, "COMMIT", 0, NULL, NULL)) != RS_OK)
+		goto cleanup;
+	rs_warn("projector %s: run %s had a runseq gap after %" PRId64 ": %zu event(s) applied from "
+	        "the stream leader's copy (%zu dead letter(s) on the way)", pc->name, run_id, last,
+	        res.applied > 0 ? (size_t)res.applied : 0, res.ndead);
+	goto cleanup;
+rollback:
+	if (st != RS_EUNAVAIL)
+		exec1(pc->pg, "ROLLBACK", 0, NULL, NULL);
+	else
+		pg_drop(pc);
+cleanup:
+	rs_proj_result_reset(&res);
+	rs_proj_runs_dec_free(dec);
+	free(msgs);
+	for (size_t i = 0; i < ngot; i++)
+		natsMsg_Destroy(got[i]);
+	free(got);
+	return st;
+}
+
+static int
+is_gap(const rs_proj_dead *d)
+{
+	return strncmp(d->reason, "runseq gap", 10) == 0;
+}
+
+/* The runseq in a dead letter's event (0 if unreadable). */
+static int64_t
+dead_runseq(const rs_proj_dead *d)
+{
+	json_t *o = json_loadb(d->msg->data, (size_t)d->msg->len, 0, NULL);
+	int64_t v = o != NULL ? (int64_t)json_integer_value(json_object_get(o, "runseq")) : 0;
+
+	json_decref(o);
+	return v;
+}
+
+/* After a committed batch: heal each run it dead-lettered for a gap, up to
+ * the newest of its events the batch had. */
+static void
+heal_gaps(rs_proj_consumer *pc, const rs_proj_result *res)
+{
+	for (size_t i = 0; i < res->ndead && pc->decode_runs; i++) {
+		const char *subj = res->dead[i].msg->subject;
+		int64_t upto = 0;
+		int seen = 0;
+
+		if (!is_gap(&res->dead[i]))
+			continue;
+		for (size_t k = 0; k < i && !seen; k++)
+			seen = is_gap(&res->dead[k]) && strcmp(res->dead[k].msg->subject, subj) == 0;
+		if (seen)
+			continue;
+		for (size_t k = i; k < res->ndead; k++)
+			if (is_gap(&res->dead[k]) && strcmp(res->dead[k].msg->subject, subj) == 0 &&
+			    dead_runseq(&res->dead[k]) > upto)
+				upto = dead_runseq(&res->dead[k]);
+		if (heal_run(pc, subj, upto) != RS_OK)
+			rs_warn("projector %s: %s has a runseq gap the stream leader could not fill now",
+			        pc->name, subj);
+	}
+}
+
 static rs_status
 process(rs_proj_consumer *pc, rs_proj_fetched *f)
 {
@@ -593,6 +776,7 @@ process(rs_proj_consumer *pc, rs_proj_fetched *f)
 		rs_metric_add(pc->m_applied, (double)res.applied);
 		rs_metric_add(pc->m_dead, (double)res.ndead);
 		rs_metric_inc(pc->m_batches);
+		heal_gaps(pc, &res);
 	}
 	rs_proj_result_reset(&res);
 	return st;
@@ -657,12 +841,8 @@ batch_has_hole(rs_proj_consumer *pc, const rs_proj_fetched *f)
 		if (seq < expect)
 			continue;   /* at or below the checkpoint: skipped */
 		if (seq > expect) {
-			if (!pc->holes_ready) {
-				if (rs_logread_init(&pc->holes, pc->nats->nc, pc->nats->js, pc->stream, NULL,
-				                    5000) != RS_OK)
-					return 0;   /* cannot tell: as before */
-				pc->holes_ready = 1;
-			}
+			if (!holes_ready(pc))
+				return 0;   /* cannot tell: as before */
 			jsDirectGetMsgOptions_Init(&o);
 			o.Sequence = expect;
 			o.NextBySubject = pc->filter;

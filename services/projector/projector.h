@@ -74,6 +74,8 @@ rs_status rs_proj_runs_decode(const rs_proj_msg *msgs, size_t n, rs_proj_runs_de
 rs_status rs_proj_runs_apply_dec(PGconn *c, const rs_proj_runs_dec *d, size_t from, size_t to,
                                  rs_proj_result *res);
 void rs_proj_runs_dec_free(rs_proj_runs_dec *d);
+/* The runseq of decoded message i, or -1 (malformed). */
+int64_t rs_proj_runs_dec_runseq(const rs_proj_runs_dec *d, size_t i);
 
 /* Same contract for the KV projections. */
 rs_status rs_proj_agents_apply(PGconn *c, const rs_proj_msg *msgs, size_t n,
