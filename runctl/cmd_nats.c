@@ -221,6 +221,9 @@ role_publish(const char *user, subjects *p)
 		kv_write(p, "schedules");  /* scheduler.c: last_tick_ms, compare-and-set */
 		kv_watch(p, "schedules");  /* kvStore_Keys */
 		kv_write(p, "runs");       /* scheduler.c: the registry entry of a tick's run */
+		/* reconcile.c reads the registrations' headers (runs never started) */
+		kv_watch(p, "runs");
+		add(p, "$JS.API.CONSUMER.MSG.NEXT.KV_runs.*");
 	} else if (strcmp(user, "tool-router") == 0) {
 		add(p, "cmd.>");            /* tool.delivered, tool.result */
 		add(p, "dlq.tool-router");

@@ -265,9 +265,11 @@ rs_status rs_api_run_lookup(rs_api *app, const char *tenant, const char *run_id,
  * RS_EINVAL if it is not a usable run event. */
 rs_status rs_api_msg_meta(natsMsg *m, uint64_t *runseq, char type[64], int *terminal);
 /* The registry entry of a new run as a message for KV `runs` (*out,
- * caller owns), de-duplicated by msgid ("reg-<run_id>", written here). */
+ * caller owns), de-duplicated by msgid ("reg-<run_id>", written here).
+ * start: the encoded run.start command (copied into the entry), or NULL. */
 rs_status rs_api_registry_msg(natsMsg **out, const char *tenant, const char *run_id,
-                              const char *agent, const char *version, char msgid[64]);
+                              const char *agent, const char *version, const char *start,
+                              size_t start_len, char msgid[64]);
 /* The "queued" view of a run with no events yet, from its registry entry;
  * NULL if there is none (new reference). */
 json_t *rs_api_registry_view(rs_api *app, const char *tenant, const char *run_id);

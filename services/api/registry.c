@@ -103,7 +103,7 @@ rs_api_run_lookup(rs_api *app, const char *tenant, const char *run_id, uint64_t 
 
 rs_status
 rs_api_registry_msg(natsMsg **out, const char *tenant, const char *run_id, const char *agent,
-                    const char *version, char msgid[64])
+                    const char *version, const char *start, size_t start_len, char msgid[64])
 {
 	char subj[160], created[40], *buf;
 	json_t *reg;
@@ -111,8 +111,11 @@ rs_api_registry_msg(natsMsg **out, const char *tenant, const char *run_id, const
 
 	*out = NULL;
 	rs_time_rfc3339(rs_id_uuidv7_ms(run_id), created, sizeof(created));
-	reg = json_pack("{s:s, s:s, s:s}", "agent", agent, "version", version, "created_at",
-	                created);
+	/* "start": the run.start command itself, the second copy the
+	 * orchestrator starts the run from if CMDS lost the first one
+	 * (services/orchestrator/reconcile.c). */
+	reg = json_pack("{s:s, s:s, s:s, s:o?}", "agent", agent, "version", version, "created_at",
+	                created, "start", start != NULL ? json_loadb(start, start_len, 0, NULL) : NULL);
 	buf = reg != NULL ? rs_json_dump(reg) : NULL;
 	json_decref(reg);
 	if (buf == NULL)

@@ -194,7 +194,7 @@ rs_api_runs_start(rs_api *app, rs_api_job *job, const rs_cmd *cmd, json_t *extra
 	}
 	rs_cmd_msg_id(cmd, job->msgid[1], sizeof(job->msgid[1]));
 	if (rs_api_registry_msg(&msgs[0], job->tenant, job->run_id, cmd->agent, cmd->version,
-	                        job->msgid[0]) != RS_OK)
+	                        cmdbuf, cmdlen, job->msgid[0]) != RS_OK)
 		goto oom;
 	rs_cmd_subject(job->tenant, job->run_id, subj, sizeof(subj));
 	if (rs_nats_msg(&msgs[1], subj, cmdbuf, (int)cmdlen, "Nats-Msg-Id", job->msgid[1],

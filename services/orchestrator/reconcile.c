@@ -49,6 +49,7 @@
 
 #include "orch.h"
 #include "rs_id.h"
+#include "rs_json.h"
 #include "rs_log.h"
 #include "rs_map.h"
 #include "rs_mem.h"
@@ -204,58 +205,55 @@ send_continue(orch *o, const char *subj, int64_t runseq)
 }
 
 /*
- * One pass over RUNS' headers from start_ns on. Returns the number of runs
- * sent a continue (or -1 when the stream could not be read).
+ * The headers of `stream` (subjects `filter`) stored from start_ns on, each
+ * handed to fn. 1 when the pass reached the end of the stream as it was
+ * when the pass began, 0 when it stopped short (it counts as failed: the
+ * next one starts from the same point), -1 when the stream could not be
+ * read at all.
  */
-static long
-sweep_pass(orch *o, const sweep_cfg *sc, int64_t start_ns, int64_t *events_read, rs_map *rest)
+typedef void (*header_fn)(natsMsg *m, const jsMsgMetaData *md, void *arg);
+
+static int
+read_headers(orch *o, const char *stream, const char *filter, int64_t start_ns, header_fn fn,
+             void *arg, int64_t *nread)
 {
 	natsSubscription *sub = NULL;
 	jsSubOptions so;
 	jsStreamInfo *si = NULL;
 	jsErrCode jerr = 0;
-	json_t *last = json_object(), *v;
-	const char *key;
 	uint64_t stop_seq;
-	int64_t quiet_before = (rs_now_ms() - sc->quiet_ms) * 1000000LL;
-	long sent = 0;
 	int complete = 0;
 	int64_t idle_ms = 0;
 	natsStatus s;
 
-	*events_read = 0;
-	if ((s = js_GetStreamInfo(&si, o->nats.js, "RUNS", NULL, &jerr)) != NATS_OK) {
-		rs_warn("reconcile: cannot read RUNS' state: %s (%d)", natsStatus_GetText(s), (int)jerr);
-		json_decref(last);
+	*nread = 0;
+	if ((s = js_GetStreamInfo(&si, o->nats.js, stream, NULL, &jerr)) != NATS_OK) {
+		rs_warn("reconcile: cannot read %s' state: %s (%d)", stream, natsStatus_GetText(s),
+		        (int)jerr);
 		return -1;
 	}
 	stop_seq = si->State.LastSeq;
 	jsStreamInfo_Destroy(si);
-	if (stop_seq == 0) {
-		json_decref(last);
-		return 0;
-	}
+	if (stop_seq == 0)
+		return 1;
 	/* An ephemeral pull consumer, headers only, no acks: we ask for each
 	 * batch, so nothing arrives that the pass did not request (a push
 	 * consumer floods the connection; see rs_orch_reconcile_start). The server
 	 * removes it if we die mid-pass (InactiveThreshold); nats.c deletes it
 	 * when the subscription is destroyed. */
 	jsSubOptions_Init(&so);
-	so.Stream = "RUNS";
+	so.Stream = stream;
 	so.Config.HeadersOnly = true;
 	so.Config.AckPolicy = js_AckNone;
 	so.Config.DeliverPolicy = js_DeliverByStartTime;
 	so.Config.OptStartTime = start_ns;
 	so.Config.InactiveThreshold = 30LL * 1000000000LL;
-	if ((s = js_PullSubscribe(&sub, o->nats.js, "runs.>", NULL, NULL, &so, &jerr)) != NATS_OK) {
-		rs_warn("reconcile: cannot read RUNS: %s (%d)", natsStatus_GetText(s), (int)jerr);
-		json_decref(last);
+	if ((s = js_PullSubscribe(&sub, o->nats.js, filter, NULL, NULL, &so, &jerr)) != NATS_OK) {
+		rs_warn("reconcile: cannot read %s: %s (%d)", stream, natsStatus_GetText(s), (int)jerr);
 		return -1;
 	}
 	/* Done when the consumer says nothing is left (metadata NumPending),
-	 * or at the last sequence the stream had when the pass began. A pass
-	 * that times out before either did not see everything: it counts as
-	 * failed, and the next one starts from the same point. */
+	 * or at the last sequence the stream had when the pass began. */
 	{
 		jsConsumerInfo *ci = NULL;
 		if (natsSubscription_GetConsumerInfo(&ci, sub, NULL, &jerr) == NATS_OK) {
@@ -279,33 +277,24 @@ sweep_pass(orch *o, const sweep_cfg *sc, int64_t start_ns, int64_t *events_read,
 		if (s == NATS_TIMEOUT && (idle_ms += SWEEP_FETCH_MS) < SWEEP_IDLE_WAIT_MS)
 			continue;
 		if (s == NATS_TIMEOUT) {
-			rs_warn("reconcile: RUNS' headers stopped coming after %lld event(s): pass "
-			        "incomplete", (long long)*events_read);
+			rs_warn("reconcile: %s' headers stopped coming after %lld message(s): pass "
+			        "incomplete", stream, (long long)*nread);
 			break;
 		}
 		idle_ms = 0;
 		if (s != NATS_OK) {
-			rs_warn("reconcile: reading RUNS: %s", natsStatus_GetText(s));
+			rs_warn("reconcile: reading %s: %s", stream, natsStatus_GetText(s));
 			break;
 		}
 		for (int i = 0; i < list.Count; i++) {
 			natsMsg *m = list.Msgs[i];
 			jsMsgMetaData *md = NULL;
-			const char *type = NULL, *id = NULL, *dash;
-			uint64_t seq;
 
 			if (natsMsg_GetMetaData(&md, m) != NATS_OK)
 				continue;
-			seq = md->Sequence.Stream;
-			(*events_read)++;
-			if (natsMsgHeader_Get(m, "Runstream-Type", &type) == NATS_OK &&
-			    natsMsgHeader_Get(m, "Nats-Msg-Id", &id) == NATS_OK &&
-			    (dash = strrchr(id, '-')) != NULL)
-				json_object_set_new(last, natsMsg_GetSubject(m),
-				                    json_pack("{s:s, s:I, s:I}", "type", type, "runseq",
-				                              (json_int_t)strtoll(dash + 1, NULL, 10), "ts",
-				                              (json_int_t)md->Timestamp));
-			if (seq >= stop_seq || md->NumPending == 0)
+			(*nread)++;
+			fn(m, md, arg);
+			if (md->Sequence.Stream >= stop_seq || md->NumPending == 0)
 				complete = 1;
 			jsMsgMetaData_Destroy(md);
 		}
@@ -313,8 +302,48 @@ sweep_pass(orch *o, const sweep_cfg *sc, int64_t start_ns, int64_t *events_read,
 	}
 	natsSubscription_Unsubscribe(sub);   /* deletes the ephemeral consumer */
 	natsSubscription_Destroy(sub);
-	if (o->cfg.late_ms > 0)
+	return complete;
+}
+
+/* RUNS: keep each run's last event (type, runseq, time). */
+static void
+last_event(natsMsg *m, const jsMsgMetaData *md, void *arg)
+{
+	json_t *last = arg;
+	const char *type = NULL, *id = NULL, *dash;
+
+	if (natsMsgHeader_Get(m, "Runstream-Type", &type) == NATS_OK &&
+	    natsMsgHeader_Get(m, "Nats-Msg-Id", &id) == NATS_OK && (dash = strrchr(id, '-')) != NULL)
+		json_object_set_new(last, natsMsg_GetSubject(m),
+		                    json_pack("{s:s, s:I, s:I}", "type", type, "runseq",
+		                              (json_int_t)strtoll(dash + 1, NULL, 10), "ts",
+		                              (json_int_t)md->Timestamp));
+}
+
+/*
+ * One pass over RUNS' headers from start_ns on. Returns the number of runs
+ * sent a continue (or -1 when the stream could not be read).
+ */
+static long
+sweep_pass(orch *o, const sweep_cfg *sc, int64_t start_ns, int64_t *events_read, rs_map *rest,
+           rs_map *reg)
+{
+	json_t *last = json_object(), *v;
+	const char *key;
+	int64_t quiet_before = (rs_now_ms() - sc->quiet_ms) * 1000000LL;
+	long sent = 0;
+	int complete;
+
+	complete = read_headers(o, "RUNS", "runs.>", start_ns, last_event, last, events_read);
+	if (complete < 0) {
+		json_decref(last);
+		return -1;
+	}
+	if (o->cfg.late_ms > 0) {
 		follow_resting(o, rest, last);
+		json_object_foreach(last, key, v)
+			rs_map_del(reg, key + strlen("runs."));   /* it has events */
+	}
 	json_object_foreach(last, key, v) {
 		const char *type = json_string_value(json_object_get(v, "type"));
 
@@ -334,21 +363,142 @@ sweep_pass(orch *o, const sweep_cfg *sc, int64_t start_ns, int64_t *events_read,
 	return complete ? sent : -1;
 }
 
+/* ---- runs registered and never started -------------------------------- */
+
+/* KV runs: a run registered (keyed <tenant>.<run_id>, as in its subjects). */
+static void
+registered(natsMsg *m, const jsMsgMetaData *md, void *arg)
+{
+	struct { orch *o; rs_map *reg; } *a = arg;
+	const char *key = natsMsg_GetSubject(m) + strlen("$KV.runs.");
+	resting *e;
+
+	if (strncmp(natsMsg_GetSubject(m), "$KV.runs.", strlen("$KV.runs.")) != 0 ||
+	    rs_map_get(a->reg, key) != NULL || rs_map_count(a->reg) >= LATE_TRACK_MAX)
+		return;
+	e = rs_xmalloc(sizeof(*e));
+	e->runseq = 0;
+	e->interval_ms = a->o->cfg.late_ms;
+	e->next_ms = md->Timestamp / 1000000 + e->interval_ms;
+	if (rs_map_put(a->reg, key, e) != RS_OK)
+		rs_oom(0);
+}
+
+/*
+ * A run the API (or the scheduler) registered in KV `runs` and answered
+ * 202 for, with no event on RUNS RS_ORCH_LATE_MS later: its run.start may be
+ * queued behind others, or lost - nats-server 2.9.10 can lose messages a
+ * stream acknowledged (docs/architecture.md "Streams"; bench/chaos: a run
+ * accepted and never started). The registry entry carries the start
+ * command ("start"), so it is published again, under a new message id
+ * (the first one may still be in CMDS' de-duplication window). A second
+ * copy of a start that was only late is harmless: a run.start for a run
+ * that has events decides nothing. An archived run (its events purged on
+ * purpose) is left alone.
+ */
+static long
+check_registered(orch *o, rs_map *reg, rs_logread *runs, rs_logread *kv)
+{
+	rs_map_ent *e, *nx;
+	size_t i = 0;
+	int64_t now = rs_now_ms();
+	long sent = 0;
+
+	for (e = rs_map_next(reg, &i, NULL); e != NULL && !atomic_load(&o->stopping); e = nx) {
+		resting *r = e->val;
+		jsDirectGetMsgOptions dg;
+		natsMsg *m = NULL;
+		json_t *v = NULL, *start;
+		char subj[200], id[200];
+		natsStatus s;
+
+		nx = rs_map_next(reg, &i, e);
+		if (r->next_ms > now)
+			continue;
+		jsDirectGetMsgOptions_Init(&dg);
+		snprintf(subj, sizeof(subj), "runs.%s", e->key);
+		dg.LastBySubject = subj;
+		s = rs_logread_get(runs, &m, &dg);
+		natsMsg_Destroy(m);
+		m = NULL;
+		if (s == NATS_OK) {
+			rs_map_del(reg, e->key);   /* started */
+			continue;
+		}
+		if (s != NATS_NOT_FOUND)
+			continue;                   /* no answer: next pass */
+		snprintf(subj, sizeof(subj), "$KV.runs.%s", e->key);
+		dg.LastBySubject = subj;
+		if (rs_logread_get(kv, &m, &dg) == NATS_OK)
+			v = json_loadb(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), 0, NULL);
+		natsMsg_Destroy(m);
+		m = NULL;
+		start = json_object_get(v, "start");
+		if (v == NULL || !json_is_object(start) || json_object_get(v, "archived_at") != NULL) {
+			json_decref(v);
+			rs_map_del(reg, e->key);   /* nothing to start it from, or archived */
+			continue;
+		}
+		{
+			char *body = rs_json_dump(start);
+			const char *dot = strchr(e->key, '.');
+
+			snprintf(subj, sizeof(subj), "cmd.%s", e->key);
+			snprintf(id, sizeof(id), "start-%s-late-%lld", dot != NULL ? dot + 1 : e->key,
+			         (long long)(now / o->cfg.late_ms));
+			if (body != NULL &&
+			    rs_nats_msg(&m, subj, body, (int)strlen(body), "Runstream-Type", "run.start",
+			                NULL) == RS_OK &&
+			    rs_js_publish(o->nats.js, m, id, -1, 5000, NULL, NULL) == RS_OK) {
+				sent++;
+				rs_warn("reconcile: run %s registered %lld ms ago has no event: its run.start "
+				        "published again", e->key, (long long)(now - r->next_ms + r->interval_ms));
+			}
+			natsMsg_Destroy(m);
+			free(body);
+		}
+		json_decref(v);
+		r->interval_ms = r->interval_ms * 2 > LATE_MAX_MS ? LATE_MAX_MS : r->interval_ms * 2;
+		r->next_ms = now + r->interval_ms;
+	}
+	return sent;
+}
+
 static void *
 sweep_main(void *arg)
 {
 	orch *o = arg;
 	sweep_cfg sc = { o->cfg.sweep_interval_ms, o->cfg.sweep_lookback_s, o->cfg.sweep_quiet_ms };
-	int64_t from_ms = rs_now_ms() - sc.lookback_s * 1000, pass_start, events;
+	int64_t from_ms = rs_now_ms() - sc.lookback_s * 1000, pass_start, events, regs;
+	int64_t reg_from_ms = from_ms;
 	long sent;
-	rs_map rest;
+	rs_map rest, reg;
+	rs_logread runs_lr, kv_lr;
+	int reads = 0;
 
 	rs_map_init(&rest, free);
+	rs_map_init(&reg, free);
 	while (!atomic_load(&o->stopping)) {
 		pass_start = rs_now_ms();
-		sent = sweep_pass(o, &sc, from_ms * 1000000LL, &events, &rest);
-		if (o->cfg.late_ms > 0)
+		if (o->cfg.late_ms > 0) {
+			/* Registrations first: a run registered and started within
+			 * the pass is then seen started by the RUNS pass below. */
+			struct { orch *o; rs_map *reg; } a = { o, &reg };
+			if (read_headers(o, "KV_runs", "$KV.runs.>", reg_from_ms * 1000000LL, registered,
+			                 &a, &regs) == 1)
+				reg_from_ms = pass_start - 1000;
+		}
+		sent = sweep_pass(o, &sc, from_ms * 1000000LL, &events, &rest, &reg);
+		if (o->cfg.late_ms > 0) {
 			rs_metric_add(rs_orch_om.sweep_continued, (double)check_resting(o, &rest));
+			if (!reads)
+				reads = rs_logread_init(&runs_lr, o->nats.nc, o->nats.js, "RUNS", NULL, 5000) ==
+				        RS_OK && rs_logread_init(&kv_lr, o->nats.nc, o->nats.js, "KV_runs", NULL,
+				                                 5000) == RS_OK;
+			if (reads)
+				rs_metric_add(rs_orch_om.sweep_continued,
+				              (double)check_registered(o, &reg, &runs_lr, &kv_lr));
+		}
 		if (sent >= 0) {   /* a complete pass: the next one starts after it */
 			rs_metric_add(rs_orch_om.sweep_continued, (double)sent);
 			rs_metric_add(rs_orch_om.sweep_events, (double)events);
@@ -365,6 +515,7 @@ sweep_main(void *arg)
 		}
 	}
 	rs_map_free(&rest);
+	rs_map_free(&reg);
 	return NULL;
 }
 

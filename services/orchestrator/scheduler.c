@@ -109,8 +109,8 @@ start_tick(orch *o, const char *tenant, const char *id, json_t *s, int64_t tick)
 	if ((st = rs_cmd_encode(&c, &buf, &len)) != RS_OK)
 		return st;
 	rs_time_rfc3339(tick, created, sizeof(created));
-	rj = json_pack("{s:s, s:s, s:s, s:s}", "agent", agent, "version", version, "created_at",
-	               created, "schedule_id", id);
+	rj = json_pack("{s:s, s:s, s:s, s:s, s:o?}", "agent", agent, "version", version, "created_at",
+	               created, "schedule_id", id, "start", json_loadb(buf, len, 0, NULL));
 	reg = rs_json_dump(rj);
 	json_decref(rj);
 	snprintf(subj, sizeof(subj), "$KV.runs.%s.%s", tenant, run_id);

@@ -232,6 +232,26 @@ test('a timer the stream lost is published again by the reconcile sweep', async 
   await stopGracefully(o);
 });
 
+// The same loss for a run.start: the API answered 202 once CMDS and KV
+// `runs` acknowledged, then CMDS lost the command. The registry entry
+// carries the command; the sweep starts the run from it.
+test('a run whose run.start CMDS lost is started from its registry entry', async () => {
+  const t = 'loststart';
+  const version = await world.push(t, { name: 'quick', steps: [{ id: 'a', kind: 'transform', value: { ok: true } }], output: '{{steps.a.output}}' });
+  const o = await world.orchestrator('orch-loststart', { RS_ORCH_SWEEP_INTERVAL_MS: '300', RS_ORCH_LATE_MS: '1000' });
+  const run = crypto.randomUUID();
+  const start = { type: 'run.start', agent: 'quick', version, input: {}, tenant: t, run_id: run };
+  await world.js.publish(`$KV.runs.${t}.${run}`, sc.encode(JSON.stringify({
+    agent: 'quick', version, created_at: new Date().toISOString(), start })));
+  // (no run.start on CMDS)
+  await world.waitTerminal(run, 30000);
+  const h = await world.history(t, run);
+  assertHistory(h, run);
+  assert.equal(h.at(-1).type, 'runstream.run.completed');
+  assert.deepEqual(h.at(-1).data.output, { ok: true });
+  await stopGracefully(o);
+});
+
 test('poison commands go to the dead-letter stream and the orchestrator keeps going', async () => {
   const t = 'poison';
   const version = await world.push(t, { name: 'ok', steps: [{ id: 'a', kind: 'transform', value: 1 }] });
