@@ -211,12 +211,72 @@ send_continue(orch *o, const char *subj, int64_t runseq)
  * next one starts from the same point), -1 when the stream could not be
  * read at all.
  */
-typedef void (*header_fn)(natsMsg *m, const jsMsgMetaData *md, void *arg);
+typedef void (*header_fn)(natsMsg *m, uint64_t seq, int64_t ts_ns, void *arg);
+
+/* Where a stream's previous pass ended, for the fallback below. */
+typedef struct {
+	const char *stream, *filter;
+	uint64_t next_seq;    /* 0: unknown yet */
+	rs_logread lr;
+	int lr_ready;
+} header_src;
+
+#define FALLBACK_MAX 20000   /* messages read one by one per pass at most */
+
+/*
+ * The pass's consumer delivered nothing though the stream had more: after
+ * repeated node faults, nats-server 2.9.10 sometimes leaves a new ephemeral
+ * consumer without a working leader ("Consumer assignment ... not cleaned
+ * up, retrying"; bench/chaos saw every pass of both instances fail for the
+ * rest of a run, which stopped the repairs that depend on them). Then the
+ * messages after the previous pass's last one are read from the stream
+ * leader, one at a time, up to FALLBACK_MAX per pass.
+ */
+static int
+read_fallback(orch *o, header_src *src, uint64_t stop_seq, header_fn fn, void *arg,
+              int64_t *nread)
+{
+	uint64_t seq = src->next_seq;
+
+	if (seq == 0)
+		return 0;   /* no previous pass to go on from */
+	if (!src->lr_ready &&
+	    rs_logread_init(&src->lr, o->nats.nc, o->nats.js, src->stream, "leader", 5000) == RS_OK)
+		src->lr_ready = 1;
+	if (!src->lr_ready)
+		return 0;
+	while (seq <= stop_seq && *nread < FALLBACK_MAX && !atomic_load(&o->stopping)) {
+		jsDirectGetMsgOptions dg;
+		natsMsg *m = NULL;
+		const char *hs = NULL, *ts = NULL;
+		int64_t ts_ms = 0;
+		natsStatus s;
+
+		jsDirectGetMsgOptions_Init(&dg);
+		dg.Sequence = seq;
+		dg.NextBySubject = src->filter;
+		if ((s = rs_logread_get(&src->lr, &m, &dg)) == NATS_NOT_FOUND)
+			return 1;
+		if (s != NATS_OK || natsMsgHeader_Get(m, "Nats-Sequence", &hs) != NATS_OK || hs == NULL) {
+			natsMsg_Destroy(m);
+			return 0;
+		}
+		if (natsMsgHeader_Get(m, "Nats-Time-Stamp", &ts) != NATS_OK || ts == NULL ||
+		    rs_time_parse_rfc3339(ts, &ts_ms) != RS_OK)
+			ts_ms = rs_now_ms();
+		seq = strtoull(hs, NULL, 10);
+		(*nread)++;
+		fn(m, seq, ts_ms * 1000000LL, arg);
+		natsMsg_Destroy(m);
+		src->next_seq = ++seq;
+	}
+	return seq > stop_seq;
+}
 
 static int
-read_headers(orch *o, const char *stream, const char *filter, int64_t start_ns, header_fn fn,
-             void *arg, int64_t *nread)
+read_headers(orch *o, header_src *src, int64_t start_ns, header_fn fn, void *arg, int64_t *nread)
 {
+	const char *stream = src->stream, *filter = src->filter;
 	natsSubscription *sub = NULL;
 	jsSubOptions so;
 	jsStreamInfo *si = NULL;
@@ -293,7 +353,9 @@ read_headers(orch *o, const char *stream, const char *filter, int64_t start_ns, 
 			if (natsMsg_GetMetaData(&md, m) != NATS_OK)
 				continue;
 			(*nread)++;
-			fn(m, md, arg);
+			fn(m, md->Sequence.Stream, md->Timestamp, arg);
+			if (md->Sequence.Stream + 1 > src->next_seq)
+				src->next_seq = md->Sequence.Stream + 1;
 			if (md->Sequence.Stream >= stop_seq || md->NumPending == 0)
 				complete = 1;
 			jsMsgMetaData_Destroy(md);
@@ -302,12 +364,17 @@ read_headers(orch *o, const char *stream, const char *filter, int64_t start_ns, 
 	}
 	natsSubscription_Unsubscribe(sub);   /* deletes the ephemeral consumer */
 	natsSubscription_Destroy(sub);
+	if (!complete && *nread == 0 && !atomic_load(&o->stopping)) {
+		complete = read_fallback(o, src, stop_seq, fn, arg, nread);
+		rs_warn("reconcile: %s read from the stream leader instead: %lld message(s)%s", stream,
+		        (long long)*nread, complete ? "" : ", pass incomplete");
+	}
 	return complete;
 }
 
 /* RUNS: keep each run's last event (type, runseq, time). */
 static void
-last_event(natsMsg *m, const jsMsgMetaData *md, void *arg)
+last_event(natsMsg *m, uint64_t seq, int64_t ts_ns, void *arg)
 {
 	json_t *last = arg;
 	const char *type = NULL, *id = NULL, *dash;
@@ -317,7 +384,8 @@ last_event(natsMsg *m, const jsMsgMetaData *md, void *arg)
 		json_object_set_new(last, natsMsg_GetSubject(m),
 		                    json_pack("{s:s, s:I, s:I}", "type", type, "runseq",
 		                              (json_int_t)strtoll(dash + 1, NULL, 10), "ts",
-		                              (json_int_t)md->Timestamp));
+		                              (json_int_t)ts_ns));
+	(void)seq;
 }
 
 /*
@@ -325,8 +393,8 @@ last_event(natsMsg *m, const jsMsgMetaData *md, void *arg)
  * sent a continue (or -1 when the stream could not be read).
  */
 static long
-sweep_pass(orch *o, const sweep_cfg *sc, int64_t start_ns, int64_t *events_read, rs_map *rest,
-           rs_map *reg)
+sweep_pass(orch *o, const sweep_cfg *sc, header_src *src, int64_t start_ns, int64_t *events_read,
+           rs_map *rest, rs_map *reg)
 {
 	json_t *last = json_object(), *v;
 	const char *key;
@@ -334,7 +402,7 @@ sweep_pass(orch *o, const sweep_cfg *sc, int64_t start_ns, int64_t *events_read,
 	long sent = 0;
 	int complete;
 
-	complete = read_headers(o, "RUNS", "runs.>", start_ns, last_event, last, events_read);
+	complete = read_headers(o, src, start_ns, last_event, last, events_read);
 	if (complete < 0) {
 		json_decref(last);
 		return -1;
@@ -367,7 +435,7 @@ sweep_pass(orch *o, const sweep_cfg *sc, int64_t start_ns, int64_t *events_read,
 
 /* KV runs: a run registered (keyed <tenant>.<run_id>, as in its subjects). */
 static void
-registered(natsMsg *m, const jsMsgMetaData *md, void *arg)
+registered(natsMsg *m, uint64_t seq, int64_t ts_ns, void *arg)
 {
 	struct { orch *o; rs_map *reg; } *a = arg;
 	const char *key = natsMsg_GetSubject(m) + strlen("$KV.runs.");
@@ -379,7 +447,8 @@ registered(natsMsg *m, const jsMsgMetaData *md, void *arg)
 	e = rs_xmalloc(sizeof(*e));
 	e->runseq = 0;
 	e->interval_ms = a->o->cfg.late_ms;
-	e->next_ms = md->Timestamp / 1000000 + e->interval_ms;
+	e->next_ms = ts_ns / 1000000 + e->interval_ms;
+	(void)seq;
 	if (rs_map_put(a->reg, key, e) != RS_OK)
 		rs_oom(0);
 }
@@ -475,6 +544,8 @@ sweep_main(void *arg)
 	rs_map rest, reg;
 	rs_logread runs_lr, kv_lr;
 	int reads = 0;
+	header_src runs_src = { "RUNS", "runs.>", 0, { 0 }, 0 };
+	header_src reg_src = { "KV_runs", "$KV.runs.>", 0, { 0 }, 0 };
 
 	rs_map_init(&rest, free);
 	rs_map_init(&reg, free);
@@ -484,11 +555,10 @@ sweep_main(void *arg)
 			/* Registrations first: a run registered and started within
 			 * the pass is then seen started by the RUNS pass below. */
 			struct { orch *o; rs_map *reg; } a = { o, &reg };
-			if (read_headers(o, "KV_runs", "$KV.runs.>", reg_from_ms * 1000000LL, registered,
-			                 &a, &regs) == 1)
+			if (read_headers(o, &reg_src, reg_from_ms * 1000000LL, registered, &a, &regs) == 1)
 				reg_from_ms = pass_start - 1000;
 		}
-		sent = sweep_pass(o, &sc, from_ms * 1000000LL, &events, &rest, &reg);
+		sent = sweep_pass(o, &sc, &runs_src, from_ms * 1000000LL, &events, &rest, &reg);
 		if (o->cfg.late_ms > 0) {
 			rs_metric_add(rs_orch_om.sweep_continued, (double)check_resting(o, &rest));
 			if (!reads)
