@@ -661,14 +661,31 @@ heal_run(rs_proj_consumer *pc, const char *subject, int64_t upto)
 	if (PQntuples(r) == 1)
 		last = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
 	PQclear(r);
-	/* From the first event after the row: the leader's copy has each
-	 * runseq once, in order (a repeated one is skipped by the fold). */
-	for (from = 0; from < n && rs_proj_runs_dec_runseq(dec, from) <= last; from++)
-		;
-	/* Up to the last event the batch had: the later ones come from the
-	 * consumer, in order, like any other. */
-	while (n > from && rs_proj_runs_dec_runseq(dec, n - 1) > upto)
-		n--;
+	/* The events that continue the row, in log order: last + 1, last + 2,
+	 * ... up to the newest the batch had (later ones come from the
+	 * consumer like any other). A repeated or unreadable one is passed
+	 * over; one further ahead means the log itself has the gap here: stop
+	 * (its letters stay). */
+	{
+		size_t k = 0;
+		int64_t want = last + 1;
+
+		for (size_t i = 0; i < n && want <= upto; i++) {
+			int64_t rsq = rs_proj_runs_dec_runseq(dec, i);
+			if (rsq < want)
+				continue;
+			if (rsq > want)
+				break;
+			msgs[k++] = msgs[i];
+			want++;
+		}
+		rs_proj_runs_dec_free(dec);
+		dec = NULL;
+		from = 0;
+		n = k;
+		if (n > 0 && (st = rs_proj_runs_decode(msgs, n, &dec)) != RS_OK)
+			goto rollback;
+	}
 	if (from < n) {
 		int filled = 1;
 		char lastbuf[24];
@@ -693,9 +710,9 @@ heal_run(rs_proj_consumer *pc, const char *subject, int64_t upto)
 	}
 	if ((st = exec1(pc->pg, "COMMIT", 0, NULL, NULL)) != RS_OK)
 		goto cleanup;
-	rs_warn("projector %s: run %s had a runseq gap after %" PRId64 ": %zu event(s) applied from "
-	        "the stream leader's copy (%zu dead letter(s) on the way)", pc->name, run_id, last,
-	        res.applied > 0 ? (size_t)res.applied : 0, res.ndead);
+	if (res.applied > 0)
+		rs_warn("projector %s: run %s had a runseq gap after %" PRId64 ": %zu event(s) applied "
+		        "from the stream leader's copy", pc->name, run_id, last, (size_t)res.applied);
 	goto cleanup;
 rollback:
 	if (st != RS_EUNAVAIL)
