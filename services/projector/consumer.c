@@ -53,8 +53,8 @@ backoff(rs_proj_consumer *pc, int64_t *ms)
 	*ms = *ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : *ms * 2;
 }
 
-static rs_status
-exec1(PGconn *c, const char *sql, int n, const char *const *p, PGresult **out)
+rs_status
+rs_proj_exec1(PGconn *c, const char *sql, int n, const char *const *p, PGresult **out)
 {
 	PGresult *r = PQexecParams(c, sql, n, NULL, p, NULL, NULL, 0);
 	ExecStatusType t = PQresultStatus(r);
@@ -81,7 +81,7 @@ read_checkpoint(rs_proj_consumer *pc, uint64_t *seq)
 	PGresult *r = NULL;
 	rs_status st;
 
-	st = exec1(pc->pg, "SELECT last_seq FROM projection_checkpoints WHERE projection = $1",
+	st = rs_proj_exec1(pc->pg, "SELECT last_seq FROM projection_checkpoints WHERE projection = $1",
 	           1, p, &r);
 	if (st != RS_OK)
 		return st;
@@ -90,8 +90,8 @@ read_checkpoint(rs_proj_consumer *pc, uint64_t *seq)
 	return RS_OK;
 }
 
-static void
-pg_drop(rs_proj_consumer *pc)
+void
+rs_proj_pg_drop(rs_proj_consumer *pc)
 {
 	PQfinish(pc->pg);
 	pc->pg = NULL;
@@ -109,19 +109,19 @@ pg_ensure(rs_proj_consumer *pc)
 	if (pc->pg != NULL && PQstatus(pc->pg) == CONNECTION_OK)
 		return RS_OK;
 	if (pc->pg != NULL)
-		pg_drop(pc);
+		rs_proj_pg_drop(pc);
 	pc->pg = PQconnectdb(pc->pg_url);
 	if (PQstatus(pc->pg) != CONNECTION_OK) {
-		pg_drop(pc);
+		rs_proj_pg_drop(pc);
 		return RS_EUNAVAIL;
 	}
 	/* The live projector writes the tables in public, whatever the role's
 	 * default search_path says (a rebuild swaps new ones in there). */
-	if ((st = exec1(pc->pg, "SET search_path TO public", 0, NULL, NULL)) != RS_OK)
+	if ((st = rs_proj_exec1(pc->pg, "SET search_path TO public", 0, NULL, NULL)) != RS_OK)
 		goto fail;
 	if (pc->prepare_runs && (st = rs_proj_runs_prepare(pc->pg)) != RS_OK)
 		goto fail;
-	st = exec1(pc->pg, "INSERT INTO projection_checkpoints (projection, stream) VALUES ($1, $2) "
+	st = rs_proj_exec1(pc->pg, "INSERT INTO projection_checkpoints (projection, stream) VALUES ($1, $2) "
 	                   "ON CONFLICT (projection) DO NOTHING", 2, p, NULL);
 	if (st != RS_OK)
 		goto fail;
@@ -132,7 +132,7 @@ pg_ensure(rs_proj_consumer *pc)
 	rs_info("projector %s: connected to Postgres, checkpoint %" PRIu64, pc->name, seq);
 	return RS_OK;
 fail:
-	pg_drop(pc);
+	rs_proj_pg_drop(pc);
 	return st == RS_OK ? RS_EUNAVAIL : st;
 }
 
@@ -347,8 +347,8 @@ consumer_setup(rs_proj_consumer *pc)
  * deposed leader's last batch and the new leader's first one cannot
  * interleave: the later one sees the earlier one's checkpoint and skips.
  * RS_ECONFLICT: not (or no longer) the leader. */
-static rs_status
-lock_checkpoint(rs_proj_consumer *pc, uint64_t *seq)
+rs_status
+rs_proj_lock_checkpoint(rs_proj_consumer *pc, uint64_t *seq)
 {
 	char lockbuf[24], pidbuf[24], keybuf[24];
 	const char *p[3] = { pc->name, pidbuf, keybuf };
@@ -361,14 +361,14 @@ lock_checkpoint(rs_proj_consumer *pc, uint64_t *seq)
 		 * checkpoint, so after a swap we see the rebuilt one. */
 		snprintf(lockbuf, sizeof(lockbuf), "%" PRId64, pc->lock_key);
 		p[0] = lockbuf;
-		st = exec1(pc->pg, "SELECT pg_advisory_xact_lock($1::bigint)", 1, p, NULL);
+		st = rs_proj_exec1(pc->pg, "SELECT pg_advisory_xact_lock($1::bigint)", 1, p, NULL);
 		p[0] = pc->name;
 		if (st != RS_OK)
 			return st;
 	}
 	snprintf(pidbuf, sizeof(pidbuf), "%" PRIu64, pc->gen & 0xffffffffu);
 	snprintf(keybuf, sizeof(keybuf), "%lld", RS_PROJ_LOCK_LEADER);
-	st = exec1(pc->pg, "SELECT last_seq, EXISTS (SELECT 1 FROM pg_locks WHERE "
+	st = rs_proj_exec1(pc->pg, "SELECT last_seq, EXISTS (SELECT 1 FROM pg_locks WHERE "
 	                   "locktype = 'advisory' AND granted AND pid = $2::int AND objsubid = 1 "
 	                   "AND ((classid::bigint << 32) | objid::bigint) = $3::bigint) "
 	                   "FROM projection_checkpoints WHERE projection = $1 "
@@ -399,9 +399,9 @@ txn_apply(rs_proj_consumer *pc, const rs_proj_fetched *f, size_t from, size_t to
 	int64_t last_ts = 0;
 	rs_status st;
 
-	if ((st = exec1(pc->pg, "BEGIN", 0, NULL, NULL)) != RS_OK)
+	if ((st = rs_proj_exec1(pc->pg, "BEGIN", 0, NULL, NULL)) != RS_OK)
 		return st;
-	if ((st = lock_checkpoint(pc, &cp)) != RS_OK)
+	if ((st = rs_proj_lock_checkpoint(pc, &cp)) != RS_OK)
 		goto rollback;
 	while (first < to && msgs[first].seq <= cp)
 		first++;
@@ -419,14 +419,14 @@ txn_apply(rs_proj_consumer *pc, const rs_proj_fetched *f, size_t from, size_t to
 		p[0] = pc->name;
 		p[1] = seqbuf;
 		p[2] = tbuf;
-		st = exec1(pc->pg, "UPDATE projection_checkpoints SET last_seq = $2, "
+		st = rs_proj_exec1(pc->pg, "UPDATE projection_checkpoints SET last_seq = $2, "
 		                   "last_event_at = $3, updated_at = now() WHERE projection = $1",
 		           3, p, NULL);
 		if (st != RS_OK)
 			goto rollback;
 		cp = msgs[to - 1].seq;
 	}
-	if ((st = exec1(pc->pg, "COMMIT", 0, NULL, NULL)) != RS_OK)
+	if ((st = rs_proj_exec1(pc->pg, "COMMIT", 0, NULL, NULL)) != RS_OK)
 		return st;
 	*committed_to = cp;
 	if (last_ts != 0)
@@ -434,7 +434,7 @@ txn_apply(rs_proj_consumer *pc, const rs_proj_fetched *f, size_t from, size_t to
 	return RS_OK;
 rollback:
 	if (st != RS_EUNAVAIL)
-		exec1(pc->pg, "ROLLBACK", 0, NULL, NULL);
+		rs_proj_exec1(pc->pg, "ROLLBACK", 0, NULL, NULL);
 	return st;
 }
 
@@ -450,20 +450,20 @@ dead_txn(rs_proj_consumer *pc, const rs_proj_msg *m, const rs_proj_result *one,
 	rs_status st;
 
 	snprintf(seqbuf, sizeof(seqbuf), "%" PRIu64, m->seq);
-	if ((st = exec1(pc->pg, "BEGIN", 0, NULL, NULL)) != RS_OK)
+	if ((st = rs_proj_exec1(pc->pg, "BEGIN", 0, NULL, NULL)) != RS_OK)
 		return st;
-	st = lock_checkpoint(pc, &cp);
+	st = rs_proj_lock_checkpoint(pc, &cp);
 	if (st == RS_OK)
 		st = rs_proj_store_dead(pc->pg, pc->dlq_source, one);
 	if (st == RS_OK)
-		st = exec1(pc->pg, "UPDATE projection_checkpoints SET last_seq = $2, updated_at = now() "
+		st = rs_proj_exec1(pc->pg, "UPDATE projection_checkpoints SET last_seq = $2, updated_at = now() "
 		                   "WHERE projection = $1 AND last_seq < $2", 2, p, NULL);
 	if (st != RS_OK) {
 		if (st != RS_EUNAVAIL)
-			exec1(pc->pg, "ROLLBACK", 0, NULL, NULL);
+			rs_proj_exec1(pc->pg, "ROLLBACK", 0, NULL, NULL);
 		return st;
 	}
-	if ((st = exec1(pc->pg, "COMMIT", 0, NULL, NULL)) == RS_OK)
+	if ((st = rs_proj_exec1(pc->pg, "COMMIT", 0, NULL, NULL)) == RS_OK)
 		*committed_to = m->seq;
 	return st;
 }
@@ -539,7 +539,7 @@ commit_batch(rs_proj_consumer *pc, rs_proj_fetched *f, rs_proj_result *res)
 			}
 			if (st == RS_ENOMEM || st == RS_ECONFLICT)
 				return st;
-			pg_drop(pc);
+			rs_proj_pg_drop(pc);
 		}
 		rs_metric_inc(pc->m_pg_retries);
 		if (atomic_load(pc->stop))
@@ -568,208 +568,10 @@ sweep_presence(rs_proj_consumer *pc)
 	if (pc->presence_ttl_s <= 0 || pg_ensure(pc) != RS_OK)
 		return;
 	snprintf(ttl, sizeof(ttl), "%" PRId64, pc->presence_ttl_s);
-	if (exec1(pc->pg, "UPDATE devices SET online = false, updated_at = now() WHERE online "
+	if (rs_proj_exec1(pc->pg, "UPDATE devices SET online = false, updated_at = now() WHERE online "
 	                  "AND last_seen < now() - make_interval(secs => $1::bigint)", 1, p, NULL)
 	    == RS_EUNAVAIL)
-		pg_drop(pc);
-}
-
-#define HEAL_MAX_EVENTS 100000   /* a run's history read back at most */
-
-/* The reads of RUNS from the leader (batch_has_hole, heal_run). */
-static int
-holes_ready(rs_proj_consumer *pc)
-{
-	if (!pc->holes_ready &&
-	    rs_logread_init(&pc->holes, pc->nats->nc, pc->nats->js, pc->stream, NULL, 5000) == RS_OK)
-		pc->holes_ready = 1;
-	return pc->holes_ready;
-}
-
-/*
- * A run whose next event came with a runseq gap: its history as the stream
- * leader has it, applied from the run's row on, in a transaction of its
- * own (the checkpoint does not move), and the gap's dead letters removed.
- * Why: on a cluster, nats-server 2.9.10's replicas can disagree after
- * repeated kill -9 (bench/chaos: one replica's RUNS 4 KB short, the same
- * event at sequence 2659 on one replica and 2665 on the leader), and a
- * durable consumer reads its own replica, so stream sequences and the
- * checkpoint cannot always say what was missed. The run's subject and its
- * runseq can: the leader's copy is the one every append was checked
- * against. A gap the leader cannot fill stays dead-lettered.
- */
-static rs_status
-heal_run(rs_proj_consumer *pc, const char *subject, int64_t upto)
-{
-	natsMsg **got = NULL;
-	rs_proj_msg *msgs = NULL;
-	rs_proj_runs_dec *dec = NULL;
-	rs_proj_result res = { 0 };
-	PGresult *r = NULL;
-	const char *run_id = strrchr(subject, '.'), *p[1];
-	size_t n = 0, ngot = 0, cap = 0, from;
-	uint64_t seq = 0, cp;
-	int64_t last = 0;
-	rs_status st = RS_OK;
-
-	if (run_id == NULL || !holes_ready(pc))
-		return RS_EUNAVAIL;
-	run_id++;
-	for (;;) {
-		jsDirectGetMsgOptions o;
-		natsMsg *m = NULL;
-		const char *hs = NULL;
-		natsStatus s;
-
-		jsDirectGetMsgOptions_Init(&o);
-		o.Sequence = seq + 1;
-		o.NextBySubject = subject;
-		if ((s = rs_logread_get(&pc->holes, &m, &o)) == NATS_NOT_FOUND)
-			break;
-		if (s != NATS_OK || natsMsgHeader_Get(m, "Nats-Sequence", &hs) != NATS_OK || hs == NULL ||
-		    n == HEAL_MAX_EVENTS) {
-			natsMsg_Destroy(m);
-			st = RS_EUNAVAIL;
-			goto cleanup;
-		}
-		seq = strtoull(hs, NULL, 10);
-		if (n == cap) {
-			cap = cap ? cap * 2 : 64;
-			got = rs_xrealloc(got, cap * sizeof(*got));
-		}
-		got[n++] = m;
-		ngot = n;
-	}
-	msgs = rs_xcalloc(n ? n : 1, sizeof(*msgs));
-	for (size_t i = 0; i < n; i++) {
-		const char *hs = NULL;
-		natsMsgHeader_Get(got[i], "Nats-Sequence", &hs);
-		msgs[i].seq = strtoull(hs, NULL, 10);
-		msgs[i].subject = subject;
-		msgs[i].data = natsMsg_GetData(got[i]) ? natsMsg_GetData(got[i]) : "";
-		msgs[i].len = natsMsg_GetDataLength(got[i]);
-	}
-	if (n == 0 || (st = rs_proj_runs_decode(msgs, n, &dec)) != RS_OK)
-		goto cleanup;
-	if ((st = exec1(pc->pg, "BEGIN", 0, NULL, NULL)) != RS_OK)
-		goto cleanup;
-	if ((st = lock_checkpoint(pc, &cp)) != RS_OK)
-		goto rollback;
-	p[0] = run_id;
-	if ((st = exec1(pc->pg, "SELECT last_seq FROM runs WHERE run_id = $1::uuid", 1, p, &r)) != RS_OK)
-		goto rollback;
-	if (PQntuples(r) == 1)
-		last = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-	PQclear(r);
-	/* The events that continue the row, in log order: last + 1, last + 2,
-	 * ... up to the newest the batch had (later ones come from the
-	 * consumer like any other). A repeated or unreadable one is passed
-	 * over; one further ahead means the log itself has the gap here: stop
-	 * (its letters stay). */
-	{
-		size_t k = 0;
-		int64_t want = last + 1;
-
-		for (size_t i = 0; i < n && want <= upto; i++) {
-			int64_t rsq = rs_proj_runs_dec_runseq(dec, i);
-			if (rsq < want)
-				continue;
-			if (rsq > want)
-				break;
-			msgs[k++] = msgs[i];
-			want++;
-		}
-		rs_proj_runs_dec_free(dec);
-		dec = NULL;
-		from = 0;
-		n = k;
-		if (n > 0 && (st = rs_proj_runs_decode(msgs, n, &dec)) != RS_OK)
-			goto rollback;
-	}
-	if (from < n) {
-		int filled = 1;
-		char lastbuf[24];
-		const char *q[2] = { run_id, lastbuf };
-
-		/* The row is the run's truth: events recorded past it (a torn
-		 * earlier attempt) give way to the leader's. */
-		snprintf(lastbuf, sizeof(lastbuf), "%" PRId64, last);
-		if ((st = exec1(pc->pg, "DELETE FROM run_events WHERE run_id = $1::uuid AND seq > $2::bigint",
-		                2, q, NULL)) != RS_OK)
-			goto rollback;
-		if ((st = rs_proj_runs_apply_dec(pc->pg, dec, from, n, &res)) != RS_OK)
-			goto rollback;
-		for (size_t i = 0; i < res.ndead; i++)
-			if (strncmp(res.dead[i].reason, "runseq gap", 10) == 0)
-				filled = 0;   /* the log itself has the gap: keep the letters */
-		p[0] = subject;
-		if (filled && (st = exec1(pc->pg, "DELETE FROM dead_letters WHERE source = 'projector.runs' "
-		                                  "AND subject = $1 AND reason LIKE 'runseq gap%'",
-		                          1, p, NULL)) != RS_OK)
-			goto rollback;
-	}
-	if ((st = exec1(pc->pg, "COMMIT", 0, NULL, NULL)) != RS_OK)
-		goto cleanup;
-	if (res.applied > 0)
-		rs_warn("projector %s: run %s had a runseq gap after %" PRId64 ": %zu event(s) applied "
-		        "from the stream leader's copy", pc->name, run_id, last, (size_t)res.applied);
-	goto cleanup;
-rollback:
-	if (st != RS_EUNAVAIL)
-		exec1(pc->pg, "ROLLBACK", 0, NULL, NULL);
-	else
-		pg_drop(pc);
-cleanup:
-	rs_proj_result_reset(&res);
-	rs_proj_runs_dec_free(dec);
-	free(msgs);
-	for (size_t i = 0; i < ngot; i++)
-		natsMsg_Destroy(got[i]);
-	free(got);
-	return st;
-}
-
-static int
-is_gap(const rs_proj_dead *d)
-{
-	return strncmp(d->reason, "runseq gap", 10) == 0;
-}
-
-/* The runseq in a dead letter's event (0 if unreadable). */
-static int64_t
-dead_runseq(const rs_proj_dead *d)
-{
-	json_t *o = json_loadb(d->msg->data, (size_t)d->msg->len, 0, NULL);
-	int64_t v = o != NULL ? (int64_t)json_integer_value(json_object_get(o, "runseq")) : 0;
-
-	json_decref(o);
-	return v;
-}
-
-/* After a committed batch: heal each run it dead-lettered for a gap, up to
- * the newest of its events the batch had. */
-static void
-heal_gaps(rs_proj_consumer *pc, const rs_proj_result *res)
-{
-	for (size_t i = 0; i < res->ndead && pc->decode_runs; i++) {
-		const char *subj = res->dead[i].msg->subject;
-		int64_t upto = 0;
-		int seen = 0;
-
-		if (!is_gap(&res->dead[i]))
-			continue;
-		for (size_t k = 0; k < i && !seen; k++)
-			seen = is_gap(&res->dead[k]) && strcmp(res->dead[k].msg->subject, subj) == 0;
-		if (seen)
-			continue;
-		for (size_t k = i; k < res->ndead; k++)
-			if (is_gap(&res->dead[k]) && strcmp(res->dead[k].msg->subject, subj) == 0 &&
-			    dead_runseq(&res->dead[k]) > upto)
-				upto = dead_runseq(&res->dead[k]);
-		if (heal_run(pc, subj, upto) != RS_OK)
-			rs_warn("projector %s: %s has a runseq gap the stream leader could not fill now",
-			        pc->name, subj);
-	}
+		rs_proj_pg_drop(pc);
 }
 
 static rs_status
@@ -793,7 +595,7 @@ process(rs_proj_consumer *pc, rs_proj_fetched *f)
 		rs_metric_add(pc->m_applied, (double)res.applied);
 		rs_metric_add(pc->m_dead, (double)res.ndead);
 		rs_metric_inc(pc->m_batches);
-		heal_gaps(pc, &res);
+		rs_proj_heal_gaps(pc, &res);
 	}
 	rs_proj_result_reset(&res);
 	return st;
@@ -810,7 +612,7 @@ restart_point(rs_proj_consumer *pc)
 	if (st == RS_OK)
 		atomic_store(&pc->applied_seq, seq);
 	else if (st == RS_EUNAVAIL)
-		pg_drop(pc);
+		rs_proj_pg_drop(pc);
 	return st;
 }
 
@@ -824,59 +626,6 @@ stand_down(rs_proj_consumer *pc)
 	consumer_drop(pc);
 	pc->gen = 0;
 	atomic_store(&pc->running, 0);
-}
-
-/*
- * Runs only: 1 when the batch passes over a message RUNS still holds.
- * Exactly once rests on the checkpoint moving in stream order, so a message
- * delivered after newer ones were committed is skipped as "at or below the
- * checkpoint" and its run's next event is then a runseq gap. JetStream
- * redelivers out of order: a message handed to a pull request lost in a
- * NATS fault (a node killed, a consumer leader moved) counts as delivered
- * and comes back only after AckWait, behind newer ones (bench/chaos: one
- * run's event missing from the read model after the RUNS leader was
- * killed). A sequence missing from a batch is normal when RUNS no longer
- * has it (a run archived with --purge, the oldest messages discarded), so
- * the leader is asked for the next message from there (one read per
- * hole); if it is older than the batch's, the consumer starts again at
- * the checkpoint, which delivers in order.
- */
-static int
-batch_has_hole(rs_proj_consumer *pc, const rs_proj_fetched *f)
-{
-	uint64_t expect = atomic_load(&pc->applied_seq) + 1;
-
-	if (!pc->decode_runs)
-		return 0;   /* KV projections: rollups leave holes everywhere */
-	for (size_t i = 0; i < f->n; i++) {
-		uint64_t seq = f->msgs[i].seq;
-		jsDirectGetMsgOptions o;
-		natsMsg *m = NULL;
-		const char *hs = NULL;
-		uint64_t next = 0;
-
-		if (seq < expect)
-			continue;   /* at or below the checkpoint: skipped */
-		if (seq > expect) {
-			if (!holes_ready(pc))
-				return 0;   /* cannot tell: as before */
-			jsDirectGetMsgOptions_Init(&o);
-			o.Sequence = expect;
-			o.NextBySubject = pc->filter;
-			if (rs_logread_get(&pc->holes, &m, &o) == NATS_OK &&
-			    natsMsgHeader_Get(m, "Nats-Sequence", &hs) == NATS_OK && hs != NULL)
-				next = strtoull(hs, NULL, 10);
-			natsMsg_Destroy(m);
-			if (next >= expect && next < seq) {
-				rs_warn("projector %s: seq %" PRIu64 " was passed over (delivered %" PRIu64
-				        " after the checkpoint %" PRIu64 "): starting again from the checkpoint",
-				        pc->name, next, seq, expect - 1);
-				return 1;
-			}
-		}
-		expect = seq + 1;
-	}
-	return 0;
 }
 
 /* The durable is gone or the connection closed: set it up again. */
@@ -934,7 +683,7 @@ consumer_main(void *arg)
 			}
 			continue;
 		}
-		if (f.msgs != NULL && batch_has_hole(pc, &f)) {
+		if (f.msgs != NULL && rs_proj_batch_has_hole(pc, &f)) {
 			fetched_free(&f);
 			consumer_drop(pc);   /* recreated at the checkpoint, in order */
 			atomic_store(&pc->running, 0);
@@ -990,5 +739,5 @@ rs_proj_consumer_join(rs_proj_consumer *pc)
 {
 	pthread_join(pc->th, NULL);
 	if (pc->pg != NULL)
-		pg_drop(pc);
+		rs_proj_pg_drop(pc);
 }

@@ -90,6 +90,17 @@ typedef struct {
 } rs_proj_consumer;
 
 rs_status rs_proj_consumer_start(rs_proj_consumer *pc);
+
+/* consumer.c, for repair.c (the consumer thread only). */
+rs_status rs_proj_exec1(PGconn *c, const char *sql, int n, const char *const *p, PGresult **out);
+void rs_proj_pg_drop(rs_proj_consumer *pc);
+rs_status rs_proj_lock_checkpoint(rs_proj_consumer *pc, uint64_t *seq);
+
+/* repair.c: 1 when a runs batch passes over a sequence RUNS still holds
+ * (start again at the checkpoint); after a committed batch, complete from
+ * the stream leader each run it dead-lettered for a runseq gap. */
+int rs_proj_batch_has_hole(rs_proj_consumer *pc, const rs_proj_fetched *f);
+void rs_proj_heal_gaps(rs_proj_consumer *pc, const rs_proj_result *res);
 /* Waits for the thread: it finishes (commits and acks) its batch first. */
 void rs_proj_consumer_join(rs_proj_consumer *pc);
 
