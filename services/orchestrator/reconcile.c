@@ -72,6 +72,27 @@ typedef struct {
 	int64_t interval_ms, lookback_s, quiet_ms;
 } sweep_cfg;
 
+/* Follow key from at_ms on: first look RS_ORCH_LATE_MS later. */
+static void
+follow(orch *o, rs_map *m, const char *key, int64_t runseq, int64_t at_ms)
+{
+	resting *e = rs_xmalloc(sizeof(*e));
+
+	e->runseq = runseq;
+	e->interval_ms = o->cfg.late_ms;
+	e->next_ms = at_ms + e->interval_ms;
+	if (rs_map_put(m, key, e) != RS_OK)
+		rs_oom(0);
+}
+
+/* Looked at now: next time twice as late, at most LATE_MAX_MS. */
+static void
+look_again(resting *r, int64_t now)
+{
+	r->interval_ms = r->interval_ms * 2 > LATE_MAX_MS ? LATE_MAX_MS : r->interval_ms * 2;
+	r->next_ms = now + r->interval_ms;
+}
+
 /* The runs of this pass in `last`: follow those resting on a timer,
  * forget the others. */
 static void
@@ -98,12 +119,7 @@ follow_resting(orch *o, rs_map *rest, json_t *last)
 			}
 			continue;
 		}
-		e = rs_xmalloc(sizeof(*e));
-		e->runseq = runseq;
-		e->interval_ms = o->cfg.late_ms;
-		e->next_ms = json_integer_value(json_object_get(v, "ts")) / 1000000 + e->interval_ms;
-		if (rs_map_put(rest, key, e) != RS_OK)
-			rs_oom(0);
+		follow(o, rest, key, runseq, json_integer_value(json_object_get(v, "ts")) / 1000000);
 	}
 }
 
@@ -129,8 +145,7 @@ check_resting(orch *o, rs_map *rest)
 		sent++;
 		rs_log(RS_LOG_INFO, NULL, NULL, "reconcile: %s rests on event %lld for %lld ms: sent run.continue",
 		       e->key, (long long)r->runseq, (long long)(now - r->next_ms + r->interval_ms));
-		r->interval_ms = r->interval_ms * 2 > LATE_MAX_MS ? LATE_MAX_MS : r->interval_ms * 2;
-		r->next_ms = now + r->interval_ms;
+		look_again(r, now);
 	}
 	return sent;
 }
@@ -434,23 +449,22 @@ sweep_pass(orch *o, const sweep_cfg *sc, header_src *src, int64_t start_ns, int6
 /* ---- runs registered and never started -------------------------------- */
 
 /* KV runs: a run registered (keyed <tenant>.<run_id>, as in its subjects). */
+typedef struct {
+	orch *o;
+	rs_map *reg;
+} reg_arg;
+
 static void
 registered(natsMsg *m, uint64_t seq, int64_t ts_ns, void *arg)
 {
-	struct { orch *o; rs_map *reg; } *a = arg;
+	reg_arg *a = arg;
 	const char *key = natsMsg_GetSubject(m) + strlen("$KV.runs.");
-	resting *e;
 
 	if (strncmp(natsMsg_GetSubject(m), "$KV.runs.", strlen("$KV.runs.")) != 0 ||
 	    rs_map_get(a->reg, key) != NULL || rs_map_count(a->reg) >= LATE_TRACK_MAX)
 		return;
-	e = rs_xmalloc(sizeof(*e));
-	e->runseq = 0;
-	e->interval_ms = a->o->cfg.late_ms;
-	e->next_ms = ts_ns / 1000000 + e->interval_ms;
 	(void)seq;
-	if (rs_map_put(a->reg, key, e) != RS_OK)
-		rs_oom(0);
+	follow(a->o, a->reg, key, 0, ts_ns / 1000000);
 }
 
 /*
@@ -527,8 +541,7 @@ check_registered(orch *o, rs_map *reg, rs_logread *runs, rs_logread *kv)
 			free(body);
 		}
 		json_decref(v);
-		r->interval_ms = r->interval_ms * 2 > LATE_MAX_MS ? LATE_MAX_MS : r->interval_ms * 2;
-		r->next_ms = now + r->interval_ms;
+		look_again(r, now);
 	}
 	return sent;
 }
@@ -554,7 +567,7 @@ sweep_main(void *arg)
 		if (o->cfg.late_ms > 0) {
 			/* Registrations first: a run registered and started within
 			 * the pass is then seen started by the RUNS pass below. */
-			struct { orch *o; rs_map *reg; } a = { o, &reg };
+			reg_arg a = { o, &reg };
 			if (read_headers(o, &reg_src, reg_from_ms * 1000000LL, registered, &a, &regs) == 1)
 				reg_from_ms = pass_start - 1000;
 		}
