@@ -136,7 +136,9 @@ int rs_run_at_rest(const rs_run *r, const rs_agent *agent);
 rs_status rs_run_pending_effects(const rs_run *r, rs_decision *out);
 
 /* The timers due and the tool calls requested more than grace ms before
- * now that are still pending / undispatched (out: timers and calls only).
+ * now that are still pending / undispatched, and the tool calls dispatched
+ * more than 2 * grace ms before now still unanswered (out: timers and
+ * calls only).
  * The orchestrator publishes them again, under new message ids, when the
  * reconcile sweep finds a run resting too long (services/orchestrator/
  * reconcile.c): the safety net for a message the stream lost. */

@@ -294,11 +294,16 @@ rs_run_add_pending_effects(const rs_run *r, rs_decision *out)
 }
 
 /* Effects owed for longer than grace: a pending timer due more than grace
- * ago, a tool call requested more than grace ago and never dispatched.
+ * ago, a tool call requested more than grace ago and never dispatched, a
+ * tool call dispatched more than twice grace ago and never answered.
  * Normally the timer or the call is on its stream and only late; but
  * nats-server 2.9.10 can lose messages it acknowledged when a replica
  * resets its stream state ("stream store EOF", docs/architecture.md,
- * "Faults"), and then nothing else would ever fire or deliver them. */
+ * "Faults"), and then nothing else would ever fire or deliver them. A
+ * dispatched call is published again for its result: the router keeps a
+ * device's answer in the call's KV record and sends tool.result again when
+ * the call comes back after it (services/tool-router/calls_result.c); a
+ * call still at its device changes nothing there. */
 void
 rs_run_late_effects(const rs_run *r, int64_t now, int64_t grace, rs_decision *out)
 {
@@ -307,7 +312,8 @@ rs_run_late_effects(const rs_run *r, int64_t now, int64_t grace, rs_decision *ou
 		return;
 	for (size_t i = 0; i < r->ncalls; i++) {
 		const run_call *c = &r->calls[i];
-		if (c->status == CALL_REQUESTED && c->requested_at > 0 && c->requested_at < now - grace)
+		if ((c->status == CALL_REQUESTED && c->requested_at > 0 && c->requested_at < now - grace) ||
+		    (c->status == CALL_DISPATCHED && c->dispatched_at > 0 && c->dispatched_at < now - 2 * grace))
 			rs_run_add_call_effect(r, out, c, 0);
 	}
 	for (size_t i = 0; i < r->ntimers; i++) {

@@ -126,7 +126,9 @@ rs_orch_effects_requeue_timer(orch *o, orun *r, const rs_cmd *fire)
  * in the streams' de-duplication windows though their messages are gone.
  * A second copy of a timer or a call that was only late is harmless: the
  * state machine ignores a fire for a timer no longer pending, and the
- * router's intake finds the call's KV record already made. The ids carry
+ * router's intake finds the call's KV record already made (and, for a call
+ * its device answered, sends the answer kept there again: a tool.result
+ * CMDS lost). The ids carry
  * the time in RS_ORCH_LATE_MS slices, so instances that find the same run
  * in one slice publish one copy.
  */
@@ -158,8 +160,9 @@ rs_orch_effects_send_late(orch *o, orun *r, int *nsent)
 	}
 	if (late.ntimers + late.ncalls > 0)
 		rs_log(RS_LOG_WARN, r->run_id, NULL,
-		       "%zu timer(s) overdue and %zu call(s) undispatched for over %lld ms: published again",
-		       late.ntimers, late.ncalls, (long long)o->cfg.late_ms / 2);
+		       "%zu timer(s) overdue and %zu call(s) undispatched for over %lld ms or unanswered for "
+		       "over %lld ms: published again", late.ntimers, late.ncalls, (long long)o->cfg.late_ms / 2,
+		       (long long)o->cfg.late_ms);
 	rs_decision_free(&late);
 	return st;
 }

@@ -29,9 +29,10 @@
  * The continue's Nats-Msg-Id is continue-<run_id>-<runseq>: instances and
  * overlapping passes that find the same run send one command.
  *
- * Runs that rest on timer.scheduled are also followed, because a resting
- * run can still be owed something: its timer, or a tool call requested
- * just before it (tool.requested is followed by the call's timeout timer).
+ * Runs that rest on timer.scheduled or tool.dispatched are also followed,
+ * because a resting run can still be owed something: its timer, a tool
+ * call requested just before it (tool.requested is followed by the call's
+ * timeout timer), or the result of a call at a device.
  * Both are messages on a stream, and nats-server 2.9.10 can lose messages
  * it acknowledged when a replica resets its stream state (bench/chaos saw
  * every timer stored on TIMERS during 22 s vanish after "stream store
@@ -61,7 +62,8 @@
 #define LATE_MAX_MS (15 * 60 * 1000)  /* a resting run is looked at least this often */
 #define LATE_TRACK_MAX 200000     /* resting runs followed per instance */
 
-/* A run resting on timer.scheduled, followed (see the top). */
+/* A run resting on timer.scheduled or tool.dispatched, followed (see the
+ * top). */
 typedef struct {
 	int64_t runseq;       /* the event it rests on */
 	int64_t next_ms;      /* when to send the next continue (wall clock) */
@@ -93,8 +95,8 @@ look_again(resting *r, int64_t now)
 	r->next_ms = now + r->interval_ms;
 }
 
-/* The runs of this pass in `last`: follow those resting on a timer,
- * forget the others. */
+/* The runs of this pass in `last`: follow those resting on a timer or a
+ * call at a device, forget the others. */
 static void
 follow_resting(orch *o, rs_map *rest, json_t *last)
 {
@@ -105,7 +107,9 @@ follow_resting(orch *o, rs_map *rest, json_t *last)
 
 	json_object_foreach(last, key, v) {
 		int64_t runseq = json_integer_value(json_object_get(v, "runseq"));
-		if (strcmp(json_string_value(json_object_get(v, "type")), "timer.scheduled") != 0) {
+		const char *type = json_string_value(json_object_get(v, "type"));
+
+		if (strcmp(type, "timer.scheduled") != 0 && strcmp(type, "tool.dispatched") != 0) {
 			rs_map_del(rest, key);
 			continue;
 		}

@@ -72,10 +72,20 @@ rs_router_call_key(const char *tenant, const char *call_id, char *buf, size_t ca
 	snprintf(buf, cap, "%s.h-%s", tenant, sum);
 }
 
-/* {"call":{...},"state":"...","device":..,"router":..,"conn":N,"at":ms} */
+/* {"call":{...},"state":"...","device":..,"router":..,"conn":N,"at":ms,
+ *  "result":{"output":..}|{"error":..}} */
 char *
 rs_router_calls_record_encode(json_t *callobj, int state, const char *device, const char *router,
               uint64_t conn)
+{
+	return rs_router_calls_record_encode_done(callobj, state, device, router, conn, NULL);
+}
+
+/* The same with the device's answer kept in the record (a done call): the
+ * second copy of its tool.result (calls_result.c, "again"). */
+char *
+rs_router_calls_record_encode_done(json_t *callobj, int state, const char *device, const char *router,
+                                   uint64_t conn, json_t *result)
 {
 	json_t *o = json_pack("{s:O, s:s, s:I}", "call", callobj, "state", state_names[state],
 	                      "at", (json_int_t)rs_now_ms());
@@ -83,6 +93,8 @@ rs_router_calls_record_encode(json_t *callobj, int state, const char *device, co
 
 	if (o == NULL)
 		return NULL;
+	if (result != NULL)
+		json_object_set(o, "result", result);
 	if (device != NULL)
 		json_object_set_new(o, "device", json_string(device));
 	if (router != NULL)
@@ -236,7 +248,7 @@ rs_router_calls_repub(rs_router *r, const char *subj, const char *body, int len,
  * (rare, republished) can land after its tool.result, and the orchestrator
  * ignores a delivered for a call already finished. */
 void
-rs_router_calls_publish_cmd(rs_router *r, const rs_cmd *c)
+rs_router_calls_publish_cmd(rs_router *r, const rs_cmd *c, uint64_t again)
 {
 	char subj[160], msgid[300];
 	const char *type = rs_cmd_type_name(c->type);
@@ -251,6 +263,12 @@ rs_router_calls_publish_cmd(rs_router *r, const rs_cmd *c)
 	}
 	rs_cmd_subject(c->tenant, c->run_id, subj, sizeof(subj));
 	rs_cmd_msg_id(c, msgid, sizeof(msgid));
+	if (again != 0) {
+		/* A second copy: its own id, since the first may still be in
+		 * CMDS's de-duplication window though its message is gone. */
+		size_t l = strlen(msgid);
+		snprintf(msgid + l, sizeof(msgid) - l, "-again-%llu", (unsigned long long)again);
+	}
 	jsPubOptions_Init(&po);
 	po.MsgId = msgid;
 	po.MaxWait = ASYNC_MAX_WAIT_MS;
@@ -406,7 +424,7 @@ rs_router_calls_deliver(rs_router *r, rs_router_call *c, rs_router_conn *conn)
 	cmd.call_id = c->tc.call_id;
 	cmd.device_id = conn->dev->device_id;
 	cmd.router = (char *)r->instance;
-	rs_router_calls_publish_cmd(r, &cmd);
+	rs_router_calls_publish_cmd(r, &cmd, 0);
 	rs_debug("router: call %s (rev %llu) to %s on conn %llu", c->key, (unsigned long long)c->rev,
 	         conn->dev->device_id, (unsigned long long)conn->id);
 	frame = rs_router_frame_call(&c->tc);

@@ -51,12 +51,20 @@ typedef struct {
 /* ---- shared by calls*.c ---- */
 char *rs_router_calls_record_encode(json_t *callobj, int state, const char *device,
                                     const char *router, uint64_t conn);
+char *rs_router_calls_record_encode_done(json_t *callobj, int state, const char *device,
+                                         const char *router, uint64_t conn, json_t *result);
 rs_status rs_router_calls_record_decode(const char *buf, size_t len, rs_router_call *c);
 void rs_router_calls_call_free(rs_router_call *c);
 int rs_router_calls_sleep_retry(rs_router *r, int attempt);
 void rs_router_calls_repub(rs_router *r, const char *subj, const char *body, int len,
                            const char *type, const char *msgid);
-void rs_router_calls_publish_cmd(rs_router *r, const rs_cmd *c);
+/* again != 0: a second copy, published under <msg id>-again-<again>. */
+void rs_router_calls_publish_cmd(rs_router *r, const rs_cmd *c, uint64_t again);
+/* A tool.call came again for a call whose record exists but that this
+ * router does not follow (done, or cancelled): on a worker, read the
+ * record and, if it keeps the device's answer, send tool.result again
+ * under <id>-again-<seq> (seq: the TOOLCALLS message's). */
+void rs_router_calls_result_again(rs_router *r, const char *key, uint64_t seq);
 rs_status rs_router_calls_cas_put(rs_router *r, const char *key, const char *record, uint64_t rev,
                                   uint64_t *newrev);
 rs_router_call *rs_router_calls_find_call(rs_router *r, const char *key);

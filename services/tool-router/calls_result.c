@@ -14,9 +14,32 @@
 #include "calls_int.h"
 #include "rs_json.h"
 #include "rs_log.h"
+#include "rs_mem.h"
 #include "rs_time.h"
 
 /* ---- results -------------------------------------------------------- */
+
+/* The done record of a call answered by device, with the answer in it
+ * ({"output": ..} or {"error": ..}) as the second copy of its tool.result:
+ * nats-server 2.9.10 can lose a command CMDS acknowledged
+ * (docs/architecture.md, "Streams"), and the orchestrator then publishes
+ * the call again (rs_run_late_effects), which brings the answer back from
+ * here (rs_router_calls_result_again). An answer too large to fit a
+ * message beside the call is left out: that call ends in its timeout. */
+static char *
+done_record(rs_router *r, json_t *callobj, const char *device, json_t *answer, int is_error)
+{
+	json_t *res = answer != NULL ? json_pack("{s:O}", is_error ? "error" : "output", answer) : NULL;
+	char *rec = rs_router_calls_record_encode_done(callobj, CALL_DONE, device, r->instance, 0, res);
+	int64_t max = natsConnection_GetMaxPayload(r->nats.nc);
+
+	json_decref(res);
+	if (rec != NULL && res != NULL && (int64_t)strlen(rec) > max - 4096) {
+		free(rec);
+		rec = rs_router_calls_record_encode(callobj, CALL_DONE, device, r->instance, 0);
+	}
+	return rec;
+}
 
 /* A result's record: tries, 50 ms doubling to 1 s apart (about a minute). */
 #define RESULT_ATTEMPTS 64
@@ -28,6 +51,32 @@ result_retry(rs_router *r, int attempt)
 		return 0;
 	usleep((useconds_t)(attempt < 4 ? 50000 << attempt : 1000000));
 	return 1;
+}
+
+/* tool.result to CMDS: answer is the device's output, or its error. */
+static void
+send_result(rs_router *r, const char *run_id, const char *tenant, const char *call_id,
+            const char *device, json_t *answer, int is_error, uint64_t again)
+{
+	rs_cmd c;
+
+	memset(&c, 0, sizeof(c));
+	c.type = RS_CMD_TOOL_RESULT;
+	snprintf(c.run_id, sizeof(c.run_id), "%s", run_id);
+	snprintf(c.tenant, sizeof(c.tenant), "%s", tenant);
+	c.call_id = (char *)call_id;
+	c.device_id = (char *)device;
+	if (is_error) {
+		json_t *rt = json_object_get(answer, "retryable");
+		c.has_error = 1;
+		c.error.code = (char *)json_string_value(json_object_get(answer, "code"));
+		c.error.message = (char *)json_string_value(json_object_get(answer, "message"));
+		c.error.retryable = json_is_true(rt);
+		c.error.cls = c.error.retryable ? RS_ERRCLASS_TRANSIENT : RS_ERRCLASS_PERMANENT;
+	} else {
+		c.output = answer;
+	}
+	rs_router_calls_publish_cmd(r, &c, again);
 }
 
 typedef struct {
@@ -51,10 +100,11 @@ result_work(rs_router *r, rs_router_job *jj)
 	kvEntry *e = NULL;
 	int won = 0, unanswered = 0;
 	json_t *body = NULL;
-	rs_cmd c;
 	char err[200];
 
 	snprintf(run_id, sizeof(run_id), "%s", j->run_id);
+	if (rs_json_parse(j->body, strlen(j->body), &body, err, sizeof(err)) != RS_OK)
+		goto cleanup;   /* cannot happen: the service thread encoded it */
 	/* The device is not told whether its result was taken, and does not
 	 * send it again: keep at it through a leader election or a node
 	 * restart (about a minute), never drop it after a few tries. */
@@ -104,7 +154,7 @@ result_work(rs_router *r, rs_router_job *jj)
 			}
 			rev = kvEntry_Revision(e);
 			snprintf(run_id, sizeof(run_id), "%s", cur.tc.run_id);
-			record = rs_router_calls_record_encode(cur.callobj, CALL_DONE, j->device, r->instance, 0);
+			record = done_record(r, cur.callobj, j->device, body, j->is_error);
 			rs_toolcall_free(&cur.tc);
 			json_decref(cur.callobj);
 			free(cur.device);
@@ -139,25 +189,7 @@ result_work(rs_router *r, rs_router_job *jj)
 		       "(KV calls unavailable): left to the step's timeout", j->call_id);
 		goto cleanup;
 	}
-	memset(&c, 0, sizeof(c));
-	c.type = RS_CMD_TOOL_RESULT;
-	snprintf(c.run_id, sizeof(c.run_id), "%s", run_id);
-	snprintf(c.tenant, sizeof(c.tenant), "%s", j->tenant);
-	c.call_id = j->call_id;
-	c.device_id = j->device;
-	if (rs_json_parse(j->body, strlen(j->body), &body, err, sizeof(err)) != RS_OK)
-		goto cleanup;
-	if (j->is_error) {
-		json_t *rt = json_object_get(body, "retryable");
-		c.has_error = 1;
-		c.error.code = (char *)json_string_value(json_object_get(body, "code"));
-		c.error.message = (char *)json_string_value(json_object_get(body, "message"));
-		c.error.retryable = json_is_true(rt);
-		c.error.cls = c.error.retryable ? RS_ERRCLASS_TRANSIENT : RS_ERRCLASS_PERMANENT;
-	} else {
-		c.output = body;
-	}
-	rs_router_calls_publish_cmd(r, &c);
+	send_result(r, run_id, j->tenant, j->call_id, j->device, body, j->is_error, 0);
 	rs_metric_inc(r->m.results);
 cleanup:
 	json_decref(body);
@@ -194,7 +226,8 @@ rs_router_calls_result(rs_router *r, rs_router_conn *conn, const rs_router_frame
 		/* Our view may be stale (inflight CAS, watch lag): then the
 		 * worker reads the record itself. */
 		if (!c->inflight && !c->stale)
-			rec = rs_router_calls_record_encode(c->callobj, CALL_DONE, d->device_id, r->instance, 0);
+			rec = done_record(r, c->callobj, d->device_id, f->error ? f->error : f->output,
+			                  f->error != NULL);
 	}
 	body = json_dumps(f->error ? f->error : f->output, JSON_COMPACT | JSON_ENCODE_ANY);
 	if (body == NULL)
@@ -221,4 +254,67 @@ rs_router_calls_result(rs_router *r, rs_router_conn *conn, const rs_router_frame
 cleanup:
 	free(body);
 	free(rec);
+}
+
+/* ---- a result sent again ---------------------------------------------- */
+
+typedef struct {
+	rs_router_job j;
+	uint64_t seq;
+	char key[];
+} again_job;
+
+/* Worker: the record of a call the orchestrator published again. Done
+ * with the answer kept: the tool.result again (the orchestrator takes the
+ * first result of a call and ignores the others). Anything else: nothing
+ * (cancelled; or delivered or pending, which the watch follows). */
+static void
+again_work(rs_router *r, rs_router_job *jj)
+{
+	again_job *j = (again_job *)jj;
+	kvEntry *e = NULL;
+	rs_router_call cur;
+	json_t *o = NULL, *res, *answer;
+	char err[200];
+
+	memset(&cur, 0, sizeof(cur));
+	if (kvStore_Get(&e, r->kv_calls, j->key) != NATS_OK)
+		goto cleanup;   /* gone, or no answer now: the orchestrator asks again later */
+	if (rs_router_calls_record_decode(kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), &cur) != RS_OK ||
+	    cur.state != CALL_DONE || cur.device == NULL ||
+	    rs_json_parse(kvEntry_Value(e), (size_t)kvEntry_ValueLen(e), &o, err, sizeof(err)) != RS_OK)
+		goto cleanup;
+	res = json_object_get(o, "result");
+	if ((answer = json_object_get(res, "output")) == NULL && (answer = json_object_get(res, "error")) == NULL) {
+		rs_log(RS_LOG_WARN, cur.tc.run_id, NULL, "router: call %s was answered, but its answer was "
+		       "too large to keep: left to the step's timeout", cur.tc.call_id);
+		goto cleanup;
+	}
+	rs_log(RS_LOG_WARN, cur.tc.run_id, NULL, "router: call %s, answered before, came again: its "
+	       "result is sent again", cur.tc.call_id);
+	send_result(r, cur.tc.run_id, cur.tc.tenant, cur.tc.call_id, cur.device, answer,
+	            json_object_get(res, "error") != NULL, j->seq);
+	rs_metric_inc(r->m.results_again);
+cleanup:
+	rs_toolcall_free(&cur.tc);
+	json_decref(cur.callobj);
+	free(cur.device);
+	free(cur.router);
+	json_decref(o);
+	kvEntry_Destroy(e);
+	free(j);
+}
+
+void
+rs_router_calls_result_again(rs_router *r, const char *key, uint64_t seq)
+{
+	size_t kl = strlen(key) + 1;
+	again_job *j = malloc(sizeof(*j) + kl);
+
+	if (j == NULL)
+		rs_oom(0);
+	j->j.fn = again_work;
+	j->seq = seq;
+	memcpy(j->key, key, kl);
+	rs_router_work(r, key, &j->j);
 }

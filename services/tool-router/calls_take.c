@@ -273,6 +273,14 @@ create_done(rs_router *r, rs_router_job *jj)
 		free(j);
 		return;   /* cannot happen: an intake create keeps its call in the index */
 	}
+	if (!j->ok && j->exists && c->rev == 0) {
+		/* A call this router does not follow (done, or cancelled)
+		 * came again: the orchestrator is still waiting for it. */
+		rs_consume_meta meta;
+
+		rs_consume_reply_meta(c->reply, &meta);
+		rs_router_calls_result_again(r, j->key, meta.stream_seq);
+	}
 	settle(r, c->reply, j->ok || j->exists ? RS_CONSUME_ACK : RS_CONSUME_NAK_DELAY);
 	free(c->reply);
 	c->reply = NULL;

@@ -37,6 +37,9 @@ rs_router_metrics_init(rs_router *r)
 	r->m.results = rs_counter("rs_router_results_total", "tool.result commands published", NULL);
 	r->m.results_ignored = rs_counter("rs_router_results_ignored_total",
 	                                  "Results for answered, cancelled or foreign calls", NULL);
+	r->m.results_again = rs_counter("rs_router_results_again_total",
+	                                "tool.result commands sent again from a done call's record, "
+	                                "for a call the orchestrator published again", NULL);
 	r->m.claim_conflicts = rs_counter("rs_router_claim_conflicts_total", "Lost compare-and-set on KV calls", NULL);
 	r->m.dropped_heartbeat = rs_counter("rs_router_heartbeat_drops_total", "Connections dropped after 2 missed pongs", NULL);
 	r->m.oversize = rs_counter("rs_router_oversize_frames_total", "Connections closed 1009 for a frame over the cap", NULL);

@@ -186,7 +186,7 @@ struct rs_router {
 	struct {
 		rs_metric *devices, *connections, *frames_in, *frames_out, *bad_frames,
 		          *auth_ok, *auth_fail, *calls_seen, *calls_delivered,
-		          *results, *results_ignored, *claim_conflicts, *dropped_heartbeat,
+		          *results, *results_ignored, *results_again, *claim_conflicts, *dropped_heartbeat,
 		          *oversize, *deliver_latency, *prehello_refused, *tenant_refused,
 		          *intake_latency;
 	} m;

@@ -252,6 +252,44 @@ test('a run whose run.start CMDS lost is started from its registry entry', async
   await stopGracefully(o);
 });
 
+// The same loss for a device's answer: the router recorded it and sent
+// tool.result, and CMDS lost the command (here: it is never sent). The run
+// rests on tool.dispatched; the sweep follows it, and after RS_ORCH_LATE_MS
+// the call goes to TOOLCALLS again under a new id, which brings the answer
+// back from the router (router.test: "a call published again after its
+// answer"). The router's part is played here by hand.
+test('a call whose answer CMDS lost is published again for it', async () => {
+  const t = 'lostresult';
+  const version = await world.push(t, { name: 'ask', steps: [{ id: 'a', kind: 'tool', tool: 'echo', device: 'd1', args: { x: 1 }, timeout_s: 60 }] });
+  const o = await world.orchestrator('orch-lostresult', { RS_ORCH_SWEEP_INTERVAL_MS: '300', RS_ORCH_LATE_MS: '1000' });
+  const sub = world.nc.subscribe(`toolcalls.${t}.>`);
+  const copies = [];
+  (async () => { for await (const m of sub) copies.push({ id: m.headers?.get('Nats-Msg-Id'), call: JSON.parse(sc.decode(m.data)) }); })();
+  const run = await world.start(t, 'ask', version);
+  const req = await world.waitType(run, 'tool.requested');
+  const callId = req.data.call_id;
+  await world.command(t, run, { type: 'tool.delivered', call_id: callId, device_id: 'd1', router: 'r1' }, `delivered-${callId}-d1`);
+  const disp = await world.waitType(run, 'tool.dispatched');
+  // No answer: the call is published again under a new id, later than
+  // RS_ORCH_LATE_MS after its dispatch. (A core subscription also sees
+  // publishes JetStream de-duplicated: the first id may come more than once.)
+  const late = () => copies.find((c) => c.id !== `call-${callId}`);
+  const until = Date.now() + 20000;
+  while (!late() && Date.now() < until) await new Promise((r) => { setTimeout(r, 20); });
+  sub.unsubscribe();
+  assert.ok(late(), `the call went to TOOLCALLS only as ${JSON.stringify(copies.map((c) => c.id))}`);
+  assert.equal(copies[0].id, `call-${callId}`);
+  assert.match(late().id, new RegExp(`^call-${callId}-late-\\d+$`));
+  assert.deepEqual(late().call, copies[0].call);
+  await world.command(t, run, { type: 'tool.result', call_id: callId, device_id: 'd1', output: { x: 1 } }, `result-${callId}-again-1`);
+  await world.waitTerminal(run, 10000);
+  const h = await world.history(t, run);
+  assertHistory(h, run);
+  assert.deepEqual(types(h).slice(-4), ['tool.dispatched', 'tool.completed', 'step.completed', 'run.completed']);
+  assert.ok(Date.now() - Date.parse(disp.time) >= 1000);
+  await stopGracefully(o);
+});
+
 test('poison commands go to the dead-letter stream and the orchestrator keeps going', async () => {
   const t = 'poison';
   const version = await world.push(t, { name: 'ok', steps: [{ id: 'a', kind: 'transform', value: 1 }] });

@@ -172,6 +172,42 @@ test('call by device id: tool.call to the device, delivered and result commands'
   await d.close();
 });
 
+// nats-server 2.9.10 can lose a command CMDS acknowledged (docs/architecture.md,
+// "Streams"). The device's answer is kept in the call's KV record; the
+// orchestrator, still waiting for it, publishes the call again
+// (rs_run_late_effects), and the router sends the answer again, under a new
+// message id, instead of running the call a second time.
+test('a call published again after its answer: the answer again from KV calls, never a second run', async () => {
+  const d = new Dev(routerA.url);
+  assert.equal((await d.hello('again', token('again'))).type, 'welcome');
+  const kv = await js.views.kv('calls');
+  const answers = [
+    { output: { n: 1, text: 'ok' } },
+    { error: { code: 'broken', message: 'no luck', retryable: true } },
+  ];
+  for (const [i, answer] of answers.entries()) {
+    const call = await publishCall(newCall({ device: 'again', args: { i } }));
+    await d.expect(isCall(call));
+    d.send({ type: 'tool.result', call_id: call.call_id, ...answer });
+    const first = await cmds.expect(resultOf(call));
+    assert.equal(first.id, `result-${call.call_id}`);
+    const rec = (await kv.get(`${T}.${call.call_id}`)).json();
+    assert.equal(rec.state, 'done');
+    assert.equal(rec.device, 'again');
+    assert.deepEqual(rec.result, answer);
+    const before = await metric(routerA, 'rs_router_results_again_total');
+    const pa = await js.publish(`toolcalls.${T}.${call.call_id}`, JSON.stringify(call), { msgID: `call-${call.call_id}-late-1` });
+    await waitFor('the result sent again', () => cmds.seen.filter((x) => resultOf(call)(x.body)).length === 2, 8000);
+    const again = cmds.seen.filter((x) => resultOf(call)(x.body))[1];
+    assert.equal(again.id, `result-${call.call_id}-again-${pa.seq}`);
+    assert.deepEqual(again.body, first.body);
+    assert.equal(await metric(routerA, 'rs_router_results_again_total'), before + 1);
+    // The device was not asked again.
+    assert.equal(d.frames.filter(isCall(call)).length, 0);
+  }
+  await d.close();
+});
+
 test('call for a device that connects later waits for it', async () => {
   const call = await publishCall(newCall({ device: 'late' }));
   const d = new Dev(routerA.url);

@@ -47,7 +47,7 @@ export async function cmdReader(js) {
   const iter = await c.consume({ max_messages: 1024 });
   (async () => {
     for await (const m of iter) {
-      seen.push({ type: m.headers?.get('Runstream-Type'), body: JSON.parse(m.string()) });
+      seen.push({ type: m.headers?.get('Runstream-Type'), id: m.headers?.get('Nats-Msg-Id'), body: JSON.parse(m.string()) });
       m.ack();
       for (const w of [...waiters]) w();
     }

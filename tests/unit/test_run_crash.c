@@ -187,9 +187,10 @@ test_late_effects(void)
 	late_at(&w, 16001, 15000, 0, 1);          /* the call, again */
 	w.now = 2000;
 	CHECK_STR(step(&w, c_delivered(w.call_id)), "tool.dispatched");
-	late_at(&w, 100000, 15000, 0, 0);         /* dispatched, timer not due */
-	late_at(&w, 116000, 15000, 0, 0);         /* due at 101000: 15 s over */
-	late_at(&w, 116001, 15000, 1, 0);         /* the timeout timer, again */
+	late_at(&w, 32000, 15000, 0, 0);          /* at its device 30 s: not yet */
+	late_at(&w, 32001, 15000, 0, 1);          /* unanswered: the call again (for its result) */
+	late_at(&w, 116000, 15000, 0, 1);         /* timeout due at 101000: 15 s over, not yet */
+	late_at(&w, 116001, 15000, 1, 1);         /* the timeout timer, again */
 	w.now = 116001;
 	CHECK_STR(step(&w, c_fire(w.timer[RS_TIMER_TOOL_TIMEOUT])),
 	          "timer.fired tool.timed_out step.failed run.failed");
