@@ -31,16 +31,33 @@ export function bin(name) {
   return path.join(BUILD, map[name] || name);
 }
 
-export async function freePort() {
-  return new Promise((resolve, reject) => {
+function canListen(port) {
+  return new Promise((resolve) => {
     const s = net.createServer();
     s.unref();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
+    s.on('error', () => resolve(0));
+    s.listen(port, '127.0.0.1', () => {
+      const got = s.address().port;
+      s.close(() => resolve(got));
     });
   });
+}
+
+// A port for a server a test starts. Not one the kernel picked (port 0):
+// those come from the ephemeral range (ip_local_port_range, 32768-60999 by
+// default), which every client socket of both test files running at once
+// also draws from, so one could take the port between here and the
+// server's listen, and the server would exit at start (a CI run failed in
+// 2.8 s that way, we think). Instead the ports below the range, 20000 to
+// 32000, in a sequence of this process's own (starting from its pid), each
+// checked free by listening on it.
+let portSeq = (process.pid * 97) % 12000;
+export async function freePort() {
+  for (let i = 0; i < 500; i++) {
+    const port = 20000 + (portSeq++ % 12000);
+    if (await canListen(port)) return port;
+  }
+  return canListen(0);   // the low range is full: what the kernel gives
 }
 
 export function tmpDir(prefix) {
