@@ -547,15 +547,24 @@ export async function chaos(opts = {}) {
     return Number(r) >= completed + otherEnd;
   }, 60000, 500).then(() => true, () => false);
   if (!projOk) violations.push('read model: not every finished run is finished in Postgres after 60 s');
-  const sum = () => pg.psql("SELECT md5(coalesce(string_agg(x, '|' ORDER BY x), '')) FROM (" +
-    "SELECT r.run_id || r.status || r.last_seq || coalesce(r.output::text, '') AS x FROM runs r UNION ALL " +
-    "SELECT s.run_id || s.step_id || s.attempt || s.status || coalesce(s.output::text, '') FROM steps s UNION ALL " +
-    "SELECT t.call_id || t.status FROM tool_calls t) q");
+  const rowsQ = "SELECT 'run ' || r.run_id || ' ' || r.status || ' ' || r.last_seq || ' ' || coalesce(r.output::text, '') AS x FROM runs r UNION ALL " +
+    "SELECT 'step ' || s.run_id || ' ' || s.step_id || ' ' || s.attempt || ' ' || s.status || ' ' || coalesce(s.output::text, '') FROM steps s UNION ALL " +
+    "SELECT 'call ' || t.call_id || ' ' || t.status FROM tool_calls t";
+  const sum = () => pg.psql(`SELECT md5(coalesce(string_agg(x, '|' ORDER BY x), '')) FROM (${rowsQ}) q`);
+  const rows = () => new Set(pg.psql(`SELECT x FROM (${rowsQ}) q`).split('\n'));
   const before = sum();
+  const rowsBefore = rows();
   const rb = runctl(['projector', 'rebuild'], env, { timeout: 120000 });
   if (rb.code !== 0) violations.push(`projector rebuild failed: ${rb.stderr.slice(0, 300)}`);
   const after = sum();
-  if (before !== after) violations.push(`read model checksum ${before} != fresh rebuild ${after}`);
+  if (before !== after) {
+    // Which rows: the read model's that the rebuild lacks, and the other way.
+    const rowsAfter = rows();
+    const only = (a, b) => [...a].filter((x) => !b.has(x)).slice(0, 10).map((x) => x.slice(0, 200));
+    violations.push(`read model checksum ${before} != fresh rebuild ${after}; ` +
+      `only in the read model: ${JSON.stringify(only(rowsBefore, rowsAfter))}; ` +
+      `only in the rebuild: ${JSON.stringify(only(rowsAfter, rowsBefore))}`);
+  }
 
   const lat = (pred) => [...runs.values()].filter((r) => terminalAt.has(r.id) && pred(r)).map((r) => terminalAt.get(r.id) - r.started);
   for (const sv of svcs) {

@@ -16,8 +16,15 @@
  * again: the same runs, so nothing new. Downtime: the next pass sees the
  * ticks missed and applies the schedule's catch-up policy.
  *
- * The cost is one KV listing and one read per schedule per pass, on the
- * gate's NATS connection, on this thread (never the engine's).
+ * The definitions come from a watch of the bucket (kvStore_WatchAll), kept
+ * in memory: a pass costs no round trip unless a tick is due. Why not a
+ * listing per pass (kvStore_Keys, as before session 8): each listing
+ * creates and deletes an ephemeral consumer, a proposal to the JetStream
+ * meta group of a cluster, once a second per instance for as long as the
+ * fleet runs (bench/chaos: the nodes' logs were mostly those, through every
+ * leader election). The watch is made again every RESYNC_MS, and whenever
+ * it fails, so that an update it missed is missed for at most that long.
+ * All on the gate's NATS connection, on this thread (never the engine's).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,11 +35,29 @@
 #include "rs_event.h"
 #include "rs_json.h"
 #include "rs_log.h"
+#include "rs_map.h"
+#include "rs_mem.h"
 #include "rs_sched.h"
 #include "rs_time.h"
 
 #define MAX_TICKS_PER_PASS 100
 #define ZONE_CACHE 64
+#define RESYNC_MS 60000   /* the watch is made again this often */
+
+/* A schedule as the watch last brought it (or as we last wrote it). */
+typedef struct {
+	uint64_t rev;
+	json_t *s;
+} sched_ent;
+
+static void
+sched_ent_free(void *v)
+{
+	sched_ent *e = v;
+
+	json_decref(e->s);
+	free(e);
+}
 
 /* Zones are immutable once read: kept for the life of the process. */
 static struct { char name[72]; rs_tz *tz; } zones[ZONE_CACHE];
@@ -135,12 +160,12 @@ start_tick(orch *o, const char *tenant, const char *id, json_t *s, int64_t tick)
 	return st;
 }
 
-/* One schedule: fire what is due, advance last_tick_ms. */
+/* One schedule: fire what is due, advance last_tick_ms (compare-and-set
+ * on the revision we know; on success that is our new copy). */
 static void
-pass_one(orch *o, const char *kvkey, int64_t now)
+pass_one(orch *o, const char *kvkey, sched_ent *ent, int64_t now)
 {
-	kvEntry *e = NULL;
-	json_t *s = NULL;
+	json_t *s = json_deep_copy(ent->s);
 	char err[200], tenant[72], *dot, *out;
 	const char *id, *cron_s, *zone_s;
 	rs_cron cron;
@@ -148,17 +173,13 @@ pass_one(orch *o, const char *kvkey, int64_t now)
 	rs_catchup policy;
 	int64_t ticks[MAX_TICKS_PER_PASS], last, adv;
 	size_t n, max;
-	uint64_t rev;
+	uint64_t rev = ent->rev, newrev = 0;
 
+	if (s == NULL)
+		rs_oom(0);
 	if ((dot = strchr(kvkey, '.')) == NULL || (size_t)(dot - kvkey) >= sizeof(tenant))
-		return;
-	snprintf(tenant, sizeof(tenant), "%.*s", (int)(dot - kvkey), kvkey);
-	if (kvStore_Get(&e, o->schedules_kv, kvkey) != NATS_OK)
-		return;
-	rev = kvEntry_Revision(e);
-	if (rs_json_parse(kvEntry_ValueString(e), (size_t)kvEntry_ValueLen(e), &s, err,
-	                  sizeof(err)) != RS_OK)
 		goto cleanup;
+	snprintf(tenant, sizeof(tenant), "%.*s", (int)(dot - kvkey), kvkey);
 	if (json_is_true(json_object_get(s, "paused")))
 		goto cleanup;
 	id = json_string_value(json_object_get(s, "id"));
@@ -191,34 +212,101 @@ pass_one(orch *o, const char *kvkey, int64_t now)
 			goto cleanup;   /* not advanced: the next pass tries again */
 	json_object_set_new(s, "last_tick_ms", json_integer(adv));
 	out = rs_json_dump(s);
-	if (out != NULL && kvStore_Update(NULL, o->schedules_kv, kvkey, out, (int)strlen(out), rev)
-	    != NATS_OK)
-		rs_debug("scheduler: %s advanced by another instance", kvkey);
+	if (out != NULL && kvStore_Update(&newrev, o->schedules_kv, kvkey, out, (int)strlen(out), rev)
+	    == NATS_OK) {
+		json_decref(ent->s);
+		ent->s = json_incref(s);
+		ent->rev = newrev;
+	} else {
+		/* Another instance advanced it (the watch brings its
+		 * write), or no answer: the next pass fires the same ticks,
+		 * the same runs. */
+		rs_debug("scheduler: %s not advanced here", kvkey);
+	}
 	free(out);
 cleanup:
 	json_decref(s);
-	kvEntry_Destroy(e);
+}
+
+/* A change the watch brought: keep the newest revision of each key. */
+static void
+apply_entry(rs_map *live, kvEntry *e)
+{
+	const char *key = kvEntry_Key(e);
+	sched_ent *cur = rs_map_get(live, key), *n;
+	uint64_t rev = kvEntry_Revision(e);
+	json_t *s = NULL;
+	char err[200];
+
+	if (cur != NULL && cur->rev >= rev)
+		return;   /* our own write came first */
+	if (kvEntry_Operation(e) != kvOp_Put ||
+	    rs_json_parse(kvEntry_ValueString(e), (size_t)kvEntry_ValueLen(e), &s, err, sizeof(err)) != RS_OK) {
+		rs_map_del(live, key);
+		return;
+	}
+	n = rs_xmalloc(sizeof(*n));
+	n->rev = rev;
+	n->s = s;
+	if (rs_map_put(live, key, n) != RS_OK)
+		rs_oom(0);
 }
 
 static void *
 sched_main(void *arg)
 {
 	orch *o = arg;
+	kvWatcher *w = NULL;
+	rs_map live;
+	int64_t next_pass = 0, watched_at = 0;
+	int loaded = 0;   /* the watch has delivered every current value */
 
+	rs_map_init(&live, sched_ent_free);
 	while (!atomic_load(&o->stopping)) {
-		kvKeysList keys;
 		int64_t now = rs_now_ms();
+		kvEntry *e = NULL;
+		natsStatus s;
 
-		memset(&keys, 0, sizeof(keys));
-		if (kvStore_Keys(&keys, o->schedules_kv, NULL) == NATS_OK) {
-			for (int i = 0; i < keys.Count && !atomic_load(&o->stopping); i++)
-				pass_one(o, keys.Keys[i], now);
-			kvKeysList_Destroy(&keys);
+		if (w != NULL && now - watched_at >= RESYNC_MS) {
+			kvWatcher_Destroy(w);
+			w = NULL;
 		}
-		for (int64_t slept = 0; slept < o->cfg.scheduler_tick_ms && !atomic_load(&o->stopping);
-		     slept += 100)
-			usleep(100 * 1000);
+		if (w == NULL) {
+			if (kvStore_WatchAll(&w, o->schedules_kv, NULL) != NATS_OK) {
+				w = NULL;
+				usleep(1000 * 1000);
+				continue;
+			}
+			watched_at = now;
+			loaded = 0;
+			rs_map_free(&live);
+			rs_map_init(&live, sched_ent_free);
+		}
+		if (loaded && now >= next_pass) {
+			size_t i = 0;
+			rs_map_ent *ent = NULL;
+
+			while ((ent = rs_map_next(&live, &i, ent)) != NULL && !atomic_load(&o->stopping))
+				pass_one(o, ent->key, ent->val, now);
+			next_pass = now + o->cfg.scheduler_tick_ms;
+		}
+		s = kvWatcher_Next(&e, w, 100);   /* short: stopping is checked between */
+		if (s == NATS_TIMEOUT)
+			continue;
+		if (s != NATS_OK) {
+			kvWatcher_Destroy(w);
+			w = NULL;
+			continue;
+		}
+		if (e == NULL)
+			loaded = 1;   /* the end of the current values */
+		else
+			apply_entry(&live, e);
+		kvEntry_Destroy(e);
 	}
+	if (w != NULL)
+		kvWatcher_Destroy(w);
+	rs_map_free(&live);
 	return NULL;
 }
 
