@@ -320,6 +320,12 @@ export async function chaos(opts = {}) {
   // 2.9.10 unable to commit RUNS for minutes, its stores diverged
   // (docs/architecture.md "Streams"). A cluster that does not heal in 2
   // minutes is a violation.
+  // Healed: every stream and every durable consumer (each a Raft group of
+  // three replicas too: CMDS/orchestrator, TIMERS/timers, ...) has a live
+  // leader and two current replicas. One fault at a time means the next
+  // NATS fault waits for that; before session 8 only streams were checked,
+  // and a consumer still catching up on the node the next fault hit
+  // counted as a second fault at once.
   const healed = async () => {
     const j = await cluster.jsz('?accounts=true&streams=true');
     for (const a of j.account_details || []) {
@@ -329,6 +335,14 @@ export async function chaos(opts = {}) {
         const sl = await cluster.streamInfo(st.name, null, leader);
         const reps = sl?.cluster?.replicas || [];
         if (reps.length < (st.config?.num_replicas || 3) - 1 || !reps.every((r) => r.current)) return false;
+        for await (const ci of jsm.consumers.list(st.name)) {
+          if (!ci.config?.durable_name) continue;   // ephemeral: one replica
+          const cl = ci.cluster;
+          const cleader = cl?.leader && cluster.node(cl.leader);
+          if (!cleader || cleader.stopped) return false;
+          const creps = cl.replicas || [];
+          if (creps.length < (ci.config.num_replicas || sl.config?.num_replicas || 3) - 1 || !creps.every((r) => r.current)) return false;
+        }
       }
     }
     return true;
