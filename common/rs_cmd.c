@@ -154,6 +154,20 @@ rs_cmd_subject(const char *tenant, const char *run_id, char *buf, size_t cap)
 }
 
 void
+rs_cmd_copy_subject(const rs_cmd *c, char *buf, size_t cap)
+{
+	/* One subject token made of what KV keys allow, or no copy. */
+	if (c->type == RS_CMD_SIGNAL && c->signal_id != NULL && c->signal_id[0] != '\0' &&
+	    strspn(c->signal_id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_=") ==
+	    strlen(c->signal_id))
+		snprintf(buf, cap, "$KV.runs.%s.%s.cmd.%s", c->tenant, c->run_id, c->signal_id);
+	else if (c->type == RS_CMD_CANCEL)
+		snprintf(buf, cap, "$KV.runs.%s.%s.cmd.cancel", c->tenant, c->run_id);
+	else if (cap > 0)
+		buf[0] = '\0';
+}
+
+void
 rs_cmd_msg_id(const rs_cmd *c, char *buf, size_t cap)
 {
 	switch (c->type) {

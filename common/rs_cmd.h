@@ -124,6 +124,11 @@ void rs_cmd_free(rs_cmd *c);
 
 /* "cmd.<tenant>.<run_id>" */
 void rs_cmd_subject(const char *tenant, const char *run_id, char *buf, size_t cap);
+/* The KV `runs` subject of a command's copy, its second way to arrive
+ * (written by the api, deleted by the orchestrator once applied):
+ * "$KV.runs.<tenant>.<run_id>.cmd.<signal_id>" for a signal,
+ * "...cmd.cancel" for a cancel; "" for other commands. */
+void rs_cmd_copy_subject(const rs_cmd *c, char *buf, size_t cap);
 /* Deterministic de-duplication id: start-<run_id>, result-<call_id>,
  * delivered-<call_id>-<device_id>, signal-<signal_id>, cancel-<run_id>,
  * timer-<timer_id>, result-<effect_id>, chunk-<effect_id>-<index>,

@@ -12,6 +12,17 @@
  * to the server (pipelining) - that is what makes 10k creations/s possible
  * where a synchronous publish per request tops out near 7k/s.
  *
+ * Cancel and signals answer 202 once CMDS has the command; a copy of it
+ * then goes to KV `runs` under <tenant>.<run_id>.cmd.<signal_id> (or
+ * .cmd.cancel), which the orchestrator deletes once it has applied the
+ * command. The copy is the second way for a command nats-server 2.9.10
+ * lost after acknowledging it (docs/architecture.md "Streams"): the
+ * orchestrator's sweep sends again a copy still there RS_ORCH_LATE_MS
+ * later (services/orchestrator/reconcile.c); a signal is taken once per
+ * signal_id, so a copy of one that was only late changes nothing. The copy
+ * is written after the command, not before: a copy without its command
+ * would be sent later for a request the client was told failed.
+ *
  * Idempotency-Key: KV `idempotency` <tenant>.<sha256(key)> ->
  * {"run_id","body_sha256"} written with kvStore_Create before the start is
  * published. The same key with the same body (canonical JSON hash) gives
@@ -379,13 +390,23 @@ publish_cmd(rs_api *app, rs_api_job *job, rs_cmd *cmd, json_t *ok_body)
 	if (st == RS_OK)
 		st = rs_js_publish(app->nats.js, m, msgid, -1, app->pub_timeout_ms, NULL, NULL);
 	natsMsg_Destroy(m);
-	free(buf);
+	m = NULL;
 	if (st != RS_OK) {
+		free(buf);
 		json_decref(ok_body);
 		rs_api_problem_retry(job, 503, 1, "cannot publish %s to JetStream: %s",
 		               rs_cmd_type_name(cmd->type), rs_status_str(st));
 		return;
 	}
+	/* The copy (see the top). Accepted already: a copy that cannot be
+	 * written leaves the command with one way to arrive, as before. */
+	rs_cmd_copy_subject(cmd, subj, sizeof(subj));
+	if (rs_nats_msg(&m, subj, buf, (int)len, NULL) != RS_OK ||
+	    rs_js_publish(app->nats.js, m, NULL, -1, app->pub_timeout_ms, NULL, NULL) != RS_OK)
+		rs_log(RS_LOG_WARN, cmd->run_id, NULL, "%s: its copy in KV runs could not be written",
+		       rs_cmd_type_name(cmd->type));
+	natsMsg_Destroy(m);
+	free(buf);
 	rs_api_json(job, 202, ok_body);
 }
 

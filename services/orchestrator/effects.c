@@ -166,3 +166,24 @@ rs_orch_effects_send_late(orch *o, orun *r, int *nsent)
 	rs_decision_free(&late);
 	return st;
 }
+
+/*
+ * A signal or cancel applied: its copy in KV `runs` (written by the api,
+ * services/api/runs_write.c) is deleted, so the sweep does not send it
+ * again. A plain publish of a KV delete marker, not awaited: a delete
+ * that is lost only means the sweep sends the command once more later,
+ * and a second copy of an applied signal or cancel changes nothing.
+ */
+void
+rs_orch_effects_forget_copy(orch *o, const rs_cmd *c)
+{
+	char subj[300];
+	natsMsg *m = NULL;
+
+	rs_cmd_copy_subject(c, subj, sizeof(subj));
+	if (subj[0] == '\0')
+		return;
+	if (rs_nats_msg(&m, subj, "", 0, "KV-Operation", "DEL", NULL) == RS_OK)
+		natsConnection_PublishMsg(o->nats.nc, m);
+	natsMsg_Destroy(m);
+}

@@ -176,6 +176,10 @@ finish_effects(orch *o, orun *r)
 		n += late;
 	}
 
+	/* A signal or cancel is in the run now: its copy can go. */
+	if (st == RS_OK && !r->dec.more && (c->type == RS_CMD_SIGNAL || c->type == RS_CMD_CANCEL))
+		rs_orch_effects_forget_copy(o, c);
+
 	r->effects_left = n;
 	r->effects_failed = st != RS_OK;
 	if (n == 0)

@@ -248,6 +248,8 @@ rs_status rs_orch_effects_send(orch *o, orun *r, const rs_decision *d, int *nsen
 rs_status rs_orch_effects_requeue_timer(orch *o, orun *r, const rs_cmd *fire);
 /* run.continue on a run at rest: what it owes for over RS_ORCH_LATE_MS. */
 rs_status rs_orch_effects_send_late(orch *o, orun *r, int *nsent);
+/* A signal or cancel applied: delete its copy in KV runs (not awaited). */
+void rs_orch_effects_forget_copy(orch *o, const rs_cmd *c);
 /* Append ev for r: encode (one reused buffer: engine mutex held) and
  * publish with Nats-Expected-Last-Subject-Sequence = r->last_seq. */
 rs_status rs_orch_event_send(orch *o, orun *r, const rs_event *ev);

@@ -49,6 +49,7 @@
 #include <time.h>
 
 #include "orch.h"
+#include "rs_event.h"
 #include "rs_id.h"
 #include "rs_json.h"
 #include "rs_log.h"
@@ -458,17 +459,115 @@ typedef struct {
 	rs_map *reg;
 } reg_arg;
 
+/* A KV delete or purge marker (KV-Operation header). */
+static int
+kv_deleted(natsMsg *m)
+{
+	const char *op = NULL;
+
+	return natsMsgHeader_Get(m, "KV-Operation", &op) == NATS_OK && op != NULL;
+}
+
 static void
 registered(natsMsg *m, uint64_t seq, int64_t ts_ns, void *arg)
 {
 	reg_arg *a = arg;
 	const char *key = natsMsg_GetSubject(m) + strlen("$KV.runs.");
 
-	if (strncmp(natsMsg_GetSubject(m), "$KV.runs.", strlen("$KV.runs.")) != 0 ||
-	    rs_map_get(a->reg, key) != NULL || rs_map_count(a->reg) >= LATE_TRACK_MAX)
+	if (strncmp(natsMsg_GetSubject(m), "$KV.runs.", strlen("$KV.runs.")) != 0)
 		return;
 	(void)seq;
+	if (kv_deleted(m)) {
+		rs_map_del(a->reg, key);   /* a command's copy the engine applied */
+		return;
+	}
+	if (rs_map_get(a->reg, key) != NULL || rs_map_count(a->reg) >= LATE_TRACK_MAX)
+		return;
 	follow(a->o, a->reg, key, 0, ts_ns / 1000000);
+}
+
+/*
+ * The copy of a signal or cancel in KV `runs` (<run key>.cmd.<signal_id>
+ * or .cmd.cancel, written by the api after CMDS took the command, deleted
+ * by the engine once applied, services/api/runs_write.c): still there
+ * RS_ORCH_LATE_MS later, the command may have been lost by CMDS
+ * (docs/architecture.md "Streams"), so it is published again under a new
+ * id; a run takes a signal once per signal_id, and a finished run takes no
+ * command, so a copy of one only late changes nothing. A finished run's
+ * copy is deleted here. Returns 1 if the command was sent.
+ */
+static int
+check_copy(orch *o, rs_map *reg, rs_map_ent *e, rs_logread *runs, rs_logread *kv, int64_t now)
+{
+	resting *r = e->val;
+	const char *cmd = strstr(e->key, ".cmd."), *tail = cmd + 5, *type = NULL;
+	jsDirectGetMsgOptions dg;
+	natsMsg *m = NULL, *out = NULL;
+	char subj[300], runkey[200], id[300];
+	json_t *v = NULL;
+	natsStatus s;
+	int sent = 0;
+
+	snprintf(runkey, sizeof(runkey), "%.*s", (int)(cmd - e->key), e->key);
+	jsDirectGetMsgOptions_Init(&dg);
+	snprintf(subj, sizeof(subj), "$KV.runs.%s", e->key);
+	dg.LastBySubject = subj;
+	if ((s = rs_logread_get(kv, &m, &dg)) == NATS_NOT_FOUND || (s == NATS_OK && kv_deleted(m))) {
+		rs_map_del(reg, e->key);   /* applied */
+		goto cleanup;
+	}
+	if (s != NATS_OK)
+		goto cleanup;               /* no answer: next pass */
+	v = json_loadb(natsMsg_GetData(m), (size_t)natsMsg_GetDataLength(m), 0, NULL);
+	natsMsg_Destroy(m);
+	m = NULL;
+	snprintf(subj, sizeof(subj), "runs.%s", runkey);
+	dg.LastBySubject = subj;
+	if ((s = rs_logread_get(runs, &m, &dg)) == NATS_OK) {
+		const char *h = NULL;
+		rs_event_type et;
+
+		if (natsMsgHeader_Get(m, "Runstream-Type", &h) == NATS_OK && h != NULL &&
+		    rs_event_type_parse(h, &et) == RS_OK && rs_event_type_terminal(et)) {
+			/* Finished: nothing will take it. */
+			snprintf(subj, sizeof(subj), "$KV.runs.%s", e->key);
+			if (rs_nats_msg(&out, subj, "", 0, "KV-Operation", "DEL", NULL) == RS_OK)
+				natsConnection_PublishMsg(o->nats.nc, out);
+			rs_map_del(reg, e->key);
+			goto cleanup;
+		}
+	} else if (s != NATS_NOT_FOUND) {
+		goto cleanup;               /* no answer: next pass */
+	}
+	type = json_string_value(json_object_get(v, "type"));
+	if (type == NULL || (strcmp(type, "signal") != 0 && strcmp(type, "cancel") != 0)) {
+		rs_map_del(reg, e->key);   /* not a copy we write */
+		goto cleanup;
+	}
+	{
+		char *body = rs_json_dump(v);
+
+		snprintf(subj, sizeof(subj), "cmd.%s", runkey);
+		if (strcmp(type, "cancel") == 0)
+			snprintf(id, sizeof(id), "cancel-%s-late-%lld", strchr(runkey, '.') ? strchr(runkey, '.') + 1
+			         : runkey, (long long)(now / o->cfg.late_ms));
+		else
+			snprintf(id, sizeof(id), "signal-%s-late-%lld", tail, (long long)(now / o->cfg.late_ms));
+		if (body != NULL && rs_nats_msg(&out, subj, body, (int)strlen(body), "Runstream-Type", type,
+		                                NULL) == RS_OK &&
+		    rs_js_publish(o->nats.js, out, id, -1, 5000, NULL, NULL) == RS_OK) {
+			sent = 1;
+			rs_warn("reconcile: the %s %s is not applied %lld ms after it was accepted: "
+			        "sent again", type, e->key, (long long)(now - r->next_ms + r->interval_ms));
+		}
+		free(body);
+	}
+	look_again(r, now);
+cleanup:
+	natsMsg_Destroy(m);
+	natsMsg_Destroy(out);
+	json_decref(v);
+	return sent;
 }
 
 /*
@@ -502,6 +601,10 @@ check_registered(orch *o, rs_map *reg, rs_logread *runs, rs_logread *kv)
 		nx = rs_map_next(reg, &i, e);
 		if (r->next_ms > now)
 			continue;
+		if (strstr(e->key, ".cmd.") != NULL) {
+			sent += check_copy(o, reg, e, runs, kv, now);
+			continue;
+		}
 		jsDirectGetMsgOptions_Init(&dg);
 		snprintf(subj, sizeof(subj), "runs.%s", e->key);
 		dg.LastBySubject = subj;

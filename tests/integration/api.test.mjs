@@ -590,6 +590,35 @@ test('live delivery survives a nats-server restart: no gap, no duplicate, Last-E
   assert.equal((await wapi.kill('SIGTERM')).code, 0, logTail(wapi));
 });
 
+// nats-server 2.9.10 can lose a command CMDS acknowledged (docs/architecture.md,
+// "Streams"). A signal or cancel the API accepted has a copy in KV `runs`
+// until the orchestrator applied it; the orchestrator's side (a copy with
+// no command on CMDS is sent again) is in orchestrator.test.
+test('a signal and a cancel keep a copy in KV runs until the orchestrator applied them', async () => {
+  const kv = await js.views.kv('runs');
+  const runId = await createRun();
+  await started(runId);
+  await orch.kill('SIGTERM');
+  const r = await call('POST', `/v1/runs/${runId}/signals/go`, { body: { step: 1 } });
+  assert.equal(r.status, 202, r.text);
+  const sid = r.json.signal_id;
+  const copy = await kv.get(`acme.${runId}.cmd.${sid}`);
+  assert.equal(copy?.operation, 'PUT');
+  assert.deepEqual(copy.json(), { type: 'signal', tenant: 'acme', run_id: runId, signal_id: sid, name: 'go', payload: { step: 1 } });
+  const c = await call('POST', `/v1/runs/${runId}/cancel`, { body: { reason: 'enough' } });
+  assert.equal(c.status, 202, c.text);
+  assert.equal((await kv.get(`acme.${runId}.cmd.cancel`))?.json().type, 'cancel');
+  await startOrchestrator();
+  const evs = await finished(runId);
+  assert.equal(typeOf(evs.at(-1)), 'run.cancelled');
+  assert.equal(count(evs, 'signal.received'), 1);
+  for (const k of [`acme.${runId}.cmd.${sid}`, `acme.${runId}.cmd.cancel`]) {
+    await waitFor(`the copy ${k} deleted`, async () => (await kv.get(k))?.operation === 'DEL', 10000);
+  }
+  // The run's own entry is untouched.
+  assert.equal((await kv.get(`acme.${runId}`))?.operation, 'PUT');
+});
+
 test('ops endpoints on the same port', async () => {
   assert.equal((await fetch(`${base}/healthz`)).status, 200);
   assert.equal((await fetch(`${base}/readyz`)).status, 200);

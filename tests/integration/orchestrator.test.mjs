@@ -9,7 +9,7 @@ import { test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { headers } from 'nats';
-import { stopAll, logTail } from '../lib/stack.mjs';
+import { stopAll, logTail, waitFor } from '../lib/stack.mjs';
 import { World, assertHistory, sc, TERMINAL } from '../lib/orchworld.mjs';
 
 let world;
@@ -287,6 +287,33 @@ test('a call whose answer CMDS lost is published again for it', async () => {
   assertHistory(h, run);
   assert.deepEqual(types(h).slice(-4), ['tool.dispatched', 'tool.completed', 'step.completed', 'run.completed']);
   assert.ok(Date.now() - Date.parse(disp.time) >= 1000);
+  await stopGracefully(o);
+});
+
+// The same loss for a signal: the API answered 202 once CMDS acknowledged
+// it and wrote its copy to KV `runs`, then CMDS lost the command (here: it
+// is never sent). The sweep sends the copy again after RS_ORCH_LATE_MS; the
+// engine deletes a copy once its command is applied.
+test('a signal whose command CMDS lost is sent again from its copy in KV runs', async () => {
+  const t = 'lostsignal';
+  const version = await world.push(t, { name: 'wait', steps: [{ id: 'w', kind: 'signal', signal: 'go', timeout_s: 60 }], output: '{{steps.w.output}}' });
+  const o = await world.orchestrator('orch-lostsignal', { RS_ORCH_SWEEP_INTERVAL_MS: '300', RS_ORCH_LATE_MS: '1000' });
+  const run = await world.start(t, 'wait', version);
+  await world.waitType(run, 'step.started');
+  const sid = crypto.randomUUID();
+  const sig = { type: 'signal', tenant: t, run_id: run, signal_id: sid, name: 'go', payload: { ok: 1 } };
+  const key = `${t}.${run}.cmd.${sid}`;
+  await world.js.publish(`$KV.runs.${key}`, sc.encode(JSON.stringify(sig)));
+  // (no signal on CMDS)
+  await world.waitTerminal(run, 30000);
+  const h = await world.history(t, run);
+  assertHistory(h, run);
+  assert.equal(h.filter((e) => e.type === 'runstream.signal.received').length, 1);
+  assert.equal(h.find((e) => e.type === 'runstream.signal.received').data.signal_id, sid);
+  assert.equal(h.at(-1).type, 'runstream.run.completed');
+  assert.deepEqual(h.at(-1).data.output, { ok: 1 });
+  const kv = await world.js.views.kv('runs');
+  await waitFor('the copy deleted once applied', async () => (await kv.get(key))?.operation === 'DEL', 10000);
   await stopGracefully(o);
 });
 
