@@ -508,11 +508,45 @@ rs_orch_engine_puback_locked(orch *o, puback *it)
  * lost (connection dropped): fail the publish, the command is naked. */
 #define PUBACK_LOST_MS 10000
 
+/* A command in progress for longer than this is logged, with what its
+ * run waits for (bench/chaos saw commands held for minutes after NATS
+ * faults: the gauges and this line tell where). */
+#define SLOW_CMD_US (60LL * 1000000)
+
+/* Once a second: the gauges of what the engine holds. */
+static void
+report_held(orch *o)
+{
+	static int64_t last_us, warned_us;
+	int64_t now = rs_mono_us();
+	size_t busy, queued;
+	orun *r;
+
+	if (now - last_us < 1000000)
+		return;
+	last_us = now;
+	r = rs_orch_runcache_oldest(o->cache, &busy, &queued);
+	rs_metric_set(rs_orch_om.busy_runs, (double)busy);
+	rs_metric_set(rs_orch_om.queued_commands, (double)queued);
+	rs_metric_set(rs_orch_om.oldest_command, r != NULL ? (double)(now - r->cur->t0_us) / 1e6 : 0);
+	if (r != NULL && now - r->cur->t0_us > SLOW_CMD_US && now - warned_us > 60000000) {
+		char why[300];
+
+		warned_us = now;
+		snprintf(why, sizeof(why), "for %lld s (delivery %llu; event %zu of %zu in flight, %d effect "
+		         "acks owed, stale %d; %zu runs busy, %zu commands queued)",
+		         (long long)((now - r->cur->t0_us) / 1000000), (unsigned long long)r->cur->ndelivered,
+		         r->next_ev, r->dec.nevents, r->effects_left, r->stale, busy, queued);
+		log_cmd(RS_LOG_WARN, r->cur, "%s: in progress %s", why);
+	}
+}
+
 void
 rs_orch_engine_expire(orch *o)
 {
 	pthread_mutex_lock(&o->engine_mu);
 	rs_orch_appender_expire(o, PUBACK_LOST_MS);
+	report_held(o);
 	pthread_mutex_unlock(&o->engine_mu);
 }
 

@@ -48,6 +48,11 @@ rs_orch_metrics_init(void)
 	                                   "Command fetched to acked.", NULL);
 	rs_orch_om.cache_runs = rs_gauge("rs_orch_cache_runs", "Runs in the hot cache.", NULL);
 	rs_orch_om.inflight = rs_gauge("rs_orch_inflight_commands", "Commands fetched, not yet acked.", NULL);
+	rs_orch_om.busy_runs = rs_gauge("rs_orch_busy_runs", "Runs with a command in progress.", NULL);
+	rs_orch_om.queued_commands = rs_gauge("rs_orch_queued_commands",
+	                                      "Commands waiting behind their run's command in progress.", NULL);
+	rs_orch_om.oldest_command = rs_gauge("rs_orch_oldest_command_seconds",
+	                                     "Age of the oldest command in progress.", NULL);
 	rs_orch_om.timers_held = rs_gauge("rs_orch_timers_held", "Timers held in memory until due.", NULL);
 	rs_orch_om.sweep_continued = rs_counter("rs_orch_sweep_continued_total",
 	                                "Runs found not at rest by reconciliation: run.continue sent.", NULL);

@@ -70,6 +70,7 @@ typedef struct {
 	rs_metric *command_duration;
 	rs_metric *cache_runs;
 	rs_metric *inflight;
+	rs_metric *busy_runs, *queued_commands, *oldest_command;
 	rs_metric *timers_held;
 	rs_metric *sweep_continued;
 	rs_metric *sweep_events;
@@ -209,6 +210,9 @@ void rs_orch_runcache_touch(struct runcache *c, orun *r);
 void rs_orch_runcache_remove(struct runcache *c, orun *r);
 /* Evict least recently used idle entries above capacity. */
 void rs_orch_runcache_trim(struct runcache *c);
+/* What the engine holds: runs busy with a command, commands queued behind
+ * them, and the busy run whose command arrived first (NULL: none). */
+orun *rs_orch_runcache_oldest(struct runcache *c, size_t *busy, size_t *queued);
 size_t rs_orch_runcache_count(const struct runcache *c);
 /* Shutdown: nak every command still held (another instance takes them). */
 void rs_orch_runcache_nak_all(struct runcache *c);

@@ -209,6 +209,28 @@ rs_orch_runcache_trim(struct runcache *c)
 	}
 }
 
+orun *
+rs_orch_runcache_oldest(struct runcache *c, size_t *busy, size_t *queued)
+{
+	rs_map_ent *e = NULL;
+	orun *oldest = NULL;
+	size_t i = 0;
+
+	*busy = *queued = 0;
+	while ((e = rs_map_next(&c->map, &i, e)) != NULL) {
+		orun *r = e->val;
+
+		if (!r->busy || r->cur == NULL)
+			continue;
+		(*busy)++;
+		for (pending_cmd *p = r->waitq; p != NULL; p = p->next)
+			(*queued)++;
+		if (oldest == NULL || r->cur->t0_us < oldest->cur->t0_us)
+			oldest = r;
+	}
+	return oldest;
+}
+
 /* Decode msg as the next event of st; *seq receives its stream sequence. */
 static rs_status
 apply_msg(rs_run *st, natsMsg *m, uint64_t *seq, const char *run_id)
