@@ -55,6 +55,8 @@
 #include "rs_log.h"
 #include "rs_time.h"
 
+#define FORWARD_MAX_WAIT_MS 5000   /* a forward's ack is awaited this long */
+
 typedef struct {
 	int64_t due;
 	natsMsg *msg;
@@ -122,7 +124,8 @@ timer_on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *clos
 			rs_metric_inc(rs_orch_om.timers_fired);
 			rs_metric_observe(rs_orch_om.timer_lag, (double)(rs_now_ms() - f->due) / 1000.0);
 		} else {
-			rs_warn("timer %s: cannot forward to CMDS: %s", f->id, pae->ErrText ? pae->ErrText : "error");
+			rs_warn("timer %s: cannot forward to CMDS: %s", f->id,
+			        pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err));
 			natsMsg_NakWithDelay(f->timer, 200, NULL);
 		}
 		natsMsg_Destroy(f->timer);
@@ -213,6 +216,14 @@ fire(orch *o, held *t)
 	fly_put(o->timer_fly, f);
 	jsPubOptions_Init(&po);
 	po.MsgId = t->id;
+	/* An ack that never comes (lost in a leader change or a reconnect)
+	 * reaches timer_on_ack as a timeout after this long, and the timer
+	 * is nak'd and fired again (a second forward under the same id is
+	 * de-duplicated by CMDS). Without it the timer waited for the
+	 * server's AckWait redelivery, which nats-server 2.9.10 was seen to
+	 * stop after a consumer leader change (bench/chaos, session 8: 100
+	 * timers held for minutes, 28 redeliveries at AckWait 1 s). */
+	po.MaxWait = FORWARD_MAX_WAIT_MS;
 	if (js_PublishMsgAsync(o->timer_js, &m, &po) != NATS_OK) {
 		/* Not handed to the library: take it back, unless an ack raced. */
 		if (fly_take(o->timer_fly, t->id) == NULL)
