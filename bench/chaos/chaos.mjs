@@ -625,7 +625,7 @@ export async function chaos(opts = {}) {
     for (const sv of svcs.filter((x) => x.id.startsWith('orchestrator') && x.p)) {
       try {
         const t = await (await fetch(`http://127.0.0.1:${sv.port}/metrics`, { signal: AbortSignal.timeout(2000) })).text();
-        log(`${sv.id}: ${t.split('\n').filter((l) => /^rs_(orch_inflight|orch_busy|orch_queued|orch_oldest|consume_)/.test(l)).join('; ')}`);
+        log(`${sv.id}: ${t.split('\n').filter((l) => /^rs_(orch_inflight|orch_busy|orch_queued|orch_oldest|orch_timers|orch_commands_total|orch_redeliveries|consume_)/.test(l)).join('; ')}`);
       } catch (e) { log(`${sv.id}: /metrics: ${e.message}`); }
     }
   }
