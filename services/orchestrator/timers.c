@@ -17,7 +17,9 @@
  * Nats-Msg-Id (timer-<timer_id> for the first copy: de-duplicated if we
  * fire it twice within the window; a copy put back early or published again
  * after a loss has its own id), then acking it. The state machine ignores
- * a fire for a timer that is no longer pending.
+ * a fire for a timer that is no longer pending. A forward that fails, or
+ * whose ack does not come within FORWARD_MAX_WAIT_MS, is retried from the
+ * heap (retry_later), not handed back to the server.
  *
  * Two details keep lateness low with thousands of timers due together:
  *   - forwarding is asynchronous (its own JetStream context): the timer
@@ -61,6 +63,7 @@ typedef struct {
 	int64_t due;
 	natsMsg *msg;
 	uint64_t sseq;         /* stream sequence: one timer, many deliveries */
+	int tries;             /* forwards that failed: retried from here */
 	char subj[128];
 	char id[256];
 	char run_id[40];
@@ -75,6 +78,10 @@ typedef struct fly {
 	char id[256];
 	natsMsg *timer;        /* the TIMERS delivery to ack */
 	int64_t due;
+	uint64_t sseq;
+	int tries;             /* forwards of this delivery that failed */
+	char subj[128];
+	char run_id[40];
 } fly;
 
 /* id -> the newest fly of that id (not owned: freed by who takes it). The
@@ -108,6 +115,8 @@ fly_take(struct timerfly *tf, const char *id)
 	return f;
 }
 
+static int retry_later(orch *o, const fly *f);
+
 /* Publish ack handler of timer_js: the command is stored (or not). */
 static void
 timer_on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
@@ -126,7 +135,10 @@ timer_on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *clos
 		} else {
 			rs_warn("timer %s: cannot forward to CMDS: %s", f->id,
 			        pae->ErrText ? pae->ErrText : natsStatus_GetText(pae->Err));
-			natsMsg_NakWithDelay(f->timer, 200, NULL);
+			if (retry_later(o, f))
+				f->timer = NULL;   /* held again */
+			else
+				natsMsg_NakWithDelay(f->timer, 200, NULL);
 		}
 		natsMsg_Destroy(f->timer);
 		free(f);
@@ -197,6 +209,45 @@ heap_pop(heap *h)
 	return top;
 }
 
+/*
+ * A forward that failed (no CMDS leader, an ack lost): the timer goes back
+ * into the heap, still un-acked, and is forwarded again from here after
+ * RETRY_MS, doubling to RETRY_MAX_MS. Why not a nak, as before: a nak
+ * relies on the server to deliver the timer again, and nats-server 2.9.10
+ * after a consumer leader change was seen not to, for minutes (bench/chaos,
+ * session 8: TIMERS' durable held 265 timers with 5 redeliveries; 30 runs
+ * slept forever). The server still has the timer: if we die holding it,
+ * AckWait brings it to another instance. 1 if held again.
+ */
+#define RETRY_MS 250
+#define RETRY_MAX_MS 5000
+
+static int
+retry_later(orch *o, const fly *f)
+{
+	struct timerheld *th = o->timer_held;
+	int64_t wait = (int64_t)RETRY_MS << (f->tries < 5 ? f->tries : 5);
+	held t;
+	int ok;
+
+	if (atomic_load(&o->stopping))
+		return 0;   /* stopping: the server hands it to another instance */
+	memset(&t, 0, sizeof(t));
+	t.due = rs_now_ms() + (wait > RETRY_MAX_MS ? RETRY_MAX_MS : wait);
+	t.msg = f->timer;
+	t.sseq = f->sseq;
+	t.tries = f->tries + 1;
+	snprintf(t.subj, sizeof(t.subj), "%s", f->subj);
+	snprintf(t.id, sizeof(t.id), "%s", f->id);
+	snprintf(t.run_id, sizeof(t.run_id), "%s", f->run_id);
+	pthread_mutex_lock(&th->mu);
+	ok = heap_push(&th->h, &t) == 0;
+	if (ok && th->h.v[0].sseq == t.sseq)
+		pthread_cond_signal(&th->cv);
+	pthread_mutex_unlock(&th->mu);
+	return ok;
+}
+
 /* Forward a due timer to CMDS asynchronously; timer_on_ack acks it. */
 static void
 fire(orch *o, held *t)
@@ -213,6 +264,10 @@ fire(orch *o, held *t)
 	snprintf(f->id, sizeof(f->id), "%s", t->id);
 	f->timer = t->msg;
 	f->due = t->due;
+	f->sseq = t->sseq;
+	f->tries = t->tries;
+	snprintf(f->subj, sizeof(f->subj), "%s", t->subj);
+	snprintf(f->run_id, sizeof(f->run_id), "%s", t->run_id);
 	fly_put(o->timer_fly, f);
 	jsPubOptions_Init(&po);
 	po.MsgId = t->id;
