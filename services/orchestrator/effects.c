@@ -178,11 +178,17 @@ void
 rs_orch_effects_forget_copy(orch *o, const rs_cmd *c)
 {
 	char subj[300];
-	natsMsg *m = NULL;
 
 	rs_cmd_copy_subject(c, subj, sizeof(subj));
-	if (subj[0] == '\0')
-		return;
+	if (subj[0] != '\0')
+		rs_orch_kv_delete(o, subj);
+}
+
+void
+rs_orch_kv_delete(orch *o, const char *subj)
+{
+	natsMsg *m = NULL;
+
 	if (rs_nats_msg(&m, subj, "", 0, "KV-Operation", "DEL", NULL) == RS_OK)
 		natsConnection_PublishMsg(o->nats.nc, m);
 	natsMsg_Destroy(m);

@@ -254,6 +254,8 @@ rs_status rs_orch_effects_requeue_timer(orch *o, orun *r, const rs_cmd *fire);
 rs_status rs_orch_effects_send_late(orch *o, orun *r, int *nsent);
 /* A signal or cancel applied: delete its copy in KV runs (not awaited). */
 void rs_orch_effects_forget_copy(orch *o, const rs_cmd *c);
+/* A KV delete marker on subj ("$KV.<bucket>.<key>"), not awaited. */
+void rs_orch_kv_delete(orch *o, const char *subj);
 /* Append ev for r: encode (one reused buffer: engine mutex held) and
  * publish with Nats-Expected-Last-Subject-Sequence = r->last_seq. */
 rs_status rs_orch_event_send(orch *o, orun *r, const rs_event *ev);

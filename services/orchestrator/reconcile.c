@@ -468,6 +468,24 @@ kv_deleted(natsMsg *m)
 	return natsMsgHeader_Get(m, "KV-Operation", &op) == NATS_OK && op != NULL;
 }
 
+/* A command kept in KV `runs` (a run.start in its registry entry, a
+ * signal's or cancel's copy), published again to cmd.<run key> under id. */
+static int
+send_kept(orch *o, const char *runkey, json_t *cmd, const char *type, const char *id)
+{
+	char subj[220], *body = rs_json_dump(cmd);
+	natsMsg *m = NULL;
+	int ok;
+
+	snprintf(subj, sizeof(subj), "cmd.%s", runkey);
+	ok = body != NULL && rs_nats_msg(&m, subj, body, (int)strlen(body), "Runstream-Type", type,
+	                                 NULL) == RS_OK &&
+	     rs_js_publish(o->nats.js, m, id, -1, 5000, NULL, NULL) == RS_OK;
+	natsMsg_Destroy(m);
+	free(body);
+	return ok;
+}
+
 static void
 registered(natsMsg *m, uint64_t seq, int64_t ts_ns, void *arg)
 {
@@ -502,7 +520,7 @@ check_copy(orch *o, rs_map *reg, rs_map_ent *e, rs_logread *runs, rs_logread *kv
 	resting *r = e->val;
 	const char *cmd = strstr(e->key, ".cmd."), *tail = cmd + 5, *type = NULL;
 	jsDirectGetMsgOptions dg;
-	natsMsg *m = NULL, *out = NULL;
+	natsMsg *m = NULL;
 	char subj[300], runkey[200], id[300];
 	json_t *v = NULL;
 	natsStatus s;
@@ -531,8 +549,7 @@ check_copy(orch *o, rs_map *reg, rs_map_ent *e, rs_logread *runs, rs_logread *kv
 		    rs_event_type_parse(h, &et) == RS_OK && rs_event_type_terminal(et)) {
 			/* Finished: nothing will take it. */
 			snprintf(subj, sizeof(subj), "$KV.runs.%s", e->key);
-			if (rs_nats_msg(&out, subj, "", 0, "KV-Operation", "DEL", NULL) == RS_OK)
-				natsConnection_PublishMsg(o->nats.nc, out);
+			rs_orch_kv_delete(o, subj);
 			rs_map_del(reg, e->key);
 			goto cleanup;
 		}
@@ -544,28 +561,17 @@ check_copy(orch *o, rs_map *reg, rs_map_ent *e, rs_logread *runs, rs_logread *kv
 		rs_map_del(reg, e->key);   /* not a copy we write */
 		goto cleanup;
 	}
-	{
-		char *body = rs_json_dump(v);
-
-		snprintf(subj, sizeof(subj), "cmd.%s", runkey);
-		if (strcmp(type, "cancel") == 0)
-			snprintf(id, sizeof(id), "cancel-%s-late-%lld", strchr(runkey, '.') ? strchr(runkey, '.') + 1
-			         : runkey, (long long)(now / o->cfg.late_ms));
-		else
-			snprintf(id, sizeof(id), "signal-%s-late-%lld", tail, (long long)(now / o->cfg.late_ms));
-		if (body != NULL && rs_nats_msg(&out, subj, body, (int)strlen(body), "Runstream-Type", type,
-		                                NULL) == RS_OK &&
-		    rs_js_publish(o->nats.js, out, id, -1, 5000, NULL, NULL) == RS_OK) {
-			sent = 1;
-			rs_warn("reconcile: the %s %s is not applied %lld ms after it was accepted: "
-			        "sent again", type, e->key, (long long)(now - r->next_ms + r->interval_ms));
-		}
-		free(body);
-	}
+	if (strcmp(type, "cancel") == 0)
+		snprintf(id, sizeof(id), "cancel-%s-late-%lld", strchr(runkey, '.') ? strchr(runkey, '.') + 1
+		         : runkey, (long long)(now / o->cfg.late_ms));
+	else
+		snprintf(id, sizeof(id), "signal-%s-late-%lld", tail, (long long)(now / o->cfg.late_ms));
+	if ((sent = send_kept(o, runkey, v, type, id)))
+		rs_warn("reconcile: the %s %s is not applied %lld ms after it was accepted: "
+		        "sent again", type, e->key, (long long)(now - r->next_ms + r->interval_ms));
 	look_again(r, now);
 cleanup:
 	natsMsg_Destroy(m);
-	natsMsg_Destroy(out);
 	json_decref(v);
 	return sent;
 }
@@ -630,22 +636,15 @@ check_registered(orch *o, rs_map *reg, rs_logread *runs, rs_logread *kv)
 			continue;
 		}
 		{
-			char *body = rs_json_dump(start);
 			const char *dot = strchr(e->key, '.');
 
-			snprintf(subj, sizeof(subj), "cmd.%s", e->key);
 			snprintf(id, sizeof(id), "start-%s-late-%lld", dot != NULL ? dot + 1 : e->key,
 			         (long long)(now / o->cfg.late_ms));
-			if (body != NULL &&
-			    rs_nats_msg(&m, subj, body, (int)strlen(body), "Runstream-Type", "run.start",
-			                NULL) == RS_OK &&
-			    rs_js_publish(o->nats.js, m, id, -1, 5000, NULL, NULL) == RS_OK) {
+			if (send_kept(o, e->key, start, "run.start", id)) {
 				sent++;
 				rs_warn("reconcile: run %s registered %lld ms ago has no event: its run.start "
 				        "published again", e->key, (long long)(now - r->next_ms + r->interval_ms));
 			}
-			natsMsg_Destroy(m);
-			free(body);
 		}
 		json_decref(v);
 		look_again(r, now);
