@@ -687,7 +687,17 @@ ensure_team_consumer(int argc, char **argv, const char *user, const char *tenant
 	cc.FilterSubject = filter;
 	cc.AckPolicy = js_AckExplicit;
 	cc.DeliverPolicy = js_DeliverAll;
-	if (js_AddConsumer(&ci, n.js, "RUNS", &cc, NULL, &jerr) != NATS_OK) {
+	/* Right after the reload that gave the team its user, nats-server
+	 * 2.9.10 can answer "JetStream not enabled" (10076) for a moment while
+	 * it re-registers the account (seen in a clean-clone CI run): try
+	 * again for up to 5 s. */
+	for (int i = 0; i < 50; i++) {
+		jerr = 0;
+		if (js_AddConsumer(&ci, n.js, "RUNS", &cc, NULL, &jerr) == NATS_OK || jerr != JSNotEnabledErr)
+			break;
+		usleep(100 * 1000);
+	}
+	if (ci == NULL) {
 		fprintf(stderr, "runctl consumers grant: cannot create consumer %s on RUNS: %s (%d)\n", user,
 		        nats_GetLastError(NULL), (int)jerr);
 		rc = RC_FAIL;
